@@ -1,0 +1,42 @@
+/* catalog.h — the orgs table as poold reads and writes it (SQL lives here). */
+#ifndef POOLD_CATALOG_H
+#define POOLD_CATALOG_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "db.h"
+#include "status.h"
+
+#define ORG_ID_MAX 64
+
+struct org_info {
+    char org_id[ORG_ID_MAX + 1];
+    bool enabled;
+    int pool_max_size;     /* 0 when NULL (use the default) */
+    long long version;     /* orgs.config_version: bumped on every change */
+};
+
+/* True if s matches ^[A-Za-z0-9_-]{1,64}$. */
+bool catalog_org_id_is_valid(const char *s, size_t len);
+
+/* Fail with a clear message unless the schema (sql/) has been applied. */
+POOLD_MUSTCHECK int catalog_check_schema(struct db_conn *conn, char *err,
+                                         size_t errlen);
+
+/* A cheap fingerprint of the whole table: (count, max(config_version)).
+ * If it is unchanged, nothing changed. */
+POOLD_MUSTCHECK int catalog_fingerprint(struct db_conn *conn, long long *count,
+                                        long long *max_version, char *err,
+                                        size_t errlen);
+
+/* Load every org. *out is malloc'd (caller frees), *n its length. */
+POOLD_MUSTCHECK int catalog_load(struct db_conn *conn, struct org_info **out,
+                                 size_t *n, char *err, size_t errlen);
+
+/* Store orgs.pool_max_size for org_id. POOLD_ERR_UNKNOWN_ORG if no row. */
+POOLD_MUSTCHECK int catalog_store_pool_size(struct db_conn *conn,
+                                            const char *org_id, unsigned size,
+                                            char *err, size_t errlen);
+
+#endif

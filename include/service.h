@@ -1,0 +1,108 @@
+/* service.h — one org's processing service: config + rules + a connection. */
+#ifndef POOLD_SERVICE_H
+#define POOLD_SERVICE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "db.h"
+#include "pool.h"
+#include "rules.h"
+#include "status.h"
+
+struct service; /* opaque */
+
+/*
+ * What every service of the process shares; owned by the caller (the
+ * registry), read-only while services exist.
+ */
+struct service_env {
+    /* The process's connection pool (objects are struct db_conn *), or NULL
+     * for POOLD_POOL_MODE=none: each service then opens its own connection
+     * with db and closes it in service_close(). */
+    struct pool *conns;
+    const struct db_settings *db;   /* for opening connections */
+    uint64_t conn_acquire_timeout_ns;
+    uint64_t conn_check_idle_ns;    /* POOLD_CONN_CHECK_IDLE_MS */
+    double build_cost_ms;           /* POOLD_BUILD_COST_MS */
+    double process_cost_ms;         /* POOLD_PROCESS_COST_MS */
+    /* Called when the connection pool is at its cap, before waiting on it:
+     * should make another org's idle service give its connection back. Returns
+     * true if one was freed. Optional. */
+    bool (*reclaim)(void *arg, const char *org_id);
+    void *reclaim_arg;
+};
+
+/* A message as the service sees it; every pointer is borrowed. */
+struct message {
+    const char *id;
+    size_t id_len;
+    const char *payload;
+    size_t payload_len;
+};
+
+struct service_result {
+    bool passed;
+    bool duplicate;
+    struct rules_verdict verdict;
+};
+
+/*
+ * Build a service for org_id: take a connection (pooled, or new when
+ * env->conns is NULL), load the org's row and parse its rules, sleep the
+ * simulated build cost. Returns POOLD_OK and *out, or
+ * POOLD_ERR_UNKNOWN_ORG (no row, or disabled), POOLD_ERR_MISCONFIGURED
+ * (err names the org and the rule), POOLD_ERR_TIMEOUT (connection pool
+ * exhausted), POOLD_ERR_DB. On error nothing is held.
+ * env is borrowed for the service's life.
+ */
+POOLD_MUSTCHECK int service_create(const struct service_env *env,
+                                   const char *org_id, struct service **out,
+                                   char *err, size_t errlen);
+
+/* Give a healthy, clean connection back to the connection pool (a broken or
+ * dirty one is destroyed) and free everything else. Accepts NULL. */
+void service_close(struct service *svc);
+
+/* Attach a message for the next service_process(). msg is borrowed until
+ * service_reset(). */
+void service_hydrate(struct service *svc, const struct message *msg);
+
+/*
+ * Evaluate the rules on the hydrated message and commit the result row, once:
+ * the same (org, id, payload) again gives the stored result with duplicate
+ * set and writes nothing. Returns POOLD_OK (the row is committed),
+ * POOLD_ERR_CONFLICT (same id, other payload), or POOLD_ERR_DB (nothing was
+ * written; the service should then be released as broken).
+ */
+POOLD_MUSTCHECK int service_process(struct service *svc,
+                                    struct service_result *out, char *err,
+                                    size_t errlen);
+
+/* Forget the message; true if the service is back to its freshly built state
+ * (its connection clean and alive), false if it must be destroyed. */
+bool service_reset(struct service *svc);
+
+/* True if the service may be lent again at now_ns: its connection is alive
+ * and not past its TTL. */
+bool service_is_valid(struct service *svc, uint64_t now_ns);
+
+/* The org this service was built for; borrowed for the service's life. */
+const char *service_org(const struct service *svc);
+
+/* orgs.config_version of the row the service was built from. */
+long long service_config_version(const struct service *svc);
+
+/* The ruleset in use; borrowed for the service's life (for tests). */
+const struct ruleset *service_rules(const struct service *svc);
+
+/* The connection in use; borrowed for the service's life (for tests). */
+struct db_conn *service_conn(struct service *svc);
+
+/* The connection pool's ops: objects are struct db_conn *, ctx is a
+ * struct service_env (create opens with env->db, validate runs the liveness
+ * ladder, reset requires a clean connection). */
+extern const struct pool_ops service_conn_pool_ops;
+
+#endif

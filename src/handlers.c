@@ -1,0 +1,1 @@
+/* handlers.c — placeholder until the module lands. */

@@ -1,0 +1,1 @@
+/* metrics.c — placeholder until the module lands. */

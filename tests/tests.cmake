@@ -1,0 +1,75 @@
+# tests.cmake — unit tests (Check, no database) and integration tests (a real
+# PostgreSQL started by the "pg" CTest fixture, and the real poold binary).
+#
+#   ctest -L unit          unit tests only
+#   ctest -L integration   integration tests (start their own PostgreSQL)
+
+pkg_check_modules(CHECK REQUIRED IMPORTED_TARGET check)
+
+# A private cluster per build tree: its own directory and port, so build
+# trees (plain, ASan, TSan) can test side by side.
+string(MD5 _poold_tree_hash "${CMAKE_BINARY_DIR}")
+string(SUBSTRING "${_poold_tree_hash}" 0 4 _poold_port_hex)
+math(EXPR POOLD_TEST_PG_PORT "20000 + 0x${_poold_port_hex} % 20000")
+set(POOLD_TEST_PG_DIR "/tmp/poold-test-pg-${_poold_port_hex}")
+set(POOLD_TEST_DATABASE_URL
+    "postgresql://poold@127.0.0.1:${POOLD_TEST_PG_PORT}/pools")
+set(POOLD_TEST_ENV
+    "DATABASE_URL=${POOLD_TEST_DATABASE_URL}"
+    "POOLD_TEST_PG_DIR=${POOLD_TEST_PG_DIR}"
+    "POOLD_TEST_PG_PORT=${POOLD_TEST_PG_PORT}"
+    "POOLD_TEST_ADMIN_URL=postgresql://postgres@127.0.0.1:${POOLD_TEST_PG_PORT}/pools"
+    "POOLD_BIN=$<TARGET_FILE:poold>"
+    "POOLD_SOURCE_DIR=${CMAKE_SOURCE_DIR}"
+    "CK_DEFAULT_TIMEOUT=60")
+
+add_test(NAME pg.start
+         COMMAND ${CMAKE_SOURCE_DIR}/scripts/pg.sh start ${POOLD_TEST_PG_DIR}
+                 ${POOLD_TEST_PG_PORT})
+add_test(NAME pg.stop
+         COMMAND ${CMAKE_SOURCE_DIR}/scripts/pg.sh destroy ${POOLD_TEST_PG_DIR})
+set_tests_properties(pg.start PROPERTIES FIXTURES_SETUP pg LABELS integration
+                     TIMEOUT 120)
+set_tests_properties(pg.stop PROPERTIES FIXTURES_CLEANUP pg LABELS integration)
+
+# poold_check_test(<name> <label> <source> [TIMEOUT s] [LIBS libs...]): one Check executable
+# and one CTest test; "integration" tests get the database fixture.
+function(poold_check_test name label src)
+  cmake_parse_arguments(T "" "TIMEOUT" "LIBS" ${ARGN})
+  if(NOT T_TIMEOUT)
+    set(T_TIMEOUT 120)
+  endif()
+  if(NOT T_LIBS)
+    set(T_LIBS poold_core)
+  endif()
+  add_executable(check_${name} ${src})
+  target_link_libraries(check_${name} PRIVATE ${T_LIBS} PkgConfig::CHECK)
+  add_test(NAME ${label}.${name} COMMAND check_${name})
+  set_tests_properties(${label}.${name} PROPERTIES LABELS ${label}
+                       TIMEOUT ${T_TIMEOUT} ENVIRONMENT "${POOLD_TEST_ENV}")
+  if(label STREQUAL "integration")
+    set_tests_properties(${label}.${name} PROPERTIES FIXTURES_REQUIRED pg
+                         RESOURCE_LOCK pg)
+  endif()
+endfunction()
+
+# --- unit: one per module -------------------------------------------------
+poold_check_test(pool unit tests/unit/check_pool.c TIMEOUT 300 LIBS poold_pool)
+poold_check_test(rules unit tests/unit/check_rules.c)
+poold_check_test(log unit tests/unit/check_log.c)
+poold_check_test(config unit tests/unit/check_config.c)
+
+# --- integration: real PostgreSQL ------------------------------------------
+poold_check_test(service integration tests/integration/check_service.c
+                 TIMEOUT 300)
+poold_check_test(registry integration tests/integration/check_registry.c
+                 TIMEOUT 300)
+
+# The HTTP contract, against the real binary over a socket.
+find_package(Python3 REQUIRED COMPONENTS Interpreter)
+add_test(NAME integration.http
+         COMMAND ${Python3_EXECUTABLE} -m unittest -v test_http
+         WORKING_DIRECTORY ${CMAKE_SOURCE_DIR}/tests/integration)
+set_tests_properties(integration.http PROPERTIES LABELS integration
+                     TIMEOUT 600 FIXTURES_REQUIRED pg RESOURCE_LOCK pg
+                     ENVIRONMENT "${POOLD_TEST_ENV}")
