@@ -25,9 +25,10 @@ struct rule {
     size_t str_len;
 };
 
+/* Sized to its rules, not to RULES_MAX: every pooled service holds one. */
 struct ruleset {
     size_t n;
-    struct rule rule[RULES_MAX];
+    struct rule *rule; /* n rules in config order; malloc'd, owned */
 };
 
 /* The rule type's name as in the config ("max_payload_bytes", ...). */
@@ -38,8 +39,9 @@ bool rule_type_parse(const char *name, enum rule_type *out);
 
 /*
  * Parse orgs.config ({"rules": [...]}, given as JSON text of len bytes) into
- * rs. Returns POOLD_OK, or POOLD_ERR_MISCONFIGURED with err naming the rule
- * (index and type) that is wrong. On error rs holds nothing to free.
+ * rs, which is overwritten (clear it first if it held rules). Returns
+ * POOLD_OK, POOLD_ERR_MISCONFIGURED with err naming the rule (index and type)
+ * that is wrong, or POOLD_ERR_NOMEM. On error rs holds nothing to free.
  */
 POOLD_MUSTCHECK int rules_parse(const char *json, size_t len,
                                 struct ruleset *rs, char *err, size_t errlen);

@@ -1,1 +1,228 @@
-/* rules.c — placeholder until the module lands. */
+/* rules.c — an org's rules: parsed once from orgs.config, evaluated purely */
+#define _GNU_SOURCE /* memmem: glibc's is linear time (two-way) */
+#include "rules.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <jansson.h>
+
+/* What a rule's "value" must be. */
+enum rule_value_kind { VALUE_NONE, VALUE_COUNT, VALUE_STRING };
+
+static const struct {
+    const char *name;
+    enum rule_value_kind kind;
+} rule_table[RULE__COUNT] = {
+    [RULE_MAX_PAYLOAD_BYTES] = { "max_payload_bytes", VALUE_COUNT },
+    [RULE_MIN_PAYLOAD_BYTES] = { "min_payload_bytes", VALUE_COUNT },
+    [RULE_HEX_PAYLOAD] = { "hex_payload", VALUE_NONE },
+    [RULE_ID_PREFIX] = { "id_prefix", VALUE_STRING },
+    [RULE_FORBIDDEN_SUBSTRING] = { "forbidden_substring", VALUE_STRING },
+};
+
+const char *rule_type_str(enum rule_type type)
+{
+    if ((unsigned)type >= RULE__COUNT)
+        return "unknown";
+    return rule_table[type].name;
+}
+
+bool rule_type_parse(const char *name, enum rule_type *out)
+{
+    for (unsigned i = 0; i < RULE__COUNT; i++) {
+        if (strcmp(name, rule_table[i].name) == 0) {
+            *out = (enum rule_type)i;
+            return true;
+        }
+    }
+    return false;
+}
+
+void rules_clear(struct ruleset *rs)
+{
+    for (size_t i = 0; i < rs->n; i++)
+        free(rs->rule[i].str);
+    free(rs->rule);
+    rs->rule = NULL;
+    rs->n = 0;
+}
+
+/* Fill r's value from v (NULL when the rule has no "value"). */
+static int rule_set_value(struct rule *r, const json_t *v, size_t idx,
+                          char *err, size_t errlen)
+{
+    const char *name = rule_table[r->type].name;
+
+    switch (rule_table[r->type].kind) {
+    case VALUE_NONE:
+        if (v != NULL && !json_is_null(v))
+            goto wrong;
+        return POOLD_OK;
+    case VALUE_COUNT:
+        /* A real (4096.0) or a bool is a typo, not a size: reject it. */
+        if (!json_is_integer(v) || json_integer_value(v) < 0)
+            goto wrong;
+        r->num = json_integer_value(v);
+        return POOLD_OK;
+    case VALUE_STRING:
+        if (!json_is_string(v))
+            goto wrong;
+        r->str_len = json_string_length(v);
+        r->str = malloc(r->str_len + 1);
+        if (r->str == NULL)
+            return POOLD_ERR_NOMEM;
+        /* JSON_ALLOW_NUL is off, so the string has no NUL inside. */
+        memcpy(r->str, json_string_value(v), r->str_len + 1);
+        return POOLD_OK;
+    }
+wrong:
+    snprintf(err, errlen, "rules[%zu] (type \"%s\"): %s", idx, name,
+             rule_table[r->type].kind == VALUE_NONE
+                 ? "takes no \"value\""
+             : rule_table[r->type].kind == VALUE_COUNT
+                 ? "\"value\" must be a non-negative integer"
+                 : "\"value\" must be a string");
+    return POOLD_ERR_MISCONFIGURED;
+}
+
+static int rule_parse_one(const json_t *obj, size_t idx, struct rule *r,
+                          char *err, size_t errlen)
+{
+    const json_t *type;
+
+    if (!json_is_object(obj)) {
+        snprintf(err, errlen, "rules[%zu]: must be an object", idx);
+        return POOLD_ERR_MISCONFIGURED;
+    }
+    type = json_object_get(obj, "type");
+    if (!json_is_string(type)) {
+        snprintf(err, errlen, "rules[%zu]: \"type\" must be a string", idx);
+        return POOLD_ERR_MISCONFIGURED;
+    }
+    if (!rule_type_parse(json_string_value(type), &r->type)) {
+        snprintf(err, errlen, "rules[%zu] (type \"%.64s\"): unknown rule type",
+                 idx, json_string_value(type));
+        return POOLD_ERR_MISCONFIGURED;
+    }
+    return rule_set_value(r, json_object_get(obj, "value"), idx, err, errlen);
+}
+
+/* The "rules" array of a config object; *out NULL when there is none. */
+static int rules_array(const json_t *root, const json_t **out, char *err,
+                       size_t errlen)
+{
+    const json_t *arr;
+
+    if (!json_is_object(root)) {
+        snprintf(err, errlen, "config must be a JSON object");
+        return POOLD_ERR_MISCONFIGURED;
+    }
+    arr = json_object_get(root, "rules");
+    *out = NULL;
+    if (arr == NULL)
+        return POOLD_OK; /* {} : no rules */
+    if (!json_is_array(arr)) {
+        snprintf(err, errlen, "config \"rules\" must be an array");
+        return POOLD_ERR_MISCONFIGURED;
+    }
+    if (json_array_size(arr) > RULES_MAX) {
+        snprintf(err, errlen, "config has %zu rules, at most %d allowed",
+                 json_array_size(arr), RULES_MAX);
+        return POOLD_ERR_MISCONFIGURED;
+    }
+    *out = arr;
+    return POOLD_OK;
+}
+
+int rules_parse(const char *json, size_t len, struct ruleset *rs, char *err,
+                size_t errlen)
+{
+    json_error_t jerr;
+    const json_t *arr;
+    json_t *root;
+    int rc;
+
+    rs->n = 0;
+    rs->rule = NULL;
+    root = json_loadb(json, len, JSON_REJECT_DUPLICATES, &jerr);
+    if (root == NULL) {
+        snprintf(err, errlen,
+                 "config is not valid JSON: %s (line %d, column %d)",
+                 jerr.text, jerr.line, jerr.column);
+        return POOLD_ERR_MISCONFIGURED;
+    }
+    rc = rules_array(root, &arr, err, errlen);
+    if (rc != POOLD_OK || arr == NULL || json_array_size(arr) == 0)
+        goto out;
+    rs->rule = calloc(json_array_size(arr), sizeof rs->rule[0]);
+    if (rs->rule == NULL) {
+        rc = POOLD_ERR_NOMEM;
+        goto out;
+    }
+    for (size_t i = 0; i < json_array_size(arr); i++) {
+        /* Count the rule first: a half-filled one is freed by rules_clear. */
+        rs->n = i + 1;
+        rc = rule_parse_one(json_array_get(arr, i), i, &rs->rule[i], err,
+                            errlen);
+        if (rc != POOLD_OK)
+            break;
+    }
+out:
+    if (rc == POOLD_ERR_NOMEM)
+        snprintf(err, errlen, "out of memory parsing config");
+    if (rc != POOLD_OK)
+        rules_clear(rs);
+    json_decref(root);
+    return rc;
+}
+
+/* An even-length string of hex digits; the empty payload qualifies. */
+static bool is_hex(const char *s, size_t len)
+{
+    static const char digits[] = "0123456789abcdefABCDEF";
+
+    if (len % 2 != 0)
+        return false;
+    for (size_t i = 0; i < len; i++) {
+        if (s[i] == '\0' || strchr(digits, s[i]) == NULL)
+            return false;
+    }
+    return true;
+}
+
+static bool rule_fails(const struct rule *r, const char *id, size_t id_len,
+                       const char *payload, size_t payload_len)
+{
+    switch (r->type) {
+    case RULE_MAX_PAYLOAD_BYTES:
+        return (unsigned long long)payload_len > (unsigned long long)r->num;
+    case RULE_MIN_PAYLOAD_BYTES:
+        return (unsigned long long)payload_len < (unsigned long long)r->num;
+    case RULE_HEX_PAYLOAD:
+        return !is_hex(payload, payload_len);
+    case RULE_ID_PREFIX:
+        return id_len < r->str_len || memcmp(id, r->str, r->str_len) != 0;
+    case RULE_FORBIDDEN_SUBSTRING:
+        /* An empty value is found everywhere; it cannot mean "fail all". */
+        return r->str_len > 0 &&
+               memmem(payload, payload_len, r->str, r->str_len) != NULL;
+    case RULE__COUNT:
+        break;
+    }
+    abort(); /* rules_parse never stores another type */
+}
+
+void rules_eval(const struct ruleset *rs, const char *id, size_t id_len,
+                const char *payload, size_t payload_len,
+                struct rules_verdict *out)
+{
+    out->checks = 0;
+    out->nfailed = 0;
+    for (size_t i = 0; i < rs->n && i < RULES_MAX; i++) {
+        out->checks++;
+        if (rule_fails(&rs->rule[i], id, id_len, payload, payload_len))
+            out->failed[out->nfailed++] = rs->rule[i].type;
+    }
+}
