@@ -1,1 +1,879 @@
-/* registry.c — placeholder until the module lands. */
+/* registry.c — org_id -> service pool, routing, the shared connection cap. */
+#include "registry.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "catalog.h"
+#include "clock.h"
+#include "log.h"
+
+#define REG_BUCKETS_MIN 64
+#define REG_ERR_MAX 256
+#define REG_READY_GRACE_NS (3 * NS_PER_S) /* db contact this recent = ready */
+#define REG_BACKOFF_MIN_NS (100 * NS_PER_MS)
+#define REG_BACKOFF_MAX_NS (5 * NS_PER_S)
+
+/*
+ * One org of the directory (orgs table). Entries are created by the
+ * housekeeping thread when it loads the directory and are never freed before
+ * registry_destroy(), so a pointer to one (and to its pool) stays valid
+ * without holding the registry lock.
+ */
+struct org_entry {
+    struct org_entry *next;     /* hash chain */
+    struct registry *reg;
+    char org_id[ORG_ID_MAX + 1];
+    _Atomic(struct pool *) pool; /* NULL until the first request; then fixed */
+    /* Directory facts, written by housekeeping under reg->lock (write),
+     * read lock-free by the validate callback: atomics. */
+    atomic_bool enabled;
+    atomic_bool present;        /* still in the orgs table */
+    atomic_llong version;       /* orgs.config_version */
+    atomic_int size;            /* orgs.pool_max_size, 0: default */
+    /* The last misconfiguration seen, cached for its version so a broken
+     * org costs no query per request. Under misconf_lock. */
+    pthread_mutex_t misconf_lock;
+    long long misconf_version;  /* -1: none */
+    char misconf_msg[REG_ERR_MAX];
+    /* Set by a directory refresh, done after it (under reg->lock). */
+    bool pending_retire;
+    bool pending_resize;
+};
+
+struct registry {
+    struct registry_config cfg;
+    char *prewarm;              /* owned copy of cfg.prewarm */
+    struct service_env env;
+    struct service_env env_none;/* POOLD_POOL_MODE=none: own connections */
+    struct pool *conns;         /* NULL in mode none */
+
+    pthread_rwlock_t lock;      /* the map; lock order: lock -> a pool's */
+    struct org_entry **buckets;
+    size_t nbuckets;
+    size_t nentries;
+
+    atomic_bool loaded;         /* the directory was loaded once */
+    atomic_bool shutting_down;
+    atomic_uint_fast64_t last_ok_ns; /* last successful db contact */
+
+    /* Housekeeping: its own connection, outside the cap (DESIGN.md). */
+    pthread_mutex_t hk_lock;    /* guards hk_conn, fingerprint, stop */
+    pthread_cond_t hk_cond;
+    struct db_conn *hk_conn;
+    long long fp_count, fp_version;
+    bool hk_stop;
+    bool hk_started;
+    pthread_t hk_thread;
+};
+
+/* ------------------------------------------------------------------ map */
+
+static uint64_t hash_str(const char *s)
+{
+    uint64_t h = UINT64_C(1469598103934665603); /* FNV-1a */
+    for (; *s; s++)
+        h = (h ^ (unsigned char)*s) * UINT64_C(1099511628211);
+    return h;
+}
+
+/* Under reg->lock (read or write). */
+static struct org_entry *map_find(struct registry *reg, const char *org_id)
+{
+    struct org_entry *e = reg->buckets[hash_str(org_id) % reg->nbuckets];
+    while (e && strcmp(e->org_id, org_id) != 0)
+        e = e->next;
+    return e;
+}
+
+/* Under reg->lock (write). Doubles the table when it is full. */
+static void map_grow(struct registry *reg)
+{
+    size_t n = reg->nbuckets * 2;
+    struct org_entry **b = calloc(n, sizeof *b);
+    if (b == NULL)
+        return; /* longer chains, still correct */
+    for (size_t i = 0; i < reg->nbuckets; i++) {
+        struct org_entry *e = reg->buckets[i];
+        while (e) {
+            struct org_entry *next = e->next;
+            size_t j = hash_str(e->org_id) % n;
+            e->next = b[j];
+            b[j] = e;
+            e = next;
+        }
+    }
+    free(reg->buckets);
+    reg->buckets = b;
+    reg->nbuckets = n;
+}
+
+/* Under reg->lock (write). */
+static struct org_entry *map_add(struct registry *reg, const char *org_id)
+{
+    struct org_entry *e = calloc(1, sizeof *e);
+    if (e == NULL)
+        return NULL;
+    e->reg = reg;
+    snprintf(e->org_id, sizeof e->org_id, "%s", org_id);
+    pthread_mutex_init(&e->misconf_lock, NULL);
+    e->misconf_version = -1;
+    if (reg->nentries >= reg->nbuckets)
+        map_grow(reg);
+    size_t i = hash_str(org_id) % reg->nbuckets;
+    e->next = reg->buckets[i];
+    reg->buckets[i] = e;
+    reg->nentries++;
+    return e;
+}
+
+/* A snapshot of the entries (all, or only those with a pool), so that work
+ * which may do I/O (pool maintenance, destroy callbacks) runs with no
+ * registry lock held. Entries are never freed before registry_destroy().
+ * Returns a malloc'd array (caller frees) or NULL with *n = 0. */
+static struct org_entry **map_snapshot(struct registry *reg, bool with_pool,
+                                       size_t *n)
+{
+    struct org_entry **list;
+
+    *n = 0;
+    pthread_rwlock_rdlock(&reg->lock);
+    list = malloc((reg->nentries + 1) * sizeof *list);
+    for (size_t i = 0; list && i < reg->nbuckets; i++)
+        for (struct org_entry *e = reg->buckets[i]; e; e = e->next)
+            if (!with_pool || e->pool)
+                list[(*n)++] = e;
+    pthread_rwlock_unlock(&reg->lock);
+    return list;
+}
+
+/* ------------------------------------------------ the org's service pool */
+
+static int org_service_create(void *ctx, void **obj)
+{
+    struct org_entry *e = ctx;
+    char err[REG_ERR_MAX];
+    struct service *svc = NULL;
+    long long version = atomic_load(&e->version);
+
+    int rc = service_create(&e->reg->env, e->org_id, &svc, err, sizeof err);
+    if (rc == POOLD_ERR_MISCONFIGURED) {
+        pthread_mutex_lock(&e->misconf_lock);
+        e->misconf_version = version;
+        snprintf(e->misconf_msg, sizeof e->misconf_msg, "%s", err);
+        pthread_mutex_unlock(&e->misconf_lock);
+        log_event(LOG_ERROR, "org misconfigured", "org", e->org_id,
+                  "error", err, (const char *)NULL);
+    } else if (rc != POOLD_OK && rc != POOLD_ERR_UNKNOWN_ORG) {
+        log_event(LOG_WARN, "service build failed", "org", e->org_id,
+                  "error", err, (const char *)NULL);
+    }
+    *obj = svc;
+    return rc;
+}
+
+static void org_service_destroy(void *ctx, void *obj,
+                                enum pool_destroy_reason why)
+{
+    (void)ctx;
+    (void)why;
+    service_close(obj);
+}
+
+/* A service may be lent only while it was built from the org's current row
+ * and its connection is alive and young enough: stale configuration can
+ * never be served, whatever the retire step did or missed. */
+static bool org_service_validate(void *ctx, void *obj, uint64_t idle_ns,
+                                 uint64_t now_ns)
+{
+    struct org_entry *e = ctx;
+    (void)idle_ns;
+    if (service_config_version(obj) != atomic_load(&e->version))
+        return false;
+    return service_is_valid(obj, now_ns);
+}
+
+static bool org_service_reset(void *ctx, void *obj)
+{
+    (void)ctx;
+    return service_reset(obj);
+}
+
+static const struct pool_ops org_service_ops = {
+    .create = org_service_create,
+    .destroy = org_service_destroy,
+    .validate = org_service_validate,
+    .reset = org_service_reset,
+};
+
+static unsigned effective_size(const struct registry *reg,
+                               const struct org_entry *e)
+{
+    int s = atomic_load(&e->size);
+    if (s < 1)
+        return reg->cfg.default_size;
+    return (unsigned)s > reg->cfg.ceiling ? reg->cfg.ceiling : (unsigned)s;
+}
+
+/* Under reg->lock (write). Creating a pool only allocates: no I/O. */
+static int entry_make_pool(struct registry *reg, struct org_entry *e)
+{
+    struct pool_config pc = {
+        .name = e->org_id,
+        .max_size = effective_size(reg, e),
+        .capacity = reg->cfg.ceiling,
+        .max_waiters = reg->cfg.max_waiters,
+        /* A service is rebuilt at least once per connection TTL, so an idle
+         * one never pins an old connection past it. */
+        .max_lifetime_ns = reg->cfg.conn_ttl_ns,
+        .lifetime_jitter_ns = reg->cfg.conn_ttl_ns / 10,
+        .validate_idle_ns = 0,
+    };
+    struct pool *pool = NULL;
+    int rc = pool_create(&org_service_ops, e, &pc, &pool);
+    if (rc == POOLD_OK)
+        e->pool = pool;
+    return rc;
+}
+
+/* Find the org and its pool, creating the pool once on first use. */
+static int registry_route(struct registry *reg, const char *org_id,
+                          struct org_entry **out)
+{
+    int rc = POOLD_OK;
+    struct org_entry *e;
+
+    if (!atomic_load(&reg->loaded))
+        return POOLD_ERR_NOT_READY;
+    pthread_rwlock_rdlock(&reg->lock);
+    e = map_find(reg, org_id);
+    if (e == NULL || !atomic_load(&e->present) || !atomic_load(&e->enabled)) {
+        pthread_rwlock_unlock(&reg->lock);
+        return POOLD_ERR_UNKNOWN_ORG;
+    }
+    if (e->pool != NULL || !reg->cfg.pooled) {
+        pthread_rwlock_unlock(&reg->lock);
+        *out = e;
+        return POOLD_OK;
+    }
+    pthread_rwlock_unlock(&reg->lock);
+
+    /* First request: create under the write lock, re-checking, so
+     * concurrent first requests create exactly one pool. */
+    pthread_rwlock_wrlock(&reg->lock);
+    if (e->pool == NULL)
+        rc = entry_make_pool(reg, e);
+    pthread_rwlock_unlock(&reg->lock);
+    if (rc == POOLD_OK) {
+        log_event(LOG_INFO, "pool created", "org", org_id, (const char *)NULL);
+        *out = e;
+    }
+    return rc;
+}
+
+/* A misconfiguration seen for the org's current version, without a query. */
+static bool entry_misconfigured(struct org_entry *e, char *err, size_t errlen)
+{
+    bool hit;
+    pthread_mutex_lock(&e->misconf_lock);
+    hit = e->misconf_version == atomic_load(&e->version);
+    if (hit)
+        snprintf(err, errlen, "%s", e->misconf_msg);
+    pthread_mutex_unlock(&e->misconf_lock);
+    return hit;
+}
+
+static void fill_error(int rc, const char *org_id, char *err, size_t errlen)
+{
+    switch (rc) {
+    case POOLD_ERR_UNKNOWN_ORG:
+        snprintf(err, errlen, "org '%s' does not exist or is disabled",
+                 org_id);
+        break;
+    case POOLD_ERR_TIMEOUT:
+        snprintf(err, errlen, "no processing service for org '%s' became "
+                 "free in time", org_id);
+        break;
+    case POOLD_ERR_WAITERS_FULL:
+        snprintf(err, errlen, "too many requests are waiting for org '%s'",
+                 org_id);
+        break;
+    case POOLD_ERR_NOT_READY:
+        snprintf(err, errlen, "the org directory is not loaded yet: the "
+                 "database is unreachable");
+        break;
+    case POOLD_ERR_SHUTDOWN:
+        snprintf(err, errlen, "the server is shutting down");
+        break;
+    default:
+        if (err[0] == '\0')
+            snprintf(err, errlen, "%s", poold_status_str(rc));
+    }
+}
+
+/* Hydrate, process; the caller releases. Returns the process status. */
+static int run_service(struct service *svc, const struct message *msg,
+                       struct service_result *out, char *err, size_t errlen)
+{
+    service_hydrate(svc, msg);
+    return service_process(svc, out, err, errlen);
+}
+
+static int process_pooled(struct registry *reg, struct org_entry *e,
+                          const struct message *msg,
+                          struct service_result *out, char *err,
+                          size_t errlen)
+{
+    struct pool_item *item;
+    int rc = pool_acquire(e->pool, reg->cfg.acquire_timeout_ns, &item);
+    if (rc != POOLD_OK)
+        return rc;
+    rc = run_service(pool_item_object(item), msg, out, err, errlen);
+    if (rc == POOLD_ERR_DB)
+        pool_release_broken(e->pool, item);
+    else
+        pool_release(e->pool, item);
+    return rc;
+}
+
+/* POOLD_POOL_MODE=none: the seed's "alloc" baseline. */
+static int process_unpooled(struct registry *reg, struct org_entry *e,
+                            const struct message *msg,
+                            struct service_result *out, char *err,
+                            size_t errlen)
+{
+    struct service *svc;
+    int rc = service_create(&reg->env_none, e->org_id, &svc, err, errlen);
+    if (rc != POOLD_OK)
+        return rc;
+    rc = run_service(svc, msg, out, err, errlen);
+    service_close(svc);
+    return rc;
+}
+
+int registry_process(struct registry *reg, const char *org_id,
+                     const struct message *msg, struct service_result *out,
+                     char *err, size_t errlen)
+{
+    struct org_entry *e = NULL;
+    int rc;
+
+    err[0] = '\0';
+    if (atomic_load(&reg->shutting_down))
+        rc = POOLD_ERR_SHUTDOWN;
+    else
+        rc = registry_route(reg, org_id, &e);
+    if (rc == POOLD_OK && entry_misconfigured(e, err, errlen))
+        rc = POOLD_ERR_MISCONFIGURED;
+    if (rc == POOLD_OK && reg->cfg.pooled)
+        rc = process_pooled(reg, e, msg, out, err, errlen);
+    else if (rc == POOLD_OK)
+        rc = process_unpooled(reg, e, msg, out, err, errlen);
+    if (rc != POOLD_OK)
+        fill_error(rc, org_id, err, errlen);
+    return rc;
+}
+
+/* ---------------------------------------------- the shared connection cap */
+
+/* Called by a service build when the connection pool is at its cap: the
+ * longest-idle service of another org gives its connection back. */
+static bool registry_reclaim(void *arg, const char *org_id)
+{
+    struct registry *reg = arg;
+    struct pool *victim = NULL;
+    uint64_t best = UINT64_MAX;
+
+    pthread_rwlock_rdlock(&reg->lock);
+    for (size_t i = 0; i < reg->nbuckets; i++) {
+        for (struct org_entry *e = reg->buckets[i]; e; e = e->next) {
+            uint64_t since;
+            if (e->pool == NULL || strcmp(e->org_id, org_id) == 0)
+                continue;
+            if (pool_oldest_idle(e->pool, &since) && since < best) {
+                best = since;
+                victim = e->pool;
+            }
+        }
+    }
+    pthread_rwlock_unlock(&reg->lock);
+    /* Pools live until registry_destroy(): safe to use unlocked. */
+    return victim != NULL && pool_evict_idle(victim);
+}
+
+/* ----------------------------------------------------------- housekeeping */
+
+static void mark_db_ok(struct registry *reg)
+{
+    atomic_store(&reg->last_ok_ns, clock_now_ns());
+}
+
+/* Under hk_lock. Opens the housekeeping connection if there is none. */
+static int hk_connect(struct registry *reg, char *err, size_t errlen)
+{
+    if (reg->hk_conn != NULL && db_conn_is_alive(reg->hk_conn, clock_now_ns(),
+                                                 reg->cfg.conn_check_idle_ns))
+        return POOLD_OK;
+    db_conn_close(reg->hk_conn);
+    reg->hk_conn = NULL;
+    struct db_settings s = reg->cfg.db;
+    s.application_name = "poold-housekeeping";
+    return db_conn_open(&s, clock_now_ns(), &reg->hk_conn, err, errlen);
+}
+
+/* Under reg->lock (write): apply one row of the directory. Retiring and
+ * resizing may destroy services (I/O), so they are only marked here and
+ * done by apply_pending() with no registry lock held. */
+static void apply_org(struct registry *reg, const struct org_info *o)
+{
+    struct org_entry *e = map_find(reg, o->org_id);
+    if (e == NULL && (e = map_add(reg, o->org_id)) == NULL)
+        return;
+    bool changed = atomic_load(&e->version) != o->version ||
+                   !atomic_load(&e->present);
+    bool resized = atomic_load(&e->size) != o->pool_max_size;
+
+    atomic_store(&e->enabled, o->enabled);
+    atomic_store(&e->size, o->pool_max_size);
+    atomic_store(&e->version, o->version);
+    atomic_store(&e->present, true);
+    e->pending_retire |= changed && e->pool != NULL;
+    e->pending_resize |= resized && e->pool != NULL;
+}
+
+/* Under reg->lock (write): orgs gone from the table. */
+static void apply_absent(struct registry *reg, const struct org_info *list,
+                         size_t n)
+{
+    for (size_t i = 0; i < reg->nbuckets; i++) {
+        for (struct org_entry *e = reg->buckets[i]; e; e = e->next) {
+            bool found = false;
+            for (size_t j = 0; j < n && !found; j++)
+                found = strcmp(list[j].org_id, e->org_id) == 0;
+            if (found || !atomic_load(&e->present))
+                continue;
+            atomic_store(&e->present, false);
+            atomic_store(&e->version, -1);
+            e->pending_retire = e->pool != NULL;
+        }
+    }
+}
+
+/* Under hk_lock, not reg->lock: retire and resize what apply_org marked.
+ * Idle services go now, lent ones on release; validate() refuses any that
+ * slips between (version check), so stale configuration is never served. */
+static void apply_pending(struct registry *reg)
+{
+    size_t n;
+    struct org_entry **list = map_snapshot(reg, true, &n);
+
+    for (size_t i = 0; i < n; i++) {
+        struct org_entry *e = list[i];
+        pthread_rwlock_wrlock(&reg->lock);
+        bool retire = e->pending_retire, resize = e->pending_resize;
+        e->pending_retire = e->pending_resize = false;
+        pthread_rwlock_unlock(&reg->lock);
+        if (retire) {
+            pool_retire_all(e->pool);
+            log_event(LOG_INFO, "org configuration changed, services retired",
+                      "org", e->org_id, (const char *)NULL);
+        }
+        if (resize && pool_resize(e->pool, effective_size(reg, e)) != POOLD_OK)
+            log_event(LOG_WARN, "pool resize from database failed", "org",
+                      e->org_id, (const char *)NULL);
+    }
+    free(list);
+}
+
+/* Under hk_lock: reload the directory if its fingerprint moved. */
+static int hk_refresh(struct registry *reg, char *err, size_t errlen)
+{
+    long long count, version;
+    struct org_info *list = NULL;
+    size_t n = 0;
+
+    int rc = catalog_fingerprint(reg->hk_conn, &count, &version, err, errlen);
+    if (rc != POOLD_OK)
+        return rc;
+    if (atomic_load(&reg->loaded) && count == reg->fp_count &&
+        version == reg->fp_version)
+        return POOLD_OK;
+    rc = catalog_load(reg->hk_conn, &list, &n, err, errlen);
+    if (rc != POOLD_OK)
+        return rc;
+    pthread_rwlock_wrlock(&reg->lock);
+    for (size_t i = 0; i < n; i++)
+        apply_org(reg, &list[i]);
+    if (n < reg->nentries)
+        apply_absent(reg, list, n);
+    pthread_rwlock_unlock(&reg->lock);
+    free(list);
+    apply_pending(reg);
+    reg->fp_count = count;
+    reg->fp_version = version;
+    if (!atomic_exchange(&reg->loaded, true))
+        log_event(LOG_INFO, "org directory loaded", (const char *)NULL);
+    return POOLD_OK;
+}
+
+static void maintain_all(struct registry *reg)
+{
+    uint64_t now = clock_now_ns();
+    size_t n;
+    struct org_entry **list = map_snapshot(reg, true, &n);
+
+    for (size_t i = 0; i < n; i++)
+        pool_maintain(list[i]->pool, now);
+    free(list);
+    if (reg->conns)
+        pool_maintain(reg->conns, now);
+}
+
+/* Build one service for org_id and leave it idle in its pool. */
+static void prewarm_one(struct registry *reg, const char *org_id)
+{
+    struct org_entry *e;
+    struct pool_item *item;
+
+    if (registry_route(reg, org_id, &e) != POOLD_OK)
+        return;
+    if (pool_acquire(e->pool, reg->cfg.acquire_timeout_ns, &item) == POOLD_OK)
+        pool_release(e->pool, item);
+}
+
+/* Build one service for each org named by POOLD_PREWARM ("all" or a comma
+ * list; names not in the directory are logged and skipped). */
+static void prewarm(struct registry *reg)
+{
+    const char *list = reg->prewarm;
+
+    if (list[0] == '\0' || !reg->cfg.pooled)
+        return;
+    if (strcmp(list, "all") == 0) {
+        size_t n;
+        struct org_entry **all = map_snapshot(reg, false, &n);
+        for (size_t i = 0; i < n && !atomic_load(&reg->shutting_down); i++)
+            prewarm_one(reg, all[i]->org_id);
+        free(all);
+    } else {
+        for (const char *p = list; *p && !atomic_load(&reg->shutting_down);) {
+            char id[ORG_ID_MAX + 1];
+            size_t len = strcspn(p, ",");
+            if (len > 0 && len <= ORG_ID_MAX) {
+                memcpy(id, p, len);
+                id[len] = '\0';
+                prewarm_one(reg, id);
+            }
+            p += len + (p[len] == ',');
+        }
+    }
+    log_event(LOG_INFO, "prewarm done", "orgs", list, (const char *)NULL);
+}
+
+/* Wait on hk_cond until the deadline or a stop; under hk_lock. */
+static void hk_wait(struct registry *reg, uint64_t ns)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    uint64_t t = (uint64_t)ts.tv_sec * NS_PER_S + (uint64_t)ts.tv_nsec + ns;
+    ts.tv_sec = (time_t)(t / NS_PER_S);
+    ts.tv_nsec = (long)(t % NS_PER_S);
+    while (!reg->hk_stop &&
+           pthread_cond_timedwait(&reg->hk_cond, &reg->hk_lock, &ts) == 0)
+        ;
+}
+
+/* Exponential backoff with full jitter while the database is down, so a
+ * fleet of poolds does not reconnect in lockstep. */
+static uint64_t next_backoff(uint64_t cur, unsigned *seed)
+{
+    uint64_t next = cur == 0 ? REG_BACKOFF_MIN_NS : cur * 2;
+    if (next > REG_BACKOFF_MAX_NS)
+        next = REG_BACKOFF_MAX_NS;
+    return next / 2 + (uint64_t)rand_r(seed) % (next / 2 + 1);
+}
+
+static void *hk_main(void *arg)
+{
+    struct registry *reg = arg;
+    char err[REG_ERR_MAX];
+    uint64_t backoff = 0;
+    bool was_down = false, prewarmed = false;
+    unsigned seed = (unsigned)clock_now_ns();
+
+    pthread_mutex_lock(&reg->hk_lock);
+    while (!reg->hk_stop) {
+        int rc = hk_connect(reg, err, sizeof err);
+        if (rc == POOLD_OK)
+            rc = hk_refresh(reg, err, sizeof err);
+        if (rc == POOLD_OK) {
+            mark_db_ok(reg);
+            if (was_down)
+                log_event(LOG_INFO, "database reachable again",
+                          (const char *)NULL);
+            was_down = false;
+            backoff = 0;
+        } else {
+            if (!was_down)
+                log_event(LOG_WARN, "database unreachable", "error", err,
+                          (const char *)NULL);
+            was_down = true;
+            db_conn_close(reg->hk_conn);
+            reg->hk_conn = NULL;
+            backoff = next_backoff(backoff, &seed);
+        }
+        pthread_mutex_unlock(&reg->hk_lock);
+        maintain_all(reg);
+        if (!prewarmed && atomic_load(&reg->loaded)) {
+            prewarm(reg);
+            prewarmed = true;
+        }
+        pthread_mutex_lock(&reg->hk_lock);
+        hk_wait(reg, backoff ? backoff : reg->cfg.refresh_interval_ns);
+    }
+    pthread_mutex_unlock(&reg->hk_lock);
+    return NULL;
+}
+
+/* ------------------------------------------------------------- lifecycle */
+
+static int make_conn_pool(struct registry *reg)
+{
+    struct pool_config pc = {
+        .name = "connections",
+        .max_size = reg->cfg.db_max_conns,
+        .capacity = reg->cfg.db_max_conns,
+        .max_waiters = UINT32_MAX,
+        .max_lifetime_ns = reg->cfg.conn_ttl_ns,
+        .lifetime_jitter_ns = reg->cfg.conn_ttl_ns / 10,
+        /* db_conn_is_alive() is free unless the connection idled longer
+         * than conn_check_idle_ns, so validate on every acquire. */
+        .validate_idle_ns = 0,
+    };
+    return pool_create(&service_conn_pool_ops, &reg->env, &pc, &reg->conns);
+}
+
+int registry_create(const struct registry_config *cfg, struct registry **out)
+{
+    struct registry *reg = calloc(1, sizeof *reg);
+    if (reg == NULL)
+        return POOLD_ERR_NOMEM;
+    reg->cfg = *cfg;
+    if (reg->cfg.refresh_interval_ns == 0)
+        reg->cfg.refresh_interval_ns = NS_PER_S;
+    reg->prewarm = strdup(cfg->prewarm ? cfg->prewarm : "");
+    reg->nbuckets = REG_BUCKETS_MIN;
+    reg->buckets = calloc(reg->nbuckets, sizeof *reg->buckets);
+    pthread_rwlock_init(&reg->lock, NULL);
+    pthread_mutex_init(&reg->hk_lock, NULL);
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&reg->hk_cond, &ca);
+    pthread_condattr_destroy(&ca);
+
+    reg->env = (struct service_env){
+        .db = &reg->cfg.db,
+        .conn_acquire_timeout_ns = cfg->acquire_timeout_ns,
+        .conn_check_idle_ns = cfg->conn_check_idle_ns,
+        .build_cost_ms = cfg->build_cost_ms,
+        .process_cost_ms = cfg->process_cost_ms,
+        .reclaim = registry_reclaim,
+        .reclaim_arg = reg,
+    };
+    reg->env_none = reg->env;
+    reg->env_none.reclaim = NULL;
+    if (reg->prewarm == NULL || reg->buckets == NULL ||
+        (cfg->pooled && make_conn_pool(reg) != POOLD_OK)) {
+        registry_destroy(reg);
+        return POOLD_ERR_NOMEM;
+    }
+    reg->env.conns = reg->conns;
+    *out = reg;
+    return POOLD_OK;
+}
+
+int registry_start(struct registry *reg)
+{
+    char err[REG_ERR_MAX];
+
+    /* A reachable database without our schema is an operator error to
+     * report now; an unreachable one is not (poold waits for it). */
+    pthread_mutex_lock(&reg->hk_lock);
+    int rc = hk_connect(reg, err, sizeof err);
+    if (rc == POOLD_OK && catalog_check_schema(reg->hk_conn, err,
+                                               sizeof err) != POOLD_OK) {
+        pthread_mutex_unlock(&reg->hk_lock);
+        log_event(LOG_ERROR, "database schema missing", "error", err,
+                  (const char *)NULL);
+        return POOLD_ERR_DB;
+    }
+    if (rc == POOLD_OK && hk_refresh(reg, err, sizeof err) == POOLD_OK)
+        mark_db_ok(reg);
+    else if (rc != POOLD_OK)
+        log_event(LOG_WARN, "database unreachable at start-up, will retry",
+                  "error", err, (const char *)NULL);
+    pthread_mutex_unlock(&reg->hk_lock);
+    if (pthread_create(&reg->hk_thread, NULL, hk_main, reg) != 0)
+        return POOLD_ERR_NOMEM;
+    reg->hk_started = true;
+    return POOLD_OK;
+}
+
+void registry_shutdown(struct registry *reg)
+{
+    size_t n;
+    struct org_entry **list;
+
+    if (atomic_exchange(&reg->shutting_down, true))
+        return;
+    list = map_snapshot(reg, true, &n);
+    for (size_t i = 0; i < n; i++)
+        pool_shutdown(list[i]->pool);
+    free(list);
+}
+
+void registry_destroy(struct registry *reg)
+{
+    if (reg == NULL)
+        return;
+    if (reg->buckets)
+        registry_shutdown(reg);
+    if (reg->hk_started) {
+        pthread_mutex_lock(&reg->hk_lock);
+        reg->hk_stop = true;
+        pthread_cond_broadcast(&reg->hk_cond);
+        pthread_mutex_unlock(&reg->hk_lock);
+        pthread_join(reg->hk_thread, NULL);
+    }
+    /* Service pools first: their services give connections back. */
+    for (size_t i = 0; reg->buckets && i < reg->nbuckets; i++) {
+        struct org_entry *e = reg->buckets[i];
+        while (e) {
+            struct org_entry *next = e->next;
+            pool_destroy(e->pool);
+            pthread_mutex_destroy(&e->misconf_lock);
+            free(e);
+            e = next;
+        }
+    }
+    pool_destroy(reg->conns);
+    db_conn_close(reg->hk_conn);
+    pthread_cond_destroy(&reg->hk_cond);
+    pthread_mutex_destroy(&reg->hk_lock);
+    pthread_rwlock_destroy(&reg->lock);
+    free(reg->buckets);
+    free(reg->prewarm);
+    free(reg);
+}
+
+bool registry_is_ready(struct registry *reg)
+{
+    uint64_t last = atomic_load(&reg->last_ok_ns);
+    uint64_t grace = reg->cfg.refresh_interval_ns + REG_READY_GRACE_NS;
+    return atomic_load(&reg->loaded) && !atomic_load(&reg->shutting_down) &&
+           last != 0 && clock_now_ns() - last < grace;
+}
+
+/* ------------------------------------------------------------ operators */
+
+static int find_entry(struct registry *reg, const char *org_id,
+                      struct org_entry **out)
+{
+    if (!atomic_load(&reg->loaded))
+        return POOLD_ERR_NOT_READY;
+    pthread_rwlock_rdlock(&reg->lock);
+    struct org_entry *e = map_find(reg, org_id);
+    pthread_rwlock_unlock(&reg->lock);
+    if (e == NULL || !atomic_load(&e->present) || !atomic_load(&e->enabled))
+        return POOLD_ERR_UNKNOWN_ORG;
+    *out = e;
+    return POOLD_OK;
+}
+
+static void entry_stats(struct registry *reg, struct org_entry *e,
+                        struct pool_stats *out)
+{
+    if (e->pool) {
+        pool_get_stats(e->pool, out);
+        return;
+    }
+    memset(out, 0, sizeof *out);
+    out->max_size = effective_size(reg, e);
+}
+
+int registry_pool_stats(struct registry *reg, const char *org_id,
+                        struct pool_stats *out)
+{
+    struct org_entry *e;
+    int rc = find_entry(reg, org_id, &e);
+    if (rc == POOLD_OK)
+        entry_stats(reg, e, out);
+    return rc;
+}
+
+int registry_resize(struct registry *reg, const char *org_id, unsigned size,
+                    struct pool_stats *out, char *err, size_t errlen)
+{
+    struct org_entry *e;
+    int rc;
+
+    err[0] = '\0';
+    if (size < 1 || size > reg->cfg.ceiling) {
+        snprintf(err, errlen, "max_size must be between 1 and %u",
+                 reg->cfg.ceiling);
+        return POOLD_ERR_INVALID;
+    }
+    if ((rc = find_entry(reg, org_id, &e)) != POOLD_OK) {
+        fill_error(rc, org_id, err, errlen);
+        return rc;
+    }
+    /* Store first: a size we could not persist is not applied. */
+    pthread_mutex_lock(&reg->hk_lock);
+    rc = hk_connect(reg, err, errlen);
+    if (rc == POOLD_OK)
+        rc = catalog_store_pool_size(reg->hk_conn, org_id, size, err, errlen);
+    pthread_mutex_unlock(&reg->hk_lock);
+    if (rc != POOLD_OK)
+        return rc;
+    atomic_store(&e->size, (int)size);
+    pthread_rwlock_rdlock(&reg->lock);
+    struct pool *pool = e->pool;
+    pthread_rwlock_unlock(&reg->lock);
+    if (pool && pool_resize(pool, size) != POOLD_OK)
+        rc = POOLD_ERR_INVALID;
+    log_event(LOG_INFO, "pool resized", "org", org_id, (const char *)NULL);
+    entry_stats(reg, e, out);
+    return rc;
+}
+
+void registry_foreach_pool(struct registry *reg,
+                           void (*fn)(void *arg, const char *org_id,
+                                      const struct pool_stats *stats),
+                           void *arg)
+{
+    size_t n;
+    struct org_entry **list = map_snapshot(reg, true, &n);
+
+    /* Entries and pools outlive this call: no lock held while fn runs. */
+    for (size_t i = 0; i < n; i++) {
+        struct pool_stats st;
+        pool_get_stats(list[i]->pool, &st);
+        fn(arg, list[i]->org_id, &st);
+    }
+    free(list);
+}
+
+void registry_conn_stats(struct registry *reg, struct pool_stats *out)
+{
+    if (reg->conns) {
+        pool_get_stats(reg->conns, out);
+        return;
+    }
+    memset(out, 0, sizeof *out);
+    out->max_size = reg->cfg.db_max_conns;
+}
