@@ -1,0 +1,90 @@
+#!/usr/bin/env bash
+# test.sh — every test poold has, from a fresh clone (the README's second
+# command; .ci/run runs it):
+#   1. install missing Debian packages
+#   2. plain build: unit + integration tests (real PostgreSQL, real binary)
+#   3. ASan+UBSan build: unit + integration tests, leaks included
+#   4. TSan build: the pool and registry tests
+#   5. valgrind memcheck on the unit tests
+#   6. libFuzzer targets, a short bounded run each
+#   7. OpenAPI lint, docker-compose validation
+# Exits non-zero on the first failure.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$(pwd)
+jobs=$(nproc)
+FUZZ_SECONDS=${FUZZ_SECONDS:-20}
+
+step() { printf '\n=== %s\n' "$*"; }
+
+build() {
+    local dir=$1
+    shift
+    cmake -S "$root" -B "$dir" -DCMAKE_BUILD_TYPE=RelWithDebInfo "$@" >/dev/null
+    cmake --build "$dir" -j"$jobs" 2>&1 | grep -Ev '^\[ *[0-9]+%\]|^gmake|Consolidate' || true
+    # The grep above hides progress lines; a failed build must still fail.
+    cmake --build "$dir" -j"$jobs" >/dev/null
+}
+
+# TSan needs the older mmap layout on kernels with high ASLR entropy.
+tsan_run() {
+    if setarch "$(uname -m)" -R true 2>/dev/null; then
+        setarch "$(uname -m)" -R "$@"
+    else
+        "$@"
+    fi
+}
+
+step "dependencies"
+bash scripts/install-deps.sh
+
+step "plain build: unit and integration tests"
+build build-test
+ctest --test-dir build-test --output-on-failure
+
+step "ASan+UBSan build: unit and integration tests"
+build build-asan -DPOOLD_SANITIZE=address
+ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 UBSAN_OPTIONS=print_stacktrace=1 \
+    CK_TIMEOUT_MULTIPLIER=3 ctest --test-dir build-asan --output-on-failure
+
+step "TSan build: pool and registry tests"
+build build-tsan -DPOOLD_SANITIZE=thread
+TSAN_OPTIONS="halt_on_error=1 second_deadlock_stack=1" CK_TIMEOUT_MULTIPLIER=5 \
+    tsan_run ctest --test-dir build-tsan --output-on-failure \
+    -R '^(unit\.pool|integration\.registry|pg\.start|pg\.stop)$'
+
+step "valgrind memcheck: unit tests"
+for t in build-test/check_pool build-test/check_rules build-test/check_log \
+         build-test/check_config; do
+    CK_FORK=no CK_TIMEOUT_MULTIPLIER=20 POOLD_TEST_QUICK=1 valgrind -q \
+        --error-exitcode=1 --leak-check=full --errors-for-leak-kinds=definite,indirect \
+        "$t" >/dev/null
+    echo "valgrind clean: $t"
+done
+
+if [ -f tests/fuzz/fuzz.cmake ]; then
+    step "libFuzzer: ${FUZZ_SECONDS}s per target"
+    CC=clang build build-fuzz -DPOOLD_FUZZ=ON -DPOOLD_TESTS=OFF
+    for f in tests/fuzz/fuzz_*.c; do
+        name=$(basename "$f" .c)
+        corpus=$(mktemp -d)
+        cp tests/fuzz/corpus/"${name#fuzz_}"/* "$corpus"/ 2>/dev/null || true
+        build-fuzz/"$name" -max_total_time="$FUZZ_SECONDS" -rss_limit_mb=1024 \
+            -print_final_stats=0 "$corpus" 2>"$corpus.log" ||
+            { tail -50 "$corpus.log"; exit 1; }
+        echo "fuzzed clean: $name ($(grep -o 'stat::number_of_executed_units: [0-9]*' "$corpus.log" || grep -o '#[0-9]*' "$corpus.log" | tail -1) runs)"
+        rm -rf "$corpus" "$corpus.log"
+    done
+fi
+
+step "OpenAPI lint"
+bash scripts/lint-openapi.sh
+
+step "docker-compose validation"
+if command -v docker-compose >/dev/null 2>&1; then
+    docker-compose -f docker-compose.yml config -q && echo "docker-compose.yml valid"
+else
+    echo "docker-compose not installed: skipped"
+fi
+
+step "all test stages passed"
