@@ -1,0 +1,14 @@
+# fuzz.cmake — libFuzzer targets (configure with CC=clang -DPOOLD_FUZZ=ON).
+# Each target links only the modules it exercises, built with the fuzzer's
+# instrumentation and ASan+UBSan.
+set(_fuzz_flags -fsanitize=fuzzer,address,undefined -fno-omit-frame-pointer -g -O1)
+
+function(poold_fuzz name)
+  add_executable(${name} tests/fuzz/${name}.c ${ARGN})
+  target_compile_options(${name} PRIVATE ${_fuzz_flags})
+  target_link_options(${name} PRIVATE ${_fuzz_flags})
+  target_link_libraries(${name} PRIVATE PkgConfig::JANSSON PkgConfig::LIBPQ
+                        PkgConfig::MHD Threads::Threads m)
+endfunction()
+
+poold_fuzz(fuzz_rules src/rules.c)
