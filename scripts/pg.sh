@@ -5,6 +5,7 @@
 #                                  unix socket in DIR, create role and database
 #                                  "poold"/"pools", apply sql/ as that role
 #   scripts/pg.sh stop DIR         stop the cluster (fast), keep its files
+#   scripts/pg.sh restart DIR PORT pg_ctl restart -m fast (fault tests)
 #   scripts/pg.sh destroy DIR      stop and delete DIR
 #   scripts/pg.sh url DIR PORT     print the DATABASE_URL poold uses
 #
@@ -66,10 +67,16 @@ stop() {
     as_owner "$PGBIN/pg_ctl" -D "$dir" -m fast -w stop >/dev/null 2>&1 || true
 }
 
+restart() {
+    as_owner "$PGBIN/pg_ctl" -D "$1" -m fast -o "-p $2" -l "$1/server.log" \
+        -w -t 60 restart >/dev/null
+}
+
 case "${1:-}" in
 start) start "$2" "$3" ;;
+restart) restart "$2" "$3" ;;
 stop) stop "$2" ;;
 destroy) stop "$2"; rm -rf "$2" "$2.initdb.log" ;;
 url) url "$2" "$3" ;;
-*) echo "usage: $0 start DIR PORT | stop DIR | destroy DIR | url DIR PORT" >&2; exit 2 ;;
+*) echo "usage: $0 start DIR PORT | stop DIR | restart DIR PORT | destroy DIR | url DIR PORT" >&2; exit 2 ;;
 esac
