@@ -1,1 +1,192 @@
-/* catalog.c — placeholder until the module lands. */
+/* catalog.c — the orgs table: schema check, fingerprint, load, resize. */
+#include "catalog.h"
+
+#include <errno.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "log.h"
+
+bool catalog_org_id_is_valid(const char *s, size_t len)
+{
+    if (s == NULL || len == 0 || len > ORG_ID_MAX)
+        return false;
+    for (size_t i = 0; i < len; i++) {
+        char c = s[i];
+        bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+                  (c >= '0' && c <= '9') || c == '_' || c == '-';
+        if (!ok)
+            return false;
+    }
+    return true;
+}
+
+/* Run one parameterised statement (the unnamed statement: no server-side
+ * state, so it works through PgBouncer). NULL with err filled on failure. */
+static PGresult *catalog_exec(struct db_conn *conn, const char *what,
+                              const char *sql, int nparams,
+                              const char *const *params, char *err,
+                              size_t errlen)
+{
+    PGconn *pg = db_conn_pg(conn);
+    PGresult *res = PQexecParams(pg, sql, nparams, NULL, params, NULL, NULL, 0);
+    const char *msg;
+    size_t n;
+
+    if (PQresultStatus(res) == PGRES_TUPLES_OK)
+        return res;
+    msg = res ? PQresultErrorMessage(res) : PQerrorMessage(pg);
+    if (msg == NULL || *msg == '\0')
+        msg = PQerrorMessage(pg);
+    n = strlen(msg);
+    while (n > 0 && msg[n - 1] == '\n')
+        n--;
+    snprintf(err, errlen, "%s: %.*s", what, (int)n, msg);
+    PQclear(res);
+    return NULL;
+}
+
+/* An integer cell as long long; false if it is not one. */
+static bool catalog_get_ll(const PGresult *res, int row, int col,
+                           long long *out)
+{
+    const char *s = PQgetvalue(res, row, col);
+    char *end;
+
+    errno = 0;
+    *out = strtoll(s, &end, 10);
+    return errno == 0 && end != s && *end == '\0';
+}
+
+int catalog_check_schema(struct db_conn *conn, char *err, size_t errlen)
+{
+    static const char sql[] =
+        "SELECT to_regclass('orgs') IS NOT NULL,"
+        " to_regclass('processed_messages') IS NOT NULL,"
+        " EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid ="
+        " to_regclass('orgs') AND attname = 'config_version'"
+        " AND NOT attisdropped)";
+    static const char *const names[] = { "table orgs",
+                                         "table processed_messages",
+                                         "column orgs.config_version" };
+    PGresult *res = catalog_exec(conn, "schema check", sql, 0, NULL, err,
+                                 errlen);
+
+    if (res == NULL)
+        return POOLD_ERR_DB;
+    for (int i = 0; i < 3; i++) {
+        if (strcmp(PQgetvalue(res, 0, i), "t") != 0) {
+            snprintf(err, errlen,
+                     "%s not found: apply sql/ (scripts/pg.sh or "
+                     "psql -v ON_ERROR_STOP=1 -f sql/*.sql in order)",
+                     names[i]);
+            PQclear(res);
+            return POOLD_ERR_DB;
+        }
+    }
+    PQclear(res);
+    return POOLD_OK;
+}
+
+int catalog_fingerprint(struct db_conn *conn, long long *count,
+                        long long *max_version, char *err, size_t errlen)
+{
+    PGresult *res = catalog_exec(
+        conn, "orgs fingerprint",
+        "SELECT count(*), coalesce(max(config_version), 0) FROM orgs", 0,
+        NULL, err, errlen);
+    int rc = POOLD_OK;
+
+    if (res == NULL)
+        return POOLD_ERR_DB;
+    if (!catalog_get_ll(res, 0, 0, count) ||
+        !catalog_get_ll(res, 0, 1, max_version)) {
+        snprintf(err, errlen, "orgs fingerprint: unexpected values");
+        rc = POOLD_ERR_DB;
+    }
+    PQclear(res);
+    return rc;
+}
+
+/* One row of the load query into *org; false if a value is malformed. */
+static bool catalog_row(const PGresult *res, int row, struct org_info *org)
+{
+    const char *id = PQgetvalue(res, row, 0);
+    size_t len = strlen(id);
+    long long size;
+
+    if (!catalog_org_id_is_valid(id, len))
+        return false;
+    memcpy(org->org_id, id, len + 1);
+    org->enabled = strcmp(PQgetvalue(res, row, 1), "t") == 0;
+    if (!catalog_get_ll(res, row, 2, &size) || size < 0 || size > INT_MAX ||
+        !catalog_get_ll(res, row, 3, &org->version))
+        return false;
+    org->pool_max_size = (int)size;
+    return true;
+}
+
+int catalog_load(struct db_conn *conn, struct org_info **out, size_t *n,
+                 char *err, size_t errlen)
+{
+    PGresult *res = catalog_exec(
+        conn, "orgs load",
+        "SELECT org_id, enabled, coalesce(pool_max_size, 0), config_version"
+        " FROM orgs ORDER BY org_id",
+        0, NULL, err, errlen);
+    struct org_info *orgs;
+    size_t rows, kept = 0;
+
+    *out = NULL;
+    *n = 0;
+    if (res == NULL)
+        return POOLD_ERR_DB;
+    rows = (size_t)PQntuples(res);
+    orgs = calloc(rows > 0 ? rows : 1, sizeof *orgs);
+    if (orgs == NULL) {
+        PQclear(res);
+        snprintf(err, errlen, "orgs load: out of memory");
+        return POOLD_ERR_NOMEM;
+    }
+    for (size_t i = 0; i < rows; i++) {
+        if (catalog_row(res, (int)i, &orgs[kept]))
+            kept++;
+        else /* the table's CHECK makes this impossible; skip, say so */
+            log_event(LOG_WARN, "orgs row skipped: malformed", "org_id",
+                      PQgetvalue(res, (int)i, 0), (const char *)NULL);
+    }
+    PQclear(res);
+    *out = orgs;
+    *n = kept;
+    return POOLD_OK;
+}
+
+int catalog_store_pool_size(struct db_conn *conn, const char *org_id,
+                            unsigned size, char *err, size_t errlen)
+{
+    char size_s[16];
+    const char *params[2] = { org_id, size_s };
+    PGresult *res;
+    int rows;
+
+    if (size < 1 || size > INT_MAX) {
+        snprintf(err, errlen, "pool size %u out of range", size);
+        return POOLD_ERR_INVALID;
+    }
+    snprintf(size_s, sizeof size_s, "%u", size);
+    res = catalog_exec(conn, "store pool size",
+                       "UPDATE orgs SET pool_max_size = $2::integer"
+                       " WHERE org_id = $1 RETURNING 1",
+                       2, params, err, errlen);
+    if (res == NULL)
+        return POOLD_ERR_DB;
+    rows = PQntuples(res);
+    PQclear(res);
+    if (rows == 0) {
+        snprintf(err, errlen, "org %.64s not found", org_id);
+        return POOLD_ERR_UNKNOWN_ORG;
+    }
+    return POOLD_OK;
+}

@@ -1,2 +1,1070 @@
+/* check_service.c — db, catalog and service against a real PostgreSQL. */
 #include <check.h>
-int main(void) { return 0; }
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <libpq-fe.h>
+
+#include "catalog.h"
+#include "clock.h"
+#include "db.h"
+#include "pool.h"
+#include "service.h"
+
+#define POLL_LIMIT_NS (10 * NS_PER_S)
+
+static const char *db_url;
+static const char *admin_url;
+static PGconn *admin; /* superuser: setup, inspection, terminating backends */
+static char app_name[64];
+static struct db_settings settings;
+static struct service_env env;
+static char err[512];
+
+/* ------------------------------------------------------------- helpers */
+
+/* Run SQL on the admin connection; params are text, NULL-terminated. */
+static PGresult *admin_query(const char *sql, ...)
+{
+    const char *params[8];
+    int n = 0;
+    va_list ap;
+
+    va_start(ap, sql);
+    while (n < 8 && (params[n] = va_arg(ap, const char *)) != NULL)
+        n++;
+    va_end(ap);
+    PGresult *res = PQexecParams(admin, sql, n, NULL, params, NULL, NULL, 0);
+    ExecStatusType st = PQresultStatus(res);
+    ck_assert_msg(st == PGRES_TUPLES_OK || st == PGRES_COMMAND_OK, "%s: %s",
+                  sql, PQresultErrorMessage(res));
+    return res;
+}
+
+#define admin_exec(...) PQclear(admin_query(__VA_ARGS__, (const char *)NULL))
+
+/* A single integer cell. */
+static long long admin_ll(const char *sql, const char *p1)
+{
+    PGresult *res = admin_query(sql, p1, (const char *)NULL);
+    ck_assert_int_eq(PQntuples(res), 1);
+    long long v = strtoll(PQgetvalue(res, 0, 0), NULL, 10);
+    PQclear(res);
+    return v;
+}
+
+static void org_add(const char *id, const char *config, bool enabled)
+{
+    admin_exec("INSERT INTO orgs (org_id, config, enabled)"
+               " VALUES ($1, $2::jsonb, $3::boolean)",
+               id, config, enabled ? "t" : "f");
+}
+
+static long long backends_of_app(void)
+{
+    return admin_ll("SELECT count(*) FROM pg_stat_activity"
+                    " WHERE application_name = $1", app_name);
+}
+
+/* Poll (bounded) until this test's application has n backends. */
+static void wait_backends(long long n)
+{
+    uint64_t end = clock_now_ns() + POLL_LIMIT_NS;
+    while (backends_of_app() != n) {
+        ck_assert_msg(clock_now_ns() < end, "backends never reached %lld", n);
+        clock_sleep_ms(5);
+    }
+}
+
+/* Poll (bounded) until a backend has left pg_stat_activity. */
+static void wait_backend_gone(int pid)
+{
+    char p[16];
+    uint64_t end = clock_now_ns() + POLL_LIMIT_NS;
+
+    snprintf(p, sizeof p, "%d", pid);
+    while (admin_ll("SELECT count(*) FROM pg_stat_activity WHERE pid = $1",
+                    p) != 0) {
+        ck_assert_msg(clock_now_ns() < end, "backend %d never went away",
+                      pid);
+        clock_sleep_ms(5);
+    }
+}
+
+static void terminate_backend(int pid)
+{
+    char p[16];
+    snprintf(p, sizeof p, "%d", pid);
+    admin_exec("SELECT pg_terminate_backend($1::integer)", p);
+    wait_backend_gone(pid);
+}
+
+static void pg_ok(struct db_conn *conn, const char *sql)
+{
+    PGresult *res = PQexec(db_conn_pg(conn), sql);
+    ExecStatusType st = PQresultStatus(res);
+    ck_assert_msg(st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK, "%s: %s",
+                  sql, PQresultErrorMessage(res));
+    PQclear(res);
+}
+
+static void cleanup_rows(void)
+{
+    admin_exec("DELETE FROM processed_messages WHERE org_id LIKE 'tsvc_%'");
+    admin_exec("DELETE FROM orgs WHERE org_id LIKE 'tsvc_%'");
+}
+
+static void setup(void)
+{
+    db_url = getenv("DATABASE_URL");
+    admin_url = getenv("POOLD_TEST_ADMIN_URL");
+    ck_assert_msg(db_url && admin_url, "run through ctest (needs env)");
+    admin = PQconnectdb(admin_url);
+    ck_assert_msg(PQstatus(admin) == CONNECTION_OK, "admin: %s",
+                  PQerrorMessage(admin));
+    /* Unique per test process: counts of backends cannot mix. */
+    snprintf(app_name, sizeof app_name, "tsvc-%ld", (long)getpid());
+    settings = (struct db_settings){ .url = db_url,
+                                     .application_name = app_name,
+                                     .connect_timeout_s = 5 };
+    env = (struct service_env){ .db = &settings,
+                                .conn_acquire_timeout_ns = NS_PER_S,
+                                .conn_check_idle_ns = NS_PER_S };
+    cleanup_rows();
+}
+
+static void teardown(void)
+{
+    cleanup_rows();
+    PQfinish(admin);
+    admin = NULL;
+}
+
+static struct db_conn *open_conn(void)
+{
+    struct db_conn *conn = NULL;
+    int rc = db_conn_open(&settings, clock_now_ns(), &conn, err, sizeof err);
+    ck_assert_msg(rc == POOLD_OK, "open: %s", err);
+    return conn;
+}
+
+static struct service *create_ok(const char *org)
+{
+    struct service *svc = NULL;
+    int rc = service_create(&env, org, &svc, err, sizeof err);
+    ck_assert_msg(rc == POOLD_OK, "create %s: %s (%s)", org, err,
+                  poold_status_str(rc));
+    ck_assert_ptr_nonnull(svc);
+    return svc;
+}
+
+static int process(struct service *svc, const char *id, const char *payload,
+                   struct service_result *out)
+{
+    struct message m = { id, strlen(id), payload, strlen(payload) };
+    service_hydrate(svc, &m);
+    int rc = service_process(svc, out, err, sizeof err);
+    ck_assert(service_reset(svc));
+    return rc;
+}
+
+/* Process and expect a fresh (not duplicate) result with nfailed fails. */
+static void expect(struct service *svc, const char *id, const char *payload,
+                   unsigned checks, unsigned nfailed)
+{
+    struct service_result r;
+    int rc = process(svc, id, payload, &r);
+    ck_assert_msg(rc == POOLD_OK, "process %s: %s", id, err);
+    ck_assert(!r.duplicate);
+    ck_assert_uint_eq(r.verdict.checks, checks);
+    ck_assert_uint_eq(r.verdict.nfailed, nfailed);
+    ck_assert(r.passed == (nfailed == 0));
+}
+
+/* The stored row's failed_rules as text, or "" if there is no row. */
+static void stored_failed(const char *org, const char *id, char *buf,
+                          size_t len)
+{
+    PGresult *res = admin_query(
+        "SELECT failed_rules::text FROM processed_messages"
+        " WHERE org_id = $1 AND message_id = $2",
+        org, id, (const char *)NULL);
+    snprintf(buf, len, "%s", PQntuples(res) ? PQgetvalue(res, 0, 0) : "");
+    PQclear(res);
+}
+
+/* --------------------------------------------------------------- catalog */
+
+START_TEST(org_id_validator)
+{
+    static const char *good[] = { "a", "org_001", "A-b_9", "tsvc_x" };
+    static const char *bad[] = { "", "org 1", "org/1", "org.1", "ö", "a\n",
+                                 "a'b", "%" };
+    char max[ORG_ID_MAX + 2];
+
+    for (size_t i = 0; i < sizeof good / sizeof good[0]; i++)
+        ck_assert(catalog_org_id_is_valid(good[i], strlen(good[i])));
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
+        ck_assert_msg(!catalog_org_id_is_valid(bad[i], strlen(bad[i])), "%s",
+                      bad[i]);
+    memset(max, 'x', sizeof max);
+    ck_assert(catalog_org_id_is_valid(max, ORG_ID_MAX));
+    ck_assert(!catalog_org_id_is_valid(max, ORG_ID_MAX + 1));
+    ck_assert(!catalog_org_id_is_valid("ab\0c", 4)); /* embedded NUL */
+    ck_assert(!catalog_org_id_is_valid(NULL, 0));
+}
+END_TEST
+
+START_TEST(catalog_schema_fingerprint_load_store)
+{
+    struct db_conn *conn = open_conn();
+    long long count, version, count2, version2;
+    struct org_info *orgs;
+    size_t n;
+    bool found = false;
+
+    ck_assert_int_eq(catalog_check_schema(conn, err, sizeof err), POOLD_OK);
+    ck_assert_int_eq(catalog_fingerprint(conn, &count, &version, err,
+                                         sizeof err), POOLD_OK);
+    org_add("tsvc_cat", "{}", false);
+    ck_assert_int_eq(catalog_fingerprint(conn, &count2, &version2, err,
+                                         sizeof err), POOLD_OK);
+    ck_assert_int_eq(count2, count + 1);
+    ck_assert_int_gt(version2, version);
+
+    ck_assert_int_eq(catalog_store_pool_size(conn, "tsvc_cat", 7, err,
+                                             sizeof err), POOLD_OK);
+    /* A resize is not a configuration change: the version stays. */
+    ck_assert_int_eq(catalog_fingerprint(conn, &count, &version, err,
+                                         sizeof err), POOLD_OK);
+    ck_assert_int_eq(version, version2);
+    ck_assert_int_eq(catalog_store_pool_size(conn, "tsvc_nope", 7, err,
+                                             sizeof err),
+                     POOLD_ERR_UNKNOWN_ORG);
+    ck_assert_int_eq(catalog_store_pool_size(conn, "tsvc_cat", 0, err,
+                                             sizeof err), POOLD_ERR_INVALID);
+
+    ck_assert_int_eq(catalog_load(conn, &orgs, &n, err, sizeof err),
+                     POOLD_OK);
+    ck_assert_uint_ge(n, 1);
+    for (size_t i = 0; i < n; i++) {
+        if (strcmp(orgs[i].org_id, "tsvc_cat") != 0)
+            continue;
+        found = true;
+        ck_assert(!orgs[i].enabled);
+        ck_assert_int_eq(orgs[i].pool_max_size, 7);
+        ck_assert_int_eq(orgs[i].version, version2);
+    }
+    ck_assert(found);
+    free(orgs);
+    db_conn_close(conn);
+}
+END_TEST
+
+START_TEST(catalog_schema_missing_is_explained)
+{
+    char url[512];
+    struct db_conn *conn = NULL;
+
+    /* The superuser's "postgres" database has no poold tables. */
+    snprintf(url, sizeof url, "%s", admin_url);
+    char *slash = strrchr(url, '/');
+    ck_assert_ptr_nonnull(slash);
+    snprintf(slash, sizeof url - (size_t)(slash - url), "/postgres");
+    struct db_settings s = settings;
+    s.url = url;
+    ck_assert_int_eq(db_conn_open(&s, clock_now_ns(), &conn, err, sizeof err),
+                     POOLD_OK);
+    ck_assert_int_eq(catalog_check_schema(conn, err, sizeof err),
+                     POOLD_ERR_DB);
+    ck_assert_msg(strstr(err, "table orgs not found: apply sql/") != NULL,
+                  "%s", err);
+    db_conn_close(conn);
+}
+END_TEST
+
+/* -------------------------------------------------------------------- db */
+
+START_TEST(db_open_failure_is_reported)
+{
+    struct db_conn *conn = (struct db_conn *)&conn; /* must be reset */
+    struct db_settings s = settings;
+
+    s.url = "postgresql://poold@127.0.0.1:1/pools"; /* nothing listens */
+    ck_assert_int_eq(db_conn_open(&s, 0, &conn, err, sizeof err),
+                     POOLD_ERR_DB);
+    ck_assert_ptr_null(conn);
+    ck_assert_msg(strstr(err, "connect:") != NULL, "%s", err);
+    ck_assert(err[strlen(err) - 1] != '\n');
+    db_conn_close(NULL);
+}
+END_TEST
+
+START_TEST(db_open_sets_parameters)
+{
+    struct db_conn *conn = open_conn();
+    PGconn *pg = db_conn_pg(conn);
+
+    ck_assert_str_eq(PQparameterStatus(pg, "application_name"), app_name);
+    PQconninfoOption *opts = PQconninfo(pg);
+    for (PQconninfoOption *o = opts; o->keyword; o++) {
+        if (strcmp(o->keyword, "keepalives_idle") == 0)
+            ck_assert_str_eq(o->val, "30");
+        if (strcmp(o->keyword, "tcp_user_timeout") == 0)
+            ck_assert_str_eq(o->val, "10000");
+        if (strcmp(o->keyword, "connect_timeout") == 0)
+            ck_assert_str_eq(o->val, "5");
+        if (strcmp(o->keyword, "dbname") == 0)
+            ck_assert_str_eq(o->val, "pools"); /* the url was expanded */
+    }
+    PQconninfoFree(opts);
+    ck_assert_int_gt(db_conn_backend_pid(conn), 0);
+    ck_assert(db_conn_is_clean(conn));
+    ck_assert(db_conn_is_alive(conn, clock_now_ns(), UINT64_MAX));
+    /* Idle past the threshold: one empty query, still alive. */
+    ck_assert(db_conn_is_alive(conn, clock_now_ns() + 5 * NS_PER_S, 0));
+    db_conn_close(conn);
+}
+END_TEST
+
+START_TEST(db_dirty_connection_is_not_clean)
+{
+    struct db_conn *conn = open_conn();
+
+    pg_ok(conn, "BEGIN");
+    ck_assert(!db_conn_is_clean(conn));
+    ck_assert(db_conn_is_alive(conn, clock_now_ns(), UINT64_MAX));
+    pg_ok(conn, "ROLLBACK");
+    ck_assert(db_conn_is_clean(conn));
+    ck_assert(!db_conn_is_clean(NULL));
+    db_conn_close(conn);
+}
+END_TEST
+
+START_TEST(db_terminated_backend_found_without_round_trip)
+{
+    struct db_conn *conn = open_conn();
+
+    terminate_backend(db_conn_backend_pid(conn));
+    /* check_idle_ns = max: only the zero-round-trip step may notice. */
+    ck_assert(!db_conn_is_alive(conn, clock_now_ns(), UINT64_MAX));
+    ck_assert(!db_conn_is_clean(conn));
+    db_conn_close(conn);
+}
+END_TEST
+
+START_TEST(db_idle_session_timeout_found_without_round_trip)
+{
+    struct db_conn *conn = open_conn();
+    int pid = db_conn_backend_pid(conn);
+
+    pg_ok(conn, "SET idle_session_timeout = '200ms'");
+    wait_backend_gone(pid);
+    ck_assert(!db_conn_is_alive(conn, clock_now_ns(), UINT64_MAX));
+    db_conn_close(conn);
+}
+END_TEST
+
+/* ------------------------------------------------ service, own connection */
+
+START_TEST(own_each_rule_type)
+{
+    struct service *svc;
+    char failed[128];
+
+    org_add("tsvc_max", "{\"rules\":[{\"type\":\"max_payload_bytes\","
+                        "\"value\":4}]}", true);
+    org_add("tsvc_min", "{\"rules\":[{\"type\":\"min_payload_bytes\","
+                        "\"value\":2}]}", true);
+    org_add("tsvc_hex", "{\"rules\":[{\"type\":\"hex_payload\"}]}", true);
+    org_add("tsvc_pre", "{\"rules\":[{\"type\":\"id_prefix\","
+                        "\"value\":\"msg_\"}]}", true);
+    org_add("tsvc_sub", "{\"rules\":[{\"type\":\"forbidden_substring\","
+                        "\"value\":\"dead\"}]}", true);
+    org_add("tsvc_none", "{}", true);
+
+    svc = create_ok("tsvc_max");
+    ck_assert_str_eq(service_org(svc), "tsvc_max");
+    ck_assert_uint_eq(service_rules(svc)->n, 1);
+    expect(svc, "a", "abcd", 1, 0);
+    expect(svc, "b", "abcde", 1, 1);
+    stored_failed("tsvc_max", "b", failed, sizeof failed);
+    ck_assert_str_eq(failed, "{max_payload_bytes}");
+    stored_failed("tsvc_max", "a", failed, sizeof failed);
+    ck_assert_str_eq(failed, "{}");
+    service_close(svc);
+
+    svc = create_ok("tsvc_min");
+    expect(svc, "a", "ab", 1, 0);
+    expect(svc, "b", "a", 1, 1);
+    service_close(svc);
+
+    svc = create_ok("tsvc_hex");
+    expect(svc, "a", "9f3A", 1, 0);
+    expect(svc, "b", "9f3", 1, 1);
+    expect(svc, "c", "zz", 1, 1);
+    service_close(svc);
+
+    svc = create_ok("tsvc_pre");
+    expect(svc, "msg_1", "x", 1, 0);
+    expect(svc, "other", "x", 1, 1);
+    stored_failed("tsvc_pre", "other", failed, sizeof failed);
+    ck_assert_str_eq(failed, "{id_prefix}");
+    service_close(svc);
+
+    svc = create_ok("tsvc_sub");
+    expect(svc, "a", "beef", 1, 0);
+    expect(svc, "b", "deadbeef", 1, 1);
+    service_close(svc);
+
+    svc = create_ok("tsvc_none");
+    expect(svc, "a", "", 0, 0);
+    service_close(svc);
+    ck_assert_int_eq(admin_ll("SELECT count(*) FROM processed_messages"
+                              " WHERE org_id LIKE $1", "tsvc_%"), 12);
+    wait_backends(0);
+}
+END_TEST
+
+START_TEST(own_combined_rules_stored_in_order)
+{
+    struct service *svc;
+    struct service_result r;
+    char failed[256];
+
+    org_add("tsvc_comb", "{\"rules\":["
+                         "{\"type\":\"forbidden_substring\",\"value\":\"zz\"},"
+                         "{\"type\":\"max_payload_bytes\",\"value\":3},"
+                         "{\"type\":\"id_prefix\",\"value\":\"msg_\"},"
+                         "{\"type\":\"hex_payload\"}]}", true);
+    svc = create_ok("tsvc_comb");
+    ck_assert_int_eq(process(svc, "x1", "zzzz", &r), POOLD_OK);
+    ck_assert_uint_eq(r.verdict.nfailed, 4);
+    stored_failed("tsvc_comb", "x1", failed, sizeof failed);
+    ck_assert_str_eq(failed, "{forbidden_substring,max_payload_bytes,"
+                             "id_prefix,hex_payload}");
+    /* The duplicate gives the stored list back, in the same order. */
+    ck_assert_int_eq(process(svc, "x1", "zzzz", &r), POOLD_OK);
+    ck_assert(r.duplicate);
+    ck_assert_uint_eq(r.verdict.nfailed, 4);
+    ck_assert_int_eq(r.verdict.failed[0], RULE_FORBIDDEN_SUBSTRING);
+    ck_assert_int_eq(r.verdict.failed[3], RULE_HEX_PAYLOAD);
+    service_close(svc);
+}
+END_TEST
+
+START_TEST(own_duplicate_and_conflict)
+{
+    struct service *svc;
+    struct service_result r;
+
+    org_add("tsvc_dup", "{\"rules\":[{\"type\":\"hex_payload\"},"
+                        "{\"type\":\"max_payload_bytes\",\"value\":8}]}",
+            true);
+    svc = create_ok("tsvc_dup");
+    ck_assert_int_eq(process(svc, "m1", "xyz", &r), POOLD_OK);
+    ck_assert(!r.duplicate);
+    ck_assert(!r.passed);
+    /* Change the rules underneath: a duplicate still gives the STORED
+     * result, not a re-evaluation. */
+    admin_exec("UPDATE processed_messages SET checks = 42"
+               " WHERE org_id = 'tsvc_dup' AND message_id = 'm1'");
+    ck_assert_int_eq(process(svc, "m1", "xyz", &r), POOLD_OK);
+    ck_assert(r.duplicate);
+    ck_assert(!r.passed);
+    ck_assert_uint_eq(r.verdict.checks, 42);
+    ck_assert_uint_eq(r.verdict.nfailed, 1);
+    ck_assert_int_eq(r.verdict.failed[0], RULE_HEX_PAYLOAD);
+
+    ck_assert_int_eq(process(svc, "m1", "xyzz", &r), POOLD_ERR_CONFLICT);
+    ck_assert_msg(strstr(err, "m1") != NULL, "%s", err);
+    ck_assert_int_eq(process(svc, "m1", "", &r), POOLD_ERR_CONFLICT);
+    ck_assert_int_eq(admin_ll("SELECT count(*) FROM processed_messages"
+                              " WHERE org_id = $1", "tsvc_dup"), 1);
+    ck_assert_int_eq(admin_ll("SELECT checks FROM processed_messages"
+                              " WHERE org_id = $1", "tsvc_dup"), 42);
+    /* Same id in another org is another message. */
+    org_add("tsvc_dup2", "{}", true);
+    struct service *svc2 = create_ok("tsvc_dup2");
+    ck_assert_int_eq(process(svc2, "m1", "other", &r), POOLD_OK);
+    ck_assert(!r.duplicate);
+    service_close(svc2);
+    service_close(svc);
+}
+END_TEST
+
+START_TEST(own_payload_bytes_hashed_exactly)
+{
+    struct service *svc;
+    struct service_result r;
+    const char *payload = "caf\xc3\xa9 \"q\" \\ \x01";
+
+    org_add("tsvc_hash", "{}", true);
+    svc = create_ok("tsvc_hash");
+    ck_assert_int_eq(process(svc, "h1", payload, &r), POOLD_OK);
+    /* The stored hash is sha256 of the payload's UTF-8 bytes. */
+    ck_assert_int_eq(admin_ll("SELECT count(*) FROM processed_messages"
+                              " WHERE org_id = 'tsvc_hash' AND payload_sha256"
+                              " = sha256(convert_to($1, 'UTF8'))", payload),
+                     1);
+    ck_assert_int_eq(process(svc, "h1", payload, &r), POOLD_OK);
+    ck_assert(r.duplicate);
+    service_close(svc);
+}
+END_TEST
+
+START_TEST(own_stored_unknown_rule_name_is_skipped)
+{
+    struct service *svc;
+    struct service_result r;
+
+    org_add("tsvc_old", "{}", true);
+    admin_exec("INSERT INTO processed_messages (org_id, message_id, passed,"
+               " checks, failed_rules, payload_sha256) VALUES ('tsvc_old',"
+               " 'o1', false, 3, '{retired_rule,hex_payload}',"
+               " sha256('p'::bytea))");
+    svc = create_ok("tsvc_old");
+    ck_assert_int_eq(process(svc, "o1", "p", &r), POOLD_OK);
+    ck_assert(r.duplicate);
+    ck_assert(!r.passed);
+    ck_assert_uint_eq(r.verdict.checks, 3);
+    ck_assert_uint_eq(r.verdict.nfailed, 1);
+    ck_assert_int_eq(r.verdict.failed[0], RULE_HEX_PAYLOAD);
+    service_close(svc);
+}
+END_TEST
+
+struct race_arg {
+    struct service *svc;
+    struct service_result r;
+    int rc;
+    char err[256];
+};
+
+static void *race_process(void *p)
+{
+    struct race_arg *a = p;
+    a->rc = service_process(a->svc, &a->r, a->err, sizeof a->err);
+    return NULL;
+}
+
+/* A concurrent insert of the same key commits after the statement's
+ * snapshot: ON CONFLICT skips and the SELECT sees nothing. The service must
+ * retry and report the committed row as a duplicate. */
+START_TEST(own_concurrent_insert_after_snapshot)
+{
+    struct race_arg a = { 0 };
+    struct message m = { "r1", 2, "abcd", 4 };
+    pthread_t th;
+    char pid[16];
+    uint64_t end = clock_now_ns() + POLL_LIMIT_NS;
+    PGconn *other = PQconnectdb(admin_url);
+
+    ck_assert(PQstatus(other) == CONNECTION_OK);
+    org_add("tsvc_race", "{}", true);
+    a.svc = create_ok("tsvc_race");
+    PQclear(PQexec(other, "BEGIN"));
+    PQclear(PQexec(other, "INSERT INTO processed_messages (org_id,"
+                          " message_id, passed, checks, failed_rules,"
+                          " payload_sha256) VALUES ('tsvc_race', 'r1', false,"
+                          " 9, '{hex_payload}', sha256('abcd'::bytea))"));
+    service_hydrate(a.svc, &m);
+    ck_assert_int_eq(pthread_create(&th, NULL, race_process, &a), 0);
+    /* Wait until the service's INSERT blocks on the uncommitted row. */
+    snprintf(pid, sizeof pid, "%d", db_conn_backend_pid(service_conn(a.svc)));
+    while (admin_ll("SELECT count(*) FROM pg_stat_activity WHERE pid = $1"
+                    " AND wait_event_type = 'Lock'", pid) == 0) {
+        ck_assert_msg(clock_now_ns() < end, "service never blocked");
+        clock_sleep_ms(2);
+    }
+    PGresult *res = PQexec(other, "COMMIT");
+    ck_assert_int_eq(PQresultStatus(res), PGRES_COMMAND_OK);
+    PQclear(res);
+    pthread_join(th, NULL);
+    ck_assert_msg(a.rc == POOLD_OK, "%s", a.err);
+    ck_assert(a.r.duplicate);
+    ck_assert(!a.r.passed);
+    ck_assert_uint_eq(a.r.verdict.checks, 9);
+    ck_assert_uint_eq(a.r.verdict.nfailed, 1);
+    ck_assert(service_reset(a.svc));
+    service_close(a.svc);
+    PQfinish(other);
+}
+END_TEST
+
+START_TEST(own_errors_hold_nothing)
+{
+    struct service *svc = (struct service *)&svc;
+
+    org_add("tsvc_off", "{}", false);
+    org_add("tsvc_bad", "{\"rules\":[{\"type\":\"hex_payload\"},"
+                        "{\"type\":\"no_such_rule\",\"value\":1}]}", true);
+    ck_assert_int_eq(service_create(&env, "tsvc_absent", &svc, err,
+                                    sizeof err), POOLD_ERR_UNKNOWN_ORG);
+    ck_assert_ptr_null(svc);
+    ck_assert_int_eq(service_create(&env, "tsvc_off", &svc, err, sizeof err),
+                     POOLD_ERR_UNKNOWN_ORG);
+    ck_assert_msg(strstr(err, "disabled") != NULL, "%s", err);
+    ck_assert_int_eq(service_create(&env, "tsvc_bad", &svc, err, sizeof err),
+                     POOLD_ERR_MISCONFIGURED);
+    ck_assert_msg(strstr(err, "tsvc_bad") != NULL &&
+                      strstr(err, "rules[1]") != NULL &&
+                      strstr(err, "no_such_rule") != NULL,
+                  "%s", err);
+    ck_assert_ptr_null(svc);
+    ck_assert_int_eq(service_create(&env, "bad id", &svc, err, sizeof err),
+                     POOLD_ERR_INVALID);
+    struct db_settings s = settings;
+    struct service_env e = env;
+    s.url = "postgresql://poold@127.0.0.1:1/pools";
+    e.db = &s;
+    ck_assert_int_eq(service_create(&e, "tsvc_off", &svc, err, sizeof err),
+                     POOLD_ERR_DB);
+    ck_assert_ptr_null(svc);
+    wait_backends(0);
+    service_close(NULL);
+}
+END_TEST
+
+START_TEST(own_build_cost_is_honoured)
+{
+    struct service *svc;
+    uint64_t t0;
+
+    org_add("tsvc_cost", "{}", true);
+    env.build_cost_ms = 80;
+    t0 = clock_now_ns();
+    svc = create_ok("tsvc_cost");
+    ck_assert_uint_ge(clock_now_ns() - t0, 80 * NS_PER_MS);
+    service_close(svc);
+    env.build_cost_ms = 0;
+    env.process_cost_ms = 40;
+    svc = create_ok("tsvc_cost");
+    t0 = clock_now_ns();
+    expect(svc, "c1", "x", 0, 0);
+    ck_assert_uint_ge(clock_now_ns() - t0, 40 * NS_PER_MS);
+    service_close(svc);
+}
+END_TEST
+
+START_TEST(own_message_forgotten_on_reset)
+{
+    struct service *svc;
+    struct service_result r;
+    struct message m = { "f1", 2, "x", 1 };
+
+    org_add("tsvc_fresh", "{}", true);
+    svc = create_ok("tsvc_fresh");
+    ck_assert_int_eq(service_process(svc, &r, err, sizeof err),
+                     POOLD_ERR_INVALID);
+    service_hydrate(svc, &m);
+    ck_assert_int_eq(service_process(svc, &r, err, sizeof err), POOLD_OK);
+    ck_assert(service_reset(svc));
+    ck_assert_int_eq(service_process(svc, &r, err, sizeof err),
+                     POOLD_ERR_INVALID);
+    ck_assert(service_is_valid(svc, clock_now_ns()));
+    service_close(svc);
+}
+END_TEST
+
+START_TEST(own_db_error_writes_nothing)
+{
+    struct service *svc;
+    struct service_result r;
+
+    org_add("tsvc_dberr", "{}", true);
+    svc = create_ok("tsvc_dberr");
+    ck_assert(service_is_valid(svc, clock_now_ns()));
+    terminate_backend(db_conn_backend_pid(service_conn(svc)));
+    ck_assert(!service_is_valid(svc, clock_now_ns()));
+    struct message m = { "e1", 2, "x", 1 };
+    service_hydrate(svc, &m);
+    ck_assert_int_eq(service_process(svc, &r, err, sizeof err), POOLD_ERR_DB);
+    ck_assert(!service_reset(svc));
+    ck_assert_int_eq(admin_ll("SELECT count(*) FROM processed_messages"
+                              " WHERE org_id = $1", "tsvc_dberr"), 0);
+    service_close(svc);
+}
+END_TEST
+
+/* ---------------------------------------------- service, pooled connection */
+
+static uint64_t fake_now;
+static uint64_t fake_clock(void *ctx)
+{
+    (void)ctx;
+    return fake_now;
+}
+
+static struct pool *conns_create(unsigned max, uint64_t lifetime_ns)
+{
+    struct pool_config pc = { .name = "conns",
+                              .max_size = max,
+                              .max_waiters = 8,
+                              .max_lifetime_ns = lifetime_ns,
+                              .validate_idle_ns = 0,
+                              .clock = fake_clock };
+    struct pool *p = NULL;
+
+    fake_now = clock_now_ns();
+    ck_assert_int_eq(pool_create(&service_conn_pool_ops, &env, &pc, &p),
+                     POOLD_OK);
+    env.conns = p;
+    return p;
+}
+
+static void conns_destroy(struct pool *p)
+{
+    struct pool_stats st;
+    pool_get_stats(p, &st);
+    ck_assert_uint_eq(st.active, 0); /* everything was given back */
+    pool_destroy(p);
+    env.conns = NULL;
+    wait_backends(0);
+}
+
+static struct pool_stats stats(struct pool *p)
+{
+    struct pool_stats st;
+    pool_get_stats(p, &st);
+    return st;
+}
+
+START_TEST(pooled_reacquired_equals_fresh)
+{
+    struct pool *p = conns_create(2, 0);
+    struct service *svc, *fresh;
+    struct service_result r;
+    int pid;
+
+    org_add("tsvc_eq", "{\"rules\":[{\"type\":\"id_prefix\",\"value\":"
+                       "\"msg_\"},{\"type\":\"forbidden_substring\","
+                       "\"value\":\"ff\"}]}", true);
+    svc = create_ok("tsvc_eq");
+    pid = db_conn_backend_pid(service_conn(svc));
+    expect(svc, "msg_1", "00ff", 2, 1);
+    service_close(svc); /* its connection goes back to the pool */
+    ck_assert_uint_eq(stats(p).idle, 1);
+
+    svc = create_ok("tsvc_eq");
+    fresh = create_ok("tsvc_eq"); /* needs a second connection */
+    ck_assert_int_eq(db_conn_backend_pid(service_conn(svc)), pid);
+    const struct ruleset *a = service_rules(svc), *b = service_rules(fresh);
+    ck_assert_uint_eq(a->n, b->n);
+    for (size_t i = 0; i < a->n; i++) {
+        ck_assert_int_eq(a->rule[i].type, b->rule[i].type);
+        ck_assert_int_eq(a->rule[i].num, b->rule[i].num);
+        ck_assert_uint_eq(a->rule[i].str_len, b->rule[i].str_len);
+        ck_assert_mem_eq(a->rule[i].str, b->rule[i].str, a->rule[i].str_len);
+    }
+    ck_assert_int_eq(service_config_version(svc),
+                     service_config_version(fresh));
+    ck_assert(db_conn_is_clean(service_conn(svc)));
+    ck_assert_int_eq(PQtransactionStatus(db_conn_pg(service_conn(svc))),
+                     PQTRANS_IDLE);
+    ck_assert_int_eq(service_process(svc, &r, err, sizeof err),
+                     POOLD_ERR_INVALID); /* no message left over */
+    ck_assert(service_is_valid(svc, fake_now));
+    service_close(fresh);
+    service_close(svc);
+    conns_destroy(p);
+}
+END_TEST
+
+START_TEST(pooled_build_opens_no_connection)
+{
+    struct pool *p = conns_create(4, 0);
+    struct service *svc;
+
+    org_add("tsvc_warm", "{}", true);
+    org_add("tsvc_warm2", "{}", true);
+    svc = create_ok("tsvc_warm");
+    expect(svc, "a", "x", 0, 0);
+    service_close(svc);
+    ck_assert_uint_eq(stats(p).created, 1);
+    wait_backends(1);
+    /* Any org's build takes the idle connection: no connect. */
+    for (int i = 0; i < 20; i++) {
+        svc = create_ok(i % 2 ? "tsvc_warm" : "tsvc_warm2");
+        service_close(svc);
+    }
+    ck_assert_uint_eq(stats(p).created, 1);
+    ck_assert_uint_eq(backends_of_app(), 1);
+    conns_destroy(p);
+}
+END_TEST
+
+START_TEST(pooled_terminated_backend_replaced)
+{
+    struct pool *p = conns_create(2, 0);
+    struct service *svc;
+    int pid;
+
+    org_add("tsvc_term", "{}", true);
+    svc = create_ok("tsvc_term");
+    pid = db_conn_backend_pid(service_conn(svc));
+    service_close(svc);
+    terminate_backend(pid);
+    svc = create_ok("tsvc_term"); /* validate finds it dead, opens anew */
+    ck_assert_int_ne(db_conn_backend_pid(service_conn(svc)), pid);
+    expect(svc, "t1", "x", 0, 0);
+    service_close(svc);
+    ck_assert_uint_eq(stats(p).destroyed_by[POOL_DESTROY_INVALID], 1);
+    ck_assert_uint_eq(stats(p).created, 2);
+    conns_destroy(p);
+}
+END_TEST
+
+START_TEST(pooled_idle_session_timeout_replaced)
+{
+    struct pool *p = conns_create(2, 0);
+    struct pool_item *item;
+    struct db_conn *conn;
+    int pid;
+
+    ck_assert_int_eq(pool_acquire(p, 0, &item), POOLD_OK);
+    conn = pool_item_object(item);
+    pid = db_conn_backend_pid(conn);
+    pg_ok(conn, "SET idle_session_timeout = '200ms'");
+    pool_release(p, item);
+    wait_backend_gone(pid); /* the server closed it while idle */
+    ck_assert_int_eq(pool_acquire(p, 0, &item), POOLD_OK);
+    conn = pool_item_object(item);
+    ck_assert_int_ne(db_conn_backend_pid(conn), pid);
+    pg_ok(conn, "SELECT 1");
+    pool_release(p, item);
+    ck_assert_uint_eq(stats(p).destroyed_by[POOL_DESTROY_INVALID], 1);
+    conns_destroy(p);
+}
+END_TEST
+
+START_TEST(pooled_ttl_recycles)
+{
+    struct pool *p = conns_create(2, 10 * NS_PER_S);
+    struct service *svc;
+    int pid;
+
+    org_add("tsvc_ttl", "{}", true);
+    svc = create_ok("tsvc_ttl");
+    pid = db_conn_backend_pid(service_conn(svc));
+    ck_assert(service_is_valid(svc, fake_now + 9 * NS_PER_S));
+    ck_assert(!service_is_valid(svc, fake_now + 11 * NS_PER_S));
+    service_close(svc);
+    fake_now += 11 * NS_PER_S;
+    svc = create_ok("tsvc_ttl");
+    ck_assert_int_ne(db_conn_backend_pid(service_conn(svc)), pid);
+    service_close(svc);
+    ck_assert_uint_eq(stats(p).destroyed_by[POOL_DESTROY_EXPIRED], 1);
+    conns_destroy(p);
+}
+END_TEST
+
+START_TEST(pooled_dirty_connection_destroyed)
+{
+    struct pool *p = conns_create(2, 0);
+    struct pool_item *item;
+    struct service *svc;
+    int pid;
+
+    ck_assert_int_eq(pool_acquire(p, 0, &item), POOLD_OK);
+    pid = db_conn_backend_pid(pool_item_object(item));
+    pg_ok(pool_item_object(item), "BEGIN");
+    pool_release(p, item); /* reset op says no */
+    ck_assert_uint_eq(stats(p).idle, 0);
+    ck_assert_uint_eq(stats(p).destroyed_by[POOL_DESTROY_RESET_FAILED], 1);
+
+    org_add("tsvc_dirty", "{}", true);
+    svc = create_ok("tsvc_dirty");
+    ck_assert_int_ne(db_conn_backend_pid(service_conn(svc)), pid);
+    pg_ok(service_conn(svc), "BEGIN");
+    ck_assert(!service_reset(svc));
+    service_close(svc); /* released as broken, not reused */
+    ck_assert_uint_eq(stats(p).idle, 0);
+    ck_assert_uint_eq(stats(p).destroyed, 2);
+    conns_destroy(p);
+}
+END_TEST
+
+START_TEST(pooled_errors_hold_nothing)
+{
+    struct pool *p = conns_create(1, 0);
+    struct service *svc = NULL;
+
+    org_add("tsvc_poff", "{}", false);
+    org_add("tsvc_pbad", "{\"rules\":[{\"type\":\"bogus\"}]}", true);
+    ck_assert_int_eq(service_create(&env, "tsvc_pabsent", &svc, err,
+                                    sizeof err), POOLD_ERR_UNKNOWN_ORG);
+    ck_assert_uint_eq(stats(p).active, 0);
+    ck_assert_int_eq(service_create(&env, "tsvc_poff", &svc, err, sizeof err),
+                     POOLD_ERR_UNKNOWN_ORG);
+    ck_assert_uint_eq(stats(p).active, 0);
+    ck_assert_int_eq(service_create(&env, "tsvc_pbad", &svc, err, sizeof err),
+                     POOLD_ERR_MISCONFIGURED);
+    ck_assert_ptr_null(svc);
+    ck_assert_uint_eq(stats(p).active, 0);
+    ck_assert_uint_eq(stats(p).idle, 1); /* a healthy connection was kept */
+    ck_assert_uint_eq(stats(p).created, 1);
+    conns_destroy(p);
+}
+END_TEST
+
+struct reclaim_state {
+    struct service *victim;
+    int calls;
+    char org[ORG_ID_MAX + 1];
+};
+
+static bool reclaim_close_victim(void *arg, const char *org_id)
+{
+    struct reclaim_state *st = arg;
+    st->calls++;
+    snprintf(st->org, sizeof st->org, "%s", org_id);
+    if (st->victim == NULL)
+        return false;
+    service_close(st->victim);
+    st->victim = NULL;
+    return true;
+}
+
+START_TEST(pooled_cap_reclaims_or_times_out)
+{
+    struct pool *p = conns_create(1, 0);
+    struct reclaim_state st = { 0 };
+    struct service *svc = NULL;
+    uint64_t t0;
+
+    org_add("tsvc_capa", "{}", true);
+    org_add("tsvc_capb", "{}", true);
+    st.victim = create_ok("tsvc_capa");
+    env.reclaim = reclaim_close_victim;
+    env.reclaim_arg = &st;
+    svc = create_ok("tsvc_capb"); /* A's connection is handed over */
+    ck_assert_int_eq(st.calls, 1);
+    ck_assert_str_eq(st.org, "tsvc_capb");
+    ck_assert_uint_eq(stats(p).created, 1);
+
+    /* Nothing to reclaim: wait the acquire timeout, then give up. */
+    env.conn_acquire_timeout_ns = 50 * NS_PER_MS;
+    struct service *other = (struct service *)&other;
+    t0 = clock_now_ns();
+    ck_assert_int_eq(service_create(&env, "tsvc_capa", &other, err,
+                                    sizeof err), POOLD_ERR_TIMEOUT);
+    ck_assert_uint_ge(clock_now_ns() - t0, 40 * NS_PER_MS);
+    ck_assert_ptr_null(other);
+    ck_assert_int_eq(st.calls, 2);
+    ck_assert_uint_eq(stats(p).active, 1);
+    service_close(svc);
+    env.reclaim = NULL;
+    conns_destroy(p);
+}
+END_TEST
+
+START_TEST(pooled_connect_failure_is_db_error)
+{
+    struct db_settings s = settings;
+    struct service *svc = NULL;
+    struct pool *p;
+
+    s.url = "postgresql://poold@127.0.0.1:1/pools";
+    env.db = &s;
+    p = conns_create(1, 0);
+    ck_assert_int_eq(service_create(&env, "tsvc_x", &svc, err, sizeof err),
+                     POOLD_ERR_DB);
+    ck_assert_ptr_null(svc);
+    ck_assert_uint_eq(stats(p).active, 0);
+    conns_destroy(p);
+}
+END_TEST
+
+/* ------------------------------------------------------------ measurement */
+
+/* Not an assertion: prints what building a service costs, so the figures
+ * can be quoted (CK_RUN_CASE=measure ./check_service). */
+START_TEST(measure_build_cost)
+{
+    enum { N = 200 };
+    uint64_t t0, own_ns, pooled_ns;
+    struct pool *p;
+
+    org_add("tsvc_measure", "{\"rules\":[{\"type\":\"hex_payload\"},"
+                            "{\"type\":\"max_payload_bytes\",\"value\":64}]}",
+            true);
+    t0 = clock_now_ns();
+    for (int i = 0; i < N; i++)
+        service_close(create_ok("tsvc_measure"));
+    own_ns = clock_now_ns() - t0;
+
+    p = conns_create(1, 0);
+    service_close(create_ok("tsvc_measure")); /* warm: one connection */
+    t0 = clock_now_ns();
+    for (int i = 0; i < N; i++) {
+        fake_now = clock_now_ns();
+        service_close(create_ok("tsvc_measure"));
+    }
+    pooled_ns = clock_now_ns() - t0;
+    printf("service build+close, %d times (%s):\n"
+           "  new connection each: %.3f ms per service\n"
+           "  pooled connection:   %.3f ms per service\n",
+           N, db_url, (double)own_ns / N / 1e6, (double)pooled_ns / N / 1e6);
+    fflush(stdout);
+    conns_destroy(p);
+}
+END_TEST
+
+static Suite *service_suite(void)
+{
+    Suite *s = suite_create("service");
+    struct {
+        const char *name;
+        const TTest *tests[16];
+    } cases[] = {
+        { "catalog",
+          { org_id_validator, catalog_schema_fingerprint_load_store,
+            catalog_schema_missing_is_explained } },
+        { "db",
+          { db_open_failure_is_reported, db_open_sets_parameters,
+            db_dirty_connection_is_not_clean,
+            db_terminated_backend_found_without_round_trip,
+            db_idle_session_timeout_found_without_round_trip } },
+        { "own",
+          { own_each_rule_type, own_combined_rules_stored_in_order,
+            own_duplicate_and_conflict, own_payload_bytes_hashed_exactly,
+            own_stored_unknown_rule_name_is_skipped,
+            own_concurrent_insert_after_snapshot, own_errors_hold_nothing,
+            own_build_cost_is_honoured, own_message_forgotten_on_reset,
+            own_db_error_writes_nothing } },
+        { "pooled",
+          { pooled_reacquired_equals_fresh, pooled_build_opens_no_connection,
+            pooled_terminated_backend_replaced,
+            pooled_idle_session_timeout_replaced, pooled_ttl_recycles,
+            pooled_dirty_connection_destroyed, pooled_errors_hold_nothing,
+            pooled_cap_reclaims_or_times_out,
+            pooled_connect_failure_is_db_error } },
+        { "measure", { measure_build_cost } },
+    };
+
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        TCase *tc = tcase_create(cases[i].name);
+        tcase_add_checked_fixture(tc, setup, teardown);
+        tcase_set_timeout(tc, 60);
+        for (size_t j = 0; cases[i].tests[j] != NULL; j++)
+            tcase_add_test(tc, cases[i].tests[j]);
+        suite_add_tcase(s, tc);
+    }
+    return s;
+}
+
+int main(void)
+{
+    SRunner *sr = srunner_create(service_suite());
+    int failed;
+
+    srunner_run_all(sr, CK_ENV);
+    failed = srunner_ntests_failed(sr);
+    srunner_free(sr);
+    return failed == 0 ? 0 : 1;
+}
