@@ -73,3 +73,12 @@ add_test(NAME integration.http
 set_tests_properties(integration.http PROPERTIES LABELS integration
                      TIMEOUT 600 FIXTURES_REQUIRED pg RESOURCE_LOCK pg
                      ENVIRONMENT "${POOLD_TEST_ENV}")
+
+# Faults: database restart, terminated backends, idle_session_timeout,
+# database down at start, idle and excess clients (issue 5).
+add_test(NAME integration.faults
+         COMMAND ${Python3_EXECUTABLE} -m unittest -v test_faults
+         WORKING_DIRECTORY ${CMAKE_SOURCE_DIR}/tests/integration)
+set_tests_properties(integration.faults PROPERTIES LABELS integration
+                     TIMEOUT 600 FIXTURES_REQUIRED pg RESOURCE_LOCK pg
+                     ENVIRONMENT "${POOLD_TEST_ENV}")

@@ -1,0 +1,307 @@
+"""Fault tests: the real poold binary against a real PostgreSQL that fails.
+
+The database restarts under load, its backends are terminated or time out,
+it is down at start-up; clients hold connections idle or open more than the
+limit. The promise under test: only 200 and 503 answers, service resumes
+without a restart, and every 200 has its committed row.
+"""
+import http.client
+import json
+import os
+import signal
+import socket
+import subprocess
+import threading
+import time
+import unittest
+import uuid
+
+POOLD_BIN = os.environ["POOLD_BIN"]
+DATABASE_URL = os.environ["DATABASE_URL"]
+ADMIN_URL = os.environ["POOLD_TEST_ADMIN_URL"]
+PG_DIR = os.environ["POOLD_TEST_PG_DIR"]
+PG_PORT = os.environ["POOLD_TEST_PG_PORT"]
+SOURCE_DIR = os.environ["POOLD_SOURCE_DIR"]
+TOKEN = "fault-test-token"
+
+
+def psql(query):
+    """Run one query as the superuser; return stripped stdout."""
+    out = subprocess.run(
+        ["psql", "-X", "-q", "-At", "-v", "ON_ERROR_STOP=1", "-d", ADMIN_URL,
+         "-c", query],
+        check=True, capture_output=True, text=True, timeout=60)
+    return out.stdout.strip()
+
+
+def pg(command):
+    args = [os.path.join(SOURCE_DIR, "scripts", "pg.sh"), command, PG_DIR]
+    if command in ("start", "restart"):
+        args.append(PG_PORT)
+    subprocess.run(args, check=True, timeout=120)
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_until(predicate, timeout, what):
+    """Poll predicate until true or the deadline; fail with what."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.05)
+    raise AssertionError("timed out waiting for " + what)
+
+
+class Poold:
+    """One poold process on a free port, stopped with SIGTERM."""
+
+    def __init__(self, **env):
+        self.port = free_port()
+        full = dict(os.environ)
+        full.update({
+            "DATABASE_URL": DATABASE_URL,
+            "POOLD_LISTEN": "127.0.0.1:%d" % self.port,
+            "POOLD_ADMIN_TOKEN": TOKEN,
+            "POOLD_LOG_FORMAT": "text",
+        })
+        full.update({k: str(v) for k, v in env.items()})
+        self.log = open(os.path.join(PG_DIR + ".poold-%d.log" % self.port),
+                        "w+")
+        self.proc = subprocess.Popen([POOLD_BIN], env=full, stdout=self.log,
+                                     stderr=subprocess.STDOUT)
+        wait_until(self.alive, 20, "poold to answer /healthz")
+
+    def request(self, method, path, body=None, headers=None, timeout=30):
+        conn = http.client.HTTPConnection("127.0.0.1", self.port,
+                                          timeout=timeout)
+        try:
+            hdrs = {"Content-Type": "application/json"} if body else {}
+            hdrs.update(headers or {})
+            conn.request(method, path, body=body, headers=hdrs)
+            resp = conn.getresponse()
+            data = resp.read()
+            return resp.status, dict(resp.getheaders()), data
+        finally:
+            conn.close()
+
+    def alive(self):
+        try:
+            return self.request("GET", "/healthz", timeout=2)[0] == 200
+        except OSError:
+            return False
+
+    def ready(self):
+        try:
+            return self.request("GET", "/readyz", timeout=2)[0] == 200
+        except OSError:
+            return False
+
+    def process(self, org, msg_id, payload="abcdef01", timeout=30):
+        body = json.dumps({"id": msg_id, "org_id": org, "payload": payload})
+        status, headers, data = self.request("POST", "/process", body,
+                                             timeout=timeout)
+        return status, headers, json.loads(data) if data else None
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        code = self.proc.wait(timeout=60)
+        self.log.seek(0)
+        self.output = self.log.read()
+        self.log.close()
+        os.unlink(self.log.name)
+        return code
+
+
+def rows_for(ids):
+    if not ids:
+        return 0
+    lst = ",".join("'%s'" % i for i in ids)
+    return int(psql("SELECT count(*) FROM processed_messages WHERE "
+                    "message_id IN (%s)" % lst))
+
+
+class Load:
+    """Threads posting unique messages until stopped; records every answer."""
+
+    def __init__(self, server, threads=4, orgs=8):
+        self.server = server
+        self.stop_flag = threading.Event()
+        self.lock = threading.Lock()
+        self.ok_ids = []
+        self.statuses = {}
+        self.errors = []
+        self.threads = [threading.Thread(target=self.run, args=(i, orgs))
+                        for i in range(threads)]
+
+    def run(self, n, orgs):
+        i = 0
+        while not self.stop_flag.is_set():
+            org = "org_%03d" % ((n + i) % orgs + 40)
+            msg_id = "tflt_%s_%d_%d" % (uuid.uuid4().hex[:8], n, i)
+            i += 1
+            try:
+                status, _, _ = self.server.process(org, msg_id, timeout=20)
+            except (OSError, http.client.HTTPException) as e:
+                with self.lock:
+                    self.errors.append(repr(e))
+                continue
+            with self.lock:
+                self.statuses[status] = self.statuses.get(status, 0) + 1
+                if status == 200:
+                    self.ok_ids.append(msg_id)
+
+    def __enter__(self):
+        for t in self.threads:
+            t.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.stop_flag.set()
+        for t in self.threads:
+            t.join(60)
+
+    def count_ok(self):
+        with self.lock:
+            return len(self.ok_ids)
+
+
+class FaultTest(unittest.TestCase):
+
+    def setUp(self):
+        pg("start")
+        psql("DELETE FROM processed_messages WHERE message_id LIKE 'tflt_%'")
+
+    def tearDown(self):
+        pg("start")  # whatever a test did to the database, leave it up
+        psql("ALTER ROLE poold RESET idle_session_timeout")
+        psql("DELETE FROM processed_messages WHERE message_id LIKE 'tflt_%'")
+
+    def assert_only_200_503(self, load):
+        bad = {s: n for s, n in load.statuses.items() if s not in (200, 503)}
+        self.assertEqual(bad, {}, "answers other than 200/503")
+        self.assertEqual(load.errors, [], "requests that got no answer")
+        self.assertEqual(rows_for(load.ok_ids), len(load.ok_ids),
+                         "a 200 without its row")
+
+    def test_restart_under_load(self):
+        server = Poold(POOLD_POOL_SIZE=2, POOLD_ACQUIRE_TIMEOUT_MS=2000)
+        try:
+            with Load(server) as load:
+                wait_until(lambda: load.count_ok() >= 20, 30, "first 200s")
+                pg("restart")
+                before = load.count_ok()
+                wait_until(lambda: load.count_ok() >= before + 20, 30,
+                           "200s after the restart")
+            self.assert_only_200_503(load)
+        finally:
+            self.assertEqual(server.stop(), 0)
+
+    def test_backends_terminated(self):
+        server = Poold(POOLD_POOL_SIZE=4)
+        try:
+            for i in range(8):
+                self.assertEqual(server.process("org_041", "tflt_t%d" % i)[0],
+                                 200)
+            killed = psql("SELECT count(pg_terminate_backend(pid)) FROM "
+                          "pg_stat_activity WHERE application_name LIKE "
+                          "'poold%'")
+            self.assertGreater(int(killed), 0)
+            statuses = [server.process("org_041", "tflt_after%d" % i)[0]
+                        for i in range(10)]
+            self.assertTrue(set(statuses) <= {200, 503}, statuses)
+            self.assertEqual(statuses[-5:], [200] * 5, statuses)
+            ok = ["tflt_after%d" % i for i, s in enumerate(statuses)
+                  if s == 200]
+            self.assertEqual(rows_for(ok), len(ok))
+        finally:
+            self.assertEqual(server.stop(), 0)
+
+    def test_idle_session_timeout(self):
+        psql("ALTER ROLE poold SET idle_session_timeout = '500ms'")
+        server = Poold(POOLD_POOL_SIZE=1)
+        try:
+            self.assertEqual(server.process("org_042", "tflt_i0")[0], 200)
+            pids = psql("SELECT string_agg(pid::text, ',') FROM "
+                        "pg_stat_activity WHERE application_name = 'poold'")
+            self.assertTrue(pids)
+            # The server closes the idle session by itself.
+            wait_until(lambda: psql(
+                "SELECT count(*) FROM pg_stat_activity WHERE pid IN (%s)"
+                % pids) == "0", 10, "the server to close idle sessions")
+            status, _, body = server.process("org_042", "tflt_i1")
+            self.assertEqual(status, 200, body)
+            self.assertEqual(rows_for(["tflt_i0", "tflt_i1"]), 2)
+        finally:
+            self.assertEqual(server.stop(), 0)
+
+    def test_database_down_at_start_then_up(self):
+        pg("stop")
+        server = Poold()
+        try:
+            self.assertTrue(server.alive())
+            self.assertFalse(server.ready())
+            started = time.monotonic()
+            status, _, body = server.process("org_043", "tflt_d0")
+            self.assertLess(time.monotonic() - started, 2.0)
+            self.assertEqual(status, 503)
+            self.assertEqual(body["error"]["code"], "database_unavailable")
+            pg("start")
+            wait_until(server.ready, 20, "readiness after the database")
+            self.assertEqual(server.process("org_043", "tflt_d1")[0], 200)
+            self.assertEqual(rows_for(["tflt_d0", "tflt_d1"]), 1)
+        finally:
+            self.assertEqual(server.stop(), 0)
+
+    def test_idle_clients_do_not_starve_others(self):
+        server = Poold(POOLD_MAX_CLIENTS=64, POOLD_CLIENT_TIMEOUT_S=2)
+        idle = []
+        try:
+            for _ in range(40):
+                s = socket.create_connection(("127.0.0.1", server.port))
+                idle.append(s)
+            slow = socket.create_connection(("127.0.0.1", server.port))
+            slow.sendall(b"POST /process HTTP/1.1\r\nHost: x\r\n")
+            idle.append(slow)
+            for i in range(10):
+                self.assertEqual(
+                    server.process("org_044", "tflt_c%d" % i)[0], 200)
+            # Idle connections are closed by the server's client timeout.
+            for s in idle:
+                s.settimeout(10)
+                self.assertEqual(s.recv(1024), b"")
+        finally:
+            for s in idle:
+                s.close()
+            self.assertEqual(server.stop(), 0)
+
+    def test_more_connections_than_the_limit(self):
+        server = Poold(POOLD_MAX_CLIENTS=8, POOLD_CLIENT_TIMEOUT_S=30)
+        held = []
+        try:
+            for _ in range(20):
+                try:
+                    held.append(socket.create_connection(
+                        ("127.0.0.1", server.port), timeout=2))
+                except OSError:
+                    pass
+            self.assertIsNone(server.proc.poll())
+            for s in held:
+                s.close()
+            held = []
+            # Once they are gone the server serves again.
+            wait_until(lambda: server.alive(), 20, "service after the flood")
+            self.assertEqual(server.process("org_045", "tflt_l0")[0], 200)
+        finally:
+            for s in held:
+                s.close()
+            self.assertEqual(server.stop(), 0)
+
+
+if __name__ == "__main__":
+    unittest.main()
