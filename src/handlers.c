@@ -1,1 +1,536 @@
-/* handlers.c — placeholder until the module lands. */
+/* handlers.c — HTTP handlers: parse, validate, act on the registry, render. */
+#include "handlers.h"
+
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include <jansson.h>
+
+#include "rules.h"
+#include "service.h"
+
+#define MESSAGE_ID_MAX 128
+
+struct handlers {
+    struct handlers_config cfg;
+    atomic_bool draining;
+};
+
+static const char json_content_type[] = "application/json";
+
+/* ---- the status-to-HTTP table -------------------------------------------- */
+
+static const struct status_http {
+    int status;
+    unsigned http;
+    const char *code;
+    const char *message;
+} status_table[] = {
+    { POOLD_ERR_TIMEOUT, 503, "pool_exhausted",
+      "no processing service became free in time; retry later" },
+    { POOLD_ERR_WAITERS_FULL, 503, "pool_exhausted",
+      "too many requests are waiting for this org; retry later" },
+    { POOLD_ERR_DB, 503, "database_unavailable",
+      "the database is unavailable; nothing was written" },
+    { POOLD_ERR_NOT_READY, 503, "database_unavailable",
+      "the org directory is not loaded yet: the database is unavailable" },
+    { POOLD_ERR_CREATE, 503, "database_unavailable",
+      "a processing service could not be built; nothing was written" },
+    { POOLD_ERR_SHUTDOWN, 503, "shutting_down",
+      "the server is shutting down; nothing was written" },
+    { POOLD_ERR_UNKNOWN_ORG, 404, "unknown_org",
+      "no such org, or the org is disabled" },
+    { POOLD_ERR_NOT_FOUND, 404, "unknown_org",
+      "no such org, or the org is disabled" },
+    { POOLD_ERR_MISCONFIGURED, 503, "org_misconfigured",
+      "the org's configuration is invalid; nothing was written" },
+    { POOLD_ERR_CONFLICT, 409, "id_conflict",
+      "this message id was already processed with another payload" },
+    { POOLD_ERR_INVALID, 400, "invalid_size",
+      "field 'max_size' is out of range" },
+};
+
+void handlers_status_http(int status, unsigned *http, const char **code,
+                          const char **message)
+{
+    for (size_t i = 0; i < sizeof status_table / sizeof status_table[0]; i++)
+        if (status_table[i].status == status) {
+            *http = status_table[i].http;
+            *code = status_table[i].code;
+            *message = status_table[i].message;
+            return;
+        }
+    /* NOMEM or a status no layer documents: the server's fault. */
+    *http = 500;
+    *code = "internal_error";
+    *message = "internal error";
+}
+
+/* ---- rendering ------------------------------------------------------------ */
+
+/* Serialise and take ownership of root; on failure a bare 500. */
+static void render_json(struct http_response *resp, unsigned status,
+                        json_t *root)
+{
+    size_t n = root ? json_dumpb(root, NULL, 0, JSON_COMPACT) : 0;
+    char *buf = n ? malloc(n + 1) : NULL;
+
+    if (buf != NULL && json_dumpb(root, buf, n, JSON_COMPACT) == n) {
+        buf[n] = '\n';
+        free(resp->body);
+        resp->body = buf;
+        resp->body_len = n + 1;
+        resp->status = status;
+    } else {
+        free(buf);
+        free(resp->body);
+        resp->body = NULL;
+        resp->body_len = 0;
+        resp->status = 500;
+        resp->error_code = "internal_error";
+    }
+    resp->content_type = json_content_type;
+    json_decref(root);
+}
+
+void handlers_error(struct http_response *resp, unsigned status,
+                    const char *code, const char *message)
+{
+    json_t *body = json_pack("{s:{s:s,s:s}}", "error", "code", code,
+                             "message", message);
+
+    /* A message quoting client bytes (jansson's "near '...'") may not be
+     * valid UTF-8: fall back to a fixed text rather than fail. */
+    if (body == NULL)
+        body = json_pack("{s:{s:s,s:s}}", "error", "code", code, "message",
+                         "the request was rejected");
+    resp->error_code = code;
+    render_json(resp, status, body);
+}
+
+static void error_for_status(struct handlers *h, struct http_response *resp,
+                             int status)
+{
+    unsigned http;
+    const char *code, *message;
+
+    handlers_status_http(status, &http, &code, &message);
+    handlers_error(resp, http, code, message);
+    if (strcmp(code, "pool_exhausted") == 0)
+        resp->retry_after_s = h->cfg.retry_after_s;
+}
+
+static json_t *stats_json(const struct pool_stats *s)
+{
+    json_t *by = json_object();
+    json_t *o;
+
+    for (int r = 0; by && r < POOL_DESTROY__COUNT; r++)
+        json_object_set_new(by,
+                            pool_destroy_reason_str((enum pool_destroy_reason)r),
+                            json_integer((json_int_t)s->destroyed_by[r]));
+    o = json_pack("{s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:o?,s:I,s:I,"
+                  "s:I}",
+                  "max_size", (json_int_t)s->max_size, "idle",
+                  (json_int_t)s->idle, "active", (json_int_t)s->active,
+                  "waiting", (json_int_t)s->waiting, "total_timeouts",
+                  (json_int_t)s->total_timeouts, "waiters_rejected",
+                  (json_int_t)s->waiters_rejected, "peak_active",
+                  (json_int_t)s->peak_active, "created",
+                  (json_int_t)s->created, "create_failures",
+                  (json_int_t)s->create_failures, "destroyed",
+                  (json_int_t)s->destroyed, "destroyed_by", by, "acquired",
+                  (json_int_t)s->acquired, "wait_count",
+                  (json_int_t)s->wait_count, "wait_ns_sum",
+                  (json_int_t)s->wait_ns_sum);
+    return o;
+}
+
+/* ---- parsing and validation ------------------------------------------------ */
+
+/* "application/json", optionally followed by parameters such as charset. */
+static bool content_type_is_json(const char *ct)
+{
+    static const char want[] = "application/json";
+    size_t n = strlen(want);
+
+    while (*ct == ' ' || *ct == '\t')
+        ct++;
+    if (strncasecmp(ct, want, n) != 0)
+        return false;
+    ct += n;
+    while (*ct == ' ' || *ct == '\t')
+        ct++;
+    return *ct == '\0' || *ct == ';';
+}
+
+/* Parse the body strictly into an object; false after filling resp. */
+static bool parse_json_body(const struct http_request *req,
+                            struct http_response *resp, json_t **out)
+{
+    json_error_t jerr;
+    char msg[JSON_ERROR_TEXT_LENGTH + 64];
+    json_t *root;
+
+    if (req->content_type != NULL && !content_type_is_json(req->content_type)) {
+        handlers_error(resp, 415, "unsupported_media_type",
+                       "Content-Type must be application/json");
+        return false;
+    }
+    root = json_loadb(req->body ? req->body : "", req->body_len,
+                      JSON_REJECT_DUPLICATES | JSON_DECODE_ANY, &jerr);
+    if (root == NULL) {
+        snprintf(msg, sizeof msg, "invalid JSON at byte %d: %s", jerr.position,
+                 jerr.text);
+        handlers_error(resp, 400, "invalid_json", msg);
+        return false;
+    }
+    if (!json_is_object(root)) {
+        json_decref(root);
+        handlers_error(resp, 400, "invalid_json",
+                       "the body must be a JSON object");
+        return false;
+    }
+    *out = root;
+    return true;
+}
+
+/* No C0 control, DEL or C1 control (U+0080..U+009F, UTF-8 C2 80..C2 9F). */
+static bool has_control_chars(const char *s, size_t len)
+{
+    for (size_t i = 0; i < len; i++) {
+        unsigned char c = (unsigned char)s[i];
+        if (c < 0x20 || c == 0x7f)
+            return true;
+        if (c == 0xc2 && i + 1 < len && (unsigned char)s[i + 1] >= 0x80 &&
+            (unsigned char)s[i + 1] <= 0x9f)
+            return true;
+    }
+    return false;
+}
+
+static bool valid_org_param(const struct http_request *req,
+                            struct http_response *resp)
+{
+    if (req->param == NULL ||
+        !catalog_org_id_is_valid(req->param, req->param_len)) {
+        handlers_error(resp, 400, "invalid_org_id",
+                       "org_id in the path must match ^[A-Za-z0-9_-]{1,64}$");
+        return false;
+    }
+    snprintf(resp->org, sizeof resp->org, "%s", req->param);
+    return true;
+}
+
+struct process_request {
+    const char *id, *org_id, *payload; /* borrowed from root */
+    size_t id_len, org_id_len, payload_len;
+};
+
+static bool validate_message(json_t *root, struct process_request *p,
+                             struct http_response *resp)
+{
+    json_t *id = json_object_get(root, "id");
+    json_t *org = json_object_get(root, "org_id");
+    json_t *payload = json_object_get(root, "payload");
+
+    if (!json_is_string(id)) {
+        handlers_error(resp, 400, "invalid_message",
+                       "field 'id' is required and must be a string");
+        return false;
+    }
+    p->id = json_string_value(id);
+    p->id_len = json_string_length(id);
+    if (p->id_len < 1 || p->id_len > MESSAGE_ID_MAX ||
+        has_control_chars(p->id, p->id_len)) {
+        handlers_error(resp, 400, "invalid_message",
+                       "field 'id' must be 1-128 bytes without control "
+                       "characters");
+        return false;
+    }
+    if (!json_is_string(org) ||
+        !catalog_org_id_is_valid(json_string_value(org),
+                                 json_string_length(org))) {
+        handlers_error(resp, 400, "invalid_org_id",
+                       "field 'org_id' must be a string matching "
+                       "^[A-Za-z0-9_-]{1,64}$");
+        return false;
+    }
+    p->org_id = json_string_value(org);
+    p->org_id_len = json_string_length(org);
+    snprintf(resp->org, sizeof resp->org, "%s", p->org_id);
+    if (!json_is_string(payload)) {
+        handlers_error(resp, 400, "invalid_message",
+                       "field 'payload' is required and must be a string");
+        return false;
+    }
+    p->payload = json_string_value(payload);
+    p->payload_len = json_string_length(payload);
+    return true;
+}
+
+/* ---- handlers ---------------------------------------------------------------- */
+
+static json_t *result_json(const struct process_request *p,
+                           const struct service_result *r)
+{
+    json_t *failed = json_array();
+
+    for (unsigned i = 0; failed && i < r->verdict.nfailed && i < RULES_MAX;
+         i++)
+        json_array_append_new(failed,
+                              json_string(rule_type_str(r->verdict.failed[i])));
+    return json_pack("{s:s%,s:s%,s:b,s:{s:I,s:o?},s:b}", "org_id", p->org_id,
+                     p->org_id_len, "message_id", p->id, p->id_len, "passed",
+                     (int)r->passed, "details", "checks",
+                     (json_int_t)r->verdict.checks, "failed", failed,
+                     "duplicate", (int)r->duplicate);
+}
+
+static void handle_process(struct handlers *h, const struct http_request *req,
+                           struct http_response *resp)
+{
+    json_t *root = NULL;
+    struct process_request p = { 0 };
+    struct service_result result;
+    struct message msg;
+    int rc;
+
+    if (!parse_json_body(req, resp, &root))
+        return;
+    if (!validate_message(root, &p, resp))
+        goto out;
+    msg.id = p.id;
+    msg.id_len = p.id_len;
+    msg.payload = p.payload;
+    msg.payload_len = p.payload_len;
+    memset(&result, 0, sizeof result);
+    rc = registry_process(h->cfg.reg, p.org_id, &msg, &result, resp->detail,
+                          sizeof resp->detail);
+    if (rc != POOLD_OK)
+        error_for_status(h, resp, rc);
+    else
+        render_json(resp, 200, result_json(&p, &result));
+out:
+    json_decref(root);
+}
+
+static void handle_stats(struct handlers *h, const struct http_request *req,
+                         struct http_response *resp)
+{
+    struct pool_snapshot snap;
+    struct pool_stats totals, conn;
+    json_t *pools = json_object();
+
+    (void)req;
+    memset(&totals, 0, sizeof totals);
+    if (metrics_snapshot_pools(h->cfg.reg, &snap) != POOLD_OK) {
+        metrics_snapshot_free(&snap);
+        json_decref(pools);
+        error_for_status(h, resp, POOLD_ERR_NOMEM);
+        return;
+    }
+    for (size_t i = 0; pools && i < snap.n; i++) {
+        json_object_set_new(pools, snap.v[i].org_id,
+                            stats_json(&snap.v[i].stats));
+        metrics_stats_add(&totals, &snap.v[i].stats);
+    }
+    metrics_snapshot_free(&snap);
+    registry_conn_stats(h->cfg.reg, &conn);
+    render_json(resp, 200,
+                json_pack("{s:o?,s:o?,s:o?}", "pools", pools, "totals",
+                          stats_json(&totals), "connections",
+                          stats_json(&conn)));
+}
+
+static void handle_pool_get(struct handlers *h, const struct http_request *req,
+                            struct http_response *resp)
+{
+    struct pool_stats st;
+    int rc;
+
+    if (!valid_org_param(req, resp))
+        return;
+    memset(&st, 0, sizeof st);
+    rc = registry_pool_stats(h->cfg.reg, resp->org, &st);
+    if (rc != POOLD_OK)
+        error_for_status(h, resp, rc);
+    else
+        render_json(resp, 200, stats_json(&st));
+}
+
+/* {"max_size": N}, N a JSON integer in 1..ceiling. */
+static bool validate_size(struct handlers *h, json_t *root, unsigned *size,
+                          struct http_response *resp)
+{
+    json_t *v = json_object_get(root, "max_size");
+    char msg[128];
+    json_int_t n;
+
+    snprintf(msg, sizeof msg,
+             "field 'max_size' must be an integer from 1 to %u",
+             h->cfg.pool_ceiling);
+    if (!json_is_integer(v)) {
+        handlers_error(resp, 400, "invalid_size", msg);
+        return false;
+    }
+    n = json_integer_value(v);
+    if (n < 1 || n > (json_int_t)h->cfg.pool_ceiling) {
+        handlers_error(resp, 400, "invalid_size", msg);
+        return false;
+    }
+    *size = (unsigned)n;
+    return true;
+}
+
+static void handle_pool_resize(struct handlers *h,
+                               const struct http_request *req,
+                               struct http_response *resp)
+{
+    json_t *root = NULL;
+    struct pool_stats st;
+    unsigned size;
+    int rc;
+
+    if (!valid_org_param(req, resp) || !parse_json_body(req, resp, &root))
+        return;
+    if (validate_size(h, root, &size, resp)) {
+        memset(&st, 0, sizeof st);
+        rc = registry_resize(h->cfg.reg, resp->org, size, &st, resp->detail,
+                             sizeof resp->detail);
+        if (rc != POOLD_OK)
+            error_for_status(h, resp, rc);
+        else
+            render_json(resp, 200, stats_json(&st));
+    }
+    json_decref(root);
+}
+
+static void handle_metrics(struct handlers *h, const struct http_request *req,
+                           struct http_response *resp)
+{
+    char *text = NULL;
+    size_t len = 0;
+
+    (void)req;
+    if (metrics_render(h->cfg.metrics, h->cfg.reg, &text, &len) != POOLD_OK) {
+        error_for_status(h, resp, POOLD_ERR_NOMEM);
+        return;
+    }
+    free(resp->body);
+    resp->body = text;
+    resp->body_len = len;
+    resp->status = 200;
+    resp->content_type = "text/plain; version=0.0.4; charset=utf-8";
+}
+
+static void handle_healthz(struct handlers *h, const struct http_request *req,
+                           struct http_response *resp)
+{
+    (void)h;
+    (void)req;
+    render_json(resp, 200, json_pack("{s:s}", "status", "ok"));
+}
+
+static void handle_readyz(struct handlers *h, const struct http_request *req,
+                          struct http_response *resp)
+{
+    (void)req;
+    if (handlers_is_draining(h))
+        error_for_status(h, resp, POOLD_ERR_SHUTDOWN);
+    else if (!registry_is_ready(h->cfg.reg))
+        handlers_error(resp, 503, "database_unavailable",
+                       "the database does not answer or the org directory "
+                       "is not loaded yet");
+    else
+        render_json(resp, 200, json_pack("{s:s}", "status", "ready"));
+}
+
+const struct route handlers_routes[] = {
+    { "POST", "/process", handle_process, false },
+    { "GET", "/stats", handle_stats, true },
+    { "GET", "/pools/{org_id}", handle_pool_get, true },
+    { "PUT", "/pools/{org_id}/size", handle_pool_resize, true },
+    { "GET", "/metrics", handle_metrics, true },
+    { "GET", "/healthz", handle_healthz, false },
+    { "GET", "/readyz", handle_readyz, false },
+};
+const size_t handlers_nroutes =
+    sizeof handlers_routes / sizeof handlers_routes[0];
+
+/* ---- authentication and the entry point ------------------------------------ */
+
+bool handlers_token_equal(const char *given, size_t given_len,
+                          const char *want, size_t want_len)
+{
+    volatile unsigned char diff = (unsigned char)(given_len != want_len);
+
+    /* Always walk the whole expected token; past the given one compare with
+     * the expected byte itself XOR 0xff so a short prefix never matches. */
+    for (size_t i = 0; i < want_len; i++) {
+        unsigned char g = i < given_len ? (unsigned char)given[i]
+                                        : (unsigned char)(want[i] ^ 0xff);
+        diff |= (unsigned char)(g ^ (unsigned char)want[i]);
+    }
+    return diff == 0;
+}
+
+static bool authorized(struct handlers *h, const char *auth)
+{
+    const char *tok;
+    size_t len;
+
+    if (auth == NULL || strncasecmp(auth, "Bearer ", 7) != 0)
+        return false;
+    tok = auth + 7;
+    while (*tok == ' ')
+        tok++;
+    len = strlen(tok);
+    while (len > 0 && (tok[len - 1] == ' ' || tok[len - 1] == '\t'))
+        len--;
+    return handlers_token_equal(tok, len, h->cfg.admin_token,
+                                strlen(h->cfg.admin_token));
+}
+
+void handlers_run(struct handlers *h, const struct route *route,
+                  const struct http_request *req, struct http_response *resp)
+{
+    if (route->admin && !authorized(h, req->authorization)) {
+        handlers_error(resp, 401, "unauthorized",
+                       "this endpoint needs Authorization: Bearer <admin "
+                       "token>");
+        resp->www_authenticate = true;
+        return;
+    }
+    route->fn(h, req, resp);
+}
+
+int handlers_create(const struct handlers_config *cfg, struct handlers **out)
+{
+    struct handlers *h = calloc(1, sizeof *h);
+
+    if (h == NULL)
+        return POOLD_ERR_NOMEM;
+    h->cfg = *cfg;
+    atomic_init(&h->draining, false);
+    *out = h;
+    return POOLD_OK;
+}
+
+void handlers_destroy(struct handlers *h)
+{
+    free(h);
+}
+
+void handlers_set_draining(struct handlers *h)
+{
+    atomic_store(&h->draining, true);
+}
+
+bool handlers_is_draining(struct handlers *h)
+{
+    return atomic_load(&h->draining);
+}

@@ -1,1 +1,561 @@
-/* http.c — placeholder until the module lands. */
+/* http.c — the libmicrohttpd daemon (thread per connection), routing, body
+ * limits, per-request context, access log and request metrics. */
+#include "http.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <microhttpd.h>
+
+#include "clock.h"
+#include "log.h"
+
+/* Each connection has its own thread, whose stack holds libpq, jansson and
+ * our handlers: 512 KiB leaves room for the sanitizer builds too. */
+#define HTTP_THREAD_STACK ((size_t)(512 * 1024))
+/* Request line + headers + read buffer per connection; larger header sets
+ * get MHD's own 431/414. */
+#define HTTP_CONN_MEMORY ((size_t)(32 * 1024))
+/* An oversized chunked body is read and thrown away so the 413 can be sent;
+ * past this much the connection is closed without an answer instead. */
+#define HTTP_DISCARD_MAX ((uint64_t)64 * 1024 * 1024)
+#define HTTP_METHOD_MAX 16
+
+struct http_server {
+    struct MHD_Daemon *daemon;
+    struct handlers *handlers;
+    struct metrics *metrics;
+    size_t max_body;
+    MHD_socket quiesced_fd; /* closed after MHD_stop_daemon */
+    bool quiesced;
+    pthread_mutex_t lock;   /* guards inflight and quiesced */
+    pthread_cond_t idle;    /* signalled when inflight drops to 0 */
+    unsigned inflight;
+    unsigned id_prefix;
+    atomic_uint_fast64_t next_id;
+};
+
+/* Everything one request owns; freed in on_completed() only. */
+struct request_ctx {
+    struct http_server *srv;
+    char method[HTTP_METHOD_MAX];
+    char *path;                  /* copy of the URL path */
+    char *param;                 /* copy of the {org_id} segment, or NULL */
+    char request_id[32];
+    char allow[64];              /* Allow header of a 405 */
+    uint64_t start_ns;
+    char *body;                  /* at most max_body bytes */
+    size_t body_len, body_cap;
+    uint64_t discarded;          /* bytes of an oversized body thrown away */
+    bool too_large;
+    bool responded;
+    unsigned status;             /* 0 until a response is queued */
+    size_t route;                /* index in handlers_routes, or nroutes */
+    const char *error_code;
+    char org[ORG_ID_MAX + 1];
+    char detail[HTTP_DETAIL_MAX];
+};
+
+/* ---- routing ------------------------------------------------------------ */
+
+static const char *segment_end(const char *s)
+{
+    while (*s != '\0' && *s != '/')
+        s++;
+    return s;
+}
+
+/* Match path against a pattern of "/"-separated segments; "{...}" matches
+ * one non-empty segment, returned in *param / *param_len. */
+static bool pattern_match(const char *pattern, const char *path,
+                          const char **param, size_t *param_len)
+{
+    const char *p = NULL;
+    size_t plen = 0;
+
+    while (*pattern != '\0' && *path != '\0') {
+        const char *pe, *se;
+        if (*pattern != '/' || *path != '/')
+            return false;
+        pattern++;
+        path++;
+        pe = segment_end(pattern);
+        se = segment_end(path);
+        if (*pattern == '{') {
+            if (se == path)
+                return false;
+            p = path;
+            plen = (size_t)(se - path);
+        } else if (pe - pattern != se - path ||
+                   memcmp(pattern, path, (size_t)(pe - pattern)) != 0) {
+            return false;
+        }
+        pattern = pe;
+        path = se;
+    }
+    if (*pattern != '\0' || *path != '\0')
+        return false;
+    *param = p;
+    *param_len = plen;
+    return true;
+}
+
+/* The route for (method, path); NULL with ctx->allow filled when the path
+ * exists under other methods (405), NULL with it empty for 404. */
+static const struct route *route_find(struct request_ctx *ctx,
+                                      const char **param, size_t *param_len)
+{
+    size_t o = 0;
+
+    ctx->allow[0] = '\0';
+    for (size_t i = 0; i < handlers_nroutes; i++) {
+        const struct route *r = &handlers_routes[i];
+        if (!pattern_match(r->pattern, ctx->path, param, param_len))
+            continue;
+        if (strcmp(r->method, ctx->method) == 0) {
+            ctx->route = i;
+            return r;
+        }
+        int n = snprintf(ctx->allow + o, sizeof ctx->allow - o, "%s%s",
+                         o ? ", " : "", r->method);
+        if (n > 0 && (size_t)n < sizeof ctx->allow - o)
+            o += (size_t)n;
+        ctx->route = i; /* a 405 counts under the path's route */
+    }
+    if (o == 0)
+        ctx->route = handlers_nroutes;
+    return NULL;
+}
+
+/* ---- responses ------------------------------------------------------------ */
+
+static enum MHD_Result queue(struct MHD_Connection *conn,
+                             struct request_ctx *ctx,
+                             struct http_response *resp)
+{
+    struct MHD_Response *r;
+    enum MHD_Result ok;
+    char retry[16];
+
+    r = MHD_create_response_from_buffer(resp->body_len, resp->body,
+                                        resp->body ? MHD_RESPMEM_MUST_FREE
+                                                   : MHD_RESPMEM_PERSISTENT);
+    if (r == NULL) {
+        free(resp->body);
+        return MHD_NO;
+    }
+    resp->body = NULL; /* MHD frees it with the response */
+    if (resp->content_type)
+        MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE,
+                                resp->content_type);
+    MHD_add_response_header(r, "X-Request-Id", ctx->request_id);
+    MHD_add_response_header(r, MHD_HTTP_HEADER_CACHE_CONTROL, "no-store");
+    if (resp->allow)
+        MHD_add_response_header(r, MHD_HTTP_HEADER_ALLOW, resp->allow);
+    if (resp->www_authenticate)
+        MHD_add_response_header(r, MHD_HTTP_HEADER_WWW_AUTHENTICATE,
+                                "Bearer");
+    if (resp->retry_after_s > 0) {
+        snprintf(retry, sizeof retry, "%u", resp->retry_after_s);
+        MHD_add_response_header(r, MHD_HTTP_HEADER_RETRY_AFTER, retry);
+    }
+    if (handlers_is_draining(ctx->srv->handlers))
+        MHD_add_response_header(r, MHD_HTTP_HEADER_CONNECTION, "close");
+    ok = MHD_queue_response(conn, resp->status, r);
+    MHD_destroy_response(r);
+    ctx->responded = true;
+    ctx->status = resp->status;
+    ctx->error_code = resp->error_code;
+    snprintf(ctx->org, sizeof ctx->org, "%s", resp->org);
+    snprintf(ctx->detail, sizeof ctx->detail, "%s", resp->detail);
+    return ok;
+}
+
+static enum MHD_Result queue_error(struct MHD_Connection *conn,
+                                   struct request_ctx *ctx, unsigned status,
+                                   const char *code, const char *message)
+{
+    struct http_response resp;
+
+    memset(&resp, 0, sizeof resp);
+    handlers_error(&resp, status, code, message);
+    return queue(conn, ctx, &resp);
+}
+
+static enum MHD_Result queue_too_large(struct MHD_Connection *conn,
+                                       struct request_ctx *ctx)
+{
+    char msg[96];
+
+    snprintf(msg, sizeof msg, "the request body is larger than %zu bytes",
+             ctx->srv->max_body);
+    return queue_error(conn, ctx, MHD_HTTP_CONTENT_TOO_LARGE,
+                       "payload_too_large", msg);
+}
+
+/* ---- the request lifecycle -------------------------------------------------- */
+
+static struct request_ctx *ctx_create(struct http_server *srv, const char *url,
+                                      const char *method)
+{
+    struct request_ctx *ctx = calloc(1, sizeof *ctx);
+
+    if (ctx == NULL)
+        return NULL;
+    ctx->srv = srv;
+    ctx->start_ns = clock_now_ns();
+    ctx->route = handlers_nroutes;
+    snprintf(ctx->method, sizeof ctx->method, "%s", method);
+    ctx->path = strdup(url);
+    if (ctx->path == NULL) {
+        free(ctx);
+        return NULL;
+    }
+    snprintf(ctx->request_id, sizeof ctx->request_id, "%08x%08llx",
+             srv->id_prefix,
+             (unsigned long long)atomic_fetch_add(&srv->next_id, 1));
+    pthread_mutex_lock(&srv->lock);
+    srv->inflight++;
+    pthread_mutex_unlock(&srv->lock);
+    return ctx;
+}
+
+/* True when Content-Length announces more than the limit. */
+static bool announced_too_large(struct MHD_Connection *conn, size_t max)
+{
+    const char *cl = MHD_lookup_connection_value(conn, MHD_HEADER_KIND,
+                                                 MHD_HTTP_HEADER_CONTENT_LENGTH);
+    char *end = NULL;
+    unsigned long long n;
+
+    if (cl == NULL)
+        return false;
+    errno = 0;
+    n = strtoull(cl, &end, 10);
+    if (end == cl || errno == ERANGE)
+        return errno == ERANGE;
+    return n > max;
+}
+
+/* Keep a body chunk, or count it as discarded once over the limit. */
+static bool body_append(struct request_ctx *ctx, const char *data, size_t n)
+{
+    size_t max = ctx->srv->max_body;
+
+    if (!ctx->too_large && n > max - ctx->body_len) {
+        ctx->too_large = true;
+        free(ctx->body);
+        ctx->body = NULL;
+        ctx->body_len = ctx->body_cap = 0;
+    }
+    if (ctx->too_large) {
+        ctx->discarded += n;
+        return ctx->discarded <= HTTP_DISCARD_MAX;
+    }
+    if (ctx->body_len + n > ctx->body_cap) {
+        size_t cap = ctx->body_cap ? ctx->body_cap : 1024;
+        while (cap < ctx->body_len + n)
+            cap *= 2;
+        if (cap > max)
+            cap = max;
+        char *p = realloc(ctx->body, cap);
+        if (p == NULL)
+            return false;
+        ctx->body = p;
+        ctx->body_cap = cap;
+    }
+    memcpy(ctx->body + ctx->body_len, data, n);
+    ctx->body_len += n;
+    return true;
+}
+
+static enum MHD_Result dispatch(struct MHD_Connection *conn,
+                                struct request_ctx *ctx)
+{
+    struct http_server *srv = ctx->srv;
+    struct http_request req;
+    struct http_response resp;
+    const struct route *route;
+    const char *param = NULL;
+    size_t param_len = 0;
+
+    if (ctx->too_large)
+        return queue_too_large(conn, ctx);
+    route = route_find(ctx, &param, &param_len);
+    if (route == NULL && ctx->allow[0] != '\0') {
+        memset(&resp, 0, sizeof resp);
+        handlers_error(&resp, 405, "method_not_allowed",
+                       "method not allowed on this path; see Allow");
+        resp.allow = ctx->allow;
+        return queue(conn, ctx, &resp);
+    }
+    if (route == NULL)
+        return queue_error(conn, ctx, 404, "not_found", "no such route");
+    if (param != NULL) {
+        /* Longer than an org id can be is invalid anyway: keep 65 bytes. */
+        size_t keep = param_len > ORG_ID_MAX ? ORG_ID_MAX + 1 : param_len;
+        ctx->param = strndup(param, keep);
+        if (ctx->param == NULL)
+            return MHD_NO;
+        param_len = keep;
+    }
+    memset(&req, 0, sizeof req);
+    req.method = ctx->method;
+    req.path = ctx->path;
+    req.param = ctx->param;
+    req.param_len = param_len;
+    req.body = ctx->body;
+    req.body_len = ctx->body_len;
+    req.content_type = MHD_lookup_connection_value(
+        conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_TYPE);
+    req.authorization = MHD_lookup_connection_value(
+        conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_AUTHORIZATION);
+    req.request_id = ctx->request_id;
+    memset(&resp, 0, sizeof resp);
+    handlers_run(srv->handlers, route, &req, &resp);
+    return queue(conn, ctx, &resp);
+}
+
+static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn,
+                                  const char *url, const char *method,
+                                  const char *version, const char *upload_data,
+                                  size_t *upload_data_size, void **con_cls)
+{
+    struct http_server *srv = cls;
+    struct request_ctx *ctx = *con_cls;
+
+    (void)version;
+    if (ctx == NULL) { /* headers received: first call */
+        ctx = ctx_create(srv, url, method);
+        if (ctx == NULL)
+            return MHD_NO;
+        *con_cls = ctx;
+        if (announced_too_large(conn, srv->max_body)) {
+            ctx->too_large = true;
+            return queue_too_large(conn, ctx);
+        }
+        return MHD_YES;
+    }
+    if (*upload_data_size > 0) { /* a body chunk: always consume it all */
+        size_t n = *upload_data_size;
+        *upload_data_size = 0;
+        if (ctx->responded)
+            return MHD_YES;
+        return body_append(ctx, upload_data, n) ? MHD_YES : MHD_NO;
+    }
+    if (ctx->responded)
+        return MHD_YES;
+    return dispatch(conn, ctx); /* final call: the whole body is here */
+}
+
+static void log_request(const struct request_ctx *ctx,
+                        enum MHD_RequestTerminationCode toe, uint64_t dur_ns)
+{
+    char status[16], ms[32];
+
+    snprintf(status, sizeof status, "%u", ctx->status);
+    snprintf(ms, sizeof ms, "%.3f", (double)dur_ns / 1e6);
+    log_event(ctx->status >= 500 ? LOG_WARN : LOG_INFO, "request", "id",
+              ctx->request_id, "method", ctx->method, "path", ctx->path,
+              "status", status, "duration_ms", ms, "org", ctx->org, "error",
+              ctx->error_code ? ctx->error_code : "", "detail", ctx->detail,
+              "end", toe == MHD_REQUEST_TERMINATED_COMPLETED_OK ? "ok"
+                     : ctx->status ? "closed" : "aborted",
+              (const char *)NULL);
+}
+
+/* The one place a request's memory is freed. */
+static void on_completed(void *cls, struct MHD_Connection *conn,
+                         void **con_cls, enum MHD_RequestTerminationCode toe)
+{
+    struct http_server *srv = cls;
+    struct request_ctx *ctx = *con_cls;
+    uint64_t dur;
+
+    (void)conn;
+    if (ctx == NULL)
+        return;
+    *con_cls = NULL;
+    dur = clock_now_ns() - ctx->start_ns;
+    log_request(ctx, toe, dur);
+    if (ctx->status != 0)
+        metrics_observe_request(srv->metrics, ctx->route, ctx->method,
+                                ctx->status, dur);
+    free(ctx->body);
+    free(ctx->param);
+    free(ctx->path);
+    free(ctx);
+    pthread_mutex_lock(&srv->lock);
+    if (--srv->inflight == 0)
+        pthread_cond_broadcast(&srv->idle);
+    pthread_mutex_unlock(&srv->lock);
+}
+
+static void on_connection(void *cls, struct MHD_Connection *conn,
+                          void **socket_context,
+                          enum MHD_ConnectionNotificationCode toe)
+{
+    struct http_server *srv = cls;
+
+    (void)conn;
+    (void)socket_context;
+    metrics_connection_add(srv->metrics,
+                           toe == MHD_CONNECTION_NOTIFY_STARTED ? 1 : -1);
+}
+
+__attribute__((format(printf, 2, 0)))
+static void mhd_log(void *cls, const char *fmt, va_list ap)
+{
+    char msg[512];
+    size_t n;
+
+    (void)cls;
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    n = strlen(msg);
+    while (n > 0 && (msg[n - 1] == '\n' || msg[n - 1] == '\r'))
+        msg[--n] = '\0';
+    log_event(LOG_WARN, "libmicrohttpd", "detail", msg, (const char *)NULL);
+}
+
+/* ---- start and stop ------------------------------------------------------------ */
+
+static int server_init(struct http_server *srv)
+{
+    pthread_condattr_t ca;
+
+    if (pthread_condattr_init(&ca) != 0)
+        return POOLD_ERR_NOMEM;
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    if (pthread_cond_init(&srv->idle, &ca) != 0) {
+        pthread_condattr_destroy(&ca);
+        return POOLD_ERR_NOMEM;
+    }
+    pthread_condattr_destroy(&ca);
+    if (pthread_mutex_init(&srv->lock, NULL) != 0) {
+        pthread_cond_destroy(&srv->idle);
+        return POOLD_ERR_NOMEM;
+    }
+    srv->quiesced_fd = MHD_INVALID_SOCKET;
+    srv->id_prefix = (unsigned)(clock_now_ns() ^ ((uint64_t)getpid() << 16));
+    atomic_init(&srv->next_id, 1);
+    return POOLD_OK;
+}
+
+int http_server_start(const struct http_server_config *cfg,
+                      struct handlers *handlers, struct metrics *metrics,
+                      struct http_server **out, char *err, size_t errlen)
+{
+    unsigned flags = MHD_USE_AUTO_INTERNAL_THREAD |
+                     MHD_USE_THREAD_PER_CONNECTION | MHD_USE_ITC |
+                     MHD_USE_ERROR_LOG;
+    struct http_server *srv = calloc(1, sizeof *srv);
+
+    if (srv == NULL || server_init(srv) != POOLD_OK) {
+        free(srv);
+        snprintf(err, errlen, "out of memory");
+        return POOLD_ERR_NOMEM;
+    }
+    srv->handlers = handlers;
+    srv->metrics = metrics;
+    srv->max_body = cfg->max_body_bytes;
+    if (cfg->ipv6)
+        flags |= MHD_USE_IPv6;
+    srv->daemon = MHD_start_daemon(
+        flags, 0, NULL, NULL, on_request, srv,
+        MHD_OPTION_EXTERNAL_LOGGER, mhd_log, (void *)srv,
+        MHD_OPTION_SOCK_ADDR, (struct sockaddr *)cfg->addr,
+        MHD_OPTION_CONNECTION_LIMIT, (unsigned int)cfg->max_clients,
+        MHD_OPTION_CONNECTION_TIMEOUT, (unsigned int)cfg->client_timeout_s,
+        /* 0: no per-IP limit. Behind a proxy every client shares one
+         * address; the global limit and the timeout bound the threads. */
+        MHD_OPTION_PER_IP_CONNECTION_LIMIT, (unsigned int)0,
+        MHD_OPTION_THREAD_STACK_SIZE, HTTP_THREAD_STACK,
+        MHD_OPTION_CONNECTION_MEMORY_LIMIT, HTTP_CONN_MEMORY,
+        MHD_OPTION_NOTIFY_COMPLETED, on_completed, (void *)srv,
+        MHD_OPTION_NOTIFY_CONNECTION, on_connection, (void *)srv,
+        MHD_OPTION_END);
+    if (srv->daemon == NULL) {
+        int e = errno;
+        snprintf(err, errlen, "cannot start the HTTP server: %s",
+                 e ? strerror(e) : "see the libmicrohttpd message above");
+        pthread_mutex_destroy(&srv->lock);
+        pthread_cond_destroy(&srv->idle);
+        free(srv);
+        return POOLD_ERR_INVALID;
+    }
+    *out = srv;
+    return POOLD_OK;
+}
+
+unsigned http_server_port(struct http_server *srv)
+{
+    const union MHD_DaemonInfo *info =
+        MHD_get_daemon_info(srv->daemon, MHD_DAEMON_INFO_BIND_PORT);
+    return info ? info->port : 0;
+}
+
+void http_server_quiesce(struct http_server *srv)
+{
+    MHD_socket fd;
+
+    pthread_mutex_lock(&srv->lock);
+    if (srv->quiesced) {
+        pthread_mutex_unlock(&srv->lock);
+        return;
+    }
+    srv->quiesced = true;
+    pthread_mutex_unlock(&srv->lock);
+    fd = MHD_quiesce_daemon(srv->daemon);
+    srv->quiesced_fd = fd;
+}
+
+unsigned http_server_inflight(struct http_server *srv)
+{
+    unsigned n;
+
+    pthread_mutex_lock(&srv->lock);
+    n = srv->inflight;
+    pthread_mutex_unlock(&srv->lock);
+    return n;
+}
+
+bool http_server_wait_idle(struct http_server *srv, uint64_t timeout_ns)
+{
+    struct timespec deadline;
+    bool idle;
+
+    clock_gettime(CLOCK_MONOTONIC, &deadline);
+    deadline.tv_sec += (time_t)(timeout_ns / NS_PER_S);
+    deadline.tv_nsec += (long)(timeout_ns % NS_PER_S);
+    if (deadline.tv_nsec >= (long)NS_PER_S) {
+        deadline.tv_sec++;
+        deadline.tv_nsec -= (long)NS_PER_S;
+    }
+    pthread_mutex_lock(&srv->lock);
+    while (srv->inflight > 0)
+        if (pthread_cond_timedwait(&srv->idle, &srv->lock, &deadline) ==
+            ETIMEDOUT)
+            break;
+    idle = srv->inflight == 0;
+    pthread_mutex_unlock(&srv->lock);
+    return idle;
+}
+
+void http_server_stop(struct http_server *srv)
+{
+    if (srv == NULL)
+        return;
+    MHD_stop_daemon(srv->daemon);
+    if (srv->quiesced_fd != MHD_INVALID_SOCKET)
+        close(srv->quiesced_fd);
+    pthread_mutex_destroy(&srv->lock);
+    pthread_cond_destroy(&srv->idle);
+    free(srv);
+}

@@ -1,1 +1,431 @@
-/* metrics.c — placeholder until the module lands. */
+/* metrics.c — lock-free HTTP counters and Prometheus text exposition. */
+#include "metrics.h"
+
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static const char *const method_names[] = { "GET",   "POST",  "PUT",
+                                            "DELETE", "HEAD", "PATCH",
+                                            "OPTIONS", "OTHER" };
+#define NMETHODS (sizeof method_names / sizeof method_names[0])
+
+static const unsigned status_values[] = { 200, 400, 401, 404, 405, 409,
+                                          413, 415, 500, 503, 0 };
+#define NSTATUSES (sizeof status_values / sizeof status_values[0])
+
+/* Request duration buckets, seconds; +Inf is implicit. */
+static const double duration_le_s[] = { 0.001, 0.0025, 0.005, 0.01, 0.025,
+                                        0.05,  0.1,    0.25,  0.5,  1,
+                                        2.5,   5,      10 };
+#define NDURATION (sizeof duration_le_s / sizeof duration_le_s[0])
+
+struct route_metrics {
+    _Atomic uint64_t requests[NMETHODS][NSTATUSES];
+    _Atomic uint64_t duration_bucket[NDURATION + 1]; /* not cumulative */
+    _Atomic uint64_t duration_ns_sum;
+    _Atomic uint64_t duration_count;
+};
+
+struct metrics {
+    const char *const *route_names;
+    size_t nroutes;                     /* + 1 for "unmatched" */
+    struct route_metrics route[METRICS_MAX_ROUTES];
+    _Atomic int64_t connections_open;
+};
+
+int metrics_create(const char *const *route_names, size_t nroutes,
+                   struct metrics **out)
+{
+    struct metrics *m;
+
+    if (nroutes + 1 > METRICS_MAX_ROUTES)
+        return POOLD_ERR_INVALID;
+    m = calloc(1, sizeof *m);
+    if (m == NULL)
+        return POOLD_ERR_NOMEM;
+    m->route_names = route_names;
+    m->nroutes = nroutes;
+    *out = m;
+    return POOLD_OK;
+}
+
+void metrics_destroy(struct metrics *m)
+{
+    free(m);
+}
+
+static size_t method_index(const char *method)
+{
+    for (size_t i = 0; i + 1 < NMETHODS; i++)
+        if (strcmp(method, method_names[i]) == 0)
+            return i;
+    return NMETHODS - 1;
+}
+
+static size_t status_index(unsigned status)
+{
+    for (size_t i = 0; i + 1 < NSTATUSES; i++)
+        if (status_values[i] == status)
+            return i;
+    return NSTATUSES - 1;
+}
+
+void metrics_observe_request(struct metrics *m, size_t route,
+                             const char *method, unsigned status,
+                             uint64_t duration_ns)
+{
+    struct route_metrics *r;
+    size_t b = 0;
+    double s = (double)duration_ns / 1e9;
+
+    if (m == NULL)
+        return;
+    if (route > m->nroutes)
+        route = m->nroutes;
+    r = &m->route[route];
+    atomic_fetch_add_explicit(
+        &r->requests[method_index(method)][status_index(status)], 1,
+        memory_order_relaxed);
+    while (b < NDURATION && s > duration_le_s[b])
+        b++;
+    atomic_fetch_add_explicit(&r->duration_bucket[b], 1, memory_order_relaxed);
+    atomic_fetch_add_explicit(&r->duration_ns_sum, duration_ns,
+                              memory_order_relaxed);
+    atomic_fetch_add_explicit(&r->duration_count, 1, memory_order_relaxed);
+}
+
+void metrics_connection_add(struct metrics *m, int delta)
+{
+    if (m != NULL)
+        atomic_fetch_add_explicit(&m->connections_open, delta,
+                                  memory_order_relaxed);
+}
+
+/* ---- pool snapshots ------------------------------------------------------ */
+
+static void snapshot_add(void *arg, const char *org_id,
+                         const struct pool_stats *stats)
+{
+    struct pool_snapshot *s = arg;
+
+    if (s->oom)
+        return;
+    if (s->n == s->cap) {
+        size_t cap = s->cap ? 2 * s->cap : 16;
+        struct pool_snapshot_entry *v = realloc(s->v, cap * sizeof *v);
+        if (v == NULL) {
+            s->oom = true;
+            return;
+        }
+        s->v = v;
+        s->cap = cap;
+    }
+    snprintf(s->v[s->n].org_id, sizeof s->v[s->n].org_id, "%s", org_id);
+    s->v[s->n].stats = *stats;
+    s->n++;
+}
+
+static int entry_cmp(const void *a, const void *b)
+{
+    return strcmp(((const struct pool_snapshot_entry *)a)->org_id,
+                  ((const struct pool_snapshot_entry *)b)->org_id);
+}
+
+int metrics_snapshot_pools(struct registry *reg, struct pool_snapshot *out)
+{
+    memset(out, 0, sizeof *out);
+    registry_foreach_pool(reg, snapshot_add, out);
+    if (out->oom)
+        return POOLD_ERR_NOMEM;
+    if (out->n > 1)
+        qsort(out->v, out->n, sizeof out->v[0], entry_cmp);
+    return POOLD_OK;
+}
+
+void metrics_snapshot_free(struct pool_snapshot *s)
+{
+    free(s->v);
+    memset(s, 0, sizeof *s);
+}
+
+void metrics_stats_add(struct pool_stats *a, const struct pool_stats *b)
+{
+    a->max_size += b->max_size;
+    a->idle += b->idle;
+    a->active += b->active;
+    a->waiting += b->waiting;
+    a->total_timeouts += b->total_timeouts;
+    a->waiters_rejected += b->waiters_rejected;
+    a->peak_active += b->peak_active;
+    a->created += b->created;
+    a->create_failures += b->create_failures;
+    a->destroyed += b->destroyed;
+    for (size_t i = 0; i < POOL_DESTROY__COUNT; i++)
+        a->destroyed_by[i] += b->destroyed_by[i];
+    a->acquired += b->acquired;
+    a->wait_count += b->wait_count;
+    a->wait_ns_sum += b->wait_ns_sum;
+    for (size_t i = 0; i < POOL_WAIT_BUCKETS; i++)
+        a->wait_hist[i] += b->wait_hist[i];
+}
+
+/* ---- text output ---------------------------------------------------------- */
+
+struct sbuf {
+    char *p;
+    size_t len, cap;
+    bool oom;
+};
+
+__attribute__((format(printf, 2, 3)))
+static void sb_printf(struct sbuf *b, const char *fmt, ...)
+{
+    va_list ap;
+    int n;
+
+    if (b->oom)
+        return;
+    for (;;) {
+        size_t room = b->cap - b->len;
+        va_start(ap, fmt);
+        n = vsnprintf(b->p ? b->p + b->len : NULL, room, fmt, ap);
+        va_end(ap);
+        if (n < 0) {
+            b->oom = true;
+            return;
+        }
+        if ((size_t)n < room) {
+            b->len += (size_t)n;
+            return;
+        }
+        size_t cap = b->cap ? b->cap : 4096;
+        while (cap - b->len <= (size_t)n)
+            cap *= 2;
+        char *p = realloc(b->p, cap);
+        if (p == NULL) {
+            b->oom = true;
+            return;
+        }
+        b->p = p;
+        b->cap = cap;
+    }
+}
+
+static void sb_family(struct sbuf *b, const char *name, const char *type,
+                      const char *help)
+{
+    sb_printf(b, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
+}
+
+/* One pool_stats field, as a gauge or counter. */
+struct stat_series {
+    const char *suffix; /* after "<prefix>_" */
+    const char *type;
+    const char *help;
+    size_t offset;
+};
+
+#define STAT(f) offsetof(struct pool_stats, f)
+static const struct stat_series stat_series[] = {
+    { "max_size", "gauge", "Largest number of objects the pool may hold.",
+      STAT(max_size) },
+    { "idle", "gauge", "Objects idle in the pool.", STAT(idle) },
+    { "active", "gauge", "Objects lent out.", STAT(active) },
+    { "waiting", "gauge", "Acquires waiting for an object.", STAT(waiting) },
+    { "peak_active", "gauge", "Most objects lent out at once.",
+      STAT(peak_active) },
+    { "timeouts_total", "counter", "Acquires that timed out waiting.",
+      STAT(total_timeouts) },
+    { "waiters_rejected_total", "counter",
+      "Acquires refused at once: the waiter bound was reached.",
+      STAT(waiters_rejected) },
+    { "created_total", "counter", "Objects built.", STAT(created) },
+    { "create_failures_total", "counter", "Object builds that failed.",
+      STAT(create_failures) },
+    { "acquired_total", "counter", "Successful acquires.", STAT(acquired) },
+    { "waited_total", "counter", "Acquires that had to wait.",
+      STAT(wait_count) },
+};
+#define NSTAT_SERIES (sizeof stat_series / sizeof stat_series[0])
+
+static uint64_t stat_value(const struct pool_stats *s, size_t offset)
+{
+    return *(const uint64_t *)((const char *)s + offset);
+}
+
+/* labels: "" or `org="x"`; sep: "" or "," to join with more labels. */
+static void render_pool_histogram(struct sbuf *b, const char *name,
+                                  const char *labels,
+                                  const struct pool_stats *s)
+{
+    uint64_t cum = 0;
+    const char *sep = *labels ? "," : "";
+
+    for (size_t i = 0; i < POOL_WAIT_BUCKETS; i++) {
+        cum += s->wait_hist[i];
+        if (pool_wait_bucket_le_ns[i] == UINT64_MAX)
+            sb_printf(b, "%s_bucket{%s%sle=\"+Inf\"} %llu\n", name, labels,
+                      sep, (unsigned long long)cum);
+        else
+            sb_printf(b, "%s_bucket{%s%sle=\"%g\"} %llu\n", name, labels, sep,
+                      (double)pool_wait_bucket_le_ns[i] / 1e9,
+                      (unsigned long long)cum);
+    }
+    if (pool_wait_bucket_le_ns[POOL_WAIT_BUCKETS - 1] != UINT64_MAX)
+        sb_printf(b, "%s_bucket{%s%sle=\"+Inf\"} %llu\n", name, labels, sep,
+                  (unsigned long long)cum);
+    sb_printf(b, "%s_sum%s%s%s %.9f\n", name, *labels ? "{" : "", labels,
+              *labels ? "}" : "", (double)s->wait_ns_sum / 1e9);
+    sb_printf(b, "%s_count%s%s%s %llu\n", name, *labels ? "{" : "", labels,
+              *labels ? "}" : "", (unsigned long long)cum);
+}
+
+static void render_org_pools(struct sbuf *b, const struct pool_snapshot *snap)
+{
+    char name[128], labels[128];
+
+    for (size_t k = 0; k < NSTAT_SERIES; k++) {
+        snprintf(name, sizeof name, "poold_pool_%s", stat_series[k].suffix);
+        sb_family(b, name, stat_series[k].type, stat_series[k].help);
+        for (size_t i = 0; i < snap->n; i++)
+            sb_printf(b, "%s{org=\"%s\"} %llu\n", name, snap->v[i].org_id,
+                      (unsigned long long)stat_value(&snap->v[i].stats,
+                                                     stat_series[k].offset));
+    }
+    sb_family(b, "poold_pool_destroyed_total", "counter",
+              "Objects destroyed, by reason.");
+    for (size_t i = 0; i < snap->n; i++)
+        for (int r = 0; r < POOL_DESTROY__COUNT; r++)
+            sb_printf(b,
+                      "poold_pool_destroyed_total{org=\"%s\",reason=\"%s\"} "
+                      "%llu\n",
+                      snap->v[i].org_id,
+                      pool_destroy_reason_str((enum pool_destroy_reason)r),
+                      (unsigned long long)snap->v[i].stats.destroyed_by[r]);
+    sb_family(b, "poold_pool_acquire_wait_seconds", "histogram",
+              "Time acquires waited for a service.");
+    for (size_t i = 0; i < snap->n; i++) {
+        snprintf(labels, sizeof labels, "org=\"%s\"", snap->v[i].org_id);
+        render_pool_histogram(b, "poold_pool_acquire_wait_seconds", labels,
+                              &snap->v[i].stats);
+    }
+}
+
+static void render_conn_pool(struct sbuf *b, const struct pool_stats *s)
+{
+    char name[128];
+
+    for (size_t k = 0; k < NSTAT_SERIES; k++) {
+        snprintf(name, sizeof name, "poold_db_connections_%s",
+                 stat_series[k].suffix);
+        sb_family(b, name, stat_series[k].type, stat_series[k].help);
+        sb_printf(b, "%s %llu\n", name,
+                  (unsigned long long)stat_value(s, stat_series[k].offset));
+    }
+    sb_family(b, "poold_db_connections_destroyed_total", "counter",
+              "PostgreSQL connections closed, by reason.");
+    for (int r = 0; r < POOL_DESTROY__COUNT; r++)
+        sb_printf(b, "poold_db_connections_destroyed_total{reason=\"%s\"} "
+                     "%llu\n",
+                  pool_destroy_reason_str((enum pool_destroy_reason)r),
+                  (unsigned long long)s->destroyed_by[r]);
+    sb_family(b, "poold_db_connections_acquire_wait_seconds", "histogram",
+              "Time acquires waited for a PostgreSQL connection.");
+    render_pool_histogram(b, "poold_db_connections_acquire_wait_seconds", "",
+                          s);
+}
+
+static uint64_t load(_Atomic uint64_t *v)
+{
+    return atomic_load_explicit(v, memory_order_relaxed);
+}
+
+static const char *route_name(const struct metrics *m, size_t r)
+{
+    return r < m->nroutes ? m->route_names[r] : "unmatched";
+}
+
+static void render_http(struct sbuf *b, struct metrics *m)
+{
+    sb_family(b, "poold_http_requests_total", "counter",
+              "HTTP requests answered, by route pattern, method and status.");
+    for (size_t r = 0; r <= m->nroutes; r++)
+        for (size_t i = 0; i < NMETHODS; i++)
+            for (size_t s = 0; s < NSTATUSES; s++) {
+                uint64_t n = load(&m->route[r].requests[i][s]);
+                if (n == 0)
+                    continue;
+                if (status_values[s] == 0)
+                    sb_printf(b, "poold_http_requests_total{route=\"%s\","
+                                 "method=\"%s\",status=\"other\"} %llu\n",
+                              route_name(m, r), method_names[i],
+                              (unsigned long long)n);
+                else
+                    sb_printf(b, "poold_http_requests_total{route=\"%s\","
+                                 "method=\"%s\",status=\"%u\"} %llu\n",
+                              route_name(m, r), method_names[i],
+                              status_values[s], (unsigned long long)n);
+            }
+    sb_family(b, "poold_http_request_duration_seconds", "histogram",
+              "Time from request headers to response, by route pattern.");
+    for (size_t r = 0; r <= m->nroutes; r++) {
+        struct route_metrics *rm = &m->route[r];
+        uint64_t cum = 0;
+        for (size_t i = 0; i <= NDURATION; i++) {
+            cum += load(&rm->duration_bucket[i]);
+            if (i < NDURATION)
+                sb_printf(b, "poold_http_request_duration_seconds_bucket{"
+                             "route=\"%s\",le=\"%g\"} %llu\n",
+                          route_name(m, r), duration_le_s[i],
+                          (unsigned long long)cum);
+            else
+                sb_printf(b, "poold_http_request_duration_seconds_bucket{"
+                             "route=\"%s\",le=\"+Inf\"} %llu\n",
+                          route_name(m, r), (unsigned long long)cum);
+        }
+        sb_printf(b, "poold_http_request_duration_seconds_sum{route=\"%s\"} "
+                     "%.9f\n",
+                  route_name(m, r), (double)load(&rm->duration_ns_sum) / 1e9);
+        sb_printf(b, "poold_http_request_duration_seconds_count{route=\"%s\"}"
+                     " %llu\n",
+                  route_name(m, r), (unsigned long long)cum);
+    }
+    sb_family(b, "poold_http_connections_open", "gauge",
+              "HTTP connections open now.");
+    sb_printf(b, "poold_http_connections_open %lld\n",
+              (long long)atomic_load(&m->connections_open));
+}
+
+int metrics_render(struct metrics *m, struct registry *reg, char **out,
+                   size_t *len)
+{
+    struct sbuf b = { 0 };
+    struct pool_snapshot snap;
+    struct pool_stats conn;
+    int rc = metrics_snapshot_pools(reg, &snap);
+
+    if (rc != POOLD_OK) {
+        metrics_snapshot_free(&snap);
+        return rc;
+    }
+    registry_conn_stats(reg, &conn);
+    sb_family(&b, "poold_build_info", "gauge", "poold's version.");
+    sb_printf(&b, "poold_build_info{version=\"%s\"} 1\n", POOLD_VERSION);
+    sb_family(&b, "poold_ready", "gauge",
+              "1 when the org directory is loaded and the database answers.");
+    sb_printf(&b, "poold_ready %d\n", registry_is_ready(reg) ? 1 : 0);
+    render_org_pools(&b, &snap);
+    render_conn_pool(&b, &conn);
+    render_http(&b, m);
+    metrics_snapshot_free(&snap);
+    if (b.oom || b.p == NULL) {
+        free(b.p);
+        return POOLD_ERR_NOMEM;
+    }
+    *out = b.p;
+    *len = b.len;
+    return POOLD_OK;
+}
