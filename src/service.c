@@ -136,11 +136,12 @@ static int svc_load(struct service *svc, char *err, size_t errlen)
 int service_create(const struct service_env *env, const char *org_id,
                    struct service **out, char *err, size_t errlen)
 {
+    size_t len = org_id ? strnlen(org_id, ORG_ID_MAX + 1) : 0;
     struct service *svc;
     int rc;
 
     *out = NULL;
-    if (org_id == NULL || !catalog_org_id_is_valid(org_id, strlen(org_id))) {
+    if (!catalog_org_id_is_valid(org_id, len)) {
         snprintf(err, errlen, "invalid org id");
         return POOLD_ERR_INVALID;
     }
@@ -150,7 +151,7 @@ int service_create(const struct service_env *env, const char *org_id,
         return POOLD_ERR_NOMEM;
     }
     svc->env = env;
-    memcpy(svc->org_id, org_id, strlen(org_id) + 1);
+    memcpy(svc->org_id, org_id, len); /* calloc'd: stays terminated */
     rc = svc_conn_acquire(svc, err, errlen);
     if (rc != POOLD_OK)
         goto fail;
