@@ -596,6 +596,37 @@ START_TEST(own_concurrent_insert_after_snapshot)
 }
 END_TEST
 
+/* Many services race on one id: every one succeeds, exactly one wrote. */
+START_TEST(own_same_id_from_many_services)
+{
+    enum { N = 8 };
+    struct race_arg a[N];
+    pthread_t th[N];
+    struct message m = { "s1", 2, "beef", 4 };
+    int fresh = 0;
+
+    org_add("tsvc_many", "{\"rules\":[{\"type\":\"hex_payload\"}]}", true);
+    for (int i = 0; i < N; i++) {
+        memset(&a[i], 0, sizeof a[i]);
+        a[i].svc = create_ok("tsvc_many");
+        service_hydrate(a[i].svc, &m);
+    }
+    for (int i = 0; i < N; i++)
+        ck_assert_int_eq(pthread_create(&th[i], NULL, race_process, &a[i]),
+                         0);
+    for (int i = 0; i < N; i++) {
+        pthread_join(th[i], NULL);
+        ck_assert_msg(a[i].rc == POOLD_OK, "%s", a[i].err);
+        ck_assert(a[i].r.passed);
+        fresh += !a[i].r.duplicate;
+        service_close(a[i].svc);
+    }
+    ck_assert_int_eq(fresh, 1);
+    ck_assert_int_eq(admin_ll("SELECT count(*) FROM processed_messages"
+                              " WHERE org_id = $1", "tsvc_many"), 1);
+}
+END_TEST
+
 START_TEST(own_errors_hold_nothing)
 {
     struct service *svc = (struct service *)&svc;
@@ -1034,7 +1065,8 @@ static Suite *service_suite(void)
           { own_each_rule_type, own_combined_rules_stored_in_order,
             own_duplicate_and_conflict, own_payload_bytes_hashed_exactly,
             own_stored_unknown_rule_name_is_skipped,
-            own_concurrent_insert_after_snapshot, own_errors_hold_nothing,
+            own_concurrent_insert_after_snapshot,
+            own_same_id_from_many_services, own_errors_hold_nothing,
             own_build_cost_is_honoured, own_message_forgotten_on_reset,
             own_db_error_writes_nothing } },
         { "pooled",
