@@ -1,0 +1,873 @@
+"""test_http.py — poold's HTTP contract (DESIGN.md) against the real binary.
+
+Environment (set by tests/tests.cmake): POOLD_BIN, DATABASE_URL,
+POOLD_TEST_ADMIN_URL (superuser, to set up orgs and check rows),
+POOLD_SOURCE_DIR (for openapi.yaml). Every org and message this file creates
+carries a random prefix and is deleted at the end.
+"""
+import hashlib
+import http.client
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import tempfile
+import threading
+import time
+import unittest
+import uuid
+
+import jsonschema
+import yaml
+
+BIN = os.environ.get("POOLD_BIN", "")
+DATABASE_URL = os.environ.get("DATABASE_URL", "")
+ADMIN_URL = os.environ.get("POOLD_TEST_ADMIN_URL", "")
+SOURCE_DIR = os.environ.get(
+    "POOLD_SOURCE_DIR",
+    os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", ".."))
+TOKEN = "tok-" + uuid.uuid4().hex
+P = "th" + uuid.uuid4().hex[:8] + "_"  # org / message id prefix
+
+ORG_OK = P + "ok"        # one rule, passes short payloads
+ORG_B = P + "b"          # a second healthy org (isolation)
+ORG_SLOW = P + "slow"    # saturated in the exhaustion test
+ORG_RS = P + "rs"        # resized and restarted
+ORG_OFF = P + "off"      # disabled
+ORG_BAD = P + "bad"      # unknown rule type
+ORG_RULES = P + "rules"  # fails some rules
+
+with open(os.path.join(SOURCE_DIR, "openapi.yaml"), encoding="utf-8") as f:
+    SPEC = yaml.safe_load(f)
+
+
+def psql(sql):
+    """Run SQL as the superuser; returns stdout (unaligned, tuples only)."""
+    out = subprocess.run(
+        ["psql", "-X", "-q", "-At", "-v", "ON_ERROR_STOP=1", "-d", ADMIN_URL,
+         "-c", sql], capture_output=True, text=True, timeout=30, check=True)
+    return out.stdout.strip()
+
+
+def wait_for(pred, timeout, what, interval=0.02):
+    """Poll pred() until truthy or the deadline; returns its value."""
+    deadline = time.monotonic() + timeout
+    while True:
+        v = pred()
+        if v:
+            return v
+        if time.monotonic() > deadline:
+            raise AssertionError("timed out waiting for " + what)
+        time.sleep(interval)
+
+
+# ---- the OpenAPI contract ---------------------------------------------------
+
+def resolve(obj):
+    while isinstance(obj, dict) and "$ref" in obj:
+        node = SPEC
+        for part in obj["$ref"].lstrip("#/").split("/"):
+            node = node[part]
+        obj = node
+    return obj
+
+
+def check_against_spec(route, method, status, headers, body):
+    """The response must be documented; JSON bodies must match the schema
+    and documented headers must be present."""
+    op = SPEC["paths"][route][method.lower()]
+    resp = op["responses"].get(str(status))
+    assert resp is not None, f"{method} {route} {status} is not documented"
+    resp = resolve(resp)
+    for name, h in resp.get("headers", {}).items():
+        h = resolve(h)
+        if name.lower() not in headers:
+            assert not h.get("required"), f"header {name} missing"
+            continue
+        schema = h.get("schema", {})
+        if schema.get("type") == "integer":
+            int(headers[name.lower()])
+    for ctype, media in resp.get("content", {}).items():
+        if ctype == "application/json":
+            assert headers.get("content-type") == "application/json"
+            schema = dict(resolve(media["schema"]))
+            schema["components"] = SPEC["components"]
+            jsonschema.Draft202012Validator(schema).validate(json.loads(body))
+        else:
+            assert headers.get("content-type") == ctype
+
+
+class Response:
+    def __init__(self, status, headers, body):
+        self.status = status
+        self.headers = headers  # lower-case names
+        self.body = body
+
+    def json(self):
+        return json.loads(self.body)
+
+    @property
+    def code(self):
+        return self.json()["error"]["code"]
+
+
+# ---- a poold process --------------------------------------------------------
+
+class Poold:
+    def __init__(self, *args, env=None, wait_ready=True):
+        self.log = tempfile.NamedTemporaryFile(
+            prefix="poold-test-", suffix=".log", delete=False)
+        e = {k: v for k, v in os.environ.items()
+             if not k.startswith("POOLD_") or k in ("POOLD_BIN",)}
+        e.update({"DATABASE_URL": DATABASE_URL, "POOLD_ADMIN_TOKEN": TOKEN,
+                  "POOLD_LISTEN": "127.0.0.1:0"})
+        e.update(env or {})
+        self.proc = subprocess.Popen([BIN, *args], env=e,
+                                     stdout=subprocess.DEVNULL,
+                                     stderr=self.log)
+        m = wait_for(self._port, 20, "poold to listen")
+        self.port = int(m)
+        if wait_ready:
+            wait_for(lambda: self.get("/readyz").status == 200, 20,
+                     "readiness", interval=0.05)
+
+    def logtext(self):
+        with open(self.log.name, encoding="utf-8", errors="replace") as f:
+            return f.read()
+
+    def _port(self):
+        if self.proc.poll() is not None:
+            raise AssertionError("poold exited early:\n" + self.logtext())
+        m = re.search(r'listening .*port="(\d+)"', self.logtext())
+        return m and m.group(1)
+
+    def request(self, method, path, body=None, headers=None, token=None,
+                route=None, conn=None, timeout=30):
+        h = dict(headers or {})
+        if token is not None:
+            h["Authorization"] = "Bearer " + token
+        if isinstance(body, (dict, list)):
+            body = json.dumps(body).encode()
+            h.setdefault("Content-Type", "application/json")
+        c = conn or http.client.HTTPConnection("127.0.0.1", self.port,
+                                               timeout=timeout)
+        try:
+            c.request(method, path, body=body, headers=h)
+            r = c.getresponse()
+            data = r.read()
+            hdrs = {k.lower(): v for k, v in r.getheaders()}
+        finally:
+            if conn is None:
+                c.close()
+        resp = Response(r.status, hdrs, data)
+        if route is not None:
+            check_against_spec(route, method, r.status, hdrs, data)
+        return resp
+
+    def get(self, path, **kw):
+        return self.request("GET", path, **kw)
+
+    def process(self, msg, **kw):
+        return self.request("POST", "/process", body=msg, route="/process",
+                            **kw)
+
+    def pool(self, org):
+        r = self.get("/pools/" + org, token=TOKEN, route="/pools/{org_id}")
+        assert r.status == 200, r.body
+        return r.json()
+
+    def stop(self, sig=signal.SIGTERM, timeout=20):
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+        try:
+            return self.proc.wait(timeout)
+        finally:
+            if self.proc.poll() is None:
+                self.proc.kill()
+                self.proc.wait()
+            os.unlink(self.log.name)
+
+
+SERVER = None
+
+
+def setUpModule():
+    global SERVER
+    for name in ("POOLD_BIN", "DATABASE_URL", "POOLD_TEST_ADMIN_URL"):
+        if not os.environ.get(name):
+            raise unittest.SkipTest(name + " is not set")
+    rules = lambda *r: json.dumps({"rules": list(r)}).replace("'", "''")
+    psql(f"""INSERT INTO orgs (org_id, enabled, config) VALUES
+      ('{ORG_OK}', true, '{rules({"type": "max_payload_bytes", "value": 1024})}'),
+      ('{ORG_B}', true, '{rules({"type": "max_payload_bytes", "value": 1024})}'),
+      ('{ORG_SLOW}', true, '{rules()}'),
+      ('{ORG_RS}', true, '{rules()}'),
+      ('{ORG_OFF}', false, '{rules()}'),
+      ('{ORG_BAD}', true, '{rules({"type": "no_such_rule", "value": 1})}'),
+      ('{ORG_RULES}', true, '{rules({"type": "hex_payload"},
+                                    {"type": "id_prefix", "value": "msg_"},
+                                    {"type": "min_payload_bytes", "value": 4})}')
+    """)
+    SERVER = Poold()
+
+
+def tearDownModule():
+    if SERVER is not None:
+        SERVER.stop()
+    if ADMIN_URL:
+        psql(f"DELETE FROM processed_messages WHERE org_id LIKE '{P}%';"
+             f"DELETE FROM orgs WHERE org_id LIKE '{P}%'")
+
+
+def mid(tag=""):
+    return P + tag + uuid.uuid4().hex[:10]
+
+
+def row(org, msg_id):
+    return psql("SELECT passed, checks, array_to_string(failed_rules, ','),"
+                " encode(payload_sha256, 'hex') FROM processed_messages"
+                f" WHERE org_id = '{org}' AND message_id = '{msg_id}'")
+
+
+# ---- command line -------------------------------------------------------------
+
+class CommandLine(unittest.TestCase):
+    def run_bin(self, *args, env=None):
+        e = {k: v for k, v in os.environ.items() if not k.startswith("POOLD_")}
+        e.update(env or {})
+        return subprocess.run([BIN, *args], capture_output=True, text=True,
+                              env=e, timeout=20)
+
+    def test_help_lists_every_setting_with_defaults(self):
+        r = self.run_bin("--help")
+        self.assertEqual(r.returncode, 0)
+        for flag in ("--listen", "--database-url", "--admin-token",
+                     "--pool-size", "--pool-ceiling", "--acquire-timeout-ms",
+                     "--max-waiting", "--db-max-conns", "--conn-ttl-s",
+                     "--conn-check-idle-ms", "--prewarm", "--max-body-bytes",
+                     "--max-clients", "--client-timeout-s", "--pool-mode",
+                     "--build-cost-ms", "--process-cost-ms", "--log-format"):
+            self.assertIn(flag, r.stdout)
+        self.assertIn("POOLD_ACQUIRE_TIMEOUT_MS", r.stdout)
+        self.assertIn("default: 5000", r.stdout)
+
+    def test_version(self):
+        r = self.run_bin("--version")
+        self.assertEqual(r.returncode, 0)
+        self.assertRegex(r.stdout, r"^poold \d+\.\d+\.\d+\n$")
+
+    def test_invalid_configuration_exits_2_naming_the_setting(self):
+        cases = [
+            (["--pool-size", "abc"], None, "POOLD_POOL_SIZE"),
+            (["--pool-size=0"], None, "POOLD_POOL_SIZE"),
+            (["--pool-size=300"], None, "POOLD_POOL_CEILING"),
+            (["--listen", "nonsense"], None, "POOLD_LISTEN"),
+            (["--listen=127.0.0.1:70000"], None, "POOLD_LISTEN"),
+            (["--no-such-flag"], None, "--no-such-flag"),
+            (["--log-format=xml"], None, "POOLD_LOG_FORMAT"),
+            ([], {"POOLD_ACQUIRE_TIMEOUT_MS": "-5"}, "POOLD_ACQUIRE_TIMEOUT_MS"),
+            ([], {"POOLD_POOL_MODE": "maybe"}, "POOLD_POOL_MODE"),
+            ([], {"POOLD_PROCESS_COST_MS": "1e400"}, "POOLD_PROCESS_COST_MS"),
+        ]
+        for args, env, name in cases:
+            with self.subTest(args=args, env=env):
+                r = self.run_bin(*args, env=env)
+                self.assertEqual(r.returncode, 2, r.stderr)
+                self.assertIn(name, r.stderr)
+
+    def test_flags_win_over_environment(self):
+        # env says 2, the flag 3: the flag wins
+        p = Poold("--pool-size", "3", env={"POOLD_POOL_SIZE": "2",
+                                           "POOLD_POOL_CEILING": "3"})
+        try:
+            self.assertEqual(p.pool(ORG_B)["max_size"], 3)
+        finally:
+            self.assertEqual(p.stop(), 0)
+
+    def test_cannot_bind_exits_non_zero(self):
+        s = socket.socket()
+        s.bind(("127.0.0.1", 0))
+        s.listen(1)
+        try:
+            r = self.run_bin(env={
+                "POOLD_LISTEN": "127.0.0.1:%d" % s.getsockname()[1],
+                "DATABASE_URL": DATABASE_URL, "POOLD_ADMIN_TOKEN": TOKEN})
+        finally:
+            s.close()
+        self.assertNotEqual(r.returncode, 0)
+        self.assertIn("cannot listen", r.stderr)
+
+
+# ---- health, routing, auth ----------------------------------------------------
+
+class Basics(unittest.TestCase):
+    def test_healthz_and_readyz(self):
+        r = SERVER.get("/healthz", route="/healthz")
+        self.assertEqual((r.status, r.json()), (200, {"status": "ok"}))
+        r = SERVER.get("/readyz", route="/readyz")
+        self.assertEqual((r.status, r.json()), (200, {"status": "ready"}))
+
+    def test_request_ids_are_unique(self):
+        a = SERVER.get("/healthz").headers["x-request-id"]
+        b = SERVER.get("/healthz").headers["x-request-id"]
+        self.assertTrue(a and b and a != b)
+        self.assertIn('id="%s"' % b, wait_for(
+            lambda: 'id="%s"' % b in SERVER.logtext() and SERVER.logtext(),
+            5, "the access log line"))
+
+    def test_unknown_routes_are_404_not_found(self):
+        for path in ("/", "/nope", "/pools/", "/pools/a/b/c", "/healthz/",
+                     "/process/x", "//stats"):
+            with self.subTest(path=path):
+                r = SERVER.get(path)
+                self.assertEqual((r.status, r.code), (404, "not_found"))
+
+    def test_405_with_allow(self):
+        cases = [("DELETE", "/stats", "/stats", "GET"),
+                 ("GET", "/process", "/process", "POST"),
+                 ("POST", "/pools/org_1/size", "/pools/{org_id}/size", "PUT"),
+                 ("PUT", "/pools/org_1", "/pools/{org_id}", "GET"),
+                 ("POST", "/healthz", "/healthz", "GET")]
+        for method, path, route, allow in cases:
+            with self.subTest(method=method, path=path):
+                r = SERVER.request(method, path, token=TOKEN)
+                self.assertEqual(r.status, 405)
+                self.assertEqual(r.code, "method_not_allowed")
+                self.assertEqual(r.headers["allow"], allow)
+
+    def test_admin_endpoints_need_the_token(self):
+        routes = [("GET", "/stats", "/stats", None),
+                  ("GET", "/pools/" + ORG_OK, "/pools/{org_id}", None),
+                  ("PUT", "/pools/" + ORG_OK + "/size",
+                   "/pools/{org_id}/size", {"max_size": 4}),
+                  ("GET", "/metrics", "/metrics", None)]
+        bad = [{}, {"Authorization": "Bearer wrong"},
+               {"Authorization": "Bearer " + TOKEN[:-1]},
+               {"Authorization": "Bearer " + TOKEN + "x"},
+               {"Authorization": "Basic " + TOKEN},
+               {"Authorization": TOKEN}, {"Authorization": "Bearer "}]
+        for method, path, route, body in routes:
+            for h in bad:
+                with self.subTest(path=path, headers=h):
+                    r = SERVER.request(method, path, body=body, headers=h,
+                                       route=route)
+                    self.assertEqual((r.status, r.code), (401, "unauthorized"))
+                    self.assertEqual(r.headers["www-authenticate"], "Bearer")
+            r = SERVER.request(method, path, body=body, token=TOKEN,
+                               route=route)
+            self.assertEqual(r.status, 200, r.body)
+
+    def test_public_endpoints_need_no_token(self):
+        self.assertEqual(SERVER.get("/healthz", token="wrong").status, 200)
+
+
+# ---- bodies ---------------------------------------------------------------------
+
+class Bodies(unittest.TestCase):
+    def raw(self, data, timeout=10):
+        s = socket.create_connection(("127.0.0.1", SERVER.port),
+                                     timeout=timeout)
+        try:
+            s.sendall(data)
+            out = b""
+            while True:
+                try:
+                    chunk = s.recv(65536)
+                except ConnectionResetError:
+                    break
+                if not chunk:
+                    break
+                out += chunk
+                if b"\r\n\r\n" in out:
+                    head, _, rest = out.partition(b"\r\n\r\n")
+                    m = re.search(rb"content-length: *(\d+)", head, re.I)
+                    if m and len(rest) >= int(m.group(1)):
+                        break
+            return out
+        finally:
+            s.close()
+
+    def test_413_by_content_length_is_answered_before_the_body(self):
+        out = self.raw(b"POST /process HTTP/1.1\r\nHost: x\r\n"
+                       b"Content-Type: application/json\r\n"
+                       b"Content-Length: 100000000\r\n\r\n")
+        self.assertTrue(out.startswith(b"HTTP/1.1 413"), out[:200])
+        self.assertIn(b'"payload_too_large"', out)
+
+    def test_413_by_chunked_body(self):
+        big = b"x" * 70000
+
+        def chunks():
+            for i in range(0, len(big), 7000):
+                yield big[i:i + 7000]
+        c = http.client.HTTPConnection("127.0.0.1", SERVER.port, timeout=20)
+        try:
+            c.request("POST", "/process", body=chunks(), encode_chunked=True,
+                      headers={"Content-Type": "application/json",
+                               "Transfer-Encoding": "chunked"})
+            r = c.getresponse()
+            body = r.read()
+            hdrs = {k.lower(): v for k, v in r.getheaders()}
+        finally:
+            c.close()
+        self.assertEqual(r.status, 413)
+        check_against_spec("/process", "POST", 413, hdrs, body)
+        self.assertEqual(json.loads(body)["error"]["code"], "payload_too_large")
+
+    def test_small_chunked_body_and_body_at_the_limit_are_fine(self):
+        msg = json.dumps({"id": mid("ch"), "org_id": ORG_OK,
+                          "payload": "ab"}).encode()
+        c = http.client.HTTPConnection("127.0.0.1", SERVER.port, timeout=20)
+        try:
+            c.request("POST", "/process", body=iter([msg[:5], msg[5:]]),
+                      encode_chunked=True,
+                      headers={"Content-Type": "application/json",
+                               "Transfer-Encoding": "chunked"})
+            r = c.getresponse()
+            self.assertEqual(r.status, 200, r.read())
+        finally:
+            c.close()
+        # exactly 65536 bytes passes the size check (then fails on content)
+        pad = {"id": mid("lim"), "org_id": ORG_OK, "payload": ""}
+        base = len(json.dumps(pad).encode())
+        pad["payload"] = "a" * (65536 - base)
+        body = json.dumps(pad).encode()
+        self.assertEqual(len(body), 65536)
+        r = SERVER.request("POST", "/process", body=body,
+                           headers={"Content-Type": "application/json"})
+        self.assertEqual(r.status, 200)  # rule fails, result still stored
+        self.assertFalse(r.json()["passed"])
+        r = SERVER.request("POST", "/process", body=body + b" ",
+                           headers={"Content-Type": "application/json"},
+                           route="/process")
+        self.assertEqual(r.status, 413)
+
+    def test_415_unless_json(self):
+        msg = json.dumps({"id": mid(), "org_id": ORG_OK, "payload": "ab"})
+        for ct in ("text/plain", "application/x-www-form-urlencoded",
+                   "application/jsonx", ""):
+            with self.subTest(ct=ct):
+                r = SERVER.request("POST", "/process", body=msg,
+                                   headers={"Content-Type": ct},
+                                   route="/process")
+                self.assertEqual((r.status, r.code),
+                                 (415, "unsupported_media_type"))
+        r = SERVER.request("PUT", "/pools/%s/size" % ORG_OK, token=TOKEN,
+                           body=b'{"max_size":4}',
+                           headers={"Content-Type": "text/plain"},
+                           route="/pools/{org_id}/size")
+        self.assertEqual(r.status, 415)
+        for ct in ("application/json; charset=utf-8", "Application/JSON",
+                   None):
+            with self.subTest(ct=ct):
+                h = {"Content-Type": ct} if ct else {}
+                r = SERVER.request("POST", "/process",
+                                   body=json.dumps({"id": mid(), "org_id": ORG_OK,
+                                                    "payload": "ab"}),
+                                   headers=h, route="/process")
+                self.assertEqual(r.status, 200, r.body)
+
+    def test_strict_json(self):
+        cases = [
+            b'{"id":"a","id":"b","org_id":"%s","payload":"x"}',
+            b'{"id":"a","org_id":"%s","payload":"x"} {}',
+            b'{"id":"a","org_id":"%s","payload":"x"}x',
+            b'{"id":"a\\u0000","org_id":"%s","payload":"x"}',
+            b'{"id":"a","org_id":"%s","payload":"x\\u0000y"}',
+            b'{"id":"a\xff","org_id":"%s","payload":"x"}',
+            b'{"id":"a","org_id":"%s","payload":"\xc3\x28"}',
+            b'{"id":"a","org_id":"%s","payload":"x"',
+            b'', b'   ', b'null', b'[]', b'"%s"', b'42', b'[{"id":"a"}]',
+            b'{"id":"a",}',
+        ]
+        for body in cases:
+            body = body.replace(b"%s", ORG_OK.encode())
+            with self.subTest(body=body):
+                r = SERVER.request("POST", "/process", body=body,
+                                   headers={"Content-Type": "application/json"},
+                                   route="/process")
+                self.assertEqual((r.status, r.code), (400, "invalid_json"))
+
+    def test_field_validation(self):
+        ok = {"id": mid(), "org_id": ORG_OK, "payload": "ab"}
+        cases = [
+            ({"org_id": ORG_OK, "payload": "x"}, "invalid_message", "id"),
+            (dict(ok, id=5), "invalid_message", "id"),
+            (dict(ok, id=""), "invalid_message", "id"),
+            (dict(ok, id="x" * 129), "invalid_message", "id"),
+            (dict(ok, id="a\nb"), "invalid_message", "id"),
+            (dict(ok, id="a\tb"), "invalid_message", "id"),
+            (dict(ok, id="a\x7fb"), "invalid_message", "id"),
+            (dict(ok, id="a\u0085b"), "invalid_message", "id"),
+            (dict(ok, id="é" * 65), "invalid_message", "id"),  # 130 bytes
+            ({"id": "a", "payload": "x"}, "invalid_org_id", "org_id"),
+            (dict(ok, org_id=7), "invalid_org_id", "org_id"),
+            (dict(ok, org_id=""), "invalid_org_id", "org_id"),
+            (dict(ok, org_id="a b"), "invalid_org_id", "org_id"),
+            (dict(ok, org_id="a/b"), "invalid_org_id", "org_id"),
+            (dict(ok, org_id="x" * 65), "invalid_org_id", "org_id"),
+            (dict(ok, org_id="é"), "invalid_org_id", "org_id"),
+            ({"id": "a", "org_id": ORG_OK}, "invalid_message", "payload"),
+            (dict(ok, payload=None), "invalid_message", "payload"),
+            (dict(ok, payload=["x"]), "invalid_message", "payload"),
+        ]
+        for body, code, field in cases:
+            with self.subTest(body=body):
+                r = SERVER.process(body)
+                self.assertEqual((r.status, r.code), (400, code))
+                self.assertIn("'%s'" % field, r.json()["error"]["message"])
+        # limits that pass, and other members ignored
+        for body in (dict(ok, id=mid() + "x" * 100, extra={"a": [1]}),
+                     dict(ok, id="é" * 64, org_id=ORG_OK),
+                     dict(ok, id=mid(), org_id=ORG_OK, payload="")):
+            with self.subTest(body=body):
+                r = SERVER.process(body)
+                self.assertEqual(r.status, 200, r.body)
+        psql(f"DELETE FROM processed_messages WHERE org_id = '{ORG_OK}'"
+             " AND message_id = '" + "é" * 64 + "'")
+
+
+# ---- processing semantics ---------------------------------------------------------
+
+class Processing(unittest.TestCase):
+    def test_result_row_duplicate_and_conflict(self):
+        msg = {"id": mid("d"), "org_id": ORG_OK, "payload": "cafe"}
+        r = SERVER.process(msg)
+        self.assertEqual(r.status, 200)
+        self.assertEqual(r.json(), {"org_id": ORG_OK, "message_id": msg["id"],
+                                    "passed": True,
+                                    "details": {"checks": 1, "failed": []},
+                                    "duplicate": False})
+        sha = hashlib.sha256(b"cafe").hexdigest()
+        self.assertEqual(row(ORG_OK, msg["id"]), "t|1||" + sha)
+        r = SERVER.process(msg)
+        self.assertEqual(r.status, 200)
+        self.assertTrue(r.json()["duplicate"])
+        r = SERVER.process(dict(msg, payload="beef"))
+        self.assertEqual((r.status, r.code), (409, "id_conflict"))
+        self.assertEqual(row(ORG_OK, msg["id"]), "t|1||" + sha)
+        self.assertEqual(psql("SELECT count(*) FROM processed_messages WHERE "
+                              f"org_id = '{ORG_OK}' AND message_id = "
+                              f"'{msg['id']}'"), "1")
+
+    def test_failed_rules_are_reported_in_order(self):
+        msg = {"id": mid("r"), "org_id": ORG_RULES, "payload": "xyz"}
+        r = SERVER.process(msg)
+        self.assertEqual(r.status, 200)
+        self.assertEqual(r.json()["details"],
+                         {"checks": 3, "failed": ["hex_payload", "id_prefix",
+                                                  "min_payload_bytes"]})
+        self.assertFalse(r.json()["passed"])
+        self.assertEqual(row(ORG_RULES, msg["id"]).split("|")[:3],
+                         ["f", "3", "hex_payload,id_prefix,min_payload_bytes"])
+
+    def test_unknown_disabled_and_misconfigured_orgs(self):
+        for org, status, code in ((P + "nobody", 404, "unknown_org"),
+                                  (ORG_OFF, 404, "unknown_org"),
+                                  (ORG_BAD, 503, "org_misconfigured")):
+            with self.subTest(org=org):
+                msg = {"id": mid(), "org_id": org, "payload": "ab"}
+                r = SERVER.process(msg)
+                self.assertEqual((r.status, r.code), (status, code))
+                self.assertEqual(row(org, msg["id"]), "")
+        self.assertIn(ORG_BAD, wait_for(
+            lambda: ORG_BAD in SERVER.logtext() and SERVER.logtext(), 5,
+            "the misconfiguration in the log"))
+
+    def test_pool_paths_validate_the_org_id(self):
+        for path in ("/pools/a%20b", "/pools/" + "x" * 65, "/pools/a.b",
+                     "/pools/%C3%A9"):
+            with self.subTest(path=path):
+                r = SERVER.get(path, token=TOKEN, route="/pools/{org_id}")
+                self.assertEqual((r.status, r.code), (400, "invalid_org_id"))
+                r = SERVER.request("PUT", path + "/size", token=TOKEN,
+                                   body={"max_size": 2},
+                                   route="/pools/{org_id}/size")
+                self.assertEqual((r.status, r.code), (400, "invalid_org_id"))
+        r = SERVER.get("/pools/" + P + "nobody", token=TOKEN,
+                       route="/pools/{org_id}")
+        self.assertEqual((r.status, r.code), (404, "unknown_org"))
+
+    def test_pool_stats_before_and_after_first_use(self):
+        st = SERVER.pool(ORG_B)
+        for k in ("max_size", "idle", "active", "waiting", "total_timeouts",
+                  "peak_active", "created", "destroyed", "acquired"):
+            self.assertIsInstance(st[k], int)
+        self.assertEqual(st["max_size"], 4)
+        before = st["acquired"]
+        self.assertEqual(SERVER.process({"id": mid(), "org_id": ORG_B,
+                                         "payload": "ab"}).status, 200)
+        st = SERVER.pool(ORG_B)
+        self.assertEqual(st["acquired"], before + 1)
+        self.assertGreaterEqual(st["created"], 1)
+        self.assertEqual(st["active"], 0)
+
+    def test_resize_validation(self):
+        path = "/pools/%s/size" % ORG_OK
+        for body in (b'{"max_size":0}', b'{"max_size":257}',
+                     b'{"max_size":-1}', b'{"max_size":"4"}',
+                     b'{"max_size":4.0}', b'{"max_size":true}', b'{}',
+                     b'{"size":4}', b'{"max_size":null}'):
+            with self.subTest(body=body):
+                r = SERVER.request("PUT", path, token=TOKEN, body=body,
+                                   headers={"Content-Type": "application/json"},
+                                   route="/pools/{org_id}/size")
+                self.assertEqual((r.status, r.code), (400, "invalid_size"))
+        for body in (b'{"max_size":99999999999999999999999}', b'[4]', b'4',
+                     b'{"max_size":4,"max_size":5}'):
+            with self.subTest(body=body):
+                r = SERVER.request("PUT", path, token=TOKEN, body=body,
+                                   headers={"Content-Type": "application/json"},
+                                   route="/pools/{org_id}/size")
+                self.assertEqual(r.status, 400)
+        r = SERVER.request("PUT", "/pools/%s/size" % (P + "nobody"),
+                           token=TOKEN, body={"max_size": 2},
+                           route="/pools/{org_id}/size")
+        self.assertEqual((r.status, r.code), (404, "unknown_org"))
+
+    def test_resize_persists_across_restart(self):
+        try:
+            p = Poold()
+            try:
+                r = p.request("PUT", "/pools/%s/size" % ORG_RS, token=TOKEN,
+                              body={"max_size": 7},
+                              route="/pools/{org_id}/size")
+                self.assertEqual(r.status, 200, r.body)
+                self.assertEqual(r.json()["max_size"], 7)
+                self.assertEqual(p.pool(ORG_RS)["max_size"], 7)
+            finally:
+                self.assertEqual(p.stop(), 0)
+            self.assertEqual(psql("SELECT pool_max_size FROM orgs WHERE "
+                                  f"org_id = '{ORG_RS}'"), "7")
+            p = Poold()
+            try:
+                self.assertEqual(p.pool(ORG_RS)["max_size"], 7)
+            finally:
+                self.assertEqual(p.stop(), 0)
+        finally:
+            psql(f"UPDATE orgs SET pool_max_size = NULL WHERE org_id = '{ORG_RS}'")
+
+
+# ---- stats and metrics ----------------------------------------------------------------
+
+SAMPLE = re.compile(r'^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{(.*)\})? (\S+)$')
+
+
+def parse_metrics(text):
+    """Check the exposition format; returns {family: type} and samples."""
+    types, samples, seen = {}, [], set()
+    for line in text.splitlines():
+        if line.startswith("# HELP "):
+            continue
+        if line.startswith("# TYPE "):
+            _, _, name, typ = line.split(" ", 3)
+            assert name not in types, "family %s twice" % name
+            assert typ in ("counter", "gauge", "histogram"), line
+            types[name] = typ
+            seen.add(name)
+            continue
+        m = SAMPLE.match(line)
+        assert m, "bad sample line %r" % line
+        name, labels, value = m.group(1), m.group(3) or "", m.group(4)
+        fam = re.sub(r"_(bucket|sum|count)$", "", name)
+        fam = fam if fam in types else name
+        assert fam in types, "sample %s before its # TYPE" % name
+        float(value)
+        lab = dict(re.findall(r'(\w+)="((?:[^"\\]|\\.)*)"', labels))
+        samples.append((name, lab, float(value)))
+    return types, samples
+
+
+class StatsAndMetrics(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        for _ in range(3):
+            assert SERVER.process({"id": mid("m"), "org_id": ORG_OK,
+                                   "payload": "ab"}).status == 200
+
+    def test_stats_shape_and_totals(self):
+        r = SERVER.get("/stats", token=TOKEN, route="/stats")
+        self.assertEqual(r.status, 200)
+        s = r.json()
+        self.assertIn(ORG_OK, s["pools"])
+        for k in ("acquired", "created", "idle", "active", "max_size"):
+            self.assertEqual(s["totals"][k],
+                             sum(p[k] for p in s["pools"].values()), k)
+        self.assertEqual(s["connections"]["max_size"], 32)
+        self.assertGreaterEqual(s["connections"]["created"], 1)
+
+    def test_metrics_format_and_series(self):
+        r = SERVER.get("/metrics", token=TOKEN, route="/metrics")
+        self.assertEqual(r.status, 200)
+        self.assertEqual(r.headers["content-type"],
+                         "text/plain; version=0.0.4; charset=utf-8")
+        text = r.body.decode()
+        types, samples = parse_metrics(text)
+        byname = {}
+        for name, lab, v in samples:
+            byname.setdefault(name, []).append((lab, v))
+        for fam in ("poold_pool_max_size", "poold_pool_idle",
+                    "poold_pool_active", "poold_pool_waiting",
+                    "poold_pool_timeouts_total", "poold_pool_created_total",
+                    "poold_pool_acquired_total", "poold_pool_destroyed_total",
+                    "poold_pool_peak_active"):
+            self.assertIn(fam, types)
+            self.assertTrue(any(l.get("org") == ORG_OK for l, _ in byname[fam]),
+                            fam)
+        for fam in ("poold_db_connections_max_size",
+                    "poold_db_connections_active",
+                    "poold_db_connections_created_total"):
+            self.assertIn(fam, byname)
+        self.assertEqual(types["poold_pool_acquire_wait_seconds"], "histogram")
+        self.assertEqual(types["poold_http_request_duration_seconds"],
+                         "histogram")
+        # cumulative buckets, +Inf == _count, per org
+        buckets = [(l["le"], v) for l, v in
+                   byname["poold_pool_acquire_wait_seconds_bucket"]
+                   if l.get("org") == ORG_OK]
+        values = [v for _, v in buckets]
+        self.assertEqual(values, sorted(values))
+        self.assertEqual(buckets[-1][0], "+Inf")
+        count = [v for l, v in byname["poold_pool_acquire_wait_seconds_count"]
+                 if l.get("org") == ORG_OK]
+        self.assertEqual(count, [buckets[-1][1]])
+        acquired = [v for l, v in byname["poold_pool_acquired_total"]
+                    if l.get("org") == ORG_OK][0]
+        self.assertGreaterEqual(acquired, 3)
+        # requests by route pattern, never by raw path
+        reqs = byname["poold_http_requests_total"]
+        self.assertTrue(any(l == {"route": "/process", "method": "POST",
+                                  "status": "200"} and v >= 3
+                            for l, v in reqs))
+        self.assertTrue(any(l["route"] == "/pools/{org_id}" for l, _ in reqs))
+        self.assertFalse(any(P in l["route"] for l, _ in reqs))
+        self.assertIn("poold_http_request_duration_seconds_count", byname)
+
+
+# ---- backpressure and isolation -----------------------------------------------------
+
+class Backpressure(unittest.TestCase):
+    def test_exhausted_pool_503_waiter_bound_and_isolation(self):
+        # one service per org, each processing holds it 1 s; waiters wait
+        # 0.6 s; one waiter at most.
+        p = Poold("--pool-size=1", "--process-cost-ms=1000",
+                  "--acquire-timeout-ms=600", "--max-waiting=1")
+        results = {}
+
+        def send(key, org):
+            t0 = time.monotonic()
+            r = p.process({"id": mid(key), "org_id": org, "payload": "ab"})
+            results[key] = (r, time.monotonic() - t0)
+
+        def start(key, org):
+            t = threading.Thread(target=send, args=(key, org))
+            t.start()
+            return t
+        try:
+            threads = [start("holder", ORG_SLOW)]
+            wait_for(lambda: p.pool(ORG_SLOW)["active"] == 1, 10,
+                     "the holder to take the only service")
+            threads.append(start("waiter", ORG_SLOW))
+            wait_for(lambda: p.pool(ORG_SLOW)["waiting"] == 1, 10,
+                     "a waiter")
+            # the waiter bound is reached: answered at once
+            threads.append(start("rejected", ORG_SLOW))
+            # another org is served while ORG_SLOW is saturated
+            threads.append(start("other", ORG_B))
+            for t in threads:
+                t.join(30)
+            r, dt = results["rejected"]
+            self.assertEqual((r.status, r.code), (503, "pool_exhausted"))
+            self.assertLess(dt, 0.5)
+            self.assertGreaterEqual(int(r.headers["retry-after"]), 1)
+            r, dt = results["waiter"]
+            self.assertEqual((r.status, r.code), (503, "pool_exhausted"))
+            self.assertGreaterEqual(int(r.headers["retry-after"]), 1)
+            self.assertGreater(dt, 0.5)
+            self.assertEqual(results["holder"][0].status, 200)
+            r, dt = results["other"]
+            self.assertEqual(r.status, 200, r.body)
+            self.assertLess(dt, 1.0 + 0.8)  # its own processing cost only
+            st = p.pool(ORG_SLOW)
+            self.assertGreaterEqual(st["total_timeouts"], 1)
+            self.assertGreaterEqual(st["waiters_rejected"], 1)
+            self.assertEqual(p.pool(ORG_B)["total_timeouts"], 0)
+            # nothing was written for the refused requests
+            for key in ("waiter", "rejected"):
+                self.assertEqual(psql(
+                    "SELECT count(*) FROM processed_messages WHERE "
+                    f"org_id = '{ORG_SLOW}' AND message_id LIKE '{P}{key}%'"),
+                    "0")
+        finally:
+            self.assertEqual(p.stop(), 0)
+
+
+# ---- lifecycle ---------------------------------------------------------------------------
+
+class Lifecycle(unittest.TestCase):
+    def test_graceful_shutdown_answers_in_flight_requests(self):
+        p = Poold("--process-cost-ms=1500", "--pool-size=4")
+        ids = [mid("g%d" % i) for i in range(3)]
+        results = {}
+
+        def send(i):
+            results[i] = p.process({"id": i, "org_id": ORG_OK,
+                                    "payload": "ab"})
+        keep = http.client.HTTPConnection("127.0.0.1", p.port, timeout=20)
+        try:
+            self.assertEqual(p.get("/healthz", conn=keep).status, 200)
+            threads = [threading.Thread(target=send, args=(i,)) for i in ids]
+            for t in threads:
+                t.start()
+            wait_for(lambda: p.pool(ORG_OK)["active"] == 3, 10,
+                     "three requests in flight")
+            p.proc.send_signal(signal.SIGTERM)
+            wait_for(lambda: "shutting down" in p.logtext(), 5, "the drain")
+            # readiness turns 503 on a connection opened before the signal
+            r = p.get("/readyz", conn=keep, route="/readyz")
+            self.assertEqual((r.status, r.code), (503, "shutting_down"))
+            for t in threads:
+                t.join(20)
+        finally:
+            keep.close()
+            log = p.logtext()
+            code = p.stop()
+        self.assertEqual(code, 0, log)
+        for i in ids:
+            self.assertEqual(results[i].status, 200)
+            self.assertTrue(row(ORG_OK, i).startswith("t|"), i)
+        self.assertIn("drained", log)
+
+    def test_starts_with_the_database_down_and_times_out_idle_clients(self):
+        s = socket.socket()
+        s.bind(("127.0.0.1", 0))
+        dead = s.getsockname()[1]
+        s.close()  # nothing listens there now
+        p = Poold("--client-timeout-s=1", wait_ready=False,
+                  env={"DATABASE_URL":
+                       "postgresql://poold@127.0.0.1:%d/pools"
+                       "?connect_timeout=2" % dead})
+        try:
+            self.assertEqual(p.get("/healthz", route="/healthz").status, 200)
+            r = p.get("/readyz", route="/readyz")
+            self.assertEqual((r.status, r.code), (503, "database_unavailable"))
+            r = p.process({"id": mid(), "org_id": ORG_OK, "payload": "ab"})
+            self.assertEqual((r.status, r.code), (503, "database_unavailable"))
+            # a client that connects and sends nothing is disconnected
+            c = socket.create_connection(("127.0.0.1", p.port), timeout=10)
+            t0 = time.monotonic()
+            try:
+                self.assertEqual(c.recv(1), b"")
+            except ConnectionResetError:
+                pass
+            finally:
+                c.close()
+            self.assertLess(time.monotonic() - t0, 5)
+        finally:
+            self.assertEqual(p.stop(), 0)
+
+
+if __name__ == "__main__":
+    unittest.main()
