@@ -1,4 +1,4 @@
-/* pool_bench.c — cost of one acquire + release pair, at 1, 2 and 8 threads. */
+/* pool_bench.c — cost of an acquire + release pair at 1, 2 and 8 threads. */
 #include <errno.h>
 #include <pthread.h>
 #include <stdatomic.h>

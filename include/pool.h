@@ -54,7 +54,7 @@ struct pool_config {
                                     slots are allocated once for it (0: max_size) */
     unsigned min_idle;           /* pool_maintain() keeps this many idle */
     unsigned max_waiters;        /* waiters at most; one more fails at once
-                                    with POOLD_ERR_WAITERS_FULL */
+                                    with POOLD_ERR_WAITERS_FULL (0: no bound) */
     uint64_t max_lifetime_ns;    /* 0: no limit */
     uint64_t lifetime_jitter_ns; /* each object's lifetime is shortened by a
                                     random amount in [0, jitter), fixed at

@@ -90,7 +90,7 @@ struct pool {
 
     /* Written when objects are built or destroyed. */
     _Alignas(POOL_LINE) _Atomic unsigned total; /* slots not FREE + reserved */
-    _Atomic unsigned hwm;                       /* slots >= hwm were never used */
+    _Atomic unsigned hwm; /* slots >= hwm were never used */
     _Atomic uint64_t peak_active;
     _Atomic uint64_t created;
     _Atomic uint64_t create_failures;
