@@ -13,6 +13,7 @@ import re
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -182,12 +183,16 @@ class Poold:
         if self.proc.poll() is None:
             self.proc.send_signal(sig)
         try:
-            return self.proc.wait(timeout)
+            code = self.proc.wait(timeout)
         finally:
             if self.proc.poll() is None:
                 self.proc.kill()
                 self.proc.wait()
+            if self.proc.returncode != 0:  # sanitizer reports end up here
+                sys.stderr.write("poold exited %s; its log:\n%s\n" % (
+                    self.proc.returncode, self.logtext()[-20000:]))
             os.unlink(self.log.name)
+        return code
 
 
 SERVER = None
@@ -214,11 +219,12 @@ def setUpModule():
 
 
 def tearDownModule():
-    if SERVER is not None:
-        SERVER.stop()
+    code = SERVER.stop() if SERVER is not None else 0
     if ADMIN_URL:
         psql(f"DELETE FROM processed_messages WHERE org_id LIKE '{P}%';"
              f"DELETE FROM orgs WHERE org_id LIKE '{P}%'")
+    if code != 0:
+        raise AssertionError("the shared poold exited with %s" % code)
 
 
 def mid(tag=""):
