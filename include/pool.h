@@ -109,6 +109,16 @@ void pool_destroy(struct pool *pool);
 POOLD_MUSTCHECK int pool_acquire(struct pool *pool, uint64_t timeout_ns,
                                  struct pool_item **out);
 
+/* pool_acquire() for a caller that has other ways to make room (the
+ * registry evicting another org's idle service): waits at most wait_ns (0:
+ * not at all, never queued) and a timeout is not counted in total_timeouts,
+ * since the caller tries again. */
+POOLD_MUSTCHECK int pool_try_acquire(struct pool *pool, uint64_t wait_ns,
+                                     struct pool_item **out);
+
+/* Acquires waiting now (cheap: one atomic load). */
+unsigned pool_waiting(struct pool *pool);
+
 /* The object inside an item; borrowed for as long as the item is held. */
 void *pool_item_object(const struct pool_item *item);
 

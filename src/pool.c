@@ -71,6 +71,8 @@ struct pool_deadline {
     uint64_t timeout_ns;
     uint64_t at_ns; /* real CLOCK_MONOTONIC, set when the first wait begins */
     bool set;
+    bool try_only; /* pool_try_acquire() with no wait: never queue */
+    bool quiet;    /* pool_try_acquire(): a timeout is not counted */
 };
 
 struct pool {
@@ -336,7 +338,8 @@ static void pool_waiter_block(struct pool *pool, struct pool_deadline *dl,
         }
         if (now >= dl->at_ns) {
             pool_waiter_unlink(pool, w);
-            pool->timeouts++;
+            if (!dl->quiet)
+                pool->timeouts++;
             w->status = POOLD_ERR_TIMEOUT;
             break;
         }
@@ -651,6 +654,8 @@ static int pool_take(struct pool *pool, struct pool_deadline *dl,
         if (gate & POOL_GATE_SHUTDOWN)
             return POOLD_ERR_SHUTDOWN;
     }
+    if (!permit && dl->try_only)
+        return POOLD_ERR_TIMEOUT;
     if (!permit) {
         int rc = pool_wait(pool, dl, it, &permit);
         if (rc != POOLD_OK || *it != NULL)
@@ -660,15 +665,14 @@ static int pool_take(struct pool *pool, struct pool_deadline *dl,
     return pool_item_build(pool, it);
 }
 
-int pool_acquire(struct pool *pool, uint64_t timeout_ns,
-                 struct pool_item **out)
+static int pool_acquire_dl(struct pool *pool, struct pool_deadline *dl,
+                           struct pool_item **out)
 {
-    struct pool_deadline dl = { .timeout_ns = timeout_ns };
     *out = NULL;
     for (;;) {
         struct pool_item *it = NULL;
         bool fresh = false;
-        int rc = pool_take(pool, &dl, &it, &fresh);
+        int rc = pool_take(pool, dl, &it, &fresh);
         if (rc != POOLD_OK)
             return rc;
         int why = pool_lend_verdict(pool, it, fresh);
@@ -682,6 +686,28 @@ int pool_acquire(struct pool *pool, uint64_t timeout_ns,
         if (why == POOL_DESTROY_SHUTDOWN)
             return POOLD_ERR_SHUTDOWN;
     }
+}
+
+int pool_acquire(struct pool *pool, uint64_t timeout_ns,
+                 struct pool_item **out)
+{
+    struct pool_deadline dl = { .timeout_ns = timeout_ns };
+    return pool_acquire_dl(pool, &dl, out);
+}
+
+int pool_try_acquire(struct pool *pool, uint64_t wait_ns,
+                     struct pool_item **out)
+{
+    struct pool_deadline dl = { .timeout_ns = wait_ns,
+                                .try_only = wait_ns == 0,
+                                .quiet = true };
+    return pool_acquire_dl(pool, &dl, out);
+}
+
+unsigned pool_waiting(struct pool *pool)
+{
+    uint64_t gate = atomic_load_explicit(&pool->gate, memory_order_relaxed);
+    return (unsigned)(gate & ~(uint64_t)POOL_GATE_SHUTDOWN);
 }
 
 void *pool_item_object(const struct pool_item *item)

@@ -226,7 +226,7 @@ static int entry_make_pool(struct registry *reg, struct org_entry *e)
         .name = e->org_id,
         .max_size = effective_size(reg, e),
         .capacity = reg->cfg.ceiling,
-        .max_waiters = reg->cfg.max_waiters,
+        .max_waiters = reg->cfg.max_waiters, /* 0 handled at acquire */
         /* A service is rebuilt at least once per connection TTL, so an idle
          * one never pins an old connection past it. */
         .max_lifetime_ns = reg->cfg.conn_ttl_ns,
@@ -315,6 +315,8 @@ static void fill_error(int rc, const char *org_id, char *err, size_t errlen)
     }
 }
 
+static bool registry_reclaim(void *arg, const char *org_id);
+
 /* Hydrate, process; the caller releases. Returns the process status. */
 static int run_service(struct service *svc, const struct message *msg,
                        struct service_result *out, char *err, size_t errlen)
@@ -329,7 +331,9 @@ static int process_pooled(struct registry *reg, struct org_entry *e,
                           size_t errlen)
 {
     struct pool_item *item;
-    int rc = pool_acquire(e->pool, reg->cfg.acquire_timeout_ns, &item);
+    /* POOLD_MAX_WAITING=0: nobody queues, a full pool answers at once. */
+    uint64_t timeout = reg->cfg.max_waiters ? reg->cfg.acquire_timeout_ns : 0;
+    int rc = pool_acquire(e->pool, timeout, &item);
     if (rc != POOLD_OK)
         return rc;
     rc = run_service(pool_item_object(item), msg, out, err, errlen);
@@ -337,6 +341,11 @@ static int process_pooled(struct registry *reg, struct org_entry *e,
         pool_release_broken(e->pool, item);
     else
         pool_release(e->pool, item);
+    /* Someone is waiting for a connection at the cap: the longest-idle
+     * service, maybe the one just released, gives its connection back, so
+     * one org's idle services never starve another's requests. */
+    if (pool_waiting(reg->conns) > 0)
+        (void)registry_reclaim(reg, "");
     return rc;
 }
 

@@ -386,6 +386,28 @@ START_TEST(test_timeout_counted_with_frozen_fake_clock)
 }
 END_TEST
 
+START_TEST(test_try_acquire_never_waits_nor_counts)
+{
+    struct pool_config cfg = base_cfg(1);
+    struct pool *pool = make_pool(&cfg, &fake_ops);
+    struct pool_item *it = NULL, *other = NULL;
+
+    ck_assert_int_eq(pool_try_acquire(pool, 0, &it), POOLD_OK); /* creates */
+    ck_assert_int_eq(pool_try_acquire(pool, 0, &other), POOLD_ERR_TIMEOUT);
+    ck_assert_ptr_null(other);
+    ck_assert_int_eq(pool_try_acquire(pool, 1000000, &other),
+                     POOLD_ERR_TIMEOUT); /* waits 1 ms, quietly */
+    ck_assert_uint_eq(stats(pool).total_timeouts, 0);
+    ck_assert_uint_eq(stats(pool).waiting, 0);
+    ck_assert_uint_eq(pool_waiting(pool), 0);
+    pool_release(pool, it);
+    ck_assert_int_eq(pool_try_acquire(pool, 0, &other), POOLD_OK); /* reuses */
+    ck_assert_ptr_eq(other, it);
+    ck_assert_int_eq(atomic_load(&F.created), 1);
+    pool_release(pool, other);
+}
+END_TEST
+
 START_TEST(test_peak_active)
 {
     struct pool_config cfg = base_cfg(4);
@@ -1116,6 +1138,7 @@ static Suite *pool_suite(void)
     tcase_add_test(tc, test_create_rejects_bad_config);
     tcase_add_test(tc, test_lazy_create_and_reuse);
     tcase_add_test(tc, test_timeout_counted_with_frozen_fake_clock);
+    tcase_add_test(tc, test_try_acquire_never_waits_nor_counts);
     tcase_add_test(tc, test_peak_active);
     tcase_add_test(tc, test_release_hands_object_to_waiter);
     tcase_add_test(tc, test_release_broken_destroys);
