@@ -1,4 +1,5 @@
-/* config.h — poold's settings: a key table read from the environment and flags. */
+/* config.h — poold's settings: a key table read from the environment and flags.
+ */
 #ifndef POOLD_CONFIG_H
 #define POOLD_CONFIG_H
 
@@ -18,8 +19,8 @@ enum config_pool_mode { CONFIG_POOL_MODE_POOLED, CONFIG_POOL_MODE_NONE };
  * Strings are owned by the config and freed by config_deinit().
  */
 struct poold_config {
-    char *database_url;          /* DATABASE_URL */
-    char *listen;                /* POOLD_LISTEN, as given: host:port */
+    char *database_url;                  /* DATABASE_URL */
+    char *listen;                        /* POOLD_LISTEN, as given: host:port */
     struct sockaddr_storage listen_addr; /* parsed from listen */
     socklen_t listen_addrlen;
     bool listen_ipv6;
@@ -37,9 +38,9 @@ struct poold_config {
     unsigned max_clients;        /* POOLD_MAX_CLIENTS */
     unsigned client_timeout_s;   /* POOLD_CLIENT_TIMEOUT_S */
     enum config_pool_mode pool_mode; /* POOLD_POOL_MODE */
-    double build_cost_ms;        /* POOLD_BUILD_COST_MS */
-    double process_cost_ms;      /* POOLD_PROCESS_COST_MS */
-    enum log_format log_format;  /* POOLD_LOG_FORMAT */
+    double build_cost_ms;            /* POOLD_BUILD_COST_MS */
+    double process_cost_ms;          /* POOLD_PROCESS_COST_MS */
+    enum log_format log_format;      /* POOLD_LOG_FORMAT */
 };
 
 enum config_result {

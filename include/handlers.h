@@ -25,12 +25,12 @@ struct handlers_config {
 struct http_request {
     const char *method;
     const char *path;
-    const char *param;        /* the {org_id} path segment, or NULL */
+    const char *param; /* the {org_id} path segment, or NULL */
     size_t param_len;
-    const char *body;         /* may be NULL when body_len is 0 */
+    const char *body; /* may be NULL when body_len is 0 */
     size_t body_len;
-    const char *content_type; /* NULL when absent */
-    const char *authorization;/* NULL when absent */
+    const char *content_type;  /* NULL when absent */
+    const char *authorization; /* NULL when absent */
     const char *request_id;
 };
 
@@ -39,7 +39,7 @@ struct http_request {
 /* What a handler fills; the server sends it and frees body. */
 struct http_response {
     unsigned status;
-    char *body;               /* malloc'd, owned by the response */
+    char *body; /* malloc'd, owned by the response */
     size_t body_len;
     const char *content_type; /* static string */
     const char *allow;        /* static string for 405, else NULL */
@@ -57,7 +57,7 @@ struct route {
     const char *method;
     const char *pattern; /* segments; "{org_id}" matches one segment */
     handler_fn fn;
-    bool admin;          /* needs Authorization: Bearer <admin token> */
+    bool admin; /* needs Authorization: Bearer <admin token> */
 };
 
 /* The route table, and its length. */
@@ -86,7 +86,7 @@ void handlers_status_http(int status, unsigned *http, const char **code,
 
 /* Constant-time comparison of a presented token with the expected one: the
  * time depends on the expected length only. */
-bool handlers_token_equal(const char *given, size_t given_len,
-                          const char *want, size_t want_len);
+bool handlers_token_equal(const char *given, size_t given_len, const char *want,
+                          size_t want_len);
 
 #endif

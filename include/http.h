@@ -19,9 +19,9 @@ struct http_server_config {
     const struct sockaddr *addr; /* borrowed for the call */
     socklen_t addrlen;
     bool ipv6;
-    unsigned max_clients;        /* MHD_OPTION_CONNECTION_LIMIT */
-    unsigned client_timeout_s;   /* MHD_OPTION_CONNECTION_TIMEOUT */
-    size_t max_body_bytes;       /* larger bodies get 413 */
+    unsigned max_clients;      /* MHD_OPTION_CONNECTION_LIMIT */
+    unsigned client_timeout_s; /* MHD_OPTION_CONNECTION_TIMEOUT */
+    size_t max_body_bytes;     /* larger bodies get 413 */
 };
 
 /*

@@ -20,12 +20,12 @@ typedef bool (*config_parse_fn)(const struct config_key *key, const char *val,
                                 size_t errlen);
 
 struct config_key {
-    const char *env;        /* variable name */
-    const char *flag;       /* long option without "--" */
-    const char *def;        /* default, parsed like any value; NULL: unset */
+    const char *env;  /* variable name */
+    const char *flag; /* long option without "--" */
+    const char *def;  /* default, parsed like any value; NULL: unset */
     config_parse_fn parse;
-    size_t offset;          /* of the field in struct poold_config */
-    double min, max;        /* for numbers */
+    size_t offset;   /* of the field in struct poold_config */
+    double min, max; /* for numbers */
     const char *help;
 };
 
@@ -49,53 +49,50 @@ static bool parse_log_format(const struct config_key *, const char *,
                              struct poold_config *, char *, size_t);
 
 static const struct config_key config_keys[] = {
-    { "DATABASE_URL", "database-url", "postgresql:///pools", parse_string,
-      FIELD(database_url), 0, 0, "libpq connection string or URI" },
-    { "POOLD_LISTEN", "listen", "0.0.0.0:8080", parse_listen, FIELD(listen),
-      0, 0, "address:port to serve HTTP on (IPv4, or [IPv6]; port 0: any)" },
-    { "POOLD_ADMIN_TOKEN", "admin-token", NULL, parse_token,
-      FIELD(admin_token), 0, 0,
-      "bearer token for admin endpoints (unset: generated, logged once)" },
-    { "POOLD_POOL_SIZE", "pool-size", "4", parse_unsigned, FIELD(pool_size),
-      1, 4096, "default max_size of an org's service pool" },
-    { "POOLD_POOL_CEILING", "pool-ceiling", "256", parse_unsigned,
-      FIELD(pool_ceiling), 1, 4096, "largest pool size PUT accepts" },
-    { "POOLD_ACQUIRE_TIMEOUT_MS", "acquire-timeout-ms", "5000",
-      parse_unsigned, FIELD(acquire_timeout_ms), 0, 600000,
-      "wait for a pooled service before answering 503" },
-    { "POOLD_MAX_WAITING", "max-waiting", "64", parse_unsigned,
-      FIELD(max_waiting), 0, 100000,
-      "waiters per org before an immediate 503" },
-    { "POOLD_DB_MAX_CONNS", "db-max-conns", "32", parse_unsigned,
-      FIELD(db_max_conns), 1, 10000,
-      "open PostgreSQL connections at most, all orgs together" },
-    { "POOLD_CONN_TTL_S", "conn-ttl-s", "300", parse_unsigned,
-      FIELD(conn_ttl_s), 0, 2592000,
-      "recycle a connection older than this, jittered (0: never)" },
-    { "POOLD_CONN_CHECK_IDLE_MS", "conn-check-idle-ms", "1000",
-      parse_unsigned, FIELD(conn_check_idle_ms), 0, 3600000,
-      "liveness-check a connection idle longer than this" },
-    { "POOLD_PREWARM", "prewarm", "", parse_prewarm, FIELD(prewarm), 0, 0,
-      "orgs to build at start-up: all, a comma list, or empty" },
-    { "POOLD_MAX_BODY_BYTES", "max-body-bytes", "65536", parse_unsigned,
-      FIELD(max_body_bytes), 1, 67108864, "request body limit in bytes" },
-    { "POOLD_MAX_CLIENTS", "max-clients", "1024", parse_unsigned,
-      FIELD(max_clients), 1, 16384,
-      "HTTP connections held at once (one thread each)" },
-    { "POOLD_CLIENT_TIMEOUT_S", "client-timeout-s", "30", parse_unsigned,
-      FIELD(client_timeout_s), 1, 3600,
-      "close a client connection idle this long" },
-    { "POOLD_POOL_MODE", "pool-mode", "pooled", parse_pool_mode,
-      FIELD(pool_mode), 0, 0,
-      "pooled, or none: build a service per request and close it after" },
-    { "POOLD_BUILD_COST_MS", "build-cost-ms", "0", parse_double,
-      FIELD(build_cost_ms), 0, 60000,
-      "extra simulated cost of building a service (fractions allowed)" },
-    { "POOLD_PROCESS_COST_MS", "process-cost-ms", "0", parse_double,
-      FIELD(process_cost_ms), 0, 60000,
-      "extra simulated cost of processing a message (fractions allowed)" },
-    { "POOLD_LOG_FORMAT", "log-format", "text", parse_log_format,
-      FIELD(log_format), 0, 0, "json or text" },
+    {"DATABASE_URL", "database-url", "postgresql:///pools", parse_string,
+     FIELD(database_url), 0, 0, "libpq connection string or URI"},
+    {"POOLD_LISTEN", "listen", "0.0.0.0:8080", parse_listen, FIELD(listen), 0,
+     0, "address:port to serve HTTP on (IPv4, or [IPv6]; port 0: any)"},
+    {"POOLD_ADMIN_TOKEN", "admin-token", NULL, parse_token, FIELD(admin_token),
+     0, 0, "bearer token for admin endpoints (unset: generated, logged once)"},
+    {"POOLD_POOL_SIZE", "pool-size", "4", parse_unsigned, FIELD(pool_size), 1,
+     4096, "default max_size of an org's service pool"},
+    {"POOLD_POOL_CEILING", "pool-ceiling", "256", parse_unsigned,
+     FIELD(pool_ceiling), 1, 4096, "largest pool size PUT accepts"},
+    {"POOLD_ACQUIRE_TIMEOUT_MS", "acquire-timeout-ms", "5000", parse_unsigned,
+     FIELD(acquire_timeout_ms), 0, 600000,
+     "wait for a pooled service before answering 503"},
+    {"POOLD_MAX_WAITING", "max-waiting", "64", parse_unsigned,
+     FIELD(max_waiting), 0, 100000, "waiters per org before an immediate 503"},
+    {"POOLD_DB_MAX_CONNS", "db-max-conns", "32", parse_unsigned,
+     FIELD(db_max_conns), 1, 10000,
+     "open PostgreSQL connections at most, all orgs together"},
+    {"POOLD_CONN_TTL_S", "conn-ttl-s", "300", parse_unsigned, FIELD(conn_ttl_s),
+     0, 2592000, "recycle a connection older than this, jittered (0: never)"},
+    {"POOLD_CONN_CHECK_IDLE_MS", "conn-check-idle-ms", "1000", parse_unsigned,
+     FIELD(conn_check_idle_ms), 0, 3600000,
+     "liveness-check a connection idle longer than this"},
+    {"POOLD_PREWARM", "prewarm", "", parse_prewarm, FIELD(prewarm), 0, 0,
+     "orgs to build at start-up: all, a comma list, or empty"},
+    {"POOLD_MAX_BODY_BYTES", "max-body-bytes", "65536", parse_unsigned,
+     FIELD(max_body_bytes), 1, 67108864, "request body limit in bytes"},
+    {"POOLD_MAX_CLIENTS", "max-clients", "1024", parse_unsigned,
+     FIELD(max_clients), 1, 16384,
+     "HTTP connections held at once (one thread each)"},
+    {"POOLD_CLIENT_TIMEOUT_S", "client-timeout-s", "30", parse_unsigned,
+     FIELD(client_timeout_s), 1, 3600,
+     "close a client connection idle this long"},
+    {"POOLD_POOL_MODE", "pool-mode", "pooled", parse_pool_mode,
+     FIELD(pool_mode), 0, 0,
+     "pooled, or none: build a service per request and close it after"},
+    {"POOLD_BUILD_COST_MS", "build-cost-ms", "0", parse_double,
+     FIELD(build_cost_ms), 0, 60000,
+     "extra simulated cost of building a service (fractions allowed)"},
+    {"POOLD_PROCESS_COST_MS", "process-cost-ms", "0", parse_double,
+     FIELD(process_cost_ms), 0, 60000,
+     "extra simulated cost of processing a message (fractions allowed)"},
+    {"POOLD_LOG_FORMAT", "log-format", "text", parse_log_format,
+     FIELD(log_format), 0, 0, "json or text"},
 };
 
 #define NKEYS (sizeof config_keys / sizeof config_keys[0])
@@ -108,8 +105,8 @@ static void *field(struct poold_config *cfg, const struct config_key *key)
 static bool fail(const struct config_key *key, const char *val, char *err,
                  size_t errlen, const char *why)
 {
-    snprintf(err, errlen, "invalid %s (--%s) '%.64s': %s", key->env,
-             key->flag, val, why);
+    snprintf(err, errlen, "invalid %s (--%s) '%.64s': %s", key->env, key->flag,
+             val, why);
     return false;
 }
 
@@ -140,7 +137,8 @@ static bool parse_unsigned(const struct config_key *key, const char *val,
 
     errno = 0;
     n = strtoll(val, &end, 10);
-    if (end == val || *end != '\0' || errno != 0 || isspace((unsigned char)*val))
+    if (end == val || *end != '\0' || errno != 0 ||
+        isspace((unsigned char)*val))
         return fail(key, val, err, errlen, "not an integer");
     if (n < (long long)key->min || n > (long long)key->max) {
         snprintf(why, sizeof why, "out of range %.0f..%.0f", key->min,
@@ -296,8 +294,7 @@ static bool parse_pool_mode(const struct config_key *key, const char *val,
 }
 
 static bool parse_log_format(const struct config_key *key, const char *val,
-                             struct poold_config *cfg, char *err,
-                             size_t errlen)
+                             struct poold_config *cfg, char *err, size_t errlen)
 {
     if (strcmp(val, "text") == 0)
         cfg->log_format = LOG_FORMAT_TEXT;
@@ -401,8 +398,9 @@ static bool generate_token(struct poold_config *cfg, char *err, size_t errlen)
     tok = malloc(2 * sizeof raw + 1);
     if (got < sizeof raw || tok == NULL) {
         free(tok);
-        snprintf(err, errlen, "POOLD_ADMIN_TOKEN unset and no token could "
-                              "be generated from /dev/urandom");
+        snprintf(err, errlen,
+                 "POOLD_ADMIN_TOKEN unset and no token could "
+                 "be generated from /dev/urandom");
         return false;
     }
     for (size_t i = 0; i < sizeof raw; i++) {
@@ -415,9 +413,9 @@ static bool generate_token(struct poold_config *cfg, char *err, size_t errlen)
     return true;
 }
 
-enum config_result config_load(struct poold_config *cfg, int argc,
-                               char **argv, config_getenv_fn getenv_fn,
-                               void *getenv_arg, char *err, size_t errlen)
+enum config_result config_load(struct poold_config *cfg, int argc, char **argv,
+                               config_getenv_fn getenv_fn, void *getenv_arg,
+                               char *err, size_t errlen)
 {
     enum config_result r;
 
@@ -465,8 +463,8 @@ void config_print_help(FILE *out)
                  "from its flag;\nflags win.\n\n");
     for (size_t i = 0; i < NKEYS; i++) {
         const struct config_key *k = &config_keys[i];
-        fprintf(out, "  --%-20s %-26s default: %s\n      %s\n", k->flag,
-                k->env, k->def ? (*k->def ? k->def : "(empty)") : "(generated)",
+        fprintf(out, "  --%-20s %-26s default: %s\n      %s\n", k->flag, k->env,
+                k->def ? (*k->def ? k->def : "(empty)") : "(generated)",
                 k->help);
     }
 }

@@ -29,28 +29,28 @@ static const struct status_http {
     const char *code;
     const char *message;
 } status_table[] = {
-    { POOLD_ERR_TIMEOUT, 503, "pool_exhausted",
-      "no processing service became free in time; retry later" },
-    { POOLD_ERR_WAITERS_FULL, 503, "pool_exhausted",
-      "too many requests are waiting for this org; retry later" },
-    { POOLD_ERR_DB, 503, "database_unavailable",
-      "the database is unavailable; nothing was written" },
-    { POOLD_ERR_NOT_READY, 503, "database_unavailable",
-      "the org directory is not loaded yet: the database is unavailable" },
-    { POOLD_ERR_CREATE, 503, "database_unavailable",
-      "a processing service could not be built; nothing was written" },
-    { POOLD_ERR_SHUTDOWN, 503, "shutting_down",
-      "the server is shutting down; nothing was written" },
-    { POOLD_ERR_UNKNOWN_ORG, 404, "unknown_org",
-      "no such org, or the org is disabled" },
-    { POOLD_ERR_NOT_FOUND, 404, "unknown_org",
-      "no such org, or the org is disabled" },
-    { POOLD_ERR_MISCONFIGURED, 503, "org_misconfigured",
-      "the org's configuration is invalid; nothing was written" },
-    { POOLD_ERR_CONFLICT, 409, "id_conflict",
-      "this message id was already processed with another payload" },
-    { POOLD_ERR_INVALID, 400, "invalid_size",
-      "field 'max_size' is out of range" },
+    {POOLD_ERR_TIMEOUT, 503, "pool_exhausted",
+     "no processing service became free in time; retry later"},
+    {POOLD_ERR_WAITERS_FULL, 503, "pool_exhausted",
+     "too many requests are waiting for this org; retry later"},
+    {POOLD_ERR_DB, 503, "database_unavailable",
+     "the database is unavailable; nothing was written"},
+    {POOLD_ERR_NOT_READY, 503, "database_unavailable",
+     "the org directory is not loaded yet: the database is unavailable"},
+    {POOLD_ERR_CREATE, 503, "database_unavailable",
+     "a processing service could not be built; nothing was written"},
+    {POOLD_ERR_SHUTDOWN, 503, "shutting_down",
+     "the server is shutting down; nothing was written"},
+    {POOLD_ERR_UNKNOWN_ORG, 404, "unknown_org",
+     "no such org, or the org is disabled"},
+    {POOLD_ERR_NOT_FOUND, 404, "unknown_org",
+     "no such org, or the org is disabled"},
+    {POOLD_ERR_MISCONFIGURED, 503, "org_misconfigured",
+     "the org's configuration is invalid; nothing was written"},
+    {POOLD_ERR_CONFLICT, 409, "id_conflict",
+     "this message id was already processed with another payload"},
+    {POOLD_ERR_INVALID, 400, "invalid_size",
+     "field 'max_size' is out of range"},
 };
 
 void handlers_status_http(int status, unsigned *http, const char **code,
@@ -69,7 +69,8 @@ void handlers_status_http(int status, unsigned *http, const char **code,
     *message = "internal error";
 }
 
-/* ---- rendering ------------------------------------------------------------ */
+/* ---- rendering ------------------------------------------------------------
+ */
 
 /* Serialise and take ownership of root; on failure a bare 500. */
 static void render_json(struct http_response *resp, unsigned status,
@@ -99,8 +100,8 @@ static void render_json(struct http_response *resp, unsigned status,
 void handlers_error(struct http_response *resp, unsigned status,
                     const char *code, const char *message)
 {
-    json_t *body = json_pack("{s:{s:s,s:s}}", "error", "code", code,
-                             "message", message);
+    json_t *body =
+        json_pack("{s:{s:s,s:s}}", "error", "code", code, "message", message);
 
     /* A message quoting client bytes (jansson's "near '...'") may not be
      * valid UTF-8: fall back to a fixed text rather than fail. */
@@ -129,27 +130,26 @@ static json_t *stats_json(const struct pool_stats *s)
     json_t *o;
 
     for (int r = 0; by && r < POOL_DESTROY__COUNT; r++)
-        json_object_set_new(by,
-                            pool_destroy_reason_str((enum pool_destroy_reason)r),
-                            json_integer((json_int_t)s->destroyed_by[r]));
-    o = json_pack("{s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:o?,s:I,s:I,"
-                  "s:I}",
-                  "max_size", (json_int_t)s->max_size, "idle",
-                  (json_int_t)s->idle, "active", (json_int_t)s->active,
-                  "waiting", (json_int_t)s->waiting, "total_timeouts",
-                  (json_int_t)s->total_timeouts, "waiters_rejected",
-                  (json_int_t)s->waiters_rejected, "peak_active",
-                  (json_int_t)s->peak_active, "created",
-                  (json_int_t)s->created, "create_failures",
-                  (json_int_t)s->create_failures, "destroyed",
-                  (json_int_t)s->destroyed, "destroyed_by", by, "acquired",
-                  (json_int_t)s->acquired, "wait_count",
-                  (json_int_t)s->wait_count, "wait_ns_sum",
-                  (json_int_t)s->wait_ns_sum);
+        json_object_set_new(
+            by, pool_destroy_reason_str((enum pool_destroy_reason)r),
+            json_integer((json_int_t)s->destroyed_by[r]));
+    o = json_pack(
+        "{s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:o?,s:I,s:I,"
+        "s:I}",
+        "max_size", (json_int_t)s->max_size, "idle", (json_int_t)s->idle,
+        "active", (json_int_t)s->active, "waiting", (json_int_t)s->waiting,
+        "total_timeouts", (json_int_t)s->total_timeouts, "waiters_rejected",
+        (json_int_t)s->waiters_rejected, "peak_active",
+        (json_int_t)s->peak_active, "created", (json_int_t)s->created,
+        "create_failures", (json_int_t)s->create_failures, "destroyed",
+        (json_int_t)s->destroyed, "destroyed_by", by, "acquired",
+        (json_int_t)s->acquired, "wait_count", (json_int_t)s->wait_count,
+        "wait_ns_sum", (json_int_t)s->wait_ns_sum);
     return o;
 }
 
-/* ---- parsing and validation ------------------------------------------------ */
+/* ---- parsing and validation ------------------------------------------------
+ */
 
 /* "application/json", optionally followed by parameters such as charset. */
 static bool content_type_is_json(const char *ct)
@@ -272,15 +272,15 @@ static bool validate_message(json_t *root, struct process_request *p,
     return true;
 }
 
-/* ---- handlers ---------------------------------------------------------------- */
+/* ---- handlers
+ * ---------------------------------------------------------------- */
 
 static json_t *result_json(const struct process_request *p,
                            const struct service_result *r)
 {
     json_t *failed = json_array();
 
-    for (unsigned i = 0; failed && i < r->verdict.nfailed && i < RULES_MAX;
-         i++)
+    for (unsigned i = 0; failed && i < r->verdict.nfailed && i < RULES_MAX; i++)
         json_array_append_new(failed,
                               json_string(rule_type_str(r->verdict.failed[i])));
     return json_pack("{s:s%,s:s%,s:b,s:{s:I,s:o?},s:b}", "org_id", p->org_id,
@@ -294,7 +294,7 @@ static void handle_process(struct handlers *h, const struct http_request *req,
                            struct http_response *resp)
 {
     json_t *root = NULL;
-    struct process_request p = { 0 };
+    struct process_request p = {0};
     struct service_result result;
     struct message msg;
     int rc;
@@ -450,21 +450,22 @@ static void handle_readyz(struct handlers *h, const struct http_request *req,
 }
 
 const struct route handlers_routes[] = {
-    { "POST", "/process", handle_process, false },
-    { "GET", "/stats", handle_stats, true },
-    { "GET", "/pools/{org_id}", handle_pool_get, true },
-    { "PUT", "/pools/{org_id}/size", handle_pool_resize, true },
-    { "GET", "/metrics", handle_metrics, true },
-    { "GET", "/healthz", handle_healthz, false },
-    { "GET", "/readyz", handle_readyz, false },
+    {"POST", "/process", handle_process, false},
+    {"GET", "/stats", handle_stats, true},
+    {"GET", "/pools/{org_id}", handle_pool_get, true},
+    {"PUT", "/pools/{org_id}/size", handle_pool_resize, true},
+    {"GET", "/metrics", handle_metrics, true},
+    {"GET", "/healthz", handle_healthz, false},
+    {"GET", "/readyz", handle_readyz, false},
 };
 const size_t handlers_nroutes =
     sizeof handlers_routes / sizeof handlers_routes[0];
 
-/* ---- authentication and the entry point ------------------------------------ */
+/* ---- authentication and the entry point ------------------------------------
+ */
 
-bool handlers_token_equal(const char *given, size_t given_len,
-                          const char *want, size_t want_len)
+bool handlers_token_equal(const char *given, size_t given_len, const char *want,
+                          size_t want_len)
 {
     volatile unsigned char diff = (unsigned char)(given_len != want_len);
 

@@ -35,8 +35,8 @@ struct http_server {
     size_t max_body;
     MHD_socket quiesced_fd; /* closed after MHD_stop_daemon */
     bool quiesced;
-    pthread_mutex_t lock;   /* guards inflight and quiesced */
-    pthread_cond_t idle;    /* signalled when inflight drops to 0 */
+    pthread_mutex_t lock; /* guards inflight and quiesced */
+    pthread_cond_t idle;  /* signalled when inflight drops to 0 */
     unsigned inflight;
     unsigned id_prefix;
     atomic_uint_fast64_t next_id;
@@ -46,18 +46,18 @@ struct http_server {
 struct request_ctx {
     struct http_server *srv;
     char method[HTTP_METHOD_MAX];
-    char *path;                  /* copy of the URL path */
-    char *param;                 /* copy of the {org_id} segment, or NULL */
+    char *path;  /* copy of the URL path */
+    char *param; /* copy of the {org_id} segment, or NULL */
     char request_id[32];
-    char allow[64];              /* Allow header of a 405 */
+    char allow[64]; /* Allow header of a 405 */
     uint64_t start_ns;
-    char *body;                  /* at most max_body bytes */
+    char *body; /* at most max_body bytes */
     size_t body_len, body_cap;
-    uint64_t discarded;          /* bytes of an oversized body thrown away */
+    uint64_t discarded; /* bytes of an oversized body thrown away */
     bool too_large;
     bool responded;
-    unsigned status;             /* 0 until a response is queued */
-    size_t route;                /* index in handlers_routes, or nroutes */
+    unsigned status; /* 0 until a response is queued */
+    size_t route;    /* index in handlers_routes, or nroutes */
     const char *error_code;
     char org[ORG_ID_MAX + 1];
     char detail[HTTP_DETAIL_MAX];
@@ -134,7 +134,8 @@ static const struct route *route_find(struct request_ctx *ctx,
     return NULL;
 }
 
-/* ---- responses ------------------------------------------------------------ */
+/* ---- responses ------------------------------------------------------------
+ */
 
 static enum MHD_Result queue(struct MHD_Connection *conn,
                              struct request_ctx *ctx,
@@ -160,8 +161,7 @@ static enum MHD_Result queue(struct MHD_Connection *conn,
     if (resp->allow)
         MHD_add_response_header(r, MHD_HTTP_HEADER_ALLOW, resp->allow);
     if (resp->www_authenticate)
-        MHD_add_response_header(r, MHD_HTTP_HEADER_WWW_AUTHENTICATE,
-                                "Bearer");
+        MHD_add_response_header(r, MHD_HTTP_HEADER_WWW_AUTHENTICATE, "Bearer");
     if (resp->retry_after_s > 0) {
         snprintf(retry, sizeof retry, "%u", resp->retry_after_s);
         MHD_add_response_header(r, MHD_HTTP_HEADER_RETRY_AFTER, retry);
@@ -200,7 +200,8 @@ static enum MHD_Result queue_too_large(struct MHD_Connection *conn,
                        "payload_too_large", msg);
 }
 
-/* ---- the request lifecycle -------------------------------------------------- */
+/* ---- the request lifecycle --------------------------------------------------
+ */
 
 static struct request_ctx *ctx_create(struct http_server *srv, const char *url,
                                       const char *method)
@@ -230,8 +231,8 @@ static struct request_ctx *ctx_create(struct http_server *srv, const char *url,
 /* True when Content-Length announces more than the limit. */
 static bool announced_too_large(struct MHD_Connection *conn, size_t max)
 {
-    const char *cl = MHD_lookup_connection_value(conn, MHD_HEADER_KIND,
-                                                 MHD_HTTP_HEADER_CONTENT_LENGTH);
+    const char *cl = MHD_lookup_connection_value(
+        conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
     char *end = NULL;
     unsigned long long n;
 
@@ -366,14 +367,16 @@ static void log_request(const struct request_ctx *ctx,
               ctx->request_id, "method", ctx->method, "path", ctx->path,
               "status", status, "duration_ms", ms, "org", ctx->org, "error",
               ctx->error_code ? ctx->error_code : "", "detail", ctx->detail,
-              "end", toe == MHD_REQUEST_TERMINATED_COMPLETED_OK ? "ok"
-                     : ctx->status ? "closed" : "aborted",
+              "end",
+              toe == MHD_REQUEST_TERMINATED_COMPLETED_OK ? "ok"
+              : ctx->status                              ? "closed"
+                                                         : "aborted",
               (const char *)NULL);
 }
 
 /* The one place a request's memory is freed. */
-static void on_completed(void *cls, struct MHD_Connection *conn,
-                         void **con_cls, enum MHD_RequestTerminationCode toe)
+static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
+                         enum MHD_RequestTerminationCode toe)
 {
     struct http_server *srv = cls;
     struct request_ctx *ctx = *con_cls;
@@ -410,8 +413,8 @@ static void on_connection(void *cls, struct MHD_Connection *conn,
                            toe == MHD_CONNECTION_NOTIFY_STARTED ? 1 : -1);
 }
 
-__attribute__((format(printf, 2, 0)))
-static void mhd_log(void *cls, const char *fmt, va_list ap)
+__attribute__((format(printf, 2, 0))) static void
+mhd_log(void *cls, const char *fmt, va_list ap)
 {
     char msg[512];
     size_t n;
@@ -424,7 +427,8 @@ static void mhd_log(void *cls, const char *fmt, va_list ap)
     log_event(LOG_WARN, "libmicrohttpd", "detail", msg, (const char *)NULL);
 }
 
-/* ---- start and stop ------------------------------------------------------------ */
+/* ---- start and stop
+ * ------------------------------------------------------------ */
 
 static int server_init(struct http_server *srv)
 {
@@ -468,11 +472,11 @@ int http_server_start(const struct http_server_config *cfg,
     if (cfg->ipv6)
         flags |= MHD_USE_IPv6;
     srv->daemon = MHD_start_daemon(
-        flags, 0, NULL, NULL, on_request, srv,
-        MHD_OPTION_EXTERNAL_LOGGER, mhd_log, (void *)srv,
-        MHD_OPTION_SOCK_ADDR, (struct sockaddr *)cfg->addr,
-        MHD_OPTION_CONNECTION_LIMIT, (unsigned int)cfg->max_clients,
-        MHD_OPTION_CONNECTION_TIMEOUT, (unsigned int)cfg->client_timeout_s,
+        flags, 0, NULL, NULL, on_request, srv, MHD_OPTION_EXTERNAL_LOGGER,
+        mhd_log, (void *)srv, MHD_OPTION_SOCK_ADDR,
+        (struct sockaddr *)cfg->addr, MHD_OPTION_CONNECTION_LIMIT,
+        (unsigned int)cfg->max_clients, MHD_OPTION_CONNECTION_TIMEOUT,
+        (unsigned int)cfg->client_timeout_s,
         /* 0: no per-IP limit. Behind a proxy every client shares one
          * address; the global limit and the timeout bound the threads. */
         MHD_OPTION_PER_IP_CONNECTION_LIMIT, (unsigned int)0,

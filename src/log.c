@@ -13,7 +13,7 @@
 static enum log_format g_format = LOG_FORMAT_TEXT;
 static enum log_level g_min = LOG_INFO;
 
-static const char *const level_names[] = { "debug", "info", "warn", "error" };
+static const char *const level_names[] = {"debug", "info", "warn", "error"};
 
 void log_init(enum log_format format, enum log_level min_level)
 {

@@ -88,9 +88,8 @@ static void drain_and_stop(struct http_server *srv, struct handlers *h,
     http_server_quiesce(srv);
     idle = http_server_wait_idle(srv, DRAIN_TIMEOUT_NS);
     snprintf(n, sizeof n, "%u", http_server_inflight(srv));
-    log_event(idle ? LOG_INFO : LOG_WARN,
-              idle ? "drained" : "drain timed out", "inflight", n,
-              (const char *)NULL);
+    log_event(idle ? LOG_INFO : LOG_WARN, idle ? "drained" : "drain timed out",
+              "inflight", n, (const char *)NULL);
     /* Wake anything still waiting on a pool, so the connection threads that
      * MHD_stop_daemon joins can finish. */
     registry_shutdown(reg);

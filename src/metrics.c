@@ -7,19 +7,17 @@
 #include <stdlib.h>
 #include <string.h>
 
-static const char *const method_names[] = { "GET",   "POST",  "PUT",
-                                            "DELETE", "HEAD", "PATCH",
-                                            "OPTIONS", "OTHER" };
+static const char *const method_names[] = {"GET",  "POST",  "PUT",     "DELETE",
+                                           "HEAD", "PATCH", "OPTIONS", "OTHER"};
 #define NMETHODS (sizeof method_names / sizeof method_names[0])
 
-static const unsigned status_values[] = { 200, 400, 401, 404, 405, 409,
-                                          413, 415, 500, 503, 0 };
+static const unsigned status_values[] = {200, 400, 401, 404, 405, 409,
+                                         413, 415, 500, 503, 0};
 #define NSTATUSES (sizeof status_values / sizeof status_values[0])
 
 /* Request duration buckets, seconds; +Inf is implicit. */
-static const double duration_le_s[] = { 0.001, 0.0025, 0.005, 0.01, 0.025,
-                                        0.05,  0.1,    0.25,  0.5,  1,
-                                        2.5,   5,      10 };
+static const double duration_le_s[] = {
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10};
 #define NDURATION (sizeof duration_le_s / sizeof duration_le_s[0])
 
 struct route_metrics {
@@ -31,7 +29,7 @@ struct route_metrics {
 
 struct metrics {
     const char *const *route_names;
-    size_t nroutes;                     /* + 1 for "unmatched" */
+    size_t nroutes; /* + 1 for "unmatched" */
     struct route_metrics route[METRICS_MAX_ROUTES];
     _Atomic int64_t connections_open;
 };
@@ -172,7 +170,8 @@ void metrics_stats_add(struct pool_stats *a, const struct pool_stats *b)
         a->wait_hist[i] += b->wait_hist[i];
 }
 
-/* ---- text output ---------------------------------------------------------- */
+/* ---- text output ----------------------------------------------------------
+ */
 
 struct sbuf {
     char *p;
@@ -180,8 +179,8 @@ struct sbuf {
     bool oom;
 };
 
-__attribute__((format(printf, 2, 3)))
-static void sb_printf(struct sbuf *b, const char *fmt, ...)
+__attribute__((format(printf, 2, 3))) static void
+sb_printf(struct sbuf *b, const char *fmt, ...)
 {
     va_list ap;
     int n;
@@ -230,24 +229,23 @@ struct stat_series {
 
 #define STAT(f) offsetof(struct pool_stats, f)
 static const struct stat_series stat_series[] = {
-    { "max_size", "gauge", "Largest number of objects the pool may hold.",
-      STAT(max_size) },
-    { "idle", "gauge", "Objects idle in the pool.", STAT(idle) },
-    { "active", "gauge", "Objects lent out.", STAT(active) },
-    { "waiting", "gauge", "Acquires waiting for an object.", STAT(waiting) },
-    { "peak_active", "gauge", "Most objects lent out at once.",
-      STAT(peak_active) },
-    { "timeouts_total", "counter", "Acquires that timed out waiting.",
-      STAT(total_timeouts) },
-    { "waiters_rejected_total", "counter",
-      "Acquires refused at once: the waiter bound was reached.",
-      STAT(waiters_rejected) },
-    { "created_total", "counter", "Objects built.", STAT(created) },
-    { "create_failures_total", "counter", "Object builds that failed.",
-      STAT(create_failures) },
-    { "acquired_total", "counter", "Successful acquires.", STAT(acquired) },
-    { "waited_total", "counter", "Acquires that had to wait.",
-      STAT(wait_count) },
+    {"max_size", "gauge", "Largest number of objects the pool may hold.",
+     STAT(max_size)},
+    {"idle", "gauge", "Objects idle in the pool.", STAT(idle)},
+    {"active", "gauge", "Objects lent out.", STAT(active)},
+    {"waiting", "gauge", "Acquires waiting for an object.", STAT(waiting)},
+    {"peak_active", "gauge", "Most objects lent out at once.",
+     STAT(peak_active)},
+    {"timeouts_total", "counter", "Acquires that timed out waiting.",
+     STAT(total_timeouts)},
+    {"waiters_rejected_total", "counter",
+     "Acquires refused at once: the waiter bound was reached.",
+     STAT(waiters_rejected)},
+    {"created_total", "counter", "Objects built.", STAT(created)},
+    {"create_failures_total", "counter", "Object builds that failed.",
+     STAT(create_failures)},
+    {"acquired_total", "counter", "Successful acquires.", STAT(acquired)},
+    {"waited_total", "counter", "Acquires that had to wait.", STAT(wait_count)},
 };
 #define NSTAT_SERIES (sizeof stat_series / sizeof stat_series[0])
 
@@ -267,8 +265,8 @@ static void render_pool_histogram(struct sbuf *b, const char *name,
     for (size_t i = 0; i < POOL_WAIT_BUCKETS; i++) {
         cum += s->wait_hist[i];
         if (pool_wait_bucket_le_ns[i] == UINT64_MAX)
-            sb_printf(b, "%s_bucket{%s%sle=\"+Inf\"} %llu\n", name, labels,
-                      sep, (unsigned long long)cum);
+            sb_printf(b, "%s_bucket{%s%sle=\"+Inf\"} %llu\n", name, labels, sep,
+                      (unsigned long long)cum);
         else
             sb_printf(b, "%s_bucket{%s%sle=\"%g\"} %llu\n", name, labels, sep,
                       (double)pool_wait_bucket_le_ns[i] / 1e9,
@@ -328,8 +326,9 @@ static void render_conn_pool(struct sbuf *b, const struct pool_stats *s)
     sb_family(b, "poold_db_connections_destroyed_total", "counter",
               "PostgreSQL connections closed, by reason.");
     for (int r = 0; r < POOL_DESTROY__COUNT; r++)
-        sb_printf(b, "poold_db_connections_destroyed_total{reason=\"%s\"} "
-                     "%llu\n",
+        sb_printf(b,
+                  "poold_db_connections_destroyed_total{reason=\"%s\"} "
+                  "%llu\n",
                   pool_destroy_reason_str((enum pool_destroy_reason)r),
                   (unsigned long long)s->destroyed_by[r]);
     sb_family(b, "poold_db_connections_acquire_wait_seconds", "histogram",
@@ -359,13 +358,15 @@ static void render_http(struct sbuf *b, struct metrics *m)
                 if (n == 0)
                     continue;
                 if (status_values[s] == 0)
-                    sb_printf(b, "poold_http_requests_total{route=\"%s\","
-                                 "method=\"%s\",status=\"other\"} %llu\n",
+                    sb_printf(b,
+                              "poold_http_requests_total{route=\"%s\","
+                              "method=\"%s\",status=\"other\"} %llu\n",
                               route_name(m, r), method_names[i],
                               (unsigned long long)n);
                 else
-                    sb_printf(b, "poold_http_requests_total{route=\"%s\","
-                                 "method=\"%s\",status=\"%u\"} %llu\n",
+                    sb_printf(b,
+                              "poold_http_requests_total{route=\"%s\","
+                              "method=\"%s\",status=\"%u\"} %llu\n",
                               route_name(m, r), method_names[i],
                               status_values[s], (unsigned long long)n);
             }
@@ -377,20 +378,24 @@ static void render_http(struct sbuf *b, struct metrics *m)
         for (size_t i = 0; i <= NDURATION; i++) {
             cum += load(&rm->duration_bucket[i]);
             if (i < NDURATION)
-                sb_printf(b, "poold_http_request_duration_seconds_bucket{"
-                             "route=\"%s\",le=\"%g\"} %llu\n",
+                sb_printf(b,
+                          "poold_http_request_duration_seconds_bucket{"
+                          "route=\"%s\",le=\"%g\"} %llu\n",
                           route_name(m, r), duration_le_s[i],
                           (unsigned long long)cum);
             else
-                sb_printf(b, "poold_http_request_duration_seconds_bucket{"
-                             "route=\"%s\",le=\"+Inf\"} %llu\n",
+                sb_printf(b,
+                          "poold_http_request_duration_seconds_bucket{"
+                          "route=\"%s\",le=\"+Inf\"} %llu\n",
                           route_name(m, r), (unsigned long long)cum);
         }
-        sb_printf(b, "poold_http_request_duration_seconds_sum{route=\"%s\"} "
-                     "%.9f\n",
+        sb_printf(b,
+                  "poold_http_request_duration_seconds_sum{route=\"%s\"} "
+                  "%.9f\n",
                   route_name(m, r), (double)load(&rm->duration_ns_sum) / 1e9);
-        sb_printf(b, "poold_http_request_duration_seconds_count{route=\"%s\"}"
-                     " %llu\n",
+        sb_printf(b,
+                  "poold_http_request_duration_seconds_count{route=\"%s\"}"
+                  " %llu\n",
                   route_name(m, r), (unsigned long long)cum);
     }
     sb_family(b, "poold_http_connections_open", "gauge",
@@ -402,7 +407,7 @@ static void render_http(struct sbuf *b, struct metrics *m)
 int metrics_render(struct metrics *m, struct registry *reg, char **out,
                    size_t *len)
 {
-    struct sbuf b = { 0 };
+    struct sbuf b = {0};
     struct pool_snapshot snap;
     struct pool_stats conn;
     int rc = metrics_snapshot_pools(reg, &snap);

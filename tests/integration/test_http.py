@@ -292,6 +292,17 @@ class CommandLine(unittest.TestCase):
         finally:
             self.assertEqual(p.stop(), 0)
 
+    def test_generated_admin_token_is_logged_once_and_works(self):
+        p = Poold(env={"POOLD_ADMIN_TOKEN": ""})
+        try:
+            found = re.findall(r'admin_token="([0-9a-f]{64})"', p.logtext())
+            self.assertEqual(len(found), 1)
+            self.assertEqual(p.get("/stats", token=found[0]).status, 200)
+            self.assertEqual(p.get("/stats", token=TOKEN).status, 401)
+            self.assertEqual(p.logtext().count(found[0]), 1)
+        finally:
+            self.assertEqual(p.stop(), 0)
+
     def test_cannot_bind_exits_non_zero(self):
         s = socket.socket()
         s.bind(("127.0.0.1", 0))

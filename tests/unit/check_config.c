@@ -22,15 +22,15 @@ static const char *fake_getenv(void *arg, const char *name)
 static enum config_result load(struct poold_config *cfg, const char **env,
                                int argc, const char **argv, char *err)
 {
-    return config_load(cfg, argc, (char **)argv, fake_getenv, (void *)env,
-                       err, 256);
+    return config_load(cfg, argc, (char **)argv, fake_getenv, (void *)env, err,
+                       256);
 }
 
 START_TEST(defaults_match_the_design)
 {
     struct poold_config c;
     char err[256];
-    const char *argv[] = { "poold" };
+    const char *argv[] = {"poold"};
 
     ck_assert_int_eq(load(&c, NULL, 1, argv, err), CONFIG_OK);
     ck_assert_str_eq(c.database_url, "postgresql:///pools");
@@ -61,12 +61,19 @@ START_TEST(env_then_flags_win)
 {
     struct poold_config c;
     char err[256];
-    const char *env[] = { "POOLD_POOL_SIZE=8", "POOLD_ADMIN_TOKEN=envtok",
-                          "POOLD_LOG_FORMAT=json", "DATABASE_URL=host=x",
-                          "POOLD_PROCESS_COST_MS=0.5", NULL };
-    const char *argv[] = { "poold", "--pool-size", "9", "--admin-token=flag",
-                           "--pool-mode=none", "--listen", "[::1]:0",
-                           "--prewarm", "org_001,org-2" };
+    const char *env[] = {
+        "POOLD_POOL_SIZE=8",         "POOLD_ADMIN_TOKEN=envtok",
+        "POOLD_LOG_FORMAT=json",     "DATABASE_URL=host=x",
+        "POOLD_PROCESS_COST_MS=0.5", NULL};
+    const char *argv[] = {"poold",
+                          "--pool-size",
+                          "9",
+                          "--admin-token=flag",
+                          "--pool-mode=none",
+                          "--listen",
+                          "[::1]:0",
+                          "--prewarm",
+                          "org_001,org-2"};
 
     ck_assert_int_eq(load(&c, env, 9, argv, err), CONFIG_OK);
     ck_assert_uint_eq(c.pool_size, 9);
@@ -88,29 +95,29 @@ static const struct bad {
     const char *flag;  /* --flag=value or NULL */
     const char *names; /* expected in the message */
 } bad_inputs[] = {
-    { "POOLD_POOL_SIZE=abc", NULL, "POOLD_POOL_SIZE" },
-    { "POOLD_POOL_SIZE=0", NULL, "POOLD_POOL_SIZE" },
-    { "POOLD_POOL_SIZE= 4", NULL, "POOLD_POOL_SIZE" },
-    { NULL, "--pool-size=4x", "--pool-size" },
-    { NULL, "--pool-size=-1", "POOLD_POOL_SIZE" },
-    { NULL, "--pool-size=99999999999999999999", "POOLD_POOL_SIZE" },
-    { NULL, "--pool-size=300", "POOLD_POOL_CEILING" },
-    { NULL, "--max-body-bytes=0", "POOLD_MAX_BODY_BYTES" },
-    { NULL, "--client-timeout-s=", "POOLD_CLIENT_TIMEOUT_S" },
-    { NULL, "--listen=nohost", "POOLD_LISTEN" },
-    { NULL, "--listen=1.2.3.4:65536", "POOLD_LISTEN" },
-    { NULL, "--listen=1.2.3:80", "POOLD_LISTEN" },
-    { NULL, "--listen=[::1:80", "POOLD_LISTEN" },
-    { NULL, "--listen=:80", "POOLD_LISTEN" },
-    { NULL, "--pool-mode=sometimes", "POOLD_POOL_MODE" },
-    { NULL, "--log-format=xml", "POOLD_LOG_FORMAT" },
-    { NULL, "--build-cost-ms=nan", "POOLD_BUILD_COST_MS" },
-    { NULL, "--process-cost-ms=-1", "POOLD_PROCESS_COST_MS" },
-    { NULL, "--prewarm=org_1,,org_2", "POOLD_PREWARM" },
-    { NULL, "--admin-token=has space", "POOLD_ADMIN_TOKEN" },
-    { NULL, "--no-such-flag=1", "--no-such-flag" },
-    { NULL, "positional", "positional" },
-    { NULL, "--pool-size", "needs a value" },
+    {"POOLD_POOL_SIZE=abc", NULL, "POOLD_POOL_SIZE"},
+    {"POOLD_POOL_SIZE=0", NULL, "POOLD_POOL_SIZE"},
+    {"POOLD_POOL_SIZE= 4", NULL, "POOLD_POOL_SIZE"},
+    {NULL, "--pool-size=4x", "--pool-size"},
+    {NULL, "--pool-size=-1", "POOLD_POOL_SIZE"},
+    {NULL, "--pool-size=99999999999999999999", "POOLD_POOL_SIZE"},
+    {NULL, "--pool-size=300", "POOLD_POOL_CEILING"},
+    {NULL, "--max-body-bytes=0", "POOLD_MAX_BODY_BYTES"},
+    {NULL, "--client-timeout-s=", "POOLD_CLIENT_TIMEOUT_S"},
+    {NULL, "--listen=nohost", "POOLD_LISTEN"},
+    {NULL, "--listen=1.2.3.4:65536", "POOLD_LISTEN"},
+    {NULL, "--listen=1.2.3:80", "POOLD_LISTEN"},
+    {NULL, "--listen=[::1:80", "POOLD_LISTEN"},
+    {NULL, "--listen=:80", "POOLD_LISTEN"},
+    {NULL, "--pool-mode=sometimes", "POOLD_POOL_MODE"},
+    {NULL, "--log-format=xml", "POOLD_LOG_FORMAT"},
+    {NULL, "--build-cost-ms=nan", "POOLD_BUILD_COST_MS"},
+    {NULL, "--process-cost-ms=-1", "POOLD_PROCESS_COST_MS"},
+    {NULL, "--prewarm=org_1,,org_2", "POOLD_PREWARM"},
+    {NULL, "--admin-token=has space", "POOLD_ADMIN_TOKEN"},
+    {NULL, "--no-such-flag=1", "--no-such-flag"},
+    {NULL, "positional", "positional"},
+    {NULL, "--pool-size", "needs a value"},
 };
 
 START_TEST(invalid_values_name_the_setting)
@@ -118,12 +125,12 @@ START_TEST(invalid_values_name_the_setting)
     const struct bad *b = &bad_inputs[_i];
     struct poold_config c;
     char err[256] = "";
-    const char *env[] = { b->env, NULL };
-    const char *argv[] = { "poold", b->flag };
+    const char *env[] = {b->env, NULL};
+    const char *argv[] = {"poold", b->flag};
 
     ck_assert_int_eq(load(&c, env, b->flag ? 2 : 1, argv, err), CONFIG_ERROR);
-    ck_assert_msg(strstr(err, b->names) != NULL, "'%s' does not name %s",
-                  err, b->names);
+    ck_assert_msg(strstr(err, b->names) != NULL, "'%s' does not name %s", err,
+                  b->names);
     ck_assert_ptr_null(c.database_url); /* nothing left to free */
 }
 END_TEST
@@ -132,8 +139,8 @@ START_TEST(help_and_version)
 {
     struct poold_config c;
     char err[256];
-    const char *h[] = { "poold", "--pool-size=4", "--help" };
-    const char *v[] = { "poold", "--version" };
+    const char *h[] = {"poold", "--pool-size=4", "--help"};
+    const char *v[] = {"poold", "--version"};
     char *text = NULL;
     size_t len = 0;
     FILE *f = open_memstream(&text, &len);

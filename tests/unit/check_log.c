@@ -47,7 +47,10 @@ START_TEST(escape_embedded_nul_and_utf8)
     ck_assert_str_eq(out, "x\\u0000y");
     log_escape(out, sizeof out, "caf\xc3\xa9", 5); /* valid UTF-8 kept */
     ck_assert_str_eq(out, "caf\xc3\xa9");
-    log_escape(out, sizeof out, "a\xff" "b\xc3", 4); /* invalid replaced */
+    log_escape(out, sizeof out,
+               "a\xff"
+               "b\xc3",
+               4); /* invalid replaced */
     ck_assert_str_eq(out, "a\\ufffdb\\ufffd");
     log_escape(out, sizeof out, "\xed\xa0\x80", 3); /* a surrogate */
     ck_assert_str_eq(out, "\\ufffd\\ufffd\\ufffd");
@@ -92,9 +95,11 @@ static size_t count_char(const char *s, char c)
 START_TEST(json_line_is_valid_and_round_trips)
 {
     static char buf[16384];
-    struct ev e = { LOG_FORMAT_JSON, "req\n\"x\"", "path",
-                    "/a\r\nforged {\"level\":\"error\"}\x1b[31m", "org",
-                    "o\\\xff", };
+    struct ev e = {
+        LOG_FORMAT_JSON, "req\n\"x\"",
+        "path",          "/a\r\nforged {\"level\":\"error\"}\x1b[31m",
+        "org",           "o\\\xff",
+    };
     json_error_t jerr;
     json_t *root;
 
@@ -103,8 +108,7 @@ START_TEST(json_line_is_valid_and_round_trips)
     ck_assert_int_eq(buf[strlen(buf) - 1], '\n');
     root = json_loads(buf, 0, &jerr);
     ck_assert_msg(root != NULL, "not JSON: %s (%s)", buf, jerr.text);
-    ck_assert_str_eq(json_string_value(json_object_get(root, "level")),
-                     "warn");
+    ck_assert_str_eq(json_string_value(json_object_get(root, "level")), "warn");
     ck_assert_str_eq(json_string_value(json_object_get(root, "msg")),
                      "req\n\"x\"");
     ck_assert_str_eq(json_string_value(json_object_get(root, "path")),
@@ -120,7 +124,7 @@ START_TEST(json_line_stays_valid_when_truncated)
 {
     static char buf[16384];
     static char big[3000];
-    struct ev e = { LOG_FORMAT_JSON, "m", "a", big, "b", big };
+    struct ev e = {LOG_FORMAT_JSON, "m", "a", big, "b", big};
     json_t *root;
 
     /* Escapes inflate 1 byte to 6: far over the line limit. */
@@ -143,8 +147,8 @@ END_TEST
 START_TEST(text_line_is_one_line)
 {
     static char buf[16384];
-    struct ev e = { LOG_FORMAT_TEXT, "hello\nworld", "path", "/x\ny=\"z\"",
-                    "org", "o" };
+    struct ev e = {LOG_FORMAT_TEXT, "hello\nworld", "path",
+                   "/x\ny=\"z\"",   "org",          "o"};
 
     capture(emit_event, &e, buf, sizeof buf);
     ck_assert_uint_eq(count_char(buf, '\n'), 1);
