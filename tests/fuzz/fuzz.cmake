@@ -12,3 +12,5 @@ function(poold_fuzz name)
 endfunction()
 
 poold_fuzz(fuzz_rules src/rules.c)
+poold_fuzz(fuzz_request src/handlers.c src/metrics.c src/catalog.c src/log.c
+           src/rules.c src/pool.c src/status.c src/clock.c src/db.c)
