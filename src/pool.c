@@ -571,10 +571,9 @@ static int pool_reap_stale(struct pool *pool, const struct pool_item *it,
 
 /* ---- lending and returning ---------------------------------------------- */
 
-/* May an object just taken for a borrower be lent? Fresh ones skip the
- * lifetime and validation checks. */
-static int pool_lend_verdict(struct pool *pool, struct pool_item *it,
-                             bool fresh)
+/* Checks shared by lending and returning: the pool shut down, or the
+ * object belongs to a retired generation. */
+static int pool_gone_verdict(struct pool *pool, const struct pool_item *it)
 {
     if (atomic_load_explicit(&pool->gate, memory_order_relaxed) &
         POOL_GATE_SHUTDOWN)
@@ -582,6 +581,17 @@ static int pool_lend_verdict(struct pool *pool, struct pool_item *it,
     if (atomic_load_explicit(&it->generation, memory_order_relaxed) !=
         atomic_load_explicit(&pool->generation, memory_order_relaxed))
         return POOL_DESTROY_RETIRED;
+    return POOL_KEEP;
+}
+
+/* May an object just taken for a borrower be lent? Fresh ones skip the
+ * lifetime and validation checks. */
+static int pool_lend_verdict(struct pool *pool, struct pool_item *it,
+                             bool fresh)
+{
+    int gone = pool_gone_verdict(pool, it);
+    if (gone != POOL_KEEP)
+        return gone;
     uint64_t expire = atomic_load_explicit(&it->expire_ns,
                                            memory_order_relaxed);
     if (fresh || (expire == UINT64_MAX && pool->ops->validate == NULL))
@@ -719,12 +729,9 @@ void *pool_item_object(const struct pool_item *item)
 static int pool_return_verdict(struct pool *pool, struct pool_item *it,
                                uint64_t now)
 {
-    if (atomic_load_explicit(&pool->gate, memory_order_relaxed) &
-        POOL_GATE_SHUTDOWN)
-        return POOL_DESTROY_SHUTDOWN;
-    if (atomic_load_explicit(&it->generation, memory_order_relaxed) !=
-        atomic_load_explicit(&pool->generation, memory_order_relaxed))
-        return POOL_DESTROY_RETIRED;
+    int gone = pool_gone_verdict(pool, it);
+    if (gone != POOL_KEEP)
+        return gone;
     if (now >= atomic_load_explicit(&it->expire_ns, memory_order_relaxed))
         return POOL_DESTROY_EXPIRED;
     if (atomic_load_explicit(&pool->total, memory_order_relaxed) >
