@@ -847,6 +847,9 @@ class Lifecycle(unittest.TestCase):
             self.assertEqual((r.status, r.code), (503, "shutting_down"))
             for t in threads:
                 t.join(20)
+            # The drain ends once the last completion callback ran, which
+            # is just after the client read its answer.
+            wait_for(lambda: "drained" in p.logtext(), 10, "the drain's end")
         finally:
             keep.close()
             log = p.logtext()
