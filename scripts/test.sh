@@ -72,7 +72,7 @@ if [ -f tests/fuzz/fuzz.cmake ]; then
         build-fuzz/"$name" -max_total_time="$FUZZ_SECONDS" -rss_limit_mb=1024 \
             -print_final_stats=0 "$corpus" 2>"$corpus.log" ||
             { tail -50 "$corpus.log"; exit 1; }
-        echo "fuzzed clean: $name ($(grep -o 'stat::number_of_executed_units: [0-9]*' "$corpus.log" || grep -o '#[0-9]*' "$corpus.log" | tail -1) runs)"
+        echo "fuzzed clean: $name, $(grep -o 'Done [0-9]* runs' "$corpus.log")"
         rm -rf "$corpus" "$corpus.log"
     done
 fi
