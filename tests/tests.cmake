@@ -66,6 +66,10 @@ poold_check_test(registry integration tests/integration/check_registry.c
                  TIMEOUT 300)
 
 # The HTTP contract, against the real binary over a socket.
+# Debian's python3 first: it is the one install-deps.sh gives jsonschema
+# and yaml (a pyenv or venv python on PATH may lack them).
+set(Python3_FIND_STRATEGY LOCATION)
+set(Python3_ROOT_DIR /usr)
 find_package(Python3 REQUIRED COMPONENTS Interpreter)
 add_test(NAME integration.http
          COMMAND ${Python3_EXECUTABLE} -m unittest -v test_http
