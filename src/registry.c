@@ -2,6 +2,7 @@
 #include "registry.h"
 
 #include <errno.h>
+#include <stddef.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -17,6 +18,66 @@
 #define REG_READY_GRACE_NS (3 * NS_PER_S) /* db contact this recent = ready */
 #define REG_BACKOFF_MIN_NS (100 * NS_PER_MS)
 #define REG_BACKOFF_MAX_NS (5 * NS_PER_S)
+
+/*
+ * Backoff with full jitter after failures to reach the database, so a dead
+ * database is not hammered by every request: while a window is open,
+ * attempts fail at once; the first attempt after it is the probe. One
+ * breaker guards every connection attempt, one more each org's builds.
+ */
+struct breaker {
+    pthread_mutex_t lock;
+    uint64_t open_until_ns; /* attempts before this fail at once */
+    uint64_t backoff_ns;    /* 0: closed (healthy) */
+    unsigned seed;
+};
+
+static void breaker_init(struct breaker *b)
+{
+    pthread_mutex_init(&b->lock, NULL);
+    b->open_until_ns = 0;
+    b->backoff_ns = 0;
+    b->seed = (unsigned)clock_now_ns() ^ (unsigned)(uintptr_t)b;
+}
+
+/* Exponential backoff with full jitter while the database is down, so a
+ * fleet of poolds does not reconnect in lockstep. */
+static uint64_t next_backoff(uint64_t cur, unsigned *seed)
+{
+    uint64_t next = cur == 0 ? REG_BACKOFF_MIN_NS : cur * 2;
+    if (next > REG_BACKOFF_MAX_NS)
+        next = REG_BACKOFF_MAX_NS;
+    return next / 2 + (uint64_t)rand_r(seed) % (next / 2 + 1);
+}
+
+/* May an attempt go now? While a window is open, no; the first caller after
+ * it is let through as the probe and the window is pushed on meanwhile. */
+static bool breaker_allow(struct breaker *b, uint64_t now)
+{
+    bool ok;
+    pthread_mutex_lock(&b->lock);
+    ok = now >= b->open_until_ns;
+    if (ok && b->backoff_ns != 0)
+        b->open_until_ns = now + b->backoff_ns;
+    pthread_mutex_unlock(&b->lock);
+    return ok;
+}
+
+static void breaker_failure(struct breaker *b, uint64_t now)
+{
+    pthread_mutex_lock(&b->lock);
+    b->backoff_ns = next_backoff(b->backoff_ns, &b->seed);
+    b->open_until_ns = now + b->backoff_ns;
+    pthread_mutex_unlock(&b->lock);
+}
+
+static void breaker_success(struct breaker *b)
+{
+    pthread_mutex_lock(&b->lock);
+    b->backoff_ns = 0;
+    b->open_until_ns = 0;
+    pthread_mutex_unlock(&b->lock);
+}
 
 /*
  * One org of the directory (orgs table). Entries are created by the
@@ -40,6 +101,7 @@ struct org_entry {
     pthread_mutex_t misconf_lock;
     long long misconf_version;  /* -1: none */
     char misconf_msg[REG_ERR_MAX];
+    struct breaker build_breaker; /* this org's service builds */
     /* Set by a directory refresh, done after it (under reg->lock). */
     bool pending_retire;
     bool pending_resize;
@@ -51,6 +113,8 @@ struct registry {
     struct service_env env;
     struct service_env env_none;/* POOLD_POOL_MODE=none: own connections */
     struct pool *conns;         /* NULL in mode none */
+    struct breaker db_breaker;  /* every connection attempt, all orgs */
+    struct pool_ops conn_ops;   /* service_conn_pool_ops behind db_breaker */
 
     pthread_rwlock_t lock;      /* the map; lock order: lock -> a pool's */
     struct org_entry **buckets;
@@ -122,6 +186,7 @@ static struct org_entry *map_add(struct registry *reg, const char *org_id)
     snprintf(e->org_id, sizeof e->org_id, "%s", org_id);
     pthread_mutex_init(&e->misconf_lock, NULL);
     e->misconf_version = -1;
+    breaker_init(&e->build_breaker);
     if (reg->nentries >= reg->nbuckets)
         map_grow(reg);
     size_t i = hash_str(org_id) % reg->nbuckets;
@@ -160,7 +225,13 @@ static int org_service_create(void *ctx, void **obj)
     struct service *svc = NULL;
     long long version = atomic_load(&e->version);
 
+    if (!breaker_allow(&e->build_breaker, clock_now_ns()))
+        return POOLD_ERR_DB;
     int rc = service_create(&e->reg->env, e->org_id, &svc, err, sizeof err);
+    if (rc == POOLD_ERR_DB)
+        breaker_failure(&e->build_breaker, clock_now_ns());
+    else if (rc == POOLD_OK)
+        breaker_success(&e->build_breaker);
     if (rc == POOLD_ERR_MISCONFIGURED) {
         pthread_mutex_lock(&e->misconf_lock);
         e->misconf_version = version;
@@ -596,14 +667,17 @@ static void hk_wait(struct registry *reg, uint64_t ns)
         ;
 }
 
-/* Exponential backoff with full jitter while the database is down, so a
- * fleet of poolds does not reconnect in lockstep. */
-static uint64_t next_backoff(uint64_t cur, unsigned *seed)
+/* The database answers again: every request may try at once rather than
+ * wait out a backoff window opened while it was down. */
+static void breakers_reset(struct registry *reg)
 {
-    uint64_t next = cur == 0 ? REG_BACKOFF_MIN_NS : cur * 2;
-    if (next > REG_BACKOFF_MAX_NS)
-        next = REG_BACKOFF_MAX_NS;
-    return next / 2 + (uint64_t)rand_r(seed) % (next / 2 + 1);
+    size_t n;
+    struct org_entry **list = map_snapshot(reg, false, &n);
+
+    for (size_t i = 0; i < n; i++)
+        breaker_success(&list[i]->build_breaker);
+    free(list);
+    breaker_success(&reg->db_breaker);
 }
 
 static void *hk_main(void *arg)
@@ -621,6 +695,10 @@ static void *hk_main(void *arg)
             rc = hk_refresh(reg, err, sizeof err);
         if (rc == POOLD_OK) {
             mark_db_ok(reg);
+            /* The database answers again: requests may connect at once
+             * rather than wait out their backoff window. */
+            if (was_down)
+                breakers_reset(reg);
             if (was_down)
                 log_event(LOG_INFO, "database reachable again",
                           (const char *)NULL);
@@ -650,6 +728,22 @@ static void *hk_main(void *arg)
 
 /* ------------------------------------------------------------- lifecycle */
 
+/* The connection pool's create: service_conn_pool_ops' behind the
+ * breaker. ctx is the service_env inside the registry. */
+static int reg_conn_create(void *ctx, void **obj)
+{
+    struct registry *reg = (struct registry *)((char *)ctx -
+                                               offsetof(struct registry, env));
+    if (!breaker_allow(&reg->db_breaker, clock_now_ns()))
+        return POOLD_ERR_DB;
+    int rc = service_conn_pool_ops.create(ctx, obj);
+    if (rc == POOLD_OK)
+        breaker_success(&reg->db_breaker);
+    else
+        breaker_failure(&reg->db_breaker, clock_now_ns());
+    return rc;
+}
+
 static int make_conn_pool(struct registry *reg)
 {
     struct pool_config pc = {
@@ -663,7 +757,9 @@ static int make_conn_pool(struct registry *reg)
          * than conn_check_idle_ns, so validate on every acquire. */
         .validate_idle_ns = 0,
     };
-    return pool_create(&service_conn_pool_ops, &reg->env, &pc, &reg->conns);
+    reg->conn_ops = service_conn_pool_ops;
+    reg->conn_ops.create = reg_conn_create;
+    return pool_create(&reg->conn_ops, &reg->env, &pc, &reg->conns);
 }
 
 int registry_create(const struct registry_config *cfg, struct registry **out)
@@ -679,6 +775,7 @@ int registry_create(const struct registry_config *cfg, struct registry **out)
     reg->buckets = calloc(reg->nbuckets, sizeof *reg->buckets);
     pthread_rwlock_init(&reg->lock, NULL);
     pthread_mutex_init(&reg->hk_lock, NULL);
+    breaker_init(&reg->db_breaker);
     pthread_condattr_t ca;
     pthread_condattr_init(&ca);
     pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
@@ -766,6 +863,7 @@ void registry_destroy(struct registry *reg)
             struct org_entry *next = e->next;
             pool_destroy(e->pool);
             pthread_mutex_destroy(&e->misconf_lock);
+            pthread_mutex_destroy(&e->build_breaker.lock);
             free(e);
             e = next;
         }
@@ -773,6 +871,7 @@ void registry_destroy(struct registry *reg)
     pool_destroy(reg->conns);
     db_conn_close(reg->hk_conn);
     pthread_cond_destroy(&reg->hk_cond);
+    pthread_mutex_destroy(&reg->db_breaker.lock);
     pthread_mutex_destroy(&reg->hk_lock);
     pthread_rwlock_destroy(&reg->lock);
     free(reg->buckets);

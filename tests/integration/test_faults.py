@@ -258,6 +258,47 @@ class FaultTest(unittest.TestCase):
         finally:
             self.assertEqual(server.stop(), 0)
 
+    def test_database_down_is_not_hammered(self):
+        server = Poold(POOLD_POOL_SIZE=2)
+        try:
+            for i in range(10):
+                self.assertEqual(server.process(
+                    "org_%03d" % (50 + i), "tflt_h%d" % i)[0], 200)
+            pg("stop")
+            answers = []
+            lock = threading.Lock()
+
+            def flood(n):
+                for i in range(40):
+                    org = "org_%03d" % (50 + (n + i) % 20)
+                    t0 = time.monotonic()
+                    status, _, body = server.process(
+                        org, "tflt_f%d_%d" % (n, i), timeout=10)
+                    with lock:
+                        answers.append((status, body["error"]["code"]
+                                        if status != 200 else None,
+                                        time.monotonic() - t0))
+            threads = [threading.Thread(target=flood, args=(n,))
+                       for n in range(8)]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join(120)
+            self.assertEqual(len(answers), 320)
+            self.assertEqual({(s, c) for s, c, _ in answers},
+                             {(503, "database_unavailable")})
+            self.assertLess(max(d for _, _, d in answers), 6.0)
+            # Connection attempts back off: far fewer than requests.
+            with open(server.log.name) as log:
+                attempts = log.read().count("database connection failed")
+            self.assertLess(attempts, 40, "connection attempts")
+            pg("start")
+            wait_until(server.ready, 20, "readiness after the database")
+            wait_until(lambda: server.process("org_055", "tflt_back")[0]
+                       == 200, 10, "service after the database came back")
+        finally:
+            self.assertEqual(server.stop(), 0)
+
     def test_idle_clients_do_not_starve_others(self):
         server = Poold(POOLD_MAX_CLIENTS=64, POOLD_CLIENT_TIMEOUT_S=2)
         idle = []
