@@ -36,7 +36,8 @@ Try, from another shell:
        -d '{"id":"msg_000001","org_id":"org_001","payload":"9f3a"}'
   curl -s localhost:$port/stats -H 'Authorization: Bearer $POOLD_ADMIN_TOKEN'
   curl -s -X PUT localhost:$port/pools/org_001/size \\
-       -H 'Authorization: Bearer $POOLD_ADMIN_TOKEN' -d '{"max_size":8}'
+       -H 'Authorization: Bearer $POOLD_ADMIN_TOKEN' \
+       -H 'Content-Type: application/json' -d '{"max_size":8}'
   curl -s localhost:$port/metrics -H 'Authorization: Bearer $POOLD_ADMIN_TOKEN'
 
 TXT

@@ -86,3 +86,11 @@ add_test(NAME integration.faults
 set_tests_properties(integration.faults PROPERTIES LABELS integration
                      TIMEOUT 600 FIXTURES_REQUIRED pg RESOURCE_LOCK pg
                      ENVIRONMENT "${POOLD_TEST_ENV}")
+
+# The README's curl examples, as written, against the real server.
+add_test(NAME integration.readme
+         COMMAND ${Python3_EXECUTABLE} -m unittest -v test_readme
+         WORKING_DIRECTORY ${CMAKE_SOURCE_DIR}/tests/integration)
+set_tests_properties(integration.readme PROPERTIES LABELS integration
+                     TIMEOUT 120 FIXTURES_REQUIRED pg RESOURCE_LOCK pg
+                     ENVIRONMENT "${POOLD_TEST_ENV}")
