@@ -4,7 +4,7 @@
 #   1. install missing Debian packages
 #   2. plain build: unit + integration tests (real PostgreSQL, real binary)
 #   3. ASan+UBSan build: unit + integration tests, leaks included
-#   4. TSan build: the pool and registry tests
+#   4. TSan build: unit and integration tests (the server under TSan too)
 #   5. valgrind memcheck on the unit tests
 #   6. libFuzzer targets, a short bounded run each
 #   7. OpenAPI lint, docker-compose validation
@@ -47,11 +47,10 @@ build build-asan -DPOOLD_SANITIZE=address
 ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 UBSAN_OPTIONS=print_stacktrace=1 \
     CK_TIMEOUT_MULTIPLIER=3 ctest --test-dir build-asan --output-on-failure
 
-step "TSan build: pool and registry tests"
+step "TSan build: unit and integration tests"
 build build-tsan -DPOOLD_SANITIZE=thread
 TSAN_OPTIONS="halt_on_error=1 second_deadlock_stack=1" CK_TIMEOUT_MULTIPLIER=5 \
-    tsan_run ctest --test-dir build-tsan --output-on-failure \
-    -R '^(unit\.pool|integration\.registry|pg\.start|pg\.stop)$'
+    tsan_run ctest --test-dir build-tsan --output-on-failure
 
 step "valgrind memcheck: unit tests"
 for t in build-test/check_pool build-test/check_rules build-test/check_log \
