@@ -328,6 +328,66 @@ START_TEST(test_config_change_retires)
 }
 END_TEST
 
+struct slow_arg {
+    struct registry *reg;
+    int rc;
+    struct service_result res;
+};
+
+static void *slow_request(void *p)
+{
+    struct slow_arg *a = p;
+    a->rc = process(a->reg, "treg_act", "treg_act_slow", "abcd", &a->res);
+    return NULL;
+}
+
+/* A service lent out during a configuration change is destroyed when it
+ * comes back, never returned to idle to serve the old rules. */
+START_TEST(test_config_change_retires_active_on_release)
+{
+    PGconn *db = admin();
+    sql(db, "INSERT INTO orgs (org_id, config) VALUES "
+            "('treg_act', '{\"rules\":[{\"type\":\"hex_payload\"}]}'), "
+            "('treg_act2', '{\"rules\":[{\"type\":\"hex_payload\"}]}')");
+    struct registry_config cfg = base_config();
+    cfg.process_cost_ms = 1500;
+    struct registry *reg = start(&cfg);
+    struct slow_arg a = { .reg = reg };
+    struct pool_stats st;
+    pthread_t t;
+
+    ck_assert_int_eq(pthread_create(&t, NULL, slow_request, &a), 0);
+    uint64_t deadline = clock_now_ns() + 5 * NS_PER_S;
+    do {
+        ck_assert_int_eq(registry_pool_stats(reg, "treg_act", &st), POOLD_OK);
+    } while (st.active != 1 && clock_now_ns() < deadline);
+    ck_assert_uint_eq(st.active, 1);
+    /* One statement changes both orgs: the same directory refresh sees
+     * both, and treg_act2's new rules show when it has happened. */
+    sql(db, "UPDATE orgs SET config = '{\"rules\":[{\"type\":\"hex_payload\"},"
+            "{\"type\":\"min_payload_bytes\",\"value\":2}]}' "
+            "WHERE org_id IN ('treg_act', 'treg_act2')");
+    ck_assert(wait_for_checks(reg, "treg_act2", 2));
+    pthread_join(t, NULL);
+    ck_assert_int_eq(a.rc, POOLD_OK);
+    ck_assert_uint_eq(a.res.verdict.checks, 1); /* began under the old */
+
+    /* Its only service was lent during the change: destroyed on release. */
+    ck_assert_int_eq(registry_pool_stats(reg, "treg_act", &st), POOLD_OK);
+    ck_assert_uint_eq(st.created, 1);
+    ck_assert_uint_eq(st.destroyed_by[POOL_DESTROY_RETIRED], 1);
+    ck_assert_uint_eq(st.idle + st.active, 0);
+    struct service_result res;
+    ck_assert_int_eq(process(reg, "treg_act", "treg_act_after", "abcd", &res),
+                     POOLD_OK);
+    ck_assert_uint_eq(res.verdict.checks, 2);
+    ck_assert_int_eq(registry_pool_stats(reg, "treg_act", &st), POOLD_OK);
+    ck_assert_uint_eq(st.destroyed_by[POOL_DESTROY_INVALID], 0);
+    registry_destroy(reg);
+    PQfinish(db);
+}
+END_TEST
+
 START_TEST(test_misconfigured_then_fixed)
 {
     PGconn *db = admin();
@@ -495,6 +555,7 @@ int main(void)
     tcase_add_test(tc, test_isolation_many_threads);
     tcase_add_test(tc, test_cap_many_orgs);
     tcase_add_test(tc, test_config_change_retires);
+    tcase_add_test(tc, test_config_change_retires_active_on_release);
     tcase_add_test(tc, test_misconfigured_then_fixed);
     tcase_add_test(tc, test_unknown_org_flood);
     tcase_add_test(tc, test_resize_persists);
