@@ -1,0 +1,146 @@
+# summarize.jq — bench/out/raw.jsonl (slurped) -> bench/out/results.json.
+# Medians over runs; ratios are taken within one run (none / pooled of the
+# same run, same messages), then their median is reported.
+
+def median: sort | if length == 0 then null
+    elif length % 2 == 1 then .[length / 2 | floor]
+    else (.[length / 2 - 1] + .[length / 2]) / 2 end;
+def r(n): if . == null then null else (. * pow(10; n) | round) / pow(10; n) end;
+def of(k): map(select(.kind == k));
+
+. as $all
+| ($all | of("seed")) as $seed
+| ($seed | map(.run) | unique) as $runs
+| def pair(w; c; ph; f): [ $runs[] as $k
+      | ($seed | map(select(.workload == w and .cost == c and .run == $k
+                            and .phase == ph))) as $x
+      | ($x | map(select(.mode == "none")) | first) as $n
+      | ($x | map(select(.mode == "pooled")) | first) as $p
+      | select($n != null and $p != null)
+      | {none: ($n | f), pooled: ($p | f), ratio: (($n | f) / ($p | f))} ];
+def nonok(w; c; ph): $seed | map(select(.workload == w and .cost == c
+                                   and .phase == ph) | .non200) | add;
+{
+  machine: ($all | of("machine") | first | del(.kind)),
+  seconds: $ARGS.named.seconds,
+  runs: ($runs | length),
+  seed_batch: ([
+    ["batch200", "200 msg, 4 workers, 4 slots/org", 200],
+    ["batch1000", "1000 msg, 8 workers, 20 slots/org", 1000]
+  ] as $ws | [ $ws[] as [$w, $vol, $n] | ("real", "seed") as $c
+    | ("cold", "warm") as $ph
+    | pair($w; $c; $ph; .wall_ms) as $p
+    | select($p | length > 0)
+    | {workload: $w, volume: $vol, cost: $c, phase: $ph, messages: $n,
+       none_ms: ($p | map(.none) | median | r(1)),
+       pooled_ms: ($p | map(.pooled) | median | r(1)),
+       none_rps: ($n / ($p | map(.none) | median) * 1000 | r(0)),
+       pooled_rps: ($n / ($p | map(.pooled) | median) * 1000 | r(0)),
+       speedup: ($p | map(.ratio) | median | r(2)),
+       speedup_min: ($p | map(.ratio) | min | r(2)),
+       speedup_max: ($p | map(.ratio) | max | r(2)),
+       runs: ($p | length),
+       non200: nonok($w; $c; $ph),
+       services_built: ($seed | map(select(.workload == $w and .cost == $c
+           and .mode == "pooled" and .phase == $ph) | .services_built) | median),
+       per_run: $p} ]),
+  seed_single: ([ ("real", "scram", "seed") as $c
+    | pair("single"; $c; "warm"; .latency.mean_ms) as $mean
+    | pair("single"; $c; "warm"; .latency.median_ms) as $med
+    | select($mean | length > 0)
+    | {cost: $c,
+       none_mean_ms: ($mean | map(.none) | median | r(3)),
+       pooled_mean_ms: ($mean | map(.pooled) | median | r(3)),
+       mean_ratio: ($mean | map(.ratio) | median | r(1)),
+       none_median_ms: ($med | map(.none) | median | r(3)),
+       pooled_median_ms: ($med | map(.pooled) | median | r(3)),
+       median_ratio: ($med | map(.ratio) | median | r(1)),
+       none_per_s: (1000 / ($mean | map(.none) | median) | r(1)),
+       pooled_per_s: (1000 / ($mean | map(.pooled) | median) | r(1)),
+       ratio_min: ($mean | map(.ratio) | min | r(1)),
+       ratio_max: ($mean | map(.ratio) | max | r(1)),
+       runs: ($mean | length),
+       non200: nonok("single"; $c; "warm"),
+       per_run_mean: $mean} ]),
+  cpu: ($all | of("cpu") | map({mode, wall_ms, non200, poold_us_per_req,
+                               postgres_us_per_req})),
+  alloc: ([ $all | of("alloc") | group_by(.messages)[]
+    | (map(select(.mode == "pooled")) | first) as $p
+    | (map(select(.mode == "none")) | first) as $n
+    | {messages: .[0].messages,
+       pooled_allocs_per_req: (($p.after.allocs - $p.before.allocs) / $p.messages | r(1)),
+       none_allocs_per_req: (($n.after.allocs - $n.before.allocs) / $n.messages | r(1)),
+       pooled_bytes_per_req: (($p.after.bytes_total - $p.before.bytes_total) / $p.messages | r(0)),
+       none_bytes_per_req: (($n.after.bytes_total - $n.before.bytes_total) / $n.messages | r(0)),
+       pooled_rss_kb: [$p.rss_before_kb, $p.rss_after_kb],
+       none_rss_kb: [$n.rss_before_kb, $n.rss_after_kb],
+       pooled_heap_in_use: [$p.before.bytes_in_use, $p.after.bytes_in_use],
+       none_heap_in_use: [$n.before.bytes_in_use, $n.after.bytes_in_use],
+       pooled_wall_ms: $p.wall_ms, none_wall_ms: $n.wall_ms,
+       non200: ($p.non200 + $n.non200)} ]),
+  idle: (($all | of("idle")) as $i
+    | ($i | map(select(.case == "empty")) | first) as $e
+    | ($i | map(select(.case == "all")) | first) as $a
+    | ($i | map(select(.case == "all_ceiling4")) | first) as $c4
+    | ($all | of("pgconn") | first) as $pc
+    | if $e == null or $a == null then null else
+      {empty: $e, all: $a, all_ceiling4: $c4, pgconn: $pc,
+       bytes_per_service: (($a.bytes_in_use - $e.bytes_in_use) / $a.services | r(0)),
+       bytes_per_service_ceiling4: (if $c4 == null then null else
+           ($c4.bytes_in_use - $e.bytes_in_use) / $c4.services | r(0) end),
+       rss_kb_per_service: (($a.rss_kb - $e.rss_kb) / $a.services | r(1)),
+       pgconn_bytes: ($pc.bytes_per_conn_after_query // null)} end),
+  ceiling: (($all | of("ceiling")) as $c
+    | def cruns(sel): $c | map(select(sel));
+    # CPU microseconds per request, by process group, median over runs
+    def cpu(runs): (runs | map(select(.cpu != null and .requests > 0)
+        | .requests as $n | .cpu | map_values(. / $n * 1e6))) as $u
+        | if ($u | length) == 0 then null else
+          ($u[0] | keys) as $k
+          | reduce $k[] as $key ({}; .[$key] = ($u | map(.[$key]) | median | r(1)))
+          end;
+    def summary(runs): {rps: (runs | map(.rps) | median | r(0)),
+        rps_all: (runs | map(.rps | r(0))),
+        p50_ms: (runs | map(.latency.p50_ms) | median),
+        p99_ms: (runs | map(.latency.p99_ms) | median),
+        non200: (runs | map(.non200) | add),
+        services_built: (runs | map(.stats.services_built) | median),
+        evicted: (runs | map(.stats.evicted) | median),
+        cpu_us_per_req: cpu(runs)};
+    (cruns(.who == "pgbench" and .case == "c8")) as $pg
+    | (cruns(.who == "poold" and .case == "orgs10")) as $p10
+    | (cruns(.who == "poold" and .case == "org1")) as $p1
+    | def ratio(p): [ p[] as $x | ($pg | map(select(.run == $x.run)) | first) as $g
+          | select($g != null) | $x.rps / $g.rps ] | median | r(2);
+    if ($pg | length) == 0 then null else
+      {runs: ($pg | length),
+       pgbench: {rps: ($pg | map(.rps) | median | r(0)),
+           rps_all: ($pg | map(.rps | r(0))),
+           failed: ($pg | map(.failed) | add),
+           latency_avg_ms: ($pg | map(.latency_avg_ms) | median),
+           cpu_us_per_req: cpu($pg)},
+       pgbench_c1: (cruns(.who == "pgbench" and .case == "c1") | first),
+       poold_orgs10: summary($p10), poold_org1: summary($p1),
+       ratio_orgs10: ratio($p10), ratio_org1: ratio($p1),
+       rate_poold_org1: ($all | of("rate") | map(select(.who == "poold" and .case == "org1")) | first),
+       rate_poold_orgs10: ($all | of("rate") | map(select(.who == "poold" and .case == "orgs10")) | first),
+       rate_pgbench: ($all | of("rate") | map(select(.who == "pgbench")) | first)} end),
+  poolbench: ($all | of("poolbench") | map({threads, ns_per_op, line})),
+  poolbench_allocs: ($all | of("poolbench_allocs") | first),
+  raw: $all
+}
+| .poolbench_allocs_per_pair = (
+    if .poolbench_allocs == null or (.poolbench | length) == 0 then null else
+    # extra pairs in the long run (3 cases, 1 s longer each), estimated from
+    # the 2 s run's ns_per_op
+    (.poolbench_allocs.long_s - .poolbench_allocs.short_s) as $extra_s
+    | (.poolbench | map(1e9 / .ns_per_op) | add * $extra_s) as $pairs
+    | {allocs_short: .poolbench_allocs.allocs_short,
+       allocs_long: .poolbench_allocs.allocs_long,
+       extra_pairs: ($pairs | round),
+       per_pair: ((.poolbench_allocs.allocs_long - .poolbench_allocs.allocs_short)
+                  / $pairs)} end)
+| .plot = ([.seed_batch[] | {name: "\(.workload) \(.cost) \(.phase)",
+                             none: .none_rps, pooled: .pooled_rps}]
+           + [.seed_single[] | {name: "single \(.cost)",
+                                none: .none_per_s, pooled: .pooled_per_s}])
