@@ -24,10 +24,17 @@ bool catalog_org_id_is_valid(const char *s, size_t len);
 POOLD_MUSTCHECK int catalog_check_schema(struct db_conn *conn, char *err,
                                          size_t errlen);
 
-/* A cheap fingerprint of the whole table: (count, max(config_version)).
- * If it is unchanged, nothing changed. */
+/*
+ * A fingerprint of the whole table: the row count and an order-independent
+ * digest of every row's (org_id, config_version, enabled, pool_max_size).
+ * If both are unchanged, nothing poold uses changed. A digest, not
+ * max(config_version): sequence numbers are taken at update time, so a
+ * transaction that commits after a later-numbered one would not move the
+ * maximum and its change would be missed forever. One scan of orgs, no
+ * rows sent.
+ */
 POOLD_MUSTCHECK int catalog_fingerprint(struct db_conn *conn, long long *count,
-                                        long long *max_version, char *err,
+                                        long long *digest, char *err,
                                         size_t errlen);
 
 /* Load every org. *out is malloc'd (caller frees), *n its length. */

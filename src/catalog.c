@@ -91,18 +91,21 @@ int catalog_check_schema(struct db_conn *conn, char *err, size_t errlen)
 }
 
 int catalog_fingerprint(struct db_conn *conn, long long *count,
-                        long long *max_version, char *err, size_t errlen)
+                        long long *digest, char *err, size_t errlen)
 {
+    /* sum() of bigint is numeric: no overflow; folded back into bigint. */
     PGresult *res = catalog_exec(
         conn, "orgs fingerprint",
-        "SELECT count(*), coalesce(max(config_version), 0) FROM orgs", 0,
-        NULL, err, errlen);
+        "SELECT count(*), coalesce(sum(hashtextextended(concat_ws(':', "
+        "org_id, config_version, enabled, pool_max_size), 0)) "
+        "% 9223372036854775807, 0)::bigint FROM orgs",
+        0, NULL, err, errlen);
     int rc = POOLD_OK;
 
     if (res == NULL)
         return POOLD_ERR_DB;
     if (!catalog_get_ll(res, 0, 0, count) ||
-        !catalog_get_ll(res, 0, 1, max_version)) {
+        !catalog_get_ll(res, 0, 1, digest)) {
         snprintf(err, errlen, "orgs fingerprint: unexpected values");
         rc = POOLD_ERR_DB;
     }

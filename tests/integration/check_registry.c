@@ -388,6 +388,39 @@ START_TEST(test_config_change_retires_active_on_release)
 }
 END_TEST
 
+/* Versions come from a sequence when a row is updated, not when it
+ * commits: a change committed after a later-numbered one must be seen. */
+START_TEST(test_config_change_committed_out_of_order)
+{
+    PGconn *db = admin(), *slow = admin();
+    sql(db, "INSERT INTO orgs (org_id, config) VALUES "
+            "('treg_ooo1', '{\"rules\":[]}'), ('treg_ooo2', '{\"rules\":[]}')");
+    struct registry_config cfg = base_config();
+    struct registry *reg = start(&cfg);
+    const char *two_rules = "'{\"rules\":[{\"type\":\"hex_payload\"},"
+                            "{\"type\":\"min_payload_bytes\",\"value\":1}]}'";
+    char q[512];
+
+    /* Both orgs have an idle service built from the first version, so
+     * new rules show only once the directory refresh has seen them. */
+    ck_assert(wait_for_checks(reg, "treg_ooo1", 0));
+    ck_assert(wait_for_checks(reg, "treg_ooo2", 0));
+    sql(slow, "BEGIN");
+    snprintf(q, sizeof q, "UPDATE orgs SET config = %s WHERE org_id = "
+             "'treg_ooo1'", two_rules);
+    sql(slow, q); /* takes version N, not committed yet */
+    snprintf(q, sizeof q, "UPDATE orgs SET config = %s WHERE org_id = "
+             "'treg_ooo2'", two_rules);
+    sql(db, q); /* takes N + 1, committed */
+    ck_assert(wait_for_checks(reg, "treg_ooo2", 2));
+    sql(slow, "COMMIT");
+    ck_assert(wait_for_checks(reg, "treg_ooo1", 2));
+    registry_destroy(reg);
+    PQfinish(slow);
+    PQfinish(db);
+}
+END_TEST
+
 START_TEST(test_misconfigured_then_fixed)
 {
     PGconn *db = admin();
@@ -556,6 +589,7 @@ int main(void)
     tcase_add_test(tc, test_cap_many_orgs);
     tcase_add_test(tc, test_config_change_retires);
     tcase_add_test(tc, test_config_change_retires_active_on_release);
+    tcase_add_test(tc, test_config_change_committed_out_of_order);
     tcase_add_test(tc, test_misconfigured_then_fixed);
     tcase_add_test(tc, test_unknown_org_flood);
     tcase_add_test(tc, test_resize_persists);
