@@ -33,6 +33,7 @@ struct poold_config {
     unsigned db_max_conns;       /* POOLD_DB_MAX_CONNS */
     unsigned conn_ttl_s;         /* POOLD_CONN_TTL_S */
     unsigned conn_check_idle_ms; /* POOLD_CONN_CHECK_IDLE_MS */
+    unsigned statement_timeout_ms; /* POOLD_STATEMENT_TIMEOUT_MS, 0: none */
     char *prewarm;               /* POOLD_PREWARM: "all", a comma list or "" */
     unsigned max_body_bytes;     /* POOLD_MAX_BODY_BYTES */
     unsigned max_clients;        /* POOLD_MAX_CLIENTS */

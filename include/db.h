@@ -16,6 +16,9 @@ struct db_settings {
     const char *url;              /* libpq connection string or URI; borrowed */
     const char *application_name; /* shown in pg_stat_activity; borrowed */
     unsigned connect_timeout_s;   /* libpq connect_timeout (>= 2 effective) */
+    unsigned statement_timeout_ms;/* statement_timeout, lock_timeout and
+                                     idle_in_transaction_session_timeout
+                                     of the session; 0: server defaults */
 };
 
 /*

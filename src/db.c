@@ -55,14 +55,26 @@ int db_conn_open(const struct db_settings *settings, uint64_t now_ns,
     char timeout[16];
     unsigned t = settings->connect_timeout_s;
     const char *app = settings->application_name;
+    /* Bounded queries: a row lock held by another session, or a slow
+     * statement, must not hold a request (and a shutdown) forever. Sent as
+     * startup options (PgBouncer needs them in ignore_startup_parameters);
+     * an empty value leaves the url's own options alone. */
+    char options[160] = "";
+    unsigned st = settings->statement_timeout_ms;
+    if (st > 0)
+        snprintf(options, sizeof options,
+                 "-c statement_timeout=%u -c lock_timeout=%u "
+                 "-c idle_in_transaction_session_timeout=%u",
+                 st, st, st < 1000 ? 1000 : st);
     /* dbname first: expand_dbname=1 expands the url there, and the
      * keywords after it override what the url says. */
     const char *const keys[] = { "dbname", "connect_timeout", "keepalives",
                                  "keepalives_idle", "keepalives_interval",
                                  "keepalives_count", "tcp_user_timeout",
-                                 "application_name", NULL };
+                                 "application_name", "options", NULL };
     const char *vals[] = { settings->url, timeout, "1", "30", "10", "3",
-                           "10000", app && *app ? app : "poold", NULL };
+                           "10000", app && *app ? app : "poold", options,
+                           NULL };
     struct db_conn *conn;
 
     *out = NULL;

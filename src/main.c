@@ -31,6 +31,7 @@ static void registry_config_from(const struct poold_config *cfg,
     rc->db.url = cfg->database_url;
     rc->db.application_name = "poold";
     rc->db.connect_timeout_s = DB_CONNECT_TIMEOUT_S;
+    rc->db.statement_timeout_ms = cfg->statement_timeout_ms;
     rc->pooled = cfg->pool_mode == CONFIG_POOL_MODE_POOLED;
     rc->default_size = cfg->pool_size;
     rc->ceiling = cfg->pool_ceiling;

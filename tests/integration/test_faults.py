@@ -299,6 +299,37 @@ class FaultTest(unittest.TestCase):
         finally:
             self.assertEqual(server.stop(), 0)
 
+    def test_row_lock_held_elsewhere_is_bounded(self):
+        # Another session inserts the same message and holds its
+        # transaction open: poold's insert waits for that row lock.
+        holder = subprocess.Popen(
+            ["psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", ADMIN_URL,
+             "-c", "BEGIN", "-c",
+             "INSERT INTO processed_messages (org_id, message_id, passed, "
+             "checks, payload_sha256) VALUES ('org_046', 'tflt_lock', true, "
+             "0, '\\x00')", "-c", "SELECT pg_sleep(30)", "-c", "ROLLBACK"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        server = Poold(POOLD_STATEMENT_TIMEOUT_MS=1000)
+        try:
+            wait_until(lambda: psql(
+                "SELECT count(*) FROM pg_stat_activity WHERE query LIKE "
+                "'SELECT pg_sleep(30)%'") == "1", 10, "the lock holder")
+            started = time.monotonic()
+            status, _, body = server.process("org_046", "tflt_lock")
+            self.assertLess(time.monotonic() - started, 5.0)
+            self.assertEqual(status, 503, body)
+            self.assertEqual(body["error"]["code"], "database_unavailable")
+            holder.terminate()
+            psql("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                 "WHERE query LIKE 'SELECT pg_sleep(30)%'")
+            wait_until(lambda: server.process("org_046", "tflt_lock")[0]
+                       == 200, 10, "the row once the lock is gone")
+            self.assertEqual(rows_for(["tflt_lock"]), 1)
+        finally:
+            holder.kill()
+            holder.wait()
+            self.assertEqual(server.stop(), 0)
+
     def test_idle_clients_do_not_starve_others(self):
         server = Poold(POOLD_MAX_CLIENTS=64, POOLD_CLIENT_TIMEOUT_S=2)
         idle = []
