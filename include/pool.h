@@ -129,6 +129,11 @@ void pool_release(struct pool *pool, struct pool_item *item);
 /* Give an item back that must not be reused: it is destroyed (BROKEN). */
 void pool_release_broken(struct pool *pool, struct pool_item *item);
 
+/* Give an item back whose resource another borrower needs more (the
+ * registry, at the connection cap): it is destroyed (EVICTED), and its slot
+ * goes to the next waiter, who builds anew. */
+void pool_release_evict(struct pool *pool, struct pool_item *item);
+
 /* True if the item is past its jittered lifetime at now_ns. */
 bool pool_item_is_expired(const struct pool *pool,
                           const struct pool_item *item, uint64_t now_ns);

@@ -760,6 +760,12 @@ void pool_release_broken(struct pool *pool, struct pool_item *item)
         pool_item_destroy(pool, item, POOL_DESTROY_BROKEN);
 }
 
+void pool_release_evict(struct pool *pool, struct pool_item *item)
+{
+    if (item != NULL)
+        pool_item_destroy(pool, item, POOL_DESTROY_EVICTED);
+}
+
 bool pool_item_is_expired(const struct pool *pool,
                           const struct pool_item *item, uint64_t now_ns)
 {

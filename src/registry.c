@@ -132,6 +132,10 @@ struct registry {
     long long fp_count, fp_version;
     bool hk_stop;
     bool hk_started;
+    /* Prewarm runs on its own thread: builds may take long, and the
+     * housekeeping loop must go on refreshing (readiness, config). */
+    pthread_t prewarm_thread;
+    bool prewarm_started;       /* written by hk thread, read after join */
     pthread_t hk_thread;
 };
 
@@ -410,28 +414,44 @@ static int process_pooled(struct registry *reg, struct org_entry *e,
     rc = run_service(pool_item_object(item), msg, out, err, errlen);
     if (rc == POOLD_ERR_DB)
         pool_release_broken(e->pool, item);
+    else if (pool_waiting(reg->conns) > 0)
+        /* Someone waits for a connection at the cap: this service's goes
+         * to the first in that queue, whatever its org, rather than to
+         * this org's next request. A busy org cannot keep every
+         * connection to itself. */
+        pool_release_evict(e->pool, item);
     else
         pool_release(e->pool, item);
-    /* Someone is waiting for a connection at the cap: the longest-idle
-     * service, maybe the one just released, gives its connection back, so
-     * one org's idle services never starve another's requests. */
-    if (pool_waiting(reg->conns) > 0)
-        (void)registry_reclaim(reg, "");
     return rc;
 }
 
-/* POOLD_POOL_MODE=none: the seed's "alloc" baseline. */
+/* POOLD_POOL_MODE=none: the seed's "alloc" baseline. A service and its
+ * connection are built for the request and closed after it; the cap still
+ * holds: a permit from reg->conns (a pool of tokens) per open connection. */
 static int process_unpooled(struct registry *reg, struct org_entry *e,
                             const struct message *msg,
                             struct service_result *out, char *err,
                             size_t errlen)
 {
     struct service *svc;
-    int rc = service_create(&reg->env_none, e->org_id, &svc, err, errlen);
+    struct pool_item *permit;
+    int rc = pool_acquire(reg->conns, reg->cfg.acquire_timeout_ns, &permit);
     if (rc != POOLD_OK)
         return rc;
-    rc = run_service(svc, msg, out, err, errlen);
-    service_close(svc);
+    if (!breaker_allow(&reg->db_breaker, clock_now_ns())) {
+        pool_release(reg->conns, permit);
+        return POOLD_ERR_DB;
+    }
+    rc = service_create(&reg->env_none, e->org_id, &svc, err, errlen);
+    if (rc == POOLD_ERR_DB)
+        breaker_failure(&reg->db_breaker, clock_now_ns());
+    else if (rc == POOLD_OK)
+        breaker_success(&reg->db_breaker);
+    if (rc == POOLD_OK) {
+        rc = run_service(svc, msg, out, err, errlen);
+        service_close(svc);
+    }
+    pool_release(reg->conns, permit);
     return rc;
 }
 
@@ -609,8 +629,14 @@ static void maintain_all(struct registry *reg)
     for (size_t i = 0; i < n; i++)
         pool_maintain(list[i]->pool, now);
     free(list);
-    if (reg->conns)
-        pool_maintain(reg->conns, now);
+    if (reg->conns == NULL)
+        return;
+    pool_maintain(reg->conns, now);
+    /* A build queued for a connection just after the last service was
+     * released idle would otherwise wait for the next release anywhere. */
+    while (reg->cfg.pooled && pool_waiting(reg->conns) > 0 &&
+           registry_reclaim(reg, ""))
+        ;
 }
 
 /* Build one service for org_id and leave it idle in its pool. */
@@ -627,12 +653,13 @@ static void prewarm_one(struct registry *reg, const char *org_id)
 
 /* Build one service for each org named by POOLD_PREWARM ("all" or a comma
  * list; names not in the directory are logged and skipped). */
-static void prewarm(struct registry *reg)
+static void *prewarm(void *arg)
 {
+    struct registry *reg = arg;
     const char *list = reg->prewarm;
 
     if (list[0] == '\0' || !reg->cfg.pooled)
-        return;
+        return NULL;
     if (strcmp(list, "all") == 0) {
         size_t n;
         struct org_entry **all = map_snapshot(reg, false, &n);
@@ -652,6 +679,7 @@ static void prewarm(struct registry *reg)
         }
     }
     log_event(LOG_INFO, "prewarm done", "orgs", list, (const char *)NULL);
+    return NULL;
 }
 
 /* Wait on hk_cond until the deadline or a stop; under hk_lock. */
@@ -716,7 +744,8 @@ static void *hk_main(void *arg)
         pthread_mutex_unlock(&reg->hk_lock);
         maintain_all(reg);
         if (!prewarmed && atomic_load(&reg->loaded)) {
-            prewarm(reg);
+            reg->prewarm_started = pthread_create(&reg->prewarm_thread, NULL,
+                                                  prewarm, reg) == 0;
             prewarmed = true;
         }
         pthread_mutex_lock(&reg->hk_lock);
@@ -744,6 +773,26 @@ static int reg_conn_create(void *ctx, void **obj)
     return rc;
 }
 
+/* Mode none's connection pool holds permits, not connections: the
+ * generic pool is a fair, counted semaphore for free. */
+static int permit_create(void *ctx, void **obj)
+{
+    *obj = ctx; /* any non-NULL token */
+    return POOLD_OK;
+}
+
+static void permit_destroy(void *ctx, void *obj, enum pool_destroy_reason why)
+{
+    (void)ctx;
+    (void)obj;
+    (void)why;
+}
+
+static const struct pool_ops permit_ops = {
+    .create = permit_create,
+    .destroy = permit_destroy,
+};
+
 static int make_conn_pool(struct registry *reg)
 {
     struct pool_config pc = {
@@ -759,6 +808,11 @@ static int make_conn_pool(struct registry *reg)
     };
     reg->conn_ops = service_conn_pool_ops;
     reg->conn_ops.create = reg_conn_create;
+    if (!reg->cfg.pooled) {
+        pc.name = "connection permits";
+        pc.max_lifetime_ns = pc.lifetime_jitter_ns = 0;
+        return pool_create(&permit_ops, reg, &pc, &reg->conns);
+    }
     return pool_create(&reg->conn_ops, &reg->env, &pc, &reg->conns);
 }
 
@@ -794,11 +848,12 @@ int registry_create(const struct registry_config *cfg, struct registry **out)
     reg->env_none = reg->env;
     reg->env_none.reclaim = NULL;
     if (reg->prewarm == NULL || reg->buckets == NULL ||
-        (cfg->pooled && make_conn_pool(reg) != POOLD_OK)) {
+        make_conn_pool(reg) != POOLD_OK) {
         registry_destroy(reg);
         return POOLD_ERR_NOMEM;
     }
-    reg->env.conns = reg->conns;
+    if (cfg->pooled)
+        reg->env.conns = reg->conns;
     *out = reg;
     return POOLD_OK;
 }
@@ -856,6 +911,9 @@ void registry_destroy(struct registry *reg)
         pthread_mutex_unlock(&reg->hk_lock);
         pthread_join(reg->hk_thread, NULL);
     }
+    /* After the pools were shut down: its acquires fail at once. */
+    if (reg->prewarm_started)
+        pthread_join(reg->prewarm_thread, NULL);
     /* Service pools first: their services give connections back. */
     for (size_t i = 0; reg->buckets && i < reg->nbuckets; i++) {
         struct org_entry *e = reg->buckets[i];

@@ -46,34 +46,22 @@ static void svc_pq_error(PGconn *pg, const PGresult *res, const char *what,
 
 /* ------------------------------------------------------- the connection */
 
-/* How long one wait for a connection lasts before another org's idle
- * service is asked again to give one back. Releases of services also hand
- * connections to waiters (registry), so this only bounds a rare race. */
-#define SVC_CONN_SLICE_NS (50 * NS_PER_MS)
-
 /*
  * At the cap, connections sit in other orgs' idle services, which give them
- * back only when asked (reclaim): so ask, wait a slice, ask again, until
- * the deadline. The last attempt is an ordinary acquire, so a real
- * shortage shows in the connection pool's total_timeouts.
+ * back only when asked: ask (reclaim) before queueing. Once queued, every
+ * service released anywhere gives its connection to the queue (registry),
+ * so waiting is first come, first served across orgs, and a real shortage
+ * shows in the connection pool's total_timeouts.
  */
 static int svc_conn_take(const struct service_env *env, const char *org_id,
                          struct pool_item **item)
 {
-    uint64_t deadline = clock_now_ns() + env->conn_acquire_timeout_ns;
     int rc = pool_try_acquire(env->conns, 0, item);
 
-    while (rc == POOLD_ERR_TIMEOUT && env->reclaim != NULL) {
-        uint64_t now = clock_now_ns();
-        if (now >= deadline)
-            return pool_acquire(env->conns, 0, item);
-        bool freed = env->reclaim(env->reclaim_arg, org_id);
-        uint64_t slice = deadline - now;
-        if (!freed && slice > SVC_CONN_SLICE_NS)
-            slice = SVC_CONN_SLICE_NS;
-        rc = pool_try_acquire(env->conns, freed ? 0 : slice, item);
-    }
-    if (rc == POOLD_ERR_TIMEOUT && env->reclaim == NULL)
+    if (rc == POOLD_ERR_TIMEOUT && env->reclaim != NULL &&
+        env->reclaim(env->reclaim_arg, org_id))
+        rc = pool_try_acquire(env->conns, 0, item);
+    if (rc == POOLD_ERR_TIMEOUT)
         rc = pool_acquire(env->conns, env->conn_acquire_timeout_ns, item);
     return rc;
 }

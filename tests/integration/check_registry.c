@@ -276,6 +276,67 @@ START_TEST(test_cap_many_orgs)
 }
 END_TEST
 
+/* One org flooding the cap must not starve another's first request: a
+ * service released while someone waits for a connection gives it up. */
+struct flood_arg {
+    struct registry *reg;
+    int thread;
+    atomic_bool *stop;
+};
+
+static void *flood_worker(void *p)
+{
+    struct flood_arg *a = p;
+    for (int i = 0; !atomic_load(a->stop); i++) {
+        char id[48];
+        struct service_result res;
+        snprintf(id, sizeof id, "treg_fl_%d_%d", a->thread, i);
+        (void)process(a->reg, "org_010", id, "abcd", &res);
+    }
+    return NULL;
+}
+
+START_TEST(test_busy_org_does_not_starve_another_at_the_cap)
+{
+    struct registry_config cfg = base_config();
+    cfg.db_max_conns = 3;
+    cfg.default_size = 3;
+    cfg.process_cost_ms = 50;
+    cfg.acquire_timeout_ns = 2 * NS_PER_S;
+    struct registry *reg = start(&cfg);
+    pthread_t t[12];
+    struct flood_arg args[12];
+    atomic_bool stop = false;
+    struct pool_stats st;
+
+    for (int i = 0; i < 12; i++) {
+        args[i] = (struct flood_arg){ reg, i, &stop };
+        ck_assert_int_eq(pthread_create(&t[i], NULL, flood_worker, &args[i]),
+                         0);
+    }
+    uint64_t deadline = clock_now_ns() + 5 * NS_PER_S;
+    do {
+        ck_assert_int_eq(registry_pool_stats(reg, "org_010", &st), POOLD_OK);
+    } while (st.waiting == 0 && clock_now_ns() < deadline);
+    ck_assert_uint_gt(st.waiting, 0); /* org_010 holds every connection */
+
+    for (int i = 0; i < 3; i++) {
+        char id[32];
+        struct service_result res;
+        snprintf(id, sizeof id, "treg_other_%d", i);
+        uint64_t t0 = clock_now_ns();
+        ck_assert_int_eq(process(reg, "org_011", id, "abcd", &res), POOLD_OK);
+        ck_assert_uint_lt(clock_now_ns() - t0, NS_PER_S);
+    }
+    atomic_store(&stop, true);
+    for (int i = 0; i < 12; i++)
+        pthread_join(t[i], NULL);
+    registry_conn_stats(reg, &st);
+    ck_assert_uint_le(st.peak_active, 3);
+    registry_destroy(reg);
+}
+END_TEST
+
 /* ------------------------------------------- configuration changes */
 
 /* Poll until the rule change is visible, at most 5 s (DESIGN.md). */
@@ -573,6 +634,63 @@ START_TEST(test_mode_none_closes_everything)
 }
 END_TEST
 
+START_TEST(test_mode_none_keeps_the_cap)
+{
+    struct registry_config cfg = base_config();
+    cfg.pooled = false;
+    cfg.db_max_conns = 2;
+    cfg.process_cost_ms = 20;
+    struct registry *reg = start(&cfg);
+    pthread_t t[CAP_THREADS], st;
+    struct cap_arg args[CAP_THREADS];
+    struct sampler s = { .max_seen = 0 };
+    atomic_int failed = 0;
+
+    ck_assert_int_eq(pthread_create(&st, NULL, sample_backends, &s), 0);
+    for (int i = 0; i < CAP_THREADS; i++) {
+        args[i] = (struct cap_arg){ reg, i, &failed };
+        ck_assert_int_eq(pthread_create(&t[i], NULL, cap_worker, &args[i]), 0);
+    }
+    for (int i = 0; i < CAP_THREADS; i++)
+        pthread_join(t[i], NULL);
+    atomic_store(&s.stop, true);
+    pthread_join(st, NULL);
+    ck_assert_int_eq(atomic_load(&failed), 0);
+    /* Each connection is opened and closed under a permit: never more than
+     * two open. PostgreSQL may still list a backend that is exiting after
+     * its close, so its view gets one more per permit. */
+    struct pool_stats cs;
+    registry_conn_stats(reg, &cs);
+    ck_assert_uint_eq(cs.max_size, 2);
+    ck_assert_uint_le(cs.peak_active, 2);
+    ck_assert_uint_ge(cs.acquired, CAP_THREADS * CAP_PER_THREAD);
+    ck_assert_int_le(s.max_seen, 4);
+    ck_assert_int_gt(s.max_seen, 0);
+    registry_destroy(reg);
+}
+END_TEST
+
+/* Prewarming many slow builds must not stall housekeeping: readiness and
+ * configuration refresh go on meanwhile. */
+START_TEST(test_prewarm_does_not_block_housekeeping)
+{
+    struct registry_config cfg = base_config();
+    cfg.prewarm = "all";
+    cfg.build_cost_ms = 100; /* 100 orgs: ~10 s of builds */
+    struct registry *reg = start(&cfg);
+    uint64_t until = clock_now_ns() + 5 * NS_PER_S;
+    bool always_ready = true;
+
+    while (clock_now_ns() < until)
+        always_ready &= registry_is_ready(reg);
+    ck_assert(always_ready);
+    struct pool_stats a;
+    ck_assert_int_eq(registry_pool_stats(reg, "org_000", &a), POOLD_OK);
+    ck_assert_uint_ge(a.created, 1); /* prewarm did run */
+    registry_destroy(reg);
+}
+END_TEST
+
 static void setup(void)
 {
     log_init(LOG_FORMAT_TEXT, LOG_WARN);
@@ -587,6 +705,7 @@ int main(void)
     tcase_set_timeout(tc, 120);
     tcase_add_test(tc, test_isolation_many_threads);
     tcase_add_test(tc, test_cap_many_orgs);
+    tcase_add_test(tc, test_busy_org_does_not_starve_another_at_the_cap);
     tcase_add_test(tc, test_config_change_retires);
     tcase_add_test(tc, test_config_change_retires_active_on_release);
     tcase_add_test(tc, test_config_change_committed_out_of_order);
@@ -595,6 +714,8 @@ int main(void)
     tcase_add_test(tc, test_resize_persists);
     tcase_add_test(tc, test_prewarm_list);
     tcase_add_test(tc, test_mode_none_closes_everything);
+    tcase_add_test(tc, test_mode_none_keeps_the_cap);
+    tcase_add_test(tc, test_prewarm_does_not_block_housekeeping);
     suite_add_tcase(s, tc);
 
     SRunner *sr = srunner_create(s);
