@@ -97,39 +97,38 @@ static void drain_and_stop(struct http_server *srv, struct handlers *h,
     http_server_stop(srv);
 }
 
-static int run(const struct poold_config *cfg)
-{
-    struct registry_config rc;
-    struct registry *reg = NULL;
-    struct metrics *metrics = NULL;
-    struct handlers *handlers = NULL;
-    struct http_server *srv = NULL;
-    const char *names[METRICS_MAX_ROUTES];
-    struct handlers_config hc;
-    struct http_server_config sc;
-    char err[512] = "";
-    sigset_t set;
-    int sig = 0, rc_exit = 1;
+/* Everything run() starts; stopped in reverse order by app_stop(). */
+struct app {
+    struct registry *reg;
+    struct metrics *metrics;
+    struct handlers *handlers;
+    struct http_server *srv;
+    const char *route_names[METRICS_MAX_ROUTES]; /* borrowed by metrics */
+};
 
-    block_signals(&set);
-    registry_config_from(cfg, &rc);
+static int app_start_handlers(const struct poold_config *cfg, struct app *a)
+{
+    struct handlers_config hc;
+
     for (size_t i = 0; i < handlers_nroutes && i < METRICS_MAX_ROUTES; i++)
-        names[i] = handlers_routes[i].pattern;
-    if (registry_create(&rc, &reg) != POOLD_OK ||
-        registry_start(reg) != POOLD_OK) {
-        log_event(LOG_ERROR, "cannot start the registry", (const char *)NULL);
-        goto out;
-    }
-    if (metrics_create(names, handlers_nroutes, &metrics) != POOLD_OK)
-        goto out;
+        a->route_names[i] = handlers_routes[i].pattern;
+    if (metrics_create(a->route_names, handlers_nroutes, &a->metrics) !=
+        POOLD_OK)
+        return POOLD_ERR_NOMEM;
     memset(&hc, 0, sizeof hc);
-    hc.reg = reg;
-    hc.metrics = metrics;
+    hc.reg = a->reg;
+    hc.metrics = a->metrics;
     hc.admin_token = cfg->admin_token;
     hc.pool_ceiling = cfg->pool_ceiling;
     hc.retry_after_s = cfg->acquire_timeout_ms / 1000 + 1;
-    if (handlers_create(&hc, &handlers) != POOLD_OK)
-        goto out;
+    return handlers_create(&hc, &a->handlers);
+}
+
+static int app_start_http(const struct poold_config *cfg, struct app *a)
+{
+    struct http_server_config sc;
+    char err[512] = "";
+
     memset(&sc, 0, sizeof sc);
     sc.addr = (const struct sockaddr *)&cfg->listen_addr;
     sc.addrlen = cfg->listen_addrlen;
@@ -137,33 +136,65 @@ static int run(const struct poold_config *cfg)
     sc.max_clients = cfg->max_clients;
     sc.client_timeout_s = cfg->client_timeout_s;
     sc.max_body_bytes = cfg->max_body_bytes;
-    if (http_server_start(&sc, handlers, metrics, &srv, err, sizeof err) !=
-        POOLD_OK) {
+    int rc = http_server_start(&sc, a->handlers, a->metrics, &a->srv, err,
+                               sizeof err);
+    if (rc != POOLD_OK)
         log_event(LOG_ERROR, "cannot listen", "listen", cfg->listen, "error",
                   err, (const char *)NULL);
-        goto out;
+    return rc;
+}
+
+/* Start the registry (database may be down), handlers, then the server. */
+static int app_start(const struct poold_config *cfg, struct app *a)
+{
+    struct registry_config rc;
+
+    registry_config_from(cfg, &rc);
+    if (registry_create(&rc, &a->reg) != POOLD_OK ||
+        registry_start(a->reg) != POOLD_OK) {
+        log_event(LOG_ERROR, "cannot start the registry", (const char *)NULL);
+        return POOLD_ERR_DB;
     }
-    log_startup(cfg, http_server_port(srv));
+    if (app_start_handlers(cfg, a) != POOLD_OK)
+        return POOLD_ERR_NOMEM;
+    return app_start_http(cfg, a);
+}
+
+/* Stop what app_start() started, whatever it got to. Cannot fail. */
+static void app_stop(struct app *a)
+{
+    if (a->srv != NULL) {
+        registry_shutdown(a->reg);
+        http_server_stop(a->srv);
+    }
+    if (a->reg != NULL)
+        registry_shutdown(a->reg);
+    registry_destroy(a->reg);
+    handlers_destroy(a->handlers);
+    metrics_destroy(a->metrics);
+}
+
+static int run(const struct poold_config *cfg)
+{
+    struct app a = { 0 };
+    sigset_t set;
+    int sig = 0;
+
+    block_signals(&set);
+    if (app_start(cfg, &a) != POOLD_OK) {
+        app_stop(&a);
+        return 1;
+    }
+    log_startup(cfg, http_server_port(a.srv));
     while (sigwait(&set, &sig) != 0)
         ;
     log_event(LOG_INFO, "shutting down", "signal",
               sig == SIGTERM ? "SIGTERM" : "SIGINT", (const char *)NULL);
-    drain_and_stop(srv, handlers, reg);
-    srv = NULL;
-    rc_exit = 0;
-out:
-    if (srv != NULL) {
-        registry_shutdown(reg);
-        http_server_stop(srv);
-    }
-    if (reg != NULL)
-        registry_shutdown(reg);
-    registry_destroy(reg);
-    handlers_destroy(handlers);
-    metrics_destroy(metrics);
-    if (rc_exit == 0)
-        log_event(LOG_INFO, "stopped", (const char *)NULL);
-    return rc_exit;
+    drain_and_stop(a.srv, a.handlers, a.reg);
+    a.srv = NULL;
+    app_stop(&a);
+    log_event(LOG_INFO, "stopped", (const char *)NULL);
+    return 0;
 }
 
 int main(int argc, char **argv)
