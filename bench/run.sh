@@ -425,8 +425,10 @@ main() {
     jq -r -f "$BENCH_DIR/report.jq" "$OUT/results.json" | tee "$OUT/results.md"
     jq -r '.plot[] | "\(.name)\t\(.none)\t\(.pooled)"' "$OUT/results.json" \
         >"$OUT/throughput.dat"
-    gnuplot -e "datafile='$OUT/throughput.dat'; outfile='$OUT/throughput.png'" \
-        "$BENCH_DIR/plot.gp"
+    if [ -s "$OUT/throughput.dat" ]; then
+        gnuplot -e "datafile='$OUT/throughput.dat'; outfile='$OUT/throughput.png'" \
+            "$BENCH_DIR/plot.gp"
+    fi
     log "done in $((SECONDS - t0)) s: $OUT/results.md, $OUT/results.json, $OUT/throughput.png"
 }
 
