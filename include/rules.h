@@ -46,6 +46,10 @@ bool rule_type_parse(const char *name, enum rule_type *out);
 POOLD_MUSTCHECK int rules_parse(const char *json, size_t len,
                                 struct ruleset *rs, char *err, size_t errlen);
 
+/* Deep-copy src into dst (dst is overwritten, not freed). Returns POOLD_OK,
+ * or POOLD_ERR_NOMEM with dst empty. */
+POOLD_MUSTCHECK int rules_copy(struct ruleset *dst, const struct ruleset *src);
+
 /* Free the strings inside rs and empty it. Accepts an empty ruleset. */
 void rules_clear(struct ruleset *rs);
 

@@ -61,6 +61,20 @@ POOLD_MUSTCHECK int service_create(const struct service_env *env,
                                    const char *org_id, struct service **out,
                                    char *err, size_t errlen);
 
+/*
+ * As service_create(), but from rules already loaded and parsed for the
+ * org's current config_version (copied; borrowed for the call): no query.
+ * The registry uses it to rebuild an org's service cheaply when the
+ * connection cap makes orgs take turns; it must pass the rules of the
+ * version its directory holds, so no stale configuration can come in.
+ */
+POOLD_MUSTCHECK int service_create_from(const struct service_env *env,
+                                        const char *org_id,
+                                        const struct ruleset *rules,
+                                        long long version,
+                                        struct service **out, char *err,
+                                        size_t errlen);
+
 /* Give a healthy, clean connection back to the connection pool (a broken or
  * dirty one is destroyed) and free everything else. Accepts NULL. */
 void service_close(struct service *svc);

@@ -18,6 +18,10 @@
 #define REG_READY_GRACE_NS (3 * NS_PER_S) /* db contact this recent = ready */
 #define REG_BACKOFF_MIN_NS (100 * NS_PER_MS)
 #define REG_BACKOFF_MAX_NS (5 * NS_PER_S)
+/* At the connection cap, how long a service keeps its connection before a
+ * waiting org may have it: bounds both another org's wait and the rate of
+ * rebuilds (at most cap / quantum a second). */
+#define REG_EVICT_QUANTUM_NS (100 * NS_PER_MS)
 
 /*
  * Backoff with full jitter after failures to reach the database, so a dead
@@ -102,6 +106,13 @@ struct org_entry {
     long long misconf_version;  /* -1: none */
     char misconf_msg[REG_ERR_MAX];
     struct breaker build_breaker; /* this org's service builds */
+    /* The rules of the last service built from the orgs row, for the
+     * version they came from: later builds of that version copy them
+     * instead of querying (orgs take turns at the connection cap, and a
+     * rebuild must cost a connection handoff, not a round trip). Under
+     * misconf_lock. */
+    struct ruleset cached_rules;
+    long long cached_version;     /* -1: nothing cached */
     /* Set by a directory refresh, done after it (under reg->lock). */
     bool pending_retire;
     bool pending_resize;
@@ -190,6 +201,7 @@ static struct org_entry *map_add(struct registry *reg, const char *org_id)
     snprintf(e->org_id, sizeof e->org_id, "%s", org_id);
     pthread_mutex_init(&e->misconf_lock, NULL);
     e->misconf_version = -1;
+    e->cached_version = -1;
     breaker_init(&e->build_breaker);
     if (reg->nentries >= reg->nbuckets)
         map_grow(reg);
@@ -222,6 +234,41 @@ static struct org_entry **map_snapshot(struct registry *reg, bool with_pool,
 
 /* ------------------------------------------------ the org's service pool */
 
+/* Build from the cached rules if they are of the org's current version. */
+static int org_build_cached(struct org_entry *e, long long version,
+                            struct service **svc, char *err, size_t errlen)
+{
+    struct ruleset rules = { 0 };
+    bool hit;
+
+    pthread_mutex_lock(&e->misconf_lock);
+    hit = e->cached_version == version &&
+          rules_copy(&rules, &e->cached_rules) == POOLD_OK;
+    pthread_mutex_unlock(&e->misconf_lock);
+    if (!hit)
+        return POOLD_ERR_NOT_FOUND;
+    int rc = service_create_from(&e->reg->env, e->org_id, &rules, version,
+                                 svc, err, errlen);
+    rules_clear(&rules);
+    return rc;
+}
+
+/* Remember a freshly loaded service's rules for later builds. */
+static void org_cache_rules(struct org_entry *e, const struct service *svc)
+{
+    struct ruleset copy;
+    long long version = service_config_version(svc);
+
+    if (version != atomic_load(&e->version) ||
+        rules_copy(&copy, service_rules(svc)) != POOLD_OK)
+        return;
+    pthread_mutex_lock(&e->misconf_lock);
+    rules_clear(&e->cached_rules);
+    e->cached_rules = copy;
+    e->cached_version = version;
+    pthread_mutex_unlock(&e->misconf_lock);
+}
+
 static int org_service_create(void *ctx, void **obj)
 {
     struct org_entry *e = ctx;
@@ -231,7 +278,12 @@ static int org_service_create(void *ctx, void **obj)
 
     if (!breaker_allow(&e->build_breaker, clock_now_ns()))
         return POOLD_ERR_DB;
-    int rc = service_create(&e->reg->env, e->org_id, &svc, err, sizeof err);
+    int rc = org_build_cached(e, version, &svc, err, sizeof err);
+    if (rc == POOLD_ERR_NOT_FOUND) {
+        rc = service_create(&e->reg->env, e->org_id, &svc, err, sizeof err);
+        if (rc == POOLD_OK)
+            org_cache_rules(e, svc);
+    }
     if (rc == POOLD_ERR_DB)
         breaker_failure(&e->build_breaker, clock_now_ns());
     else if (rc == POOLD_OK)
@@ -414,11 +466,15 @@ static int process_pooled(struct registry *reg, struct org_entry *e,
     rc = run_service(pool_item_object(item), msg, out, err, errlen);
     if (rc == POOLD_ERR_DB)
         pool_release_broken(e->pool, item);
-    else if (pool_waiting(reg->conns) > 0)
+    else if (pool_waiting(reg->conns) > 0 &&
+             pool_item_age_ns(e->pool, item, clock_now_ns()) >=
+                 REG_EVICT_QUANTUM_NS)
         /* Someone waits for a connection at the cap: this service's goes
          * to the first in that queue, whatever its org, rather than to
-         * this org's next request. A busy org cannot keep every
-         * connection to itself. */
+         * this org's next request, so a busy org cannot keep every
+         * connection. Only once it has held it for a quantum: when busy
+         * orgs outnumber connections they take turns, instead of
+         * rebuilding a service for every request. */
         pool_release_evict(e->pool, item);
     else
         pool_release(e->pool, item);
@@ -920,6 +976,7 @@ void registry_destroy(struct registry *reg)
         while (e) {
             struct org_entry *next = e->next;
             pool_destroy(e->pool);
+            rules_clear(&e->cached_rules);
             pthread_mutex_destroy(&e->misconf_lock);
             pthread_mutex_destroy(&e->build_breaker.lock);
             free(e);

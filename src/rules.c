@@ -49,6 +49,32 @@ void rules_clear(struct ruleset *rs)
     rs->n = 0;
 }
 
+int rules_copy(struct ruleset *dst, const struct ruleset *src)
+{
+    dst->n = 0;
+    dst->rule = NULL;
+    if (src->n == 0)
+        return POOLD_OK;
+    dst->rule = calloc(src->n, sizeof *dst->rule);
+    if (dst->rule == NULL)
+        return POOLD_ERR_NOMEM;
+    for (size_t i = 0; i < src->n; i++) {
+        dst->rule[i] = src->rule[i];
+        dst->rule[i].str = NULL;
+        dst->n = i + 1;
+        if (src->rule[i].str != NULL) {
+            dst->rule[i].str = malloc(src->rule[i].str_len + 1);
+            if (dst->rule[i].str == NULL) {
+                rules_clear(dst);
+                return POOLD_ERR_NOMEM;
+            }
+            memcpy(dst->rule[i].str, src->rule[i].str,
+                   src->rule[i].str_len + 1);
+        }
+    }
+    return POOLD_OK;
+}
+
 /* Fill r's value from v (NULL when the rule has no "value"). */
 static int rule_set_value(struct rule *r, const json_t *v, size_t idx,
                           char *err, size_t errlen)

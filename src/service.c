@@ -144,12 +144,12 @@ static int svc_load(struct service *svc, char *err, size_t errlen)
     return rc;
 }
 
-int service_create(const struct service_env *env, const char *org_id,
+/* Allocate a service for org_id and give it a connection. */
+static int svc_new(const struct service_env *env, const char *org_id,
                    struct service **out, char *err, size_t errlen)
 {
     size_t len = org_id ? strnlen(org_id, ORG_ID_MAX + 1) : 0;
     struct service *svc;
-    int rc;
 
     *out = NULL;
     if (!catalog_org_id_is_valid(org_id, len)) {
@@ -163,18 +163,50 @@ int service_create(const struct service_env *env, const char *org_id,
     }
     svc->env = env;
     memcpy(svc->org_id, org_id, len); /* calloc'd: stays terminated */
-    rc = svc_conn_acquire(svc, err, errlen);
-    if (rc != POOLD_OK)
-        goto fail;
-    rc = svc_load(svc, err, errlen);
-    if (rc != POOLD_OK)
-        goto fail;
+    *out = svc;
+    return svc_conn_acquire(svc, err, errlen);
+}
+
+int service_create(const struct service_env *env, const char *org_id,
+                   struct service **out, char *err, size_t errlen)
+{
+    struct service *svc;
+    int rc;
+
+    *out = NULL;
+    rc = svc_new(env, org_id, &svc, err, errlen);
+    if (rc == POOLD_OK)
+        rc = svc_load(svc, err, errlen);
+    if (rc != POOLD_OK) {
+        service_close(svc);
+        return rc;
+    }
     clock_sleep_ms(env->build_cost_ms);
     *out = svc;
     return POOLD_OK;
-fail:
-    service_close(svc);
-    return rc;
+}
+
+int service_create_from(const struct service_env *env, const char *org_id,
+                        const struct ruleset *rules, long long version,
+                        struct service **out, char *err, size_t errlen)
+{
+    struct service *svc;
+    int rc;
+
+    *out = NULL;
+    rc = svc_new(env, org_id, &svc, err, errlen);
+    if (rc == POOLD_OK && rules_copy(&svc->rules, rules) != POOLD_OK) {
+        snprintf(err, errlen, "out of memory");
+        rc = POOLD_ERR_NOMEM;
+    }
+    if (rc != POOLD_OK) {
+        service_close(svc);
+        return rc;
+    }
+    svc->config_version = version;
+    clock_sleep_ms(env->build_cost_ms);
+    *out = svc;
+    return POOLD_OK;
 }
 
 void service_close(struct service *svc)

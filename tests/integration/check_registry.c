@@ -337,6 +337,36 @@ START_TEST(test_busy_org_does_not_starve_another_at_the_cap)
 }
 END_TEST
 
+/* Orgs taking turns at a cap of one connection: every request rebuilds
+ * its org's service (from the cached rules of the current version), and
+ * each answer still follows its own org's rules. */
+START_TEST(test_orgs_take_turns_at_a_cap_of_one)
+{
+    struct registry_config cfg = base_config();
+    cfg.db_max_conns = 1;
+    struct registry *reg = start(&cfg);
+    struct pool_stats a, b;
+
+    for (int i = 0; i < 20; i++) {
+        char id[32];
+        struct service_result res;
+        int org = i % 2 ? 13 : 14;
+        char org_id[16];
+        snprintf(org_id, sizeof org_id, "org_%03d", org);
+        snprintf(id, sizeof id, "treg_turn_%d", i);
+        ck_assert_int_eq(process(reg, org_id, id, "abcd", &res), POOLD_OK);
+        ck_assert_uint_eq(res.verdict.checks, demo_checks(org));
+    }
+    ck_assert_int_eq(registry_pool_stats(reg, "org_013", &a), POOLD_OK);
+    ck_assert_int_eq(registry_pool_stats(reg, "org_014", &b), POOLD_OK);
+    ck_assert_uint_eq(a.created, 10);
+    ck_assert_uint_eq(b.created, 10);
+    ck_assert_uint_eq(a.destroyed_by[POOL_DESTROY_EVICTED] +
+                          b.destroyed_by[POOL_DESTROY_EVICTED], 19);
+    registry_destroy(reg);
+}
+END_TEST
+
 /* ------------------------------------------- configuration changes */
 
 /* Poll until the rule change is visible, at most 5 s (DESIGN.md). */
@@ -706,6 +736,7 @@ int main(void)
     tcase_add_test(tc, test_isolation_many_threads);
     tcase_add_test(tc, test_cap_many_orgs);
     tcase_add_test(tc, test_busy_org_does_not_starve_another_at_the_cap);
+    tcase_add_test(tc, test_orgs_take_turns_at_a_cap_of_one);
     tcase_add_test(tc, test_config_change_retires);
     tcase_add_test(tc, test_config_change_retires_active_on_release);
     tcase_add_test(tc, test_config_change_committed_out_of_order);

@@ -68,6 +68,30 @@ START_TEST(empty_config_has_no_rules)
 }
 END_TEST
 
+START_TEST(copy_is_deep_and_evaluates_the_same)
+{
+    struct ruleset copy;
+    parse_ok("{\"rules\":[{\"type\":\"id_prefix\",\"value\":\"msg_\"},"
+             "{\"type\":\"max_payload_bytes\",\"value\":4},"
+             "{\"type\":\"forbidden_substring\",\"value\":\"ff\"}]}");
+    ck_assert_int_eq(rules_copy(&copy, &rs), POOLD_OK);
+    ck_assert_uint_eq(copy.n, 3);
+    ck_assert_ptr_ne(copy.rule[0].str, rs.rule[0].str);
+    rules_clear(&rs); /* the copy must not share anything with it */
+    struct rules_verdict v;
+    rules_eval(&copy, "abc", 3, "00ff11", 6, &v);
+    ck_assert_uint_eq(v.checks, 3);
+    ck_assert_uint_eq(v.nfailed, 3);
+    ck_assert_int_eq(v.failed[0], RULE_ID_PREFIX);
+    ck_assert_int_eq(v.failed[2], RULE_FORBIDDEN_SUBSTRING);
+    rules_clear(&copy);
+    struct ruleset empty = { 0 }, copy2;
+    ck_assert_int_eq(rules_copy(&copy2, &empty), POOLD_OK);
+    ck_assert_uint_eq(copy2.n, 0);
+    ck_assert_ptr_null(copy2.rule);
+}
+END_TEST
+
 START_TEST(max_payload_bytes)
 {
     parse_ok("{\"rules\":[{\"type\":\"max_payload_bytes\",\"value\":4}]}");
@@ -322,6 +346,7 @@ static Suite *rules_suite(void)
 
     tcase_add_checked_fixture(tc, NULL, teardown);
     tcase_add_test(tc, empty_config_has_no_rules);
+    tcase_add_test(tc, copy_is_deep_and_evaluates_the_same);
     tcase_add_test(tc, max_payload_bytes);
     tcase_add_test(tc, min_payload_bytes);
     tcase_add_test(tc, hex_payload);
