@@ -134,10 +134,6 @@ void pool_release_broken(struct pool *pool, struct pool_item *item);
  * goes to the next waiter, who builds anew. */
 void pool_release_evict(struct pool *pool, struct pool_item *item);
 
-/* How long ago (pool clock) the item's object was built. */
-uint64_t pool_item_age_ns(const struct pool *pool,
-                          const struct pool_item *item, uint64_t now_ns);
-
 /* True if the item is past its jittered lifetime at now_ns. */
 bool pool_item_is_expired(const struct pool *pool,
                           const struct pool_item *item, uint64_t now_ns);

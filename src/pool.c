@@ -53,7 +53,6 @@ struct pool_item {
     _Atomic uint64_t lends;         /* times lent, ever: summed in stats */
     _Atomic uint64_t idle_since_ns; /* pool clock, when it last became idle */
     _Atomic uint64_t expire_ns;     /* jittered end of life; UINT64_MAX: none */
-    _Atomic uint64_t created_ns;    /* pool clock, when its object was built */
     _Atomic uint64_t generation;    /* pool generation it was built in */
 };
 
@@ -439,7 +438,6 @@ static int pool_item_build(struct pool *pool, struct pool_item **out)
     uint64_t now = pool_now(pool);
     it->obj = obj;
     atomic_store_explicit(&it->generation, gen, memory_order_relaxed);
-    atomic_store_explicit(&it->created_ns, now, memory_order_relaxed);
     atomic_store_explicit(&it->expire_ns, pool_expiry(pool, now),
                           memory_order_relaxed);
     atomic_store_explicit(&it->idle_since_ns, now, memory_order_relaxed);
@@ -760,15 +758,6 @@ void pool_release_broken(struct pool *pool, struct pool_item *item)
 {
     if (item != NULL)
         pool_item_destroy(pool, item, POOL_DESTROY_BROKEN);
-}
-
-uint64_t pool_item_age_ns(const struct pool *pool,
-                          const struct pool_item *item, uint64_t now_ns)
-{
-    uint64_t born = atomic_load_explicit(&item->created_ns,
-                                         memory_order_relaxed);
-    (void)pool;
-    return now_ns > born ? now_ns - born : 0;
 }
 
 void pool_release_evict(struct pool *pool, struct pool_item *item)

@@ -18,10 +18,6 @@
 #define REG_READY_GRACE_NS (3 * NS_PER_S) /* db contact this recent = ready */
 #define REG_BACKOFF_MIN_NS (100 * NS_PER_MS)
 #define REG_BACKOFF_MAX_NS (5 * NS_PER_S)
-/* At the connection cap, how long a service keeps its connection before a
- * waiting org may have it: bounds both another org's wait and the rate of
- * rebuilds (at most cap / quantum a second). */
-#define REG_EVICT_QUANTUM_NS (100 * NS_PER_MS)
 
 /*
  * Backoff with full jitter after failures to reach the database, so a dead
@@ -466,15 +462,13 @@ static int process_pooled(struct registry *reg, struct org_entry *e,
     rc = run_service(pool_item_object(item), msg, out, err, errlen);
     if (rc == POOLD_ERR_DB)
         pool_release_broken(e->pool, item);
-    else if (pool_waiting(reg->conns) > 0 &&
-             pool_item_age_ns(e->pool, item, clock_now_ns()) >=
-                 REG_EVICT_QUANTUM_NS)
+    else if (pool_waiting(reg->conns) > 0)
         /* Someone waits for a connection at the cap: this service's goes
          * to the first in that queue, whatever its org, rather than to
          * this org's next request, so a busy org cannot keep every
-         * connection. Only once it has held it for a quantum: when busy
-         * orgs outnumber connections they take turns, instead of
-         * rebuilding a service for every request. */
+         * connection. (Holding it for a minimum time first was measured:
+         * p99 at a fixed rate went from 4 to 74 ms, for no fewer
+         * rebuilds — those come from reclaiming idle services.) */
         pool_release_evict(e->pool, item);
     else
         pool_release(e->pool, item);
