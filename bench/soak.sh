@@ -53,6 +53,9 @@ LOADGEN_PID=
 cleanup() {
     if [ -n "$LOADGEN_PID" ]; then kill "$LOADGEN_PID" 2>/dev/null || true; fi
     poold_stop
+    if [ "${BENCH_KEEP_PG:-0}" != 1 ]; then
+        "$ROOT/scripts/pg.sh" stop "$PG_DIR" || true
+    fi
 }
 trap cleanup EXIT
 

@@ -111,7 +111,7 @@ def nonok(w; c; ph): $seed | map(select(.workload == w and .cost == c
     | (cruns(.who == "poold" and .case == "orgs10")) as $p10
     | (cruns(.who == "poold" and .case == "org1")) as $p1
     | def ratio(p): [ p[] as $x | ($pg | map(select(.run == $x.run)) | first) as $g
-          | select($g != null) | $x.rps / $g.rps ] | median | r(2);
+          | select($g != null) | $x.rps / $g.rps ] | median | r(3);
     if ($pg | length) == 0 then null else
       {runs: ($pg | length),
        pgbench: {rps: ($pg | map(.rps) | median | r(0)),
