@@ -65,32 +65,27 @@ poold_check_test(service integration tests/integration/check_service.c
 poold_check_test(registry integration tests/integration/check_registry.c
                  TIMEOUT 300)
 
-# The HTTP contract, against the real binary over a socket.
 # Debian's python3 first: it is the one install-deps.sh gives jsonschema
 # and yaml (a pyenv or venv python on PATH may lack them).
 set(Python3_FIND_STRATEGY LOCATION)
 set(Python3_ROOT_DIR /usr)
 find_package(Python3 REQUIRED COMPONENTS Interpreter)
-add_test(NAME integration.http
-         COMMAND ${Python3_EXECUTABLE} -m unittest -v test_http
-         WORKING_DIRECTORY ${CMAKE_SOURCE_DIR}/tests/integration)
-set_tests_properties(integration.http PROPERTIES LABELS integration
-                     TIMEOUT 600 FIXTURES_REQUIRED pg RESOURCE_LOCK pg
-                     ENVIRONMENT "${POOLD_TEST_ENV}")
+# poold_python_test(<name> <timeout>): tests/integration/test_<name>.py
+# against the real binary and the database fixture.
+function(poold_python_test name timeout)
+  add_test(NAME integration.${name}
+           COMMAND ${Python3_EXECUTABLE} -m unittest -v test_${name}
+           WORKING_DIRECTORY ${CMAKE_SOURCE_DIR}/tests/integration)
+  set_tests_properties(integration.${name} PROPERTIES LABELS integration
+                       TIMEOUT ${timeout} FIXTURES_REQUIRED pg
+                       RESOURCE_LOCK pg ENVIRONMENT "${POOLD_TEST_ENV}")
+endfunction()
 
+# The HTTP contract, against the real binary over a socket.
+poold_python_test(http 600)
 # Faults: database restart, terminated backends, idle_session_timeout,
-# database down at start, idle and excess clients (issue 5).
-add_test(NAME integration.faults
-         COMMAND ${Python3_EXECUTABLE} -m unittest -v test_faults
-         WORKING_DIRECTORY ${CMAKE_SOURCE_DIR}/tests/integration)
-set_tests_properties(integration.faults PROPERTIES LABELS integration
-                     TIMEOUT 600 FIXTURES_REQUIRED pg RESOURCE_LOCK pg
-                     ENVIRONMENT "${POOLD_TEST_ENV}")
-
+# database down at start and down under load, a row lock held elsewhere,
+# idle and excess clients (issue 5).
+poold_python_test(faults 600)
 # The README's curl examples, as written, against the real server.
-add_test(NAME integration.readme
-         COMMAND ${Python3_EXECUTABLE} -m unittest -v test_readme
-         WORKING_DIRECTORY ${CMAKE_SOURCE_DIR}/tests/integration)
-set_tests_properties(integration.readme PROPERTIES LABELS integration
-                     TIMEOUT 120 FIXTURES_REQUIRED pg RESOURCE_LOCK pg
-                     ENVIRONMENT "${POOLD_TEST_ENV}")
+poold_python_test(readme 120)

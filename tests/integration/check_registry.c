@@ -238,11 +238,10 @@ static void *sample_backends(void *p)
     return NULL;
 }
 
-START_TEST(test_cap_many_orgs)
+/* CAP_THREADS workers over CAP_ORGS orgs while a sampler watches
+ * pg_stat_activity; returns the failed requests, the most backends seen. */
+static int run_cap_load(struct registry *reg, long long *max_seen)
 {
-    struct registry_config cfg = base_config();
-    cfg.db_max_conns = CAP_CONNS;
-    struct registry *reg = start(&cfg);
     pthread_t t[CAP_THREADS], st;
     struct cap_arg args[CAP_THREADS];
     struct sampler s = { .max_seen = 0 };
@@ -257,13 +256,24 @@ START_TEST(test_cap_many_orgs)
         pthread_join(t[i], NULL);
     atomic_store(&s.stop, true);
     pthread_join(st, NULL);
+    *max_seen = s.max_seen;
+    return atomic_load(&failed);
+}
+
+START_TEST(test_cap_many_orgs)
+{
+    struct registry_config cfg = base_config();
+    cfg.db_max_conns = CAP_CONNS;
+    struct registry *reg = start(&cfg);
+    long long max_seen;
+    int failed = run_cap_load(reg, &max_seen);
 
     struct pool_stats cs;
     registry_conn_stats(reg, &cs);
-    ck_assert_int_eq(atomic_load(&failed), 0);
+    ck_assert_int_eq(failed, 0);
     ck_assert_uint_le(cs.peak_active, CAP_CONNS);
-    ck_assert_int_le(s.max_seen, CAP_CONNS);
-    ck_assert_int_gt(s.max_seen, 0);
+    ck_assert_int_le(max_seen, CAP_CONNS);
+    ck_assert_int_gt(max_seen, 0);
     /* Orgs took connections from each other's idle services. */
     ck_assert_uint_gt(cs.acquired, CAP_CONNS);
     registry_destroy(reg);
@@ -671,21 +681,9 @@ START_TEST(test_mode_none_keeps_the_cap)
     cfg.db_max_conns = 2;
     cfg.process_cost_ms = 20;
     struct registry *reg = start(&cfg);
-    pthread_t t[CAP_THREADS], st;
-    struct cap_arg args[CAP_THREADS];
-    struct sampler s = { .max_seen = 0 };
-    atomic_int failed = 0;
-
-    ck_assert_int_eq(pthread_create(&st, NULL, sample_backends, &s), 0);
-    for (int i = 0; i < CAP_THREADS; i++) {
-        args[i] = (struct cap_arg){ reg, i, &failed };
-        ck_assert_int_eq(pthread_create(&t[i], NULL, cap_worker, &args[i]), 0);
-    }
-    for (int i = 0; i < CAP_THREADS; i++)
-        pthread_join(t[i], NULL);
-    atomic_store(&s.stop, true);
-    pthread_join(st, NULL);
-    ck_assert_int_eq(atomic_load(&failed), 0);
+    long long max_seen;
+    int failed = run_cap_load(reg, &max_seen);
+    ck_assert_int_eq(failed, 0);
     /* Each connection is opened and closed under a permit: never more than
      * two open. PostgreSQL may still list a backend that is exiting after
      * its close, so its view gets one more per permit. */
@@ -694,8 +692,8 @@ START_TEST(test_mode_none_keeps_the_cap)
     ck_assert_uint_eq(cs.max_size, 2);
     ck_assert_uint_le(cs.peak_active, 2);
     ck_assert_uint_ge(cs.acquired, CAP_THREADS * CAP_PER_THREAD);
-    ck_assert_int_le(s.max_seen, 4);
-    ck_assert_int_gt(s.max_seen, 0);
+    ck_assert_int_le(max_seen, 4);
+    ck_assert_int_gt(max_seen, 0);
     registry_destroy(reg);
 }
 END_TEST
