@@ -28,7 +28,9 @@ port=${listen##*:}
 
 cat <<TXT
 
-PostgreSQL: $DATABASE_URL   (stop it: scripts/pg.sh stop $PG_DIR)
+PostgreSQL: $DATABASE_URL
+            (its data persists; stop it: scripts/pg.sh stop $PG_DIR,
+             start afresh: scripts/pg.sh destroy $PG_DIR)
 poold:      http://localhost:$port   admin token: $POOLD_ADMIN_TOKEN
 
 Try, from another shell:
@@ -36,7 +38,7 @@ Try, from another shell:
        -d '{"id":"msg_000001","org_id":"org_001","payload":"9f3a"}'
   curl -s localhost:$port/stats -H 'Authorization: Bearer $POOLD_ADMIN_TOKEN'
   curl -s -X PUT localhost:$port/pools/org_001/size \\
-       -H 'Authorization: Bearer $POOLD_ADMIN_TOKEN' \
+       -H 'Authorization: Bearer $POOLD_ADMIN_TOKEN' \\
        -H 'Content-Type: application/json' -d '{"max_size":8}'
   curl -s localhost:$port/metrics -H 'Authorization: Bearer $POOLD_ADMIN_TOKEN'
 

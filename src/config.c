@@ -4,6 +4,7 @@
 #include <arpa/inet.h>
 #include <ctype.h>
 #include <errno.h>
+#include <limits.h>
 #include <fcntl.h>
 #include <math.h>
 #include <netinet/in.h>
@@ -74,7 +75,7 @@ static const struct config_key config_keys[] = {
      "liveness-check a connection idle longer than this"},
     {"POOLD_STATEMENT_TIMEOUT_MS", "statement-timeout-ms", "5000",
      parse_unsigned, FIELD(statement_timeout_ms), 0, 600000,
-     "cancel a query, or a wait for a lock, after this long (0: never)"},
+     "cancel a query or a lock wait after this long (0: server defaults)"},
     {"POOLD_PREWARM", "prewarm", "", parse_prewarm, FIELD(prewarm), 0, 0,
      "orgs to build at start-up: all, a comma list, or empty"},
     {"POOLD_MAX_BODY_BYTES", "max-body-bytes", "65536", parse_unsigned,
@@ -140,9 +141,10 @@ static bool parse_unsigned(const struct config_key *key, const char *val,
 
     errno = 0;
     n = strtoll(val, &end, 10);
-    if (end == val || *end != '\0' || errno != 0 ||
-        isspace((unsigned char)*val))
+    if (end == val || *end != '\0' || isspace((unsigned char)*val))
         return fail(key, val, err, errlen, "not an integer");
+    if (errno == ERANGE)
+        n = LLONG_MAX; /* reported as out of range below */
     if (n < (long long)key->min || n > (long long)key->max) {
         snprintf(why, sizeof why, "out of range %.0f..%.0f", key->min,
                  key->max);

@@ -49,6 +49,19 @@ static void db_notice(void *arg, const PGresult *res)
               "message", text, (const char *)NULL);
 }
 
+/* The url's own "options" (e.g. -c search_path=...), or "" if none or the
+ * url does not parse (the connect then says why). Copied into buf. */
+static void db_url_options(const char *url, char *buf, size_t len)
+{
+    PQconninfoOption *opts = PQconninfoParse(url, NULL);
+
+    buf[0] = '\0';
+    for (PQconninfoOption *o = opts; o && o->keyword; o++)
+        if (strcmp(o->keyword, "options") == 0 && o->val != NULL)
+            snprintf(buf, len, "%s ", o->val);
+    PQconninfoFree(opts);
+}
+
 int db_conn_open(const struct db_settings *settings, uint64_t now_ns,
                  struct db_conn **out, char *err, size_t errlen)
 {
@@ -57,15 +70,18 @@ int db_conn_open(const struct db_settings *settings, uint64_t now_ns,
     const char *app = settings->application_name;
     /* Bounded queries: a row lock held by another session, or a slow
      * statement, must not hold a request (and a shutdown) forever. Sent as
-     * startup options (PgBouncer needs them in ignore_startup_parameters);
-     * an empty value leaves the url's own options alone. */
-    char options[160] = "";
+     * startup options (PgBouncer needs them in ignore_startup_parameters)
+     * after the url's own, which the keyword would otherwise replace; an
+     * empty value leaves the url's options alone. */
+    char url_opts[512], options[700] = "";
     unsigned st = settings->statement_timeout_ms;
-    if (st > 0)
+    if (st > 0) {
+        db_url_options(settings->url, url_opts, sizeof url_opts);
         snprintf(options, sizeof options,
-                 "-c statement_timeout=%u -c lock_timeout=%u "
+                 "%s-c statement_timeout=%u -c lock_timeout=%u "
                  "-c idle_in_transaction_session_timeout=%u",
-                 st, st, st < 1000 ? 1000 : st);
+                 url_opts, st, st, st < 1000 ? 1000 : st);
+    }
     /* dbname first: expand_dbname=1 expands the url there, and the
      * keywords after it override what the url says. */
     const char *const keys[] = { "dbname", "connect_timeout", "keepalives",

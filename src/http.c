@@ -23,9 +23,11 @@
 /* Request line + headers + read buffer per connection; larger header sets
  * get MHD's own 431/414. */
 #define HTTP_CONN_MEMORY ((size_t)(32 * 1024))
-/* An oversized chunked body is read and thrown away so the 413 can be sent;
- * past this much the connection is closed without an answer instead. */
-#define HTTP_DISCARD_MAX ((uint64_t)64 * 1024 * 1024)
+/* An oversized chunked body is read and thrown away so the 413 can be sent
+ * (libmicrohttpd cannot answer before the body's end); past this much more
+ * the connection is closed without an answer instead, so a client cannot
+ * keep a thread reading for long. */
+#define HTTP_DISCARD_MAX ((uint64_t)1024 * 1024)
 #define HTTP_METHOD_MAX 16
 
 struct http_server {

@@ -310,6 +310,31 @@ START_TEST(db_open_failure_is_reported)
 }
 END_TEST
 
+/* The session timeouts are added to the url's own options, not instead. */
+START_TEST(db_open_keeps_url_options_and_adds_timeouts)
+{
+    char url[600];
+    snprintf(url, sizeof url, "%s%soptions=-c%%20search_path%%3Dtsvc_nowhere",
+             db_url, strchr(db_url, '?') ? "&" : "?");
+    struct db_settings s = settings;
+    s.url = url;
+    s.statement_timeout_ms = 1234;
+    struct db_conn *conn = NULL;
+    ck_assert_int_eq(db_conn_open(&s, clock_now_ns(), &conn, err, sizeof err),
+                     POOLD_OK);
+    PGresult *res = PQexec(db_conn_pg(conn),
+                           "SELECT current_setting('search_path'), "
+                           "current_setting('statement_timeout'), "
+                           "current_setting('lock_timeout')");
+    ck_assert_int_eq(PQresultStatus(res), PGRES_TUPLES_OK);
+    ck_assert_str_eq(PQgetvalue(res, 0, 0), "tsvc_nowhere");
+    ck_assert_str_eq(PQgetvalue(res, 0, 1), "1234ms");
+    ck_assert_str_eq(PQgetvalue(res, 0, 2), "1234ms");
+    PQclear(res);
+    db_conn_close(conn);
+}
+END_TEST
+
 START_TEST(db_open_sets_parameters)
 {
     struct db_conn *conn = open_conn();
@@ -1064,6 +1089,7 @@ static Suite *service_suite(void)
             catalog_schema_missing_is_explained } },
         { "db",
           { db_open_failure_is_reported, db_open_sets_parameters,
+            db_open_keeps_url_options_and_adds_timeouts,
             db_dirty_connection_is_not_clean,
             db_terminated_backend_found_without_round_trip,
             db_idle_session_timeout_found_without_round_trip } },
