@@ -96,17 +96,17 @@ struct org_entry {
     atomic_bool present;        /* still in the orgs table */
     atomic_llong version;       /* orgs.config_version */
     atomic_int size;            /* orgs.pool_max_size, 0: default */
+    /* Guards the two caches below (never held across I/O). */
+    pthread_mutex_t cache_lock;
     /* The last misconfiguration seen, cached for its version so a broken
-     * org costs no query per request. Under misconf_lock. */
-    pthread_mutex_t misconf_lock;
+     * org costs no query per request. */
     long long misconf_version;  /* -1: none */
     char misconf_msg[REG_ERR_MAX];
     struct breaker build_breaker; /* this org's service builds */
     /* The rules of the last service built from the orgs row, for the
      * version they came from: later builds of that version copy them
      * instead of querying (orgs take turns at the connection cap, and a
-     * rebuild must cost a connection handoff, not a round trip). Under
-     * misconf_lock. */
+     * rebuild must cost a connection handoff, not a round trip). */
     struct ruleset cached_rules;
     long long cached_version;     /* -1: nothing cached */
     /* Set by a directory refresh, done after it (under reg->lock). */
@@ -119,7 +119,8 @@ struct registry {
     char *prewarm;              /* owned copy of cfg.prewarm */
     struct service_env env;
     struct service_env env_none;/* POOLD_POOL_MODE=none: own connections */
-    struct pool *conns;         /* NULL in mode none */
+    struct pool *conns;         /* db connections; in mode none, permits
+                                   (one per connection a request opens) */
     struct breaker db_breaker;  /* every connection attempt, all orgs */
     struct pool_ops conn_ops;   /* service_conn_pool_ops behind db_breaker */
 
@@ -195,7 +196,7 @@ static struct org_entry *map_add(struct registry *reg, const char *org_id)
         return NULL;
     e->reg = reg;
     snprintf(e->org_id, sizeof e->org_id, "%s", org_id);
-    pthread_mutex_init(&e->misconf_lock, NULL);
+    pthread_mutex_init(&e->cache_lock, NULL);
     e->misconf_version = -1;
     e->cached_version = -1;
     breaker_init(&e->build_breaker);
@@ -237,10 +238,10 @@ static int org_build_cached(struct org_entry *e, long long version,
     struct ruleset rules = { 0 };
     bool hit;
 
-    pthread_mutex_lock(&e->misconf_lock);
+    pthread_mutex_lock(&e->cache_lock);
     hit = e->cached_version == version &&
           rules_copy(&rules, &e->cached_rules) == POOLD_OK;
-    pthread_mutex_unlock(&e->misconf_lock);
+    pthread_mutex_unlock(&e->cache_lock);
     if (!hit)
         return POOLD_ERR_NOT_FOUND;
     int rc = service_create_from(&e->reg->env, e->org_id, &rules, version,
@@ -258,11 +259,11 @@ static void org_cache_rules(struct org_entry *e, const struct service *svc)
     if (version != atomic_load(&e->version) ||
         rules_copy(&copy, service_rules(svc)) != POOLD_OK)
         return;
-    pthread_mutex_lock(&e->misconf_lock);
+    pthread_mutex_lock(&e->cache_lock);
     rules_clear(&e->cached_rules);
     e->cached_rules = copy;
     e->cached_version = version;
-    pthread_mutex_unlock(&e->misconf_lock);
+    pthread_mutex_unlock(&e->cache_lock);
 }
 
 static int org_service_create(void *ctx, void **obj)
@@ -285,10 +286,10 @@ static int org_service_create(void *ctx, void **obj)
     else if (rc == POOLD_OK)
         breaker_success(&e->build_breaker);
     if (rc == POOLD_ERR_MISCONFIGURED) {
-        pthread_mutex_lock(&e->misconf_lock);
+        pthread_mutex_lock(&e->cache_lock);
         e->misconf_version = version;
         snprintf(e->misconf_msg, sizeof e->misconf_msg, "%s", err);
-        pthread_mutex_unlock(&e->misconf_lock);
+        pthread_mutex_unlock(&e->cache_lock);
         log_event(LOG_ERROR, "org misconfigured", "org", e->org_id,
                   "error", err, (const char *)NULL);
     } else if (rc != POOLD_OK && rc != POOLD_ERR_UNKNOWN_ORG) {
@@ -402,11 +403,11 @@ static int registry_route(struct registry *reg, const char *org_id,
 static bool entry_misconfigured(struct org_entry *e, char *err, size_t errlen)
 {
     bool hit;
-    pthread_mutex_lock(&e->misconf_lock);
+    pthread_mutex_lock(&e->cache_lock);
     hit = e->misconf_version == atomic_load(&e->version);
     if (hit)
         snprintf(err, errlen, "%s", e->misconf_msg);
-    pthread_mutex_unlock(&e->misconf_lock);
+    pthread_mutex_unlock(&e->cache_lock);
     return hit;
 }
 
@@ -971,7 +972,7 @@ void registry_destroy(struct registry *reg)
             struct org_entry *next = e->next;
             pool_destroy(e->pool);
             rules_clear(&e->cached_rules);
-            pthread_mutex_destroy(&e->misconf_lock);
+            pthread_mutex_destroy(&e->cache_lock);
             pthread_mutex_destroy(&e->build_breaker.lock);
             free(e);
             e = next;
