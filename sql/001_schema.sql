@@ -10,8 +10,9 @@ CREATE TABLE IF NOT EXISTS orgs (
 );
 
 -- Every change to a row takes a new number from this sequence. poold polls
--- (count(*), max(config_version)) to learn that something changed, then
--- retires the services built from an older version of the row.
+-- a digest of every row's (org_id, config_version, enabled, pool_max_size)
+-- to learn that something changed, then retires the services built from an
+-- older version of the row.
 CREATE SEQUENCE IF NOT EXISTS orgs_config_version_seq;
 ALTER TABLE orgs ADD COLUMN IF NOT EXISTS config_version bigint NOT NULL
     DEFAULT nextval('orgs_config_version_seq');

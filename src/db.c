@@ -49,17 +49,24 @@ static void db_notice(void *arg, const PGresult *res)
               "message", text, (const char *)NULL);
 }
 
-/* The url's own "options" (e.g. -c search_path=...), or "" if none or the
- * url does not parse (the connect then says why). Copied into buf. */
-static void db_url_options(const char *url, char *buf, size_t len)
+/* The options the session would have had without ours: the url's own
+ * "options", else PGOPTIONS (a keyword given to libpq hides the
+ * environment's). "" if none. Copied into buf with a trailing space;
+ * false if they do not fit (the caller refuses rather than truncate). */
+static bool db_base_options(const char *url, char *buf, size_t len)
 {
     PQconninfoOption *opts = PQconninfoParse(url, NULL);
+    const char *found = NULL;
+    int n;
 
-    buf[0] = '\0';
     for (PQconninfoOption *o = opts; o && o->keyword; o++)
-        if (strcmp(o->keyword, "options") == 0 && o->val != NULL)
-            snprintf(buf, len, "%s ", o->val);
+        if (strcmp(o->keyword, "options") == 0 && o->val && o->val[0])
+            found = o->val;
+    if (found == NULL)
+        found = getenv("PGOPTIONS");
+    n = snprintf(buf, len, "%s%s", found ? found : "", found ? " " : "");
     PQconninfoFree(opts);
+    return n >= 0 && (size_t)n < len;
 }
 
 int db_conn_open(const struct db_settings *settings, uint64_t now_ns,
@@ -73,15 +80,19 @@ int db_conn_open(const struct db_settings *settings, uint64_t now_ns,
      * startup options (PgBouncer needs them in ignore_startup_parameters)
      * after the url's own, which the keyword would otherwise replace; an
      * empty value leaves the url's options alone. */
-    char url_opts[512], options[700] = "";
+    char base[2048], options[2200] = "";
     unsigned st = settings->statement_timeout_ms;
-    if (st > 0) {
-        db_url_options(settings->url, url_opts, sizeof url_opts);
+    *out = NULL;
+    if (st > 0 && !db_base_options(settings->url, base, sizeof base)) {
+        snprintf(err, errlen, "connect: the url's options are longer than "
+                 "%zu bytes", sizeof base - 1);
+        return POOLD_ERR_DB;
+    }
+    if (st > 0)
         snprintf(options, sizeof options,
                  "%s-c statement_timeout=%u -c lock_timeout=%u "
                  "-c idle_in_transaction_session_timeout=%u",
-                 url_opts, st, st, st < 1000 ? 1000 : st);
-    }
+                 base, st, st, st < 1000 ? 1000 : st);
     /* dbname first: expand_dbname=1 expands the url there, and the
      * keywords after it override what the url says. */
     const char *const keys[] = { "dbname", "connect_timeout", "keepalives",

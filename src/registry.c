@@ -108,7 +108,11 @@ struct org_entry {
      * instead of querying (orgs take turns at the connection cap, and a
      * rebuild must cost a connection handoff, not a round trip). */
     struct ruleset cached_rules;
-    long long cached_version;     /* -1: nothing cached */
+    long long cached_version;
+    bool cached;                  /* cached_rules hold cached_version's */
+    /* Builds of this org in progress (they may be waiting for a
+     * connection at the cap). */
+    atomic_uint building;
     /* Set by a directory refresh, done after it (under reg->lock). */
     bool pending_retire;
     bool pending_resize;
@@ -137,7 +141,7 @@ struct registry {
     pthread_mutex_t hk_lock;    /* guards hk_conn, fingerprint, stop */
     pthread_cond_t hk_cond;
     struct db_conn *hk_conn;
-    long long fp_count, fp_version;
+    long long fp_count, fp_digest;
     bool hk_stop;
     bool hk_started;
     /* Prewarm runs on its own thread: builds may take long, and the
@@ -198,7 +202,6 @@ static struct org_entry *map_add(struct registry *reg, const char *org_id)
     snprintf(e->org_id, sizeof e->org_id, "%s", org_id);
     pthread_mutex_init(&e->cache_lock, NULL);
     e->misconf_version = -1;
-    e->cached_version = -1;
     breaker_init(&e->build_breaker);
     if (reg->nentries >= reg->nbuckets)
         map_grow(reg);
@@ -239,7 +242,7 @@ static int org_build_cached(struct org_entry *e, long long version,
     bool hit;
 
     pthread_mutex_lock(&e->cache_lock);
-    hit = e->cached_version == version &&
+    hit = e->cached && e->cached_version == version &&
           rules_copy(&rules, &e->cached_rules) == POOLD_OK;
     pthread_mutex_unlock(&e->cache_lock);
     if (!hit)
@@ -263,6 +266,7 @@ static void org_cache_rules(struct org_entry *e, const struct service *svc)
     rules_clear(&e->cached_rules);
     e->cached_rules = copy;
     e->cached_version = version;
+    e->cached = true;
     pthread_mutex_unlock(&e->cache_lock);
 }
 
@@ -273,14 +277,20 @@ static int org_service_create(void *ctx, void **obj)
     struct service *svc = NULL;
     long long version = atomic_load(&e->version);
 
+    /* Gone from the table (version -1) since the request was routed. */
+    *obj = NULL;
+    if (!atomic_load(&e->present) || version < 0)
+        return POOLD_ERR_UNKNOWN_ORG;
     if (!breaker_allow(&e->build_breaker, clock_now_ns()))
         return POOLD_ERR_DB;
+    atomic_fetch_add(&e->building, 1);
     int rc = org_build_cached(e, version, &svc, err, sizeof err);
     if (rc == POOLD_ERR_NOT_FOUND) {
         rc = service_create(&e->reg->env, e->org_id, &svc, err, sizeof err);
         if (rc == POOLD_OK)
             org_cache_rules(e, svc);
     }
+    atomic_fetch_sub(&e->building, 1);
     if (rc == POOLD_ERR_DB)
         breaker_failure(&e->build_breaker, clock_now_ns());
     else if (rc == POOLD_OK)
@@ -404,7 +414,8 @@ static bool entry_misconfigured(struct org_entry *e, char *err, size_t errlen)
 {
     bool hit;
     pthread_mutex_lock(&e->cache_lock);
-    hit = e->misconf_version == atomic_load(&e->version);
+    hit = e->misconf_version >= 0 &&
+          e->misconf_version == atomic_load(&e->version);
     if (hit)
         snprintf(err, errlen, "%s", e->misconf_msg);
     pthread_mutex_unlock(&e->cache_lock);
@@ -463,13 +474,14 @@ static int process_pooled(struct registry *reg, struct org_entry *e,
     rc = run_service(pool_item_object(item), msg, out, err, errlen);
     if (rc == POOLD_ERR_DB)
         pool_release_broken(e->pool, item);
-    else if (pool_waiting(reg->conns) > 0)
-        /* Someone waits for a connection at the cap: this service's goes
-         * to the first in that queue, whatever its org, rather than to
-         * this org's next request, so a busy org cannot keep every
-         * connection. (Holding it for a minimum time first was measured:
-         * p99 at a fixed rate went from 4 to 74 ms, for no fewer
-         * rebuilds — those come from reclaiming idle services.) */
+    else if (pool_waiting(reg->conns) > atomic_load(&e->building))
+        /* Another org waits for a connection at the cap: this service's
+         * goes to the first in that queue rather than to this org's next
+         * request, so a busy org cannot keep every connection. Not when
+         * the only waiters are this org's own builds: it would tear down a
+         * working service to build the same one again. (Holding it for a
+         * minimum time first was measured: p99 at a fixed rate went from
+         * 4 to 74 ms, for no fewer rebuilds.) */
         pool_release_evict(e->pool, item);
     else
         pool_release(e->pool, item);
@@ -486,7 +498,8 @@ static int process_unpooled(struct registry *reg, struct org_entry *e,
 {
     struct service *svc;
     struct pool_item *permit;
-    int rc = pool_acquire(reg->conns, reg->cfg.acquire_timeout_ns, &permit);
+    uint64_t timeout = reg->cfg.max_waiters ? reg->cfg.acquire_timeout_ns : 0;
+    int rc = pool_acquire(reg->conns, timeout, &permit);
     if (rc != POOLD_OK)
         return rc;
     if (!breaker_allow(&reg->db_breaker, clock_now_ns())) {
@@ -651,7 +664,7 @@ static int hk_refresh(struct registry *reg, char *err, size_t errlen)
     if (rc != POOLD_OK)
         return rc;
     if (atomic_load(&reg->loaded) && count == reg->fp_count &&
-        version == reg->fp_version)
+        version == reg->fp_digest)
         return POOLD_OK;
     rc = catalog_load(reg->hk_conn, &list, &n, err, errlen);
     if (rc != POOLD_OK)
@@ -665,7 +678,7 @@ static int hk_refresh(struct registry *reg, char *err, size_t errlen)
     free(list);
     apply_pending(reg);
     reg->fp_count = count;
-    reg->fp_version = version;
+    reg->fp_digest = version;
     if (!atomic_exchange(&reg->loaded, true))
         log_event(LOG_INFO, "org directory loaded", (const char *)NULL);
     return POOLD_OK;
@@ -861,6 +874,7 @@ static int make_conn_pool(struct registry *reg)
     reg->conn_ops.create = reg_conn_create;
     if (!reg->cfg.pooled) {
         pc.name = "connection permits";
+        pc.max_waiters = reg->cfg.max_waiters;
         pc.max_lifetime_ns = pc.lifetime_jitter_ns = 0;
         return pool_create(&permit_ops, reg, &pc, &reg->conns);
     }
@@ -947,6 +961,10 @@ void registry_shutdown(struct registry *reg)
     for (size_t i = 0; i < n; i++)
         pool_shutdown(list[i]->pool);
     free(list);
+    /* Mode none waits on permits: wake those waiters too. (In pooled mode
+     * the connection pool goes last, after the services gave theirs back.) */
+    if (!reg->cfg.pooled && reg->conns)
+        pool_shutdown(reg->conns);
 }
 
 void registry_destroy(struct registry *reg)

@@ -377,6 +377,43 @@ START_TEST(test_orgs_take_turns_at_a_cap_of_one)
 }
 END_TEST
 
+/* One org whose pool is larger than the connection cap: its releases feed
+ * its own queued requests; they must not tear a working service down to
+ * build the same one again for its own waiting build. */
+START_TEST(test_org_larger_than_the_cap_does_not_thrash)
+{
+    struct registry_config cfg = base_config();
+    cfg.db_max_conns = 2;
+    cfg.default_size = 4;
+    cfg.acquire_timeout_ns = NS_PER_S;
+    struct registry *reg = start(&cfg);
+    pthread_t t[8];
+    struct flood_arg args[8];
+    atomic_bool stop = false;
+    struct pool_stats st;
+
+    for (int i = 0; i < 8; i++) {
+        args[i] = (struct flood_arg){ reg, i, &stop };
+        ck_assert_int_eq(pthread_create(&t[i], NULL, flood_worker, &args[i]),
+                         0);
+    }
+    uint64_t until = clock_now_ns() + 2 * NS_PER_S;
+    do {
+        ck_assert_int_eq(registry_pool_stats(reg, "org_010", &st), POOLD_OK);
+    } while (clock_now_ns() < until);
+    atomic_store(&stop, true);
+    for (int i = 0; i < 8; i++)
+        pthread_join(t[i], NULL);
+    ck_assert_int_eq(registry_pool_stats(reg, "org_010", &st), POOLD_OK);
+    ck_assert_uint_gt(st.acquired, 100);
+    /* Before: one rebuild per request. Housekeeping may still hand one
+     * idle service's connection to a waiting build now and then. */
+    ck_assert_uint_le(st.created, 8);
+    ck_assert_uint_le(st.destroyed_by[POOL_DESTROY_EVICTED], 4);
+    registry_destroy(reg);
+}
+END_TEST
+
 /* ------------------------------------------- configuration changes */
 
 /* Poll until the rule change is visible, at most 5 s (DESIGN.md). */
@@ -518,6 +555,63 @@ START_TEST(test_config_change_committed_out_of_order)
     ck_assert(wait_for_checks(reg, "treg_ooo1", 2));
     registry_destroy(reg);
     PQfinish(slow);
+    PQfinish(db);
+}
+END_TEST
+
+struct del_arg {
+    struct registry *reg;
+    const char *id;
+    int rc;
+    struct service_result res;
+};
+
+static void *del_request(void *p)
+{
+    struct del_arg *a = p;
+    a->rc = process(a->reg, "treg_del", a->id, "abcd", &a->res);
+    return NULL;
+}
+
+/* An org deleted while requests for it wait: none of them may be served
+ * without its rules (a build after the delete must not succeed). */
+START_TEST(test_org_deleted_while_requests_wait)
+{
+    PGconn *db = admin();
+    sql(db, "INSERT INTO orgs (org_id, config, pool_max_size) VALUES "
+            "('treg_del', '{\"rules\":[{\"type\":\"max_payload_bytes\","
+            "\"value\":1}]}', 1)");
+    struct registry_config cfg = base_config();
+    cfg.build_cost_ms = 1500;
+    struct registry *reg = start(&cfg);
+    struct del_arg a = { reg, "treg_del_a", 0, { 0 } };
+    struct del_arg b = { reg, "treg_del_b", 0, { 0 } };
+    struct pool_stats st;
+    pthread_t ta, tb;
+
+    ck_assert_int_eq(pthread_create(&ta, NULL, del_request, &a), 0);
+    uint64_t deadline = clock_now_ns() + 5 * NS_PER_S;
+    /* A's pool exists once A was routed; its build then takes 1.5 s. */
+    struct count_arg c = { 0, 0 };
+    while (c.n == 0 && clock_now_ns() < deadline) {
+        c.n = 0;
+        registry_foreach_pool(reg, count_pools, &c);
+    }
+    ck_assert_int_eq(pthread_create(&tb, NULL, del_request, &b), 0);
+    do {
+        ck_assert_int_eq(registry_pool_stats(reg, "treg_del", &st), POOLD_OK);
+    } while (st.waiting == 0 && clock_now_ns() < deadline);
+    sql(db, "DELETE FROM orgs WHERE org_id = 'treg_del'");
+    pthread_join(ta, NULL);
+    pthread_join(tb, NULL);
+    /* A began under the row (its rules apply); B was still queued. */
+    ck_assert(a.rc == POOLD_ERR_UNKNOWN_ORG ||
+              (a.rc == POOLD_OK && a.res.verdict.checks == 1));
+    ck_assert_int_eq(b.rc, POOLD_ERR_UNKNOWN_ORG);
+    ck_assert_int_eq(sql_int(db, "SELECT count(*) FROM processed_messages "
+                                 "WHERE org_id = 'treg_del' AND checks = 0"),
+                     0);
+    registry_destroy(reg);
     PQfinish(db);
 }
 END_TEST
@@ -735,9 +829,11 @@ int main(void)
     tcase_add_test(tc, test_cap_many_orgs);
     tcase_add_test(tc, test_busy_org_does_not_starve_another_at_the_cap);
     tcase_add_test(tc, test_orgs_take_turns_at_a_cap_of_one);
+    tcase_add_test(tc, test_org_larger_than_the_cap_does_not_thrash);
     tcase_add_test(tc, test_config_change_retires);
     tcase_add_test(tc, test_config_change_retires_active_on_release);
     tcase_add_test(tc, test_config_change_committed_out_of_order);
+    tcase_add_test(tc, test_org_deleted_while_requests_wait);
     tcase_add_test(tc, test_misconfigured_then_fixed);
     tcase_add_test(tc, test_unknown_org_flood);
     tcase_add_test(tc, test_resize_persists);
