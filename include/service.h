@@ -63,14 +63,15 @@ POOLD_MUSTCHECK int service_create(const struct service_env *env,
 
 /*
  * As service_create(), but from rules already loaded and parsed for the
- * org's current config_version (copied; borrowed for the call): no query.
+ * org's current config_version: no query. The service takes *rules over
+ * (they are moved in, or freed on error; *rules is left empty).
  * The registry uses it to rebuild an org's service cheaply when the
  * connection cap makes orgs take turns; it must pass the rules of the
  * version its directory holds, so no stale configuration can come in.
  */
 POOLD_MUSTCHECK int service_create_from(const struct service_env *env,
                                         const char *org_id,
-                                        const struct ruleset *rules,
+                                        struct ruleset *rules,
                                         long long version,
                                         struct service **out, char *err,
                                         size_t errlen);

@@ -355,20 +355,16 @@ static void render_http(struct sbuf *b, struct metrics *m)
         for (size_t i = 0; i < NMETHODS; i++)
             for (size_t s = 0; s < NSTATUSES; s++) {
                 uint64_t n = load(&m->route[r].requests[i][s]);
+                char status[12] = "other";
                 if (n == 0)
                     continue;
-                if (status_values[s] == 0)
-                    sb_printf(b,
-                              "poold_http_requests_total{route=\"%s\","
-                              "method=\"%s\",status=\"other\"} %llu\n",
-                              route_name(m, r), method_names[i],
-                              (unsigned long long)n);
-                else
-                    sb_printf(b,
-                              "poold_http_requests_total{route=\"%s\","
-                              "method=\"%s\",status=\"%u\"} %llu\n",
-                              route_name(m, r), method_names[i],
-                              status_values[s], (unsigned long long)n);
+                if (status_values[s] != 0)
+                    snprintf(status, sizeof status, "%u", status_values[s]);
+                sb_printf(b,
+                          "poold_http_requests_total{route=\"%s\","
+                          "method=\"%s\",status=\"%s\"} %llu\n",
+                          route_name(m, r), method_names[i], status,
+                          (unsigned long long)n);
             }
     sb_family(b, "poold_http_request_duration_seconds", "histogram",
               "Time from request headers to response, by route pattern.");

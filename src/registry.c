@@ -247,10 +247,9 @@ static int org_build_cached(struct org_entry *e, long long version,
     pthread_mutex_unlock(&e->cache_lock);
     if (!hit)
         return POOLD_ERR_NOT_FOUND;
-    int rc = service_create_from(&e->reg->env, e->org_id, &rules, version,
-                                 svc, err, errlen);
-    rules_clear(&rules);
-    return rc;
+    /* The one copy made under the lock is moved into the service. */
+    return service_create_from(&e->reg->env, e->org_id, &rules, version, svc,
+                               err, errlen);
 }
 
 /* Remember a freshly loaded service's rules for later builds. */

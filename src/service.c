@@ -187,7 +187,7 @@ int service_create(const struct service_env *env, const char *org_id,
 }
 
 int service_create_from(const struct service_env *env, const char *org_id,
-                        const struct ruleset *rules, long long version,
+                        struct ruleset *rules, long long version,
                         struct service **out, char *err, size_t errlen)
 {
     struct service *svc;
@@ -195,14 +195,13 @@ int service_create_from(const struct service_env *env, const char *org_id,
 
     *out = NULL;
     rc = svc_new(env, org_id, &svc, err, errlen);
-    if (rc == POOLD_OK && rules_copy(&svc->rules, rules) != POOLD_OK) {
-        snprintf(err, errlen, "out of memory");
-        rc = POOLD_ERR_NOMEM;
-    }
     if (rc != POOLD_OK) {
+        rules_clear(rules);
         service_close(svc);
         return rc;
     }
+    svc->rules = *rules; /* moved: the caller's copy is ours now */
+    *rules = (struct ruleset){ 0 };
     svc->config_version = version;
     clock_sleep_ms(env->build_cost_ms);
     *out = svc;
