@@ -306,6 +306,34 @@ static void *flood_worker(void *p)
     return NULL;
 }
 
+#define FLOOD_MAX 12
+
+/* Threads posting to org_010 until flood_stop(). */
+struct flood {
+    pthread_t t[FLOOD_MAX];
+    struct flood_arg args[FLOOD_MAX];
+    atomic_bool stop;
+    int n;
+};
+
+static void flood_start(struct flood *f, struct registry *reg, int n)
+{
+    f->n = n;
+    atomic_store(&f->stop, false);
+    for (int i = 0; i < n; i++) {
+        f->args[i] = (struct flood_arg){ reg, i, &f->stop };
+        ck_assert_int_eq(pthread_create(&f->t[i], NULL, flood_worker,
+                                        &f->args[i]), 0);
+    }
+}
+
+static void flood_stop(struct flood *f)
+{
+    atomic_store(&f->stop, true);
+    for (int i = 0; i < f->n; i++)
+        pthread_join(f->t[i], NULL);
+}
+
 START_TEST(test_busy_org_does_not_starve_another_at_the_cap)
 {
     struct registry_config cfg = base_config();
@@ -314,16 +342,10 @@ START_TEST(test_busy_org_does_not_starve_another_at_the_cap)
     cfg.process_cost_ms = 50;
     cfg.acquire_timeout_ns = 2 * NS_PER_S;
     struct registry *reg = start(&cfg);
-    pthread_t t[12];
-    struct flood_arg args[12];
-    atomic_bool stop = false;
+    struct flood f;
     struct pool_stats st;
 
-    for (int i = 0; i < 12; i++) {
-        args[i] = (struct flood_arg){ reg, i, &stop };
-        ck_assert_int_eq(pthread_create(&t[i], NULL, flood_worker, &args[i]),
-                         0);
-    }
+    flood_start(&f, reg, 12);
     uint64_t deadline = clock_now_ns() + 5 * NS_PER_S;
     do {
         ck_assert_int_eq(registry_pool_stats(reg, "org_010", &st), POOLD_OK);
@@ -338,9 +360,7 @@ START_TEST(test_busy_org_does_not_starve_another_at_the_cap)
         ck_assert_int_eq(process(reg, "org_011", id, "abcd", &res), POOLD_OK);
         ck_assert_uint_lt(clock_now_ns() - t0, NS_PER_S);
     }
-    atomic_store(&stop, true);
-    for (int i = 0; i < 12; i++)
-        pthread_join(t[i], NULL);
+    flood_stop(&f);
     registry_conn_stats(reg, &st);
     ck_assert_uint_le(st.peak_active, 3);
     registry_destroy(reg);
@@ -387,23 +407,15 @@ START_TEST(test_org_larger_than_the_cap_does_not_thrash)
     cfg.default_size = 4;
     cfg.acquire_timeout_ns = NS_PER_S;
     struct registry *reg = start(&cfg);
-    pthread_t t[8];
-    struct flood_arg args[8];
-    atomic_bool stop = false;
+    struct flood f;
     struct pool_stats st;
 
-    for (int i = 0; i < 8; i++) {
-        args[i] = (struct flood_arg){ reg, i, &stop };
-        ck_assert_int_eq(pthread_create(&t[i], NULL, flood_worker, &args[i]),
-                         0);
-    }
+    flood_start(&f, reg, 8);
     uint64_t until = clock_now_ns() + 2 * NS_PER_S;
     do {
         ck_assert_int_eq(registry_pool_stats(reg, "org_010", &st), POOLD_OK);
     } while (clock_now_ns() < until);
-    atomic_store(&stop, true);
-    for (int i = 0; i < 8; i++)
-        pthread_join(t[i], NULL);
+    flood_stop(&f);
     ck_assert_int_eq(registry_pool_stats(reg, "org_010", &st), POOLD_OK);
     ck_assert_uint_gt(st.acquired, 100);
     /* Before: one rebuild per request. Housekeeping may still hand one
