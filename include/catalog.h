@@ -15,6 +15,7 @@ struct org_info {
     bool enabled;
     int pool_max_size;     /* 0 when NULL (use the default) */
     long long version;     /* orgs.config_version: bumped on every change */
+    bool paused;           /* orgs.paused: POST /process* answer 503 */
 };
 
 /* True if s matches ^[A-Za-z0-9_-]{1,64}$. */
@@ -26,7 +27,8 @@ POOLD_MUSTCHECK int catalog_check_schema(struct db_conn *conn, char *err,
 
 /*
  * A fingerprint of the whole table: the row count and an order-independent
- * digest of every row's (org_id, config_version, enabled, pool_max_size).
+ * digest of every row's (org_id, config_version, enabled, pool_max_size,
+ * paused).
  * If both are unchanged, nothing poold uses changed. A digest, not
  * max(config_version): sequence numbers are taken at update time, so a
  * transaction that commits after a later-numbered one would not move the
@@ -45,5 +47,11 @@ POOLD_MUSTCHECK int catalog_load(struct db_conn *conn, struct org_info **out,
 POOLD_MUSTCHECK int catalog_store_pool_size(struct db_conn *conn,
                                             const char *org_id, unsigned size,
                                             char *err, size_t errlen);
+
+/* Store orgs.paused for org_id (config_version is left alone: a pause is
+ * not a configuration change). POOLD_ERR_UNKNOWN_ORG if no row. */
+POOLD_MUSTCHECK int catalog_store_paused(struct db_conn *conn,
+                                         const char *org_id, bool paused,
+                                         char *err, size_t errlen);
 
 #endif

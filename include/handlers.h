@@ -19,6 +19,7 @@ struct handlers_config {
     const char *admin_token; /* borrowed; compared in constant time */
     unsigned pool_ceiling;   /* largest size PUT accepts */
     unsigned retry_after_s;  /* Retry-After of 503 pool_exhausted */
+    unsigned paused_retry_after_s; /* Retry-After of 503 org_paused */
 };
 
 /* What the server gives a handler; every pointer is borrowed for the call. */
@@ -45,6 +46,7 @@ struct http_response {
     const char *allow;        /* static string for 405, else NULL */
     unsigned retry_after_s;   /* > 0: send Retry-After */
     bool www_authenticate;    /* send WWW-Authenticate: Bearer */
+    const char *csp;          /* static Content-Security-Policy, or NULL */
     const char *error_code;   /* static, for the log; NULL on success */
     char org[ORG_ID_MAX + 1]; /* validated org of the request, for the log */
     char detail[HTTP_DETAIL_MAX]; /* for the log only, never sent */

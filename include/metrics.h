@@ -10,7 +10,8 @@
 #include "registry.h"
 #include "status.h"
 
-#define METRICS_MAX_ROUTES 16
+/* Routes of every branch together, with room: the table is fixed-size. */
+#define METRICS_MAX_ROUTES 64
 
 struct metrics; /* opaque; every counter is a relaxed atomic: lock-free */
 

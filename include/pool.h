@@ -86,6 +86,9 @@ struct pool_stats {
     uint64_t wait_count;       /* acquires that had to wait */
     uint64_t wait_ns_sum;
     uint64_t wait_hist[POOL_WAIT_BUCKETS];
+    /* Filled by the pool's owner, not the pool (left 0 here): lends held
+     * longer than the owner's threshold (the registry's holder records). */
+    uint64_t held_too_long;
 };
 
 /* Create a pool. ops and ctx are borrowed and must outlive the pool. No

@@ -6,6 +6,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "holders.h"
 #include "pool.h"
 #include "service.h"
 #include "status.h"
@@ -26,6 +27,7 @@ struct registry_config {
     double process_cost_ms;
     const char *prewarm;         /* "all", "org_a,org_b", or "" */
     uint64_t refresh_interval_ns;/* org directory poll period (default 1 s) */
+    uint64_t hold_warn_ns;       /* POOLD_HOLD_WARN_MS; 0: off */
 };
 
 /*
@@ -54,7 +56,9 @@ bool registry_is_ready(struct registry *reg);
  * reset and release it. Returns POOLD_OK (row committed), or
  * POOLD_ERR_UNKNOWN_ORG, POOLD_ERR_MISCONFIGURED, POOLD_ERR_TIMEOUT or
  * POOLD_ERR_WAITERS_FULL (pool exhausted), POOLD_ERR_CONFLICT, POOLD_ERR_DB,
- * POOLD_ERR_NOT_READY, POOLD_ERR_SHUTDOWN. err gets a message for a person.
+ * POOLD_ERR_NOT_READY, POOLD_ERR_SHUTDOWN, POOLD_ERR_PAUSED. err gets a
+ * message for a person. While it holds a service, msg->request_id and
+ * msg->route are listed by registry_holders().
  */
 POOLD_MUSTCHECK int registry_process(struct registry *reg, const char *org_id,
                                      const struct message *msg,
@@ -83,5 +87,33 @@ void registry_foreach_pool(struct registry *reg,
 
 /* Stats of the connection pool (max_size is POOLD_DB_MAX_CONNS). */
 void registry_conn_stats(struct registry *reg, struct pool_stats *out);
+
+/* ---- operators (issue 13) ---- */
+
+/* Pause or resume an org: stored in orgs.paused first (every replica
+ * follows within a refresh), then applied here at once; while paused,
+ * registry_process() answers POOLD_ERR_PAUSED. Services are kept.
+ * POOLD_ERR_UNKNOWN_ORG, POOLD_ERR_NOT_READY, POOLD_ERR_DB. */
+POOLD_MUSTCHECK int registry_set_paused(struct registry *reg,
+                                        const char *org_id, bool paused,
+                                        char *err, size_t errlen);
+
+/* Whether the org is paused now, in *out. */
+POOLD_MUSTCHECK int registry_is_paused(struct registry *reg,
+                                       const char *org_id, bool *out);
+
+/* Drain an org's pool on this process: idle services are closed now, lent
+ * ones when released, and the next build reads the org's row afresh.
+ * Fills *out with the stats after it. POOLD_ERR_UNKNOWN_ORG,
+ * POOLD_ERR_NOT_READY. */
+POOLD_MUSTCHECK int registry_drain(struct registry *reg, const char *org_id,
+                                   struct pool_stats *out, char *err,
+                                   size_t errlen);
+
+/* Who holds the org's services now: *out is malloc'd (caller frees, may be
+ * NULL when *n is 0). POOLD_ERR_UNKNOWN_ORG, POOLD_ERR_NOT_READY,
+ * POOLD_ERR_NOMEM. */
+POOLD_MUSTCHECK int registry_holders(struct registry *reg, const char *org_id,
+                                     struct holder_info **out, size_t *n);
 
 #endif

@@ -40,6 +40,8 @@ struct message {
     size_t id_len;
     const char *payload;
     size_t payload_len;
+    const char *request_id; /* borrowed; for holders/logs (may be NULL) */
+    const char *route;      /* borrowed; for holders: "POST /process" */
 };
 
 struct service_result {

@@ -23,6 +23,7 @@ enum poold_status {
     POOLD_ERR_CONFLICT = -10,     /* message id reused with another payload */
     POOLD_ERR_NOT_FOUND = -11,    /* no such object */
     POOLD_ERR_NOT_READY = -12,    /* org directory not loaded yet (db down) */
+    POOLD_ERR_PAUSED = -13,       /* the org is paused by an operator */
 };
 
 /* A static, human-readable name for a status ("timeout", ...). Never NULL. */

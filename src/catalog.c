@@ -67,16 +67,20 @@ int catalog_check_schema(struct db_conn *conn, char *err, size_t errlen)
         " to_regclass('processed_messages') IS NOT NULL,"
         " EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid ="
         " to_regclass('orgs') AND attname = 'config_version'"
+        " AND NOT attisdropped),"
+        " EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid ="
+        " to_regclass('orgs') AND attname = 'paused'"
         " AND NOT attisdropped)";
     static const char *const names[] = { "table orgs",
                                          "table processed_messages",
-                                         "column orgs.config_version" };
+                                         "column orgs.config_version",
+                                         "column orgs.paused" };
     PGresult *res = catalog_exec(conn, "schema check", sql, 0, NULL, err,
                                  errlen);
 
     if (res == NULL)
         return POOLD_ERR_DB;
-    for (int i = 0; i < 3; i++) {
+    for (int i = 0; i < 4; i++) {
         if (strcmp(PQgetvalue(res, 0, i), "t") != 0) {
             snprintf(err, errlen,
                      "%s not found: apply sql/ (scripts/pg.sh, or for f "
@@ -98,7 +102,7 @@ int catalog_fingerprint(struct db_conn *conn, long long *count,
     PGresult *res = catalog_exec(
         conn, "orgs fingerprint",
         "SELECT count(*), coalesce(sum(hashtextextended(concat_ws(':', "
-        "org_id, config_version, enabled, pool_max_size), 0)) "
+        "org_id, config_version, enabled, pool_max_size, paused), 0)) "
         "% 9223372036854775807, 0)::bigint FROM orgs",
         0, NULL, err, errlen);
     int rc = POOLD_OK;
@@ -129,6 +133,7 @@ static bool catalog_row(const PGresult *res, int row, struct org_info *org)
         !catalog_get_ll(res, row, 3, &org->version))
         return false;
     org->pool_max_size = (int)size;
+    org->paused = strcmp(PQgetvalue(res, row, 4), "t") == 0;
     return true;
 }
 
@@ -137,8 +142,8 @@ int catalog_load(struct db_conn *conn, struct org_info **out, size_t *n,
 {
     PGresult *res = catalog_exec(
         conn, "orgs load",
-        "SELECT org_id, enabled, coalesce(pool_max_size, 0), config_version"
-        " FROM orgs ORDER BY org_id",
+        "SELECT org_id, enabled, coalesce(pool_max_size, 0), config_version,"
+        " paused FROM orgs ORDER BY org_id",
         0, NULL, err, errlen);
     struct org_info *orgs;
     size_t rows, kept = 0;
@@ -184,6 +189,27 @@ int catalog_store_pool_size(struct db_conn *conn, const char *org_id,
                        "UPDATE orgs SET pool_max_size = $2::integer"
                        " WHERE org_id = $1 RETURNING 1",
                        2, params, err, errlen);
+    if (res == NULL)
+        return POOLD_ERR_DB;
+    rows = PQntuples(res);
+    PQclear(res);
+    if (rows == 0) {
+        snprintf(err, errlen, "org %.64s not found", org_id);
+        return POOLD_ERR_UNKNOWN_ORG;
+    }
+    return POOLD_OK;
+}
+
+int catalog_store_paused(struct db_conn *conn, const char *org_id, bool paused,
+                         char *err, size_t errlen)
+{
+    const char *params[2] = { org_id, paused ? "true" : "false" };
+    PGresult *res = catalog_exec(conn, "store paused",
+                                 "UPDATE orgs SET paused = $2::boolean"
+                                 " WHERE org_id = $1 RETURNING 1",
+                                 2, params, err, errlen);
+    int rows;
+
     if (res == NULL)
         return POOLD_ERR_DB;
     rows = PQntuples(res);

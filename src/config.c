@@ -97,6 +97,13 @@ static const struct config_key config_keys[] = {
      "extra simulated cost of processing a message (fractions allowed)"},
     {"POOLD_LOG_FORMAT", "log-format", "text", parse_log_format,
      FIELD(log_format), 0, 0, "json or text"},
+    {"POOLD_HOLD_WARN_MS", "hold-warn-ms", "10000", parse_unsigned,
+     FIELD(hold_warn_ms), 0, 86400000,
+     "log and count a service lent longer than this, once (0: off)"},
+    {"POOLD_METRICS_TOP_ORGS", "metrics-top-orgs", "100", parse_unsigned,
+     FIELD(metrics_top_orgs), 0, 100000,
+     "per-org metric series for the busiest N orgs; the rest summed as "
+     "org=\"_other\" (0: every org)"},
 };
 
 #define NKEYS (sizeof config_keys / sizeof config_keys[0])

@@ -9,10 +9,12 @@
 
 #include <jansson.h>
 
+#include "dashboard.h"
 #include "rules.h"
 #include "service.h"
 
 #define MESSAGE_ID_MAX 128
+#define ROUTE_PROCESS "POST /process" /* a holder's route */
 
 struct handlers {
     struct handlers_config cfg;
@@ -51,6 +53,8 @@ static const struct status_http {
      "this message id was already processed with another payload"},
     {POOLD_ERR_INVALID, 400, "invalid_size",
      "field 'max_size' is out of range"},
+    {POOLD_ERR_PAUSED, 503, "org_paused",
+     "the org is paused by an operator; nothing was written"},
 };
 
 void handlers_status_http(int status, unsigned *http, const char **code,
@@ -120,8 +124,10 @@ static void error_for_status(struct handlers *h, struct http_response *resp,
 
     handlers_status_http(status, &http, &code, &message);
     handlers_error(resp, http, code, message);
-    if (strcmp(code, "pool_exhausted") == 0)
+    if (h != NULL && strcmp(code, "pool_exhausted") == 0)
         resp->retry_after_s = h->cfg.retry_after_s;
+    if (h != NULL && strcmp(code, "org_paused") == 0)
+        resp->retry_after_s = h->cfg.paused_retry_after_s;
 }
 
 static json_t *stats_json(const struct pool_stats *s)
@@ -145,6 +151,9 @@ static json_t *stats_json(const struct pool_stats *s)
         (json_int_t)s->destroyed, "destroyed_by", by, "acquired",
         (json_int_t)s->acquired, "wait_count", (json_int_t)s->wait_count,
         "wait_ns_sum", (json_int_t)s->wait_ns_sum);
+    if (o != NULL)
+        json_object_set_new(o, "held_too_long",
+                            json_integer((json_int_t)s->held_too_long));
     return o;
 }
 
@@ -307,6 +316,8 @@ static void handle_process(struct handlers *h, const struct http_request *req,
     msg.id_len = p.id_len;
     msg.payload = p.payload;
     msg.payload_len = p.payload_len;
+    msg.request_id = req->request_id;
+    msg.route = ROUTE_PROCESS;
     memset(&result, 0, sizeof result);
     rc = registry_process(h->cfg.reg, p.org_id, &msg, &result, resp->detail,
                           sizeof resp->detail);
@@ -449,6 +460,170 @@ static void handle_readyz(struct handlers *h, const struct http_request *req,
         render_json(resp, 200, json_pack("{s:s}", "status", "ready"));
 }
 
+/* ---- operators: drain, pause, resume, holders, dashboard (issue 13) ---- */
+
+/*
+ * The one call site where the operator controls (pool.drain, pool.pause,
+ * pool.resume) reach the audit trail (DESIGN.md, "Tenants"). before and
+ * after are borrowed; the audit module records them with req's actor and
+ * request id when it is wired in here.
+ */
+static void operator_audit(struct handlers *h, const struct http_request *req,
+                           const char *action, const char *org_id,
+                           json_t *before, json_t *after)
+{
+    (void)h;
+    (void)req;
+    (void)action;
+    (void)org_id;
+    (void)before;
+    (void)after;
+}
+
+static void handle_pool_drain(struct handlers *h,
+                              const struct http_request *req,
+                              struct http_response *resp)
+{
+    struct pool_stats before, after;
+    json_t *b, *a;
+    int rc;
+
+    if (!valid_org_param(req, resp))
+        return;
+    memset(&before, 0, sizeof before);
+    memset(&after, 0, sizeof after);
+    rc = registry_pool_stats(h->cfg.reg, resp->org, &before);
+    if (rc == POOLD_OK)
+        rc = registry_drain(h->cfg.reg, resp->org, &after, resp->detail,
+                            sizeof resp->detail);
+    if (rc != POOLD_OK) {
+        error_for_status(h, resp, rc);
+        return;
+    }
+    b = stats_json(&before);
+    a = stats_json(&after);
+    operator_audit(h, req, "pool.drain", resp->org, b, a);
+    json_decref(b);
+    render_json(resp, 200, a);
+}
+
+/* POST .../pause and .../resume: 200 {"org_id", "paused"}. */
+static void set_paused(struct handlers *h, const struct http_request *req,
+                       struct http_response *resp, bool paused)
+{
+    bool was = false;
+    json_t *b, *a;
+    int rc;
+
+    if (!valid_org_param(req, resp))
+        return;
+    rc = registry_is_paused(h->cfg.reg, resp->org, &was);
+    if (rc == POOLD_OK)
+        rc = registry_set_paused(h->cfg.reg, resp->org, paused, resp->detail,
+                                 sizeof resp->detail);
+    if (rc != POOLD_OK) {
+        error_for_status(h, resp, rc);
+        return;
+    }
+    b = json_pack("{s:b}", "paused", (int)was);
+    a = json_pack("{s:s,s:b}", "org_id", resp->org, "paused", (int)paused);
+    operator_audit(h, req, paused ? "pool.pause" : "pool.resume", resp->org,
+                   b, a);
+    json_decref(b);
+    render_json(resp, 200, a);
+}
+
+static void handle_pool_pause(struct handlers *h,
+                              const struct http_request *req,
+                              struct http_response *resp)
+{
+    set_paused(h, req, resp, true);
+}
+
+static void handle_pool_resume(struct handlers *h,
+                               const struct http_request *req,
+                               struct http_response *resp)
+{
+    set_paused(h, req, resp, false);
+}
+
+static void handle_pool_holders(struct handlers *h,
+                                const struct http_request *req,
+                                struct http_response *resp)
+{
+    struct holder_info *v = NULL;
+    size_t n = 0;
+    json_t *list;
+    int rc;
+
+    if (!valid_org_param(req, resp))
+        return;
+    rc = registry_holders(h->cfg.reg, resp->org, &v, &n);
+    if (rc != POOLD_OK) {
+        error_for_status(h, resp, rc);
+        return;
+    }
+    list = json_array();
+    for (size_t i = 0; list && i < n; i++)
+        json_array_append_new(
+            list, json_pack("{s:s,s:s,s:I}", "request_id", v[i].request_id,
+                            "route", v[i].route, "held_ms",
+                            (json_int_t)(v[i].held_ns / 1000000)));
+    free(v);
+    render_json(resp, 200, json_pack("{s:o?}", "holders", list));
+}
+
+/* Everything the page loads is its own: no inline code, nothing from
+ * elsewhere, not framed. */
+static const char dashboard_csp[] =
+    "default-src 'none'; script-src 'self'; style-src 'self'; "
+    "connect-src 'self'; img-src 'self' data:; base-uri 'none'; "
+    "form-action 'none'; frame-ancestors 'none'";
+
+static void serve_asset(struct http_response *resp, const char *name)
+{
+    const struct dashboard_asset *a = dashboard_asset_find(name);
+    char *copy;
+
+    if (a == NULL) {
+        handlers_error(resp, 404, "not_found", "no such route");
+        return;
+    }
+    copy = malloc(a->len ? a->len : 1);
+    if (copy == NULL) {
+        error_for_status(NULL, resp, POOLD_ERR_NOMEM);
+        return;
+    }
+    memcpy(copy, a->data, a->len);
+    free(resp->body);
+    resp->body = copy;
+    resp->body_len = a->len;
+    resp->status = 200;
+    resp->content_type = a->content_type;
+    resp->csp = dashboard_csp;
+}
+
+static void handle_dashboard(struct handlers *h, const struct http_request *req,
+                             struct http_response *resp)
+{
+    (void)h;
+    (void)req;
+    serve_asset(resp, "index.html");
+}
+
+static void handle_dashboard_asset(struct handlers *h,
+                                   const struct http_request *req,
+                                   struct http_response *resp)
+{
+    char name[DASHBOARD_NAME_MAX + 1];
+
+    (void)h;
+    snprintf(name, sizeof name, "%.*s", (int)req->param_len, req->param);
+    if (strcmp(name, "index.html") == 0 || req->param_len > DASHBOARD_NAME_MAX)
+        name[0] = '\0'; /* the page itself is /dashboard */
+    serve_asset(resp, name);
+}
+
 const struct route handlers_routes[] = {
     {"POST", "/process", handle_process, false},
     {"GET", "/stats", handle_stats, true},
@@ -457,6 +632,12 @@ const struct route handlers_routes[] = {
     {"GET", "/metrics", handle_metrics, true},
     {"GET", "/healthz", handle_healthz, false},
     {"GET", "/readyz", handle_readyz, false},
+    {"POST", "/pools/{org_id}/drain", handle_pool_drain, true},
+    {"POST", "/pools/{org_id}/pause", handle_pool_pause, true},
+    {"POST", "/pools/{org_id}/resume", handle_pool_resume, true},
+    {"GET", "/pools/{org_id}/holders", handle_pool_holders, true},
+    {"GET", "/dashboard", handle_dashboard, false},
+    {"GET", "/dashboard/{asset}", handle_dashboard_asset, false},
 };
 const size_t handlers_nroutes =
     sizeof handlers_routes / sizeof handlers_routes[0];

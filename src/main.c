@@ -23,6 +23,9 @@
 #define DRAIN_TIMEOUT_NS (10 * NS_PER_S)
 #define DB_CONNECT_TIMEOUT_S 5
 #define ORG_REFRESH_NS NS_PER_S
+/* A pause lasts as long as an operator wants; ask clients to come back in a
+ * few seconds rather than hammer. */
+#define PAUSED_RETRY_AFTER_S 5
 
 static void registry_config_from(const struct poold_config *cfg,
                                  struct registry_config *rc)
@@ -44,6 +47,7 @@ static void registry_config_from(const struct poold_config *cfg,
     rc->process_cost_ms = cfg->process_cost_ms;
     rc->prewarm = cfg->prewarm;
     rc->refresh_interval_ns = ORG_REFRESH_NS;
+    rc->hold_warn_ns = (uint64_t)cfg->hold_warn_ms * NS_PER_MS;
 }
 
 static void log_startup(const struct poold_config *cfg, unsigned port)
@@ -121,6 +125,7 @@ static int app_start_handlers(const struct poold_config *cfg, struct app *a)
     hc.admin_token = cfg->admin_token;
     hc.pool_ceiling = cfg->pool_ceiling;
     hc.retry_after_s = cfg->acquire_timeout_ms / 1000 + 1;
+    hc.paused_retry_after_s = PAUSED_RETRY_AFTER_S;
     return handlers_create(&hc, &a->handlers);
 }
 

@@ -168,6 +168,7 @@ void metrics_stats_add(struct pool_stats *a, const struct pool_stats *b)
     a->wait_ns_sum += b->wait_ns_sum;
     for (size_t i = 0; i < POOL_WAIT_BUCKETS; i++)
         a->wait_hist[i] += b->wait_hist[i];
+    a->held_too_long += b->held_too_long;
 }
 
 /* ---- text output ----------------------------------------------------------
@@ -246,6 +247,9 @@ static const struct stat_series stat_series[] = {
      STAT(create_failures)},
     {"acquired_total", "counter", "Successful acquires.", STAT(acquired)},
     {"waited_total", "counter", "Acquires that had to wait.", STAT(wait_count)},
+    {"held_too_long_total", "counter",
+     "Lends held longer than POOLD_HOLD_WARN_MS (logged once each).",
+     STAT(held_too_long)},
 };
 #define NSTAT_SERIES (sizeof stat_series / sizeof stat_series[0])
 

@@ -11,6 +11,7 @@
 
 #include "catalog.h"
 #include "clock.h"
+#include "holders.h"
 #include "log.h"
 
 #define REG_BUCKETS_MIN 64
@@ -18,6 +19,7 @@
 #define REG_READY_GRACE_NS (3 * NS_PER_S) /* db contact this recent = ready */
 #define REG_BACKOFF_MIN_NS (100 * NS_PER_MS)
 #define REG_BACKOFF_MAX_NS (5 * NS_PER_S)
+#define REG_HELD_LOG_MAX 16 /* held-too-long holds logged per org per pass */
 
 /*
  * Backoff with full jitter after failures to reach the database, so a dead
@@ -96,6 +98,8 @@ struct org_entry {
     atomic_bool present;        /* still in the orgs table */
     atomic_llong version;       /* orgs.config_version */
     atomic_int size;            /* orgs.pool_max_size, 0: default */
+    atomic_bool paused;         /* orgs.paused: requests get 503 org_paused */
+    struct holders holders;     /* who holds this org's services now */
     /* Guards the two caches below (never held across I/O). */
     pthread_mutex_t cache_lock;
     /* The last misconfiguration seen, cached for its version so a broken
@@ -201,6 +205,7 @@ static struct org_entry *map_add(struct registry *reg, const char *org_id)
     e->reg = reg;
     snprintf(e->org_id, sizeof e->org_id, "%s", org_id);
     pthread_mutex_init(&e->cache_lock, NULL);
+    holders_init(&e->holders);
     e->misconf_version = -1;
     breaker_init(&e->build_breaker);
     if (reg->nentries >= reg->nbuckets)
@@ -443,6 +448,9 @@ static void fill_error(int rc, const char *org_id, char *err, size_t errlen)
     case POOLD_ERR_SHUTDOWN:
         snprintf(err, errlen, "the server is shutting down");
         break;
+    case POOLD_ERR_PAUSED:
+        snprintf(err, errlen, "org '%s' is paused by an operator", org_id);
+        break;
     default:
         if (err[0] == '\0')
             snprintf(err, errlen, "%s", poold_status_str(rc));
@@ -451,12 +459,27 @@ static void fill_error(int rc, const char *org_id, char *err, size_t errlen)
 
 static bool registry_reclaim(void *arg, const char *org_id);
 
-/* Hydrate, process; the caller releases. Returns the process status. */
-static int run_service(struct service *svc, const struct message *msg,
-                       struct service_result *out, char *err, size_t errlen)
+/* Hydrate, process; the caller releases. Returns the process status. The
+ * hold is on the org's holder list meanwhile (GET .../holders); one longer
+ * than POOLD_HOLD_WARN_MS and not flagged by housekeeping yet is counted
+ * and logged here, once. */
+static int run_service(struct org_entry *e, struct service *svc,
+                       const struct message *msg, struct service_result *out,
+                       char *err, size_t errlen)
 {
+    struct holder hold;
+    uint64_t warn = e->reg->cfg.hold_warn_ns;
+    int rc;
+
+    holders_add(&e->holders, &hold, msg->request_id, msg->route,
+                clock_now_ns());
     service_hydrate(svc, msg);
-    return service_process(svc, out, err, errlen);
+    rc = service_process(svc, out, err, errlen);
+    if (holders_remove(&e->holders, &hold, clock_now_ns(), warn))
+        log_event(LOG_WARN, "service held too long", "org", e->org_id,
+                  "request_id", hold.request_id, "route", hold.route,
+                  (const char *)NULL);
+    return rc;
 }
 
 static int process_pooled(struct registry *reg, struct org_entry *e,
@@ -470,7 +493,7 @@ static int process_pooled(struct registry *reg, struct org_entry *e,
     int rc = pool_acquire(e->pool, timeout, &item);
     if (rc != POOLD_OK)
         return rc;
-    rc = run_service(pool_item_object(item), msg, out, err, errlen);
+    rc = run_service(e, pool_item_object(item), msg, out, err, errlen);
     if (rc == POOLD_ERR_DB)
         pool_release_broken(e->pool, item);
     else if (pool_waiting(reg->conns) > atomic_load(&e->building))
@@ -511,7 +534,7 @@ static int process_unpooled(struct registry *reg, struct org_entry *e,
     else if (rc == POOLD_OK)
         breaker_success(&reg->db_breaker);
     if (rc == POOLD_OK) {
-        rc = run_service(svc, msg, out, err, errlen);
+        rc = run_service(e, svc, msg, out, err, errlen);
         service_close(svc);
     }
     pool_release(reg->conns, permit);
@@ -530,6 +553,8 @@ int registry_process(struct registry *reg, const char *org_id,
         rc = POOLD_ERR_SHUTDOWN;
     else
         rc = registry_route(reg, org_id, &e);
+    if (rc == POOLD_OK && atomic_load(&e->paused))
+        rc = POOLD_ERR_PAUSED;
     if (rc == POOLD_OK && entry_misconfigured(e, err, errlen))
         rc = POOLD_ERR_MISCONFIGURED;
     if (rc == POOLD_OK && reg->cfg.pooled)
@@ -603,6 +628,7 @@ static void apply_org(struct registry *reg, const struct org_info *o)
     atomic_store(&e->enabled, o->enabled);
     atomic_store(&e->size, o->pool_max_size);
     atomic_store(&e->version, o->version);
+    atomic_store(&e->paused, o->paused);
     atomic_store(&e->present, true);
     e->pending_retire |= changed && e->pool != NULL;
     e->pending_resize |= resized && e->pool != NULL;
@@ -683,6 +709,33 @@ static int hk_refresh(struct registry *reg, char *err, size_t errlen)
     return POOLD_OK;
 }
 
+/* Flag and log, once each, the holds older than POOLD_HOLD_WARN_MS. */
+static void check_holds(struct registry *reg, uint64_t now)
+{
+    struct holder_info held[REG_HELD_LOG_MAX];
+    char ms[24];
+    size_t n;
+    struct org_entry **list;
+
+    if (reg->cfg.hold_warn_ns == 0)
+        return;
+    list = map_snapshot(reg, false, &n);
+    for (size_t i = 0; i < n; i++) {
+        size_t k = holders_check(&list[i]->holders, now,
+                                 reg->cfg.hold_warn_ns, held,
+                                 REG_HELD_LOG_MAX);
+        for (size_t j = 0; j < k && j < REG_HELD_LOG_MAX; j++) {
+            snprintf(ms, sizeof ms, "%llu",
+                     (unsigned long long)(held[j].held_ns / NS_PER_MS));
+            log_event(LOG_WARN, "service held too long", "org",
+                      list[i]->org_id, "request_id", held[j].request_id,
+                      "route", held[j].route, "held_ms", ms,
+                      (const char *)NULL);
+        }
+    }
+    free(list);
+}
+
 static void maintain_all(struct registry *reg)
 {
     uint64_t now = clock_now_ns();
@@ -692,6 +745,7 @@ static void maintain_all(struct registry *reg)
     for (size_t i = 0; i < n; i++)
         pool_maintain(list[i]->pool, now);
     free(list);
+    check_holds(reg, now);
     if (reg->conns == NULL)
         return;
     pool_maintain(reg->conns, now);
@@ -990,6 +1044,7 @@ void registry_destroy(struct registry *reg)
             pool_destroy(e->pool);
             rules_clear(&e->cached_rules);
             pthread_mutex_destroy(&e->cache_lock);
+            holders_deinit(&e->holders);
             pthread_mutex_destroy(&e->build_breaker.lock);
             free(e);
             e = next;
@@ -1035,10 +1090,11 @@ static void entry_stats(struct registry *reg, struct org_entry *e,
 {
     if (e->pool) {
         pool_get_stats(e->pool, out);
-        return;
+    } else {
+        memset(out, 0, sizeof *out);
+        out->max_size = effective_size(reg, e);
     }
-    memset(out, 0, sizeof *out);
-    out->max_size = effective_size(reg, e);
+    out->held_too_long = holders_held_too_long(&e->holders);
 }
 
 int registry_pool_stats(struct registry *reg, const char *org_id,
@@ -1098,6 +1154,7 @@ void registry_foreach_pool(struct registry *reg,
     for (size_t i = 0; i < n; i++) {
         struct pool_stats st;
         pool_get_stats(list[i]->pool, &st);
+        st.held_too_long = holders_held_too_long(&list[i]->holders);
         fn(arg, list[i]->org_id, &st);
     }
     free(list);
@@ -1111,4 +1168,92 @@ void registry_conn_stats(struct registry *reg, struct pool_stats *out)
     }
     memset(out, 0, sizeof *out);
     out->max_size = reg->cfg.db_max_conns;
+}
+
+int registry_set_paused(struct registry *reg, const char *org_id, bool paused,
+                        char *err, size_t errlen)
+{
+    struct org_entry *e;
+    int rc;
+
+    err[0] = '\0';
+    if ((rc = find_entry(reg, org_id, &e)) != POOLD_OK) {
+        fill_error(rc, org_id, err, errlen);
+        return rc;
+    }
+    /* Stored first: the other replicas follow through the fingerprint,
+     * this one at once. */
+    pthread_mutex_lock(&reg->hk_lock);
+    rc = hk_connect(reg, err, errlen);
+    if (rc == POOLD_OK)
+        rc = catalog_store_paused(reg->hk_conn, org_id, paused, err, errlen);
+    pthread_mutex_unlock(&reg->hk_lock);
+    if (rc != POOLD_OK)
+        return rc;
+    atomic_store(&e->paused, paused);
+    log_event(LOG_INFO, paused ? "org paused" : "org resumed", "org", org_id,
+              (const char *)NULL);
+    return POOLD_OK;
+}
+
+int registry_is_paused(struct registry *reg, const char *org_id, bool *out)
+{
+    struct org_entry *e;
+    int rc = find_entry(reg, org_id, &e);
+
+    if (rc == POOLD_OK)
+        *out = atomic_load(&e->paused);
+    return rc;
+}
+
+int registry_drain(struct registry *reg, const char *org_id,
+                   struct pool_stats *out, char *err, size_t errlen)
+{
+    struct org_entry *e;
+    int rc;
+
+    err[0] = '\0';
+    if ((rc = find_entry(reg, org_id, &e)) != POOLD_OK) {
+        fill_error(rc, org_id, err, errlen);
+        return rc;
+    }
+    /* The next build reads the org's row again rather than the cache. */
+    pthread_mutex_lock(&e->cache_lock);
+    e->cached = false;
+    pthread_mutex_unlock(&e->cache_lock);
+    pthread_rwlock_rdlock(&reg->lock);
+    struct pool *pool = e->pool;
+    pthread_rwlock_unlock(&reg->lock);
+    if (pool != NULL)
+        pool_retire_all(pool);
+    log_event(LOG_INFO, "pool drained", "org", org_id, (const char *)NULL);
+    entry_stats(reg, e, out);
+    return POOLD_OK;
+}
+
+int registry_holders(struct registry *reg, const char *org_id,
+                     struct holder_info **out, size_t *n)
+{
+    struct org_entry *e;
+    struct holder_info *v = NULL;
+    size_t cap = 0, have;
+    int rc = find_entry(reg, org_id, &e);
+
+    *out = NULL;
+    *n = 0;
+    if (rc != POOLD_OK)
+        return rc;
+    /* The list may grow between sizing and copying: retry with room. */
+    for (;;) {
+        have = holders_list(&e->holders, v, cap, clock_now_ns());
+        if (have <= cap)
+            break;
+        free(v);
+        cap = have + 8;
+        if ((v = malloc(cap * sizeof *v)) == NULL)
+            return POOLD_ERR_NOMEM;
+    }
+    *out = v;
+    *n = have;
+    return POOLD_OK;
 }

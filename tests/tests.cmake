@@ -89,3 +89,6 @@ poold_python_test(http 600)
 poold_python_test(faults 600)
 # The README's curl examples, as written, against the real server.
 poold_python_test(readme 120)
+# Operators (issue 13): pause/resume across two poolds, drain, holders,
+# held too long, the dashboard's files, bounded per-org metrics.
+poold_python_test(operators 300)

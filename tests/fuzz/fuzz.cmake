@@ -13,4 +13,5 @@ endfunction()
 
 poold_fuzz(fuzz_rules src/rules.c)
 poold_fuzz(fuzz_request src/handlers.c src/metrics.c src/catalog.c src/log.c
-           src/rules.c src/pool.c src/status.c src/clock.c src/db.c)
+           src/rules.c src/pool.c src/status.c src/clock.c src/db.c
+           src/dashboard.c ${CMAKE_BINARY_DIR}/dashboard_assets.c)

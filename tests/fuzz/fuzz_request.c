@@ -81,6 +81,42 @@ bool registry_is_ready(struct registry *reg)
     return true;
 }
 
+int registry_drain(struct registry *reg, const char *org_id,
+                   struct pool_stats *out, char *err, size_t errlen)
+{
+    err[0] = '\0';
+    (void)errlen;
+    return registry_pool_stats(reg, org_id, out);
+}
+
+int registry_is_paused(struct registry *reg, const char *org_id, bool *out)
+{
+    (void)reg;
+    *out = org_id[0] == 'p';
+    return org_id[0] == 'x' ? POOLD_ERR_UNKNOWN_ORG : POOLD_OK;
+}
+
+int registry_set_paused(struct registry *reg, const char *org_id, bool paused,
+                        char *err, size_t errlen)
+{
+    (void)reg;
+    (void)paused;
+    err[0] = '\0';
+    (void)errlen;
+    return org_id[0] == 'd' ? POOLD_ERR_DB : POOLD_OK;
+}
+
+int registry_holders(struct registry *reg, const char *org_id,
+                     struct holder_info **out, size_t *n)
+{
+    (void)reg;
+    *n = org_id[0] == 'h' ? 1 : 0;
+    *out = *n ? calloc(1, sizeof **out) : NULL;
+    if (*n && *out == NULL)
+        return POOLD_ERR_NOMEM;
+    return POOLD_OK;
+}
+
 /* ----------------------------------------------------------- the target */
 
 static struct handlers *h;

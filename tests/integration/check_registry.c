@@ -90,7 +90,8 @@ static int process(struct registry *reg, const char *org, const char *id,
                    const char *payload, struct service_result *res)
 {
     char err[256];
-    struct message m = { id, strlen(id), payload, strlen(payload) };
+    struct message m = { .id = id, .id_len = strlen(id), .payload = payload,
+                         .payload_len = strlen(payload) };
     return registry_process(reg, org, &m, res, err, sizeof err);
 }
 

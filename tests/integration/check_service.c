@@ -165,7 +165,8 @@ static struct service *create_ok(const char *org)
 static int process(struct service *svc, const char *id, const char *payload,
                    struct service_result *out)
 {
-    struct message m = { id, strlen(id), payload, strlen(payload) };
+    struct message m = { .id = id, .id_len = strlen(id), .payload = payload,
+                         .payload_len = strlen(payload) };
     service_hydrate(svc, &m);
     int rc = service_process(svc, out, err, sizeof err);
     ck_assert(service_reset(svc));
@@ -589,7 +590,8 @@ static void *race_process(void *p)
 START_TEST(own_concurrent_insert_after_snapshot)
 {
     struct race_arg a = { 0 };
-    struct message m = { "r1", 2, "abcd", 4 };
+    struct message m = { .id = "r1", .id_len = 2, .payload = "abcd",
+                         .payload_len = 4 };
     pthread_t th;
     char pid[16];
     uint64_t end = clock_now_ns() + POLL_LIMIT_NS;
@@ -633,7 +635,8 @@ START_TEST(own_same_id_from_many_services)
     enum { N = 8 };
     struct race_arg a[N];
     pthread_t th[N];
-    struct message m = { "s1", 2, "beef", 4 };
+    struct message m = { .id = "s1", .id_len = 2, .payload = "beef",
+                         .payload_len = 4 };
     int fresh = 0;
 
     org_add("tsvc_many", "{\"rules\":[{\"type\":\"hex_payload\"}]}", true);
@@ -717,7 +720,8 @@ START_TEST(own_message_forgotten_on_reset)
 {
     struct service *svc;
     struct service_result r;
-    struct message m = { "f1", 2, "x", 1 };
+    struct message m = { .id = "f1", .id_len = 2, .payload = "x",
+                         .payload_len = 1 };
 
     org_add("tsvc_fresh", "{}", true);
     svc = create_ok("tsvc_fresh");
@@ -743,7 +747,8 @@ START_TEST(own_db_error_writes_nothing)
     ck_assert(service_is_valid(svc, clock_now_ns()));
     terminate_backend(db_conn_backend_pid(service_conn(svc)));
     ck_assert(!service_is_valid(svc, clock_now_ns()));
-    struct message m = { "e1", 2, "x", 1 };
+    struct message m = { .id = "e1", .id_len = 2, .payload = "x",
+                         .payload_len = 1 };
     service_hydrate(svc, &m);
     ck_assert_int_eq(service_process(svc, &r, err, sizeof err), POOLD_ERR_DB);
     ck_assert(!service_reset(svc));

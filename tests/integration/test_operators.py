@@ -1,0 +1,238 @@
+"""test_operators.py — issue 13's operator controls against the real binary:
+pause/resume (stored, followed by a second poold sharing the database),
+drain, holders and held-too-long detection, the dashboard's files, and the
+bound on per-org metric series.
+
+Uses test_http's helpers (Poold, psql, wait_for, the OpenAPI check). Every
+org this file creates carries a random prefix and is deleted at the end.
+"""
+import json
+import os
+import re
+import threading
+import time
+import unittest
+import uuid
+
+import test_http as th
+from test_http import Poold, psql, wait_for
+
+TOKEN = th.TOKEN
+P = "op" + uuid.uuid4().hex[:8] + "_"
+ORG_P = P + "pause"   # paused and resumed
+ORG_D = P + "drain"   # drained
+ORG_H = P + "hold"    # a slow request holds its service
+ORG_X = P + "other"   # never paused: isolation
+NONE = {"POOLD_CLIENT_AUTH": "none"}
+
+SERVER = None
+
+
+def setUpModule():
+    global SERVER
+    for name in ("POOLD_BIN", "DATABASE_URL", "POOLD_TEST_ADMIN_URL"):
+        if not os.environ.get(name):
+            raise unittest.SkipTest(name + " is not set")
+    psql("INSERT INTO orgs (org_id, config) VALUES " + ",".join(
+        f"('{o}', '{{\"rules\": []}}')" for o in (ORG_P, ORG_D, ORG_H, ORG_X)))
+    SERVER = Poold(env=NONE)
+
+
+def tearDownModule():
+    code = SERVER.stop() if SERVER is not None else 0
+    psql(f"DELETE FROM processed_messages WHERE org_id LIKE '{P}%';"
+         f"DELETE FROM orgs WHERE org_id LIKE '{P}%'")
+    if code != 0:
+        raise AssertionError("the shared poold exited with %s" % code)
+
+
+def mid():
+    return P + uuid.uuid4().hex[:12]
+
+
+def msg(org, payload="ab"):
+    return {"id": mid(), "org_id": org, "payload": payload}
+
+
+def rows(org):
+    return int(psql(f"SELECT count(*) FROM processed_messages "
+                    f"WHERE org_id = '{org}'"))
+
+
+class PauseResume(unittest.TestCase):
+    def post(self, srv, org, what, token=TOKEN):
+        return srv.request("POST", f"/pools/{org}/{what}", token=token,
+                           route="/pools/{org_id}/" + what)
+
+    def test_pause_refuses_work_everywhere_and_resume_restores_it(self):
+        other = Poold(env=NONE)  # a replica sharing the database
+        try:
+            for srv in (SERVER, other):
+                self.assertEqual(srv.process(msg(ORG_P)).status, 200)
+            version = psql(f"SELECT config_version FROM orgs "
+                           f"WHERE org_id = '{ORG_P}'")
+            r = self.post(SERVER, ORG_P, "pause")
+            self.assertEqual(r.status, 200, r.body)
+            self.assertEqual(r.json(), {"org_id": ORG_P, "paused": True})
+            self.assertEqual(psql(f"SELECT paused FROM orgs "
+                                  f"WHERE org_id = '{ORG_P}'"), "t")
+            # this poold at once
+            r = SERVER.process(msg(ORG_P))
+            self.assertEqual((r.status, r.code), (503, "org_paused"))
+            self.assertGreaterEqual(int(r.headers["retry-after"]), 1)
+            # the replica within 5 s
+            t0 = time.monotonic()
+            wait_for(lambda: other.process(msg(ORG_P)).status == 503, 6,
+                     "the replica to follow the pause", interval=0.1)
+            self.assertLess(time.monotonic() - t0, 5.5)
+            before = rows(ORG_P)
+            for srv in (SERVER, other):
+                r = srv.process(msg(ORG_P))
+                self.assertEqual((r.status, r.code), (503, "org_paused"))
+            self.assertEqual(rows(ORG_P), before, "a paused org wrote a row")
+            # other orgs are not affected; nothing was retired
+            self.assertEqual(SERVER.process(msg(ORG_X)).status, 200)
+            self.assertEqual(psql(f"SELECT config_version FROM orgs "
+                                  f"WHERE org_id = '{ORG_P}'"), version)
+            st = SERVER.pool(ORG_P)
+            self.assertEqual(st["destroyed_by"]["retired"], 0)
+            self.assertGreaterEqual(st["idle"], 1)
+            # pausing twice is fine
+            self.assertEqual(self.post(SERVER, ORG_P, "pause").status, 200)
+            r = self.post(other, ORG_P, "resume")
+            self.assertEqual(r.json(), {"org_id": ORG_P, "paused": False})
+            self.assertEqual(other.process(msg(ORG_P)).status, 200)
+            wait_for(lambda: SERVER.process(msg(ORG_P)).status == 200, 6,
+                     "this poold to follow the resume", interval=0.1)
+        finally:
+            psql(f"UPDATE orgs SET paused = false WHERE org_id = '{ORG_P}'")
+            self.assertEqual(other.stop(), 0)
+
+    def test_errors(self):
+        for what in ("pause", "resume", "drain"):
+            with self.subTest(what=what):
+                r = self.post(SERVER, ORG_X, what, token="wrong")
+                self.assertEqual((r.status, r.code), (401, "unauthorized"))
+                r = self.post(SERVER, P + "nosuch", what)
+                self.assertEqual((r.status, r.code), (404, "unknown_org"))
+                r = self.post(SERVER, "bad.id", what)
+                self.assertEqual((r.status, r.code), (400, "invalid_org_id"))
+                r = SERVER.request("GET", f"/pools/{ORG_X}/{what}",
+                                   token=TOKEN)
+                self.assertEqual(r.status, 405)
+                self.assertEqual(r.headers["allow"], "POST")
+        self.assertEqual(psql(f"SELECT paused FROM orgs "
+                              f"WHERE org_id = '{ORG_X}'"), "f")
+        r = SERVER.get(f"/pools/{ORG_X}/holders", token="wrong",
+                       route="/pools/{org_id}/holders")
+        self.assertEqual(r.status, 401)
+
+
+def slow_request(srv, org, out):
+    out["resp"] = srv.process(msg(org), timeout=60)
+
+
+class DrainAndHolders(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        # Each request holds its service 1.5 s; a hold over 300 ms is
+        # flagged.
+        cls.srv = Poold(env=dict(NONE, POOLD_PROCESS_COST_MS="1500",
+                                 POOLD_HOLD_WARN_MS="300"))
+
+    @classmethod
+    def tearDownClass(cls):
+        assert cls.srv.stop() == 0
+
+    def test_drain_closes_idle_now_and_lent_on_release(self):
+        srv = self.srv
+        done = {}
+        t = threading.Thread(target=slow_request, args=(srv, ORG_D, {}))
+        t.start()
+        t2 = threading.Thread(target=slow_request, args=(srv, ORG_D, done))
+        t2.start()
+        t.join()
+        t2.join()
+        wait_for(lambda: srv.pool(ORG_D)["idle"] == 2, 10, "two idle")
+        # one lent, one idle when the drain comes
+        held = {}
+        t = threading.Thread(target=slow_request, args=(srv, ORG_D, held))
+        t.start()
+        wait_for(lambda: srv.pool(ORG_D)["active"] == 1, 10, "a lent one")
+        before = srv.pool(ORG_D)
+        r = srv.request("POST", f"/pools/{ORG_D}/drain", token=TOKEN,
+                        route="/pools/{org_id}/drain")
+        self.assertEqual(r.status, 200, r.body)
+        st = r.json()
+        self.assertEqual(st["idle"], 0)
+        self.assertEqual(st["active"], 1)
+        self.assertEqual(st["destroyed_by"]["retired"],
+                         before["destroyed_by"]["retired"] + 1)
+        t.join()
+        self.assertEqual(held["resp"].status, 200)  # the holder finished
+        st = srv.pool(ORG_D)
+        self.assertEqual((st["idle"], st["active"]), (0, 0))
+        self.assertEqual(st["destroyed_by"]["retired"],
+                         before["destroyed_by"]["retired"] + 2)
+        created = st["created"]
+        self.assertEqual(srv.process(msg(ORG_D)).status, 200)
+        self.assertEqual(srv.pool(ORG_D)["created"], created + 1)
+
+    def test_holders_and_held_too_long(self):
+        srv = self.srv
+        r = srv.get(f"/pools/{ORG_H}/holders", token=TOKEN,
+                    route="/pools/{org_id}/holders")
+        self.assertEqual((r.status, r.json()), (200, {"holders": []}))
+        out = {}
+        t = threading.Thread(target=slow_request, args=(srv, ORG_H, out))
+        t.start()
+
+        def one_holder():
+            h = srv.get(f"/pools/{ORG_H}/holders", token=TOKEN,
+                        route="/pools/{org_id}/holders").json()["holders"]
+            return h if h and h[0]["held_ms"] > 100 else None
+        holders = wait_for(one_holder, 10, "a holder")
+        t.join()
+        self.assertEqual(len(holders), 1)
+        self.assertEqual(holders[0]["route"], "POST /process")
+        self.assertEqual(out["resp"].status, 200)
+        rid = out["resp"].headers["x-request-id"]
+        self.assertEqual(holders[0]["request_id"], rid)
+        self.assertEqual(srv.get(f"/pools/{ORG_H}/holders",
+                                 token=TOKEN).json(), {"holders": []})
+        # flagged once (by housekeeping while held, or at release)
+        self.assertEqual(srv.pool(ORG_H)["held_too_long"], 1)
+        lines = [l for l in srv.logtext().splitlines()
+                 if "service held too long" in l and rid in l]
+        self.assertEqual(len(lines), 1, lines)
+        metrics = srv.get("/metrics", token=TOKEN).body.decode()
+        self.assertIn(f'poold_pool_held_too_long_total{{org="{ORG_H}"}} 1',
+                      metrics)
+        stats = srv.get("/stats", token=TOKEN, route="/stats").json()
+        self.assertGreaterEqual(stats["totals"]["held_too_long"], 1)
+
+
+class Dashboard(unittest.TestCase):
+    def test_page_and_assets_need_no_token_and_load_nothing_foreign(self):
+        r = SERVER.get("/dashboard", route="/dashboard")
+        self.assertEqual(r.status, 200)
+        self.assertTrue(r.headers["content-type"].startswith("text/html"))
+        csp = r.headers["content-security-policy"]
+        self.assertIn("default-src 'none'", csp)
+        page = r.body.decode()
+        # every src/href is poold's own
+        for ref in re.findall(r'(?:src|href)="([^"]*)"', page):
+            self.assertTrue(ref.startswith("/dashboard/"), ref)
+        for name, ctype in (("app.js", "text/javascript"),
+                            ("style.css", "text/css")):
+            r = SERVER.get("/dashboard/" + name)
+            self.assertEqual(r.status, 200)
+            self.assertTrue(r.headers["content-type"].startswith(ctype))
+            self.assertGreater(len(r.body), 100)
+        for bad in ("nope.js", "index.html", "..%2f..%2fetc", "x" * 200):
+            r = SERVER.get("/dashboard/" + bad, route="/dashboard/{asset}")
+            self.assertEqual((r.status, r.code), (404, "not_found"), bad)
+
+
+if __name__ == "__main__":
+    unittest.main()
