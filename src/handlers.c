@@ -151,9 +151,15 @@ static json_t *stats_json(const struct pool_stats *s)
         (json_int_t)s->destroyed, "destroyed_by", by, "acquired",
         (json_int_t)s->acquired, "wait_count", (json_int_t)s->wait_count,
         "wait_ns_sum", (json_int_t)s->wait_ns_sum);
-    if (o != NULL)
+    if (o != NULL) {
+        json_t *hist = json_array();
+        for (int i = 0; hist && i < POOL_WAIT_BUCKETS; i++)
+            json_array_append_new(hist,
+                                  json_integer((json_int_t)s->wait_hist[i]));
         json_object_set_new(o, "held_too_long",
                             json_integer((json_int_t)s->held_too_long));
+        json_object_set_new(o, "wait_hist", hist ? hist : json_array());
+    }
     return o;
 }
 

@@ -92,3 +92,10 @@ poold_python_test(readme 120)
 # Operators (issue 13): pause/resume across two poolds, drain, holders,
 # held too long, the dashboard's files, bounded per-org metrics.
 poold_python_test(operators 300)
+# The dashboard in a real browser: Debian's chromium driven by playwright-core
+# (tests/browser, npm ci), against the real binary and the database fixture.
+add_test(NAME integration.dashboard_browser
+         COMMAND bash ${CMAKE_SOURCE_DIR}/scripts/test-browser.sh)
+set_tests_properties(integration.dashboard_browser PROPERTIES
+                     LABELS integration TIMEOUT 300 FIXTURES_REQUIRED pg
+                     RESOURCE_LOCK pg ENVIRONMENT "${POOLD_TEST_ENV}")
