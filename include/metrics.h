@@ -53,6 +53,17 @@ POOLD_MUSTCHECK int metrics_snapshot_pools(struct registry *reg,
                                            struct pool_snapshot *out);
 void metrics_snapshot_free(struct pool_snapshot *s);
 
+/* Bound the per-org series: keep the top busiest orgs (most acquires, then
+ * most in use, then name), sorted by org_id, and one more entry,
+ * METRICS_OTHER_ORG, summing the rest. No-op for top 0 or snap->n <= top.
+ * (Issue 13's addition: DESIGN.md does not name it.) */
+#define METRICS_OTHER_ORG "_other"
+void metrics_snapshot_bound(struct pool_snapshot *snap, unsigned top);
+
+/* POOLD_METRICS_TOP_ORGS: per-org series for at most n orgs in
+ * metrics_render() (0: every org). Thread-safe. */
+void metrics_set_top_orgs(struct metrics *m, unsigned n);
+
 /* Sum b into a (every counter and gauge, histogram buckets included). */
 void metrics_stats_add(struct pool_stats *a, const struct pool_stats *b);
 

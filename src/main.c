@@ -119,6 +119,7 @@ static int app_start_handlers(const struct poold_config *cfg, struct app *a)
     if (metrics_create(a->route_names, handlers_nroutes, &a->metrics) !=
         POOLD_OK)
         return POOLD_ERR_NOMEM;
+    metrics_set_top_orgs(a->metrics, cfg->metrics_top_orgs);
     memset(&hc, 0, sizeof hc);
     hc.reg = a->reg;
     hc.metrics = a->metrics;

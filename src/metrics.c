@@ -32,7 +32,13 @@ struct metrics {
     size_t nroutes; /* + 1 for "unmatched" */
     struct route_metrics route[METRICS_MAX_ROUTES];
     _Atomic int64_t connections_open;
+    _Atomic unsigned top_orgs; /* per-org series at most; 0: every org */
 };
+
+void metrics_set_top_orgs(struct metrics *m, unsigned n)
+{
+    atomic_store(&m->top_orgs, n);
+}
 
 int metrics_create(const char *const *route_names, size_t nroutes,
                    struct metrics **out)
@@ -404,6 +410,40 @@ static void render_http(struct sbuf *b, struct metrics *m)
               (long long)atomic_load(&m->connections_open));
 }
 
+/* Busiest first: most acquires ever (monotonic, so the set is stable),
+ * then most in use now, then by name. */
+static int busier_cmp(const void *a, const void *b)
+{
+    const struct pool_snapshot_entry *x = a, *y = b;
+    uint64_t ux = x->stats.active + x->stats.waiting;
+    uint64_t uy = y->stats.active + y->stats.waiting;
+
+    if (x->stats.acquired != y->stats.acquired)
+        return x->stats.acquired > y->stats.acquired ? -1 : 1;
+    if (ux != uy)
+        return ux > uy ? -1 : 1;
+    return strcmp(x->org_id, y->org_id);
+}
+
+/* Keep the top busiest orgs of snap (sorted by name again) and fold the
+ * rest into one entry, org "_other", so a scrape stays bounded whatever the
+ * number of orgs. No-op when top is 0 or not exceeded. */
+void metrics_snapshot_bound(struct pool_snapshot *snap, unsigned top)
+{
+    struct pool_snapshot_entry other;
+
+    if (top == 0 || snap->n <= top)
+        return;
+    qsort(snap->v, snap->n, sizeof snap->v[0], busier_cmp);
+    memset(&other, 0, sizeof other);
+    snprintf(other.org_id, sizeof other.org_id, "%s", METRICS_OTHER_ORG);
+    for (size_t i = top; i < snap->n; i++)
+        metrics_stats_add(&other.stats, &snap->v[i].stats);
+    snap->n = top;
+    qsort(snap->v, snap->n, sizeof snap->v[0], entry_cmp);
+    snap->v[snap->n++] = other; /* the array held more than top: room */
+}
+
 int metrics_render(struct metrics *m, struct registry *reg, char **out,
                    size_t *len)
 {
@@ -417,6 +457,11 @@ int metrics_render(struct metrics *m, struct registry *reg, char **out,
         return rc;
     }
     registry_conn_stats(reg, &conn);
+    sb_family(&b, "poold_pool_orgs", "gauge",
+              "Org pools that exist (all of them, whatever "
+              "POOLD_METRICS_TOP_ORGS).");
+    sb_printf(&b, "poold_pool_orgs %zu\n", snap.n);
+    metrics_snapshot_bound(&snap, atomic_load(&m->top_orgs));
     sb_family(&b, "poold_build_info", "gauge", "poold's version.");
     sb_printf(&b, "poold_build_info{version=\"%s\"} 1\n", POOLD_VERSION);
     sb_family(&b, "poold_ready", "gauge",

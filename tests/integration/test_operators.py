@@ -212,6 +212,36 @@ class DrainAndHolders(unittest.TestCase):
         self.assertGreaterEqual(stats["totals"]["held_too_long"], 1)
 
 
+class MetricsBound(unittest.TestCase):
+    def test_per_org_series_are_bounded_with_an_other_bucket(self):
+        top, n = 5, 12
+        orgs = [f"{P}m{i:02d}" for i in range(n)]
+        psql("INSERT INTO orgs (org_id, config) VALUES " + ",".join(
+            f"('{o}', '{{\"rules\": []}}')" for o in orgs))
+        srv = Poold(env=dict(NONE, POOLD_METRICS_TOP_ORGS=str(top)))
+        try:
+            # org i gets n - i requests: the busiest are the first ones
+            for i, o in enumerate(orgs):
+                for _ in range(n - i):
+                    self.assertEqual(srv.process(msg(o)).status, 200)
+            text = srv.get("/metrics", token=TOKEN).body.decode()
+            acq = dict(re.findall(
+                r'^poold_pool_acquired_total\{org="([^"]+)"\} (\d+)$', text,
+                re.M))
+            self.assertEqual(set(acq), set(orgs[:top]) | {"_other"})
+            self.assertEqual(int(acq["_other"]),
+                             sum(n - i for i in range(top, n)))
+            self.assertEqual(int(acq[orgs[0]]), n)
+            self.assertIn(f"poold_pool_orgs {n}\n", text)
+            labels = set(re.findall(r'org="([^"]+)"', text))
+            self.assertEqual(len(labels), top + 1)
+            # /stats still lists every org
+            pools = srv.get("/stats", token=TOKEN).json()["pools"]
+            self.assertTrue(set(orgs) <= set(pools))
+        finally:
+            self.assertEqual(srv.stop(), 0)
+
+
 class Dashboard(unittest.TestCase):
     def test_page_and_assets_need_no_token_and_load_nothing_foreign(self):
         r = SERVER.get("/dashboard", route="/dashboard")
