@@ -99,3 +99,10 @@ add_test(NAME integration.dashboard_browser
 set_tests_properties(integration.dashboard_browser PROPERTIES
                      LABELS integration TIMEOUT 300 FIXTURES_REQUIRED pg
                      RESOURCE_LOCK pg ENVIRONMENT "${POOLD_TEST_ENV}")
+# The monitoring kit (docker/prometheus, docker/grafana): promtool checks
+# and rule unit tests, then a real Prometheus scraping the real binary.
+add_test(NAME integration.monitoring
+         COMMAND bash ${CMAKE_SOURCE_DIR}/scripts/test-monitoring.sh)
+set_tests_properties(integration.monitoring PROPERTIES
+                     LABELS integration TIMEOUT 180 FIXTURES_REQUIRED pg
+                     RESOURCE_LOCK pg ENVIRONMENT "${POOLD_TEST_ENV}")
