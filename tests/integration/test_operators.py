@@ -9,6 +9,7 @@ org this file creates carries a random prefix and is deleted at the end.
 import json
 import os
 import re
+import subprocess
 import threading
 import time
 import unittest
@@ -240,6 +241,34 @@ class MetricsBound(unittest.TestCase):
             self.assertTrue(set(orgs) <= set(pools))
         finally:
             self.assertEqual(srv.stop(), 0)
+
+
+class ReadmeOperatorsExamples(unittest.TestCase):
+    """The curl block of the README's "Operators" section, as written."""
+
+    def test_curl_examples_answer_as_documented(self):
+        readme = open(os.path.join(th.SOURCE_DIR, "README.md")).read()
+        section = readme.split("## Operators", 1)[1].split("\n## ", 1)[0]
+        block = section.split("```sh", 1)[1].split("```", 1)[0]
+        cmds = [l.strip() for l in block.splitlines()
+                if l.strip().startswith("curl ")]
+        self.assertEqual(len(cmds), 4, cmds)
+        outs = []
+        try:
+            for c in cmds:
+                c = c.replace("localhost:8080", "localhost:%d" % SERVER.port)
+                r = subprocess.run(["bash", "-c", c], capture_output=True,
+                                   text=True, timeout=30,
+                                   env=dict(os.environ, TOKEN=TOKEN))
+                self.assertEqual(r.returncode, 0, c + "\n" + r.stderr)
+                outs.append(json.loads(r.stdout))
+        finally:
+            psql("UPDATE orgs SET paused = false WHERE org_id = 'org_001'")
+        pause, resume, drain, holders = outs
+        self.assertEqual(pause, {"org_id": "org_001", "paused": True})
+        self.assertEqual(resume, {"org_id": "org_001", "paused": False})
+        self.assertEqual((drain["idle"], drain["active"]), (0, 0))
+        self.assertEqual(holders, {"holders": []})
 
 
 class Dashboard(unittest.TestCase):
