@@ -327,6 +327,9 @@ static void render_conn_pool(struct sbuf *b, const struct pool_stats *s)
     char name[128];
 
     for (size_t k = 0; k < NSTAT_SERIES; k++) {
+        /* Holds are a service's, not a connection's. */
+        if (stat_series[k].offset == STAT(held_too_long))
+            continue;
         snprintf(name, sizeof name, "poold_db_connections_%s",
                  stat_series[k].suffix);
         sb_family(b, name, stat_series[k].type, stat_series[k].help);
