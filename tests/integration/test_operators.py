@@ -224,7 +224,8 @@ class MetricsBound(unittest.TestCase):
             # org i gets n - i requests: the busiest are the first ones
             for i, o in enumerate(orgs):
                 for _ in range(n - i):
-                    self.assertEqual(srv.process(msg(o)).status, 200)
+                    r = srv.process(msg(o))
+                    self.assertEqual(r.status, 200, r.body)
             text = srv.get("/metrics", token=TOKEN).body.decode()
             acq = dict(re.findall(
                 r'^poold_pool_acquired_total\{org="([^"]+)"\} (\d+)$', text,
@@ -247,7 +248,9 @@ class ReadmeOperatorsExamples(unittest.TestCase):
     """The curl block of the README's "Operators" section, as written."""
 
     def test_curl_examples_answer_as_documented(self):
-        readme = open(os.path.join(th.SOURCE_DIR, "README.md")).read()
+        with open(os.path.join(th.SOURCE_DIR, "README.md"),
+                  encoding="utf-8") as f:
+            readme = f.read()
         section = readme.split("## Operators", 1)[1].split("\n## ", 1)[0]
         block = section.split("```sh", 1)[1].split("```", 1)[0]
         cmds = [l.strip() for l in block.splitlines()
