@@ -17,6 +17,7 @@ import { chromium } from 'playwright-core';
 const BIN = process.env.POOLD_BIN;
 const ADMIN_URL = process.env.POOLD_TEST_ADMIN_URL;
 const TOKEN = 'tok-' + randomBytes(12).toString('hex');
+const READ_TOKEN = 'read-' + randomBytes(12).toString('hex');
 const P = 'br' + randomBytes(4).toString('hex') + '_';
 const ORGS = [...Array(8).keys()].map((i) => `${P}org${i}`);
 const [BUSY, RESIZED] = ORGS;
@@ -77,7 +78,8 @@ before(async () => {
   const { openSync } = await import('node:fs');
   const env = Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith('POOLD_')));
   Object.assign(env, {
-    POOLD_ADMIN_TOKEN: TOKEN, POOLD_LISTEN: '127.0.0.1:0', POOLD_CLIENT_AUTH: 'none',
+    POOLD_ADMIN_TOKEN: TOKEN, POOLD_READ_TOKEN: READ_TOKEN,
+    POOLD_LISTEN: '127.0.0.1:0', POOLD_CLIENT_AUTH: 'none',
     POOLD_PROCESS_COST_MS: '5',
   });
   poold = spawn(BIN, [], { env, stdio: ['ignore', 'ignore', openSync(logFile, 'w')] });
@@ -175,4 +177,23 @@ test('a resize through the page changes the server\'s stats', async () => {
     'the refusal to be shown');
   assert.equal(await page.getAttribute('#notice', 'class'), 'error');
   assert.equal((await admin('GET', `/pools/${RESIZED}`)).json.max_size, want);
+});
+
+test('a read-only token sees the data without the controls', async (t) => {
+  const probe = await fetch(base + '/stats', { headers: { Authorization: 'Bearer ' + READ_TOKEN } });
+  await probe.arrayBuffer();
+  if (probe.status === 401) {
+    t.skip('this poold has no POOLD_READ_TOKEN');
+    return;
+  }
+  await page.click('#logout');
+  await page.fill('#token', READ_TOKEN);
+  await page.click('#login button[type=submit]');
+  await page.locator('#main').waitFor({ state: 'visible' });
+  await page.fill('#search', P);
+  await waitFor(async () => (await page.locator('#orgs tbody tr').count()) === ORGS.length,
+    10000, 'one row per org');
+  assert.match(await page.textContent('#scope'), /Read-only/);
+  assert.equal(await page.locator('#orgs button[data-action]').count(), 0);
+  assert.equal(await page.isHidden('#orgs th.controls'), true);
 });
