@@ -224,7 +224,13 @@ class MetricsBound(unittest.TestCase):
             # org i gets n - i requests: the busiest are the first ones
             for i, o in enumerate(orgs):
                 for _ in range(n - i):
-                    r = srv.process(msg(o))
+                    # a 503 wrote nothing (a loaded machine can make a
+                    # build miss its deadline): retrying keeps counts exact
+                    m = msg(o)
+                    for _ in range(5):
+                        r = srv.process(m)
+                        if r.status != 503:
+                            break
                     self.assertEqual(r.status, 200, r.body)
             text = srv.get("/metrics", token=TOKEN).body.decode()
             acq = dict(re.findall(
