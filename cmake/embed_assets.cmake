@@ -22,8 +22,10 @@ foreach(f IN LISTS FILES)
   string(LENGTH "${hex}" n)
   math(EXPR len "${n} / 2")
   string(REGEX REPLACE "([0-9a-f][0-9a-f])" "0x\\1," bytes "${hex}")
-  # Break the initialiser into lines of 16 bytes.
-  string(REGEX REPLACE "((0x..,){16})" "\\1\n    " bytes "${bytes}")
+  # Break the initialiser into lines of 16 bytes (CMake regexes have no
+  # {n}: spell the 16 out).
+  string(REPEAT "0x[0-9a-f][0-9a-f]," 16 line)
+  string(REGEX REPLACE "(${line})" "\\1\n    " bytes "${bytes}")
   string(APPEND body "static const unsigned char asset_${i}[] = {\n    ${bytes}0};\n")
   string(APPEND table "    {\"${name}\", asset_${i}, ${len}, \"${types_${ext}}\"},\n")
   math(EXPR i "${i} + 1")
