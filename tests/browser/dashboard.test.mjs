@@ -73,7 +73,7 @@ before(async () => {
   assert.ok(BIN && ADMIN_URL, 'POOLD_BIN and POOLD_TEST_ADMIN_URL must be set');
   psql('INSERT INTO orgs (org_id, config) VALUES ' +
     ORGS.map((o) => `('${o}', '{"rules": []}')`).join(','));
-  const dir = mkdtempSync(join(tmpdir(), 'poold-browser-'));
+  const dir = mkdtempSync(join(tmpdir(), 'dashtest-'));
   logFile = join(dir, 'poold.log');
   const { openSync } = await import('node:fs');
   const env = Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith('POOLD_')));
@@ -90,7 +90,7 @@ before(async () => {
   base = `http://127.0.0.1:${port}`;
   await waitFor(async () => (await fetch(base + '/readyz')).status === 200, 20000, 'readiness');
   for (const o of ORGS) assert.equal(await processOne(o), 200); // every org has a pool
-  profile = mkdtempSync(join(tmpdir(), 'poold-chromium-'));
+  profile = mkdtempSync(join(tmpdir(), 'dashtest-chromium-'));
   context = await chromium.launchPersistentContext(profile, {
     executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
     headless: true, args: CHROMIUM_FLAGS, viewport: { width: 1360, height: 900 },

@@ -9,7 +9,9 @@ org this file creates carries a random prefix and is deleted at the end.
 import json
 import os
 import re
+import shutil
 import subprocess
+import tempfile
 import threading
 import time
 import unittest
@@ -27,6 +29,10 @@ ORG_X = P + "other"   # never paused: isolation
 NONE = {"POOLD_CLIENT_AUTH": "none"}
 
 SERVER = None
+# poold logs in a directory of this module's own: other test runs on the
+# same machine clean /tmp/poold-test-* files.
+LOGDIR = tempfile.mkdtemp(prefix="opstest-")
+tempfile.tempdir = LOGDIR
 
 
 def setUpModule():
@@ -43,6 +49,7 @@ def tearDownModule():
     code = SERVER.stop() if SERVER is not None else 0
     psql(f"DELETE FROM processed_messages WHERE org_id LIKE '{P}%';"
          f"DELETE FROM orgs WHERE org_id LIKE '{P}%'")
+    shutil.rmtree(LOGDIR, ignore_errors=True)
     if code != 0:
         raise AssertionError("the shared poold exited with %s" % code)
 
