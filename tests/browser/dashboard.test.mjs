@@ -25,7 +25,7 @@ const CHROMIUM_FLAGS = ['--headless', '--no-sandbox', '--disable-gpu',
   '--disable-background-networking', '--disable-component-update',
   '--disable-sync', '--no-first-run'];
 
-let poold, logFile, base, context, page, profile;
+let poold, logDir, logFile, base, context, page, profile;
 
 function psql(sql) {
   const r = spawnSync('psql', ['-X', '-q', '-At', '-v', 'ON_ERROR_STOP=1', '-d', ADMIN_URL, '-c', sql],
@@ -73,8 +73,8 @@ before(async () => {
   assert.ok(BIN && ADMIN_URL, 'POOLD_BIN and POOLD_TEST_ADMIN_URL must be set');
   psql('INSERT INTO orgs (org_id, config) VALUES ' +
     ORGS.map((o) => `('${o}', '{"rules": []}')`).join(','));
-  const dir = mkdtempSync(join(tmpdir(), 'dashtest-'));
-  logFile = join(dir, 'poold.log');
+  logDir = mkdtempSync(join(tmpdir(), 'dashtest-'));
+  logFile = join(logDir, 'poold.log');
   const { openSync } = await import('node:fs');
   const env = Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith('POOLD_')));
   Object.assign(env, {
@@ -108,6 +108,7 @@ after(async () => {
     assert.equal(code, 0, 'poold exit code; log:\n' + readFileSync(logFile, 'utf8').slice(-4000));
   }
   psql(`DELETE FROM processed_messages WHERE org_id LIKE '${P}%'; DELETE FROM orgs WHERE org_id LIKE '${P}%'`);
+  if (logDir) rmSync(logDir, { recursive: true, force: true });
 });
 
 const rowCell = (org, key) => page.locator(`#orgs tbody tr[data-org="${org}"] td[data-key="${key}"]`);
