@@ -143,7 +143,7 @@ function controls(td, r) {
   size.className = 'size';
   size.setAttribute('aria-label', 'new size for ' + r.org);
   td.append(size, button('Resize', 'resize', r.org), button('Drain', 'drain', r.org),
-    button('Pause', 'pause', r.org), button('Resume', 'resume', r.org));
+    r.paused ? button('Resume', 'resume', r.org) : button('Pause', 'pause', r.org));
 }
 
 function renderTable() {
@@ -159,7 +159,14 @@ function renderTable() {
   for (const r of rows.slice(start, start + PAGE_SIZE)) {
     const tr = document.createElement('tr');
     tr.dataset.org = r.org;
-    cell(tr, r.org).className = 'org';
+    const name = cell(tr, r.org);
+    name.className = 'org';
+    if (r.paused) {
+      const tag = document.createElement('span');
+      tag.className = 'paused';
+      tag.textContent = 'paused';
+      name.append(' ', tag);
+    }
     for (const k of ['max_size', 'active', 'idle', 'waiting', 'total_timeouts', 'waiters_rejected'])
       cell(tr, r[k] ?? '—').dataset.key = k;
     cell(tr, fmtMs(r.p50)).dataset.key = 'p50';

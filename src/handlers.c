@@ -335,6 +335,19 @@ out:
     json_decref(root);
 }
 
+/* An org pool's stats and whether the org is paused (operators). */
+static json_t *org_stats_json(struct handlers *h, const char *org_id,
+                              const struct pool_stats *st)
+{
+    json_t *o = stats_json(st);
+    bool paused = false;
+
+    if (o != NULL && registry_is_paused(h->cfg.reg, org_id, &paused) ==
+                         POOLD_OK)
+        json_object_set_new(o, "paused", json_boolean(paused));
+    return o;
+}
+
 static void handle_stats(struct handlers *h, const struct http_request *req,
                          struct http_response *resp)
 {
@@ -352,7 +365,8 @@ static void handle_stats(struct handlers *h, const struct http_request *req,
     }
     for (size_t i = 0; pools && i < snap.n; i++) {
         json_object_set_new(pools, snap.v[i].org_id,
-                            stats_json(&snap.v[i].stats));
+                            org_stats_json(h, snap.v[i].org_id,
+                                           &snap.v[i].stats));
         metrics_stats_add(&totals, &snap.v[i].stats);
     }
     metrics_snapshot_free(&snap);
@@ -376,7 +390,7 @@ static void handle_pool_get(struct handlers *h, const struct http_request *req,
     if (rc != POOLD_OK)
         error_for_status(h, resp, rc);
     else
-        render_json(resp, 200, stats_json(&st));
+        render_json(resp, 200, org_stats_json(h, resp->org, &st));
 }
 
 /* {"max_size": N}, N a JSON integer in 1..ceiling. */

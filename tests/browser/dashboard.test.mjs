@@ -180,6 +180,20 @@ test('a resize through the page changes the server\'s stats', async () => {
   assert.equal((await admin('GET', `/pools/${RESIZED}`)).json.max_size, want);
 });
 
+test('pause and resume through the page', async () => {
+  const row = page.locator(`#orgs tbody tr[data-org="${RESIZED}"]`);
+  await row.locator('button[data-action="pause"]').click();
+  await waitFor(async () => (await admin('GET', `/pools/${RESIZED}`)).json.paused === true,
+    10000, 'the server to report the org paused');
+  assert.equal(await processOne(RESIZED), 503);
+  await row.locator('span.paused').waitFor({ state: 'visible' });
+  await row.locator('button[data-action="resume"]').click();
+  await waitFor(async () => (await admin('GET', `/pools/${RESIZED}`)).json.paused === false,
+    10000, 'the server to report the org resumed');
+  assert.equal(await processOne(RESIZED), 200);
+  await row.locator('button[data-action="pause"]').waitFor({ state: 'visible' });
+});
+
 test('a read-only token sees the data without the controls', async (t) => {
   const probe = await fetch(base + '/stats', { headers: { Authorization: 'Bearer ' + READ_TOKEN } });
   await probe.arrayBuffer();

@@ -103,6 +103,8 @@ class PauseResume(unittest.TestCase):
             self.assertEqual(psql(f"SELECT config_version FROM orgs "
                                   f"WHERE org_id = '{ORG_P}'"), version)
             st = SERVER.pool(ORG_P)
+            self.assertIs(st["paused"], True)
+            self.assertIs(SERVER.pool(ORG_X)["paused"], False)
             self.assertEqual(st["destroyed_by"]["retired"], 0)
             self.assertGreaterEqual(st["idle"], 1)
             # pausing twice is fine
