@@ -64,7 +64,7 @@ poold_start() {
     env DATABASE_URL="$DB_URL" POOLD_LISTEN="127.0.0.1:$PORT" \
         POOLD_ADMIN_TOKEN="$TOKEN" POOLD_LOG_FORMAT=text \
         POOLD_CLIENT_AUTH=none "$@" \
-        "$BUILD/poold" >"$POOLD_LOG" 2>&1 &
+        "${BENCH_POOLD:-$BUILD/poold}" >"$POOLD_LOG" 2>&1 &
     POOLD_PID=$!
     local i
     for i in $(seq 1 300); do

@@ -3,6 +3,8 @@
 # 1 org, 8 keep-alive connections (wrk with bench/post.lua), a warm pool.
 #
 #   bench/profile.sh [SECONDS]        (default 10)
+#   BENCH_POOLD=/other/build/poold bench/profile.sh   (another binary, e.g.
+#                                     main's, for a before/after)
 #
 # Prints: poold's CPU per request (user and kernel, from /proc/<pid>/stat
 # deltas over the measured run), `perf stat` of poold over a second run
@@ -35,8 +37,8 @@ load() { # load TAG SECONDS: wrk, 1 org, 8 connections; prints WRKJSON
 
 main() {
     local hz u0 s0 u1 s1 out n perf_pid
-    mkdir -p "$PROF"
-    bench_build
+    mkdir -p "$PROF" "$OUT/logs"
+    [ -n "${BENCH_POOLD:-}" ] || bench_build
     pg_start
     truncate_messages
     poold_start profile POOLD_DB_MAX_CONNS=8 POOLD_POOL_SIZE=8
@@ -55,26 +57,38 @@ main() {
           poold_cpu_us_per_req: (($u + $s) / $hz * 1e6 / $n | round)}' |
         tee "$PROF/cpu.json"
 
-    perf stat -e task-clock,context-switches,cpu-migrations,page-faults \
-        -p "$POOLD_PID" -o "$PROF/perf-stat.txt" -- sleep "$SECS" &
+    perf stat -x, -e task-clock,context-switches,cpu-migrations,page-faults \
+        -e raw_syscalls:sys_enter -p "$POOLD_PID" -o "$PROF/perf-stat.csv" \
+        -- sleep $((SECS + 2)) &
+    # perf adds a connection thread's counts to the process's when the
+    # thread exits: perf outlives the load by 2 s, so the connection
+    # threads have ended (wrk closed them) before it stops counting.
     perf_pid=$!
     out=$(load ps "$SECS")
     wait "$perf_pid"
-    echo "perf stat over $(jq .requests <<<"$out") requests:"
-    grep -E 'task-clock|context-switches|migrations|page-faults|elapsed' \
-        "$PROF/perf-stat.txt"
+    n=$(jq .requests <<<"$out")
+    echo "perf stat of poold over $n requests ($(jq .rps <<<"$out") req/s), per request:"
+    awk -F, -v n="$n" '$3 != "" && $1 ~ /^[0-9.]+$/ {
+        v = $1 / n; if ($3 == "task-clock") { v *= 1000; u = "µs" } else u = ""
+        printf "  %-24s %10.2f %s\n", $3, v, u }' "$PROF/perf-stat.csv" |
+        tee "$PROF/perf-stat-per-request.txt"
 
-    perf record -F 999 -g -p "$POOLD_PID" -o "$PROF/perf.data" \
+    perf record -F 2999 -g -p "$POOLD_PID" -o "$PROF/perf.data" \
         -- sleep "$SECS" 2>"$PROF/perf-record.log" &
     perf_pid=$!
     load pr "$SECS" >"$PROF/record-load.json"
     wait "$perf_pid"
-    perf report -i "$PROF/perf.data" --no-children --sort dso --stdio \
+    perf report -i "$PROF/perf.data" --no-children --sort dso --stdio -g none \
         2>/dev/null | grep -v '^#' | grep -v '^$' | head -15 |
         tee "$PROF/by-dso.txt"
     perf report -i "$PROF/perf.data" --no-children --sort dso,sym --stdio \
         -g none 2>/dev/null | grep -v '^#' | grep -v '^$' | head -45 |
         tee "$PROF/by-symbol.txt"
+    # Kernel time by system call (inclusive), and the user-space entry
+    # points that lead to it.
+    perf report -i "$PROF/perf.data" --children --sort sym --stdio -g none \
+        2>/dev/null | grep -E '\[k\] __x64_sys_|\[k\] handle_softirqs|\[k\] schedule$' |
+        head -12 | tee "$PROF/by-syscall.txt"
     poold_stop
 }
 

@@ -308,6 +308,7 @@ static struct {
     uint64_t appended, written; /* bytes, ever */
     uint64_t dropped;           /* lines, since the writer last said so */
     bool running, stopping, flush_wanted, stalled;
+    bool asleep; /* the writer waits for a line, not for its period */
     long flush_ns, full_wait_ns;
     int fd;
     pthread_t thread;
@@ -420,27 +421,39 @@ static void write_batch(struct log_buf *b, uint64_t dropped)
     }
 }
 
+/* The writer's loop. Under load it wakes once a period and writes what
+ * gathered (one futex wait and one write per period, whatever the rate);
+ * after a period without lines it sleeps until a line arrives, so an idle
+ * poold does not wake 200 times a second. */
 static void *writer_main(void *arg)
 {
+    bool waited = false; /* a period has passed since the last write */
+
     (void)arg;
     pthread_mutex_lock(&g_w.mu);
     for (;;) {
         struct log_buf *b;
         uint64_t dropped;
         struct timespec ts;
+        bool empty = atomic_load(&g_w.fill)->len == 0 && g_w.dropped == 0;
 
-        while (atomic_load(&g_w.fill)->len == 0 && g_w.dropped == 0 &&
-               !g_w.stopping) {
+        if (empty && g_w.stopping)
+            break;
+        if (empty && waited) {
             pthread_cond_broadcast(&g_w.done); /* nothing left to flush */
-            pthread_cond_wait(&g_w.wake, &g_w.mu);
+            g_w.asleep = true;
+            while (g_w.asleep && !g_w.stopping)
+                pthread_cond_wait(&g_w.wake, &g_w.mu);
+            g_w.asleep = false;
+            waited = false;
+            continue;
         }
-        if (atomic_load(&g_w.fill)->len == 0 && g_w.dropped == 0)
-            break; /* stopping, and everything is written */
-        /* Gather lines for a period unless asked to hurry. */
-        if (!g_w.stopping && !g_w.flush_wanted &&
+        if (!waited && !g_w.stopping && !g_w.flush_wanted &&
             atomic_load(&g_w.fill)->len < LOG_BUF_BYTES / 2) {
             deadline_after(&ts, g_w.flush_ns);
             pthread_cond_timedwait(&g_w.wake, &g_w.mu, &ts);
+            waited = true;
+            continue;
         }
         b = swap_buffers();
         dropped = g_w.dropped;
@@ -452,6 +465,7 @@ static void *writer_main(void *arg)
         atomic_store(&b->len, 0);
         atomic_store(&g_w.drain_off, 0);
         pthread_cond_broadcast(&g_w.done);
+        waited = false;
     }
     g_w.running = false;
     g_w.stopping = false;
@@ -487,10 +501,12 @@ static void append_locked(const char *line, size_t len)
     memcpy(f->data + f->len, line, len);
     atomic_store(&f->len, f->len + len);
     g_w.appended += len;
-    /* Wake the writer when its buffer gets its first line (it then gathers
-     * for a period) or is half full; not for every line. */
-    if (f->len == len || f->len >= LOG_BUF_BYTES / 2)
+    /* Wake the writer only if it sleeps (idle) or the buffer is half full:
+     * under load it wakes by itself once a period. */
+    if (g_w.asleep || f->len >= LOG_BUF_BYTES / 2) {
+        g_w.asleep = false;
         pthread_cond_signal(&g_w.wake);
+    }
 }
 
 static void output(const char *line, size_t len)
@@ -581,6 +597,7 @@ void log_flush(void)
     target = g_w.appended;
     while (g_w.running && g_w.written < target) {
         g_w.flush_wanted = true;
+        g_w.asleep = false;
         pthread_cond_signal(&g_w.wake);
         pthread_cond_wait(&g_w.done, &g_w.mu);
     }
