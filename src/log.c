@@ -494,8 +494,7 @@ static void append_locked(const char *line, size_t len)
             have_deadline = true;
         }
         pthread_cond_signal(&g_w.wake);
-        if (pthread_cond_timedwait(&g_w.room, &g_w.mu, &deadline) ==
-            ETIMEDOUT)
+        if (pthread_cond_timedwait(&g_w.room, &g_w.mu, &deadline) == ETIMEDOUT)
             g_w.stalled = true;
     }
     memcpy(f->data + f->len, line, len);
@@ -562,13 +561,13 @@ int log_start(const struct log_writer_config *cfg)
     }
     fflush(stderr); /* what stdio holds goes first */
     g_w.fd = STDERR_FILENO;
-    g_w.flush_ns = (long)(cfg && cfg->flush_ms ? cfg->flush_ms
-                                                : LOG_FLUSH_MS_DEFAULT) *
-                   1000000L;
-    g_w.full_wait_ns = (long)(cfg && cfg->full_wait_ms
-                                  ? cfg->full_wait_ms
-                                  : LOG_FULL_WAIT_MS_DEFAULT) *
-                       1000000L;
+    g_w.flush_ns =
+        (long)(cfg && cfg->flush_ms ? cfg->flush_ms : LOG_FLUSH_MS_DEFAULT) *
+        1000000L;
+    g_w.full_wait_ns =
+        (long)(cfg && cfg->full_wait_ms ? cfg->full_wait_ms
+                                        : LOG_FULL_WAIT_MS_DEFAULT) *
+        1000000L;
     atomic_store(&g_w.fill, &g_bufs[0]);
     atomic_store(&g_w.drain, &g_bufs[1]);
     g_w.running = true;

@@ -182,7 +182,6 @@ START_TEST(levels_filter_and_msgf_escapes)
 }
 END_TEST
 
-
 /* ---- the buffered writer ---------------------------------------------- */
 
 #define WRITER_THREADS 8
@@ -223,8 +222,8 @@ static void assert_lines_in_order(char *buf, int threads, int lines)
         n = strtol(pn + 4, NULL, 10);
         ck_assert_int_ge(t, 0);
         ck_assert_int_lt(t, threads);
-        ck_assert_msg(n == next[t], "thread %ld: line %ld, expected %d", t,
-                      n, next[t]);
+        ck_assert_msg(n == next[t], "thread %ld: line %ld, expected %d", t, n,
+                      next[t]);
         next[t]++;
     }
     for (int t = 0; t < threads; t++)
@@ -350,9 +349,21 @@ static char *child_output(void (*end)(void), int lines, int *status)
     return buf;
 }
 
-static void end_exit(void) { exit(0); } /* atexit runs log_stop */
-static void end_segv(void) { raise(SIGSEGV); }
-static void end_abort(void) { abort(); }
+/* How a child ends: exit (atexit runs log_stop), or a crash. */
+static void end_exit(void)
+{
+    exit(0);
+}
+
+static void end_segv(void)
+{
+    raise(SIGSEGV);
+}
+
+static void end_abort(void)
+{
+    abort();
+}
 
 START_TEST(writer_exit_loses_nothing)
 {
