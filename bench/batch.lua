@@ -51,6 +51,8 @@ function response(status, headers, body)
 end
 
 function done(summary, latency, requests)
+    -- done() runs in wrk's main thread, where init() did not: no nmsg here
+    local batch = tonumber(os.getenv("BENCH_BATCH") or "100")
     local okt, bad, errs = 0, 0, 0
     for _, t in ipairs(threads) do
         okt = okt + t:get("ok")
@@ -62,7 +64,7 @@ function done(summary, latency, requests)
         '"non200":%d,"message_errors":%d,"batch":%d,"latency":{"mean_ms":%.3f,' ..
         '"p50_ms":%.3f,"p99_ms":%.3f,"max_ms":%.3f}}\n',
         summary.requests, summary.duration / 1e6,
-        summary.requests / (summary.duration / 1e6), okt, bad, errs, nmsg,
+        summary.requests / (summary.duration / 1e6), okt, bad, errs, batch,
         latency.mean / 1000, latency:percentile(50) / 1000,
         latency:percentile(99) / 1000, latency.max / 1000))
 end
