@@ -59,12 +59,15 @@ function done(summary, latency, requests)
         bad = bad + t:get("non200")
         errs = errs + t:get("msg_errors")
     end
+    local e = summary.errors
     io.write(string.format(
         'WRKJSON {"requests":%d,"duration_s":%.3f,"rps":%.1f,"ok":%d,' ..
-        '"non200":%d,"message_errors":%d,"batch":%d,"latency":{"mean_ms":%.3f,' ..
+        '"non200":%d,"message_errors":%d,"batch":%d,"errors":{"connect":%d,' ..
+        '"read":%d,"write":%d,"timeout":%d,"status":%d},"latency":{"mean_ms":%.3f,' ..
         '"p50_ms":%.3f,"p99_ms":%.3f,"max_ms":%.3f}}\n',
         summary.requests, summary.duration / 1e6,
         summary.requests / (summary.duration / 1e6), okt, bad, errs, batch,
+        e.connect, e.read, e.write, e.timeout, e.status,
         latency.mean / 1000, latency:percentile(50) / 1000,
         latency:percentile(99) / 1000, latency.max / 1000))
 end

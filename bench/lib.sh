@@ -130,8 +130,9 @@ count_rows() {
 # rows_check OK SLACK: every 200 has its row. Prints {rows, ok, slack,
 # rows_ok}: rows_ok is true when OK <= rows <= OK + SLACK. SLACK covers
 # requests a client had in flight when it stopped (wrk closes its
-# connections at the end of its duration: those may commit unanswered);
-# 0 for clients that wait for every answer.
+# connections at the end of its duration: those may commit unanswered) or
+# gave up on (wrk's timeouts and read/write errors); 0 for clients that
+# wait for every answer.
 rows_check() {
     local ok=$1 slack=$2 rows
     rows=$(count_rows)

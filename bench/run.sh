@@ -82,6 +82,7 @@ SCRAM_URL="postgresql://poold_scram:bench-scram@127.0.0.1:$PG_PORT/pools"
 pg_scram_role() {
     local hba="$PG_DIR/pg_hba.conf" line="host all poold_scram 127.0.0.1/32 scram-sha-256"
     psql_super >/dev/null <<'SQL'
+SET client_min_messages = warning;
 DO $$ BEGIN
   IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'poold_scram') THEN
     CREATE ROLE poold_scram LOGIN;
@@ -289,12 +290,14 @@ children_cpu_s() {
         printf "%.3f\n", u[1] * 60 + u[2] + s[1] * 60 + s[2] }'
 }
 
-# Wait (up to 10 s) until poold has no service lent: the warm-up's last
-# requests are committed before the table is truncated for the measurement.
+# Wait (up to 10 s) until poold has no service lent and no request waiting
+# for one: the warm-up's last requests (wrk gives up on a request after 2 s,
+# poold still commits it) are committed before the table is truncated.
 poold_quiet() {
     local i
     for i in $(seq 1 200); do
-        [ "$(admin_get /stats | jq '.totals.active')" = 0 ] && return 0
+        [ "$(admin_get /stats | jq '.totals.active + .totals.waiting')" = 0 ] &&
+            return 0
         [ "$i" -lt 200 ] && sleep 0.05
     done
     log "  warning: poold still busy 10 s after the warm-up"
@@ -347,7 +350,7 @@ batch_endpoint() {
 # and the rows check.
 poold_load() {
     local name=$1 run=$2 script=$3 orgs=$4 conns=$5 per=$6 out stats cli
-    local pg0 pg1 u0 s0 u1 s1 hz code ok errs
+    local pg0 pg1 u0 s0 u1 s1 hz code ok errs lost
     shift 6
     hz=$(getconf CLK_TCK)
     truncate_messages
@@ -378,11 +381,13 @@ poold_load() {
     poold_quiet
     ok=$(jq .ok <<<"$out")
     errs=$(jq '.message_errors // 0' <<<"$out")
+    # Requests wrk gave up on (timeout, read or write error) may still commit.
+    lost=$(jq '.errors | .timeout + .read + .write' <<<"$out")
     record poold "$out" --arg case "$name" --argjson run "$run" \
         --argjson orgs "$orgs" --argjson connections "$conns" \
         --argjson per_request "$per" --argjson stats "$stats" \
         --argjson messages_per_s "$(jq -n "($ok * $per - $errs) / $(jq .duration_s <<<"$out")")" \
-        --argjson rows "$(rows_check $((ok * per - errs)) $((conns * per)))" \
+        --argjson rows "$(rows_check $((ok * per - errs)) $(((conns + lost) * per)))" \
         --argjson cpu "$(jq -n --argjson c "$cli" --argjson u $((u1 - u0)) \
             --argjson s $((s1 - s0)) --argjson g $((pg1 - pg0)) --argjson hz "$hz" \
             '{client_s: $c, poold_user_s: ($u / $hz), poold_sys_s: ($s / $hz),
