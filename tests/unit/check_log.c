@@ -2,6 +2,7 @@
 #include <check.h>
 #include <jansson.h>
 #include <pthread.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -426,6 +427,78 @@ START_TEST(writer_crash_abort_keeps_lines)
 }
 END_TEST
 
+/* stderr is a pipe nobody reads: the logging thread must not block for
+ * ever. It waits for room once, then lines are dropped and counted; when
+ * the pipe is read again, what was kept arrives in order, followed by one
+ * line with the count, and kept + dropped = logged. */
+#define STUCK_LINES 20000
+
+START_TEST(writer_stuck_stderr_drops_and_counts)
+{
+    int out[2], done[2];
+    pid_t pid;
+    struct pollfd pfd;
+    char *buf, *eol, *mark;
+    size_t len;
+    long kept = 0, last = -1, dropped = -1;
+    int status;
+
+    ck_assert_int_eq(pipe(out), 0);
+    ck_assert_int_eq(pipe(done), 0);
+    fflush(NULL);
+    pid = fork();
+    ck_assert_int_ge(pid, 0);
+    if (pid == 0) {
+        struct log_writer_config wc = {.flush_ms = 1, .full_wait_ms = 50};
+        char n[16];
+
+        close(out[0]);
+        close(done[0]);
+        dup2(out[1], STDERR_FILENO);
+        close(out[1]);
+        log_init(LOG_FORMAT_TEXT, LOG_INFO);
+        if (log_start(&wc) != POOLD_OK)
+            _exit(99);
+        for (int i = 0; i < STUCK_LINES; i++) {
+            snprintf(n, sizeof n, "%d", i);
+            log_event(LOG_INFO, "line", "t", "0", "n", n, (const char *)NULL);
+        }
+        if (write(done[1], "x", 1) != 1) /* logged everything: not stuck */
+            _exit(97);
+        log_stop();
+        _exit(0);
+    }
+    close(out[1]);
+    close(done[1]);
+    /* Nobody reads `out` until the child says it is through its loop. */
+    pfd.fd = done[0];
+    pfd.events = POLLIN;
+    ck_assert_msg(poll(&pfd, 1, 60000) == 1, "the logging thread blocked");
+    close(done[0]);
+    buf = read_all_fd(out[0], &len);
+    close(out[0]);
+    ck_assert_int_eq(waitpid(pid, &status, 0), pid);
+    ck_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+    for (char *l = buf; *l != '\0'; l = eol + 1) {
+        eol = strchr(l, '\n');
+        ck_assert_ptr_nonnull(eol);
+        *eol = '\0';
+        if ((mark = strstr(l, "log lines dropped")) != NULL) {
+            ck_assert_int_eq(dropped, -1); /* said once */
+            dropped = strtol(strstr(mark, "count=\"") + 7, NULL, 10);
+        } else {
+            long n = strtol(strstr(l, " n=\"") + 4, NULL, 10);
+            ck_assert_int_gt(n, last); /* in order, with gaps */
+            last = n;
+            kept++;
+        }
+    }
+    ck_assert_int_gt(dropped, 0);
+    ck_assert_int_eq(kept + dropped, STUCK_LINES);
+    free(buf);
+}
+END_TEST
+
 static Suite *log_suite(void)
 {
     Suite *s = suite_create("log");
@@ -446,6 +519,7 @@ static Suite *log_suite(void)
     tcase_add_test(tc, writer_exit_loses_nothing);
     tcase_add_test(tc, writer_crash_segv_keeps_lines);
     tcase_add_test(tc, writer_crash_abort_keeps_lines);
+    tcase_add_test(tc, writer_stuck_stderr_drops_and_counts);
     suite_add_tcase(s, tc);
     return s;
 }
