@@ -17,7 +17,7 @@
 # 2 cores.
 #
 # Settings (environment): BENCH_RUNS (3; runs of the seed's workloads),
-# BENCH_CEIL_S (10; seconds per saturation run), BENCH_CEIL_RUNS (3),
+# BENCH_CEIL_S (8; seconds per saturation run), BENCH_CEIL_RUNS (3),
 # BENCH_SEED_COSTS ("scram"; add "real" and "seed" for trust and simulated
 # costs), BENCH_SINGLE_N (500 pooled requests; none gets
 # BENCH_SINGLE_N_NONE, 200), BENCH_PG_DIR, BENCH_PG_PORT, BENCH_PORT,
@@ -30,7 +30,7 @@ set -euo pipefail
 . "$(dirname "$0")/lib.sh"
 
 RUNS=${BENCH_RUNS:-3}
-CEIL_S=${BENCH_CEIL_S:-10}
+CEIL_S=${BENCH_CEIL_S:-8}
 CEIL_RUNS=${BENCH_CEIL_RUNS:-3}
 SINGLE_N=${BENCH_SINGLE_N:-500}
 SINGLE_N_NONE=${BENCH_SINGLE_N_NONE:-200}
@@ -43,7 +43,7 @@ SEED_COSTS=(POOLD_BUILD_COST_MS=10 POOLD_PROCESS_COST_MS=0.5)
 BATCH_CONNS=100
 
 case "${1:-}" in
--h | --help) sed -n '2,29p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+-h | --help) sed -n '2,26p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
 --write-docs) WRITE_DOCS=1 ;;
 "") ;;
 *) die "unknown argument $1 (see --help)" ;;

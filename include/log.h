@@ -44,7 +44,9 @@ void log_msgf(enum log_level level, const char *fmt, ...)
  * SIGFPE that write(2) what is buffered (async-signal-safe calls only),
  * restore the previous action and re-raise, so the process still dies of
  * the signal (and a sanitizer's handler still reports). A line being
- * written at the instant of the crash may appear twice.
+ * written at the instant of the crash may appear twice. A stack overflow
+ * is not covered: the handler runs on the crashing thread's stack (the
+ * threads libmicrohttpd creates have no alternate signal stack).
  */
 #define LOG_FLUSH_MS_DEFAULT 5
 #define LOG_FULL_WAIT_MS_DEFAULT 100
