@@ -58,6 +58,8 @@ poold_check_test(pool unit tests/unit/check_pool.c TIMEOUT 300 LIBS poold_pool)
 poold_check_test(rules unit tests/unit/check_rules.c)
 poold_check_test(log unit tests/unit/check_log.c)
 poold_check_test(config unit tests/unit/check_config.c)
+poold_check_test(keys unit tests/unit/check_keys.c)
+poold_check_test(ratelimit unit tests/unit/check_ratelimit.c)
 
 # --- integration: real PostgreSQL ------------------------------------------
 poold_check_test(service integration tests/integration/check_service.c
@@ -89,3 +91,6 @@ poold_python_test(http 600)
 poold_python_test(faults 600)
 # The README's curl examples, as written, against the real server.
 poold_python_test(readme 120)
+# Tenants (issue 12): org API keys, admin scopes, org management, rate
+# limits, audit.
+poold_python_test(tenants 600)
