@@ -10,7 +10,9 @@ pkg_check_modules(CHECK REQUIRED IMPORTED_TARGET check)
 # trees (plain, ASan, TSan) can test side by side.
 string(MD5 _poold_tree_hash "${CMAKE_BINARY_DIR}")
 string(SUBSTRING "${_poold_tree_hash}" 0 4 _poold_port_hex)
-math(EXPR POOLD_TEST_PG_PORT "20000 + 0x${_poold_port_hex} % 20000")
+# Below Linux's ephemeral range (32768-60999): a port there can be taken
+# by any outgoing connection at the moment the cluster starts.
+math(EXPR POOLD_TEST_PG_PORT "20000 + 0x${_poold_port_hex} % 12000")
 set(POOLD_TEST_PG_DIR "/tmp/poold-test-pg-${_poold_port_hex}")
 set(POOLD_TEST_DATABASE_URL
     "postgresql://poold@127.0.0.1:${POOLD_TEST_PG_PORT}/pools")
