@@ -414,7 +414,9 @@ class Orgs(unittest.TestCase):
 class RateLimits(unittest.TestCase):
     def test_limited_org_and_a_busy_neighbour(self):
         lim, busy = org("l"), org("b")
-        put_org(lim, {"config": RULES, "rate_limit": {"rps": 0.5,
+        # One token per 100 s: nothing refills during the test, so every
+        # 200 after the burst below is the limit's change, not a refill.
+        put_org(lim, {"config": RULES, "rate_limit": {"rps": 0.01,
                                                       "burst": 3}})
         put_org(busy, {"config": RULES})
         kl, kb = new_key(lim)["key"], new_key(busy)["key"]
