@@ -257,7 +257,8 @@ class CommandLine(unittest.TestCase):
                      "--max-waiting", "--db-max-conns", "--conn-ttl-s",
                      "--conn-check-idle-ms", "--prewarm", "--max-body-bytes",
                      "--max-clients", "--client-timeout-s", "--pool-mode",
-                     "--build-cost-ms", "--process-cost-ms", "--log-format"):
+                     "--build-cost-ms", "--process-cost-ms", "--log-format",
+                     "--client-auth", "--read-token"):
             self.assertIn(flag, r.stdout)
         self.assertIn("POOLD_ACQUIRE_TIMEOUT_MS", r.stdout)
         self.assertIn("default: 5000", r.stdout)
