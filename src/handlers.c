@@ -16,6 +16,7 @@
 #include "service.h"
 
 #define MESSAGE_ID_MAX 128
+#define RETRY_AFTER_MAX_S ((uint64_t)86400)
 
 struct handlers {
     struct handlers_config cfg;
@@ -680,26 +681,14 @@ void handlers_run(struct handlers *h, const struct route *route,
     route->fn(h, &r, resp);
 }
 
-bool handlers_client_admit(struct handlers *h, const struct http_request *req,
-                           const char *org_id, unsigned n,
-                           struct http_response *resp)
+/* The org's rate limit for n messages; false after filling resp with 429. */
+static bool rate_limit_admit(struct handlers *h, const char *org_id,
+                             unsigned n, struct http_response *resp)
 {
     enum ratelimit_verdict v;
     uint64_t retry_ns;
     char msg[160];
-    int rc;
 
-    if (h->cfg.client_keys && (req->key_org == NULL ||
-                               strcmp(req->key_org, org_id) != 0)) {
-        handlers_error(resp, 403, "forbidden",
-                       "this API key belongs to another org");
-        return false;
-    }
-    rc = registry_admit(h->cfg.reg, org_id, resp->detail, sizeof resp->detail);
-    if (rc != POOLD_OK) {
-        error_for_status(h, resp, rc);
-        return false;
-    }
     if (h->cfg.tenants == NULL)
         return true;
     v = ratelimit_table_take(tenants_limits(h->cfg.tenants), org_id, n,
@@ -716,10 +705,34 @@ bool handlers_client_admit(struct handlers *h, const struct http_request *req,
                  "later (nothing was written)");
     }
     handlers_error(resp, 429, "rate_limited", msg);
+    /* Whole seconds, at least 1, at most a day (a tiny rps could ask for
+     * more than fits). */
+    if (retry_ns > RETRY_AFTER_MAX_S * NS_PER_S)
+        retry_ns = RETRY_AFTER_MAX_S * NS_PER_S;
     resp->retry_after_s = (unsigned)((retry_ns + NS_PER_S - 1) / NS_PER_S);
     if (resp->retry_after_s == 0)
         resp->retry_after_s = 1;
     return false;
+}
+
+bool handlers_client_admit(struct handlers *h, const struct http_request *req,
+                           const char *org_id, unsigned n,
+                           struct http_response *resp)
+{
+    int rc;
+
+    if (h->cfg.client_keys && (req->key_org == NULL ||
+                               strcmp(req->key_org, org_id) != 0)) {
+        handlers_error(resp, 403, "forbidden",
+                       "this API key belongs to another org");
+        return false;
+    }
+    rc = registry_admit(h->cfg.reg, org_id, resp->detail, sizeof resp->detail);
+    if (rc != POOLD_OK) {
+        error_for_status(h, resp, rc);
+        return false;
+    }
+    return rate_limit_admit(h, org_id, n, resp);
 }
 
 int handlers_create(const struct handlers_config *cfg, struct handlers **out)

@@ -1175,7 +1175,11 @@ void registry_admin_end(struct registry *reg, struct db_conn *conn,
     if (!db_conn_is_clean(conn)) {
         db_conn_close(reg->hk_conn);
         reg->hk_conn = NULL;
-    } else if (wrote) {
+        pthread_mutex_unlock(&reg->hk_lock);
+        return;
+    }
+    mark_db_ok(reg); /* it answered: readiness need not wait for a poll */
+    if (wrote) {
         /* Serve the change from the next request here; elsewhere the
          * next poll sees it. A failure is only logged: the poll retries. */
         rc = hk_refresh(reg, err, sizeof err);
