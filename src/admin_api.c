@@ -86,7 +86,9 @@ static bool query_limit(const struct http_request *req, unsigned *out,
         return true;
     errno = 0;
     n = strtol(s, &end, 10);
-    if (errno != 0 || end == s || *end != '\0' || n < 1 || n > PAGE_MAX) {
+    /* Digits only: strtol alone would take " 5" and "+5". */
+    if (s[0] < '0' || s[0] > '9' || errno != 0 || *end != '\0' || n < 1 ||
+        n > PAGE_MAX) {
         handlers_error(resp, 400, "invalid_message",
                        "query 'limit' must be an integer from 1 to 1000");
         return false;

@@ -406,6 +406,8 @@ class Orgs(unittest.TestCase):
                         ("limit=1001", "invalid_message"),
                         ("limit=abc", "invalid_message"),
                         ("limit=", "invalid_message"),
+                        ("limit=%205", "invalid_message"),
+                        ("limit=+5", "invalid_message"),
                         ("after=bad%20id", "invalid_org_id")):
             r = SERVER.get("/orgs?" + q, token=READ, route="/orgs")
             self.assertEqual((r.status, r.code), (400, code), q)
