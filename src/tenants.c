@@ -276,6 +276,20 @@ static int tx_fail(struct db_conn *conn, int rc)
     return rc;
 }
 
+/* End a transaction whose change went as rc says: record a (NULL: nothing
+ * to record) and commit, or roll back. The entry commits with the change
+ * or not at all. */
+static int tx_finish(struct db_conn *conn, int rc, const struct audit_entry *a,
+                     char *err, size_t errlen)
+{
+    if (rc == POOLD_OK && a != NULL)
+        rc = audit_insert(conn, a, err, errlen);
+    if (rc == POOLD_OK)
+        return db_commit(conn, err, errlen);
+    db_rollback(conn);
+    return rc;
+}
+
 int tenants_org_put(struct db_conn *conn, const struct tenants_org *org,
                     const struct audit_actor *actor, bool *created,
                     char **json, char *err, size_t errlen)
@@ -310,12 +324,7 @@ int tenants_org_put(struct db_conn *conn, const struct tenants_org *org,
         6, params, json, err, errlen);
     a.before = before;
     a.after = *json;
-    if (rc == POOLD_OK)
-        rc = audit_insert(conn, &a, err, errlen);
-    if (rc == POOLD_OK)
-        rc = db_commit(conn, err, errlen);
-    else
-        db_rollback(conn);
+    rc = tx_finish(conn, rc, &a, err, errlen);
     *created = before == NULL;
     free(before);
     if (rc != POOLD_OK) {
@@ -349,12 +358,7 @@ int tenants_org_delete(struct db_conn *conn, const char *org_id,
     rc = res ? POOLD_OK : POOLD_ERR_DB;
     PQclear(res);
     a.before = before;
-    if (rc == POOLD_OK)
-        rc = audit_insert(conn, &a, err, errlen);
-    if (rc == POOLD_OK)
-        rc = db_commit(conn, err, errlen);
-    else
-        db_rollback(conn);
+    rc = tx_finish(conn, rc, &a, err, errlen);
     free(before);
     return rc;
 }
@@ -401,12 +405,7 @@ int tenants_key_create(struct db_conn *conn, const char *org_id,
                     " 'created_at', " RFC3339("created_at") ")::text",
                     4, params, json, err, errlen);
     a.after = *json;
-    if (rc == POOLD_OK)
-        rc = audit_insert(conn, &a, err, errlen);
-    if (rc == POOLD_OK)
-        rc = db_commit(conn, err, errlen);
-    else
-        db_rollback(conn);
+    rc = tx_finish(conn, rc, &a, err, errlen);
     if (rc != POOLD_OK) {
         free(*json);
         *json = NULL;
@@ -458,12 +457,8 @@ int tenants_key_revoke(struct db_conn *conn, const char *org_id,
                         2, params, &after, err, errlen);
     a.before = state;
     a.after = after;
-    if (rc == POOLD_OK && after != NULL) /* revoked now, not before */
-        rc = audit_insert(conn, &a, err, errlen);
-    if (rc == POOLD_OK)
-        rc = db_commit(conn, err, errlen);
-    else
-        db_rollback(conn);
+    /* Recorded only when revoked now, not when it already was. */
+    rc = tx_finish(conn, rc, after != NULL ? &a : NULL, err, errlen);
     free(state);
     free(after);
     return rc;
