@@ -67,16 +67,24 @@ int catalog_check_schema(struct db_conn *conn, char *err, size_t errlen)
         " to_regclass('processed_messages') IS NOT NULL,"
         " EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid ="
         " to_regclass('orgs') AND attname = 'config_version'"
+        " AND NOT attisdropped),"
+        " to_regclass('org_keys') IS NOT NULL,"
+        " to_regclass('audit_log') IS NOT NULL,"
+        " EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid ="
+        " to_regclass('orgs') AND attname = 'rate_limit_rps'"
         " AND NOT attisdropped)";
     static const char *const names[] = { "table orgs",
                                          "table processed_messages",
-                                         "column orgs.config_version" };
+                                         "column orgs.config_version",
+                                         "table org_keys",
+                                         "table audit_log",
+                                         "column orgs.rate_limit_rps" };
     PGresult *res = catalog_exec(conn, "schema check", sql, 0, NULL, err,
                                  errlen);
 
     if (res == NULL)
         return POOLD_ERR_DB;
-    for (int i = 0; i < 3; i++) {
+    for (int i = 0; i < (int)(sizeof names / sizeof names[0]); i++) {
         if (strcmp(PQgetvalue(res, 0, i), "t") != 0) {
             snprintf(err, errlen,
                      "%s not found: apply sql/ (scripts/pg.sh, or for f "
