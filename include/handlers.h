@@ -119,8 +119,9 @@ bool handlers_client_admit(struct handlers *h, const struct http_request *req,
                            const char *org_id, unsigned n,
                            struct http_response *resp);
 
-/* ---- for the handler modules (admin_api.c); not thread-unsafe: they only
- * read the config and fill resp. */
+/* ---- for the handler modules (admin_api.c). All thread-safe: they read
+ * the config (fixed after handlers_create) and fill the caller's resp. */
+/* The config given to handlers_create(), borrowed for the handlers' life. */
 const struct handlers_config *handlers_get_config(struct handlers *h);
 /* Serialise root (reference taken) into resp with status. */
 void handlers_render_json(struct http_response *resp, unsigned status,
