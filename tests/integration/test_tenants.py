@@ -226,8 +226,9 @@ class Replicas(unittest.TestCase):
         t0 = time.monotonic()
         wait_for(lambda: send(o, k["key"], server=self.b).status == 401, 10,
                  "the revocation on the other replica")
-        # 2 s is the promise; a loaded machine gets a little slack.
-        self.assertLess(time.monotonic() - t0, 3.0)
+        # 2 s is the promise (B polls every second); a loaded machine (the
+        # sanitizer builds, CI) gets slack on top.
+        self.assertLess(time.monotonic() - t0, 4.0)
 
     def test_revocation_by_sql_and_org_deletion(self):
         o = org("s")
