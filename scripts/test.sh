@@ -3,6 +3,7 @@
 # command; .ci/run runs it):
 #   1. install missing Debian packages
 #   2. plain build: unit + integration tests (real PostgreSQL, real binary)
+#   2b. Release build with gcc and a clang build, warnings as errors
 #   3. ASan+UBSan build: unit + integration tests, leaks included
 #   4. TSan build: unit and integration tests (the server under TSan too)
 #   5. valgrind memcheck on the unit tests
@@ -20,7 +21,8 @@ step() { printf '\n=== %s\n' "$*"; }
 build() {
     local dir=$1
     shift
-    cmake -S "$root" -B "$dir" -DCMAKE_BUILD_TYPE=RelWithDebInfo "$@" >/dev/null
+    cmake -S "$root" -B "$dir" -DCMAKE_BUILD_TYPE=RelWithDebInfo \
+        -DPOOLD_WERROR=ON "$@" >/dev/null
     cmake --build "$dir" -j"$jobs" 2>&1 | grep -Ev '^\[ *[0-9]+%\]|^gmake|Consolidate' || true
     # The grep above hides progress lines; a failed build must still fail.
     cmake --build "$dir" -j"$jobs" >/dev/null
@@ -41,6 +43,14 @@ bash scripts/install-deps.sh
 step "plain build: unit and integration tests"
 build build-test
 ctest --test-dir build-test --output-on-failure
+
+step "warnings: Release (-O3) with gcc, and clang, warnings as errors"
+# Each compiler and optimisation level finds its own warnings; a later -D
+# wins over build()'s RelWithDebInfo. Tests off: this stage only compiles.
+CC=gcc build build-release -DCMAKE_BUILD_TYPE=Release -DPOOLD_TESTS=OFF
+echo "gcc Release: no warnings"
+CC=clang build build-clang -DPOOLD_TESTS=OFF
+echo "clang: no warnings"
 
 step "ASan+UBSan build: unit and integration tests"
 build build-asan -DPOOLD_SANITIZE=address

@@ -802,17 +802,19 @@ static struct pool_item *pool_find_oldest_idle(struct pool *pool,
                                                uint64_t *since_ns)
 {
     struct pool_item *best = NULL;
+    uint64_t best_since = UINT64_MAX;
     unsigned hwm = pool_hwm(pool);
     for (unsigned i = 0; i < hwm; i++) {
         struct pool_item *it = &pool->slots[i];
         if (pool_state(it) != SLOT_IDLE)
             continue;
         uint64_t since = atomic_load(&it->idle_since_ns);
-        if (best == NULL || since < *since_ns) {
+        if (best == NULL || since < best_since) {
             best = it;
-            *since_ns = since;
+            best_since = since;
         }
     }
+    *since_ns = best_since;
     return best;
 }
 
