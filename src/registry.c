@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "breaker.h"
 #include "catalog.h"
 #include "clock.h"
 #include "log.h"
@@ -16,69 +17,6 @@
 #define REG_BUCKETS_MIN 64
 #define REG_ERR_MAX 256
 #define REG_READY_GRACE_NS (3 * NS_PER_S) /* db contact this recent = ready */
-#define REG_BACKOFF_MIN_NS (100 * NS_PER_MS)
-#define REG_BACKOFF_MAX_NS (5 * NS_PER_S)
-
-/*
- * Backoff with full jitter after failures to reach the database, so a dead
- * database is not hammered by every request: while a window is open,
- * attempts fail at once; the first attempt after it is the probe. One
- * breaker guards every connection attempt, one more each org's builds.
- */
-struct breaker {
-    pthread_mutex_t lock;
-    uint64_t open_until_ns; /* attempts before this fail at once */
-    uint64_t backoff_ns;    /* 0: closed (healthy) */
-    unsigned seed;
-};
-
-static void breaker_init(struct breaker *b)
-{
-    pthread_mutex_init(&b->lock, NULL);
-    b->open_until_ns = 0;
-    b->backoff_ns = 0;
-    b->seed = (unsigned)clock_now_ns() ^ (unsigned)(uintptr_t)b;
-}
-
-/* Exponential backoff with full jitter while the database is down, so a
- * fleet of poolds does not reconnect in lockstep. */
-static uint64_t next_backoff(uint64_t cur, unsigned *seed)
-{
-    uint64_t next = cur == 0 ? REG_BACKOFF_MIN_NS : cur * 2;
-    if (next > REG_BACKOFF_MAX_NS)
-        next = REG_BACKOFF_MAX_NS;
-    return next / 2 + (uint64_t)rand_r(seed) % (next / 2 + 1);
-}
-
-/* May an attempt go now? While a window is open, no; the first caller after
- * it is let through as the probe and the window is pushed on meanwhile. */
-static bool breaker_allow(struct breaker *b, uint64_t now)
-{
-    bool ok;
-    pthread_mutex_lock(&b->lock);
-    ok = now >= b->open_until_ns;
-    if (ok && b->backoff_ns != 0)
-        b->open_until_ns = now + b->backoff_ns;
-    pthread_mutex_unlock(&b->lock);
-    return ok;
-}
-
-static void breaker_failure(struct breaker *b, uint64_t now)
-{
-    pthread_mutex_lock(&b->lock);
-    b->backoff_ns = next_backoff(b->backoff_ns, &b->seed);
-    b->open_until_ns = now + b->backoff_ns;
-    pthread_mutex_unlock(&b->lock);
-}
-
-static void breaker_success(struct breaker *b)
-{
-    pthread_mutex_lock(&b->lock);
-    b->backoff_ns = 0;
-    b->open_until_ns = 0;
-    pthread_mutex_unlock(&b->lock);
-}
-
 /*
  * One org of the directory (orgs table). Entries are created by the
  * housekeeping thread when it loads the directory and are never freed before
@@ -202,7 +140,8 @@ static struct org_entry *map_add(struct registry *reg, const char *org_id)
     snprintf(e->org_id, sizeof e->org_id, "%s", org_id);
     pthread_mutex_init(&e->cache_lock, NULL);
     e->misconf_version = -1;
-    breaker_init(&e->build_breaker);
+    breaker_init(&e->build_breaker,
+                 (unsigned)clock_now_ns() ^ (unsigned)(uintptr_t)e);
     if (reg->nentries >= reg->nbuckets)
         map_grow(reg);
     size_t i = hash_str(org_id) % reg->nbuckets;
@@ -802,7 +741,7 @@ static void *hk_main(void *arg)
             was_down = true;
             db_conn_close(reg->hk_conn);
             reg->hk_conn = NULL;
-            backoff = next_backoff(backoff, &seed);
+            backoff = breaker_next_backoff(backoff, &seed);
         }
         pthread_mutex_unlock(&reg->hk_lock);
         maintain_all(reg);
@@ -893,7 +832,8 @@ int registry_create(const struct registry_config *cfg, struct registry **out)
     reg->buckets = calloc(reg->nbuckets, sizeof *reg->buckets);
     pthread_rwlock_init(&reg->lock, NULL);
     pthread_mutex_init(&reg->hk_lock, NULL);
-    breaker_init(&reg->db_breaker);
+    breaker_init(&reg->db_breaker,
+                 (unsigned)clock_now_ns() ^ (unsigned)(uintptr_t)reg);
     pthread_condattr_t ca;
     pthread_condattr_init(&ca);
     pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
@@ -990,7 +930,7 @@ void registry_destroy(struct registry *reg)
             pool_destroy(e->pool);
             rules_clear(&e->cached_rules);
             pthread_mutex_destroy(&e->cache_lock);
-            pthread_mutex_destroy(&e->build_breaker.lock);
+            breaker_deinit(&e->build_breaker);
             free(e);
             e = next;
         }
@@ -998,7 +938,7 @@ void registry_destroy(struct registry *reg)
     pool_destroy(reg->conns);
     db_conn_close(reg->hk_conn);
     pthread_cond_destroy(&reg->hk_cond);
-    pthread_mutex_destroy(&reg->db_breaker.lock);
+    breaker_deinit(&reg->db_breaker);
     pthread_mutex_destroy(&reg->hk_lock);
     pthread_rwlock_destroy(&reg->lock);
     free(reg->buckets);
