@@ -83,6 +83,15 @@ cleanup() {
     # dockerd leaves its default bridge behind; no other dockerd uses it.
     pgrep -x dockerd >/dev/null || ip link delete docker0 2>/dev/null
     [ $rc -ne 0 ] && [ -f "$tmp/dockerd.log" ] && tail -20 "$tmp/dockerd.log" >&2
+    # Nothing of this run may survive it: no process, no mount.
+    local left
+    left=$(pgrep -f -- "$tmp" 2>/dev/null | grep -vx "$$" || true)
+    left+=$(awk -v a="$tmp" -v b="$data" \
+        'index($2, a) == 1 || index($2, b) == 1 {print " " $2}' /proc/mounts)
+    if [ -n "$left" ]; then
+        say "FAILED: left behind: $left" >&2
+        [ $rc -eq 0 ] && rc=1
+    fi
     rm -rf "$tmp"
     say "cleaned up (exit $rc)"
     exit $rc
@@ -245,6 +254,15 @@ ss -Hltn "sport = :$port" | grep -q . && die "port $port is in use on this host"
 start_dockerd
 import_base_images
 build_postgres_standin
+# The build stage is tagged so that the image prune at the end keeps its
+# layers (apt, compile) as the next run's cache; docker-compose then finds
+# the stage cached and builds only the final one.
+say "building docker/Dockerfile's build stage (cached between runs)"
+retry "$docker" build -q --target build -t poold-smoke/build-stage \
+    -f "$root/docker/Dockerfile" "$root" >"$tmp/build.log" 2>&1 || {
+    tail -40 "$tmp/build.log" >&2
+    die "the build stage did not build"
+}
 say "docker-compose build poold (docker/Dockerfile)"
 retry compose build -q poold >"$tmp/build.log" 2>&1 || {
     tail -40 "$tmp/build.log" >&2
