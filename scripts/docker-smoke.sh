@@ -50,6 +50,12 @@ data=$cache/data-root
 [ "${POOLD_DOCKER_FRESH:-0}" = 1 ] && data=$tmp/data-root
 export DOCKER_HOST=unix://$sock
 export COMPOSE_PROJECT_NAME=$project
+# docker-compose builds through Debian's docker CLI with the classic builder,
+# as the build-stage step below does: the two then share one layer cache
+# (docker-compose's own builder tars the context differently, a cache miss
+# that recompiled poold on every run).
+export COMPOSE_DOCKER_CLI_BUILD=1 DOCKER_BUILDKIT=0
+export PATH=/usr/bin:$PATH
 unset COMPOSE_PROFILES COMPOSE_FILE
 compose() { docker-compose -f "$root/docker-compose.yml" "$@"; }
 
