@@ -13,6 +13,7 @@
 #include "status.h"
 
 enum config_pool_mode { CONFIG_POOL_MODE_POOLED, CONFIG_POOL_MODE_NONE };
+enum config_client_auth { CONFIG_CLIENT_AUTH_KEYS, CONFIG_CLIENT_AUTH_NONE };
 
 /*
  * Every field is named like its variable (pool_size for POOLD_POOL_SIZE).
@@ -44,6 +45,8 @@ struct poold_config {
     enum log_format log_format;      /* POOLD_LOG_FORMAT */
     unsigned hold_warn_ms;           /* POOLD_HOLD_WARN_MS, 0: off */
     unsigned metrics_top_orgs;       /* POOLD_METRICS_TOP_ORGS, 0: all */
+    enum config_client_auth client_auth; /* POOLD_CLIENT_AUTH */
+    char *read_token;            /* POOLD_READ_TOKEN, NULL: none */
 };
 
 enum config_result {
