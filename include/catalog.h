@@ -54,6 +54,14 @@ POOLD_MUSTCHECK int catalog_store_pool_size(struct db_conn *conn,
 POOLD_MUSTCHECK int catalog_store_paused(struct db_conn *conn,
                                          const char *org_id, bool paused,
                                          char *err, size_t errlen);
+/* As catalog_store_paused(), in one transaction with an audit entry
+ * (pool.pause or pool.resume, before and after {"paused": b}) by actor;
+ * actor NULL: no entry. */
+POOLD_MUSTCHECK int catalog_store_paused_by(struct db_conn *conn,
+                                            const char *org_id, bool paused,
+                                            const struct audit_actor *actor,
+                                            char *err, size_t errlen);
+
 /* As catalog_store_pool_size(), in one transaction with an audit entry
  * (pool.resize, before and after {"pool_max_size": n}) by actor. */
 POOLD_MUSTCHECK int catalog_store_pool_size_by(struct db_conn *conn,

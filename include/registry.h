@@ -136,10 +136,13 @@ void registry_conn_stats(struct registry *reg, struct pool_stats *out);
 
 /* Pause or resume an org: stored in orgs.paused first (every replica
  * follows within a refresh), then applied here at once; while paused,
- * registry_process() answers POOLD_ERR_PAUSED. Services are kept.
+ * registry_process() answers POOLD_ERR_PAUSED. Services are kept. With an
+ * actor, the change and its audit entry (pool.pause / pool.resume) commit
+ * together.
  * POOLD_ERR_UNKNOWN_ORG, POOLD_ERR_NOT_READY, POOLD_ERR_DB. */
 POOLD_MUSTCHECK int registry_set_paused(struct registry *reg,
                                         const char *org_id, bool paused,
+                                        const struct audit_actor *actor,
                                         char *err, size_t errlen);
 
 /* Whether the org is paused now, in *out. */
@@ -148,9 +151,12 @@ POOLD_MUSTCHECK int registry_is_paused(struct registry *reg,
 
 /* Drain an org's pool on this process: idle services are closed now, lent
  * ones when released, and the next build reads the org's row afresh.
+ * With an actor, a pool.drain audit entry is written (a failure to write it
+ * is logged; the drain is done anyway).
  * Fills *out with the stats after it. POOLD_ERR_UNKNOWN_ORG,
  * POOLD_ERR_NOT_READY. */
 POOLD_MUSTCHECK int registry_drain(struct registry *reg, const char *org_id,
+                                   const struct audit_actor *actor,
                                    struct pool_stats *out, char *err,
                                    size_t errlen);
 

@@ -229,6 +229,51 @@ int catalog_store_paused(struct db_conn *conn, const char *org_id, bool paused,
     return POOLD_OK;
 }
 
+int catalog_store_paused_by(struct db_conn *conn, const char *org_id,
+                            bool paused, const struct audit_actor *actor,
+                            char *err, size_t errlen)
+{
+    const char *params[2] = { org_id, paused ? "true" : "false" };
+    struct audit_entry a = { actor, paused ? "pool.pause" : "pool.resume",
+                             org_id, NULL, NULL };
+    PGresult *res;
+    int rc;
+
+    if (actor == NULL)
+        return catalog_store_paused(conn, org_id, paused, err, errlen);
+    if ((rc = db_begin(conn, err, errlen)) != POOLD_OK)
+        return rc;
+    /* The old value from the locked row, the new one from the update. */
+    res = db_exec(conn, "store paused",
+                  "WITH old AS (SELECT org_id, paused FROM orgs"
+                  " WHERE org_id = $1 FOR UPDATE), upd AS (UPDATE orgs o SET"
+                  " paused = $2::boolean FROM old WHERE o.org_id ="
+                  " old.org_id RETURNING o.paused)"
+                  " SELECT jsonb_build_object('paused', old.paused)::text,"
+                  " jsonb_build_object('paused', upd.paused)::text"
+                  " FROM old, upd",
+                  2, params, NULL, err, errlen);
+    if (res == NULL) {
+        db_rollback(conn);
+        return POOLD_ERR_DB;
+    }
+    if (PQntuples(res) == 0) {
+        PQclear(res);
+        db_rollback(conn);
+        snprintf(err, errlen, "org %.64s not found", org_id);
+        return POOLD_ERR_UNKNOWN_ORG;
+    }
+    a.before = PQgetvalue(res, 0, 0);
+    a.after = PQgetvalue(res, 0, 1);
+    rc = audit_insert(conn, &a, err, errlen);
+    PQclear(res);
+    if (rc == POOLD_OK)
+        rc = db_commit(conn, err, errlen);
+    else
+        db_rollback(conn);
+    return rc;
+}
+
 int catalog_store_pool_size_by(struct db_conn *conn, const char *org_id,
                                unsigned size, const struct audit_actor *actor,
                                char *err, size_t errlen)

@@ -589,75 +589,54 @@ static void handle_readyz(struct handlers *h, const struct http_request *req,
 
 /* ---- operators: drain, pause, resume, holders, dashboard (issue 13) ---- */
 
-/*
- * The one call site where the operator controls (pool.drain, pool.pause,
- * pool.resume) reach the audit trail (DESIGN.md, "Tenants"). before and
- * after are borrowed; the audit module records them with req's actor and
- * request id when it is wired in here.
- */
-static void operator_audit(struct handlers *h, const struct http_request *req,
-                           const char *action, const char *org_id,
-                           json_t *before, json_t *after)
+/* Who asks, for the audit entry of drain, pause and resume. */
+static struct audit_actor operator_actor(const struct http_request *req)
 {
-    (void)h;
-    (void)req;
-    (void)action;
-    (void)org_id;
-    (void)before;
-    (void)after;
+    struct audit_actor actor = { req->scope, req->client_address,
+                                 req->request_id };
+    return actor;
 }
 
 static void handle_pool_drain(struct handlers *h,
                               const struct http_request *req,
                               struct http_response *resp)
 {
-    struct pool_stats before, after;
-    json_t *b, *a;
+    struct pool_stats after;
+    struct audit_actor actor = operator_actor(req);
     int rc;
 
     if (!valid_org_param(req, resp))
         return;
-    memset(&before, 0, sizeof before);
     memset(&after, 0, sizeof after);
-    rc = registry_pool_stats(h->cfg.reg, resp->org, &before);
-    if (rc == POOLD_OK)
-        rc = registry_drain(h->cfg.reg, resp->org, &after, resp->detail,
-                            sizeof resp->detail);
-    if (rc != POOLD_OK) {
+    rc = registry_drain(h->cfg.reg, resp->org, &actor, &after, resp->detail,
+                        sizeof resp->detail);
+    if (rc != POOLD_OK)
         error_for_status(h, resp, rc);
-        return;
-    }
-    b = stats_json(&before);
-    a = stats_json(&after);
-    operator_audit(h, req, "pool.drain", resp->org, b, a);
-    json_decref(b);
-    render_json(resp, 200, a);
+    else
+        render_json(resp, 200, org_stats_json(h, &after, resp->org));
 }
 
-/* POST .../pause and .../resume: 200 {"org_id", "paused"}. */
+/* POST .../pause and .../resume: 200 {"org_id", "paused"}; the change and
+ * its audit entry commit together. */
 static void set_paused(struct handlers *h, const struct http_request *req,
                        struct http_response *resp, bool paused)
 {
-    bool was = false;
-    json_t *b, *a;
+    struct audit_actor actor = operator_actor(req);
     int rc;
 
     if (!valid_org_param(req, resp))
         return;
-    rc = registry_is_paused(h->cfg.reg, resp->org, &was);
-    if (rc == POOLD_OK)
-        rc = registry_set_paused(h->cfg.reg, resp->org, paused, resp->detail,
-                                 sizeof resp->detail);
-    if (rc != POOLD_OK) {
+    rc = registry_set_paused(h->cfg.reg, resp->org, paused, &actor,
+                             resp->detail, sizeof resp->detail);
+    if (rc == POOLD_ERR_DB)
+        handlers_error(resp, 503, "database_unavailable",
+                       "the database did not answer: the pause may or may "
+                       "not be stored; retrying is safe");
+    else if (rc != POOLD_OK)
         error_for_status(h, resp, rc);
-        return;
-    }
-    b = json_pack("{s:b}", "paused", (int)was);
-    a = json_pack("{s:s,s:b}", "org_id", resp->org, "paused", (int)paused);
-    operator_audit(h, req, paused ? "pool.pause" : "pool.resume", resp->org,
-                   b, a);
-    json_decref(b);
-    render_json(resp, 200, a);
+    else
+        render_json(resp, 200, json_pack("{s:s,s:b}", "org_id", resp->org,
+                                         "paused", (int)paused));
 }
 
 static void handle_pool_pause(struct handlers *h,

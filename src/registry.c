@@ -1272,7 +1272,8 @@ void registry_admin_end(struct registry *reg, struct db_conn *conn,
 }
 
 int registry_set_paused(struct registry *reg, const char *org_id, bool paused,
-                        char *err, size_t errlen)
+                        const struct audit_actor *actor, char *err,
+                        size_t errlen)
 {
     struct org_entry *e;
     int rc;
@@ -1288,7 +1289,7 @@ int registry_set_paused(struct registry *reg, const char *org_id, bool paused,
     rc = registry_admin_begin(reg, &conn, err, errlen);
     if (rc != POOLD_OK)
         return rc;
-    rc = catalog_store_paused(conn, org_id, paused, err, errlen);
+    rc = catalog_store_paused_by(conn, org_id, paused, actor, err, errlen);
     registry_admin_end(reg, conn, rc == POOLD_OK);
     if (rc != POOLD_OK)
         return rc;
@@ -1308,10 +1309,41 @@ int registry_is_paused(struct registry *reg, const char *org_id, bool *out)
     return rc;
 }
 
+/* The drain's audit entry: it writes nothing else, so the entry is alone
+ * in its statement. A failure is logged, not answered: a drain must work
+ * while the database is away (after a failover is when it is wanted). */
+static void drain_audit(struct registry *reg, const char *org_id,
+                        const struct audit_actor *actor,
+                        const struct pool_stats *before,
+                        const struct pool_stats *after)
+{
+    char b[96], a[96], err[REG_ERR_MAX];
+    struct audit_entry entry = { actor, "pool.drain", org_id, b, a };
+    struct db_conn *conn;
+    int rc;
+
+    snprintf(b, sizeof b, "{\"idle\": %llu, \"active\": %llu}",
+             (unsigned long long)before->idle,
+             (unsigned long long)before->active);
+    snprintf(a, sizeof a, "{\"idle\": %llu, \"active\": %llu}",
+             (unsigned long long)after->idle,
+             (unsigned long long)after->active);
+    rc = registry_admin_begin(reg, &conn, err, sizeof err);
+    if (rc == POOLD_OK) {
+        rc = audit_insert(conn, &entry, err, sizeof err);
+        registry_admin_end(reg, conn, false);
+    }
+    if (rc != POOLD_OK)
+        log_event(LOG_WARN, "drain done, its audit entry not written", "org",
+                  org_id, "error", err, (const char *)NULL);
+}
+
 int registry_drain(struct registry *reg, const char *org_id,
-                   struct pool_stats *out, char *err, size_t errlen)
+                   const struct audit_actor *actor, struct pool_stats *out,
+                   char *err, size_t errlen)
 {
     struct org_entry *e;
+    struct pool_stats before;
     int rc;
 
     err[0] = '\0';
@@ -1319,6 +1351,7 @@ int registry_drain(struct registry *reg, const char *org_id,
         fill_error(rc, org_id, err, errlen);
         return rc;
     }
+    entry_stats(reg, e, &before);
     /* The next build reads the org's row again rather than the cache. */
     pthread_mutex_lock(&e->cache_lock);
     e->cached = false;
@@ -1330,6 +1363,8 @@ int registry_drain(struct registry *reg, const char *org_id,
         pool_retire_all(pool);
     log_event(LOG_INFO, "pool drained", "org", org_id, (const char *)NULL);
     entry_stats(reg, e, out);
+    if (actor != NULL)
+        drain_audit(reg, org_id, actor, &before, out);
     return POOLD_OK;
 }
 

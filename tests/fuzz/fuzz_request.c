@@ -118,8 +118,10 @@ bool registry_is_ready(struct registry *reg)
 }
 
 int registry_drain(struct registry *reg, const char *org_id,
-                   struct pool_stats *out, char *err, size_t errlen)
+                   const struct audit_actor *actor, struct pool_stats *out,
+                   char *err, size_t errlen)
 {
+    (void)actor;
     err[0] = '\0';
     (void)errlen;
     return registry_pool_stats(reg, org_id, out);
@@ -133,8 +135,10 @@ int registry_is_paused(struct registry *reg, const char *org_id, bool *out)
 }
 
 int registry_set_paused(struct registry *reg, const char *org_id, bool paused,
-                        char *err, size_t errlen)
+                        const struct audit_actor *actor, char *err,
+                        size_t errlen)
 {
+    (void)actor;
     (void)reg;
     (void)paused;
     err[0] = '\0';

@@ -114,6 +114,17 @@ class PauseResume(unittest.TestCase):
             self.assertEqual(other.process(msg(ORG_P)).status, 200)
             wait_for(lambda: SERVER.process(msg(ORG_P)).status == 200, 6,
                      "this poold to follow the resume", interval=0.1)
+            # each change left its audit entry, newest first
+            entries = SERVER.get(f"/audit?org_id={ORG_P}&limit=10",
+                                 token=TOKEN).json()["entries"]
+            got = [(e["action"], e["before"], e["after"]) for e in entries]
+            self.assertEqual(got[:3], [
+                ("pool.resume", {"paused": True}, {"paused": False}),
+                ("pool.pause", {"paused": True}, {"paused": True}),
+                ("pool.pause", {"paused": False}, {"paused": True})])
+            self.assertEqual(entries[0]["actor"]["scope"], "admin")
+            self.assertEqual(entries[0]["request_id"],
+                             r.headers["x-request-id"])
         finally:
             psql(f"UPDATE orgs SET paused = false WHERE org_id = '{ORG_P}'")
             self.assertEqual(other.stop(), 0)
@@ -174,6 +185,12 @@ class DrainAndHolders(unittest.TestCase):
                         route="/pools/{org_id}/drain")
         self.assertEqual(r.status, 200, r.body)
         st = r.json()
+        audit = srv.get(f"/audit?org_id={ORG_D}&limit=1",
+                        token=TOKEN).json()["entries"][0]
+        self.assertEqual(audit["action"], "pool.drain")
+        self.assertEqual(audit["request_id"], r.headers["x-request-id"])
+        self.assertEqual(audit["before"], {"idle": 1, "active": 1})
+        self.assertEqual(audit["after"], {"idle": 0, "active": 1})
         self.assertEqual(st["idle"], 0)
         self.assertEqual(st["active"], 1)
         self.assertEqual(st["destroyed_by"]["retired"],
