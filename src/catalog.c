@@ -229,30 +229,22 @@ int catalog_store_paused(struct db_conn *conn, const char *org_id, bool paused,
     return POOLD_OK;
 }
 
-int catalog_store_paused_by(struct db_conn *conn, const char *org_id,
-                            bool paused, const struct audit_actor *actor,
-                            char *err, size_t errlen)
+/*
+ * One column of an org's row changed and audited in one transaction: sql
+ * takes $1 org_id and $2 the new value and answers the before and after
+ * JSON texts of the locked row (no row: POOLD_ERR_UNKNOWN_ORG). a->actor,
+ * a->action and a->org_id are the caller's; before/after are filled here.
+ */
+static int store_audited(struct db_conn *conn, const char *what,
+                         const char *sql, const char *const params[2],
+                         struct audit_entry *a, char *err, size_t errlen)
 {
-    const char *params[2] = { org_id, paused ? "true" : "false" };
-    struct audit_entry a = { actor, paused ? "pool.pause" : "pool.resume",
-                             org_id, NULL, NULL };
     PGresult *res;
     int rc;
 
-    if (actor == NULL)
-        return catalog_store_paused(conn, org_id, paused, err, errlen);
     if ((rc = db_begin(conn, err, errlen)) != POOLD_OK)
         return rc;
-    /* The old value from the locked row, the new one from the update. */
-    res = db_exec(conn, "store paused",
-                  "WITH old AS (SELECT org_id, paused FROM orgs"
-                  " WHERE org_id = $1 FOR UPDATE), upd AS (UPDATE orgs o SET"
-                  " paused = $2::boolean FROM old WHERE o.org_id ="
-                  " old.org_id RETURNING o.paused)"
-                  " SELECT jsonb_build_object('paused', old.paused)::text,"
-                  " jsonb_build_object('paused', upd.paused)::text"
-                  " FROM old, upd",
-                  2, params, NULL, err, errlen);
+    res = db_exec(conn, what, sql, 2, params, NULL, err, errlen);
     if (res == NULL) {
         db_rollback(conn);
         return POOLD_ERR_DB;
@@ -260,18 +252,40 @@ int catalog_store_paused_by(struct db_conn *conn, const char *org_id,
     if (PQntuples(res) == 0) {
         PQclear(res);
         db_rollback(conn);
-        snprintf(err, errlen, "org %.64s not found", org_id);
+        snprintf(err, errlen, "org %.64s not found", params[0]);
         return POOLD_ERR_UNKNOWN_ORG;
     }
-    a.before = PQgetvalue(res, 0, 0);
-    a.after = PQgetvalue(res, 0, 1);
-    rc = audit_insert(conn, &a, err, errlen);
+    a->before = PQgetvalue(res, 0, 0);
+    a->after = PQgetvalue(res, 0, 1);
+    rc = audit_insert(conn, a, err, errlen);
     PQclear(res);
     if (rc == POOLD_OK)
         rc = db_commit(conn, err, errlen);
     else
         db_rollback(conn);
     return rc;
+}
+
+int catalog_store_paused_by(struct db_conn *conn, const char *org_id,
+                            bool paused, const struct audit_actor *actor,
+                            char *err, size_t errlen)
+{
+    const char *params[2] = { org_id, paused ? "true" : "false" };
+    struct audit_entry a = { actor, paused ? "pool.pause" : "pool.resume",
+                             org_id, NULL, NULL };
+
+    if (actor == NULL)
+        return catalog_store_paused(conn, org_id, paused, err, errlen);
+    /* The old value from the locked row, the new one from the update. */
+    return store_audited(
+        conn, "store paused",
+        "WITH old AS (SELECT org_id, paused FROM orgs"
+        " WHERE org_id = $1 FOR UPDATE), upd AS (UPDATE orgs o SET"
+        " paused = $2::boolean FROM old WHERE o.org_id ="
+        " old.org_id RETURNING o.paused)"
+        " SELECT jsonb_build_object('paused', old.paused)::text,"
+        " jsonb_build_object('paused', upd.paused)::text FROM old, upd",
+        params, &a, err, errlen);
 }
 
 int catalog_store_pool_size_by(struct db_conn *conn, const char *org_id,
@@ -281,43 +295,21 @@ int catalog_store_pool_size_by(struct db_conn *conn, const char *org_id,
     char size_s[16];
     const char *params[2] = { org_id, size_s };
     struct audit_entry a = { actor, "pool.resize", org_id, NULL, NULL };
-    PGresult *res;
-    int rc;
 
     if (size < 1 || size > INT_MAX) {
         snprintf(err, errlen, "pool size %u out of range", size);
         return POOLD_ERR_INVALID;
     }
     snprintf(size_s, sizeof size_s, "%u", size);
-    if ((rc = db_begin(conn, err, errlen)) != POOLD_OK)
-        return rc;
     /* The old value from the locked row, the new one from the update. */
-    res = db_exec(conn, "store pool size",
-                  "WITH old AS (SELECT org_id, pool_max_size FROM orgs"
-                  " WHERE org_id = $1 FOR UPDATE), upd AS (UPDATE orgs o SET"
-                  " pool_max_size = $2::integer FROM old WHERE o.org_id ="
-                  " old.org_id RETURNING o.pool_max_size)"
-                  " SELECT jsonb_build_object('pool_max_size',"
-                  " old.pool_max_size)::text, jsonb_build_object("
-                  "'pool_max_size', upd.pool_max_size)::text FROM old, upd",
-                  2, params, NULL, err, errlen);
-    if (res == NULL) {
-        db_rollback(conn);
-        return POOLD_ERR_DB;
-    }
-    if (PQntuples(res) == 0) {
-        PQclear(res);
-        db_rollback(conn);
-        snprintf(err, errlen, "org %.64s not found", org_id);
-        return POOLD_ERR_UNKNOWN_ORG;
-    }
-    a.before = PQgetvalue(res, 0, 0);
-    a.after = PQgetvalue(res, 0, 1);
-    rc = audit_insert(conn, &a, err, errlen);
-    PQclear(res);
-    if (rc == POOLD_OK)
-        rc = db_commit(conn, err, errlen);
-    else
-        db_rollback(conn);
-    return rc;
+    return store_audited(
+        conn, "store pool size",
+        "WITH old AS (SELECT org_id, pool_max_size FROM orgs"
+        " WHERE org_id = $1 FOR UPDATE), upd AS (UPDATE orgs o SET"
+        " pool_max_size = $2::integer FROM old WHERE o.org_id ="
+        " old.org_id RETURNING o.pool_max_size)"
+        " SELECT jsonb_build_object('pool_max_size',"
+        " old.pool_max_size)::text, jsonb_build_object("
+        "'pool_max_size', upd.pool_max_size)::text FROM old, upd",
+        params, &a, err, errlen);
 }
