@@ -42,6 +42,7 @@ struct poold_config {
     double build_cost_ms;            /* POOLD_BUILD_COST_MS */
     double process_cost_ms;          /* POOLD_PROCESS_COST_MS */
     enum log_format log_format;      /* POOLD_LOG_FORMAT */
+    unsigned cluster_max_conns;      /* POOLD_CLUSTER_MAX_CONNS, 0: standalone */
 };
 
 enum config_result {

@@ -7,6 +7,7 @@
 #include <stddef.h>
 
 #include "catalog.h"
+#include "cluster.h"
 #include "metrics.h"
 #include "registry.h"
 #include "status.h"
@@ -17,6 +18,7 @@ struct handlers_config {
     struct registry *reg;    /* borrowed; outlives the handlers */
     struct metrics *metrics; /* borrowed; outlives the handlers */
     const char *admin_token; /* borrowed; compared in constant time */
+    struct cluster *cluster; /* borrowed, for GET /cluster; NULL: none */
     unsigned pool_ceiling;   /* largest size PUT accepts */
     unsigned retry_after_s;  /* Retry-After of 503 pool_exhausted */
 };

@@ -167,4 +167,8 @@ void pool_get_stats(struct pool *pool, struct pool_stats *out);
 /* The pool's current max_size. */
 unsigned pool_max_size(struct pool *pool);
 
+/* Objects that exist now, those being built or destroyed included (never
+ * more than max_size once a shrink has drained). Cheap: one atomic load. */
+unsigned pool_total(struct pool *pool);
+
 #endif

@@ -97,6 +97,10 @@ static const struct config_key config_keys[] = {
      "extra simulated cost of processing a message (fractions allowed)"},
     {"POOLD_LOG_FORMAT", "log-format", "text", parse_log_format,
      FIELD(log_format), 0, 0, "json or text"},
+    {"POOLD_CLUSTER_MAX_CONNS", "cluster-max-conns", "0", parse_unsigned,
+     FIELD(cluster_max_conns), 0, 100000,
+     "connections all replicas sharing the database may hold together "
+     "(0: standalone)"},
 };
 
 #define NKEYS (sizeof config_keys / sizeof config_keys[0])
