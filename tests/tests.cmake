@@ -58,6 +58,7 @@ poold_check_test(pool unit tests/unit/check_pool.c TIMEOUT 300 LIBS poold_pool)
 poold_check_test(rules unit tests/unit/check_rules.c)
 poold_check_test(log unit tests/unit/check_log.c)
 poold_check_test(config unit tests/unit/check_config.c)
+poold_check_test(cluster unit tests/unit/check_cluster.c)
 
 # --- integration: real PostgreSQL ------------------------------------------
 poold_check_test(service integration tests/integration/check_service.c
