@@ -90,3 +90,6 @@ poold_python_test(http 600)
 poold_python_test(faults 600)
 # The README's curl examples, as written, against the real server.
 poold_python_test(readme 120)
+# Replicas (issue 14): three poold processes share POOLD_CLUSTER_MAX_CONNS;
+# pg_stat_activity sampled every 50 ms while they join, die and leave.
+poold_python_test(replicas 300)
