@@ -23,7 +23,7 @@
  */
 
 #define CLUSTER_ID_MAX 128
-#define CLUSTER_LEASE_S 8 /* a replica silent this long is dead: with
+#define CLUSTER_LEASE_S 7 /* a replica silent this long is dead: with
                              a 1 s heartbeat, its share is back within 10 s */
 #define CLUSTER_MAX_REPLICAS 256 /* rows read per heartbeat */
 

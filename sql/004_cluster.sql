@@ -4,7 +4,7 @@
 --
 -- Each replica upserts its row about once a second (heartbeat_at, from the
 -- database's clock, so replicas' clocks do not matter). A row whose
--- heartbeat is older than the lease (8 s) is dead: its share goes to the
+-- heartbeat is older than the lease (7 s) is dead: its share goes to the
 -- live ones. `granted` is the cap a replica may hold now; the sum of the
 -- live rows' `granted` never exceeds the budget: a replica raises it only
 -- under a lock on this table when the sum stays within the budget, and

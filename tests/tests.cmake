@@ -93,3 +93,6 @@ poold_python_test(readme 120)
 # Replicas (issue 14): three poold processes share POOLD_CLUSTER_MAX_CONNS;
 # pg_stat_activity sampled every 50 ms while they join, die and leave.
 poold_python_test(replicas 300)
+# The same three behind Debian's HAProxy with docker/haproxy/haproxy.cfg:
+# SIGKILL and drain mid-load, clients see only 200/503/504.
+poold_python_test(haproxy 300)
