@@ -96,3 +96,5 @@ poold_python_test(replicas 300)
 # The same three behind Debian's HAProxy with docker/haproxy/haproxy.cfg:
 # SIGKILL and drain mid-load, clients see only 200/503/504.
 poold_python_test(haproxy 300)
+# Through Debian's PgBouncer 1.18, session and transaction pooling.
+poold_python_test(pgbouncer 300)
