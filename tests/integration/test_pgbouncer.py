@@ -123,7 +123,7 @@ class ThroughPgbouncer(unittest.TestCase):
              "POOLD_DB_MAX_CONNS": "8", "POOLD_POOL_SIZE": "8"}
         e.update(env)
         p = th.Poold(env=e, wait_ready=wait_ready)
-        self.addCleanup(lambda: p.proc.poll() is None and p.stop())
+        self.addCleanup(tx.tr.stop_if_running, p)
         return p
 
     def exercise(self, p, threads=8, per_thread=40):

@@ -61,8 +61,10 @@ def settled(p, n):
 
 
 def stop_if_running(p):
+    """SIGTERM and a clean exit (a sanitizer's report makes it non-zero)."""
     if p.proc.poll() is None:
-        p.stop()
+        code = p.stop()
+        assert code == 0, "poold exited %s" % code
 
 
 def kill(p):
