@@ -315,6 +315,22 @@ class Replicas(unittest.TestCase):
             self.assertTrue(fails(p))
         print("config change on all replicas after %.2f s"
               % (time.monotonic() - t0), file=sys.stderr)
+        # a deletion (the row gone): unknown on every replica within 5 s
+        gone = P + "gone"
+        th.psql(f"INSERT INTO orgs (org_id, config) VALUES ('{gone}', "
+                "'{\"rules\":[]}')")
+        for p in ps:
+            th.wait_for(lambda: p.process({"id": P + uuid.uuid4().hex[:12],
+                                           "org_id": gone,
+                                           "payload": "ab"}).status == 200,
+                        5, "the new org on every replica")
+        th.psql(f"DELETE FROM processed_messages WHERE org_id = '{gone}';"
+                f"DELETE FROM orgs WHERE org_id = '{gone}'")
+        for p in ps:
+            th.wait_for(lambda: p.process({"id": P + uuid.uuid4().hex[:12],
+                                           "org_id": gone,
+                                           "payload": "ab"}).status == 404,
+                        5, "the deletion to reach every replica")
         th.psql("UPDATE orgs SET pool_max_size = NULL, config = "
                 "'{\"rules\":[{\"type\":\"max_payload_bytes\","
                 f"\"value\":1024}}]}}' WHERE org_id = '{org}'")
