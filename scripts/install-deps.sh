@@ -7,6 +7,9 @@ pkgs=(build-essential cmake pkg-config libmicrohttpd-dev libjansson-dev
       libpq-dev check postgresql-15 postgresql-client-15 python3
       python3-jsonschema python3-yaml curl clang libclang-rt-14-dev valgrind
       wrk gnuplot-nox docker-compose jq)
+# Replicas (issue 14): the load balancer and the pooler the tests put around
+# poold (tests/integration/test_haproxy.py, test_pgbouncer.py).
+pkgs+=(haproxy pgbouncer)
 # OpenAPI lint runs through npx; Node comes from Debian if it is not there.
 command -v npx >/dev/null 2>&1 || pkgs+=(nodejs npm)
 
