@@ -281,6 +281,20 @@ class Replicas(unittest.TestCase):
                           f"org_id LIKE '{P}%'").split())
         self.assertEqual(set(ok) - got, set(), "a 200 without its row")
 
+    def test_standalone_is_this_process_alone(self):
+        p = th.Poold(env={"POOLD_CLIENT_AUTH": "none",
+                          "POOLD_DB_MAX_CONNS": "7"})
+        self.addCleanup(stop_if_running, p)
+        r = p.get("/cluster", route="/cluster")
+        self.assertEqual(r.status, 401)
+        view = cluster(p)
+        self.assertEqual(len(view), 1)
+        self.assertEqual((view[0]["share"], view[0]["self"]), (7, True))
+        # it is in no lease table
+        self.assertEqual(th.psql("SELECT count(*) FROM cluster_replicas "
+                                 "WHERE replica_id = '%s'" % view[0]["id"]),
+                         "0")
+
     def test_changes_reach_every_replica(self):
         ps = [self.start() for _ in range(3)]
         for p in ps:
