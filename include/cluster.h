@@ -23,8 +23,9 @@
  */
 
 #define CLUSTER_ID_MAX 128
-#define CLUSTER_LEASE_S 7 /* a replica silent this long is dead: with
-                             a 1 s heartbeat, its share is back within 10 s */
+/* A replica silent this long is dead: with a 1 s heartbeat, its share is
+ * back with the others within 10 s of its death. */
+#define CLUSTER_LEASE_S 7
 #define CLUSTER_MAX_REPLICAS 256 /* rows read per heartbeat */
 
 struct cluster; /* opaque */
@@ -44,9 +45,9 @@ struct cluster_local {
 };
 
 struct cluster_config {
-    unsigned budget;      /* POOLD_CLUSTER_MAX_CONNS; 0: standalone */
-    unsigned local_max;   /* POOLD_DB_MAX_CONNS */
-    unsigned lease_s;     /* 0: CLUSTER_LEASE_S */
+    unsigned budget;    /* POOLD_CLUSTER_MAX_CONNS; 0: standalone */
+    unsigned local_max; /* POOLD_DB_MAX_CONNS */
+    unsigned lease_s;   /* 0: CLUSTER_LEASE_S */
     struct cluster_local local;
 };
 
@@ -61,7 +62,7 @@ struct cluster_replica {
     bool self;                 /* this process */
 };
 
-/* ---- the arithmetic (pure, no I/O; unit-tested) ----------------------- */
+/* ---- the arithmetic (pure, no I/O; unit-tested) ------------------------- */
 
 /* Split budget among n replicas in their order: budget / n each, and one
  * more to each of the first budget % n. out has n entries; their sum is
@@ -86,7 +87,7 @@ unsigned cluster_release(unsigned want, unsigned granted, unsigned open);
  * other half to close them. */
 bool cluster_fenced(uint64_t renewed_ns, uint64_t now_ns, unsigned lease_s);
 
-/* ---- the replica --------------------------------------------------------- */
+/* ---- the replica -------------------------------------------------------- */
 
 /* Create the cluster state with a fresh replica id (host, pid, random).
  * cfg is copied. Standalone (budget 0) does nothing in cluster_tick(). */

@@ -22,8 +22,8 @@ struct cluster {
     struct cluster_config cfg;
     char id[CLUSTER_ID_MAX + 1];
     /* Housekeeping thread only. */
-    unsigned granted;     /* our granted cap as last written */
-    uint64_t renewed_ns;  /* send time of the last renewal that committed */
+    unsigned granted;    /* our granted cap as last written */
+    uint64_t renewed_ns; /* send time of the last renewal that committed */
     bool fenced;
     /* Read by any thread. */
     atomic_uint cap;      /* the local cap applied */
@@ -34,7 +34,7 @@ struct cluster {
     struct cluster_replica scratch[CLUSTER_MAX_REPLICAS];
 };
 
-/* ---- the arithmetic ------------------------------------------------------ */
+/* ---- the arithmetic ----------------------------------------------------- */
 
 void cluster_fair_shares(unsigned budget, size_t n, unsigned *out)
 {
@@ -63,7 +63,7 @@ bool cluster_fenced(uint64_t renewed_ns, uint64_t now_ns, unsigned lease_s)
     return renewed_ns == 0 || now_ns - renewed_ns > half;
 }
 
-/* ---- SQL: every statement the cluster runs --------------------------------- */
+/* ---- SQL: every statement the cluster runs ------------------------------ */
 
 static const char sql_lock[] =
     "LOCK TABLE cluster_replicas IN SHARE ROW EXCLUSIVE MODE";
@@ -98,10 +98,9 @@ static PGresult *cluster_exec(struct db_conn *conn, const char *sql,
                               ExecStatusType want, char *err, size_t errlen)
 {
     PGconn *pg = db_conn_pg(conn);
-    PGresult *res =
-        nparams > 0 ? PQexecParams(pg, sql, nparams, NULL, params, NULL,
-                                   NULL, 0)
-                    : PQexec(pg, sql);
+    PGresult *res = nparams > 0 ? PQexecParams(pg, sql, nparams, NULL, params,
+                                               NULL, NULL, 0)
+                                : PQexec(pg, sql);
     if (PQresultStatus(res) == want)
         return res;
     const char *msg = res ? PQresultErrorMessage(res) : "";
@@ -118,10 +117,11 @@ static PGresult *cluster_exec(struct db_conn *conn, const char *sql,
 static bool cluster_run(struct db_conn *conn, const char *sql, int nparams,
                         const char *const *params, char *err, size_t errlen)
 {
-    PGresult *res = cluster_exec(conn, sql, nparams, params,
-                                 PGRES_COMMAND_OK, err, errlen);
+    PGresult *res =
+        cluster_exec(conn, sql, nparams, params, PGRES_COMMAND_OK, err, errlen);
+    bool ok = res != NULL;
     PQclear(res);
-    return res != NULL;
+    return ok;
 }
 
 static unsigned cell_uint(const PGresult *res, int row, int col)
@@ -133,7 +133,7 @@ static unsigned cell_uint(const PGresult *res, int row, int col)
     return errno || end == s || v < 0 ? 0 : (unsigned)v;
 }
 
-/* ---- the heartbeat --------------------------------------------------------- */
+/* ---- the heartbeat ------------------------------------------------------ */
 
 /* Read the live rows into view (up to CLUSTER_MAX_REPLICAS); -1 on error. */
 static int cluster_read_live(struct cluster *c, struct db_conn *conn,
@@ -141,10 +141,10 @@ static int cluster_read_live(struct cluster *c, struct db_conn *conn,
                              size_t errlen)
 {
     char lease[16];
-    const char *p[1] = { lease };
+    const char *p[1] = {lease};
     snprintf(lease, sizeof lease, "%u", c->cfg.lease_s);
-    PGresult *res = cluster_exec(conn, sql_live, 1, p, PGRES_TUPLES_OK, err,
-                                 errlen);
+    PGresult *res =
+        cluster_exec(conn, sql_live, 1, p, PGRES_TUPLES_OK, err, errlen);
     if (res == NULL)
         return -1;
     int n = PQntuples(res);
@@ -190,12 +190,12 @@ static void fmt_uint(char *buf, size_t len, unsigned v)
 /* The transaction: lock, renew, read, maybe raise. Fills view and *n;
  * *want gets our share capped at local_max. */
 static bool cluster_txn(struct cluster *c, struct db_conn *conn,
-                        struct cluster_replica *view, size_t *n,
-                        unsigned *want, char *err, size_t errlen)
+                        struct cluster_replica *view, size_t *n, unsigned *want,
+                        char *err, size_t errlen)
 {
     char g[16], o[16], w[16], b[16], s[16], forget[16];
-    const char *renew[5] = { c->id, g, o, w, b };
-    const char *fp[1] = { forget };
+    const char *renew[5] = {c->id, g, o, w, b};
+    const char *fp[1] = {forget};
     unsigned others;
 
     fmt_uint(g, sizeof g, c->granted);
@@ -220,11 +220,10 @@ static bool cluster_txn(struct cluster *c, struct db_conn *conn,
     }
     *want = view[self].share < c->cfg.local_max ? view[self].share
                                                 : c->cfg.local_max;
-    unsigned granted =
-        cluster_grant(c->cfg.budget, *want, c->granted, others);
+    unsigned granted = cluster_grant(c->cfg.budget, *want, c->granted, others);
     fmt_uint(g, sizeof g, granted);
     fmt_uint(s, sizeof s, view[self].share);
-    const char *set[3] = { c->id, g, s };
+    const char *set[3] = {c->id, g, s};
     if (!cluster_run(conn, sql_set, 3, set, err, errlen) ||
         !cluster_run(conn, "COMMIT", 0, NULL, err, errlen))
         return false;
@@ -251,7 +250,7 @@ static void cluster_shrink(struct cluster *c, struct db_conn *conn,
     if (granted == c->granted)
         return;
     char g[16], s[16];
-    const char *set[3] = { c->id, g, s };
+    const char *set[3] = {c->id, g, s};
     fmt_uint(g, sizeof g, granted);
     fmt_uint(s, sizeof s, want);
     if (cluster_run(conn, sql_set, 3, set, err, errlen))
@@ -275,8 +274,8 @@ static void cluster_set_cap(struct cluster *c, unsigned cap)
         char a[16], b[16];
         fmt_uint(a, sizeof a, old);
         fmt_uint(b, sizeof b, cap);
-        log_event(LOG_INFO, "cluster cap changed", "replica", c->id, "from",
-                  a, "to", b, (const char *)NULL);
+        log_event(LOG_INFO, "cluster cap changed", "replica", c->id, "from", a,
+                  "to", b, (const char *)NULL);
     }
 }
 
@@ -294,9 +293,10 @@ int cluster_tick(struct cluster *c, struct db_conn *conn, char *err,
     if (cluster_fenced(c->renewed_ns, sent, c->cfg.lease_s) &&
         c->renewed_ns != 0 && !c->fenced) {
         c->fenced = true;
-        log_event(LOG_WARN, "cluster lease not renewed: holding no "
-                  "connections until it is", "replica", c->id,
-                  (const char *)NULL);
+        log_event(LOG_WARN,
+                  "cluster lease not renewed: holding no "
+                  "connections until it is",
+                  "replica", c->id, (const char *)NULL);
         cluster_set_cap(c, 0);
     }
     if (conn == NULL) {
@@ -328,7 +328,7 @@ int cluster_tick(struct cluster *c, struct db_conn *conn, char *err,
 void cluster_leave(struct cluster *c, struct db_conn *conn)
 {
     char err[256];
-    const char *p[1] = { c->id };
+    const char *p[1] = {c->id};
 
     if (c == NULL || c->cfg.budget == 0 || conn == NULL)
         return;
@@ -337,13 +337,13 @@ void cluster_leave(struct cluster *c, struct db_conn *conn)
                   (const char *)NULL);
 }
 
-/* ---- life and views ---------------------------------------------------------- */
+/* ---- life and views ----------------------------------------------------- */
 
 /* host-pid-random, host limited to [A-Za-z0-9._-]. */
 static void cluster_make_id(char *id, size_t len)
 {
     char host[64] = "";
-    unsigned char rnd[4] = { 0 };
+    unsigned char rnd[4] = {0};
     int fd = open("/dev/urandom", O_RDONLY | O_CLOEXEC);
 
     if (fd < 0 || read(fd, rnd, sizeof rnd) != (ssize_t)sizeof rnd) {

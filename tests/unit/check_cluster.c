@@ -41,8 +41,8 @@ START_TEST(grant_stays_within_budget_want_and_never_lowers)
                     /* plain ifs: every ck_assert writes to a pipe */
                     if (g < granted ||
                         (g > granted && (g > want || g + others > budget)))
-                        ck_abort_msg("grant(%u, %u, %u, %u) = %u", budget,
-                                     want, granted, others, g);
+                        ck_abort_msg("grant(%u, %u, %u, %u) = %u", budget, want,
+                                     granted, others, g);
                 }
     /* the examples of the README */
     ck_assert_uint_eq(cluster_grant(12, 4, 0, 12), 0); /* others first */
@@ -82,8 +82,8 @@ END_TEST
 #define M_MAX 8
 
 struct m_replica {
-    bool alive;    /* the process runs */
-    bool row;      /* its row is live in the table */
+    bool alive; /* the process runs */
+    bool row;   /* its row is live in the table */
     unsigned granted, cap, open;
     unsigned order; /* registration order */
 };
@@ -153,8 +153,7 @@ static unsigned m_sum_granted(const struct model *m)
 static bool m_within_grants(const struct model *m)
 {
     for (size_t i = 0; i < M_MAX; i++)
-        if (m->r[i].alive && m->r[i].open > (m->r[i].row ? m->r[i].granted
-                                                         : 0))
+        if (m->r[i].alive && m->r[i].open > (m->r[i].row ? m->r[i].granted : 0))
             return false;
     return true;
 }
@@ -167,7 +166,7 @@ static void m_step(struct model *m)
 
     if (!r->alive) {
         if (ev < 5 && !r->row) /* a new process under this slot */
-            *r = (struct m_replica){ .alive = true };
+            *r = (struct m_replica){.alive = true};
         return;
     }
     if (ev < 30)
@@ -193,9 +192,9 @@ static void m_step(struct model *m)
 START_TEST(model_never_exceeds_the_budget)
 {
     for (unsigned run = 0; run < 200; run++) {
-        struct model m = { .budget = 1 + run % 24,
-                           .local_max = 1 + (run * 7) % 16,
-                           .seed = run + 1 };
+        struct model m = {.budget = 1 + run % 24,
+                          .local_max = 1 + (run * 7) % 16,
+                          .seed = run + 1};
         for (size_t i = 0; i < 3; i++)
             m.r[i].alive = true;
         for (unsigned step = 0; step < 20000; step++) {
@@ -203,8 +202,9 @@ START_TEST(model_never_exceeds_the_budget)
             if (m_sum_open(&m) > m.budget || m_sum_granted(&m) > m.budget ||
                 !m_within_grants(&m))
                 ck_abort_msg("run %u step %u: %u open, %u granted > budget "
-                             "%u", run, step, m_sum_open(&m),
-                             m_sum_granted(&m), m.budget);
+                             "%u",
+                             run, step, m_sum_open(&m), m_sum_granted(&m),
+                             m.budget);
         }
     }
 }
@@ -215,9 +215,9 @@ END_TEST
 START_TEST(model_converges_to_fair_shares)
 {
     for (unsigned run = 0; run < 200; run++) {
-        struct model m = { .budget = 1 + run % 40,
-                           .local_max = 1 + (run * 5) % 20,
-                           .seed = run + 7 };
+        struct model m = {.budget = 1 + run % 40,
+                          .local_max = 1 + (run * 5) % 20,
+                          .seed = run + 7};
         for (size_t i = 0; i < M_MAX; i++)
             m.r[i].alive = i < 5;
         for (unsigned step = 0; step < 5000; step++)
@@ -237,18 +237,17 @@ START_TEST(model_converges_to_fair_shares)
         size_t n = m_live(&m, idx);
         cluster_fair_shares(m.budget, n, shares);
         for (size_t k = 0; k < n; k++) {
-            unsigned want =
-                shares[k] < m.local_max ? shares[k] : m.local_max;
+            unsigned want = shares[k] < m.local_max ? shares[k] : m.local_max;
             ck_assert_msg(m.r[idx[k]].granted == want &&
                               m.r[idx[k]].cap == want,
-                          "run %u: replica %zu granted %u cap %u want %u",
-                          run, k, m.r[idx[k]].granted, m.r[idx[k]].cap, want);
+                          "run %u: replica %zu granted %u cap %u want %u", run,
+                          k, m.r[idx[k]].granted, m.r[idx[k]].cap, want);
         }
     }
 }
 END_TEST
 
-/* ---- the replica object, standalone ----------------------------------------- */
+/* ---- the replica object, standalone ------------------------------------- */
 
 static unsigned fake_open(void *arg)
 {
@@ -272,8 +271,9 @@ START_TEST(standalone_snapshot_is_this_process_alone)
 {
     unsigned open = 3;
     struct cluster_config cc = {
-        .budget = 0, .local_max = 32,
-        .local = { fake_open, fake_waiting, fake_set_cap, &open },
+        .budget = 0,
+        .local_max = 32,
+        .local = {fake_open, fake_waiting, fake_set_cap, &open},
     };
     struct cluster *c = NULL;
     struct cluster_replica v[4];
@@ -298,8 +298,9 @@ START_TEST(ids_are_unique_and_a_member_holds_nothing_before_its_grant)
 {
     unsigned open = 0;
     struct cluster_config cc = {
-        .budget = 10, .local_max = 4,
-        .local = { fake_open, fake_waiting, fake_set_cap, &open },
+        .budget = 10,
+        .local_max = 4,
+        .local = {fake_open, fake_waiting, fake_set_cap, &open},
     };
     struct cluster *a = NULL, *b = NULL;
     char err[128];
@@ -335,7 +336,8 @@ static Suite *cluster_suite(void)
 
     tc = tcase_create("replica");
     tcase_add_test(tc, standalone_snapshot_is_this_process_alone);
-    tcase_add_test(tc, ids_are_unique_and_a_member_holds_nothing_before_its_grant);
+    tcase_add_test(tc,
+                   ids_are_unique_and_a_member_holds_nothing_before_its_grant);
     suite_add_tcase(s, tc);
     return s;
 }
