@@ -59,6 +59,7 @@ struct cluster_replica {
     unsigned open_connections; /* at its last heartbeat */
     unsigned waiting;          /* at its last heartbeat */
     char heartbeat_at[40];     /* RFC 3339 UTC */
+    unsigned budget;           /* the POOLD_CLUSTER_MAX_CONNS it runs with */
     bool self;                 /* this process */
 };
 

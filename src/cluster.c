@@ -23,6 +23,7 @@ struct cluster {
     char id[CLUSTER_ID_MAX + 1];
     /* Housekeeping thread only. */
     unsigned granted;    /* our granted cap as last written */
+    unsigned budget;     /* in force: the smallest of the live rows' */
     uint64_t renewed_ns; /* send time of the last renewal that committed */
     bool fenced;
     /* Read by any thread. */
@@ -74,14 +75,14 @@ static const char sql_renew[] =
     " ON CONFLICT (replica_id) DO UPDATE SET heartbeat_at = clock_timestamp(),"
     " granted = EXCLUDED.granted, open_connections = EXCLUDED.open_connections,"
     " waiting = EXCLUDED.waiting, budget = EXCLUDED.budget";
-/* $1 lease in seconds, $2 forget after seconds */
+/* $1 seconds of silence after which a row is deleted */
 static const char sql_forget[] =
     "DELETE FROM cluster_replicas"
     " WHERE heartbeat_at < clock_timestamp() - make_interval(secs => $1)";
 static const char sql_live[] =
     "SELECT replica_id, granted, open_connections, waiting,"
     " to_char(heartbeat_at AT TIME ZONE 'UTC',"
-    " 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"')"
+    " 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"'), budget"
     " FROM cluster_replicas"
     " WHERE heartbeat_at > clock_timestamp() - make_interval(secs => $1)"
     " ORDER BY registered_at, replica_id LIMIT 256";
@@ -106,10 +107,14 @@ static PGresult *cluster_exec(struct db_conn *conn, const char *sql,
     const char *msg = res ? PQresultErrorMessage(res) : "";
     if (msg == NULL || *msg == '\0')
         msg = PQerrorMessage(pg);
+    const char *state = res ? PQresultErrorField(res, PG_DIAG_SQLSTATE) : 0;
+    /* 42P01 undefined_table: the schema predates replicas. */
+    bool no_table = state != NULL && strcmp(state, "42P01") == 0;
     size_t n = strlen(msg);
     while (n > 0 && msg[n - 1] == '\n')
         n--;
-    snprintf(err, errlen, "cluster heartbeat: %.*s", (int)n, msg);
+    snprintf(err, errlen, "cluster heartbeat: %.*s%s", (int)n, msg,
+             no_table ? " (apply sql/004_cluster.sql)" : "");
     PQclear(res);
     return NULL;
 }
@@ -135,6 +140,11 @@ static unsigned cell_uint(const PGresult *res, int row, int col)
 
 /* ---- the heartbeat ------------------------------------------------------ */
 
+static void fmt_uint(char *buf, size_t len, unsigned v)
+{
+    snprintf(buf, len, "%u", v);
+}
+
 /* Read the live rows into view (up to CLUSTER_MAX_REPLICAS); -1 on error. */
 static int cluster_read_live(struct cluster *c, struct db_conn *conn,
                              struct cluster_replica *view, char *err,
@@ -158,9 +168,32 @@ static int cluster_read_live(struct cluster *c, struct db_conn *conn,
         snprintf(r->heartbeat_at, sizeof r->heartbeat_at, "%s",
                  PQgetvalue(res, i, 4));
         r->self = strcmp(r->id, c->id) == 0;
+        r->budget = cell_uint(res, i, 5);
     }
     PQclear(res);
     return n;
+}
+
+/* The budget every live replica agrees to: the smallest configured one
+ * (a replica started with a larger POOLD_CLUSTER_MAX_CONNS cannot push the
+ * total past what the others were told). Logged when it changes. */
+static unsigned cluster_budget(struct cluster *c,
+                               const struct cluster_replica *view, size_t n)
+{
+    unsigned b = c->cfg.budget;
+    for (size_t i = 0; i < n; i++)
+        if (view[i].budget > 0 && view[i].budget < b)
+            b = view[i].budget;
+    if (b != c->budget) {
+        char have[16], want[16];
+        fmt_uint(have, sizeof have, b);
+        fmt_uint(want, sizeof want, c->cfg.budget);
+        log_event(b == c->cfg.budget ? LOG_INFO : LOG_WARN,
+                  "cluster budget in force", "replica", c->id, "budget", have,
+                  "configured", want, (const char *)NULL);
+        c->budget = b;
+    }
+    return b;
 }
 
 /* Fill shares; returns our index, or -1 if our row is not among them. */
@@ -170,7 +203,7 @@ static int cluster_assign(struct cluster *c, struct cluster_replica *view,
     unsigned shares[CLUSTER_MAX_REPLICAS];
     int self = -1;
 
-    cluster_fair_shares(c->cfg.budget, n, shares);
+    cluster_fair_shares(cluster_budget(c, view, n), n, shares);
     *others = 0;
     for (size_t i = 0; i < n; i++) {
         view[i].share = shares[i];
@@ -180,11 +213,6 @@ static int cluster_assign(struct cluster *c, struct cluster_replica *view,
             *others += view[i].granted;
     }
     return self;
-}
-
-static void fmt_uint(char *buf, size_t len, unsigned v)
-{
-    snprintf(buf, len, "%u", v);
 }
 
 /* The transaction: lock, renew, read, maybe raise. Fills view and *n;
@@ -220,7 +248,7 @@ static bool cluster_txn(struct cluster *c, struct db_conn *conn,
     }
     *want = view[self].share < c->cfg.local_max ? view[self].share
                                                 : c->cfg.local_max;
-    unsigned granted = cluster_grant(c->cfg.budget, *want, c->granted, others);
+    unsigned granted = cluster_grant(c->budget, *want, c->granted, others);
     fmt_uint(g, sizeof g, granted);
     fmt_uint(s, sizeof s, view[self].share);
     const char *set[3] = {c->id, g, s};

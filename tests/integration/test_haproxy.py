@@ -8,6 +8,7 @@ pg_stat_activity (sampled every 50 ms) never shows more than the budget
 plus one housekeeping connection per replica.
 """
 import os
+import random
 import shutil
 import socket
 import subprocess
@@ -27,11 +28,19 @@ CFG_DIR = os.path.join(th.SOURCE_DIR, "docker", "haproxy")
 
 
 def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
+    """A free port below Linux's ephemeral range (32768-60999), so that no
+    outgoing connection takes it before our server binds it."""
+    rnd = random.Random()
+    while True:
+        port = rnd.randrange(20000, 32000)
+        s = socket.socket()
+        try:
+            s.bind(("127.0.0.1", port))
+            return port
+        except OSError:
+            continue
+        finally:
+            s.close()
 
 
 class Endpoint(th.Poold):
@@ -95,6 +104,7 @@ def setUpModule():
 
 
 def tearDownModule():
+    shutil.rmtree(tr.LOG_DIR, ignore_errors=True)
     th.psql(f"DELETE FROM processed_messages WHERE org_id LIKE '{P}%';"
             f"DELETE FROM orgs WHERE org_id LIKE '{P}%'")
 

@@ -34,7 +34,8 @@ class Pgbouncer:
         if pool is None:
             pool = SESSION_POOL if mode == "session" else SERVER_POOL
         self.port = tx.free_port()
-        self.dir = tempfile.mkdtemp(prefix="pgbouncer-test-")
+        # in /tmp itself: it runs as postgres, who cannot enter our dirs
+        self.dir = tempfile.mkdtemp(prefix="pgbouncer-test-", dir="/tmp")
         os.chmod(self.dir, 0o777)  # it runs as postgres when we are root
         ini = os.path.join(self.dir, "pgbouncer.ini")
         users = os.path.join(self.dir, "users.txt")
@@ -102,6 +103,7 @@ def setUpModule():
 
 
 def tearDownModule():
+    shutil.rmtree(tx.tr.LOG_DIR, ignore_errors=True)
     th.psql(f"DELETE FROM processed_messages WHERE org_id LIKE '{P}%';"
             f"DELETE FROM orgs WHERE org_id LIKE '{P}%'")
 

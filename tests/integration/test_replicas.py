@@ -7,9 +7,11 @@ psql session while load runs and replicas join, die (SIGKILL) and stop.
 import json
 import os
 import random
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import unittest
@@ -17,6 +19,11 @@ import uuid
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import test_http as th  # noqa: E402  (Poold, psql, wait_for, the spec)
+
+# Logs of the many processes these tests start go to a directory of their
+# own (other test runs on the machine clean up /tmp/poold-test-* by name).
+LOG_DIR = tempfile.mkdtemp(prefix="poold-replicas-")
+tempfile.tempdir = LOG_DIR
 
 P = "tr" + uuid.uuid4().hex[:8] + "_"
 ORGS = [P + "o%d" % i for i in range(4)]
@@ -193,6 +200,7 @@ def setUpModule():
 
 
 def tearDownModule():
+    shutil.rmtree(LOG_DIR, ignore_errors=True)
     th.psql(f"DELETE FROM processed_messages WHERE org_id LIKE '{P}%';"
             f"DELETE FROM orgs WHERE org_id LIKE '{P}%'")
 
@@ -294,6 +302,21 @@ class Replicas(unittest.TestCase):
         self.assertEqual(th.psql("SELECT count(*) FROM cluster_replicas "
                                  "WHERE replica_id = '%s'" % view[0]["id"]),
                          "0")
+
+    def test_the_smallest_configured_budget_is_in_force(self):
+        a = self.start()
+        th.wait_for(lambda: settled(a, 1), 10, "a alone")
+        b = self.start(POOLD_CLUSTER_MAX_CONNS=5)
+
+        def shares(p, want):
+            view = cluster(p)
+            mine = [r for r in view if r["self"]][0]
+            return (len(view) == 2 and sum(r["share"] for r in view) == want
+                    and mine["granted"] == mine["share"])
+        for p in (a, b):
+            th.wait_for(lambda: shares(p, 5), 5, "the budget of 5 on both")
+        self.assertEqual(b.stop(), 0)
+        th.wait_for(lambda: settled(a, 1), 5, "a's own budget again")
 
     def test_changes_reach_every_replica(self):
         ps = [self.start() for _ in range(3)]
