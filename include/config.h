@@ -13,6 +13,7 @@
 #include "status.h"
 
 enum config_pool_mode { CONFIG_POOL_MODE_POOLED, CONFIG_POOL_MODE_NONE };
+enum config_client_auth { CONFIG_CLIENT_AUTH_KEYS, CONFIG_CLIENT_AUTH_NONE };
 
 /*
  * Every field is named like its variable (pool_size for POOLD_POOL_SIZE).
@@ -42,6 +43,8 @@ struct poold_config {
     double build_cost_ms;            /* POOLD_BUILD_COST_MS */
     double process_cost_ms;          /* POOLD_PROCESS_COST_MS */
     enum log_format log_format;      /* POOLD_LOG_FORMAT */
+    enum config_client_auth client_auth; /* POOLD_CLIENT_AUTH */
+    char *read_token;            /* POOLD_READ_TOKEN, NULL: none */
     unsigned cluster_max_conns;      /* POOLD_CLUSTER_MAX_CONNS, 0: standalone */
 };
 

@@ -54,7 +54,8 @@ TSAN_OPTIONS="halt_on_error=1 second_deadlock_stack=1" CK_TIMEOUT_MULTIPLIER=5 \
 
 step "valgrind memcheck: unit tests"
 for t in build-test/check_pool build-test/check_rules build-test/check_log \
-         build-test/check_config; do
+         build-test/check_config build-test/check_keys \
+         build-test/check_ratelimit; do
     CK_FORK=no CK_TIMEOUT_MULTIPLIER=20 POOLD_TEST_QUICK=1 valgrind -q \
         --error-exitcode=1 --leak-check=full --errors-for-leak-kinds=definite,indirect \
         "$t" >/dev/null

@@ -788,6 +788,9 @@ static void *hk_main(void *arg)
         int rc = hk_connect(reg, err, sizeof err);
         if (rc == POOLD_OK)
             rc = hk_refresh(reg, err, sizeof err);
+        if (rc == POOLD_OK && reg->cfg.watch != NULL)
+            rc = reg->cfg.watch(reg->cfg.watch_arg, reg->hk_conn, err,
+                                sizeof err);
         if (rc == POOLD_OK) {
             mark_db_ok(reg);
             /* The database answers again: requests may connect at once
@@ -1071,6 +1074,13 @@ int registry_pool_stats(struct registry *reg, const char *org_id,
 int registry_resize(struct registry *reg, const char *org_id, unsigned size,
                     struct pool_stats *out, char *err, size_t errlen)
 {
+    return registry_resize_by(reg, org_id, size, NULL, out, err, errlen);
+}
+
+int registry_resize_by(struct registry *reg, const char *org_id,
+                       unsigned size, const struct audit_actor *actor,
+                       struct pool_stats *out, char *err, size_t errlen)
+{
     struct org_entry *e;
     int rc;
 
@@ -1088,7 +1098,15 @@ int registry_resize(struct registry *reg, const char *org_id, unsigned size,
     pthread_mutex_lock(&reg->hk_lock);
     rc = hk_connect(reg, err, errlen);
     if (rc == POOLD_OK)
-        rc = catalog_store_pool_size(reg->hk_conn, org_id, size, err, errlen);
+        rc = actor ? catalog_store_pool_size_by(reg->hk_conn, org_id, size,
+                                                actor, err, errlen)
+                   : catalog_store_pool_size(reg->hk_conn, org_id, size, err,
+                                             errlen);
+    if (rc != POOLD_OK && reg->hk_conn != NULL &&
+        !db_conn_is_clean(reg->hk_conn)) {
+        db_conn_close(reg->hk_conn);
+        reg->hk_conn = NULL;
+    }
     pthread_mutex_unlock(&reg->hk_lock);
     if (rc != POOLD_OK)
         return rc;
@@ -1128,6 +1146,68 @@ void registry_conn_stats(struct registry *reg, struct pool_stats *out)
     }
     memset(out, 0, sizeof *out);
     out->max_size = reg->cfg.db_max_conns;
+}
+
+int registry_admit(struct registry *reg, const char *org_id, char *err,
+                   size_t errlen)
+{
+    struct org_entry *e;
+    int rc;
+
+    err[0] = '\0';
+    if (atomic_load(&reg->shutting_down))
+        rc = POOLD_ERR_SHUTDOWN;
+    else
+        rc = find_entry(reg, org_id, &e);
+    if (rc == POOLD_OK && entry_misconfigured(e, err, errlen))
+        rc = POOLD_ERR_MISCONFIGURED;
+    if (rc != POOLD_OK)
+        fill_error(rc, org_id, err, errlen);
+    return rc;
+}
+
+int registry_admin_begin(struct registry *reg, struct db_conn **conn,
+                         char *err, size_t errlen)
+{
+    int rc;
+
+    pthread_mutex_lock(&reg->hk_lock);
+    rc = hk_connect(reg, err, errlen);
+    if (rc != POOLD_OK) {
+        pthread_mutex_unlock(&reg->hk_lock);
+        return rc;
+    }
+    *conn = reg->hk_conn;
+    return POOLD_OK;
+}
+
+void registry_admin_end(struct registry *reg, struct db_conn *conn,
+                        bool wrote)
+{
+    char err[REG_ERR_MAX];
+    int rc = POOLD_OK;
+
+    if (conn != reg->hk_conn)
+        abort(); /* not the connection registry_admin_begin() lent */
+    if (!db_conn_is_clean(conn)) {
+        db_conn_close(reg->hk_conn);
+        reg->hk_conn = NULL;
+        pthread_mutex_unlock(&reg->hk_lock);
+        return;
+    }
+    mark_db_ok(reg); /* it answered: readiness need not wait for a poll */
+    if (wrote) {
+        /* Serve the change from the next request here; elsewhere the
+         * next poll sees it. A failure is only logged: the poll retries. */
+        rc = hk_refresh(reg, err, sizeof err);
+        if (rc == POOLD_OK && reg->cfg.watch != NULL)
+            rc = reg->cfg.watch(reg->cfg.watch_arg, reg->hk_conn, err,
+                                sizeof err);
+        if (rc != POOLD_OK)
+            log_event(LOG_WARN, "refresh after an admin write failed",
+                      "error", err, (const char *)NULL);
+    }
+    pthread_mutex_unlock(&reg->hk_lock);
 }
 
 /* ------------------------------------------------------------- replicas */
