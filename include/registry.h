@@ -128,6 +128,19 @@ void registry_foreach_pool(struct registry *reg,
 /* Stats of the connection pool (max_size is POOLD_DB_MAX_CONNS). */
 void registry_conn_stats(struct registry *reg, struct pool_stats *out);
 
+/*
+ * Test seam, not an API (as pool_test_hook): a program that defines
+ * registry_test_hook (tests/integration/check_registry.c) is called at these
+ * points; poold defines none, so the weak symbol is NULL.
+ */
+enum registry_test_point {
+    /* registry_resize() stored the size and has not applied it yet. */
+    REGISTRY_TEST_RESIZE_STORED,
+    /* About to wait for the housekeeping connection (hk_lock held). */
+    REGISTRY_TEST_HK_CONN_BUSY,
+};
+__attribute__((weak)) void registry_test_hook(struct registry *reg,
+                                              enum registry_test_point where);
 /* ---- replicas (the cluster module drives these; see cluster.h) ---------- */
 
 /*

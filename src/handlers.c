@@ -27,50 +27,59 @@ static const char json_content_type[] = "application/json";
 
 /* ---- the status-to-HTTP table -------------------------------------------- */
 
+/* One row per status: everything the answer says about it, Retry-After
+ * included. Messages are for any route that can fail with the status;
+ * route-specific text (naming a field) belongs to the handler. */
 static const struct status_http {
     int status;
     unsigned http;
     const char *code;
     const char *message;
+    bool retry_after; /* send Retry-After (handlers_config.retry_after_s) */
 } status_table[] = {
     {POOLD_ERR_TIMEOUT, 503, "pool_exhausted",
-     "no processing service became free in time; retry later"},
+     "no processing service became free in time; retry later", true},
     {POOLD_ERR_WAITERS_FULL, 503, "pool_exhausted",
-     "too many requests are waiting for this org; retry later"},
+     "too many requests are waiting for this org; retry later", true},
     {POOLD_ERR_DB, 503, "database_unavailable",
-     "the database is unavailable; nothing was written"},
+     "the database is unavailable; nothing was written", false},
     {POOLD_ERR_NOT_READY, 503, "database_unavailable",
-     "the org directory is not loaded yet: the database is unavailable"},
+     "the org directory is not loaded yet: the database is unavailable", false},
     {POOLD_ERR_CREATE, 503, "database_unavailable",
-     "a processing service could not be built; nothing was written"},
+     "a processing service could not be built; nothing was written", false},
     {POOLD_ERR_SHUTDOWN, 503, "shutting_down",
-     "the server is shutting down; nothing was written"},
+     "the server is shutting down; nothing was written", false},
     {POOLD_ERR_UNKNOWN_ORG, 404, "unknown_org",
-     "no such org, or the org is disabled"},
+     "no such org, or the org is disabled", false},
     {POOLD_ERR_NOT_FOUND, 404, "unknown_org",
-     "no such org, or the org is disabled"},
+     "no such org, or the org is disabled", false},
     {POOLD_ERR_MISCONFIGURED, 503, "org_misconfigured",
-     "the org's configuration is invalid; nothing was written"},
+     "the org's configuration is invalid; nothing was written", false},
     {POOLD_ERR_CONFLICT, 409, "id_conflict",
-     "this message id was already processed with another payload"},
-    {POOLD_ERR_INVALID, 400, "invalid_size",
-     "field 'max_size' is out of range"},
+     "this message id was already processed with another payload", false},
+    {POOLD_ERR_INVALID, 400, "invalid_message",
+     "a value in the request is out of range", false},
 };
+
+/* NOMEM or a status no layer documents: the server's fault. */
+static const struct status_http status_internal = {
+    0, 500, "internal_error", "internal error", false};
+
+static const struct status_http *status_find(int status)
+{
+    for (size_t i = 0; i < sizeof status_table / sizeof status_table[0]; i++)
+        if (status_table[i].status == status)
+            return &status_table[i];
+    return &status_internal;
+}
 
 void handlers_status_http(int status, unsigned *http, const char **code,
                           const char **message)
 {
-    for (size_t i = 0; i < sizeof status_table / sizeof status_table[0]; i++)
-        if (status_table[i].status == status) {
-            *http = status_table[i].http;
-            *code = status_table[i].code;
-            *message = status_table[i].message;
-            return;
-        }
-    /* NOMEM or a status no layer documents: the server's fault. */
-    *http = 500;
-    *code = "internal_error";
-    *message = "internal error";
+    const struct status_http *row = status_find(status);
+    *http = row->http;
+    *code = row->code;
+    *message = row->message;
 }
 
 /* ---- rendering ------------------------------------------------------------
@@ -119,12 +128,10 @@ void handlers_error(struct http_response *resp, unsigned status,
 static void error_for_status(struct handlers *h, struct http_response *resp,
                              int status)
 {
-    unsigned http;
-    const char *code, *message;
+    const struct status_http *row = status_find(status);
 
-    handlers_status_http(status, &http, &code, &message);
-    handlers_error(resp, http, code, message);
-    if (strcmp(code, "pool_exhausted") == 0)
+    handlers_error(resp, row->http, row->code, row->message);
+    if (row->retry_after)
         resp->retry_after_s = h->cfg.retry_after_s;
 }
 
@@ -434,7 +441,9 @@ static void handle_pool_resize(struct handlers *h,
                                      req->request_id };
         rc = registry_resize_by(h->cfg.reg, resp->org, size, &actor, &st,
                                 resp->detail, sizeof resp->detail);
-        if (rc == POOLD_ERR_DB)
+        if (rc == POOLD_ERR_INVALID) /* the detail names max_size */
+            handlers_error(resp, 400, "invalid_size", resp->detail);
+        else if (rc == POOLD_ERR_DB)
             handlers_error(resp, 503, "database_unavailable",
                            "the database did not answer: the new size may or "
                            "may not be stored; retrying is safe");

@@ -62,6 +62,7 @@ poold_check_test(log unit tests/unit/check_log.c)
 poold_check_test(config unit tests/unit/check_config.c)
 poold_check_test(keys unit tests/unit/check_keys.c)
 poold_check_test(ratelimit unit tests/unit/check_ratelimit.c)
+poold_check_test(breaker unit tests/unit/check_breaker.c)
 poold_check_test(cluster unit tests/unit/check_cluster.c)
 
 # --- integration: real PostgreSQL ------------------------------------------
