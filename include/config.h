@@ -47,6 +47,7 @@ struct poold_config {
     unsigned metrics_top_orgs;       /* POOLD_METRICS_TOP_ORGS, 0: all */
     enum config_client_auth client_auth; /* POOLD_CLIENT_AUTH */
     char *read_token;            /* POOLD_READ_TOKEN, NULL: none */
+    unsigned cluster_max_conns;      /* POOLD_CLUSTER_MAX_CONNS, 0: standalone */
 };
 
 enum config_result {

@@ -64,6 +64,7 @@ poold_check_test(keys unit tests/unit/check_keys.c)
 poold_check_test(ratelimit unit tests/unit/check_ratelimit.c)
 poold_check_test(breaker unit tests/unit/check_breaker.c)
 poold_check_test(holders unit tests/unit/check_holders.c)
+poold_check_test(cluster unit tests/unit/check_cluster.c)
 
 # --- integration: real PostgreSQL ------------------------------------------
 poold_check_test(service integration tests/integration/check_service.c
@@ -115,3 +116,11 @@ add_test(NAME integration.monitoring
 set_tests_properties(integration.monitoring PROPERTIES
                      LABELS integration TIMEOUT 180 FIXTURES_REQUIRED pg
                      RESOURCE_LOCK pg ENVIRONMENT "${POOLD_TEST_ENV}")
+# Replicas (issue 14): three poold processes share POOLD_CLUSTER_MAX_CONNS;
+# pg_stat_activity sampled every 50 ms while they join, die and leave.
+poold_python_test(replicas 300)
+# The same three behind Debian's HAProxy with docker/haproxy/haproxy.cfg:
+# SIGKILL and drain mid-load, clients see only 200/503/504.
+poold_python_test(haproxy 300)
+# Through Debian's PgBouncer 1.18, session and transaction pooling.
+poold_python_test(pgbouncer 300)
