@@ -42,6 +42,11 @@ struct poold_config {
     double build_cost_ms;            /* POOLD_BUILD_COST_MS */
     double process_cost_ms;          /* POOLD_PROCESS_COST_MS */
     enum log_format log_format;      /* POOLD_LOG_FORMAT */
+    bool prepared_statements;        /* POOLD_PREPARED_STATEMENTS */
+    unsigned db_min_idle;            /* POOLD_DB_MIN_IDLE, as given (the
+                                        registry clamps it to the cap) */
+    unsigned max_batch;              /* POOLD_MAX_BATCH */
+    unsigned max_batch_bytes;        /* POOLD_MAX_BATCH_BYTES */
 };
 
 enum config_result {

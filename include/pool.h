@@ -86,6 +86,10 @@ struct pool_stats {
     uint64_t wait_count;       /* acquires that had to wait */
     uint64_t wait_ns_sum;
     uint64_t wait_hist[POOL_WAIT_BUCKETS];
+    /* Filled by the registry, not the pool (0 here): group commits of an
+     * org's messages and the messages they committed. */
+    uint64_t group_commits;
+    uint64_t group_messages;
 };
 
 /* Create a pool. ops and ctx are borrowed and must outlive the pool. No

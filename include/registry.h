@@ -44,6 +44,12 @@ void registry_destroy(struct registry *reg);
 /* Refuse new work (POOLD_ERR_SHUTDOWN) and wake every waiter. */
 void registry_shutdown(struct registry *reg);
 
+/* End every database wait of the process now, and every later one at once
+ * (db_abort_all): requests whose write was sent answer
+ * POOLD_ERR_COMMIT_UNKNOWN, the others POOLD_ERR_DB. For the end of a
+ * shutdown's drain; irreversible. Thread-safe. */
+void registry_abort(struct registry *reg);
+
 /* True once the org directory is loaded and the last database contact
  * succeeded. */
 bool registry_is_ready(struct registry *reg);
@@ -53,8 +59,11 @@ bool registry_is_ready(struct registry *reg);
  * under concurrent first requests), borrow a service, hydrate, process,
  * reset and release it. Returns POOLD_OK (row committed), or
  * POOLD_ERR_UNKNOWN_ORG, POOLD_ERR_MISCONFIGURED, POOLD_ERR_TIMEOUT or
- * POOLD_ERR_WAITERS_FULL (pool exhausted), POOLD_ERR_CONFLICT, POOLD_ERR_DB,
+ * POOLD_ERR_WAITERS_FULL (pool exhausted), POOLD_ERR_CONFLICT, POOLD_ERR_DB
+ * (nothing written), POOLD_ERR_COMMIT_UNKNOWN (sent, answer lost),
  * POOLD_ERR_NOT_READY, POOLD_ERR_SHUTDOWN. err gets a message for a person.
+ * Returns within the acquire timeout + the statement timeout + 0.5 s
+ * whatever the database does.
  */
 POOLD_MUSTCHECK int registry_process(struct registry *reg, const char *org_id,
                                      const struct message *msg,

@@ -23,6 +23,8 @@ enum poold_status {
     POOLD_ERR_CONFLICT = -10,     /* message id reused with another payload */
     POOLD_ERR_NOT_FOUND = -11,    /* no such object */
     POOLD_ERR_NOT_READY = -12,    /* org directory not loaded yet (db down) */
+    POOLD_ERR_COMMIT_UNKNOWN = -13, /* a write was sent and its answer did not
+                                     come: it may or may not be committed */
 };
 
 /* A static, human-readable name for a status ("timeout", ...). Never NULL. */

@@ -49,6 +49,9 @@ static const struct status_http {
      "the org's configuration is invalid; nothing was written"},
     {POOLD_ERR_CONFLICT, 409, "id_conflict",
      "this message id was already processed with another payload"},
+    {POOLD_ERR_COMMIT_UNKNOWN, 504, "commit_unknown",
+     "the database stopped answering after the write was sent: it may or "
+     "may not be committed; retrying the same id and payload is safe"},
     {POOLD_ERR_INVALID, 400, "invalid_size",
      "field 'max_size' is out of range"},
 };
@@ -135,7 +138,7 @@ static json_t *stats_json(const struct pool_stats *s)
             json_integer((json_int_t)s->destroyed_by[r]));
     o = json_pack(
         "{s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:o?,s:I,s:I,"
-        "s:I}",
+        "s:I,s:I,s:I}",
         "max_size", (json_int_t)s->max_size, "idle", (json_int_t)s->idle,
         "active", (json_int_t)s->active, "waiting", (json_int_t)s->waiting,
         "total_timeouts", (json_int_t)s->total_timeouts, "waiters_rejected",
@@ -144,7 +147,9 @@ static json_t *stats_json(const struct pool_stats *s)
         "create_failures", (json_int_t)s->create_failures, "destroyed",
         (json_int_t)s->destroyed, "destroyed_by", by, "acquired",
         (json_int_t)s->acquired, "wait_count", (json_int_t)s->wait_count,
-        "wait_ns_sum", (json_int_t)s->wait_ns_sum);
+        "wait_ns_sum", (json_int_t)s->wait_ns_sum, "group_commits",
+        (json_int_t)s->group_commits, "group_messages",
+        (json_int_t)s->group_messages);
     return o;
 }
 

@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <jansson.h>
 #include <libpq-fe.h>
@@ -21,6 +22,8 @@
 
 #define EXIT_CONFIG 2
 #define DRAIN_TIMEOUT_NS (10 * NS_PER_S)
+/* After the drain, aborted requests get this long to answer (504/503). */
+#define ABORT_GRACE_NS (2 * NS_PER_S)
 #define DB_CONNECT_TIMEOUT_S 5
 #define ORG_REFRESH_NS NS_PER_S
 
@@ -32,6 +35,7 @@ static void registry_config_from(const struct poold_config *cfg,
     rc->db.application_name = "poold";
     rc->db.connect_timeout_s = DB_CONNECT_TIMEOUT_S;
     rc->db.statement_timeout_ms = cfg->statement_timeout_ms;
+    rc->db.prepared = cfg->prepared_statements;
     rc->pooled = cfg->pool_mode == CONFIG_POOL_MODE_POOLED;
     rc->default_size = cfg->pool_size;
     rc->ceiling = cfg->pool_ceiling;
@@ -91,10 +95,45 @@ static void drain_and_stop(struct http_server *srv, struct handlers *h,
     snprintf(n, sizeof n, "%u", http_server_inflight(srv));
     log_event(idle ? LOG_INFO : LOG_WARN, idle ? "drained" : "drain timed out",
               "inflight", n, (const char *)NULL);
+    if (!idle) {
+        /* Requests still waiting on the database (a lock held elsewhere,
+         * a silent server) end now: 504 if their write went out, else
+         * 503; their connections are closed below. */
+        registry_shutdown(reg);
+        registry_abort(reg);
+        idle = http_server_wait_idle(srv, ABORT_GRACE_NS);
+        log_event(idle ? LOG_INFO : LOG_WARN, "in-flight database calls "
+                  "aborted", "answered", idle ? "all" : "not all",
+                  (const char *)NULL);
+    }
     /* Wake anything still waiting on a pool, so the connection threads that
      * MHD_stop_daemon joins can finish. */
     registry_shutdown(reg);
     http_server_stop(srv);
+}
+
+/* After the first signal: a second SIGTERM/SIGINT exits at once. */
+static void *second_signal(void *arg)
+{
+    const sigset_t *set = arg;
+    int sig = 0;
+
+    while (sigwait(set, &sig) != 0)
+        ;
+    log_event(LOG_ERROR, "second signal during shutdown: exiting now "
+              "without draining", "signal", sig == SIGTERM ? "SIGTERM"
+                                                           : "SIGINT",
+              (const char *)NULL);
+    _exit(1);
+    return NULL;
+}
+
+static void watch_second_signal(sigset_t *set)
+{
+    pthread_t t;
+
+    if (pthread_create(&t, NULL, second_signal, set) == 0)
+        pthread_detach(t);
 }
 
 /* Everything run() starts; stopped in reverse order by app_stop(). */
@@ -190,6 +229,7 @@ static int run(const struct poold_config *cfg)
         ;
     log_event(LOG_INFO, "shutting down", "signal",
               sig == SIGTERM ? "SIGTERM" : "SIGINT", (const char *)NULL);
+    watch_second_signal(&set);
     drain_and_stop(a.srv, a.handlers, a.reg);
     a.srv = NULL;
     app_stop(&a);

@@ -168,6 +168,8 @@ void metrics_stats_add(struct pool_stats *a, const struct pool_stats *b)
     a->wait_ns_sum += b->wait_ns_sum;
     for (size_t i = 0; i < POOL_WAIT_BUCKETS; i++)
         a->wait_hist[i] += b->wait_hist[i];
+    a->group_commits += b->group_commits;
+    a->group_messages += b->group_messages;
 }
 
 /* ---- text output ----------------------------------------------------------
@@ -246,6 +248,11 @@ static const struct stat_series stat_series[] = {
      STAT(create_failures)},
     {"acquired_total", "counter", "Successful acquires.", STAT(acquired)},
     {"waited_total", "counter", "Acquires that had to wait.", STAT(wait_count)},
+    {"group_commits_total", "counter",
+     "Commit statements of an org's messages (group commit).",
+     STAT(group_commits)},
+    {"group_messages_total", "counter",
+     "Messages committed by those statements.", STAT(group_messages)},
 };
 #define NSTAT_SERIES (sizeof stat_series / sizeof stat_series[0])
 

@@ -18,6 +18,7 @@
 #define REG_READY_GRACE_NS (3 * NS_PER_S) /* db contact this recent = ready */
 #define REG_BACKOFF_MIN_NS (100 * NS_PER_MS)
 #define REG_BACKOFF_MAX_NS (5 * NS_PER_S)
+#define REG_DB_SLACK_NS (500 * NS_PER_MS) /* client wait beyond the server's */
 
 /*
  * Backoff with full jitter after failures to reach the database, so a dead
@@ -79,6 +80,114 @@ static void breaker_success(struct breaker *b)
     pthread_mutex_unlock(&b->lock);
 }
 
+
+/*
+ * Group commit, with no timer. A request's message is queued on its org's
+ * batcher; while fewer than the pool's max_size "flushers" run, the request
+ * becomes one: it borrows a service from the pool as any request did
+ * (stats, timeouts, the waiter bound and the connection cap rules hold),
+ * then commits the queued messages, its own first, in one statement per
+ * round until the queue is empty, and gives the service back. The other
+ * requests wait on the batcher for their own result. At low load nobody is
+ * queued and a group is one message; under load, a group is what piled up
+ * during the previous commit.
+ */
+#define GC_GROUP_MAX 256  /* messages per statement */
+#define GC_ROUNDS_MAX 16  /* rounds a flusher runs before handing over */
+
+enum gc_state { GC_QUEUED, GC_TAKEN, GC_DONE };
+
+/* One request's message; lives on the requesting thread's stack. */
+struct gc_job {
+    struct gc_job *next;       /* queue link while QUEUED */
+    struct service_job job;    /* message in, result and status out */
+    uint64_t commit_ns;        /* its request's commit deadline */
+    enum gc_state state;       /* under the batcher's lock */
+    char err[REG_ERR_MAX];     /* the reason of a failed commit */
+};
+
+struct batcher {
+    pthread_mutex_t lock;      /* never held across I/O */
+    pthread_cond_t cond;       /* a job done, a flusher gone, shutdown */
+    struct gc_job *head, *tail;/* QUEUED jobs, oldest first */
+    unsigned queued;
+    unsigned flushers;
+    /* Counted here and added to the pool's stats. */
+    atomic_uint_fast64_t timeouts, rejected, commits, messages;
+};
+
+static void batcher_init(struct batcher *b)
+{
+    pthread_condattr_t ca;
+
+    pthread_mutex_init(&b->lock, NULL);
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&b->cond, &ca);
+    pthread_condattr_destroy(&ca);
+}
+
+static void batcher_deinit(struct batcher *b)
+{
+    pthread_cond_destroy(&b->cond);
+    pthread_mutex_destroy(&b->lock);
+}
+
+/* Under b->lock. */
+static void batcher_push(struct batcher *b, struct gc_job *j)
+{
+    j->next = NULL;
+    if (b->tail)
+        b->tail->next = j;
+    else
+        b->head = j;
+    b->tail = j;
+    b->queued++;
+}
+
+/* Under b->lock: unlink a QUEUED job. */
+static void batcher_remove(struct batcher *b, struct gc_job *j)
+{
+    struct gc_job **pp = &b->head, *prev = NULL;
+
+    while (*pp && *pp != j) {
+        prev = *pp;
+        pp = &(*pp)->next;
+    }
+    if (*pp == NULL)
+        return;
+    *pp = j->next;
+    if (b->tail == j)
+        b->tail = prev;
+    b->queued--;
+}
+
+/* Under b->lock: take up to max QUEUED jobs, own first if still queued. */
+static size_t batcher_take(struct batcher *b, struct gc_job *own,
+                           struct gc_job **out, size_t max)
+{
+    size_t n = 0;
+
+    if (own->state == GC_QUEUED) {
+        batcher_remove(b, own);
+        own->state = GC_TAKEN;
+        out[n++] = own;
+    }
+    while (n < max && b->head) {
+        struct gc_job *j = b->head;
+        batcher_remove(b, j);
+        j->state = GC_TAKEN;
+        out[n++] = j;
+    }
+    return n;
+}
+
+static void timespec_at(struct timespec *ts, uint64_t ns)
+{
+    ts->tv_sec = (time_t)(ns / NS_PER_S);
+    ts->tv_nsec = (long)(ns % NS_PER_S);
+}
+
 /*
  * One org of the directory (orgs table). Entries are created by the
  * housekeeping thread when it loads the directory and are never freed before
@@ -116,6 +225,7 @@ struct org_entry {
     /* Set by a directory refresh, done after it (under reg->lock). */
     bool pending_retire;
     bool pending_resize;
+    struct batcher batcher;       /* group commit in front of the pool */
 };
 
 struct registry {
@@ -203,6 +313,7 @@ static struct org_entry *map_add(struct registry *reg, const char *org_id)
     pthread_mutex_init(&e->cache_lock, NULL);
     e->misconf_version = -1;
     breaker_init(&e->build_breaker);
+    batcher_init(&e->batcher);
     if (reg->nentries >= reg->nbuckets)
         map_grow(reg);
     size_t i = hash_str(org_id) % reg->nbuckets;
@@ -451,27 +562,31 @@ static void fill_error(int rc, const char *org_id, char *err, size_t errlen)
 
 static bool registry_reclaim(void *arg, const char *org_id);
 
-/* Hydrate, process; the caller releases. Returns the process status. */
-static int run_service(struct service *svc, const struct message *msg,
-                       struct service_result *out, char *err, size_t errlen)
+/* A request's absolute deadlines, counted from its full receipt: finding
+ * or building a service ends by acquire_ns, the commit's wait by
+ * commit_ns, so every request ends within the acquire timeout + the
+ * statement timeout + the slack (DESIGN.md). */
+struct reg_deadlines {
+    uint64_t acquire_ns;
+    uint64_t commit_ns;
+};
+
+static struct reg_deadlines reg_deadlines_from(const struct registry *reg,
+                                               uint64_t start_ns)
 {
-    service_hydrate(svc, msg);
-    return service_process(svc, out, err, errlen);
+    struct reg_deadlines dl;
+    uint64_t st = (uint64_t)reg->cfg.db.statement_timeout_ms * NS_PER_MS;
+
+    dl.acquire_ns = start_ns + reg->cfg.acquire_timeout_ns;
+    dl.commit_ns = dl.acquire_ns + st + REG_DB_SLACK_NS;
+    return dl;
 }
 
-static int process_pooled(struct registry *reg, struct org_entry *e,
-                          const struct message *msg,
-                          struct service_result *out, char *err,
-                          size_t errlen)
+/* Give a service back after a commit that ended with rc. */
+static void reg_release(struct registry *reg, struct org_entry *e,
+                        struct pool_item *item, int rc)
 {
-    struct pool_item *item;
-    /* POOLD_MAX_WAITING=0: nobody queues, a full pool answers at once. */
-    uint64_t timeout = reg->cfg.max_waiters ? reg->cfg.acquire_timeout_ns : 0;
-    int rc = pool_acquire(e->pool, timeout, &item);
-    if (rc != POOLD_OK)
-        return rc;
-    rc = run_service(pool_item_object(item), msg, out, err, errlen);
-    if (rc == POOLD_ERR_DB)
+    if (rc == POOLD_ERR_DB || rc == POOLD_ERR_COMMIT_UNKNOWN)
         pool_release_broken(e->pool, item);
     else if (pool_waiting(reg->conns) > atomic_load(&e->building))
         /* Another org waits for a connection at the cap: this service's
@@ -484,7 +599,181 @@ static int process_pooled(struct registry *reg, struct org_entry *e,
         pool_release_evict(e->pool, item);
     else
         pool_release(e->pool, item);
+}
+
+/* Commit one group with svc; every job gets its result, DONE, and its
+ * owner is woken. Returns the statement's status. */
+static int gc_commit(struct org_entry *e, struct service *svc,
+                     struct gc_job **group, size_t n)
+{
+    struct batcher *b = &e->batcher;
+    struct service_job jobs[GC_GROUP_MAX];
+    uint64_t deadline = UINT64_MAX;
+    char err[REG_ERR_MAX] = "";
+    int rc;
+
+    for (size_t i = 0; i < n; i++) {
+        jobs[i] = group[i]->job;
+        if (group[i]->commit_ns < deadline)
+            deadline = group[i]->commit_ns;
+    }
+    rc = service_process_many(svc, jobs, n, deadline, err, sizeof err);
+    atomic_fetch_add(&b->commits, 1);
+    atomic_fetch_add(&b->messages, n);
+    pthread_mutex_lock(&b->lock);
+    for (size_t i = 0; i < n; i++) {
+        group[i]->job = jobs[i];
+        if (jobs[i].status != POOLD_OK && jobs[i].status != POOLD_ERR_CONFLICT)
+            snprintf(group[i]->err, sizeof group[i]->err, "%s", err);
+        group[i]->state = GC_DONE;
+    }
+    pthread_cond_broadcast(&b->cond);
+    pthread_mutex_unlock(&b->lock);
     return rc;
+}
+
+/* Run as a flusher: borrow a service, commit groups until the queue is
+ * empty (or the connection is wanted elsewhere), give it back. Own is
+ * DONE on return unless the service could not be had (then own's status
+ * says why, and own is out of the queue). */
+static void gc_flush(struct registry *reg, struct org_entry *e,
+                     struct gc_job *own, const struct reg_deadlines *dl)
+{
+    struct batcher *b = &e->batcher;
+    struct gc_job *group[GC_GROUP_MAX];
+    struct pool_item *item;
+    uint64_t now = clock_now_ns();
+    uint64_t timeout = dl->acquire_ns > now ? dl->acquire_ns - now : 0;
+    int rc = POOLD_OK;
+
+    db_thread_deadline(dl->acquire_ns);
+    rc = pool_acquire(e->pool, reg->cfg.max_waiters ? timeout : 0, &item);
+    db_thread_deadline(0);
+    if (rc != POOLD_OK) {
+        pthread_mutex_lock(&b->lock);
+        if (own->state == GC_QUEUED) {
+            batcher_remove(b, own);
+            own->job.status = rc;
+            own->state = GC_DONE;
+        }
+        pthread_mutex_unlock(&b->lock);
+        return;
+    }
+    for (int round = 0; round < GC_ROUNDS_MAX; round++) {
+        size_t n;
+
+        pthread_mutex_lock(&b->lock);
+        n = batcher_take(b, own, group, GC_GROUP_MAX);
+        pthread_mutex_unlock(&b->lock);
+        if (n == 0)
+            break;
+        rc = gc_commit(e, pool_item_object(item), group, n);
+        if (rc == POOLD_ERR_DB || rc == POOLD_ERR_COMMIT_UNKNOWN ||
+            rc == POOLD_ERR_NOMEM || rc == POOLD_ERR_INVALID)
+            break; /* this connection is done for: released as broken */
+        if (pool_waiting(reg->conns) > atomic_load(&e->building) ||
+            atomic_load(&reg->shutting_down))
+            break; /* the connection is wanted elsewhere: hand over */
+    }
+    reg_release(reg, e, item, rc);
+}
+
+/* Wait until own is DONE, flushing when a flusher's place is free. */
+static int gc_wait(struct registry *reg, struct org_entry *e,
+                   struct gc_job *own, const struct reg_deadlines *dl)
+{
+    struct batcher *b = &e->batcher;
+    struct timespec ts;
+
+    while (own->state != GC_DONE) {
+        if (own->state == GC_QUEUED &&
+            b->flushers < pool_max_size(e->pool)) {
+            b->flushers++;
+            pthread_mutex_unlock(&b->lock);
+            gc_flush(reg, e, own, dl);
+            pthread_mutex_lock(&b->lock);
+            b->flushers--;
+            pthread_cond_broadcast(&b->cond); /* a flusher's place is free */
+            continue;
+        }
+        if (own->state == GC_QUEUED &&
+            (clock_now_ns() >= dl->acquire_ns ||
+             atomic_load(&reg->shutting_down))) {
+            batcher_remove(b, own);
+            if (atomic_load(&reg->shutting_down))
+                return POOLD_ERR_SHUTDOWN;
+            atomic_fetch_add(&b->timeouts, 1);
+            return POOLD_ERR_TIMEOUT;
+        }
+        /* A taken job's commit is bounded by its deadline; the extra
+         * second only guards against a lost wake-up. */
+        timespec_at(&ts, own->state == GC_QUEUED ? dl->acquire_ns
+                                                 : dl->commit_ns + NS_PER_S);
+        pthread_cond_timedwait(&b->cond, &b->lock, &ts);
+    }
+    return own->job.status;
+}
+
+static int process_pooled(struct registry *reg, struct org_entry *e,
+                          const struct message *msg,
+                          struct service_result *out,
+                          const struct reg_deadlines *dl, char *err,
+                          size_t errlen)
+{
+    struct batcher *b = &e->batcher;
+    struct gc_job own = { .job = { .msg = msg }, .commit_ns = dl->commit_ns,
+                          .state = GC_QUEUED };
+    int rc;
+
+    pthread_mutex_lock(&b->lock);
+    /* Every flusher busy: the request waits, within POOLD_MAX_WAITING. */
+    if (b->flushers >= pool_max_size(e->pool) &&
+        b->queued >= reg->cfg.max_waiters) {
+        pthread_mutex_unlock(&b->lock);
+        atomic_fetch_add(&b->rejected, 1);
+        return POOLD_ERR_WAITERS_FULL;
+    }
+    batcher_push(b, &own);
+    rc = gc_wait(reg, e, &own, dl);
+    pthread_mutex_unlock(&b->lock);
+    *out = own.job.result;
+    if (rc != POOLD_OK && rc != POOLD_ERR_CONFLICT && own.err[0] != '\0')
+        snprintf(err, errlen, "%s", own.err);
+    else if (rc == POOLD_ERR_CONFLICT)
+        snprintf(err, errlen, "message id %.*s was processed with another "
+                 "payload", (int)(msg->id_len > 128 ? 128 : msg->id_len),
+                 msg->id);
+    return rc;
+}
+
+/* Wake every request waiting on a batcher (shutdown). */
+static void batchers_wake(struct registry *reg)
+{
+    size_t n;
+    struct org_entry **list = map_snapshot(reg, false, &n);
+
+    for (size_t i = 0; i < n; i++) {
+        pthread_mutex_lock(&list[i]->batcher.lock);
+        pthread_cond_broadcast(&list[i]->batcher.cond);
+        pthread_mutex_unlock(&list[i]->batcher.lock);
+    }
+    free(list);
+}
+
+/* The pool's stats with the batcher's: queued requests wait, and their
+ * timeouts and refusals count as the pool's. */
+static void entry_pool_stats(struct org_entry *e, struct pool_stats *out)
+{
+    struct batcher *b = &e->batcher;
+
+    pool_get_stats(e->pool, out);
+    pthread_mutex_lock(&b->lock);
+    out->waiting += b->queued;
+    pthread_mutex_unlock(&b->lock);
+    out->total_timeouts += atomic_load(&b->timeouts);
+    out->waiters_rejected += atomic_load(&b->rejected);
+    out->group_commits = atomic_load(&b->commits);
+    out->group_messages = atomic_load(&b->messages);
 }
 
 /* POOLD_POOL_MODE=none: the seed's "alloc" baseline. A service and its
@@ -492,9 +781,11 @@ static int process_pooled(struct registry *reg, struct org_entry *e,
  * holds: a permit from reg->conns (a pool of tokens) per open connection. */
 static int process_unpooled(struct registry *reg, struct org_entry *e,
                             const struct message *msg,
-                            struct service_result *out, char *err,
+                            struct service_result *out,
+                            const struct reg_deadlines *dl, char *err,
                             size_t errlen)
 {
+    struct service_job job = { .msg = msg };
     struct service *svc;
     struct pool_item *permit;
     uint64_t timeout = reg->cfg.max_waiters ? reg->cfg.acquire_timeout_ns : 0;
@@ -505,13 +796,18 @@ static int process_unpooled(struct registry *reg, struct org_entry *e,
         pool_release(reg->conns, permit);
         return POOLD_ERR_DB;
     }
+    db_thread_deadline(dl->acquire_ns);
     rc = service_create(&reg->env_none, e->org_id, &svc, err, errlen);
+    db_thread_deadline(0);
     if (rc == POOLD_ERR_DB)
         breaker_failure(&reg->db_breaker, clock_now_ns());
     else if (rc == POOLD_OK)
         breaker_success(&reg->db_breaker);
     if (rc == POOLD_OK) {
-        rc = run_service(svc, msg, out, err, errlen);
+        rc = service_process_many(svc, &job, 1, dl->commit_ns, err, errlen);
+        if (rc == POOLD_OK)
+            rc = job.status;
+        *out = job.result;
         service_close(svc);
     }
     pool_release(reg->conns, permit);
@@ -523,6 +819,7 @@ int registry_process(struct registry *reg, const char *org_id,
                      char *err, size_t errlen)
 {
     struct org_entry *e = NULL;
+    struct reg_deadlines dl = reg_deadlines_from(reg, clock_now_ns());
     int rc;
 
     err[0] = '\0';
@@ -533,9 +830,9 @@ int registry_process(struct registry *reg, const char *org_id,
     if (rc == POOLD_OK && entry_misconfigured(e, err, errlen))
         rc = POOLD_ERR_MISCONFIGURED;
     if (rc == POOLD_OK && reg->cfg.pooled)
-        rc = process_pooled(reg, e, msg, out, err, errlen);
+        rc = process_pooled(reg, e, msg, out, &dl, err, errlen);
     else if (rc == POOLD_OK)
-        rc = process_unpooled(reg, e, msg, out, err, errlen);
+        rc = process_unpooled(reg, e, msg, out, &dl, err, errlen);
     if (rc != POOLD_OK)
         fill_error(rc, org_id, err, errlen);
     return rc;
@@ -886,6 +1183,14 @@ int registry_create(const struct registry_config *cfg, struct registry **out)
     if (reg == NULL)
         return POOLD_ERR_NOMEM;
     reg->cfg = *cfg;
+    /* One statement's client-side wait: the server-side timeout plus a
+     * slack, so the server normally answers first with a real error; with
+     * no server-side timeout, the acquire timeout bounds it instead. */
+    if (reg->cfg.db.query_wait_ns == 0)
+        reg->cfg.db.query_wait_ns =
+            (cfg->db.statement_timeout_ms > 0
+                 ? (uint64_t)cfg->db.statement_timeout_ms * NS_PER_MS
+                 : cfg->acquire_timeout_ns) + REG_DB_SLACK_NS;
     if (reg->cfg.refresh_interval_ns == 0)
         reg->cfg.refresh_interval_ns = NS_PER_S;
     reg->prewarm = strdup(cfg->prewarm ? cfg->prewarm : "");
@@ -960,6 +1265,7 @@ void registry_shutdown(struct registry *reg)
     for (size_t i = 0; i < n; i++)
         pool_shutdown(list[i]->pool);
     free(list);
+    batchers_wake(reg);
     /* Mode none waits on permits: wake those waiters too. (In pooled mode
      * the connection pool goes last, after the services gave theirs back.) */
     if (!reg->cfg.pooled && reg->conns)
@@ -991,6 +1297,7 @@ void registry_destroy(struct registry *reg)
             rules_clear(&e->cached_rules);
             pthread_mutex_destroy(&e->cache_lock);
             pthread_mutex_destroy(&e->build_breaker.lock);
+            batcher_deinit(&e->batcher);
             free(e);
             e = next;
         }
@@ -1004,6 +1311,12 @@ void registry_destroy(struct registry *reg)
     free(reg->buckets);
     free(reg->prewarm);
     free(reg);
+}
+
+void registry_abort(struct registry *reg)
+{
+    (void)reg; /* one database per process: the abort is process-wide */
+    db_abort_all();
 }
 
 bool registry_is_ready(struct registry *reg)
@@ -1034,7 +1347,7 @@ static void entry_stats(struct registry *reg, struct org_entry *e,
                         struct pool_stats *out)
 {
     if (e->pool) {
-        pool_get_stats(e->pool, out);
+        entry_pool_stats(e, out);
         return;
     }
     memset(out, 0, sizeof *out);
@@ -1097,7 +1410,7 @@ void registry_foreach_pool(struct registry *reg,
     /* Entries and pools outlive this call: no lock held while fn runs. */
     for (size_t i = 0; i < n; i++) {
         struct pool_stats st;
-        pool_get_stats(list[i]->pool, &st);
+        entry_pool_stats(list[i], &st);
         fn(arg, list[i]->org_id, &st);
     }
     free(list);
