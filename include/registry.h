@@ -70,6 +70,19 @@ POOLD_MUSTCHECK int registry_process(struct registry *reg, const char *org_id,
                                      struct service_result *out, char *err,
                                      size_t errlen);
 
+/*
+ * Process jobs[0..n) (messages of one org, n >= 1) in one statement on one
+ * of the org's services, within the same time bound as registry_process().
+ * Returns POOLD_OK when the statement answered: each job then has its own
+ * status (POOLD_OK, POOLD_ERR_CONFLICT, rarely POOLD_ERR_DB). Otherwise the
+ * batch's error, as registry_process() returns them: nothing was written
+ * unless it is POOLD_ERR_COMMIT_UNKNOWN. jobs are the caller's.
+ */
+POOLD_MUSTCHECK int registry_process_batch(struct registry *reg,
+                                           const char *org_id,
+                                           struct service_job *jobs, size_t n,
+                                           char *err, size_t errlen);
+
 /* One org's pool stats; zeros and the effective size if no pool exists yet.
  * POOLD_ERR_UNKNOWN_ORG / POOLD_ERR_NOT_READY as above. */
 POOLD_MUSTCHECK int registry_pool_stats(struct registry *reg,

@@ -160,6 +160,8 @@ static int app_start_handlers(const struct poold_config *cfg, struct app *a)
     hc.admin_token = cfg->admin_token;
     hc.pool_ceiling = cfg->pool_ceiling;
     hc.retry_after_s = cfg->acquire_timeout_ms / 1000 + 1;
+    hc.max_batch = cfg->max_batch;
+    hc.max_batch_bytes = cfg->max_batch_bytes;
     return handlers_create(&hc, &a->handlers);
 }
 

@@ -780,12 +780,10 @@ static void entry_pool_stats(struct org_entry *e, struct pool_stats *out)
  * connection are built for the request and closed after it; the cap still
  * holds: a permit from reg->conns (a pool of tokens) per open connection. */
 static int process_unpooled(struct registry *reg, struct org_entry *e,
-                            const struct message *msg,
-                            struct service_result *out,
+                            struct service_job *jobs, size_t n,
                             const struct reg_deadlines *dl, char *err,
                             size_t errlen)
 {
-    struct service_job job = { .msg = msg };
     struct service *svc;
     struct pool_item *permit;
     uint64_t timeout = reg->cfg.max_waiters ? reg->cfg.acquire_timeout_ns : 0;
@@ -804,13 +802,46 @@ static int process_unpooled(struct registry *reg, struct org_entry *e,
     else if (rc == POOLD_OK)
         breaker_success(&reg->db_breaker);
     if (rc == POOLD_OK) {
-        rc = service_process_many(svc, &job, 1, dl->commit_ns, err, errlen);
-        if (rc == POOLD_OK)
-            rc = job.status;
-        *out = job.result;
+        rc = service_process_many(svc, jobs, n, dl->commit_ns, err, errlen);
         service_close(svc);
     }
     pool_release(reg->conns, permit);
+    return rc;
+}
+
+/* A batch is its own group: one service, one statement. */
+static int process_batch_pooled(struct registry *reg, struct org_entry *e,
+                                struct service_job *jobs, size_t n,
+                                const struct reg_deadlines *dl, char *err,
+                                size_t errlen)
+{
+    struct pool_item *item;
+    uint64_t timeout = reg->cfg.max_waiters ? reg->cfg.acquire_timeout_ns : 0;
+    int rc;
+
+    db_thread_deadline(dl->acquire_ns);
+    rc = pool_acquire(e->pool, timeout, &item);
+    db_thread_deadline(0);
+    if (rc != POOLD_OK)
+        return rc;
+    rc = service_process_many(pool_item_object(item), jobs, n, dl->commit_ns,
+                              err, errlen);
+    reg_release(reg, e, item, rc);
+    return rc;
+}
+
+/* Route the org and check what needs no database; POOLD_OK and *out. */
+static int reg_admit(struct registry *reg, const char *org_id,
+                     struct org_entry **out, char *err, size_t errlen)
+{
+    int rc;
+
+    err[0] = '\0';
+    if (atomic_load(&reg->shutting_down))
+        return POOLD_ERR_SHUTDOWN;
+    rc = registry_route(reg, org_id, out);
+    if (rc == POOLD_OK && entry_misconfigured(*out, err, errlen))
+        rc = POOLD_ERR_MISCONFIGURED;
     return rc;
 }
 
@@ -820,19 +851,34 @@ int registry_process(struct registry *reg, const char *org_id,
 {
     struct org_entry *e = NULL;
     struct reg_deadlines dl = reg_deadlines_from(reg, clock_now_ns());
-    int rc;
+    struct service_job job = { .msg = msg };
+    int rc = reg_admit(reg, org_id, &e, err, errlen);
 
-    err[0] = '\0';
-    if (atomic_load(&reg->shutting_down))
-        rc = POOLD_ERR_SHUTDOWN;
-    else
-        rc = registry_route(reg, org_id, &e);
-    if (rc == POOLD_OK && entry_misconfigured(e, err, errlen))
-        rc = POOLD_ERR_MISCONFIGURED;
-    if (rc == POOLD_OK && reg->cfg.pooled)
+    if (rc == POOLD_OK && reg->cfg.pooled) {
         rc = process_pooled(reg, e, msg, out, &dl, err, errlen);
+    } else if (rc == POOLD_OK) {
+        rc = process_unpooled(reg, e, &job, 1, &dl, err, errlen);
+        if (rc == POOLD_OK)
+            rc = job.status;
+        *out = job.result;
+    }
+    if (rc != POOLD_OK)
+        fill_error(rc, org_id, err, errlen);
+    return rc;
+}
+
+int registry_process_batch(struct registry *reg, const char *org_id,
+                           struct service_job *jobs, size_t n, char *err,
+                           size_t errlen)
+{
+    struct org_entry *e = NULL;
+    struct reg_deadlines dl = reg_deadlines_from(reg, clock_now_ns());
+    int rc = reg_admit(reg, org_id, &e, err, errlen);
+
+    if (rc == POOLD_OK && reg->cfg.pooled)
+        rc = process_batch_pooled(reg, e, jobs, n, &dl, err, errlen);
     else if (rc == POOLD_OK)
-        rc = process_unpooled(reg, e, msg, out, &dl, err, errlen);
+        rc = process_unpooled(reg, e, jobs, n, &dl, err, errlen);
     if (rc != POOLD_OK)
         fill_error(rc, org_id, err, errlen);
     return rc;
