@@ -20,6 +20,8 @@ struct registry_config {
     unsigned max_waiters;        /* POOLD_MAX_WAITING */
     uint64_t acquire_timeout_ns; /* POOLD_ACQUIRE_TIMEOUT_MS */
     unsigned db_max_conns;       /* POOLD_DB_MAX_CONNS */
+    unsigned db_min_idle;        /* POOLD_DB_MIN_IDLE (clamped to the cap;
+                                    kept open by a thread of its own) */
     uint64_t conn_ttl_ns;        /* POOLD_CONN_TTL_S */
     uint64_t conn_check_idle_ns; /* POOLD_CONN_CHECK_IDLE_MS */
     double build_cost_ms;

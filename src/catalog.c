@@ -166,6 +166,29 @@ int catalog_load(struct db_conn *conn, struct org_info **out, size_t *n,
     return POOLD_OK;
 }
 
+int catalog_load_configs(struct db_conn *conn,
+                         void (*fn)(void *arg, const char *org_id,
+                                    const char *config, size_t len,
+                                    long long version),
+                         void *arg, char *err, size_t errlen)
+{
+    PGresult *res = catalog_exec(
+        conn, "orgs configs",
+        "SELECT org_id, config::text, config_version FROM orgs"
+        " WHERE enabled",
+        0, NULL, err, errlen);
+    long long version;
+
+    if (res == NULL)
+        return POOLD_ERR_DB;
+    for (int i = 0; i < PQntuples(res); i++)
+        if (catalog_get_ll(res, i, 2, &version))
+            fn(arg, PQgetvalue(res, i, 0), PQgetvalue(res, i, 1),
+               (size_t)PQgetlength(res, i, 1), version);
+    PQclear(res);
+    return POOLD_OK;
+}
+
 int catalog_store_pool_size(struct db_conn *conn, const char *org_id,
                             unsigned size, char *err, size_t errlen)
 {

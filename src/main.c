@@ -42,6 +42,7 @@ static void registry_config_from(const struct poold_config *cfg,
     rc->max_waiters = cfg->max_waiting;
     rc->acquire_timeout_ns = (uint64_t)cfg->acquire_timeout_ms * NS_PER_MS;
     rc->db_max_conns = cfg->db_max_conns;
+    rc->db_min_idle = cfg->db_min_idle;
     rc->conn_ttl_ns = (uint64_t)cfg->conn_ttl_s * NS_PER_S;
     rc->conn_check_idle_ns = (uint64_t)cfg->conn_check_idle_ms * NS_PER_MS;
     rc->build_cost_ms = cfg->build_cost_ms;

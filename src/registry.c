@@ -19,6 +19,7 @@
 #define REG_BACKOFF_MIN_NS (100 * NS_PER_MS)
 #define REG_BACKOFF_MAX_NS (5 * NS_PER_S)
 #define REG_DB_SLACK_NS (500 * NS_PER_MS) /* client wait beyond the server's */
+#define REG_WARM_ROUND_NS (2 * NS_PER_S) /* one round of warm connections */
 
 /*
  * Backoff with full jitter after failures to reach the database, so a dead
@@ -259,6 +260,8 @@ struct registry {
     pthread_t prewarm_thread;
     bool prewarm_started;       /* written by hk thread, read after join */
     pthread_t hk_thread;
+    pthread_t warm_thread;      /* keeps POOLD_DB_MIN_IDLE connections */
+    bool warm_started;
 };
 
 /* ------------------------------------------------------------------ map */
@@ -995,6 +998,60 @@ static void apply_pending(struct registry *reg)
     free(list);
 }
 
+/* One org's configuration from the directory: parse its rules now, so its
+ * first service costs a rules copy and a pooled connection, no query. A
+ * configuration that does not parse is remembered as the misconfiguration
+ * of that version (requests answer 503 org_misconfigured at once). */
+static void preload_one(void *arg, const char *org_id, const char *config,
+                        size_t len, long long version)
+{
+    struct registry *reg = arg;
+    struct ruleset rules = { 0 };
+    struct org_entry *e;
+    char why[REG_ERR_MAX - 80];
+    bool fresh;
+    int rc;
+
+    pthread_rwlock_rdlock(&reg->lock);
+    e = map_find(reg, org_id);
+    pthread_rwlock_unlock(&reg->lock);
+    if (e == NULL || atomic_load(&e->version) != version)
+        return; /* changed since the directory load: the next one */
+    pthread_mutex_lock(&e->cache_lock);
+    fresh = (e->cached && e->cached_version == version) ||
+            e->misconf_version == version;
+    pthread_mutex_unlock(&e->cache_lock);
+    if (fresh)
+        return;
+    rc = rules_parse(config, len, &rules, why, sizeof why);
+    pthread_mutex_lock(&e->cache_lock);
+    if (rc == POOLD_OK) {
+        rules_clear(&e->cached_rules);
+        e->cached_rules = rules;
+        e->cached_version = version;
+        e->cached = true;
+    } else if (rc != POOLD_ERR_NOMEM) {
+        e->misconf_version = version;
+        snprintf(e->misconf_msg, sizeof e->misconf_msg, "org %s: %s",
+                 org_id, why);
+    }
+    pthread_mutex_unlock(&e->cache_lock);
+    if (rc != POOLD_OK && rc != POOLD_ERR_NOMEM)
+        log_event(LOG_ERROR, "org misconfigured", "org", org_id, "error",
+                  why, (const char *)NULL);
+}
+
+/* Under hk_lock, after a directory load. */
+static void preload_rules(struct registry *reg)
+{
+    char err[REG_ERR_MAX];
+
+    if (catalog_load_configs(reg->hk_conn, preload_one, reg, err,
+                             sizeof err) != POOLD_OK)
+        log_event(LOG_WARN, "org rules not preloaded", "error", err,
+                  (const char *)NULL);
+}
+
 /* Under hk_lock: reload the directory if its fingerprint moved. */
 static int hk_refresh(struct registry *reg, char *err, size_t errlen)
 {
@@ -1019,6 +1076,7 @@ static int hk_refresh(struct registry *reg, char *err, size_t errlen)
     pthread_rwlock_unlock(&reg->lock);
     free(list);
     apply_pending(reg);
+    preload_rules(reg);
     reg->fp_count = count;
     reg->fp_digest = version;
     if (!atomic_exchange(&reg->loaded, true))
@@ -1037,7 +1095,8 @@ static void maintain_all(struct registry *reg)
     free(list);
     if (reg->conns == NULL)
         return;
-    pool_maintain(reg->conns, now);
+    if (!reg->warm_started) /* else the warm thread maintains it */
+        pool_maintain(reg->conns, now);
     /* A build queued for a connection just after the last service was
      * released idle would otherwise wait for the next release anywhere. */
     while (reg->cfg.pooled && pool_waiting(reg->conns) > 0 &&
@@ -1112,6 +1171,27 @@ static void breakers_reset(struct registry *reg)
         breaker_success(&list[i]->build_breaker);
     free(list);
     breaker_success(&reg->db_breaker);
+}
+
+/* The connection pool's upkeep on a thread of its own: opening the
+ * POOLD_DB_MIN_IDLE warm connections (at start-up, and after TTL recycling
+ * or failures) must not stall the directory refresh. Each round is bounded
+ * so that a stop is never held by a silent database for long. */
+static void *warm_main(void *arg)
+{
+    struct registry *reg = arg;
+
+    pthread_mutex_lock(&reg->hk_lock);
+    while (!reg->hk_stop) {
+        pthread_mutex_unlock(&reg->hk_lock);
+        db_thread_deadline(clock_now_ns() + REG_WARM_ROUND_NS);
+        pool_maintain(reg->conns, clock_now_ns());
+        db_thread_deadline(0);
+        pthread_mutex_lock(&reg->hk_lock);
+        hk_wait(reg, reg->cfg.refresh_interval_ns);
+    }
+    pthread_mutex_unlock(&reg->hk_lock);
+    return NULL;
 }
 
 static void *hk_main(void *arg)
@@ -1206,6 +1286,10 @@ static int make_conn_pool(struct registry *reg)
         .max_size = reg->cfg.db_max_conns,
         .capacity = reg->cfg.db_max_conns,
         .max_waiters = UINT32_MAX,
+        /* POOLD_DB_MIN_IDLE, clamped to the cap (DESIGN.md). */
+        .min_idle = reg->cfg.db_min_idle < reg->cfg.db_max_conns
+                        ? reg->cfg.db_min_idle
+                        : reg->cfg.db_max_conns,
         .max_lifetime_ns = reg->cfg.conn_ttl_ns,
         .lifetime_jitter_ns = reg->cfg.conn_ttl_ns / 10,
         /* db_conn_is_alive() is free unless the connection idled longer
@@ -1216,6 +1300,7 @@ static int make_conn_pool(struct registry *reg)
     reg->conn_ops.create = reg_conn_create;
     if (!reg->cfg.pooled) {
         pc.name = "connection permits";
+        pc.min_idle = 0;
         pc.max_waiters = reg->cfg.max_waiters;
         pc.max_lifetime_ns = pc.lifetime_jitter_ns = 0;
         return pool_create(&permit_ops, reg, &pc, &reg->conns);
@@ -1297,6 +1382,12 @@ int registry_start(struct registry *reg)
     if (pthread_create(&reg->hk_thread, NULL, hk_main, reg) != 0)
         return POOLD_ERR_NOMEM;
     reg->hk_started = true;
+    if (reg->cfg.pooled && reg->cfg.db_min_idle > 0) {
+        reg->warm_started = pthread_create(&reg->warm_thread, NULL,
+                                           warm_main, reg) == 0;
+        if (!reg->warm_started)
+            return POOLD_ERR_NOMEM;
+    }
     return POOLD_OK;
 }
 
@@ -1330,6 +1421,8 @@ void registry_destroy(struct registry *reg)
         pthread_cond_broadcast(&reg->hk_cond);
         pthread_mutex_unlock(&reg->hk_lock);
         pthread_join(reg->hk_thread, NULL);
+        if (reg->warm_started)
+            pthread_join(reg->warm_thread, NULL);
     }
     /* After the pools were shut down: its acquires fail at once. */
     if (reg->prewarm_started)

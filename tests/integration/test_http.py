@@ -1014,5 +1014,49 @@ class BatchAndGroupCommit(unittest.TestCase):
             self.assertEqual(p.stop(), 0)
 
 
+class WarmConnections(unittest.TestCase):
+    def stats(self, p):
+        r = p.get("/stats", token=TOKEN, route="/stats")
+        self.assertEqual(r.status, 200)
+        return r.json()
+
+    def test_min_idle_opened_at_start_and_topped_up(self):
+        p = Poold(env={"POOLD_CLIENT_AUTH": "none", "POOLD_DB_MIN_IDLE": "3"})
+        try:
+            wait_for(lambda: self.stats(p)["connections"]["idle"] >= 3, 20,
+                     "3 warm connections")
+            before = self.stats(p)["connections"]
+            # A misconfigured org is known from the directory load: 503 at
+            # once, no build, no connection taken.
+            r = p.process({"id": mid(), "org_id": ORG_BAD, "payload": "ab"})
+            self.assertEqual((r.status, r.code), (503, "org_misconfigured"))
+            self.assertEqual(self.stats(p)["connections"]["acquired"],
+                             before["acquired"])
+            # A first request builds its service on a warm connection (no
+            # wait for one), and the pool tops itself up again.
+            r = p.process({"id": mid(), "org_id": ORG_RULES, "payload": "ab"})
+            self.assertEqual(r.status, 200, r.body)
+            after = self.stats(p)["connections"]
+            self.assertEqual(after["wait_count"], 0)
+            self.assertEqual(after["acquired"], before["acquired"] + 1)
+            wait_for(lambda: self.stats(p)["connections"]["idle"] >= 3, 20,
+                     "the warm connections topped up")
+        finally:
+            self.assertEqual(p.stop(), 0)
+
+    def test_min_idle_is_clamped_to_the_cap(self):
+        p = Poold(env={"POOLD_CLIENT_AUTH": "none", "POOLD_DB_MIN_IDLE": "50",
+                       "POOLD_DB_MAX_CONNS": "2"})
+        try:
+            wait_for(lambda: self.stats(p)["connections"]["idle"] == 2, 20,
+                     "2 warm connections")
+            r = p.process({"id": mid(), "org_id": ORG_OK, "payload": "ab"})
+            self.assertEqual(r.status, 200, r.body)
+            c = self.stats(p)["connections"]
+            self.assertLessEqual(c["idle"] + c["active"], 2)
+        finally:
+            self.assertEqual(p.stop(), 0)
+
+
 if __name__ == "__main__":
     unittest.main()
