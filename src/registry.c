@@ -104,6 +104,9 @@ struct gc_job {
     struct service_job job;    /* message in, result and status out */
     uint64_t commit_ns;        /* its request's commit deadline */
     enum gc_state state;       /* under the batcher's lock */
+    bool flushing;             /* its owner is a flusher: only the owner
+                                  takes it (at low load, every request
+                                  commits its own message at once) */
     char err[REG_ERR_MAX];     /* the reason of a failed commit */
 };
 
@@ -163,10 +166,12 @@ static void batcher_remove(struct batcher *b, struct gc_job *j)
     b->queued--;
 }
 
-/* Under b->lock: take up to max QUEUED jobs, own first if still queued. */
+/* Under b->lock: take up to max QUEUED jobs, own first if still queued,
+ * then those whose owners wait (not those of other flushers). */
 static size_t batcher_take(struct batcher *b, struct gc_job *own,
                            struct gc_job **out, size_t max)
 {
+    struct gc_job *j = b->head, *next;
     size_t n = 0;
 
     if (own->state == GC_QUEUED) {
@@ -174,8 +179,10 @@ static size_t batcher_take(struct batcher *b, struct gc_job *own,
         own->state = GC_TAKEN;
         out[n++] = own;
     }
-    while (n < max && b->head) {
-        struct gc_job *j = b->head;
+    for (; j != NULL && n < max; j = next) {
+        next = j->next;
+        if (j->flushing)
+            continue;
         batcher_remove(b, j);
         j->state = GC_TAKEN;
         out[n++] = j;
@@ -692,9 +699,11 @@ static int gc_wait(struct registry *reg, struct org_entry *e,
         if (own->state == GC_QUEUED &&
             b->flushers < pool_max_size(e->pool)) {
             b->flushers++;
+            own->flushing = true;
             pthread_mutex_unlock(&b->lock);
             gc_flush(reg, e, own, dl);
             pthread_mutex_lock(&b->lock);
+            own->flushing = false;
             b->flushers--;
             pthread_cond_broadcast(&b->cond); /* a flusher's place is free */
             continue;

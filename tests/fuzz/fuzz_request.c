@@ -35,6 +35,21 @@ int registry_process(struct registry *reg, const char *org_id,
     return msg->payload_len % 7 == 3 ? POOLD_ERR_CONFLICT : POOLD_OK;
 }
 
+int registry_process_batch(struct registry *reg, const char *org_id,
+                           struct service_job *jobs, size_t n, char *err,
+                           size_t errlen)
+{
+    if (n == 0)
+        __builtin_trap(); /* validation must have refused it */
+    for (size_t i = 0; i < n; i++) {
+        jobs[i].status = registry_process(reg, org_id, jobs[i].msg,
+                                          &jobs[i].result, err, errlen);
+        if (jobs[i].status == POOLD_ERR_CONFLICT && i % 2 == 1)
+            return POOLD_ERR_COMMIT_UNKNOWN; /* a batch-wide failure too */
+    }
+    return POOLD_OK;
+}
+
 int registry_pool_stats(struct registry *reg, const char *org_id,
                         struct pool_stats *out)
 {
