@@ -3,6 +3,7 @@
 #include <netinet/in.h>
 #include <pthread.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -26,6 +27,10 @@
 #define ABORT_GRACE_NS (2 * NS_PER_S)
 #define DB_CONNECT_TIMEOUT_S 5
 #define ORG_REFRESH_NS NS_PER_S
+
+/* Set once the drain is over: what is left of the shutdown is bounded, and
+ * a signal repeated by a supervisor then must not turn exit 0 into 1. */
+static atomic_bool drain_over;
 
 static void registry_config_from(const struct poold_config *cfg,
                                  struct registry_config *rc)
@@ -107,19 +112,21 @@ static void drain_and_stop(struct http_server *srv, struct handlers *h,
                   "aborted", "answered", idle ? "all" : "not all",
                   (const char *)NULL);
     }
+    atomic_store(&drain_over, true);
     /* Wake anything still waiting on a pool, so the connection threads that
      * MHD_stop_daemon joins can finish. */
     registry_shutdown(reg);
     http_server_stop(srv);
 }
 
-/* After the first signal: a second SIGTERM/SIGINT exits at once. */
+/* After the first signal: a second SIGTERM/SIGINT during the drain exits
+ * at once. */
 static void *second_signal(void *arg)
 {
     const sigset_t *set = arg;
     int sig = 0;
 
-    while (sigwait(set, &sig) != 0)
+    while (sigwait(set, &sig) != 0 || atomic_load(&drain_over))
         ;
     log_event(LOG_ERROR, "second signal during shutdown: exiting now "
               "without draining", "signal", sig == SIGTERM ? "SIGTERM"
