@@ -237,6 +237,8 @@ static int run(const struct poold_config *cfg)
     log_startup(cfg, http_server_port(a.srv));
     while (sigwait(&set, &sig) != 0)
         ;
+    /* Readiness first: once the log says so, /readyz answers 503. */
+    handlers_set_draining(a.handlers);
     log_event(LOG_INFO, "shutting down", "signal",
               sig == SIGTERM ? "SIGTERM" : "SIGINT", (const char *)NULL);
     watch_second_signal(&set);

@@ -1388,15 +1388,16 @@ int registry_start(struct registry *reg)
         log_event(LOG_WARN, "database unreachable at start-up, will retry",
                   "error", err, (const char *)NULL);
     pthread_mutex_unlock(&reg->hk_lock);
-    if (pthread_create(&reg->hk_thread, NULL, hk_main, reg) != 0)
-        return POOLD_ERR_NOMEM;
-    reg->hk_started = true;
+    /* The warm thread first: housekeeping reads warm_started. */
     if (reg->cfg.pooled && reg->cfg.db_min_idle > 0) {
         reg->warm_started = pthread_create(&reg->warm_thread, NULL,
                                            warm_main, reg) == 0;
         if (!reg->warm_started)
             return POOLD_ERR_NOMEM;
     }
+    if (pthread_create(&reg->hk_thread, NULL, hk_main, reg) != 0)
+        return POOLD_ERR_NOMEM;
+    reg->hk_started = true;
     return POOLD_OK;
 }
 
@@ -1424,12 +1425,13 @@ void registry_destroy(struct registry *reg)
         return;
     if (reg->buckets)
         registry_shutdown(reg);
-    if (reg->hk_started) {
+    if (reg->hk_started || reg->warm_started) {
         pthread_mutex_lock(&reg->hk_lock);
         reg->hk_stop = true;
         pthread_cond_broadcast(&reg->hk_cond);
         pthread_mutex_unlock(&reg->hk_lock);
-        pthread_join(reg->hk_thread, NULL);
+        if (reg->hk_started)
+            pthread_join(reg->hk_thread, NULL);
         if (reg->warm_started)
             pthread_join(reg->warm_thread, NULL);
     }
