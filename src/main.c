@@ -132,6 +132,7 @@ static void *second_signal(void *arg)
               "without draining", "signal", sig == SIGTERM ? "SIGTERM"
                                                            : "SIGINT",
               (const char *)NULL);
+    log_flush(); /* _exit skips the writer's atexit flush */
     _exit(1);
     return NULL;
 }
