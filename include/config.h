@@ -13,6 +13,7 @@
 #include "status.h"
 
 enum config_pool_mode { CONFIG_POOL_MODE_POOLED, CONFIG_POOL_MODE_NONE };
+enum config_client_auth { CONFIG_CLIENT_AUTH_KEYS, CONFIG_CLIENT_AUTH_NONE };
 
 /*
  * Every field is named like its variable (pool_size for POOLD_POOL_SIZE).
@@ -47,6 +48,8 @@ struct poold_config {
                                         registry clamps it to the cap) */
     unsigned max_batch;              /* POOLD_MAX_BATCH */
     unsigned max_batch_bytes;        /* POOLD_MAX_BATCH_BYTES */
+    enum config_client_auth client_auth; /* POOLD_CLIENT_AUTH */
+    char *read_token;            /* POOLD_READ_TOKEN, NULL: none */
 };
 
 enum config_result {

@@ -78,8 +78,8 @@ void db_conn_close(struct db_conn *conn);
  * db_conn_is_clean() and db_conn_is_alive() say false, so it is destroyed.
  * One thread at a time per connection.
  */
-POOLD_MUSTCHECK int db_exec(struct db_conn *conn, const struct db_query *q,
-                            uint64_t deadline_ns, PGresult **out, char *err,
+POOLD_MUSTCHECK int db_run(struct db_conn *conn, const struct db_query *q,
+                           uint64_t deadline_ns, PGresult **out, char *err,
                             size_t errlen);
 
 /*
@@ -101,7 +101,7 @@ void db_abort_all(void);
  * The liveness ladder: local status, then a zero-round-trip look at the
  * socket for a server-side close (FATAL then EOF), then, only when the
  * connection was last used more than check_idle_ns ago, one empty query
- * (bounded like db_exec with no deadline).
+ * (bounded like db_run with no deadline).
  */
 bool db_conn_is_alive(struct db_conn *conn, uint64_t now_ns,
                       uint64_t check_idle_ns);
@@ -117,7 +117,24 @@ void db_conn_touch(struct db_conn *conn, uint64_t now_ns);
 int db_conn_backend_pid(const struct db_conn *conn);
 
 /* The libpq handle, borrowed for as long as conn lives. Blocking libpq calls
- * on it are not bounded: use db_exec(). */
+ * on it are not bounded: use db_run() or db_exec(). */
 PGconn *db_conn_pg(struct db_conn *conn);
+
+/*
+ * Run one parameterised statement (text parameters, the unnamed statement)
+ * through db_run() (bounded by the connection's default wait; a lost answer
+ * is an error here). Returns the result (caller PQclear()s it) when it is PGRES_TUPLES_OK or
+ * PGRES_COMMAND_OK; NULL with "what: <libpq message>" in err otherwise.
+ * sqlstate, when not NULL, gets the error's SQLSTATE ("" if none).
+ */
+PGresult *db_exec(struct db_conn *conn, const char *what, const char *sql,
+                  int nparams, const char *const *params, char *sqlstate,
+                  char *err, size_t errlen);
+
+/* BEGIN / COMMIT; ROLLBACK cannot fail (a broken connection is found by
+ * db_conn_is_clean() afterwards). */
+POOLD_MUSTCHECK int db_begin(struct db_conn *conn, char *err, size_t errlen);
+POOLD_MUSTCHECK int db_commit(struct db_conn *conn, char *err, size_t errlen);
+void db_rollback(struct db_conn *conn);
 
 #endif

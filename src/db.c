@@ -33,6 +33,7 @@ struct db_conn {
     bool use_prepared;     /* POOLD_PREPARED_STATEMENTS */
     bool doomed;           /* FATAL seen, deadline missed, or lost: never
                               reuse */
+    char sqlstate[6];      /* of the last statement's error, "" if none */
 };
 
 /* The thread's cap on deadlines (0: none). */
@@ -363,6 +364,9 @@ static int db_finish(struct db_conn *conn, bool writes, uint64_t deadline_ns,
         return writes ? POOLD_ERR_COMMIT_UNKNOWN : POOLD_ERR_DB;
     }
     db_copy_error(err, errlen, "", PQresultErrorMessage(res));
+    if (PQresultErrorField(res, PG_DIAG_SQLSTATE) != NULL)
+        snprintf(conn->sqlstate, sizeof conn->sqlstate, "%s",
+                 PQresultErrorField(res, PG_DIAG_SQLSTATE));
     PQclear(res);
     return POOLD_ERR_DB; /* an ERROR: the autocommit statement rolled back */
 }
@@ -397,14 +401,15 @@ static int db_prepare(struct db_conn *conn, const struct db_query *q,
     return rc;
 }
 
-int db_exec(struct db_conn *conn, const struct db_query *q,
-            uint64_t deadline_ns, PGresult **out, char *err, size_t errlen)
+int db_run(struct db_conn *conn, const struct db_query *q,
+           uint64_t deadline_ns, PGresult **out, char *err, size_t errlen)
 {
     bool named = q->stmt != 0 && q->stmt <= DB_STMT_MAX && conn->use_prepared;
     char name[32];
     int sent, rc;
 
     *out = NULL;
+    conn->sqlstate[0] = '\0';
     if (deadline_ns == 0)
         deadline_ns = clock_now_ns() + conn->query_wait_ns;
     deadline_ns = db_cap(deadline_ns);
@@ -476,7 +481,7 @@ bool db_conn_is_alive(struct db_conn *conn, uint64_t now_ns,
         return true;
     /* Step 3: one round trip, only for a connection idle long enough that a
      * silently dead path is worth paying for. */
-    ok = db_exec(conn, &empty, 0, &res, err, sizeof err) == POOLD_OK;
+    ok = db_run(conn, &empty, 0, &res, err, sizeof err) == POOLD_OK;
     PQclear(res);
     if (ok)
         conn->last_used_ns = now_ns;
@@ -504,4 +509,61 @@ int db_conn_backend_pid(const struct db_conn *conn)
 PGconn *db_conn_pg(struct db_conn *conn)
 {
     return conn->pg;
+}
+
+PGresult *db_exec(struct db_conn *conn, const char *what, const char *sql,
+                  int nparams, const char *const *params, char *sqlstate,
+                  char *err, size_t errlen)
+{
+    const struct db_query q = { .sql = sql, .nparams = nparams,
+                                .values = params };
+    PGresult *res = NULL;
+    char why[512];
+
+    if (sqlstate != NULL)
+        sqlstate[0] = '\0';
+    if (db_run(conn, &q, 0, &res, why, sizeof why) == POOLD_OK &&
+        (PQresultStatus(res) == PGRES_TUPLES_OK ||
+         PQresultStatus(res) == PGRES_COMMAND_OK))
+        return res;
+    if (res != NULL)
+        snprintf(why, sizeof why, "unexpected result %s",
+                 PQresStatus(PQresultStatus(res)));
+    if (sqlstate != NULL)
+        snprintf(sqlstate, 6, "%s", conn->sqlstate);
+    snprintf(err, errlen, "%s: %s", what, why);
+    PQclear(res);
+    return NULL;
+}
+
+static int db_command(struct db_conn *conn, const char *sql, char *err,
+                      size_t errlen)
+{
+    PGresult *res = db_exec(conn, sql, sql, 0, NULL, NULL, err, errlen);
+
+    if (res == NULL)
+        return POOLD_ERR_DB;
+    PQclear(res);
+    return POOLD_OK;
+}
+
+int db_begin(struct db_conn *conn, char *err, size_t errlen)
+{
+    return db_command(conn, "BEGIN", err, errlen);
+}
+
+int db_commit(struct db_conn *conn, char *err, size_t errlen)
+{
+    return db_command(conn, "COMMIT", err, errlen);
+}
+
+void db_rollback(struct db_conn *conn)
+{
+    static const struct db_query q = { .sql = "ROLLBACK" };
+    PGresult *res = NULL;
+    char err[256];
+
+    if (db_run(conn, &q, 0, &res, err, sizeof err) != POOLD_OK)
+        conn->doomed = true; /* not known rolled back: never reuse */
+    PQclear(res);
 }

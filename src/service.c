@@ -127,7 +127,7 @@ static int svc_load(struct service *svc, char *err, size_t errlen)
         .nparams = 1, .values = params };
     PGresult *res = NULL;
     char why[256];
-    int rc = db_exec(svc->conn, &q, 0, &res, why, sizeof why);
+    int rc = db_run(svc->conn, &q, 0, &res, why, sizeof why);
 
     if (rc != POOLD_OK || PQresultStatus(res) != PGRES_TUPLES_OK) {
         snprintf(err, errlen, "loading org: %s",
@@ -489,7 +489,7 @@ static int svc_commit_one(struct service *svc, struct service_job *j,
 
     snprintf(checks, sizeof checks, "%u", j->result.verdict.checks);
     svc_failed_literal(&j->result.verdict, failed, sizeof failed);
-    rc = db_exec(svc->conn, &q, deadline_ns, &res, err, errlen);
+    rc = db_run(svc->conn, &q, deadline_ns, &res, err, errlen);
     if (rc != POOLD_OK)
         return rc;
     if (PQntuples(res) > 1 || PQnfields(res) != 5) {
@@ -534,7 +534,7 @@ static int svc_commit_once(struct service *svc, struct service_job *jobs,
         values[i + 1] = svc->arrs[i].buf;
         lengths[i + 1] = (int)svc->arrs[i].len;
     }
-    rc = db_exec(svc->conn, &q, deadline_ns, &res, err, errlen);
+    rc = db_run(svc->conn, &q, deadline_ns, &res, err, errlen);
     if (rc != POOLD_OK)
         return rc;
     if (PQntuples(res) != (int)*n || PQnfields(res) != 5) {

@@ -1139,7 +1139,7 @@ static long long session_prepared(struct db_conn *conn)
     const struct db_query q = {
         .sql = "SELECT count(*) FROM pg_prepared_statements" };
     PGresult *res = NULL;
-    ck_assert_int_eq(db_exec(conn, &q, 0, &res, err, sizeof err), POOLD_OK);
+    ck_assert_int_eq(db_run(conn, &q, 0, &res, err, sizeof err), POOLD_OK);
     long long n = strtoll(PQgetvalue(res, 0, 0), NULL, 10);
     PQclear(res);
     return n;
