@@ -167,11 +167,14 @@ def release_row_lock(holder, seconds=30):
 
 
 def rows_for(ids):
-    if not ids:
-        return 0
-    lst = ",".join("'%s'" % i for i in ids)
-    return int(psql("SELECT count(*) FROM processed_messages WHERE "
-                    "message_id IN (%s)" % lst))
+    """Rows of these message ids (queried in chunks: a list of thousands
+    would not fit psql's command line)."""
+    total = 0
+    for k in range(0, len(ids), 500):
+        lst = ",".join("'%s'" % i for i in ids[k:k + 500])
+        total += int(psql("SELECT count(*) FROM processed_messages WHERE "
+                          "message_id IN (%s)" % lst))
+    return total
 
 
 class Load:
