@@ -50,6 +50,7 @@ struct poold_config {
     unsigned max_batch_bytes;        /* POOLD_MAX_BATCH_BYTES */
     enum config_client_auth client_auth; /* POOLD_CLIENT_AUTH */
     char *read_token;            /* POOLD_READ_TOKEN, NULL: none */
+    unsigned cluster_max_conns;      /* POOLD_CLUSTER_MAX_CONNS, 0: standalone */
 };
 
 enum config_result {

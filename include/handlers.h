@@ -9,6 +9,7 @@
 #include <jansson.h>
 
 #include "catalog.h"
+#include "cluster.h"
 #include "metrics.h"
 #include "registry.h"
 #include "tenants.h"
@@ -20,6 +21,7 @@ struct handlers_config {
     struct registry *reg;    /* borrowed; outlives the handlers */
     struct metrics *metrics; /* borrowed; outlives the handlers */
     const char *admin_token; /* borrowed; compared in constant time */
+    struct cluster *cluster; /* borrowed, for GET /cluster; NULL: none */
     unsigned pool_ceiling;   /* largest size PUT accepts */
     unsigned retry_after_s;  /* Retry-After of 503 pool_exhausted */
     unsigned max_batch;      /* POOLD_MAX_BATCH: messages per batch */

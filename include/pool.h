@@ -186,5 +186,8 @@ enum pool_test_point {
 };
 __attribute__((weak)) void pool_test_hook(struct pool *pool,
                                           enum pool_test_point where);
+/* Objects that exist now, those being built or destroyed included (never
+ * more than max_size once a shrink has drained). Cheap: one atomic load. */
+unsigned pool_total(struct pool *pool);
 
 #endif

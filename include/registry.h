@@ -165,5 +165,34 @@ enum registry_test_point {
 };
 __attribute__((weak)) void registry_test_hook(struct registry *reg,
                                               enum registry_test_point where);
+/* ---- replicas (the cluster module drives these; see cluster.h) ---------- */
+
+/*
+ * A housekeeping hook: called on the housekeeping thread once per round
+ * (about every refresh interval) with the housekeeping connection (outside
+ * the connection cap; NULL while the database is unreachable) and
+ * stopping false, and once from registry_destroy() after every pooled
+ * connection is closed, with stopping true. conn is borrowed for the call.
+ * Set before registry_start(); not thread-safe.
+ */
+typedef void (*registry_hk_fn)(void *arg, struct db_conn *conn,
+                               bool stopping);
+void registry_set_hk_hook(struct registry *reg, registry_hk_fn fn, void *arg);
+
+/*
+ * Hold at most cap connections (0..POOLD_DB_MAX_CONNS; more is clamped):
+ * the connection pool's max_size becomes cap (cap 0: no connection may be
+ * opened, and the process is not ready), idle connections beyond it and
+ * idle services of every org close now, lent ones when released. Never
+ * blocks on a request. Thread-safe.
+ */
+void registry_set_conn_cap(struct registry *reg, unsigned cap);
+
+/* PostgreSQL connections open now (in mode none: connection permits held),
+ * those being opened or closed included. Thread-safe, cheap. */
+unsigned registry_conn_open(struct registry *reg);
+
+/* Requests or builds waiting for a connection now. Thread-safe, cheap. */
+unsigned registry_conn_waiting(struct registry *reg);
 
 #endif

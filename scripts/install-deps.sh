@@ -10,6 +10,9 @@ pkgs=(build-essential cmake pkg-config libmicrohttpd-dev libjansson-dev
 # The compose stack run end to end (scripts/docker-smoke.sh), and the
 # format check (scripts/check-format.sh).
 pkgs+=(docker.io debootstrap clang-format)
+# Replicas (issue 14): the load balancer and the pooler the tests put around
+# poold (tests/integration/test_haproxy.py, test_pgbouncer.py).
+pkgs+=(haproxy pgbouncer)
 # OpenAPI lint runs through npx; Node comes from Debian if it is not there.
 command -v npx >/dev/null 2>&1 || pkgs+=(nodejs npm)
 

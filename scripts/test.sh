@@ -94,6 +94,8 @@ bash scripts/lint-openapi.sh
 step "docker-compose validation"
 if command -v docker-compose >/dev/null 2>&1; then
     docker-compose -f docker-compose.yml config -q && echo "docker-compose.yml valid"
+    docker-compose -f docker-compose.yml --profile replicas config -q &&
+        echo "docker-compose.yml valid with profile replicas"
 else
     echo "docker-compose not installed: skipped"
 fi

@@ -122,6 +122,10 @@ static const struct config_key config_keys[] = {
     {"POOLD_READ_TOKEN", "read-token", NULL, parse_read_token,
      FIELD(read_token), 0, 0,
      "bearer token for the read-only admin endpoints (GETs); unset: none"},
+    {"POOLD_CLUSTER_MAX_CONNS", "cluster-max-conns", "0", parse_unsigned,
+     FIELD(cluster_max_conns), 0, 100000,
+     "connections all replicas sharing the database may hold together "
+     "(0: standalone)"},
 };
 
 #define NKEYS (sizeof config_keys / sizeof config_keys[0])

@@ -730,6 +730,34 @@ static void handle_readyz(struct handlers *h, const struct http_request *req,
         render_json(resp, 200, json_pack("{s:s}", "status", "ready"));
 }
 
+/* GET /cluster: the live replicas, their shares and open connections. */
+static void handle_cluster(struct handlers *h, const struct http_request *req,
+                           struct http_response *resp)
+{
+    struct cluster_replica *view = calloc(CLUSTER_MAX_REPLICAS, sizeof *view);
+    json_t *list = json_array();
+    size_t n = 0;
+
+    (void)req;
+    if (h->cfg.cluster == NULL || view == NULL || list == NULL) {
+        free(view);
+        json_decref(list);
+        error_for_status(h, resp, POOLD_ERR_NOMEM);
+        return;
+    }
+    n = cluster_snapshot(h->cfg.cluster, view, CLUSTER_MAX_REPLICAS);
+    for (size_t i = 0; list && i < n; i++)
+        json_array_append_new(
+            list, json_pack("{s:s,s:I,s:I,s:I,s:I,s:s,s:b}", "id", view[i].id,
+                            "share", (json_int_t)view[i].share, "granted",
+                            (json_int_t)view[i].granted, "open_connections",
+                            (json_int_t)view[i].open_connections, "waiting",
+                            (json_int_t)view[i].waiting, "heartbeat_at",
+                            view[i].heartbeat_at, "self", (int)view[i].self));
+    free(view);
+    render_json(resp, 200, json_pack("{s:o?}", "replicas", list));
+}
+
 const struct route handlers_routes[] = {
     {"POST", "/process", handle_process, false, true},
     {"GET", "/stats", handle_stats, true, false},
@@ -747,6 +775,7 @@ const struct route handlers_routes[] = {
     {"DELETE", "/orgs/{org_id}/keys/{key_id}", admin_api_key_revoke, true, false},
     {"GET", "/audit", admin_api_audit, true, false},
     {"POST", "/process/batch", handle_process_batch, false, true},
+    {"GET", "/cluster", handle_cluster, true, false},
 };
 const size_t handlers_nroutes =
     sizeof handlers_routes / sizeof handlers_routes[0];

@@ -14,6 +14,7 @@
 #include <microhttpd.h>
 
 #include "clock.h"
+#include "cluster.h"
 #include "config.h"
 #include "handlers.h"
 #include "http.h"
@@ -149,12 +150,75 @@ static void watch_second_signal(sigset_t *set)
 /* Everything run() starts; stopped in reverse order by app_stop(). */
 struct app {
     struct registry *reg;
+    struct cluster *cluster;    /* the replica's share of the budget */
+    bool cluster_failing;       /* housekeeping thread only: log changes */
     struct metrics *metrics;
     struct handlers *handlers;
     struct http_server *srv;
     struct tenants *tenants; /* keys, rate limits: watched by the registry */
     const char *route_names[METRICS_MAX_ROUTES]; /* borrowed by metrics */
 };
+
+/* ---- replicas: the cluster sees the registry's connection pool ---------- */
+
+static unsigned app_conn_open(void *arg)
+{
+    return registry_conn_open(arg);
+}
+
+static unsigned app_conn_waiting(void *arg)
+{
+    return registry_conn_waiting(arg);
+}
+
+static void app_conn_set_cap(void *arg, unsigned cap)
+{
+    registry_set_conn_cap(arg, cap);
+}
+
+/* Housekeeping's hook: a heartbeat each round, the lease given up at the
+ * end. Logs when heartbeats start or stop failing, not every second. */
+static void app_cluster_hook(void *arg, struct db_conn *conn, bool stopping)
+{
+    struct app *a = arg;
+    char err[256];
+
+    if (stopping) {
+        cluster_leave(a->cluster, conn);
+        return;
+    }
+    bool failing = cluster_tick(a->cluster, conn, err, sizeof err) != POOLD_OK;
+    if (failing && !a->cluster_failing)
+        log_event(LOG_WARN, "cluster heartbeat failed", "replica",
+                  cluster_id(a->cluster), "error", err, (const char *)NULL);
+    else if (!failing && a->cluster_failing)
+        log_event(LOG_INFO, "cluster heartbeat ok again", "replica",
+                  cluster_id(a->cluster), (const char *)NULL);
+    a->cluster_failing = failing;
+}
+
+/* Before registry_start(): with a budget, the replica holds no connection
+ * until the lease table grants it a share. */
+static int app_start_cluster(const struct poold_config *cfg, struct app *a)
+{
+    struct cluster_config cc = {
+        .budget = cfg->cluster_max_conns,
+        .local_max = cfg->db_max_conns,
+        .local = { .open_conns = app_conn_open,
+                   .waiting = app_conn_waiting,
+                   .set_cap = app_conn_set_cap,
+                   .arg = a->reg },
+    };
+    if (cluster_create(&cc, &a->cluster) != POOLD_OK)
+        return POOLD_ERR_NOMEM;
+    if (!cluster_enabled(a->cluster))
+        return POOLD_OK;
+    registry_set_conn_cap(a->reg, 0);
+    registry_set_hk_hook(a->reg, app_cluster_hook, a);
+    log_event(LOG_INFO, "cluster: joining", "replica", cluster_id(a->cluster),
+              (const char *)NULL);
+    return POOLD_OK;
+}
 
 static int app_start_handlers(const struct poold_config *cfg, struct app *a)
 {
@@ -169,6 +233,7 @@ static int app_start_handlers(const struct poold_config *cfg, struct app *a)
     hc.reg = a->reg;
     hc.metrics = a->metrics;
     hc.admin_token = cfg->admin_token;
+    hc.cluster = a->cluster;
     hc.pool_ceiling = cfg->pool_ceiling;
     hc.retry_after_s = cfg->acquire_timeout_ms / 1000 + 1;
     hc.max_batch = cfg->max_batch;
@@ -210,6 +275,7 @@ static int app_start(const struct poold_config *cfg, struct app *a)
     rc.watch = tenants_watch;
     rc.watch_arg = a->tenants;
     if (registry_create(&rc, &a->reg) != POOLD_OK ||
+        app_start_cluster(cfg, a) != POOLD_OK ||
         registry_start(a->reg) != POOLD_OK) {
         log_event(LOG_ERROR, "cannot start the registry", (const char *)NULL);
         return POOLD_ERR_DB;
@@ -228,7 +294,8 @@ static void app_stop(struct app *a)
     }
     if (a->reg != NULL)
         registry_shutdown(a->reg);
-    registry_destroy(a->reg);
+    registry_destroy(a->reg); /* gives the cluster share back */
+    cluster_destroy(a->cluster);
     handlers_destroy(a->handlers);
     metrics_destroy(a->metrics);
     tenants_destroy(a->tenants);

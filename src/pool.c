@@ -955,6 +955,11 @@ unsigned pool_max_size(struct pool *pool)
     return atomic_load(&pool->max_size);
 }
 
+unsigned pool_total(struct pool *pool)
+{
+    return atomic_load(&pool->total);
+}
+
 /* ---- life of the pool --------------------------------------------------- */
 
 static bool pool_config_ok(const struct pool_ops *ops,

@@ -211,6 +211,10 @@ struct registry {
     pthread_t hk_thread;
     pthread_t warm_thread;      /* keeps POOLD_DB_MIN_IDLE connections */
     bool warm_started;
+    /* Replicas: the cluster's hook and the cap it sets (cluster.h). */
+    registry_hk_fn hk_fn;
+    void *hk_arg;
+    atomic_uint conn_cap;       /* 0: no connection may be opened */
 };
 
 /* ------------------------------------------------------------------ map */
@@ -1248,6 +1252,8 @@ static void *hk_main(void *arg)
             reg->hk_conn = NULL;
             backoff = breaker_next_backoff(backoff, &seed);
         }
+        if (reg->hk_fn)
+            reg->hk_fn(reg->hk_arg, reg->hk_conn, false);
         pthread_mutex_unlock(&reg->hk_lock);
         maintain_all(reg);
         if (!prewarmed && atomic_load(&reg->loaded)) {
@@ -1270,6 +1276,8 @@ static int reg_conn_create(void *ctx, void **obj)
 {
     struct registry *reg = (struct registry *)((char *)ctx -
                                                offsetof(struct registry, env));
+    if (atomic_load(&reg->conn_cap) == 0)
+        return POOLD_ERR_DB; /* replicas: no share of the budget yet */
     if (!breaker_allow(&reg->db_breaker, clock_now_ns()))
         return POOLD_ERR_DB;
     int rc = service_conn_pool_ops.create(ctx, obj);
@@ -1284,8 +1292,10 @@ static int reg_conn_create(void *ctx, void **obj)
  * generic pool is a fair, counted semaphore for free. */
 static int permit_create(void *ctx, void **obj)
 {
+    struct registry *reg = ctx;
     *obj = ctx; /* any non-NULL token */
-    return POOLD_OK;
+    /* Replicas: no share of the budget yet. */
+    return atomic_load(&reg->conn_cap) == 0 ? POOLD_ERR_DB : POOLD_OK;
 }
 
 static void permit_destroy(void *ctx, void *obj, enum pool_destroy_reason why)
@@ -1346,6 +1356,7 @@ int registry_create(const struct registry_config *cfg, struct registry **out)
     if (reg->cfg.refresh_interval_ns == 0)
         reg->cfg.refresh_interval_ns = NS_PER_S;
     reg->prewarm = strdup(cfg->prewarm ? cfg->prewarm : "");
+    atomic_init(&reg->conn_cap, cfg->db_max_conns);
     reg->nbuckets = REG_BUCKETS_MIN;
     reg->buckets = calloc(reg->nbuckets, sizeof *reg->buckets);
     pthread_rwlock_init(&reg->lock, NULL);
@@ -1401,6 +1412,8 @@ int registry_start(struct registry *reg)
     else if (rc != POOLD_OK)
         log_event(LOG_WARN, "database unreachable at start-up, will retry",
                   "error", err, (const char *)NULL);
+    if (reg->hk_fn)
+        reg->hk_fn(reg->hk_arg, rc == POOLD_OK ? reg->hk_conn : NULL, false);
     pthread_mutex_unlock(&reg->hk_lock);
     /* The warm thread first: housekeeping reads warm_started. */
     if (reg->cfg.pooled && reg->cfg.db_min_idle > 0) {
@@ -1467,6 +1480,9 @@ void registry_destroy(struct registry *reg)
         }
     }
     pool_destroy(reg->conns);
+    /* Every pooled connection is closed: a replica gives its share back. */
+    if (reg->hk_fn && reg->hk_conn)
+        reg->hk_fn(reg->hk_arg, reg->hk_conn, true);
     db_conn_close(reg->hk_conn);
     pthread_cond_destroy(&reg->hk_cond);
     pthread_cond_destroy(&reg->hk_conn_cond);
@@ -1489,7 +1505,8 @@ bool registry_is_ready(struct registry *reg)
     uint64_t last = atomic_load(&reg->last_ok_ns);
     uint64_t grace = reg->cfg.refresh_interval_ns + REG_READY_GRACE_NS;
     return atomic_load(&reg->loaded) && !atomic_load(&reg->shutting_down) &&
-           last != 0 && clock_now_ns() - last < grace;
+           atomic_load(&reg->conn_cap) > 0 && last != 0 &&
+           clock_now_ns() - last < grace;
 }
 
 /* ------------------------------------------------------------ operators */
@@ -1672,4 +1689,57 @@ void registry_admin_end(struct registry *reg, struct db_conn *conn,
                       "error", err, (const char *)NULL);
     }
     pthread_mutex_unlock(&reg->hk_lock);
+}
+
+/* ------------------------------------------------------------- replicas */
+
+void registry_set_hk_hook(struct registry *reg, registry_hk_fn fn, void *arg)
+{
+    reg->hk_fn = fn;
+    reg->hk_arg = arg;
+}
+
+/* Retire every org's services: idle ones close now, lent ones on release,
+ * and their connections go back to a pool over its size, which closes
+ * them. The next requests rebuild from the cached rules. */
+static void registry_retire_services(struct registry *reg)
+{
+    size_t n;
+    struct org_entry **list = map_snapshot(reg, true, &n);
+
+    for (size_t i = 0; i < n; i++)
+        pool_retire_all(list[i]->pool);
+    free(list);
+}
+
+void registry_set_conn_cap(struct registry *reg, unsigned cap)
+{
+    unsigned max = cap > reg->cfg.db_max_conns ? reg->cfg.db_max_conns : cap;
+
+    atomic_store(&reg->conn_cap, max);
+    /* The pool's size is at least 1; cap 0 is enforced at create. */
+    if (pool_max_size(reg->conns) != (max ? max : 1) &&
+        pool_resize(reg->conns, max ? max : 1) != POOLD_OK)
+        log_event(LOG_WARN, "connection pool resize failed",
+                  (const char *)NULL);
+    if (pool_total(reg->conns) <= max)
+        return;
+    if (max == 0)
+        pool_retire_all(reg->conns);
+    /* Services hold their connection for life: idle ones give it back. */
+    while (reg->cfg.pooled && pool_total(reg->conns) > max &&
+           registry_reclaim(reg, ""))
+        ;
+    if (reg->cfg.pooled && pool_total(reg->conns) > max)
+        registry_retire_services(reg);
+}
+
+unsigned registry_conn_open(struct registry *reg)
+{
+    return pool_total(reg->conns);
+}
+
+unsigned registry_conn_waiting(struct registry *reg)
+{
+    return pool_waiting(reg->conns);
 }

@@ -63,6 +63,7 @@ poold_check_test(config unit tests/unit/check_config.c)
 poold_check_test(keys unit tests/unit/check_keys.c)
 poold_check_test(ratelimit unit tests/unit/check_ratelimit.c)
 poold_check_test(breaker unit tests/unit/check_breaker.c)
+poold_check_test(cluster unit tests/unit/check_cluster.c)
 
 # --- integration: real PostgreSQL ------------------------------------------
 poold_check_test(service integration tests/integration/check_service.c
@@ -97,3 +98,11 @@ poold_python_test(readme 120)
 # Tenants (issue 12): org API keys, admin scopes, org management, rate
 # limits, audit.
 poold_python_test(tenants 600)
+# Replicas (issue 14): three poold processes share POOLD_CLUSTER_MAX_CONNS;
+# pg_stat_activity sampled every 50 ms while they join, die and leave.
+poold_python_test(replicas 300)
+# The same three behind Debian's HAProxy with docker/haproxy/haproxy.cfg:
+# SIGKILL and drain mid-load, clients see only 200/503/504.
+poold_python_test(haproxy 300)
+# Through Debian's PgBouncer 1.18, session and transaction pooling.
+poold_python_test(pgbouncer 300)
