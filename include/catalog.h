@@ -44,6 +44,17 @@ POOLD_MUSTCHECK int catalog_fingerprint(struct db_conn *conn, long long *count,
 POOLD_MUSTCHECK int catalog_load(struct db_conn *conn, struct org_info **out,
                                  size_t *n, char *err, size_t errlen);
 
+/*
+ * Call fn for every enabled org with its configuration text (borrowed for
+ * the call, len bytes, NUL-terminated) and config_version: one query, for
+ * parsing every org's rules ahead of its first request.
+ */
+POOLD_MUSTCHECK int catalog_load_configs(
+    struct db_conn *conn,
+    void (*fn)(void *arg, const char *org_id, const char *config, size_t len,
+               long long version),
+    void *arg, char *err, size_t errlen);
+
 /* Store orgs.pool_max_size for org_id. POOLD_ERR_UNKNOWN_ORG if no row. */
 POOLD_MUSTCHECK int catalog_store_pool_size(struct db_conn *conn,
                                             const char *org_id, unsigned size,

@@ -45,6 +45,11 @@ struct poold_config {
     enum log_format log_format;      /* POOLD_LOG_FORMAT */
     unsigned hold_warn_ms;           /* POOLD_HOLD_WARN_MS, 0: off */
     unsigned metrics_top_orgs;       /* POOLD_METRICS_TOP_ORGS, 0: all */
+    bool prepared_statements;        /* POOLD_PREPARED_STATEMENTS */
+    unsigned db_min_idle;            /* POOLD_DB_MIN_IDLE, as given (the
+                                        registry clamps it to the cap) */
+    unsigned max_batch;              /* POOLD_MAX_BATCH */
+    unsigned max_batch_bytes;        /* POOLD_MAX_BATCH_BYTES */
     enum config_client_auth client_auth; /* POOLD_CLIENT_AUTH */
     char *read_token;            /* POOLD_READ_TOKEN, NULL: none */
     unsigned cluster_max_conns;      /* POOLD_CLUSTER_MAX_CONNS, 0: standalone */

@@ -25,6 +25,8 @@ struct handlers_config {
     unsigned pool_ceiling;   /* largest size PUT accepts */
     unsigned retry_after_s;  /* Retry-After of 503 pool_exhausted */
     unsigned paused_retry_after_s; /* Retry-After of 503 org_paused */
+    unsigned max_batch;      /* POOLD_MAX_BATCH: messages per batch */
+    size_t max_batch_bytes;  /* POOLD_MAX_BATCH_BYTES: batch body limit */
     const char *read_token;  /* borrowed; NULL: no read-only scope */
     bool client_keys;        /* POOLD_CLIENT_AUTH=keys */
     struct tenants *tenants; /* borrowed; keys, rate limits, org SQL */
@@ -98,6 +100,11 @@ void handlers_destroy(struct handlers *h); /* accepts NULL */
 /* Readiness turns 503 shutting_down from now on. Thread-safe. */
 void handlers_set_draining(struct handlers *h);
 bool handlers_is_draining(struct handlers *h);
+
+/* The body limit of route (NULL: no route): POOLD_MAX_BATCH_BYTES for
+ * POST /process/batch, else the server's default. Thread-safe. */
+size_t handlers_body_limit(const struct handlers *h, const struct route *route,
+                           size_t default_limit);
 
 /* Run a route: admin check (401), then its handler. */
 void handlers_run(struct handlers *h, const struct route *route,

@@ -89,6 +89,10 @@ struct pool_stats {
     /* Filled by the pool's owner, not the pool (left 0 here): lends held
      * longer than the owner's threshold (the registry's holder records). */
     uint64_t held_too_long;
+    /* Filled by the registry, not the pool (0 here): group commits of an
+     * org's messages and the messages they committed. */
+    uint64_t group_commits;
+    uint64_t group_messages;
 };
 
 /* Create a pool. ops and ctx are borrowed and must outlive the pool. No

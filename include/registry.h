@@ -22,6 +22,8 @@ struct registry_config {
     unsigned max_waiters;        /* POOLD_MAX_WAITING */
     uint64_t acquire_timeout_ns; /* POOLD_ACQUIRE_TIMEOUT_MS */
     unsigned db_max_conns;       /* POOLD_DB_MAX_CONNS */
+    unsigned db_min_idle;        /* POOLD_DB_MIN_IDLE (clamped to the cap;
+                                    kept open by a thread of its own) */
     uint64_t conn_ttl_ns;        /* POOLD_CONN_TTL_S */
     uint64_t conn_check_idle_ns; /* POOLD_CONN_CHECK_IDLE_MS */
     double build_cost_ms;
@@ -53,6 +55,12 @@ void registry_destroy(struct registry *reg);
 /* Refuse new work (POOLD_ERR_SHUTDOWN) and wake every waiter. */
 void registry_shutdown(struct registry *reg);
 
+/* End every database wait of the process now, and every later one at once
+ * (db_abort_all): requests whose write was sent answer
+ * POOLD_ERR_COMMIT_UNKNOWN, the others POOLD_ERR_DB. For the end of a
+ * shutdown's drain; irreversible. Thread-safe. */
+void registry_abort(struct registry *reg);
+
 /* True once the org directory is loaded and the last database contact
  * succeeded. */
 bool registry_is_ready(struct registry *reg);
@@ -62,15 +70,33 @@ bool registry_is_ready(struct registry *reg);
  * under concurrent first requests), borrow a service, hydrate, process,
  * reset and release it. Returns POOLD_OK (row committed), or
  * POOLD_ERR_UNKNOWN_ORG, POOLD_ERR_MISCONFIGURED, POOLD_ERR_TIMEOUT or
- * POOLD_ERR_WAITERS_FULL (pool exhausted), POOLD_ERR_CONFLICT, POOLD_ERR_DB,
+ * POOLD_ERR_WAITERS_FULL (pool exhausted), POOLD_ERR_CONFLICT, POOLD_ERR_DB
+ * (nothing written), POOLD_ERR_COMMIT_UNKNOWN (sent, answer lost),
  * POOLD_ERR_NOT_READY, POOLD_ERR_SHUTDOWN, POOLD_ERR_PAUSED. err gets a
- * message for a person. While it holds a service, msg->request_id and
- * msg->route are listed by registry_holders().
+ * message for a person. Returns within the acquire timeout + the statement
+ * timeout + 0.5 s whatever the database does. While it holds a service
+ * (itself, or as the flusher of its org's group commit), msg->request_id
+ * and msg->route are listed by registry_holders().
  */
 POOLD_MUSTCHECK int registry_process(struct registry *reg, const char *org_id,
                                      const struct message *msg,
                                      struct service_result *out, char *err,
                                      size_t errlen);
+
+/*
+ * Process jobs[0..n) (messages of one org, n >= 1) in one statement on one
+ * of the org's services, within the same time bound as registry_process().
+ * Returns POOLD_OK when the statement answered: each job then has its own
+ * status (POOLD_OK, POOLD_ERR_CONFLICT, rarely POOLD_ERR_DB). Otherwise the
+ * batch's error, as registry_process() returns them (POOLD_ERR_PAUSED
+ * included): nothing was written unless it is POOLD_ERR_COMMIT_UNKNOWN.
+ * jobs are the caller's; jobs[0].msg's request_id and route are the
+ * holder registry_holders() lists while the batch holds a service.
+ */
+POOLD_MUSTCHECK int registry_process_batch(struct registry *reg,
+                                           const char *org_id,
+                                           struct service_job *jobs, size_t n,
+                                           char *err, size_t errlen);
 
 /* One org's pool stats; zeros and the effective size if no pool exists yet.
  * POOLD_ERR_UNKNOWN_ORG / POOLD_ERR_NOT_READY as above. */
@@ -96,8 +122,9 @@ POOLD_MUSTCHECK int registry_resize_by(struct registry *reg,
 /*
  * Would a message for org_id be taken now? POOLD_OK, or the status
  * registry_process() would answer without doing any work: POOLD_ERR_SHUTDOWN,
- * POOLD_ERR_NOT_READY, POOLD_ERR_UNKNOWN_ORG, POOLD_ERR_MISCONFIGURED (err
- * says why). No query, no pool created. Thread-safe.
+ * POOLD_ERR_NOT_READY, POOLD_ERR_UNKNOWN_ORG, POOLD_ERR_PAUSED,
+ * POOLD_ERR_MISCONFIGURED (err says why). No query, no pool created.
+ * Thread-safe.
  */
 POOLD_MUSTCHECK int registry_admit(struct registry *reg, const char *org_id,
                                    char *err, size_t errlen);

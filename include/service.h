@@ -90,12 +90,40 @@ void service_hydrate(struct service *svc, const struct message *msg);
  * Evaluate the rules on the hydrated message and commit the result row, once:
  * the same (org, id, payload) again gives the stored result with duplicate
  * set and writes nothing. Returns POOLD_OK (the row is committed),
- * POOLD_ERR_CONFLICT (same id, other payload), or POOLD_ERR_DB (nothing was
- * written; the service should then be released as broken).
+ * POOLD_ERR_CONFLICT (same id, other payload), POOLD_ERR_DB (nothing was
+ * written; the service should then be released as broken) or
+ * POOLD_ERR_COMMIT_UNKNOWN (sent, answer lost; release as broken).
  */
 POOLD_MUSTCHECK int service_process(struct service *svc,
                                     struct service_result *out, char *err,
                                     size_t errlen);
+
+/* One message of a commit and what became of it. */
+struct service_job {
+    const struct message *msg;    /* borrowed for the call */
+    struct service_result result; /* valid when status is POOLD_OK */
+    int status;                   /* POOLD_OK (committed: inserted, or the
+                                     stored duplicate), POOLD_ERR_CONFLICT,
+                                     or the commit's error for this job */
+};
+
+/*
+ * Evaluate the rules on jobs[0..n) and commit them in one statement (a
+ * message whose row a concurrent insert hid goes again, alone with the
+ * others in that case), waiting for the database until deadline_ns (0: the
+ * connection's default wait). Every job gets its own status: POOLD_OK,
+ * POOLD_ERR_CONFLICT, POOLD_ERR_DB (not written), POOLD_ERR_COMMIT_UNKNOWN
+ * (sent, answer lost: maybe written). A repeated id within jobs commits
+ * once; the repeat is a duplicate (same payload) or a conflict. Returns
+ * POOLD_OK if the statement answered, else the error every unanswered job
+ * got (the service's connection should then be released as broken);
+ * POOLD_ERR_INVALID for a job without a message (nothing is sent). jobs are
+ * the caller's; err is for a person.
+ */
+POOLD_MUSTCHECK int service_process_many(struct service *svc,
+                                         struct service_job *jobs, size_t n,
+                                         uint64_t deadline_ns, char *err,
+                                         size_t errlen);
 
 /* Forget the message; true if the service is back to its freshly built state
  * (its connection clean and alive), false if it must be destroyed. */

@@ -23,7 +23,9 @@ enum poold_status {
     POOLD_ERR_CONFLICT = -10,     /* message id reused with another payload */
     POOLD_ERR_NOT_FOUND = -11,    /* no such object */
     POOLD_ERR_NOT_READY = -12,    /* org directory not loaded yet (db down) */
-    POOLD_ERR_PAUSED = -13,       /* the org is paused by an operator */
+    POOLD_ERR_COMMIT_UNKNOWN = -13, /* a write was sent and its answer did not
+                                     come: it may or may not be committed */
+    POOLD_ERR_PAUSED = -14,       /* the org is paused by an operator */
 };
 
 /* A static, human-readable name for a status ("timeout", ...). Never NULL. */

@@ -24,26 +24,25 @@ bool catalog_org_id_is_valid(const char *s, size_t len)
 }
 
 /* Run one parameterised statement (the unnamed statement: no server-side
- * state, so it works through PgBouncer). NULL with err filled on failure. */
+ * state, so it works through PgBouncer), bounded in time by db_run().
+ * NULL with err filled on failure. */
 static PGresult *catalog_exec(struct db_conn *conn, const char *what,
                               const char *sql, int nparams,
                               const char *const *params, char *err,
                               size_t errlen)
 {
-    PGconn *pg = db_conn_pg(conn);
-    PGresult *res = PQexecParams(pg, sql, nparams, NULL, params, NULL, NULL, 0);
-    const char *msg;
-    size_t n;
+    const struct db_query q = { .sql = sql, .nparams = nparams,
+                                .values = params };
+    PGresult *res = NULL;
+    char why[512];
 
-    if (PQresultStatus(res) == PGRES_TUPLES_OK)
+    if (db_run(conn, &q, 0, &res, why, sizeof why) == POOLD_OK &&
+        PQresultStatus(res) == PGRES_TUPLES_OK)
         return res;
-    msg = res ? PQresultErrorMessage(res) : PQerrorMessage(pg);
-    if (msg == NULL || *msg == '\0')
-        msg = PQerrorMessage(pg);
-    n = strlen(msg);
-    while (n > 0 && msg[n - 1] == '\n')
-        n--;
-    snprintf(err, errlen, "%s: %.*s", what, (int)n, msg);
+    if (res != NULL)
+        snprintf(why, sizeof why, "unexpected result %s",
+                 PQresStatus(PQresultStatus(res)));
+    snprintf(err, errlen, "%s: %s", what, why);
     PQclear(res);
     return NULL;
 }
@@ -177,6 +176,29 @@ int catalog_load(struct db_conn *conn, struct org_info **out, size_t *n,
     PQclear(res);
     *out = orgs;
     *n = kept;
+    return POOLD_OK;
+}
+
+int catalog_load_configs(struct db_conn *conn,
+                         void (*fn)(void *arg, const char *org_id,
+                                    const char *config, size_t len,
+                                    long long version),
+                         void *arg, char *err, size_t errlen)
+{
+    PGresult *res = catalog_exec(
+        conn, "orgs configs",
+        "SELECT org_id, config::text, config_version FROM orgs"
+        " WHERE enabled",
+        0, NULL, err, errlen);
+    long long version;
+
+    if (res == NULL)
+        return POOLD_ERR_DB;
+    for (int i = 0; i < PQntuples(res); i++)
+        if (catalog_get_ll(res, i, 2, &version))
+            fn(arg, PQgetvalue(res, i, 0), PQgetvalue(res, i, 1),
+               (size_t)PQgetlength(res, i, 1), version);
+    PQclear(res);
     return POOLD_OK;
 }
 

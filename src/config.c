@@ -48,6 +48,8 @@ static bool parse_pool_mode(const struct config_key *, const char *,
                             struct poold_config *, char *, size_t);
 static bool parse_log_format(const struct config_key *, const char *,
                              struct poold_config *, char *, size_t);
+static bool parse_on_off(const struct config_key *, const char *,
+                         struct poold_config *, char *, size_t);
 static bool parse_client_auth(const struct config_key *, const char *,
                               struct poold_config *, char *, size_t);
 static bool parse_read_token(const struct config_key *, const char *,
@@ -108,6 +110,19 @@ static const struct config_key config_keys[] = {
      FIELD(metrics_top_orgs), 0, 100000,
      "per-org metric series for the busiest N orgs; the rest summed as "
      "org=\"_other\" (0: every org)"},
+    {"POOLD_PREPARED_STATEMENTS", "prepared-statements", "on", parse_on_off,
+     FIELD(prepared_statements), 0, 0,
+     "on: named statements prepared once per connection; off: unnamed "
+     "(PgBouncer transaction mode before 1.21)"},
+    {"POOLD_DB_MIN_IDLE", "db-min-idle", "4", parse_unsigned,
+     FIELD(db_min_idle), 0, 10000,
+     "connections kept open and idle, opened at start-up and topped up in "
+     "the background (clamped to POOLD_DB_MAX_CONNS)"},
+    {"POOLD_MAX_BATCH", "max-batch", "1000", parse_unsigned, FIELD(max_batch),
+     1, 100000, "messages per POST /process/batch"},
+    {"POOLD_MAX_BATCH_BYTES", "max-batch-bytes", "4194304", parse_unsigned,
+     FIELD(max_batch_bytes), 1, 268435456,
+     "body limit of POST /process/batch in bytes"},
     {"POOLD_CLIENT_AUTH", "client-auth", "keys", parse_client_auth,
      FIELD(client_auth), 0, 0,
      "keys: POST /process* needs an org API key; none: no client auth"},
@@ -328,6 +343,20 @@ static bool parse_log_format(const struct config_key *key, const char *val,
         cfg->log_format = LOG_FORMAT_JSON;
     else
         return fail(key, val, err, errlen, "expected json or text");
+    return true;
+}
+
+static bool parse_on_off(const struct config_key *key, const char *val,
+                         struct poold_config *cfg, char *err, size_t errlen)
+{
+    bool *dst = field(cfg, key);
+
+    if (strcmp(val, "on") == 0)
+        *dst = true;
+    else if (strcmp(val, "off") == 0)
+        *dst = false;
+    else
+        return fail(key, val, err, errlen, "expected on or off");
     return true;
 }
 

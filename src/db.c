@@ -1,14 +1,25 @@
-/* db.c — one PostgreSQL connection: open, liveness ladder, cleanliness. */
+/* db.c — one PostgreSQL connection: open, bounded statements, liveness. */
 #include "db.h"
 
+#include <errno.h>
 #include <poll.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
 
+#include "clock.h"
 #include "log.h"
 
 #define DB_DEFAULT_CONNECT_TIMEOUT_S 5
+#define DB_DEFAULT_QUERY_WAIT_NS (5 * NS_PER_S)
+/* How soon a backend notices that its client is gone while it runs a
+ * statement (PostgreSQL 14+): a request abandoned at its deadline does not
+ * leave a backend waiting on a lock for ever. */
+#define DB_CLIENT_CHECK_MS 1000
 /* An idle connection has at most a FATAL and an EOF to read; more reads
  * than this without either means the peer talks when it should not. */
 #define DB_IDLE_READS_MAX 4
@@ -17,8 +28,79 @@ struct db_conn {
     PGconn *pg;
     uint64_t opened_ns;    /* for logs; the TTL lives in the pool's item */
     uint64_t last_used_ns; /* last successful round trip */
-    bool doomed;           /* the server sent a FATAL: it is closing */
+    uint64_t query_wait_ns;/* default bound of one statement */
+    unsigned prepared_set; /* bit n: statement n is prepared here */
+    bool use_prepared;     /* POOLD_PREPARED_STATEMENTS */
+    bool doomed;           /* FATAL seen, deadline missed, or lost: never
+                              reuse */
+    char sqlstate[6];      /* of the last statement's error, "" if none */
 };
+
+/* The thread's cap on deadlines (0: none). */
+static _Thread_local uint64_t db_thread_cap_ns;
+
+/* db_abort_all(): an eventfd that, once written, stays readable, polled
+ * beside every socket wait. */
+static pthread_once_t db_abort_once = PTHREAD_ONCE_INIT;
+static int db_abort_fd = -1;
+static atomic_bool db_aborted;
+
+static void db_abort_init(void)
+{
+    db_abort_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+}
+
+void db_abort_all(void)
+{
+    uint64_t one = 1;
+
+    pthread_once(&db_abort_once, db_abort_init);
+    atomic_store(&db_aborted, true);
+    if (db_abort_fd >= 0 && write(db_abort_fd, &one, sizeof one) < 0)
+        log_event(LOG_WARN, "abort signal not written", (const char *)NULL);
+}
+
+void db_thread_deadline(uint64_t deadline_ns)
+{
+    db_thread_cap_ns = deadline_ns;
+}
+
+uint64_t db_thread_deadline_get(void)
+{
+    return db_thread_cap_ns;
+}
+
+static uint64_t db_cap(uint64_t deadline_ns)
+{
+    uint64_t cap = db_thread_cap_ns;
+    return cap != 0 && cap < deadline_ns ? cap : deadline_ns;
+}
+
+/* Wait for events on fd until deadline_ns or an abort: 1 ready, 0 deadline
+ * passed or aborted, -1 poll failed. */
+static int db_poll(int fd, short events, uint64_t deadline_ns)
+{
+    pthread_once(&db_abort_once, db_abort_init);
+    for (;;) {
+        struct pollfd pfd[2] = { { .fd = fd, .events = events },
+                                 { .fd = db_abort_fd, .events = POLLIN } };
+        uint64_t now = clock_now_ns();
+        int ms, n;
+
+        if (atomic_load(&db_aborted) || now >= deadline_ns)
+            return 0;
+        ms = (int)((deadline_ns - now + NS_PER_MS - 1) / NS_PER_MS);
+        n = poll(pfd, db_abort_fd >= 0 ? 2 : 1, ms);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0)
+            return -1;
+        if (n > 0 && pfd[1].revents != 0)
+            return 0;
+        if (n > 0)
+            return 1;
+    }
+}
 
 /* Copy libpq's message without its trailing newline. */
 static void db_copy_error(char *err, size_t errlen, const char *prefix,
@@ -69,32 +151,67 @@ static bool db_base_options(const char *url, char *buf, size_t len)
     return n >= 0 && (size_t)n < len;
 }
 
+/* The session's startup options: the url's, then ours (which win). Bounded
+ * queries: a row lock held by another session, or a slow statement, must
+ * not hold a request (and a shutdown) forever; and a backend whose client
+ * left checks for it while it works. PgBouncer needs these in
+ * ignore_startup_parameters. */
+static bool db_options(const struct db_settings *s, char *buf, size_t len)
+{
+    char base[2048];
+    unsigned st = s->statement_timeout_ms;
+    int n;
+
+    if (!db_base_options(s->url, base, sizeof base))
+        return false;
+    if (st > 0)
+        n = snprintf(buf, len,
+                     "%s-c statement_timeout=%u -c lock_timeout=%u "
+                     "-c idle_in_transaction_session_timeout=%u "
+                     "-c client_connection_check_interval=%u",
+                     base, st, st, st < 1000 ? 1000 : st, DB_CLIENT_CHECK_MS);
+    else
+        n = snprintf(buf, len, "%s-c client_connection_check_interval=%u",
+                     base, DB_CLIENT_CHECK_MS);
+    return n >= 0 && (size_t)n < len;
+}
+
+/* Drive PQconnectPoll until the connection is made or the deadline. */
+static int db_connect_poll(PGconn *pg, uint64_t deadline_ns, char *err,
+                           size_t errlen)
+{
+    PostgresPollingStatusType st = PGRES_POLLING_WRITING;
+
+    while (st != PGRES_POLLING_OK) {
+        int ready;
+
+        if (st == PGRES_POLLING_FAILED) {
+            db_copy_error(err, errlen, "connect: ", PQerrorMessage(pg));
+            return POOLD_ERR_DB;
+        }
+        ready = db_poll(PQsocket(pg),
+                        st == PGRES_POLLING_READING ? POLLIN : POLLOUT,
+                        deadline_ns);
+        if (ready <= 0) {
+            snprintf(err, errlen, "connect: %s",
+                     ready == 0 ? "no answer before the deadline"
+                                : "poll failed");
+            return POOLD_ERR_DB;
+        }
+        st = PQconnectPoll(pg);
+    }
+    return POOLD_OK;
+}
+
 int db_conn_open(const struct db_settings *settings, uint64_t now_ns,
                  struct db_conn **out, char *err, size_t errlen)
 {
-    char timeout[16];
     unsigned t = settings->connect_timeout_s;
     const char *app = settings->application_name;
-    /* Bounded queries: a row lock held by another session, or a slow
-     * statement, must not hold a request (and a shutdown) forever. Sent as
-     * startup options (PgBouncer needs them in ignore_startup_parameters)
-     * after the url's own, which the keyword would otherwise replace; an
-     * empty value leaves the url's options alone. */
-    char base[2048], options[2200] = "";
-    unsigned st = settings->statement_timeout_ms;
-    *out = NULL;
-    if (st > 0 && !db_base_options(settings->url, base, sizeof base)) {
-        snprintf(err, errlen, "connect: the url's options are longer than "
-                 "%zu bytes", sizeof base - 1);
-        return POOLD_ERR_DB;
-    }
-    if (st > 0)
-        snprintf(options, sizeof options,
-                 "%s-c statement_timeout=%u -c lock_timeout=%u "
-                 "-c idle_in_transaction_session_timeout=%u",
-                 base, st, st, st < 1000 ? 1000 : st);
+    char options[2400], timeout[16];
     /* dbname first: expand_dbname=1 expands the url there, and the
-     * keywords after it override what the url says. */
+     * keywords after it override what the url says. connect_timeout is
+     * ours to enforce (PQconnectPoll ignores it; kept for the record). */
     const char *const keys[] = { "dbname", "connect_timeout", "keepalives",
                                  "keepalives_idle", "keepalives_interval",
                                  "keepalives_count", "tcp_user_timeout",
@@ -102,26 +219,45 @@ int db_conn_open(const struct db_settings *settings, uint64_t now_ns,
     const char *vals[] = { settings->url, timeout, "1", "30", "10", "3",
                            "10000", app && *app ? app : "poold", options,
                            NULL };
+    uint64_t deadline;
     struct db_conn *conn;
+    int rc;
 
     *out = NULL;
-    snprintf(timeout, sizeof timeout, "%u",
-             t > 0 ? t : DB_DEFAULT_CONNECT_TIMEOUT_S);
+    t = t ? t : DB_DEFAULT_CONNECT_TIMEOUT_S;
+    snprintf(timeout, sizeof timeout, "%u", t);
+    deadline = db_cap(clock_now_ns() + (uint64_t)t * NS_PER_S);
+    if (!db_options(settings, options, sizeof options)) {
+        snprintf(err, errlen, "connect: the url's options are too long");
+        return POOLD_ERR_DB;
+    }
     conn = calloc(1, sizeof *conn);
     if (conn == NULL) {
         snprintf(err, errlen, "out of memory");
         return POOLD_ERR_NOMEM;
     }
-    conn->pg = PQconnectdbParams(keys, vals, 1);
-    if (conn->pg == NULL || PQstatus(conn->pg) != CONNECTION_OK) {
+    conn->pg = PQconnectStartParams(keys, vals, 1);
+    if (conn->pg == NULL || PQstatus(conn->pg) == CONNECTION_BAD) {
         db_copy_error(err, errlen, "connect: ",
                       conn->pg ? PQerrorMessage(conn->pg) : "out of memory");
         db_conn_close(conn);
         return POOLD_ERR_DB;
     }
+    rc = db_connect_poll(conn->pg, deadline, err, errlen);
+    if (rc == POOLD_OK && PQsetnonblocking(conn->pg, 1) != 0) {
+        db_copy_error(err, errlen, "connect: ", PQerrorMessage(conn->pg));
+        rc = POOLD_ERR_DB;
+    }
+    if (rc != POOLD_OK) {
+        db_conn_close(conn);
+        return rc;
+    }
     PQsetNoticeReceiver(conn->pg, db_notice, conn);
     conn->opened_ns = now_ns;
     conn->last_used_ns = now_ns;
+    conn->query_wait_ns = settings->query_wait_ns ? settings->query_wait_ns
+                                                  : DB_DEFAULT_QUERY_WAIT_NS;
+    conn->use_prepared = settings->prepared;
     *out = conn;
     return POOLD_OK;
 }
@@ -133,6 +269,177 @@ void db_conn_close(struct db_conn *conn)
     PQfinish(conn->pg); /* accepts NULL */
     free(conn);
 }
+
+/* ------------------------------------------------- bounded statements */
+
+/* What one round trip ended with. */
+enum db_wait_end { DB_WAIT_DONE, DB_WAIT_EXPIRED, DB_WAIT_LOST };
+
+/* Send what libpq has queued. */
+static enum db_wait_end db_flush(PGconn *pg, uint64_t deadline_ns)
+{
+    int f;
+
+    while ((f = PQflush(pg)) == 1) {
+        int r = db_poll(PQsocket(pg), POLLOUT | POLLIN, deadline_ns);
+        if (r == 0)
+            return DB_WAIT_EXPIRED;
+        if (r < 0 || PQconsumeInput(pg) == 0)
+            return DB_WAIT_LOST;
+    }
+    return f == 0 ? DB_WAIT_DONE : DB_WAIT_LOST;
+}
+
+/* Read every result until libpq has none left (ReadyForQuery). Keeps the
+ * first error result, else the first result, in *out. */
+static enum db_wait_end db_collect(PGconn *pg, uint64_t deadline_ns,
+                                   PGresult **out)
+{
+    PGresult *res;
+
+    *out = NULL;
+    for (;;) {
+        while (PQisBusy(pg)) {
+            int r = db_poll(PQsocket(pg), POLLIN, deadline_ns);
+            if (r == 0)
+                return DB_WAIT_EXPIRED;
+            if (r < 0 || PQconsumeInput(pg) == 0)
+                return DB_WAIT_LOST;
+        }
+        res = PQgetResult(pg);
+        if (res == NULL)
+            return DB_WAIT_DONE;
+        if (*out == NULL || (PQresultStatus(res) == PGRES_FATAL_ERROR &&
+                             PQresultStatus(*out) != PGRES_FATAL_ERROR)) {
+            PQclear(*out);
+            *out = res;
+        } else {
+            PQclear(res);
+        }
+    }
+}
+
+static bool db_result_ok(const PGresult *res)
+{
+    ExecStatusType st = PQresultStatus(res);
+    return st == PGRES_TUPLES_OK || st == PGRES_COMMAND_OK ||
+           st == PGRES_EMPTY_QUERY;
+}
+
+/* A FATAL or PANIC ends the session: whatever it was doing, unknown. */
+static bool db_result_fatal(const PGresult *res)
+{
+    const char *sev = PQresultErrorField(res, PG_DIAG_SEVERITY_NONLOCALIZED);
+    return sev != NULL &&
+           (strcmp(sev, "FATAL") == 0 || strcmp(sev, "PANIC") == 0);
+}
+
+/* One round trip already sent: wait for its answer and classify it. */
+static int db_finish(struct db_conn *conn, bool writes, uint64_t deadline_ns,
+                     PGresult **out, char *err, size_t errlen)
+{
+    PGconn *pg = conn->pg;
+    enum db_wait_end end = db_flush(pg, deadline_ns);
+    PGresult *res = NULL;
+
+    if (end == DB_WAIT_DONE)
+        end = db_collect(pg, deadline_ns, &res);
+    if (end == DB_WAIT_DONE && res != NULL && db_result_ok(res) &&
+        PQstatus(pg) == CONNECTION_OK) {
+        *out = res;
+        return POOLD_OK;
+    }
+    if (end != DB_WAIT_DONE || res == NULL || db_result_fatal(res) ||
+        PQstatus(pg) != CONNECTION_OK) {
+        conn->doomed = true;
+        if (end == DB_WAIT_EXPIRED)
+            snprintf(err, errlen, "no answer from the database before the "
+                     "deadline%s", atomic_load(&db_aborted) ? " (aborted)"
+                                                            : "");
+        else
+            db_copy_error(err, errlen, "connection lost: ",
+                          res ? PQresultErrorMessage(res)
+                              : PQerrorMessage(pg));
+        PQclear(res);
+        return writes ? POOLD_ERR_COMMIT_UNKNOWN : POOLD_ERR_DB;
+    }
+    db_copy_error(err, errlen, "", PQresultErrorMessage(res));
+    if (PQresultErrorField(res, PG_DIAG_SQLSTATE) != NULL)
+        snprintf(conn->sqlstate, sizeof conn->sqlstate, "%s",
+                 PQresultErrorField(res, PG_DIAG_SQLSTATE));
+    PQclear(res);
+    return POOLD_ERR_DB; /* an ERROR: the autocommit statement rolled back */
+}
+
+static void db_stmt_name(unsigned stmt, char *buf, size_t len)
+{
+    snprintf(buf, len, "poold_%u", stmt);
+}
+
+/* Prepare q's named statement on this connection if it is not yet. */
+static int db_prepare(struct db_conn *conn, const struct db_query *q,
+                      uint64_t deadline_ns, char *err, size_t errlen)
+{
+    unsigned bit = 1u << (q->stmt - 1);
+    char name[32];
+    PGresult *res = NULL;
+    int rc;
+
+    if (conn->prepared_set & bit)
+        return POOLD_OK;
+    db_stmt_name(q->stmt, name, sizeof name);
+    if (!PQsendPrepare(conn->pg, name, q->sql, q->nparams, q->types)) {
+        conn->doomed = true;
+        db_copy_error(err, errlen, "prepare: ", PQerrorMessage(conn->pg));
+        return POOLD_ERR_DB;
+    }
+    /* Nothing that could commit was sent: never "unknown". */
+    rc = db_finish(conn, false, deadline_ns, &res, err, errlen);
+    PQclear(res);
+    if (rc == POOLD_OK)
+        conn->prepared_set |= bit;
+    return rc;
+}
+
+int db_run(struct db_conn *conn, const struct db_query *q,
+           uint64_t deadline_ns, PGresult **out, char *err, size_t errlen)
+{
+    bool named = q->stmt != 0 && q->stmt <= DB_STMT_MAX && conn->use_prepared;
+    char name[32];
+    int sent, rc;
+
+    *out = NULL;
+    conn->sqlstate[0] = '\0';
+    if (deadline_ns == 0)
+        deadline_ns = clock_now_ns() + conn->query_wait_ns;
+    deadline_ns = db_cap(deadline_ns);
+    if (conn->doomed || PQstatus(conn->pg) != CONNECTION_OK) {
+        snprintf(err, errlen, "the connection is closed");
+        return POOLD_ERR_DB;
+    }
+    if (named) {
+        rc = db_prepare(conn, q, deadline_ns, err, errlen);
+        if (rc != POOLD_OK)
+            return rc;
+        db_stmt_name(q->stmt, name, sizeof name);
+        sent = PQsendQueryPrepared(conn->pg, name, q->nparams, q->values,
+                                   q->lengths, q->formats, 0);
+    } else {
+        sent = PQsendQueryParams(conn->pg, q->sql, q->nparams, q->types,
+                                 q->values, q->lengths, q->formats, 0);
+    }
+    if (!sent) {
+        conn->doomed = true;
+        db_copy_error(err, errlen, "send: ", PQerrorMessage(conn->pg));
+        return POOLD_ERR_DB; /* libpq refused it: nothing went out */
+    }
+    rc = db_finish(conn, q->writes, deadline_ns, out, err, errlen);
+    if (rc == POOLD_OK)
+        db_conn_touch(conn, clock_now_ns());
+    return rc;
+}
+
+/* ------------------------------------------------------------ liveness */
 
 /* Step 2 of the ladder: read whatever the server sent while we were idle.
  * A FATAL (idle_session_timeout 57P05, pg_terminate_backend 57P01) comes
@@ -159,7 +466,9 @@ static bool db_idle_socket_ok(PGconn *pg)
 bool db_conn_is_alive(struct db_conn *conn, uint64_t now_ns,
                       uint64_t check_idle_ns)
 {
-    PGresult *res;
+    static const struct db_query empty = { .sql = "" };
+    PGresult *res = NULL;
+    char err[256];
     bool ok;
 
     if (conn == NULL || PQstatus(conn->pg) != CONNECTION_OK || conn->doomed)
@@ -172,8 +481,7 @@ bool db_conn_is_alive(struct db_conn *conn, uint64_t now_ns,
         return true;
     /* Step 3: one round trip, only for a connection idle long enough that a
      * silently dead path is worth paying for. */
-    res = PQexec(conn->pg, "");
-    ok = PQresultStatus(res) == PGRES_EMPTY_QUERY;
+    ok = db_run(conn, &empty, 0, &res, err, sizeof err) == POOLD_OK;
     PQclear(res);
     if (ok)
         conn->last_used_ns = now_ns;
@@ -207,24 +515,23 @@ PGresult *db_exec(struct db_conn *conn, const char *what, const char *sql,
                   int nparams, const char *const *params, char *sqlstate,
                   char *err, size_t errlen)
 {
-    PGresult *res = PQexecParams(conn->pg, sql, nparams, NULL, params, NULL,
-                                 NULL, 0);
-    ExecStatusType st = PQresultStatus(res);
-    const char *msg, *state;
-    char prefix[96];
+    const struct db_query q = { .sql = sql, .nparams = nparams,
+                                .values = params };
+    PGresult *res = NULL;
+    char why[512];
 
     if (sqlstate != NULL)
         sqlstate[0] = '\0';
-    if (res != NULL && (st == PGRES_TUPLES_OK || st == PGRES_COMMAND_OK))
+    if (db_run(conn, &q, 0, &res, why, sizeof why) == POOLD_OK &&
+        (PQresultStatus(res) == PGRES_TUPLES_OK ||
+         PQresultStatus(res) == PGRES_COMMAND_OK))
         return res;
-    state = res ? PQresultErrorField(res, PG_DIAG_SQLSTATE) : NULL;
-    if (sqlstate != NULL && state != NULL)
-        snprintf(sqlstate, 6, "%s", state);
-    msg = res ? PQresultErrorMessage(res) : "";
-    if (msg == NULL || *msg == '\0')
-        msg = PQerrorMessage(conn->pg);
-    snprintf(prefix, sizeof prefix, "%s: ", what);
-    db_copy_error(err, errlen, prefix, msg);
+    if (res != NULL)
+        snprintf(why, sizeof why, "unexpected result %s",
+                 PQresStatus(PQresultStatus(res)));
+    if (sqlstate != NULL)
+        snprintf(sqlstate, 6, "%s", conn->sqlstate);
+    snprintf(err, errlen, "%s: %s", what, why);
     PQclear(res);
     return NULL;
 }
@@ -252,5 +559,11 @@ int db_commit(struct db_conn *conn, char *err, size_t errlen)
 
 void db_rollback(struct db_conn *conn)
 {
-    PQclear(PQexec(conn->pg, "ROLLBACK"));
+    static const struct db_query q = { .sql = "ROLLBACK" };
+    PGresult *res = NULL;
+    char err[256];
+
+    if (db_run(conn, &q, 0, &res, err, sizeof err) != POOLD_OK)
+        conn->doomed = true; /* not known rolled back: never reuse */
+    PQclear(res);
 }

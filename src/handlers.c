@@ -18,6 +18,8 @@
 
 #define MESSAGE_ID_MAX 128
 #define ROUTE_PROCESS "POST /process" /* a holder's route */
+#define ROUTE_PROCESS_BATCH "POST /process/batch" /* a batch holder's route */
+#define HANDLERS_MAX_BATCH_DEFAULT 1000 /* POOLD_MAX_BATCH's default */
 #define RETRY_AFTER_MAX_S ((uint64_t)86400)
 
 struct handlers {
@@ -59,6 +61,9 @@ static const struct status_http {
      "the org's configuration is invalid; nothing was written", false},
     {POOLD_ERR_CONFLICT, 409, "id_conflict",
      "this message id was already processed with another payload", false},
+    {POOLD_ERR_COMMIT_UNKNOWN, 504, "commit_unknown",
+     "the database stopped answering after the write was sent: it may or "
+     "may not be committed; retrying the same id and payload is safe", false},
     {POOLD_ERR_INVALID, 400, "invalid_message",
      "a value in the request is out of range", false},
     {POOLD_ERR_PAUSED, 503, "org_paused",
@@ -152,7 +157,7 @@ static json_t *stats_json(const struct pool_stats *s)
             json_integer((json_int_t)s->destroyed_by[r]));
     o = json_pack(
         "{s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:o?,s:I,s:I,"
-        "s:I}",
+        "s:I,s:I,s:I}",
         "max_size", (json_int_t)s->max_size, "idle", (json_int_t)s->idle,
         "active", (json_int_t)s->active, "waiting", (json_int_t)s->waiting,
         "total_timeouts", (json_int_t)s->total_timeouts, "waiters_rejected",
@@ -161,7 +166,9 @@ static json_t *stats_json(const struct pool_stats *s)
         "create_failures", (json_int_t)s->create_failures, "destroyed",
         (json_int_t)s->destroyed, "destroyed_by", by, "acquired",
         (json_int_t)s->acquired, "wait_count", (json_int_t)s->wait_count,
-        "wait_ns_sum", (json_int_t)s->wait_ns_sum);
+        "wait_ns_sum", (json_int_t)s->wait_ns_sum, "group_commits",
+        (json_int_t)s->group_commits, "group_messages",
+        (json_int_t)s->group_messages);
     if (o != NULL) {
         json_t *hist = json_array();
         for (int i = 0; hist && i < POOL_WAIT_BUCKETS; i++)
@@ -281,27 +288,66 @@ struct process_request {
     size_t id_len, org_id_len, payload_len;
 };
 
-static bool validate_message(json_t *root, struct process_request *p,
-                             struct http_response *resp)
+/* The member path of a field for messages: "id", or "messages[3].id". */
+static void member_name(char *buf, size_t len, long index, const char *field)
 {
-    json_t *id = json_object_get(root, "id");
-    json_t *org = json_object_get(root, "org_id");
-    json_t *payload = json_object_get(root, "payload");
+    if (index < 0)
+        snprintf(buf, len, "%s", field);
+    else
+        snprintf(buf, len, "messages[%ld].%s", index, field);
+}
 
+/* A message's id member (index -1: a single message's). */
+static bool validate_id(json_t *obj, long index, struct process_request *p,
+                        struct http_response *resp)
+{
+    json_t *id = json_object_get(obj, "id");
+    char name[48], msg[160];
+
+    member_name(name, sizeof name, index, "id");
     if (!json_is_string(id)) {
-        handlers_error(resp, 400, "invalid_message",
-                       "field 'id' is required and must be a string");
+        snprintf(msg, sizeof msg, "field '%s' is required and must be a "
+                 "string", name);
+        handlers_error(resp, 400, "invalid_message", msg);
         return false;
     }
     p->id = json_string_value(id);
     p->id_len = json_string_length(id);
     if (p->id_len < 1 || p->id_len > MESSAGE_ID_MAX ||
         has_control_chars(p->id, p->id_len)) {
-        handlers_error(resp, 400, "invalid_message",
-                       "field 'id' must be 1-128 bytes without control "
-                       "characters");
+        snprintf(msg, sizeof msg, "field '%s' must be 1-128 bytes without "
+                 "control characters", name);
+        handlers_error(resp, 400, "invalid_message", msg);
         return false;
     }
+    return true;
+}
+
+static bool validate_payload(json_t *obj, long index,
+                             struct process_request *p,
+                             struct http_response *resp)
+{
+    json_t *payload = json_object_get(obj, "payload");
+    char name[48], msg[160];
+
+    if (!json_is_string(payload)) {
+        member_name(name, sizeof name, index, "payload");
+        snprintf(msg, sizeof msg, "field '%s' is required and must be a "
+                 "string", name);
+        handlers_error(resp, 400, "invalid_message", msg);
+        return false;
+    }
+    p->payload = json_string_value(payload);
+    p->payload_len = json_string_length(payload);
+    return true;
+}
+
+/* The org_id member of a body: a valid org id, kept in p and resp. */
+static bool validate_org(json_t *root, struct process_request *p,
+                         struct http_response *resp)
+{
+    json_t *org = json_object_get(root, "org_id");
+
     if (!json_is_string(org) ||
         !catalog_org_id_is_valid(json_string_value(org),
                                  json_string_length(org))) {
@@ -313,14 +359,14 @@ static bool validate_message(json_t *root, struct process_request *p,
     p->org_id = json_string_value(org);
     p->org_id_len = json_string_length(org);
     snprintf(resp->org, sizeof resp->org, "%s", p->org_id);
-    if (!json_is_string(payload)) {
-        handlers_error(resp, 400, "invalid_message",
-                       "field 'payload' is required and must be a string");
-        return false;
-    }
-    p->payload = json_string_value(payload);
-    p->payload_len = json_string_length(payload);
     return true;
+}
+
+static bool validate_message(json_t *root, struct process_request *p,
+                             struct http_response *resp)
+{
+    return validate_id(root, -1, p, resp) && validate_org(root, p, resp) &&
+           validate_payload(root, -1, p, resp);
 }
 
 /* ---- handlers
@@ -383,6 +429,139 @@ static json_t *org_stats_json(struct handlers *h, const struct pool_stats *st,
                          POOLD_OK)
         json_object_set_new(o, "paused", json_boolean(paused));
     return o;
+}
+
+/* ---- POST /process/batch ------------------------------------------------ */
+
+struct batch {
+    size_t n;
+    struct process_request *req; /* borrowed strings from the body */
+    struct message *msgs;
+    struct service_job *jobs;
+};
+
+static void batch_free(struct batch *b)
+{
+    free(b->req);
+    free(b->msgs);
+    free(b->jobs);
+}
+
+/* messages[i]: an object with a valid id and payload, and, if it names an
+ * org, the batch's. */
+static bool validate_entry(json_t *m, long i, const struct process_request *top,
+                           struct process_request *p,
+                           struct http_response *resp)
+{
+    json_t *org = json_object_get(m, "org_id");
+    char msg[160];
+
+    if (!json_is_object(m)) {
+        snprintf(msg, sizeof msg, "field 'messages[%ld]' must be an object",
+                 i);
+        handlers_error(resp, 400, "invalid_message", msg);
+        return false;
+    }
+    if (!validate_id(m, i, p, resp))
+        return false;
+    if (org != NULL &&
+        (!json_is_string(org) || json_string_length(org) != top->org_id_len ||
+         memcmp(json_string_value(org), top->org_id, top->org_id_len) != 0)) {
+        snprintf(msg, sizeof msg, "field 'messages[%ld].org_id' must equal "
+                 "the batch's org_id", i);
+        handlers_error(resp, 400, "invalid_org_id", msg);
+        return false;
+    }
+    p->org_id = top->org_id;
+    p->org_id_len = top->org_id_len;
+    return validate_payload(m, i, p, resp);
+}
+
+/* Every message carries the batch request's id and route (its holder). */
+static bool validate_batch(struct handlers *h, const struct http_request *req,
+                           json_t *root, struct batch *b,
+                           struct process_request *top,
+                           struct http_response *resp)
+{
+    json_t *list = json_object_get(root, "messages");
+    char msg[160];
+
+    if (!validate_org(root, top, resp))
+        return false;
+    if (!json_is_array(list) || json_array_size(list) < 1 ||
+        json_array_size(list) > h->cfg.max_batch) {
+        snprintf(msg, sizeof msg, "field 'messages' must be an array of 1 "
+                 "to %u messages", h->cfg.max_batch);
+        handlers_error(resp, 400, "invalid_message", msg);
+        return false;
+    }
+    b->n = json_array_size(list);
+    b->req = calloc(b->n, sizeof *b->req);
+    b->msgs = calloc(b->n, sizeof *b->msgs);
+    b->jobs = calloc(b->n, sizeof *b->jobs);
+    if (b->req == NULL || b->msgs == NULL || b->jobs == NULL) {
+        error_for_status(h, resp, POOLD_ERR_NOMEM);
+        return false;
+    }
+    for (size_t i = 0; i < b->n; i++) {
+        struct process_request *p = &b->req[i];
+        if (!validate_entry(json_array_get(list, i), (long)i, top, p, resp))
+            return false;
+        b->msgs[i] = (struct message){ .id = p->id, .id_len = p->id_len,
+                                       .payload = p->payload,
+                                       .payload_len = p->payload_len,
+                                       .request_id = req->request_id,
+                                       .route = ROUTE_PROCESS_BATCH };
+        b->jobs[i].msg = &b->msgs[i];
+    }
+    return true;
+}
+
+static json_t *batch_entry_json(struct handlers *h,
+                                const struct process_request *p,
+                                const struct service_job *j)
+{
+    unsigned http;
+    const char *code, *message;
+
+    if (j->status == POOLD_OK)
+        return result_json(p, &j->result);
+    (void)h;
+    handlers_status_http(j->status, &http, &code, &message);
+    return json_pack("{s:s%,s:{s:s,s:s}}", "message_id", p->id, p->id_len,
+                     "error", "code", code, "message", message);
+}
+
+static void handle_process_batch(struct handlers *h,
+                                 const struct http_request *req,
+                                 struct http_response *resp)
+{
+    json_t *root = NULL, *results;
+    struct process_request top = {0};
+    struct batch b = {0};
+    int rc;
+
+    if (!parse_json_body(req, resp, &root))
+        return;
+    if (!validate_batch(h, req, root, &b, &top, resp) ||
+        !handlers_client_admit(h, req, top.org_id, (unsigned)b.n, resp))
+        goto out;
+    rc = registry_process_batch(h->cfg.reg, top.org_id, b.jobs, b.n,
+                                resp->detail, sizeof resp->detail);
+    if (rc != POOLD_OK) {
+        error_for_status(h, resp, rc);
+        goto out;
+    }
+    results = json_array();
+    for (size_t i = 0; results && i < b.n; i++)
+        if (json_array_append_new(results, batch_entry_json(h, &b.req[i],
+                                                            &b.jobs[i])))
+            break; /* out of memory: render_json answers 500 */
+    render_json(resp, 200, json_pack("{s:s%,s:o?}", "org_id", top.org_id,
+                                     top.org_id_len, "results", results));
+out:
+    batch_free(&b);
+    json_decref(root);
 }
 
 static void handle_stats(struct handlers *h, const struct http_request *req,
@@ -780,6 +959,7 @@ const struct route handlers_routes[] = {
     {"GET", "/pools/{org_id}/holders", handle_pool_holders, true, false},
     {"GET", "/dashboard", handle_dashboard, false, false},
     {"GET", "/dashboard/{asset}", handle_dashboard_asset, false, false},
+    {"POST", "/process/batch", handle_process_batch, false, true},
     {"GET", "/cluster", handle_cluster, true, false},
 };
 const size_t handlers_nroutes =
@@ -868,6 +1048,15 @@ static bool client_key_check(struct handlers *h, const struct http_request *req,
         return false;
     }
     return true;
+}
+
+size_t handlers_body_limit(const struct handlers *h, const struct route *route,
+                           size_t default_limit)
+{
+    if (route != NULL && route->fn == handle_process_batch &&
+        h->cfg.max_batch_bytes > 0)
+        return h->cfg.max_batch_bytes;
+    return default_limit;
 }
 
 void handlers_run(struct handlers *h, const struct route *route,
@@ -959,6 +1148,8 @@ int handlers_create(const struct handlers_config *cfg, struct handlers **out)
     if (h == NULL)
         return POOLD_ERR_NOMEM;
     h->cfg = *cfg;
+    if (h->cfg.max_batch == 0)
+        h->cfg.max_batch = HANDLERS_MAX_BATCH_DEFAULT;
     atomic_init(&h->draining, false);
     *out = h;
     return POOLD_OK;

@@ -58,6 +58,7 @@ struct request_ctx {
     uint64_t start_ns;
     char *body; /* at most max_body bytes */
     size_t body_len, body_cap;
+    size_t max_body; /* the route's body limit (handlers_body_limit) */
     uint64_t discarded; /* bytes of an oversized body thrown away */
     bool too_large;
     bool responded;
@@ -215,7 +216,7 @@ static enum MHD_Result queue_too_large(struct MHD_Connection *conn,
     char msg[96];
 
     snprintf(msg, sizeof msg, "the request body is larger than %zu bytes",
-             ctx->srv->max_body);
+             ctx->max_body);
     return queue_error(conn, ctx, MHD_HTTP_CONTENT_TOO_LARGE,
                        "payload_too_large", msg);
 }
@@ -268,7 +269,7 @@ static bool announced_too_large(struct MHD_Connection *conn, size_t max)
 /* Keep a body chunk, or count it as discarded once over the limit. */
 static bool body_append(struct request_ctx *ctx, const char *data, size_t n)
 {
-    size_t max = ctx->srv->max_body;
+    size_t max = ctx->max_body;
 
     if (!ctx->too_large && n > max - ctx->body_len) {
         ctx->too_large = true;
@@ -295,6 +296,17 @@ static bool body_append(struct request_ctx *ctx, const char *data, size_t n)
     memcpy(ctx->body + ctx->body_len, data, n);
     ctx->body_len += n;
     return true;
+}
+
+/* The body limit of the request's route (the server's for no route). */
+static size_t body_limit(struct request_ctx *ctx)
+{
+    const char *param, *param2;
+    size_t param_len, param2_len;
+    const struct route *r = route_find(ctx, &param, &param_len, &param2,
+                                       &param2_len);
+
+    return handlers_body_limit(ctx->srv->handlers, r, ctx->srv->max_body);
 }
 
 /* The client's IP address as text ("" if unknown), for audit entries. */
@@ -393,7 +405,8 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn,
         if (ctx == NULL)
             return MHD_NO;
         *con_cls = ctx;
-        if (announced_too_large(conn, srv->max_body)) {
+        ctx->max_body = body_limit(ctx);
+        if (announced_too_large(conn, ctx->max_body)) {
             ctx->too_large = true;
             return queue_too_large(conn, ctx);
         }

@@ -3,9 +3,11 @@
 #include <netinet/in.h>
 #include <pthread.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <jansson.h>
 #include <libpq-fe.h>
@@ -23,11 +25,17 @@
 
 #define EXIT_CONFIG 2
 #define DRAIN_TIMEOUT_NS (10 * NS_PER_S)
+/* After the drain, aborted requests get this long to answer (504/503). */
+#define ABORT_GRACE_NS (2 * NS_PER_S)
 #define DB_CONNECT_TIMEOUT_S 5
 #define ORG_REFRESH_NS NS_PER_S
 /* A pause lasts as long as an operator wants; ask clients to come back in a
  * few seconds rather than hammer. */
 #define PAUSED_RETRY_AFTER_S 5
+
+/* Set once the drain is over: what is left of the shutdown is bounded, and
+ * a signal repeated by a supervisor then must not turn exit 0 into 1. */
+static atomic_bool drain_over;
 
 static void registry_config_from(const struct poold_config *cfg,
                                  struct registry_config *rc)
@@ -37,12 +45,14 @@ static void registry_config_from(const struct poold_config *cfg,
     rc->db.application_name = "poold";
     rc->db.connect_timeout_s = DB_CONNECT_TIMEOUT_S;
     rc->db.statement_timeout_ms = cfg->statement_timeout_ms;
+    rc->db.prepared = cfg->prepared_statements;
     rc->pooled = cfg->pool_mode == CONFIG_POOL_MODE_POOLED;
     rc->default_size = cfg->pool_size;
     rc->ceiling = cfg->pool_ceiling;
     rc->max_waiters = cfg->max_waiting;
     rc->acquire_timeout_ns = (uint64_t)cfg->acquire_timeout_ms * NS_PER_MS;
     rc->db_max_conns = cfg->db_max_conns;
+    rc->db_min_idle = cfg->db_min_idle;
     rc->conn_ttl_ns = (uint64_t)cfg->conn_ttl_s * NS_PER_S;
     rc->conn_check_idle_ns = (uint64_t)cfg->conn_check_idle_ms * NS_PER_MS;
     rc->build_cost_ms = cfg->build_cost_ms;
@@ -97,10 +107,48 @@ static void drain_and_stop(struct http_server *srv, struct handlers *h,
     snprintf(n, sizeof n, "%u", http_server_inflight(srv));
     log_event(idle ? LOG_INFO : LOG_WARN, idle ? "drained" : "drain timed out",
               "inflight", n, (const char *)NULL);
+    if (!idle) {
+        /* Requests still waiting on the database (a lock held elsewhere,
+         * a silent server) end now: 504 if their write went out, else
+         * 503; their connections are closed below. */
+        registry_shutdown(reg);
+        registry_abort(reg);
+        idle = http_server_wait_idle(srv, ABORT_GRACE_NS);
+        log_event(idle ? LOG_INFO : LOG_WARN, "in-flight database calls "
+                  "aborted", "answered", idle ? "all" : "not all",
+                  (const char *)NULL);
+    }
+    atomic_store(&drain_over, true);
     /* Wake anything still waiting on a pool, so the connection threads that
      * MHD_stop_daemon joins can finish. */
     registry_shutdown(reg);
     http_server_stop(srv);
+}
+
+/* After the first signal: a second SIGTERM/SIGINT during the drain exits
+ * at once. */
+static void *second_signal(void *arg)
+{
+    const sigset_t *set = arg;
+    int sig = 0;
+
+    while (sigwait(set, &sig) != 0 || atomic_load(&drain_over))
+        ;
+    log_event(LOG_ERROR, "second signal during shutdown: exiting now "
+              "without draining", "signal", sig == SIGTERM ? "SIGTERM"
+                                                           : "SIGINT",
+              (const char *)NULL);
+    log_flush(); /* _exit skips the writer's atexit flush */
+    _exit(1);
+    return NULL;
+}
+
+static void watch_second_signal(sigset_t *set)
+{
+    pthread_t t;
+
+    if (pthread_create(&t, NULL, second_signal, set) == 0)
+        pthread_detach(t);
 }
 
 /* Everything run() starts; stopped in reverse order by app_stop(). */
@@ -194,6 +242,8 @@ static int app_start_handlers(const struct poold_config *cfg, struct app *a)
     hc.pool_ceiling = cfg->pool_ceiling;
     hc.retry_after_s = cfg->acquire_timeout_ms / 1000 + 1;
     hc.paused_retry_after_s = PAUSED_RETRY_AFTER_S;
+    hc.max_batch = cfg->max_batch;
+    hc.max_batch_bytes = cfg->max_batch_bytes;
     hc.read_token = cfg->read_token;
     hc.client_keys = cfg->client_auth == CONFIG_CLIENT_AUTH_KEYS;
     hc.tenants = a->tenants;
@@ -271,8 +321,11 @@ static int run(const struct poold_config *cfg)
     log_startup(cfg, http_server_port(a.srv));
     while (sigwait(&set, &sig) != 0)
         ;
+    /* Readiness first: once the log says so, /readyz answers 503. */
+    handlers_set_draining(a.handlers);
     log_event(LOG_INFO, "shutting down", "signal",
               sig == SIGTERM ? "SIGTERM" : "SIGINT", (const char *)NULL);
+    watch_second_signal(&set);
     drain_and_stop(a.srv, a.handlers, a.reg);
     a.srv = NULL;
     app_stop(&a);

@@ -176,6 +176,8 @@ void metrics_stats_add(struct pool_stats *a, const struct pool_stats *b)
     for (size_t i = 0; i < POOL_WAIT_BUCKETS; i++)
         a->wait_hist[i] += b->wait_hist[i];
     a->held_too_long += b->held_too_long;
+    a->group_commits += b->group_commits;
+    a->group_messages += b->group_messages;
 }
 
 /* ---- text output ----------------------------------------------------------
@@ -257,6 +259,11 @@ static const struct stat_series stat_series[] = {
     {"held_too_long_total", "counter",
      "Lends held longer than POOLD_HOLD_WARN_MS (logged once each).",
      STAT(held_too_long)},
+    {"group_commits_total", "counter",
+     "Commit statements of an org's messages (group commit).",
+     STAT(group_commits)},
+    {"group_messages_total", "counter",
+     "Messages committed by those statements.", STAT(group_messages)},
 };
 #define NSTAT_SERIES (sizeof stat_series / sizeof stat_series[0])
 

@@ -19,6 +19,122 @@
 #define REG_ERR_MAX 256
 #define REG_READY_GRACE_NS (3 * NS_PER_S) /* db contact this recent = ready */
 #define REG_HELD_LOG_MAX 16 /* held-too-long holds logged per org per pass */
+#define REG_DB_SLACK_NS (500 * NS_PER_MS) /* client wait beyond the server's */
+#define REG_WARM_ROUND_NS (2 * NS_PER_S) /* one round of warm connections */
+
+/*
+ * Group commit, with no timer. A request's message is queued on its org's
+ * batcher; while fewer than the pool's max_size "flushers" run, the request
+ * becomes one: it borrows a service from the pool as any request did
+ * (stats, timeouts, the waiter bound and the connection cap rules hold),
+ * then commits the queued messages, its own first, in one statement per
+ * round until the queue is empty, and gives the service back. The other
+ * requests wait on the batcher for their own result. At low load nobody is
+ * queued and a group is one message; under load, a group is what piled up
+ * during the previous commit.
+ */
+#define GC_GROUP_MAX 256  /* messages per statement */
+#define GC_ROUNDS_MAX 16  /* rounds a flusher runs before handing over */
+
+enum gc_state { GC_QUEUED, GC_TAKEN, GC_DONE };
+
+/* One request's message; lives on the requesting thread's stack. */
+struct gc_job {
+    struct gc_job *next;       /* queue link while QUEUED */
+    struct service_job job;    /* message in, result and status out */
+    uint64_t commit_ns;        /* its request's commit deadline */
+    enum gc_state state;       /* under the batcher's lock */
+    bool flushing;             /* its owner is a flusher: only the owner
+                                  takes it (at low load, every request
+                                  commits its own message at once) */
+    char err[REG_ERR_MAX];     /* the reason of a failed commit */
+};
+
+struct batcher {
+    pthread_mutex_t lock;      /* never held across I/O */
+    pthread_cond_t cond;       /* a job done, a flusher gone, shutdown */
+    struct gc_job *head, *tail;/* QUEUED jobs, oldest first */
+    unsigned queued;
+    unsigned flushers;
+    /* Counted here and added to the pool's stats. */
+    atomic_uint_fast64_t timeouts, rejected, commits, messages;
+};
+
+static void batcher_init(struct batcher *b)
+{
+    pthread_condattr_t ca;
+
+    pthread_mutex_init(&b->lock, NULL);
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&b->cond, &ca);
+    pthread_condattr_destroy(&ca);
+}
+
+static void batcher_deinit(struct batcher *b)
+{
+    pthread_cond_destroy(&b->cond);
+    pthread_mutex_destroy(&b->lock);
+}
+
+/* Under b->lock. */
+static void batcher_push(struct batcher *b, struct gc_job *j)
+{
+    j->next = NULL;
+    if (b->tail)
+        b->tail->next = j;
+    else
+        b->head = j;
+    b->tail = j;
+    b->queued++;
+}
+
+/* Under b->lock: unlink a QUEUED job. */
+static void batcher_remove(struct batcher *b, struct gc_job *j)
+{
+    struct gc_job **pp = &b->head, *prev = NULL;
+
+    while (*pp && *pp != j) {
+        prev = *pp;
+        pp = &(*pp)->next;
+    }
+    if (*pp == NULL)
+        return;
+    *pp = j->next;
+    if (b->tail == j)
+        b->tail = prev;
+    b->queued--;
+}
+
+/* Under b->lock: take up to max QUEUED jobs, own first if still queued,
+ * then those whose owners wait (not those of other flushers). */
+static size_t batcher_take(struct batcher *b, struct gc_job *own,
+                           struct gc_job **out, size_t max)
+{
+    struct gc_job *j = b->head, *next;
+    size_t n = 0;
+
+    if (own->state == GC_QUEUED) {
+        batcher_remove(b, own);
+        own->state = GC_TAKEN;
+        out[n++] = own;
+    }
+    for (; j != NULL && n < max; j = next) {
+        next = j->next;
+        if (j->flushing)
+            continue;
+        batcher_remove(b, j);
+        j->state = GC_TAKEN;
+        out[n++] = j;
+    }
+    return n;
+}
+
+static void timespec_at(struct timespec *ts, uint64_t ns)
+{
+    ts->tv_sec = (time_t)(ns / NS_PER_S);
+    ts->tv_nsec = (long)(ns % NS_PER_S);
+}
 
 /*
  * One org of the directory (orgs table). Entries are created by the
@@ -59,6 +175,7 @@ struct org_entry {
     /* Set by a directory refresh, done after it (under reg->lock). */
     bool pending_retire;
     bool pending_resize;
+    struct batcher batcher;       /* group commit in front of the pool */
 };
 
 struct registry {
@@ -96,6 +213,8 @@ struct registry {
     pthread_t prewarm_thread;
     bool prewarm_started;       /* written by hk thread, read after join */
     pthread_t hk_thread;
+    pthread_t warm_thread;      /* keeps POOLD_DB_MIN_IDLE connections */
+    bool warm_started;
     /* Replicas: the cluster's hook and the cap it sets (cluster.h). */
     registry_hk_fn hk_fn;
     void *hk_arg;
@@ -156,6 +275,7 @@ static struct org_entry *map_add(struct registry *reg, const char *org_id)
     e->misconf_version = -1;
     breaker_init(&e->build_breaker,
                  (unsigned)clock_now_ns() ^ (unsigned)(uintptr_t)e);
+    batcher_init(&e->batcher);
     if (reg->nentries >= reg->nbuckets)
         map_grow(reg);
     size_t i = hash_str(org_id) % reg->nbuckets;
@@ -407,42 +527,52 @@ static void fill_error(int rc, const char *org_id, char *err, size_t errlen)
 
 static bool registry_reclaim(void *arg, const char *org_id);
 
-/* Hydrate, process; the caller releases. Returns the process status. The
- * hold is on the org's holder list meanwhile (GET .../holders); one longer
- * than POOLD_HOLD_WARN_MS and not flagged by housekeeping yet is counted
- * and logged here, once. */
-static int run_service(struct org_entry *e, struct service *svc,
-                       const struct message *msg, struct service_result *out,
-                       char *err, size_t errlen)
-{
-    struct holder hold;
-    uint64_t warn = e->reg->cfg.hold_warn_ns;
-    int rc;
+/* A request's absolute deadlines, counted from its full receipt: finding
+ * or building a service ends by acquire_ns, the commit's wait by
+ * commit_ns, so every request ends within the acquire timeout + the
+ * statement timeout + the slack (DESIGN.md). */
+struct reg_deadlines {
+    uint64_t acquire_ns;
+    uint64_t commit_ns;
+};
 
-    holders_add(&e->holders, &hold, msg->request_id, msg->route,
-                clock_now_ns());
-    service_hydrate(svc, msg);
-    rc = service_process(svc, out, err, errlen);
-    if (holders_remove(&e->holders, &hold, clock_now_ns(), warn))
-        log_event(LOG_WARN, "service held too long", "org", e->org_id,
-                  "request_id", hold.request_id, "route", hold.route,
-                  (const char *)NULL);
-    return rc;
+static struct reg_deadlines reg_deadlines_from(const struct registry *reg,
+                                               uint64_t start_ns)
+{
+    struct reg_deadlines dl;
+    uint64_t st = (uint64_t)reg->cfg.db.statement_timeout_ms * NS_PER_MS;
+
+    dl.acquire_ns = start_ns + reg->cfg.acquire_timeout_ns;
+    dl.commit_ns = dl.acquire_ns + st + REG_DB_SLACK_NS;
+    return dl;
 }
 
-static int process_pooled(struct registry *reg, struct org_entry *e,
-                          const struct message *msg,
-                          struct service_result *out, char *err,
-                          size_t errlen)
+/* The request (msg's request_id and route) holds one of e's services from
+ * now until reg_hold_end(): GET /pools/{org_id}/holders lists it. In a group
+ * commit the holder is the flusher's request, in a batch the batch's. */
+static void reg_hold_begin(struct org_entry *e, struct holder *hold,
+                           const struct message *msg)
 {
-    struct pool_item *item;
-    /* POOLD_MAX_WAITING=0: nobody queues, a full pool answers at once. */
-    uint64_t timeout = reg->cfg.max_waiters ? reg->cfg.acquire_timeout_ns : 0;
-    int rc = pool_acquire(e->pool, timeout, &item);
-    if (rc != POOLD_OK)
-        return rc;
-    rc = run_service(e, pool_item_object(item), msg, out, err, errlen);
-    if (rc == POOLD_ERR_DB)
+    holders_add(&e->holders, hold, msg->request_id, msg->route,
+                clock_now_ns());
+}
+
+/* End a hold. One longer than POOLD_HOLD_WARN_MS and not flagged by
+ * housekeeping yet is counted and logged here, once. */
+static void reg_hold_end(struct org_entry *e, struct holder *hold)
+{
+    if (holders_remove(&e->holders, hold, clock_now_ns(),
+                       e->reg->cfg.hold_warn_ns))
+        log_event(LOG_WARN, "service held too long", "org", e->org_id,
+                  "request_id", hold->request_id, "route", hold->route,
+                  (const char *)NULL);
+}
+
+/* Give a service back after a commit that ended with rc. */
+static void reg_release(struct registry *reg, struct org_entry *e,
+                        struct pool_item *item, int rc)
+{
+    if (rc == POOLD_ERR_DB || rc == POOLD_ERR_COMMIT_UNKNOWN)
         pool_release_broken(e->pool, item);
     else if (pool_waiting(reg->conns) > atomic_load(&e->building))
         /* Another org waits for a connection at the cap: this service's
@@ -455,15 +585,195 @@ static int process_pooled(struct registry *reg, struct org_entry *e,
         pool_release_evict(e->pool, item);
     else
         pool_release(e->pool, item);
+}
+
+/* Commit one group with svc; every job gets its result, DONE, and its
+ * owner is woken. Returns the statement's status. */
+static int gc_commit(struct org_entry *e, struct service *svc,
+                     struct gc_job **group, size_t n)
+{
+    struct batcher *b = &e->batcher;
+    struct service_job jobs[GC_GROUP_MAX];
+    uint64_t deadline = UINT64_MAX;
+    char err[REG_ERR_MAX] = "";
+    int rc;
+
+    for (size_t i = 0; i < n; i++) {
+        jobs[i] = group[i]->job;
+        if (group[i]->commit_ns < deadline)
+            deadline = group[i]->commit_ns;
+    }
+    rc = service_process_many(svc, jobs, n, deadline, err, sizeof err);
+    atomic_fetch_add(&b->commits, 1);
+    atomic_fetch_add(&b->messages, n);
+    pthread_mutex_lock(&b->lock);
+    for (size_t i = 0; i < n; i++) {
+        group[i]->job = jobs[i];
+        if (jobs[i].status != POOLD_OK && jobs[i].status != POOLD_ERR_CONFLICT)
+            snprintf(group[i]->err, sizeof group[i]->err, "%s", err);
+        group[i]->state = GC_DONE;
+    }
+    pthread_cond_broadcast(&b->cond);
+    pthread_mutex_unlock(&b->lock);
     return rc;
+}
+
+/* Run as a flusher: borrow a service, commit groups until the queue is
+ * empty (or the connection is wanted elsewhere), give it back. Own is
+ * DONE on return unless the service could not be had (then own's status
+ * says why, and own is out of the queue). */
+static void gc_flush(struct registry *reg, struct org_entry *e,
+                     struct gc_job *own, const struct reg_deadlines *dl)
+{
+    struct batcher *b = &e->batcher;
+    struct gc_job *group[GC_GROUP_MAX];
+    struct pool_item *item;
+    struct holder hold;
+    uint64_t now = clock_now_ns();
+    uint64_t timeout = dl->acquire_ns > now ? dl->acquire_ns - now : 0;
+    int rc = POOLD_OK;
+
+    db_thread_deadline(dl->acquire_ns);
+    rc = pool_acquire(e->pool, reg->cfg.max_waiters ? timeout : 0, &item);
+    db_thread_deadline(0);
+    if (rc != POOLD_OK) {
+        pthread_mutex_lock(&b->lock);
+        if (own->state == GC_QUEUED) {
+            batcher_remove(b, own);
+            own->job.status = rc;
+            own->state = GC_DONE;
+        }
+        pthread_mutex_unlock(&b->lock);
+        return;
+    }
+    reg_hold_begin(e, &hold, own->job.msg);
+    for (int round = 0; round < GC_ROUNDS_MAX; round++) {
+        size_t n;
+
+        pthread_mutex_lock(&b->lock);
+        n = batcher_take(b, own, group, GC_GROUP_MAX);
+        pthread_mutex_unlock(&b->lock);
+        if (n == 0)
+            break;
+        rc = gc_commit(e, pool_item_object(item), group, n);
+        if (rc == POOLD_ERR_DB || rc == POOLD_ERR_COMMIT_UNKNOWN ||
+            rc == POOLD_ERR_NOMEM || rc == POOLD_ERR_INVALID)
+            break; /* this connection is done for: released as broken */
+        if (pool_waiting(reg->conns) > atomic_load(&e->building) ||
+            atomic_load(&reg->shutting_down))
+            break; /* the connection is wanted elsewhere: hand over */
+    }
+    reg_hold_end(e, &hold);
+    reg_release(reg, e, item, rc);
+}
+
+/* Wait until own is DONE, flushing when a flusher's place is free. */
+static int gc_wait(struct registry *reg, struct org_entry *e,
+                   struct gc_job *own, const struct reg_deadlines *dl)
+{
+    struct batcher *b = &e->batcher;
+    struct timespec ts;
+
+    while (own->state != GC_DONE) {
+        if (own->state == GC_QUEUED &&
+            b->flushers < pool_max_size(e->pool)) {
+            b->flushers++;
+            own->flushing = true;
+            pthread_mutex_unlock(&b->lock);
+            gc_flush(reg, e, own, dl);
+            pthread_mutex_lock(&b->lock);
+            own->flushing = false;
+            b->flushers--;
+            pthread_cond_broadcast(&b->cond); /* a flusher's place is free */
+            continue;
+        }
+        if (own->state == GC_QUEUED &&
+            (clock_now_ns() >= dl->acquire_ns ||
+             atomic_load(&reg->shutting_down))) {
+            batcher_remove(b, own);
+            if (atomic_load(&reg->shutting_down))
+                return POOLD_ERR_SHUTDOWN;
+            atomic_fetch_add(&b->timeouts, 1);
+            return POOLD_ERR_TIMEOUT;
+        }
+        /* A taken job's commit is bounded by its deadline; the extra
+         * second only guards against a lost wake-up. */
+        timespec_at(&ts, own->state == GC_QUEUED ? dl->acquire_ns
+                                                 : dl->commit_ns + NS_PER_S);
+        pthread_cond_timedwait(&b->cond, &b->lock, &ts);
+    }
+    return own->job.status;
+}
+
+static int process_pooled(struct registry *reg, struct org_entry *e,
+                          const struct message *msg,
+                          struct service_result *out,
+                          const struct reg_deadlines *dl, char *err,
+                          size_t errlen)
+{
+    struct batcher *b = &e->batcher;
+    struct gc_job own = { .job = { .msg = msg }, .commit_ns = dl->commit_ns,
+                          .state = GC_QUEUED };
+    int rc;
+
+    pthread_mutex_lock(&b->lock);
+    /* Every flusher busy: the request waits, within POOLD_MAX_WAITING. */
+    if (b->flushers >= pool_max_size(e->pool) &&
+        b->queued >= reg->cfg.max_waiters) {
+        pthread_mutex_unlock(&b->lock);
+        atomic_fetch_add(&b->rejected, 1);
+        return POOLD_ERR_WAITERS_FULL;
+    }
+    batcher_push(b, &own);
+    rc = gc_wait(reg, e, &own, dl);
+    pthread_mutex_unlock(&b->lock);
+    *out = own.job.result;
+    if (rc != POOLD_OK && rc != POOLD_ERR_CONFLICT && own.err[0] != '\0')
+        snprintf(err, errlen, "%s", own.err);
+    else if (rc == POOLD_ERR_CONFLICT)
+        snprintf(err, errlen, "message id %.*s was processed with another "
+                 "payload", (int)(msg->id_len > 128 ? 128 : msg->id_len),
+                 msg->id);
+    return rc;
+}
+
+/* Wake every request waiting on a batcher (shutdown). */
+static void batchers_wake(struct registry *reg)
+{
+    size_t n;
+    struct org_entry **list = map_snapshot(reg, false, &n);
+
+    for (size_t i = 0; i < n; i++) {
+        pthread_mutex_lock(&list[i]->batcher.lock);
+        pthread_cond_broadcast(&list[i]->batcher.cond);
+        pthread_mutex_unlock(&list[i]->batcher.lock);
+    }
+    free(list);
+}
+
+/* The pool's stats with the batcher's (queued requests wait, and their
+ * timeouts and refusals count as the pool's) and the holders' count. */
+static void entry_pool_stats(struct org_entry *e, struct pool_stats *out)
+{
+    struct batcher *b = &e->batcher;
+
+    pool_get_stats(e->pool, out);
+    pthread_mutex_lock(&b->lock);
+    out->waiting += b->queued;
+    pthread_mutex_unlock(&b->lock);
+    out->total_timeouts += atomic_load(&b->timeouts);
+    out->waiters_rejected += atomic_load(&b->rejected);
+    out->group_commits = atomic_load(&b->commits);
+    out->group_messages = atomic_load(&b->messages);
+    out->held_too_long = holders_held_too_long(&e->holders);
 }
 
 /* POOLD_POOL_MODE=none: the seed's "alloc" baseline. A service and its
  * connection are built for the request and closed after it; the cap still
  * holds: a permit from reg->conns (a pool of tokens) per open connection. */
 static int process_unpooled(struct registry *reg, struct org_entry *e,
-                            const struct message *msg,
-                            struct service_result *out, char *err,
+                            struct service_job *jobs, size_t n,
+                            const struct reg_deadlines *dl, char *err,
                             size_t errlen)
 {
     struct service *svc;
@@ -476,16 +786,63 @@ static int process_unpooled(struct registry *reg, struct org_entry *e,
         pool_release(reg->conns, permit);
         return POOLD_ERR_DB;
     }
+    db_thread_deadline(dl->acquire_ns);
     rc = service_create(&reg->env_none, e->org_id, &svc, err, errlen);
+    db_thread_deadline(0);
     if (rc == POOLD_ERR_DB)
         breaker_failure(&reg->db_breaker, clock_now_ns());
     else if (rc == POOLD_OK)
         breaker_success(&reg->db_breaker);
     if (rc == POOLD_OK) {
-        rc = run_service(e, svc, msg, out, err, errlen);
+        struct holder hold;
+
+        reg_hold_begin(e, &hold, jobs[0].msg);
+        rc = service_process_many(svc, jobs, n, dl->commit_ns, err, errlen);
+        reg_hold_end(e, &hold);
         service_close(svc);
     }
     pool_release(reg->conns, permit);
+    return rc;
+}
+
+/* A batch is its own group: one service, one statement. */
+static int process_batch_pooled(struct registry *reg, struct org_entry *e,
+                                struct service_job *jobs, size_t n,
+                                const struct reg_deadlines *dl, char *err,
+                                size_t errlen)
+{
+    struct pool_item *item;
+    struct holder hold;
+    uint64_t timeout = reg->cfg.max_waiters ? reg->cfg.acquire_timeout_ns : 0;
+    int rc;
+
+    db_thread_deadline(dl->acquire_ns);
+    rc = pool_acquire(e->pool, timeout, &item);
+    db_thread_deadline(0);
+    if (rc != POOLD_OK)
+        return rc;
+    reg_hold_begin(e, &hold, jobs[0].msg);
+    rc = service_process_many(pool_item_object(item), jobs, n, dl->commit_ns,
+                              err, errlen);
+    reg_hold_end(e, &hold);
+    reg_release(reg, e, item, rc);
+    return rc;
+}
+
+/* Route the org and check what needs no database; POOLD_OK and *out. */
+static int reg_admit(struct registry *reg, const char *org_id,
+                     struct org_entry **out, char *err, size_t errlen)
+{
+    int rc;
+
+    err[0] = '\0';
+    if (atomic_load(&reg->shutting_down))
+        return POOLD_ERR_SHUTDOWN;
+    rc = registry_route(reg, org_id, out);
+    if (rc == POOLD_OK && atomic_load(&(*out)->paused))
+        rc = POOLD_ERR_PAUSED;
+    if (rc == POOLD_OK && entry_misconfigured(*out, err, errlen))
+        rc = POOLD_ERR_MISCONFIGURED;
     return rc;
 }
 
@@ -494,21 +851,35 @@ int registry_process(struct registry *reg, const char *org_id,
                      char *err, size_t errlen)
 {
     struct org_entry *e = NULL;
-    int rc;
+    struct reg_deadlines dl = reg_deadlines_from(reg, clock_now_ns());
+    struct service_job job = { .msg = msg };
+    int rc = reg_admit(reg, org_id, &e, err, errlen);
 
-    err[0] = '\0';
-    if (atomic_load(&reg->shutting_down))
-        rc = POOLD_ERR_SHUTDOWN;
-    else
-        rc = registry_route(reg, org_id, &e);
-    if (rc == POOLD_OK && atomic_load(&e->paused))
-        rc = POOLD_ERR_PAUSED;
-    if (rc == POOLD_OK && entry_misconfigured(e, err, errlen))
-        rc = POOLD_ERR_MISCONFIGURED;
+    if (rc == POOLD_OK && reg->cfg.pooled) {
+        rc = process_pooled(reg, e, msg, out, &dl, err, errlen);
+    } else if (rc == POOLD_OK) {
+        rc = process_unpooled(reg, e, &job, 1, &dl, err, errlen);
+        if (rc == POOLD_OK)
+            rc = job.status;
+        *out = job.result;
+    }
+    if (rc != POOLD_OK)
+        fill_error(rc, org_id, err, errlen);
+    return rc;
+}
+
+int registry_process_batch(struct registry *reg, const char *org_id,
+                           struct service_job *jobs, size_t n, char *err,
+                           size_t errlen)
+{
+    struct org_entry *e = NULL;
+    struct reg_deadlines dl = reg_deadlines_from(reg, clock_now_ns());
+    int rc = reg_admit(reg, org_id, &e, err, errlen);
+
     if (rc == POOLD_OK && reg->cfg.pooled)
-        rc = process_pooled(reg, e, msg, out, err, errlen);
+        rc = process_batch_pooled(reg, e, jobs, n, &dl, err, errlen);
     else if (rc == POOLD_OK)
-        rc = process_unpooled(reg, e, msg, out, err, errlen);
+        rc = process_unpooled(reg, e, jobs, n, &dl, err, errlen);
     if (rc != POOLD_OK)
         fill_error(rc, org_id, err, errlen);
     return rc;
@@ -670,6 +1041,60 @@ static void apply_pending(struct registry *reg)
     free(list);
 }
 
+/* One org's configuration from the directory: parse its rules now, so its
+ * first service costs a rules copy and a pooled connection, no query. A
+ * configuration that does not parse is remembered as the misconfiguration
+ * of that version (requests answer 503 org_misconfigured at once). */
+static void preload_one(void *arg, const char *org_id, const char *config,
+                        size_t len, long long version)
+{
+    struct registry *reg = arg;
+    struct ruleset rules = { 0 };
+    struct org_entry *e;
+    char why[REG_ERR_MAX - 80];
+    bool fresh;
+    int rc;
+
+    pthread_rwlock_rdlock(&reg->lock);
+    e = map_find(reg, org_id);
+    pthread_rwlock_unlock(&reg->lock);
+    if (e == NULL || atomic_load(&e->version) != version)
+        return; /* changed since the directory load: the next one */
+    pthread_mutex_lock(&e->cache_lock);
+    fresh = (e->cached && e->cached_version == version) ||
+            e->misconf_version == version;
+    pthread_mutex_unlock(&e->cache_lock);
+    if (fresh)
+        return;
+    rc = rules_parse(config, len, &rules, why, sizeof why);
+    pthread_mutex_lock(&e->cache_lock);
+    if (rc == POOLD_OK) {
+        rules_clear(&e->cached_rules);
+        e->cached_rules = rules;
+        e->cached_version = version;
+        e->cached = true;
+    } else if (rc != POOLD_ERR_NOMEM) {
+        e->misconf_version = version;
+        snprintf(e->misconf_msg, sizeof e->misconf_msg, "org %s: %s",
+                 org_id, why);
+    }
+    pthread_mutex_unlock(&e->cache_lock);
+    if (rc != POOLD_OK && rc != POOLD_ERR_NOMEM)
+        log_event(LOG_ERROR, "org misconfigured", "org", org_id, "error",
+                  why, (const char *)NULL);
+}
+
+/* Under hk_lock, after a directory load. */
+static void preload_rules(struct registry *reg)
+{
+    char err[REG_ERR_MAX];
+
+    if (catalog_load_configs(reg->hk_conn, preload_one, reg, err,
+                             sizeof err) != POOLD_OK)
+        log_event(LOG_WARN, "org rules not preloaded", "error", err,
+                  (const char *)NULL);
+}
+
 /* Under hk_lock, the connection not taken: a pool whose size is not the
  * stored one (orgs.pool_max_size as last loaded or resized) is resized to
  * it, whatever the cached size says. */
@@ -712,6 +1137,7 @@ static int hk_refresh(struct registry *reg, char *err, size_t errlen)
     pthread_rwlock_unlock(&reg->lock);
     free(list);
     apply_pending(reg);
+    preload_rules(reg);
     reg->fp_count = count;
     reg->fp_digest = version;
     if (!atomic_exchange(&reg->loaded, true))
@@ -758,7 +1184,8 @@ static void maintain_all(struct registry *reg)
     check_holds(reg, now);
     if (reg->conns == NULL)
         return;
-    pool_maintain(reg->conns, now);
+    if (!reg->warm_started) /* else the warm thread maintains it */
+        pool_maintain(reg->conns, now);
     /* A build queued for a connection just after the last service was
      * released idle would otherwise wait for the next release anywhere. */
     while (reg->cfg.pooled && pool_waiting(reg->conns) > 0 &&
@@ -833,6 +1260,27 @@ static void breakers_reset(struct registry *reg)
         breaker_success(&list[i]->build_breaker);
     free(list);
     breaker_success(&reg->db_breaker);
+}
+
+/* The connection pool's upkeep on a thread of its own: opening the
+ * POOLD_DB_MIN_IDLE warm connections (at start-up, and after TTL recycling
+ * or failures) must not stall the directory refresh. Each round is bounded
+ * so that a stop is never held by a silent database for long. */
+static void *warm_main(void *arg)
+{
+    struct registry *reg = arg;
+
+    pthread_mutex_lock(&reg->hk_lock);
+    while (!reg->hk_stop) {
+        pthread_mutex_unlock(&reg->hk_lock);
+        db_thread_deadline(clock_now_ns() + REG_WARM_ROUND_NS);
+        pool_maintain(reg->conns, clock_now_ns());
+        db_thread_deadline(0);
+        pthread_mutex_lock(&reg->hk_lock);
+        hk_wait(reg, reg->cfg.refresh_interval_ns);
+    }
+    pthread_mutex_unlock(&reg->hk_lock);
+    return NULL;
 }
 
 static void *hk_main(void *arg)
@@ -940,6 +1388,10 @@ static int make_conn_pool(struct registry *reg)
         .max_size = reg->cfg.db_max_conns,
         .capacity = reg->cfg.db_max_conns,
         .max_waiters = UINT32_MAX,
+        /* POOLD_DB_MIN_IDLE, clamped to the cap (DESIGN.md). */
+        .min_idle = reg->cfg.db_min_idle < reg->cfg.db_max_conns
+                        ? reg->cfg.db_min_idle
+                        : reg->cfg.db_max_conns,
         .max_lifetime_ns = reg->cfg.conn_ttl_ns,
         .lifetime_jitter_ns = reg->cfg.conn_ttl_ns / 10,
         /* db_conn_is_alive() is free unless the connection idled longer
@@ -950,6 +1402,7 @@ static int make_conn_pool(struct registry *reg)
     reg->conn_ops.create = reg_conn_create;
     if (!reg->cfg.pooled) {
         pc.name = "connection permits";
+        pc.min_idle = 0;
         pc.max_waiters = reg->cfg.max_waiters;
         pc.max_lifetime_ns = pc.lifetime_jitter_ns = 0;
         return pool_create(&permit_ops, reg, &pc, &reg->conns);
@@ -963,6 +1416,14 @@ int registry_create(const struct registry_config *cfg, struct registry **out)
     if (reg == NULL)
         return POOLD_ERR_NOMEM;
     reg->cfg = *cfg;
+    /* One statement's client-side wait: the server-side timeout plus a
+     * slack, so the server normally answers first with a real error; with
+     * no server-side timeout, the acquire timeout bounds it instead. */
+    if (reg->cfg.db.query_wait_ns == 0)
+        reg->cfg.db.query_wait_ns =
+            (cfg->db.statement_timeout_ms > 0
+                 ? (uint64_t)cfg->db.statement_timeout_ms * NS_PER_MS
+                 : cfg->acquire_timeout_ns) + REG_DB_SLACK_NS;
     if (reg->cfg.refresh_interval_ns == 0)
         reg->cfg.refresh_interval_ns = NS_PER_S;
     reg->prewarm = strdup(cfg->prewarm ? cfg->prewarm : "");
@@ -1025,6 +1486,13 @@ int registry_start(struct registry *reg)
     if (reg->hk_fn)
         reg->hk_fn(reg->hk_arg, rc == POOLD_OK ? reg->hk_conn : NULL, false);
     pthread_mutex_unlock(&reg->hk_lock);
+    /* The warm thread first: housekeeping reads warm_started. */
+    if (reg->cfg.pooled && reg->cfg.db_min_idle > 0) {
+        reg->warm_started = pthread_create(&reg->warm_thread, NULL,
+                                           warm_main, reg) == 0;
+        if (!reg->warm_started)
+            return POOLD_ERR_NOMEM;
+    }
     if (pthread_create(&reg->hk_thread, NULL, hk_main, reg) != 0)
         return POOLD_ERR_NOMEM;
     reg->hk_started = true;
@@ -1042,6 +1510,7 @@ void registry_shutdown(struct registry *reg)
     for (size_t i = 0; i < n; i++)
         pool_shutdown(list[i]->pool);
     free(list);
+    batchers_wake(reg);
     /* Mode none waits on permits: wake those waiters too. (In pooled mode
      * the connection pool goes last, after the services gave theirs back.) */
     if (!reg->cfg.pooled && reg->conns)
@@ -1054,12 +1523,15 @@ void registry_destroy(struct registry *reg)
         return;
     if (reg->buckets)
         registry_shutdown(reg);
-    if (reg->hk_started) {
+    if (reg->hk_started || reg->warm_started) {
         pthread_mutex_lock(&reg->hk_lock);
         reg->hk_stop = true;
         pthread_cond_broadcast(&reg->hk_cond);
         pthread_mutex_unlock(&reg->hk_lock);
-        pthread_join(reg->hk_thread, NULL);
+        if (reg->hk_started)
+            pthread_join(reg->hk_thread, NULL);
+        if (reg->warm_started)
+            pthread_join(reg->warm_thread, NULL);
     }
     /* After the pools were shut down: its acquires fail at once. */
     if (reg->prewarm_started)
@@ -1074,6 +1546,7 @@ void registry_destroy(struct registry *reg)
             pthread_mutex_destroy(&e->cache_lock);
             holders_deinit(&e->holders);
             breaker_deinit(&e->build_breaker);
+            batcher_deinit(&e->batcher);
             free(e);
             e = next;
         }
@@ -1091,6 +1564,12 @@ void registry_destroy(struct registry *reg)
     free(reg->buckets);
     free(reg->prewarm);
     free(reg);
+}
+
+void registry_abort(struct registry *reg)
+{
+    (void)reg; /* one database per process: the abort is process-wide */
+    db_abort_all();
 }
 
 bool registry_is_ready(struct registry *reg)
@@ -1122,11 +1601,11 @@ static void entry_stats(struct registry *reg, struct org_entry *e,
                         struct pool_stats *out)
 {
     if (e->pool) {
-        pool_get_stats(e->pool, out);
-    } else {
-        memset(out, 0, sizeof *out);
-        out->max_size = effective_size(reg, e);
+        entry_pool_stats(e, out);
+        return;
     }
+    memset(out, 0, sizeof *out);
+    out->max_size = effective_size(reg, e);
     out->held_too_long = holders_held_too_long(&e->holders);
 }
 
@@ -1206,8 +1685,7 @@ void registry_foreach_pool(struct registry *reg,
     /* Entries and pools outlive this call: no lock held while fn runs. */
     for (size_t i = 0; i < n; i++) {
         struct pool_stats st;
-        pool_get_stats(list[i]->pool, &st);
-        st.held_too_long = holders_held_too_long(&list[i]->holders);
+        entry_pool_stats(list[i], &st);
         fn(arg, list[i]->org_id, &st);
     }
     free(list);

@@ -17,6 +17,7 @@ const char *poold_status_str(int status)
     case POOLD_ERR_CONFLICT: return "id conflict";
     case POOLD_ERR_NOT_FOUND: return "not found";
     case POOLD_ERR_NOT_READY: return "not ready";
+    case POOLD_ERR_COMMIT_UNKNOWN: return "commit outcome unknown";
     case POOLD_ERR_PAUSED: return "org paused";
     }
     return "unknown status";

@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "cluster.h"
 #include "handlers.h"
 #include "log.h"
 #include "metrics.h"
@@ -34,6 +35,21 @@ int registry_process(struct registry *reg, const char *org_id,
     err[0] = '\0';
     (void)errlen;
     return msg->payload_len % 7 == 3 ? POOLD_ERR_CONFLICT : POOLD_OK;
+}
+
+int registry_process_batch(struct registry *reg, const char *org_id,
+                           struct service_job *jobs, size_t n, char *err,
+                           size_t errlen)
+{
+    if (n == 0)
+        __builtin_trap(); /* validation must have refused it */
+    for (size_t i = 0; i < n; i++) {
+        jobs[i].status = registry_process(reg, org_id, jobs[i].msg,
+                                          &jobs[i].result, err, errlen);
+        if (jobs[i].status == POOLD_ERR_CONFLICT && i % 2 == 1)
+            return POOLD_ERR_COMMIT_UNKNOWN; /* a batch-wide failure too */
+    }
+    return POOLD_OK;
 }
 
 int registry_pool_stats(struct registry *reg, const char *org_id,
@@ -157,6 +173,20 @@ int registry_holders(struct registry *reg, const char *org_id,
     return POOLD_OK;
 }
 
+/* The cluster, stubbed: a standalone replica with no peers listed. The
+ * handlers get a token pointer (never dereferenced): the real binary always
+ * has a cluster, and GET /cluster answers 500 without one. */
+static char cluster_token;
+
+size_t cluster_snapshot(struct cluster *c, struct cluster_replica *out,
+                        size_t max)
+{
+    (void)c;
+    (void)out;
+    (void)max;
+    return 0;
+}
+
 /* ----------------------------------------------------------- the target */
 
 static struct handlers *h;
@@ -173,6 +203,7 @@ static void setup(void)
     if (metrics_create(names, handlers_nroutes, &m) != POOLD_OK)
         abort();
     cfg.metrics = m;
+    cfg.cluster = (struct cluster *)(void *)&cluster_token;
     if (handlers_create(&cfg, &h) != POOLD_OK)
         abort();
 }

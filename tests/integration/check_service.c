@@ -1082,6 +1082,173 @@ START_TEST(measure_build_cost)
 }
 END_TEST
 
+/* ------------------------------------- groups, prepared, deadlines */
+
+static void job_init(struct service_job *j, struct message *m, const char *id,
+                     const char *payload)
+{
+    *m = (struct message){ .id = id, .id_len = strlen(id),
+                           .payload = payload,
+                           .payload_len = strlen(payload) };
+    *j = (struct service_job){ .msg = m };
+}
+
+/* One statement: new ids, a repeat inside the group (same payload:
+ * duplicate; other payload: conflict), an id stored before (same payload:
+ * the stored result; other: conflict). Neighbours of a conflict commit. */
+START_TEST(group_duplicate_and_conflict_in_one_commit)
+{
+    struct message m[7];
+    struct service_job j[7];
+    struct service *svc;
+
+    settings.prepared = true;
+    org_add("tsvc_grp", "{\"rules\":[{\"type\":\"hex_payload\"}]}", true);
+    svc = create_ok("tsvc_grp");
+    job_init(&j[0], &m[0], "g3", "cc");
+    ck_assert_int_eq(service_process_many(svc, j, 1, 0, err, sizeof err),
+                     POOLD_OK);
+    ck_assert_int_eq(j[0].status, POOLD_OK);
+    job_init(&j[0], &m[0], "g1", "aa");
+    job_init(&j[1], &m[1], "g2", "zz");
+    job_init(&j[2], &m[2], "g1", "aa");
+    job_init(&j[3], &m[3], "g1", "ab");
+    job_init(&j[4], &m[4], "g3", "cc");
+    job_init(&j[5], &m[5], "g3", "dd");
+    job_init(&j[6], &m[6], "g4", "00");
+    ck_assert_int_eq(service_process_many(svc, j, 7, 0, err, sizeof err),
+                     POOLD_OK);
+    ck_assert_int_eq(j[0].status, POOLD_OK);
+    ck_assert(!j[0].result.duplicate && j[0].result.passed);
+    ck_assert_int_eq(j[1].status, POOLD_OK);
+    ck_assert(!j[1].result.duplicate && !j[1].result.passed);
+    ck_assert_int_eq(j[2].status, POOLD_OK);
+    ck_assert(j[2].result.duplicate && j[2].result.passed);
+    ck_assert_int_eq(j[3].status, POOLD_ERR_CONFLICT);
+    ck_assert_int_eq(j[4].status, POOLD_OK);
+    ck_assert(j[4].result.duplicate);
+    ck_assert_int_eq(j[5].status, POOLD_ERR_CONFLICT);
+    ck_assert_int_eq(j[6].status, POOLD_OK);
+    ck_assert(!j[6].result.duplicate);
+    ck_assert_int_eq(admin_ll("SELECT count(*) FROM processed_messages"
+                              " WHERE org_id = $1", "tsvc_grp"), 4);
+    ck_assert_int_eq(admin_ll("SELECT count(*) FROM processed_messages"
+                              " WHERE org_id = $1 AND message_id = 'g1'"
+                              " AND payload_sha256 = sha256('aa'::bytea)",
+                              "tsvc_grp"), 1);
+    service_close(svc);
+}
+END_TEST
+
+/* Statements prepared on this session (one round trip on conn). */
+static long long session_prepared(struct db_conn *conn)
+{
+    const struct db_query q = {
+        .sql = "SELECT count(*) FROM pg_prepared_statements" };
+    PGresult *res = NULL;
+    ck_assert_int_eq(db_run(conn, &q, 0, &res, err, sizeof err), POOLD_OK);
+    long long n = strtoll(PQgetvalue(res, 0, 0), NULL, 10);
+    PQclear(res);
+    return n;
+}
+
+/* Prepared once per connection; a new connection prepares again; off:
+ * none at all. */
+START_TEST(db_prepared_once_per_connection)
+{
+    struct service *svc;
+    struct service_result r;
+
+    org_add("tsvc_prep", "{}", true);
+    settings.prepared = true;
+    svc = create_ok("tsvc_prep");
+    ck_assert_int_eq(process(svc, "p1", "aa", &r), POOLD_OK);
+    ck_assert_int_eq(process(svc, "p2", "aa", &r), POOLD_OK);
+    ck_assert_int_eq(session_prepared(service_conn(svc)), 2); /* load+commit */
+    service_close(svc);
+    svc = create_ok("tsvc_prep"); /* a new connection: none yet, then two */
+    ck_assert_int_eq(process(svc, "p3", "aa", &r), POOLD_OK);
+    ck_assert_int_eq(session_prepared(service_conn(svc)), 2);
+    service_close(svc);
+    settings.prepared = false;
+    svc = create_ok("tsvc_prep");
+    ck_assert_int_eq(process(svc, "p4", "aa", &r), POOLD_OK);
+    ck_assert_int_eq(session_prepared(service_conn(svc)), 0);
+    service_close(svc);
+    ck_assert_int_eq(admin_ll("SELECT count(*) FROM processed_messages"
+                              " WHERE org_id = $1", "tsvc_prep"), 4);
+}
+END_TEST
+
+struct commit_arg {
+    struct service *svc;
+    uint64_t deadline_ns;
+    struct service_job job;
+    int rc;
+    uint64_t took_ns;
+};
+
+static void *commit_thread(void *p)
+{
+    struct commit_arg *a = p;
+    uint64_t t0 = clock_now_ns();
+    char e[256];
+    a->rc = service_process_many(a->svc, &a->job, 1, a->deadline_ns, e,
+                                 sizeof e);
+    a->took_ns = clock_now_ns() - t0;
+    return NULL;
+}
+
+/* A commit blocked on a row lock held elsewhere, with no server-side
+ * timeout: the client's deadline (or an abort) ends it, as "unknown", and
+ * the connection is never reused. */
+static void blocked_commit(bool abort_it)
+{
+    PGconn *other = PQconnectdb(admin_url);
+    struct message m = { .id = "l1", .id_len = 2, .payload = "abcd",
+                         .payload_len = 4 };
+    struct commit_arg a = { 0 };
+    pthread_t th;
+
+    ck_assert(PQstatus(other) == CONNECTION_OK);
+    settings.statement_timeout_ms = 0;
+    org_add("tsvc_lock", "{}", true);
+    a.svc = create_ok("tsvc_lock");
+    a.job.msg = &m;
+    a.deadline_ns = clock_now_ns() + (abort_it ? 30 : 1) * NS_PER_S;
+    PQclear(PQexec(other, "BEGIN"));
+    PQclear(PQexec(other, "INSERT INTO processed_messages (org_id,"
+                          " message_id, passed, checks, failed_rules,"
+                          " payload_sha256) VALUES ('tsvc_lock', 'l1', true,"
+                          " 0, '{}', sha256('abcd'::bytea))"));
+    ck_assert_int_eq(pthread_create(&th, NULL, commit_thread, &a), 0);
+    if (abort_it) {
+        clock_sleep_ms(300);
+        db_abort_all();
+    }
+    pthread_join(th, NULL);
+    ck_assert_int_eq(a.rc, POOLD_ERR_COMMIT_UNKNOWN);
+    ck_assert_int_eq(a.job.status, POOLD_ERR_COMMIT_UNKNOWN);
+    ck_assert_uint_lt(a.took_ns, 3 * NS_PER_S);
+    ck_assert(!db_conn_is_clean(service_conn(a.svc)));
+    ck_assert(!db_conn_is_alive(service_conn(a.svc), clock_now_ns(), 0));
+    PQclear(PQexec(other, "ROLLBACK"));
+    service_close(a.svc);
+    PQfinish(other);
+}
+
+START_TEST(db_deadline_ends_a_blocked_commit)
+{
+    blocked_commit(false);
+}
+END_TEST
+
+START_TEST(db_abort_ends_a_blocked_commit)
+{
+    blocked_commit(true);
+}
+END_TEST
+
 static Suite *service_suite(void)
 {
     Suite *s = suite_create("service");
@@ -1113,6 +1280,11 @@ static Suite *service_suite(void)
             pooled_dirty_connection_destroyed, pooled_errors_hold_nothing,
             pooled_cap_reclaims_or_times_out,
             pooled_connect_failure_is_db_error } },
+        { "group",
+          { group_duplicate_and_conflict_in_one_commit,
+            db_prepared_once_per_connection,
+            db_deadline_ends_a_blocked_commit,
+            db_abort_ends_a_blocked_commit } },
         { "measure", { measure_build_cost } },
     };
 

@@ -110,6 +110,10 @@ class Poold:
                                              timeout=timeout)
         return status, headers, json.loads(data) if data else None
 
+    def log_text(self):
+        with open(self.log.name, encoding="utf-8", errors="replace") as f:
+            return f.read()
+
     def stop(self):
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
@@ -121,12 +125,56 @@ class Poold:
         return code
 
 
+def pg_pids():
+    """The postmaster and every process it started."""
+    with open(os.path.join(PG_DIR, "postmaster.pid")) as f:
+        master = int(f.readline())
+    out = subprocess.run(["pgrep", "-P", str(master)], capture_output=True,
+                         text=True).stdout.split()
+    return [master] + [int(p) for p in out]
+
+
+def pg_signal(sig):
+    for pid in pg_pids():
+        try:
+            os.kill(pid, sig)
+        except ProcessLookupError:
+            pass
+
+
+def hold_row_lock(org, msg_id, seconds=30):
+    """Another session inserts the message and keeps its transaction open:
+    an insert of the same key waits for that row lock."""
+    holder = subprocess.Popen(
+        ["psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", ADMIN_URL,
+         "-c", "BEGIN", "-c",
+         "INSERT INTO processed_messages (org_id, message_id, passed, "
+         "checks, payload_sha256) VALUES ('%s', '%s', true, 0, '\\x00')"
+         % (org, msg_id), "-c", "SELECT pg_sleep(%d)" % seconds,
+         "-c", "ROLLBACK"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    wait_until(lambda: psql(
+        "SELECT count(*) FROM pg_stat_activity WHERE query LIKE "
+        "'SELECT pg_sleep(%d)%%'" % seconds) == "1", 10, "the lock holder")
+    return holder
+
+
+def release_row_lock(holder, seconds=30):
+    holder.kill()
+    holder.wait()
+    psql("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+         "WHERE query LIKE 'SELECT pg_sleep(%d)%%'" % seconds)
+
+
 def rows_for(ids):
-    if not ids:
-        return 0
-    lst = ",".join("'%s'" % i for i in ids)
-    return int(psql("SELECT count(*) FROM processed_messages WHERE "
-                    "message_id IN (%s)" % lst))
+    """Rows of these message ids (queried in chunks: a list of thousands
+    would not fit psql's command line)."""
+    total = 0
+    for k in range(0, len(ids), 500):
+        lst = ",".join("'%s'" % i for i in ids[k:k + 500])
+        total += int(psql("SELECT count(*) FROM processed_messages WHERE "
+                          "message_id IN (%s)" % lst))
+    return total
 
 
 class Load:
@@ -137,8 +185,10 @@ class Load:
         self.stop_flag = threading.Event()
         self.lock = threading.Lock()
         self.ok_ids = []
+        self.ids_by_status = {}
         self.statuses = {}
         self.errors = []
+        self.slowest = 0.0
         self.threads = [threading.Thread(target=self.run, args=(i, orgs))
                         for i in range(threads)]
 
@@ -148,14 +198,18 @@ class Load:
             org = "org_%03d" % ((n + i) % orgs + 40)
             msg_id = "tflt_%s_%d_%d" % (uuid.uuid4().hex[:8], n, i)
             i += 1
+            began = time.monotonic()
             try:
                 status, _, _ = self.server.process(org, msg_id, timeout=20)
             except (OSError, http.client.HTTPException) as e:
                 with self.lock:
                     self.errors.append(repr(e))
                 continue
+            took = time.monotonic() - began
             with self.lock:
+                self.slowest = max(self.slowest, took)
                 self.statuses[status] = self.statuses.get(status, 0) + 1
+                self.ids_by_status.setdefault(status, []).append(msg_id)
                 if status == 200:
                     self.ok_ids.append(msg_id)
 
@@ -186,11 +240,16 @@ class FaultTest(unittest.TestCase):
         psql("DELETE FROM processed_messages WHERE message_id LIKE 'tflt_%'")
 
     def assert_only_200_503(self, load):
-        bad = {s: n for s, n in load.statuses.items() if s not in (200, 503)}
-        self.assertEqual(bad, {}, "answers other than 200/503")
+        """200, 503, or 504 (a commit whose answer was lost: a restart
+        mid-commit); every 200 has its row, no 503 has one."""
+        bad = {s: n for s, n in load.statuses.items()
+               if s not in (200, 503, 504)}
+        self.assertEqual(bad, {}, "answers other than 200/503/504")
         self.assertEqual(load.errors, [], "requests that got no answer")
         self.assertEqual(rows_for(load.ok_ids), len(load.ok_ids),
                          "a 200 without its row")
+        self.assertEqual(rows_for(load.ids_by_status.get(503, [])), 0,
+                         "a 503 with a row")
 
     def test_restart_under_load(self):
         server = Poold(POOLD_POOL_SIZE=2, POOLD_ACQUIRE_TIMEOUT_MS=2000)
@@ -332,6 +391,128 @@ class FaultTest(unittest.TestCase):
             holder.kill()
             holder.wait()
             self.assertEqual(server.stop(), 0)
+
+    def test_silent_database_is_bounded(self):
+        """PostgreSQL stopped (SIGSTOP) with its connections open: every
+        answer within acquire + statement + 1 s (and 1 s of slack for a
+        loaded machine), only 200/503/504, no 503 with a row; after SIGCONT
+        poold serves again and no backend of it is left stuck."""
+        server = Poold(POOLD_POOL_SIZE=2, POOLD_ACQUIRE_TIMEOUT_MS=1000,
+                       POOLD_STATEMENT_TIMEOUT_MS=1000)
+        try:
+            with Load(server, threads=8) as load:
+                wait_until(lambda: load.count_ok() >= 20, 30, "first 200s")
+                try:
+                    pg_signal(signal.SIGSTOP)
+                    silent_from = load.count_ok()
+                    time.sleep(6)  # the outage being tested, not a sync
+                    during = dict(load.statuses)
+                finally:
+                    pg_signal(signal.SIGCONT)
+                before = load.count_ok()
+                wait_until(lambda: load.count_ok() >= before + 20, 30,
+                           "200s after SIGCONT")
+            self.assertLessEqual(load.slowest, 4.0, "an answer took longer")
+            self.assertTrue(during.get(503, 0) + during.get(504, 0) > 0
+                            or load.count_ok() == silent_from,
+                            "the outage was not seen")
+            self.assert_only_200_503(load)
+            wait_until(lambda: psql(
+                "SELECT count(*) FROM pg_stat_activity WHERE application_name"
+                " LIKE 'poold%' AND state = 'active'"
+                " AND query_start < now() - interval '3 seconds'") == "0",
+                15, "no stuck poold backend")
+        finally:
+            pg_signal(signal.SIGCONT)
+            self.assertEqual(server.stop(), 0)
+
+    def test_lock_without_statement_timeout_is_bounded(self):
+        """POOLD_STATEMENT_TIMEOUT_MS=0: the server would wait for the lock
+        for ever; poold answers 504 (the insert was sent) within the acquire
+        timeout + 1 s and closes that connection."""
+        holder = hold_row_lock("org_046", "tflt_lock0")
+        server = Poold(POOLD_STATEMENT_TIMEOUT_MS=0,
+                       POOLD_ACQUIRE_TIMEOUT_MS=1000)
+        try:
+            started = time.monotonic()
+            status, _, body = server.process("org_046", "tflt_lock0")
+            self.assertLess(time.monotonic() - started, 3.0)
+            self.assertEqual(status, 504, body)
+            self.assertEqual(body["error"]["code"], "commit_unknown")
+            release_row_lock(holder)
+            wait_until(lambda: server.process("org_046", "tflt_lock0")[0]
+                       == 200, 10, "the row once the lock is gone")
+            self.assertEqual(rows_for(["tflt_lock0"]), 1)
+            wait_until(lambda: psql(
+                "SELECT count(*) FROM pg_stat_activity WHERE application_name"
+                " LIKE 'poold%' AND wait_event_type = 'Lock'") == "0",
+                10, "the abandoned backend to go")
+        finally:
+            release_row_lock(holder)
+            server.stop()
+
+    def test_shutdown_aborts_calls_the_drain_left(self):
+        """A request waiting on the database past the 10 s drain is cut
+        (504: its insert was sent) and poold exits 0 soon after."""
+        holder = hold_row_lock("org_046", "tflt_lock1", seconds=60)
+        server = Poold(POOLD_STATEMENT_TIMEOUT_MS=0,
+                       POOLD_ACQUIRE_TIMEOUT_MS=60000)
+        answer = {}
+
+        def post():
+            answer["r"] = server.process("org_046", "tflt_lock1", timeout=60)
+
+        t = threading.Thread(target=post)
+        try:
+            t.start()
+            wait_until(lambda: psql(
+                "SELECT count(*) FROM pg_stat_activity WHERE application_name"
+                " = 'poold' AND wait_event_type = 'Lock'") == "1", 10,
+                "the request to wait on the lock")
+            started = time.monotonic()
+            server.proc.send_signal(signal.SIGTERM)
+            code = server.proc.wait(timeout=30)
+            self.assertEqual(code, 0)
+            self.assertLess(time.monotonic() - started, 10 + 5)
+            t.join(10)
+            self.assertEqual(answer["r"][0], 504, answer)
+        finally:
+            release_row_lock(holder, seconds=60)
+            server.stop()
+        self.assertIn("in-flight database calls aborted", server.output)
+
+    def test_second_signal_exits_at_once(self):
+        holder = hold_row_lock("org_046", "tflt_lock2", seconds=60)
+        server = Poold(POOLD_STATEMENT_TIMEOUT_MS=0,
+                       POOLD_ACQUIRE_TIMEOUT_MS=60000)
+        t = threading.Thread(target=lambda: self.swallow(
+            server.process, "org_046", "tflt_lock2", timeout=60))
+        try:
+            t.start()
+            wait_until(lambda: psql(
+                "SELECT count(*) FROM pg_stat_activity WHERE application_name"
+                " = 'poold' AND wait_event_type = 'Lock'") == "1", 10,
+                "the request to wait on the lock")
+            server.proc.send_signal(signal.SIGTERM)
+            wait_until(lambda: "shutting down" in server.log_text(), 10,
+                       "the drain to begin")
+            started = time.monotonic()
+            server.proc.send_signal(signal.SIGTERM)
+            code = server.proc.wait(timeout=10)
+            self.assertLess(time.monotonic() - started, 2.0)
+            self.assertEqual(code, 1)
+        finally:
+            release_row_lock(holder, seconds=60)
+            server.stop()
+            t.join(10)
+        self.assertIn("second signal", server.output)
+
+    @staticmethod
+    def swallow(fn, *args, **kw):
+        try:
+            fn(*args, **kw)
+        except (OSError, http.client.HTTPException):
+            pass
 
     def test_idle_clients_do_not_starve_others(self):
         server = Poold(POOLD_MAX_CLIENTS=64, POOLD_CLIENT_TIMEOUT_S=2)

@@ -893,5 +893,174 @@ class Lifecycle(unittest.TestCase):
             self.assertEqual(p.stop(), 0)
 
 
+# ---- batches and group commit ------------------------------------------------
+
+class BatchAndGroupCommit(unittest.TestCase):
+    """POST /process/batch (DESIGN.md) and the group commit behind
+    POST /process, each against its own server."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.server = Poold(env={"POOLD_CLIENT_AUTH": "none",
+                                "POOLD_MAX_BATCH": "5",
+                                "POOLD_MAX_BATCH_BYTES": "2048"})
+
+    @classmethod
+    def tearDownClass(cls):
+        assert cls.server.stop() == 0
+
+    def batch(self, body, **kw):
+        return self.server.request("POST", "/process/batch", body=body,
+                                   route="/process/batch", **kw)
+
+    def test_results_in_order_with_duplicates_and_conflicts(self):
+        a, b, c = mid("ba"), mid("bb"), mid("bc")
+        r = self.batch({"org_id": ORG_OK, "messages": [
+            {"id": a, "payload": "aa"}, {"id": b, "payload": "bb"},
+            {"id": a, "payload": "aa"}, {"id": a, "payload": "zz"}]})
+        self.assertEqual(r.status, 200, r.body)
+        res = r.json()["results"]
+        self.assertEqual([e["message_id"] for e in res], [a, b, a, a])
+        self.assertEqual([e.get("duplicate") for e in res[:3]],
+                         [False, False, True])
+        self.assertEqual(res[3]["error"]["code"], "id_conflict")
+        self.assertEqual(row(ORG_OK, a).split("|")[3],
+                         hashlib.sha256(b"aa").hexdigest())
+        self.assertTrue(row(ORG_OK, b))
+        # Again, with a new one: stored results, conflicts, one insert.
+        r = self.batch({"org_id": ORG_OK, "messages": [
+            {"id": b, "payload": "bb", "org_id": ORG_OK},
+            {"id": b, "payload": "xx"}, {"id": c, "payload": "cc"}]})
+        self.assertEqual(r.status, 200, r.body)
+        res = r.json()["results"]
+        self.assertTrue(res[0]["duplicate"])
+        self.assertEqual(res[1]["error"]["code"], "id_conflict")
+        self.assertFalse(res[2]["duplicate"])
+        self.assertTrue(row(ORG_OK, c))
+        # The single route sees the batch's rows.
+        r = self.server.process({"id": c, "org_id": ORG_OK, "payload": "cc"})
+        self.assertEqual((r.status, r.json()["duplicate"]), (200, True))
+
+    def test_validation_names_the_member_and_writes_nothing(self):
+        first = mid("bv")
+        cases = [
+            ({"org_id": ORG_OK, "messages": [{"id": first, "payload": "a"},
+                                             {"id": mid(), "payload": 7}]},
+             "invalid_message", "messages[1].payload"),
+            ({"org_id": ORG_OK, "messages": [{"id": first, "payload": "a"},
+                                             {"payload": "a"}]},
+             "invalid_message", "messages[1].id"),
+            ({"org_id": ORG_OK, "messages": [
+                {"id": first, "payload": "a", "org_id": ORG_B}]},
+             "invalid_org_id", "messages[0].org_id"),
+            ({"org_id": ORG_OK, "messages": [{"id": first, "payload": "a"}]
+              * 6}, "invalid_message", "messages"),
+            ({"org_id": ORG_OK, "messages": []}, "invalid_message",
+             "messages"),
+            ({"org_id": "bad id", "messages": [{"id": first, "payload": "a"}]},
+             "invalid_org_id", "org_id"),
+        ]
+        for body, code, member in cases:
+            r = self.batch(body)
+            self.assertEqual((r.status, r.code), (400, code), r.body)
+            self.assertIn(member, r.json()["error"]["message"])
+        self.assertEqual(row(ORG_OK, first), "")
+        r = self.batch({"org_id": P + "nope", "messages": [
+            {"id": first, "payload": "a"}]})
+        self.assertEqual((r.status, r.code), (404, "unknown_org"))
+
+    def test_413_over_the_batch_byte_limit_only(self):
+        big = "a" * 1500  # over the batch limit with two, under it with one
+        r = self.batch({"org_id": ORG_OK, "messages": [
+            {"id": mid(), "payload": big}, {"id": mid(), "payload": big}]})
+        self.assertEqual((r.status, r.code), (413, "payload_too_large"))
+        one = mid("bl")
+        r = self.batch({"org_id": ORG_OK, "messages": [
+            {"id": one, "payload": big}]})
+        self.assertEqual(r.status, 200, r.body)
+        self.assertTrue(row(ORG_OK, one))
+
+    def test_group_commit_under_concurrency(self):
+        """Pool size 1, many concurrent requests of one org: every one is
+        committed, and the service that frees commits what queued meanwhile
+        in one statement."""
+        p = Poold(env={"POOLD_CLIENT_AUTH": "none", "POOLD_POOL_SIZE": "1",
+                       "POOLD_MAX_WAITING": "256"})
+        ids = [mid("g%d_" % i) for i in range(160)]
+        answers = {}
+
+        def post(chunk):
+            conn = http.client.HTTPConnection("127.0.0.1", p.port, timeout=30)
+            for i in chunk:
+                r = p.process({"id": i, "org_id": ORG_RULES,
+                               "payload": "abcdef"}, conn=conn)
+                answers[i] = r.status
+            conn.close()
+
+        try:
+            threads = [threading.Thread(target=post, args=(ids[k::32],))
+                       for k in range(32)]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join(60)
+            self.assertEqual(set(answers.values()), {200}, answers)
+            lst = ",".join("'%s'" % i for i in ids)
+            self.assertEqual(psql(
+                "SELECT count(*) FROM processed_messages WHERE org_id = '%s'"
+                " AND message_id IN (%s)" % (ORG_RULES, lst)), str(len(ids)))
+            st = p.pool(ORG_RULES)
+            self.assertEqual(st["group_messages"], len(ids))
+            self.assertLess(st["group_commits"], len(ids),
+                            "no group of more than one message")
+            self.assertLessEqual(st["peak_active"], 1)
+        finally:
+            self.assertEqual(p.stop(), 0)
+
+
+class WarmConnections(unittest.TestCase):
+    def stats(self, p):
+        r = p.get("/stats", token=TOKEN, route="/stats")
+        self.assertEqual(r.status, 200)
+        return r.json()
+
+    def test_min_idle_opened_at_start_and_topped_up(self):
+        p = Poold(env={"POOLD_CLIENT_AUTH": "none", "POOLD_DB_MIN_IDLE": "3"})
+        try:
+            wait_for(lambda: self.stats(p)["connections"]["idle"] >= 3, 20,
+                     "3 warm connections")
+            before = self.stats(p)["connections"]
+            # A misconfigured org is known from the directory load: 503 at
+            # once, no build, no connection taken.
+            r = p.process({"id": mid(), "org_id": ORG_BAD, "payload": "ab"})
+            self.assertEqual((r.status, r.code), (503, "org_misconfigured"))
+            self.assertEqual(self.stats(p)["connections"]["acquired"],
+                             before["acquired"])
+            # A first request builds its service on a warm connection (no
+            # wait for one), and the pool tops itself up again.
+            r = p.process({"id": mid(), "org_id": ORG_RULES, "payload": "ab"})
+            self.assertEqual(r.status, 200, r.body)
+            after = self.stats(p)["connections"]
+            self.assertEqual(after["wait_count"], 0)
+            self.assertEqual(after["acquired"], before["acquired"] + 1)
+            wait_for(lambda: self.stats(p)["connections"]["idle"] >= 3, 20,
+                     "the warm connections topped up")
+        finally:
+            self.assertEqual(p.stop(), 0)
+
+    def test_min_idle_is_clamped_to_the_cap(self):
+        p = Poold(env={"POOLD_CLIENT_AUTH": "none", "POOLD_DB_MIN_IDLE": "50",
+                       "POOLD_DB_MAX_CONNS": "2"})
+        try:
+            wait_for(lambda: self.stats(p)["connections"]["idle"] == 2, 20,
+                     "2 warm connections")
+            r = p.process({"id": mid(), "org_id": ORG_OK, "payload": "ab"})
+            self.assertEqual(r.status, 200, r.body)
+            c = self.stats(p)["connections"]
+            self.assertLessEqual(c["idle"] + c["active"], 2)
+        finally:
+            self.assertEqual(p.stop(), 0)
+
+
 if __name__ == "__main__":
     unittest.main()

@@ -26,6 +26,7 @@ ORG_P = P + "pause"   # paused and resumed
 ORG_D = P + "drain"   # drained
 ORG_H = P + "hold"    # a slow request holds its service
 ORG_X = P + "other"   # never paused: isolation
+ORG_B = P + "batch"   # a slow batch holds its service
 NONE = {"POOLD_CLIENT_AUTH": "none"}
 
 SERVER = None
@@ -41,7 +42,7 @@ def setUpModule():
         if not os.environ.get(name):
             raise unittest.SkipTest(name + " is not set")
     psql("INSERT INTO orgs (org_id, config) VALUES " + ",".join(
-        f"('{o}', '{{\"rules\": []}}')" for o in (ORG_P, ORG_D, ORG_H, ORG_X)))
+        f"('{o}', '{{\"rules\": []}}')" for o in (ORG_P, ORG_D, ORG_H, ORG_X, ORG_B)))
     SERVER = Poold(env=NONE)
 
 
@@ -60,6 +61,13 @@ def mid():
 
 def msg(org, payload="ab"):
     return {"id": mid(), "org_id": org, "payload": payload}
+
+
+def batch(srv, org, n=2, **kw):
+    body = {"org_id": org, "messages": [
+        {"id": mid(), "payload": "ab"} for _ in range(n)]}
+    return srv.request("POST", "/process/batch", body=body,
+                       route="/process/batch", **kw)
 
 
 def rows(org):
@@ -88,6 +96,12 @@ class PauseResume(unittest.TestCase):
             r = SERVER.process(msg(ORG_P))
             self.assertEqual((r.status, r.code), (503, "org_paused"))
             self.assertGreaterEqual(int(r.headers["retry-after"]), 1)
+            # batches too, with nothing written
+            before = rows(ORG_P)
+            r = batch(SERVER, ORG_P)
+            self.assertEqual((r.status, r.code), (503, "org_paused"))
+            self.assertGreaterEqual(int(r.headers["retry-after"]), 1)
+            self.assertEqual(rows(ORG_P), before, "a paused batch wrote")
             # the replica within 5 s
             t0 = time.monotonic()
             wait_for(lambda: other.process(msg(ORG_P)).status == 503, 6,
@@ -112,6 +126,7 @@ class PauseResume(unittest.TestCase):
             r = self.post(other, ORG_P, "resume")
             self.assertEqual(r.json(), {"org_id": ORG_P, "paused": False})
             self.assertEqual(other.process(msg(ORG_P)).status, 200)
+            self.assertEqual(batch(other, ORG_P).status, 200)
             wait_for(lambda: SERVER.process(msg(ORG_P)).status == 200, 6,
                      "this poold to follow the resume", interval=0.1)
             # each change left its audit entry, newest first
@@ -151,6 +166,15 @@ class PauseResume(unittest.TestCase):
 
 def slow_request(srv, org, out):
     out["resp"] = srv.process(msg(org), timeout=60)
+
+
+def wait_holder(srv, org, what):
+    """The org's holders once one has held its service over 100 ms."""
+    def one_holder():
+        h = srv.get(f"/pools/{org}/holders", token=TOKEN,
+                    route="/pools/{org_id}/holders").json()["holders"]
+        return h if h and h[0]["held_ms"] > 100 else None
+    return wait_for(one_holder, 10, what)
 
 
 class DrainAndHolders(unittest.TestCase):
@@ -205,38 +229,49 @@ class DrainAndHolders(unittest.TestCase):
         self.assertEqual(srv.process(msg(ORG_D)).status, 200)
         self.assertEqual(srv.pool(ORG_D)["created"], created + 1)
 
-    def test_holders_and_held_too_long(self):
+    def assert_held_once(self, org, route, send):
+        """send(out) holds one of org's services over POOLD_HOLD_WARN_MS:
+        it is listed with its request id and route while held, gone after,
+        counted and logged once. Returns its request id."""
         srv = self.srv
-        r = srv.get(f"/pools/{ORG_H}/holders", token=TOKEN,
+        r = srv.get(f"/pools/{org}/holders", token=TOKEN,
                     route="/pools/{org_id}/holders")
         self.assertEqual((r.status, r.json()), (200, {"holders": []}))
         out = {}
-        t = threading.Thread(target=slow_request, args=(srv, ORG_H, out))
+        t = threading.Thread(target=send, args=(out,))
         t.start()
-
-        def one_holder():
-            h = srv.get(f"/pools/{ORG_H}/holders", token=TOKEN,
-                        route="/pools/{org_id}/holders").json()["holders"]
-            return h if h and h[0]["held_ms"] > 100 else None
-        holders = wait_for(one_holder, 10, "a holder")
+        holders = wait_holder(srv, org, "a holder of " + route)
         t.join()
+        self.assertEqual(out["resp"].status, 200, out["resp"].body)
         self.assertEqual(len(holders), 1)
-        self.assertEqual(holders[0]["route"], "POST /process")
-        self.assertEqual(out["resp"].status, 200)
+        self.assertEqual(holders[0]["route"], route)
         rid = out["resp"].headers["x-request-id"]
         self.assertEqual(holders[0]["request_id"], rid)
-        self.assertEqual(srv.get(f"/pools/{ORG_H}/holders",
+        self.assertEqual(srv.get(f"/pools/{org}/holders",
                                  token=TOKEN).json(), {"holders": []})
         # flagged once (by housekeeping while held, or at release)
-        self.assertEqual(srv.pool(ORG_H)["held_too_long"], 1)
+        self.assertEqual(srv.pool(org)["held_too_long"], 1)
         lines = [l for l in srv.logtext().splitlines()
                  if "service held too long" in l and rid in l]
         self.assertEqual(len(lines), 1, lines)
+        return rid
+
+    def test_holders_and_held_too_long(self):
+        srv = self.srv
+        self.assert_held_once(ORG_H, "POST /process",
+                              lambda out: slow_request(srv, ORG_H, out))
         metrics = srv.get("/metrics", token=TOKEN).body.decode()
         self.assertIn(f'poold_pool_held_too_long_total{{org="{ORG_H}"}} 1',
                       metrics)
         stats = srv.get("/stats", token=TOKEN, route="/stats").json()
         self.assertGreaterEqual(stats["totals"]["held_too_long"], 1)
+
+    def test_a_batch_is_held_by_its_request(self):
+        srv = self.srv
+
+        def slow_batch(out):
+            out["resp"] = batch(srv, ORG_B, n=1, timeout=60)
+        self.assert_held_once(ORG_B, "POST /process/batch", slow_batch)
 
 
 class MetricsBound(unittest.TestCase):
