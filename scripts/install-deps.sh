@@ -6,7 +6,7 @@ set -euo pipefail
 pkgs=(build-essential cmake pkg-config libmicrohttpd-dev libjansson-dev
       libpq-dev check postgresql-15 postgresql-client-15 python3
       python3-jsonschema python3-yaml curl clang libclang-rt-14-dev valgrind
-      wrk gnuplot-nox docker-compose jq)
+      wrk gnuplot-nox docker-compose jq openssl)
 # OpenAPI lint runs through npx; Node comes from Debian if it is not there.
 command -v npx >/dev/null 2>&1 || pkgs+=(nodejs npm)
 

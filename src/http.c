@@ -454,8 +454,8 @@ static void on_connection(void *cls, struct MHD_Connection *conn,
     struct http_server *srv = cls;
 
     if (toe == MHD_CONNECTION_NOTIFY_STARTED) {
-        const union MHD_ConnectionInfo *ci = MHD_get_connection_info(
-            conn, MHD_CONNECTION_INFO_CONNECTION_FD);
+        const union MHD_ConnectionInfo *ci =
+            MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CONNECTION_FD);
         *socket_context =
             ci ? intake_conn_started(srv->intake, ci->connect_fd) : NULL;
         metrics_connection_add(srv->metrics, 1);
@@ -489,7 +489,14 @@ mhd_log(void *cls, const char *fmt, va_list ap)
     n = strlen(msg);
     while (n > 0 && (msg[n - 1] == '\n' || msg[n - 1] == '\r'))
         msg[--n] = '\0';
-    log_event(LOG_WARN, "libmicrohttpd", "detail", msg, (const char *)NULL);
+    /* A client gone mid-request (or cut by the read deadline, which the
+     * intake logs in one line per check) is routine, not a warning: one
+     * line per trickler would flood the log under attack. */
+    log_event(strstr(msg, "connection closure") ||
+                      strstr(msg, "with incomplete request")
+                  ? LOG_DEBUG
+                  : LOG_WARN,
+              "libmicrohttpd", "detail", msg, (const char *)NULL);
 }
 
 /* ---- start and stop
@@ -540,8 +547,9 @@ static int daemon_start(struct http_server *srv,
     bool use_tls = cfg->tls_cert_pem != NULL && cfg->tls_key_pem != NULL;
 
     if (use_tls && MHD_is_feature_supported(MHD_FEATURE_TLS) != MHD_YES) {
-        snprintf(err, errlen, "POOLD_TLS_CERT is set but this libmicrohttpd "
-                              "was built without TLS (MHD_FEATURE_TLS)");
+        snprintf(err, errlen,
+                 "POOLD_TLS_CERT is set but this libmicrohttpd "
+                 "was built without TLS (MHD_FEATURE_TLS)");
         return POOLD_ERR_INVALID;
     }
     if (use_tls)

@@ -64,7 +64,8 @@ static void log_startup(const struct poold_config *cfg, unsigned port)
     log_event(LOG_INFO, "listening", "address", host, "port", portstr,
               "version", POOLD_VERSION, "libpq", pq, "libmicrohttpd",
               MHD_get_version(), "jansson", JANSSON_VERSION, "http_mode",
-              "thread-per-connection", "pool_mode",
+              "thread-per-connection", "tls", cfg->tls_cert ? "on" : "off",
+              "pool_mode",
               cfg->pool_mode == CONFIG_POOL_MODE_POOLED ? "pooled" : "none",
               (const char *)NULL);
 }
