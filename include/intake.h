@@ -27,8 +27,9 @@ typedef bool (*intake_hand_over_fn)(void *arg, int fd,
 struct intake_config {
     const struct sockaddr *addr; /* to bind; borrowed for the call */
     socklen_t addrlen;
-    unsigned max_clients;     /* slots: connections the server holds */
-    unsigned room;            /* accepted connections waiting for a slot */
+    unsigned max_clients; /* slots: connections the server holds */
+    unsigned room;        /* connections waiting for a slot at most (fewer when
+                             RLIMIT_NOFILE leaves less after the slots) */
     uint64_t read_timeout_ns; /* request (headers and body) read deadline */
     bool tls;                 /* judge readiness by a whole TLS record */
     size_t peek_max;          /* bytes looked at to judge readiness */
@@ -37,7 +38,8 @@ struct intake_config {
 };
 
 /*
- * Bind, listen and start the intake thread. POOLD_ERR_INVALID with err set
+ * Bind, listen and start the intake thread; raises the process's
+ * RLIMIT_NOFILE soft limit to its hard limit. POOLD_ERR_INVALID with err set
  * when the address cannot be bound. The caller destroys the result with
  * intake_stop() then intake_destroy().
  */

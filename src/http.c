@@ -30,6 +30,9 @@
  * keep a thread reading for long. */
 #define HTTP_DISCARD_MAX ((uint64_t)1024 * 1024)
 #define HTTP_METHOD_MAX 16
+/* The waiting room holds 4 x POOLD_MAX_CLIENTS connections, at least this
+ * many (and fewer if the descriptor limit says so). */
+#define HTTP_ROOM_MIN 1024u
 
 struct http_server {
     struct MHD_Daemon *daemon;
@@ -592,7 +595,10 @@ static int intake_open_for(struct http_server *srv,
     ic.addr = cfg->addr;
     ic.addrlen = cfg->addrlen;
     ic.max_clients = cfg->max_clients;
-    ic.room = cfg->max_clients;
+    /* Waiting costs a descriptor, no thread: room for a flood of several
+     * times the slots before waiting connections are evicted. */
+    ic.room = cfg->max_clients < HTTP_ROOM_MIN / 4 ? HTTP_ROOM_MIN
+                                                   : 4 * cfg->max_clients;
     ic.read_timeout_ns = (uint64_t)cfg->request_read_timeout_s * NS_PER_S;
     ic.tls = cfg->tls_cert_pem != NULL;
     ic.peek_max = peek_max(cfg->max_body_bytes);

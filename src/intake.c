@@ -491,16 +491,29 @@ static void *intake_main(void *arg)
 /* ---- start and stop
  * ----------------------------------------------------------- */
 
-/* Two descriptors per slot (a connection and one waiting): ask for the hard
- * limit, as servers do; the soft default (often 1024) is far too low. */
-static void raise_fd_limit(void)
+/* Descriptors for the slots and the room: ask for the hard limit, as
+ * servers do (the soft default is often 1024), then keep the room within
+ * what is left after the slots and a reserve for the database and logs. */
+#define INTAKE_FD_RESERVE 256
+
+static unsigned room_fit(unsigned max_clients, unsigned room)
 {
     struct rlimit rl;
+    rlim_t left;
 
-    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+    if (getrlimit(RLIMIT_NOFILE, &rl) != 0)
+        return room;
+    if (rl.rlim_cur < rl.rlim_max) {
         rl.rlim_cur = rl.rlim_max;
-        setrlimit(RLIMIT_NOFILE, &rl);
+        if (setrlimit(RLIMIT_NOFILE, &rl) != 0)
+            getrlimit(RLIMIT_NOFILE, &rl);
     }
+    if (rl.rlim_cur == RLIM_INFINITY)
+        return room;
+    left = rl.rlim_cur > (rlim_t)max_clients + INTAKE_FD_RESERVE
+               ? rl.rlim_cur - max_clients - INTAKE_FD_RESERVE
+               : 1;
+    return left < room ? (unsigned)left : room;
 }
 
 static int listen_open(const struct intake_config *cfg, unsigned *port,
@@ -563,7 +576,7 @@ int intake_start(const struct intake_config *cfg, struct intake **out,
     in->listen_fd = in->epoll_fd = in->wake_fd = -1;
     atomic_init(&in->room_n, 0);
     pthread_mutex_init(&in->lock, NULL);
-    raise_fd_limit();
+    in->cfg.room = room_fit(cfg->max_clients, cfg->room);
     rc = intake_open(in, err, errlen);
     in->cfg.addr = NULL;
     /* Published before the thread starts: the server's callbacks may run

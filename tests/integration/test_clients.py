@@ -7,11 +7,13 @@ implementer must not guess": X-Request-Id). Environment as test_http.py.
 import http.client
 import json
 import os
+import resource
 import select
 import shutil
 import socket
 import ssl
 import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -23,7 +25,9 @@ from test_http import ADMIN_URL, BIN, Poold, check_against_spec, psql, \
 
 P = "tc" + uuid.uuid4().hex[:8] + "_"
 ORG = P + "ok"
-READ_TIMEOUT = 2     # POOLD_REQUEST_READ_TIMEOUT_S in these tests
+# POOLD_REQUEST_READ_TIMEOUT_S in these tests (the README's figures for 10
+# come from TEST_READ_TIMEOUT_S=10).
+READ_TIMEOUT = int(os.environ.get("TEST_READ_TIMEOUT_S", "2"))
 MAX_CLIENTS = 64
 SLACK = 3.0          # "a few seconds": the check interval, a loaded machine
 NO_AUTH = {"POOLD_CLIENT_AUTH": "none"}
@@ -212,13 +216,15 @@ class SlowClients(unittest.TestCase):
                      "the tricklers to connect")
             # Every slot is taken and a queue of tricklers waits behind them.
             wait_for(lambda: time.monotonic() - t.started > 1, 5, "a second")
-            for i in range(6):
+            waits = []
+            for i in range(10):
                 t0 = time.monotonic()
                 if i % 2:
                     r = srv.process(message("n%d" % i), timeout=30)
                 else:
                     r = srv.get("/healthz", route="/healthz", timeout=30)
                 took = time.monotonic() - t0
+                waits.append(took)
                 self.assertEqual(r.status, 200, r.body)
                 self.assertLess(took, READ_TIMEOUT + SLACK,
                                 "request %d waited %.1f s" % (i, took))
@@ -226,11 +232,17 @@ class SlowClients(unittest.TestCase):
             wait_for(lambda: len(t.lives()) >= 3 * MAX_CLIENTS, 60,
                      "tricklers to be cut")
         lives = t.lives()
+        longest = max(c - o for o, c, _ in lives)
+        sys.stderr.write(
+            "\n%d tricklers, %d slots, deadline %d s: normal client waited "
+            "max %.2f s, median %.2f s; %d trickler connections, longest "
+            "%.2f s\n" % (count, MAX_CLIENTS, READ_TIMEOUT, max(waits),
+                          sorted(waits)[len(waits) // 2], len(lives),
+                          longest))
         self.assertEqual(t.errors, [])
         # No trickler got an answer or stayed past the deadline (measured
         # from its connect, kernel backlog included).
         self.assertEqual([g for _, _, g in lives if g], [])
-        longest = max(c - o for o, c, _ in lives)
         self.assertLess(longest, READ_TIMEOUT + SLACK + 1)
         # Slots were really held by tricklers until the deadline.
         cut = [c - o for o, c, _ in lives if c - o >= READ_TIMEOUT - 0.5]
@@ -303,6 +315,40 @@ class SlowClients(unittest.TestCase):
         finally:
             s.close()
         self.assertTrue(out.startswith(b"HTTP/1.1 200"), out[:200])
+
+
+class Flood(unittest.TestCase):
+    def test_a_flood_beyond_the_waiting_room(self):
+        # 8 slots and, with 512 descriptors, a room of 512 - 8 - 256 = 248:
+        # 320 tricklers overflow both, so waiting tricklers are evicted for
+        # newcomers and the rest queue in the kernel's backlog.
+        def low_fd_limit():
+            resource.setrlimit(resource.RLIMIT_NOFILE, (512, 512))
+        srv = Poold(env=dict(NO_AUTH, POOLD_MAX_CLIENTS="8",
+                             POOLD_REQUEST_READ_TIMEOUT_S=str(READ_TIMEOUT)),
+                    preexec_fn=low_fd_limit)
+        try:
+            with Tricklers(srv.port, 320) as t:
+                wait_for(lambda: len(t.open) + len(t.done) >= 320, 60,
+                         "the tricklers to connect")
+                wait_for(lambda: len(t.lives()) >= 100, 30,
+                         "waiting tricklers to be evicted")
+                for i in range(5):
+                    t0 = time.monotonic()
+                    r = srv.process(message("f%d" % i), timeout=30)
+                    self.assertEqual(r.status, 200, r.body)
+                    self.assertLess(time.monotonic() - t0,
+                                    READ_TIMEOUT + SLACK)
+            lives = t.lives()
+            self.assertEqual(t.errors, [])
+            self.assertEqual([g for _, _, g in lives if g], [])
+            evicted = [c - o for o, c, _ in lives if c - o < READ_TIMEOUT - 0.5]
+            sys.stderr.write("\nflood: %d trickler connections, %d closed "
+                             "before the deadline (evicted)\n"
+                             % (len(lives), len(evicted)))
+            self.assertGreater(len(evicted), 0)
+        finally:
+            self.assertEqual(srv.stop(), 0)
 
 
 class RequestIds(unittest.TestCase):
