@@ -36,7 +36,8 @@ enum conn_state {
     CONN_HANDED,   /* given to the server, not started yet */
     CONN_READING,  /* the server reads a request: the deadline runs */
     CONN_HANDLING, /* fully read; being handled or answered */
-    CONN_IDLE,     /* between requests (keep-alive) */
+    CONN_IDLE_NEW, /* between requests (keep-alive), no byte count yet */
+    CONN_IDLE,     /* between requests, idle_bytes counted */
     CONN_CUT,      /* shut down by the deadline; the server closes it */
 };
 
@@ -48,7 +49,8 @@ struct intake_conn {
     bool ready;          /* room: in the ready list (the request is in) */
     uint64_t began_ns;   /* accepted, or the current request's first byte */
     uint64_t handed_ns;  /* when given to the server */
-    uint64_t idle_bytes; /* tcpi_bytes_received when it went idle */
+    uint64_t idle_bytes; /* CONN_IDLE: tcpi_bytes_received at the first
+                            check after the previous request */
     struct sockaddr_storage addr;
     socklen_t addrlen;
 };
@@ -393,8 +395,14 @@ static unsigned active_expire(struct intake *in, uint64_t now)
 
     for (struct intake_conn *c = in->active.head; c != NULL; c = c->next) {
         uint64_t bytes;
-        if (c->state == CONN_IDLE && bytes_received(c->fd, &bytes) &&
-            bytes != c->idle_bytes) {
+        if (c->state == CONN_IDLE_NEW) {
+            /* Counted here rather than at each answer (a getsockopt costs
+             * 2 us): bytes of a next request that came before this first
+             * count start its deadline at its next byte, or its headers. */
+            c->state = bytes_received(c->fd, &c->idle_bytes) ? CONN_IDLE
+                                                             : CONN_HANDLING;
+        } else if (c->state == CONN_IDLE && bytes_received(c->fd, &bytes) &&
+                   bytes != c->idle_bytes) {
             c->state = CONN_READING; /* the next request's first bytes */
             c->began_ns = now;
         }
@@ -695,7 +703,7 @@ void intake_request_begun(struct intake *in, struct intake_conn *c)
     if (c == NULL)
         return;
     pthread_mutex_lock(&in->lock);
-    if (c->state == CONN_IDLE) {
+    if (c->state == CONN_IDLE || c->state == CONN_IDLE_NEW) {
         c->state = CONN_READING;
         c->began_ns = clock_now_ns();
     }
@@ -714,17 +722,10 @@ void intake_request_read(struct intake *in, struct intake_conn *c)
 
 void intake_request_done(struct intake *in, struct intake_conn *c)
 {
-    uint64_t bytes = 0;
-    bool known;
-
     if (c == NULL)
         return;
-    known = bytes_received(c->fd, &bytes); /* the server's own thread: fd is
-                                              open */
     pthread_mutex_lock(&in->lock);
-    if (c->state != CONN_CUT) {
-        c->state = known ? CONN_IDLE : CONN_HANDLING;
-        c->idle_bytes = bytes;
-    }
+    if (c->state != CONN_CUT)
+        c->state = CONN_IDLE_NEW;
     pthread_mutex_unlock(&in->lock);
 }
