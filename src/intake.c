@@ -322,6 +322,7 @@ static void hand_over_some(struct intake *in)
         pthread_mutex_lock(&in->lock);
         c->state = CONN_HANDED;
         c->handed_ns = clock_now_ns();
+
         list_push(&in->handed, c);
         pthread_mutex_unlock(&in->lock);
         /* c may be started, closed and freed by the server before this
@@ -372,6 +373,8 @@ static bool bytes_received(int fd, uint64_t *out)
     return true;
 }
 
+/* A whole request waits for a slot, not for its client: it may wait twice
+ * the deadline (slots held by long requests) before it is given up. */
 static unsigned room_expire(struct intake *in, struct conn_list *l,
                             uint64_t now)
 {
@@ -379,7 +382,7 @@ static unsigned room_expire(struct intake *in, struct conn_list *l,
 
     for (struct intake_conn *c = l->head, *next; c != NULL; c = next) {
         next = c->next;
-        if (now - c->began_ns > in->cfg.read_timeout_ns) {
+        if (now - c->began_ns > (c->ready ? 2 : 1) * in->cfg.read_timeout_ns) {
             room_drop(in, c);
             n++;
         }
@@ -406,8 +409,14 @@ static unsigned active_expire(struct intake *in, uint64_t now)
             c->state = CONN_READING; /* the next request's first bytes */
             c->began_ns = now;
         }
-        if (c->state == CONN_READING &&
-            now - c->began_ns > in->cfg.read_timeout_ns) {
+        if (c->state != CONN_READING ||
+            now - c->began_ns <= in->cfg.read_timeout_ns)
+            continue;
+        if (!in->cfg.tls && room_peek(in, c) > 0) {
+            /* The whole request sits unread in the socket: the server is
+             * late (a busy machine), not the client. Give it time. */
+            c->began_ns = now;
+        } else {
             shutdown(c->fd, SHUT_RDWR);
             c->state = CONN_CUT;
             n++;
@@ -680,7 +689,11 @@ struct intake_conn *intake_conn_started(struct intake *in, int fd)
         c->began_ns = clock_now_ns();
     }
     pthread_mutex_lock(&in->lock);
-    c->state = CONN_READING; /* since it was accepted */
+    /* Since it was accepted; or, for a request that was all in before we
+     * handed it over, from now: the time it waited was ours, not its. */
+    if (c->ready)
+        c->began_ns = clock_now_ns();
+    c->state = CONN_READING;
     list_push(&in->active, c);
     pthread_mutex_unlock(&in->lock);
     return c;
