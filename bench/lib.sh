@@ -55,14 +55,16 @@ truncate_messages() {
 }
 
 # poold_start NAME [VAR=VALUE ...]: start poold with the bench's defaults
-# plus the given settings, wait for /readyz, set POOLD_PID.
+# (POOLD_CLIENT_AUTH=none: the bench sends no org keys) plus the given
+# settings, wait for /readyz, set POOLD_PID.
 poold_start() {
     local name=$1
     shift
     POOLD_LOG="$OUT/logs/poold-$name.log"
     env DATABASE_URL="$DB_URL" POOLD_LISTEN="127.0.0.1:$PORT" \
-        POOLD_ADMIN_TOKEN="$TOKEN" POOLD_LOG_FORMAT=text "$@" \
-        "$BUILD/poold" >"$POOLD_LOG" 2>&1 &
+        POOLD_ADMIN_TOKEN="$TOKEN" POOLD_LOG_FORMAT=text \
+        POOLD_CLIENT_AUTH=none "$@" \
+        "${BENCH_POOLD:-$BUILD/poold}" >"$POOLD_LOG" 2>&1 &
     POOLD_PID=$!
     local i
     for i in $(seq 1 300); do
@@ -118,4 +120,23 @@ record() {
     shift 2
     jq -c --arg kind "$kind" "$@" '. + {kind: $kind} + $ARGS.named' \
         <<<"$json" >>"$OUT/raw.jsonl"
+}
+
+# Rows in processed_messages (truncated before each measurement).
+count_rows() {
+    psql_super -c "SELECT count(*) FROM processed_messages"
+}
+
+# rows_check OK SLACK: every 200 has its row. Prints {rows, ok, slack,
+# rows_ok}: rows_ok is true when OK <= rows <= OK + SLACK. SLACK covers
+# requests a client had in flight when it stopped (wrk closes its
+# connections at the end of its duration: those may commit unanswered) or
+# gave up on (wrk's timeouts and read/write errors); 0 for clients that
+# wait for every answer.
+rows_check() {
+    local ok=$1 slack=$2 rows
+    rows=$(count_rows)
+    jq -nc --argjson rows "$rows" --argjson ok "$ok" --argjson slack "$slack" \
+        '{rows: $rows, ok: $ok, slack: $slack,
+          rows_ok: ($rows >= $ok and $rows <= $ok + $slack)}'
 }

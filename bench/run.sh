@@ -1,40 +1,50 @@
 #!/usr/bin/env bash
-# run.sh — poold's benchmark suite: the seed's workloads pooled vs none, heap
-# allocations and memory, the idle service's bytes, the ceiling against
-# pgbench, and pool_bench. One command from the repository's root:
+# run.sh — poold's benchmark suite: the goals of issue 9, every ratio taken
+# within one run against PostgreSQL's strongest configuration for the same
+# work (pgbench -M prepared), and the seed's workloads pooled vs none. One
+# command from the repository's root:
 #
-#   bench/run.sh
+#   bench/run.sh                  print the tables
+#   bench/run.sh --write-docs     also put them into docs/benchmarks.md
 #
 # It builds poold (cmake, build-bench/) and the bench's C programs, starts a
 # private PostgreSQL (scripts/pg.sh, /tmp/poold-bench-pg, port 26432), starts
-# poold as each measurement needs (port 28080), prints every table as
-# markdown on stdout (also bench/out/results.md) and writes the raw figures
-# to bench/out/results.json (every measurement: bench/out/raw.jsonl; the
-# plot: bench/out/throughput.png). Takes about 5 minutes on 2 cores.
+# poold as each measurement needs (port 28080, POOLD_CLIENT_AUTH=none),
+# prints every table as markdown on stdout (also bench/out/results.md) and
+# writes the figures to bench/out/results.json (every measurement:
+# bench/out/raw.jsonl). After every poold measurement it counts the rows
+# in processed_messages: every 200 must have its row. About 5-6 minutes on
+# 2 cores.
 #
-# Settings (environment): BENCH_RUNS (5; medians of these), BENCH_CEIL_S
-# (10; seconds per ceiling run), BENCH_CEIL_RUNS (3), BENCH_SINGLE_N (500 pooled requests; none
-# gets BENCH_SINGLE_N_NONE, 200), BENCH_PG_DIR, BENCH_PG_PORT, BENCH_PORT,
+# Settings (environment): BENCH_RUNS (3; runs of the seed's workloads),
+# BENCH_CEIL_S (8; seconds per saturation run), BENCH_CEIL_RUNS (3),
+# BENCH_SEED_COSTS ("scram"; add "real" and "seed" for trust and simulated
+# costs), BENCH_SINGLE_N (500 pooled requests; none gets
+# BENCH_SINGLE_N_NONE, 200), BENCH_PG_DIR, BENCH_PG_PORT, BENCH_PORT,
 # BENCH_OUT, BENCH_KEEP_PG=1 (leave PostgreSQL running), BENCH_ONLY (a
-# space-separated subset of: seed cpu alloc idle ceiling poolbench).
+# space-separated subset of: org1 orgs64 batch rate seed, default all of
+# them; extra parts: cpu alloc idle poolbench).
 set -euo pipefail
 
 # shellcheck source=lib.sh
 . "$(dirname "$0")/lib.sh"
 
-RUNS=${BENCH_RUNS:-5}
-CEIL_S=${BENCH_CEIL_S:-10}
+RUNS=${BENCH_RUNS:-3}
+CEIL_S=${BENCH_CEIL_S:-8}
 CEIL_RUNS=${BENCH_CEIL_RUNS:-3}
 SINGLE_N=${BENCH_SINGLE_N:-500}
 SINGLE_N_NONE=${BENCH_SINGLE_N_NONE:-200}
-ONLY=${BENCH_ONLY:-seed cpu alloc idle ceiling poolbench}
+ONLY=${BENCH_ONLY:-org1 orgs64 batch rate seed}
+SEED_COST_LIST=${BENCH_SEED_COSTS:-scram}
+WRITE_DOCS=0
 SEED_COSTS=(POOLD_BUILD_COST_MS=10 POOLD_PROCESS_COST_MS=0.5)
 # The seed's per-org pools have no global cap; 10 orgs x 8 workers at most
 # need 80 services, so 100 connections keep poold's cap out of the way.
 BATCH_CONNS=100
 
 case "${1:-}" in
--h | --help) sed -n '2,21p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+-h | --help) sed -n '2,26p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+--write-docs) WRITE_DOCS=1 ;;
 "") ;;
 *) die "unknown argument $1 (see --help)" ;;
 esac
@@ -72,6 +82,7 @@ SCRAM_URL="postgresql://poold_scram:bench-scram@127.0.0.1:$PG_PORT/pools"
 pg_scram_role() {
     local hba="$PG_DIR/pg_hba.conf" line="host all poold_scram 127.0.0.1/32 scram-sha-256"
     psql_super >/dev/null <<'SQL'
+SET client_min_messages = warning;
 DO $$ BEGIN
   IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'poold_scram') THEN
     CREATE ROLE poold_scram LOGIN;
@@ -98,7 +109,9 @@ SQL
 seed_batch() {
     local run=$1 wl=$2 cost=$3 mode=$4 n=$5 workers=$6 slots=$7 out created phase
     local -a extra=()
+    local oks=0
     [ "$cost" = seed ] && extra=("${SEED_COSTS[@]}")
+    [ "$cost" = scram ] && extra=(DATABASE_URL="$SCRAM_URL")
     truncate_messages
     poold_start "seed-$wl-$cost-$mode" POOLD_POOL_MODE="$mode" \
         POOLD_POOL_SIZE="$slots" POOLD_DB_MAX_CONNS=$BATCH_CONNS "${extra[@]}"
@@ -110,9 +123,11 @@ seed_batch() {
         out=$("$OUT/bin/loadgen" batch -p "$PORT" -n "$n" -w "$workers" -o 10 \
             -s "$seed" -t "r${run}${phase:0:1}_") || true
         created=$(admin_get /stats | jq '.totals.created')
+        oks=$((oks + $(jq .ok <<<"$out")))
         record seed "$out" --arg workload "$wl" --arg cost "$cost" \
             --arg mode "$mode" --arg phase "$phase" --argjson run "$run" \
-            --argjson services_built "$created"
+            --argjson services_built "$created" \
+            --argjson rows "$(rows_check "$oks" 0)"
         log "  $wl $cost $mode $phase run $run: $(jq -r '"\(.wall_ms) ms, non-200 \(.non200)"' <<<"$out")"
     done
     poold_stop
@@ -133,7 +148,9 @@ seed_single() {
         -s "$run" -t "s${run}_") || true
     poold_stop
     record seed "$out" --arg workload single --arg cost "$cost" \
-        --arg mode "$mode" --arg phase warm --argjson run "$run"
+        --arg mode "$mode" --arg phase warm --argjson run "$run" \
+        --argjson rows "$(rows_check "$(jq '.ok + .warmup - .warmup_non200' \
+            <<<"$out")" 0)"
     log "  single $cost $mode run $run: $(jq -r '"mean \(.latency.mean_ms) ms, non-200 \(.non200)"' <<<"$out")"
 }
 
@@ -144,15 +161,12 @@ phase_seed() {
         log "seed workloads, run $run of $RUNS"
         # Alternate the order so drift (other load, WAL growth) hits both.
         if [ $((run % 2)) = 1 ]; then modes=(pooled none); else modes=(none pooled); fi
-        for cost in real seed; do
+        for cost in $SEED_COST_LIST; do
             for mode in "${modes[@]}"; do
                 seed_batch "$run" batch200 "$cost" "$mode" 200 4 4
                 seed_batch "$run" batch1000 "$cost" "$mode" 1000 8 20
                 seed_single "$run" "$cost" "$mode"
             done
-        done
-        for mode in "${modes[@]}"; do
-            seed_single "$run" scram "$mode"
         done
     done
 }
@@ -250,7 +264,7 @@ phase_idle() {
     record pgconn "$conn"
 }
 
-# ---- the ceiling: poold against PostgreSQL's own rate ----------------------
+# ---- the goals of issue 9: poold against pgbench -M prepared ---------------
 
 wrk_json() { sed -n 's/^WRKJSON //p'; }
 
@@ -267,6 +281,8 @@ pg_cpu_ticks() {
     echo "$t"
 }
 proc_cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
+# user and system ticks of a process, on one line
+proc_cpu_split() { awk '{ print $14, $15 }' "/proc/$1/stat"; }
 # Children's CPU seconds (user + sys) from a file `times` wrote: `times`
 # must run in the shell that waited for them, without a fork (no pipe).
 children_cpu_s() {
@@ -274,70 +290,173 @@ children_cpu_s() {
         printf "%.3f\n", u[1] * 60 + u[2] + s[1] * 60 + s[2] }'
 }
 
-# ceiling_poold RUN NAME ORGS: wrk against a warm poold; CPU per request
-# of wrk, poold and PostgreSQL.
-ceiling_poold() {
-    local run=$1 name=$2 orgs=$3 out stats pg0 pg1 p0 p1 cli
-    truncate_messages
-    poold_start "ceiling-$name" POOLD_DB_MAX_CONNS=8 POOLD_POOL_SIZE=8
-    # Warm-up (builds the services), then the measured run.
-    BENCH_TAG="w${run}${name}_" BENCH_ORGS=$orgs wrk -t2 -c8 -d2s \
-        -s "$BENCH_DIR/post.lua" "http://127.0.0.1:$PORT" >/dev/null
-    pg0=$(pg_cpu_ticks)
-    p0=$(proc_cpu_ticks "$POOLD_PID")
-    out=$(BENCH_TAG="c${run}${name}_" BENCH_ORGS=$orgs wrk -t2 -c8 \
-        -d"${CEIL_S}s" -s "$BENCH_DIR/post.lua" "http://127.0.0.1:$PORT" |
-        wrk_json; times >"$OUT/times.txt")
-    p1=$(proc_cpu_ticks "$POOLD_PID")
-    pg1=$(pg_cpu_ticks)
-    cli=$(children_cpu_s "$OUT/times.txt")
-    stats=$(admin_get /stats | jq -c '{services_built: .totals.created,
-        evicted: .totals.destroyed_by.evicted, conn_timeouts: .connections.total_timeouts}')
-    poold_stop
-    record ceiling "$out" --arg who "poold" --arg case "$name" \
-        --argjson run "$run" --argjson orgs "$orgs" --argjson stats "$stats" \
-        --argjson cpu "$(jq -n --argjson c "$cli" --argjson p $((p1 - p0)) \
-            --argjson g $((pg1 - pg0)) --argjson hz "$(getconf CLK_TCK)" \
-            '{client_s: $c, poold_s: ($p / $hz), postgres_s: ($g / $hz)}')"
-    log "  poold $name run $run: $(jq -r '"\(.rps) req/s, non-200 \(.non200)"' <<<"$out")"
+# Wait (up to 10 s) until poold has no service lent and no request waiting
+# for one: the warm-up's last requests (wrk gives up on a request after 2 s,
+# poold still commits it) are committed before the table is truncated.
+poold_quiet() {
+    local i
+    for i in $(seq 1 200); do
+        [ "$(admin_get /stats | jq '.totals.active + .totals.waiting')" = 0 ] &&
+            return 0
+        [ "$i" -lt 200 ] && sleep 0.05
+    done
+    log "  warning: poold still busy 10 s after the warm-up"
 }
 
-pgbench_run() {
-    # pgbench_run EXTRA_ARGS...: prints its summary
-    "$PG_BIN/pgbench" -n -M extended -j 2 -f "$BENCH_DIR/pgbench_insert.sql" \
-        "$@" "$DB_URL" 2>&1
-}
-
-# ceiling_pgbench RUN CLIENTS
-ceiling_pgbench() {
-    local run=$1 clients=$2 out tps pg0 pg1 cli
+# pgbench_anchor CASE RUN SCRIPT CLIENTS ROWS_PER_TX: the anchor, pgbench
+# -M prepared (each connection parses and plans the statement once) for
+# CEIL_S seconds; tps, rows/s and CPU.
+pgbench_anchor() {
+    local name=$1 run=$2 script=$3 clients=$4 per=$5 out tps pg0 pg1 cli
+    local jobs=2
+    [ "$clients" -lt 2 ] && jobs=1
     truncate_messages
     pg0=$(pg_cpu_ticks)
-    out=$(pgbench_run -c "$clients" -T "$CEIL_S"; times >"$OUT/times.txt")
+    out=$("$PG_BIN/pgbench" -n -M prepared -j "$jobs" -c "$clients" \
+        -T "$CEIL_S" -f "$BENCH_DIR/$script" "$DB_URL" 2>&1
+        times >"$OUT/times.txt")
     pg1=$(pg_cpu_ticks)
     tps=$(sed -n 's/^tps = \([0-9.]*\).*/\1/p' <<<"$out")
     cli=$(children_cpu_s "$OUT/times.txt")
-    record ceiling "{}" --arg who pgbench --arg case "c$clients" \
-        --argjson run "$run" --argjson rps "$tps" \
+    if [ -z "$tps" ]; then # no transaction finished (e.g. connecting took the whole run)
+        printf '%s\n' "$out" >"$OUT/logs/pgbench-$name-$run.log"
+        record anchor "{}" --arg case "$name" --argjson run "$run" \
+            --arg error "pgbench finished no transaction: $OUT/logs/pgbench-$name-$run.log"
+        log "  pgbench -c $clients $script run $run: no transaction finished"
+        return 0
+    fi
+    record anchor "{}" --arg case "$name" --argjson run "$run" \
+        --argjson clients "$clients" --argjson rows_per_tx "$per" \
+        --argjson tps "$tps" --argjson rows_per_s "$(jq -n "$tps * $per")" \
         --argjson requests "$(sed -n 's/^number of transactions actually processed: \([0-9]*\).*/\1/p' <<<"$out")" \
         --argjson latency_avg_ms "$(sed -n 's/^latency average = \([0-9.]*\) ms.*/\1/p' <<<"$out")" \
         --argjson failed "$(sed -n 's/^number of failed transactions: \([0-9]*\).*/\1/p' <<<"$out")" \
         --argjson cpu "$(jq -n --argjson c "$cli" --argjson g $((pg1 - pg0)) \
             --argjson hz "$(getconf CLK_TCK)" '{client_s: $c, postgres_s: ($g / $hz)}')"
-    log "  pgbench -c $clients run $run: $tps tps"
+    log "  pgbench -M prepared -c $clients $script run $run: $tps tps ($(jq -n "$tps * $per | floor") rows/s)"
 }
 
-# rate_poold NAME ORGS RATE: loadgen at a fixed rate against a warm poold.
+# batch_endpoint: the HTTP status of a one-message POST /process/batch
+# (200 once the endpoint exists; 404 before).
+batch_endpoint() {
+    curl -s -o /dev/null -w '%{http_code}' -H 'Content-Type: application/json' \
+        -d '{"org_id":"org_000","messages":[{"id":"msg_probe","payload":"00"}]}' \
+        "http://127.0.0.1:$PORT/process/batch"
+}
+
+# poold_load CASE RUN SCRIPT ORGS CONNS PER_REQUEST [VAR=VALUE ...]: wrk
+# (2 threads, CONNS connections, SCRIPT) against a warm poold for CEIL_S
+# seconds; messages/s, CPU of client, poold (user, system) and PostgreSQL,
+# and the rows check.
+poold_load() {
+    local name=$1 run=$2 script=$3 orgs=$4 conns=$5 per=$6 out stats cli
+    local pg0 pg1 u0 s0 u1 s1 hz code ok errs lost
+    shift 6
+    hz=$(getconf CLK_TCK)
+    truncate_messages
+    poold_start "$name-$run" "$@"
+    if [ "$script" = batch.lua ] && code=$(batch_endpoint) && [ "$code" != 200 ]; then
+        poold_stop
+        record poold "{}" --arg case "$name" --argjson run "$run" \
+            --arg missing "n/a: endpoint missing (POST /process/batch answered $code)"
+        log "  poold $name run $run: n/a, POST /process/batch answered $code"
+        return 0
+    fi
+    BENCH_TAG="w${run}${name}_" BENCH_ORGS=$orgs BENCH_BATCH=$per \
+        wrk -t2 -c"$conns" -d2s -s "$BENCH_DIR/$script" \
+        "http://127.0.0.1:$PORT" >/dev/null
+    poold_quiet
+    truncate_messages
+    pg0=$(pg_cpu_ticks)
+    read -r u0 s0 < <(proc_cpu_split "$POOLD_PID")
+    out=$(BENCH_TAG="c${run}${name}_" BENCH_ORGS=$orgs BENCH_BATCH=$per \
+        wrk -t2 -c"$conns" -d"${CEIL_S}s" --timeout 10s \
+        -s "$BENCH_DIR/$script" "http://127.0.0.1:$PORT" | wrk_json
+        times >"$OUT/times.txt")
+    read -r u1 s1 < <(proc_cpu_split "$POOLD_PID")
+    pg1=$(pg_cpu_ticks)
+    cli=$(children_cpu_s "$OUT/times.txt")
+    stats=$(admin_get /stats | jq -c '{services_built: .totals.created,
+        evicted: .totals.destroyed_by.evicted, conn_timeouts: .connections.total_timeouts}')
+    poold_quiet
+    ok=$(jq .ok <<<"$out")
+    errs=$(jq '.message_errors // 0' <<<"$out")
+    # Requests wrk gave up on (timeout, read or write error) may still commit.
+    lost=$(jq '.errors | .timeout + .read + .write' <<<"$out")
+    record poold "$out" --arg case "$name" --argjson run "$run" \
+        --argjson orgs "$orgs" --argjson connections "$conns" \
+        --argjson per_request "$per" --argjson stats "$stats" \
+        --argjson messages_per_s "$(jq -n "($ok * $per - $errs) / $(jq .duration_s <<<"$out")")" \
+        --argjson rows "$(rows_check $((ok * per - errs)) $(((conns + lost) * per)))" \
+        --argjson cpu "$(jq -n --argjson c "$cli" --argjson u $((u1 - u0)) \
+            --argjson s $((s1 - s0)) --argjson g $((pg1 - pg0)) --argjson hz "$hz" \
+            '{client_s: $c, poold_user_s: ($u / $hz), poold_sys_s: ($s / $hz),
+              poold_s: (($u + $s) / $hz), postgres_s: ($g / $hz)}')"
+    poold_stop
+    log "  poold $name run $run: $(jq -r '"\(.rps) req/s, non-200 \(.non200)"' <<<"$out"), rows $(count_rows)"
+}
+
+# 1 org, 8 connections: poold req/s / pgbench's single-row tps, 8 clients.
+phase_org1() {
+    local run
+    log "1 org, 8 connections, $CEIL_S s each, $CEIL_RUNS runs"
+    for run in $(seq 1 "$CEIL_RUNS"); do
+        pgbench_anchor c8 "$run" pgbench_insert1.sql 8 1
+        poold_load org1 "$run" post.lua 1 8 1 POOLD_DB_MAX_CONNS=8 \
+            POOLD_POOL_SIZE=8
+    done
+}
+
+# 10 orgs, 64 connections: committed messages/s / pgbench's single-row
+# tps at 64 clients. poold keeps its own pools (4 per org, 40 connections
+# at most: no org takes another's), which is where group commit shows.
+phase_orgs64() {
+    local run
+    log "10 orgs, 64 connections, $CEIL_S s each, $CEIL_RUNS runs"
+    for run in $(seq 1 "$CEIL_RUNS"); do
+        pgbench_anchor c64 "$run" pgbench_insert1.sql 64 1
+        poold_load orgs64 "$run" post.lua 10 64 1 POOLD_DB_MAX_CONNS=40 \
+            POOLD_POOL_SIZE=4
+    done
+}
+
+# POST /process/batch of 100 messages, 8 connections: rows/s / pgbench's
+# 100-row INSERT rows/s, 8 clients.
+phase_batch() {
+    local run
+    log "batches of 100, 8 connections, $CEIL_S s each, $CEIL_RUNS runs"
+    for run in $(seq 1 "$CEIL_RUNS"); do
+        pgbench_anchor b100 "$run" pgbench_insert100.sql 8 100
+        poold_load batch100 "$run" batch.lua 10 8 100 POOLD_DB_MAX_CONNS=8 \
+            POOLD_POOL_SIZE=8 POOLD_MAX_BATCH=1000
+        # Nothing to compare once the endpoint is known to be missing.
+        if jq -e 'select(.kind == "poold" and .case == "batch100" and .missing)' \
+            "$OUT/raw.jsonl" >/dev/null; then
+            break
+        fi
+    done
+}
+
+# rate_poold NAME ORGS RATE: loadgen at a fixed rate against a warm poold;
+# CPU per request at that rate too.
 rate_poold() {
-    local name=$1 orgs=$2 rate=$3 out
+    local name=$1 orgs=$2 rate=$3 out u0 s0 u1 s1 hz
+    hz=$(getconf CLK_TCK)
     truncate_messages
     poold_start "rate-$name" POOLD_DB_MAX_CONNS=8 POOLD_POOL_SIZE=8
     BENCH_TAG="wr${name}_" BENCH_ORGS=$orgs wrk -t2 -c8 -d2s \
         -s "$BENCH_DIR/post.lua" "http://127.0.0.1:$PORT" >/dev/null
+    poold_quiet
+    truncate_messages
+    read -r u0 s0 < <(proc_cpu_split "$POOLD_PID")
     out=$("$OUT/bin/loadgen" rate -p "$PORT" -r "$rate" -w 8 -d "$CEIL_S" \
         -o "$orgs" -t "fr${name}_") || true
+    read -r u1 s1 < <(proc_cpu_split "$POOLD_PID")
+    record rate "$out" --arg who poold --arg case "$name" \
+        --argjson rows "$(rows_check "$(jq .ok <<<"$out")" 0)" \
+        --argjson cpu "$(jq -n --argjson u $((u1 - u0)) --argjson s $((s1 - s0)) \
+            --argjson hz "$hz" '{poold_user_s: ($u / $hz), poold_sys_s: ($s / $hz)}')"
     poold_stop
-    record rate "$out" --arg who poold --arg case "$name"
     log "  poold at $rate req/s, $name: $(jq -r '"p50 \(.latency.p50_ms) ms, p99 \(.latency.p99_ms) ms, non-200 \(.non200)"' <<<"$out")"
 }
 
@@ -345,8 +464,9 @@ rate_pgbench() {
     local rate=$1 logdir out
     logdir=$(mktemp -d)
     truncate_messages
-    (cd "$logdir" && pgbench_run -c 8 -R "$rate" -T "$CEIL_S" -l \
-        --log-prefix=pgb >"$logdir/summary.txt")
+    (cd "$logdir" && "$PG_BIN/pgbench" -n -M prepared -j 2 -c 8 -R "$rate" \
+        -T "$CEIL_S" -l --log-prefix=pgb -f "$BENCH_DIR/pgbench_insert1.sql" \
+        "$DB_URL" >"$logdir/summary.txt" 2>&1)
     # Per-transaction log: client tx latency_us script epoch us lag_us;
     # with -R, latency counts from the scheduled start (lag included).
     cat "$logdir"/pgb.* | awk '{ print $3 }' | sort -n >"$logdir/lat"
@@ -358,25 +478,21 @@ rate_pgbench() {
             printf "{\"n\":%d,\"p50_ms\":%.4f,\"p99_ms\":%.4f,", n, l[a] / 1000, l[b] / 1000
             printf "\"service_p50_ms\":%.4f,\"service_p99_ms\":%.4f}\n", s[a] / 1000, s[b] / 1000 }')
     record rate "$out" --arg who pgbench --argjson target_rps "$rate"
+    log "  pgbench -M prepared -R $rate: $(jq -r '"p50 \(.p50_ms) ms, p99 \(.p99_ms) ms"' <<<"$out")"
     rm -rf "$logdir"
 }
 
-phase_ceiling() {
-    local run rate
-    log "ceiling: pgbench and poold at 8 connections, $CEIL_S s each, $CEIL_RUNS runs"
-    ceiling_pgbench 0 1 # one client: PostgreSQL's floor for one request
-    for run in $(seq 1 "$CEIL_RUNS"); do
-        ceiling_pgbench "$run" 8
-        ceiling_poold "$run" orgs10 10
-        ceiling_poold "$run" org1 1
-    done
-    # Latency at half of poold's own maximum, and PostgreSQL's at that rate.
-    rate=$(jq -s '[.[] | select(.kind == "ceiling" and .who == "poold" and
-        .case == "org1") | .rps] | sort | .[length / 2 | floor] / 2 | floor' \
+# Fixed rate at half of poold's 1-org maximum (phase org1; BENCH_RATE
+# without it): poold's p99 / pgbench's p99 at the same rate.
+phase_rate() {
+    local rate
+    rate=$(jq -s '[.[] | select(.kind == "poold" and .case == "org1") | .rps]
+        | sort | if length == 0 then null else .[length / 2 | floor] / 2 | floor end' \
         "$OUT/raw.jsonl")
-    log "  fixed rate $rate req/s (half of poold's 1-org maximum)"
+    [ "$rate" = null ] && rate=${BENCH_RATE:-}
+    [ -n "$rate" ] || die "phase rate needs phase org1 (or BENCH_RATE)"
+    log "fixed rate $rate req/s (half of poold's 1-org maximum), $CEIL_S s"
     rate_poold org1 1 "$rate"
-    rate_poold orgs10 10 "$rate"
     rate_pgbench "$rate"
 }
 
@@ -414,13 +530,18 @@ main() {
     pg_start
     pg_scram_role
     record machine "$(machine_json)"
+    want org1 && phase_org1
+    want orgs64 && phase_orgs64
+    want batch && phase_batch
+    want rate && phase_rate
     want seed && phase_seed
     want cpu && phase_cpu
     want alloc && phase_alloc
     want idle && phase_idle
-    want ceiling && phase_ceiling
     want poolbench && phase_poolbench
-    jq -s --argjson seconds "$((SECONDS - t0))" \
+    record machine_end "$(jq -n --arg load "$(cut -d' ' -f1-3 /proc/loadavg)" \
+        '{loadavg_at_end: $load}')"
+    jq -s --argjson seconds "$((SECONDS - t0))" --argjson ceil_s "$CEIL_S" \
         -f "$BENCH_DIR/summarize.jq" "$OUT/raw.jsonl" >"$OUT/results.json"
     jq -r -f "$BENCH_DIR/report.jq" "$OUT/results.json" | tee "$OUT/results.md"
     jq -r '.plot[] | "\(.name)\t\(.none)\t\(.pooled)"' "$OUT/results.json" \
@@ -429,7 +550,25 @@ main() {
         gnuplot -e "datafile='$OUT/throughput.dat'; outfile='$OUT/throughput.png'" \
             "$BENCH_DIR/plot.gp"
     fi
+    [ "$WRITE_DOCS" = 1 ] && write_docs
     log "done in $((SECONDS - t0)) s: $OUT/results.md, $OUT/results.json, $OUT/throughput.png"
+}
+
+# Replace the lines between the markers of docs/benchmarks.md with this
+# run's tables.
+write_docs() {
+    local doc="$ROOT/docs/benchmarks.md"
+    if ! grep -qx '<!-- bench:begin -->' "$doc" ||
+        ! grep -qx '<!-- bench:end -->' "$doc"; then
+        die "$doc has no <!-- bench:begin --> / <!-- bench:end --> markers"
+    fi
+    awk -v f="$OUT/results.md" '
+        $0 == "<!-- bench:begin -->" { print; while ((getline l < f) > 0) print l
+                                      skip = 1; next }
+        $0 == "<!-- bench:end -->" { skip = 0 }
+        !skip' "$doc" >"$doc.new"
+    mv "$doc.new" "$doc"
+    log "tables written into $doc"
 }
 
 main

@@ -21,13 +21,15 @@ def of(k): map(select(.kind == k));
 def nonok(w; c; ph): $seed | map(select(.workload == w and .cost == c
                                    and .phase == ph) | .non200) | add;
 {
-  machine: ($all | of("machine") | first | del(.kind)),
+  machine: ($all | of("machine") | first | del(.kind)
+    | . + (($all | of("machine_end") | first // {}) | del(.kind))),
   seconds: $ARGS.named.seconds,
+  ceil_s: $ARGS.named.ceil_s,
   runs: ($runs | length),
   seed_batch: ([
     ["batch200", "200 msg, 4 workers, 4 slots/org", 200],
     ["batch1000", "1000 msg, 8 workers, 20 slots/org", 1000]
-  ] as $ws | [ $ws[] as [$w, $vol, $n] | ("real", "seed") as $c
+  ] as $ws | [ $ws[] as [$w, $vol, $n] | ("scram", "real", "seed") as $c
     | ("cold", "warm") as $ph
     | pair($w; $c; $ph; .wall_ms) as $p
     | select($p | length > 0)
@@ -44,7 +46,7 @@ def nonok(w; c; ph): $seed | map(select(.workload == w and .cost == c
        services_built: ($seed | map(select(.workload == $w and .cost == $c
            and .mode == "pooled" and .phase == $ph) | .services_built) | median),
        per_run: $p} ]),
-  seed_single: ([ ("real", "scram", "seed") as $c
+  seed_single: ([ ("scram", "real", "seed") as $c
     | pair("single"; $c; "warm"; .latency.mean_ms) as $mean
     | pair("single"; $c; "warm"; .latency.median_ms) as $med
     | select($mean | length > 0)
@@ -90,41 +92,74 @@ def nonok(w; c; ph): $seed | map(select(.workload == w and .cost == c
            ($c4.bytes_in_use - $e.bytes_in_use) / $c4.services | r(0) end),
        rss_kb_per_service: (($a.rss_kb - $e.rss_kb) / $a.services | r(1)),
        pgconn_bytes: ($pc.bytes_per_conn_after_query // null)} end),
-  ceiling: (($all | of("ceiling")) as $c
-    | def cruns(sel): $c | map(select(sel));
-    # CPU microseconds per request, by process group, median over runs
-    def cpu(runs): (runs | map(select(.cpu != null and .requests > 0)
-        | .requests as $n | .cpu | map_values(. / $n * 1e6))) as $u
-        | if ($u | length) == 0 then null else
-          ($u[0] | keys) as $k
-          | reduce $k[] as $key ({}; .[$key] = ($u | map(.[$key]) | median | r(1)))
+  load: (($all | of("poold")) as $p
+    | ($all | of("anchor")) as $a
+    | def cpu_us: . as $x | if $x.cpu == null or ($x.requests // 0) == 0 then null
+          else $x.cpu | map_values(. / ($x.requests * ($x.per_request // 1)) * 1e6)
           end;
-    def summary(runs): {rps: (runs | map(.rps) | median | r(0)),
-        rps_all: (runs | map(.rps | r(0))),
-        p50_ms: (runs | map(.latency.p50_ms) | median),
-        p99_ms: (runs | map(.latency.p99_ms) | median),
-        non200: (runs | map(.non200) | add),
-        services_built: (runs | map(.stats.services_built) | median),
-        evicted: (runs | map(.stats.evicted) | median),
-        cpu_us_per_req: cpu(runs)};
-    (cruns(.who == "pgbench" and .case == "c8")) as $pg
-    | (cruns(.who == "poold" and .case == "orgs10")) as $p10
-    | (cruns(.who == "poold" and .case == "org1")) as $p1
-    | def ratio(p): [ p[] as $x | ($pg | map(select(.run == $x.run)) | first) as $g
-          | select($g != null) | $x.rps / $g.rps ] | median | r(3);
-    if ($pg | length) == 0 then null else
-      {runs: ($pg | length),
-       pgbench: {rps: ($pg | map(.rps) | median | r(0)),
-           rps_all: ($pg | map(.rps | r(0))),
-           failed: ($pg | map(.failed) | add),
-           latency_avg_ms: ($pg | map(.latency_avg_ms) | median),
-           cpu_us_per_req: cpu($pg)},
-       pgbench_c1: (cruns(.who == "pgbench" and .case == "c1") | first),
-       poold_orgs10: summary($p10), poold_org1: summary($p1),
-       ratio_orgs10: ratio($p10), ratio_org1: ratio($p1),
-       rate_poold_org1: ($all | of("rate") | map(select(.who == "poold" and .case == "org1")) | first),
-       rate_poold_orgs10: ($all | of("rate") | map(select(.who == "poold" and .case == "orgs10")) | first),
-       rate_pgbench: ($all | of("rate") | map(select(.who == "pgbench")) | first)} end),
+    def med(f): map(f) | map(select(. != null)) | median;
+    def pair(pc; ac): [ $p[] | select(.case == pc and .missing == null) as $x
+          | ($a | map(select(.case == ac and .run == $x.run)) | first) as $g
+          | select($g != null and ($g.rows_per_s // 0) > 0)
+          | {run: $x.run, poold: $x.messages_per_s, anchor: $g.rows_per_s,
+             ratio: ($x.messages_per_s / $g.rows_per_s)} ];
+    def one(pc; ac): ($p | map(select(.case == pc))) as $xs
+      | ($a | map(select(.case == ac and .tps != null))) as $gs
+      | pair(pc; ac) as $r
+      | if ($xs | map(.missing) | map(select(. != null)) | length) > 0 then
+          {missing: ($xs | map(.missing) | map(select(. != null)) | first),
+           anchor_rows_per_s: ($gs | med(.rows_per_s) | r(0)),
+           anchor_clients: ($gs | first | .clients)}
+        elif ($r | length) == 0 then
+          (if ($xs | length) == 0 then null else
+           {missing: "n/a: no pgbench figure to compare with (see the run's log)",
+            anchor_rows_per_s: null} end)
+        else
+          ($xs | map(select(.missing == null))) as $ok
+          | {runs: ($r | length),
+             ratio: ($r | map(.ratio) | median | r(3)),
+             ratio_min: ($r | map(.ratio) | min | r(3)),
+             ratio_max: ($r | map(.ratio) | max | r(3)),
+             poold_messages_per_s: ($r | map(.poold) | median | r(0)),
+             poold_rps: ($ok | med(.rps) | r(0)),
+             poold_all: ($r | map(.poold | r(0))),
+             anchor_rows_per_s: ($r | map(.anchor) | median | r(0)),
+             anchor_all: ($r | map(.anchor | r(0))),
+             anchor_clients: ($gs | first | .clients),
+             anchor_failed: ($gs | map(.failed) | add),
+             anchor_latency_avg_ms: ($gs | med(.latency_avg_ms)),
+             anchor_cpu_us_per_row: ($gs | map(.cpu as $c | .requests as $n
+                 | .rows_per_tx as $k | $c | map_values(. / ($n * $k) * 1e6))
+                 | . as $u | (.[0] | keys) as $ks
+                 | reduce $ks[] as $key ({}; .[$key] = ($u | map(.[$key]) | median | r(1)))),
+             p50_ms: ($ok | med(.latency.p50_ms)),
+             p99_ms: ($ok | med(.latency.p99_ms)),
+             non200: ($ok | map(.non200) | add),
+             message_errors: ($ok | map(.message_errors // 0) | add),
+             rows_ok: ($ok | all(.rows.rows_ok)),
+             rows: ($ok | map(.rows)),
+             services_built: ($ok | med(.stats.services_built)),
+             cpu_us_per_message: ($ok | map(cpu_us) | map(select(. != null))
+                 | if length == 0 then null else . as $u | (.[0] | keys) as $ks
+                   | reduce $ks[] as $key ({}; .[$key] = ($u | map(.[$key]) | median | r(1)))
+                   end),
+             per_request: ($ok | first | .per_request),
+             connections: ($ok | first | .connections)}
+        end;
+    {org1: one("org1"; "c8"), orgs64: one("orgs64"; "c64"),
+     batch100: one("batch100"; "b100")}),
+  rate: (($all | of("rate")) as $rt
+    | ($rt | map(select(.who == "poold")) | first) as $p
+    | ($rt | map(select(.who == "pgbench")) | first) as $g
+    | if $p == null or $g == null then null else
+      {target_rps: $p.target_rps, poold: $p, pgbench: $g,
+       ratio_p99: ($p.latency.p99_ms / $g.p99_ms | r(3)),
+       poold_cpu_us_per_req: (if $p.cpu == null or $p.ok == 0 then null else
+           (($p.cpu.poold_user_s + $p.cpu.poold_sys_s) / $p.requests * 1e6 | r(1)) end)}
+      end),
+  rows_checks: ([$all[] | select(.rows != null and (.rows | type) == "object")
+      | {kind, case: (.case // .workload), mode, run, phase} + .rows]
+    | {checks: length, failed: map(select(.rows_ok | not))}),
   poolbench: ($all | of("poolbench") | map({threads, ns_per_op, line})),
   poolbench_allocs: ($all | of("poolbench_allocs") | first),
   raw: $all

@@ -221,11 +221,15 @@ int main(int argc, char **argv)
         break;
     }
     log_init(cfg.log_format, LOG_INFO);
+    if (log_start(NULL) != POOLD_OK)
+        log_event(LOG_WARN, "log writer thread not started; logging directly",
+                  (const char *)NULL);
     json_object_seed(0);
     if (cfg.admin_token_generated)
         log_event(LOG_WARN, "POOLD_ADMIN_TOKEN is not set; generated one",
                   "admin_token", cfg.admin_token, (const char *)NULL);
     rc = run(&cfg);
     config_deinit(&cfg);
+    log_stop(); /* every buffered line is out before the exit status */
     return rc;
 }
