@@ -563,10 +563,12 @@ static int daemon_start(struct http_server *srv,
     srv->daemon = MHD_start_daemon(
         flags, 0, NULL, NULL, on_request, srv, MHD_OPTION_EXTERNAL_LOGGER,
         mhd_log, (void *)srv,
-        /* The intake keeps to max_clients; one more here so a connection it
-         * hands over as a slot frees is never refused by a count that
-         * libmicrohttpd updates a moment later. */
-        MHD_OPTION_CONNECTION_LIMIT, (unsigned int)(cfg->max_clients + 1),
+        /* The intake keeps to max_clients. libmicrohttpd's own limit must
+         * never be reached: 0.9.75 refuses a connection handed over at its
+         * limit leaving its cleanup mutex locked, and the daemon thread
+         * deadlocks (fixed upstream in 67061d5c, v1.0.0). Far above ours,
+         * it only ever sees our count. */
+        MHD_OPTION_CONNECTION_LIMIT, (unsigned int)(2 * cfg->max_clients + 64),
         MHD_OPTION_CONNECTION_TIMEOUT, (unsigned int)cfg->client_timeout_s,
         MHD_OPTION_THREAD_STACK_SIZE, HTTP_THREAD_STACK,
         MHD_OPTION_CONNECTION_MEMORY_LIMIT, HTTP_CONN_MEMORY,

@@ -26,8 +26,6 @@
 /* A waiting connection whose request has not arrived may give its place in
  * a full room to a newer one once it waited this long. */
 #define INTAKE_EVICT_AGE_NS (500 * NS_PER_MS)
-/* Safety net: a connection handed over but never started by the server. */
-#define INTAKE_HANDED_MAX_NS (10 * NS_PER_S)
 #define INTAKE_ACCEPT_BATCH 64
 #define INTAKE_EVENTS 64
 
@@ -48,7 +46,6 @@ struct intake_conn {
     bool watched;        /* room: fd is in the epoll set */
     bool ready;          /* room: in the ready list (the request is in) */
     uint64_t began_ns;   /* accepted, or the current request's first byte */
-    uint64_t handed_ns;  /* when given to the server */
     uint64_t idle_bytes; /* CONN_IDLE: tcpi_bytes_received at the first
                             check after the previous request */
     struct sockaddr_storage addr;
@@ -77,6 +74,13 @@ struct intake {
     struct conn_list handed, active;
     bool quiesced, stopping;
 };
+
+/* Time since t; 0 when t is later than now (stamped by another thread
+ * after now was read): an unsigned difference would wrap to "forever". */
+static uint64_t age(uint64_t now, uint64_t t)
+{
+    return now > t ? now - t : 0;
+}
 
 /* ---- lists ----------------------------------------------------------------
  */
@@ -264,7 +268,7 @@ static bool room_make_space(struct intake *in, uint64_t now)
 
     if (in->ready.n + in->waiting.n < in->cfg.room)
         return true;
-    if (old == NULL || now - old->began_ns < INTAKE_EVICT_AGE_NS)
+    if (old == NULL || age(now, old->began_ns) < INTAKE_EVICT_AGE_NS)
         return false;
     room_drop(in, old);
     return true;
@@ -321,7 +325,6 @@ static void hand_over_some(struct intake *in)
         room_unlink(in, c);
         pthread_mutex_lock(&in->lock);
         c->state = CONN_HANDED;
-        c->handed_ns = clock_now_ns();
 
         list_push(&in->handed, c);
         pthread_mutex_unlock(&in->lock);
@@ -340,9 +343,10 @@ static void hand_over_some(struct intake *in)
 static void listen_sync(struct intake *in, uint64_t now, bool quiesced)
 {
     struct intake_conn *old = in->waiting.head;
-    bool want = !quiesced && now >= in->accept_pause_until &&
-                (in->ready.n + in->waiting.n < in->cfg.room ||
-                 (old != NULL && now - old->began_ns >= INTAKE_EVICT_AGE_NS));
+    bool want =
+        !quiesced && now >= in->accept_pause_until &&
+        (in->ready.n + in->waiting.n < in->cfg.room ||
+         (old != NULL && age(now, old->began_ns) >= INTAKE_EVICT_AGE_NS));
 
     if (want == in->listening)
         return;
@@ -382,7 +386,8 @@ static unsigned room_expire(struct intake *in, struct conn_list *l,
 
     for (struct intake_conn *c = l->head, *next; c != NULL; c = next) {
         next = c->next;
-        if (now - c->began_ns > (c->ready ? 2 : 1) * in->cfg.read_timeout_ns) {
+        if (age(now, c->began_ns) >
+            (c->ready ? 2 : 1) * in->cfg.read_timeout_ns) {
             room_drop(in, c);
             n++;
         }
@@ -410,7 +415,7 @@ static unsigned active_expire(struct intake *in, uint64_t now)
             c->began_ns = now;
         }
         if (c->state != CONN_READING ||
-            now - c->began_ns <= in->cfg.read_timeout_ns)
+            age(now, c->began_ns) <= in->cfg.read_timeout_ns)
             continue;
         if (!in->cfg.tls && room_peek(in, c) > 0) {
             /* The whole request sits unread in the socket: the server is
@@ -420,13 +425,6 @@ static unsigned active_expire(struct intake *in, uint64_t now)
             shutdown(c->fd, SHUT_RDWR);
             c->state = CONN_CUT;
             n++;
-        }
-    }
-    for (struct intake_conn *c = in->handed.head, *next; c != NULL; c = next) {
-        next = c->next;
-        if (now - c->handed_ns > INTAKE_HANDED_MAX_NS) {
-            list_remove(&in->handed, c); /* never started: forget it */
-            free(c);
         }
     }
     return n;
@@ -497,6 +495,7 @@ static void *intake_main(void *arg)
             room_watch_new(in);
         }
         if (now >= next_tick) {
+            now = clock_now_ns();
             deadlines(in, now);
             next_tick = now + INTAKE_TICK_NS;
         }
