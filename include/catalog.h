@@ -5,6 +5,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 
+#include "audit.h"
 #include "db.h"
 #include "status.h"
 
@@ -45,5 +46,13 @@ POOLD_MUSTCHECK int catalog_load(struct db_conn *conn, struct org_info **out,
 POOLD_MUSTCHECK int catalog_store_pool_size(struct db_conn *conn,
                                             const char *org_id, unsigned size,
                                             char *err, size_t errlen);
+
+/* As catalog_store_pool_size(), in one transaction with an audit entry
+ * (pool.resize, before and after {"pool_max_size": n}) by actor. */
+POOLD_MUSTCHECK int catalog_store_pool_size_by(struct db_conn *conn,
+                                               const char *org_id,
+                                               unsigned size,
+                                               const struct audit_actor *actor,
+                                               char *err, size_t errlen);
 
 #endif

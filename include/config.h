@@ -13,6 +13,7 @@
 #include "status.h"
 
 enum config_pool_mode { CONFIG_POOL_MODE_POOLED, CONFIG_POOL_MODE_NONE };
+enum config_client_auth { CONFIG_CLIENT_AUTH_KEYS, CONFIG_CLIENT_AUTH_NONE };
 
 /*
  * Every field is named like its variable (pool_size for POOLD_POOL_SIZE).
@@ -47,6 +48,8 @@ struct poold_config {
     char *tls_key;      /* POOLD_TLS_KEY: PEM file path, NULL with tls_cert */
     char *tls_cert_pem; /* the files' contents, read by config_load() */
     char *tls_key_pem;
+    enum config_client_auth client_auth; /* POOLD_CLIENT_AUTH */
+    char *read_token;            /* POOLD_READ_TOKEN, NULL: none */
 };
 
 enum config_result {

@@ -55,4 +55,20 @@ int db_conn_backend_pid(const struct db_conn *conn);
 /* The libpq handle, borrowed for as long as conn lives. */
 PGconn *db_conn_pg(struct db_conn *conn);
 
+/*
+ * Run one parameterised statement (text parameters, the unnamed statement).
+ * Returns the result (caller PQclear()s it) when it is PGRES_TUPLES_OK or
+ * PGRES_COMMAND_OK; NULL with "what: <libpq message>" in err otherwise.
+ * sqlstate, when not NULL, gets the error's SQLSTATE ("" if none).
+ */
+PGresult *db_exec(struct db_conn *conn, const char *what, const char *sql,
+                  int nparams, const char *const *params, char *sqlstate,
+                  char *err, size_t errlen);
+
+/* BEGIN / COMMIT; ROLLBACK cannot fail (a broken connection is found by
+ * db_conn_is_clean() afterwards). */
+POOLD_MUSTCHECK int db_begin(struct db_conn *conn, char *err, size_t errlen);
+POOLD_MUSTCHECK int db_commit(struct db_conn *conn, char *err, size_t errlen);
+void db_rollback(struct db_conn *conn);
+
 #endif

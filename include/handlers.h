@@ -6,9 +6,12 @@
 #include <stdbool.h>
 #include <stddef.h>
 
+#include <jansson.h>
+
 #include "catalog.h"
 #include "metrics.h"
 #include "registry.h"
+#include "tenants.h"
 #include "status.h"
 
 struct handlers; /* opaque */
@@ -19,6 +22,9 @@ struct handlers_config {
     const char *admin_token; /* borrowed; compared in constant time */
     unsigned pool_ceiling;   /* largest size PUT accepts */
     unsigned retry_after_s;  /* Retry-After of 503 pool_exhausted */
+    const char *read_token;  /* borrowed; NULL: no read-only scope */
+    bool client_keys;        /* POOLD_CLIENT_AUTH=keys */
+    struct tenants *tenants; /* borrowed; keys, rate limits, org SQL */
 };
 
 /* What the server gives a handler; every pointer is borrowed for the call. */
@@ -32,6 +38,20 @@ struct http_request {
     const char *content_type;  /* NULL when absent */
     const char *authorization; /* NULL when absent */
     const char *request_id;
+    /* A second "{...}" path segment (the {key_id} of a key route), or
+     * NULL; at most 65 bytes are kept, like param. */
+    const char *param2;
+    size_t param2_len;
+    const char *client_address; /* the peer's IP address, "" if unknown */
+    /* A query-string argument by name, NULL when absent (borrowed for the
+     * call). */
+    const char *(*query)(void *query_arg, const char *name);
+    void *query_arg;
+    /* Set by handlers_run() for a client_auth route: the org of the
+     * presented key ("" when POOLD_CLIENT_AUTH=none). */
+    const char *key_org;
+    /* Set by handlers_run() for an admin route: "admin" or "read". */
+    const char *scope;
 };
 
 #define HTTP_DETAIL_MAX 256
@@ -57,7 +77,10 @@ struct route {
     const char *method;
     const char *pattern; /* segments; "{org_id}" matches one segment */
     handler_fn fn;
-    bool admin; /* needs Authorization: Bearer <admin token> */
+    bool admin; /* needs Authorization: Bearer <admin token> (GETs: or the
+                   read token; other methods with it: 403 forbidden) */
+    bool client_auth; /* with POOLD_CLIENT_AUTH=keys: needs an org API key,
+                         checked before anything else (401) */
 };
 
 /* The route table, and its length. */
@@ -83,6 +106,37 @@ void handlers_error(struct http_response *resp, unsigned status,
 /* Map a poold status to (HTTP status, error code); never 0/NULL. */
 void handlers_status_http(int status, unsigned *http, const char **code,
                           const char **message);
+
+/*
+ * For client_auth routes, after the body is parsed and the org_id
+ * validated: a key of another org (403 forbidden), an org unknown or
+ * disabled (404), misconfigured (503), over its rate limit for n messages
+ * (429 rate_limited with Retry-After; "can never pass" when n exceeds the
+ * burst). Returns true when the request may go on; false after filling
+ * resp. POST /process and POST /process/batch both call it.
+ */
+bool handlers_client_admit(struct handlers *h, const struct http_request *req,
+                           const char *org_id, unsigned n,
+                           struct http_response *resp);
+
+/* ---- for the handler modules (admin_api.c). All thread-safe: they read
+ * the config (fixed after handlers_create) and fill the caller's resp. */
+/* The config given to handlers_create(), borrowed for the handlers' life. */
+const struct handlers_config *handlers_get_config(struct handlers *h);
+/* Serialise root (reference taken) into resp with status. */
+void handlers_render_json(struct http_response *resp, unsigned status,
+                          json_t *root);
+/* Content-Type check (415) and a strict JSON object body (400); on true
+ * *out is the caller's reference. */
+bool handlers_parse_body(const struct http_request *req,
+                         struct http_response *resp, json_t **out);
+/* resp from a poold status (the status-to-HTTP table). */
+void handlers_error_status(struct handlers *h, struct http_response *resp,
+                           int status);
+/* req->param is a valid org id (copied into resp->org), else 400
+ * invalid_org_id filled in. */
+bool handlers_org_param(const struct http_request *req,
+                        struct http_response *resp);
 
 /* Constant-time comparison of a presented token with the expected one: the
  * time depends on the expected length only. */

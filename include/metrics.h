@@ -10,7 +10,7 @@
 #include "registry.h"
 #include "status.h"
 
-#define METRICS_MAX_ROUTES 16
+#define METRICS_MAX_ROUTES 32
 
 struct metrics; /* opaque; every counter is a relaxed atomic: lock-free */
 

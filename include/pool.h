@@ -167,4 +167,20 @@ void pool_get_stats(struct pool *pool, struct pool_stats *out);
 /* The pool's current max_size. */
 unsigned pool_max_size(struct pool *pool);
 
+/*
+ * Test seam, not an API. A program that defines pool_test_hook (only
+ * tests/unit/check_pool.c does) is called at these points, to force an
+ * interleaving that is otherwise a few instructions wide; poold defines
+ * none, so the weak symbol is NULL and a point costs one branch.
+ */
+enum pool_test_point {
+    /* pool_release() saw waiters queued; before it takes the pool's lock. */
+    POOL_TEST_IDLE_WAITERS,
+    /* ... then under the lock, no waiter left to hand the object to, after
+     * the verdict and before the slot is published IDLE. */
+    POOL_TEST_IDLE_LOCKED,
+};
+__attribute__((weak)) void pool_test_hook(struct pool *pool,
+                                          enum pool_test_point where);
+
 #endif

@@ -7,6 +7,7 @@
 #include <stdint.h>
 
 #include "pool.h"
+#include "audit.h"
 #include "service.h"
 #include "status.h"
 
@@ -26,6 +27,12 @@ struct registry_config {
     double process_cost_ms;
     const char *prewarm;         /* "all", "org_a,org_b", or "" */
     uint64_t refresh_interval_ns;/* org directory poll period (default 1 s) */
+    /* Optional: called by housekeeping after each directory refresh and
+     * after each admin write, on the housekeeping connection, under its
+     * lock (so it never runs twice at once). A failure counts as the
+     * database being unreachable. tenants_watch() is one. */
+    int (*watch)(void *arg, struct db_conn *conn, char *err, size_t errlen);
+    void *watch_arg;
 };
 
 /*
@@ -74,6 +81,43 @@ POOLD_MUSTCHECK int registry_resize(struct registry *reg, const char *org_id,
                                     unsigned size, struct pool_stats *out,
                                     char *err, size_t errlen);
 
+/* As registry_resize(), and the change is recorded in the audit log with
+ * actor (NULL: not recorded) in the same transaction. */
+POOLD_MUSTCHECK int registry_resize_by(struct registry *reg,
+                                       const char *org_id, unsigned size,
+                                       const struct audit_actor *actor,
+                                       struct pool_stats *out, char *err,
+                                       size_t errlen);
+
+/*
+ * Would a message for org_id be taken now? POOLD_OK, or the status
+ * registry_process() would answer without doing any work: POOLD_ERR_SHUTDOWN,
+ * POOLD_ERR_NOT_READY, POOLD_ERR_UNKNOWN_ORG, POOLD_ERR_MISCONFIGURED (err
+ * says why). No query, no pool created. Thread-safe.
+ */
+POOLD_MUSTCHECK int registry_admit(struct registry *reg, const char *org_id,
+                                   char *err, size_t errlen);
+
+/*
+ * Borrow the housekeeping connection for an admin read or write: returns
+ * POOLD_OK with *conn (connected) and the housekeeping lock held, or
+ * POOLD_ERR_DB with err set and nothing held. Admin requests therefore run
+ * one at a time per process, never on a pooled connection, and never while
+ * the directory refreshes. Give it back with registry_admin_end().
+ */
+POOLD_MUSTCHECK int registry_admin_begin(struct registry *reg,
+                                         struct db_conn **conn, char *err,
+                                         size_t errlen);
+
+/*
+ * Give the connection back. wrote: something was committed, so the
+ * directory and the watch (keys, limits) are refreshed now, before the lock
+ * is released: this process serves the change from its next request. A
+ * connection left unclean is closed.
+ */
+void registry_admin_end(struct registry *reg, struct db_conn *conn,
+                        bool wrote);
+
 /* Call fn for every org pool that exists, under no lock that fn could
  * deadlock on; org_id and stats are borrowed for the call. */
 void registry_foreach_pool(struct registry *reg,
@@ -83,5 +127,19 @@ void registry_foreach_pool(struct registry *reg,
 
 /* Stats of the connection pool (max_size is POOLD_DB_MAX_CONNS). */
 void registry_conn_stats(struct registry *reg, struct pool_stats *out);
+
+/*
+ * Test seam, not an API (as pool_test_hook): a program that defines
+ * registry_test_hook (tests/integration/check_registry.c) is called at these
+ * points; poold defines none, so the weak symbol is NULL.
+ */
+enum registry_test_point {
+    /* registry_resize() stored the size and has not applied it yet. */
+    REGISTRY_TEST_RESIZE_STORED,
+    /* About to wait for the housekeeping connection (hk_lock held). */
+    REGISTRY_TEST_HK_CONN_BUSY,
+};
+__attribute__((weak)) void registry_test_hook(struct registry *reg,
+                                              enum registry_test_point where);
 
 #endif

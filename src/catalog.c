@@ -67,16 +67,24 @@ int catalog_check_schema(struct db_conn *conn, char *err, size_t errlen)
         " to_regclass('processed_messages') IS NOT NULL,"
         " EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid ="
         " to_regclass('orgs') AND attname = 'config_version'"
+        " AND NOT attisdropped),"
+        " to_regclass('org_keys') IS NOT NULL,"
+        " to_regclass('audit_log') IS NOT NULL,"
+        " EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid ="
+        " to_regclass('orgs') AND attname = 'rate_limit_rps'"
         " AND NOT attisdropped)";
     static const char *const names[] = { "table orgs",
                                          "table processed_messages",
-                                         "column orgs.config_version" };
+                                         "column orgs.config_version",
+                                         "table org_keys",
+                                         "table audit_log",
+                                         "column orgs.rate_limit_rps" };
     PGresult *res = catalog_exec(conn, "schema check", sql, 0, NULL, err,
                                  errlen);
 
     if (res == NULL)
         return POOLD_ERR_DB;
-    for (int i = 0; i < 3; i++) {
+    for (int i = 0; i < (int)(sizeof names / sizeof names[0]); i++) {
         if (strcmp(PQgetvalue(res, 0, i), "t") != 0) {
             snprintf(err, errlen,
                      "%s not found: apply sql/ (scripts/pg.sh, or for f "
@@ -193,4 +201,52 @@ int catalog_store_pool_size(struct db_conn *conn, const char *org_id,
         return POOLD_ERR_UNKNOWN_ORG;
     }
     return POOLD_OK;
+}
+
+int catalog_store_pool_size_by(struct db_conn *conn, const char *org_id,
+                               unsigned size, const struct audit_actor *actor,
+                               char *err, size_t errlen)
+{
+    char size_s[16];
+    const char *params[2] = { org_id, size_s };
+    struct audit_entry a = { actor, "pool.resize", org_id, NULL, NULL };
+    PGresult *res;
+    int rc;
+
+    if (size < 1 || size > INT_MAX) {
+        snprintf(err, errlen, "pool size %u out of range", size);
+        return POOLD_ERR_INVALID;
+    }
+    snprintf(size_s, sizeof size_s, "%u", size);
+    if ((rc = db_begin(conn, err, errlen)) != POOLD_OK)
+        return rc;
+    /* The old value from the locked row, the new one from the update. */
+    res = db_exec(conn, "store pool size",
+                  "WITH old AS (SELECT org_id, pool_max_size FROM orgs"
+                  " WHERE org_id = $1 FOR UPDATE), upd AS (UPDATE orgs o SET"
+                  " pool_max_size = $2::integer FROM old WHERE o.org_id ="
+                  " old.org_id RETURNING o.pool_max_size)"
+                  " SELECT jsonb_build_object('pool_max_size',"
+                  " old.pool_max_size)::text, jsonb_build_object("
+                  "'pool_max_size', upd.pool_max_size)::text FROM old, upd",
+                  2, params, NULL, err, errlen);
+    if (res == NULL) {
+        db_rollback(conn);
+        return POOLD_ERR_DB;
+    }
+    if (PQntuples(res) == 0) {
+        PQclear(res);
+        db_rollback(conn);
+        snprintf(err, errlen, "org %.64s not found", org_id);
+        return POOLD_ERR_UNKNOWN_ORG;
+    }
+    a.before = PQgetvalue(res, 0, 0);
+    a.after = PQgetvalue(res, 0, 1);
+    rc = audit_insert(conn, &a, err, errlen);
+    PQclear(res);
+    if (rc == POOLD_OK)
+        rc = db_commit(conn, err, errlen);
+    else
+        db_rollback(conn);
+    return rc;
 }

@@ -50,6 +50,10 @@ static bool parse_log_format(const struct config_key *, const char *,
                              struct poold_config *, char *, size_t);
 static bool parse_path(const struct config_key *, const char *,
                        struct poold_config *, char *, size_t);
+static bool parse_client_auth(const struct config_key *, const char *,
+                              struct poold_config *, char *, size_t);
+static bool parse_read_token(const struct config_key *, const char *,
+                             struct poold_config *, char *, size_t);
 
 static const struct config_key config_keys[] = {
     {"DATABASE_URL", "database-url", "postgresql:///pools", parse_string,
@@ -107,6 +111,12 @@ static const struct config_key config_keys[] = {
      "PEM certificate (chain) file: serve HTTPS (with POOLD_TLS_KEY)"},
     {"POOLD_TLS_KEY", "tls-key", NULL, parse_path, FIELD(tls_key), 0, 0,
      "PEM private key file of POOLD_TLS_CERT"},
+    {"POOLD_CLIENT_AUTH", "client-auth", "keys", parse_client_auth,
+     FIELD(client_auth), 0, 0,
+     "keys: POST /process* needs an org API key; none: no client auth"},
+    {"POOLD_READ_TOKEN", "read-token", NULL, parse_read_token,
+     FIELD(read_token), 0, 0,
+     "bearer token for the read-only admin endpoints (GETs); unset: none"},
 };
 
 #define NKEYS (sizeof config_keys / sizeof config_keys[0])
@@ -527,6 +537,40 @@ out:
     return r;
 }
 
+static bool parse_client_auth(const struct config_key *key, const char *val,
+                              struct poold_config *cfg, char *err,
+                              size_t errlen)
+{
+    if (strcmp(val, "keys") == 0)
+        cfg->client_auth = CONFIG_CLIENT_AUTH_KEYS;
+    else if (strcmp(val, "none") == 0)
+        cfg->client_auth = CONFIG_CLIENT_AUTH_NONE;
+    else
+        return fail(key, val, err, errlen, "expected keys or none");
+    return true;
+}
+
+/* As the admin token, but empty means none (nothing is generated). */
+static bool parse_read_token(const struct config_key *key, const char *val,
+                             struct poold_config *cfg, char *err,
+                             size_t errlen)
+{
+    size_t n = strlen(val);
+
+    if (n == 0) {
+        free(cfg->read_token);
+        cfg->read_token = NULL;
+        return true;
+    }
+    if (n > ADMIN_TOKEN_MAX)
+        return fail(key, "(hidden)", err, errlen, "longer than 256 bytes");
+    for (size_t i = 0; i < n; i++)
+        if (val[i] <= 0x20 || val[i] >= 0x7f)
+            return fail(key, "(hidden)", err, errlen,
+                        "only visible ASCII characters are allowed");
+    return parse_string(key, val, cfg, err, errlen);
+}
+
 void config_deinit(struct poold_config *cfg)
 {
     if (cfg == NULL)
@@ -541,6 +585,7 @@ void config_deinit(struct poold_config *cfg)
     if (cfg->tls_key_pem != NULL) /* a private key: leave no copy behind */
         explicit_bzero(cfg->tls_key_pem, strlen(cfg->tls_key_pem));
     free(cfg->tls_key_pem);
+    free(cfg->read_token);
     memset(cfg, 0, sizeof *cfg);
 }
 

@@ -202,3 +202,55 @@ PGconn *db_conn_pg(struct db_conn *conn)
 {
     return conn->pg;
 }
+
+PGresult *db_exec(struct db_conn *conn, const char *what, const char *sql,
+                  int nparams, const char *const *params, char *sqlstate,
+                  char *err, size_t errlen)
+{
+    PGresult *res = PQexecParams(conn->pg, sql, nparams, NULL, params, NULL,
+                                 NULL, 0);
+    ExecStatusType st = PQresultStatus(res);
+    const char *msg, *state;
+    char prefix[96];
+
+    if (sqlstate != NULL)
+        sqlstate[0] = '\0';
+    if (res != NULL && (st == PGRES_TUPLES_OK || st == PGRES_COMMAND_OK))
+        return res;
+    state = res ? PQresultErrorField(res, PG_DIAG_SQLSTATE) : NULL;
+    if (sqlstate != NULL && state != NULL)
+        snprintf(sqlstate, 6, "%s", state);
+    msg = res ? PQresultErrorMessage(res) : "";
+    if (msg == NULL || *msg == '\0')
+        msg = PQerrorMessage(conn->pg);
+    snprintf(prefix, sizeof prefix, "%s: ", what);
+    db_copy_error(err, errlen, prefix, msg);
+    PQclear(res);
+    return NULL;
+}
+
+static int db_command(struct db_conn *conn, const char *sql, char *err,
+                      size_t errlen)
+{
+    PGresult *res = db_exec(conn, sql, sql, 0, NULL, NULL, err, errlen);
+
+    if (res == NULL)
+        return POOLD_ERR_DB;
+    PQclear(res);
+    return POOLD_OK;
+}
+
+int db_begin(struct db_conn *conn, char *err, size_t errlen)
+{
+    return db_command(conn, "BEGIN", err, errlen);
+}
+
+int db_commit(struct db_conn *conn, char *err, size_t errlen)
+{
+    return db_command(conn, "COMMIT", err, errlen);
+}
+
+void db_rollback(struct db_conn *conn)
+{
+    PQclear(PQexec(conn->pg, "ROLLBACK"));
+}

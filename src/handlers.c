@@ -1,6 +1,7 @@
 /* handlers.c — HTTP handlers: parse, validate, act on the registry, render. */
 #include "handlers.h"
 
+#include <stdarg.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -9,10 +10,13 @@
 
 #include <jansson.h>
 
+#include "admin_api.h"
+#include "clock.h"
 #include "rules.h"
 #include "service.h"
 
 #define MESSAGE_ID_MAX 128
+#define RETRY_AFTER_MAX_S ((uint64_t)86400)
 
 struct handlers {
     struct handlers_config cfg;
@@ -23,50 +27,59 @@ static const char json_content_type[] = "application/json";
 
 /* ---- the status-to-HTTP table -------------------------------------------- */
 
+/* One row per status: everything the answer says about it, Retry-After
+ * included. Messages are for any route that can fail with the status;
+ * route-specific text (naming a field) belongs to the handler. */
 static const struct status_http {
     int status;
     unsigned http;
     const char *code;
     const char *message;
+    bool retry_after; /* send Retry-After (handlers_config.retry_after_s) */
 } status_table[] = {
     {POOLD_ERR_TIMEOUT, 503, "pool_exhausted",
-     "no processing service became free in time; retry later"},
+     "no processing service became free in time; retry later", true},
     {POOLD_ERR_WAITERS_FULL, 503, "pool_exhausted",
-     "too many requests are waiting for this org; retry later"},
+     "too many requests are waiting for this org; retry later", true},
     {POOLD_ERR_DB, 503, "database_unavailable",
-     "the database is unavailable; nothing was written"},
+     "the database is unavailable; nothing was written", false},
     {POOLD_ERR_NOT_READY, 503, "database_unavailable",
-     "the org directory is not loaded yet: the database is unavailable"},
+     "the org directory is not loaded yet: the database is unavailable", false},
     {POOLD_ERR_CREATE, 503, "database_unavailable",
-     "a processing service could not be built; nothing was written"},
+     "a processing service could not be built; nothing was written", false},
     {POOLD_ERR_SHUTDOWN, 503, "shutting_down",
-     "the server is shutting down; nothing was written"},
+     "the server is shutting down; nothing was written", false},
     {POOLD_ERR_UNKNOWN_ORG, 404, "unknown_org",
-     "no such org, or the org is disabled"},
+     "no such org, or the org is disabled", false},
     {POOLD_ERR_NOT_FOUND, 404, "unknown_org",
-     "no such org, or the org is disabled"},
+     "no such org, or the org is disabled", false},
     {POOLD_ERR_MISCONFIGURED, 503, "org_misconfigured",
-     "the org's configuration is invalid; nothing was written"},
+     "the org's configuration is invalid; nothing was written", false},
     {POOLD_ERR_CONFLICT, 409, "id_conflict",
-     "this message id was already processed with another payload"},
-    {POOLD_ERR_INVALID, 400, "invalid_size",
-     "field 'max_size' is out of range"},
+     "this message id was already processed with another payload", false},
+    {POOLD_ERR_INVALID, 400, "invalid_message",
+     "a value in the request is out of range", false},
 };
+
+/* NOMEM or a status no layer documents: the server's fault. */
+static const struct status_http status_internal = {
+    0, 500, "internal_error", "internal error", false};
+
+static const struct status_http *status_find(int status)
+{
+    for (size_t i = 0; i < sizeof status_table / sizeof status_table[0]; i++)
+        if (status_table[i].status == status)
+            return &status_table[i];
+    return &status_internal;
+}
 
 void handlers_status_http(int status, unsigned *http, const char **code,
                           const char **message)
 {
-    for (size_t i = 0; i < sizeof status_table / sizeof status_table[0]; i++)
-        if (status_table[i].status == status) {
-            *http = status_table[i].http;
-            *code = status_table[i].code;
-            *message = status_table[i].message;
-            return;
-        }
-    /* NOMEM or a status no layer documents: the server's fault. */
-    *http = 500;
-    *code = "internal_error";
-    *message = "internal error";
+    const struct status_http *row = status_find(status);
+    *http = row->http;
+    *code = row->code;
+    *message = row->message;
 }
 
 /* ---- rendering ------------------------------------------------------------
@@ -115,12 +128,10 @@ void handlers_error(struct http_response *resp, unsigned status,
 static void error_for_status(struct handlers *h, struct http_response *resp,
                              int status)
 {
-    unsigned http;
-    const char *code, *message;
+    const struct status_http *row = status_find(status);
 
-    handlers_status_http(status, &http, &code, &message);
-    handlers_error(resp, http, code, message);
-    if (strcmp(code, "pool_exhausted") == 0)
+    handlers_error(resp, row->http, row->code, row->message);
+    if (row->retry_after)
         resp->retry_after_s = h->cfg.retry_after_s;
 }
 
@@ -145,6 +156,31 @@ static json_t *stats_json(const struct pool_stats *s)
         (json_int_t)s->destroyed, "destroyed_by", by, "acquired",
         (json_int_t)s->acquired, "wait_count", (json_int_t)s->wait_count,
         "wait_ns_sum", (json_int_t)s->wait_ns_sum);
+    return o;
+}
+
+static void sum_refused(void *arg, const char *org_id, uint64_t refused)
+{
+    (void)org_id;
+    *(uint64_t *)arg += refused;
+}
+
+/* The stats object with "rate_limited": requests of org_id refused by its
+ * rate limit (NULL: all orgs; "": none, for the connection pool). */
+static json_t *stats_with_limits(struct handlers *h, const struct pool_stats *s,
+                                 const char *org_id)
+{
+    json_t *o = stats_json(s);
+    uint64_t refused = 0;
+
+    if (h->cfg.tenants != NULL && org_id == NULL)
+        ratelimit_table_foreach(tenants_limits(h->cfg.tenants), sum_refused,
+                                &refused);
+    else if (h->cfg.tenants != NULL && org_id[0] != '\0')
+        refused = ratelimit_table_refused(tenants_limits(h->cfg.tenants),
+                                          org_id);
+    if (o != NULL)
+        json_object_set_new(o, "rate_limited", json_integer((json_int_t)refused));
     return o;
 }
 
@@ -301,7 +337,8 @@ static void handle_process(struct handlers *h, const struct http_request *req,
 
     if (!parse_json_body(req, resp, &root))
         return;
-    if (!validate_message(root, &p, resp))
+    if (!validate_message(root, &p, resp) ||
+        !handlers_client_admit(h, req, p.org_id, 1, resp))
         goto out;
     msg.id = p.id;
     msg.id_len = p.id_len;
@@ -335,15 +372,16 @@ static void handle_stats(struct handlers *h, const struct http_request *req,
     }
     for (size_t i = 0; pools && i < snap.n; i++) {
         json_object_set_new(pools, snap.v[i].org_id,
-                            stats_json(&snap.v[i].stats));
+                            stats_with_limits(h, &snap.v[i].stats,
+                                              snap.v[i].org_id));
         metrics_stats_add(&totals, &snap.v[i].stats);
     }
     metrics_snapshot_free(&snap);
     registry_conn_stats(h->cfg.reg, &conn);
     render_json(resp, 200,
                 json_pack("{s:o?,s:o?,s:o?}", "pools", pools, "totals",
-                          stats_json(&totals), "connections",
-                          stats_json(&conn)));
+                          stats_with_limits(h, &totals, NULL), "connections",
+                          stats_with_limits(h, &conn, "")));
 }
 
 static void handle_pool_get(struct handlers *h, const struct http_request *req,
@@ -359,7 +397,7 @@ static void handle_pool_get(struct handlers *h, const struct http_request *req,
     if (rc != POOLD_OK)
         error_for_status(h, resp, rc);
     else
-        render_json(resp, 200, stats_json(&st));
+        render_json(resp, 200, stats_with_limits(h, &st, resp->org));
 }
 
 /* {"max_size": N}, N a JSON integer in 1..ceiling. */
@@ -399,14 +437,78 @@ static void handle_pool_resize(struct handlers *h,
         return;
     if (validate_size(h, root, &size, resp)) {
         memset(&st, 0, sizeof st);
-        rc = registry_resize(h->cfg.reg, resp->org, size, &st, resp->detail,
-                             sizeof resp->detail);
-        if (rc != POOLD_OK)
+        struct audit_actor actor = { req->scope, req->client_address,
+                                     req->request_id };
+        rc = registry_resize_by(h->cfg.reg, resp->org, size, &actor, &st,
+                                resp->detail, sizeof resp->detail);
+        if (rc == POOLD_ERR_INVALID) /* the detail names max_size */
+            handlers_error(resp, 400, "invalid_size", resp->detail);
+        else if (rc == POOLD_ERR_DB)
+            handlers_error(resp, 503, "database_unavailable",
+                           "the database did not answer: the new size may or "
+                           "may not be stored; retrying is safe");
+        else if (rc != POOLD_OK)
             error_for_status(h, resp, rc);
         else
-            render_json(resp, 200, stats_json(&st));
+            render_json(resp, 200, stats_with_limits(h, &st, resp->org));
     }
     json_decref(root);
+}
+
+struct text_buf {
+    char *p;
+    size_t len, cap;
+    bool oom;
+};
+
+__attribute__((format(printf, 2, 3))) static void
+buf_printf(struct text_buf *b, const char *fmt, ...)
+{
+    va_list ap;
+    int n;
+
+    for (int tries = 0; tries < 2 && !b->oom; tries++) {
+        va_start(ap, fmt);
+        n = vsnprintf(b->p + b->len, b->cap - b->len, fmt, ap);
+        va_end(ap);
+        if (n < 0) {
+            b->oom = true;
+            return;
+        }
+        if ((size_t)n < b->cap - b->len) {
+            b->len += (size_t)n;
+            return;
+        }
+        size_t cap = (b->cap + (size_t)n + 1) * 2;
+        char *p = realloc(b->p, cap);
+        if (p == NULL) {
+            b->oom = true;
+            return;
+        }
+        b->p = p;
+        b->cap = cap;
+    }
+}
+
+static void limit_line(void *arg, const char *org_id, uint64_t refused)
+{
+    buf_printf(arg, "poold_rate_limited_total{org=\"%s\"} %llu\n", org_id,
+               (unsigned long long)refused);
+}
+
+/* Append the per-org rate-limit refusals to the rendered metrics. */
+static bool metrics_append_limits(struct handlers *h, char **text,
+                                  size_t *len)
+{
+    struct text_buf b = { *text, *len, *len, false };
+
+    buf_printf(&b, "# HELP poold_rate_limited_total Requests refused by "
+                   "the org's rate limit (429).\n"
+                   "# TYPE poold_rate_limited_total counter\n");
+    ratelimit_table_foreach(tenants_limits(h->cfg.tenants), limit_line, &b);
+    *text = b.p;
+    *len = b.len;
+    return !b.oom;
 }
 
 static void handle_metrics(struct handlers *h, const struct http_request *req,
@@ -417,6 +519,12 @@ static void handle_metrics(struct handlers *h, const struct http_request *req,
 
     (void)req;
     if (metrics_render(h->cfg.metrics, h->cfg.reg, &text, &len) != POOLD_OK) {
+        error_for_status(h, resp, POOLD_ERR_NOMEM);
+        return;
+    }
+    if (h->cfg.tenants != NULL &&
+        !metrics_append_limits(h, &text, &len)) {
+        free(text);
         error_for_status(h, resp, POOLD_ERR_NOMEM);
         return;
     }
@@ -450,13 +558,21 @@ static void handle_readyz(struct handlers *h, const struct http_request *req,
 }
 
 const struct route handlers_routes[] = {
-    {"POST", "/process", handle_process, false},
-    {"GET", "/stats", handle_stats, true},
-    {"GET", "/pools/{org_id}", handle_pool_get, true},
-    {"PUT", "/pools/{org_id}/size", handle_pool_resize, true},
-    {"GET", "/metrics", handle_metrics, true},
-    {"GET", "/healthz", handle_healthz, false},
-    {"GET", "/readyz", handle_readyz, false},
+    {"POST", "/process", handle_process, false, true},
+    {"GET", "/stats", handle_stats, true, false},
+    {"GET", "/pools/{org_id}", handle_pool_get, true, false},
+    {"PUT", "/pools/{org_id}/size", handle_pool_resize, true, false},
+    {"GET", "/metrics", handle_metrics, true, false},
+    {"GET", "/healthz", handle_healthz, false, false},
+    {"GET", "/readyz", handle_readyz, false, false},
+    {"GET", "/orgs", admin_api_org_list, true, false},
+    {"GET", "/orgs/{org_id}", admin_api_org_get, true, false},
+    {"PUT", "/orgs/{org_id}", admin_api_org_put, true, false},
+    {"DELETE", "/orgs/{org_id}", admin_api_org_delete, true, false},
+    {"POST", "/orgs/{org_id}/keys", admin_api_key_create, true, false},
+    {"GET", "/orgs/{org_id}/keys", admin_api_key_list, true, false},
+    {"DELETE", "/orgs/{org_id}/keys/{key_id}", admin_api_key_revoke, true, false},
+    {"GET", "/audit", admin_api_audit, true, false},
 };
 const size_t handlers_nroutes =
     sizeof handlers_routes / sizeof handlers_routes[0];
@@ -479,34 +595,153 @@ bool handlers_token_equal(const char *given, size_t given_len, const char *want,
     return diff == 0;
 }
 
-static bool authorized(struct handlers *h, const char *auth)
+/* The token of "Authorization: Bearer <token>", trimmed; false if the
+ * header is absent or of another scheme. */
+static bool bearer_token(const char *auth, const char **tok, size_t *len)
 {
-    const char *tok;
-    size_t len;
+    const char *t;
+    size_t n;
 
     if (auth == NULL || strncasecmp(auth, "Bearer ", 7) != 0)
         return false;
-    tok = auth + 7;
-    while (*tok == ' ')
-        tok++;
-    len = strlen(tok);
-    while (len > 0 && (tok[len - 1] == ' ' || tok[len - 1] == '\t'))
-        len--;
-    return handlers_token_equal(tok, len, h->cfg.admin_token,
-                                strlen(h->cfg.admin_token));
+    t = auth + 7;
+    while (*t == ' ')
+        t++;
+    n = strlen(t);
+    while (n > 0 && (t[n - 1] == ' ' || t[n - 1] == '\t'))
+        n--;
+    *tok = t;
+    *len = n;
+    return true;
+}
+
+/* "admin", "read" or NULL (no valid admin token). Both tokens are always
+ * compared, so the time says nothing about which one nearly matched. */
+static const char *admin_scope(struct handlers *h, const char *auth)
+{
+    const char *tok = "";
+    size_t len = 0;
+    bool admin, read = false;
+
+    if (!bearer_token(auth, &tok, &len))
+        return NULL;
+    admin = handlers_token_equal(tok, len, h->cfg.admin_token,
+                                 strlen(h->cfg.admin_token));
+    if (h->cfg.read_token != NULL)
+        read = handlers_token_equal(tok, len, h->cfg.read_token,
+                                    strlen(h->cfg.read_token));
+    return admin ? "admin" : read ? "read" : NULL;
+}
+
+static void unauthorized(struct http_response *resp, const char *message)
+{
+    handlers_error(resp, 401, "unauthorized", message);
+    resp->www_authenticate = true;
+}
+
+/* The client key check of a client_auth route; false after filling resp. */
+static bool client_key_check(struct handlers *h, const struct http_request *req,
+                             char *key_org, struct http_response *resp)
+{
+    struct keys_set *keys = tenants_keys(h->cfg.tenants);
+    const char *tok;
+    size_t len;
+
+    if (!keys_set_is_loaded(keys)) {
+        handlers_error(resp, 503, "database_unavailable",
+                       "the org keys are not loaded yet: the database is "
+                       "unavailable; nothing was written");
+        return false;
+    }
+    if (!bearer_token(req->authorization, &tok, &len) ||
+        !keys_set_find(keys, tok, len, key_org)) {
+        unauthorized(resp, "this endpoint needs Authorization: Bearer <a "
+                           "live API key of the message's org>");
+        return false;
+    }
+    return true;
 }
 
 void handlers_run(struct handlers *h, const struct route *route,
                   const struct http_request *req, struct http_response *resp)
 {
-    if (route->admin && !authorized(h, req->authorization)) {
-        handlers_error(resp, 401, "unauthorized",
-                       "this endpoint needs Authorization: Bearer <admin "
-                       "token>");
-        resp->www_authenticate = true;
-        return;
+    struct http_request r = *req;
+    char key_org[ORG_ID_MAX + 1] = "";
+
+    r.key_org = key_org;
+    r.scope = NULL;
+    if (route->admin) {
+        r.scope = admin_scope(h, req->authorization);
+        if (r.scope == NULL) {
+            unauthorized(resp, "this endpoint needs Authorization: Bearer "
+                               "<admin token>");
+            return;
+        }
+        if (strcmp(r.scope, "read") == 0 && strcmp(req->method, "GET") != 0) {
+            handlers_error(resp, 403, "forbidden",
+                           "the read-only token cannot change anything; "
+                           "use the admin token");
+            return;
+        }
     }
-    route->fn(h, req, resp);
+    if (route->client_auth && h->cfg.client_keys &&
+        !client_key_check(h, req, key_org, resp))
+        return;
+    route->fn(h, &r, resp);
+}
+
+/* The org's rate limit for n messages; false after filling resp with 429. */
+static bool rate_limit_admit(struct handlers *h, const char *org_id,
+                             unsigned n, struct http_response *resp)
+{
+    enum ratelimit_verdict v;
+    uint64_t retry_ns;
+    char msg[160];
+
+    if (h->cfg.tenants == NULL)
+        return true;
+    v = ratelimit_table_take(tenants_limits(h->cfg.tenants), org_id, n,
+                             clock_now_ns(), &retry_ns);
+    if (v == RATELIMIT_PASS)
+        return true;
+    if (v == RATELIMIT_NEVER) {
+        snprintf(msg, sizeof msg, "%u messages are more than the org's rate "
+                 "limit burst: this request can never pass; send fewer at "
+                 "a time", n);
+        retry_ns = NS_PER_S;
+    } else {
+        snprintf(msg, sizeof msg, "the org is over its rate limit; retry "
+                 "later (nothing was written)");
+    }
+    handlers_error(resp, 429, "rate_limited", msg);
+    /* Whole seconds, at least 1, at most a day (a tiny rps could ask for
+     * more than fits). */
+    if (retry_ns > RETRY_AFTER_MAX_S * NS_PER_S)
+        retry_ns = RETRY_AFTER_MAX_S * NS_PER_S;
+    resp->retry_after_s = (unsigned)((retry_ns + NS_PER_S - 1) / NS_PER_S);
+    if (resp->retry_after_s == 0)
+        resp->retry_after_s = 1;
+    return false;
+}
+
+bool handlers_client_admit(struct handlers *h, const struct http_request *req,
+                           const char *org_id, unsigned n,
+                           struct http_response *resp)
+{
+    int rc;
+
+    if (h->cfg.client_keys && (req->key_org == NULL ||
+                               strcmp(req->key_org, org_id) != 0)) {
+        handlers_error(resp, 403, "forbidden",
+                       "this API key belongs to another org");
+        return false;
+    }
+    rc = registry_admit(h->cfg.reg, org_id, resp->detail, sizeof resp->detail);
+    if (rc != POOLD_OK) {
+        error_for_status(h, resp, rc);
+        return false;
+    }
+    return rate_limit_admit(h, org_id, n, resp);
 }
 
 int handlers_create(const struct handlers_config *cfg, struct handlers **out)
@@ -534,4 +769,35 @@ void handlers_set_draining(struct handlers *h)
 bool handlers_is_draining(struct handlers *h)
 {
     return atomic_load(&h->draining);
+}
+
+/* ---- for the handler modules (admin_api) --------------------------------- */
+
+const struct handlers_config *handlers_get_config(struct handlers *h)
+{
+    return &h->cfg;
+}
+
+void handlers_render_json(struct http_response *resp, unsigned status,
+                          json_t *root)
+{
+    render_json(resp, status, root);
+}
+
+bool handlers_parse_body(const struct http_request *req,
+                         struct http_response *resp, json_t **out)
+{
+    return parse_json_body(req, resp, out);
+}
+
+void handlers_error_status(struct handlers *h, struct http_response *resp,
+                           int status)
+{
+    error_for_status(h, resp, status);
+}
+
+bool handlers_org_param(const struct http_request *req,
+                        struct http_response *resp)
+{
+    return valid_org_param(req, resp);
 }

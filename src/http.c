@@ -2,7 +2,9 @@
  * limits, per-request context, access log and request metrics. */
 #include "http.h"
 
+#include <arpa/inet.h>
 #include <errno.h>
+#include <netinet/in.h>
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdatomic.h>
@@ -54,6 +56,7 @@ struct request_ctx {
     char method[HTTP_METHOD_MAX];
     char *path;  /* copy of the URL path */
     char *param; /* copy of the {org_id} segment, or NULL */
+    char *param2; /* copy of a second {...} segment, or NULL */
     char request_id[HTTP_REQUEST_ID_MAX + 1];
     char allow[64]; /* Allow header of a 405 */
     uint64_t start_ns;
@@ -81,10 +84,11 @@ static const char *segment_end(const char *s)
 /* Match path against a pattern of "/"-separated segments; "{...}" matches
  * one non-empty segment, returned in *param / *param_len. */
 static bool pattern_match(const char *pattern, const char *path,
-                          const char **param, size_t *param_len)
+                          const char **param, size_t *param_len,
+                          const char **param2, size_t *param2_len)
 {
-    const char *p = NULL;
-    size_t plen = 0;
+    const char *p = NULL, *p2 = NULL;
+    size_t plen = 0, p2len = 0;
 
     while (*pattern != '\0' && *path != '\0') {
         const char *pe, *se;
@@ -97,8 +101,13 @@ static bool pattern_match(const char *pattern, const char *path,
         if (*pattern == '{') {
             if (se == path)
                 return false;
-            p = path;
-            plen = (size_t)(se - path);
+            if (p == NULL) {
+                p = path;
+                plen = (size_t)(se - path);
+            } else {
+                p2 = path;
+                p2len = (size_t)(se - path);
+            }
         } else if (pe - pattern != se - path ||
                    memcmp(pattern, path, (size_t)(pe - pattern)) != 0) {
             return false;
@@ -110,20 +119,24 @@ static bool pattern_match(const char *pattern, const char *path,
         return false;
     *param = p;
     *param_len = plen;
+    *param2 = p2;
+    *param2_len = p2len;
     return true;
 }
 
 /* The route for (method, path); NULL with ctx->allow filled when the path
  * exists under other methods (405), NULL with it empty for 404. */
 static const struct route *route_find(struct request_ctx *ctx,
-                                      const char **param, size_t *param_len)
+                                      const char **param, size_t *param_len,
+                                      const char **param2, size_t *param2_len)
 {
     size_t o = 0;
 
     ctx->allow[0] = '\0';
     for (size_t i = 0; i < handlers_nroutes; i++) {
         const struct route *r = &handlers_routes[i];
-        if (!pattern_match(r->pattern, ctx->path, param, param_len))
+        if (!pattern_match(r->pattern, ctx->path, param, param_len, param2,
+                           param2_len))
             continue;
         if (strcmp(r->method, ctx->method) == 0) {
             ctx->route = i;
@@ -323,6 +336,27 @@ static bool body_append(struct request_ctx *ctx, const char *data, size_t n)
     return true;
 }
 
+/* The client's IP address as text ("" if unknown), for audit entries. */
+static void peer_address(struct MHD_Connection *conn, char *buf, size_t len)
+{
+    const union MHD_ConnectionInfo *info = MHD_get_connection_info(
+        conn, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
+    const struct sockaddr *sa = info ? info->client_addr : NULL;
+
+    buf[0] = '\0';
+    if (sa != NULL && sa->sa_family == AF_INET)
+        inet_ntop(AF_INET, &((const struct sockaddr_in *)sa)->sin_addr, buf,
+                  (socklen_t)len);
+    else if (sa != NULL && sa->sa_family == AF_INET6)
+        inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)sa)->sin6_addr,
+                  buf, (socklen_t)len);
+}
+
+static const char *query_arg(void *arg, const char *name)
+{
+    return MHD_lookup_connection_value(arg, MHD_GET_ARGUMENT_KIND, name);
+}
+
 static enum MHD_Result dispatch(struct MHD_Connection *conn,
                                 struct request_ctx *ctx)
 {
@@ -330,12 +364,13 @@ static enum MHD_Result dispatch(struct MHD_Connection *conn,
     struct http_request req;
     struct http_response resp;
     const struct route *route;
-    const char *param = NULL;
-    size_t param_len = 0;
+    const char *param = NULL, *param2 = NULL;
+    size_t param_len = 0, param2_len = 0;
+    char address[INET6_ADDRSTRLEN] = "";
 
     if (ctx->too_large)
         return queue_too_large(conn, ctx);
-    route = route_find(ctx, &param, &param_len);
+    route = route_find(ctx, &param, &param_len, &param2, &param2_len);
     if (route == NULL && ctx->allow[0] != '\0') {
         memset(&resp, 0, sizeof resp);
         handlers_error(&resp, 405, "method_not_allowed",
@@ -353,7 +388,20 @@ static enum MHD_Result dispatch(struct MHD_Connection *conn,
             return MHD_NO;
         param_len = keep;
     }
+    if (param2 != NULL) {
+        size_t keep = param2_len > ORG_ID_MAX ? ORG_ID_MAX + 1 : param2_len;
+        ctx->param2 = strndup(param2, keep);
+        if (ctx->param2 == NULL)
+            return MHD_NO;
+        param2_len = keep;
+    }
+    peer_address(conn, address, sizeof address);
     memset(&req, 0, sizeof req);
+    req.param2 = ctx->param2;
+    req.param2_len = param2_len;
+    req.client_address = address;
+    req.query = query_arg;
+    req.query_arg = conn;
     req.method = ctx->method;
     req.path = ctx->path;
     req.param = ctx->param;
@@ -442,6 +490,7 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
                                 ctx->status, dur);
     free(ctx->body);
     free(ctx->param);
+    free(ctx->param2);
     free(ctx->path);
     free(ctx);
     pthread_mutex_lock(&srv->lock);

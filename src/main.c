@@ -18,6 +18,7 @@
 #include "log.h"
 #include "metrics.h"
 #include "registry.h"
+#include "tenants.h"
 
 #define EXIT_CONFIG 2
 #define DRAIN_TIMEOUT_NS (10 * NS_PER_S)
@@ -104,6 +105,7 @@ struct app {
     struct metrics *metrics;
     struct handlers *handlers;
     struct http_server *srv;
+    struct tenants *tenants; /* keys, rate limits: watched by the registry */
     const char *route_names[METRICS_MAX_ROUTES]; /* borrowed by metrics */
 };
 
@@ -122,6 +124,9 @@ static int app_start_handlers(const struct poold_config *cfg, struct app *a)
     hc.admin_token = cfg->admin_token;
     hc.pool_ceiling = cfg->pool_ceiling;
     hc.retry_after_s = cfg->acquire_timeout_ms / 1000 + 1;
+    hc.read_token = cfg->read_token;
+    hc.client_keys = cfg->client_auth == CONFIG_CLIENT_AUTH_KEYS;
+    hc.tenants = a->tenants;
     return handlers_create(&hc, &a->handlers);
 }
 
@@ -153,7 +158,11 @@ static int app_start(const struct poold_config *cfg, struct app *a)
 {
     struct registry_config rc;
 
+    if (tenants_create(&a->tenants) != POOLD_OK)
+        return POOLD_ERR_NOMEM;
     registry_config_from(cfg, &rc);
+    rc.watch = tenants_watch;
+    rc.watch_arg = a->tenants;
     if (registry_create(&rc, &a->reg) != POOLD_OK ||
         registry_start(a->reg) != POOLD_OK) {
         log_event(LOG_ERROR, "cannot start the registry", (const char *)NULL);
@@ -176,6 +185,7 @@ static void app_stop(struct app *a)
     registry_destroy(a->reg);
     handlers_destroy(a->handlers);
     metrics_destroy(a->metrics);
+    tenants_destroy(a->tenants);
 }
 
 static int run(const struct poold_config *cfg)

@@ -412,11 +412,15 @@ static void pool_slot_free(struct pool *pool, struct pool_item *it)
 static void pool_item_destroy(struct pool *pool, struct pool_item *it,
                               enum pool_destroy_reason why)
 {
-    /* Not idle nor lent from now on, as stats must see it. */
+    /* Not idle nor lent from now on. Relaxed: nobody claims a BUSY slot,
+     * and the release below orders this store for pool_get_stats. */
     atomic_store_explicit(&it->state, SLOT_BUSY, memory_order_relaxed);
     pool->ops->destroy(pool->ctx, it->obj, why);
+    /* Release: pool_get_stats reads destroyed_by (acquire) before the
+     * slots, so a count that includes this object implies the slot is no
+     * longer seen idle or lent (idle + active <= created - destroyed). */
     atomic_fetch_add_explicit(&pool->destroyed_by[why], 1,
-                              memory_order_relaxed);
+                              memory_order_release);
     pool_slot_free(pool, it);
 }
 
@@ -430,6 +434,7 @@ static int pool_item_build(struct pool *pool, struct pool_item **out)
     void *obj = NULL;
     int rc = pool->ops->create(pool->ctx, &obj);
     if (rc != POOLD_OK) {
+        /* A pure counter, related to no other field: relaxed. */
         atomic_fetch_add_explicit(&pool->create_failures, 1,
                                   memory_order_relaxed);
         pool_slot_free(pool, it);
@@ -437,6 +442,9 @@ static int pool_item_build(struct pool *pool, struct pool_item **out)
     }
     uint64_t now = pool_now(pool);
     it->obj = obj;
+    /* Relaxed: the slot is ours (BUSY); the state store that lends it or
+     * makes it idle releases these fields, and created is ordered for the
+     * stats by that same store (see pool_lend). */
     atomic_store_explicit(&it->generation, gen, memory_order_relaxed);
     atomic_store_explicit(&it->expire_ns, pool_expiry(pool, now),
                           memory_order_relaxed);
@@ -461,30 +469,49 @@ static int pool_idle_verdict(struct pool *pool, const struct pool_item *it)
     return POOL_KEEP;
 }
 
+/* The slot was just stored IDLE (seq_cst): check the verdict only now.
+ * Dekker with every writer that changes what the verdict reads and then
+ * scans for IDLE slots (shutdown, retire, shrink): either it sees our IDLE
+ * and destroys the object, or we see its write and do. Whoever wins the
+ * CAS destroys it; the loser leaves it alone. */
+static void pool_item_idle_recheck(struct pool *pool, struct pool_item *it)
+{
+    int why = pool_idle_verdict(pool, it);
+    if (why != POOL_KEEP && pool_slot_cas(it, SLOT_IDLE, SLOT_BUSY))
+        pool_item_destroy(pool, it, (enum pool_destroy_reason)why);
+    else if (pool_waiters(pool) > 0)
+        pool_dispatch(pool); /* Dekker with pool_waiter_enqueue */
+}
+
 /* Make an owned object idle, or hand it straight to the first waiter. */
 static void pool_item_idle(struct pool *pool, struct pool_item *it,
                            uint64_t since_ns)
 {
-    int why;
     atomic_store_explicit(&it->idle_since_ns, since_ns, memory_order_relaxed);
     if (atomic_load_explicit(&pool->gate, memory_order_seq_cst) == 0) {
         atomic_store_explicit(&it->state, SLOT_IDLE, memory_order_seq_cst);
-        /* Dekker with pool_waiter_enqueue + dispatch, and with shutdown. */
-        why = pool_idle_verdict(pool, it);
-        if (why != POOL_KEEP && pool_slot_cas(it, SLOT_IDLE, SLOT_BUSY))
-            pool_item_destroy(pool, it, (enum pool_destroy_reason)why);
-        else if (pool_waiters(pool) > 0)
-            pool_dispatch(pool);
+        pool_item_idle_recheck(pool, it);
         return;
     }
+    /* Waiters (or shutdown): a waiter is served first. A handed-over object
+     * needs no re-check: the waiter's lend verdict checks it again. */
+    if (pool_test_hook != NULL)
+        pool_test_hook(pool, POOL_TEST_IDLE_WAITERS);
     pthread_mutex_lock(&pool->lock);
-    why = pool_idle_verdict(pool, it);
-    if (why == POOL_KEEP && pool->wait_head != NULL)
+    int why = pool_idle_verdict(pool, it);
+    if (why == POOL_KEEP && pool->wait_head != NULL) {
         pool_waiter_finish(pool, pool->wait_head, POOLD_OK, it, false);
-    else if (why == POOL_KEEP)
+        pthread_mutex_unlock(&pool->lock);
+        return;
+    }
+    if (pool_test_hook != NULL)
+        pool_test_hook(pool, POOL_TEST_IDLE_LOCKED);
+    if (why == POOL_KEEP)
         atomic_store_explicit(&it->state, SLOT_IDLE, memory_order_seq_cst);
     pthread_mutex_unlock(&pool->lock);
-    if (why != POOL_KEEP)
+    if (why == POOL_KEEP)
+        pool_item_idle_recheck(pool, it);
+    else
         pool_item_destroy(pool, it, (enum pool_destroy_reason)why);
 }
 
@@ -495,12 +522,21 @@ static void pool_item_idle(struct pool *pool, struct pool_item *it,
 typedef int (*pool_reap_fn)(struct pool *pool, const struct pool_item *it,
                             uint64_t now_ns);
 
+/* Callers first make a seq_cst write that changes fn's answer (generation,
+ * max_size, the shutdown bit), then scan. A releaser stores IDLE (seq_cst)
+ * and then reads what fn reads (pool_idle_verdict). The scan's state read
+ * must be seq_cst too: an acquire load is not in the single total order, so
+ * C11 would let both sides read the old value (the scan sees LENT, the
+ * releaser the old generation) and the object would stay idle; only x86's
+ * locked RMW, a full fence, rules that out. */
 static unsigned pool_reap(struct pool *pool, pool_reap_fn fn, uint64_t now_ns)
 {
     unsigned n = 0, hwm = pool_hwm(pool);
     for (unsigned i = 0; i < hwm; i++) {
         struct pool_item *it = &pool->slots[i];
-        if (pool_state(it) != SLOT_IDLE || fn(pool, it, now_ns) == POOL_KEEP ||
+        if (atomic_load_explicit(&it->state, memory_order_seq_cst) !=
+                SLOT_IDLE ||
+            fn(pool, it, now_ns) == POOL_KEEP ||
             !pool_slot_cas(it, SLOT_IDLE, SLOT_BUSY))
             continue;
         int why = fn(pool, it, now_ns);
@@ -539,6 +575,9 @@ static int pool_reap_oversize(struct pool *pool, const struct pool_item *it,
                : POOL_KEEP;
 }
 
+/* A peek (relaxed): the answer may be stale by the time it is used; its
+ * users (min_idle, peak_active, the leak check at destroy) tolerate that
+ * or run when the pool is quiet. */
 static unsigned pool_count(const struct pool *pool, int state)
 {
     unsigned n = 0, hwm = pool_hwm(pool);
@@ -627,8 +666,13 @@ static void pool_track_peak(struct pool *pool)
 
 static void pool_lend(struct pool *pool, struct pool_item *it)
 {
-    atomic_store_explicit(&it->state, SLOT_LENT, memory_order_relaxed);
-    /* Only the owner writes lends: a plain increment, no locked RMW. */
+    /* Release: publishes the build's created++ to pool_get_stats, which
+     * reads the slots (acquire) before created, so a slot seen lent is
+     * always counted as created. Free on x86 (a plain store either way). */
+    atomic_store_explicit(&it->state, SLOT_LENT, memory_order_release);
+    /* Only the owner writes lends: a plain increment, no locked RMW. A pure
+     * counter (summed into "acquired", which promises no relation to any
+     * other field), hence relaxed. */
     atomic_store_explicit(&it->lends,
                           atomic_load_explicit(&it->lends,
                                                memory_order_relaxed) + 1,
@@ -802,17 +846,19 @@ static struct pool_item *pool_find_oldest_idle(struct pool *pool,
                                                uint64_t *since_ns)
 {
     struct pool_item *best = NULL;
+    uint64_t best_since = UINT64_MAX;
     unsigned hwm = pool_hwm(pool);
     for (unsigned i = 0; i < hwm; i++) {
         struct pool_item *it = &pool->slots[i];
         if (pool_state(it) != SLOT_IDLE)
             continue;
         uint64_t since = atomic_load(&it->idle_since_ns);
-        if (best == NULL || since < *since_ns) {
+        if (best == NULL || since < best_since) {
             best = it;
-            *since_ns = since;
+            best_since = since;
         }
     }
+    *since_ns = best_since;
     return best;
 }
 
@@ -878,7 +924,8 @@ void pool_get_stats(struct pool *pool, struct pool_stats *out)
     memset(out, 0, sizeof *out);
     pthread_mutex_lock(&pool->lock);
     for (unsigned r = 0; r < POOL_DESTROY__COUNT; r++) {
-        out->destroyed_by[r] = atomic_load(&pool->destroyed_by[r]);
+        out->destroyed_by[r] = atomic_load_explicit(&pool->destroyed_by[r],
+                                                    memory_order_acquire);
         out->destroyed += out->destroyed_by[r];
     }
     unsigned hwm = pool_hwm(pool);

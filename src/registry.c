@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "breaker.h"
 #include "catalog.h"
 #include "clock.h"
 #include "log.h"
@@ -16,69 +17,6 @@
 #define REG_BUCKETS_MIN 64
 #define REG_ERR_MAX 256
 #define REG_READY_GRACE_NS (3 * NS_PER_S) /* db contact this recent = ready */
-#define REG_BACKOFF_MIN_NS (100 * NS_PER_MS)
-#define REG_BACKOFF_MAX_NS (5 * NS_PER_S)
-
-/*
- * Backoff with full jitter after failures to reach the database, so a dead
- * database is not hammered by every request: while a window is open,
- * attempts fail at once; the first attempt after it is the probe. One
- * breaker guards every connection attempt, one more each org's builds.
- */
-struct breaker {
-    pthread_mutex_t lock;
-    uint64_t open_until_ns; /* attempts before this fail at once */
-    uint64_t backoff_ns;    /* 0: closed (healthy) */
-    unsigned seed;
-};
-
-static void breaker_init(struct breaker *b)
-{
-    pthread_mutex_init(&b->lock, NULL);
-    b->open_until_ns = 0;
-    b->backoff_ns = 0;
-    b->seed = (unsigned)clock_now_ns() ^ (unsigned)(uintptr_t)b;
-}
-
-/* Exponential backoff with full jitter while the database is down, so a
- * fleet of poolds does not reconnect in lockstep. */
-static uint64_t next_backoff(uint64_t cur, unsigned *seed)
-{
-    uint64_t next = cur == 0 ? REG_BACKOFF_MIN_NS : cur * 2;
-    if (next > REG_BACKOFF_MAX_NS)
-        next = REG_BACKOFF_MAX_NS;
-    return next / 2 + (uint64_t)rand_r(seed) % (next / 2 + 1);
-}
-
-/* May an attempt go now? While a window is open, no; the first caller after
- * it is let through as the probe and the window is pushed on meanwhile. */
-static bool breaker_allow(struct breaker *b, uint64_t now)
-{
-    bool ok;
-    pthread_mutex_lock(&b->lock);
-    ok = now >= b->open_until_ns;
-    if (ok && b->backoff_ns != 0)
-        b->open_until_ns = now + b->backoff_ns;
-    pthread_mutex_unlock(&b->lock);
-    return ok;
-}
-
-static void breaker_failure(struct breaker *b, uint64_t now)
-{
-    pthread_mutex_lock(&b->lock);
-    b->backoff_ns = next_backoff(b->backoff_ns, &b->seed);
-    b->open_until_ns = now + b->backoff_ns;
-    pthread_mutex_unlock(&b->lock);
-}
-
-static void breaker_success(struct breaker *b)
-{
-    pthread_mutex_lock(&b->lock);
-    b->backoff_ns = 0;
-    b->open_until_ns = 0;
-    pthread_mutex_unlock(&b->lock);
-}
-
 /*
  * One org of the directory (orgs table). Entries are created by the
  * housekeeping thread when it loads the directory and are never freed before
@@ -140,7 +78,11 @@ struct registry {
     /* Housekeeping: its own connection, outside the cap (DESIGN.md). */
     pthread_mutex_t hk_lock;    /* guards hk_conn, fingerprint, stop */
     pthread_cond_t hk_cond;
-    struct db_conn *hk_conn;
+    struct db_conn *hk_conn;    /* NULL while taken (hk_conn_take) */
+    /* The connection is taken for I/O without hk_lock; whoever wants it
+     * waits on hk_conn_cond until it is given back. */
+    bool hk_conn_busy;
+    pthread_cond_t hk_conn_cond;
     long long fp_count, fp_digest;
     bool hk_stop;
     bool hk_started;
@@ -202,7 +144,8 @@ static struct org_entry *map_add(struct registry *reg, const char *org_id)
     snprintf(e->org_id, sizeof e->org_id, "%s", org_id);
     pthread_mutex_init(&e->cache_lock, NULL);
     e->misconf_version = -1;
-    breaker_init(&e->build_breaker);
+    breaker_init(&e->build_breaker,
+                 (unsigned)clock_now_ns() ^ (unsigned)(uintptr_t)e);
     if (reg->nentries >= reg->nbuckets)
         map_grow(reg);
     size_t i = hash_str(org_id) % reg->nbuckets;
@@ -575,17 +518,61 @@ static void mark_db_ok(struct registry *reg)
     atomic_store(&reg->last_ok_ns, clock_now_ns());
 }
 
+/* *conn alive, or a new housekeeping connection opened into it. */
+static int hk_conn_ready(struct registry *reg, struct db_conn **conn,
+                         char *err, size_t errlen)
+{
+    if (*conn != NULL && db_conn_is_alive(*conn, clock_now_ns(),
+                                          reg->cfg.conn_check_idle_ns))
+        return POOLD_OK;
+    db_conn_close(*conn);
+    *conn = NULL;
+    struct db_settings s = reg->cfg.db;
+    s.application_name = "poold-housekeeping";
+    return db_conn_open(&s, clock_now_ns(), conn, err, errlen);
+}
+
 /* Under hk_lock. Opens the housekeeping connection if there is none. */
 static int hk_connect(struct registry *reg, char *err, size_t errlen)
 {
-    if (reg->hk_conn != NULL && db_conn_is_alive(reg->hk_conn, clock_now_ns(),
-                                                 reg->cfg.conn_check_idle_ns))
-        return POOLD_OK;
-    db_conn_close(reg->hk_conn);
-    reg->hk_conn = NULL;
-    struct db_settings s = reg->cfg.db;
-    s.application_name = "poold-housekeeping";
-    return db_conn_open(&s, clock_now_ns(), &reg->hk_conn, err, errlen);
+    return hk_conn_ready(reg, &reg->hk_conn, err, errlen);
+}
+
+/* Under hk_lock: wait until no one has the connection taken. */
+static void hk_conn_wait_free(struct registry *reg)
+{
+    while (reg->hk_conn_busy) {
+        if (registry_test_hook != NULL)
+            registry_test_hook(reg, REGISTRY_TEST_HK_CONN_BUSY);
+        pthread_cond_wait(&reg->hk_conn_cond, &reg->hk_lock);
+    }
+}
+
+/* Take the housekeeping connection to do I/O on it with no lock held (it
+ * may be NULL: hk_conn_ready opens one). Give it back with hk_conn_give. */
+static struct db_conn *hk_conn_take(struct registry *reg)
+{
+    pthread_mutex_lock(&reg->hk_lock);
+    hk_conn_wait_free(reg);
+    reg->hk_conn_busy = true;
+    struct db_conn *conn = reg->hk_conn;
+    reg->hk_conn = NULL; /* code that holds hk_lock never shares it */
+    pthread_mutex_unlock(&reg->hk_lock);
+    return conn;
+}
+
+static void hk_conn_give(struct registry *reg, struct db_conn *conn)
+{
+    struct db_conn *extra = NULL;
+    pthread_mutex_lock(&reg->hk_lock);
+    if (reg->hk_conn == NULL)
+        reg->hk_conn = conn;
+    else
+        extra = conn; /* someone under hk_lock opened another meanwhile */
+    reg->hk_conn_busy = false;
+    pthread_cond_broadcast(&reg->hk_conn_cond);
+    pthread_mutex_unlock(&reg->hk_lock);
+    db_conn_close(extra);
 }
 
 /* Under reg->lock (write): apply one row of the directory. Retiring and
@@ -648,6 +635,24 @@ static void apply_pending(struct registry *reg)
         if (resize && pool_resize(e->pool, effective_size(reg, e)) != POOLD_OK)
             log_event(LOG_WARN, "pool resize from database failed", "org",
                       e->org_id, (const char *)NULL);
+    }
+    free(list);
+}
+
+/* Under hk_lock, the connection not taken: a pool whose size is not the
+ * stored one (orgs.pool_max_size as last loaded or resized) is resized to
+ * it, whatever the cached size says. */
+static void hk_sync_sizes(struct registry *reg)
+{
+    size_t n;
+    struct org_entry **list = map_snapshot(reg, true, &n);
+
+    for (size_t i = 0; i < n; i++) {
+        unsigned want = effective_size(reg, list[i]);
+        if (pool_max_size(list[i]->pool) != want &&
+            pool_resize(list[i]->pool, want) == POOLD_OK)
+            log_event(LOG_WARN, "pool size differed from the stored one, "
+                      "resized", "org", list[i]->org_id, (const char *)NULL);
     }
     free(list);
 }
@@ -781,9 +786,16 @@ static void *hk_main(void *arg)
 
     pthread_mutex_lock(&reg->hk_lock);
     while (!reg->hk_stop) {
+        /* Sizes are stored and applied as one step by whoever has the
+         * connection (registry_resize): not while it is taken. */
+        hk_conn_wait_free(reg);
         int rc = hk_connect(reg, err, sizeof err);
         if (rc == POOLD_OK)
             rc = hk_refresh(reg, err, sizeof err);
+        if (rc == POOLD_OK && reg->cfg.watch != NULL)
+            rc = reg->cfg.watch(reg->cfg.watch_arg, reg->hk_conn, err,
+                                sizeof err);
+        hk_sync_sizes(reg);
         if (rc == POOLD_OK) {
             mark_db_ok(reg);
             /* The database answers again: requests may connect at once
@@ -802,7 +814,7 @@ static void *hk_main(void *arg)
             was_down = true;
             db_conn_close(reg->hk_conn);
             reg->hk_conn = NULL;
-            backoff = next_backoff(backoff, &seed);
+            backoff = breaker_next_backoff(backoff, &seed);
         }
         pthread_mutex_unlock(&reg->hk_lock);
         maintain_all(reg);
@@ -893,12 +905,14 @@ int registry_create(const struct registry_config *cfg, struct registry **out)
     reg->buckets = calloc(reg->nbuckets, sizeof *reg->buckets);
     pthread_rwlock_init(&reg->lock, NULL);
     pthread_mutex_init(&reg->hk_lock, NULL);
-    breaker_init(&reg->db_breaker);
+    breaker_init(&reg->db_breaker,
+                 (unsigned)clock_now_ns() ^ (unsigned)(uintptr_t)reg);
     pthread_condattr_t ca;
     pthread_condattr_init(&ca);
     pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
     pthread_cond_init(&reg->hk_cond, &ca);
     pthread_condattr_destroy(&ca);
+    pthread_cond_init(&reg->hk_conn_cond, NULL);
 
     reg->env = (struct service_env){
         .db = &reg->cfg.db,
@@ -990,7 +1004,7 @@ void registry_destroy(struct registry *reg)
             pool_destroy(e->pool);
             rules_clear(&e->cached_rules);
             pthread_mutex_destroy(&e->cache_lock);
-            pthread_mutex_destroy(&e->build_breaker.lock);
+            breaker_deinit(&e->build_breaker);
             free(e);
             e = next;
         }
@@ -998,7 +1012,8 @@ void registry_destroy(struct registry *reg)
     pool_destroy(reg->conns);
     db_conn_close(reg->hk_conn);
     pthread_cond_destroy(&reg->hk_cond);
-    pthread_mutex_destroy(&reg->db_breaker.lock);
+    pthread_cond_destroy(&reg->hk_conn_cond);
+    breaker_deinit(&reg->db_breaker);
     pthread_mutex_destroy(&reg->hk_lock);
     pthread_rwlock_destroy(&reg->lock);
     free(reg->buckets);
@@ -1054,6 +1069,13 @@ int registry_pool_stats(struct registry *reg, const char *org_id,
 int registry_resize(struct registry *reg, const char *org_id, unsigned size,
                     struct pool_stats *out, char *err, size_t errlen)
 {
+    return registry_resize_by(reg, org_id, size, NULL, out, err, errlen);
+}
+
+int registry_resize_by(struct registry *reg, const char *org_id,
+                       unsigned size, const struct audit_actor *actor,
+                       struct pool_stats *out, char *err, size_t errlen)
+{
     struct org_entry *e;
     int rc;
 
@@ -1067,20 +1089,33 @@ int registry_resize(struct registry *reg, const char *org_id, unsigned size,
         fill_error(rc, org_id, err, errlen);
         return rc;
     }
-    /* Store first: a size we could not persist is not applied. */
-    pthread_mutex_lock(&reg->hk_lock);
-    rc = hk_connect(reg, err, errlen);
+    /* Store first: a size we could not persist is not applied. Store and
+     * apply are one step, done while this call has the housekeeping
+     * connection (no lock held across the I/O): two resizes, or a resize
+     * and a directory reload, apply in the order the database stored them. */
+    struct db_conn *conn = hk_conn_take(reg);
+    rc = hk_conn_ready(reg, &conn, err, errlen);
     if (rc == POOLD_OK)
-        rc = catalog_store_pool_size(reg->hk_conn, org_id, size, err, errlen);
-    pthread_mutex_unlock(&reg->hk_lock);
-    if (rc != POOLD_OK)
+        rc = actor ? catalog_store_pool_size_by(conn, org_id, size, actor,
+                                                err, errlen)
+                   : catalog_store_pool_size(conn, org_id, size, err, errlen);
+    if (rc != POOLD_OK && conn != NULL && !db_conn_is_clean(conn)) {
+        db_conn_close(conn);
+        conn = NULL;
+    }
+    if (rc == POOLD_OK) {
+        if (registry_test_hook != NULL)
+            registry_test_hook(reg, REGISTRY_TEST_RESIZE_STORED);
+        atomic_store(&e->size, (int)size);
+        pthread_rwlock_rdlock(&reg->lock);
+        struct pool *pool = e->pool;
+        pthread_rwlock_unlock(&reg->lock);
+        if (pool && pool_resize(pool, size) != POOLD_OK)
+            rc = POOLD_ERR_INVALID;
+    }
+    hk_conn_give(reg, conn);
+    if (rc != POOLD_OK && rc != POOLD_ERR_INVALID)
         return rc;
-    atomic_store(&e->size, (int)size);
-    pthread_rwlock_rdlock(&reg->lock);
-    struct pool *pool = e->pool;
-    pthread_rwlock_unlock(&reg->lock);
-    if (pool && pool_resize(pool, size) != POOLD_OK)
-        rc = POOLD_ERR_INVALID;
     log_event(LOG_INFO, "pool resized", "org", org_id, (const char *)NULL);
     entry_stats(reg, e, out);
     return rc;
@@ -1111,4 +1146,67 @@ void registry_conn_stats(struct registry *reg, struct pool_stats *out)
     }
     memset(out, 0, sizeof *out);
     out->max_size = reg->cfg.db_max_conns;
+}
+
+int registry_admit(struct registry *reg, const char *org_id, char *err,
+                   size_t errlen)
+{
+    struct org_entry *e;
+    int rc;
+
+    err[0] = '\0';
+    if (atomic_load(&reg->shutting_down))
+        rc = POOLD_ERR_SHUTDOWN;
+    else
+        rc = find_entry(reg, org_id, &e);
+    if (rc == POOLD_OK && entry_misconfigured(e, err, errlen))
+        rc = POOLD_ERR_MISCONFIGURED;
+    if (rc != POOLD_OK)
+        fill_error(rc, org_id, err, errlen);
+    return rc;
+}
+
+int registry_admin_begin(struct registry *reg, struct db_conn **conn,
+                         char *err, size_t errlen)
+{
+    int rc;
+
+    pthread_mutex_lock(&reg->hk_lock);
+    hk_conn_wait_free(reg); /* a resize may have it taken */
+    rc = hk_connect(reg, err, errlen);
+    if (rc != POOLD_OK) {
+        pthread_mutex_unlock(&reg->hk_lock);
+        return rc;
+    }
+    *conn = reg->hk_conn;
+    return POOLD_OK;
+}
+
+void registry_admin_end(struct registry *reg, struct db_conn *conn,
+                        bool wrote)
+{
+    char err[REG_ERR_MAX];
+    int rc = POOLD_OK;
+
+    if (conn != reg->hk_conn)
+        abort(); /* not the connection registry_admin_begin() lent */
+    if (!db_conn_is_clean(conn)) {
+        db_conn_close(reg->hk_conn);
+        reg->hk_conn = NULL;
+        pthread_mutex_unlock(&reg->hk_lock);
+        return;
+    }
+    mark_db_ok(reg); /* it answered: readiness need not wait for a poll */
+    if (wrote) {
+        /* Serve the change from the next request here; elsewhere the
+         * next poll sees it. A failure is only logged: the poll retries. */
+        rc = hk_refresh(reg, err, sizeof err);
+        if (rc == POOLD_OK && reg->cfg.watch != NULL)
+            rc = reg->cfg.watch(reg->cfg.watch_arg, reg->hk_conn, err,
+                                sizeof err);
+        if (rc != POOLD_OK)
+            log_event(LOG_WARN, "refresh after an admin write failed",
+                      "error", err, (const char *)NULL);
+    }
+    pthread_mutex_unlock(&reg->hk_lock);
 }

@@ -8,9 +8,11 @@ function(poold_fuzz name)
   target_compile_options(${name} PRIVATE ${_fuzz_flags})
   target_link_options(${name} PRIVATE ${_fuzz_flags})
   target_link_libraries(${name} PRIVATE PkgConfig::JANSSON PkgConfig::LIBPQ
-                        PkgConfig::MHD Threads::Threads m)
+                        PkgConfig::MHD PkgConfig::GNUTLS Threads::Threads m)
 endfunction()
 
 poold_fuzz(fuzz_rules src/rules.c)
 poold_fuzz(fuzz_request src/handlers.c src/metrics.c src/catalog.c src/log.c
-           src/rules.c src/pool.c src/status.c src/clock.c src/db.c)
+           src/rules.c src/pool.c src/status.c src/clock.c src/db.c
+           src/admin_api.c src/keys.c src/ratelimit.c src/tenants.c
+           src/audit.c)

@@ -5,6 +5,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -56,6 +57,41 @@ int registry_resize(struct registry *reg, const char *org_id, unsigned size,
     err[0] = '\0';
     (void)errlen;
     return POOLD_OK;
+}
+
+int registry_resize_by(struct registry *reg, const char *org_id,
+                       unsigned size, const struct audit_actor *actor,
+                       struct pool_stats *out, char *err, size_t errlen)
+{
+    (void)actor;
+    return registry_resize(reg, org_id, size, out, err, errlen);
+}
+
+int registry_admit(struct registry *reg, const char *org_id, char *err,
+                   size_t errlen)
+{
+    (void)reg;
+    err[0] = '\0';
+    (void)errlen;
+    return org_id[0] == 'x' ? POOLD_ERR_UNKNOWN_ORG : POOLD_OK;
+}
+
+/* No database: admin routes that need one answer 503. */
+int registry_admin_begin(struct registry *reg, struct db_conn **conn,
+                         char *err, size_t errlen)
+{
+    (void)reg;
+    *conn = NULL;
+    snprintf(err, errlen, "no database in the fuzzer");
+    return POOLD_ERR_DB;
+}
+
+void registry_admin_end(struct registry *reg, struct db_conn *conn, bool wrote)
+{
+    (void)reg;
+    (void)conn;
+    (void)wrote;
+    __builtin_trap(); /* never lent, so never given back */
 }
 
 void registry_foreach_pool(struct registry *reg,

@@ -68,6 +68,9 @@ class Poold:
             "POOLD_LISTEN": "127.0.0.1:%d" % self.port,
             "POOLD_ADMIN_TOKEN": TOKEN,
             "POOLD_LOG_FORMAT": "text",
+            # No org API keys here: these tests are about faults; keys are
+            # tested in test_tenants.py (and the README test turns them on).
+            "POOLD_CLIENT_AUTH": "none",
         })
         full.update({k: str(v) for k, v in env.items()})
         self.log = open(os.path.join(PG_DIR + ".poold-%d.log" % self.port),

@@ -123,7 +123,10 @@ class Poold:
         e = {k: v for k, v in os.environ.items()
              if not k.startswith("POOLD_") or k in ("POOLD_BIN",)}
         e.update({"DATABASE_URL": DATABASE_URL, "POOLD_ADMIN_TOKEN": TOKEN,
-                  "POOLD_LISTEN": "127.0.0.1:0"})
+                  "POOLD_LISTEN": "127.0.0.1:0",
+                  # The contract without org API keys (test_tenants.py
+                  # covers them).
+                  "POOLD_CLIENT_AUTH": "none"})
         e.update(env or {})
         self.proc = subprocess.Popen([BIN, *args], env=e,
                                      stdout=subprocess.DEVNULL,
@@ -254,7 +257,8 @@ class CommandLine(unittest.TestCase):
                      "--max-waiting", "--db-max-conns", "--conn-ttl-s",
                      "--conn-check-idle-ms", "--prewarm", "--max-body-bytes",
                      "--max-clients", "--client-timeout-s", "--pool-mode",
-                     "--build-cost-ms", "--process-cost-ms", "--log-format"):
+                     "--build-cost-ms", "--process-cost-ms", "--log-format",
+                     "--client-auth", "--read-token"):
             self.assertIn(flag, r.stdout)
         self.assertIn("POOLD_ACQUIRE_TIMEOUT_MS", r.stdout)
         self.assertIn("default: 5000", r.stdout)

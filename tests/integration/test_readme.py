@@ -4,6 +4,7 @@ Keeps the README true: every curl command of its "Using it" section runs
 (with the test server's port and token substituted) and answers what the
 README says it answers.
 """
+import json
 import os
 import re
 import subprocess
@@ -14,12 +15,16 @@ from test_faults import TOKEN, Poold, psql, pg
 README = os.path.join(os.environ["POOLD_SOURCE_DIR"], "README.md")
 
 
+def sh_block(title):
+    """The first sh block of the README section with this title."""
+    text = open(README).read()
+    section = text.split("## " + title, 1)[1].split("\n## ", 1)[0]
+    return section.split("```sh", 1)[1].split("```", 1)[0]
+
+
 def curl_commands():
     """The curl commands of the README's "Using it" section, joined."""
-    text = open(README).read()
-    section = text.split("## Using it", 1)[1].split("\n## ", 1)[0]
-    block = section.split("```sh", 1)[1].split("```", 1)[0]
-    joined = block.replace("\\\n", " ")
+    joined = sh_block("Using it").replace("\\\n", " ")
     return [line.strip() for line in joined.splitlines()
             if line.strip().startswith("curl ")]
 
@@ -30,10 +35,26 @@ class ReadmeExamples(unittest.TestCase):
         pg("start")
         psql("DELETE FROM processed_messages WHERE org_id = 'org_001' "
              "AND message_id = 'msg_000123'")
-        self.server = Poold()
+        self.clean_acme()
+        # The README documents the default: org API keys on.
+        self.server = Poold(POOLD_CLIENT_AUTH="keys")
+        status, _, body = self.server.request(
+            "POST", "/orgs/org_001/keys", body=b'{"label":"readme test"}',
+            headers={"Authorization": "Bearer " + TOKEN})
+        self.assertEqual(status, 201, body)
+        self.key = json.loads(body)["key"]
+
+    @staticmethod
+    def clean_acme():
+        psql("DELETE FROM processed_messages WHERE org_id = 'acme';"
+             "DELETE FROM org_keys WHERE org_id = 'acme' OR label ="
+             " 'readme test';"
+             "DELETE FROM audit_log WHERE org_id = 'acme';"
+             "DELETE FROM orgs WHERE org_id = 'acme'")
 
     def tearDown(self):
         self.assertEqual(self.server.stop(), 0)
+        self.clean_acme()
         psql("UPDATE orgs SET pool_max_size = NULL WHERE org_id = 'org_001'")
         psql("DELETE FROM processed_messages WHERE org_id = 'org_001' "
              "AND message_id = 'msg_000123'")
@@ -42,7 +63,7 @@ class ReadmeExamples(unittest.TestCase):
         cmd = cmd.replace("localhost:8080", "localhost:%d" % self.server.port)
         out = subprocess.run(["bash", "-c", cmd], capture_output=True,
                              text=True, timeout=30,
-                             env=dict(os.environ, TOKEN=TOKEN))
+                             env=dict(os.environ, TOKEN=TOKEN, KEY=self.key))
         self.assertEqual(out.returncode, 0, cmd + "\n" + out.stderr)
         return out.stdout
 
@@ -63,6 +84,31 @@ class ReadmeExamples(unittest.TestCase):
         self.assertTrue(re.search(r"^poold_\w+", metrics, re.M), metrics)
         self.assertIn('"status":"ok"', health)
         self.assertIn('"status"', ready)
+
+    def test_onboarding_a_tenant_works_as_written(self):
+        script = sh_block("Onboarding a tenant").replace(
+            "localhost:8080", "localhost:%d" % self.server.port)
+        script = script.replace("TOKEN=$(cat build/admin-token)", "")
+        out = subprocess.run(["bash", "-euo", "pipefail", "-c", script],
+                             capture_output=True, text=True, timeout=60,
+                             env=dict(os.environ, TOKEN=TOKEN))
+        self.assertEqual(out.returncode, 0, out.stderr + out.stdout)
+        lines = out.stdout.splitlines()
+        self.assertIn('"org_id":"acme"', lines[0])        # created
+        self.assertIn('"rps":50', lines[0])
+        self.assertIn('"message_id":"m1"', lines[1])      # old key works
+        self.assertIn('"message_id":"m2"', lines[2])      # new key works
+        self.assertEqual(lines[3], "204")                 # old revoked
+        self.assertIn('"unauthorized"', lines[4])         # and refused
+        self.assertIn('"paused":false', lines[5])
+        keys = json.loads(lines[6])["keys"]
+        self.assertEqual([k["label"] for k in keys], ["first", "second"])
+        self.assertIsNotNone(keys[0]["revoked_at"])
+        self.assertNotIn("pk_", lines[6])                 # never a secret
+        audit = [e["action"] for e in json.loads(lines[7])["entries"]]
+        self.assertEqual(audit, ["key.revoke", "key.create", "key.create"])
+        self.assertEqual(psql("SELECT count(*) FROM processed_messages"
+                              " WHERE org_id = 'acme'"), "2")
 
 
 if __name__ == "__main__":

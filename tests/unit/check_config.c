@@ -39,6 +39,8 @@ START_TEST(defaults_match_the_design)
                       8080);
     ck_assert(c.admin_token_generated);
     ck_assert_uint_eq(strlen(c.admin_token), 64);
+    ck_assert_int_eq(c.client_auth, CONFIG_CLIENT_AUTH_KEYS);
+    ck_assert_ptr_null(c.read_token);
     ck_assert_uint_eq(c.pool_size, 4);
     ck_assert_uint_eq(c.pool_ceiling, 256);
     ck_assert_uint_eq(c.acquire_timeout_ms, 5000);
@@ -108,6 +110,8 @@ static const struct bad {
     {NULL, "--max-body-bytes=0", "POOLD_MAX_BODY_BYTES"},
     {NULL, "--client-timeout-s=", "POOLD_CLIENT_TIMEOUT_S"},
     {NULL, "--listen=nohost", "POOLD_LISTEN"},
+    {"POOLD_CLIENT_AUTH=key", NULL, "POOLD_CLIENT_AUTH"},
+    {NULL, "--read-token=a b", "POOLD_READ_TOKEN"},
     {NULL, "--listen=1.2.3.4:65536", "POOLD_LISTEN"},
     {NULL, "--listen=1.2.3:80", "POOLD_LISTEN"},
     {NULL, "--listen=[::1:80", "POOLD_LISTEN"},

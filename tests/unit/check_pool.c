@@ -885,6 +885,51 @@ START_TEST(test_retire_all)
 }
 END_TEST
 
+/* The test seam of pool.h: armed by one test, a no-op for the others. */
+static atomic_bool hook_armed;
+
+void pool_test_hook(struct pool *pool, enum pool_test_point where)
+{
+    if (!atomic_load(&hook_armed))
+        return;
+    if (where == POOL_TEST_IDLE_WAITERS) {
+        /* Let the queued waiter time out: the release then finds none. */
+        for (int i = 0; i < 20000 && pool_waiting(pool) != 0; i++)
+            clock_sleep_ms(0.5);
+        ck_assert_uint_eq(pool_waiting(pool), 0);
+    } else if (where == POOL_TEST_IDLE_LOCKED) {
+        atomic_store(&hook_armed, false);
+        pool_retire_all(pool); /* its scan sees the slot still lent */
+    }
+}
+
+/* A retire between the locked release path's verdict and its publishing
+ * the slot IDLE: the releaser must see the new generation after it
+ * publishes, or the old object would sit idle until the next pass. */
+START_TEST(test_retire_during_locked_release)
+{
+    struct pool_config cfg = base_cfg(1);
+    struct pool *pool = make_pool(&cfg, &fake_ops);
+    struct pool_item *held = take(pool);
+    struct borrower b;
+    borrowers_reset();
+    borrower_start(&b, pool, 2 * S, false, 0);
+    wait_waiting(pool, 1);
+    atomic_store(&hook_armed, true);
+    pool_release(pool, held); /* gate closed by b: the locked path */
+    ck_assert(!atomic_load(&hook_armed)); /* both points were reached */
+    pthread_join(b.tid, NULL);
+    ck_assert_int_eq(b.rc, POOLD_ERR_TIMEOUT);
+    ck_assert_int_eq(atomic_load(&F.destroyed_by[POOL_DESTROY_RETIRED]), 1);
+    struct pool_stats st = stats(pool);
+    ck_assert_uint_eq(st.idle, 0);
+    ck_assert_uint_eq(st.destroyed_by[POOL_DESTROY_RETIRED], 1);
+    struct pool_item *fresh = take(pool);
+    ck_assert_int_eq(obj_id(fresh), 2);
+    pool_release(pool, fresh);
+}
+END_TEST
+
 START_TEST(test_evict_idle_longest_first)
 {
     struct pool_config cfg = base_cfg(4);
@@ -1161,6 +1206,7 @@ static Suite *pool_suite(void)
     tcase_add_test(tc, test_waiters_served_fifo);
     tcase_add_test(tc, test_waiter_bound_fails_at_once);
     tcase_add_test(tc, test_retire_all);
+    tcase_add_test(tc, test_retire_during_locked_release);
     tcase_add_test(tc, test_evict_idle_longest_first);
     tcase_add_test(tc, test_stats_sums);
     tcase_add_test(tc, test_names_and_buckets);

@@ -1,0 +1,461 @@
+/* admin_api.c — org management, org API keys and the audit log over HTTP. */
+#include "admin_api.h"
+
+#include <errno.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "keys.h"
+#include "rules.h"
+#include "tenants.h"
+
+#define PAGE_DEFAULT 100
+#define PAGE_MAX 1000
+
+/* ---- shared steps ----------------------------------------------------- */
+
+static struct registry *reg_of(struct handlers *h)
+{
+    return handlers_get_config(h)->reg;
+}
+
+/* A database failure: for a write its outcome may be unknown, say so. */
+static void db_failed(struct http_response *resp, bool write)
+{
+    handlers_error(resp, 503, "database_unavailable",
+                   write ? "the database did not answer: the change may or "
+                           "may not be stored; GET it to see, retrying is "
+                           "safe"
+                         : "the database is unavailable");
+}
+
+/* Map a tenants status to the answer; the success case is the caller's. */
+static void fail(struct handlers *h, struct http_response *resp, int rc,
+                 bool write)
+{
+    if (rc == POOLD_ERR_DB)
+        db_failed(resp, write);
+    else if (rc == POOLD_ERR_NOT_FOUND)
+        handlers_error(resp, 404, "not_found", "no such key for this org");
+    else if (rc == POOLD_ERR_UNKNOWN_ORG)
+        handlers_error(resp, 404, "unknown_org", "no such org");
+    else
+        handlers_error_status(h, resp, rc);
+}
+
+/* Answer status with JSON text made by the database (taken and freed). */
+static void render_text(struct http_response *resp, unsigned status,
+                        char *text)
+{
+    json_error_t jerr;
+    json_t *root = json_loads(text, 0, &jerr);
+
+    free(text);
+    handlers_render_json(resp, status, root); /* NULL gives a 500 */
+}
+
+static void no_content(struct http_response *resp)
+{
+    free(resp->body);
+    resp->body = NULL;
+    resp->body_len = 0;
+    resp->status = 204;
+    resp->content_type = NULL;
+}
+
+static struct audit_actor actor_of(const struct http_request *req)
+{
+    struct audit_actor a = { req->scope ? req->scope : "admin",
+                             req->client_address ? req->client_address : "",
+                             req->request_id };
+    return a;
+}
+
+/* ?limit=: absent gives the default; else 1..PAGE_MAX or 400. */
+static bool query_limit(const struct http_request *req, unsigned *out,
+                        struct http_response *resp)
+{
+    const char *s = req->query ? req->query(req->query_arg, "limit") : NULL;
+    char *end;
+    long n;
+
+    *out = PAGE_DEFAULT;
+    if (s == NULL)
+        return true;
+    errno = 0;
+    n = strtol(s, &end, 10);
+    /* Digits only: strtol alone would take " 5" and "+5". */
+    if (s[0] < '0' || s[0] > '9' || errno != 0 || *end != '\0' || n < 1 ||
+        n > PAGE_MAX) {
+        handlers_error(resp, 400, "invalid_message",
+                       "query 'limit' must be an integer from 1 to 1000");
+        return false;
+    }
+    *out = (unsigned)n;
+    return true;
+}
+
+/* An optional org id in the query (?after=, ?org_id=): NULL if absent. */
+static bool query_org(const struct http_request *req, const char *name,
+                      const char **out, struct http_response *resp)
+{
+    const char *s = req->query ? req->query(req->query_arg, name) : NULL;
+    char msg[96];
+
+    *out = s;
+    if (s == NULL || catalog_org_id_is_valid(s, strlen(s)))
+        return true;
+    snprintf(msg, sizeof msg, "query '%s' must match ^[A-Za-z0-9_-]{1,64}$",
+             name);
+    handlers_error(resp, 400, "invalid_org_id", msg);
+    return false;
+}
+
+/* ---- orgs ------------------------------------------------------------- */
+
+void admin_api_org_list(struct handlers *h, const struct http_request *req,
+                        struct http_response *resp)
+{
+    const char *after;
+    struct db_conn *conn;
+    unsigned limit;
+    char *json = NULL;
+    int rc;
+
+    if (!query_limit(req, &limit, resp) ||
+        !query_org(req, "after", &after, resp))
+        return;
+    rc = registry_admin_begin(reg_of(h), &conn, resp->detail,
+                              sizeof resp->detail);
+    if (rc == POOLD_OK) {
+        rc = tenants_org_list(conn, after, limit, &json, resp->detail,
+                              sizeof resp->detail);
+        registry_admin_end(reg_of(h), conn, false);
+    }
+    if (rc != POOLD_OK)
+        fail(h, resp, rc, false);
+    else
+        render_text(resp, 200, json);
+}
+
+void admin_api_org_get(struct handlers *h, const struct http_request *req,
+                       struct http_response *resp)
+{
+    struct db_conn *conn;
+    char *json = NULL;
+    int rc;
+
+    if (!handlers_org_param(req, resp))
+        return;
+    rc = registry_admin_begin(reg_of(h), &conn, resp->detail,
+                              sizeof resp->detail);
+    if (rc == POOLD_OK) {
+        rc = tenants_org_get(conn, resp->org, &json, resp->detail,
+                             sizeof resp->detail);
+        registry_admin_end(reg_of(h), conn, false);
+    }
+    if (rc != POOLD_OK)
+        fail(h, resp, rc, false);
+    else
+        render_text(resp, 200, json);
+}
+
+/* "config": an object whose rules the service's own parser accepts. */
+static bool put_config(json_t *root, char **config, struct http_response *resp)
+{
+    json_t *c = json_object_get(root, "config");
+    struct ruleset rs;
+    char err[256], msg[300];
+
+    if (!json_is_object(c)) {
+        handlers_error(resp, 400, "invalid_config",
+                       "field 'config' is required and must be an object "
+                       "like {\"rules\":[...]}");
+        return false;
+    }
+    *config = json_dumps(c, JSON_COMPACT);
+    if (*config == NULL) {
+        handlers_error(resp, 400, "invalid_config",
+                       "field 'config' cannot be serialised");
+        return false;
+    }
+    if (rules_parse(*config, strlen(*config), &rs, err, sizeof err) !=
+        POOLD_OK) {
+        snprintf(msg, sizeof msg, "field 'config': %s", err);
+        handlers_error(resp, 400, "invalid_config", msg);
+        free(*config);
+        *config = NULL;
+        return false;
+    }
+    rules_clear(&rs);
+    return true;
+}
+
+/* "rate_limit": absent or null (no limit), or {"rps", "burst"} in range. */
+static bool put_rate_limit(json_t *root, struct tenants_org *org,
+                           struct http_response *resp)
+{
+    json_t *rl = json_object_get(root, "rate_limit");
+    json_t *rps, *burst;
+
+    org->rate_rps = 0;
+    org->rate_burst = 0;
+    if (rl == NULL || json_is_null(rl))
+        return true;
+    rps = json_object_get(rl, "rps");
+    burst = json_object_get(rl, "burst");
+    if (!json_is_object(rl) || !json_is_number(rps) ||
+        !json_is_integer(burst) ||
+        !ratelimit_valid(json_number_value(rps), json_integer_value(burst))) {
+        handlers_error(resp, 400, "invalid_config",
+                       "field 'rate_limit' must be null or {\"rps\": a number "
+                       "0 < rps <= 1000000, \"burst\": an integer from 1 to "
+                       "1000000}");
+        return false;
+    }
+    org->rate_rps = json_number_value(rps);
+    org->rate_burst = (unsigned)json_integer_value(burst);
+    return true;
+}
+
+/* Every field of a PUT body; false after filling resp. */
+static bool put_validate(struct handlers *h, json_t *root,
+                         struct tenants_org *org, char **config,
+                         struct http_response *resp)
+{
+    json_t *enabled = json_object_get(root, "enabled");
+    json_t *size = json_object_get(root, "pool_max_size");
+    unsigned ceiling = handlers_get_config(h)->pool_ceiling;
+    char msg[128];
+
+    if (!put_config(root, config, resp))
+        return false;
+    if (enabled != NULL && !json_is_boolean(enabled)) {
+        handlers_error(resp, 400, "invalid_config",
+                       "field 'enabled' must be true or false");
+        return false;
+    }
+    org->enabled = enabled == NULL || json_is_true(enabled);
+    org->pool_max_size = 0;
+    if (size != NULL && !json_is_null(size)) {
+        if (!json_is_integer(size) || json_integer_value(size) < 1 ||
+            json_integer_value(size) > (json_int_t)ceiling) {
+            snprintf(msg, sizeof msg, "field 'pool_max_size' must be null or "
+                     "an integer from 1 to %u", ceiling);
+            handlers_error(resp, 400, "invalid_size", msg);
+            return false;
+        }
+        org->pool_max_size = (unsigned)json_integer_value(size);
+    }
+    return put_rate_limit(root, org, resp);
+}
+
+void admin_api_org_put(struct handlers *h, const struct http_request *req,
+                       struct http_response *resp)
+{
+    struct tenants_org org = { 0 };
+    struct audit_actor actor = actor_of(req);
+    struct db_conn *conn;
+    json_t *root = NULL;
+    char *config = NULL, *json = NULL;
+    bool created = false;
+    int rc;
+
+    if (!handlers_org_param(req, resp) ||
+        !handlers_parse_body(req, resp, &root))
+        return;
+    if (!put_validate(h, root, &org, &config, resp))
+        goto out;
+    org.org_id = resp->org;
+    org.config_json = config;
+    rc = registry_admin_begin(reg_of(h), &conn, resp->detail,
+                              sizeof resp->detail);
+    if (rc == POOLD_OK) {
+        rc = tenants_org_put(conn, &org, &actor, &created, &json,
+                             resp->detail, sizeof resp->detail);
+        registry_admin_end(reg_of(h), conn, rc == POOLD_OK);
+    }
+    if (rc != POOLD_OK)
+        fail(h, resp, rc, true);
+    else
+        render_text(resp, created ? 201 : 200, json);
+out:
+    free(config);
+    json_decref(root);
+}
+
+void admin_api_org_delete(struct handlers *h, const struct http_request *req,
+                          struct http_response *resp)
+{
+    struct audit_actor actor = actor_of(req);
+    struct db_conn *conn;
+    int rc;
+
+    if (!handlers_org_param(req, resp))
+        return;
+    rc = registry_admin_begin(reg_of(h), &conn, resp->detail,
+                              sizeof resp->detail);
+    if (rc == POOLD_OK) {
+        rc = tenants_org_delete(conn, resp->org, &actor, resp->detail,
+                                sizeof resp->detail);
+        registry_admin_end(reg_of(h), conn, rc == POOLD_OK);
+    }
+    if (rc != POOLD_OK)
+        fail(h, resp, rc, true);
+    else
+        no_content(resp);
+}
+
+/* ---- keys ------------------------------------------------------------- */
+
+/* The optional {"label": "..."} body: *label borrowed from *root. */
+static bool key_label(const struct http_request *req, json_t **root,
+                      const char **label, struct http_response *resp)
+{
+    json_t *l;
+
+    *label = NULL;
+    *root = NULL;
+    if (req->body_len == 0)
+        return true;
+    if (!handlers_parse_body(req, resp, root))
+        return false;
+    l = json_object_get(*root, "label");
+    if (l == NULL || json_is_null(l))
+        return true;
+    if (!json_is_string(l) || json_string_length(l) > TENANTS_LABEL_MAX) {
+        handlers_error(resp, 400, "invalid_message",
+                       "field 'label' must be a string of at most 128 bytes");
+        return false;
+    }
+    *label = json_string_value(l);
+    return true;
+}
+
+/* {"key_id","label","created_at"} from the database, plus the key. */
+static void render_new_key(struct http_response *resp, char *json,
+                           const char *key)
+{
+    json_error_t jerr;
+    json_t *root = json_loads(json, 0, &jerr);
+
+    free(json);
+    if (root != NULL)
+        json_object_set_new(root, "key", json_string(key));
+    handlers_render_json(resp, 201, root);
+}
+
+void admin_api_key_create(struct handlers *h, const struct http_request *req,
+                          struct http_response *resp)
+{
+    struct audit_actor actor = actor_of(req);
+    char key[KEYS_KEY_LEN + 1], key_id[KEYS_ID_LEN + 1];
+    unsigned char digest[KEYS_DIGEST_LEN];
+    struct db_conn *conn;
+    const char *label;
+    json_t *root = NULL;
+    char *json = NULL;
+    int rc;
+
+    if (!handlers_org_param(req, resp) || !key_label(req, &root, &label, resp))
+        goto out;
+    if (keys_generate(key, key_id) != POOLD_OK) {
+        handlers_error_status(h, resp, POOLD_ERR_NOMEM);
+        goto out;
+    }
+    keys_digest(key, strlen(key), digest);
+    rc = registry_admin_begin(reg_of(h), &conn, resp->detail,
+                              sizeof resp->detail);
+    if (rc == POOLD_OK) {
+        rc = tenants_key_create(conn, resp->org, key_id, digest, label,
+                                &actor, &json, resp->detail,
+                                sizeof resp->detail);
+        /* The watch reloads the live keys before the lock is released:
+         * the key works here from the next request. */
+        registry_admin_end(reg_of(h), conn, rc == POOLD_OK);
+    }
+    if (rc != POOLD_OK)
+        fail(h, resp, rc, true);
+    else
+        render_new_key(resp, json, key);
+out:
+    memset(key, 0, sizeof key);
+    json_decref(root);
+}
+
+void admin_api_key_list(struct handlers *h, const struct http_request *req,
+                        struct http_response *resp)
+{
+    struct db_conn *conn;
+    char *json = NULL;
+    int rc;
+
+    if (!handlers_org_param(req, resp))
+        return;
+    rc = registry_admin_begin(reg_of(h), &conn, resp->detail,
+                              sizeof resp->detail);
+    if (rc == POOLD_OK) {
+        rc = tenants_key_list(conn, resp->org, &json, resp->detail,
+                              sizeof resp->detail);
+        registry_admin_end(reg_of(h), conn, false);
+    }
+    if (rc != POOLD_OK)
+        fail(h, resp, rc, false);
+    else
+        render_text(resp, 200, json);
+}
+
+void admin_api_key_revoke(struct handlers *h, const struct http_request *req,
+                          struct http_response *resp)
+{
+    struct audit_actor actor = actor_of(req);
+    struct db_conn *conn;
+    int rc;
+
+    if (!handlers_org_param(req, resp))
+        return;
+    if (!keys_id_is_valid(req->param2, req->param2_len)) {
+        handlers_error(resp, 404, "not_found", "no such key for this org");
+        return;
+    }
+    rc = registry_admin_begin(reg_of(h), &conn, resp->detail,
+                              sizeof resp->detail);
+    if (rc == POOLD_OK) {
+        rc = tenants_key_revoke(conn, resp->org, req->param2, &actor,
+                                resp->detail, sizeof resp->detail);
+        registry_admin_end(reg_of(h), conn, rc == POOLD_OK);
+    }
+    if (rc != POOLD_OK)
+        fail(h, resp, rc, true);
+    else
+        no_content(resp);
+}
+
+/* ---- audit ------------------------------------------------------------ */
+
+void admin_api_audit(struct handlers *h, const struct http_request *req,
+                     struct http_response *resp)
+{
+    const char *org_id;
+    struct db_conn *conn;
+    unsigned limit;
+    char *json = NULL;
+    int rc;
+
+    if (!query_limit(req, &limit, resp) ||
+        !query_org(req, "org_id", &org_id, resp))
+        return;
+    rc = registry_admin_begin(reg_of(h), &conn, resp->detail,
+                              sizeof resp->detail);
+    if (rc == POOLD_OK) {
+        rc = audit_list(conn, org_id, limit, &json, resp->detail,
+                        sizeof resp->detail);
+        registry_admin_end(reg_of(h), conn, false);
+    }
+    if (rc != POOLD_OK)
+        fail(h, resp, rc, false);
+    else
+        render_text(resp, 200, json);
+}

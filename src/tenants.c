@@ -1,0 +1,465 @@
+/* tenants.c — org management, org API keys and their watch (SQL). */
+#include "tenants.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "clock.h"
+#include "log.h"
+
+struct tenants {
+    struct keys_set *keys;
+    struct ratelimit_table *limits;
+    /* Written by the watch only (the registry's housekeeping lock). */
+    long long fp_count, fp_digest;
+    bool loaded;
+};
+
+/* The org as the API shows it, from a row of orgs. */
+#define ORG_JSON                                                              \
+    "jsonb_build_object('org_id', org_id, 'enabled', enabled, 'config',"     \
+    " config, 'pool_max_size', pool_max_size, 'rate_limit', CASE WHEN"       \
+    " rate_limit_rps IS NULL THEN NULL ELSE jsonb_build_object('rps',"       \
+    " rate_limit_rps, 'burst', rate_limit_burst) END, 'paused', paused)"
+#define RFC3339(col)                                                          \
+    "to_char(" col " AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')"
+#define KEY_JSON                                                              \
+    "jsonb_build_object('key_id', key_id, 'label', label, 'created_at', "    \
+    RFC3339("created_at") ", 'revoked_at', " RFC3339("revoked_at") ")"
+
+int tenants_create(struct tenants **out)
+{
+    struct tenants *t = calloc(1, sizeof *t);
+
+    if (t == NULL || keys_set_create(&t->keys) != POOLD_OK ||
+        ratelimit_table_create(&t->limits) != POOLD_OK) {
+        tenants_destroy(t);
+        return POOLD_ERR_NOMEM;
+    }
+    *out = t;
+    return POOLD_OK;
+}
+
+void tenants_destroy(struct tenants *t)
+{
+    if (t == NULL)
+        return;
+    keys_set_destroy(t->keys);
+    ratelimit_table_destroy(t->limits);
+    free(t);
+}
+
+struct keys_set *tenants_keys(struct tenants *t)
+{
+    return t->keys;
+}
+
+struct ratelimit_table *tenants_limits(struct tenants *t)
+{
+    return t->limits;
+}
+
+/* ---- helpers ---------------------------------------------------------- */
+
+static bool get_ll(const PGresult *res, int row, int col, long long *out)
+{
+    const char *s = PQgetvalue(res, row, col);
+    char *end;
+
+    errno = 0;
+    *out = strtoll(s, &end, 10);
+    return errno == 0 && end != s && *end == '\0';
+}
+
+/* The first cell of a one-row result as a malloc'd string (NULL: SQL null
+ * gives *out NULL and POOLD_OK). */
+static int take_text(PGresult *res, char **out, char *err, size_t errlen)
+{
+    *out = NULL;
+    if (PQntuples(res) < 1 || PQgetisnull(res, 0, 0))
+        return POOLD_OK;
+    *out = strdup(PQgetvalue(res, 0, 0));
+    if (*out == NULL) {
+        snprintf(err, errlen, "out of memory");
+        return POOLD_ERR_NOMEM;
+    }
+    return POOLD_OK;
+}
+
+/* One statement expected to return at most one text cell into *out. */
+static int query_text(struct db_conn *conn, const char *what, const char *sql,
+                      int n, const char *const *params, char **out, char *err,
+                      size_t errlen)
+{
+    PGresult *res = db_exec(conn, what, sql, n, params, NULL, err, errlen);
+    int rc;
+
+    *out = NULL;
+    if (res == NULL)
+        return POOLD_ERR_DB;
+    rc = take_text(res, out, err, errlen);
+    PQclear(res);
+    return rc;
+}
+
+/* ---- the watch -------------------------------------------------------- */
+
+static int load_keys(struct tenants *t, struct db_conn *conn, char *err,
+                     size_t errlen)
+{
+    PGresult *res = db_exec(conn, "keys load",
+                            "SELECT key_id, org_id, encode(digest, 'hex')"
+                            " FROM org_keys WHERE revoked_at IS NULL",
+                            0, NULL, NULL, err, errlen);
+    struct keys_entry *v;
+    size_t n, kept = 0;
+    int rc;
+
+    if (res == NULL)
+        return POOLD_ERR_DB;
+    n = (size_t)PQntuples(res);
+    v = calloc(n ? n : 1, sizeof *v);
+    if (v == NULL) {
+        PQclear(res);
+        return POOLD_ERR_NOMEM;
+    }
+    for (size_t i = 0; i < n; i++) {
+        const char *hex = PQgetvalue(res, (int)i, 2);
+        struct keys_entry *e = &v[kept];
+        if (!keys_unhex(hex, strlen(hex), e->digest, KEYS_DIGEST_LEN))
+            continue; /* the table's CHECK makes this impossible */
+        snprintf(e->key_id, sizeof e->key_id, "%s", PQgetvalue(res, (int)i, 0));
+        snprintf(e->org_id, sizeof e->org_id, "%s", PQgetvalue(res, (int)i, 1));
+        kept++;
+    }
+    PQclear(res);
+    rc = keys_set_replace(t->keys, v, kept);
+    free(v);
+    return rc;
+}
+
+static int load_limits(struct tenants *t, struct db_conn *conn, char *err,
+                       size_t errlen)
+{
+    PGresult *res = db_exec(conn, "rate limits load",
+                            "SELECT org_id, rate_limit_rps, rate_limit_burst"
+                            " FROM orgs WHERE rate_limit_rps IS NOT NULL",
+                            0, NULL, NULL, err, errlen);
+    struct ratelimit_setting *v;
+    size_t n, kept = 0;
+    int rc;
+
+    if (res == NULL)
+        return POOLD_ERR_DB;
+    n = (size_t)PQntuples(res);
+    v = calloc(n ? n : 1, sizeof *v);
+    if (v == NULL) {
+        PQclear(res);
+        return POOLD_ERR_NOMEM;
+    }
+    for (size_t i = 0; i < n; i++) {
+        long long burst;
+        double rps = strtod(PQgetvalue(res, (int)i, 1), NULL);
+        if (!get_ll(res, (int)i, 2, &burst) || !ratelimit_valid(rps, burst))
+            continue; /* the table's CHECK makes this impossible */
+        snprintf(v[kept].org_id, sizeof v[kept].org_id, "%s",
+                 PQgetvalue(res, (int)i, 0));
+        v[kept].rps = rps;
+        v[kept].burst = (unsigned)burst;
+        kept++;
+    }
+    PQclear(res);
+    rc = ratelimit_table_sync(t->limits, v, kept, clock_now_ns());
+    free(v);
+    return rc;
+}
+
+int tenants_watch(void *arg, struct db_conn *conn, char *err, size_t errlen)
+{
+    struct tenants *t = arg;
+    long long count, digest;
+    int rc;
+    /* Order-independent digests, as for orgs (catalog_fingerprint): a
+     * revocation, a new key and a changed limit all move it. */
+    PGresult *res = db_exec(
+        conn, "tenants fingerprint",
+        "SELECT (SELECT count(*) FROM org_keys) + (SELECT count(*) FROM orgs"
+        " WHERE rate_limit_rps IS NOT NULL), ((coalesce((SELECT"
+        " sum(hashtextextended(concat_ws(':', key_id, org_id, revoked_at IS"
+        " NULL), 0)) FROM org_keys), 0) + coalesce((SELECT"
+        " sum(hashtextextended(concat_ws(':', org_id, rate_limit_rps,"
+        " rate_limit_burst), 1)) FROM orgs WHERE rate_limit_rps IS NOT"
+        " NULL), 0)) % 9223372036854775807)::bigint",
+        0, NULL, NULL, err, errlen);
+
+    if (res == NULL)
+        return POOLD_ERR_DB;
+    if (!get_ll(res, 0, 0, &count) || !get_ll(res, 0, 1, &digest)) {
+        PQclear(res);
+        snprintf(err, errlen, "tenants fingerprint: unexpected values");
+        return POOLD_ERR_DB;
+    }
+    PQclear(res);
+    if (t->loaded && count == t->fp_count && digest == t->fp_digest)
+        return POOLD_OK;
+    rc = load_keys(t, conn, err, errlen);
+    if (rc == POOLD_OK)
+        rc = load_limits(t, conn, err, errlen);
+    if (rc != POOLD_OK)
+        return rc;
+    if (!t->loaded)
+        log_event(LOG_INFO, "org keys loaded", (const char *)NULL);
+    t->fp_count = count;
+    t->fp_digest = digest;
+    t->loaded = true;
+    return POOLD_OK;
+}
+
+/* ---- orgs ------------------------------------------------------------- */
+
+int tenants_org_list(struct db_conn *conn, const char *after, unsigned limit,
+                     char **json, char *err, size_t errlen)
+{
+    char lim[16];
+    const char *params[2] = { after, lim };
+    int rc;
+
+    snprintf(lim, sizeof lim, "%u", limit);
+    rc = query_text(
+        conn, "orgs list",
+        "WITH page AS (SELECT org_id, " ORG_JSON " AS j, row_number() OVER"
+        " (ORDER BY org_id) AS n FROM orgs WHERE $1::text IS NULL OR"
+        " org_id > $1 ORDER BY org_id LIMIT $2::integer + 1)"
+        " SELECT jsonb_build_object('orgs', coalesce((SELECT jsonb_agg(j"
+        " ORDER BY n) FROM page WHERE n <= $2::integer), '[]'), 'next',"
+        " (SELECT org_id FROM page WHERE n = $2::integer AND EXISTS (SELECT"
+        " 1 FROM page WHERE n > $2::integer)))::text",
+        2, params, json, err, errlen);
+    if (rc == POOLD_OK && *json == NULL) {
+        snprintf(err, errlen, "orgs list: no answer");
+        rc = POOLD_ERR_DB;
+    }
+    return rc;
+}
+
+int tenants_org_get(struct db_conn *conn, const char *org_id, char **json,
+                    char *err, size_t errlen)
+{
+    const char *params[1] = { org_id };
+    int rc = query_text(conn, "org get",
+                        "SELECT " ORG_JSON "::text FROM orgs WHERE org_id = $1",
+                        1, params, json, err, errlen);
+
+    if (rc == POOLD_OK && *json == NULL)
+        rc = POOLD_ERR_UNKNOWN_ORG;
+    return rc;
+}
+
+/* The org's JSON, locked for this transaction (NULL if no such org). */
+static int org_lock(struct db_conn *conn, const char *org_id, char **before,
+                    char *err, size_t errlen)
+{
+    const char *params[1] = { org_id };
+
+    return query_text(conn, "org lock",
+                      "SELECT " ORG_JSON "::text FROM orgs WHERE org_id = $1"
+                      " FOR UPDATE",
+                      1, params, before, err, errlen);
+}
+
+/* The body of a transaction that failed: roll back, keep rc. */
+static int tx_fail(struct db_conn *conn, int rc)
+{
+    db_rollback(conn);
+    return rc;
+}
+
+/* End a transaction whose change went as rc says: record a (NULL: nothing
+ * to record) and commit, or roll back. The entry commits with the change
+ * or not at all. */
+static int tx_finish(struct db_conn *conn, int rc, const struct audit_entry *a,
+                     char *err, size_t errlen)
+{
+    if (rc == POOLD_OK && a != NULL)
+        rc = audit_insert(conn, a, err, errlen);
+    if (rc == POOLD_OK)
+        return db_commit(conn, err, errlen);
+    db_rollback(conn);
+    return rc;
+}
+
+int tenants_org_put(struct db_conn *conn, const struct tenants_org *org,
+                    const struct audit_actor *actor, bool *created,
+                    char **json, char *err, size_t errlen)
+{
+    char size[16], rps[40], burst[16];
+    const char *params[6] = {
+        org->org_id, org->enabled ? "t" : "f", org->config_json,
+        org->pool_max_size ? size : NULL, org->rate_rps > 0 ? rps : NULL,
+        org->rate_rps > 0 ? burst : NULL,
+    };
+    struct audit_entry a = { actor, "org.put", org->org_id, NULL, NULL };
+    char *before = NULL;
+    int rc;
+
+    *json = NULL;
+    snprintf(size, sizeof size, "%u", org->pool_max_size);
+    snprintf(rps, sizeof rps, "%.17g", org->rate_rps);
+    snprintf(burst, sizeof burst, "%u", org->rate_burst);
+    if ((rc = db_begin(conn, err, errlen)) != POOLD_OK)
+        return rc;
+    if ((rc = org_lock(conn, org->org_id, &before, err, errlen)) != POOLD_OK)
+        return tx_fail(conn, rc);
+    rc = query_text(
+        conn, "org put",
+        "INSERT INTO orgs AS o (org_id, enabled, config, pool_max_size,"
+        " rate_limit_rps, rate_limit_burst) VALUES ($1, $2::boolean,"
+        " $3::jsonb, $4::integer, $5::double precision, $6::integer)"
+        " ON CONFLICT (org_id) DO UPDATE SET enabled = EXCLUDED.enabled,"
+        " config = EXCLUDED.config, pool_max_size = EXCLUDED.pool_max_size,"
+        " rate_limit_rps = EXCLUDED.rate_limit_rps, rate_limit_burst ="
+        " EXCLUDED.rate_limit_burst RETURNING " ORG_JSON "::text",
+        6, params, json, err, errlen);
+    a.before = before;
+    a.after = *json;
+    rc = tx_finish(conn, rc, &a, err, errlen);
+    *created = before == NULL;
+    free(before);
+    if (rc != POOLD_OK) {
+        free(*json);
+        *json = NULL;
+    }
+    return rc;
+}
+
+int tenants_org_delete(struct db_conn *conn, const char *org_id,
+                       const struct audit_actor *actor, char *err,
+                       size_t errlen)
+{
+    const char *params[1] = { org_id };
+    struct audit_entry a = { actor, "org.delete", org_id, NULL, NULL };
+    char *before = NULL;
+    PGresult *res;
+    int rc;
+
+    if ((rc = db_begin(conn, err, errlen)) != POOLD_OK)
+        return rc;
+    if ((rc = org_lock(conn, org_id, &before, err, errlen)) != POOLD_OK)
+        return tx_fail(conn, rc);
+    if (before == NULL)
+        return tx_fail(conn, POOLD_ERR_UNKNOWN_ORG);
+    res = db_exec(conn, "org delete",
+                  "WITH revoked AS (UPDATE org_keys SET revoked_at = now()"
+                  " WHERE org_id = $1 AND revoked_at IS NULL)"
+                  " DELETE FROM orgs WHERE org_id = $1",
+                  1, params, NULL, err, errlen);
+    rc = res ? POOLD_OK : POOLD_ERR_DB;
+    PQclear(res);
+    a.before = before;
+    rc = tx_finish(conn, rc, &a, err, errlen);
+    free(before);
+    return rc;
+}
+
+/* ---- keys ------------------------------------------------------------- */
+
+/* Lock the org's row against a concurrent delete; UNKNOWN_ORG if none. */
+static int org_share(struct db_conn *conn, const char *org_id, char *err,
+                     size_t errlen)
+{
+    const char *params[1] = { org_id };
+    PGresult *res = db_exec(conn, "org check",
+                            "SELECT 1 FROM orgs WHERE org_id = $1 FOR SHARE",
+                            1, params, NULL, err, errlen);
+    int rc;
+
+    if (res == NULL)
+        return POOLD_ERR_DB;
+    rc = PQntuples(res) > 0 ? POOLD_OK : POOLD_ERR_UNKNOWN_ORG;
+    PQclear(res);
+    return rc;
+}
+
+int tenants_key_create(struct db_conn *conn, const char *org_id,
+                       const char *key_id, const unsigned char *digest,
+                       const char *label, const struct audit_actor *actor,
+                       char **json, char *err, size_t errlen)
+{
+    char hex[2 * KEYS_DIGEST_LEN + 1];
+    const char *params[4] = { key_id, org_id, label, hex };
+    struct audit_entry a = { actor, "key.create", org_id, NULL, NULL };
+    int rc;
+
+    *json = NULL;
+    keys_hex(digest, KEYS_DIGEST_LEN, hex);
+    if ((rc = db_begin(conn, err, errlen)) != POOLD_OK)
+        return rc;
+    if ((rc = org_share(conn, org_id, err, errlen)) != POOLD_OK)
+        return tx_fail(conn, rc);
+    rc = query_text(conn, "key create",
+                    "INSERT INTO org_keys (key_id, org_id, label, digest)"
+                    " VALUES ($1, $2, $3, decode($4, 'hex')) RETURNING "
+                    "jsonb_build_object('key_id', key_id, 'label', label,"
+                    " 'created_at', " RFC3339("created_at") ")::text",
+                    4, params, json, err, errlen);
+    a.after = *json;
+    rc = tx_finish(conn, rc, &a, err, errlen);
+    if (rc != POOLD_OK) {
+        free(*json);
+        *json = NULL;
+    }
+    return rc;
+}
+
+int tenants_key_list(struct db_conn *conn, const char *org_id, char **json,
+                     char *err, size_t errlen)
+{
+    const char *params[1] = { org_id };
+    int rc = query_text(
+        conn, "key list",
+        "SELECT CASE WHEN EXISTS (SELECT 1 FROM orgs WHERE org_id = $1) THEN"
+        " jsonb_build_object('keys', coalesce((SELECT jsonb_agg(" KEY_JSON
+        " ORDER BY created_at, key_id) FROM org_keys WHERE org_id = $1),"
+        " '[]'))::text END",
+        1, params, json, err, errlen);
+
+    if (rc == POOLD_OK && *json == NULL)
+        rc = POOLD_ERR_UNKNOWN_ORG;
+    return rc;
+}
+
+int tenants_key_revoke(struct db_conn *conn, const char *org_id,
+                       const char *key_id, const struct audit_actor *actor,
+                       char *err, size_t errlen)
+{
+    const char *params[2] = { org_id, key_id };
+    struct audit_entry a = { actor, "key.revoke", org_id, NULL, NULL };
+    char *state = NULL, *after = NULL;
+    int rc;
+
+    if ((rc = db_begin(conn, err, errlen)) != POOLD_OK)
+        return rc;
+    if ((rc = org_share(conn, org_id, err, errlen)) != POOLD_OK)
+        return tx_fail(conn, rc);
+    rc = query_text(conn, "key find",
+                    "SELECT " KEY_JSON "::text FROM org_keys WHERE org_id = $1"
+                    " AND key_id = $2 FOR UPDATE",
+                    2, params, &state, err, errlen);
+    if (rc == POOLD_OK && state == NULL)
+        rc = POOLD_ERR_NOT_FOUND;
+    if (rc == POOLD_OK)
+        rc = query_text(conn, "key revoke",
+                        "UPDATE org_keys SET revoked_at = now() WHERE org_id"
+                        " = $1 AND key_id = $2 AND revoked_at IS NULL"
+                        " RETURNING " KEY_JSON "::text",
+                        2, params, &after, err, errlen);
+    a.before = state;
+    a.after = after;
+    /* Recorded only when revoked now, not when it already was. */
+    rc = tx_finish(conn, rc, after != NULL ? &a : NULL, err, errlen);
+    free(state);
+    free(after);
+    return rc;
+}
