@@ -50,6 +50,11 @@ struct poold_config {
                                         registry clamps it to the cap) */
     unsigned max_batch;              /* POOLD_MAX_BATCH */
     unsigned max_batch_bytes;        /* POOLD_MAX_BATCH_BYTES */
+    unsigned request_read_timeout_s; /* POOLD_REQUEST_READ_TIMEOUT_S */
+    char *tls_cert;     /* POOLD_TLS_CERT: PEM file path, NULL: plain HTTP */
+    char *tls_key;      /* POOLD_TLS_KEY: PEM file path, NULL with tls_cert */
+    char *tls_cert_pem; /* the files' contents, read by config_load() */
+    char *tls_key_pem;
     enum config_client_auth client_auth; /* POOLD_CLIENT_AUTH */
     char *read_token;            /* POOLD_READ_TOKEN, NULL: none */
     unsigned cluster_max_conns;      /* POOLD_CLUSTER_MAX_CONNS, 0: standalone */
@@ -68,7 +73,7 @@ typedef const char *(*config_getenv_fn)(void *arg, const char *name);
 /*
  * Fill cfg from defaults, then the environment (getenv_fn, NULL: getenv()),
  * then argv[1..argc-1] (--flag value or --flag=value; flags win). Generates
- * an admin token when none is set. On CONFIG_ERROR err holds a message that
+ * an admin token when none is set; reads the TLS files (both or neither). On CONFIG_ERROR err holds a message that
  * names the setting; cfg is left empty. On CONFIG_OK the caller frees cfg
  * with config_deinit(); on HELP/VERSION cfg holds nothing to free.
  */

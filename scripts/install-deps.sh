@@ -6,7 +6,7 @@ set -euo pipefail
 pkgs=(build-essential cmake pkg-config libmicrohttpd-dev libjansson-dev
       libpq-dev check postgresql-15 postgresql-client-15 python3
       python3-jsonschema python3-yaml curl clang libclang-rt-14-dev valgrind
-      wrk gnuplot-nox docker-compose jq libgnutls28-dev)
+      wrk gnuplot-nox docker-compose jq libgnutls28-dev openssl)
 # The compose stack run end to end (scripts/docker-smoke.sh), and the
 # format check (scripts/check-format.sh).
 pkgs+=(docker.io debootstrap clang-format)

@@ -50,6 +50,8 @@ static bool parse_log_format(const struct config_key *, const char *,
                              struct poold_config *, char *, size_t);
 static bool parse_on_off(const struct config_key *, const char *,
                          struct poold_config *, char *, size_t);
+static bool parse_path(const struct config_key *, const char *,
+                       struct poold_config *, char *, size_t);
 static bool parse_client_auth(const struct config_key *, const char *,
                               struct poold_config *, char *, size_t);
 static bool parse_read_token(const struct config_key *, const char *,
@@ -123,6 +125,14 @@ static const struct config_key config_keys[] = {
     {"POOLD_MAX_BATCH_BYTES", "max-batch-bytes", "4194304", parse_unsigned,
      FIELD(max_batch_bytes), 1, 268435456,
      "body limit of POST /process/batch in bytes"},
+    {"POOLD_REQUEST_READ_TIMEOUT_S", "request-read-timeout-s", "10",
+     parse_unsigned, FIELD(request_read_timeout_s), 1, 3600,
+     "close a connection whose request (headers and body) is not read this "
+     "long after it began"},
+    {"POOLD_TLS_CERT", "tls-cert", NULL, parse_path, FIELD(tls_cert), 0, 0,
+     "PEM certificate (chain) file: serve HTTPS (with POOLD_TLS_KEY)"},
+    {"POOLD_TLS_KEY", "tls-key", NULL, parse_path, FIELD(tls_key), 0, 0,
+     "PEM private key file of POOLD_TLS_CERT"},
     {"POOLD_CLIENT_AUTH", "client-auth", "keys", parse_client_auth,
      FIELD(client_auth), 0, 0,
      "keys: POST /process* needs an org API key; none: no client auth"},
@@ -360,6 +370,73 @@ static bool parse_on_off(const struct config_key *key, const char *val,
     return true;
 }
 
+/* A file path; empty means unset. */
+static bool parse_path(const struct config_key *key, const char *val,
+                       struct poold_config *cfg, char *err, size_t errlen)
+{
+    char **dst = field(cfg, key);
+
+    if (*val == '\0') {
+        free(*dst);
+        *dst = NULL;
+        return true;
+    }
+    return parse_string(key, val, cfg, err, errlen);
+}
+
+#define TLS_FILE_MAX (1024 * 1024)
+
+/* The whole of a PEM file, NUL-terminated; NULL with err naming env. */
+static char *pem_read(const char *env, const char *path, char *err,
+                      size_t errlen)
+{
+    FILE *f = fopen(path, "rb");
+    char *buf = NULL;
+    size_t n = 0;
+
+    if (f == NULL) {
+        snprintf(err, errlen, "invalid %s '%.200s': %s", env, path,
+                 strerror(errno));
+        return NULL;
+    }
+    buf = malloc(TLS_FILE_MAX + 1);
+    if (buf != NULL) {
+        n = fread(buf, 1, TLS_FILE_MAX + 1, f);
+        buf[n <= TLS_FILE_MAX ? n : TLS_FILE_MAX] = '\0';
+    }
+    if (buf == NULL || ferror(f) || n > TLS_FILE_MAX ||
+        strstr(buf, "-----BEGIN ") == NULL) {
+        snprintf(err, errlen, "invalid %s '%.200s': %s", env, path,
+                 buf == NULL    ? "out of memory"
+                 : ferror(f)    ? "cannot be read"
+                 : n > TLS_FILE_MAX ? "larger than 1 MiB"
+                                : "not a PEM file");
+        free(buf);
+        fclose(f);
+        return NULL;
+    }
+    fclose(f);
+    return buf;
+}
+
+/* POOLD_TLS_CERT and POOLD_TLS_KEY: both or neither, both readable. */
+static bool tls_load(struct poold_config *cfg, char *err, size_t errlen)
+{
+    if ((cfg->tls_cert == NULL) != (cfg->tls_key == NULL)) {
+        snprintf(err, errlen, "%s is set but %s is not: set both for HTTPS",
+                 cfg->tls_cert ? "POOLD_TLS_CERT" : "POOLD_TLS_KEY",
+                 cfg->tls_cert ? "POOLD_TLS_KEY" : "POOLD_TLS_CERT");
+        return false;
+    }
+    if (cfg->tls_cert == NULL)
+        return true;
+    cfg->tls_cert_pem = pem_read("POOLD_TLS_CERT", cfg->tls_cert, err, errlen);
+    if (cfg->tls_cert_pem == NULL)
+        return false;
+    cfg->tls_key_pem = pem_read("POOLD_TLS_KEY", cfg->tls_key, err, errlen);
+    return cfg->tls_key_pem != NULL;
+}
+
 static const struct config_key *find_flag(const char *name, size_t len)
 {
     for (size_t i = 0; i < NKEYS; i++)
@@ -491,7 +568,8 @@ enum config_result config_load(struct poold_config *cfg, int argc, char **argv,
         r = CONFIG_ERROR;
         goto out;
     }
-    if (cfg->admin_token == NULL && !generate_token(cfg, err, errlen))
+    if (!tls_load(cfg, err, errlen) ||
+        (cfg->admin_token == NULL && !generate_token(cfg, err, errlen)))
         r = CONFIG_ERROR;
 out:
     if (r != CONFIG_OK)
@@ -541,6 +619,12 @@ void config_deinit(struct poold_config *cfg)
     free(cfg->listen);
     free(cfg->admin_token);
     free(cfg->prewarm);
+    free(cfg->tls_cert);
+    free(cfg->tls_key);
+    free(cfg->tls_cert_pem);
+    if (cfg->tls_key_pem != NULL) /* a private key: leave no copy behind */
+        explicit_bzero(cfg->tls_key_pem, strlen(cfg->tls_key_pem));
+    free(cfg->tls_key_pem);
     free(cfg->read_token);
     memset(cfg, 0, sizeof *cfg);
 }

@@ -155,24 +155,26 @@ static bool db_base_options(const char *url, char *buf, size_t len)
  * queries: a row lock held by another session, or a slow statement, must
  * not hold a request (and a shutdown) forever; and a backend whose client
  * left checks for it while it works. PgBouncer needs these in
- * ignore_startup_parameters. */
+ * ignore_startup_parameters. With POOLD_STATEMENT_TIMEOUT_MS=0 none are
+ * sent (an empty value leaves the url's options alone). */
 static bool db_options(const struct db_settings *s, char *buf, size_t len)
 {
     char base[2048];
     unsigned st = s->statement_timeout_ms;
     int n;
 
+    if (st == 0) { /* server defaults: no options of ours, so nothing for
+                    * PgBouncer to ignore; the url's own stay as they are */
+        buf[0] = '\0';
+        return true;
+    }
     if (!db_base_options(s->url, base, sizeof base))
         return false;
-    if (st > 0)
-        n = snprintf(buf, len,
-                     "%s-c statement_timeout=%u -c lock_timeout=%u "
-                     "-c idle_in_transaction_session_timeout=%u "
-                     "-c client_connection_check_interval=%u",
-                     base, st, st, st < 1000 ? 1000 : st, DB_CLIENT_CHECK_MS);
-    else
-        n = snprintf(buf, len, "%s-c client_connection_check_interval=%u",
-                     base, DB_CLIENT_CHECK_MS);
+    n = snprintf(buf, len,
+                 "%s-c statement_timeout=%u -c lock_timeout=%u "
+                 "-c idle_in_transaction_session_timeout=%u "
+                 "-c client_connection_check_interval=%u",
+                 base, st, st, st < 1000 ? 1000 : st, DB_CLIENT_CHECK_MS);
     return n >= 0 && (size_t)n < len;
 }
 

@@ -17,6 +17,7 @@
 #include <microhttpd.h>
 
 #include "clock.h"
+#include "intake.h"
 #include "log.h"
 
 /* Each connection has its own thread, whose stack holds libpq, jansson and
@@ -31,15 +32,17 @@
  * keep a thread reading for long. */
 #define HTTP_DISCARD_MAX ((uint64_t)1024 * 1024)
 #define HTTP_METHOD_MAX 16
+/* The waiting room holds 4 x POOLD_MAX_CLIENTS connections, at least this
+ * many (and fewer if the descriptor limit says so). */
+#define HTTP_ROOM_MIN 1024u
 
 struct http_server {
     struct MHD_Daemon *daemon;
+    struct intake *intake; /* accepts and hands connections to daemon */
     struct handlers *handlers;
     struct metrics *metrics;
     size_t max_body;
-    MHD_socket quiesced_fd; /* closed after MHD_stop_daemon */
-    bool quiesced;
-    pthread_mutex_t lock; /* guards inflight and quiesced */
+    pthread_mutex_t lock; /* guards inflight */
     pthread_cond_t idle;  /* signalled when inflight drops to 0 */
     unsigned inflight;
     unsigned id_prefix;
@@ -49,11 +52,12 @@ struct http_server {
 /* Everything one request owns; freed in on_completed() only. */
 struct request_ctx {
     struct http_server *srv;
+    struct intake_conn *iconn; /* the connection's deadline record */
     char method[HTTP_METHOD_MAX];
     char *path;  /* copy of the URL path */
     char *param; /* copy of the {org_id} segment, or NULL */
     char *param2; /* copy of a second {...} segment, or NULL */
-    char request_id[32];
+    char request_id[HTTP_REQUEST_ID_MAX + 1];
     char allow[64]; /* Allow header of a 405 */
     uint64_t start_ns;
     char *body; /* at most max_body bytes */
@@ -224,8 +228,48 @@ static enum MHD_Result queue_too_large(struct MHD_Connection *conn,
 /* ---- the request lifecycle --------------------------------------------------
  */
 
-static struct request_ctx *ctx_create(struct http_server *srv, const char *url,
-                                      const char *method)
+/* The client's X-Request-Id when it is one poold can carry safely into
+ * headers, logs and JSON. */
+static bool request_id_ok(const char *id)
+{
+    size_t n = 0;
+
+    if (id == NULL)
+        return false;
+    for (; id[n] != '\0'; n++) {
+        char c = id[n];
+        if (n == HTTP_REQUEST_ID_MAX ||
+            !((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') ||
+              (c >= '0' && c <= '9') || c == '.' || c == '_' || c == ':' ||
+              c == '-'))
+            return false;
+    }
+    return n > 0;
+}
+
+static void request_id_set(struct request_ctx *ctx, struct MHD_Connection *conn)
+{
+    const char *id =
+        MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "X-Request-Id");
+
+    if (request_id_ok(id))
+        snprintf(ctx->request_id, sizeof ctx->request_id, "%s", id);
+    else
+        snprintf(ctx->request_id, sizeof ctx->request_id, "%08x%08llx",
+                 ctx->srv->id_prefix,
+                 (unsigned long long)atomic_fetch_add(&ctx->srv->next_id, 1));
+}
+
+static struct intake_conn *conn_record(struct MHD_Connection *conn)
+{
+    const union MHD_ConnectionInfo *ci =
+        MHD_get_connection_info(conn, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
+    return ci ? ci->socket_context : NULL;
+}
+
+static struct request_ctx *ctx_create(struct http_server *srv,
+                                      struct MHD_Connection *conn,
+                                      const char *url, const char *method)
 {
     struct request_ctx *ctx = calloc(1, sizeof *ctx);
 
@@ -240,9 +284,9 @@ static struct request_ctx *ctx_create(struct http_server *srv, const char *url,
         free(ctx);
         return NULL;
     }
-    snprintf(ctx->request_id, sizeof ctx->request_id, "%08x%08llx",
-             srv->id_prefix,
-             (unsigned long long)atomic_fetch_add(&srv->next_id, 1));
+    request_id_set(ctx, conn);
+    ctx->iconn = conn_record(conn);
+    intake_request_begun(srv->intake, ctx->iconn);
     pthread_mutex_lock(&srv->lock);
     srv->inflight++;
     pthread_mutex_unlock(&srv->lock);
@@ -401,13 +445,14 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn,
 
     (void)version;
     if (ctx == NULL) { /* headers received: first call */
-        ctx = ctx_create(srv, url, method);
+        ctx = ctx_create(srv, conn, url, method);
         if (ctx == NULL)
             return MHD_NO;
         *con_cls = ctx;
         ctx->max_body = body_limit(ctx);
         if (announced_too_large(conn, ctx->max_body)) {
             ctx->too_large = true;
+            intake_request_read(srv->intake, ctx->iconn); /* not read on */
             return queue_too_large(conn, ctx);
         }
         return MHD_YES;
@@ -421,6 +466,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn,
     }
     if (ctx->responded)
         return MHD_YES;
+    intake_request_read(srv->intake, ctx->iconn);
     return dispatch(conn, ctx); /* final call: the whole body is here */
 }
 
@@ -454,6 +500,7 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
     if (ctx == NULL)
         return;
     *con_cls = NULL;
+    intake_request_done(srv->intake, ctx->iconn);
     dur = clock_now_ns() - ctx->start_ns;
     log_request(ctx, toe, dur);
     if (ctx->status != 0)
@@ -476,10 +523,29 @@ static void on_connection(void *cls, struct MHD_Connection *conn,
 {
     struct http_server *srv = cls;
 
-    (void)conn;
-    (void)socket_context;
-    metrics_connection_add(srv->metrics,
-                           toe == MHD_CONNECTION_NOTIFY_STARTED ? 1 : -1);
+    if (toe == MHD_CONNECTION_NOTIFY_STARTED) {
+        const union MHD_ConnectionInfo *ci =
+            MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CONNECTION_FD);
+        *socket_context =
+            ci ? intake_conn_started(srv->intake, ci->connect_fd) : NULL;
+        metrics_connection_add(srv->metrics, 1);
+    } else {
+        /* libmicrohttpd 0.9.75 closes the socket only after this returns
+         * (daemon.c MHD_cleanup_connections), so the intake never shuts a
+         * descriptor that was reused. */
+        intake_conn_closed(srv->intake, *socket_context);
+        *socket_context = NULL;
+        metrics_connection_add(srv->metrics, -1);
+    }
+}
+
+/* The intake's hand-over: the daemon owns fd from here, success or not. */
+static bool hand_over(void *arg, int fd, const struct sockaddr *addr,
+                      socklen_t addrlen)
+{
+    struct http_server *srv = arg;
+
+    return MHD_add_connection(srv->daemon, fd, addr, addrlen) == MHD_YES;
 }
 
 __attribute__((format(printf, 2, 0))) static void
@@ -493,7 +559,14 @@ mhd_log(void *cls, const char *fmt, va_list ap)
     n = strlen(msg);
     while (n > 0 && (msg[n - 1] == '\n' || msg[n - 1] == '\r'))
         msg[--n] = '\0';
-    log_event(LOG_WARN, "libmicrohttpd", "detail", msg, (const char *)NULL);
+    /* A client gone mid-request (or cut by the read deadline, which the
+     * intake logs in one line per check) is routine, not a warning: one
+     * line per trickler would flood the log under attack. */
+    log_event(strstr(msg, "connection closure") ||
+                      strstr(msg, "with incomplete request")
+                  ? LOG_DEBUG
+                  : LOG_WARN,
+              "libmicrohttpd", "detail", msg, (const char *)NULL);
 }
 
 /* ---- start and stop
@@ -515,20 +588,100 @@ static int server_init(struct http_server *srv)
         pthread_cond_destroy(&srv->idle);
         return POOLD_ERR_NOMEM;
     }
-    srv->quiesced_fd = MHD_INVALID_SOCKET;
     srv->id_prefix = (unsigned)(clock_now_ns() ^ ((uint64_t)getpid() << 16));
     atomic_init(&srv->next_id, 1);
     return POOLD_OK;
+}
+
+/* Peek at most this much of a waiting connection: the header memory and a
+ * body of up to 64 KiB (a larger one is judged by its first bytes). */
+static size_t peek_max(size_t max_body)
+{
+    return HTTP_CONN_MEMORY + (max_body < 65536 ? max_body : 65536);
+}
+
+/* The daemon: thread per connection, no listen socket of its own (the
+ * intake accepts and hands connections over), HTTPS when configured. */
+static int daemon_start(struct http_server *srv,
+                        const struct http_server_config *cfg, char *err,
+                        size_t errlen)
+{
+    unsigned flags = MHD_USE_AUTO_INTERNAL_THREAD |
+                     MHD_USE_THREAD_PER_CONNECTION | MHD_USE_ITC |
+                     MHD_USE_NO_LISTEN_SOCKET | MHD_USE_ERROR_LOG;
+    struct MHD_OptionItem tls[] = {
+        {MHD_OPTION_HTTPS_MEM_CERT, 0, (void *)cfg->tls_cert_pem},
+        {MHD_OPTION_HTTPS_MEM_KEY, 0, (void *)cfg->tls_key_pem},
+        {MHD_OPTION_END, 0, NULL},
+    };
+    bool use_tls = cfg->tls_cert_pem != NULL && cfg->tls_key_pem != NULL;
+
+    if (use_tls && MHD_is_feature_supported(MHD_FEATURE_TLS) != MHD_YES) {
+        snprintf(err, errlen,
+                 "POOLD_TLS_CERT is set but this libmicrohttpd "
+                 "was built without TLS (MHD_FEATURE_TLS)");
+        return POOLD_ERR_INVALID;
+    }
+    if (use_tls)
+        flags |= MHD_USE_TLS;
+    else
+        tls[0].option = MHD_OPTION_END;
+    errno = 0;
+    srv->daemon = MHD_start_daemon(
+        flags, 0, NULL, NULL, on_request, srv, MHD_OPTION_EXTERNAL_LOGGER,
+        mhd_log, (void *)srv,
+        /* The intake keeps to max_clients. libmicrohttpd's own limit must
+         * never be reached: 0.9.75 refuses a connection handed over at its
+         * limit leaving its cleanup mutex locked, and the daemon thread
+         * deadlocks (fixed upstream in 67061d5c, v1.0.0). Far above ours,
+         * it only ever sees our count. */
+        MHD_OPTION_CONNECTION_LIMIT, (unsigned int)(2 * cfg->max_clients + 64),
+        MHD_OPTION_CONNECTION_TIMEOUT, (unsigned int)cfg->client_timeout_s,
+        MHD_OPTION_THREAD_STACK_SIZE, HTTP_THREAD_STACK,
+        MHD_OPTION_CONNECTION_MEMORY_LIMIT, HTTP_CONN_MEMORY,
+        MHD_OPTION_NOTIFY_COMPLETED, on_completed, (void *)srv,
+        MHD_OPTION_NOTIFY_CONNECTION, on_connection, (void *)srv,
+        MHD_OPTION_ARRAY, tls, MHD_OPTION_END);
+    if (srv->daemon == NULL) {
+        int e = errno;
+        snprintf(err, errlen, "cannot start the HTTP server: %s",
+                 use_tls ? "the TLS certificate or key was refused (see the "
+                           "libmicrohttpd message above)"
+                 : e     ? strerror(e)
+                         : "see the libmicrohttpd message above");
+        return POOLD_ERR_INVALID;
+    }
+    return POOLD_OK;
+}
+
+static int intake_open_for(struct http_server *srv,
+                           const struct http_server_config *cfg, char *err,
+                           size_t errlen)
+{
+    struct intake_config ic;
+
+    memset(&ic, 0, sizeof ic);
+    ic.addr = cfg->addr;
+    ic.addrlen = cfg->addrlen;
+    ic.max_clients = cfg->max_clients;
+    /* Waiting costs a descriptor, no thread: room for a flood of several
+     * times the slots before waiting connections are evicted. */
+    ic.room = cfg->max_clients < HTTP_ROOM_MIN / 4 ? HTTP_ROOM_MIN
+                                                   : 4 * cfg->max_clients;
+    ic.read_timeout_ns = (uint64_t)cfg->request_read_timeout_s * NS_PER_S;
+    ic.tls = cfg->tls_cert_pem != NULL;
+    ic.peek_max = peek_max(cfg->max_body_bytes);
+    ic.hand_over = hand_over;
+    ic.arg = srv;
+    return intake_start(&ic, &srv->intake, err, errlen);
 }
 
 int http_server_start(const struct http_server_config *cfg,
                       struct handlers *handlers, struct metrics *metrics,
                       struct http_server **out, char *err, size_t errlen)
 {
-    unsigned flags = MHD_USE_AUTO_INTERNAL_THREAD |
-                     MHD_USE_THREAD_PER_CONNECTION | MHD_USE_ITC |
-                     MHD_USE_ERROR_LOG;
     struct http_server *srv = calloc(1, sizeof *srv);
+    int rc;
 
     if (srv == NULL || server_init(srv) != POOLD_OK) {
         free(srv);
@@ -538,30 +691,16 @@ int http_server_start(const struct http_server_config *cfg,
     srv->handlers = handlers;
     srv->metrics = metrics;
     srv->max_body = cfg->max_body_bytes;
-    if (cfg->ipv6)
-        flags |= MHD_USE_IPv6;
-    srv->daemon = MHD_start_daemon(
-        flags, 0, NULL, NULL, on_request, srv, MHD_OPTION_EXTERNAL_LOGGER,
-        mhd_log, (void *)srv, MHD_OPTION_SOCK_ADDR,
-        (struct sockaddr *)cfg->addr, MHD_OPTION_CONNECTION_LIMIT,
-        (unsigned int)cfg->max_clients, MHD_OPTION_CONNECTION_TIMEOUT,
-        (unsigned int)cfg->client_timeout_s,
-        /* 0: no per-IP limit. Behind a proxy every client shares one
-         * address; the global limit and the timeout bound the threads. */
-        MHD_OPTION_PER_IP_CONNECTION_LIMIT, (unsigned int)0,
-        MHD_OPTION_THREAD_STACK_SIZE, HTTP_THREAD_STACK,
-        MHD_OPTION_CONNECTION_MEMORY_LIMIT, HTTP_CONN_MEMORY,
-        MHD_OPTION_NOTIFY_COMPLETED, on_completed, (void *)srv,
-        MHD_OPTION_NOTIFY_CONNECTION, on_connection, (void *)srv,
-        MHD_OPTION_END);
-    if (srv->daemon == NULL) {
-        int e = errno;
-        snprintf(err, errlen, "cannot start the HTTP server: %s",
-                 e ? strerror(e) : "see the libmicrohttpd message above");
+    rc = daemon_start(srv, cfg, err, errlen);
+    if (rc == POOLD_OK)
+        rc = intake_open_for(srv, cfg, err, errlen);
+    if (rc != POOLD_OK) {
+        if (srv->daemon != NULL)
+            MHD_stop_daemon(srv->daemon);
         pthread_mutex_destroy(&srv->lock);
         pthread_cond_destroy(&srv->idle);
         free(srv);
-        return POOLD_ERR_INVALID;
+        return rc;
     }
     *out = srv;
     return POOLD_OK;
@@ -569,24 +708,12 @@ int http_server_start(const struct http_server_config *cfg,
 
 unsigned http_server_port(struct http_server *srv)
 {
-    const union MHD_DaemonInfo *info =
-        MHD_get_daemon_info(srv->daemon, MHD_DAEMON_INFO_BIND_PORT);
-    return info ? info->port : 0;
+    return intake_port(srv->intake);
 }
 
 void http_server_quiesce(struct http_server *srv)
 {
-    MHD_socket fd;
-
-    pthread_mutex_lock(&srv->lock);
-    if (srv->quiesced) {
-        pthread_mutex_unlock(&srv->lock);
-        return;
-    }
-    srv->quiesced = true;
-    pthread_mutex_unlock(&srv->lock);
-    fd = MHD_quiesce_daemon(srv->daemon);
-    srv->quiesced_fd = fd;
+    intake_quiesce(srv->intake);
 }
 
 unsigned http_server_inflight(struct http_server *srv)
@@ -625,9 +752,9 @@ void http_server_stop(struct http_server *srv)
 {
     if (srv == NULL)
         return;
+    intake_stop(srv->intake); /* nothing handed over from here on */
     MHD_stop_daemon(srv->daemon);
-    if (srv->quiesced_fd != MHD_INVALID_SOCKET)
-        close(srv->quiesced_fd);
+    intake_destroy(srv->intake);
     pthread_mutex_destroy(&srv->lock);
     pthread_cond_destroy(&srv->idle);
     free(srv);

@@ -80,7 +80,8 @@ static void log_startup(const struct poold_config *cfg, unsigned port)
     log_event(LOG_INFO, "listening", "address", host, "port", portstr,
               "version", POOLD_VERSION, "libpq", pq, "libmicrohttpd",
               MHD_get_version(), "jansson", JANSSON_VERSION, "http_mode",
-              "thread-per-connection", "pool_mode",
+              "thread-per-connection", "tls", cfg->tls_cert ? "on" : "off",
+              "pool_mode",
               cfg->pool_mode == CONFIG_POOL_MODE_POOLED ? "pooled" : "none",
               (const char *)NULL);
 }
@@ -261,7 +262,10 @@ static int app_start_http(const struct poold_config *cfg, struct app *a)
     sc.ipv6 = cfg->listen_ipv6;
     sc.max_clients = cfg->max_clients;
     sc.client_timeout_s = cfg->client_timeout_s;
+    sc.request_read_timeout_s = cfg->request_read_timeout_s;
     sc.max_body_bytes = cfg->max_body_bytes;
+    sc.tls_cert_pem = cfg->tls_cert_pem;
+    sc.tls_key_pem = cfg->tls_key_pem;
     int rc = http_server_start(&sc, a->handlers, a->metrics, &a->srv, err,
                                sizeof err);
     if (rc != POOLD_OK)

@@ -96,6 +96,9 @@ poold_python_test(http 600)
 poold_python_test(faults 600)
 # The README's curl examples, as written, against the real server.
 poold_python_test(readme 120)
+# Slow and hostile clients (request read deadline, the waiting room),
+# client X-Request-Id, HTTPS with a certificate the test makes.
+poold_python_test(clients 600)
 # Tenants (issue 12): org API keys, admin scopes, org management, rate
 # limits, audit.
 poold_python_test(tenants 600)

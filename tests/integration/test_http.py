@@ -117,7 +117,7 @@ class Response:
 # ---- a poold process --------------------------------------------------------
 
 class Poold:
-    def __init__(self, *args, env=None, wait_ready=True):
+    def __init__(self, *args, env=None, wait_ready=True, preexec_fn=None):
         self.log = tempfile.NamedTemporaryFile(
             prefix="poold-test-", suffix=".log", delete=False)
         e = {k: v for k, v in os.environ.items()
@@ -130,7 +130,7 @@ class Poold:
         e.update(env or {})
         self.proc = subprocess.Popen([BIN, *args], env=e,
                                      stdout=subprocess.DEVNULL,
-                                     stderr=self.log)
+                                     stderr=self.log, preexec_fn=preexec_fn)
         m = wait_for(self._port, 20, "poold to listen")
         self.port = int(m)
         if wait_ready:

@@ -55,6 +55,9 @@ START_TEST(defaults_match_the_design)
     ck_assert_int_eq(c.pool_mode, CONFIG_POOL_MODE_POOLED);
     ck_assert(c.build_cost_ms == 0 && c.process_cost_ms == 0);
     ck_assert_int_eq(c.log_format, LOG_FORMAT_TEXT);
+    ck_assert_uint_eq(c.request_read_timeout_s, 10);
+    ck_assert_ptr_null(c.tls_cert);
+    ck_assert_ptr_null(c.tls_key_pem);
     config_deinit(&c);
 }
 END_TEST
@@ -122,6 +125,14 @@ static const struct bad {
     {NULL, "--no-such-flag=1", "--no-such-flag"},
     {NULL, "positional", "positional"},
     {NULL, "--pool-size", "needs a value"},
+    {NULL, "--request-read-timeout-s=0", "POOLD_REQUEST_READ_TIMEOUT_S"},
+    {NULL, "--request-read-timeout-s=3601", "POOLD_REQUEST_READ_TIMEOUT_S"},
+    {NULL, "--tls-cert=/etc/hostname", "POOLD_TLS_KEY"},
+    {"POOLD_TLS_KEY=/etc/hostname", NULL, "POOLD_TLS_CERT"},
+    {"POOLD_TLS_KEY=/nonexistent/key.pem", "--tls-cert=/nonexistent/c.pem",
+     "POOLD_TLS_CERT"},
+    {"POOLD_TLS_KEY=/etc/hostname", "--tls-cert=/etc/hostname",
+     "POOLD_TLS_CERT"}, /* not PEM */
 };
 
 START_TEST(invalid_values_name_the_setting)
