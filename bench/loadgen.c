@@ -30,11 +30,11 @@
 
 #define ID_MAX 96
 #define ORG_MAX 16
-#define PAYLOAD_BYTES 64                 /* the seed's os.urandom(64) */
-#define PAYLOAD_HEX (PAYLOAD_BYTES * 2)  /* 128 hex characters */
-#define REQ_MAX 1024                     /* one request, headers included */
-#define RESP_MAX 65536                   /* one response */
-#define STATUS_SLOTS 600                 /* HTTP status histogram */
+#define PAYLOAD_BYTES 64                /* the seed's os.urandom(64) */
+#define PAYLOAD_HEX (PAYLOAD_BYTES * 2) /* 128 hex characters */
+#define REQ_MAX 1024                    /* one request, headers included */
+#define RESP_MAX 65536                  /* one response */
+#define STATUS_SLOTS 600                /* HTTP status histogram */
 
 enum mode { MODE_BATCH, MODE_SINGLE, MODE_RATE };
 
@@ -42,17 +42,17 @@ struct options {
     enum mode mode;
     const char *host;
     const char *port;
-    long n;           /* batch / single: requests */
-    long workers;     /* batch: threads; rate: connections */
-    long orgs;        /* org_000 .. org_<orgs-1> */
-    long org_first;   /* first org number */
-    long warmup;      /* single: unmeasured requests first */
-    long id_space;    /* the seed's MESSAGE_IDS: msg_000000 .. */
-    bool repeat_ids;  /* seed-exact: ids drawn with replacement */
-    double rate;      /* rate: requests per second, all connections */
-    double duration;  /* rate: seconds */
+    long n;          /* batch / single: requests */
+    long workers;    /* batch: threads; rate: connections */
+    long orgs;       /* org_000 .. org_<orgs-1> */
+    long org_first;  /* first org number */
+    long warmup;     /* single: unmeasured requests first */
+    long id_space;   /* the seed's MESSAGE_IDS: msg_000000 .. */
+    bool repeat_ids; /* seed-exact: ids drawn with replacement */
+    double rate;     /* rate: requests per second, all connections */
+    double duration; /* rate: seconds */
     uint64_t seed;
-    const char *tag;  /* put in every id: keeps runs apart */
+    const char *tag; /* put in every id: keeps runs apart */
 };
 
 struct message {
@@ -65,10 +65,10 @@ struct message {
 struct tally {
     uint64_t status[STATUS_SLOTS]; /* [0] = transport errors */
     uint64_t duplicates;
-    uint64_t *lat_ns;              /* one per measured request */
+    uint64_t *lat_ns; /* one per measured request */
     size_t nlat;
     size_t caplat;
-    uint64_t *svc_ns;              /* rate mode: send -> answer */
+    uint64_t *svc_ns; /* rate mode: send -> answer */
     size_t nsvc;
     size_t capsvc;
     uint64_t reconnects;
@@ -92,8 +92,8 @@ static uint64_t now_ns(void)
 
 static void sleep_until_ns(uint64_t t)
 {
-    struct timespec ts = { .tv_sec = (time_t)(t / 1000000000u),
-                           .tv_nsec = (long)(t % 1000000000u) };
+    struct timespec ts = {.tv_sec = (time_t)(t / 1000000000u),
+                          .tv_nsec = (long)(t % 1000000000u)};
 
     while (clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &ts, NULL) == EINTR)
         ;
@@ -250,8 +250,8 @@ static int format_request(const struct options *o, const struct message *m,
 
 static int conn_open(const struct options *o, struct conn *c)
 {
-    struct addrinfo hints = { .ai_family = AF_UNSPEC,
-                              .ai_socktype = SOCK_STREAM };
+    struct addrinfo hints = {.ai_family = AF_UNSPEC,
+                             .ai_socktype = SOCK_STREAM};
     struct addrinfo *res, *ai;
     int one = 1;
 
@@ -522,10 +522,10 @@ struct batch {
     const struct options *o;
     const struct message *msgs;
     long n;
-    long chunk;               /* max(1, n // workers) */
+    long chunk; /* max(1, n // workers) */
     long nchunks;
-    atomic_long next_chunk;   /* the executor's queue of chunks */
-    pthread_barrier_t start;  /* connected, ready: go */
+    atomic_long next_chunk;  /* the executor's queue of chunks */
+    pthread_barrier_t start; /* connected, ready: go */
 };
 
 struct worker {
@@ -569,9 +569,9 @@ static void *batch_worker(void *arg)
 
 static int run_batch(const struct options *o)
 {
-    struct batch b = { .o = o, .n = o->n };
+    struct batch b = {.o = o, .n = o->n};
     struct worker *ws = calloc((size_t)o->workers, sizeof *ws);
-    struct tally all = { 0 };
+    struct tally all = {0};
     uint64_t t0, t1;
     int failed = 0;
 
@@ -619,7 +619,7 @@ static int run_single(const struct options *o)
 {
     long total = o->warmup + o->n;
     struct message *msgs = make_messages(o, total);
-    struct tally t = { 0 }, warm = { 0 };
+    struct tally t = {0}, warm = {0};
     struct conn *c = malloc(sizeof *c);
     char req[REQ_MAX];
 
@@ -663,7 +663,7 @@ struct rater {
     uint64_t end_ns;
     struct tally t;
     struct conn c;
-    uint64_t late;        /* sends that started after their schedule */
+    uint64_t late; /* sends that started after their schedule */
 };
 
 static void *rate_worker(void *arg)
@@ -708,7 +708,7 @@ static void *rate_worker(void *arg)
 static int run_rate(const struct options *o)
 {
     struct rater *rs = calloc((size_t)o->workers, sizeof *rs);
-    struct tally all = { 0 };
+    struct tally all = {0};
     uint64_t interval = (uint64_t)((double)o->workers / o->rate * 1e9);
     uint64_t t0 = now_ns() + 50000000u; /* 50 ms for the threads to start */
     uint64_t end = t0 + (uint64_t)(o->duration * 1e9), t1, late = 0;
@@ -751,69 +751,84 @@ static int run_rate(const struct options *o)
 
 static void usage(FILE *f)
 {
-    fprintf(f,
-"usage: loadgen MODE [options]\n"
-"\n"
-"Sends POST /process requests to poold over HTTP/1.1 keep-alive, one\n"
-"connection per worker thread, and prints one JSON object on stdout.\n"
-"Messages are the seed's: id msg_<tag><%%06d> from a fixed set of\n"
-"--id-space ids, org_id uniform over --orgs orgs, payload = 64 random\n"
-"bytes as 128 hex characters. Exit status 0 when every answer was 200.\n"
-"\n"
-"Modes:\n"
-"  batch    the seed's _run_batch: -n messages split into chunks of\n"
-"           max(1, n/workers), -w threads take chunks in turn; prints the\n"
-"           wall time from the first send to the last answer (connections\n"
-"           are opened before the clock starts)\n"
-"  single   -n sequential requests on one connection after --warmup\n"
-"           unmeasured ones; prints mean, median and percentiles\n"
-"  rate     --rate requests/s spread evenly over -w connections for\n"
-"           --duration seconds; latency is measured from each request's\n"
-"           scheduled time (no coordinated omission), service_time from\n"
-"           its send; a connection never has two requests in flight\n"
-"\n"
-"Options:\n"
-"  -H, --host HOST        poold's address (default 127.0.0.1)\n"
-"  -p, --port PORT        poold's port (default 8080)\n"
-"  -n, --requests N       batch/single: requests (default 200)\n"
-"  -w, --workers N        batch: threads; rate: connections (default 4)\n"
-"  -o, --orgs N           orgs org_<first>..: (default 10)\n"
-"      --org-first K      number of the first org (default 0)\n"
-"      --warmup N         single: unmeasured requests first (default 20)\n"
-"      --id-space N       size of the id set (default 10000, the seed's)\n"
-"      --repeat-ids       draw ids with replacement like the seed: some\n"
-"                         answers are then duplicates or 409 conflicts\n"
-"  -r, --rate R           rate: requests per second in all (default 100)\n"
-"  -d, --duration S       rate: seconds (default 10)\n"
-"  -s, --seed N           random seed; same seed, same messages (default 1)\n"
-"  -t, --tag STR          put in every id after \"msg_\" (default empty);\n"
-"                         use a new tag per run to keep ids fresh\n"
-"  -h, --help             this text\n"
-"\n"
-"Output fields: requests, ok (200s), non200, duplicates (200 with\n"
-"\"duplicate\": true), status (histogram; transport_0 = no answer),\n"
-"latency {mean_ms, median_ms, p50_ms, p90_ms, p99_ms, p999_ms, ...};\n"
-"batch adds wall_ms and rps, rate adds achieved_rps and service_time.\n");
+    fprintf(
+        f,
+        "usage: loadgen MODE [options]\n"
+        "\n"
+        "Sends POST /process requests to poold over HTTP/1.1 keep-alive, one\n"
+        "connection per worker thread, and prints one JSON object on stdout.\n"
+        "Messages are the seed's: id msg_<tag><%%06d> from a fixed set of\n"
+        "--id-space ids, org_id uniform over --orgs orgs, payload = 64 random\n"
+        "bytes as 128 hex characters. Exit status 0 when every answer was "
+        "200.\n"
+        "\n"
+        "Modes:\n"
+        "  batch    the seed's _run_batch: -n messages split into chunks of\n"
+        "           max(1, n/workers), -w threads take chunks in turn; prints "
+        "the\n"
+        "           wall time from the first send to the last answer "
+        "(connections\n"
+        "           are opened before the clock starts)\n"
+        "  single   -n sequential requests on one connection after --warmup\n"
+        "           unmeasured ones; prints mean, median and percentiles\n"
+        "  rate     --rate requests/s spread evenly over -w connections for\n"
+        "           --duration seconds; latency is measured from each "
+        "request's\n"
+        "           scheduled time (no coordinated omission), service_time "
+        "from\n"
+        "           its send; a connection never has two requests in flight\n"
+        "\n"
+        "Options:\n"
+        "  -H, --host HOST        poold's address (default 127.0.0.1)\n"
+        "  -p, --port PORT        poold's port (default 8080)\n"
+        "  -n, --requests N       batch/single: requests (default 200)\n"
+        "  -w, --workers N        batch: threads; rate: connections (default "
+        "4)\n"
+        "  -o, --orgs N           orgs org_<first>..: (default 10)\n"
+        "      --org-first K      number of the first org (default 0)\n"
+        "      --warmup N         single: unmeasured requests first (default "
+        "20)\n"
+        "      --id-space N       size of the id set (default 10000, the "
+        "seed's)\n"
+        "      --repeat-ids       draw ids with replacement like the seed: "
+        "some\n"
+        "                         answers are then duplicates or 409 "
+        "conflicts\n"
+        "  -r, --rate R           rate: requests per second in all (default "
+        "100)\n"
+        "  -d, --duration S       rate: seconds (default 10)\n"
+        "  -s, --seed N           random seed; same seed, same messages "
+        "(default 1)\n"
+        "  -t, --tag STR          put in every id after \"msg_\" (default "
+        "empty);\n"
+        "                         use a new tag per run to keep ids fresh\n"
+        "  -h, --help             this text\n"
+        "\n"
+        "Output fields: requests, ok (200s), non200, duplicates (200 with\n"
+        "\"duplicate\": true), status (histogram; transport_0 = no answer),\n"
+        "latency {mean_ms, median_ms, p50_ms, p90_ms, p99_ms, p999_ms, ...};\n"
+        "batch adds wall_ms and rps, rate adds achieved_rps and "
+        "service_time.\n");
 }
 
 static void parse_args(int argc, char **argv, struct options *o)
 {
     static const struct option longopts[] = {
-        { "host", required_argument, NULL, 'H' },
-        { "port", required_argument, NULL, 'p' },
-        { "requests", required_argument, NULL, 'n' },
-        { "workers", required_argument, NULL, 'w' },
-        { "orgs", required_argument, NULL, 'o' },
-        { "org-first", required_argument, NULL, 'F' },
-        { "warmup", required_argument, NULL, 'W' },
-        { "id-space", required_argument, NULL, 'I' },
-        { "repeat-ids", no_argument, NULL, 'R' },
-        { "rate", required_argument, NULL, 'r' },
-        { "duration", required_argument, NULL, 'd' },
-        { "seed", required_argument, NULL, 's' },
-        { "tag", required_argument, NULL, 't' },
-        { "help", no_argument, NULL, 'h' },
-        { NULL, 0, NULL, 0 },
+        {"host", required_argument, NULL, 'H'},
+        {"port", required_argument, NULL, 'p'},
+        {"requests", required_argument, NULL, 'n'},
+        {"workers", required_argument, NULL, 'w'},
+        {"orgs", required_argument, NULL, 'o'},
+        {"org-first", required_argument, NULL, 'F'},
+        {"warmup", required_argument, NULL, 'W'},
+        {"id-space", required_argument, NULL, 'I'},
+        {"repeat-ids", no_argument, NULL, 'R'},
+        {"rate", required_argument, NULL, 'r'},
+        {"duration", required_argument, NULL, 'd'},
+        {"seed", required_argument, NULL, 's'},
+        {"tag", required_argument, NULL, 't'},
+        {"help", no_argument, NULL, 'h'},
+        {NULL, 0, NULL, 0},
     };
     long seed = 1;
     int ch;
@@ -823,24 +838,52 @@ static void parse_args(int argc, char **argv, struct options *o)
         bool ok = true;
 
         switch (ch) {
-        case 'H': o->host = optarg; break;
-        case 'p': o->port = optarg; break;
-        case 'n': ok = parse_long(optarg, 1, 100000000, &o->n); break;
-        case 'w': ok = parse_long(optarg, 1, 4096, &o->workers); break;
-        case 'o': ok = parse_long(optarg, 1, 1000, &o->orgs); break;
-        case 'F': ok = parse_long(optarg, 0, 999, &o->org_first); break;
-        case 'W': ok = parse_long(optarg, 0, 100000000, &o->warmup); break;
-        case 'I': ok = parse_long(optarg, 1, 1000000, &o->id_space); break;
-        case 'R': o->repeat_ids = true; break;
-        case 'r': ok = parse_double(optarg, 0.001, 1e7, &o->rate); break;
-        case 'd': ok = parse_double(optarg, 0.001, 1e6, &o->duration); break;
-        case 's': ok = parse_long(optarg, 0, LONG_MAX, &seed); break;
+        case 'H':
+            o->host = optarg;
+            break;
+        case 'p':
+            o->port = optarg;
+            break;
+        case 'n':
+            ok = parse_long(optarg, 1, 100000000, &o->n);
+            break;
+        case 'w':
+            ok = parse_long(optarg, 1, 4096, &o->workers);
+            break;
+        case 'o':
+            ok = parse_long(optarg, 1, 1000, &o->orgs);
+            break;
+        case 'F':
+            ok = parse_long(optarg, 0, 999, &o->org_first);
+            break;
+        case 'W':
+            ok = parse_long(optarg, 0, 100000000, &o->warmup);
+            break;
+        case 'I':
+            ok = parse_long(optarg, 1, 1000000, &o->id_space);
+            break;
+        case 'R':
+            o->repeat_ids = true;
+            break;
+        case 'r':
+            ok = parse_double(optarg, 0.001, 1e7, &o->rate);
+            break;
+        case 'd':
+            ok = parse_double(optarg, 0.001, 1e6, &o->duration);
+            break;
+        case 's':
+            ok = parse_long(optarg, 0, LONG_MAX, &seed);
+            break;
         case 't':
             o->tag = optarg;
             ok = strlen(optarg) <= 40 && strpbrk(optarg, "\"\\") == NULL;
             break;
-        case 'h': usage(stdout); exit(0);
-        default: usage(stderr); exit(2);
+        case 'h':
+            usage(stdout);
+            exit(0);
+        default:
+            usage(stderr);
+            exit(2);
         }
         if (!ok) {
             fprintf(stderr, "loadgen: invalid value for -%c: %s\n", ch, optarg);
@@ -870,16 +913,27 @@ static void parse_args(int argc, char **argv, struct options *o)
 int main(int argc, char **argv)
 {
     struct options o = {
-        .mode = MODE_BATCH, .host = "127.0.0.1", .port = "8080", .n = 200,
-        .workers = 4, .orgs = 10, .warmup = 20, .id_space = 10000,
-        .rate = 100, .duration = 10, .tag = "",
+        .mode = MODE_BATCH,
+        .host = "127.0.0.1",
+        .port = "8080",
+        .n = 200,
+        .workers = 4,
+        .orgs = 10,
+        .warmup = 20,
+        .id_space = 10000,
+        .rate = 100,
+        .duration = 10,
+        .tag = "",
     };
 
     parse_args(argc, argv, &o);
     switch (o.mode) {
-    case MODE_BATCH: return run_batch(&o);
-    case MODE_SINGLE: return run_single(&o);
-    case MODE_RATE: return run_rate(&o);
+    case MODE_BATCH:
+        return run_batch(&o);
+    case MODE_SINGLE:
+        return run_single(&o);
+    case MODE_RATE:
+        return run_rate(&o);
     }
     return 2;
 }

@@ -1,7 +1,7 @@
 /* malloc_count.c — an LD_PRELOAD shim counting a process's heap calls.
  *
- *   cc -std=c11 -O2 -fPIC -shared -o malloc_count.so malloc_count.c -ldl -lpthread
- *   MALLOC_COUNT_FILE=/tmp/mc.json LD_PRELOAD=./malloc_count.so poold
+ *   cc -std=c11 -O2 -fPIC -shared -o malloc_count.so malloc_count.c -ldl
+ * -lpthread MALLOC_COUNT_FILE=/tmp/mc.json LD_PRELOAD=./malloc_count.so poold
  *   touch /tmp/mc.json.trigger   # the shim writes /tmp/mc.json, then
  *                                # removes the trigger (within ~5 ms)
  *
@@ -98,10 +98,10 @@ static void track_add(void *p)
     sz = malloc_usable_size(p);
     atomic_fetch_add_explicit(&bytes_total, sz, memory_order_relaxed);
     now = atomic_fetch_add_explicit(&bytes_in_use, (long long)sz,
-                                    memory_order_relaxed) + (long long)sz;
+                                    memory_order_relaxed) +
+          (long long)sz;
     peak = atomic_load_explicit(&bytes_peak, memory_order_relaxed);
-    while (now > peak &&
-           !atomic_compare_exchange_weak(&bytes_peak, &peak, now))
+    while (now > peak && !atomic_compare_exchange_weak(&bytes_peak, &peak, now))
         ;
 }
 
@@ -152,8 +152,8 @@ void *realloc(void *old, size_t n)
     if (old != NULL && is_boot(old)) {
         /* Rare: move a bootstrap block to the real heap; the old size is
          * unknown, so copy what is left of the buffer at most. */
-        size_t avail = (size_t)(boot_buf + sizeof boot_buf -
-                                (unsigned char *)old);
+        size_t avail =
+            (size_t)(boot_buf + sizeof boot_buf - (unsigned char *)old);
         p = malloc(n);
         if (p != NULL)
             memcpy(p, old, n < avail ? n : avail);
@@ -248,7 +248,8 @@ static void dump(void)
     char tmp[1100];
     char line[512];
     unsigned long long m = atomic_load(&n_malloc), c = atomic_load(&n_calloc),
-                       r = atomic_load(&n_realloc), a = atomic_load(&n_memalign);
+                       r = atomic_load(&n_realloc),
+                       a = atomic_load(&n_memalign);
     int len, fd;
 
     if (out_path[0] == '\0')
@@ -278,7 +279,7 @@ static void dump(void)
 
 static void *watcher(void *arg)
 {
-    const struct timespec tick = { .tv_sec = 0, .tv_nsec = 5000000 };
+    const struct timespec tick = {.tv_sec = 0, .tv_nsec = 5000000};
 
     (void)arg;
     for (;;) {

@@ -28,13 +28,13 @@ static long long heap_bytes(void)
 
 int main(int argc, char **argv)
 {
-    const char *const keys[] = { "dbname", "connect_timeout", "keepalives",
-                                 "keepalives_idle", "keepalives_interval",
-                                 "keepalives_count", "tcp_user_timeout",
-                                 "application_name", NULL };
-    const char *vals[] = { NULL, "5", "1", "30", "10", "3", "10000",
-                           "svc:org_000", NULL };
-    const char *param[1] = { "org_000" };
+    const char *const keys[] = {
+        "dbname",           "connect_timeout",     "keepalives",
+        "keepalives_idle",  "keepalives_interval", "keepalives_count",
+        "tcp_user_timeout", "application_name",    NULL};
+    const char *vals[] = {NULL, "5",     "1",           "30", "10",
+                          "3",  "10000", "svc:org_000", NULL};
+    const char *param[1] = {"org_000"};
     PGconn **conns;
     long n;
     char *end;
@@ -73,11 +73,12 @@ int main(int argc, char **argv)
         PQclear(res);
     }
     used = heap_bytes();
-    printf("{\"connections\":%ld,\"source\":\"%s\","
-           "\"bytes_per_conn_opened\":%.0f,\"bytes_per_conn_after_query\":%.0f}\n",
-           n, shim_bytes ? "malloc_count" : "mallinfo2",
-           (double)(opened - before) / (double)n,
-           (double)(used - before) / (double)n);
+    printf(
+        "{\"connections\":%ld,\"source\":\"%s\","
+        "\"bytes_per_conn_opened\":%.0f,\"bytes_per_conn_after_query\":%.0f}\n",
+        n, shim_bytes ? "malloc_count" : "mallinfo2",
+        (double)(opened - before) / (double)n,
+        (double)(used - before) / (double)n);
     for (long i = 0; i < n; i++)
         PQfinish(conns[i]);
     free(conns);

@@ -72,8 +72,8 @@ static void *bench_loop(void *arg)
 /* Run one case; returns ns per pair, or a negative number on failure. */
 static double bench_case(unsigned nthreads, double seconds)
 {
-    struct pool_config cfg = { .name = "bench", .max_size = 4 };
-    struct bench_run run = { .pool = NULL };
+    struct pool_config cfg = {.name = "bench", .max_size = 4};
+    struct bench_run run = {.pool = NULL};
     struct bench_thread th[BENCH_MAX_THREADS];
     unsigned started = 0;
     double ns = -1;
@@ -81,7 +81,7 @@ static double bench_case(unsigned nthreads, double seconds)
         return -1;
     uint64_t t0 = clock_now_ns();
     for (; started < nthreads; started++) {
-        th[started] = (struct bench_thread){ .run = &run };
+        th[started] = (struct bench_thread){.run = &run};
         if (pthread_create(&th[started].tid, NULL, bench_loop, &th[started]))
             break;
     }
@@ -120,7 +120,7 @@ static int bench_parse_seconds(int argc, char **argv, double *seconds)
 
 int main(int argc, char **argv)
 {
-    static const unsigned cases[] = { 1, 2, 8 };
+    static const unsigned cases[] = {1, 2, 8};
     double seconds = 2.0;
     if (bench_parse_seconds(argc, argv, &seconds) != 0)
         return 2;

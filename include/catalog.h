@@ -14,9 +14,9 @@
 struct org_info {
     char org_id[ORG_ID_MAX + 1];
     bool enabled;
-    int pool_max_size;     /* 0 when NULL (use the default) */
-    long long version;     /* orgs.config_version: bumped on every change */
-    bool paused;           /* orgs.paused: POST /process* answer 503 */
+    int pool_max_size; /* 0 when NULL (use the default) */
+    long long version; /* orgs.config_version: bumped on every change */
+    bool paused;       /* orgs.paused: POST /process* answer 503 */
 };
 
 /* True if s matches ^[A-Za-z0-9_-]{1,64}$. */

@@ -25,20 +25,20 @@ struct poold_config {
     struct sockaddr_storage listen_addr; /* parsed from listen */
     socklen_t listen_addrlen;
     bool listen_ipv6;
-    char *admin_token;           /* POOLD_ADMIN_TOKEN, or generated */
-    bool admin_token_generated;  /* true: 64 hex chars from /dev/urandom */
-    unsigned pool_size;          /* POOLD_POOL_SIZE, <= pool_ceiling */
-    unsigned pool_ceiling;       /* POOLD_POOL_CEILING */
-    unsigned acquire_timeout_ms; /* POOLD_ACQUIRE_TIMEOUT_MS */
-    unsigned max_waiting;        /* POOLD_MAX_WAITING */
-    unsigned db_max_conns;       /* POOLD_DB_MAX_CONNS */
-    unsigned conn_ttl_s;         /* POOLD_CONN_TTL_S */
-    unsigned conn_check_idle_ms; /* POOLD_CONN_CHECK_IDLE_MS */
+    char *admin_token;             /* POOLD_ADMIN_TOKEN, or generated */
+    bool admin_token_generated;    /* true: 64 hex chars from /dev/urandom */
+    unsigned pool_size;            /* POOLD_POOL_SIZE, <= pool_ceiling */
+    unsigned pool_ceiling;         /* POOLD_POOL_CEILING */
+    unsigned acquire_timeout_ms;   /* POOLD_ACQUIRE_TIMEOUT_MS */
+    unsigned max_waiting;          /* POOLD_MAX_WAITING */
+    unsigned db_max_conns;         /* POOLD_DB_MAX_CONNS */
+    unsigned conn_ttl_s;           /* POOLD_CONN_TTL_S */
+    unsigned conn_check_idle_ms;   /* POOLD_CONN_CHECK_IDLE_MS */
     unsigned statement_timeout_ms; /* POOLD_STATEMENT_TIMEOUT_MS, 0: none */
-    char *prewarm;               /* POOLD_PREWARM: "all", a comma list or "" */
-    unsigned max_body_bytes;     /* POOLD_MAX_BODY_BYTES */
-    unsigned max_clients;        /* POOLD_MAX_CLIENTS */
-    unsigned client_timeout_s;   /* POOLD_CLIENT_TIMEOUT_S */
+    char *prewarm;             /* POOLD_PREWARM: "all", a comma list or "" */
+    unsigned max_body_bytes;   /* POOLD_MAX_BODY_BYTES */
+    unsigned max_clients;      /* POOLD_MAX_CLIENTS */
+    unsigned client_timeout_s; /* POOLD_CLIENT_TIMEOUT_S */
     enum config_pool_mode pool_mode; /* POOLD_POOL_MODE */
     double build_cost_ms;            /* POOLD_BUILD_COST_MS */
     double process_cost_ms;          /* POOLD_PROCESS_COST_MS */
@@ -56,8 +56,8 @@ struct poold_config {
     char *tls_cert_pem; /* the files' contents, read by config_load() */
     char *tls_key_pem;
     enum config_client_auth client_auth; /* POOLD_CLIENT_AUTH */
-    char *read_token;            /* POOLD_READ_TOKEN, NULL: none */
-    unsigned cluster_max_conns;      /* POOLD_CLUSTER_MAX_CONNS, 0: standalone */
+    char *read_token;                    /* POOLD_READ_TOKEN, NULL: none */
+    unsigned cluster_max_conns; /* POOLD_CLUSTER_MAX_CONNS, 0: standalone */
 };
 
 enum config_result {
@@ -73,9 +73,10 @@ typedef const char *(*config_getenv_fn)(void *arg, const char *name);
 /*
  * Fill cfg from defaults, then the environment (getenv_fn, NULL: getenv()),
  * then argv[1..argc-1] (--flag value or --flag=value; flags win). Generates
- * an admin token when none is set; reads the TLS files (both or neither). On CONFIG_ERROR err holds a message that
- * names the setting; cfg is left empty. On CONFIG_OK the caller frees cfg
- * with config_deinit(); on HELP/VERSION cfg holds nothing to free.
+ * an admin token when none is set; reads the TLS files (both or neither). On
+ * CONFIG_ERROR err holds a message that names the setting; cfg is left empty.
+ * On CONFIG_OK the caller frees cfg with config_deinit(); on HELP/VERSION cfg
+ * holds nothing to free.
  */
 POOLD_MUSTCHECK enum config_result config_load(struct poold_config *cfg,
                                                int argc, char **argv,

@@ -9,7 +9,7 @@
 #define DASHBOARD_NAME_MAX 64
 
 struct dashboard_asset {
-    const char *name;         /* file name in dashboard/, e.g. "app.js" */
+    const char *name;          /* file name in dashboard/, e.g. "app.js" */
     const unsigned char *data; /* static, never freed */
     size_t len;
     const char *content_type; /* static */

@@ -18,14 +18,14 @@ struct db_settings {
     const char *url;              /* libpq connection string or URI; borrowed */
     const char *application_name; /* shown in pg_stat_activity; borrowed */
     unsigned connect_timeout_s;   /* bound on opening a connection */
-    unsigned statement_timeout_ms;/* statement_timeout, lock_timeout and
-                                     idle_in_transaction_session_timeout
-                                     of the session; 0: server defaults */
-    uint64_t query_wait_ns;       /* client-side bound on one statement when
-                                     the caller gives no deadline (0: 5 s) */
-    bool prepared;                /* POOLD_PREPARED_STATEMENTS: named
-                                     statements, prepared once per
-                                     connection; false: unnamed only */
+    unsigned statement_timeout_ms; /* statement_timeout, lock_timeout and
+                                      idle_in_transaction_session_timeout
+                                      of the session; 0: server defaults */
+    uint64_t query_wait_ns;        /* client-side bound on one statement when
+                                      the caller gives no deadline (0: 5 s) */
+    bool prepared;                 /* POOLD_PREPARED_STATEMENTS: named
+                                      statements, prepared once per
+                                      connection; false: unnamed only */
 };
 
 /* Named statements a db_query may use (bit index in the connection's set of
@@ -33,16 +33,16 @@ struct db_settings {
 #define DB_STMT_MAX 16
 
 struct db_query {
-    unsigned stmt;             /* 1..DB_STMT_MAX: prepared on first use on
-                                  each connection (when settings allow);
-                                  0: unnamed statement */
-    const char *sql;           /* one statement; static for stmt != 0 */
+    unsigned stmt;   /* 1..DB_STMT_MAX: prepared on first use on
+                        each connection (when settings allow);
+                        0: unnamed statement */
+    const char *sql; /* one statement; static for stmt != 0 */
     int nparams;
-    const Oid *types;          /* may be NULL (server infers) */
+    const Oid *types; /* may be NULL (server infers) */
     const char *const *values;
-    const int *lengths;        /* may be NULL when every format is text */
-    const int *formats;        /* may be NULL: all text */
-    bool writes;               /* may commit: a lost answer is "unknown" */
+    const int *lengths; /* may be NULL when every format is text */
+    const int *formats; /* may be NULL: all text */
+    bool writes;        /* may commit: a lost answer is "unknown" */
 };
 
 /*
@@ -80,7 +80,7 @@ void db_conn_close(struct db_conn *conn);
  */
 POOLD_MUSTCHECK int db_run(struct db_conn *conn, const struct db_query *q,
                            uint64_t deadline_ns, PGresult **out, char *err,
-                            size_t errlen);
+                           size_t errlen);
 
 /*
  * A cap on every deadline of the calling thread's database calls (opening,
@@ -123,9 +123,9 @@ PGconn *db_conn_pg(struct db_conn *conn);
 /*
  * Run one parameterised statement (text parameters, the unnamed statement)
  * through db_run() (bounded by the connection's default wait; a lost answer
- * is an error here). Returns the result (caller PQclear()s it) when it is PGRES_TUPLES_OK or
- * PGRES_COMMAND_OK; NULL with "what: <libpq message>" in err otherwise.
- * sqlstate, when not NULL, gets the error's SQLSTATE ("" if none).
+ * is an error here). Returns the result (caller PQclear()s it) when it is
+ * PGRES_TUPLES_OK or PGRES_COMMAND_OK; NULL with "what: <libpq message>" in err
+ * otherwise. sqlstate, when not NULL, gets the error's SQLSTATE ("" if none).
  */
 PGresult *db_exec(struct db_conn *conn, const char *what, const char *sql,
                   int nparams, const char *const *params, char *sqlstate,

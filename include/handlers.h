@@ -18,18 +18,18 @@
 struct handlers; /* opaque */
 
 struct handlers_config {
-    struct registry *reg;    /* borrowed; outlives the handlers */
-    struct metrics *metrics; /* borrowed; outlives the handlers */
-    const char *admin_token; /* borrowed; compared in constant time */
-    struct cluster *cluster; /* borrowed, for GET /cluster; NULL: none */
-    unsigned pool_ceiling;   /* largest size PUT accepts */
-    unsigned retry_after_s;  /* Retry-After of 503 pool_exhausted */
+    struct registry *reg;          /* borrowed; outlives the handlers */
+    struct metrics *metrics;       /* borrowed; outlives the handlers */
+    const char *admin_token;       /* borrowed; compared in constant time */
+    struct cluster *cluster;       /* borrowed, for GET /cluster; NULL: none */
+    unsigned pool_ceiling;         /* largest size PUT accepts */
+    unsigned retry_after_s;        /* Retry-After of 503 pool_exhausted */
     unsigned paused_retry_after_s; /* Retry-After of 503 org_paused */
-    unsigned max_batch;      /* POOLD_MAX_BATCH: messages per batch */
-    size_t max_batch_bytes;  /* POOLD_MAX_BATCH_BYTES: batch body limit */
-    const char *read_token;  /* borrowed; NULL: no read-only scope */
-    bool client_keys;        /* POOLD_CLIENT_AUTH=keys */
-    struct tenants *tenants; /* borrowed; keys, rate limits, org SQL */
+    unsigned max_batch;            /* POOLD_MAX_BATCH: messages per batch */
+    size_t max_batch_bytes;        /* POOLD_MAX_BATCH_BYTES: batch body limit */
+    const char *read_token;        /* borrowed; NULL: no read-only scope */
+    bool client_keys;              /* POOLD_CLIENT_AUTH=keys */
+    struct tenants *tenants;       /* borrowed; keys, rate limits, org SQL */
 };
 
 /* What the server gives a handler; every pointer is borrowed for the call. */
@@ -83,8 +83,8 @@ struct route {
     const char *method;
     const char *pattern; /* segments; "{org_id}" matches one segment */
     handler_fn fn;
-    bool admin; /* needs Authorization: Bearer <admin token> (GETs: or the
-                   read token; other methods with it: 403 forbidden) */
+    bool admin;       /* needs Authorization: Bearer <admin token> (GETs: or the
+                         read token; other methods with it: 403 forbidden) */
     bool client_auth; /* with POOLD_CLIENT_AUTH=keys: needs an org API key,
                          checked before anything else (401) */
 };

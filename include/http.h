@@ -23,10 +23,10 @@ struct http_server_config {
     const struct sockaddr *addr; /* borrowed for the call */
     socklen_t addrlen;
     bool ipv6;
-    unsigned max_clients;      /* connections held at once (slots) */
-    unsigned client_timeout_s; /* MHD_OPTION_CONNECTION_TIMEOUT (idle) */
+    unsigned max_clients;            /* connections held at once (slots) */
+    unsigned client_timeout_s;       /* MHD_OPTION_CONNECTION_TIMEOUT (idle) */
     unsigned request_read_timeout_s; /* a whole request read within this */
-    size_t max_body_bytes;     /* larger bodies get 413 */
+    size_t max_body_bytes;           /* larger bodies get 413 */
     /* PEM text of the certificate (chain) and key: HTTPS when both are set.
      * Borrowed: must outlive the server. */
     const char *tls_cert_pem;

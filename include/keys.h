@@ -10,10 +10,10 @@
 #include "catalog.h"
 #include "status.h"
 
-#define KEYS_DIGEST_LEN 32         /* SHA-256 */
-#define KEYS_SECRET_BYTES 24       /* 192 random bits per key */
+#define KEYS_DIGEST_LEN 32                       /* SHA-256 */
+#define KEYS_SECRET_BYTES 24                     /* 192 random bits per key */
 #define KEYS_KEY_LEN (3 + 2 * KEYS_SECRET_BYTES) /* "pk_" + hex */
-#define KEYS_ID_LEN (4 + 16)       /* "key_" + 16 hex */
+#define KEYS_ID_LEN (4 + 16)                     /* "key_" + 16 hex */
 
 /* One live key: what the set needs to answer "whose key is this?". */
 struct keys_entry {
@@ -32,8 +32,7 @@ POOLD_MUSTCHECK int keys_generate(char key[KEYS_KEY_LEN + 1],
                                   char key_id[KEYS_ID_LEN + 1]);
 
 /* SHA-256 of the len bytes at s (GnuTLS). */
-void keys_digest(const char *s, size_t len,
-                 unsigned char out[KEYS_DIGEST_LEN]);
+void keys_digest(const char *s, size_t len, unsigned char out[KEYS_DIGEST_LEN]);
 
 /* True if s is "key_" + 16 lower-case hex digits. */
 bool keys_id_is_valid(const char *s, size_t len);

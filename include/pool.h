@@ -10,7 +10,8 @@
 #include "status.h"
 
 struct pool;      /* opaque */
-struct pool_item; /* one slot: an object and its bookkeeping, owned by the pool */
+struct pool_item; /* one slot: an object and its bookkeeping, owned by the pool
+                   */
 
 /* Why an object was destroyed; counted per reason in the stats. */
 enum pool_destroy_reason {
@@ -80,10 +81,10 @@ struct pool_stats {
     uint64_t peak_active;
     uint64_t created;
     uint64_t create_failures;
-    uint64_t destroyed;        /* sum of destroyed_by[] */
+    uint64_t destroyed; /* sum of destroyed_by[] */
     uint64_t destroyed_by[POOL_DESTROY__COUNT];
-    uint64_t acquired;         /* successful acquires */
-    uint64_t wait_count;       /* acquires that had to wait */
+    uint64_t acquired;   /* successful acquires */
+    uint64_t wait_count; /* acquires that had to wait */
     uint64_t wait_ns_sum;
     uint64_t wait_hist[POOL_WAIT_BUCKETS];
     /* Filled by the pool's owner, not the pool (left 0 here): lends held
@@ -142,8 +143,8 @@ void pool_release_broken(struct pool *pool, struct pool_item *item);
 void pool_release_evict(struct pool *pool, struct pool_item *item);
 
 /* True if the item is past its jittered lifetime at now_ns. */
-bool pool_item_is_expired(const struct pool *pool,
-                          const struct pool_item *item, uint64_t now_ns);
+bool pool_item_is_expired(const struct pool *pool, const struct pool_item *item,
+                          uint64_t now_ns);
 
 /* Set max_size (1..capacity). Never blocks: growing wakes waiters, shrinking
  * destroys idle objects beyond the new size now and active ones on release. */

@@ -68,8 +68,7 @@ enum ratelimit_verdict ratelimit_table_take(struct ratelimit_table *t,
                                             uint64_t *retry_ns);
 
 /* Requests refused for org_id so far (0 for an org never refused). */
-uint64_t ratelimit_table_refused(struct ratelimit_table *t,
-                                 const char *org_id);
+uint64_t ratelimit_table_refused(struct ratelimit_table *t, const char *org_id);
 
 /* Call fn for every org with a refusal count or a limit; under the table's
  * lock, so fn must not call back into the table. */

@@ -15,11 +15,11 @@
 struct registry; /* opaque */
 
 struct registry_config {
-    struct db_settings db;       /* borrowed strings must outlive the registry */
-    bool pooled;                 /* false: POOLD_POOL_MODE=none */
-    unsigned default_size;       /* POOLD_POOL_SIZE */
-    unsigned ceiling;            /* POOLD_POOL_CEILING */
-    unsigned max_waiters;        /* POOLD_MAX_WAITING */
+    struct db_settings db; /* borrowed strings must outlive the registry */
+    bool pooled;           /* false: POOLD_POOL_MODE=none */
+    unsigned default_size; /* POOLD_POOL_SIZE */
+    unsigned ceiling;      /* POOLD_POOL_CEILING */
+    unsigned max_waiters;  /* POOLD_MAX_WAITING */
     uint64_t acquire_timeout_ns; /* POOLD_ACQUIRE_TIMEOUT_MS */
     unsigned db_max_conns;       /* POOLD_DB_MAX_CONNS */
     unsigned db_min_idle;        /* POOLD_DB_MIN_IDLE (clamped to the cap;
@@ -28,9 +28,9 @@ struct registry_config {
     uint64_t conn_check_idle_ns; /* POOLD_CONN_CHECK_IDLE_MS */
     double build_cost_ms;
     double process_cost_ms;
-    const char *prewarm;         /* "all", "org_a,org_b", or "" */
-    uint64_t refresh_interval_ns;/* org directory poll period (default 1 s) */
-    uint64_t hold_warn_ns;       /* POOLD_HOLD_WARN_MS; 0: off */
+    const char *prewarm;          /* "all", "org_a,org_b", or "" */
+    uint64_t refresh_interval_ns; /* org directory poll period (default 1 s) */
+    uint64_t hold_warn_ns;        /* POOLD_HOLD_WARN_MS; 0: off */
     /* Optional: called by housekeeping after each directory refresh and
      * after each admin write, on the housekeeping connection, under its
      * lock (so it never runs twice at once). A failure counts as the
@@ -113,8 +113,8 @@ POOLD_MUSTCHECK int registry_resize(struct registry *reg, const char *org_id,
 
 /* As registry_resize(), and the change is recorded in the audit log with
  * actor (NULL: not recorded) in the same transaction. */
-POOLD_MUSTCHECK int registry_resize_by(struct registry *reg,
-                                       const char *org_id, unsigned size,
+POOLD_MUSTCHECK int registry_resize_by(struct registry *reg, const char *org_id,
+                                       unsigned size,
                                        const struct audit_actor *actor,
                                        struct pool_stats *out, char *err,
                                        size_t errlen);
@@ -146,8 +146,7 @@ POOLD_MUSTCHECK int registry_admin_begin(struct registry *reg,
  * is released: this process serves the change from its next request. A
  * connection left unclean is closed.
  */
-void registry_admin_end(struct registry *reg, struct db_conn *conn,
-                        bool wrote);
+void registry_admin_end(struct registry *reg, struct db_conn *conn, bool wrote);
 
 /* Call fn for every org pool that exists, under no lock that fn could
  * deadlock on; org_id and stats are borrowed for the call. */
@@ -173,8 +172,8 @@ POOLD_MUSTCHECK int registry_set_paused(struct registry *reg,
                                         char *err, size_t errlen);
 
 /* Whether the org is paused now, in *out. */
-POOLD_MUSTCHECK int registry_is_paused(struct registry *reg,
-                                       const char *org_id, bool *out);
+POOLD_MUSTCHECK int registry_is_paused(struct registry *reg, const char *org_id,
+                                       bool *out);
 
 /* Drain an org's pool on this process: idle services are closed now, lent
  * ones when released, and the next build reads the org's row afresh.
@@ -215,8 +214,7 @@ __attribute__((weak)) void registry_test_hook(struct registry *reg,
  * connection is closed, with stopping true. conn is borrowed for the call.
  * Set before registry_start(); not thread-safe.
  */
-typedef void (*registry_hk_fn)(void *arg, struct db_conn *conn,
-                               bool stopping);
+typedef void (*registry_hk_fn)(void *arg, struct db_conn *conn, bool stopping);
 void registry_set_hk_hook(struct registry *reg, registry_hk_fn fn, void *arg);
 
 /*

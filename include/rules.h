@@ -54,9 +54,9 @@ POOLD_MUSTCHECK int rules_copy(struct ruleset *dst, const struct ruleset *src);
 void rules_clear(struct ruleset *rs);
 
 struct rules_verdict {
-    unsigned checks;                     /* rules evaluated */
+    unsigned checks; /* rules evaluated */
     unsigned nfailed;
-    enum rule_type failed[RULES_MAX];    /* failing rules' types, config order */
+    enum rule_type failed[RULES_MAX]; /* failing rules' types, config order */
 };
 
 /* Evaluate every rule on a message. Pure. */

@@ -22,11 +22,11 @@ struct service_env {
      * for POOLD_POOL_MODE=none: each service then opens its own connection
      * with db and closes it in service_close(). */
     struct pool *conns;
-    const struct db_settings *db;   /* for opening connections */
+    const struct db_settings *db; /* for opening connections */
     uint64_t conn_acquire_timeout_ns;
-    uint64_t conn_check_idle_ns;    /* POOLD_CONN_CHECK_IDLE_MS */
-    double build_cost_ms;           /* POOLD_BUILD_COST_MS */
-    double process_cost_ms;         /* POOLD_PROCESS_COST_MS */
+    uint64_t conn_check_idle_ns; /* POOLD_CONN_CHECK_IDLE_MS */
+    double build_cost_ms;        /* POOLD_BUILD_COST_MS */
+    double process_cost_ms;      /* POOLD_PROCESS_COST_MS */
     /* Called when the connection pool is at its cap, before waiting on it:
      * should make another org's idle service give its connection back. Returns
      * true if one was freed. Optional. */
@@ -74,9 +74,8 @@ POOLD_MUSTCHECK int service_create(const struct service_env *env,
 POOLD_MUSTCHECK int service_create_from(const struct service_env *env,
                                         const char *org_id,
                                         struct ruleset *rules,
-                                        long long version,
-                                        struct service **out, char *err,
-                                        size_t errlen);
+                                        long long version, struct service **out,
+                                        char *err, size_t errlen);
 
 /* Give a healthy, clean connection back to the connection pool (a broken or
  * dirty one is destroyed) and free everything else. Accepts NULL. */

@@ -41,8 +41,8 @@ struct tenants_org {
     const char *org_id;      /* valid org id; borrowed */
     const char *config_json; /* a JSON object (rules already validated) */
     bool enabled;
-    unsigned pool_max_size;  /* 0: NULL (the default size) */
-    double rate_rps;         /* 0: no limit */
+    unsigned pool_max_size; /* 0: NULL (the default size) */
+    double rate_rps;        /* 0: no limit */
     unsigned rate_burst;
 };
 
@@ -73,15 +73,14 @@ POOLD_MUSTCHECK int tenants_org_put(struct db_conn *conn,
                                     size_t errlen);
 
 /* Delete the org and revoke its keys; its messages stay. */
-POOLD_MUSTCHECK int tenants_org_delete(struct db_conn *conn,
-                                       const char *org_id,
+POOLD_MUSTCHECK int tenants_org_delete(struct db_conn *conn, const char *org_id,
                                        const struct audit_actor *actor,
                                        char *err, size_t errlen);
 
 /* Store a new key's digest. label may be NULL. *json is {"key_id",
  * "label","created_at"} (the caller adds the key itself). */
-POOLD_MUSTCHECK int tenants_key_create(struct db_conn *conn,
-                                       const char *org_id, const char *key_id,
+POOLD_MUSTCHECK int tenants_key_create(struct db_conn *conn, const char *org_id,
+                                       const char *key_id,
                                        const unsigned char *digest,
                                        const char *label,
                                        const struct audit_actor *actor,
@@ -92,8 +91,8 @@ POOLD_MUSTCHECK int tenants_key_list(struct db_conn *conn, const char *org_id,
                                      char **json, char *err, size_t errlen);
 
 /* Revoke; a key already revoked is POOLD_OK (nothing recorded). */
-POOLD_MUSTCHECK int tenants_key_revoke(struct db_conn *conn,
-                                       const char *org_id, const char *key_id,
+POOLD_MUSTCHECK int tenants_key_revoke(struct db_conn *conn, const char *org_id,
+                                       const char *key_id,
                                        const struct audit_actor *actor,
                                        char *err, size_t errlen);
 

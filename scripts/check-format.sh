@@ -1,7 +1,6 @@
 #!/usr/bin/env bash
 # check-format.sh — fail if a C file differs from .clang-format (Debian's
-# clang-format 14). Not yet a test.sh stage: the tree is formatted once
-# first (clang-format -i on the same list), then test.sh calls this.
+# clang-format 14); a stage of scripts/test.sh.
 #   scripts/check-format.sh          list the files that differ, exit 1 if any
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -8,7 +8,7 @@
 #   4. TSan build: unit and integration tests (the server under TSan too)
 #   5. valgrind memcheck on the unit tests
 #   6. libFuzzer targets, a short bounded run each
-#   7. OpenAPI lint, docker-compose validation
+#   7. clang-format check, OpenAPI lint, docker-compose validation
 #   8. the compose stack run for real (scripts/docker-smoke.sh)
 # Exits non-zero on the first failure.
 set -euo pipefail
@@ -88,6 +88,9 @@ if [ -f tests/fuzz/fuzz.cmake ]; then
         rm -rf "$corpus" "$corpus.log"
     done
 fi
+
+step "format: the C tree against .clang-format"
+bash scripts/check-format.sh
 
 step "OpenAPI lint"
 bash scripts/lint-openapi.sh

@@ -46,8 +46,7 @@ static void fail(struct handlers *h, struct http_response *resp, int rc,
 }
 
 /* Answer status with JSON text made by the database (taken and freed). */
-static void render_text(struct http_response *resp, unsigned status,
-                        char *text)
+static void render_text(struct http_response *resp, unsigned status, char *text)
 {
     json_error_t jerr;
     json_t *root = json_loads(text, 0, &jerr);
@@ -67,9 +66,9 @@ static void no_content(struct http_response *resp)
 
 static struct audit_actor actor_of(const struct http_request *req)
 {
-    struct audit_actor a = { req->scope ? req->scope : "admin",
-                             req->client_address ? req->client_address : "",
-                             req->request_id };
+    struct audit_actor a = {req->scope ? req->scope : "admin",
+                            req->client_address ? req->client_address : "",
+                            req->request_id};
     return a;
 }
 
@@ -242,8 +241,10 @@ static bool put_validate(struct handlers *h, json_t *root,
     if (size != NULL && !json_is_null(size)) {
         if (!json_is_integer(size) || json_integer_value(size) < 1 ||
             json_integer_value(size) > (json_int_t)ceiling) {
-            snprintf(msg, sizeof msg, "field 'pool_max_size' must be null or "
-                     "an integer from 1 to %u", ceiling);
+            snprintf(msg, sizeof msg,
+                     "field 'pool_max_size' must be null or "
+                     "an integer from 1 to %u",
+                     ceiling);
             handlers_error(resp, 400, "invalid_size", msg);
             return false;
         }
@@ -255,7 +256,7 @@ static bool put_validate(struct handlers *h, json_t *root,
 void admin_api_org_put(struct handlers *h, const struct http_request *req,
                        struct http_response *resp)
 {
-    struct tenants_org org = { 0 };
+    struct tenants_org org = {0};
     struct audit_actor actor = actor_of(req);
     struct db_conn *conn;
     json_t *root = NULL;
@@ -273,8 +274,8 @@ void admin_api_org_put(struct handlers *h, const struct http_request *req,
     rc = registry_admin_begin(reg_of(h), &conn, resp->detail,
                               sizeof resp->detail);
     if (rc == POOLD_OK) {
-        rc = tenants_org_put(conn, &org, &actor, &created, &json,
-                             resp->detail, sizeof resp->detail);
+        rc = tenants_org_put(conn, &org, &actor, &created, &json, resp->detail,
+                             sizeof resp->detail);
         registry_admin_end(reg_of(h), conn, rc == POOLD_OK);
     }
     if (rc != POOLD_OK)
@@ -369,9 +370,8 @@ void admin_api_key_create(struct handlers *h, const struct http_request *req,
     rc = registry_admin_begin(reg_of(h), &conn, resp->detail,
                               sizeof resp->detail);
     if (rc == POOLD_OK) {
-        rc = tenants_key_create(conn, resp->org, key_id, digest, label,
-                                &actor, &json, resp->detail,
-                                sizeof resp->detail);
+        rc = tenants_key_create(conn, resp->org, key_id, digest, label, &actor,
+                                &json, resp->detail, sizeof resp->detail);
         /* The watch reloads the live keys before the lock is released:
          * the key works here from the next request. */
         registry_admin_end(reg_of(h), conn, rc == POOLD_OK);

@@ -12,15 +12,18 @@ int audit_insert(struct db_conn *conn, const struct audit_entry *e, char *err,
     const char *params[7] = {
         a && a->scope ? a->scope : "admin",
         a && a->address ? a->address : "",
-        e->action, e->org_id, e->before, e->after,
+        e->action,
+        e->org_id,
+        e->before,
+        e->after,
         a ? a->request_id : NULL,
     };
-    PGresult *res = db_exec(
-        conn, "audit insert",
-        "INSERT INTO audit_log (actor, action, org_id, before, after,"
-        " request_id) VALUES (jsonb_build_object('scope', $1::text,"
-        " 'address', $2::text), $3, $4, $5::jsonb, $6::jsonb, $7)",
-        7, params, NULL, err, errlen);
+    PGresult *res =
+        db_exec(conn, "audit insert",
+                "INSERT INTO audit_log (actor, action, org_id, before, after,"
+                " request_id) VALUES (jsonb_build_object('scope', $1::text,"
+                " 'address', $2::text), $3, $4, $5::jsonb, $6::jsonb, $7)",
+                7, params, NULL, err, errlen);
 
     if (res == NULL)
         return POOLD_ERR_DB;
@@ -32,7 +35,7 @@ int audit_list(struct db_conn *conn, const char *org_id, unsigned limit,
                char **json, char *err, size_t errlen)
 {
     char lim[16];
-    const char *params[2] = { org_id, lim };
+    const char *params[2] = {org_id, lim};
     PGresult *res;
 
     snprintf(lim, sizeof lim, "%u", limit);

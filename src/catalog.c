@@ -31,8 +31,8 @@ static PGresult *catalog_exec(struct db_conn *conn, const char *what,
                               const char *const *params, char *err,
                               size_t errlen)
 {
-    const struct db_query q = { .sql = sql, .nparams = nparams,
-                                .values = params };
+    const struct db_query q = {
+        .sql = sql, .nparams = nparams, .values = params};
     PGresult *res = NULL;
     char why[512];
 
@@ -75,15 +75,15 @@ int catalog_check_schema(struct db_conn *conn, char *err, size_t errlen)
         " EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid ="
         " to_regclass('orgs') AND attname = 'paused'"
         " AND NOT attisdropped)";
-    static const char *const names[] = { "table orgs",
-                                         "table processed_messages",
-                                         "column orgs.config_version",
-                                         "table org_keys",
-                                         "table audit_log",
-                                         "column orgs.rate_limit_rps",
-                                         "column orgs.paused" };
-    PGresult *res = catalog_exec(conn, "schema check", sql, 0, NULL, err,
-                                 errlen);
+    static const char *const names[] = {"table orgs",
+                                        "table processed_messages",
+                                        "column orgs.config_version",
+                                        "table org_keys",
+                                        "table audit_log",
+                                        "column orgs.rate_limit_rps",
+                                        "column orgs.paused"};
+    PGresult *res =
+        catalog_exec(conn, "schema check", sql, 0, NULL, err, errlen);
 
     if (res == NULL)
         return POOLD_ERR_DB;
@@ -185,11 +185,11 @@ int catalog_load_configs(struct db_conn *conn,
                                     long long version),
                          void *arg, char *err, size_t errlen)
 {
-    PGresult *res = catalog_exec(
-        conn, "orgs configs",
-        "SELECT org_id, config::text, config_version FROM orgs"
-        " WHERE enabled",
-        0, NULL, err, errlen);
+    PGresult *res =
+        catalog_exec(conn, "orgs configs",
+                     "SELECT org_id, config::text, config_version FROM orgs"
+                     " WHERE enabled",
+                     0, NULL, err, errlen);
     long long version;
 
     if (res == NULL)
@@ -206,7 +206,7 @@ int catalog_store_pool_size(struct db_conn *conn, const char *org_id,
                             unsigned size, char *err, size_t errlen)
 {
     char size_s[16];
-    const char *params[2] = { org_id, size_s };
+    const char *params[2] = {org_id, size_s};
     PGresult *res;
     int rows;
 
@@ -233,7 +233,7 @@ int catalog_store_pool_size(struct db_conn *conn, const char *org_id,
 int catalog_store_paused(struct db_conn *conn, const char *org_id, bool paused,
                          char *err, size_t errlen)
 {
-    const char *params[2] = { org_id, paused ? "true" : "false" };
+    const char *params[2] = {org_id, paused ? "true" : "false"};
     PGresult *res = catalog_exec(conn, "store paused",
                                  "UPDATE orgs SET paused = $2::boolean"
                                  " WHERE org_id = $1 RETURNING 1",
@@ -292,9 +292,9 @@ int catalog_store_paused_by(struct db_conn *conn, const char *org_id,
                             bool paused, const struct audit_actor *actor,
                             char *err, size_t errlen)
 {
-    const char *params[2] = { org_id, paused ? "true" : "false" };
-    struct audit_entry a = { actor, paused ? "pool.pause" : "pool.resume",
-                             org_id, NULL, NULL };
+    const char *params[2] = {org_id, paused ? "true" : "false"};
+    struct audit_entry a = {actor, paused ? "pool.pause" : "pool.resume",
+                            org_id, NULL, NULL};
 
     if (actor == NULL)
         return catalog_store_paused(conn, org_id, paused, err, errlen);
@@ -315,8 +315,8 @@ int catalog_store_pool_size_by(struct db_conn *conn, const char *org_id,
                                char *err, size_t errlen)
 {
     char size_s[16];
-    const char *params[2] = { org_id, size_s };
-    struct audit_entry a = { actor, "pool.resize", org_id, NULL, NULL };
+    const char *params[2] = {org_id, size_s};
+    struct audit_entry a = {actor, "pool.resize", org_id, NULL, NULL};
 
     if (size < 1 || size > INT_MAX) {
         snprintf(err, errlen, "pool size %u out of range", size);

@@ -407,10 +407,10 @@ static char *pem_read(const char *env, const char *path, char *err,
     if (buf == NULL || ferror(f) || n > TLS_FILE_MAX ||
         strstr(buf, "-----BEGIN ") == NULL) {
         snprintf(err, errlen, "invalid %s '%.200s': %s", env, path,
-                 buf == NULL    ? "out of memory"
-                 : ferror(f)    ? "cannot be read"
+                 buf == NULL        ? "out of memory"
+                 : ferror(f)        ? "cannot be read"
                  : n > TLS_FILE_MAX ? "larger than 1 MiB"
-                                : "not a PEM file");
+                                    : "not a PEM file");
         free(buf);
         fclose(f);
         return NULL;
@@ -592,8 +592,7 @@ static bool parse_client_auth(const struct config_key *key, const char *val,
 
 /* As the admin token, but empty means none (nothing is generated). */
 static bool parse_read_token(const struct config_key *key, const char *val,
-                             struct poold_config *cfg, char *err,
-                             size_t errlen)
+                             struct poold_config *cfg, char *err, size_t errlen)
 {
     size_t n = strlen(val);
 

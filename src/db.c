@@ -26,14 +26,14 @@
 
 struct db_conn {
     PGconn *pg;
-    uint64_t opened_ns;    /* for logs; the TTL lives in the pool's item */
-    uint64_t last_used_ns; /* last successful round trip */
-    uint64_t query_wait_ns;/* default bound of one statement */
-    unsigned prepared_set; /* bit n: statement n is prepared here */
-    bool use_prepared;     /* POOLD_PREPARED_STATEMENTS */
-    bool doomed;           /* FATAL seen, deadline missed, or lost: never
-                              reuse */
-    char sqlstate[6];      /* of the last statement's error, "" if none */
+    uint64_t opened_ns;     /* for logs; the TTL lives in the pool's item */
+    uint64_t last_used_ns;  /* last successful round trip */
+    uint64_t query_wait_ns; /* default bound of one statement */
+    unsigned prepared_set;  /* bit n: statement n is prepared here */
+    bool use_prepared;      /* POOLD_PREPARED_STATEMENTS */
+    bool doomed;            /* FATAL seen, deadline missed, or lost: never
+                               reuse */
+    char sqlstate[6];       /* of the last statement's error, "" if none */
 };
 
 /* The thread's cap on deadlines (0: none). */
@@ -82,8 +82,8 @@ static int db_poll(int fd, short events, uint64_t deadline_ns)
 {
     pthread_once(&db_abort_once, db_abort_init);
     for (;;) {
-        struct pollfd pfd[2] = { { .fd = fd, .events = events },
-                                 { .fd = db_abort_fd, .events = POLLIN } };
+        struct pollfd pfd[2] = {{.fd = fd, .events = events},
+                                {.fd = db_abort_fd, .events = POLLIN}};
         uint64_t now = clock_now_ns();
         int ms, n;
 
@@ -123,12 +123,11 @@ static void db_notice(void *arg, const PGresult *res)
     const char *sev = PQresultErrorField(res, PG_DIAG_SEVERITY_NONLOCALIZED);
     char text[512];
 
-    if (sev != NULL &&
-        (strcmp(sev, "FATAL") == 0 || strcmp(sev, "PANIC") == 0))
+    if (sev != NULL && (strcmp(sev, "FATAL") == 0 || strcmp(sev, "PANIC") == 0))
         conn->doomed = true;
     db_copy_error(text, sizeof text, "", PQresultErrorMessage(res));
-    log_event(conn->doomed ? LOG_WARN : LOG_INFO, "postgres notice",
-              "message", text, (const char *)NULL);
+    log_event(conn->doomed ? LOG_WARN : LOG_INFO, "postgres notice", "message",
+              text, (const char *)NULL);
 }
 
 /* The options the session would have had without ours: the url's own
@@ -214,13 +213,20 @@ int db_conn_open(const struct db_settings *settings, uint64_t now_ns,
     /* dbname first: expand_dbname=1 expands the url there, and the
      * keywords after it override what the url says. connect_timeout is
      * ours to enforce (PQconnectPoll ignores it; kept for the record). */
-    const char *const keys[] = { "dbname", "connect_timeout", "keepalives",
-                                 "keepalives_idle", "keepalives_interval",
-                                 "keepalives_count", "tcp_user_timeout",
-                                 "application_name", "options", NULL };
-    const char *vals[] = { settings->url, timeout, "1", "30", "10", "3",
-                           "10000", app && *app ? app : "poold", options,
-                           NULL };
+    const char *const keys[] = {"dbname",
+                                "connect_timeout",
+                                "keepalives",
+                                "keepalives_idle",
+                                "keepalives_interval",
+                                "keepalives_count",
+                                "tcp_user_timeout",
+                                "application_name",
+                                "options",
+                                NULL};
+    const char *vals[] = {
+        settings->url, timeout, "1",     "30",
+        "10",          "3",     "10000", app && *app ? app : "poold",
+        options,       NULL};
     uint64_t deadline;
     struct db_conn *conn;
     int rc;
@@ -355,13 +361,13 @@ static int db_finish(struct db_conn *conn, bool writes, uint64_t deadline_ns,
         PQstatus(pg) != CONNECTION_OK) {
         conn->doomed = true;
         if (end == DB_WAIT_EXPIRED)
-            snprintf(err, errlen, "no answer from the database before the "
-                     "deadline%s", atomic_load(&db_aborted) ? " (aborted)"
-                                                            : "");
+            snprintf(err, errlen,
+                     "no answer from the database before the "
+                     "deadline%s",
+                     atomic_load(&db_aborted) ? " (aborted)" : "");
         else
             db_copy_error(err, errlen, "connection lost: ",
-                          res ? PQresultErrorMessage(res)
-                              : PQerrorMessage(pg));
+                          res ? PQresultErrorMessage(res) : PQerrorMessage(pg));
         PQclear(res);
         return writes ? POOLD_ERR_COMMIT_UNKNOWN : POOLD_ERR_DB;
     }
@@ -403,8 +409,8 @@ static int db_prepare(struct db_conn *conn, const struct db_query *q,
     return rc;
 }
 
-int db_run(struct db_conn *conn, const struct db_query *q,
-           uint64_t deadline_ns, PGresult **out, char *err, size_t errlen)
+int db_run(struct db_conn *conn, const struct db_query *q, uint64_t deadline_ns,
+           PGresult **out, char *err, size_t errlen)
 {
     bool named = q->stmt != 0 && q->stmt <= DB_STMT_MAX && conn->use_prepared;
     char name[32];
@@ -449,7 +455,7 @@ int db_run(struct db_conn *conn, const struct db_query *q,
 static bool db_idle_socket_ok(PGconn *pg)
 {
     for (int i = 0; i < DB_IDLE_READS_MAX; i++) {
-        struct pollfd pfd = { .fd = PQsocket(pg), .events = POLLIN };
+        struct pollfd pfd = {.fd = PQsocket(pg), .events = POLLIN};
         int n = poll(&pfd, 1, 0);
         PGnotify *note;
 
@@ -468,7 +474,7 @@ static bool db_idle_socket_ok(PGconn *pg)
 bool db_conn_is_alive(struct db_conn *conn, uint64_t now_ns,
                       uint64_t check_idle_ns)
 {
-    static const struct db_query empty = { .sql = "" };
+    static const struct db_query empty = {.sql = ""};
     PGresult *res = NULL;
     char err[256];
     bool ok;
@@ -517,8 +523,8 @@ PGresult *db_exec(struct db_conn *conn, const char *what, const char *sql,
                   int nparams, const char *const *params, char *sqlstate,
                   char *err, size_t errlen)
 {
-    const struct db_query q = { .sql = sql, .nparams = nparams,
-                                .values = params };
+    const struct db_query q = {
+        .sql = sql, .nparams = nparams, .values = params};
     PGresult *res = NULL;
     char why[512];
 
@@ -561,7 +567,7 @@ int db_commit(struct db_conn *conn, char *err, size_t errlen)
 
 void db_rollback(struct db_conn *conn)
 {
-    static const struct db_query q = { .sql = "ROLLBACK" };
+    static const struct db_query q = {.sql = "ROLLBACK"};
     PGresult *res = NULL;
     char err[256];
 

@@ -17,7 +17,7 @@
 #include "service.h"
 
 #define MESSAGE_ID_MAX 128
-#define ROUTE_PROCESS "POST /process" /* a holder's route */
+#define ROUTE_PROCESS "POST /process"             /* a holder's route */
 #define ROUTE_PROCESS_BATCH "POST /process/batch" /* a batch holder's route */
 #define HANDLERS_MAX_BATCH_DEFAULT 1000 /* POOLD_MAX_BATCH's default */
 #define RETRY_AFTER_MAX_S ((uint64_t)86400)
@@ -63,7 +63,8 @@ static const struct status_http {
      "this message id was already processed with another payload", false},
     {POOLD_ERR_COMMIT_UNKNOWN, 504, "commit_unknown",
      "the database stopped answering after the write was sent: it may or "
-     "may not be committed; retrying the same id and payload is safe", false},
+     "may not be committed; retrying the same id and payload is safe",
+     false},
     {POOLD_ERR_INVALID, 400, "invalid_message",
      "a value in the request is out of range", false},
     {POOLD_ERR_PAUSED, 503, "org_paused",
@@ -71,8 +72,8 @@ static const struct status_http {
 };
 
 /* NOMEM or a status no layer documents: the server's fault. */
-static const struct status_http status_internal = {
-    0, 500, "internal_error", "internal error", false};
+static const struct status_http status_internal = {0, 500, "internal_error",
+                                                   "internal error", false};
 
 static const struct status_http *status_find(int status)
 {
@@ -199,10 +200,11 @@ static json_t *stats_with_limits(struct handlers *h, const struct pool_stats *s,
         ratelimit_table_foreach(tenants_limits(h->cfg.tenants), sum_refused,
                                 &refused);
     else if (h->cfg.tenants != NULL && org_id[0] != '\0')
-        refused = ratelimit_table_refused(tenants_limits(h->cfg.tenants),
-                                          org_id);
+        refused =
+            ratelimit_table_refused(tenants_limits(h->cfg.tenants), org_id);
     if (o != NULL)
-        json_object_set_new(o, "rate_limited", json_integer((json_int_t)refused));
+        json_object_set_new(o, "rate_limited",
+                            json_integer((json_int_t)refused));
     return o;
 }
 
@@ -306,8 +308,10 @@ static bool validate_id(json_t *obj, long index, struct process_request *p,
 
     member_name(name, sizeof name, index, "id");
     if (!json_is_string(id)) {
-        snprintf(msg, sizeof msg, "field '%s' is required and must be a "
-                 "string", name);
+        snprintf(msg, sizeof msg,
+                 "field '%s' is required and must be a "
+                 "string",
+                 name);
         handlers_error(resp, 400, "invalid_message", msg);
         return false;
     }
@@ -315,16 +319,17 @@ static bool validate_id(json_t *obj, long index, struct process_request *p,
     p->id_len = json_string_length(id);
     if (p->id_len < 1 || p->id_len > MESSAGE_ID_MAX ||
         has_control_chars(p->id, p->id_len)) {
-        snprintf(msg, sizeof msg, "field '%s' must be 1-128 bytes without "
-                 "control characters", name);
+        snprintf(msg, sizeof msg,
+                 "field '%s' must be 1-128 bytes without "
+                 "control characters",
+                 name);
         handlers_error(resp, 400, "invalid_message", msg);
         return false;
     }
     return true;
 }
 
-static bool validate_payload(json_t *obj, long index,
-                             struct process_request *p,
+static bool validate_payload(json_t *obj, long index, struct process_request *p,
                              struct http_response *resp)
 {
     json_t *payload = json_object_get(obj, "payload");
@@ -332,8 +337,10 @@ static bool validate_payload(json_t *obj, long index,
 
     if (!json_is_string(payload)) {
         member_name(name, sizeof name, index, "payload");
-        snprintf(msg, sizeof msg, "field '%s' is required and must be a "
-                 "string", name);
+        snprintf(msg, sizeof msg,
+                 "field '%s' is required and must be a "
+                 "string",
+                 name);
         handlers_error(resp, 400, "invalid_message", msg);
         return false;
     }
@@ -425,8 +432,8 @@ static json_t *org_stats_json(struct handlers *h, const struct pool_stats *st,
     json_t *o = stats_with_limits(h, st, org_id);
     bool paused = false;
 
-    if (o != NULL && registry_is_paused(h->cfg.reg, org_id, &paused) ==
-                         POOLD_OK)
+    if (o != NULL &&
+        registry_is_paused(h->cfg.reg, org_id, &paused) == POOLD_OK)
         json_object_set_new(o, "paused", json_boolean(paused));
     return o;
 }
@@ -457,8 +464,7 @@ static bool validate_entry(json_t *m, long i, const struct process_request *top,
     char msg[160];
 
     if (!json_is_object(m)) {
-        snprintf(msg, sizeof msg, "field 'messages[%ld]' must be an object",
-                 i);
+        snprintf(msg, sizeof msg, "field 'messages[%ld]' must be an object", i);
         handlers_error(resp, 400, "invalid_message", msg);
         return false;
     }
@@ -467,8 +473,10 @@ static bool validate_entry(json_t *m, long i, const struct process_request *top,
     if (org != NULL &&
         (!json_is_string(org) || json_string_length(org) != top->org_id_len ||
          memcmp(json_string_value(org), top->org_id, top->org_id_len) != 0)) {
-        snprintf(msg, sizeof msg, "field 'messages[%ld].org_id' must equal "
-                 "the batch's org_id", i);
+        snprintf(msg, sizeof msg,
+                 "field 'messages[%ld].org_id' must equal "
+                 "the batch's org_id",
+                 i);
         handlers_error(resp, 400, "invalid_org_id", msg);
         return false;
     }
@@ -490,8 +498,10 @@ static bool validate_batch(struct handlers *h, const struct http_request *req,
         return false;
     if (!json_is_array(list) || json_array_size(list) < 1 ||
         json_array_size(list) > h->cfg.max_batch) {
-        snprintf(msg, sizeof msg, "field 'messages' must be an array of 1 "
-                 "to %u messages", h->cfg.max_batch);
+        snprintf(msg, sizeof msg,
+                 "field 'messages' must be an array of 1 "
+                 "to %u messages",
+                 h->cfg.max_batch);
         handlers_error(resp, 400, "invalid_message", msg);
         return false;
     }
@@ -507,11 +517,12 @@ static bool validate_batch(struct handlers *h, const struct http_request *req,
         struct process_request *p = &b->req[i];
         if (!validate_entry(json_array_get(list, i), (long)i, top, p, resp))
             return false;
-        b->msgs[i] = (struct message){ .id = p->id, .id_len = p->id_len,
-                                       .payload = p->payload,
-                                       .payload_len = p->payload_len,
-                                       .request_id = req->request_id,
-                                       .route = ROUTE_PROCESS_BATCH };
+        b->msgs[i] = (struct message){.id = p->id,
+                                      .id_len = p->id_len,
+                                      .payload = p->payload,
+                                      .payload_len = p->payload_len,
+                                      .request_id = req->request_id,
+                                      .route = ROUTE_PROCESS_BATCH};
         b->jobs[i].msg = &b->msgs[i];
     }
     return true;
@@ -554,11 +565,12 @@ static void handle_process_batch(struct handlers *h,
     }
     results = json_array();
     for (size_t i = 0; results && i < b.n; i++)
-        if (json_array_append_new(results, batch_entry_json(h, &b.req[i],
-                                                            &b.jobs[i])))
+        if (json_array_append_new(results,
+                                  batch_entry_json(h, &b.req[i], &b.jobs[i])))
             break; /* out of memory: render_json answers 500 */
-    render_json(resp, 200, json_pack("{s:s%,s:o?}", "org_id", top.org_id,
-                                     top.org_id_len, "results", results));
+    render_json(resp, 200,
+                json_pack("{s:s%,s:o?}", "org_id", top.org_id, top.org_id_len,
+                          "results", results));
 out:
     batch_free(&b);
     json_decref(root);
@@ -580,9 +592,9 @@ static void handle_stats(struct handlers *h, const struct http_request *req,
         return;
     }
     for (size_t i = 0; pools && i < snap.n; i++) {
-        json_object_set_new(pools, snap.v[i].org_id,
-                            org_stats_json(h, &snap.v[i].stats,
-                                           snap.v[i].org_id));
+        json_object_set_new(
+            pools, snap.v[i].org_id,
+            org_stats_json(h, &snap.v[i].stats, snap.v[i].org_id));
         metrics_stats_add(&totals, &snap.v[i].stats);
     }
     metrics_snapshot_free(&snap);
@@ -646,8 +658,8 @@ static void handle_pool_resize(struct handlers *h,
         return;
     if (validate_size(h, root, &size, resp)) {
         memset(&st, 0, sizeof st);
-        struct audit_actor actor = { req->scope, req->client_address,
-                                     req->request_id };
+        struct audit_actor actor = {req->scope, req->client_address,
+                                    req->request_id};
         rc = registry_resize_by(h->cfg.reg, resp->org, size, &actor, &st,
                                 resp->detail, sizeof resp->detail);
         if (rc == POOLD_ERR_INVALID) /* the detail names max_size */
@@ -706,10 +718,9 @@ static void limit_line(void *arg, const char *org_id, uint64_t refused)
 }
 
 /* Append the per-org rate-limit refusals to the rendered metrics. */
-static bool metrics_append_limits(struct handlers *h, char **text,
-                                  size_t *len)
+static bool metrics_append_limits(struct handlers *h, char **text, size_t *len)
 {
-    struct text_buf b = { *text, *len, *len, false };
+    struct text_buf b = {*text, *len, *len, false};
 
     buf_printf(&b, "# HELP poold_rate_limited_total Requests refused by "
                    "the org's rate limit (429).\n"
@@ -731,8 +742,7 @@ static void handle_metrics(struct handlers *h, const struct http_request *req,
         error_for_status(h, resp, POOLD_ERR_NOMEM);
         return;
     }
-    if (h->cfg.tenants != NULL &&
-        !metrics_append_limits(h, &text, &len)) {
+    if (h->cfg.tenants != NULL && !metrics_append_limits(h, &text, &len)) {
         free(text);
         error_for_status(h, resp, POOLD_ERR_NOMEM);
         return;
@@ -771,8 +781,8 @@ static void handle_readyz(struct handlers *h, const struct http_request *req,
 /* Who asks, for the audit entry of drain, pause and resume. */
 static struct audit_actor operator_actor(const struct http_request *req)
 {
-    struct audit_actor actor = { req->scope, req->client_address,
-                                 req->request_id };
+    struct audit_actor actor = {req->scope, req->client_address,
+                                req->request_id};
     return actor;
 }
 
@@ -814,8 +824,9 @@ static void set_paused(struct handlers *h, const struct http_request *req,
     else if (rc != POOLD_OK)
         error_for_status(h, resp, rc);
     else
-        render_json(resp, 200, json_pack("{s:s,s:b}", "org_id", resp->org,
-                                         "paused", (int)paused));
+        render_json(
+            resp, 200,
+            json_pack("{s:s,s:b}", "org_id", resp->org, "paused", (int)paused));
 }
 
 static void handle_pool_pause(struct handlers *h,
@@ -951,7 +962,8 @@ const struct route handlers_routes[] = {
     {"DELETE", "/orgs/{org_id}", admin_api_org_delete, true, false},
     {"POST", "/orgs/{org_id}/keys", admin_api_key_create, true, false},
     {"GET", "/orgs/{org_id}/keys", admin_api_key_list, true, false},
-    {"DELETE", "/orgs/{org_id}/keys/{key_id}", admin_api_key_revoke, true, false},
+    {"DELETE", "/orgs/{org_id}/keys/{key_id}", admin_api_key_revoke, true,
+     false},
     {"GET", "/audit", admin_api_audit, true, false},
     {"POST", "/pools/{org_id}/drain", handle_pool_drain, true, false},
     {"POST", "/pools/{org_id}/pause", handle_pool_pause, true, false},
@@ -1088,8 +1100,8 @@ void handlers_run(struct handlers *h, const struct route *route,
 }
 
 /* The org's rate limit for n messages; false after filling resp with 429. */
-static bool rate_limit_admit(struct handlers *h, const char *org_id,
-                             unsigned n, struct http_response *resp)
+static bool rate_limit_admit(struct handlers *h, const char *org_id, unsigned n,
+                             struct http_response *resp)
 {
     enum ratelimit_verdict v;
     uint64_t retry_ns;
@@ -1102,12 +1114,15 @@ static bool rate_limit_admit(struct handlers *h, const char *org_id,
     if (v == RATELIMIT_PASS)
         return true;
     if (v == RATELIMIT_NEVER) {
-        snprintf(msg, sizeof msg, "%u messages are more than the org's rate "
+        snprintf(msg, sizeof msg,
+                 "%u messages are more than the org's rate "
                  "limit burst: this request can never pass; send fewer at "
-                 "a time", n);
+                 "a time",
+                 n);
         retry_ns = NS_PER_S;
     } else {
-        snprintf(msg, sizeof msg, "the org is over its rate limit; retry "
+        snprintf(msg, sizeof msg,
+                 "the org is over its rate limit; retry "
                  "later (nothing was written)");
     }
     handlers_error(resp, 429, "rate_limited", msg);
@@ -1127,8 +1142,8 @@ bool handlers_client_admit(struct handlers *h, const struct http_request *req,
 {
     int rc;
 
-    if (h->cfg.client_keys && (req->key_org == NULL ||
-                               strcmp(req->key_org, org_id) != 0)) {
+    if (h->cfg.client_keys &&
+        (req->key_org == NULL || strcmp(req->key_org, org_id) != 0)) {
         handlers_error(resp, 403, "forbidden",
                        "this API key belongs to another org");
         return false;

@@ -54,15 +54,15 @@ struct request_ctx {
     struct http_server *srv;
     struct intake_conn *iconn; /* the connection's deadline record */
     char method[HTTP_METHOD_MAX];
-    char *path;  /* copy of the URL path */
-    char *param; /* copy of the {org_id} segment, or NULL */
+    char *path;   /* copy of the URL path */
+    char *param;  /* copy of the {org_id} segment, or NULL */
     char *param2; /* copy of a second {...} segment, or NULL */
     char request_id[HTTP_REQUEST_ID_MAX + 1];
     char allow[64]; /* Allow header of a 405 */
     uint64_t start_ns;
     char *body; /* at most max_body bytes */
     size_t body_len, body_cap;
-    size_t max_body; /* the route's body limit (handlers_body_limit) */
+    size_t max_body;    /* the route's body limit (handlers_body_limit) */
     uint64_t discarded; /* bytes of an oversized body thrown away */
     bool too_large;
     bool responded;
@@ -347,8 +347,8 @@ static size_t body_limit(struct request_ctx *ctx)
 {
     const char *param, *param2;
     size_t param_len, param2_len;
-    const struct route *r = route_find(ctx, &param, &param_len, &param2,
-                                       &param2_len);
+    const struct route *r =
+        route_find(ctx, &param, &param_len, &param2, &param2_len);
 
     return handlers_body_limit(ctx->srv->handlers, r, ctx->srv->max_body);
 }
@@ -356,8 +356,8 @@ static size_t body_limit(struct request_ctx *ctx)
 /* The client's IP address as text ("" if unknown), for audit entries. */
 static void peer_address(struct MHD_Connection *conn, char *buf, size_t len)
 {
-    const union MHD_ConnectionInfo *info = MHD_get_connection_info(
-        conn, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
+    const union MHD_ConnectionInfo *info =
+        MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
     const struct sockaddr *sa = info ? info->client_addr : NULL;
 
     buf[0] = '\0';
@@ -365,8 +365,8 @@ static void peer_address(struct MHD_Connection *conn, char *buf, size_t len)
         inet_ntop(AF_INET, &((const struct sockaddr_in *)sa)->sin_addr, buf,
                   (socklen_t)len);
     else if (sa != NULL && sa->sa_family == AF_INET6)
-        inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)sa)->sin6_addr,
-                  buf, (socklen_t)len);
+        inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)sa)->sin6_addr, buf,
+                  (socklen_t)len);
 }
 
 static const char *query_arg(void *arg, const char *name)

@@ -16,8 +16,8 @@ struct keys_set {
     pthread_rwlock_t lock; /* guards everything below */
     struct keys_entry *v;  /* n entries, malloc'd */
     size_t n;
-    size_t *slot;          /* open addressing: index + 1, 0 empty */
-    size_t nslots;         /* power of two, >= 2n */
+    size_t *slot;  /* open addressing: index + 1, 0 empty */
+    size_t nslots; /* power of two, >= 2n */
     bool loaded;
 };
 
@@ -137,8 +137,7 @@ static size_t digest_hash(const unsigned char *d)
     return (size_t)h;
 }
 
-int keys_set_replace(struct keys_set *set, const struct keys_entry *v,
-                     size_t n)
+int keys_set_replace(struct keys_set *set, const struct keys_entry *v, size_t n)
 {
     size_t nslots = 16;
     struct keys_entry *copy;
@@ -203,8 +202,7 @@ static bool digest_equal(const unsigned char *a, const unsigned char *b)
     return diff == 0;
 }
 
-bool keys_set_find(struct keys_set *set, const char *key, size_t len,
-                   char *org)
+bool keys_set_find(struct keys_set *set, const char *key, size_t len, char *org)
 {
     unsigned char d[KEYS_DIGEST_LEN];
     bool found = false;

@@ -115,9 +115,10 @@ static void drain_and_stop(struct http_server *srv, struct handlers *h,
         registry_shutdown(reg);
         registry_abort(reg);
         idle = http_server_wait_idle(srv, ABORT_GRACE_NS);
-        log_event(idle ? LOG_INFO : LOG_WARN, "in-flight database calls "
-                  "aborted", "answered", idle ? "all" : "not all",
-                  (const char *)NULL);
+        log_event(idle ? LOG_INFO : LOG_WARN,
+                  "in-flight database calls "
+                  "aborted",
+                  "answered", idle ? "all" : "not all", (const char *)NULL);
     }
     atomic_store(&drain_over, true);
     /* Wake anything still waiting on a pool, so the connection threads that
@@ -135,9 +136,10 @@ static void *second_signal(void *arg)
 
     while (sigwait(set, &sig) != 0 || atomic_load(&drain_over))
         ;
-    log_event(LOG_ERROR, "second signal during shutdown: exiting now "
-              "without draining", "signal", sig == SIGTERM ? "SIGTERM"
-                                                           : "SIGINT",
+    log_event(LOG_ERROR,
+              "second signal during shutdown: exiting now "
+              "without draining",
+              "signal", sig == SIGTERM ? "SIGTERM" : "SIGINT",
               (const char *)NULL);
     log_flush(); /* _exit skips the writer's atexit flush */
     _exit(1);
@@ -155,8 +157,8 @@ static void watch_second_signal(sigset_t *set)
 /* Everything run() starts; stopped in reverse order by app_stop(). */
 struct app {
     struct registry *reg;
-    struct cluster *cluster;    /* the replica's share of the budget */
-    bool cluster_failing;       /* housekeeping thread only: log changes */
+    struct cluster *cluster; /* the replica's share of the budget */
+    bool cluster_failing;    /* housekeeping thread only: log changes */
     struct metrics *metrics;
     struct handlers *handlers;
     struct http_server *srv;
@@ -209,10 +211,10 @@ static int app_start_cluster(const struct poold_config *cfg, struct app *a)
     struct cluster_config cc = {
         .budget = cfg->cluster_max_conns,
         .local_max = cfg->db_max_conns,
-        .local = { .open_conns = app_conn_open,
-                   .waiting = app_conn_waiting,
-                   .set_cap = app_conn_set_cap,
-                   .arg = a->reg },
+        .local = {.open_conns = app_conn_open,
+                  .waiting = app_conn_waiting,
+                  .set_cap = app_conn_set_cap,
+                  .arg = a->reg},
     };
     if (cluster_create(&cc, &a->cluster) != POOLD_OK)
         return POOLD_ERR_NOMEM;
@@ -313,7 +315,7 @@ static void app_stop(struct app *a)
 
 static int run(const struct poold_config *cfg)
 {
-    struct app a = { 0 };
+    struct app a = {0};
     sigset_t set;
     int sig = 0;
 

@@ -110,9 +110,8 @@ struct pool {
 };
 
 const uint64_t pool_wait_bucket_le_ns[POOL_WAIT_BUCKETS] = {
-    50000,     100000,     250000,      500000,
-    1000000,   5000000,    10000000,    50000000,
-    100000000, 1000000000, 10000000000, UINT64_MAX,
+    50000,    100000,   250000,    500000,     1000000,     5000000,
+    10000000, 50000000, 100000000, 1000000000, 10000000000, UINT64_MAX,
 };
 
 static const char *const pool_reason_names[POOL_DESTROY__COUNT] = {
@@ -221,8 +220,8 @@ static bool pool_reserve(struct pool *pool)
 {
     unsigned t = atomic_load_explicit(&pool->total, memory_order_seq_cst);
     for (;;) {
-        unsigned max = atomic_load_explicit(&pool->max_size,
-                                            memory_order_relaxed);
+        unsigned max =
+            atomic_load_explicit(&pool->max_size, memory_order_relaxed);
         if (t >= max)
             return false;
         if (atomic_compare_exchange_weak_explicit(&pool->total, &t, t + 1,
@@ -243,8 +242,8 @@ static struct pool_item *pool_claim_free(struct pool *pool)
                 !pool_slot_cas(it, SLOT_FREE, SLOT_BUSY))
                 continue;
             unsigned hwm = pool_hwm(pool);
-            while (hwm <= i && !atomic_compare_exchange_weak(&pool->hwm, &hwm,
-                                                             i + 1))
+            while (hwm <= i &&
+                   !atomic_compare_exchange_weak(&pool->hwm, &hwm, i + 1))
                 ;
             return it;
         }
@@ -343,8 +342,8 @@ static void pool_waiter_block(struct pool *pool, struct pool_deadline *dl,
             w->status = POOLD_ERR_TIMEOUT;
             break;
         }
-        struct timespec ts = { .tv_sec = (time_t)(dl->at_ns / NS_PER_S),
-                               .tv_nsec = (long)(dl->at_ns % NS_PER_S) };
+        struct timespec ts = {.tv_sec = (time_t)(dl->at_ns / NS_PER_S),
+                              .tv_nsec = (long)(dl->at_ns % NS_PER_S)};
         pthread_cond_timedwait(&w->cond, &pool->lock, &ts);
     }
     pool_record_wait(pool, clock_now_ns() - start);
@@ -379,7 +378,7 @@ static int pool_waiter_enqueue(struct pool *pool, struct pool_waiter *w)
 static int pool_wait(struct pool *pool, struct pool_deadline *dl,
                      struct pool_item **it, bool *permit)
 {
-    struct pool_waiter w = { .status = POOLD_OK };
+    struct pool_waiter w = {.status = POOLD_OK};
     pthread_mutex_lock(&pool->lock);
     int rc = pool_waiter_enqueue(pool, &w);
     bool queued = rc == POOLD_OK;
@@ -631,15 +630,15 @@ static int pool_lend_verdict(struct pool *pool, struct pool_item *it,
     int gone = pool_gone_verdict(pool, it);
     if (gone != POOL_KEEP)
         return gone;
-    uint64_t expire = atomic_load_explicit(&it->expire_ns,
-                                           memory_order_relaxed);
+    uint64_t expire =
+        atomic_load_explicit(&it->expire_ns, memory_order_relaxed);
     if (fresh || (expire == UINT64_MAX && pool->ops->validate == NULL))
         return POOL_KEEP;
     uint64_t now = pool_now(pool);
     if (now >= expire)
         return POOL_DESTROY_EXPIRED;
-    uint64_t since = atomic_load_explicit(&it->idle_since_ns,
-                                          memory_order_relaxed);
+    uint64_t since =
+        atomic_load_explicit(&it->idle_since_ns, memory_order_relaxed);
     uint64_t idle = now > since ? now - since : 0;
     if (pool->ops->validate != NULL && idle >= pool->cfg.validate_idle_ns &&
         !pool->ops->validate(pool->ctx, it->obj, idle, now))
@@ -651,8 +650,8 @@ static int pool_lend_verdict(struct pool *pool, struct pool_item *it,
  * than exist; only then count the lent slots (rare once the pool is warm). */
 static void pool_track_peak(struct pool *pool)
 {
-    uint64_t peak = atomic_load_explicit(&pool->peak_active,
-                                         memory_order_relaxed);
+    uint64_t peak =
+        atomic_load_explicit(&pool->peak_active, memory_order_relaxed);
     uint64_t total = atomic_load_explicit(&pool->total, memory_order_relaxed);
     if (peak >= total)
         return;
@@ -673,10 +672,9 @@ static void pool_lend(struct pool *pool, struct pool_item *it)
     /* Only the owner writes lends: a plain increment, no locked RMW. A pure
      * counter (summed into "acquired", which promises no relation to any
      * other field), hence relaxed. */
-    atomic_store_explicit(&it->lends,
-                          atomic_load_explicit(&it->lends,
-                                               memory_order_relaxed) + 1,
-                          memory_order_relaxed);
+    atomic_store_explicit(
+        &it->lends, atomic_load_explicit(&it->lends, memory_order_relaxed) + 1,
+        memory_order_relaxed);
     tl_hint_pool = pool;
     tl_hint_slot = it->index;
     pool_track_peak(pool);
@@ -742,19 +740,17 @@ static int pool_acquire_dl(struct pool *pool, struct pool_deadline *dl,
     }
 }
 
-int pool_acquire(struct pool *pool, uint64_t timeout_ns,
-                 struct pool_item **out)
+int pool_acquire(struct pool *pool, uint64_t timeout_ns, struct pool_item **out)
 {
-    struct pool_deadline dl = { .timeout_ns = timeout_ns };
+    struct pool_deadline dl = {.timeout_ns = timeout_ns};
     return pool_acquire_dl(pool, &dl, out);
 }
 
 int pool_try_acquire(struct pool *pool, uint64_t wait_ns,
                      struct pool_item **out)
 {
-    struct pool_deadline dl = { .timeout_ns = wait_ns,
-                                .try_only = wait_ns == 0,
-                                .quiet = true };
+    struct pool_deadline dl = {
+        .timeout_ns = wait_ns, .try_only = wait_ns == 0, .quiet = true};
     return pool_acquire_dl(pool, &dl, out);
 }
 
@@ -810,12 +806,12 @@ void pool_release_evict(struct pool *pool, struct pool_item *item)
         pool_item_destroy(pool, item, POOL_DESTROY_EVICTED);
 }
 
-bool pool_item_is_expired(const struct pool *pool,
-                          const struct pool_item *item, uint64_t now_ns)
+bool pool_item_is_expired(const struct pool *pool, const struct pool_item *item,
+                          uint64_t now_ns)
 {
     (void)pool;
-    return now_ns >= atomic_load_explicit(&item->expire_ns,
-                                          memory_order_relaxed);
+    return now_ns >=
+           atomic_load_explicit(&item->expire_ns, memory_order_relaxed);
 }
 
 /* ---- control ------------------------------------------------------------ */
@@ -924,8 +920,8 @@ void pool_get_stats(struct pool *pool, struct pool_stats *out)
     memset(out, 0, sizeof *out);
     pthread_mutex_lock(&pool->lock);
     for (unsigned r = 0; r < POOL_DESTROY__COUNT; r++) {
-        out->destroyed_by[r] = atomic_load_explicit(&pool->destroyed_by[r],
-                                                    memory_order_acquire);
+        out->destroyed_by[r] =
+            atomic_load_explicit(&pool->destroyed_by[r], memory_order_acquire);
         out->destroyed += out->destroyed_by[r];
     }
     unsigned hwm = pool_hwm(pool);
@@ -996,8 +992,8 @@ int pool_create(const struct pool_ops *ops, void *ctx,
         return POOLD_ERR_NOMEM;
     memset(pool, 0, sizeof *pool);
     pool->capacity = cfg->capacity ? cfg->capacity : cfg->max_size;
-    pool->slots = aligned_alloc(POOL_LINE,
-                                pool->capacity * sizeof *pool->slots);
+    pool->slots =
+        aligned_alloc(POOL_LINE, pool->capacity * sizeof *pool->slots);
     if (pool->slots == NULL)
         goto fail;
     memset(pool->slots, 0, pool->capacity * sizeof *pool->slots);

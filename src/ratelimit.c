@@ -50,8 +50,8 @@ enum ratelimit_verdict ratelimit_bucket_take(struct ratelimit_bucket *b,
 
 bool ratelimit_valid(double rps, long long burst)
 {
-    return isfinite(rps) && rps > 0 && rps <= RATELIMIT_RPS_MAX &&
-           burst >= 1 && burst <= RATELIMIT_BURST_MAX;
+    return isfinite(rps) && rps > 0 && rps <= RATELIMIT_RPS_MAX && burst >= 1 &&
+           burst <= RATELIMIT_BURST_MAX;
 }
 
 /* ---- the table -------------------------------------------------------- */
@@ -59,7 +59,7 @@ bool ratelimit_valid(double rps, long long burst)
 struct rl_entry {
     char org_id[ORG_ID_MAX + 1];
     bool limited;
-    bool seen; /* listed by the sync in progress */
+    bool seen;                      /* listed by the sync in progress */
     struct ratelimit_bucket bucket; /* meaningful when limited */
     uint64_t refused;
 };
@@ -189,8 +189,7 @@ int ratelimit_table_sync(struct ratelimit_table *t,
 
 enum ratelimit_verdict ratelimit_table_take(struct ratelimit_table *t,
                                             const char *org_id, unsigned n,
-                                            uint64_t now_ns,
-                                            uint64_t *retry_ns)
+                                            uint64_t now_ns, uint64_t *retry_ns)
 {
     enum ratelimit_verdict v = RATELIMIT_PASS;
     bool found;

@@ -19,7 +19,9 @@
 #define REG_ERR_MAX 256
 #define REG_READY_GRACE_NS (3 * NS_PER_S) /* db contact this recent = ready */
 #define REG_HELD_LOG_MAX 16 /* held-too-long holds logged per org per pass */
-#define REG_DB_SLACK_NS (500 * NS_PER_MS) /* client wait beyond the server's */
+#define REG_DB_SLACK_NS                                                        \
+    (500 * NS_PER_MS)                    /* client wait beyond the server's    \
+                                          */
 #define REG_WARM_ROUND_NS (2 * NS_PER_S) /* one round of warm connections */
 
 /*
@@ -33,27 +35,27 @@
  * queued and a group is one message; under load, a group is what piled up
  * during the previous commit.
  */
-#define GC_GROUP_MAX 256  /* messages per statement */
-#define GC_ROUNDS_MAX 16  /* rounds a flusher runs before handing over */
+#define GC_GROUP_MAX 256 /* messages per statement */
+#define GC_ROUNDS_MAX 16 /* rounds a flusher runs before handing over */
 
 enum gc_state { GC_QUEUED, GC_TAKEN, GC_DONE };
 
 /* One request's message; lives on the requesting thread's stack. */
 struct gc_job {
-    struct gc_job *next;       /* queue link while QUEUED */
-    struct service_job job;    /* message in, result and status out */
-    uint64_t commit_ns;        /* its request's commit deadline */
-    enum gc_state state;       /* under the batcher's lock */
-    bool flushing;             /* its owner is a flusher: only the owner
-                                  takes it (at low load, every request
-                                  commits its own message at once) */
-    char err[REG_ERR_MAX];     /* the reason of a failed commit */
+    struct gc_job *next;    /* queue link while QUEUED */
+    struct service_job job; /* message in, result and status out */
+    uint64_t commit_ns;     /* its request's commit deadline */
+    enum gc_state state;    /* under the batcher's lock */
+    bool flushing;          /* its owner is a flusher: only the owner
+                               takes it (at low load, every request
+                               commits its own message at once) */
+    char err[REG_ERR_MAX];  /* the reason of a failed commit */
 };
 
 struct batcher {
-    pthread_mutex_t lock;      /* never held across I/O */
-    pthread_cond_t cond;       /* a job done, a flusher gone, shutdown */
-    struct gc_job *head, *tail;/* QUEUED jobs, oldest first */
+    pthread_mutex_t lock;       /* never held across I/O */
+    pthread_cond_t cond;        /* a job done, a flusher gone, shutdown */
+    struct gc_job *head, *tail; /* QUEUED jobs, oldest first */
     unsigned queued;
     unsigned flushers;
     /* Counted here and added to the pool's stats. */
@@ -143,23 +145,23 @@ static void timespec_at(struct timespec *ts, uint64_t ns)
  * without holding the registry lock.
  */
 struct org_entry {
-    struct org_entry *next;     /* hash chain */
+    struct org_entry *next; /* hash chain */
     struct registry *reg;
     char org_id[ORG_ID_MAX + 1];
     _Atomic(struct pool *) pool; /* NULL until the first request; then fixed */
     /* Directory facts, written by housekeeping under reg->lock (write),
      * read lock-free by the validate callback: atomics. */
     atomic_bool enabled;
-    atomic_bool present;        /* still in the orgs table */
-    atomic_llong version;       /* orgs.config_version */
-    atomic_int size;            /* orgs.pool_max_size, 0: default */
-    atomic_bool paused;         /* orgs.paused: requests get 503 org_paused */
-    struct holders holders;     /* who holds this org's services now */
+    atomic_bool present;    /* still in the orgs table */
+    atomic_llong version;   /* orgs.config_version */
+    atomic_int size;        /* orgs.pool_max_size, 0: default */
+    atomic_bool paused;     /* orgs.paused: requests get 503 org_paused */
+    struct holders holders; /* who holds this org's services now */
     /* Guards the two caches below (never held across I/O). */
     pthread_mutex_t cache_lock;
     /* The last misconfiguration seen, cached for its version so a broken
      * org costs no query per request. */
-    long long misconf_version;  /* -1: none */
+    long long misconf_version; /* -1: none */
     char misconf_msg[REG_ERR_MAX];
     struct breaker build_breaker; /* this org's service builds */
     /* The rules of the last service built from the orgs row, for the
@@ -168,39 +170,39 @@ struct org_entry {
      * rebuild must cost a connection handoff, not a round trip). */
     struct ruleset cached_rules;
     long long cached_version;
-    bool cached;                  /* cached_rules hold cached_version's */
+    bool cached; /* cached_rules hold cached_version's */
     /* Builds of this org in progress (they may be waiting for a
      * connection at the cap). */
     atomic_uint building;
     /* Set by a directory refresh, done after it (under reg->lock). */
     bool pending_retire;
     bool pending_resize;
-    struct batcher batcher;       /* group commit in front of the pool */
+    struct batcher batcher; /* group commit in front of the pool */
 };
 
 struct registry {
     struct registry_config cfg;
-    char *prewarm;              /* owned copy of cfg.prewarm */
+    char *prewarm; /* owned copy of cfg.prewarm */
     struct service_env env;
-    struct service_env env_none;/* POOLD_POOL_MODE=none: own connections */
-    struct pool *conns;         /* db connections; in mode none, permits
-                                   (one per connection a request opens) */
-    struct breaker db_breaker;  /* every connection attempt, all orgs */
-    struct pool_ops conn_ops;   /* service_conn_pool_ops behind db_breaker */
+    struct service_env env_none; /* POOLD_POOL_MODE=none: own connections */
+    struct pool *conns;          /* db connections; in mode none, permits
+                                    (one per connection a request opens) */
+    struct breaker db_breaker;   /* every connection attempt, all orgs */
+    struct pool_ops conn_ops;    /* service_conn_pool_ops behind db_breaker */
 
-    pthread_rwlock_t lock;      /* the map; lock order: lock -> a pool's */
+    pthread_rwlock_t lock; /* the map; lock order: lock -> a pool's */
     struct org_entry **buckets;
     size_t nbuckets;
     size_t nentries;
 
-    atomic_bool loaded;         /* the directory was loaded once */
+    atomic_bool loaded; /* the directory was loaded once */
     atomic_bool shutting_down;
     atomic_uint_fast64_t last_ok_ns; /* last successful db contact */
 
     /* Housekeeping: its own connection, outside the cap (DESIGN.md). */
-    pthread_mutex_t hk_lock;    /* guards hk_conn, fingerprint, stop */
+    pthread_mutex_t hk_lock; /* guards hk_conn, fingerprint, stop */
     pthread_cond_t hk_cond;
-    struct db_conn *hk_conn;    /* NULL while taken (hk_conn_take) */
+    struct db_conn *hk_conn; /* NULL while taken (hk_conn_take) */
     /* The connection is taken for I/O without hk_lock; whoever wants it
      * waits on hk_conn_cond until it is given back. */
     bool hk_conn_busy;
@@ -211,14 +213,14 @@ struct registry {
     /* Prewarm runs on its own thread: builds may take long, and the
      * housekeeping loop must go on refreshing (readiness, config). */
     pthread_t prewarm_thread;
-    bool prewarm_started;       /* written by hk thread, read after join */
+    bool prewarm_started; /* written by hk thread, read after join */
     pthread_t hk_thread;
-    pthread_t warm_thread;      /* keeps POOLD_DB_MIN_IDLE connections */
+    pthread_t warm_thread; /* keeps POOLD_DB_MIN_IDLE connections */
     bool warm_started;
     /* Replicas: the cluster's hook and the cap it sets (cluster.h). */
     registry_hk_fn hk_fn;
     void *hk_arg;
-    atomic_uint conn_cap;       /* 0: no connection may be opened */
+    atomic_uint conn_cap; /* 0: no connection may be opened */
 };
 
 /* ------------------------------------------------------------------ map */
@@ -311,7 +313,7 @@ static struct org_entry **map_snapshot(struct registry *reg, bool with_pool,
 static int org_build_cached(struct org_entry *e, long long version,
                             struct service **svc, char *err, size_t errlen)
 {
-    struct ruleset rules = { 0 };
+    struct ruleset rules = {0};
     bool hit;
 
     pthread_mutex_lock(&e->cache_lock);
@@ -372,11 +374,11 @@ static int org_service_create(void *ctx, void **obj)
         e->misconf_version = version;
         snprintf(e->misconf_msg, sizeof e->misconf_msg, "%s", err);
         pthread_mutex_unlock(&e->cache_lock);
-        log_event(LOG_ERROR, "org misconfigured", "org", e->org_id,
-                  "error", err, (const char *)NULL);
+        log_event(LOG_ERROR, "org misconfigured", "org", e->org_id, "error",
+                  err, (const char *)NULL);
     } else if (rc != POOLD_OK && rc != POOLD_ERR_UNKNOWN_ORG) {
-        log_event(LOG_WARN, "service build failed", "org", e->org_id,
-                  "error", err, (const char *)NULL);
+        log_event(LOG_WARN, "service build failed", "org", e->org_id, "error",
+                  err, (const char *)NULL);
     }
     *obj = svc;
     return rc;
@@ -498,19 +500,21 @@ static void fill_error(int rc, const char *org_id, char *err, size_t errlen)
 {
     switch (rc) {
     case POOLD_ERR_UNKNOWN_ORG:
-        snprintf(err, errlen, "org '%s' does not exist or is disabled",
-                 org_id);
+        snprintf(err, errlen, "org '%s' does not exist or is disabled", org_id);
         break;
     case POOLD_ERR_TIMEOUT:
-        snprintf(err, errlen, "no processing service for org '%s' became "
-                 "free in time", org_id);
+        snprintf(err, errlen,
+                 "no processing service for org '%s' became "
+                 "free in time",
+                 org_id);
         break;
     case POOLD_ERR_WAITERS_FULL:
         snprintf(err, errlen, "too many requests are waiting for org '%s'",
                  org_id);
         break;
     case POOLD_ERR_NOT_READY:
-        snprintf(err, errlen, "the org directory is not loaded yet: the "
+        snprintf(err, errlen,
+                 "the org directory is not loaded yet: the "
                  "database is unreachable");
         break;
     case POOLD_ERR_SHUTDOWN:
@@ -553,8 +557,7 @@ static struct reg_deadlines reg_deadlines_from(const struct registry *reg,
 static void reg_hold_begin(struct org_entry *e, struct holder *hold,
                            const struct message *msg)
 {
-    holders_add(&e->holders, hold, msg->request_id, msg->route,
-                clock_now_ns());
+    holders_add(&e->holders, hold, msg->request_id, msg->route, clock_now_ns());
 }
 
 /* End a hold. One longer than POOLD_HOLD_WARN_MS and not flagged by
@@ -675,8 +678,7 @@ static int gc_wait(struct registry *reg, struct org_entry *e,
     struct timespec ts;
 
     while (own->state != GC_DONE) {
-        if (own->state == GC_QUEUED &&
-            b->flushers < pool_max_size(e->pool)) {
+        if (own->state == GC_QUEUED && b->flushers < pool_max_size(e->pool)) {
             b->flushers++;
             own->flushing = true;
             pthread_mutex_unlock(&b->lock);
@@ -687,9 +689,8 @@ static int gc_wait(struct registry *reg, struct org_entry *e,
             pthread_cond_broadcast(&b->cond); /* a flusher's place is free */
             continue;
         }
-        if (own->state == GC_QUEUED &&
-            (clock_now_ns() >= dl->acquire_ns ||
-             atomic_load(&reg->shutting_down))) {
+        if (own->state == GC_QUEUED && (clock_now_ns() >= dl->acquire_ns ||
+                                        atomic_load(&reg->shutting_down))) {
             batcher_remove(b, own);
             if (atomic_load(&reg->shutting_down))
                 return POOLD_ERR_SHUTDOWN;
@@ -706,14 +707,13 @@ static int gc_wait(struct registry *reg, struct org_entry *e,
 }
 
 static int process_pooled(struct registry *reg, struct org_entry *e,
-                          const struct message *msg,
-                          struct service_result *out,
+                          const struct message *msg, struct service_result *out,
                           const struct reg_deadlines *dl, char *err,
                           size_t errlen)
 {
     struct batcher *b = &e->batcher;
-    struct gc_job own = { .job = { .msg = msg }, .commit_ns = dl->commit_ns,
-                          .state = GC_QUEUED };
+    struct gc_job own = {
+        .job = {.msg = msg}, .commit_ns = dl->commit_ns, .state = GC_QUEUED};
     int rc;
 
     pthread_mutex_lock(&b->lock);
@@ -731,9 +731,10 @@ static int process_pooled(struct registry *reg, struct org_entry *e,
     if (rc != POOLD_OK && rc != POOLD_ERR_CONFLICT && own.err[0] != '\0')
         snprintf(err, errlen, "%s", own.err);
     else if (rc == POOLD_ERR_CONFLICT)
-        snprintf(err, errlen, "message id %.*s was processed with another "
-                 "payload", (int)(msg->id_len > 128 ? 128 : msg->id_len),
-                 msg->id);
+        snprintf(err, errlen,
+                 "message id %.*s was processed with another "
+                 "payload",
+                 (int)(msg->id_len > 128 ? 128 : msg->id_len), msg->id);
     return rc;
 }
 
@@ -852,7 +853,7 @@ int registry_process(struct registry *reg, const char *org_id,
 {
     struct org_entry *e = NULL;
     struct reg_deadlines dl = reg_deadlines_from(reg, clock_now_ns());
-    struct service_job job = { .msg = msg };
+    struct service_job job = {.msg = msg};
     int rc = reg_admit(reg, org_id, &e, err, errlen);
 
     if (rc == POOLD_OK && reg->cfg.pooled) {
@@ -920,11 +921,11 @@ static void mark_db_ok(struct registry *reg)
 }
 
 /* *conn alive, or a new housekeeping connection opened into it. */
-static int hk_conn_ready(struct registry *reg, struct db_conn **conn,
-                         char *err, size_t errlen)
+static int hk_conn_ready(struct registry *reg, struct db_conn **conn, char *err,
+                         size_t errlen)
 {
-    if (*conn != NULL && db_conn_is_alive(*conn, clock_now_ns(),
-                                          reg->cfg.conn_check_idle_ns))
+    if (*conn != NULL &&
+        db_conn_is_alive(*conn, clock_now_ns(), reg->cfg.conn_check_idle_ns))
         return POOLD_OK;
     db_conn_close(*conn);
     *conn = NULL;
@@ -984,8 +985,8 @@ static void apply_org(struct registry *reg, const struct org_info *o)
     struct org_entry *e = map_find(reg, o->org_id);
     if (e == NULL && (e = map_add(reg, o->org_id)) == NULL)
         return;
-    bool changed = atomic_load(&e->version) != o->version ||
-                   !atomic_load(&e->present);
+    bool changed =
+        atomic_load(&e->version) != o->version || !atomic_load(&e->present);
     bool resized = atomic_load(&e->size) != o->pool_max_size;
 
     atomic_store(&e->enabled, o->enabled);
@@ -1049,7 +1050,7 @@ static void preload_one(void *arg, const char *org_id, const char *config,
                         size_t len, long long version)
 {
     struct registry *reg = arg;
-    struct ruleset rules = { 0 };
+    struct ruleset rules = {0};
     struct org_entry *e;
     char why[REG_ERR_MAX - 80];
     bool fresh;
@@ -1075,13 +1076,13 @@ static void preload_one(void *arg, const char *org_id, const char *config,
         e->cached = true;
     } else if (rc != POOLD_ERR_NOMEM) {
         e->misconf_version = version;
-        snprintf(e->misconf_msg, sizeof e->misconf_msg, "org %s: %s",
-                 org_id, why);
+        snprintf(e->misconf_msg, sizeof e->misconf_msg, "org %s: %s", org_id,
+                 why);
     }
     pthread_mutex_unlock(&e->cache_lock);
     if (rc != POOLD_OK && rc != POOLD_ERR_NOMEM)
-        log_event(LOG_ERROR, "org misconfigured", "org", org_id, "error",
-                  why, (const char *)NULL);
+        log_event(LOG_ERROR, "org misconfigured", "org", org_id, "error", why,
+                  (const char *)NULL);
 }
 
 /* Under hk_lock, after a directory load. */
@@ -1089,8 +1090,8 @@ static void preload_rules(struct registry *reg)
 {
     char err[REG_ERR_MAX];
 
-    if (catalog_load_configs(reg->hk_conn, preload_one, reg, err,
-                             sizeof err) != POOLD_OK)
+    if (catalog_load_configs(reg->hk_conn, preload_one, reg, err, sizeof err) !=
+        POOLD_OK)
         log_event(LOG_WARN, "org rules not preloaded", "error", err,
                   (const char *)NULL);
 }
@@ -1107,8 +1108,10 @@ static void hk_sync_sizes(struct registry *reg)
         unsigned want = effective_size(reg, list[i]);
         if (pool_max_size(list[i]->pool) != want &&
             pool_resize(list[i]->pool, want) == POOLD_OK)
-            log_event(LOG_WARN, "pool size differed from the stored one, "
-                      "resized", "org", list[i]->org_id, (const char *)NULL);
+            log_event(LOG_WARN,
+                      "pool size differed from the stored one, "
+                      "resized",
+                      "org", list[i]->org_id, (const char *)NULL);
     }
     free(list);
 }
@@ -1157,16 +1160,14 @@ static void check_holds(struct registry *reg, uint64_t now)
         return;
     list = map_snapshot(reg, false, &n);
     for (size_t i = 0; i < n; i++) {
-        size_t k = holders_check(&list[i]->holders, now,
-                                 reg->cfg.hold_warn_ns, held,
-                                 REG_HELD_LOG_MAX);
+        size_t k = holders_check(&list[i]->holders, now, reg->cfg.hold_warn_ns,
+                                 held, REG_HELD_LOG_MAX);
         for (size_t j = 0; j < k && j < REG_HELD_LOG_MAX; j++) {
             snprintf(ms, sizeof ms, "%llu",
                      (unsigned long long)(held[j].held_ns / NS_PER_MS));
-            log_event(LOG_WARN, "service held too long", "org",
-                      list[i]->org_id, "request_id", held[j].request_id,
-                      "route", held[j].route, "held_ms", ms,
-                      (const char *)NULL);
+            log_event(LOG_WARN, "service held too long", "org", list[i]->org_id,
+                      "request_id", held[j].request_id, "route", held[j].route,
+                      "held_ms", ms, (const char *)NULL);
         }
     }
     free(list);
@@ -1328,8 +1329,8 @@ static void *hk_main(void *arg)
         pthread_mutex_unlock(&reg->hk_lock);
         maintain_all(reg);
         if (!prewarmed && atomic_load(&reg->loaded)) {
-            reg->prewarm_started = pthread_create(&reg->prewarm_thread, NULL,
-                                                  prewarm, reg) == 0;
+            reg->prewarm_started =
+                pthread_create(&reg->prewarm_thread, NULL, prewarm, reg) == 0;
             prewarmed = true;
         }
         pthread_mutex_lock(&reg->hk_lock);
@@ -1345,8 +1346,8 @@ static void *hk_main(void *arg)
  * breaker. ctx is the service_env inside the registry. */
 static int reg_conn_create(void *ctx, void **obj)
 {
-    struct registry *reg = (struct registry *)((char *)ctx -
-                                               offsetof(struct registry, env));
+    struct registry *reg =
+        (struct registry *)((char *)ctx - offsetof(struct registry, env));
     if (atomic_load(&reg->conn_cap) == 0)
         return POOLD_ERR_DB; /* replicas: no share of the budget yet */
     if (!breaker_allow(&reg->db_breaker, clock_now_ns()))
@@ -1423,7 +1424,8 @@ int registry_create(const struct registry_config *cfg, struct registry **out)
         reg->cfg.db.query_wait_ns =
             (cfg->db.statement_timeout_ms > 0
                  ? (uint64_t)cfg->db.statement_timeout_ms * NS_PER_MS
-                 : cfg->acquire_timeout_ns) + REG_DB_SLACK_NS;
+                 : cfg->acquire_timeout_ns) +
+            REG_DB_SLACK_NS;
     if (reg->cfg.refresh_interval_ns == 0)
         reg->cfg.refresh_interval_ns = NS_PER_S;
     reg->prewarm = strdup(cfg->prewarm ? cfg->prewarm : "");
@@ -1471,8 +1473,8 @@ int registry_start(struct registry *reg)
      * report now; an unreachable one is not (poold waits for it). */
     pthread_mutex_lock(&reg->hk_lock);
     int rc = hk_connect(reg, err, sizeof err);
-    if (rc == POOLD_OK && catalog_check_schema(reg->hk_conn, err,
-                                               sizeof err) != POOLD_OK) {
+    if (rc == POOLD_OK &&
+        catalog_check_schema(reg->hk_conn, err, sizeof err) != POOLD_OK) {
         pthread_mutex_unlock(&reg->hk_lock);
         log_event(LOG_ERROR, "database schema missing", "error", err,
                   (const char *)NULL);
@@ -1488,8 +1490,8 @@ int registry_start(struct registry *reg)
     pthread_mutex_unlock(&reg->hk_lock);
     /* The warm thread first: housekeeping reads warm_started. */
     if (reg->cfg.pooled && reg->cfg.db_min_idle > 0) {
-        reg->warm_started = pthread_create(&reg->warm_thread, NULL,
-                                           warm_main, reg) == 0;
+        reg->warm_started =
+            pthread_create(&reg->warm_thread, NULL, warm_main, reg) == 0;
         if (!reg->warm_started)
             return POOLD_ERR_NOMEM;
     }
@@ -1625,9 +1627,9 @@ int registry_resize(struct registry *reg, const char *org_id, unsigned size,
     return registry_resize_by(reg, org_id, size, NULL, out, err, errlen);
 }
 
-int registry_resize_by(struct registry *reg, const char *org_id,
-                       unsigned size, const struct audit_actor *actor,
-                       struct pool_stats *out, char *err, size_t errlen)
+int registry_resize_by(struct registry *reg, const char *org_id, unsigned size,
+                       const struct audit_actor *actor, struct pool_stats *out,
+                       char *err, size_t errlen)
 {
     struct org_entry *e;
     int rc;
@@ -1649,8 +1651,8 @@ int registry_resize_by(struct registry *reg, const char *org_id,
     struct db_conn *conn = hk_conn_take(reg);
     rc = hk_conn_ready(reg, &conn, err, errlen);
     if (rc == POOLD_OK)
-        rc = actor ? catalog_store_pool_size_by(conn, org_id, size, actor,
-                                                err, errlen)
+        rc = actor ? catalog_store_pool_size_by(conn, org_id, size, actor, err,
+                                                errlen)
                    : catalog_store_pool_size(conn, org_id, size, err, errlen);
     if (rc != POOLD_OK && conn != NULL && !db_conn_is_clean(conn)) {
         db_conn_close(conn);
@@ -1721,8 +1723,8 @@ int registry_admit(struct registry *reg, const char *org_id, char *err,
     return rc;
 }
 
-int registry_admin_begin(struct registry *reg, struct db_conn **conn,
-                         char *err, size_t errlen)
+int registry_admin_begin(struct registry *reg, struct db_conn **conn, char *err,
+                         size_t errlen)
 {
     int rc;
 
@@ -1737,8 +1739,7 @@ int registry_admin_begin(struct registry *reg, struct db_conn **conn,
     return POOLD_OK;
 }
 
-void registry_admin_end(struct registry *reg, struct db_conn *conn,
-                        bool wrote)
+void registry_admin_end(struct registry *reg, struct db_conn *conn, bool wrote)
 {
     char err[REG_ERR_MAX];
     int rc = POOLD_OK;
@@ -1760,8 +1761,8 @@ void registry_admin_end(struct registry *reg, struct db_conn *conn,
             rc = reg->cfg.watch(reg->cfg.watch_arg, reg->hk_conn, err,
                                 sizeof err);
         if (rc != POOLD_OK)
-            log_event(LOG_WARN, "refresh after an admin write failed",
-                      "error", err, (const char *)NULL);
+            log_event(LOG_WARN, "refresh after an admin write failed", "error",
+                      err, (const char *)NULL);
     }
     pthread_mutex_unlock(&reg->hk_lock);
 }
@@ -1813,7 +1814,7 @@ static void drain_audit(struct registry *reg, const char *org_id,
                         const struct pool_stats *after)
 {
     char b[96], a[96], err[REG_ERR_MAX];
-    struct audit_entry entry = { actor, "pool.drain", org_id, b, a };
+    struct audit_entry entry = {actor, "pool.drain", org_id, b, a};
     struct db_conn *conn;
     int rc;
 

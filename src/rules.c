@@ -15,11 +15,11 @@ static const struct {
     const char *name;
     enum rule_value_kind kind;
 } rule_table[RULE__COUNT] = {
-    [RULE_MAX_PAYLOAD_BYTES] = { "max_payload_bytes", VALUE_COUNT },
-    [RULE_MIN_PAYLOAD_BYTES] = { "min_payload_bytes", VALUE_COUNT },
-    [RULE_HEX_PAYLOAD] = { "hex_payload", VALUE_NONE },
-    [RULE_ID_PREFIX] = { "id_prefix", VALUE_STRING },
-    [RULE_FORBIDDEN_SUBSTRING] = { "forbidden_substring", VALUE_STRING },
+    [RULE_MAX_PAYLOAD_BYTES] = {"max_payload_bytes", VALUE_COUNT},
+    [RULE_MIN_PAYLOAD_BYTES] = {"min_payload_bytes", VALUE_COUNT},
+    [RULE_HEX_PAYLOAD] = {"hex_payload", VALUE_NONE},
+    [RULE_ID_PREFIX] = {"id_prefix", VALUE_STRING},
+    [RULE_FORBIDDEN_SUBSTRING] = {"forbidden_substring", VALUE_STRING},
 };
 
 const char *rule_type_str(enum rule_type type)
@@ -105,8 +105,7 @@ static int rule_set_value(struct rule *r, const json_t *v, size_t idx,
     }
 wrong:
     snprintf(err, errlen, "rules[%zu] (type \"%s\"): %s", idx, name,
-             rule_table[r->type].kind == VALUE_NONE
-                 ? "takes no \"value\""
+             rule_table[r->type].kind == VALUE_NONE ? "takes no \"value\""
              : rule_table[r->type].kind == VALUE_COUNT
                  ? "\"value\" must be a non-negative integer"
                  : "\"value\" must be a string");
@@ -175,8 +174,8 @@ int rules_parse(const char *json, size_t len, struct ruleset *rs, char *err,
     root = json_loadb(json, len, JSON_REJECT_DUPLICATES, &jerr);
     if (root == NULL) {
         snprintf(err, errlen,
-                 "config is not valid JSON: %s (line %d, column %d)",
-                 jerr.text, jerr.line, jerr.column);
+                 "config is not valid JSON: %s (line %d, column %d)", jerr.text,
+                 jerr.line, jerr.column);
         return POOLD_ERR_MISCONFIGURED;
     }
     rc = rules_array(root, &arr, err, errlen);

@@ -29,12 +29,12 @@ struct svc_arr {
 /* Small on purpose: an idle pooled service is this, its ruleset, its commit
  * buffers and the pooled connection it holds. */
 struct service {
-    const struct service_env *env;  /* borrowed for the service's life */
-    struct pool_item *item;         /* the pooled connection, or NULL when
-                                       conn is our own (env->conns NULL) */
-    struct db_conn *conn;           /* never NULL */
-    const struct message *msg;      /* hydrated message (borrowed) or NULL */
-    long long config_version;       /* of the orgs row rules came from */
+    const struct service_env *env; /* borrowed for the service's life */
+    struct pool_item *item;        /* the pooled connection, or NULL when
+                                      conn is our own (env->conns NULL) */
+    struct db_conn *conn;          /* never NULL */
+    const struct message *msg;     /* hydrated message (borrowed) or NULL */
+    long long config_version;      /* of the orgs row rules came from */
     struct ruleset rules;
     struct svc_arr arrs[SVC_ARRS];
     char org_id[ORG_ID_MAX + 1];
@@ -82,8 +82,8 @@ static int svc_conn_acquire_pooled(struct service *svc, char *err,
 
     if (rc != POOLD_OK) {
         svc->item = NULL;
-        snprintf(err, errlen, "org %s: no database connection: %s",
-                 svc->org_id, poold_status_str(rc));
+        snprintf(err, errlen, "org %s: no database connection: %s", svc->org_id,
+                 poold_status_str(rc));
         return rc == POOLD_ERR_CREATE ? POOLD_ERR_DB : rc;
     }
     svc->conn = pool_item_object(svc->item);
@@ -94,8 +94,7 @@ static int svc_conn_acquire(struct service *svc, char *err, size_t errlen)
 {
     if (svc->env->conns != NULL)
         return svc_conn_acquire_pooled(svc, err, errlen);
-    return db_conn_open(svc->env->db, clock_now_ns(), &svc->conn, err,
-                        errlen);
+    return db_conn_open(svc->env->db, clock_now_ns(), &svc->conn, err, errlen);
 }
 
 /* Give the connection back: reused only if clean and not closed by the
@@ -119,12 +118,13 @@ static void svc_conn_release(struct service *svc)
 /* Read the org's row and parse its rules into svc. */
 static int svc_load(struct service *svc, char *err, size_t errlen)
 {
-    const char *params[1] = { svc->org_id };
+    const char *params[1] = {svc->org_id};
     const struct db_query q = {
         .stmt = SVC_STMT_LOAD,
         .sql = "SELECT enabled, config::text, config_version FROM orgs"
                " WHERE org_id = $1",
-        .nparams = 1, .values = params };
+        .nparams = 1,
+        .values = params};
     PGresult *res = NULL;
     char why[256];
     int rc = db_run(svc->conn, &q, 0, &res, why, sizeof why);
@@ -133,16 +133,14 @@ static int svc_load(struct service *svc, char *err, size_t errlen)
         snprintf(err, errlen, "loading org: %s",
                  rc != POOLD_OK ? why : "unexpected result");
         rc = POOLD_ERR_DB;
-    } else if (PQntuples(res) == 0 ||
-               strcmp(PQgetvalue(res, 0, 0), "t") != 0) {
+    } else if (PQntuples(res) == 0 || strcmp(PQgetvalue(res, 0, 0), "t") != 0) {
         snprintf(err, errlen, "org %s %s", svc->org_id,
                  PQntuples(res) == 0 ? "not found" : "is disabled");
         rc = POOLD_ERR_UNKNOWN_ORG;
     } else {
         svc->config_version = strtoll(PQgetvalue(res, 0, 2), NULL, 10);
-        rc = rules_parse(PQgetvalue(res, 0, 1),
-                         (size_t)PQgetlength(res, 0, 1), &svc->rules, why,
-                         sizeof why);
+        rc = rules_parse(PQgetvalue(res, 0, 1), (size_t)PQgetlength(res, 0, 1),
+                         &svc->rules, why, sizeof why);
         if (rc != POOLD_OK)
             snprintf(err, errlen, "org %s: %s", svc->org_id, why);
         if (rc != POOLD_OK && rc != POOLD_ERR_NOMEM)
@@ -211,7 +209,7 @@ int service_create_from(const struct service_env *env, const char *org_id,
         return rc;
     }
     svc->rules = *rules; /* moved: the caller's copy is ours now */
-    *rules = (struct ruleset){ 0 };
+    *rules = (struct ruleset){0};
     svc->config_version = version;
     clock_sleep_ms(env->build_cost_ms);
     *out = svc;
@@ -426,8 +424,7 @@ static bool svc_commit_arrays(struct service *svc, struct service_job *jobs,
 }
 
 /* Apply one answer row to its job; false for 'm' (to go again). */
-static bool svc_commit_row(struct service_job *j, const PGresult *res,
-                           int row)
+static bool svc_commit_row(struct service_job *j, const PGresult *res, int row)
 {
     char st = PQgetvalue(res, row, 1)[0];
     long checks;
@@ -464,26 +461,26 @@ static bool svc_commit_row(struct service_job *j, const PGresult *res,
 }
 
 /* svc_commit_once() for one job: *n becomes 0, or stays 1 to go again. */
-static int svc_commit_one(struct service *svc, struct service_job *j,
-                          size_t *n, uint64_t deadline_ns, char *err,
-                          size_t errlen)
+static int svc_commit_one(struct service *svc, struct service_job *j, size_t *n,
+                          uint64_t deadline_ns, char *err, size_t errlen)
 {
     char failed[RULES_MAX * 24 + 3], checks[16];
     const struct message *m = j->msg;
     /* id and payload in binary format, by length: neither needs a
      * terminating NUL, and the payload is hashed as its exact bytes. */
-    const char *values[6] = { svc->org_id, m->id,
-                              j->result.passed ? "t" : "f", checks, failed,
-                              m->payload };
-    const Oid types[6] = { TEXTOID, TEXTOID, 0, 0, 0, BYTEAOID };
-    const int lengths[6] = { 0, (int)m->id_len, 0, 0, 0,
-                             (int)m->payload_len };
-    const int formats[6] = { 0, 1, 0, 0, 0, 1 };
-    const struct db_query q = { .stmt = SVC_STMT_COMMIT_ONE,
-                                .sql = svc_commit_one_sql, .nparams = 6,
-                                .types = types, .values = values,
-                                .lengths = lengths, .formats = formats,
-                                .writes = true };
+    const char *values[6] = {svc->org_id, m->id,  j->result.passed ? "t" : "f",
+                             checks,      failed, m->payload};
+    const Oid types[6] = {TEXTOID, TEXTOID, 0, 0, 0, BYTEAOID};
+    const int lengths[6] = {0, (int)m->id_len, 0, 0, 0, (int)m->payload_len};
+    const int formats[6] = {0, 1, 0, 0, 0, 1};
+    const struct db_query q = {.stmt = SVC_STMT_COMMIT_ONE,
+                               .sql = svc_commit_one_sql,
+                               .nparams = 6,
+                               .types = types,
+                               .values = values,
+                               .lengths = lengths,
+                               .formats = formats,
+                               .writes = true};
     PGresult *res;
     int rc;
 
@@ -510,22 +507,25 @@ static int svc_commit_once(struct service *svc, struct service_job *jobs,
                            size_t *idx, size_t *n, uint64_t deadline_ns,
                            char *err, size_t errlen)
 {
-    const Oid types[6] = { TEXTOID, TEXTARRAYOID, BOOLARRAYOID,
-                           INT4ARRAYOID, TEXTARRAYOID, BYTEAARRAYOID };
-    const char *values[6] = { svc->org_id };
-    int lengths[6] = { 0 };
-    const int formats[6] = { 0, 1, 1, 1, 1, 1 };
-    const struct db_query q = { .stmt = SVC_STMT_COMMIT, .sql = svc_commit_sql,
-                                .nparams = 6, .types = types,
-                                .values = values, .lengths = lengths,
-                                .formats = formats, .writes = true };
+    const Oid types[6] = {TEXTOID,      TEXTARRAYOID, BOOLARRAYOID,
+                          INT4ARRAYOID, TEXTARRAYOID, BYTEAARRAYOID};
+    const char *values[6] = {svc->org_id};
+    int lengths[6] = {0};
+    const int formats[6] = {0, 1, 1, 1, 1, 1};
+    const struct db_query q = {.stmt = SVC_STMT_COMMIT,
+                               .sql = svc_commit_sql,
+                               .nparams = 6,
+                               .types = types,
+                               .values = values,
+                               .lengths = lengths,
+                               .formats = formats,
+                               .writes = true};
     PGresult *res;
     size_t again = 0;
     int rc;
 
     if (*n == 1)
-        return svc_commit_one(svc, &jobs[idx[0]], n, deadline_ns, err,
-                              errlen);
+        return svc_commit_one(svc, &jobs[idx[0]], n, deadline_ns, err, errlen);
     if (!svc_commit_arrays(svc, jobs, idx, *n)) {
         snprintf(err, errlen, "out of memory building the commit");
         return POOLD_ERR_NOMEM;
@@ -552,9 +552,8 @@ static int svc_commit_once(struct service *svc, struct service_job *jobs,
 }
 
 /* Commit jobs[0..n): every job gets its own status. */
-static int svc_commit(struct service *svc, struct service_job *jobs,
-                      size_t n, uint64_t deadline_ns, char *err,
-                      size_t errlen)
+static int svc_commit(struct service *svc, struct service_job *jobs, size_t n,
+                      uint64_t deadline_ns, char *err, size_t errlen)
 {
     size_t stack_idx[64];
     size_t *idx = n <= 64 ? stack_idx : malloc(n * sizeof *idx);
@@ -571,8 +570,10 @@ static int svc_commit(struct service *svc, struct service_job *jobs,
          t++)
         rc = svc_commit_once(svc, jobs, idx, &left, deadline_ns, err, errlen);
     if (rc == POOLD_OK && left > 0) {
-        snprintf(err, errlen, "storing result: row neither inserted nor "
-                 "found after %d tries", SVC_COMMIT_TRIES);
+        snprintf(err, errlen,
+                 "storing result: row neither inserted nor "
+                 "found after %d tries",
+                 SVC_COMMIT_TRIES);
         rc = POOLD_ERR_DB;
     }
     for (size_t k = 0; idx && k < left; k++)
@@ -617,10 +618,10 @@ int service_process_many(struct service *svc, struct service_job *jobs,
     return rc;
 }
 
-int service_process(struct service *svc, struct service_result *out,
-                    char *err, size_t errlen)
+int service_process(struct service *svc, struct service_result *out, char *err,
+                    size_t errlen)
 {
-    struct service_job job = { .msg = svc->msg };
+    struct service_job job = {.msg = svc->msg};
     int rc = service_process_many(svc, &job, 1, 0, err, errlen);
 
     *out = job.result;
@@ -681,8 +682,7 @@ static int svc_conn_create(void *ctx, void **obj)
     return POOLD_OK;
 }
 
-static void svc_conn_destroy(void *ctx, void *obj,
-                             enum pool_destroy_reason why)
+static void svc_conn_destroy(void *ctx, void *obj, enum pool_destroy_reason why)
 {
     (void)ctx;
     (void)why;

@@ -18,16 +18,17 @@ struct tenants {
 };
 
 /* The org as the API shows it, from a row of orgs. */
-#define ORG_JSON                                                              \
-    "jsonb_build_object('org_id', org_id, 'enabled', enabled, 'config',"     \
-    " config, 'pool_max_size', pool_max_size, 'rate_limit', CASE WHEN"       \
-    " rate_limit_rps IS NULL THEN NULL ELSE jsonb_build_object('rps',"       \
+#define ORG_JSON                                                               \
+    "jsonb_build_object('org_id', org_id, 'enabled', enabled, 'config',"       \
+    " config, 'pool_max_size', pool_max_size, 'rate_limit', CASE WHEN"         \
+    " rate_limit_rps IS NULL THEN NULL ELSE jsonb_build_object('rps',"         \
     " rate_limit_rps, 'burst', rate_limit_burst) END, 'paused', paused)"
-#define RFC3339(col)                                                          \
+#define RFC3339(col)                                                           \
     "to_char(" col " AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')"
-#define KEY_JSON                                                              \
-    "jsonb_build_object('key_id', key_id, 'label', label, 'created_at', "    \
-    RFC3339("created_at") ", 'revoked_at', " RFC3339("revoked_at") ")"
+#define KEY_JSON                                                               \
+    "jsonb_build_object('key_id', key_id, 'label', label, "                    \
+    "'created_at', " RFC3339("created_at") ", 'revoked_at', " RFC3339(         \
+        "revoked_at") ")"
 
 int tenants_create(struct tenants **out)
 {
@@ -223,7 +224,7 @@ int tenants_org_list(struct db_conn *conn, const char *after, unsigned limit,
                      char **json, char *err, size_t errlen)
 {
     char lim[16];
-    const char *params[2] = { after, lim };
+    const char *params[2] = {after, lim};
     int rc;
 
     snprintf(lim, sizeof lim, "%u", limit);
@@ -247,7 +248,7 @@ int tenants_org_list(struct db_conn *conn, const char *after, unsigned limit,
 int tenants_org_get(struct db_conn *conn, const char *org_id, char **json,
                     char *err, size_t errlen)
 {
-    const char *params[1] = { org_id };
+    const char *params[1] = {org_id};
     int rc = query_text(conn, "org get",
                         "SELECT " ORG_JSON "::text FROM orgs WHERE org_id = $1",
                         1, params, json, err, errlen);
@@ -261,7 +262,7 @@ int tenants_org_get(struct db_conn *conn, const char *org_id, char **json,
 static int org_lock(struct db_conn *conn, const char *org_id, char **before,
                     char *err, size_t errlen)
 {
-    const char *params[1] = { org_id };
+    const char *params[1] = {org_id};
 
     return query_text(conn, "org lock",
                       "SELECT " ORG_JSON "::text FROM orgs WHERE org_id = $1"
@@ -291,16 +292,19 @@ static int tx_finish(struct db_conn *conn, int rc, const struct audit_entry *a,
 }
 
 int tenants_org_put(struct db_conn *conn, const struct tenants_org *org,
-                    const struct audit_actor *actor, bool *created,
-                    char **json, char *err, size_t errlen)
+                    const struct audit_actor *actor, bool *created, char **json,
+                    char *err, size_t errlen)
 {
     char size[16], rps[40], burst[16];
     const char *params[6] = {
-        org->org_id, org->enabled ? "t" : "f", org->config_json,
-        org->pool_max_size ? size : NULL, org->rate_rps > 0 ? rps : NULL,
+        org->org_id,
+        org->enabled ? "t" : "f",
+        org->config_json,
+        org->pool_max_size ? size : NULL,
+        org->rate_rps > 0 ? rps : NULL,
         org->rate_rps > 0 ? burst : NULL,
     };
-    struct audit_entry a = { actor, "org.put", org->org_id, NULL, NULL };
+    struct audit_entry a = {actor, "org.put", org->org_id, NULL, NULL};
     char *before = NULL;
     int rc;
 
@@ -338,8 +342,8 @@ int tenants_org_delete(struct db_conn *conn, const char *org_id,
                        const struct audit_actor *actor, char *err,
                        size_t errlen)
 {
-    const char *params[1] = { org_id };
-    struct audit_entry a = { actor, "org.delete", org_id, NULL, NULL };
+    const char *params[1] = {org_id};
+    struct audit_entry a = {actor, "org.delete", org_id, NULL, NULL};
     char *before = NULL;
     PGresult *res;
     int rc;
@@ -369,10 +373,10 @@ int tenants_org_delete(struct db_conn *conn, const char *org_id,
 static int org_share(struct db_conn *conn, const char *org_id, char *err,
                      size_t errlen)
 {
-    const char *params[1] = { org_id };
+    const char *params[1] = {org_id};
     PGresult *res = db_exec(conn, "org check",
-                            "SELECT 1 FROM orgs WHERE org_id = $1 FOR SHARE",
-                            1, params, NULL, err, errlen);
+                            "SELECT 1 FROM orgs WHERE org_id = $1 FOR SHARE", 1,
+                            params, NULL, err, errlen);
     int rc;
 
     if (res == NULL)
@@ -388,8 +392,8 @@ int tenants_key_create(struct db_conn *conn, const char *org_id,
                        char **json, char *err, size_t errlen)
 {
     char hex[2 * KEYS_DIGEST_LEN + 1];
-    const char *params[4] = { key_id, org_id, label, hex };
-    struct audit_entry a = { actor, "key.create", org_id, NULL, NULL };
+    const char *params[4] = {key_id, org_id, label, hex};
+    struct audit_entry a = {actor, "key.create", org_id, NULL, NULL};
     int rc;
 
     *json = NULL;
@@ -416,7 +420,7 @@ int tenants_key_create(struct db_conn *conn, const char *org_id,
 int tenants_key_list(struct db_conn *conn, const char *org_id, char **json,
                      char *err, size_t errlen)
 {
-    const char *params[1] = { org_id };
+    const char *params[1] = {org_id};
     int rc = query_text(
         conn, "key list",
         "SELECT CASE WHEN EXISTS (SELECT 1 FROM orgs WHERE org_id = $1) THEN"
@@ -434,8 +438,8 @@ int tenants_key_revoke(struct db_conn *conn, const char *org_id,
                        const char *key_id, const struct audit_actor *actor,
                        char *err, size_t errlen)
 {
-    const char *params[2] = { org_id, key_id };
-    struct audit_entry a = { actor, "key.revoke", org_id, NULL, NULL };
+    const char *params[2] = {org_id, key_id};
+    struct audit_entry a = {actor, "key.revoke", org_id, NULL, NULL};
     char *state = NULL, *after = NULL;
     int rc;
 

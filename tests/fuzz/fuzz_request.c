@@ -75,9 +75,9 @@ int registry_resize(struct registry *reg, const char *org_id, unsigned size,
     return POOLD_OK;
 }
 
-int registry_resize_by(struct registry *reg, const char *org_id,
-                       unsigned size, const struct audit_actor *actor,
-                       struct pool_stats *out, char *err, size_t errlen)
+int registry_resize_by(struct registry *reg, const char *org_id, unsigned size,
+                       const struct audit_actor *actor, struct pool_stats *out,
+                       char *err, size_t errlen)
 {
     (void)actor;
     return registry_resize(reg, org_id, size, out, err, errlen);
@@ -93,8 +93,8 @@ int registry_admit(struct registry *reg, const char *org_id, char *err,
 }
 
 /* No database: admin routes that need one answer 503. */
-int registry_admin_begin(struct registry *reg, struct db_conn **conn,
-                         char *err, size_t errlen)
+int registry_admin_begin(struct registry *reg, struct db_conn **conn, char *err,
+                         size_t errlen)
 {
     (void)reg;
     *conn = NULL;
@@ -115,7 +115,7 @@ void registry_foreach_pool(struct registry *reg,
                                       const struct pool_stats *stats),
                            void *arg)
 {
-    struct pool_stats st = { .max_size = 4, .idle = 1 };
+    struct pool_stats st = {.max_size = 4, .idle = 1};
     (void)reg;
     fn(arg, "org_000", &st);
 }
@@ -194,8 +194,10 @@ static struct metrics *m;
 
 static void setup(void)
 {
-    struct handlers_config cfg = { .reg = NULL, .admin_token = "tok",
-                                   .pool_ceiling = 256, .retry_after_s = 1 };
+    struct handlers_config cfg = {.reg = NULL,
+                                  .admin_token = "tok",
+                                  .pool_ceiling = 256,
+                                  .retry_after_s = 1};
     log_init(LOG_FORMAT_TEXT, LOG_ERROR);
     static const char *names[64];
     for (size_t i = 0; i < handlers_nroutes && i < 64; i++)
@@ -233,11 +235,15 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     char *body = malloc(body_len ? body_len : 1);
     memcpy(body, body_in, body_len);
     struct http_request req = {
-        .method = route->method, .path = route->pattern,
-        .param = org, .param_len = org_len,
-        .body = body, .body_len = body_len,
+        .method = route->method,
+        .path = route->pattern,
+        .param = org,
+        .param_len = org_len,
+        .body = body,
+        .body_len = body_len,
         .content_type = ct_len ? ct : NULL,
-        .authorization = "Bearer tok", .request_id = "fuzz",
+        .authorization = "Bearer tok",
+        .request_id = "fuzz",
     };
     struct http_response resp;
     memset(&resp, 0, sizeof resp);

@@ -32,8 +32,8 @@ static void sql(PGconn *c, const char *q)
 {
     PGresult *r = PQexec(c, q);
     ExecStatusType st = PQresultStatus(r);
-    ck_assert_msg(st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK,
-                  "%s: %s", q, PQerrorMessage(c));
+    ck_assert_msg(st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK, "%s: %s", q,
+                  PQerrorMessage(c));
     PQclear(r);
 }
 
@@ -61,8 +61,9 @@ static void cleanup_db(void)
 static struct registry_config base_config(void)
 {
     struct registry_config cfg = {
-        .db = { .url = db_url(), .application_name = "poold",
-                .connect_timeout_s = 5 },
+        .db = {.url = db_url(),
+               .application_name = "poold",
+               .connect_timeout_s = 5},
         .pooled = true,
         .default_size = 4,
         .ceiling = 256,
@@ -90,15 +91,17 @@ static int process(struct registry *reg, const char *org, const char *id,
                    const char *payload, struct service_result *res)
 {
     char err[256];
-    struct message m = { .id = id, .id_len = strlen(id), .payload = payload,
-                         .payload_len = strlen(payload) };
+    struct message m = {.id = id,
+                        .id_len = strlen(id),
+                        .payload = payload,
+                        .payload_len = strlen(payload)};
     return registry_process(reg, org, &m, res, err, sizeof err);
 }
 
 /* Rules per demo org (sql/100_demo_orgs.sql): org i has this many. */
 static unsigned demo_checks(int org)
 {
-    static const unsigned by_mod[5] = { 2, 4, 2, 5, 1 };
+    static const unsigned by_mod[5] = {2, 4, 2, 5, 1};
     return by_mod[org % 5];
 }
 
@@ -157,7 +160,7 @@ START_TEST(test_isolation_many_threads)
     atomic_int wrong = 0;
 
     for (int i = 0; i < ISO_THREADS; i++) {
-        args[i] = (struct iso_arg){ reg, i, &wrong };
+        args[i] = (struct iso_arg){reg, i, &wrong};
         ck_assert_int_eq(pthread_create(&t[i], NULL, iso_worker, &args[i]), 0);
     }
     for (int i = 0; i < ISO_THREADS; i++)
@@ -165,7 +168,7 @@ START_TEST(test_isolation_many_threads)
     ck_assert_int_eq(atomic_load(&wrong), 0);
 
     /* One pool per org that asked, each never above its size. */
-    struct count_arg c = { 0, 0 };
+    struct count_arg c = {0, 0};
     registry_foreach_pool(reg, count_pools, &c);
     ck_assert_int_eq(c.n, ISO_ORGS);
     ck_assert_uint_le(c.max_peak, 4);
@@ -181,7 +184,8 @@ START_TEST(test_isolation_many_threads)
              "SELECT count(*) FROM processed_messages WHERE message_id LIKE "
              "'treg_iso_%%' AND org_id <> format('org_%%s', lpad(((split_part("
              "message_id, '_', 3)::int * 7 + split_part(message_id, '_', 4)"
-             "::int) %% %d)::text, 3, '0'))", ISO_ORGS);
+             "::int) %% %d)::text, 3, '0'))",
+             ISO_ORGS);
     ck_assert_int_eq(sql_int(db, q), 0);
     PQfinish(db);
 }
@@ -245,12 +249,12 @@ static int run_cap_load(struct registry *reg, long long *max_seen)
 {
     pthread_t t[CAP_THREADS], st;
     struct cap_arg args[CAP_THREADS];
-    struct sampler s = { .max_seen = 0 };
+    struct sampler s = {.max_seen = 0};
     atomic_int failed = 0;
 
     ck_assert_int_eq(pthread_create(&st, NULL, sample_backends, &s), 0);
     for (int i = 0; i < CAP_THREADS; i++) {
-        args[i] = (struct cap_arg){ reg, i, &failed };
+        args[i] = (struct cap_arg){reg, i, &failed};
         ck_assert_int_eq(pthread_create(&t[i], NULL, cap_worker, &args[i]), 0);
     }
     for (int i = 0; i < CAP_THREADS; i++)
@@ -322,9 +326,9 @@ static void flood_start(struct flood *f, struct registry *reg, int n)
     f->n = n;
     atomic_store(&f->stop, false);
     for (int i = 0; i < n; i++) {
-        f->args[i] = (struct flood_arg){ reg, i, &f->stop };
-        ck_assert_int_eq(pthread_create(&f->t[i], NULL, flood_worker,
-                                        &f->args[i]), 0);
+        f->args[i] = (struct flood_arg){reg, i, &f->stop};
+        ck_assert_int_eq(
+            pthread_create(&f->t[i], NULL, flood_worker, &f->args[i]), 0);
     }
 }
 
@@ -393,7 +397,8 @@ START_TEST(test_orgs_take_turns_at_a_cap_of_one)
     ck_assert_uint_eq(a.created, 10);
     ck_assert_uint_eq(b.created, 10);
     ck_assert_uint_eq(a.destroyed_by[POOL_DESTROY_EVICTED] +
-                          b.destroyed_by[POOL_DESTROY_EVICTED], 19);
+                          b.destroyed_by[POOL_DESTROY_EVICTED],
+                      19);
     registry_destroy(reg);
 }
 END_TEST
@@ -466,7 +471,8 @@ START_TEST(test_config_change_retires)
     struct pool_stats st;
     ck_assert_int_eq(registry_pool_stats(reg, "treg_cfg", &st), POOLD_OK);
     ck_assert_uint_ge(st.destroyed_by[POOL_DESTROY_RETIRED] +
-                          st.destroyed_by[POOL_DESTROY_INVALID], 1);
+                          st.destroyed_by[POOL_DESTROY_INVALID],
+                      1);
 
     /* Disabling the org makes it unknown within the same bound. */
     sql(db, "UPDATE orgs SET enabled = false WHERE org_id = 'treg_cfg'");
@@ -504,7 +510,7 @@ START_TEST(test_config_change_retires_active_on_release)
     struct registry_config cfg = base_config();
     cfg.process_cost_ms = 1500;
     struct registry *reg = start(&cfg);
-    struct slow_arg a = { .reg = reg };
+    struct slow_arg a = {.reg = reg};
     struct pool_stats st;
     pthread_t t;
 
@@ -558,11 +564,15 @@ START_TEST(test_config_change_committed_out_of_order)
     ck_assert(wait_for_checks(reg, "treg_ooo1", 0));
     ck_assert(wait_for_checks(reg, "treg_ooo2", 0));
     sql(slow, "BEGIN");
-    snprintf(q, sizeof q, "UPDATE orgs SET config = %s WHERE org_id = "
-             "'treg_ooo1'", two_rules);
+    snprintf(q, sizeof q,
+             "UPDATE orgs SET config = %s WHERE org_id = "
+             "'treg_ooo1'",
+             two_rules);
     sql(slow, q); /* takes version N, not committed yet */
-    snprintf(q, sizeof q, "UPDATE orgs SET config = %s WHERE org_id = "
-             "'treg_ooo2'", two_rules);
+    snprintf(q, sizeof q,
+             "UPDATE orgs SET config = %s WHERE org_id = "
+             "'treg_ooo2'",
+             two_rules);
     sql(db, q); /* takes N + 1, committed */
     ck_assert(wait_for_checks(reg, "treg_ooo2", 2));
     sql(slow, "COMMIT");
@@ -598,15 +608,15 @@ START_TEST(test_org_deleted_while_requests_wait)
     struct registry_config cfg = base_config();
     cfg.build_cost_ms = 1500;
     struct registry *reg = start(&cfg);
-    struct del_arg a = { reg, "treg_del_a", 0, { 0 } };
-    struct del_arg b = { reg, "treg_del_b", 0, { 0 } };
+    struct del_arg a = {reg, "treg_del_a", 0, {0}};
+    struct del_arg b = {reg, "treg_del_b", 0, {0}};
     struct pool_stats st;
     pthread_t ta, tb;
 
     ck_assert_int_eq(pthread_create(&ta, NULL, del_request, &a), 0);
     uint64_t deadline = clock_now_ns() + 5 * NS_PER_S;
     /* A's pool exists once A was routed; its build then takes 1.5 s. */
-    struct count_arg c = { 0, 0 };
+    struct count_arg c = {0, 0};
     while (c.n == 0 && clock_now_ns() < deadline) {
         c.n = 0;
         registry_foreach_pool(reg, count_pools, &c);
@@ -682,7 +692,7 @@ START_TEST(test_unknown_org_flood)
     }
     registry_conn_stats(reg, &after);
     /* No pool and no connection for any of them. */
-    struct count_arg c = { 0, 0 };
+    struct count_arg c = {0, 0};
     registry_foreach_pool(reg, count_pools, &c);
     ck_assert_int_eq(c.n, 0);
     ck_assert_uint_eq(after.created, before.created);
@@ -702,11 +712,9 @@ START_TEST(test_resize_persists)
 
     ck_assert_int_eq(registry_resize(reg, "org_007", 0, &st, err, sizeof err),
                      POOLD_ERR_INVALID);
-    ck_assert_int_eq(registry_resize(reg, "org_007", 257, &st, err,
-                                     sizeof err),
+    ck_assert_int_eq(registry_resize(reg, "org_007", 257, &st, err, sizeof err),
                      POOLD_ERR_INVALID);
-    ck_assert_int_eq(registry_resize(reg, "treg_nope", 3, &st, err,
-                                     sizeof err),
+    ck_assert_int_eq(registry_resize(reg, "treg_nope", 3, &st, err, sizeof err),
                      POOLD_ERR_UNKNOWN_ORG);
     ck_assert_int_eq(registry_resize(reg, "org_007", 7, &st, err, sizeof err),
                      POOLD_OK);
@@ -733,9 +741,9 @@ END_TEST
 static struct {
     pthread_mutex_t mu;
     pthread_cond_t cv;
-    bool armed;         /* the next RESIZE_STORED point holds */
-    bool second_waits;  /* the second resize waits for the connection */
-} H = { PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, false, false };
+    bool armed;        /* the next RESIZE_STORED point holds */
+    bool second_waits; /* the second resize waits for the connection */
+} H = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, false, false};
 static _Thread_local bool tl_second_resize; /* not housekeeping's wait */
 
 void registry_test_hook(struct registry *reg, enum registry_test_point where)
@@ -783,7 +791,7 @@ START_TEST(test_resizes_apply_in_stored_order)
     /* A pool exists, so both resizes apply to it. */
     ck_assert_int_eq(process(reg, "org_012", "treg_rs1", "00", &res), POOLD_OK);
 
-    struct resize_arg first = { reg, 5, -1 }, second = { reg, 7, -1 };
+    struct resize_arg first = {reg, 5, -1}, second = {reg, 7, -1};
     pthread_t t1, t2;
     H.armed = true;
     H.second_waits = false;
@@ -850,7 +858,7 @@ START_TEST(test_mode_none_closes_everything)
     ck_assert_int_eq(process(reg, "org_004", "treg_none_0", "ab", &res),
                      POOLD_OK);
     ck_assert(res.duplicate);
-    struct count_arg c = { 0, 0 };
+    struct count_arg c = {0, 0};
     registry_foreach_pool(reg, count_pools, &c);
     ck_assert_int_eq(c.n, 0);
     registry_destroy(reg);

@@ -67,7 +67,8 @@ static void org_add(const char *id, const char *config, bool enabled)
 static long long backends_of_app(void)
 {
     return admin_ll("SELECT count(*) FROM pg_stat_activity"
-                    " WHERE application_name = $1", app_name);
+                    " WHERE application_name = $1",
+                    app_name);
 }
 
 /* Poll (bounded) until this test's application has n backends. */
@@ -89,8 +90,7 @@ static void wait_backend_gone(int pid)
     snprintf(p, sizeof p, "%d", pid);
     while (admin_ll("SELECT count(*) FROM pg_stat_activity WHERE pid = $1",
                     p) != 0) {
-        ck_assert_msg(clock_now_ns() < end, "backend %d never went away",
-                      pid);
+        ck_assert_msg(clock_now_ns() < end, "backend %d never went away", pid);
         clock_sleep_ms(5);
     }
 }
@@ -128,12 +128,11 @@ static void setup(void)
                   PQerrorMessage(admin));
     /* Unique per test process: counts of backends cannot mix. */
     snprintf(app_name, sizeof app_name, "tsvc-%ld", (long)getpid());
-    settings = (struct db_settings){ .url = db_url,
-                                     .application_name = app_name,
-                                     .connect_timeout_s = 5 };
-    env = (struct service_env){ .db = &settings,
-                                .conn_acquire_timeout_ns = NS_PER_S,
-                                .conn_check_idle_ns = NS_PER_S };
+    settings = (struct db_settings){
+        .url = db_url, .application_name = app_name, .connect_timeout_s = 5};
+    env = (struct service_env){.db = &settings,
+                               .conn_acquire_timeout_ns = NS_PER_S,
+                               .conn_check_idle_ns = NS_PER_S};
     cleanup_rows();
 }
 
@@ -165,8 +164,10 @@ static struct service *create_ok(const char *org)
 static int process(struct service *svc, const char *id, const char *payload,
                    struct service_result *out)
 {
-    struct message m = { .id = id, .id_len = strlen(id), .payload = payload,
-                         .payload_len = strlen(payload) };
+    struct message m = {.id = id,
+                        .id_len = strlen(id),
+                        .payload = payload,
+                        .payload_len = strlen(payload)};
     service_hydrate(svc, &m);
     int rc = service_process(svc, out, err, sizeof err);
     ck_assert(service_reset(svc));
@@ -190,10 +191,10 @@ static void expect(struct service *svc, const char *id, const char *payload,
 static void stored_failed(const char *org, const char *id, char *buf,
                           size_t len)
 {
-    PGresult *res = admin_query(
-        "SELECT failed_rules::text FROM processed_messages"
-        " WHERE org_id = $1 AND message_id = $2",
-        org, id, (const char *)NULL);
+    PGresult *res =
+        admin_query("SELECT failed_rules::text FROM processed_messages"
+                    " WHERE org_id = $1 AND message_id = $2",
+                    org, id, (const char *)NULL);
     snprintf(buf, len, "%s", PQntuples(res) ? PQgetvalue(res, 0, 0) : "");
     PQclear(res);
 }
@@ -202,9 +203,9 @@ static void stored_failed(const char *org, const char *id, char *buf,
 
 START_TEST(org_id_validator)
 {
-    static const char *good[] = { "a", "org_001", "A-b_9", "tsvc_x" };
-    static const char *bad[] = { "", "org 1", "org/1", "org.1", "ö", "a\n",
-                                 "a'b", "%" };
+    static const char *good[] = {"a", "org_001", "A-b_9", "tsvc_x"};
+    static const char *bad[] = {"",  "org 1", "org/1", "org.1",
+                                "ö", "a\n",   "a'b",   "%"};
     char max[ORG_ID_MAX + 2];
 
     for (size_t i = 0; i < sizeof good / sizeof good[0]; i++)
@@ -229,34 +230,36 @@ START_TEST(catalog_schema_fingerprint_load_store)
     bool found = false;
 
     ck_assert_int_eq(catalog_check_schema(conn, err, sizeof err), POOLD_OK);
-    ck_assert_int_eq(catalog_fingerprint(conn, &count, &version, err,
-                                         sizeof err), POOLD_OK);
+    ck_assert_int_eq(
+        catalog_fingerprint(conn, &count, &version, err, sizeof err), POOLD_OK);
     org_add("tsvc_cat", "{}", false);
-    ck_assert_int_eq(catalog_fingerprint(conn, &count2, &version2, err,
-                                         sizeof err), POOLD_OK);
+    ck_assert_int_eq(
+        catalog_fingerprint(conn, &count2, &version2, err, sizeof err),
+        POOLD_OK);
     ck_assert_int_eq(count2, count + 1);
     ck_assert_int_ne(version2, version);
 
     long long row_version = admin_ll(
         "SELECT config_version FROM orgs WHERE org_id = $1", "tsvc_cat");
-    ck_assert_int_eq(catalog_store_pool_size(conn, "tsvc_cat", 7, err,
-                                             sizeof err), POOLD_OK);
+    ck_assert_int_eq(
+        catalog_store_pool_size(conn, "tsvc_cat", 7, err, sizeof err),
+        POOLD_OK);
     /* A resize moves the fingerprint (poold applies sizes set in SQL)
      * but is no configuration change: the row's version stays. */
-    ck_assert_int_eq(catalog_fingerprint(conn, &count, &version, err,
-                                         sizeof err), POOLD_OK);
+    ck_assert_int_eq(
+        catalog_fingerprint(conn, &count, &version, err, sizeof err), POOLD_OK);
     ck_assert_int_ne(version, version2);
     version2 = admin_ll("SELECT config_version FROM orgs WHERE org_id = $1",
                         "tsvc_cat");
     ck_assert_int_eq(version2, row_version);
-    ck_assert_int_eq(catalog_store_pool_size(conn, "tsvc_nope", 7, err,
-                                             sizeof err),
-                     POOLD_ERR_UNKNOWN_ORG);
-    ck_assert_int_eq(catalog_store_pool_size(conn, "tsvc_cat", 0, err,
-                                             sizeof err), POOLD_ERR_INVALID);
+    ck_assert_int_eq(
+        catalog_store_pool_size(conn, "tsvc_nope", 7, err, sizeof err),
+        POOLD_ERR_UNKNOWN_ORG);
+    ck_assert_int_eq(
+        catalog_store_pool_size(conn, "tsvc_cat", 0, err, sizeof err),
+        POOLD_ERR_INVALID);
 
-    ck_assert_int_eq(catalog_load(conn, &orgs, &n, err, sizeof err),
-                     POOLD_OK);
+    ck_assert_int_eq(catalog_load(conn, &orgs, &n, err, sizeof err), POOLD_OK);
     ck_assert_uint_ge(n, 1);
     for (size_t i = 0; i < n; i++) {
         if (strcmp(orgs[i].org_id, "tsvc_cat") != 0)
@@ -286,10 +289,9 @@ START_TEST(catalog_schema_missing_is_explained)
     s.url = url;
     ck_assert_int_eq(db_conn_open(&s, clock_now_ns(), &conn, err, sizeof err),
                      POOLD_OK);
-    ck_assert_int_eq(catalog_check_schema(conn, err, sizeof err),
-                     POOLD_ERR_DB);
-    ck_assert_msg(strstr(err, "table orgs not found: apply sql/") != NULL,
-                  "%s", err);
+    ck_assert_int_eq(catalog_check_schema(conn, err, sizeof err), POOLD_ERR_DB);
+    ck_assert_msg(strstr(err, "table orgs not found: apply sql/") != NULL, "%s",
+                  err);
     db_conn_close(conn);
 }
 END_TEST
@@ -302,8 +304,7 @@ START_TEST(db_open_failure_is_reported)
     struct db_settings s = settings;
 
     s.url = "postgresql://poold@127.0.0.1:1/pools"; /* nothing listens */
-    ck_assert_int_eq(db_conn_open(&s, 0, &conn, err, sizeof err),
-                     POOLD_ERR_DB);
+    ck_assert_int_eq(db_conn_open(&s, 0, &conn, err, sizeof err), POOLD_ERR_DB);
     ck_assert_ptr_null(conn);
     ck_assert_msg(strstr(err, "connect:") != NULL, "%s", err);
     ck_assert(err[strlen(err) - 1] != '\n');
@@ -323,10 +324,10 @@ START_TEST(db_open_keeps_url_options_and_adds_timeouts)
     struct db_conn *conn = NULL;
     ck_assert_int_eq(db_conn_open(&s, clock_now_ns(), &conn, err, sizeof err),
                      POOLD_OK);
-    PGresult *res = PQexec(db_conn_pg(conn),
-                           "SELECT current_setting('search_path'), "
-                           "current_setting('statement_timeout'), "
-                           "current_setting('lock_timeout')");
+    PGresult *res =
+        PQexec(db_conn_pg(conn), "SELECT current_setting('search_path'), "
+                                 "current_setting('statement_timeout'), "
+                                 "current_setting('lock_timeout')");
     ck_assert_int_eq(PQresultStatus(res), PGRES_TUPLES_OK);
     ck_assert_str_eq(PQgetvalue(res, 0, 0), "tsvc_nowhere");
     ck_assert_str_eq(PQgetvalue(res, 0, 1), "1234ms");
@@ -408,15 +409,23 @@ START_TEST(own_each_rule_type)
     struct service *svc;
     char failed[128];
 
-    org_add("tsvc_max", "{\"rules\":[{\"type\":\"max_payload_bytes\","
-                        "\"value\":4}]}", true);
-    org_add("tsvc_min", "{\"rules\":[{\"type\":\"min_payload_bytes\","
-                        "\"value\":2}]}", true);
+    org_add("tsvc_max",
+            "{\"rules\":[{\"type\":\"max_payload_bytes\","
+            "\"value\":4}]}",
+            true);
+    org_add("tsvc_min",
+            "{\"rules\":[{\"type\":\"min_payload_bytes\","
+            "\"value\":2}]}",
+            true);
     org_add("tsvc_hex", "{\"rules\":[{\"type\":\"hex_payload\"}]}", true);
-    org_add("tsvc_pre", "{\"rules\":[{\"type\":\"id_prefix\","
-                        "\"value\":\"msg_\"}]}", true);
-    org_add("tsvc_sub", "{\"rules\":[{\"type\":\"forbidden_substring\","
-                        "\"value\":\"dead\"}]}", true);
+    org_add("tsvc_pre",
+            "{\"rules\":[{\"type\":\"id_prefix\","
+            "\"value\":\"msg_\"}]}",
+            true);
+    org_add("tsvc_sub",
+            "{\"rules\":[{\"type\":\"forbidden_substring\","
+            "\"value\":\"dead\"}]}",
+            true);
     org_add("tsvc_none", "{}", true);
 
     svc = create_ok("tsvc_max");
@@ -457,7 +466,9 @@ START_TEST(own_each_rule_type)
     expect(svc, "a", "", 0, 0);
     service_close(svc);
     ck_assert_int_eq(admin_ll("SELECT count(*) FROM processed_messages"
-                              " WHERE org_id LIKE $1", "tsvc_%"), 12);
+                              " WHERE org_id LIKE $1",
+                              "tsvc_%"),
+                     12);
     wait_backends(0);
 }
 END_TEST
@@ -468,11 +479,13 @@ START_TEST(own_combined_rules_stored_in_order)
     struct service_result r;
     char failed[256];
 
-    org_add("tsvc_comb", "{\"rules\":["
-                         "{\"type\":\"forbidden_substring\",\"value\":\"zz\"},"
-                         "{\"type\":\"max_payload_bytes\",\"value\":3},"
-                         "{\"type\":\"id_prefix\",\"value\":\"msg_\"},"
-                         "{\"type\":\"hex_payload\"}]}", true);
+    org_add("tsvc_comb",
+            "{\"rules\":["
+            "{\"type\":\"forbidden_substring\",\"value\":\"zz\"},"
+            "{\"type\":\"max_payload_bytes\",\"value\":3},"
+            "{\"type\":\"id_prefix\",\"value\":\"msg_\"},"
+            "{\"type\":\"hex_payload\"}]}",
+            true);
     svc = create_ok("tsvc_comb");
     ck_assert_int_eq(process(svc, "x1", "zzzz", &r), POOLD_OK);
     ck_assert_uint_eq(r.verdict.nfailed, 4);
@@ -494,8 +507,9 @@ START_TEST(own_duplicate_and_conflict)
     struct service *svc;
     struct service_result r;
 
-    org_add("tsvc_dup", "{\"rules\":[{\"type\":\"hex_payload\"},"
-                        "{\"type\":\"max_payload_bytes\",\"value\":8}]}",
+    org_add("tsvc_dup",
+            "{\"rules\":[{\"type\":\"hex_payload\"},"
+            "{\"type\":\"max_payload_bytes\",\"value\":8}]}",
             true);
     svc = create_ok("tsvc_dup");
     ck_assert_int_eq(process(svc, "m1", "xyz", &r), POOLD_OK);
@@ -516,9 +530,13 @@ START_TEST(own_duplicate_and_conflict)
     ck_assert_msg(strstr(err, "m1") != NULL, "%s", err);
     ck_assert_int_eq(process(svc, "m1", "", &r), POOLD_ERR_CONFLICT);
     ck_assert_int_eq(admin_ll("SELECT count(*) FROM processed_messages"
-                              " WHERE org_id = $1", "tsvc_dup"), 1);
+                              " WHERE org_id = $1",
+                              "tsvc_dup"),
+                     1);
     ck_assert_int_eq(admin_ll("SELECT checks FROM processed_messages"
-                              " WHERE org_id = $1", "tsvc_dup"), 42);
+                              " WHERE org_id = $1",
+                              "tsvc_dup"),
+                     42);
     /* Same id in another org is another message. */
     org_add("tsvc_dup2", "{}", true);
     struct service *svc2 = create_ok("tsvc_dup2");
@@ -541,7 +559,8 @@ START_TEST(own_payload_bytes_hashed_exactly)
     /* The stored hash is sha256 of the payload's UTF-8 bytes. */
     ck_assert_int_eq(admin_ll("SELECT count(*) FROM processed_messages"
                               " WHERE org_id = 'tsvc_hash' AND payload_sha256"
-                              " = sha256(convert_to($1, 'UTF8'))", payload),
+                              " = sha256(convert_to($1, 'UTF8'))",
+                              payload),
                      1);
     ck_assert_int_eq(process(svc, "h1", payload, &r), POOLD_OK);
     ck_assert(r.duplicate);
@@ -589,9 +608,9 @@ static void *race_process(void *p)
  * retry and report the committed row as a duplicate. */
 START_TEST(own_concurrent_insert_after_snapshot)
 {
-    struct race_arg a = { 0 };
-    struct message m = { .id = "r1", .id_len = 2, .payload = "abcd",
-                         .payload_len = 4 };
+    struct race_arg a = {0};
+    struct message m = {
+        .id = "r1", .id_len = 2, .payload = "abcd", .payload_len = 4};
     pthread_t th;
     char pid[16];
     uint64_t end = clock_now_ns() + POLL_LIMIT_NS;
@@ -610,7 +629,8 @@ START_TEST(own_concurrent_insert_after_snapshot)
     /* Wait until the service's INSERT blocks on the uncommitted row. */
     snprintf(pid, sizeof pid, "%d", db_conn_backend_pid(service_conn(a.svc)));
     while (admin_ll("SELECT count(*) FROM pg_stat_activity WHERE pid = $1"
-                    " AND wait_event_type = 'Lock'", pid) == 0) {
+                    " AND wait_event_type = 'Lock'",
+                    pid) == 0) {
         ck_assert_msg(clock_now_ns() < end, "service never blocked");
         clock_sleep_ms(2);
     }
@@ -635,8 +655,8 @@ START_TEST(own_same_id_from_many_services)
     enum { N = 8 };
     struct race_arg a[N];
     pthread_t th[N];
-    struct message m = { .id = "s1", .id_len = 2, .payload = "beef",
-                         .payload_len = 4 };
+    struct message m = {
+        .id = "s1", .id_len = 2, .payload = "beef", .payload_len = 4};
     int fresh = 0;
 
     org_add("tsvc_many", "{\"rules\":[{\"type\":\"hex_payload\"}]}", true);
@@ -646,8 +666,7 @@ START_TEST(own_same_id_from_many_services)
         service_hydrate(a[i].svc, &m);
     }
     for (int i = 0; i < N; i++)
-        ck_assert_int_eq(pthread_create(&th[i], NULL, race_process, &a[i]),
-                         0);
+        ck_assert_int_eq(pthread_create(&th[i], NULL, race_process, &a[i]), 0);
     for (int i = 0; i < N; i++) {
         pthread_join(th[i], NULL);
         ck_assert_msg(a[i].rc == POOLD_OK, "%s", a[i].err);
@@ -657,7 +676,9 @@ START_TEST(own_same_id_from_many_services)
     }
     ck_assert_int_eq(fresh, 1);
     ck_assert_int_eq(admin_ll("SELECT count(*) FROM processed_messages"
-                              " WHERE org_id = $1", "tsvc_many"), 1);
+                              " WHERE org_id = $1",
+                              "tsvc_many"),
+                     1);
 }
 END_TEST
 
@@ -666,10 +687,12 @@ START_TEST(own_errors_hold_nothing)
     struct service *svc = (struct service *)&svc;
 
     org_add("tsvc_off", "{}", false);
-    org_add("tsvc_bad", "{\"rules\":[{\"type\":\"hex_payload\"},"
-                        "{\"type\":\"no_such_rule\",\"value\":1}]}", true);
-    ck_assert_int_eq(service_create(&env, "tsvc_absent", &svc, err,
-                                    sizeof err), POOLD_ERR_UNKNOWN_ORG);
+    org_add("tsvc_bad",
+            "{\"rules\":[{\"type\":\"hex_payload\"},"
+            "{\"type\":\"no_such_rule\",\"value\":1}]}",
+            true);
+    ck_assert_int_eq(service_create(&env, "tsvc_absent", &svc, err, sizeof err),
+                     POOLD_ERR_UNKNOWN_ORG);
     ck_assert_ptr_null(svc);
     ck_assert_int_eq(service_create(&env, "tsvc_off", &svc, err, sizeof err),
                      POOLD_ERR_UNKNOWN_ORG);
@@ -720,8 +743,8 @@ START_TEST(own_message_forgotten_on_reset)
 {
     struct service *svc;
     struct service_result r;
-    struct message m = { .id = "f1", .id_len = 2, .payload = "x",
-                         .payload_len = 1 };
+    struct message m = {
+        .id = "f1", .id_len = 2, .payload = "x", .payload_len = 1};
 
     org_add("tsvc_fresh", "{}", true);
     svc = create_ok("tsvc_fresh");
@@ -747,13 +770,15 @@ START_TEST(own_db_error_writes_nothing)
     ck_assert(service_is_valid(svc, clock_now_ns()));
     terminate_backend(db_conn_backend_pid(service_conn(svc)));
     ck_assert(!service_is_valid(svc, clock_now_ns()));
-    struct message m = { .id = "e1", .id_len = 2, .payload = "x",
-                         .payload_len = 1 };
+    struct message m = {
+        .id = "e1", .id_len = 2, .payload = "x", .payload_len = 1};
     service_hydrate(svc, &m);
     ck_assert_int_eq(service_process(svc, &r, err, sizeof err), POOLD_ERR_DB);
     ck_assert(!service_reset(svc));
     ck_assert_int_eq(admin_ll("SELECT count(*) FROM processed_messages"
-                              " WHERE org_id = $1", "tsvc_dberr"), 0);
+                              " WHERE org_id = $1",
+                              "tsvc_dberr"),
+                     0);
     service_close(svc);
 }
 END_TEST
@@ -769,12 +794,12 @@ static uint64_t fake_clock(void *ctx)
 
 static struct pool *conns_create(unsigned max, uint64_t lifetime_ns)
 {
-    struct pool_config pc = { .name = "conns",
-                              .max_size = max,
-                              .max_waiters = 8,
-                              .max_lifetime_ns = lifetime_ns,
-                              .validate_idle_ns = 0,
-                              .clock = fake_clock };
+    struct pool_config pc = {.name = "conns",
+                             .max_size = max,
+                             .max_waiters = 8,
+                             .max_lifetime_ns = lifetime_ns,
+                             .validate_idle_ns = 0,
+                             .clock = fake_clock};
     struct pool *p = NULL;
 
     fake_now = clock_now_ns();
@@ -808,9 +833,11 @@ START_TEST(pooled_reacquired_equals_fresh)
     struct service_result r;
     int pid;
 
-    org_add("tsvc_eq", "{\"rules\":[{\"type\":\"id_prefix\",\"value\":"
-                       "\"msg_\"},{\"type\":\"forbidden_substring\","
-                       "\"value\":\"ff\"}]}", true);
+    org_add("tsvc_eq",
+            "{\"rules\":[{\"type\":\"id_prefix\",\"value\":"
+            "\"msg_\"},{\"type\":\"forbidden_substring\","
+            "\"value\":\"ff\"}]}",
+            true);
     svc = create_ok("tsvc_eq");
     pid = db_conn_backend_pid(service_conn(svc));
     expect(svc, "msg_1", "00ff", 2, 1);
@@ -963,8 +990,9 @@ START_TEST(pooled_errors_hold_nothing)
 
     org_add("tsvc_poff", "{}", false);
     org_add("tsvc_pbad", "{\"rules\":[{\"type\":\"bogus\"}]}", true);
-    ck_assert_int_eq(service_create(&env, "tsvc_pabsent", &svc, err,
-                                    sizeof err), POOLD_ERR_UNKNOWN_ORG);
+    ck_assert_int_eq(
+        service_create(&env, "tsvc_pabsent", &svc, err, sizeof err),
+        POOLD_ERR_UNKNOWN_ORG);
     ck_assert_uint_eq(stats(p).active, 0);
     ck_assert_int_eq(service_create(&env, "tsvc_poff", &svc, err, sizeof err),
                      POOLD_ERR_UNKNOWN_ORG);
@@ -1000,7 +1028,7 @@ static bool reclaim_close_victim(void *arg, const char *org_id)
 START_TEST(pooled_cap_reclaims_or_times_out)
 {
     struct pool *p = conns_create(1, 0);
-    struct reclaim_state st = { 0 };
+    struct reclaim_state st = {0};
     struct service *svc = NULL;
     uint64_t t0;
 
@@ -1018,8 +1046,8 @@ START_TEST(pooled_cap_reclaims_or_times_out)
     env.conn_acquire_timeout_ns = 50 * NS_PER_MS;
     struct service *other = (struct service *)&other;
     t0 = clock_now_ns();
-    ck_assert_int_eq(service_create(&env, "tsvc_capa", &other, err,
-                                    sizeof err), POOLD_ERR_TIMEOUT);
+    ck_assert_int_eq(service_create(&env, "tsvc_capa", &other, err, sizeof err),
+                     POOLD_ERR_TIMEOUT);
     ck_assert_uint_ge(clock_now_ns() - t0, 40 * NS_PER_MS);
     ck_assert_ptr_null(other);
     ck_assert_int_eq(st.calls, 2);
@@ -1057,8 +1085,9 @@ START_TEST(measure_build_cost)
     uint64_t t0, own_ns, pooled_ns;
     struct pool *p;
 
-    org_add("tsvc_measure", "{\"rules\":[{\"type\":\"hex_payload\"},"
-                            "{\"type\":\"max_payload_bytes\",\"value\":64}]}",
+    org_add("tsvc_measure",
+            "{\"rules\":[{\"type\":\"hex_payload\"},"
+            "{\"type\":\"max_payload_bytes\",\"value\":64}]}",
             true);
     t0 = clock_now_ns();
     for (int i = 0; i < N; i++)
@@ -1087,10 +1116,11 @@ END_TEST
 static void job_init(struct service_job *j, struct message *m, const char *id,
                      const char *payload)
 {
-    *m = (struct message){ .id = id, .id_len = strlen(id),
-                           .payload = payload,
-                           .payload_len = strlen(payload) };
-    *j = (struct service_job){ .msg = m };
+    *m = (struct message){.id = id,
+                          .id_len = strlen(id),
+                          .payload = payload,
+                          .payload_len = strlen(payload)};
+    *j = (struct service_job){.msg = m};
 }
 
 /* One statement: new ids, a repeat inside the group (same payload:
@@ -1131,11 +1161,14 @@ START_TEST(group_duplicate_and_conflict_in_one_commit)
     ck_assert_int_eq(j[6].status, POOLD_OK);
     ck_assert(!j[6].result.duplicate);
     ck_assert_int_eq(admin_ll("SELECT count(*) FROM processed_messages"
-                              " WHERE org_id = $1", "tsvc_grp"), 4);
+                              " WHERE org_id = $1",
+                              "tsvc_grp"),
+                     4);
     ck_assert_int_eq(admin_ll("SELECT count(*) FROM processed_messages"
                               " WHERE org_id = $1 AND message_id = 'g1'"
                               " AND payload_sha256 = sha256('aa'::bytea)",
-                              "tsvc_grp"), 1);
+                              "tsvc_grp"),
+                     1);
     service_close(svc);
 }
 END_TEST
@@ -1144,7 +1177,7 @@ END_TEST
 static long long session_prepared(struct db_conn *conn)
 {
     const struct db_query q = {
-        .sql = "SELECT count(*) FROM pg_prepared_statements" };
+        .sql = "SELECT count(*) FROM pg_prepared_statements"};
     PGresult *res = NULL;
     ck_assert_int_eq(db_run(conn, &q, 0, &res, err, sizeof err), POOLD_OK);
     long long n = strtoll(PQgetvalue(res, 0, 0), NULL, 10);
@@ -1176,7 +1209,9 @@ START_TEST(db_prepared_once_per_connection)
     ck_assert_int_eq(session_prepared(service_conn(svc)), 0);
     service_close(svc);
     ck_assert_int_eq(admin_ll("SELECT count(*) FROM processed_messages"
-                              " WHERE org_id = $1", "tsvc_prep"), 4);
+                              " WHERE org_id = $1",
+                              "tsvc_prep"),
+                     4);
 }
 END_TEST
 
@@ -1193,8 +1228,8 @@ static void *commit_thread(void *p)
     struct commit_arg *a = p;
     uint64_t t0 = clock_now_ns();
     char e[256];
-    a->rc = service_process_many(a->svc, &a->job, 1, a->deadline_ns, e,
-                                 sizeof e);
+    a->rc =
+        service_process_many(a->svc, &a->job, 1, a->deadline_ns, e, sizeof e);
     a->took_ns = clock_now_ns() - t0;
     return NULL;
 }
@@ -1205,9 +1240,9 @@ static void *commit_thread(void *p)
 static void blocked_commit(bool abort_it)
 {
     PGconn *other = PQconnectdb(admin_url);
-    struct message m = { .id = "l1", .id_len = 2, .payload = "abcd",
-                         .payload_len = 4 };
-    struct commit_arg a = { 0 };
+    struct message m = {
+        .id = "l1", .id_len = 2, .payload = "abcd", .payload_len = 4};
+    struct commit_arg a = {0};
     pthread_t th;
 
     ck_assert(PQstatus(other) == CONNECTION_OK);
@@ -1256,36 +1291,34 @@ static Suite *service_suite(void)
         const char *name;
         const TTest *tests[16];
     } cases[] = {
-        { "catalog",
-          { org_id_validator, catalog_schema_fingerprint_load_store,
-            catalog_schema_missing_is_explained } },
-        { "db",
-          { db_open_failure_is_reported, db_open_sets_parameters,
-            db_open_keeps_url_options_and_adds_timeouts,
-            db_dirty_connection_is_not_clean,
-            db_terminated_backend_found_without_round_trip,
-            db_idle_session_timeout_found_without_round_trip } },
-        { "own",
-          { own_each_rule_type, own_combined_rules_stored_in_order,
-            own_duplicate_and_conflict, own_payload_bytes_hashed_exactly,
-            own_stored_unknown_rule_name_is_skipped,
-            own_concurrent_insert_after_snapshot,
-            own_same_id_from_many_services, own_errors_hold_nothing,
-            own_build_cost_is_honoured, own_message_forgotten_on_reset,
-            own_db_error_writes_nothing } },
-        { "pooled",
-          { pooled_reacquired_equals_fresh, pooled_build_opens_no_connection,
-            pooled_terminated_backend_replaced,
-            pooled_idle_session_timeout_replaced, pooled_ttl_recycles,
-            pooled_dirty_connection_destroyed, pooled_errors_hold_nothing,
-            pooled_cap_reclaims_or_times_out,
-            pooled_connect_failure_is_db_error } },
-        { "group",
-          { group_duplicate_and_conflict_in_one_commit,
-            db_prepared_once_per_connection,
-            db_deadline_ends_a_blocked_commit,
-            db_abort_ends_a_blocked_commit } },
-        { "measure", { measure_build_cost } },
+        {"catalog",
+         {org_id_validator, catalog_schema_fingerprint_load_store,
+          catalog_schema_missing_is_explained}},
+        {"db",
+         {db_open_failure_is_reported, db_open_sets_parameters,
+          db_open_keeps_url_options_and_adds_timeouts,
+          db_dirty_connection_is_not_clean,
+          db_terminated_backend_found_without_round_trip,
+          db_idle_session_timeout_found_without_round_trip}},
+        {"own",
+         {own_each_rule_type, own_combined_rules_stored_in_order,
+          own_duplicate_and_conflict, own_payload_bytes_hashed_exactly,
+          own_stored_unknown_rule_name_is_skipped,
+          own_concurrent_insert_after_snapshot, own_same_id_from_many_services,
+          own_errors_hold_nothing, own_build_cost_is_honoured,
+          own_message_forgotten_on_reset, own_db_error_writes_nothing}},
+        {"pooled",
+         {pooled_reacquired_equals_fresh, pooled_build_opens_no_connection,
+          pooled_terminated_backend_replaced,
+          pooled_idle_session_timeout_replaced, pooled_ttl_recycles,
+          pooled_dirty_connection_destroyed, pooled_errors_hold_nothing,
+          pooled_cap_reclaims_or_times_out,
+          pooled_connect_failure_is_db_error}},
+        {"group",
+         {group_duplicate_and_conflict_in_one_commit,
+          db_prepared_once_per_connection, db_deadline_ends_a_blocked_commit,
+          db_abort_ends_a_blocked_commit}},
+        {"measure", {measure_build_cost}},
     };
 
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {

@@ -42,10 +42,10 @@ START_TEST(test_half_open_allows_one_attempt)
     breaker_init(&b, 7);
     breaker_failure(&b, T0);
     uint64_t t = T0 + b.backoff_ns;
-    ck_assert(breaker_allow(&b, t));      /* the probe */
-    ck_assert(!breaker_allow(&b, t));     /* everyone else meanwhile */
+    ck_assert(breaker_allow(&b, t));  /* the probe */
+    ck_assert(!breaker_allow(&b, t)); /* everyone else meanwhile */
     ck_assert(!breaker_allow(&b, t + 1));
-    breaker_failure(&b, t + 1);           /* the probe failed: longer */
+    breaker_failure(&b, t + 1); /* the probe failed: longer */
     ck_assert(!breaker_allow(&b, t + 1 + MIN_NS / 2 - 1));
     breaker_deinit(&b);
 }

@@ -47,7 +47,7 @@ END_TEST
 
 START_TEST(hex_round_trip_and_rejects)
 {
-    unsigned char in[4] = { 0x00, 0x7f, 0xa0, 0xff }, out[4];
+    unsigned char in[4] = {0x00, 0x7f, 0xa0, 0xff}, out[4];
     char hex[9];
 
     keys_hex(in, 4, hex);
@@ -59,8 +59,7 @@ START_TEST(hex_round_trip_and_rejects)
 }
 END_TEST
 
-static struct keys_entry entry(const char *key, const char *id,
-                               const char *org)
+static struct keys_entry entry(const char *key, const char *id, const char *org)
 {
     struct keys_entry e;
 
@@ -74,9 +73,8 @@ static struct keys_entry entry(const char *key, const char *id,
 START_TEST(set_finds_live_keys_only)
 {
     struct keys_set *set;
-    struct keys_entry v[2] = { entry("pk_a", "key_000000000000000a", "org_a"),
-                               entry("pk_b", "key_000000000000000b",
-                                     "org_b") };
+    struct keys_entry v[2] = {entry("pk_a", "key_000000000000000a", "org_a"),
+                              entry("pk_b", "key_000000000000000b", "org_b")};
     char org[ORG_ID_MAX + 1];
 
     ck_assert_int_eq(keys_set_create(&set), POOLD_OK);
@@ -89,7 +87,7 @@ START_TEST(set_finds_live_keys_only)
     ck_assert(keys_set_find(set, "pk_b", 4, org));
     ck_assert_str_eq(org, "org_b");
     ck_assert(!keys_set_find(set, "pk_c", 4, org));
-    ck_assert(!keys_set_find(set, "pk_", 3, org));  /* a prefix */
+    ck_assert(!keys_set_find(set, "pk_", 3, org));   /* a prefix */
     ck_assert(!keys_set_find(set, "pk_ab", 5, org)); /* an extension */
     ck_assert(!keys_set_find(set, "", 0, org));
     /* A reload without pk_a: revoked. */

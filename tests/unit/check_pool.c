@@ -65,12 +65,12 @@ struct fake_obj {
 };
 
 static struct fake {
-    struct pool *pool;           /* for re-entering the pool from callbacks */
+    struct pool *pool; /* for re-entering the pool from callbacks */
     atomic_int next_id;
     atomic_int created, destroyed;
     atomic_int destroyed_by[POOL_DESTROY__COUNT];
     atomic_int last_destroyed_id;
-    atomic_int fail_next; /* the next n creates fail with POOLD_ERR_DB */
+    atomic_int fail_next;    /* the next n creates fail with POOLD_ERR_DB */
     atomic_int invalid_upto; /* validate() refuses ids <= this */
     atomic_int invalid_mod;  /* ... and ids divisible by this (0: none) */
     atomic_int validations;
@@ -116,8 +116,8 @@ static int fake_create(void *ctx, void **obj)
     fake_reenter();
     fake_create_gate();
     int left = atomic_load(&F.fail_next);
-    while (left > 0 && !atomic_compare_exchange_weak(&F.fail_next, &left,
-                                                     left - 1))
+    while (left > 0 &&
+           !atomic_compare_exchange_weak(&F.fail_next, &left, left - 1))
         ;
     if (left > 0)
         return POOLD_ERR_DB;
@@ -174,7 +174,7 @@ static const struct pool_ops plain_ops = {
 
 static void fake_setup(void)
 {
-    struct fake zero = { .pool = NULL };
+    struct fake zero = {.pool = NULL};
     F = zero;
     pthread_mutex_init(&F.mu, NULL);
     pthread_cond_init(&F.cv, NULL);
@@ -192,9 +192,8 @@ static void fake_teardown(void)
 /* A config with the fake clock; tests change what they need. */
 static struct pool_config base_cfg(unsigned max_size)
 {
-    return (struct pool_config){ .name = "test",
-                                 .max_size = max_size,
-                                 .clock = fake_clock };
+    return (struct pool_config){
+        .name = "test", .max_size = max_size, .clock = fake_clock};
 }
 
 /* Create the test's pool into F.pool (destroyed by the teardown). */
@@ -257,22 +256,21 @@ struct borrower {
     pthread_t tid;
     struct pool *pool;
     uint64_t timeout_ns;
-    bool hold;            /* keep the item until release_holders() */
-    int tag;              /* recorded in B.order when served */
+    bool hold; /* keep the item until release_holders() */
+    int tag;   /* recorded in B.order when served */
     int rc;
-    int id;               /* object id obtained, 0 if none */
+    int id; /* object id obtained, 0 if none */
     struct pool_item *it;
 };
 
 static struct {
     pthread_mutex_t mu;
     pthread_cond_t cv;
-    int got;    /* borrowers that obtained their item */
-    bool go;    /* holders may release */
+    int got; /* borrowers that obtained their item */
+    bool go; /* holders may release */
     int order[16];
     int norder;
-} B = { PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0, false,
-        { 0 }, 0 };
+} B = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0, false, {0}, 0};
 
 static void *borrower_main(void *arg)
 {
@@ -305,8 +303,8 @@ static void borrowers_reset(void)
 static void borrower_start(struct borrower *b, struct pool *pool,
                            uint64_t timeout_ns, bool hold, int tag)
 {
-    *b = (struct borrower){ .pool = pool, .timeout_ns = timeout_ns,
-                            .hold = hold, .tag = tag };
+    *b = (struct borrower){
+        .pool = pool, .timeout_ns = timeout_ns, .hold = hold, .tag = tag};
     ck_assert_int_eq(pthread_create(&b->tid, NULL, borrower_main, b), 0);
 }
 
@@ -336,7 +334,7 @@ START_TEST(test_create_rejects_bad_config)
     cfg = base_cfg(4);
     cfg.capacity = 2;
     ck_assert_int_eq(pool_create(&fake_ops, NULL, &cfg, &p), POOLD_ERR_INVALID);
-    struct pool_ops no_create = { .destroy = fake_destroy };
+    struct pool_ops no_create = {.destroy = fake_destroy};
     cfg = base_cfg(4);
     ck_assert_int_eq(pool_create(&no_create, NULL, &cfg, &p),
                      POOLD_ERR_INVALID);
@@ -636,8 +634,7 @@ END_TEST
 /* ---- lifetimes, idle, validation ----------------------------------------- */
 
 /* The first fake time at which the item counts as expired. */
-static uint64_t expiry_of(struct pool *pool, struct pool_item *it,
-                          uint64_t hi)
+static uint64_t expiry_of(struct pool *pool, struct pool_item *it, uint64_t hi)
 {
     uint64_t lo = 0;
     while (lo < hi) {
@@ -941,7 +938,7 @@ START_TEST(test_evict_idle_longest_first)
     for (int i = 0; i < 3; i++)
         it[i] = take(pool);
     /* Released at 1 s, 2 s, 3 s: in the order 2, 0, 1. */
-    int order[3] = { 2, 0, 1 };
+    int order[3] = {2, 0, 1};
     for (int i = 0; i < 3; i++) {
         atomic_store(&fake_now_ns, (uint64_t)(i + 1) * S);
         pool_release(pool, it[order[i]]);
@@ -1080,8 +1077,7 @@ static bool stress_check(struct pool *pool)
            st.active <= STRESS_CAPACITY && st.peak_active <= STRESS_CAPACITY;
 }
 
-static void stress_step(struct stresser *t, struct pool_item **held,
-                        int *nheld)
+static void stress_step(struct stresser *t, struct pool_item **held, int *nheld)
 {
     unsigned r = stress_rand(&t->seed) % 100;
     if (r < 45 && *nheld < 2) {
@@ -1139,8 +1135,8 @@ START_TEST(test_stress_invariants)
     atomic_store(&F.invalid_mod, 7); /* some objects fail validation */
     struct stresser t[STRESS_THREADS];
     for (int i = 0; i < STRESS_THREADS; i++) {
-        t[i] = (struct stresser){ .pool = pool, .seed = 7u * (unsigned)i + 1,
-                                  .iterations = 3000 };
+        t[i] = (struct stresser){
+            .pool = pool, .seed = 7u * (unsigned)i + 1, .iterations = 3000};
         ck_assert_int_eq(pthread_create(&t[i].tid, NULL, stress_main, &t[i]),
                          0);
     }

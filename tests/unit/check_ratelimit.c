@@ -39,12 +39,11 @@ START_TEST(batch_larger_than_burst_never_passes)
     uint64_t retry;
 
     ratelimit_bucket_init(&b, 1000.0, 10, T0);
-    ck_assert_int_eq(ratelimit_bucket_take(&b, 11, T0 + 3600 * NS_PER_S,
-                                           &retry),
-                     RATELIMIT_NEVER);
+    ck_assert_int_eq(
+        ratelimit_bucket_take(&b, 11, T0 + 3600 * NS_PER_S, &retry),
+        RATELIMIT_NEVER);
     ck_assert_uint_eq(retry, UINT64_MAX);
-    ck_assert_int_eq(ratelimit_bucket_take(&b, 10, T0, &retry),
-                     RATELIMIT_PASS);
+    ck_assert_int_eq(ratelimit_bucket_take(&b, 10, T0, &retry), RATELIMIT_PASS);
     ck_assert_int_eq(ratelimit_bucket_take(&b, 5, T0, &retry), RATELIMIT_WAIT);
     ck_assert_uint_eq(retry, 5 * NS_PER_S / 1000);
 }
@@ -78,7 +77,7 @@ END_TEST
 START_TEST(table_limits_one_org_not_its_neighbour)
 {
     struct ratelimit_table *t;
-    struct ratelimit_setting s[1] = { { "org_a", 1.0, 2 } };
+    struct ratelimit_setting s[1] = {{"org_a", 1.0, 2}};
     uint64_t retry;
 
     ck_assert_int_eq(ratelimit_table_create(&t), POOLD_OK);
@@ -104,7 +103,7 @@ END_TEST
 START_TEST(table_sync_changes_and_removes_limits)
 {
     struct ratelimit_table *t;
-    struct ratelimit_setting a = { "org_a", 1.0, 5 };
+    struct ratelimit_setting a = {"org_a", 1.0, 5};
     uint64_t retry;
 
     ck_assert_int_eq(ratelimit_table_create(&t), POOLD_OK);

@@ -46,8 +46,8 @@ static void expect_one(const char *id, const char *payload, bool pass,
 {
     struct rules_verdict v = eval(id, payload);
     ck_assert_uint_eq(v.checks, 1);
-    ck_assert_msg(v.nfailed == (pass ? 0u : 1u), "id %s payload \"%s\": %s",
-                  id, payload, pass ? "failed" : "passed");
+    ck_assert_msg(v.nfailed == (pass ? 0u : 1u), "id %s payload \"%s\": %s", id,
+                  payload, pass ? "failed" : "passed");
     if (!pass)
         ck_assert_int_eq(v.failed[0], type);
 }
@@ -85,7 +85,7 @@ START_TEST(copy_is_deep_and_evaluates_the_same)
     ck_assert_int_eq(v.failed[0], RULE_ID_PREFIX);
     ck_assert_int_eq(v.failed[2], RULE_FORBIDDEN_SUBSTRING);
     rules_clear(&copy);
-    struct ruleset empty = { 0 }, copy2;
+    struct ruleset empty = {0}, copy2;
     ck_assert_int_eq(rules_copy(&copy2, &empty), POOLD_OK);
     ck_assert_uint_eq(copy2.n, 0);
     ck_assert_ptr_null(copy2.rule);
