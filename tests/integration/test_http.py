@@ -131,11 +131,18 @@ class Poold:
         self.proc = subprocess.Popen([BIN, *args], env=e,
                                      stdout=subprocess.DEVNULL,
                                      stderr=self.log, preexec_fn=preexec_fn)
-        m = wait_for(self._port, 20, "poold to listen")
-        self.port = int(m)
-        if wait_ready:
-            wait_for(lambda: self.get("/readyz").status == 200, 20,
-                     "readiness", interval=0.05)
+        try:
+            m = wait_for(self._port, 20, "poold to listen")
+            self.port = int(m)
+            if wait_ready:
+                wait_for(lambda: self.get("/readyz").status == 200, 20,
+                         "readiness", interval=0.05)
+        except BaseException:
+            # A server that did not come up is no test's to stop: never
+            # leave it running past the failure.
+            self.proc.kill()
+            self.proc.wait()
+            raise
 
     def logtext(self):
         with open(self.log.name, encoding="utf-8", errors="replace") as f:
