@@ -114,29 +114,40 @@ static bool query_org(const struct http_request *req, const char *name,
 
 /* ---- orgs ------------------------------------------------------------- */
 
-void admin_api_org_list(struct handlers *h, const struct http_request *req,
-                        struct http_response *resp)
+/* A read of one page (?limit= and an org id parameter) on the
+ * housekeeping connection: the org list and the audit trail. */
+typedef int (*page_fn)(struct db_conn *conn, const char *org_id, unsigned limit,
+                       char **json, char *err, size_t errlen);
+
+static void read_page(struct handlers *h, const struct http_request *req,
+                      struct http_response *resp, const char *org_param,
+                      page_fn fn)
 {
-    const char *after;
+    const char *org_id;
     struct db_conn *conn;
     unsigned limit;
     char *json = NULL;
     int rc;
 
     if (!query_limit(req, &limit, resp) ||
-        !query_org(req, "after", &after, resp))
+        !query_org(req, org_param, &org_id, resp))
         return;
     rc = registry_admin_begin(reg_of(h), &conn, resp->detail,
                               sizeof resp->detail);
     if (rc == POOLD_OK) {
-        rc = tenants_org_list(conn, after, limit, &json, resp->detail,
-                              sizeof resp->detail);
+        rc = fn(conn, org_id, limit, &json, resp->detail, sizeof resp->detail);
         registry_admin_end(reg_of(h), conn, false);
     }
     if (rc != POOLD_OK)
         fail(h, resp, rc, false);
     else
         render_text(resp, 200, json);
+}
+
+void admin_api_org_list(struct handlers *h, const struct http_request *req,
+                        struct http_response *resp)
+{
+    read_page(h, req, resp, "after", tenants_org_list);
 }
 
 void admin_api_org_get(struct handlers *h, const struct http_request *req,
@@ -438,24 +449,5 @@ void admin_api_key_revoke(struct handlers *h, const struct http_request *req,
 void admin_api_audit(struct handlers *h, const struct http_request *req,
                      struct http_response *resp)
 {
-    const char *org_id;
-    struct db_conn *conn;
-    unsigned limit;
-    char *json = NULL;
-    int rc;
-
-    if (!query_limit(req, &limit, resp) ||
-        !query_org(req, "org_id", &org_id, resp))
-        return;
-    rc = registry_admin_begin(reg_of(h), &conn, resp->detail,
-                              sizeof resp->detail);
-    if (rc == POOLD_OK) {
-        rc = audit_list(conn, org_id, limit, &json, resp->detail,
-                        sizeof resp->detail);
-        registry_admin_end(reg_of(h), conn, false);
-    }
-    if (rc != POOLD_OK)
-        fail(h, resp, rc, false);
-    else
-        render_text(resp, 200, json);
+    read_page(h, req, resp, "org_id", audit_list);
 }
