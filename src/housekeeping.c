@@ -456,17 +456,34 @@ static void hk_run(struct housekeeping *hk, struct hk_tick *t, size_t first,
     }
 }
 
+/* The tick's steps without HK_CONN must not touch the connection. */
+static void hk_give_back(struct housekeeping *hk, struct hk_tick *t)
+{
+    housekeeping_conn_give(hk, t->conn);
+    t->conn = NULL;
+}
+
 size_t housekeeping_tick(struct housekeeping *hk, uint64_t now,
                          struct hk_step_report *out, size_t max)
 {
     struct hk_tick t = {.now = now, .rc = POOLD_OK};
+    bool taken = false;
 
-    /* The HK_CONN steps come first: the connection is taken for them
-     * only, and admin calls and resizes wait for them as a whole. */
-    t.conn = housekeeping_conn_take(hk);
-    hk_run(hk, &t, HK_STEP_CONNECT, HK_STEP_REPLICA_HOOK, out, max);
-    housekeeping_conn_give(hk, t.conn);
-    hk_run(hk, &t, HK_STEP_MAINTAIN_POOLS, HK_STEP__COUNT - 1, out, max);
+    /* The connection is taken for the HK_CONN steps only (they come
+     * first): admin calls and resizes wait for them as a whole, never for
+     * pool maintenance. */
+    for (size_t i = 0; i < HK_STEP__COUNT; i++) {
+        bool conn = (hk_steps[i].flags & HK_CONN) != 0;
+
+        if (conn && !taken)
+            t.conn = housekeeping_conn_take(hk);
+        else if (!conn && taken)
+            hk_give_back(hk, &t);
+        taken = conn;
+        hk_run(hk, &t, i, i, out, max);
+    }
+    if (taken)
+        hk_give_back(hk, &t);
     return HK_STEP__COUNT;
 }
 
