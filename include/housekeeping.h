@@ -6,6 +6,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "clock.h"
 #include "db.h"
 #include "status.h"
 
@@ -13,8 +14,8 @@ struct registry;
 struct housekeeping; /* opaque; owned by the registry */
 
 /*
- * A tick is a flat list of named steps run in order, each given the tick's
- * "now" (the thread passes the monotonic clock; a test passes a fake one):
+ * A tick is a flat list of named steps run in order, each given "now" from
+ * the tick's clock (the thread's is the monotonic clock; a test's is fake):
  *
  *   connect         the housekeeping connection (outside the cap) is alive
  *   refresh         the orgs fingerprint; the directory reloaded if it moved
@@ -77,15 +78,17 @@ void housekeeping_stop(struct housekeeping *hk);
 void housekeeping_destroy(struct housekeeping *hk);
 
 /*
- * Run one tick at now: every step in order. Fills out[0..max) (out may be
- * NULL) with each step's outcome; returns the number of steps. Takes the
- * housekeeping connection for the database steps, so it waits while an
- * admin call or a resize has it. The thread calls it about every refresh
- * interval; a test may call it instead (then start nothing). Not to be run
- * twice at once.
+ * Run one tick: every step in order, each given "now" as clock(clock_ctx)
+ * reads it just before the step (clock NULL: the monotonic clock; a test
+ * passes a fake one). Fills out[0..max) (out may be NULL) with each step's
+ * outcome; returns the number of steps. Takes the housekeeping connection
+ * for the database steps, so it waits while an admin call or a resize has
+ * it. The thread calls it about every refresh interval; a test may call it
+ * instead (then start nothing). Not to be run twice at once.
  */
-size_t housekeeping_tick(struct housekeeping *hk, uint64_t now,
-                         struct hk_step_report *out, size_t max);
+size_t housekeeping_tick(struct housekeeping *hk, clock_fn clock,
+                         void *clock_ctx, struct hk_step_report *out,
+                         size_t max);
 
 /*
  * The housekeeping connection, one user at a time: take waits until no one

@@ -38,7 +38,9 @@ struct housekeeping {
 
 /* One tick, handed from step to step. */
 struct hk_tick {
-    uint64_t now;
+    clock_fn clock; /* NULL: the monotonic clock */
+    void *clock_ctx;
+    uint64_t now;         /* read from the clock before each step */
     struct db_conn *conn; /* taken while the steps flagged HK_CONN run */
     int rc;               /* POOLD_OK until a database step fails */
     bool reloaded;        /* the directory was reloaded this tick */
@@ -448,6 +450,7 @@ static void hk_run(struct housekeeping *hk, struct hk_tick *t, size_t first,
         const struct hk_step *s = &hk_steps[i];
         enum hk_outcome o = HK_SKIPPED;
 
+        t->now = t->clock ? t->clock(t->clock_ctx) : clock_now_ns();
         if (!((s->flags & HK_DB) && t->rc != POOLD_OK) &&
             !((s->flags & HK_LOADED) && !atomic_load(&hk->reg->loaded)))
             o = s->run(hk, t);
@@ -463,10 +466,11 @@ static void hk_give_back(struct housekeeping *hk, struct hk_tick *t)
     t->conn = NULL;
 }
 
-size_t housekeeping_tick(struct housekeeping *hk, uint64_t now,
-                         struct hk_step_report *out, size_t max)
+size_t housekeeping_tick(struct housekeeping *hk, clock_fn clock,
+                         void *clock_ctx, struct hk_step_report *out,
+                         size_t max)
 {
-    struct hk_tick t = {.now = now, .rc = POOLD_OK};
+    struct hk_tick t = {.clock = clock, .clock_ctx = clock_ctx};
     bool taken = false;
 
     /* The connection is taken for the HK_CONN steps only (they come
@@ -490,7 +494,7 @@ size_t housekeeping_tick(struct housekeeping *hk, uint64_t now,
 int housekeeping_refresh(struct housekeeping *hk, struct db_conn *conn,
                          char *err, size_t errlen)
 {
-    struct hk_tick t = {.now = clock_now_ns(), .conn = conn, .rc = POOLD_OK};
+    struct hk_tick t = {.conn = conn, .rc = POOLD_OK};
 
     hk_run(hk, &t, HK_STEP_REFRESH, HK_STEP_WATCH, NULL, 0);
     if (t.rc != POOLD_OK)
@@ -520,7 +524,7 @@ static void *hk_main(void *arg)
     pthread_mutex_lock(&hk->lock);
     while (!hk->stop) {
         pthread_mutex_unlock(&hk->lock);
-        housekeeping_tick(hk, clock_now_ns(), NULL, 0);
+        housekeeping_tick(hk, NULL, NULL, NULL, 0);
         pthread_mutex_lock(&hk->lock);
         hk_wait(hk, hk->backoff_ns ? hk->backoff_ns : interval);
     }
@@ -571,7 +575,7 @@ static int hk_start_connect(struct housekeeping *hk, struct hk_tick *t)
 int housekeeping_start(struct housekeeping *hk)
 {
     struct registry *reg = hk->reg;
-    struct hk_tick t = {.now = clock_now_ns(), .rc = POOLD_OK};
+    struct hk_tick t = {.rc = POOLD_OK};
     int rc;
 
     t.conn = housekeeping_conn_take(hk);
@@ -579,7 +583,7 @@ int housekeeping_start(struct housekeeping *hk)
     if (rc == POOLD_OK && t.rc == POOLD_OK) {
         hk_run(hk, &t, HK_STEP_REFRESH, HK_STEP_PRELOAD_RULES, NULL, 0);
         if (t.rc == POOLD_OK)
-            registry_mark_db_ok(reg, t.now);
+            registry_mark_db_ok(reg, clock_now_ns());
     }
     if (rc == POOLD_OK)
         hk_run(hk, &t, HK_STEP_REPLICA_HOOK, HK_STEP_REPLICA_HOOK, NULL, 0);

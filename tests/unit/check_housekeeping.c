@@ -23,6 +23,21 @@ static const char *const steps[] = {
 #define NSTEPS (sizeof steps / sizeof steps[0])
 
 static struct registry *reg;
+static uint64_t fake_now;
+
+static uint64_t fake_clock(void *ctx)
+{
+    (void)ctx;
+    return fake_now;
+}
+
+/* One tick with the fake clock at now. */
+static void tick(uint64_t now, struct hk_step_report *out, size_t max)
+{
+    fake_now = now;
+    ck_assert_uint_eq(housekeeping_tick(reg->hk, fake_clock, NULL, out, max),
+                      NSTEPS);
+}
 static int watch_calls, hook_calls, hook_conns;
 
 static int fake_watch(void *arg, struct db_conn *conn, char *err, size_t errlen)
@@ -98,7 +113,7 @@ START_TEST(steps_are_named_and_run_in_order)
 {
     struct hk_step_report r[NSTEPS + 4];
 
-    ck_assert_uint_eq(housekeeping_tick(reg->hk, T0, r, NSTEPS + 4), NSTEPS);
+    tick(T0, r, NSTEPS + 4);
     for (size_t i = 0; i < NSTEPS; i++) {
         ck_assert_str_eq(r[i].name, steps[i]);
         ck_assert_str_eq(housekeeping_step_name(i), steps[i]);
@@ -111,7 +126,7 @@ START_TEST(database_steps_skip_when_it_is_down)
 {
     struct hk_step_report r[NSTEPS];
 
-    housekeeping_tick(reg->hk, T0, r, NSTEPS);
+    tick(T0, r, NSTEPS);
     ck_assert_int_eq(outcome(r, "connect"), HK_FAILED);
     ck_assert_int_eq(outcome(r, "refresh"), HK_SKIPPED);
     ck_assert_int_eq(outcome(r, "watch"), HK_SKIPPED);
@@ -133,14 +148,14 @@ START_TEST(prewarm_waits_for_the_directory_then_runs_once)
 {
     struct hk_step_report r[NSTEPS];
 
-    housekeeping_tick(reg->hk, T0, r, NSTEPS);
+    tick(T0, r, NSTEPS);
     ck_assert_int_eq(outcome(r, "prewarm"), HK_SKIPPED);
-    housekeeping_tick(reg->hk, T0 + NS_PER_S, r, NSTEPS);
+    tick(T0 + NS_PER_S, r, NSTEPS);
     ck_assert_int_eq(outcome(r, "prewarm"), HK_SKIPPED);
     load("hk_a", 0);
-    housekeeping_tick(reg->hk, T0 + 2 * NS_PER_S, r, NSTEPS);
+    tick(T0 + 2 * NS_PER_S, r, NSTEPS);
     ck_assert_int_eq(outcome(r, "prewarm"), HK_RAN);
-    housekeeping_tick(reg->hk, T0 + 3 * NS_PER_S, r, NSTEPS);
+    tick(T0 + 3 * NS_PER_S, r, NSTEPS);
     ck_assert_int_eq(outcome(r, "prewarm"), HK_SKIPPED);
 }
 END_TEST
@@ -155,13 +170,13 @@ START_TEST(a_hold_is_flagged_once_past_the_warning)
     ck_assert_int_eq(registry_route(reg, "hk_a", &e), POOLD_OK);
     holders_add(org_entry_holders(e), &h, "req-1", "POST /process", T0);
 
-    housekeeping_tick(reg->hk, T0 + WARN_NS - 1, NULL, 0);
+    tick(T0 + WARN_NS - 1, NULL, 0);
     ck_assert_int_eq(registry_pool_stats(reg, "hk_a", &st), POOLD_OK);
     ck_assert_uint_eq(st.held_too_long, 0);
-    housekeeping_tick(reg->hk, T0 + WARN_NS + 1, NULL, 0);
+    tick(T0 + WARN_NS + 1, NULL, 0);
     ck_assert_int_eq(registry_pool_stats(reg, "hk_a", &st), POOLD_OK);
     ck_assert_uint_eq(st.held_too_long, 1);
-    housekeeping_tick(reg->hk, T0 + 10 * WARN_NS, NULL, 0);
+    tick(T0 + 10 * WARN_NS, NULL, 0);
     ck_assert_int_eq(registry_pool_stats(reg, "hk_a", &st), POOLD_OK);
     ck_assert_uint_eq(st.held_too_long, 1);
     /* Flagged by housekeeping: its end is not counted again. */
@@ -181,7 +196,7 @@ START_TEST(sync_sizes_follows_the_stored_size_without_database)
     ck_assert_uint_eq(pool_max_size(org_entry_pool(e)), 3);
     load("hk_a", 5); /* a reload whose apply step did not run */
     ck_assert_uint_eq(pool_max_size(org_entry_pool(e)), 3);
-    housekeeping_tick(reg->hk, T0, NULL, 0);
+    tick(T0, NULL, 0);
     ck_assert_int_eq(registry_pool_stats(reg, "hk_a", &st), POOLD_OK);
     ck_assert_uint_eq(st.max_size, 5);
 }
@@ -212,7 +227,7 @@ static struct hk_step_report tick_report[NSTEPS];
 static void *tick_thread(void *arg)
 {
     (void)arg;
-    housekeeping_tick(reg->hk, T0, tick_report, NSTEPS);
+    housekeeping_tick(reg->hk, fake_clock, NULL, tick_report, NSTEPS);
     pthread_mutex_lock(&W.mu);
     W.tick_done = true;
     pthread_mutex_unlock(&W.mu);
@@ -228,6 +243,7 @@ START_TEST(a_tick_waits_for_the_connection_taker)
     bool done;
 
     ck_assert_ptr_null(conn); /* never connected */
+    fake_now = T0;
     ck_assert_int_eq(pthread_create(&t, NULL, tick_thread, NULL), 0);
     pthread_mutex_lock(&W.mu);
     while (!W.tick_waits)
