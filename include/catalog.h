@@ -7,9 +7,8 @@
 
 #include "audit.h"
 #include "db.h"
+#include "orgid.h"
 #include "status.h"
-
-#define ORG_ID_MAX 64
 
 struct org_info {
     char org_id[ORG_ID_MAX + 1];
@@ -18,9 +17,6 @@ struct org_info {
     long long version; /* orgs.config_version: bumped on every change */
     bool paused;       /* orgs.paused: POST /process* answer 503 */
 };
-
-/* True if s matches ^[A-Za-z0-9_-]{1,64}$. */
-bool catalog_org_id_is_valid(const char *s, size_t len);
 
 /* Fail with a clear message unless the schema (sql/) has been applied. */
 POOLD_MUSTCHECK int catalog_check_schema(struct db_conn *conn, char *err,

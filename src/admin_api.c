@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "keys.h"
+#include "registry.h"
 #include "rules.h"
 #include "tenants.h"
 
@@ -104,7 +105,7 @@ static bool query_org(const struct http_request *req, const char *name,
     char msg[96];
 
     *out = s;
-    if (s == NULL || catalog_org_id_is_valid(s, strlen(s)))
+    if (s == NULL || orgid_is_valid(s, strlen(s)))
         return true;
     snprintf(msg, sizeof msg, "query '%s' must match ^[A-Za-z0-9_-]{1,64}$",
              name);

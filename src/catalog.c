@@ -9,20 +9,6 @@
 
 #include "log.h"
 
-bool catalog_org_id_is_valid(const char *s, size_t len)
-{
-    if (s == NULL || len == 0 || len > ORG_ID_MAX)
-        return false;
-    for (size_t i = 0; i < len; i++) {
-        char c = s[i];
-        bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
-                  (c >= '0' && c <= '9') || c == '_' || c == '-';
-        if (!ok)
-            return false;
-    }
-    return true;
-}
-
 /* Run one parameterised statement (the unnamed statement: no server-side
  * state, so it works through PgBouncer), bounded in time by db_run().
  * NULL with err filled on failure. */
@@ -132,7 +118,7 @@ static bool catalog_row(const PGresult *res, int row, struct org_info *org)
     size_t len = strlen(id);
     long long size;
 
-    if (!catalog_org_id_is_valid(id, len))
+    if (!orgid_is_valid(id, len))
         return false;
     memcpy(org->org_id, id, len + 1);
     org->enabled = strcmp(PQgetvalue(res, row, 1), "t") == 0;

@@ -160,7 +160,7 @@ static int svc_new(const struct service_env *env, const char *org_id,
     struct service *svc;
 
     *out = NULL;
-    if (!catalog_org_id_is_valid(org_id, len)) {
+    if (!orgid_is_valid(org_id, len)) {
         snprintf(err, errlen, "invalid org id");
         return POOLD_ERR_INVALID;
     }
