@@ -188,6 +188,38 @@ int catalog_load_configs(struct db_conn *conn,
     return POOLD_OK;
 }
 
+int catalog_load_org(struct db_conn *conn, const char *org_id,
+                     catalog_config_fn fn, void *arg, char *err, size_t errlen)
+{
+    const char *params[1] = {org_id};
+    const struct db_query q = {
+        .stmt = CATALOG_STMT_ORG,
+        .sql = "SELECT enabled, config::text, config_version FROM orgs"
+               " WHERE org_id = $1",
+        .nparams = 1,
+        .values = params};
+    PGresult *res = NULL;
+    long long version = 0;
+    char why[256];
+    int rc = db_run(conn, &q, 0, &res, why, sizeof why);
+
+    if (rc != POOLD_OK || PQresultStatus(res) != PGRES_TUPLES_OK ||
+        (PQntuples(res) > 0 && !catalog_get_ll(res, 0, 2, &version))) {
+        snprintf(err, errlen, "loading org: %s",
+                 rc != POOLD_OK ? why : "unexpected result");
+        rc = POOLD_ERR_DB;
+    } else if (PQntuples(res) == 0 || strcmp(PQgetvalue(res, 0, 0), "t") != 0) {
+        snprintf(err, errlen, "org %s %s", org_id,
+                 PQntuples(res) == 0 ? "not found" : "is disabled");
+        rc = POOLD_ERR_UNKNOWN_ORG;
+    } else {
+        rc = fn(arg, PQgetvalue(res, 0, 1), (size_t)PQgetlength(res, 0, 1),
+                version, err, errlen);
+    }
+    PQclear(res);
+    return rc;
+}
+
 int catalog_store_pool_size(struct db_conn *conn, const char *org_id,
                             unsigned size, char *err, size_t errlen)
 {
