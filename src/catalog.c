@@ -9,30 +9,6 @@
 
 #include "log.h"
 
-/* Run one parameterised statement (the unnamed statement: no server-side
- * state, so it works through PgBouncer), bounded in time by db_run().
- * NULL with err filled on failure. */
-static PGresult *catalog_exec(struct db_conn *conn, const char *what,
-                              const char *sql, int nparams,
-                              const char *const *params, char *err,
-                              size_t errlen)
-{
-    const struct db_query q = {
-        .sql = sql, .nparams = nparams, .values = params};
-    PGresult *res = NULL;
-    char why[512];
-
-    if (db_run(conn, &q, 0, &res, why, sizeof why) == POOLD_OK &&
-        PQresultStatus(res) == PGRES_TUPLES_OK)
-        return res;
-    if (res != NULL)
-        snprintf(why, sizeof why, "unexpected result %s",
-                 PQresStatus(PQresultStatus(res)));
-    snprintf(err, errlen, "%s: %s", what, why);
-    PQclear(res);
-    return NULL;
-}
-
 /* An integer cell as long long; false if it is not one. */
 static bool catalog_get_ll(const PGresult *res, int row, int col,
                            long long *out)
@@ -69,7 +45,7 @@ int catalog_check_schema(struct db_conn *conn, char *err, size_t errlen)
                                         "column orgs.rate_limit_rps",
                                         "column orgs.paused"};
     PGresult *res =
-        catalog_exec(conn, "schema check", sql, 0, NULL, err, errlen);
+        db_exec(conn, "schema check", sql, 0, NULL, NULL, err, errlen);
 
     if (res == NULL)
         return POOLD_ERR_DB;
@@ -92,12 +68,12 @@ int catalog_fingerprint(struct db_conn *conn, long long *count,
                         long long *digest, char *err, size_t errlen)
 {
     /* sum() of bigint is numeric: no overflow; folded back into bigint. */
-    PGresult *res = catalog_exec(
-        conn, "orgs fingerprint",
-        "SELECT count(*), coalesce(sum(hashtextextended(concat_ws(':', "
-        "org_id, config_version, enabled, pool_max_size, paused), 0)) "
-        "% 9223372036854775807, 0)::bigint FROM orgs",
-        0, NULL, err, errlen);
+    PGresult *res =
+        db_exec(conn, "orgs fingerprint",
+                "SELECT count(*), coalesce(sum(hashtextextended(concat_ws(':', "
+                "org_id, config_version, enabled, pool_max_size, paused), 0)) "
+                "% 9223372036854775807, 0)::bigint FROM orgs",
+                0, NULL, NULL, err, errlen);
     int rc = POOLD_OK;
 
     if (res == NULL)
@@ -133,11 +109,11 @@ static bool catalog_row(const PGresult *res, int row, struct org_info *org)
 int catalog_load(struct db_conn *conn, struct org_info **out, size_t *n,
                  char *err, size_t errlen)
 {
-    PGresult *res = catalog_exec(
+    PGresult *res = db_exec(
         conn, "orgs load",
         "SELECT org_id, enabled, coalesce(pool_max_size, 0), config_version,"
         " paused FROM orgs ORDER BY org_id",
-        0, NULL, err, errlen);
+        0, NULL, NULL, err, errlen);
     struct org_info *orgs;
     size_t rows, kept = 0;
 
@@ -172,10 +148,10 @@ int catalog_load_configs(struct db_conn *conn,
                          void *arg, char *err, size_t errlen)
 {
     PGresult *res =
-        catalog_exec(conn, "orgs configs",
-                     "SELECT org_id, config::text, config_version FROM orgs"
-                     " WHERE enabled",
-                     0, NULL, err, errlen);
+        db_exec(conn, "orgs configs",
+                "SELECT org_id, config::text, config_version FROM orgs"
+                " WHERE enabled",
+                0, NULL, NULL, err, errlen);
     long long version;
 
     if (res == NULL)
@@ -233,10 +209,10 @@ int catalog_store_pool_size(struct db_conn *conn, const char *org_id,
         return POOLD_ERR_INVALID;
     }
     snprintf(size_s, sizeof size_s, "%u", size);
-    res = catalog_exec(conn, "store pool size",
-                       "UPDATE orgs SET pool_max_size = $2::integer"
-                       " WHERE org_id = $1 RETURNING 1",
-                       2, params, err, errlen);
+    res = db_exec(conn, "store pool size",
+                  "UPDATE orgs SET pool_max_size = $2::integer"
+                  " WHERE org_id = $1 RETURNING 1",
+                  2, params, NULL, err, errlen);
     if (res == NULL)
         return POOLD_ERR_DB;
     rows = PQntuples(res);
@@ -252,10 +228,10 @@ int catalog_store_paused(struct db_conn *conn, const char *org_id, bool paused,
                          char *err, size_t errlen)
 {
     const char *params[2] = {org_id, paused ? "true" : "false"};
-    PGresult *res = catalog_exec(conn, "store paused",
-                                 "UPDATE orgs SET paused = $2::boolean"
-                                 " WHERE org_id = $1 RETURNING 1",
-                                 2, params, err, errlen);
+    PGresult *res = db_exec(conn, "store paused",
+                            "UPDATE orgs SET paused = $2::boolean"
+                            " WHERE org_id = $1 RETURNING 1",
+                            2, params, NULL, err, errlen);
     int rows;
 
     if (res == NULL)
