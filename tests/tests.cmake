@@ -138,3 +138,6 @@ add_test(NAME unit.header_check_canary
                  ${CMAKE_BINARY_DIR}/header_check/db_h.c)
 set_tests_properties(unit.header_check_canary PROPERTIES
   LABELS unit PASS_REGULAR_EXPRESSION "db.h reaches libpq-fe.h")
+
+# metrics renders a view it is given: tested without registry or database.
+poold_check_test(metrics unit tests/unit/check_metrics.c)
