@@ -35,9 +35,9 @@
 
 #define MAX_CONNS 64
 #define INSERT_SQL                                                             \
-    "INSERT INTO processed_messages (org_id, message_id, passed, checks,"     \
+    "INSERT INTO processed_messages (org_id, message_id, passed, checks,"      \
     " failed_rules, payload_sha256)"                                           \
-    " VALUES ($1, $2, true, 0, '{}'::text[], sha256($3::bytea))"              \
+    " VALUES ($1, $2, true, 0, '{}'::text[], sha256($3::bytea))"               \
     " ON CONFLICT (org_id, message_id) DO NOTHING"
 
 struct req {
@@ -151,8 +151,8 @@ static bool parse(struct req *r)
     bool ok = false;
 
     if (root != NULL &&
-        json_unpack(root, "{s:s,s:s,s:s}", "org_id", &org, "id", &id,
-                    "payload", &payload) == 0 &&
+        json_unpack(root, "{s:s,s:s,s:s}", "org_id", &org, "id", &id, "payload",
+                    &payload) == 0 &&
         strlen(org) < sizeof r->org && strlen(id) < sizeof r->id) {
         memcpy(r->org, org, strlen(org) + 1); /* lengths checked above */
         memcpy(r->id, id, strlen(id) + 1);
@@ -211,8 +211,8 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn,
     return MHD_YES;
 }
 
-static void on_completed(void *cls, struct MHD_Connection *conn,
-                         void **con_cls, enum MHD_RequestTerminationCode toe)
+static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
+                         enum MHD_RequestTerminationCode toe)
 {
     struct req *r = *con_cls;
 
@@ -265,12 +265,11 @@ int main(int argc, char **argv)
     if ((ep = epoll_create1(EPOLL_CLOEXEC)) < 0)
         die("epoll_create1", strerror(errno));
     pg_open(argv[2], n, ep);
-    d = MHD_start_daemon(MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME |
-                             MHD_USE_ERROR_LOG,
-                         (uint16_t)atoi(argv[1]), NULL, NULL, on_request, NULL,
-                         MHD_OPTION_NOTIFY_COMPLETED, on_completed, NULL,
-                         MHD_OPTION_CONNECTION_TIMEOUT, (unsigned int)30,
-                         MHD_OPTION_END);
+    d = MHD_start_daemon(
+        MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG,
+        (uint16_t)atoi(argv[1]), NULL, NULL, on_request, NULL,
+        MHD_OPTION_NOTIFY_COMPLETED, on_completed, NULL,
+        MHD_OPTION_CONNECTION_TIMEOUT, (unsigned int)30, MHD_OPTION_END);
     if (d == NULL)
         die("MHD_start_daemon", "failed");
     if (epoll_ctl(ep, EPOLL_CTL_ADD,
