@@ -23,7 +23,10 @@ EV_PID=
 
 cleanup() {
     poold_stop
-    [ -n "$EV_PID" ] && kill "$EV_PID" 2>/dev/null && wait "$EV_PID" || true
+    if [ -n "$EV_PID" ]; then
+        kill "$EV_PID" 2>/dev/null || true
+        wait "$EV_PID" || true
+    fi
     if [ "${BENCH_KEEP_PG:-0}" != 1 ]; then
         "$ROOT/scripts/pg.sh" stop "$PG_DIR" || true
     fi
