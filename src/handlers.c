@@ -12,9 +12,13 @@
 
 #include "admin_api.h"
 #include "clock.h"
+#include "cluster.h"
 #include "dashboard.h"
+#include "metrics.h"
+#include "registry.h"
 #include "rules.h"
 #include "service.h"
+#include "tenants.h"
 
 #define MESSAGE_ID_MAX 128
 #define ROUTE_PROCESS "POST /process"             /* a holder's route */
@@ -275,8 +279,7 @@ static bool has_control_chars(const char *s, size_t len)
 static bool valid_org_param(const struct http_request *req,
                             struct http_response *resp)
 {
-    if (req->param == NULL ||
-        !catalog_org_id_is_valid(req->param, req->param_len)) {
+    if (req->param == NULL || !orgid_is_valid(req->param, req->param_len)) {
         handlers_error(resp, 400, "invalid_org_id",
                        "org_id in the path must match ^[A-Za-z0-9_-]{1,64}$");
         return false;
@@ -356,8 +359,7 @@ static bool validate_org(json_t *root, struct process_request *p,
     json_t *org = json_object_get(root, "org_id");
 
     if (!json_is_string(org) ||
-        !catalog_org_id_is_valid(json_string_value(org),
-                                 json_string_length(org))) {
+        !orgid_is_valid(json_string_value(org), json_string_length(org))) {
         handlers_error(resp, 400, "invalid_org_id",
                        "field 'org_id' must be a string matching "
                        "^[A-Za-z0-9_-]{1,64}$");
@@ -576,6 +578,15 @@ out:
     json_decref(root);
 }
 
+/* Every org pool's stats, sorted by org_id (freed by the caller in any
+ * case). */
+static int snapshot_pools(struct handlers *h, struct pool_snapshot *snap)
+{
+    memset(snap, 0, sizeof *snap);
+    registry_foreach_pool(h->cfg.reg, metrics_snapshot_add, snap);
+    return metrics_snapshot_sort(snap);
+}
+
 static void handle_stats(struct handlers *h, const struct http_request *req,
                          struct http_response *resp)
 {
@@ -585,7 +596,7 @@ static void handle_stats(struct handlers *h, const struct http_request *req,
 
     (void)req;
     memset(&totals, 0, sizeof totals);
-    if (metrics_snapshot_pools(h->cfg.reg, &snap) != POOLD_OK) {
+    if (snapshot_pools(h, &snap) != POOLD_OK) {
         metrics_snapshot_free(&snap);
         json_decref(pools);
         error_for_status(h, resp, POOLD_ERR_NOMEM);
@@ -734,11 +745,19 @@ static bool metrics_append_limits(struct handlers *h, char **text, size_t *len)
 static void handle_metrics(struct handlers *h, const struct http_request *req,
                            struct http_response *resp)
 {
+    struct pool_snapshot snap;
+    struct metrics_view view = {.pools = &snap};
     char *text = NULL;
     size_t len = 0;
+    int rc = snapshot_pools(h, &snap);
 
     (void)req;
-    if (metrics_render(h->cfg.metrics, h->cfg.reg, &text, &len) != POOLD_OK) {
+    registry_conn_stats(h->cfg.reg, &view.conn);
+    view.ready = registry_is_ready(h->cfg.reg);
+    if (rc == POOLD_OK)
+        rc = metrics_render(h->cfg.metrics, &view, &text, &len);
+    metrics_snapshot_free(&snap);
+    if (rc != POOLD_OK) {
         error_for_status(h, resp, POOLD_ERR_NOMEM);
         return;
     }

@@ -508,10 +508,8 @@ int housekeeping_refresh(struct housekeeping *hk, struct db_conn *conn,
 static void hk_wait(struct housekeeping *hk, uint64_t ns)
 {
     struct timespec ts;
-    uint64_t t = clock_now_ns() + ns;
 
-    ts.tv_sec = (time_t)(t / NS_PER_S);
-    ts.tv_nsec = (long)(t % NS_PER_S);
+    clock_timespec_at(&ts, clock_now_ns() + ns);
     while (!hk->stop && pthread_cond_timedwait(&hk->cond, &hk->lock, &ts) == 0)
         ;
 }

@@ -731,13 +731,7 @@ bool http_server_wait_idle(struct http_server *srv, uint64_t timeout_ns)
     struct timespec deadline;
     bool idle;
 
-    clock_gettime(CLOCK_MONOTONIC, &deadline);
-    deadline.tv_sec += (time_t)(timeout_ns / NS_PER_S);
-    deadline.tv_nsec += (long)(timeout_ns % NS_PER_S);
-    if (deadline.tv_nsec >= (long)NS_PER_S) {
-        deadline.tv_sec++;
-        deadline.tv_nsec -= (long)NS_PER_S;
-    }
+    clock_timespec_at(&deadline, clock_now_ns() + timeout_ns);
     pthread_mutex_lock(&srv->lock);
     while (srv->inflight > 0)
         if (pthread_cond_timedwait(&srv->idle, &srv->lock, &deadline) ==

@@ -131,12 +131,6 @@ static size_t batcher_take(struct batcher *b, struct gc_job *own,
     return n;
 }
 
-static void timespec_at(struct timespec *ts, uint64_t ns)
-{
-    ts->tv_sec = (time_t)(ns / NS_PER_S);
-    ts->tv_nsec = (long)(ns % NS_PER_S);
-}
-
 /*
  * One org of the directory (orgs table). Entries are created by the
  * housekeeping thread when it loads the directory and are never freed before
@@ -655,8 +649,9 @@ static int gc_wait(struct registry *reg, struct org_entry *e,
         }
         /* A taken job's commit is bounded by its deadline; the extra
          * second only guards against a lost wake-up. */
-        timespec_at(&ts, own->state == GC_QUEUED ? dl->acquire_ns
-                                                 : dl->commit_ns + NS_PER_S);
+        clock_timespec_at(&ts, own->state == GC_QUEUED
+                                   ? dl->acquire_ns
+                                   : dl->commit_ns + NS_PER_S);
         pthread_cond_timedwait(&b->cond, &b->lock, &ts);
     }
     return own->job.status;

@@ -210,15 +210,14 @@ START_TEST(org_id_validator)
     char max[ORG_ID_MAX + 2];
 
     for (size_t i = 0; i < sizeof good / sizeof good[0]; i++)
-        ck_assert(catalog_org_id_is_valid(good[i], strlen(good[i])));
+        ck_assert(orgid_is_valid(good[i], strlen(good[i])));
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
-        ck_assert_msg(!catalog_org_id_is_valid(bad[i], strlen(bad[i])), "%s",
-                      bad[i]);
+        ck_assert_msg(!orgid_is_valid(bad[i], strlen(bad[i])), "%s", bad[i]);
     memset(max, 'x', sizeof max);
-    ck_assert(catalog_org_id_is_valid(max, ORG_ID_MAX));
-    ck_assert(!catalog_org_id_is_valid(max, ORG_ID_MAX + 1));
-    ck_assert(!catalog_org_id_is_valid("ab\0c", 4)); /* embedded NUL */
-    ck_assert(!catalog_org_id_is_valid(NULL, 0));
+    ck_assert(orgid_is_valid(max, ORG_ID_MAX));
+    ck_assert(!orgid_is_valid(max, ORG_ID_MAX + 1));
+    ck_assert(!orgid_is_valid("ab\0c", 4)); /* embedded NUL */
+    ck_assert(!orgid_is_valid(NULL, 0));
 }
 END_TEST
 
