@@ -65,6 +65,7 @@ poold_check_test(ratelimit unit tests/unit/check_ratelimit.c)
 poold_check_test(breaker unit tests/unit/check_breaker.c)
 poold_check_test(holders unit tests/unit/check_holders.c)
 poold_check_test(cluster unit tests/unit/check_cluster.c)
+poold_check_test(handlers unit tests/unit/check_handlers.c)
 
 # --- integration: real PostgreSQL ------------------------------------------
 # The superuser connection, settings and waits of the three below.
