@@ -16,7 +16,13 @@
 /* ---- counting malloc: proves the warm path allocates nothing ------------
  * glibc lets a program replace malloc; ours forwards to glibc's own. The
  * sanitizers bring their own allocator, so there the test is skipped. */
-#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+#if defined(__has_feature) /* clang names sanitizers this way, gcc below */
+#if __has_feature(address_sanitizer) || __has_feature(thread_sanitizer)
+#define POOL_TEST_SANITIZED 1
+#endif
+#endif
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__) ||           \
+    defined(POOL_TEST_SANITIZED)
 #define POOL_TEST_COUNT_ALLOCS 0
 #else
 #define POOL_TEST_COUNT_ALLOCS 1
