@@ -107,9 +107,10 @@ struct service_job {
 };
 
 /*
- * Evaluate the rules on jobs[0..n) and commit them in one statement (a
- * message whose row a concurrent insert hid goes again, alone with the
- * others in that case), waiting for the database until deadline_ns (0: the
+ * Evaluate the rules on jobs[0..n) and commit them in one INSERT, then
+ * read the stored rows of those it did not insert (a message whose row a
+ * concurrent insert hid goes again, alone with the others in that case),
+ * waiting for the database until deadline_ns (0: the
  * connection's default wait). Every job gets its own status: POOLD_OK,
  * POOLD_ERR_CONFLICT, POOLD_ERR_DB (not written), POOLD_ERR_COMMIT_UNKNOWN
  * (sent, answer lost: maybe written). A repeated id within jobs commits

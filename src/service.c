@@ -42,7 +42,12 @@ struct service {
 
 /* The org load and the commit: named statements, prepared once per
  * connection (db.h). */
-enum { SVC_STMT_LOAD = 1, SVC_STMT_COMMIT = 2, SVC_STMT_COMMIT_ONE = 3 };
+enum {
+    SVC_STMT_LOAD = 1,
+    SVC_STMT_COMMIT = 2,
+    SVC_STMT_COMMIT_ONE = 3,
+    SVC_STMT_LOOKUP = 4
+};
 
 /* ------------------------------------------------------- the connection */
 
@@ -328,62 +333,44 @@ static void arr_elem(struct svc_arr *a, const void *p, size_t n)
 /* ------------------------------------------------------------ commit */
 
 /*
- * Insert the result rows, or read the ones already there, in one autocommit
- * statement: PGRES_TUPLES_OK (and ReadyForQuery) means committed. One row
- * per message, in order, with a status:
- *   i  inserted;
- *   b  a repeat, in this statement, of an inserted id with the same payload;
- *   d  stored before with the same payload (the stored result follows);
- *   c  the id is taken with another payload;
- *   m  neither: under READ COMMITTED a concurrent insert of the same key that
- *      commits after this statement's snapshot makes ON CONFLICT skip while
- *      the join does not see the row. Those messages go again.
- * Only the first occurrence of an id is inserted; later ones are compared
- * with it (if it went in) or with the stored row.
+ * The commit is plain SQL that PostgreSQL runs as cheaply as pgbench's own
+ * INSERT: the common case (every message new) costs one autocommit
+ * INSERT … ON CONFLICT DO NOTHING, and only messages it did not insert are
+ * looked up afterwards. Committed means the INSERT's CommandComplete and
+ * ReadyForQuery arrived.
+ *
+ * One message: the command tag says whether the row went in. Several:
+ * repeats of an id inside the group are set aside in C (only the first
+ * occurrence goes to the database) and RETURNING names the inserted ids.
+ * An id not inserted was stored before; the lookup compares its payload
+ * digest: the same payload is a duplicate (the stored result answers), another
+ * payload an id_conflict. Under READ COMMITTED a concurrent insert of the
+ * same key that commits after the INSERT's snapshot makes ON CONFLICT skip
+ * while the lookup may not see the row yet: such a message goes again.
  */
-static const char svc_commit_sql[] =
-    "WITH input AS ("
-    " SELECT i.ord, i.message_id, i.passed, i.checks,"
-    "  i.failed::text[] AS failed_rules, sha256(i.payload) AS h"
+static const char svc_insert_many_sql[] =
+    "INSERT INTO processed_messages (org_id, message_id, passed, checks,"
+    " failed_rules, payload_sha256)"
+    " SELECT $1, i.message_id, i.passed, i.checks, i.failed::text[],"
+    "  sha256(i.payload)"
     " FROM unnest($2::text[], $3::boolean[], $4::integer[], $5::text[],"
-    "  $6::bytea[]) WITH ORDINALITY"
-    "  AS i(message_id, passed, checks, failed, payload, ord)),"
-    " first AS (SELECT DISTINCT ON (message_id) * FROM input"
-    "  ORDER BY message_id, ord),"
-    " ins AS ("
-    " INSERT INTO processed_messages (org_id, message_id, passed, checks,"
-    "  failed_rules, payload_sha256)"
-    " SELECT $1, message_id, passed, checks, failed_rules, h FROM first"
-    " ORDER BY ord"
-    " ON CONFLICT (org_id, message_id) DO NOTHING RETURNING message_id)"
-    " SELECT i.ord,"
-    "  CASE WHEN ins.message_id IS NOT NULL THEN"
-    "   CASE WHEN i.ord = f.ord THEN 'i' WHEN i.h = f.h THEN 'b' ELSE 'c' END"
-    "  WHEN p.message_id IS NULL THEN 'm'"
-    "  WHEN p.payload_sha256 = i.h THEN 'd' ELSE 'c' END,"
-    "  p.passed, p.checks, p.failed_rules::text"
-    " FROM input i JOIN first f ON f.message_id = i.message_id"
-    " LEFT JOIN ins ON ins.message_id = i.message_id"
-    " LEFT JOIN processed_messages p"
-    "  ON p.org_id = $1 AND p.message_id = i.message_id"
-    " ORDER BY i.ord";
+    "  $6::bytea[]) AS i(message_id, passed, checks, failed, payload)"
+    " ON CONFLICT (org_id, message_id) DO NOTHING RETURNING message_id";
 
-/* The same for one message, without arrays: a lone request (the common
- * case at low load) pays for no unnest, sort or join. Zero rows is 'm'. */
-static const char svc_commit_one_sql[] =
-    "WITH ins AS ("
-    " INSERT INTO processed_messages (org_id, message_id, passed, checks,"
-    "  failed_rules, payload_sha256)"
+static const char svc_insert_one_sql[] =
+    "INSERT INTO processed_messages (org_id, message_id, passed, checks,"
+    " failed_rules, payload_sha256)"
     " VALUES ($1, $2, $3::boolean, $4::integer, $5::text[], sha256($6))"
-    " ON CONFLICT (org_id, message_id) DO NOTHING RETURNING 1)"
-    " SELECT 1::bigint, 'i', NULL::boolean, NULL::integer, NULL::text"
-    " FROM ins"
-    " UNION ALL"
-    " SELECT 1, CASE WHEN p.payload_sha256 = sha256($6) THEN 'd' ELSE 'c'"
-    "  END, p.passed, p.checks, p.failed_rules::text"
-    " FROM processed_messages p"
-    " WHERE p.org_id = $1 AND p.message_id = $2"
-    " AND NOT EXISTS (SELECT 1 FROM ins)";
+    " ON CONFLICT (org_id, message_id) DO NOTHING";
+
+/* The stored rows of messages not inserted: ordinal, same payload, result. */
+static const char svc_lookup_sql[] =
+    "SELECT i.ord, p.payload_sha256 = sha256(i.payload), p.passed,"
+    " p.checks, p.failed_rules::text"
+    " FROM unnest($2::text[], $3::bytea[]) WITH ORDINALITY"
+    "  AS i(message_id, payload, ord)"
+    " JOIN processed_messages p"
+    "  ON p.org_id = $1 AND p.message_id = i.message_id";
 
 #define BOOLOID 16
 #define INT4OID 23
@@ -392,25 +379,56 @@ static const char svc_commit_one_sql[] =
 #define INT4ARRAYOID 1007
 #define TEXTARRAYOID 1009
 
-/* Fill the five arrays from the jobs listed in idx[0..n). */
-static bool svc_commit_arrays(struct service *svc, struct service_job *jobs,
-                              const size_t *idx, size_t n)
+/* A job of the round, by id: the group's repeats sort next to each other. */
+struct svc_key {
+    const char *id;
+    size_t len;
+    size_t k;     /* position in the round's idx[] */
+    size_t first; /* position in idx[] of the id's first occurrence */
+};
+
+static int svc_key_cmp(const void *a, const void *b)
+{
+    const struct svc_key *x = a, *y = b;
+    size_t n = x->len < y->len ? x->len : y->len;
+    int c = memcmp(x->id, y->id, n);
+
+    if (c != 0)
+        return c;
+    if (x->len != y->len)
+        return x->len < y->len ? -1 : 1;
+    return x->k < y->k ? -1 : x->k > y->k;
+}
+
+static bool svc_same_payload(const struct message *a, const struct message *b)
+{
+    return a->payload_len == b->payload_len &&
+           memcmp(a->payload, b->payload, a->payload_len) == 0;
+}
+
+/* Fill the five insert arrays from the first occurrences among keys. */
+static bool svc_insert_arrays(struct service *svc, struct service_job *jobs,
+                              const size_t *idx, const struct svc_key *keys,
+                              size_t n, size_t nfirst)
 {
     struct svc_arr *a = svc->arrs;
     char failed[RULES_MAX * 24 + 3];
 
-    arr_begin(&a[0], TEXTOID, n);
-    arr_begin(&a[1], BOOLOID, n);
-    arr_begin(&a[2], INT4OID, n);
-    arr_begin(&a[3], TEXTOID, n);
-    arr_begin(&a[4], BYTEAOID, n);
-    for (size_t k = 0; k < n; k++) {
-        const struct service_job *j = &jobs[idx[k]];
+    arr_begin(&a[0], TEXTOID, nfirst);
+    arr_begin(&a[1], BOOLOID, nfirst);
+    arr_begin(&a[2], INT4OID, nfirst);
+    arr_begin(&a[3], TEXTOID, nfirst);
+    arr_begin(&a[4], BYTEAOID, nfirst);
+    for (size_t s = 0; s < n; s++) {
+        const struct service_job *j = &jobs[idx[keys[s].k]];
         const struct service_result *r = &j->result;
         unsigned char passed = r->passed;
         uint32_t checks = htonl(r->verdict.checks);
-        size_t flen = svc_failed_literal(&r->verdict, failed, sizeof failed);
+        size_t flen;
 
+        if (keys[s].first != keys[s].k)
+            continue;
+        flen = svc_failed_literal(&r->verdict, failed, sizeof failed);
         arr_elem(&a[0], j->msg->id, j->msg->id_len);
         arr_elem(&a[1], &passed, 1);
         arr_elem(&a[2], &checks, sizeof checks);
@@ -423,46 +441,159 @@ static bool svc_commit_arrays(struct service *svc, struct service_job *jobs,
     return true;
 }
 
-/* Apply one answer row to its job; false for 'm' (to go again). */
-static bool svc_commit_row(struct service_job *j, const PGresult *res, int row)
+static int svc_arr_fail(char *err, size_t errlen)
 {
-    char st = PQgetvalue(res, row, 1)[0];
+    snprintf(err, errlen, "out of memory building the commit");
+    return POOLD_ERR_NOMEM;
+}
+
+/* Insert the group's first occurrences; inserted[k] for each idx[k] whose
+ * id went in (repeats included). */
+static int svc_insert_many(struct service *svc, struct service_job *jobs,
+                           const size_t *idx, struct svc_key *keys, size_t n,
+                           bool *inserted, uint64_t deadline_ns, char *err,
+                           size_t errlen)
+{
+    const Oid types[6] = {TEXTOID,      TEXTARRAYOID, BOOLARRAYOID,
+                          INT4ARRAYOID, TEXTARRAYOID, BYTEAARRAYOID};
+    const char *values[6] = {svc->org_id};
+    int lengths[6] = {0};
+    const int formats[6] = {0, 1, 1, 1, 1, 1};
+    const struct db_query q = {.stmt = SVC_STMT_COMMIT,
+                               .sql = svc_insert_many_sql,
+                               .nparams = 6,
+                               .types = types,
+                               .values = values,
+                               .lengths = lengths,
+                               .formats = formats,
+                               .writes = true};
+    size_t nfirst = 0;
+    PGresult *res;
+    int rc;
+
+    for (size_t s = 0; s < n; s++) {
+        bool repeat = s > 0 && keys[s].len == keys[s - 1].len &&
+                      memcmp(keys[s].id, keys[s - 1].id, keys[s].len) == 0;
+        keys[s].first = repeat ? keys[s - 1].first : keys[s].k;
+        nfirst += !repeat;
+    }
+    if (!svc_insert_arrays(svc, jobs, idx, keys, n, nfirst))
+        return svc_arr_fail(err, errlen);
+    for (int i = 0; i < SVC_ARRS; i++) {
+        values[i + 1] = svc->arrs[i].buf;
+        lengths[i + 1] = (int)svc->arrs[i].len;
+    }
+    rc = db_run(svc->conn, &q, deadline_ns, &res, err, errlen);
+    if (rc != POOLD_OK)
+        return rc;
+    for (int row = 0; row < PQntuples(res); row++) {
+        struct svc_key want = {PQgetvalue(res, row, 0),
+                               (size_t)PQgetlength(res, row, 0), 0, 0};
+        /* The first occurrence sorts first among its id's keys. */
+        size_t lo = 0, hi = n;
+        while (lo < hi) {
+            size_t mid = lo + (hi - lo) / 2;
+            if (svc_key_cmp(&keys[mid], &want) < 0)
+                lo = mid + 1;
+            else
+                hi = mid;
+        }
+        for (size_t s = lo; s < n && keys[s].len == want.len &&
+                            memcmp(keys[s].id, want.id, want.len) == 0;
+             s++)
+            inserted[keys[s].k] = true;
+    }
+    PQclear(res);
+    return POOLD_OK;
+}
+
+/* Apply a lookup row (stored before) to its job. */
+static void svc_lookup_row(struct service_job *j, const PGresult *res, int row)
+{
     long checks;
     char *end;
 
-    switch (st) {
-    case 'i':
-        j->status = POOLD_OK;
-        return true;
-    case 'b':
-        j->result.duplicate = true;
-        j->status = POOLD_OK;
-        return true;
-    case 'c':
+    if (strcmp(PQgetvalue(res, row, 1), "t") != 0) {
         j->status = POOLD_ERR_CONFLICT;
-        return true;
-    case 'd':
-        break;
-    default:
-        return false;
+        return;
     }
     errno = 0;
     checks = strtol(PQgetvalue(res, row, 3), &end, 10);
     if (errno != 0 || *end != '\0' || checks < 0 || checks > (long)UINT32_MAX) {
         j->status = POOLD_ERR_DB; /* stored, but unreadable: say so */
-        return true;
+        return;
     }
     j->result.duplicate = true;
     j->result.passed = strcmp(PQgetvalue(res, row, 2), "t") == 0;
     j->result.verdict.checks = (unsigned)checks;
     svc_failed_parse(PQgetvalue(res, row, 4), &j->result.verdict);
     j->status = POOLD_OK;
-    return true;
 }
 
-/* svc_commit_once() for one job: *n becomes 0, or stays 1 to go again. */
-static int svc_commit_one(struct service *svc, struct service_job *j, size_t *n,
-                          uint64_t deadline_ns, char *err, size_t errlen)
+/* Read the stored rows of the jobs idx[0..*n) (none was inserted); on
+ * return idx[0..*n) lists those with no row yet (to go again). */
+static int svc_lookup(struct service *svc, struct service_job *jobs,
+                      size_t *idx, size_t *n, bool *found, uint64_t deadline_ns,
+                      char *err, size_t errlen)
+{
+    const Oid types[3] = {TEXTOID, TEXTARRAYOID, BYTEAARRAYOID};
+    const char *values[3] = {svc->org_id};
+    int lengths[3] = {0};
+    const int formats[3] = {0, 1, 1};
+    const struct db_query q = {.stmt = SVC_STMT_LOOKUP,
+                               .sql = svc_lookup_sql,
+                               .nparams = 3,
+                               .types = types,
+                               .values = values,
+                               .lengths = lengths,
+                               .formats = formats};
+    struct svc_arr *a = svc->arrs;
+    PGresult *res;
+    size_t again = 0;
+    int rc;
+
+    arr_begin(&a[0], TEXTOID, *n);
+    arr_begin(&a[4], BYTEAOID, *n);
+    for (size_t k = 0; k < *n; k++) {
+        const struct message *m = jobs[idx[k]].msg;
+        arr_elem(&a[0], m->id, m->id_len);
+        arr_elem(&a[4], m->payload, m->payload_len);
+    }
+    if (a[0].oom || a[4].oom || a[0].len > INT32_MAX || a[4].len > INT32_MAX)
+        return svc_arr_fail(err, errlen);
+    values[1] = a[0].buf;
+    lengths[1] = (int)a[0].len;
+    values[2] = a[4].buf;
+    lengths[2] = (int)a[4].len;
+    rc = db_run(svc->conn, &q, deadline_ns, &res, err, errlen);
+    if (rc != POOLD_OK)
+        return rc;
+    if (PQnfields(res) != 5) {
+        snprintf(err, errlen, "reading stored results: %d columns",
+                 PQnfields(res));
+        PQclear(res);
+        return POOLD_ERR_DB;
+    }
+    memset(found, 0, *n * sizeof *found);
+    for (int row = 0; row < PQntuples(res); row++) {
+        long ord = strtol(PQgetvalue(res, row, 0), NULL, 10);
+        if (ord >= 1 && (size_t)ord <= *n) {
+            svc_lookup_row(&jobs[idx[ord - 1]], res, row);
+            found[ord - 1] = true;
+        }
+    }
+    PQclear(res);
+    for (size_t k = 0; k < *n; k++)
+        if (!found[k])
+            idx[again++] = idx[k];
+    *n = again;
+    return POOLD_OK;
+}
+
+/* The one-message INSERT: *inserted from the command tag. */
+static int svc_insert_one(struct service *svc, struct service_job *j,
+                          bool *inserted, uint64_t deadline_ns, char *err,
+                          size_t errlen)
 {
     char failed[RULES_MAX * 24 + 3], checks[16];
     const struct message *m = j->msg;
@@ -474,7 +605,7 @@ static int svc_commit_one(struct service *svc, struct service_job *j, size_t *n,
     const int lengths[6] = {0, (int)m->id_len, 0, 0, 0, (int)m->payload_len};
     const int formats[6] = {0, 1, 0, 0, 0, 1};
     const struct db_query q = {.stmt = SVC_STMT_COMMIT_ONE,
-                               .sql = svc_commit_one_sql,
+                               .sql = svc_insert_one_sql,
                                .nparams = 6,
                                .types = types,
                                .values = values,
@@ -489,86 +620,86 @@ static int svc_commit_one(struct service *svc, struct service_job *j, size_t *n,
     rc = db_run(svc->conn, &q, deadline_ns, &res, err, errlen);
     if (rc != POOLD_OK)
         return rc;
-    if (PQntuples(res) > 1 || PQnfields(res) != 5) {
-        snprintf(err, errlen, "storing result: %d rows", PQntuples(res));
-        PQclear(res);
-        return POOLD_ERR_DB;
-    }
-    if (PQntuples(res) == 1 && svc_commit_row(j, res, 0))
-        *n = 0;
+    *inserted = strcmp(PQcmdTuples(res), "1") == 0;
     PQclear(res);
     return POOLD_OK;
 }
 
-/* One statement for the jobs listed in idx[0..*n); on return idx[0..*n)
- * lists the jobs to go again ('m'). POOLD_OK, or the statement's error
- * (every listed job is left for the caller to fail). */
+/*
+ * One round for the jobs listed in idx[0..*n): insert, then look up what
+ * was not inserted. On return idx[0..*n) lists the jobs to go again.
+ * POOLD_OK, or a statement's error (every listed job is left for the
+ * caller to fail). keys and inserted have room for *n entries.
+ */
 static int svc_commit_once(struct service *svc, struct service_job *jobs,
-                           size_t *idx, size_t *n, uint64_t deadline_ns,
-                           char *err, size_t errlen)
+                           size_t *idx, size_t *n, struct svc_key *keys,
+                           bool *inserted, uint64_t deadline_ns, char *err,
+                           size_t errlen)
 {
-    const Oid types[6] = {TEXTOID,      TEXTARRAYOID, BOOLARRAYOID,
-                          INT4ARRAYOID, TEXTARRAYOID, BYTEAARRAYOID};
-    const char *values[6] = {svc->org_id};
-    int lengths[6] = {0};
-    const int formats[6] = {0, 1, 1, 1, 1, 1};
-    const struct db_query q = {.stmt = SVC_STMT_COMMIT,
-                               .sql = svc_commit_sql,
-                               .nparams = 6,
-                               .types = types,
-                               .values = values,
-                               .lengths = lengths,
-                               .formats = formats,
-                               .writes = true};
-    PGresult *res;
-    size_t again = 0;
+    size_t rest = 0;
     int rc;
 
-    if (*n == 1)
-        return svc_commit_one(svc, &jobs[idx[0]], n, deadline_ns, err, errlen);
-    if (!svc_commit_arrays(svc, jobs, idx, *n)) {
-        snprintf(err, errlen, "out of memory building the commit");
-        return POOLD_ERR_NOMEM;
+    memset(inserted, 0, *n * sizeof *inserted);
+    if (*n == 1) {
+        rc = svc_insert_one(svc, &jobs[idx[0]], &inserted[0], deadline_ns,
+                            err, errlen);
+    } else {
+        for (size_t k = 0; k < *n; k++)
+            keys[k] = (struct svc_key){jobs[idx[k]].msg->id,
+                                       jobs[idx[k]].msg->id_len, k, k};
+        qsort(keys, *n, sizeof *keys, svc_key_cmp);
+        rc = svc_insert_many(svc, jobs, idx, keys, *n, inserted, deadline_ns,
+                             err, errlen);
     }
-    for (int i = 0; i < SVC_ARRS; i++) {
-        values[i + 1] = svc->arrs[i].buf;
-        lengths[i + 1] = (int)svc->arrs[i].len;
-    }
-    rc = db_run(svc->conn, &q, deadline_ns, &res, err, errlen);
     if (rc != POOLD_OK)
         return rc;
-    if (PQntuples(res) != (int)*n || PQnfields(res) != 5) {
-        snprintf(err, errlen, "storing results: %d rows for %zu messages",
-                 PQntuples(res), *n);
-        PQclear(res);
-        return POOLD_ERR_DB; /* impossible: the statement committed, though */
+    for (size_t s = 0; s < *n; s++) {
+        size_t k = *n == 1 ? 0 : keys[s].k;
+        struct service_job *j = &jobs[idx[k]];
+
+        if (!inserted[k])
+            continue;
+        if (*n == 1 || keys[s].first == k) {
+            j->status = POOLD_OK; /* inserted by this statement */
+        } else { /* a repeat of an id this statement inserted */
+            j->result.duplicate =
+                svc_same_payload(j->msg, jobs[idx[keys[s].first]].msg);
+            j->status = j->result.duplicate ? POOLD_OK : POOLD_ERR_CONFLICT;
+        }
     }
     for (size_t k = 0; k < *n; k++)
-        if (!svc_commit_row(&jobs[idx[k]], res, (int)k))
-            idx[again++] = idx[k];
-    PQclear(res);
-    *n = again;
-    return POOLD_OK;
+        if (!inserted[k])
+            idx[rest++] = idx[k];
+    *n = rest;
+    if (rest == 0)
+        return POOLD_OK;
+    return svc_lookup(svc, jobs, idx, n, inserted, deadline_ns, err, errlen);
 }
 
 /* Commit jobs[0..n): every job gets its own status. */
 static int svc_commit(struct service *svc, struct service_job *jobs, size_t n,
                       uint64_t deadline_ns, char *err, size_t errlen)
 {
-    size_t stack_idx[64];
-    size_t *idx = n <= 64 ? stack_idx : malloc(n * sizeof *idx);
+    enum { SVC_STACK_JOBS = 16 };
+    size_t stack_idx[SVC_STACK_JOBS];
+    struct svc_key stack_keys[SVC_STACK_JOBS];
+    bool stack_ins[SVC_STACK_JOBS];
+    bool heap = n > SVC_STACK_JOBS;
+    size_t *idx = heap ? malloc(n * sizeof *idx) : stack_idx;
+    struct svc_key *keys = heap ? malloc(n * sizeof *keys) : stack_keys;
+    bool *ins = heap ? malloc(n * sizeof *ins) : stack_ins;
     size_t left = n;
     int rc = POOLD_OK;
 
-    if (idx == NULL) {
+    if (idx == NULL || keys == NULL || ins == NULL) {
         snprintf(err, errlen, "out of memory");
         rc = POOLD_ERR_NOMEM;
     }
-    for (size_t k = 0; idx && k < n; k++)
+    for (size_t k = 0; rc == POOLD_OK && k < n; k++)
         idx[k] = k;
-    for (int t = 0; idx && rc == POOLD_OK && left > 0 && t < SVC_COMMIT_TRIES;
-         t++)
-        rc = svc_commit_once(svc, jobs, idx, &left, deadline_ns, err, errlen);
+    for (int t = 0; rc == POOLD_OK && left > 0 && t < SVC_COMMIT_TRIES; t++)
+        rc = svc_commit_once(svc, jobs, idx, &left, keys, ins, deadline_ns,
+                             err, errlen);
     if (rc == POOLD_OK && left > 0) {
         snprintf(err, errlen,
                  "storing result: row neither inserted nor "
@@ -576,10 +707,13 @@ static int svc_commit(struct service *svc, struct service_job *jobs, size_t n,
                  SVC_COMMIT_TRIES);
         rc = POOLD_ERR_DB;
     }
-    for (size_t k = 0; idx && k < left; k++)
+    for (size_t k = 0; idx != NULL && k < left; k++)
         jobs[idx[k]].status = rc;
-    if (idx != stack_idx)
+    if (heap) {
         free(idx);
+        free(keys);
+        free(ins);
+    }
     return rc;
 }
 
