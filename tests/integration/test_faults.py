@@ -278,10 +278,20 @@ class FaultTest(unittest.TestCase):
             for i in range(8):
                 self.assertEqual(server.process("org_041", "tflt_t%d" % i)[0],
                                  200)
+            pids = psql("SELECT string_agg(pid::text, ',') FROM "
+                        "pg_stat_activity WHERE application_name LIKE "
+                        "'poold%'")
+            self.assertTrue(pids)
             killed = psql("SELECT count(pg_terminate_backend(pid)) FROM "
-                          "pg_stat_activity WHERE application_name LIKE "
-                          "'poold%'")
+                          "pg_stat_activity WHERE pid IN (%s)" % pids)
             self.assertGreater(int(killed), 0)
+            # pg_terminate_backend only signals: wait until they exited, so
+            # the next request finds its connection closed instead of
+            # racing the exit (an INSERT sent to a backend that dies before
+            # answering is a 504: it may have committed).
+            wait_until(lambda: psql(
+                "SELECT count(*) FROM pg_stat_activity WHERE pid IN (%s)"
+                % pids) == "0", 30, "the terminated backends to exit")
             statuses = [server.process("org_041", "tflt_after%d" % i)[0]
                         for i in range(10)]
             self.assertTrue(set(statuses) <= {200, 503}, statuses)
