@@ -641,8 +641,8 @@ static int svc_commit_once(struct service *svc, struct service_job *jobs,
 
     memset(inserted, 0, *n * sizeof *inserted);
     if (*n == 1) {
-        rc = svc_insert_one(svc, &jobs[idx[0]], &inserted[0], deadline_ns,
-                            err, errlen);
+        rc = svc_insert_one(svc, &jobs[idx[0]], &inserted[0], deadline_ns, err,
+                            errlen);
     } else {
         for (size_t k = 0; k < *n; k++)
             keys[k] = (struct svc_key){jobs[idx[k]].msg->id,
@@ -698,8 +698,8 @@ static int svc_commit(struct service *svc, struct service_job *jobs, size_t n,
     for (size_t k = 0; rc == POOLD_OK && k < n; k++)
         idx[k] = k;
     for (int t = 0; rc == POOLD_OK && left > 0 && t < SVC_COMMIT_TRIES; t++)
-        rc = svc_commit_once(svc, jobs, idx, &left, keys, ins, deadline_ns,
-                             err, errlen);
+        rc = svc_commit_once(svc, jobs, idx, &left, keys, ins, deadline_ns, err,
+                             errlen);
     if (rc == POOLD_OK && left > 0) {
         snprintf(err, errlen,
                  "storing result: row neither inserted nor "
