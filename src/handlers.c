@@ -14,6 +14,7 @@
 #include "clock.h"
 #include "cluster.h"
 #include "dashboard.h"
+#include "handlers_internal.h"
 #include "metrics.h"
 #include "registry.h"
 #include "rules.h"
@@ -1233,4 +1234,42 @@ bool handlers_org_param(const struct http_request *req,
                         struct http_response *resp)
 {
     return valid_org_param(req, resp);
+}
+
+/* ---- for the unit tests (handlers_internal.h) --------------------------- */
+
+bool handlers_bearer_token(const char *auth, const char **tok, size_t *len)
+{
+    return bearer_token(auth, tok, len);
+}
+
+bool handlers_validate_message(json_t *root, struct handlers_message *out,
+                               struct http_response *resp)
+{
+    struct process_request p = {0};
+
+    if (!validate_message(root, &p, resp))
+        return false;
+    *out = (struct handlers_message){.id = p.id,
+                                     .org_id = p.org_id,
+                                     .payload = p.payload,
+                                     .id_len = p.id_len,
+                                     .org_id_len = p.org_id_len,
+                                     .payload_len = p.payload_len};
+    return true;
+}
+
+bool handlers_validate_batch(struct handlers *h, const struct http_request *req,
+                             json_t *root, struct message *out, size_t out_cap,
+                             size_t *n, struct http_response *resp)
+{
+    struct process_request top = {0};
+    struct batch b = {0};
+    bool ok = validate_batch(h, req, root, &b, &top, resp);
+
+    *n = ok ? b.n : 0;
+    for (size_t i = 0; ok && i < b.n && i < out_cap; i++)
+        out[i] = b.msgs[i];
+    batch_free(&b);
+    return ok;
 }

@@ -125,6 +125,13 @@ static bool pattern_match(const char *pattern, const char *path,
     return true;
 }
 
+bool http_route_match(const char *pattern, const char *path, const char **param,
+                      size_t *param_len, const char **param2,
+                      size_t *param2_len)
+{
+    return pattern_match(pattern, path, param, param_len, param2, param2_len);
+}
+
 /* The route for (method, path); NULL with ctx->allow filled when the path
  * exists under other methods (405), NULL with it empty for 404. */
 static const struct route *route_find(struct request_ctx *ctx,

@@ -65,14 +65,22 @@ poold_check_test(ratelimit unit tests/unit/check_ratelimit.c)
 poold_check_test(breaker unit tests/unit/check_breaker.c)
 poold_check_test(holders unit tests/unit/check_holders.c)
 poold_check_test(cluster unit tests/unit/check_cluster.c)
+poold_check_test(handlers unit tests/unit/check_handlers.c)
 # Housekeeping ticks driven by hand with a fake clock; a white-box test:
 # it sees the registry's private header.
 poold_check_test(housekeeping unit tests/unit/check_housekeeping.c)
 target_include_directories(check_housekeeping PRIVATE ${CMAKE_SOURCE_DIR}/src)
 
 # --- integration: real PostgreSQL ------------------------------------------
+# The superuser connection, settings and waits of the three below.
+add_library(poold_pg_fixture STATIC tests/integration/pg_fixture.c)
+target_link_libraries(poold_pg_fixture PUBLIC poold_core PkgConfig::CHECK)
+poold_check_test(db integration tests/integration/check_db.c
+                 LIBS poold_pg_fixture)
+poold_check_test(catalog integration tests/integration/check_catalog.c
+                 LIBS poold_pg_fixture)
 poold_check_test(service integration tests/integration/check_service.c
-                 TIMEOUT 300)
+                 TIMEOUT 300 LIBS poold_pg_fixture)
 poold_check_test(registry integration tests/integration/check_registry.c
                  TIMEOUT 300)
 
