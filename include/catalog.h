@@ -7,9 +7,8 @@
 
 #include "audit.h"
 #include "db.h"
+#include "orgid.h"
 #include "status.h"
-
-#define ORG_ID_MAX 64
 
 struct org_info {
     char org_id[ORG_ID_MAX + 1];
@@ -18,9 +17,6 @@ struct org_info {
     long long version; /* orgs.config_version: bumped on every change */
     bool paused;       /* orgs.paused: POST /process* answer 503 */
 };
-
-/* True if s matches ^[A-Za-z0-9_-]{1,64}$. */
-bool catalog_org_id_is_valid(const char *s, size_t len);
 
 /* Fail with a clear message unless the schema (sql/) has been applied. */
 POOLD_MUSTCHECK int catalog_check_schema(struct db_conn *conn, char *err,
@@ -54,6 +50,27 @@ POOLD_MUSTCHECK int catalog_load_configs(
     void (*fn)(void *arg, const char *org_id, const char *config, size_t len,
                long long version),
     void *arg, char *err, size_t errlen);
+
+/* The named statement (db.h) catalog_load_org() prepares on a connection;
+ * the others of DB_STMT_MAX are the service's. */
+#define CATALOG_STMT_ORG 1
+
+/* Takes one org's configuration text (borrowed for the call, len bytes,
+ * NUL-terminated) and config_version; returns a status, err filled on
+ * failure. */
+typedef int (*catalog_config_fn)(void *arg, const char *config, size_t len,
+                                 long long version, char *err, size_t errlen);
+
+/*
+ * Read org_id's row (a statement prepared once per connection, when the
+ * connection's settings allow) and call fn with its configuration; fn's
+ * status is returned. POOLD_ERR_UNKNOWN_ORG when the org has no row or is
+ * disabled (err says which), POOLD_ERR_DB when the read fails. The service
+ * builds its rules with it, on its own connection.
+ */
+POOLD_MUSTCHECK int catalog_load_org(struct db_conn *conn, const char *org_id,
+                                     catalog_config_fn fn, void *arg, char *err,
+                                     size_t errlen);
 
 /* Store orgs.pool_max_size for org_id. POOLD_ERR_UNKNOWN_ORG if no row. */
 POOLD_MUSTCHECK int catalog_store_pool_size(struct db_conn *conn,

@@ -19,6 +19,13 @@ static inline uint64_t clock_now_ns(void)
     return (uint64_t)ts.tv_sec * NS_PER_S + (uint64_t)ts.tv_nsec;
 }
 
+/* The CLOCK_MONOTONIC time at_ns (a deadline) as a timespec, for
+ * pthread_cond_timedwait() on a condition variable whose clock is
+ * CLOCK_MONOTONIC (pthread_condattr_setclock). The one conversion poold
+ * has: a deadline d from now is clock_timespec_at(&ts, clock_now_ns() + d).
+ * Pure. */
+void clock_timespec_at(struct timespec *ts, uint64_t at_ns);
+
 /* Sleep for a (possibly fractional) number of milliseconds; <= 0 returns. */
 void clock_sleep_ms(double ms);
 

@@ -7,7 +7,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 
-#include "catalog.h"
+#include "orgid.h"
 #include "status.h"
 
 #define KEYS_DIGEST_LEN 32                       /* SHA-256 */

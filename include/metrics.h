@@ -1,13 +1,15 @@
-/* metrics.h — HTTP counters and the Prometheus text rendering of all stats. */
+/* metrics.h — HTTP counters and the Prometheus text rendering of all stats.
+ * It renders what it is given: the caller gathers the pools' stats (from
+ * the registry) into a pool_snapshot and a metrics_view. */
 #ifndef POOLD_METRICS_H
 #define POOLD_METRICS_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
-#include "catalog.h"
+#include "orgid.h"
 #include "pool.h"
-#include "registry.h"
 #include "status.h"
 
 /* Routes of every branch together, with room: the table is fixed-size. */
@@ -47,10 +49,15 @@ struct pool_snapshot {
     bool oom;
 };
 
-/* Take the snapshot; POOLD_ERR_NOMEM on allocation failure. Free it with
- * metrics_snapshot_free() in any case. */
-POOLD_MUSTCHECK int metrics_snapshot_pools(struct registry *reg,
-                                           struct pool_snapshot *out);
+/* Add a copy of one org's stats to the snapshot at snap (a struct
+ * pool_snapshot, zeroed before the first add): the shape of
+ * registry_foreach_pool()'s callback. On allocation failure snap->oom is
+ * set and later adds do nothing. */
+void metrics_snapshot_add(void *snap, const char *org_id,
+                          const struct pool_stats *stats);
+/* Once every org is added: sort by org_id. POOLD_ERR_NOMEM if an add
+ * failed. Free the snapshot with metrics_snapshot_free() in any case. */
+POOLD_MUSTCHECK int metrics_snapshot_sort(struct pool_snapshot *s);
 void metrics_snapshot_free(struct pool_snapshot *s);
 
 /* Bound the per-org series: keep the top busiest orgs (most acquires, then
@@ -67,12 +74,21 @@ void metrics_set_top_orgs(struct metrics *m, unsigned n);
 /* Sum b into a (every counter and gauge, histogram buckets included). */
 void metrics_stats_add(struct pool_stats *a, const struct pool_stats *b);
 
+/* What a scrape shows besides the HTTP counters, gathered by the caller. */
+struct metrics_view {
+    struct pool_snapshot *pools; /* sorted (metrics_snapshot_sort); the
+                                    render bounds it to the top orgs */
+    struct pool_stats conn;      /* the connection pool's stats */
+    bool ready;                  /* poold_ready: directory loaded, db up */
+};
+
 /*
  * Render everything in Prometheus text format 0.0.4: per-org pool series,
  * the connection pool, acquire-wait histograms, HTTP requests and durations.
  * *out is malloc'd (caller frees), *len its length (no NUL counted).
+ * Thread-safe for distinct views.
  */
-POOLD_MUSTCHECK int metrics_render(struct metrics *m, struct registry *reg,
+POOLD_MUSTCHECK int metrics_render(struct metrics *m, struct metrics_view *view,
                                    char **out, size_t *len);
 
 #endif

@@ -7,7 +7,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "catalog.h"
+#include "orgid.h"
 #include "status.h"
 
 #define RATELIMIT_RPS_MAX 1000000.0

@@ -67,8 +67,9 @@ step "valgrind memcheck: unit tests"
 for t in build-test/check_pool build-test/check_rules build-test/check_log \
          build-test/check_config build-test/check_keys \
          build-test/check_ratelimit build-test/check_breaker \
-         build-test/check_holders; do
+         build-test/check_holders build-test/check_handlers; do
     CK_FORK=no CK_TIMEOUT_MULTIPLIER=20 POOLD_TEST_QUICK=1 valgrind -q \
+        --suppressions=tests/unit/valgrind.supp \
         --error-exitcode=1 --leak-check=full --errors-for-leak-kinds=definite,indirect \
         "$t" >/dev/null
     echo "valgrind clean: $t"

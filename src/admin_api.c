@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "keys.h"
+#include "registry.h"
 #include "rules.h"
 #include "tenants.h"
 
@@ -104,7 +105,7 @@ static bool query_org(const struct http_request *req, const char *name,
     char msg[96];
 
     *out = s;
-    if (s == NULL || catalog_org_id_is_valid(s, strlen(s)))
+    if (s == NULL || orgid_is_valid(s, strlen(s)))
         return true;
     snprintf(msg, sizeof msg, "query '%s' must match ^[A-Za-z0-9_-]{1,64}$",
              name);
@@ -114,34 +115,61 @@ static bool query_org(const struct http_request *req, const char *name,
 
 /* ---- orgs ------------------------------------------------------------- */
 
-/* A read of one page (?limit= and an org id parameter) on the
- * housekeeping connection: the org list and the audit trail. */
+/* The reads: one page (?limit= and an optional org id: the org list, the
+ * audit trail) or one org's object (the org, its keys). */
 typedef int (*page_fn)(struct db_conn *conn, const char *org_id, unsigned limit,
                        char **json, char *err, size_t errlen);
+typedef int (*org_read_fn)(struct db_conn *conn, const char *org_id,
+                           char **json, char *err, size_t errlen);
 
-static void read_page(struct handlers *h, const struct http_request *req,
-                      struct http_response *resp, const char *org_param,
-                      page_fn fn)
+struct admin_read {
+    page_fn page;       /* or NULL: org */
+    org_read_fn org;    /* when page is NULL */
+    const char *org_id; /* borrowed; NULL for a page of every org */
+    unsigned limit;     /* for page */
+};
+
+/* Run a read on the admin connection, answer 200 with the database's
+ * JSON. */
+static void read_json(struct handlers *h, struct http_response *resp,
+                      const struct admin_read *r)
 {
-    const char *org_id;
     struct db_conn *conn;
-    unsigned limit;
     char *json = NULL;
-    int rc;
+    int rc = registry_admin_begin(reg_of(h), &conn, resp->detail,
+                                  sizeof resp->detail);
 
-    if (!query_limit(req, &limit, resp) ||
-        !query_org(req, org_param, &org_id, resp))
-        return;
-    rc = registry_admin_begin(reg_of(h), &conn, resp->detail,
-                              sizeof resp->detail);
     if (rc == POOLD_OK) {
-        rc = fn(conn, org_id, limit, &json, resp->detail, sizeof resp->detail);
+        rc = r->page ? r->page(conn, r->org_id, r->limit, &json, resp->detail,
+                               sizeof resp->detail)
+                     : r->org(conn, r->org_id, &json, resp->detail,
+                              sizeof resp->detail);
         registry_admin_end(reg_of(h), conn, false);
     }
     if (rc != POOLD_OK)
         fail(h, resp, rc, false);
     else
         render_text(resp, 200, json);
+}
+
+static void read_page(struct handlers *h, const struct http_request *req,
+                      struct http_response *resp, const char *org_param,
+                      page_fn fn)
+{
+    struct admin_read r = {.page = fn};
+
+    if (query_limit(req, &r.limit, resp) &&
+        query_org(req, org_param, &r.org_id, resp))
+        read_json(h, resp, &r);
+}
+
+static void read_org(struct handlers *h, const struct http_request *req,
+                     struct http_response *resp, org_read_fn fn)
+{
+    struct admin_read r = {.org = fn, .org_id = resp->org};
+
+    if (handlers_org_param(req, resp))
+        read_json(h, resp, &r);
 }
 
 void admin_api_org_list(struct handlers *h, const struct http_request *req,
@@ -153,23 +181,7 @@ void admin_api_org_list(struct handlers *h, const struct http_request *req,
 void admin_api_org_get(struct handlers *h, const struct http_request *req,
                        struct http_response *resp)
 {
-    struct db_conn *conn;
-    char *json = NULL;
-    int rc;
-
-    if (!handlers_org_param(req, resp))
-        return;
-    rc = registry_admin_begin(reg_of(h), &conn, resp->detail,
-                              sizeof resp->detail);
-    if (rc == POOLD_OK) {
-        rc = tenants_org_get(conn, resp->org, &json, resp->detail,
-                             sizeof resp->detail);
-        registry_admin_end(reg_of(h), conn, false);
-    }
-    if (rc != POOLD_OK)
-        fail(h, resp, rc, false);
-    else
-        render_text(resp, 200, json);
+    read_org(h, req, resp, tenants_org_get);
 }
 
 /* "config": an object whose rules the service's own parser accepts. */
@@ -298,26 +310,34 @@ out:
     json_decref(root);
 }
 
-void admin_api_org_delete(struct handlers *h, const struct http_request *req,
-                          struct http_response *resp)
+/* DELETE of an org (key_id NULL) or the revocation of one of its keys,
+ * resp->org validated: 204. */
+static void remove_one(struct handlers *h, const struct http_request *req,
+                       struct http_response *resp, const char *key_id)
 {
     struct audit_actor actor = actor_of(req);
     struct db_conn *conn;
-    int rc;
+    int rc = registry_admin_begin(reg_of(h), &conn, resp->detail,
+                                  sizeof resp->detail);
 
-    if (!handlers_org_param(req, resp))
-        return;
-    rc = registry_admin_begin(reg_of(h), &conn, resp->detail,
-                              sizeof resp->detail);
     if (rc == POOLD_OK) {
-        rc = tenants_org_delete(conn, resp->org, &actor, resp->detail,
-                                sizeof resp->detail);
+        rc = key_id ? tenants_key_revoke(conn, resp->org, key_id, &actor,
+                                         resp->detail, sizeof resp->detail)
+                    : tenants_org_delete(conn, resp->org, &actor, resp->detail,
+                                         sizeof resp->detail);
         registry_admin_end(reg_of(h), conn, rc == POOLD_OK);
     }
     if (rc != POOLD_OK)
         fail(h, resp, rc, true);
     else
         no_content(resp);
+}
+
+void admin_api_org_delete(struct handlers *h, const struct http_request *req,
+                          struct http_response *resp)
+{
+    if (handlers_org_param(req, resp))
+        remove_one(h, req, resp, NULL);
 }
 
 /* ---- keys ------------------------------------------------------------- */
@@ -399,49 +419,19 @@ out:
 void admin_api_key_list(struct handlers *h, const struct http_request *req,
                         struct http_response *resp)
 {
-    struct db_conn *conn;
-    char *json = NULL;
-    int rc;
-
-    if (!handlers_org_param(req, resp))
-        return;
-    rc = registry_admin_begin(reg_of(h), &conn, resp->detail,
-                              sizeof resp->detail);
-    if (rc == POOLD_OK) {
-        rc = tenants_key_list(conn, resp->org, &json, resp->detail,
-                              sizeof resp->detail);
-        registry_admin_end(reg_of(h), conn, false);
-    }
-    if (rc != POOLD_OK)
-        fail(h, resp, rc, false);
-    else
-        render_text(resp, 200, json);
+    read_org(h, req, resp, tenants_key_list);
 }
 
 void admin_api_key_revoke(struct handlers *h, const struct http_request *req,
                           struct http_response *resp)
 {
-    struct audit_actor actor = actor_of(req);
-    struct db_conn *conn;
-    int rc;
-
     if (!handlers_org_param(req, resp))
         return;
     if (!keys_id_is_valid(req->param2, req->param2_len)) {
         handlers_error(resp, 404, "not_found", "no such key for this org");
         return;
     }
-    rc = registry_admin_begin(reg_of(h), &conn, resp->detail,
-                              sizeof resp->detail);
-    if (rc == POOLD_OK) {
-        rc = tenants_key_revoke(conn, resp->org, req->param2, &actor,
-                                resp->detail, sizeof resp->detail);
-        registry_admin_end(reg_of(h), conn, rc == POOLD_OK);
-    }
-    if (rc != POOLD_OK)
-        fail(h, resp, rc, true);
-    else
-        no_content(resp);
+    remove_one(h, req, resp, req->param2);
 }
 
 /* ---- audit ------------------------------------------------------------ */

@@ -9,44 +9,6 @@
 
 #include "log.h"
 
-bool catalog_org_id_is_valid(const char *s, size_t len)
-{
-    if (s == NULL || len == 0 || len > ORG_ID_MAX)
-        return false;
-    for (size_t i = 0; i < len; i++) {
-        char c = s[i];
-        bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
-                  (c >= '0' && c <= '9') || c == '_' || c == '-';
-        if (!ok)
-            return false;
-    }
-    return true;
-}
-
-/* Run one parameterised statement (the unnamed statement: no server-side
- * state, so it works through PgBouncer), bounded in time by db_run().
- * NULL with err filled on failure. */
-static PGresult *catalog_exec(struct db_conn *conn, const char *what,
-                              const char *sql, int nparams,
-                              const char *const *params, char *err,
-                              size_t errlen)
-{
-    const struct db_query q = {
-        .sql = sql, .nparams = nparams, .values = params};
-    PGresult *res = NULL;
-    char why[512];
-
-    if (db_run(conn, &q, 0, &res, why, sizeof why) == POOLD_OK &&
-        PQresultStatus(res) == PGRES_TUPLES_OK)
-        return res;
-    if (res != NULL)
-        snprintf(why, sizeof why, "unexpected result %s",
-                 PQresStatus(PQresultStatus(res)));
-    snprintf(err, errlen, "%s: %s", what, why);
-    PQclear(res);
-    return NULL;
-}
-
 /* An integer cell as long long; false if it is not one. */
 static bool catalog_get_ll(const PGresult *res, int row, int col,
                            long long *out)
@@ -83,7 +45,7 @@ int catalog_check_schema(struct db_conn *conn, char *err, size_t errlen)
                                         "column orgs.rate_limit_rps",
                                         "column orgs.paused"};
     PGresult *res =
-        catalog_exec(conn, "schema check", sql, 0, NULL, err, errlen);
+        db_exec(conn, "schema check", sql, 0, NULL, NULL, err, errlen);
 
     if (res == NULL)
         return POOLD_ERR_DB;
@@ -106,12 +68,12 @@ int catalog_fingerprint(struct db_conn *conn, long long *count,
                         long long *digest, char *err, size_t errlen)
 {
     /* sum() of bigint is numeric: no overflow; folded back into bigint. */
-    PGresult *res = catalog_exec(
-        conn, "orgs fingerprint",
-        "SELECT count(*), coalesce(sum(hashtextextended(concat_ws(':', "
-        "org_id, config_version, enabled, pool_max_size, paused), 0)) "
-        "% 9223372036854775807, 0)::bigint FROM orgs",
-        0, NULL, err, errlen);
+    PGresult *res =
+        db_exec(conn, "orgs fingerprint",
+                "SELECT count(*), coalesce(sum(hashtextextended(concat_ws(':', "
+                "org_id, config_version, enabled, pool_max_size, paused), 0)) "
+                "% 9223372036854775807, 0)::bigint FROM orgs",
+                0, NULL, NULL, err, errlen);
     int rc = POOLD_OK;
 
     if (res == NULL)
@@ -132,7 +94,7 @@ static bool catalog_row(const PGresult *res, int row, struct org_info *org)
     size_t len = strlen(id);
     long long size;
 
-    if (!catalog_org_id_is_valid(id, len))
+    if (!orgid_is_valid(id, len))
         return false;
     memcpy(org->org_id, id, len + 1);
     org->enabled = strcmp(PQgetvalue(res, row, 1), "t") == 0;
@@ -147,11 +109,11 @@ static bool catalog_row(const PGresult *res, int row, struct org_info *org)
 int catalog_load(struct db_conn *conn, struct org_info **out, size_t *n,
                  char *err, size_t errlen)
 {
-    PGresult *res = catalog_exec(
+    PGresult *res = db_exec(
         conn, "orgs load",
         "SELECT org_id, enabled, coalesce(pool_max_size, 0), config_version,"
         " paused FROM orgs ORDER BY org_id",
-        0, NULL, err, errlen);
+        0, NULL, NULL, err, errlen);
     struct org_info *orgs;
     size_t rows, kept = 0;
 
@@ -186,10 +148,10 @@ int catalog_load_configs(struct db_conn *conn,
                          void *arg, char *err, size_t errlen)
 {
     PGresult *res =
-        catalog_exec(conn, "orgs configs",
-                     "SELECT org_id, config::text, config_version FROM orgs"
-                     " WHERE enabled",
-                     0, NULL, err, errlen);
+        db_exec(conn, "orgs configs",
+                "SELECT org_id, config::text, config_version FROM orgs"
+                " WHERE enabled",
+                0, NULL, NULL, err, errlen);
     long long version;
 
     if (res == NULL)
@@ -200,6 +162,38 @@ int catalog_load_configs(struct db_conn *conn,
                (size_t)PQgetlength(res, i, 1), version);
     PQclear(res);
     return POOLD_OK;
+}
+
+int catalog_load_org(struct db_conn *conn, const char *org_id,
+                     catalog_config_fn fn, void *arg, char *err, size_t errlen)
+{
+    const char *params[1] = {org_id};
+    const struct db_query q = {
+        .stmt = CATALOG_STMT_ORG,
+        .sql = "SELECT enabled, config::text, config_version FROM orgs"
+               " WHERE org_id = $1",
+        .nparams = 1,
+        .values = params};
+    PGresult *res = NULL;
+    long long version = 0;
+    char why[256];
+    int rc = db_run(conn, &q, 0, &res, why, sizeof why);
+
+    if (rc != POOLD_OK || PQresultStatus(res) != PGRES_TUPLES_OK ||
+        (PQntuples(res) > 0 && !catalog_get_ll(res, 0, 2, &version))) {
+        snprintf(err, errlen, "loading org: %s",
+                 rc != POOLD_OK ? why : "unexpected result");
+        rc = POOLD_ERR_DB;
+    } else if (PQntuples(res) == 0 || strcmp(PQgetvalue(res, 0, 0), "t") != 0) {
+        snprintf(err, errlen, "org %s %s", org_id,
+                 PQntuples(res) == 0 ? "not found" : "is disabled");
+        rc = POOLD_ERR_UNKNOWN_ORG;
+    } else {
+        rc = fn(arg, PQgetvalue(res, 0, 1), (size_t)PQgetlength(res, 0, 1),
+                version, err, errlen);
+    }
+    PQclear(res);
+    return rc;
 }
 
 int catalog_store_pool_size(struct db_conn *conn, const char *org_id,
@@ -215,10 +209,10 @@ int catalog_store_pool_size(struct db_conn *conn, const char *org_id,
         return POOLD_ERR_INVALID;
     }
     snprintf(size_s, sizeof size_s, "%u", size);
-    res = catalog_exec(conn, "store pool size",
-                       "UPDATE orgs SET pool_max_size = $2::integer"
-                       " WHERE org_id = $1 RETURNING 1",
-                       2, params, err, errlen);
+    res = db_exec(conn, "store pool size",
+                  "UPDATE orgs SET pool_max_size = $2::integer"
+                  " WHERE org_id = $1 RETURNING 1",
+                  2, params, NULL, err, errlen);
     if (res == NULL)
         return POOLD_ERR_DB;
     rows = PQntuples(res);
@@ -234,10 +228,10 @@ int catalog_store_paused(struct db_conn *conn, const char *org_id, bool paused,
                          char *err, size_t errlen)
 {
     const char *params[2] = {org_id, paused ? "true" : "false"};
-    PGresult *res = catalog_exec(conn, "store paused",
-                                 "UPDATE orgs SET paused = $2::boolean"
-                                 " WHERE org_id = $1 RETURNING 1",
-                                 2, params, err, errlen);
+    PGresult *res = db_exec(conn, "store paused",
+                            "UPDATE orgs SET paused = $2::boolean"
+                            " WHERE org_id = $1 RETURNING 1",
+                            2, params, NULL, err, errlen);
     int rows;
 
     if (res == NULL)

@@ -1,4 +1,5 @@
-/* clock.c — sleeping for the simulated build and process costs. */
+/* clock.c — deadlines as timespecs, and sleeping for the simulated build
+ * and process costs. */
 #include "clock.h"
 
 #include <errno.h>
@@ -12,4 +13,10 @@ void clock_sleep_ms(double ms)
                           .tv_nsec = (long)(ns % NS_PER_S)};
     while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
         ;
+}
+
+void clock_timespec_at(struct timespec *ts, uint64_t at_ns)
+{
+    ts->tv_sec = (time_t)(at_ns / NS_PER_S);
+    ts->tv_nsec = (long)(at_ns % NS_PER_S);
 }

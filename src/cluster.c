@@ -93,37 +93,29 @@ static const char sql_set[] =
 static const char sql_leave[] =
     "DELETE FROM cluster_replicas WHERE replica_id = $1";
 
-/* Run one statement; NULL with err filled unless it gave want. */
+/* Run one statement, bounded like every other (db_exec); NULL with err
+ * filled on failure. */
 static PGresult *cluster_exec(struct db_conn *conn, const char *sql,
-                              int nparams, const char *const *params,
-                              ExecStatusType want, char *err, size_t errlen)
+                              int nparams, const char *const *params, char *err,
+                              size_t errlen)
 {
-    PGconn *pg = db_conn_pg(conn);
-    PGresult *res = nparams > 0 ? PQexecParams(pg, sql, nparams, NULL, params,
-                                               NULL, NULL, 0)
-                                : PQexec(pg, sql);
-    if (PQresultStatus(res) == want)
-        return res;
-    const char *msg = res ? PQresultErrorMessage(res) : "";
-    if (msg == NULL || *msg == '\0')
-        msg = PQerrorMessage(pg);
-    const char *state = res ? PQresultErrorField(res, PG_DIAG_SQLSTATE) : 0;
+    char state[6];
+    PGresult *res = db_exec(conn, "cluster heartbeat", sql, nparams, params,
+                            state, err, errlen);
+    size_t n;
+
     /* 42P01 undefined_table: the schema predates replicas. */
-    bool no_table = state != NULL && strcmp(state, "42P01") == 0;
-    size_t n = strlen(msg);
-    while (n > 0 && msg[n - 1] == '\n')
-        n--;
-    snprintf(err, errlen, "cluster heartbeat: %.*s%s", (int)n, msg,
-             no_table ? " (apply sql/004_cluster.sql)" : "");
-    PQclear(res);
-    return NULL;
+    if (res == NULL && strcmp(state, "42P01") == 0) {
+        n = strlen(err);
+        snprintf(err + n, errlen - n, " (apply sql/004_cluster.sql)");
+    }
+    return res;
 }
 
 static bool cluster_run(struct db_conn *conn, const char *sql, int nparams,
                         const char *const *params, char *err, size_t errlen)
 {
-    PGresult *res =
-        cluster_exec(conn, sql, nparams, params, PGRES_COMMAND_OK, err, errlen);
+    PGresult *res = cluster_exec(conn, sql, nparams, params, err, errlen);
     bool ok = res != NULL;
     PQclear(res);
     return ok;
@@ -153,8 +145,7 @@ static int cluster_read_live(struct cluster *c, struct db_conn *conn,
     char lease[16];
     const char *p[1] = {lease};
     snprintf(lease, sizeof lease, "%u", c->cfg.lease_s);
-    PGresult *res =
-        cluster_exec(conn, sql_live, 1, p, PGRES_TUPLES_OK, err, errlen);
+    PGresult *res = cluster_exec(conn, sql_live, 1, p, err, errlen);
     if (res == NULL)
         return -1;
     int n = PQntuples(res);
@@ -332,10 +323,8 @@ int cluster_tick(struct cluster *c, struct db_conn *conn, char *err,
         return POOLD_ERR_DB;
     }
     if (!cluster_txn(c, conn, view, &n, &want, err, errlen)) {
-        if (PQtransactionStatus(db_conn_pg(conn)) != PQTRANS_IDLE) {
-            PGresult *r = PQexec(db_conn_pg(conn), "ROLLBACK");
-            PQclear(r);
-        }
+        if (PQtransactionStatus(db_conn_pg(conn)) != PQTRANS_IDLE)
+            db_rollback(conn); /* bounded; an unknown outcome dooms conn */
         return POOLD_ERR_DB;
     }
     c->renewed_ns = sent;

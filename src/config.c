@@ -44,16 +44,10 @@ static bool parse_token(const struct config_key *, const char *,
                         struct poold_config *, char *, size_t);
 static bool parse_prewarm(const struct config_key *, const char *,
                           struct poold_config *, char *, size_t);
-static bool parse_pool_mode(const struct config_key *, const char *,
-                            struct poold_config *, char *, size_t);
-static bool parse_log_format(const struct config_key *, const char *,
-                             struct poold_config *, char *, size_t);
-static bool parse_on_off(const struct config_key *, const char *,
+static bool parse_choice(const struct config_key *, const char *,
                          struct poold_config *, char *, size_t);
 static bool parse_path(const struct config_key *, const char *,
                        struct poold_config *, char *, size_t);
-static bool parse_client_auth(const struct config_key *, const char *,
-                              struct poold_config *, char *, size_t);
 static bool parse_read_token(const struct config_key *, const char *,
                              struct poold_config *, char *, size_t);
 
@@ -94,17 +88,16 @@ static const struct config_key config_keys[] = {
     {"POOLD_CLIENT_TIMEOUT_S", "client-timeout-s", "30", parse_unsigned,
      FIELD(client_timeout_s), 1, 3600,
      "close a client connection idle this long"},
-    {"POOLD_POOL_MODE", "pool-mode", "pooled", parse_pool_mode,
-     FIELD(pool_mode), 0, 0,
-     "pooled, or none: build a service per request and close it after"},
+    {"POOLD_POOL_MODE", "pool-mode", "pooled", parse_choice, FIELD(pool_mode),
+     0, 0, "pooled, or none: build a service per request and close it after"},
     {"POOLD_BUILD_COST_MS", "build-cost-ms", "0", parse_double,
      FIELD(build_cost_ms), 0, 60000,
      "extra simulated cost of building a service (fractions allowed)"},
     {"POOLD_PROCESS_COST_MS", "process-cost-ms", "0", parse_double,
      FIELD(process_cost_ms), 0, 60000,
      "extra simulated cost of processing a message (fractions allowed)"},
-    {"POOLD_LOG_FORMAT", "log-format", "text", parse_log_format,
-     FIELD(log_format), 0, 0, "json or text"},
+    {"POOLD_LOG_FORMAT", "log-format", "text", parse_choice, FIELD(log_format),
+     0, 0, "json or text"},
     {"POOLD_HOLD_WARN_MS", "hold-warn-ms", "10000", parse_unsigned,
      FIELD(hold_warn_ms), 0, 86400000,
      "log and count a service lent longer than this, once (0: off)"},
@@ -112,7 +105,7 @@ static const struct config_key config_keys[] = {
      FIELD(metrics_top_orgs), 0, 100000,
      "per-org metric series for the busiest N orgs; the rest summed as "
      "org=\"_other\" (0: every org)"},
-    {"POOLD_PREPARED_STATEMENTS", "prepared-statements", "on", parse_on_off,
+    {"POOLD_PREPARED_STATEMENTS", "prepared-statements", "on", parse_choice,
      FIELD(prepared_statements), 0, 0,
      "on: named statements prepared once per connection; off: unnamed "
      "(PgBouncer transaction mode before 1.21)"},
@@ -133,7 +126,7 @@ static const struct config_key config_keys[] = {
      "PEM certificate (chain) file: serve HTTPS (with POOLD_TLS_KEY)"},
     {"POOLD_TLS_KEY", "tls-key", NULL, parse_path, FIELD(tls_key), 0, 0,
      "PEM private key file of POOLD_TLS_CERT"},
-    {"POOLD_CLIENT_AUTH", "client-auth", "keys", parse_client_auth,
+    {"POOLD_CLIENT_AUTH", "client-auth", "keys", parse_choice,
      FIELD(client_auth), 0, 0,
      "keys: POST /process* needs an org API key; none: no client auth"},
     {"POOLD_READ_TOKEN", "read-token", NULL, parse_read_token,
@@ -332,41 +325,51 @@ static bool parse_prewarm(const struct config_key *key, const char *val,
     return parse_string(key, val, cfg, err, errlen);
 }
 
-static bool parse_pool_mode(const struct config_key *key, const char *val,
-                            struct poold_config *cfg, char *err, size_t errlen)
-{
-    if (strcmp(val, "pooled") == 0)
-        cfg->pool_mode = CONFIG_POOL_MODE_POOLED;
-    else if (strcmp(val, "none") == 0)
-        cfg->pool_mode = CONFIG_POOL_MODE_NONE;
-    else
-        return fail(key, val, err, errlen, "expected pooled or none");
-    return true;
-}
+/* The settings that are one of two words, and the value each word gives
+ * its field (of the type parse_choice's switch names). */
+static const struct config_choice {
+    size_t offset; /* FIELD() */
+    const char *word[2];
+    int value[2];
+} config_choices[] = {
+    {FIELD(pool_mode),
+     {"pooled", "none"},
+     {CONFIG_POOL_MODE_POOLED, CONFIG_POOL_MODE_NONE}},
+    {FIELD(log_format), {"json", "text"}, {LOG_FORMAT_JSON, LOG_FORMAT_TEXT}},
+    {FIELD(prepared_statements), {"on", "off"}, {true, false}},
+    {FIELD(client_auth),
+     {"keys", "none"},
+     {CONFIG_CLIENT_AUTH_KEYS, CONFIG_CLIENT_AUTH_NONE}},
+};
 
-static bool parse_log_format(const struct config_key *key, const char *val,
-                             struct poold_config *cfg, char *err, size_t errlen)
-{
-    if (strcmp(val, "text") == 0)
-        cfg->log_format = LOG_FORMAT_TEXT;
-    else if (strcmp(val, "json") == 0)
-        cfg->log_format = LOG_FORMAT_JSON;
-    else
-        return fail(key, val, err, errlen, "expected json or text");
-    return true;
-}
-
-static bool parse_on_off(const struct config_key *key, const char *val,
+static bool parse_choice(const struct config_key *key, const char *val,
                          struct poold_config *cfg, char *err, size_t errlen)
 {
-    bool *dst = field(cfg, key);
+    const struct config_choice *c = config_choices;
+    char why[64];
+    int v;
 
-    if (strcmp(val, "on") == 0)
-        *dst = true;
-    else if (strcmp(val, "off") == 0)
-        *dst = false;
-    else
-        return fail(key, val, err, errlen, "expected on or off");
+    while (c->offset != key->offset)
+        if (++c == config_choices + sizeof config_choices / sizeof *c)
+            abort(); /* a key table row without its choice row */
+    if (strcmp(val, c->word[0]) != 0 && strcmp(val, c->word[1]) != 0) {
+        snprintf(why, sizeof why, "expected %s or %s", c->word[0], c->word[1]);
+        return fail(key, val, err, errlen, why);
+    }
+    v = c->value[strcmp(val, c->word[1]) == 0];
+    switch (key->offset) {
+    case FIELD(pool_mode):
+        cfg->pool_mode = (enum config_pool_mode)v;
+        break;
+    case FIELD(log_format):
+        cfg->log_format = (enum log_format)v;
+        break;
+    case FIELD(client_auth):
+        cfg->client_auth = (enum config_client_auth)v;
+        break;
+    default: /* an on/off setting */
+        *(bool *)field(cfg, key) = v != 0;
+    }
     return true;
 }
 
@@ -575,19 +578,6 @@ out:
     if (r != CONFIG_OK)
         config_deinit(cfg);
     return r;
-}
-
-static bool parse_client_auth(const struct config_key *key, const char *val,
-                              struct poold_config *cfg, char *err,
-                              size_t errlen)
-{
-    if (strcmp(val, "keys") == 0)
-        cfg->client_auth = CONFIG_CLIENT_AUTH_KEYS;
-    else if (strcmp(val, "none") == 0)
-        cfg->client_auth = CONFIG_CLIENT_AUTH_NONE;
-    else
-        return fail(key, val, err, errlen, "expected keys or none");
-    return true;
 }
 
 /* As the admin token, but empty means none (nothing is generated). */

@@ -12,9 +12,14 @@
 
 #include "admin_api.h"
 #include "clock.h"
+#include "cluster.h"
 #include "dashboard.h"
+#include "handlers_internal.h"
+#include "metrics.h"
+#include "registry.h"
 #include "rules.h"
 #include "service.h"
+#include "tenants.h"
 
 #define MESSAGE_ID_MAX 128
 #define ROUTE_PROCESS "POST /process"             /* a holder's route */
@@ -275,8 +280,7 @@ static bool has_control_chars(const char *s, size_t len)
 static bool valid_org_param(const struct http_request *req,
                             struct http_response *resp)
 {
-    if (req->param == NULL ||
-        !catalog_org_id_is_valid(req->param, req->param_len)) {
+    if (req->param == NULL || !orgid_is_valid(req->param, req->param_len)) {
         handlers_error(resp, 400, "invalid_org_id",
                        "org_id in the path must match ^[A-Za-z0-9_-]{1,64}$");
         return false;
@@ -356,8 +360,7 @@ static bool validate_org(json_t *root, struct process_request *p,
     json_t *org = json_object_get(root, "org_id");
 
     if (!json_is_string(org) ||
-        !catalog_org_id_is_valid(json_string_value(org),
-                                 json_string_length(org))) {
+        !orgid_is_valid(json_string_value(org), json_string_length(org))) {
         handlers_error(resp, 400, "invalid_org_id",
                        "field 'org_id' must be a string matching "
                        "^[A-Za-z0-9_-]{1,64}$");
@@ -576,6 +579,15 @@ out:
     json_decref(root);
 }
 
+/* Every org pool's stats, sorted by org_id (freed by the caller in any
+ * case). */
+static int snapshot_pools(struct handlers *h, struct pool_snapshot *snap)
+{
+    memset(snap, 0, sizeof *snap);
+    registry_foreach_pool(h->cfg.reg, metrics_snapshot_add, snap);
+    return metrics_snapshot_sort(snap);
+}
+
 static void handle_stats(struct handlers *h, const struct http_request *req,
                          struct http_response *resp)
 {
@@ -585,7 +597,7 @@ static void handle_stats(struct handlers *h, const struct http_request *req,
 
     (void)req;
     memset(&totals, 0, sizeof totals);
-    if (metrics_snapshot_pools(h->cfg.reg, &snap) != POOLD_OK) {
+    if (snapshot_pools(h, &snap) != POOLD_OK) {
         metrics_snapshot_free(&snap);
         json_decref(pools);
         error_for_status(h, resp, POOLD_ERR_NOMEM);
@@ -734,11 +746,19 @@ static bool metrics_append_limits(struct handlers *h, char **text, size_t *len)
 static void handle_metrics(struct handlers *h, const struct http_request *req,
                            struct http_response *resp)
 {
+    struct pool_snapshot snap;
+    struct metrics_view view = {.pools = &snap};
     char *text = NULL;
     size_t len = 0;
+    int rc = snapshot_pools(h, &snap);
 
     (void)req;
-    if (metrics_render(h->cfg.metrics, h->cfg.reg, &text, &len) != POOLD_OK) {
+    registry_conn_stats(h->cfg.reg, &view.conn);
+    view.ready = registry_is_ready(h->cfg.reg);
+    if (rc == POOLD_OK)
+        rc = metrics_render(h->cfg.metrics, &view, &text, &len);
+    metrics_snapshot_free(&snap);
+    if (rc != POOLD_OK) {
         error_for_status(h, resp, POOLD_ERR_NOMEM);
         return;
     }
@@ -1214,4 +1234,42 @@ bool handlers_org_param(const struct http_request *req,
                         struct http_response *resp)
 {
     return valid_org_param(req, resp);
+}
+
+/* ---- for the unit tests (handlers_internal.h) --------------------------- */
+
+bool handlers_bearer_token(const char *auth, const char **tok, size_t *len)
+{
+    return bearer_token(auth, tok, len);
+}
+
+bool handlers_validate_message(json_t *root, struct handlers_message *out,
+                               struct http_response *resp)
+{
+    struct process_request p = {0};
+
+    if (!validate_message(root, &p, resp))
+        return false;
+    *out = (struct handlers_message){.id = p.id,
+                                     .org_id = p.org_id,
+                                     .payload = p.payload,
+                                     .id_len = p.id_len,
+                                     .org_id_len = p.org_id_len,
+                                     .payload_len = p.payload_len};
+    return true;
+}
+
+bool handlers_validate_batch(struct handlers *h, const struct http_request *req,
+                             json_t *root, struct message *out, size_t out_cap,
+                             size_t *n, struct http_response *resp)
+{
+    struct process_request top = {0};
+    struct batch b = {0};
+    bool ok = validate_batch(h, req, root, &b, &top, resp);
+
+    *n = ok ? b.n : 0;
+    for (size_t i = 0; ok && i < b.n && i < out_cap; i++)
+        out[i] = b.msgs[i];
+    batch_free(&b);
+    return ok;
 }

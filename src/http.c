@@ -125,6 +125,13 @@ static bool pattern_match(const char *pattern, const char *path,
     return true;
 }
 
+bool http_route_match(const char *pattern, const char *path, const char **param,
+                      size_t *param_len, const char **param2,
+                      size_t *param2_len)
+{
+    return pattern_match(pattern, path, param, param_len, param2, param2_len);
+}
+
 /* The route for (method, path); NULL with ctx->allow filled when the path
  * exists under other methods (405), NULL with it empty for 404. */
 static const struct route *route_find(struct request_ctx *ctx,
@@ -731,13 +738,7 @@ bool http_server_wait_idle(struct http_server *srv, uint64_t timeout_ns)
     struct timespec deadline;
     bool idle;
 
-    clock_gettime(CLOCK_MONOTONIC, &deadline);
-    deadline.tv_sec += (time_t)(timeout_ns / NS_PER_S);
-    deadline.tv_nsec += (long)(timeout_ns % NS_PER_S);
-    if (deadline.tv_nsec >= (long)NS_PER_S) {
-        deadline.tv_sec++;
-        deadline.tv_nsec -= (long)NS_PER_S;
-    }
+    clock_timespec_at(&deadline, clock_now_ns() + timeout_ns);
     pthread_mutex_lock(&srv->lock);
     while (srv->inflight > 0)
         if (pthread_cond_timedwait(&srv->idle, &srv->lock, &deadline) ==

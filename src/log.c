@@ -1,6 +1,7 @@
 /* log.c — escaped, single-line events on stderr, as text or JSON; written
  * synchronously, or through a buffer and a writer thread (log_start). */
 #include "log.h"
+#include "clock.h"
 #include "status.h"
 
 #include <errno.h>
@@ -336,14 +337,6 @@ static void write_all(int fd, const char *p, size_t n)
     }
 }
 
-static void deadline_after(struct timespec *ts, long ns)
-{
-    clock_gettime(CLOCK_MONOTONIC, ts);
-    ts->tv_nsec += ns % 1000000000L;
-    ts->tv_sec += ns / 1000000000L + ts->tv_nsec / 1000000000L;
-    ts->tv_nsec %= 1000000000L;
-}
-
 /* Crash path: write what was taken but not yet written, then what is
  * buffered, restore the previous action and re-raise. Only async-signal-safe
  * calls. A line being written by the writer at that instant may appear twice;
@@ -450,7 +443,7 @@ static void *writer_main(void *arg)
         }
         if (!waited && !g_w.stopping && !g_w.flush_wanted &&
             atomic_load(&g_w.fill)->len < LOG_BUF_BYTES / 2) {
-            deadline_after(&ts, g_w.flush_ns);
+            clock_timespec_at(&ts, clock_now_ns() + (uint64_t)g_w.flush_ns);
             pthread_cond_timedwait(&g_w.wake, &g_w.mu, &ts);
             waited = true;
             continue;
@@ -490,7 +483,8 @@ static void append_locked(const char *line, size_t len)
             return;
         }
         if (!have_deadline) {
-            deadline_after(&deadline, g_w.full_wait_ns);
+            clock_timespec_at(&deadline,
+                              clock_now_ns() + (uint64_t)g_w.full_wait_ns);
             have_deadline = true;
         }
         pthread_cond_signal(&g_w.wake);

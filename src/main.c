@@ -146,11 +146,16 @@ static void *second_signal(void *arg)
     return NULL;
 }
 
-static void watch_second_signal(sigset_t *set)
+/* The detached watcher outlives run(): it gets its own copy of the set,
+ * not a pointer into run()'s frame (ASan: stack-use-after-scope in sigwait
+ * once run() has returned). */
+static void watch_second_signal(const sigset_t *set)
 {
+    static sigset_t watched;
     pthread_t t;
 
-    if (pthread_create(&t, NULL, second_signal, set) == 0)
+    watched = *set;
+    if (pthread_create(&t, NULL, second_signal, &watched) == 0)
         pthread_detach(t);
 }
 

@@ -110,10 +110,10 @@ void metrics_connection_add(struct metrics *m, int delta)
 
 /* ---- pool snapshots ------------------------------------------------------ */
 
-static void snapshot_add(void *arg, const char *org_id,
-                         const struct pool_stats *stats)
+void metrics_snapshot_add(void *snap, const char *org_id,
+                          const struct pool_stats *stats)
 {
-    struct pool_snapshot *s = arg;
+    struct pool_snapshot *s = snap;
 
     if (s->oom)
         return;
@@ -138,14 +138,12 @@ static int entry_cmp(const void *a, const void *b)
                   ((const struct pool_snapshot_entry *)b)->org_id);
 }
 
-int metrics_snapshot_pools(struct registry *reg, struct pool_snapshot *out)
+int metrics_snapshot_sort(struct pool_snapshot *s)
 {
-    memset(out, 0, sizeof *out);
-    registry_foreach_pool(reg, snapshot_add, out);
-    if (out->oom)
+    if (s->oom)
         return POOLD_ERR_NOMEM;
-    if (out->n > 1)
-        qsort(out->v, out->n, sizeof out->v[0], entry_cmp);
+    if (s->n > 1)
+        qsort(s->v, s->n, sizeof s->v[0], entry_cmp);
     return POOLD_OK;
 }
 
@@ -454,33 +452,25 @@ void metrics_snapshot_bound(struct pool_snapshot *snap, unsigned top)
     snap->v[snap->n++] = other; /* the array held more than top: room */
 }
 
-int metrics_render(struct metrics *m, struct registry *reg, char **out,
+int metrics_render(struct metrics *m, struct metrics_view *view, char **out,
                    size_t *len)
 {
     struct sbuf b = {0};
-    struct pool_snapshot snap;
-    struct pool_stats conn;
-    int rc = metrics_snapshot_pools(reg, &snap);
+    struct pool_snapshot *snap = view->pools;
 
-    if (rc != POOLD_OK) {
-        metrics_snapshot_free(&snap);
-        return rc;
-    }
-    registry_conn_stats(reg, &conn);
     sb_family(&b, "poold_pool_orgs", "gauge",
               "Org pools that exist (all of them, whatever "
               "POOLD_METRICS_TOP_ORGS).");
-    sb_printf(&b, "poold_pool_orgs %zu\n", snap.n);
-    metrics_snapshot_bound(&snap, atomic_load(&m->top_orgs));
+    sb_printf(&b, "poold_pool_orgs %zu\n", snap->n);
+    metrics_snapshot_bound(snap, atomic_load(&m->top_orgs));
     sb_family(&b, "poold_build_info", "gauge", "poold's version.");
     sb_printf(&b, "poold_build_info{version=\"%s\"} 1\n", POOLD_VERSION);
     sb_family(&b, "poold_ready", "gauge",
               "1 when the org directory is loaded and the database answers.");
-    sb_printf(&b, "poold_ready %d\n", registry_is_ready(reg) ? 1 : 0);
-    render_org_pools(&b, &snap);
-    render_conn_pool(&b, &conn);
+    sb_printf(&b, "poold_ready %d\n", view->ready ? 1 : 0);
+    render_org_pools(&b, snap);
+    render_conn_pool(&b, &view->conn);
     render_http(&b, m);
-    metrics_snapshot_free(&snap);
     if (b.oom || b.p == NULL) {
         free(b.p);
         return POOLD_ERR_NOMEM;

@@ -342,8 +342,8 @@ static void pool_waiter_block(struct pool *pool, struct pool_deadline *dl,
             w->status = POOLD_ERR_TIMEOUT;
             break;
         }
-        struct timespec ts = {.tv_sec = (time_t)(dl->at_ns / NS_PER_S),
-                              .tv_nsec = (long)(dl->at_ns % NS_PER_S)};
+        struct timespec ts;
+        clock_timespec_at(&ts, dl->at_ns);
         pthread_cond_timedwait(&w->cond, &pool->lock, &ts);
     }
     pool_record_wait(pool, clock_now_ns() - start);

@@ -132,12 +132,6 @@ static size_t batcher_take(struct batcher *b, struct gc_job *own,
     return n;
 }
 
-static void timespec_at(struct timespec *ts, uint64_t ns)
-{
-    ts->tv_sec = (time_t)(ns / NS_PER_S);
-    ts->tv_nsec = (long)(ns % NS_PER_S);
-}
-
 /*
  * One org of the directory (orgs table). Entries are created by the
  * housekeeping thread when it loads the directory and are never freed before
@@ -699,8 +693,9 @@ static int gc_wait(struct registry *reg, struct org_entry *e,
         }
         /* A taken job's commit is bounded by its deadline; the extra
          * second only guards against a lost wake-up. */
-        timespec_at(&ts, own->state == GC_QUEUED ? dl->acquire_ns
-                                                 : dl->commit_ns + NS_PER_S);
+        clock_timespec_at(&ts, own->state == GC_QUEUED
+                                   ? dl->acquire_ns
+                                   : dl->commit_ns + NS_PER_S);
         pthread_cond_timedwait(&b->cond, &b->lock, &ts);
     }
     return own->job.status;
@@ -1241,10 +1236,7 @@ static void *prewarm(void *arg)
 static void hk_wait(struct registry *reg, uint64_t ns)
 {
     struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    uint64_t t = (uint64_t)ts.tv_sec * NS_PER_S + (uint64_t)ts.tv_nsec + ns;
-    ts.tv_sec = (time_t)(t / NS_PER_S);
-    ts.tv_nsec = (long)(t % NS_PER_S);
+    clock_timespec_at(&ts, clock_now_ns() + ns);
     while (!reg->hk_stop &&
            pthread_cond_timedwait(&reg->hk_cond, &reg->hk_lock, &ts) == 0)
         ;

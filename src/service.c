@@ -40,14 +40,9 @@ struct service {
     char org_id[ORG_ID_MAX + 1];
 };
 
-/* The org load and the commit: named statements, prepared once per
- * connection (db.h). */
-enum {
-    SVC_STMT_LOAD = 1,
-    SVC_STMT_COMMIT = 2,
-    SVC_STMT_COMMIT_ONE = 3,
-    SVC_STMT_LOOKUP = 4
-};
+/* The commit: named statements, prepared once per connection (db.h); 1 is
+ * the org load's (CATALOG_STMT_ORG). */
+enum { SVC_STMT_COMMIT = 2, SVC_STMT_COMMIT_ONE = 3, SVC_STMT_LOOKUP = 4 };
 
 /* ------------------------------------------------------- the connection */
 
@@ -120,38 +115,28 @@ static void svc_conn_release(struct service *svc)
 
 /* ------------------------------------------------------------ building */
 
+/* The org's rules, from its row (catalog_load_org). */
+static int svc_parse(void *arg, const char *config, size_t len,
+                     long long version, char *err, size_t errlen)
+{
+    struct service *svc = arg;
+    char why[256];
+    int rc = rules_parse(config, len, &svc->rules, why, sizeof why);
+
+    if (rc != POOLD_OK) {
+        snprintf(err, errlen, "org %s: %s", svc->org_id, why);
+        return rc == POOLD_ERR_NOMEM ? rc : POOLD_ERR_MISCONFIGURED;
+    }
+    svc->config_version = version;
+    return POOLD_OK;
+}
+
 /* Read the org's row and parse its rules into svc. */
 static int svc_load(struct service *svc, char *err, size_t errlen)
 {
-    const char *params[1] = {svc->org_id};
-    const struct db_query q = {
-        .stmt = SVC_STMT_LOAD,
-        .sql = "SELECT enabled, config::text, config_version FROM orgs"
-               " WHERE org_id = $1",
-        .nparams = 1,
-        .values = params};
-    PGresult *res = NULL;
-    char why[256];
-    int rc = db_run(svc->conn, &q, 0, &res, why, sizeof why);
+    int rc =
+        catalog_load_org(svc->conn, svc->org_id, svc_parse, svc, err, errlen);
 
-    if (rc != POOLD_OK || PQresultStatus(res) != PGRES_TUPLES_OK) {
-        snprintf(err, errlen, "loading org: %s",
-                 rc != POOLD_OK ? why : "unexpected result");
-        rc = POOLD_ERR_DB;
-    } else if (PQntuples(res) == 0 || strcmp(PQgetvalue(res, 0, 0), "t") != 0) {
-        snprintf(err, errlen, "org %s %s", svc->org_id,
-                 PQntuples(res) == 0 ? "not found" : "is disabled");
-        rc = POOLD_ERR_UNKNOWN_ORG;
-    } else {
-        svc->config_version = strtoll(PQgetvalue(res, 0, 2), NULL, 10);
-        rc = rules_parse(PQgetvalue(res, 0, 1), (size_t)PQgetlength(res, 0, 1),
-                         &svc->rules, why, sizeof why);
-        if (rc != POOLD_OK)
-            snprintf(err, errlen, "org %s: %s", svc->org_id, why);
-        if (rc != POOLD_OK && rc != POOLD_ERR_NOMEM)
-            rc = POOLD_ERR_MISCONFIGURED;
-    }
-    PQclear(res);
     if (rc == POOLD_OK)
         db_conn_touch(svc->conn, clock_now_ns());
     return rc;
@@ -165,7 +150,7 @@ static int svc_new(const struct service_env *env, const char *org_id,
     struct service *svc;
 
     *out = NULL;
-    if (!catalog_org_id_is_valid(org_id, len)) {
+    if (!orgid_is_valid(org_id, len)) {
         snprintf(err, errlen, "invalid org id");
         return POOLD_ERR_INVALID;
     }

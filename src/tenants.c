@@ -107,72 +107,93 @@ static int query_text(struct db_conn *conn, const char *what, const char *sql,
 
 /* ---- the watch -------------------------------------------------------- */
 
-static int load_keys(struct tenants *t, struct db_conn *conn, char *err,
-                     size_t errlen)
-{
-    PGresult *res = db_exec(conn, "keys load",
-                            "SELECT key_id, org_id, encode(digest, 'hex')"
-                            " FROM org_keys WHERE revoked_at IS NULL",
-                            0, NULL, NULL, err, errlen);
-    struct keys_entry *v;
-    size_t n, kept = 0;
-    int rc;
+/* Fill one entry from a row; false skips the row. */
+typedef bool (*row_fill_fn)(const PGresult *res, int row, void *entry);
 
+/* Run a watch query and make an array of its rows' entries (size bytes
+ * each): *out is malloc'd (caller frees, also on failure), *kept entries. */
+static int load_rows(struct db_conn *conn, const char *what, const char *sql,
+                     size_t size, row_fill_fn fill, void **out, size_t *kept,
+                     char *err, size_t errlen)
+{
+    PGresult *res = db_exec(conn, what, sql, 0, NULL, NULL, err, errlen);
+    unsigned char *v;
+    size_t n;
+
+    *out = NULL;
+    *kept = 0;
     if (res == NULL)
         return POOLD_ERR_DB;
     n = (size_t)PQntuples(res);
-    v = calloc(n ? n : 1, sizeof *v);
+    v = calloc(n ? n : 1, size);
     if (v == NULL) {
         PQclear(res);
         return POOLD_ERR_NOMEM;
     }
-    for (size_t i = 0; i < n; i++) {
-        const char *hex = PQgetvalue(res, (int)i, 2);
-        struct keys_entry *e = &v[kept];
-        if (!keys_unhex(hex, strlen(hex), e->digest, KEYS_DIGEST_LEN))
-            continue; /* the table's CHECK makes this impossible */
-        snprintf(e->key_id, sizeof e->key_id, "%s", PQgetvalue(res, (int)i, 0));
-        snprintf(e->org_id, sizeof e->org_id, "%s", PQgetvalue(res, (int)i, 1));
-        kept++;
-    }
+    for (size_t i = 0; i < n; i++)
+        if (fill(res, (int)i, v + *kept * size))
+            (*kept)++;
     PQclear(res);
-    rc = keys_set_replace(t->keys, v, kept);
+    *out = v;
+    return POOLD_OK;
+}
+
+static bool key_fill(const PGresult *res, int row, void *entry)
+{
+    struct keys_entry *e = entry;
+    const char *hex = PQgetvalue(res, row, 2);
+
+    if (!keys_unhex(hex, strlen(hex), e->digest, KEYS_DIGEST_LEN))
+        return false; /* the table's CHECK makes this impossible */
+    snprintf(e->key_id, sizeof e->key_id, "%s", PQgetvalue(res, row, 0));
+    snprintf(e->org_id, sizeof e->org_id, "%s", PQgetvalue(res, row, 1));
+    return true;
+}
+
+static int load_keys(struct tenants *t, struct db_conn *conn, char *err,
+                     size_t errlen)
+{
+    void *v;
+    size_t n;
+    int rc =
+        load_rows(conn, "keys load",
+                  "SELECT key_id, org_id, encode(digest, 'hex')"
+                  " FROM org_keys WHERE revoked_at IS NULL",
+                  sizeof(struct keys_entry), key_fill, &v, &n, err, errlen);
+
+    if (rc == POOLD_OK)
+        rc = keys_set_replace(t->keys, v, n);
     free(v);
     return rc;
+}
+
+static bool limit_fill(const PGresult *res, int row, void *entry)
+{
+    struct ratelimit_setting *l = entry;
+    double rps = strtod(PQgetvalue(res, row, 1), NULL);
+    long long burst;
+
+    if (!get_ll(res, row, 2, &burst) || !ratelimit_valid(rps, burst))
+        return false; /* the table's CHECK makes this impossible */
+    snprintf(l->org_id, sizeof l->org_id, "%s", PQgetvalue(res, row, 0));
+    l->rps = rps;
+    l->burst = (unsigned)burst;
+    return true;
 }
 
 static int load_limits(struct tenants *t, struct db_conn *conn, char *err,
                        size_t errlen)
 {
-    PGresult *res = db_exec(conn, "rate limits load",
-                            "SELECT org_id, rate_limit_rps, rate_limit_burst"
-                            " FROM orgs WHERE rate_limit_rps IS NOT NULL",
-                            0, NULL, NULL, err, errlen);
-    struct ratelimit_setting *v;
-    size_t n, kept = 0;
-    int rc;
+    void *v;
+    size_t n;
+    int rc = load_rows(conn, "rate limits load",
+                       "SELECT org_id, rate_limit_rps, rate_limit_burst"
+                       " FROM orgs WHERE rate_limit_rps IS NOT NULL",
+                       sizeof(struct ratelimit_setting), limit_fill, &v, &n,
+                       err, errlen);
 
-    if (res == NULL)
-        return POOLD_ERR_DB;
-    n = (size_t)PQntuples(res);
-    v = calloc(n ? n : 1, sizeof *v);
-    if (v == NULL) {
-        PQclear(res);
-        return POOLD_ERR_NOMEM;
-    }
-    for (size_t i = 0; i < n; i++) {
-        long long burst;
-        double rps = strtod(PQgetvalue(res, (int)i, 1), NULL);
-        if (!get_ll(res, (int)i, 2, &burst) || !ratelimit_valid(rps, burst))
-            continue; /* the table's CHECK makes this impossible */
-        snprintf(v[kept].org_id, sizeof v[kept].org_id, "%s",
-                 PQgetvalue(res, (int)i, 0));
-        v[kept].rps = rps;
-        v[kept].burst = (unsigned)burst;
-        kept++;
-    }
-    PQclear(res);
-    rc = ratelimit_table_sync(t->limits, v, kept, clock_now_ns());
+    if (rc == POOLD_OK)
+        rc = ratelimit_table_sync(t->limits, v, n, clock_now_ns());
     free(v);
     return rc;
 }

@@ -65,10 +65,18 @@ poold_check_test(ratelimit unit tests/unit/check_ratelimit.c)
 poold_check_test(breaker unit tests/unit/check_breaker.c)
 poold_check_test(holders unit tests/unit/check_holders.c)
 poold_check_test(cluster unit tests/unit/check_cluster.c)
+poold_check_test(handlers unit tests/unit/check_handlers.c)
 
 # --- integration: real PostgreSQL ------------------------------------------
+# The superuser connection, settings and waits of the three below.
+add_library(poold_pg_fixture STATIC tests/integration/pg_fixture.c)
+target_link_libraries(poold_pg_fixture PUBLIC poold_core PkgConfig::CHECK)
+poold_check_test(db integration tests/integration/check_db.c
+                 LIBS poold_pg_fixture)
+poold_check_test(catalog integration tests/integration/check_catalog.c
+                 LIBS poold_pg_fixture)
 poold_check_test(service integration tests/integration/check_service.c
-                 TIMEOUT 300)
+                 TIMEOUT 300 LIBS poold_pg_fixture)
 poold_check_test(registry integration tests/integration/check_registry.c
                  TIMEOUT 300)
 
@@ -127,3 +135,17 @@ poold_python_test(replicas 300)
 poold_python_test(haproxy 300)
 # Through Debian's PgBouncer 1.18, session and transaction pooling.
 poold_python_test(pgbouncer 300)
+
+# The header check (cmake/header_check.cmake) can fail: db.h, compiled the
+# same way but with libpq's include directory, trips its guard.
+get_target_property(_canary_dirs PkgConfig::LIBPQ INTERFACE_INCLUDE_DIRECTORIES)
+list(TRANSFORM _canary_dirs PREPEND -I)
+add_test(NAME unit.header_check_canary
+         COMMAND ${CMAKE_C_COMPILER} -fsyntax-only -std=c11
+                 -I${CMAKE_SOURCE_DIR}/include ${_canary_dirs}
+                 ${CMAKE_BINARY_DIR}/header_check/db_h.c)
+set_tests_properties(unit.header_check_canary PROPERTIES
+  LABELS unit PASS_REGULAR_EXPRESSION "db.h reaches libpq-fe.h")
+
+# metrics renders a view it is given: tested without registry or database.
+poold_check_test(metrics unit tests/unit/check_metrics.c)

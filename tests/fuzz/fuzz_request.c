@@ -1,7 +1,9 @@
 /* fuzz_request.c — libFuzzer target over the request path a client
  * controls: any bytes as the body (and Content-Type, and the org id in the
  * URL) of every route, through parse, validate and render. The registry is
- * a stub that answers like the real one, so no database is needed. */
+ * a stub that answers like the real one, and the tenant tables are stubs
+ * never reached (no admin connection is ever lent), so no database is
+ * needed and libpq is not linked (tests/fuzz/fuzz.cmake). */
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -14,6 +16,7 @@
 #include "log.h"
 #include "metrics.h"
 #include "registry.h"
+#include "tenants.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
@@ -185,6 +188,86 @@ size_t cluster_snapshot(struct cluster *c, struct cluster_replica *out,
     (void)out;
     (void)max;
     return 0;
+}
+
+/* ------------------------------------- the tenant tables, never reached */
+
+/* cfg.tenants is NULL: no key or rate-limit lookup happens. */
+struct keys_set *tenants_keys(struct tenants *t)
+{
+    (void)t;
+    __builtin_trap();
+}
+
+struct ratelimit_table *tenants_limits(struct tenants *t)
+{
+    (void)t;
+    __builtin_trap();
+}
+
+/* The admin routes: registry_admin_begin() never lends a connection. */
+int tenants_org_list(struct db_conn *conn, const char *after, unsigned limit,
+                     char **json, char *err, size_t errlen)
+{
+    (void)conn, (void)after, (void)limit, (void)json, (void)err, (void)errlen;
+    __builtin_trap();
+}
+
+int audit_list(struct db_conn *conn, const char *org_id, unsigned limit,
+               char **json, char *err, size_t errlen)
+{
+    (void)conn, (void)org_id, (void)limit, (void)json, (void)err, (void)errlen;
+    __builtin_trap();
+}
+
+int tenants_org_get(struct db_conn *conn, const char *org_id, char **json,
+                    char *err, size_t errlen)
+{
+    (void)conn, (void)org_id, (void)json, (void)err, (void)errlen;
+    __builtin_trap();
+}
+
+int tenants_key_list(struct db_conn *conn, const char *org_id, char **json,
+                     char *err, size_t errlen)
+{
+    (void)conn, (void)org_id, (void)json, (void)err, (void)errlen;
+    __builtin_trap();
+}
+
+int tenants_org_put(struct db_conn *conn, const struct tenants_org *org,
+                    const struct audit_actor *actor, bool *created, char **json,
+                    char *err, size_t errlen)
+{
+    (void)conn, (void)org, (void)actor, (void)created, (void)json, (void)err,
+        (void)errlen;
+    __builtin_trap();
+}
+
+int tenants_org_delete(struct db_conn *conn, const char *org_id,
+                       const struct audit_actor *actor, char *err,
+                       size_t errlen)
+{
+    (void)conn, (void)org_id, (void)actor, (void)err, (void)errlen;
+    __builtin_trap();
+}
+
+int tenants_key_create(struct db_conn *conn, const char *org_id,
+                       const char *key_id, const unsigned char *digest,
+                       const char *label, const struct audit_actor *actor,
+                       char **json, char *err, size_t errlen)
+{
+    (void)conn, (void)org_id, (void)key_id, (void)digest, (void)label,
+        (void)actor, (void)json, (void)err, (void)errlen;
+    __builtin_trap();
+}
+
+int tenants_key_revoke(struct db_conn *conn, const char *org_id,
+                       const char *key_id, const struct audit_actor *actor,
+                       char *err, size_t errlen)
+{
+    (void)conn, (void)org_id, (void)key_id, (void)actor, (void)err,
+        (void)errlen;
+    __builtin_trap();
 }
 
 /* ----------------------------------------------------------- the target */

@@ -11,6 +11,7 @@
 #include "clock.h"
 #include "log.h"
 #include "registry.h"
+#include "../unit/test_util.h"
 
 static const char *db_url(void)
 {
@@ -103,6 +104,43 @@ static unsigned demo_checks(int org)
 {
     static const unsigned by_mod[5] = {2, 4, 2, 5, 1};
     return by_mod[org % 5];
+}
+
+/* An org's pool stats reach a state (for wait_until). */
+struct org_wait {
+    struct registry *reg;
+    const char *org;
+    uint64_t at_least;    /* for org_has_waiting, org_has_messages */
+    struct pool_stats st; /* the last stats read */
+};
+
+static struct pool_stats org_stats(struct org_wait *w)
+{
+    ck_assert_int_eq(registry_pool_stats(w->reg, w->org, &w->st), POOLD_OK);
+    return w->st;
+}
+
+/* At least at_least requests (or their messages) queued for the org. */
+static bool org_has_waiting(void *arg)
+{
+    struct org_wait *w = arg;
+    return org_stats(w).waiting >= w->at_least;
+}
+
+static bool org_has_one_active(void *arg)
+{
+    return org_stats(arg).active == 1;
+}
+
+static bool org_has_idle(void *arg)
+{
+    return org_stats(arg).idle >= 1;
+}
+
+static bool org_has_messages(void *arg)
+{
+    struct org_wait *w = arg;
+    return org_stats(w).group_messages >= w->at_least;
 }
 
 /* ------------------------------------------------------- isolation */
@@ -351,11 +389,9 @@ START_TEST(test_busy_org_does_not_starve_another_at_the_cap)
     struct pool_stats st;
 
     flood_start(&f, reg, 12);
-    uint64_t deadline = clock_now_ns() + 5 * NS_PER_S;
-    do {
-        ck_assert_int_eq(registry_pool_stats(reg, "org_010", &st), POOLD_OK);
-    } while (st.waiting == 0 && clock_now_ns() < deadline);
-    ck_assert_uint_gt(st.waiting, 0); /* org_010 holds every connection */
+    struct org_wait busy = {reg, "org_010", 1, {0}};
+    /* org_010 holds every connection and has requests queued. */
+    wait_until(org_has_waiting, &busy, 30000, "org_010 requests to queue");
 
     for (int i = 0; i < 3; i++) {
         char id[32];
@@ -417,10 +453,9 @@ START_TEST(test_org_larger_than_the_cap_does_not_thrash)
     struct pool_stats st;
 
     flood_start(&f, reg, 8);
-    uint64_t until = clock_now_ns() + 2 * NS_PER_S;
-    do {
-        ck_assert_int_eq(registry_pool_stats(reg, "org_010", &st), POOLD_OK);
-    } while (clock_now_ns() < until);
+    /* A run of many requests, however long the machine takes for it. */
+    struct org_wait run = {reg, "org_010", 150, {0}};
+    wait_until(org_has_messages, &run, 60000, "150 messages of org_010");
     flood_stop(&f);
     ck_assert_int_eq(registry_pool_stats(reg, "org_010", &st), POOLD_OK);
     /* Messages committed (a service commits a group per acquire). */
@@ -435,20 +470,39 @@ END_TEST
 
 /* ------------------------------------------- configuration changes */
 
+struct checks_wait {
+    struct registry *reg;
+    const char *org;
+    unsigned checks;
+};
+
+/* A new message of the org is answered under rules with this many checks
+ * (a new id each time: a duplicate would give a stored answer). */
+static bool org_answers_with_checks(void *arg)
+{
+    static int next_id;
+    struct checks_wait *w = arg;
+    char id[48];
+    struct service_result res;
+
+    snprintf(id, sizeof id, "treg_cfg_%d", next_id++);
+    return process(w->reg, w->org, id, "abcd", &res) == POOLD_OK &&
+           !res.duplicate && res.verdict.checks == w->checks;
+}
+
 /* Poll until the rule change is visible, at most 5 s (DESIGN.md). */
-static bool wait_for_checks(struct registry *reg, const char *org,
+static void wait_for_checks(struct registry *reg, const char *org,
                             unsigned checks)
 {
-    uint64_t deadline = clock_now_ns() + 5 * NS_PER_S;
-    for (int i = 0; clock_now_ns() < deadline; i++) {
-        char id[48];
-        struct service_result res;
-        snprintf(id, sizeof id, "treg_cfg_%d", i);
-        if (process(reg, org, id, "abcd", &res) == POOLD_OK &&
-            res.verdict.checks == checks)
-            return true;
-    }
-    return false;
+    struct checks_wait w = {reg, org, checks};
+    wait_until(org_answers_with_checks, &w, 5000, "the org's new rules");
+}
+
+static bool org_is_unknown(void *reg)
+{
+    struct service_result res;
+    return process(reg, "treg_cfg", "treg_cfg_off", "abcd", &res) ==
+           POOLD_ERR_UNKNOWN_ORG;
 }
 
 START_TEST(test_config_change_retires)
@@ -466,7 +520,7 @@ START_TEST(test_config_change_retires)
     sql(db, "UPDATE orgs SET config = '{\"rules\":[{\"type\":\"hex_payload\"},"
             "{\"type\":\"min_payload_bytes\",\"value\":2}]}' "
             "WHERE org_id = 'treg_cfg'");
-    ck_assert(wait_for_checks(reg, "treg_cfg", 2));
+    wait_for_checks(reg, "treg_cfg", 2);
 
     struct pool_stats st;
     ck_assert_int_eq(registry_pool_stats(reg, "treg_cfg", &st), POOLD_OK);
@@ -475,12 +529,10 @@ START_TEST(test_config_change_retires)
                       1);
 
     /* Disabling the org makes it unknown within the same bound. */
+    ck_assert_int_eq(process(reg, "treg_cfg", "treg_cfg_on", "abcd", &res),
+                     POOLD_OK);
     sql(db, "UPDATE orgs SET enabled = false WHERE org_id = 'treg_cfg'");
-    uint64_t deadline = clock_now_ns() + 5 * NS_PER_S;
-    int rc = POOLD_OK;
-    while (rc != POOLD_ERR_UNKNOWN_ORG && clock_now_ns() < deadline)
-        rc = process(reg, "treg_cfg", "treg_cfg_off", "abcd", &res);
-    ck_assert_int_eq(rc, POOLD_ERR_UNKNOWN_ORG);
+    wait_until(org_is_unknown, reg, 5000, "treg_cfg to be unknown");
     registry_destroy(reg);
     PQfinish(db);
 }
@@ -514,18 +566,16 @@ START_TEST(test_config_change_retires_active_on_release)
     struct pool_stats st;
     pthread_t t;
 
+    struct org_wait act = {reg, "treg_act", 0, {0}};
+    ck_assert_int_eq(org_stats(&act).active, 0);
     ck_assert_int_eq(pthread_create(&t, NULL, slow_request, &a), 0);
-    uint64_t deadline = clock_now_ns() + 5 * NS_PER_S;
-    do {
-        ck_assert_int_eq(registry_pool_stats(reg, "treg_act", &st), POOLD_OK);
-    } while (st.active != 1 && clock_now_ns() < deadline);
-    ck_assert_uint_eq(st.active, 1);
+    wait_until(org_has_one_active, &act, 30000, "the slow request's service");
     /* One statement changes both orgs: the same directory refresh sees
      * both, and treg_act2's new rules show when it has happened. */
     sql(db, "UPDATE orgs SET config = '{\"rules\":[{\"type\":\"hex_payload\"},"
             "{\"type\":\"min_payload_bytes\",\"value\":2}]}' "
             "WHERE org_id IN ('treg_act', 'treg_act2')");
-    ck_assert(wait_for_checks(reg, "treg_act2", 2));
+    wait_for_checks(reg, "treg_act2", 2);
     pthread_join(t, NULL);
     ck_assert_int_eq(a.rc, POOLD_OK);
     ck_assert_uint_eq(a.res.verdict.checks, 1); /* began under the old */
@@ -561,8 +611,8 @@ START_TEST(test_config_change_committed_out_of_order)
 
     /* Both orgs have an idle service built from the first version, so
      * new rules show only once the directory refresh has seen them. */
-    ck_assert(wait_for_checks(reg, "treg_ooo1", 0));
-    ck_assert(wait_for_checks(reg, "treg_ooo2", 0));
+    wait_for_checks(reg, "treg_ooo1", 0);
+    wait_for_checks(reg, "treg_ooo2", 0);
     sql(slow, "BEGIN");
     snprintf(q, sizeof q,
              "UPDATE orgs SET config = %s WHERE org_id = "
@@ -574,9 +624,9 @@ START_TEST(test_config_change_committed_out_of_order)
              "'treg_ooo2'",
              two_rules);
     sql(db, q); /* takes N + 1, committed */
-    ck_assert(wait_for_checks(reg, "treg_ooo2", 2));
+    wait_for_checks(reg, "treg_ooo2", 2);
     sql(slow, "COMMIT");
-    ck_assert(wait_for_checks(reg, "treg_ooo1", 2));
+    wait_for_checks(reg, "treg_ooo1", 2);
     registry_destroy(reg);
     PQfinish(slow);
     PQfinish(db);
@@ -597,6 +647,18 @@ static void *del_request(void *p)
     return NULL;
 }
 
+static int pools_in(struct registry *reg)
+{
+    struct count_arg c = {0, 0};
+    registry_foreach_pool(reg, count_pools, &c);
+    return c.n;
+}
+
+static bool registry_has_a_pool(void *reg)
+{
+    return pools_in(reg) > 0;
+}
+
 /* An org deleted while requests for it wait: none of them may be served
  * without its rules (a build after the delete must not succeed). */
 START_TEST(test_org_deleted_while_requests_wait)
@@ -606,25 +668,28 @@ START_TEST(test_org_deleted_while_requests_wait)
             "('treg_del', '{\"rules\":[{\"type\":\"max_payload_bytes\","
             "\"value\":1}]}', 1)");
     struct registry_config cfg = base_config();
-    cfg.build_cost_ms = 1500;
+    cfg.build_cost_ms = 3000;
     struct registry *reg = start(&cfg);
     struct del_arg a = {reg, "treg_del_a", 0, {0}};
     struct del_arg b = {reg, "treg_del_b", 0, {0}};
-    struct pool_stats st;
+    struct org_wait del = {reg, "treg_del", 0, {0}};
     pthread_t ta, tb;
 
+    /* No pool before A: its pool appears once A was routed, and its build
+     * then takes 3 s. */
+    ck_assert_int_eq(pools_in(reg), 0);
     ck_assert_int_eq(pthread_create(&ta, NULL, del_request, &a), 0);
-    uint64_t deadline = clock_now_ns() + 5 * NS_PER_S;
-    /* A's pool exists once A was routed; its build then takes 1.5 s. */
-    struct count_arg c = {0, 0};
-    while (c.n == 0 && clock_now_ns() < deadline) {
-        c.n = 0;
-        registry_foreach_pool(reg, count_pools, &c);
-    }
+    wait_until(registry_has_a_pool, reg, 30000, "A's pool");
+    /* A's service is not built yet; only A's own message may be queued
+     * (for the group its build will commit). Then B queues behind it. */
+    del.at_least = org_stats(&del).waiting + 1;
+    ck_assert_uint_le(del.st.waiting, 1);
+    ck_assert_uint_eq(del.st.created, 0);
     ck_assert_int_eq(pthread_create(&tb, NULL, del_request, &b), 0);
-    do {
-        ck_assert_int_eq(registry_pool_stats(reg, "treg_del", &st), POOLD_OK);
-    } while (st.waiting == 0 && clock_now_ns() < deadline);
+    wait_until(org_has_waiting, &del, 30000, "B to queue behind A's build");
+    /* The row goes while B waits and A's build is still under way: B must
+     * not be served from a service built after the delete. */
+    ck_assert_uint_eq(del.st.created, 0);
     sql(db, "DELETE FROM orgs WHERE org_id = 'treg_del'");
     pthread_join(ta, NULL);
     pthread_join(tb, NULL);
@@ -664,7 +729,7 @@ START_TEST(test_misconfigured_then_fixed)
 
     sql(db, "UPDATE orgs SET config = '{\"rules\":[]}' "
             "WHERE org_id = 'treg_bad'");
-    ck_assert(wait_for_checks(reg, "treg_bad", 0));
+    wait_for_checks(reg, "treg_bad", 0);
     ck_assert_int_eq(sql_int(db, "SELECT count(*) FROM processed_messages "
                                  "WHERE org_id = 'treg_bad' AND message_id "
                                  "IN ('treg_bad_1', 'treg_bad_2')"),
@@ -824,16 +889,15 @@ START_TEST(test_prewarm_list)
     struct registry_config cfg = base_config();
     cfg.prewarm = "org_011,org_012";
     struct registry *reg = start(&cfg);
-    struct pool_stats a, b, c;
+    struct org_wait a = {reg, "org_011", 0, {0}};
+    struct org_wait b = {reg, "org_012", 0, {0}};
+    struct pool_stats c;
 
     /* Prewarm runs on the housekeeping thread: wait for its result. */
-    uint64_t deadline = clock_now_ns() + 10 * NS_PER_S;
-    do {
-        ck_assert_int_eq(registry_pool_stats(reg, "org_011", &a), POOLD_OK);
-        ck_assert_int_eq(registry_pool_stats(reg, "org_012", &b), POOLD_OK);
-    } while ((a.idle < 1 || b.idle < 1) && clock_now_ns() < deadline);
-    ck_assert_uint_eq(a.idle, 1);
-    ck_assert_uint_eq(b.idle, 1);
+    wait_until(org_has_idle, &a, 30000, "org_011's prewarmed service");
+    wait_until(org_has_idle, &b, 30000, "org_012's prewarmed service");
+    ck_assert_uint_eq(a.st.idle, 1);
+    ck_assert_uint_eq(b.st.idle, 1);
     ck_assert_int_eq(registry_pool_stats(reg, "org_001", &c), POOLD_OK);
     ck_assert_uint_eq(c.created, 0); /* "org_01" is not "org_011" */
     registry_destroy(reg);
@@ -841,6 +905,12 @@ START_TEST(test_prewarm_list)
 END_TEST
 
 /* --------------------------------------------------------- mode none */
+
+static bool no_poold_backend(void *db)
+{
+    return sql_int(db, "SELECT count(*) FROM pg_stat_activity "
+                       "WHERE application_name LIKE 'poold%'") == 0;
+}
 
 START_TEST(test_mode_none_closes_everything)
 {
@@ -865,12 +935,7 @@ START_TEST(test_mode_none_closes_everything)
 
     /* Every per-request connection was closed (backend exit is async). */
     PGconn *db = admin();
-    long long n = -1;
-    uint64_t deadline = clock_now_ns() + 5 * NS_PER_S;
-    while (n != 0 && clock_now_ns() < deadline)
-        n = sql_int(db, "SELECT count(*) FROM pg_stat_activity "
-                        "WHERE application_name LIKE 'poold%'");
-    ck_assert_int_eq(n, 0);
+    wait_until(no_poold_backend, db, 30000, "poold's backends to exit");
     PQfinish(db);
 }
 END_TEST
@@ -915,11 +980,12 @@ START_TEST(test_prewarm_does_not_block_housekeeping)
     cfg.build_cost_ms = 100; /* 100 orgs: ~10 s of builds */
     struct registry *reg = start(&cfg);
     uint64_t until = clock_now_ns() + 5 * NS_PER_S;
-    bool always_ready = true;
 
-    while (clock_now_ns() < until)
-        always_ready &= registry_is_ready(reg);
-    ck_assert(always_ready);
+    /* Sampled every few ms for 5 s (a watch over a window, not a wait). */
+    while (clock_now_ns() < until) {
+        ck_assert(registry_is_ready(reg));
+        clock_sleep_ms(TEST_POLL_MS);
+    }
     /* Prewarm did run: some org was built (which first depends on the
      * map's order; org_000 may come late on a loaded machine). */
     unsigned built = 0;

@@ -1,155 +1,23 @@
-/* check_service.c — db, catalog and service against a real PostgreSQL. */
+/* check_service.c — a service (an org's rules and a connection) against a
+ * real PostgreSQL: with its own connection, with a pooled one, and group
+ * commits. */
 #include <check.h>
 #include <pthread.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
 #include <libpq-fe.h>
 
-#include "catalog.h"
 #include "clock.h"
 #include "db.h"
+#include "orgid.h"
 #include "pool.h"
 #include "service.h"
-
-#define POLL_LIMIT_NS (10 * NS_PER_S)
-
-static const char *db_url;
-static const char *admin_url;
-static PGconn *admin; /* superuser: setup, inspection, terminating backends */
-static char app_name[64];
-static struct db_settings settings;
-static struct service_env env;
-static char err[512];
+#include "../unit/test_util.h"
+#include "pg_fixture.h"
 
 /* ------------------------------------------------------------- helpers */
-
-/* Run SQL on the admin connection; params are text, NULL-terminated. */
-static PGresult *admin_query(const char *sql, ...)
-{
-    const char *params[8];
-    int n = 0;
-    va_list ap;
-
-    va_start(ap, sql);
-    while (n < 8 && (params[n] = va_arg(ap, const char *)) != NULL)
-        n++;
-    va_end(ap);
-    PGresult *res = PQexecParams(admin, sql, n, NULL, params, NULL, NULL, 0);
-    ExecStatusType st = PQresultStatus(res);
-    ck_assert_msg(st == PGRES_TUPLES_OK || st == PGRES_COMMAND_OK, "%s: %s",
-                  sql, PQresultErrorMessage(res));
-    return res;
-}
-
-#define admin_exec(...) PQclear(admin_query(__VA_ARGS__, (const char *)NULL))
-
-/* A single integer cell. */
-static long long admin_ll(const char *sql, const char *p1)
-{
-    PGresult *res = admin_query(sql, p1, (const char *)NULL);
-    ck_assert_int_eq(PQntuples(res), 1);
-    long long v = strtoll(PQgetvalue(res, 0, 0), NULL, 10);
-    PQclear(res);
-    return v;
-}
-
-static void org_add(const char *id, const char *config, bool enabled)
-{
-    admin_exec("INSERT INTO orgs (org_id, config, enabled)"
-               " VALUES ($1, $2::jsonb, $3::boolean)",
-               id, config, enabled ? "t" : "f");
-}
-
-static long long backends_of_app(void)
-{
-    return admin_ll("SELECT count(*) FROM pg_stat_activity"
-                    " WHERE application_name = $1",
-                    app_name);
-}
-
-/* Poll (bounded) until this test's application has n backends. */
-static void wait_backends(long long n)
-{
-    uint64_t end = clock_now_ns() + POLL_LIMIT_NS;
-    while (backends_of_app() != n) {
-        ck_assert_msg(clock_now_ns() < end, "backends never reached %lld", n);
-        clock_sleep_ms(5);
-    }
-}
-
-/* Poll (bounded) until a backend has left pg_stat_activity. */
-static void wait_backend_gone(int pid)
-{
-    char p[16];
-    uint64_t end = clock_now_ns() + POLL_LIMIT_NS;
-
-    snprintf(p, sizeof p, "%d", pid);
-    while (admin_ll("SELECT count(*) FROM pg_stat_activity WHERE pid = $1",
-                    p) != 0) {
-        ck_assert_msg(clock_now_ns() < end, "backend %d never went away", pid);
-        clock_sleep_ms(5);
-    }
-}
-
-static void terminate_backend(int pid)
-{
-    char p[16];
-    snprintf(p, sizeof p, "%d", pid);
-    admin_exec("SELECT pg_terminate_backend($1::integer)", p);
-    wait_backend_gone(pid);
-}
-
-static void pg_ok(struct db_conn *conn, const char *sql)
-{
-    PGresult *res = PQexec(db_conn_pg(conn), sql);
-    ExecStatusType st = PQresultStatus(res);
-    ck_assert_msg(st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK, "%s: %s",
-                  sql, PQresultErrorMessage(res));
-    PQclear(res);
-}
-
-static void cleanup_rows(void)
-{
-    admin_exec("DELETE FROM processed_messages WHERE org_id LIKE 'tsvc_%'");
-    admin_exec("DELETE FROM orgs WHERE org_id LIKE 'tsvc_%'");
-}
-
-static void setup(void)
-{
-    db_url = getenv("DATABASE_URL");
-    admin_url = getenv("POOLD_TEST_ADMIN_URL");
-    ck_assert_msg(db_url && admin_url, "run through ctest (needs env)");
-    admin = PQconnectdb(admin_url);
-    ck_assert_msg(PQstatus(admin) == CONNECTION_OK, "admin: %s",
-                  PQerrorMessage(admin));
-    /* Unique per test process: counts of backends cannot mix. */
-    snprintf(app_name, sizeof app_name, "tsvc-%ld", (long)getpid());
-    settings = (struct db_settings){
-        .url = db_url, .application_name = app_name, .connect_timeout_s = 5};
-    env = (struct service_env){.db = &settings,
-                               .conn_acquire_timeout_ns = NS_PER_S,
-                               .conn_check_idle_ns = NS_PER_S};
-    cleanup_rows();
-}
-
-static void teardown(void)
-{
-    cleanup_rows();
-    PQfinish(admin);
-    admin = NULL;
-}
-
-static struct db_conn *open_conn(void)
-{
-    struct db_conn *conn = NULL;
-    int rc = db_conn_open(&settings, clock_now_ns(), &conn, err, sizeof err);
-    ck_assert_msg(rc == POOLD_OK, "open: %s", err);
-    return conn;
-}
 
 static struct service *create_ok(const char *org)
 {
@@ -198,209 +66,6 @@ static void stored_failed(const char *org, const char *id, char *buf,
     snprintf(buf, len, "%s", PQntuples(res) ? PQgetvalue(res, 0, 0) : "");
     PQclear(res);
 }
-
-/* --------------------------------------------------------------- catalog */
-
-START_TEST(org_id_validator)
-{
-    static const char *good[] = {"a", "org_001", "A-b_9", "tsvc_x"};
-    static const char *bad[] = {"",  "org 1", "org/1", "org.1",
-                                "ö", "a\n",   "a'b",   "%"};
-    char max[ORG_ID_MAX + 2];
-
-    for (size_t i = 0; i < sizeof good / sizeof good[0]; i++)
-        ck_assert(catalog_org_id_is_valid(good[i], strlen(good[i])));
-    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
-        ck_assert_msg(!catalog_org_id_is_valid(bad[i], strlen(bad[i])), "%s",
-                      bad[i]);
-    memset(max, 'x', sizeof max);
-    ck_assert(catalog_org_id_is_valid(max, ORG_ID_MAX));
-    ck_assert(!catalog_org_id_is_valid(max, ORG_ID_MAX + 1));
-    ck_assert(!catalog_org_id_is_valid("ab\0c", 4)); /* embedded NUL */
-    ck_assert(!catalog_org_id_is_valid(NULL, 0));
-}
-END_TEST
-
-START_TEST(catalog_schema_fingerprint_load_store)
-{
-    struct db_conn *conn = open_conn();
-    long long count, version, count2, version2;
-    struct org_info *orgs;
-    size_t n;
-    bool found = false;
-
-    ck_assert_int_eq(catalog_check_schema(conn, err, sizeof err), POOLD_OK);
-    ck_assert_int_eq(
-        catalog_fingerprint(conn, &count, &version, err, sizeof err), POOLD_OK);
-    org_add("tsvc_cat", "{}", false);
-    ck_assert_int_eq(
-        catalog_fingerprint(conn, &count2, &version2, err, sizeof err),
-        POOLD_OK);
-    ck_assert_int_eq(count2, count + 1);
-    ck_assert_int_ne(version2, version);
-
-    long long row_version = admin_ll(
-        "SELECT config_version FROM orgs WHERE org_id = $1", "tsvc_cat");
-    ck_assert_int_eq(
-        catalog_store_pool_size(conn, "tsvc_cat", 7, err, sizeof err),
-        POOLD_OK);
-    /* A resize moves the fingerprint (poold applies sizes set in SQL)
-     * but is no configuration change: the row's version stays. */
-    ck_assert_int_eq(
-        catalog_fingerprint(conn, &count, &version, err, sizeof err), POOLD_OK);
-    ck_assert_int_ne(version, version2);
-    version2 = admin_ll("SELECT config_version FROM orgs WHERE org_id = $1",
-                        "tsvc_cat");
-    ck_assert_int_eq(version2, row_version);
-    ck_assert_int_eq(
-        catalog_store_pool_size(conn, "tsvc_nope", 7, err, sizeof err),
-        POOLD_ERR_UNKNOWN_ORG);
-    ck_assert_int_eq(
-        catalog_store_pool_size(conn, "tsvc_cat", 0, err, sizeof err),
-        POOLD_ERR_INVALID);
-
-    ck_assert_int_eq(catalog_load(conn, &orgs, &n, err, sizeof err), POOLD_OK);
-    ck_assert_uint_ge(n, 1);
-    for (size_t i = 0; i < n; i++) {
-        if (strcmp(orgs[i].org_id, "tsvc_cat") != 0)
-            continue;
-        found = true;
-        ck_assert(!orgs[i].enabled);
-        ck_assert_int_eq(orgs[i].pool_max_size, 7);
-        ck_assert_int_eq(orgs[i].version, version2);
-    }
-    ck_assert(found);
-    free(orgs);
-    db_conn_close(conn);
-}
-END_TEST
-
-START_TEST(catalog_schema_missing_is_explained)
-{
-    char url[512];
-    struct db_conn *conn = NULL;
-
-    /* The superuser's "postgres" database has no poold tables. */
-    snprintf(url, sizeof url, "%s", admin_url);
-    char *slash = strrchr(url, '/');
-    ck_assert_ptr_nonnull(slash);
-    snprintf(slash, sizeof url - (size_t)(slash - url), "/postgres");
-    struct db_settings s = settings;
-    s.url = url;
-    ck_assert_int_eq(db_conn_open(&s, clock_now_ns(), &conn, err, sizeof err),
-                     POOLD_OK);
-    ck_assert_int_eq(catalog_check_schema(conn, err, sizeof err), POOLD_ERR_DB);
-    ck_assert_msg(strstr(err, "table orgs not found: apply sql/") != NULL, "%s",
-                  err);
-    db_conn_close(conn);
-}
-END_TEST
-
-/* -------------------------------------------------------------------- db */
-
-START_TEST(db_open_failure_is_reported)
-{
-    struct db_conn *conn = (struct db_conn *)&conn; /* must be reset */
-    struct db_settings s = settings;
-
-    s.url = "postgresql://poold@127.0.0.1:1/pools"; /* nothing listens */
-    ck_assert_int_eq(db_conn_open(&s, 0, &conn, err, sizeof err), POOLD_ERR_DB);
-    ck_assert_ptr_null(conn);
-    ck_assert_msg(strstr(err, "connect:") != NULL, "%s", err);
-    ck_assert(err[strlen(err) - 1] != '\n');
-    db_conn_close(NULL);
-}
-END_TEST
-
-/* The session timeouts are added to the url's own options, not instead. */
-START_TEST(db_open_keeps_url_options_and_adds_timeouts)
-{
-    char url[600];
-    snprintf(url, sizeof url, "%s%soptions=-c%%20search_path%%3Dtsvc_nowhere",
-             db_url, strchr(db_url, '?') ? "&" : "?");
-    struct db_settings s = settings;
-    s.url = url;
-    s.statement_timeout_ms = 1234;
-    struct db_conn *conn = NULL;
-    ck_assert_int_eq(db_conn_open(&s, clock_now_ns(), &conn, err, sizeof err),
-                     POOLD_OK);
-    PGresult *res =
-        PQexec(db_conn_pg(conn), "SELECT current_setting('search_path'), "
-                                 "current_setting('statement_timeout'), "
-                                 "current_setting('lock_timeout')");
-    ck_assert_int_eq(PQresultStatus(res), PGRES_TUPLES_OK);
-    ck_assert_str_eq(PQgetvalue(res, 0, 0), "tsvc_nowhere");
-    ck_assert_str_eq(PQgetvalue(res, 0, 1), "1234ms");
-    ck_assert_str_eq(PQgetvalue(res, 0, 2), "1234ms");
-    PQclear(res);
-    db_conn_close(conn);
-}
-END_TEST
-
-START_TEST(db_open_sets_parameters)
-{
-    struct db_conn *conn = open_conn();
-    PGconn *pg = db_conn_pg(conn);
-
-    ck_assert_str_eq(PQparameterStatus(pg, "application_name"), app_name);
-    PQconninfoOption *opts = PQconninfo(pg);
-    for (PQconninfoOption *o = opts; o->keyword; o++) {
-        if (strcmp(o->keyword, "keepalives_idle") == 0)
-            ck_assert_str_eq(o->val, "30");
-        if (strcmp(o->keyword, "tcp_user_timeout") == 0)
-            ck_assert_str_eq(o->val, "10000");
-        if (strcmp(o->keyword, "connect_timeout") == 0)
-            ck_assert_str_eq(o->val, "5");
-        if (strcmp(o->keyword, "dbname") == 0)
-            ck_assert_str_eq(o->val, "pools"); /* the url was expanded */
-    }
-    PQconninfoFree(opts);
-    ck_assert_int_gt(db_conn_backend_pid(conn), 0);
-    ck_assert(db_conn_is_clean(conn));
-    ck_assert(db_conn_is_alive(conn, clock_now_ns(), UINT64_MAX));
-    /* Idle past the threshold: one empty query, still alive. */
-    ck_assert(db_conn_is_alive(conn, clock_now_ns() + 5 * NS_PER_S, 0));
-    db_conn_close(conn);
-}
-END_TEST
-
-START_TEST(db_dirty_connection_is_not_clean)
-{
-    struct db_conn *conn = open_conn();
-
-    pg_ok(conn, "BEGIN");
-    ck_assert(!db_conn_is_clean(conn));
-    ck_assert(db_conn_is_alive(conn, clock_now_ns(), UINT64_MAX));
-    pg_ok(conn, "ROLLBACK");
-    ck_assert(db_conn_is_clean(conn));
-    ck_assert(!db_conn_is_clean(NULL));
-    db_conn_close(conn);
-}
-END_TEST
-
-START_TEST(db_terminated_backend_found_without_round_trip)
-{
-    struct db_conn *conn = open_conn();
-
-    terminate_backend(db_conn_backend_pid(conn));
-    /* check_idle_ns = max: only the zero-round-trip step may notice. */
-    ck_assert(!db_conn_is_alive(conn, clock_now_ns(), UINT64_MAX));
-    ck_assert(!db_conn_is_clean(conn));
-    db_conn_close(conn);
-}
-END_TEST
-
-START_TEST(db_idle_session_timeout_found_without_round_trip)
-{
-    struct db_conn *conn = open_conn();
-    int pid = db_conn_backend_pid(conn);
-
-    pg_ok(conn, "SET idle_session_timeout = '200ms'");
-    wait_backend_gone(pid);
-    ck_assert(!db_conn_is_alive(conn, clock_now_ns(), UINT64_MAX));
-    db_conn_close(conn);
-}
-END_TEST
 
 /* ------------------------------------------------ service, own connection */
 
@@ -612,8 +277,6 @@ START_TEST(own_concurrent_insert_after_snapshot)
     struct message m = {
         .id = "r1", .id_len = 2, .payload = "abcd", .payload_len = 4};
     pthread_t th;
-    char pid[16];
-    uint64_t end = clock_now_ns() + POLL_LIMIT_NS;
     PGconn *other = PQconnectdb(admin_url);
 
     ck_assert(PQstatus(other) == CONNECTION_OK);
@@ -627,13 +290,7 @@ START_TEST(own_concurrent_insert_after_snapshot)
     service_hydrate(a.svc, &m);
     ck_assert_int_eq(pthread_create(&th, NULL, race_process, &a), 0);
     /* Wait until the service's INSERT blocks on the uncommitted row. */
-    snprintf(pid, sizeof pid, "%d", db_conn_backend_pid(service_conn(a.svc)));
-    while (admin_ll("SELECT count(*) FROM pg_stat_activity WHERE pid = $1"
-                    " AND wait_event_type = 'Lock'",
-                    pid) == 0) {
-        ck_assert_msg(clock_now_ns() < end, "service never blocked");
-        clock_sleep_ms(2);
-    }
+    wait_backend_blocked(db_conn_backend_pid(service_conn(a.svc)));
     PGresult *res = PQexec(other, "COMMIT");
     ck_assert_int_eq(PQresultStatus(res), PGRES_COMMAND_OK);
     PQclear(res);
@@ -1075,42 +732,6 @@ START_TEST(pooled_connect_failure_is_db_error)
 }
 END_TEST
 
-/* ------------------------------------------------------------ measurement */
-
-/* Not an assertion: prints what building a service costs, so the figures
- * can be quoted (CK_RUN_CASE=measure ./check_service). */
-START_TEST(measure_build_cost)
-{
-    enum { N = 200 };
-    uint64_t t0, own_ns, pooled_ns;
-    struct pool *p;
-
-    org_add("tsvc_measure",
-            "{\"rules\":[{\"type\":\"hex_payload\"},"
-            "{\"type\":\"max_payload_bytes\",\"value\":64}]}",
-            true);
-    t0 = clock_now_ns();
-    for (int i = 0; i < N; i++)
-        service_close(create_ok("tsvc_measure"));
-    own_ns = clock_now_ns() - t0;
-
-    p = conns_create(1, 0);
-    service_close(create_ok("tsvc_measure")); /* warm: one connection */
-    t0 = clock_now_ns();
-    for (int i = 0; i < N; i++) {
-        fake_now = clock_now_ns();
-        service_close(create_ok("tsvc_measure"));
-    }
-    pooled_ns = clock_now_ns() - t0;
-    printf("service build+close, %d times (%s):\n"
-           "  new connection each: %.3f ms per service\n"
-           "  pooled connection:   %.3f ms per service\n",
-           N, db_url, (double)own_ns / N / 1e6, (double)pooled_ns / N / 1e6);
-    fflush(stdout);
-    conns_destroy(p);
-}
-END_TEST
-
 /* ------------------------------------- groups, prepared, deadlines */
 
 static void job_init(struct service_job *j, struct message *m, const char *id,
@@ -1239,37 +860,32 @@ static void *commit_thread(void *p)
  * the connection is never reused. */
 static void blocked_commit(bool abort_it)
 {
-    PGconn *other = PQconnectdb(admin_url);
     struct message m = {
         .id = "l1", .id_len = 2, .payload = "abcd", .payload_len = 4};
     struct commit_arg a = {0};
+    PGconn *holder;
     pthread_t th;
 
-    ck_assert(PQstatus(other) == CONNECTION_OK);
     settings.statement_timeout_ms = 0;
     org_add("tsvc_lock", "{}", true);
     a.svc = create_ok("tsvc_lock");
     a.job.msg = &m;
     a.deadline_ns = clock_now_ns() + (abort_it ? 30 : 1) * NS_PER_S;
-    PQclear(PQexec(other, "BEGIN"));
-    PQclear(PQexec(other, "INSERT INTO processed_messages (org_id,"
-                          " message_id, passed, checks, failed_rules,"
-                          " payload_sha256) VALUES ('tsvc_lock', 'l1', true,"
-                          " 0, '{}', sha256('abcd'::bytea))"));
+    holder = row_lock_hold("tsvc_lock", "l1");
     ck_assert_int_eq(pthread_create(&th, NULL, commit_thread, &a), 0);
     if (abort_it) {
-        clock_sleep_ms(300);
+        /* The commit is sent and waits for the row: then abort. */
+        wait_backend_blocked(db_conn_backend_pid(service_conn(a.svc)));
         db_abort_all();
     }
     pthread_join(th, NULL);
     ck_assert_int_eq(a.rc, POOLD_ERR_COMMIT_UNKNOWN);
     ck_assert_int_eq(a.job.status, POOLD_ERR_COMMIT_UNKNOWN);
-    ck_assert_uint_lt(a.took_ns, 3 * NS_PER_S);
+    ck_assert_uint_lt(a.took_ns, (abort_it ? 30 : 3) * NS_PER_S);
     ck_assert(!db_conn_is_clean(service_conn(a.svc)));
     ck_assert(!db_conn_is_alive(service_conn(a.svc), clock_now_ns(), 0));
-    PQclear(PQexec(other, "ROLLBACK"));
+    row_lock_release(holder);
     service_close(a.svc);
-    PQfinish(other);
 }
 
 START_TEST(db_deadline_ends_a_blocked_commit)
@@ -1284,22 +900,9 @@ START_TEST(db_abort_ends_a_blocked_commit)
 }
 END_TEST
 
-static Suite *service_suite(void)
+int main(void)
 {
-    Suite *s = suite_create("service");
-    struct {
-        const char *name;
-        const TTest *tests[16];
-    } cases[] = {
-        {"catalog",
-         {org_id_validator, catalog_schema_fingerprint_load_store,
-          catalog_schema_missing_is_explained}},
-        {"db",
-         {db_open_failure_is_reported, db_open_sets_parameters,
-          db_open_keeps_url_options_and_adds_timeouts,
-          db_dirty_connection_is_not_clean,
-          db_terminated_backend_found_without_round_trip,
-          db_idle_session_timeout_found_without_round_trip}},
+    const struct pgfix_case cases[] = {
         {"own",
          {own_each_rule_type, own_combined_rules_stored_in_order,
           own_duplicate_and_conflict, own_payload_bytes_hashed_exactly,
@@ -1318,27 +921,7 @@ static Suite *service_suite(void)
          {group_duplicate_and_conflict_in_one_commit,
           db_prepared_once_per_connection, db_deadline_ends_a_blocked_commit,
           db_abort_ends_a_blocked_commit}},
-        {"measure", {measure_build_cost}},
     };
 
-    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
-        TCase *tc = tcase_create(cases[i].name);
-        tcase_add_checked_fixture(tc, setup, teardown);
-        tcase_set_timeout(tc, 60);
-        for (size_t j = 0; cases[i].tests[j] != NULL; j++)
-            tcase_add_test(tc, cases[i].tests[j]);
-        suite_add_tcase(s, tc);
-    }
-    return s;
-}
-
-int main(void)
-{
-    SRunner *sr = srunner_create(service_suite());
-    int failed;
-
-    srunner_run_all(sr, CK_ENV);
-    failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed == 0 ? 0 : 1;
+    return pgfix_run("service", cases, sizeof cases / sizeof cases[0]);
 }

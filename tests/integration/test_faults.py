@@ -110,6 +110,14 @@ class Poold:
                                              timeout=timeout)
         return status, headers, json.loads(data) if data else None
 
+    def pool_stats(self, org):
+        """GET /pools/{org} as the admin: the org pool's stats."""
+        status, _, data = self.request(
+            "GET", "/pools/" + org,
+            headers={"Authorization": "Bearer " + TOKEN})
+        assert status == 200, (status, data)
+        return json.loads(data)
+
     def log_text(self):
         with open(self.log.name, encoding="utf-8", errors="replace") as f:
             return f.read()
@@ -270,10 +278,20 @@ class FaultTest(unittest.TestCase):
             for i in range(8):
                 self.assertEqual(server.process("org_041", "tflt_t%d" % i)[0],
                                  200)
+            pids = psql("SELECT string_agg(pid::text, ',') FROM "
+                        "pg_stat_activity WHERE application_name LIKE "
+                        "'poold%'")
+            self.assertTrue(pids)
             killed = psql("SELECT count(pg_terminate_backend(pid)) FROM "
-                          "pg_stat_activity WHERE application_name LIKE "
-                          "'poold%'")
+                          "pg_stat_activity WHERE pid IN (%s)" % pids)
             self.assertGreater(int(killed), 0)
+            # pg_terminate_backend only signals: wait until they exited, so
+            # the next request finds its connection closed instead of
+            # racing the exit (an INSERT sent to a backend that dies before
+            # answering is a 504: it may have committed).
+            wait_until(lambda: psql(
+                "SELECT count(*) FROM pg_stat_activity WHERE pid IN (%s)"
+                % pids) == "0", 30, "the terminated backends to exit")
             statuses = [server.process("org_041", "tflt_after%d" % i)[0]
                         for i in range(10)]
             self.assertTrue(set(statuses) <= {200, 503}, statuses)
@@ -285,20 +303,34 @@ class FaultTest(unittest.TestCase):
             self.assertEqual(server.stop(), 0)
 
     def test_idle_session_timeout(self):
+        """The server closes poold's idle sessions by itself; the next
+        request is served on a new connection, at once."""
         psql("ALTER ROLE poold SET idle_session_timeout = '500ms'")
         server = Poold(POOLD_POOL_SIZE=1)
         try:
-            self.assertEqual(server.process("org_042", "tflt_i0")[0], 200)
-            pids = psql("SELECT string_agg(pid::text, ',') FROM "
-                        "pg_stat_activity WHERE application_name = 'poold'")
-            self.assertTrue(pids)
-            # The server closes the idle session by itself.
+            # A session may also be closed between two statements of a
+            # request stalled 500 ms by a loaded machine (the request gets
+            # a 503/504): retry the same id and payload (safe) until a 200.
+            wait_until(lambda: server.process("org_042", "tflt_i0")[0] == 200,
+                       60, "a first 200 under a 500 ms idle_session_timeout")
+            # Every session of poold open now started before this instant,
+            # under the timeout; the wait needs no list of pids, which a
+            # session already closed would leave empty.
+            mark = psql("SELECT now()")
             wait_until(lambda: psql(
-                "SELECT count(*) FROM pg_stat_activity WHERE pid IN (%s)"
-                % pids) == "0", 10, "the server to close idle sessions")
+                "SELECT count(*) FROM pg_stat_activity WHERE application_name"
+                " = 'poold' AND backend_start <= '%s'" % mark) == "0", 60,
+                "the server to close poold's idle sessions")
+            # New sessions without the timeout: the message below cannot
+            # lose its own session to a stall, only the closed one counts.
+            psql("ALTER ROLE poold RESET idle_session_timeout")
             status, _, body = server.process("org_042", "tflt_i1")
             self.assertEqual(status, 200, body)
             self.assertEqual(rows_for(["tflt_i0", "tflt_i1"]), 2)
+            # Not vacuous: poold found its pooled service's session closed.
+            stats = server.pool_stats("org_042")
+            self.assertGreaterEqual(stats["destroyed_by"]["invalid"], 1,
+                                    stats)
         finally:
             self.assertEqual(server.stop(), 0)
 

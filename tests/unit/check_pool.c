@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "pool.h"
+#include "test_util.h"
 
 #define MS NS_PER_MS
 #define S NS_PER_S
@@ -15,7 +16,13 @@
 /* ---- counting malloc: proves the warm path allocates nothing ------------
  * glibc lets a program replace malloc; ours forwards to glibc's own. The
  * sanitizers bring their own allocator, so there the test is skipped. */
-#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+#if defined(__has_feature) /* clang names sanitizers this way, gcc below */
+#if __has_feature(address_sanitizer) || __has_feature(thread_sanitizer)
+#define POOL_TEST_SANITIZED 1
+#endif
+#endif
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__) ||           \
+    defined(POOL_TEST_SANITIZED)
 #define POOL_TEST_COUNT_ALLOCS 0
 #else
 #define POOL_TEST_COUNT_ALLOCS 1
@@ -224,11 +231,22 @@ static int obj_id(const struct pool_item *it)
     return ((const struct fake_obj *)pool_item_object(it))->id;
 }
 
+struct waiting_arg {
+    struct pool *pool;
+    uint64_t n;
+};
+
+static bool waiting_is(void *arg)
+{
+    const struct waiting_arg *w = arg;
+    return pool_waiting(w->pool) == w->n;
+}
+
 /* Wait (bounded) until n threads are blocked in pool_acquire. */
 static void wait_waiting(struct pool *pool, uint64_t n)
 {
-    for (int i = 0; i < 20000 && stats(pool).waiting != n; i++)
-        clock_sleep_ms(0.5);
+    struct waiting_arg w = {pool, n};
+    wait_until(waiting_is, &w, 30000, "the pool's waiters to reach n");
     ck_assert_uint_eq(stats(pool).waiting, n);
 }
 
@@ -891,9 +909,8 @@ void pool_test_hook(struct pool *pool, enum pool_test_point where)
         return;
     if (where == POOL_TEST_IDLE_WAITERS) {
         /* Let the queued waiter time out: the release then finds none. */
-        for (int i = 0; i < 20000 && pool_waiting(pool) != 0; i++)
-            clock_sleep_ms(0.5);
-        ck_assert_uint_eq(pool_waiting(pool), 0);
+        struct waiting_arg none = {pool, 0};
+        wait_until(waiting_is, &none, 30000, "the queued waiter's timeout");
     } else if (where == POOL_TEST_IDLE_LOCKED) {
         atomic_store(&hook_armed, false);
         pool_retire_all(pool); /* its scan sees the slot still lent */

@@ -1,0 +1,228 @@
+/* check_db.c — one PostgreSQL connection (db): opening with its timeouts
+ * and parameters, liveness and cleanliness, db_run's deadlines and abort,
+ * against a real PostgreSQL. */
+#include <check.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <libpq-fe.h>
+
+#include "clock.h"
+#include "db.h"
+#include "pg_fixture.h"
+
+START_TEST(db_open_failure_is_reported)
+{
+    struct db_conn *conn = (struct db_conn *)&conn; /* must be reset */
+    struct db_settings s = settings;
+
+    s.url = "postgresql://poold@127.0.0.1:1/pools"; /* nothing listens */
+    ck_assert_int_eq(db_conn_open(&s, 0, &conn, err, sizeof err), POOLD_ERR_DB);
+    ck_assert_ptr_null(conn);
+    ck_assert_msg(strstr(err, "connect:") != NULL, "%s", err);
+    ck_assert(err[strlen(err) - 1] != '\n');
+    db_conn_close(NULL);
+}
+END_TEST
+
+/* The session timeouts are added to the url's own options, not instead. */
+START_TEST(db_open_keeps_url_options_and_adds_timeouts)
+{
+    char url[600];
+    snprintf(url, sizeof url, "%s%soptions=-c%%20search_path%%3Dtsvc_nowhere",
+             db_url, strchr(db_url, '?') ? "&" : "?");
+    struct db_settings s = settings;
+    s.url = url;
+    s.statement_timeout_ms = 1234;
+    struct db_conn *conn = NULL;
+    ck_assert_int_eq(db_conn_open(&s, clock_now_ns(), &conn, err, sizeof err),
+                     POOLD_OK);
+    PGresult *res =
+        PQexec(db_conn_pg(conn), "SELECT current_setting('search_path'), "
+                                 "current_setting('statement_timeout'), "
+                                 "current_setting('lock_timeout')");
+    ck_assert_int_eq(PQresultStatus(res), PGRES_TUPLES_OK);
+    ck_assert_str_eq(PQgetvalue(res, 0, 0), "tsvc_nowhere");
+    ck_assert_str_eq(PQgetvalue(res, 0, 1), "1234ms");
+    ck_assert_str_eq(PQgetvalue(res, 0, 2), "1234ms");
+    PQclear(res);
+    db_conn_close(conn);
+}
+END_TEST
+
+START_TEST(db_open_sets_parameters)
+{
+    struct db_conn *conn = open_conn();
+    PGconn *pg = db_conn_pg(conn);
+
+    ck_assert_str_eq(PQparameterStatus(pg, "application_name"), app_name);
+    PQconninfoOption *opts = PQconninfo(pg);
+    for (PQconninfoOption *o = opts; o->keyword; o++) {
+        if (strcmp(o->keyword, "keepalives_idle") == 0)
+            ck_assert_str_eq(o->val, "30");
+        if (strcmp(o->keyword, "tcp_user_timeout") == 0)
+            ck_assert_str_eq(o->val, "10000");
+        if (strcmp(o->keyword, "connect_timeout") == 0)
+            ck_assert_str_eq(o->val, "5");
+        if (strcmp(o->keyword, "dbname") == 0)
+            ck_assert_str_eq(o->val, "pools"); /* the url was expanded */
+    }
+    PQconninfoFree(opts);
+    ck_assert_int_gt(db_conn_backend_pid(conn), 0);
+    ck_assert(db_conn_is_clean(conn));
+    ck_assert(db_conn_is_alive(conn, clock_now_ns(), UINT64_MAX));
+    /* Idle past the threshold: one empty query, still alive. */
+    ck_assert(db_conn_is_alive(conn, clock_now_ns() + 5 * NS_PER_S, 0));
+    db_conn_close(conn);
+}
+END_TEST
+
+START_TEST(db_dirty_connection_is_not_clean)
+{
+    struct db_conn *conn = open_conn();
+
+    pg_ok(conn, "BEGIN");
+    ck_assert(!db_conn_is_clean(conn));
+    ck_assert(db_conn_is_alive(conn, clock_now_ns(), UINT64_MAX));
+    pg_ok(conn, "ROLLBACK");
+    ck_assert(db_conn_is_clean(conn));
+    ck_assert(!db_conn_is_clean(NULL));
+    db_conn_close(conn);
+}
+END_TEST
+
+START_TEST(db_terminated_backend_found_without_round_trip)
+{
+    struct db_conn *conn = open_conn();
+
+    terminate_backend(db_conn_backend_pid(conn));
+    /* check_idle_ns = max: only the zero-round-trip step may notice. */
+    ck_assert(!db_conn_is_alive(conn, clock_now_ns(), UINT64_MAX));
+    ck_assert(!db_conn_is_clean(conn));
+    db_conn_close(conn);
+}
+END_TEST
+
+START_TEST(db_idle_session_timeout_found_without_round_trip)
+{
+    struct db_conn *conn = open_conn();
+    int pid = db_conn_backend_pid(conn);
+
+    pg_ok(conn, "SET idle_session_timeout = '200ms'");
+    wait_backend_gone(pid);
+    ck_assert(!db_conn_is_alive(conn, clock_now_ns(), UINT64_MAX));
+    db_conn_close(conn);
+}
+END_TEST
+
+/* ----------------------------------------- db_run: deadline and abort */
+
+struct write_arg {
+    struct db_conn *conn;
+    bool writes;
+    uint64_t deadline_ns;
+    int rc;
+    char err[256];
+};
+
+/* An insert of the key that row_lock_hold() holds: it waits for the row. */
+static void *blocked_write(void *p)
+{
+    struct write_arg *a = p;
+    static const char *const params[2] = {"tsvc_dbw", "w1"};
+    const struct db_query q = {
+        .sql = "INSERT INTO processed_messages (org_id, message_id, passed,"
+               " checks, failed_rules, payload_sha256) VALUES ($1, $2, true,"
+               " 0, '{}', sha256('abcd'::bytea)) ON CONFLICT DO NOTHING",
+        .nparams = 2,
+        .values = params,
+        .writes = a->writes};
+    PGresult *res = NULL;
+
+    a->rc = db_run(a->conn, &q, a->deadline_ns, &res, a->err, sizeof a->err);
+    PQclear(res);
+    return NULL;
+}
+
+/* Run the blocked insert on a new connection until its deadline (or, with
+ * abort_it, until db_abort_all()); returns db_run's status. The connection
+ * is doomed afterwards either way. */
+static int run_blocked_write(bool writes, bool abort_it)
+{
+    struct write_arg a = {.writes = writes, .conn = open_conn()};
+    int pid = db_conn_backend_pid(a.conn);
+    uint64_t t0 = clock_now_ns();
+    pthread_t th;
+
+    a.deadline_ns = t0 + (abort_it ? 30 : 1) * NS_PER_S;
+    ck_assert_int_eq(pthread_create(&th, NULL, blocked_write, &a), 0);
+    if (abort_it) {
+        wait_backend_blocked(pid);
+        db_abort_all();
+    }
+    pthread_join(th, NULL);
+    /* The statement did reach the server and waits there for the row
+     * still: why a write's outcome is unknown. */
+    if (!abort_it)
+        wait_backend_blocked(pid);
+    /* Ended by its deadline, or by the abort long before it. */
+    ck_assert_uint_ge(clock_now_ns() - t0, abort_it ? 0 : NS_PER_S);
+    ck_assert_uint_lt(clock_now_ns() - t0,
+                      abort_it ? 30 * NS_PER_S : 10 * NS_PER_S);
+    ck_assert_msg(strlen(a.err) > 0, "no reason given");
+    ck_assert(!db_conn_is_clean(a.conn));
+    ck_assert(!db_conn_is_alive(a.conn, clock_now_ns(), 0));
+    db_conn_close(a.conn);
+    return a.rc;
+}
+
+/* No server-side timeout: the client's deadline ends a statement blocked
+ * on a row lock; a write sent and unanswered may have committed. */
+START_TEST(db_run_deadline_ends_a_blocked_write)
+{
+    PGconn *holder;
+
+    org_add("tsvc_dbw", "{}", true);
+    holder = row_lock_hold("tsvc_dbw", "w1");
+    ck_assert_int_eq(run_blocked_write(true, false), POOLD_ERR_COMMIT_UNKNOWN);
+    ck_assert_int_eq(run_blocked_write(false, false), POOLD_ERR_DB);
+    row_lock_release(holder);
+}
+END_TEST
+
+START_TEST(db_run_abort_ends_a_blocked_write)
+{
+    PGconn *holder;
+    struct db_conn *conn = (struct db_conn *)&conn;
+
+    org_add("tsvc_dbw", "{}", true);
+    holder = row_lock_hold("tsvc_dbw", "w1");
+    ck_assert_int_eq(run_blocked_write(true, true), POOLD_ERR_COMMIT_UNKNOWN);
+    row_lock_release(holder);
+    /* And every later wait ends at once: no connection opens. */
+    ck_assert_int_eq(
+        db_conn_open(&settings, clock_now_ns(), &conn, err, sizeof err),
+        POOLD_ERR_DB);
+    ck_assert_ptr_null(conn);
+}
+END_TEST
+
+int main(void)
+{
+    const struct pgfix_case cases[] = {
+        {"db",
+         {db_open_failure_is_reported, db_open_sets_parameters,
+          db_open_keeps_url_options_and_adds_timeouts,
+          db_dirty_connection_is_not_clean,
+          db_terminated_backend_found_without_round_trip,
+          db_idle_session_timeout_found_without_round_trip}},
+        /* db_abort_all() is irreversible: the abort test comes last. */
+        {"deadline",
+         {db_run_deadline_ends_a_blocked_write,
+          db_run_abort_ends_a_blocked_write}},
+    };
+
+    return pgfix_run("db", cases, sizeof cases / sizeof cases[0]);
+}
