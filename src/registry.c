@@ -20,8 +20,8 @@
 #define REG_READY_GRACE_NS (3 * NS_PER_S) /* db contact this recent = ready */
 #define REG_HELD_LOG_MAX 16 /* held-too-long holds logged per org per pass */
 #define REG_DB_SLACK_NS                                                        \
-    (500 * NS_PER_MS)                    /* client wait beyond the server's    \
-                                          */
+    (500 * NS_PER_MS) /* client wait beyond the server's                       \
+                       */
 /* An unknown-outcome write is retried only with this much time left. */
 #define REG_RETRY_MIN_NS (100 * NS_PER_MS)
 #define REG_WARM_ROUND_NS (2 * NS_PER_S) /* one round of warm connections */
@@ -707,8 +707,8 @@ static int gc_wait(struct registry *reg, struct org_entry *e,
  * to commit it (or to commit it as one). admit: apply POOLD_MAX_WAITING. */
 static int process_queued(struct registry *reg, struct org_entry *e,
                           const struct message *msg, struct service_result *out,
-                          const struct reg_deadlines *dl, bool admit,
-                          char *err, size_t errlen)
+                          const struct reg_deadlines *dl, bool admit, char *err,
+                          size_t errlen)
 {
     struct batcher *b = &e->batcher;
     struct gc_job own = {
@@ -758,8 +758,8 @@ static int retry_outcome(struct org_entry *e, int first, int again,
 {
     log_event(again == POOLD_OK ? LOG_INFO : LOG_WARN,
               "commit outcome unknown: retried on another connection", "org",
-              e->org_id, "error", first_err, "retry",
-              poold_status_str(again), (const char *)NULL);
+              e->org_id, "error", first_err, "retry", poold_status_str(again),
+              (const char *)NULL);
     if (again == POOLD_OK || again == POOLD_ERR_CONFLICT)
         return again;
     snprintf(err, errlen, "%s", first_err);
@@ -888,7 +888,8 @@ static int process_batch_pooled(struct registry *reg, struct org_entry *e,
     if (!retry_worth(reg, rc, dl))
         return rc;
     snprintf(first_err, sizeof first_err, "%s", err);
-    return retry_outcome(e, rc, batch_once(reg, e, jobs, n, &again, err, errlen),
+    return retry_outcome(e, rc,
+                         batch_once(reg, e, jobs, n, &again, err, errlen),
                          first_err, err, errlen);
 }
 
