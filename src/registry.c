@@ -22,6 +22,8 @@
 #define REG_READY_GRACE_NS (3 * NS_PER_S) /* db contact this recent = ready */
 /* A client's wait beyond the server's statement timeout. */
 #define REG_DB_SLACK_NS (500 * NS_PER_MS)
+/* An unknown-outcome write is retried only with this much time left. */
+#define REG_RETRY_MIN_NS (100 * NS_PER_MS)
 
 /*
  * Group commit, with no timer. A request's message is queued on its org's
@@ -657,9 +659,11 @@ static int gc_wait(struct registry *reg, struct org_entry *e,
     return own->job.status;
 }
 
-static int process_pooled(struct registry *reg, struct org_entry *e,
+/* One pass through the batcher: queue the message and wait for a flusher
+ * to commit it (or to commit it as one). admit: apply POOLD_MAX_WAITING. */
+static int process_queued(struct registry *reg, struct org_entry *e,
                           const struct message *msg, struct service_result *out,
-                          const struct reg_deadlines *dl, char *err,
+                          const struct reg_deadlines *dl, bool admit, char *err,
                           size_t errlen)
 {
     struct batcher *b = &e->batcher;
@@ -669,7 +673,7 @@ static int process_pooled(struct registry *reg, struct org_entry *e,
 
     pthread_mutex_lock(&b->lock);
     /* Every flusher busy: the request waits, within POOLD_MAX_WAITING. */
-    if (b->flushers >= pool_max_size(e->pool) &&
+    if (admit && b->flushers >= pool_max_size(e->pool) &&
         b->queued >= reg->cfg.max_waiters) {
         pthread_mutex_unlock(&b->lock);
         atomic_fetch_add(&b->rejected, 1);
@@ -687,6 +691,52 @@ static int process_pooled(struct registry *reg, struct org_entry *e,
                  "payload",
                  (int)(msg->id_len > 128 ? 128 : msg->id_len), msg->id);
     return rc;
+}
+
+/*
+ * A write whose answer was lost because its connection broke (not because
+ * its deadline passed) goes once more, on another connection, while its
+ * commit deadline leaves time: the retry inserts the row, or finds it with
+ * the same payload (200, duplicate) if the first attempt had committed.
+ * The retry may wait for a service until the commit deadline. Whatever
+ * else it meets, the first attempt's outcome stays unknown (504).
+ */
+static bool retry_worth(struct registry *reg, int rc,
+                        const struct reg_deadlines *dl)
+{
+    return rc == POOLD_ERR_COMMIT_UNKNOWN &&
+           !atomic_load(&reg->shutting_down) &&
+           clock_now_ns() + REG_RETRY_MIN_NS < dl->commit_ns;
+}
+
+static int retry_outcome(struct org_entry *e, int first, int again,
+                         const char *first_err, char *err, size_t errlen)
+{
+    log_event(again == POOLD_OK ? LOG_INFO : LOG_WARN,
+              "commit outcome unknown: retried on another connection", "org",
+              e->org_id, "error", first_err, "retry", poold_status_str(again),
+              (const char *)NULL);
+    if (again == POOLD_OK || again == POOLD_ERR_CONFLICT)
+        return again;
+    snprintf(err, errlen, "%s", first_err);
+    return first;
+}
+
+static int process_pooled(struct registry *reg, struct org_entry *e,
+                          const struct message *msg, struct service_result *out,
+                          const struct reg_deadlines *dl, char *err,
+                          size_t errlen)
+{
+    int rc = process_queued(reg, e, msg, out, dl, true, err, errlen);
+    char first_err[REG_ERR_MAX];
+    struct reg_deadlines again = {dl->commit_ns, dl->commit_ns};
+
+    if (!retry_worth(reg, rc, dl))
+        return rc;
+    snprintf(first_err, sizeof first_err, "%s", err);
+    return retry_outcome(
+        e, rc, process_queued(reg, e, msg, out, &again, false, err, errlen),
+        first_err, err, errlen);
 }
 
 /* Wake every request waiting on a batcher (shutdown). */
@@ -758,18 +808,18 @@ static int process_unpooled(struct registry *reg, struct org_entry *e,
 }
 
 /* A batch is its own group: one service, one statement. */
-static int process_batch_pooled(struct registry *reg, struct org_entry *e,
-                                struct service_job *jobs, size_t n,
-                                const struct reg_deadlines *dl, char *err,
-                                size_t errlen)
+static int batch_once(struct registry *reg, struct org_entry *e,
+                      struct service_job *jobs, size_t n,
+                      const struct reg_deadlines *dl, char *err, size_t errlen)
 {
     struct pool_item *item;
     struct holder hold;
-    uint64_t timeout = reg->cfg.max_waiters ? reg->cfg.acquire_timeout_ns : 0;
+    uint64_t now = clock_now_ns();
+    uint64_t timeout = dl->acquire_ns > now ? dl->acquire_ns - now : 0;
     int rc;
 
     db_thread_deadline(dl->acquire_ns);
-    rc = pool_acquire(e->pool, timeout, &item);
+    rc = pool_acquire(e->pool, reg->cfg.max_waiters ? timeout : 0, &item);
     db_thread_deadline(0);
     if (rc != POOLD_OK)
         return rc;
@@ -779,6 +829,24 @@ static int process_batch_pooled(struct registry *reg, struct org_entry *e,
     reg_hold_end(e, &hold);
     reg_release(reg, e, item, rc);
     return rc;
+}
+
+/* A batch is retried like one message (retry_worth). */
+static int process_batch_pooled(struct registry *reg, struct org_entry *e,
+                                struct service_job *jobs, size_t n,
+                                const struct reg_deadlines *dl, char *err,
+                                size_t errlen)
+{
+    int rc = batch_once(reg, e, jobs, n, dl, err, errlen);
+    char first_err[REG_ERR_MAX];
+    struct reg_deadlines again = {dl->commit_ns, dl->commit_ns};
+
+    if (!retry_worth(reg, rc, dl))
+        return rc;
+    snprintf(first_err, sizeof first_err, "%s", err);
+    return retry_outcome(e, rc,
+                         batch_once(reg, e, jobs, n, &again, err, errlen),
+                         first_err, err, errlen);
 }
 
 /* Route the org and check what needs no database; POOLD_OK and *out. */

@@ -483,6 +483,56 @@ class FaultTest(unittest.TestCase):
             release_row_lock(holder)
             server.stop()
 
+    def test_broken_connection_after_insert_is_retried(self):
+        """The connection breaks after poold's INSERT went out (its backend
+        is terminated while the INSERT waits for a row lock): the outcome
+        is unknown, so poold sends it once more on another connection,
+        which finds the row the lock's holder committed with the same
+        payload: 200, duplicate (DESIGN.md), one row, and the log says."""
+        org, msg_id, payload = "org_047", "tflt_retry", "abcdef01"
+        holder = subprocess.Popen(
+            ["psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", ADMIN_URL],
+            stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL, text=True)
+        waiting = ("SELECT string_agg(pid::text, ',') FROM pg_stat_activity"
+                   " WHERE application_name LIKE 'poold%' AND"
+                   " wait_event_type = 'Lock'")
+        server = Poold(POOLD_STATEMENT_TIMEOUT_MS=20000)
+        try:
+            holder.stdin.write(
+                "BEGIN;\nINSERT INTO processed_messages (org_id, message_id,"
+                " passed, checks, payload_sha256) VALUES ('%s', '%s', true,"
+                " 7, sha256('%s'::bytea));\n" % (org, msg_id, payload))
+            holder.stdin.flush()
+            wait_until(lambda: psql(
+                "SELECT count(*) FROM pg_locks l JOIN pg_stat_activity a"
+                " USING (pid) WHERE a.state = 'idle in transaction' AND"
+                " l.relation = 'processed_messages'::regclass") != "0",
+                10, "the lock holder's insert")
+            answer = {}
+            post = threading.Thread(target=lambda: answer.update(
+                r=server.process(org, msg_id, payload)))
+            post.start()
+            wait_until(lambda: psql(waiting), 10, "poold's insert to wait")
+            first = psql(waiting)
+            psql("SELECT pg_terminate_backend(%s)" % first)
+            wait_until(lambda: psql(waiting) not in ("", first), 10,
+                       "the retry to wait on another connection")
+            holder.stdin.write("COMMIT;\n")
+            holder.stdin.close()
+            post.join(30)
+            self.assertFalse(post.is_alive())
+            status, _, body = answer["r"]
+            self.assertEqual(status, 200, body)
+            self.assertTrue(body["duplicate"], body)
+            self.assertEqual(body["details"]["checks"], 7, body)
+            self.assertEqual(rows_for([msg_id]), 1)
+            self.assertIn("retried on another connection", server.log_text())
+        finally:
+            holder.kill()
+            holder.wait()
+            self.assertEqual(server.stop(), 0)
+
     def test_shutdown_aborts_calls_the_drain_left(self):
         """A request waiting on the database past the 10 s drain is cut
         (504: its insert was sent) and poold exits 0 soon after."""
