@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "clock.h"
+#include "connpool.h"
 #include "db.h"
 #include "pool.h"
 #include "service.h"
@@ -76,7 +77,7 @@ int main(int argc, char **argv)
     }
     own_ns = build_loop(&env, org, n);
     if (own_ns == 0 ||
-        pool_create(&service_conn_pool_ops, &env, &pc, &env.conns) != POOLD_OK)
+        pool_create(&connpool_conn_ops, &env, &pc, &env.conns) != POOLD_OK)
         return 1;
     /* Warm: the pool holds one open connection from here on. */
     pooled_ns = build_loop(&env, org, 1) ? build_loop(&env, org, n) : 0;

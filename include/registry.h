@@ -12,6 +12,19 @@
 #include "service.h"
 #include "status.h"
 
+/*
+ * Threads and ownership. The registry owns every org pool, every service
+ * (an org's rules + one pooled connection) and the connection pool; no
+ * caller ever holds a service or a connection past a call, except the
+ * housekeeping connection lent by registry_admin_begin() until
+ * registry_admin_end(). registry_create(), registry_set_hk_hook(),
+ * registry_start() and registry_destroy() run on one thread, before and
+ * after every other call; every other call is safe from many threads at
+ * once. No lock is held across a database call (lock order:
+ * src/registry_internal.h); calls that do I/O say so, and those that may
+ * wait for the housekeeping connection (an admin call, a resize, a
+ * directory refresh has it) say that too.
+ */
 struct registry; /* opaque */
 
 struct registry_config {
@@ -32,27 +45,31 @@ struct registry_config {
     uint64_t refresh_interval_ns; /* org directory poll period (default 1 s) */
     uint64_t hold_warn_ns;        /* POOLD_HOLD_WARN_MS; 0: off */
     /* Optional: called by housekeeping after each directory refresh and
-     * after each admin write, on the housekeeping connection, under its
-     * lock (so it never runs twice at once). A failure counts as the
-     * database being unreachable. tenants_watch() is one. */
+     * after each admin write, on the housekeeping connection while its
+     * caller has it taken (so it never runs twice at once; no lock held).
+     * A failure counts as the database being unreachable. tenants_watch()
+     * is one. */
     int (*watch)(void *arg, struct db_conn *conn, char *err, size_t errlen);
     void *watch_arg;
 };
 
 /*
  * Create the registry: the connection pool, an empty org map. Does not touch
- * the database (it may be down); registry_start() begins the housekeeping
- * thread that loads the org directory, watches it for changes, maintains
- * every pool and prewarms.
+ * the database (it may be down); registry_start() loads the directory (on
+ * the caller's thread, I/O) and begins the housekeeping thread that watches
+ * it for changes, maintains every pool and prewarms (housekeeping.h).
+ * *out is the caller's, freed by registry_destroy(). Not thread-safe.
  */
 POOLD_MUSTCHECK int registry_create(const struct registry_config *cfg,
                                     struct registry **out);
 POOLD_MUSTCHECK int registry_start(struct registry *reg);
 
-/* Stop housekeeping, shut down and free every pool. Accepts NULL. */
+/* Stop housekeeping, shut down and free every pool, service and
+ * connection. Accepts NULL. Once no other call runs. */
 void registry_destroy(struct registry *reg);
 
-/* Refuse new work (POOLD_ERR_SHUTDOWN) and wake every waiter. */
+/* Refuse new work (POOLD_ERR_SHUTDOWN) and wake every waiter. Idempotent,
+ * thread-safe (a signal handler's thread calls it). */
 void registry_shutdown(struct registry *reg);
 
 /* End every database wait of the process now, and every later one at once
@@ -62,7 +79,7 @@ void registry_shutdown(struct registry *reg);
 void registry_abort(struct registry *reg);
 
 /* True once the org directory is loaded and the last database contact
- * succeeded. */
+ * succeeded. Thread-safe, lock-free. */
 bool registry_is_ready(struct registry *reg);
 
 /*
@@ -76,7 +93,9 @@ bool registry_is_ready(struct registry *reg);
  * message for a person. Returns within the acquire timeout + the statement
  * timeout + 0.5 s whatever the database does. While it holds a service
  * (itself, or as the flusher of its org's group commit), msg->request_id
- * and msg->route are listed by registry_holders().
+ * and msg->route are listed by registry_holders(). Thread-safe: this is
+ * the request path (one call per request thread); the service is borrowed
+ * and given back within the call. msg and out are the caller's.
  */
 POOLD_MUSTCHECK int registry_process(struct registry *reg, const char *org_id,
                                      const struct message *msg,
@@ -92,6 +111,7 @@ POOLD_MUSTCHECK int registry_process(struct registry *reg, const char *org_id,
  * included): nothing was written unless it is POOLD_ERR_COMMIT_UNKNOWN.
  * jobs are the caller's; jobs[0].msg's request_id and route are the
  * holder registry_holders() lists while the batch holds a service.
+ * Thread-safe, as registry_process().
  */
 POOLD_MUSTCHECK int registry_process_batch(struct registry *reg,
                                            const char *org_id,
@@ -99,14 +119,18 @@ POOLD_MUSTCHECK int registry_process_batch(struct registry *reg,
                                            char *err, size_t errlen);
 
 /* One org's pool stats; zeros and the effective size if no pool exists yet.
- * POOLD_ERR_UNKNOWN_ORG / POOLD_ERR_NOT_READY as above. */
+ * POOLD_ERR_UNKNOWN_ORG / POOLD_ERR_NOT_READY as above. Thread-safe, no
+ * I/O. */
 POOLD_MUSTCHECK int registry_pool_stats(struct registry *reg,
                                         const char *org_id,
                                         struct pool_stats *out);
 
 /* Resize an org's pool (1..ceiling) and store the size in orgs.pool_max_size.
  * Fills *out with the stats after the resize. POOLD_ERR_INVALID for a size
- * out of range, POOLD_ERR_UNKNOWN_ORG, POOLD_ERR_DB. */
+ * out of range, POOLD_ERR_UNKNOWN_ORG, POOLD_ERR_DB. Thread-safe; does I/O
+ * on the housekeeping connection and waits for it: the store and the apply
+ * are one step while it has it, so resizes (and directory reloads) apply in
+ * the order the database stored them. */
 POOLD_MUSTCHECK int registry_resize(struct registry *reg, const char *org_id,
                                     unsigned size, struct pool_stats *out,
                                     char *err, size_t errlen);
@@ -131,10 +155,14 @@ POOLD_MUSTCHECK int registry_admit(struct registry *reg, const char *org_id,
 
 /*
  * Borrow the housekeeping connection for an admin read or write: returns
- * POOLD_OK with *conn (connected) and the housekeeping lock held, or
- * POOLD_ERR_DB with err set and nothing held. Admin requests therefore run
- * one at a time per process, never on a pooled connection, and never while
- * the directory refreshes. Give it back with registry_admin_end().
+ * POOLD_OK with *conn (connected; the caller's alone until
+ * registry_admin_end(), on the same thread or not), or POOLD_ERR_DB with
+ * err set and nothing held. Waits while housekeeping, a resize or another
+ * admin call has the connection (no lock is held meanwhile, nor while the
+ * caller uses it). Admin requests therefore run one at a time per process,
+ * never on a pooled connection, and never while the directory refreshes.
+ * Thread-safe; calling it twice without registry_admin_end() between
+ * deadlocks.
  */
 POOLD_MUSTCHECK int registry_admin_begin(struct registry *reg,
                                          struct db_conn **conn, char *err,
@@ -142,20 +170,20 @@ POOLD_MUSTCHECK int registry_admin_begin(struct registry *reg,
 
 /*
  * Give the connection back. wrote: something was committed, so the
- * directory and the watch (keys, limits) are refreshed now, before the lock
- * is released: this process serves the change from its next request. A
- * connection left unclean is closed.
+ * directory and the watch (keys, limits) are refreshed now (I/O), before
+ * the connection is given back: this process serves the change from its
+ * next request. A connection left unclean is closed.
  */
 void registry_admin_end(struct registry *reg, struct db_conn *conn, bool wrote);
 
 /* Call fn for every org pool that exists, under no lock that fn could
- * deadlock on; org_id and stats are borrowed for the call. */
+ * deadlock on; org_id and stats are borrowed for the call. Thread-safe. */
 void registry_foreach_pool(struct registry *reg,
                            void (*fn)(void *arg, const char *org_id,
                                       const struct pool_stats *stats),
                            void *arg);
 
-/* Stats of the connection pool (max_size is POOLD_DB_MAX_CONNS). */
+/* Stats of the connection pool (max_size is the cap now). Thread-safe. */
 void registry_conn_stats(struct registry *reg, struct pool_stats *out);
 
 /* ---- operators (issue 13) ---- */
@@ -164,14 +192,15 @@ void registry_conn_stats(struct registry *reg, struct pool_stats *out);
  * follows within a refresh), then applied here at once; while paused,
  * registry_process() answers POOLD_ERR_PAUSED. Services are kept. With an
  * actor, the change and its audit entry (pool.pause / pool.resume) commit
- * together.
+ * together. Thread-safe; I/O on the housekeeping connection, as
+ * registry_admin_begin/end.
  * POOLD_ERR_UNKNOWN_ORG, POOLD_ERR_NOT_READY, POOLD_ERR_DB. */
 POOLD_MUSTCHECK int registry_set_paused(struct registry *reg,
                                         const char *org_id, bool paused,
                                         const struct audit_actor *actor,
                                         char *err, size_t errlen);
 
-/* Whether the org is paused now, in *out. */
+/* Whether the org is paused now, in *out. Thread-safe, no I/O. */
 POOLD_MUSTCHECK int registry_is_paused(struct registry *reg, const char *org_id,
                                        bool *out);
 
@@ -180,7 +209,8 @@ POOLD_MUSTCHECK int registry_is_paused(struct registry *reg, const char *org_id,
  * With an actor, a pool.drain audit entry is written (a failure to write it
  * is logged; the drain is done anyway).
  * Fills *out with the stats after it. POOLD_ERR_UNKNOWN_ORG,
- * POOLD_ERR_NOT_READY. */
+ * POOLD_ERR_NOT_READY. Thread-safe (the audit entry is I/O on the
+ * housekeeping connection). */
 POOLD_MUSTCHECK int registry_drain(struct registry *reg, const char *org_id,
                                    const struct audit_actor *actor,
                                    struct pool_stats *out, char *err,
@@ -188,7 +218,7 @@ POOLD_MUSTCHECK int registry_drain(struct registry *reg, const char *org_id,
 
 /* Who holds the org's services now: *out is malloc'd (caller frees, may be
  * NULL when *n is 0). POOLD_ERR_UNKNOWN_ORG, POOLD_ERR_NOT_READY,
- * POOLD_ERR_NOMEM. */
+ * POOLD_ERR_NOMEM. Thread-safe, no I/O. */
 POOLD_MUSTCHECK int registry_holders(struct registry *reg, const char *org_id,
                                      struct holder_info **out, size_t *n);
 /*
@@ -199,7 +229,8 @@ POOLD_MUSTCHECK int registry_holders(struct registry *reg, const char *org_id,
 enum registry_test_point {
     /* registry_resize() stored the size and has not applied it yet. */
     REGISTRY_TEST_RESIZE_STORED,
-    /* About to wait for the housekeeping connection (hk_lock held). */
+    /* About to wait for the housekeeping connection (housekeeping's lock
+     * held, as in pthread_cond_wait). */
     REGISTRY_TEST_HK_CONN_BUSY,
 };
 __attribute__((weak)) void registry_test_hook(struct registry *reg,

@@ -145,9 +145,4 @@ const struct ruleset *service_rules(const struct service *svc);
 /* The connection in use; borrowed for the service's life (for tests). */
 struct db_conn *service_conn(struct service *svc);
 
-/* The connection pool's ops: objects are struct db_conn *, ctx is a
- * struct service_env (create opens with env->db, validate runs the liveness
- * ladder, reset requires a clean connection). */
-extern const struct pool_ops service_conn_pool_ops;
-
 #endif

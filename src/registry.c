@@ -1,8 +1,10 @@
-/* registry.c — org_id -> service pool, routing, the shared connection cap. */
+/* registry.c — org_id -> service pool: the org map, routing, the
+ * connection-cap policy and the operator API. The housekeeping thread is in
+ * housekeeping.c, the connection pool's wiring in connpool.c; the lock
+ * order of all three is at the top of registry_internal.h. */
 #include "registry.h"
 
 #include <errno.h>
-#include <stddef.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -14,17 +16,14 @@
 #include "clock.h"
 #include "holders.h"
 #include "log.h"
+#include "registry_internal.h"
 
 #define REG_BUCKETS_MIN 64
-#define REG_ERR_MAX 256
 #define REG_READY_GRACE_NS (3 * NS_PER_S) /* db contact this recent = ready */
-#define REG_HELD_LOG_MAX 16 /* held-too-long holds logged per org per pass */
-#define REG_DB_SLACK_NS                                                        \
-    (500 * NS_PER_MS) /* client wait beyond the server's                       \
-                       */
+/* A client's wait beyond the server's statement timeout. */
+#define REG_DB_SLACK_NS (500 * NS_PER_MS)
 /* An unknown-outcome write is retried only with this much time left. */
 #define REG_RETRY_MIN_NS (100 * NS_PER_MS)
-#define REG_WARM_ROUND_NS (2 * NS_PER_S) /* one round of warm connections */
 
 /*
  * Group commit, with no timer. A request's message is queued on its org's
@@ -174,49 +173,6 @@ struct org_entry {
     bool pending_retire;
     bool pending_resize;
     struct batcher batcher; /* group commit in front of the pool */
-};
-
-struct registry {
-    struct registry_config cfg;
-    char *prewarm; /* owned copy of cfg.prewarm */
-    struct service_env env;
-    struct service_env env_none; /* POOLD_POOL_MODE=none: own connections */
-    struct pool *conns;          /* db connections; in mode none, permits
-                                    (one per connection a request opens) */
-    struct breaker db_breaker;   /* every connection attempt, all orgs */
-    struct pool_ops conn_ops;    /* service_conn_pool_ops behind db_breaker */
-
-    pthread_rwlock_t lock; /* the map; lock order: lock -> a pool's */
-    struct org_entry **buckets;
-    size_t nbuckets;
-    size_t nentries;
-
-    atomic_bool loaded; /* the directory was loaded once */
-    atomic_bool shutting_down;
-    atomic_uint_fast64_t last_ok_ns; /* last successful db contact */
-
-    /* Housekeeping: its own connection, outside the cap (DESIGN.md). */
-    pthread_mutex_t hk_lock; /* guards hk_conn, fingerprint, stop */
-    pthread_cond_t hk_cond;
-    struct db_conn *hk_conn; /* NULL while taken (hk_conn_take) */
-    /* The connection is taken for I/O without hk_lock; whoever wants it
-     * waits on hk_conn_cond until it is given back. */
-    bool hk_conn_busy;
-    pthread_cond_t hk_conn_cond;
-    long long fp_count, fp_digest;
-    bool hk_stop;
-    bool hk_started;
-    /* Prewarm runs on its own thread: builds may take long, and the
-     * housekeeping loop must go on refreshing (readiness, config). */
-    pthread_t prewarm_thread;
-    bool prewarm_started; /* written by hk thread, read after join */
-    pthread_t hk_thread;
-    pthread_t warm_thread; /* keeps POOLD_DB_MIN_IDLE connections */
-    bool warm_started;
-    /* Replicas: the cluster's hook and the cap it sets (cluster.h). */
-    registry_hk_fn hk_fn;
-    void *hk_arg;
-    atomic_uint conn_cap; /* 0: no connection may be opened */
 };
 
 /* ------------------------------------------------------------------ map */
@@ -445,8 +401,8 @@ static int entry_make_pool(struct registry *reg, struct org_entry *e)
 }
 
 /* Find the org and its pool, creating the pool once on first use. */
-static int registry_route(struct registry *reg, const char *org_id,
-                          struct org_entry **out)
+int registry_route(struct registry *reg, const char *org_id,
+                   struct org_entry **out)
 {
     int rc = POOLD_OK;
     struct org_entry *e;
@@ -976,73 +932,22 @@ static bool registry_reclaim(void *arg, const char *org_id)
     return victim != NULL && pool_evict_idle(victim);
 }
 
-/* ----------------------------------------------------------- housekeeping */
-
-static void mark_db_ok(struct registry *reg)
+void registry_reclaim_for_waiters(struct registry *reg)
 {
-    atomic_store(&reg->last_ok_ns, clock_now_ns());
+    while (pool_waiting(reg->conns) > 0 && registry_reclaim(reg, ""))
+        ;
 }
 
-/* *conn alive, or a new housekeeping connection opened into it. */
-static int hk_conn_ready(struct registry *reg, struct db_conn **conn, char *err,
-                         size_t errlen)
-{
-    if (*conn != NULL &&
-        db_conn_is_alive(*conn, clock_now_ns(), reg->cfg.conn_check_idle_ns))
-        return POOLD_OK;
-    db_conn_close(*conn);
-    *conn = NULL;
-    struct db_settings s = reg->cfg.db;
-    s.application_name = "poold-housekeeping";
-    return db_conn_open(&s, clock_now_ns(), conn, err, errlen);
-}
+/* ------------------------------------ the directory (housekeeping's calls) */
 
-/* Under hk_lock. Opens the housekeeping connection if there is none. */
-static int hk_connect(struct registry *reg, char *err, size_t errlen)
+void registry_mark_db_ok(struct registry *reg, uint64_t now_ns)
 {
-    return hk_conn_ready(reg, &reg->hk_conn, err, errlen);
-}
-
-/* Under hk_lock: wait until no one has the connection taken. */
-static void hk_conn_wait_free(struct registry *reg)
-{
-    while (reg->hk_conn_busy) {
-        if (registry_test_hook != NULL)
-            registry_test_hook(reg, REGISTRY_TEST_HK_CONN_BUSY);
-        pthread_cond_wait(&reg->hk_conn_cond, &reg->hk_lock);
-    }
-}
-
-/* Take the housekeeping connection to do I/O on it with no lock held (it
- * may be NULL: hk_conn_ready opens one). Give it back with hk_conn_give. */
-static struct db_conn *hk_conn_take(struct registry *reg)
-{
-    pthread_mutex_lock(&reg->hk_lock);
-    hk_conn_wait_free(reg);
-    reg->hk_conn_busy = true;
-    struct db_conn *conn = reg->hk_conn;
-    reg->hk_conn = NULL; /* code that holds hk_lock never shares it */
-    pthread_mutex_unlock(&reg->hk_lock);
-    return conn;
-}
-
-static void hk_conn_give(struct registry *reg, struct db_conn *conn)
-{
-    struct db_conn *extra = NULL;
-    pthread_mutex_lock(&reg->hk_lock);
-    if (reg->hk_conn == NULL)
-        reg->hk_conn = conn;
-    else
-        extra = conn; /* someone under hk_lock opened another meanwhile */
-    reg->hk_conn_busy = false;
-    pthread_cond_broadcast(&reg->hk_conn_cond);
-    pthread_mutex_unlock(&reg->hk_lock);
-    db_conn_close(extra);
+    atomic_store(&reg->last_ok_ns, now_ns);
 }
 
 /* Under reg->lock (write): apply one row of the directory. Retiring and
  * resizing may destroy services (I/O), so they are only marked here and
- * done by apply_pending() with no registry lock held. */
+ * done by housekeeping's apply_pending step with no registry lock held. */
 static void apply_org(struct registry *reg, const struct org_info *o)
 {
     struct org_entry *e = map_find(reg, o->org_id);
@@ -1079,38 +984,39 @@ static void apply_absent(struct registry *reg, const struct org_info *list,
     }
 }
 
-/* Under hk_lock, not reg->lock: retire and resize what apply_org marked.
- * Idle services go now, lent ones on release; validate() refuses any that
- * slips between (version check), so stale configuration is never served. */
-static void apply_pending(struct registry *reg)
+void registry_apply_directory(struct registry *reg, const struct org_info *list,
+                              size_t n)
 {
-    size_t n;
-    struct org_entry **list = map_snapshot(reg, true, &n);
+    pthread_rwlock_wrlock(&reg->lock);
+    for (size_t i = 0; i < n; i++)
+        apply_org(reg, &list[i]);
+    if (n < reg->nentries)
+        apply_absent(reg, list, n);
+    pthread_rwlock_unlock(&reg->lock);
+}
 
-    for (size_t i = 0; i < n; i++) {
-        struct org_entry *e = list[i];
-        pthread_rwlock_wrlock(&reg->lock);
-        bool retire = e->pending_retire, resize = e->pending_resize;
-        e->pending_retire = e->pending_resize = false;
-        pthread_rwlock_unlock(&reg->lock);
-        if (retire) {
-            pool_retire_all(e->pool);
-            log_event(LOG_INFO, "org configuration changed, services retired",
-                      "org", e->org_id, (const char *)NULL);
-        }
-        if (resize && pool_resize(e->pool, effective_size(reg, e)) != POOLD_OK)
-            log_event(LOG_WARN, "pool resize from database failed", "org",
-                      e->org_id, (const char *)NULL);
-    }
-    free(list);
+void registry_mark_loaded(struct registry *reg)
+{
+    if (!atomic_exchange(&reg->loaded, true))
+        log_event(LOG_INFO, "org directory loaded", (const char *)NULL);
+}
+
+void org_entry_take_pending(struct registry *reg, struct org_entry *e,
+                            bool *retire, bool *resize)
+{
+    pthread_rwlock_wrlock(&reg->lock);
+    *retire = e->pending_retire;
+    *resize = e->pending_resize;
+    e->pending_retire = e->pending_resize = false;
+    pthread_rwlock_unlock(&reg->lock);
 }
 
 /* One org's configuration from the directory: parse its rules now, so its
  * first service costs a rules copy and a pooled connection, no query. A
  * configuration that does not parse is remembered as the misconfiguration
  * of that version (requests answer 503 org_misconfigured at once). */
-static void preload_one(void *arg, const char *org_id, const char *config,
-                        size_t len, long long version)
+void registry_preload_one(void *arg, const char *org_id, const char *config,
+                          size_t len, long long version)
 {
     struct registry *reg = arg;
     struct ruleset rules = {0};
@@ -1148,327 +1054,63 @@ static void preload_one(void *arg, const char *org_id, const char *config,
                   (const char *)NULL);
 }
 
-/* Under hk_lock, after a directory load. */
-static void preload_rules(struct registry *reg)
-{
-    char err[REG_ERR_MAX];
+/* ------------------------------------------------------ an entry's parts */
 
-    if (catalog_load_configs(reg->hk_conn, preload_one, reg, err, sizeof err) !=
-        POOLD_OK)
-        log_event(LOG_WARN, "org rules not preloaded", "error", err,
-                  (const char *)NULL);
-}
-
-/* Under hk_lock, the connection not taken: a pool whose size is not the
- * stored one (orgs.pool_max_size as last loaded or resized) is resized to
- * it, whatever the cached size says. */
-static void hk_sync_sizes(struct registry *reg)
+void registry_foreach_org(struct registry *reg, bool with_pool,
+                          void (*fn)(void *arg, struct org_entry *e), void *arg)
 {
     size_t n;
-    struct org_entry **list = map_snapshot(reg, true, &n);
-
-    for (size_t i = 0; i < n; i++) {
-        unsigned want = effective_size(reg, list[i]);
-        if (pool_max_size(list[i]->pool) != want &&
-            pool_resize(list[i]->pool, want) == POOLD_OK)
-            log_event(LOG_WARN,
-                      "pool size differed from the stored one, "
-                      "resized",
-                      "org", list[i]->org_id, (const char *)NULL);
-    }
-    free(list);
-}
-
-/* Under hk_lock: reload the directory if its fingerprint moved. */
-static int hk_refresh(struct registry *reg, char *err, size_t errlen)
-{
-    long long count, version;
-    struct org_info *list = NULL;
-    size_t n = 0;
-
-    int rc = catalog_fingerprint(reg->hk_conn, &count, &version, err, errlen);
-    if (rc != POOLD_OK)
-        return rc;
-    if (atomic_load(&reg->loaded) && count == reg->fp_count &&
-        version == reg->fp_digest)
-        return POOLD_OK;
-    rc = catalog_load(reg->hk_conn, &list, &n, err, errlen);
-    if (rc != POOLD_OK)
-        return rc;
-    pthread_rwlock_wrlock(&reg->lock);
-    for (size_t i = 0; i < n; i++)
-        apply_org(reg, &list[i]);
-    if (n < reg->nentries)
-        apply_absent(reg, list, n);
-    pthread_rwlock_unlock(&reg->lock);
-    free(list);
-    apply_pending(reg);
-    preload_rules(reg);
-    reg->fp_count = count;
-    reg->fp_digest = version;
-    if (!atomic_exchange(&reg->loaded, true))
-        log_event(LOG_INFO, "org directory loaded", (const char *)NULL);
-    return POOLD_OK;
-}
-
-/* Flag and log, once each, the holds older than POOLD_HOLD_WARN_MS. */
-static void check_holds(struct registry *reg, uint64_t now)
-{
-    struct holder_info held[REG_HELD_LOG_MAX];
-    char ms[24];
-    size_t n;
-    struct org_entry **list;
-
-    if (reg->cfg.hold_warn_ns == 0)
-        return;
-    list = map_snapshot(reg, false, &n);
-    for (size_t i = 0; i < n; i++) {
-        size_t k = holders_check(&list[i]->holders, now, reg->cfg.hold_warn_ns,
-                                 held, REG_HELD_LOG_MAX);
-        for (size_t j = 0; j < k && j < REG_HELD_LOG_MAX; j++) {
-            snprintf(ms, sizeof ms, "%llu",
-                     (unsigned long long)(held[j].held_ns / NS_PER_MS));
-            log_event(LOG_WARN, "service held too long", "org", list[i]->org_id,
-                      "request_id", held[j].request_id, "route", held[j].route,
-                      "held_ms", ms, (const char *)NULL);
-        }
-    }
-    free(list);
-}
-
-static void maintain_all(struct registry *reg)
-{
-    uint64_t now = clock_now_ns();
-    size_t n;
-    struct org_entry **list = map_snapshot(reg, true, &n);
+    struct org_entry **list = map_snapshot(reg, with_pool, &n);
 
     for (size_t i = 0; i < n; i++)
-        pool_maintain(list[i]->pool, now);
+        fn(arg, list[i]);
     free(list);
-    check_holds(reg, now);
-    if (reg->conns == NULL)
-        return;
-    if (!reg->warm_started) /* else the warm thread maintains it */
-        pool_maintain(reg->conns, now);
-    /* A build queued for a connection just after the last service was
-     * released idle would otherwise wait for the next release anywhere. */
-    while (reg->cfg.pooled && pool_waiting(reg->conns) > 0 &&
-           registry_reclaim(reg, ""))
-        ;
 }
 
-/* Build one service for org_id and leave it idle in its pool. */
-static void prewarm_one(struct registry *reg, const char *org_id)
+const char *org_entry_id(const struct org_entry *e)
 {
-    struct org_entry *e;
-    struct pool_item *item;
-
-    if (registry_route(reg, org_id, &e) != POOLD_OK)
-        return;
-    if (pool_acquire(e->pool, reg->cfg.acquire_timeout_ns, &item) == POOLD_OK)
-        pool_release(e->pool, item);
+    return e->org_id;
 }
 
-/* Build one service for each org named by POOLD_PREWARM ("all" or a comma
- * list; names not in the directory are logged and skipped). */
-static void *prewarm(void *arg)
+struct pool *org_entry_pool(struct org_entry *e)
 {
-    struct registry *reg = arg;
-    const char *list = reg->prewarm;
-
-    if (list[0] == '\0' || !reg->cfg.pooled)
-        return NULL;
-    if (strcmp(list, "all") == 0) {
-        size_t n;
-        struct org_entry **all = map_snapshot(reg, false, &n);
-        for (size_t i = 0; i < n && !atomic_load(&reg->shutting_down); i++)
-            prewarm_one(reg, all[i]->org_id);
-        free(all);
-    } else {
-        for (const char *p = list; *p && !atomic_load(&reg->shutting_down);) {
-            char id[ORG_ID_MAX + 1];
-            size_t len = strcspn(p, ",");
-            if (len > 0 && len <= ORG_ID_MAX) {
-                memcpy(id, p, len);
-                id[len] = '\0';
-                prewarm_one(reg, id);
-            }
-            p += len + (p[len] == ',');
-        }
-    }
-    log_event(LOG_INFO, "prewarm done", "orgs", list, (const char *)NULL);
-    return NULL;
+    return atomic_load(&e->pool);
 }
 
-/* Wait on hk_cond until the deadline or a stop; under hk_lock. */
-static void hk_wait(struct registry *reg, uint64_t ns)
+struct holders *org_entry_holders(struct org_entry *e)
 {
-    struct timespec ts;
-    clock_timespec_at(&ts, clock_now_ns() + ns);
-    while (!reg->hk_stop &&
-           pthread_cond_timedwait(&reg->hk_cond, &reg->hk_lock, &ts) == 0)
-        ;
+    return &e->holders;
 }
 
-/* The database answers again: every request may try at once rather than
- * wait out a backoff window opened while it was down. */
-static void breakers_reset(struct registry *reg)
+struct breaker *org_entry_breaker(struct org_entry *e)
 {
-    size_t n;
-    struct org_entry **list = map_snapshot(reg, false, &n);
-
-    for (size_t i = 0; i < n; i++)
-        breaker_success(&list[i]->build_breaker);
-    free(list);
-    breaker_success(&reg->db_breaker);
+    return &e->build_breaker;
 }
 
-/* The connection pool's upkeep on a thread of its own: opening the
- * POOLD_DB_MIN_IDLE warm connections (at start-up, and after TTL recycling
- * or failures) must not stall the directory refresh. Each round is bounded
- * so that a stop is never held by a silent database for long. */
-static void *warm_main(void *arg)
+unsigned org_entry_size(const struct registry *reg, struct org_entry *e)
 {
-    struct registry *reg = arg;
-
-    pthread_mutex_lock(&reg->hk_lock);
-    while (!reg->hk_stop) {
-        pthread_mutex_unlock(&reg->hk_lock);
-        db_thread_deadline(clock_now_ns() + REG_WARM_ROUND_NS);
-        pool_maintain(reg->conns, clock_now_ns());
-        db_thread_deadline(0);
-        pthread_mutex_lock(&reg->hk_lock);
-        hk_wait(reg, reg->cfg.refresh_interval_ns);
-    }
-    pthread_mutex_unlock(&reg->hk_lock);
-    return NULL;
-}
-
-static void *hk_main(void *arg)
-{
-    struct registry *reg = arg;
-    char err[REG_ERR_MAX];
-    uint64_t backoff = 0;
-    bool was_down = false, prewarmed = false;
-    unsigned seed = (unsigned)clock_now_ns();
-
-    pthread_mutex_lock(&reg->hk_lock);
-    while (!reg->hk_stop) {
-        /* Sizes are stored and applied as one step by whoever has the
-         * connection (registry_resize): not while it is taken. */
-        hk_conn_wait_free(reg);
-        int rc = hk_connect(reg, err, sizeof err);
-        if (rc == POOLD_OK)
-            rc = hk_refresh(reg, err, sizeof err);
-        if (rc == POOLD_OK && reg->cfg.watch != NULL)
-            rc = reg->cfg.watch(reg->cfg.watch_arg, reg->hk_conn, err,
-                                sizeof err);
-        hk_sync_sizes(reg);
-        if (rc == POOLD_OK) {
-            mark_db_ok(reg);
-            /* The database answers again: requests may connect at once
-             * rather than wait out their backoff window. */
-            if (was_down)
-                breakers_reset(reg);
-            if (was_down)
-                log_event(LOG_INFO, "database reachable again",
-                          (const char *)NULL);
-            was_down = false;
-            backoff = 0;
-        } else {
-            if (!was_down)
-                log_event(LOG_WARN, "database unreachable", "error", err,
-                          (const char *)NULL);
-            was_down = true;
-            db_conn_close(reg->hk_conn);
-            reg->hk_conn = NULL;
-            backoff = breaker_next_backoff(backoff, &seed);
-        }
-        if (reg->hk_fn)
-            reg->hk_fn(reg->hk_arg, reg->hk_conn, false);
-        pthread_mutex_unlock(&reg->hk_lock);
-        maintain_all(reg);
-        if (!prewarmed && atomic_load(&reg->loaded)) {
-            reg->prewarm_started =
-                pthread_create(&reg->prewarm_thread, NULL, prewarm, reg) == 0;
-            prewarmed = true;
-        }
-        pthread_mutex_lock(&reg->hk_lock);
-        hk_wait(reg, backoff ? backoff : reg->cfg.refresh_interval_ns);
-    }
-    pthread_mutex_unlock(&reg->hk_lock);
-    return NULL;
+    return effective_size(reg, e);
 }
 
 /* ------------------------------------------------------------- lifecycle */
 
-/* The connection pool's create: service_conn_pool_ops' behind the
- * breaker. ctx is the service_env inside the registry. */
-static int reg_conn_create(void *ctx, void **obj)
+static int reg_make_conns(struct registry *reg)
 {
-    struct registry *reg =
-        (struct registry *)((char *)ctx - offsetof(struct registry, env));
-    if (atomic_load(&reg->conn_cap) == 0)
-        return POOLD_ERR_DB; /* replicas: no share of the budget yet */
-    if (!breaker_allow(&reg->db_breaker, clock_now_ns()))
-        return POOLD_ERR_DB;
-    int rc = service_conn_pool_ops.create(ctx, obj);
-    if (rc == POOLD_OK)
-        breaker_success(&reg->db_breaker);
-    else
-        breaker_failure(&reg->db_breaker, clock_now_ns());
-    return rc;
-}
-
-/* Mode none's connection pool holds permits, not connections: the
- * generic pool is a fair, counted semaphore for free. */
-static int permit_create(void *ctx, void **obj)
-{
-    struct registry *reg = ctx;
-    *obj = ctx; /* any non-NULL token */
-    /* Replicas: no share of the budget yet. */
-    return atomic_load(&reg->conn_cap) == 0 ? POOLD_ERR_DB : POOLD_OK;
-}
-
-static void permit_destroy(void *ctx, void *obj, enum pool_destroy_reason why)
-{
-    (void)ctx;
-    (void)obj;
-    (void)why;
-}
-
-static const struct pool_ops permit_ops = {
-    .create = permit_create,
-    .destroy = permit_destroy,
-};
-
-static int make_conn_pool(struct registry *reg)
-{
-    struct pool_config pc = {
-        .name = "connections",
-        .max_size = reg->cfg.db_max_conns,
-        .capacity = reg->cfg.db_max_conns,
-        .max_waiters = UINT32_MAX,
-        /* POOLD_DB_MIN_IDLE, clamped to the cap (DESIGN.md). */
-        .min_idle = reg->cfg.db_min_idle < reg->cfg.db_max_conns
-                        ? reg->cfg.db_min_idle
-                        : reg->cfg.db_max_conns,
-        .max_lifetime_ns = reg->cfg.conn_ttl_ns,
-        .lifetime_jitter_ns = reg->cfg.conn_ttl_ns / 10,
-        /* db_conn_is_alive() is free unless the connection idled longer
-         * than conn_check_idle_ns, so validate on every acquire. */
-        .validate_idle_ns = 0,
+    struct connpool_config cc = {
+        .db = &reg->cfg.db,
+        .breaker = &reg->db_breaker,
+        .pooled = reg->cfg.pooled,
+        .max_conns = reg->cfg.db_max_conns,
+        .min_idle = reg->cfg.db_min_idle,
+        .max_waiters = reg->cfg.max_waiters,
+        .ttl_ns = reg->cfg.conn_ttl_ns,
+        .check_idle_ns = reg->cfg.conn_check_idle_ns,
     };
-    reg->conn_ops = service_conn_pool_ops;
-    reg->conn_ops.create = reg_conn_create;
-    if (!reg->cfg.pooled) {
-        pc.name = "connection permits";
-        pc.min_idle = 0;
-        pc.max_waiters = reg->cfg.max_waiters;
-        pc.max_lifetime_ns = pc.lifetime_jitter_ns = 0;
-        return pool_create(&permit_ops, reg, &pc, &reg->conns);
-    }
-    return pool_create(&reg->conn_ops, &reg->env, &pc, &reg->conns);
+    int rc = connpool_create(&cc, &reg->cp);
+
+    if (rc == POOLD_OK)
+        reg->conns = connpool_pool(reg->cp);
+    return rc;
 }
 
 int registry_create(const struct registry_config *cfg, struct registry **out)
@@ -1489,19 +1131,11 @@ int registry_create(const struct registry_config *cfg, struct registry **out)
     if (reg->cfg.refresh_interval_ns == 0)
         reg->cfg.refresh_interval_ns = NS_PER_S;
     reg->prewarm = strdup(cfg->prewarm ? cfg->prewarm : "");
-    atomic_init(&reg->conn_cap, cfg->db_max_conns);
     reg->nbuckets = REG_BUCKETS_MIN;
     reg->buckets = calloc(reg->nbuckets, sizeof *reg->buckets);
     pthread_rwlock_init(&reg->lock, NULL);
-    pthread_mutex_init(&reg->hk_lock, NULL);
     breaker_init(&reg->db_breaker,
                  (unsigned)clock_now_ns() ^ (unsigned)(uintptr_t)reg);
-    pthread_condattr_t ca;
-    pthread_condattr_init(&ca);
-    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-    pthread_cond_init(&reg->hk_cond, &ca);
-    pthread_condattr_destroy(&ca);
-    pthread_cond_init(&reg->hk_conn_cond, NULL);
 
     reg->env = (struct service_env){
         .db = &reg->cfg.db,
@@ -1515,7 +1149,8 @@ int registry_create(const struct registry_config *cfg, struct registry **out)
     reg->env_none = reg->env;
     reg->env_none.reclaim = NULL;
     if (reg->prewarm == NULL || reg->buckets == NULL ||
-        make_conn_pool(reg) != POOLD_OK) {
+        reg_make_conns(reg) != POOLD_OK ||
+        housekeeping_create(reg, &reg->hk) != POOLD_OK) {
         registry_destroy(reg);
         return POOLD_ERR_NOMEM;
     }
@@ -1527,38 +1162,7 @@ int registry_create(const struct registry_config *cfg, struct registry **out)
 
 int registry_start(struct registry *reg)
 {
-    char err[REG_ERR_MAX];
-
-    /* A reachable database without our schema is an operator error to
-     * report now; an unreachable one is not (poold waits for it). */
-    pthread_mutex_lock(&reg->hk_lock);
-    int rc = hk_connect(reg, err, sizeof err);
-    if (rc == POOLD_OK &&
-        catalog_check_schema(reg->hk_conn, err, sizeof err) != POOLD_OK) {
-        pthread_mutex_unlock(&reg->hk_lock);
-        log_event(LOG_ERROR, "database schema missing", "error", err,
-                  (const char *)NULL);
-        return POOLD_ERR_DB;
-    }
-    if (rc == POOLD_OK && hk_refresh(reg, err, sizeof err) == POOLD_OK)
-        mark_db_ok(reg);
-    else if (rc != POOLD_OK)
-        log_event(LOG_WARN, "database unreachable at start-up, will retry",
-                  "error", err, (const char *)NULL);
-    if (reg->hk_fn)
-        reg->hk_fn(reg->hk_arg, rc == POOLD_OK ? reg->hk_conn : NULL, false);
-    pthread_mutex_unlock(&reg->hk_lock);
-    /* The warm thread first: housekeeping reads warm_started. */
-    if (reg->cfg.pooled && reg->cfg.db_min_idle > 0) {
-        reg->warm_started =
-            pthread_create(&reg->warm_thread, NULL, warm_main, reg) == 0;
-        if (!reg->warm_started)
-            return POOLD_ERR_NOMEM;
-    }
-    if (pthread_create(&reg->hk_thread, NULL, hk_main, reg) != 0)
-        return POOLD_ERR_NOMEM;
-    reg->hk_started = true;
-    return POOLD_OK;
+    return housekeeping_start(reg->hk);
 }
 
 void registry_shutdown(struct registry *reg)
@@ -1585,19 +1189,8 @@ void registry_destroy(struct registry *reg)
         return;
     if (reg->buckets)
         registry_shutdown(reg);
-    if (reg->hk_started || reg->warm_started) {
-        pthread_mutex_lock(&reg->hk_lock);
-        reg->hk_stop = true;
-        pthread_cond_broadcast(&reg->hk_cond);
-        pthread_mutex_unlock(&reg->hk_lock);
-        if (reg->hk_started)
-            pthread_join(reg->hk_thread, NULL);
-        if (reg->warm_started)
-            pthread_join(reg->warm_thread, NULL);
-    }
-    /* After the pools were shut down: its acquires fail at once. */
-    if (reg->prewarm_started)
-        pthread_join(reg->prewarm_thread, NULL);
+    /* After the pools were shut down: prewarm's acquires fail at once. */
+    housekeeping_stop(reg->hk);
     /* Service pools first: their services give connections back. */
     for (size_t i = 0; reg->buckets && i < reg->nbuckets; i++) {
         struct org_entry *e = reg->buckets[i];
@@ -1613,15 +1206,10 @@ void registry_destroy(struct registry *reg)
             e = next;
         }
     }
-    pool_destroy(reg->conns);
-    /* Every pooled connection is closed: a replica gives its share back. */
-    if (reg->hk_fn && reg->hk_conn)
-        reg->hk_fn(reg->hk_arg, reg->hk_conn, true);
-    db_conn_close(reg->hk_conn);
-    pthread_cond_destroy(&reg->hk_cond);
-    pthread_cond_destroy(&reg->hk_conn_cond);
+    connpool_destroy(reg->cp);
+    /* After every pooled connection is closed (the replica hook). */
+    housekeeping_destroy(reg->hk);
     breaker_deinit(&reg->db_breaker);
-    pthread_mutex_destroy(&reg->hk_lock);
     pthread_rwlock_destroy(&reg->lock);
     free(reg->buckets);
     free(reg->prewarm);
@@ -1639,7 +1227,7 @@ bool registry_is_ready(struct registry *reg)
     uint64_t last = atomic_load(&reg->last_ok_ns);
     uint64_t grace = reg->cfg.refresh_interval_ns + REG_READY_GRACE_NS;
     return atomic_load(&reg->loaded) && !atomic_load(&reg->shutting_down) &&
-           atomic_load(&reg->conn_cap) > 0 && last != 0 &&
+           connpool_cap(reg->cp) > 0 && last != 0 &&
            clock_now_ns() - last < grace;
 }
 
@@ -1708,8 +1296,8 @@ int registry_resize_by(struct registry *reg, const char *org_id, unsigned size,
      * apply are one step, done while this call has the housekeeping
      * connection (no lock held across the I/O): two resizes, or a resize
      * and a directory reload, apply in the order the database stored them. */
-    struct db_conn *conn = hk_conn_take(reg);
-    rc = hk_conn_ready(reg, &conn, err, errlen);
+    struct db_conn *conn = housekeeping_conn_take(reg->hk);
+    rc = housekeeping_conn_ready(reg->hk, &conn, err, errlen);
     if (rc == POOLD_OK)
         rc = actor ? catalog_store_pool_size_by(conn, org_id, size, actor, err,
                                                 errlen)
@@ -1728,7 +1316,7 @@ int registry_resize_by(struct registry *reg, const char *org_id, unsigned size,
         if (pool && pool_resize(pool, size) != POOLD_OK)
             rc = POOLD_ERR_INVALID;
     }
-    hk_conn_give(reg, conn);
+    housekeeping_conn_give(reg->hk, conn);
     if (rc != POOLD_OK && rc != POOLD_ERR_INVALID)
         return rc;
     log_event(LOG_INFO, "pool resized", "org", org_id, (const char *)NULL);
@@ -1786,45 +1374,36 @@ int registry_admit(struct registry *reg, const char *org_id, char *err,
 int registry_admin_begin(struct registry *reg, struct db_conn **conn, char *err,
                          size_t errlen)
 {
-    int rc;
+    /* Waits while housekeeping, a resize or another admin call has it. */
+    struct db_conn *c = housekeeping_conn_take(reg->hk);
+    int rc = housekeeping_conn_ready(reg->hk, &c, err, errlen);
 
-    pthread_mutex_lock(&reg->hk_lock);
-    hk_conn_wait_free(reg); /* a resize may have it taken */
-    rc = hk_connect(reg, err, errlen);
     if (rc != POOLD_OK) {
-        pthread_mutex_unlock(&reg->hk_lock);
+        housekeeping_conn_give(reg->hk, c);
         return rc;
     }
-    *conn = reg->hk_conn;
+    *conn = c;
     return POOLD_OK;
 }
 
 void registry_admin_end(struct registry *reg, struct db_conn *conn, bool wrote)
 {
     char err[REG_ERR_MAX];
-    int rc = POOLD_OK;
 
-    if (conn != reg->hk_conn)
-        abort(); /* not the connection registry_admin_begin() lent */
     if (!db_conn_is_clean(conn)) {
-        db_conn_close(reg->hk_conn);
-        reg->hk_conn = NULL;
-        pthread_mutex_unlock(&reg->hk_lock);
+        db_conn_close(conn);
+        housekeeping_conn_give(reg->hk, NULL);
         return;
     }
-    mark_db_ok(reg); /* it answered: readiness need not wait for a poll */
-    if (wrote) {
-        /* Serve the change from the next request here; elsewhere the
-         * next poll sees it. A failure is only logged: the poll retries. */
-        rc = hk_refresh(reg, err, sizeof err);
-        if (rc == POOLD_OK && reg->cfg.watch != NULL)
-            rc = reg->cfg.watch(reg->cfg.watch_arg, reg->hk_conn, err,
-                                sizeof err);
-        if (rc != POOLD_OK)
-            log_event(LOG_WARN, "refresh after an admin write failed", "error",
-                      err, (const char *)NULL);
-    }
-    pthread_mutex_unlock(&reg->hk_lock);
+    /* It answered: readiness need not wait for a poll. */
+    registry_mark_db_ok(reg, clock_now_ns());
+    /* Serve the change from the next request here; elsewhere the next poll
+     * sees it. A failure is only logged: the poll retries. */
+    if (wrote &&
+        housekeeping_refresh(reg->hk, conn, err, sizeof err) != POOLD_OK)
+        log_event(LOG_WARN, "refresh after an admin write failed", "error", err,
+                  (const char *)NULL);
+    housekeeping_conn_give(reg->hk, conn);
 }
 
 int registry_set_paused(struct registry *reg, const char *org_id, bool paused,
@@ -1974,18 +1553,10 @@ static void registry_retire_services(struct registry *reg)
 
 void registry_set_conn_cap(struct registry *reg, unsigned cap)
 {
-    unsigned max = cap > reg->cfg.db_max_conns ? reg->cfg.db_max_conns : cap;
+    unsigned max = connpool_set_cap(reg->cp, cap);
 
-    atomic_store(&reg->conn_cap, max);
-    /* The pool's size is at least 1; cap 0 is enforced at create. */
-    if (pool_max_size(reg->conns) != (max ? max : 1) &&
-        pool_resize(reg->conns, max ? max : 1) != POOLD_OK)
-        log_event(LOG_WARN, "connection pool resize failed",
-                  (const char *)NULL);
     if (pool_total(reg->conns) <= max)
         return;
-    if (max == 0)
-        pool_retire_all(reg->conns);
     /* Services hold their connection for life: idle ones give it back. */
     while (reg->cfg.pooled && pool_total(reg->conns) > max &&
            registry_reclaim(reg, ""))

@@ -12,7 +12,8 @@
 struct tenants {
     struct keys_set *keys;
     struct ratelimit_table *limits;
-    /* Written by the watch only (the registry's housekeeping lock). */
+    /* Written by the watch only (one at a time: the registry's
+     * housekeeping connection is taken while it runs). */
     long long fp_count, fp_digest;
     bool loaded;
 };

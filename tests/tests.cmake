@@ -66,6 +66,10 @@ poold_check_test(breaker unit tests/unit/check_breaker.c)
 poold_check_test(holders unit tests/unit/check_holders.c)
 poold_check_test(cluster unit tests/unit/check_cluster.c)
 poold_check_test(handlers unit tests/unit/check_handlers.c)
+# Housekeeping ticks driven by hand with a fake clock; a white-box test:
+# it sees the registry's private header.
+poold_check_test(housekeeping unit tests/unit/check_housekeeping.c)
+target_include_directories(check_housekeeping PRIVATE ${CMAKE_SOURCE_DIR}/src)
 
 # --- integration: real PostgreSQL ------------------------------------------
 # The superuser connection, settings and waits of the three below.

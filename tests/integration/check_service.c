@@ -10,6 +10,7 @@
 #include <libpq-fe.h>
 
 #include "clock.h"
+#include "connpool.h"
 #include "db.h"
 #include "orgid.h"
 #include "pool.h"
@@ -460,8 +461,7 @@ static struct pool *conns_create(unsigned max, uint64_t lifetime_ns)
     struct pool *p = NULL;
 
     fake_now = clock_now_ns();
-    ck_assert_int_eq(pool_create(&service_conn_pool_ops, &env, &pc, &p),
-                     POOLD_OK);
+    ck_assert_int_eq(pool_create(&connpool_conn_ops, &env, &pc, &p), POOLD_OK);
     env.conns = p;
     return p;
 }

@@ -1,0 +1,119 @@
+/* housekeeping.h — the registry's janitor: one thread, named steps a tick. */
+#ifndef POOLD_HOUSEKEEPING_H
+#define POOLD_HOUSEKEEPING_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "clock.h"
+#include "db.h"
+#include "status.h"
+
+struct registry;
+struct housekeeping; /* opaque; owned by the registry */
+
+/*
+ * A tick is a flat list of named steps run in order, each given "now" from
+ * the tick's clock (the thread's is the monotonic clock; a test's is fake):
+ *
+ *   connect         the housekeeping connection (outside the cap) is alive
+ *   refresh         the orgs fingerprint; the directory reloaded if it moved
+ *   apply_pending   retire and resize what the reload marked
+ *   preload_rules   parse every org's rules after a reload
+ *   watch           registry_config.watch (tenants: keys, rate limits)
+ *   sync_sizes      a pool whose size is not the stored one is resized
+ *   health          readiness, or "database unreachable" and a backoff
+ *   breakers        the database answers again: every breaker closed
+ *   replica_hook    the cluster's hook (registry_set_hk_hook)
+ *   maintain_pools  each org pool's lifetimes and idle timeouts
+ *   check_holds     holds older than POOLD_HOLD_WARN_MS counted and logged
+ *   maintain_conns  the connection pool (min idle), unless the warm thread
+ *                   does it
+ *   reclaim         builds waiting for a connection get an idle one
+ *   prewarm         POOLD_PREWARM, once the directory is loaded (a thread)
+ *
+ * Steps up to replica_hook run with the housekeeping connection taken; a
+ * step that needs the database is skipped once one before it failed, and
+ * prewarm is skipped until the directory is loaded.
+ */
+enum hk_outcome {
+    HK_RAN,     /* did its work */
+    HK_FAILED,  /* a database step failed (the tick's later ones skip) */
+    HK_SKIPPED, /* not due: no database, directory not loaded, nothing to
+                   do this tick */
+};
+
+/* What one step of a tick did; name is static. */
+struct hk_step_report {
+    const char *name;
+    enum hk_outcome outcome;
+};
+
+/* The name of a tick's step i (0-based, in order; static), NULL past the
+ * last one. Thread-safe. */
+const char *housekeeping_step_name(size_t i);
+
+/* Allocate; no thread, no I/O. reg is borrowed for the housekeeping's life.
+ * POOLD_OK and *out, or POOLD_ERR_NOMEM. */
+POOLD_MUSTCHECK int housekeeping_create(struct registry *reg,
+                                        struct housekeeping **out);
+
+/*
+ * Start-up, on the caller's thread: connect, check the schema (a reachable
+ * database without it: POOLD_ERR_DB, logged; an unreachable one is not an
+ * error, it is retried), load the directory, call the replica hook; then
+ * start the housekeeping thread, and the warm thread (POOLD_DB_MIN_IDLE).
+ * Once.
+ */
+POOLD_MUSTCHECK int housekeeping_start(struct housekeeping *hk);
+
+/* Stop and join every thread housekeeping started (the prewarm one after
+ * its builds fail: shut the pools down first). Idempotent. */
+void housekeeping_stop(struct housekeeping *hk);
+
+/* After housekeeping_stop() and once every pooled connection is closed:
+ * the replica hook is told (stopping), the housekeeping connection closed,
+ * everything freed. Accepts NULL. */
+void housekeeping_destroy(struct housekeeping *hk);
+
+/*
+ * Run one tick: every step in order, each given "now" as clock(clock_ctx)
+ * reads it just before the step (clock NULL: the monotonic clock; a test
+ * passes a fake one). Fills out[0..max) (out may be NULL) with each step's
+ * outcome; returns the number of steps. Takes the housekeeping connection
+ * for the database steps, so it waits while an admin call or a resize has
+ * it. The thread calls it about every refresh interval; a test may call it
+ * instead (then start nothing). Not to be run twice at once.
+ */
+size_t housekeeping_tick(struct housekeeping *hk, clock_fn clock,
+                         void *clock_ctx, struct hk_step_report *out,
+                         size_t max);
+
+/*
+ * The housekeeping connection, one user at a time: take waits until no one
+ * has it, and returns it (NULL or dead: pass it to housekeeping_conn_ready
+ * before use). The taker may do I/O on it with no lock held, and must give
+ * it back (the same, another one, or NULL after closing it) with
+ * housekeeping_conn_give(). Thread-safe. Taking it twice on one thread
+ * deadlocks.
+ */
+struct db_conn *housekeeping_conn_take(struct housekeeping *hk);
+void housekeeping_conn_give(struct housekeeping *hk, struct db_conn *conn);
+
+/* *conn alive, or closed and a new one opened into it (NULL on failure,
+ * err set). For the taker of the connection. */
+POOLD_MUSTCHECK int housekeeping_conn_ready(struct housekeeping *hk,
+                                            struct db_conn **conn, char *err,
+                                            size_t errlen);
+
+/*
+ * The steps refresh, apply_pending, preload_rules and watch, now, on conn
+ * (taken by the caller: an admin write serves its change from this
+ * process's next request). POOLD_OK, or the failing step's status and err.
+ */
+POOLD_MUSTCHECK int housekeeping_refresh(struct housekeeping *hk,
+                                         struct db_conn *conn, char *err,
+                                         size_t errlen);
+
+#endif

@@ -1,0 +1,658 @@
+/* housekeeping.c — the registry's janitor: one thread, named steps a tick. */
+#include "housekeeping.h"
+
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "clock.h"
+#include "holders.h"
+#include "log.h"
+#include "registry_internal.h"
+
+#define HK_HELD_LOG_MAX 16 /* held-too-long holds logged per org per tick */
+#define HK_WARM_ROUND_NS (2 * NS_PER_S) /* one round of warm connections */
+
+struct housekeeping {
+    struct registry *reg;     /* borrowed; owns this */
+    pthread_mutex_t lock;     /* guards stop, conn and conn_busy; never held
+                                 across I/O */
+    pthread_cond_t cond;      /* stop (CLOCK_MONOTONIC waits) */
+    pthread_cond_t conn_cond; /* the connection was given back */
+    struct db_conn *conn;     /* NULL while taken, or none open */
+    bool conn_busy;           /* taken: its taker does I/O on it */
+    bool stop;
+    /* The connection's taker's only (so loads apply in the order read). */
+    long long fp_count, fp_digest; /* the orgs fingerprint last loaded */
+    /* The ticking thread's only (ticks never run twice at once). */
+    bool was_down;
+    uint64_t backoff_ns; /* 0: tick again after the refresh interval */
+    unsigned seed;
+    bool prewarmed;
+    /* Written before the threads start or by the hk thread; read after
+     * joining it. */
+    pthread_t thread, warm_thread, prewarm_thread;
+    bool started, warm_started, prewarm_started;
+};
+
+/* One tick, handed from step to step. */
+struct hk_tick {
+    clock_fn clock; /* NULL: the monotonic clock */
+    void *clock_ctx;
+    uint64_t now;         /* read from the clock before each step */
+    struct db_conn *conn; /* taken while the steps flagged HK_CONN run */
+    int rc;               /* POOLD_OK until a database step fails */
+    bool reloaded;        /* the directory was reloaded this tick */
+    char err[REG_ERR_MAX];
+};
+
+enum {
+    HK_CONN = 1u,   /* runs with the housekeeping connection taken */
+    HK_DB = 2u,     /* skipped once a database step of the tick failed */
+    HK_LOADED = 4u, /* skipped until the directory is loaded */
+};
+
+/* -------------------------------------------------- the connection token */
+
+/* Under hk->lock: wait until no one has the connection taken. */
+static void hk_conn_wait_free(struct housekeeping *hk)
+{
+    while (hk->conn_busy) {
+        if (registry_test_hook != NULL)
+            registry_test_hook(hk->reg, REGISTRY_TEST_HK_CONN_BUSY);
+        pthread_cond_wait(&hk->conn_cond, &hk->lock);
+    }
+}
+
+struct db_conn *housekeeping_conn_take(struct housekeeping *hk)
+{
+    struct db_conn *conn;
+
+    pthread_mutex_lock(&hk->lock);
+    hk_conn_wait_free(hk);
+    hk->conn_busy = true;
+    conn = hk->conn;
+    hk->conn = NULL;
+    pthread_mutex_unlock(&hk->lock);
+    return conn;
+}
+
+void housekeeping_conn_give(struct housekeeping *hk, struct db_conn *conn)
+{
+    pthread_mutex_lock(&hk->lock);
+    if (!hk->conn_busy || hk->conn != NULL)
+        abort(); /* given back without being taken */
+    hk->conn = conn;
+    hk->conn_busy = false;
+    pthread_cond_broadcast(&hk->conn_cond);
+    pthread_mutex_unlock(&hk->lock);
+}
+
+int housekeeping_conn_ready(struct housekeeping *hk, struct db_conn **conn,
+                            char *err, size_t errlen)
+{
+    const struct registry_config *cfg = &hk->reg->cfg;
+    struct db_settings s = cfg->db;
+
+    if (*conn != NULL &&
+        db_conn_is_alive(*conn, clock_now_ns(), cfg->conn_check_idle_ns))
+        return POOLD_OK;
+    db_conn_close(*conn);
+    *conn = NULL;
+    s.application_name = "poold-housekeeping";
+    return db_conn_open(&s, clock_now_ns(), conn, err, errlen);
+}
+
+/* ------------------------------------------- steps with the connection */
+
+static enum hk_outcome step_connect(struct housekeeping *hk, struct hk_tick *t)
+{
+    t->rc = housekeeping_conn_ready(hk, &t->conn, t->err, sizeof t->err);
+    return t->rc == POOLD_OK ? HK_RAN : HK_FAILED;
+}
+
+/* Reload the directory if its fingerprint moved. */
+static enum hk_outcome step_refresh(struct housekeeping *hk, struct hk_tick *t)
+{
+    long long count, digest;
+    struct org_info *list = NULL;
+    size_t n = 0;
+
+    t->rc =
+        catalog_fingerprint(t->conn, &count, &digest, t->err, sizeof t->err);
+    if (t->rc != POOLD_OK)
+        return HK_FAILED;
+    if (atomic_load(&hk->reg->loaded) && count == hk->fp_count &&
+        digest == hk->fp_digest)
+        return HK_RAN;
+    t->rc = catalog_load(t->conn, &list, &n, t->err, sizeof t->err);
+    if (t->rc != POOLD_OK)
+        return HK_FAILED;
+    registry_apply_directory(hk->reg, list, n);
+    free(list);
+    hk->fp_count = count;
+    hk->fp_digest = digest;
+    t->reloaded = true;
+    return HK_RAN;
+}
+
+/* Idle services go now, lent ones on release; validate() refuses any that
+ * slips between (version check), so stale configuration is never served. */
+static void apply_pending_one(void *arg, struct org_entry *e)
+{
+    struct registry *reg = arg;
+    struct pool *pool = org_entry_pool(e);
+    bool retire, resize;
+
+    org_entry_take_pending(reg, e, &retire, &resize);
+    if (retire) {
+        pool_retire_all(pool);
+        log_event(LOG_INFO, "org configuration changed, services retired",
+                  "org", org_entry_id(e), (const char *)NULL);
+    }
+    if (resize && pool_resize(pool, org_entry_size(reg, e)) != POOLD_OK)
+        log_event(LOG_WARN, "pool resize from database failed", "org",
+                  org_entry_id(e), (const char *)NULL);
+}
+
+static enum hk_outcome step_apply_pending(struct housekeeping *hk,
+                                          struct hk_tick *t)
+{
+    if (!t->reloaded)
+        return HK_SKIPPED;
+    registry_foreach_org(hk->reg, true, apply_pending_one, hk->reg);
+    return HK_RAN;
+}
+
+/* Every org's rules parsed now, so its first service costs a rules copy and
+ * a pooled connection, no query. A failure is only logged (builds query). */
+static enum hk_outcome step_preload_rules(struct housekeeping *hk,
+                                          struct hk_tick *t)
+{
+    char err[REG_ERR_MAX];
+
+    if (!t->reloaded)
+        return HK_SKIPPED;
+    if (catalog_load_configs(t->conn, registry_preload_one, hk->reg, err,
+                             sizeof err) != POOLD_OK)
+        log_event(LOG_WARN, "org rules not preloaded", "error", err,
+                  (const char *)NULL);
+    registry_mark_loaded(hk->reg);
+    return HK_RAN;
+}
+
+static enum hk_outcome step_watch(struct housekeeping *hk, struct hk_tick *t)
+{
+    const struct registry_config *cfg = &hk->reg->cfg;
+
+    if (cfg->watch == NULL)
+        return HK_SKIPPED;
+    t->rc = cfg->watch(cfg->watch_arg, t->conn, t->err, sizeof t->err);
+    return t->rc == POOLD_OK ? HK_RAN : HK_FAILED;
+}
+
+/* With the connection taken, so no resize is between its store and its
+ * apply: a pool whose size is not the stored one (orgs.pool_max_size as last
+ * loaded or resized) is resized to it, whatever the cached size says. */
+static void sync_size_one(void *arg, struct org_entry *e)
+{
+    struct registry *reg = arg;
+    struct pool *pool = org_entry_pool(e);
+    unsigned want = org_entry_size(reg, e);
+
+    if (pool_max_size(pool) != want && pool_resize(pool, want) == POOLD_OK)
+        log_event(LOG_WARN, "pool size differed from the stored one, resized",
+                  "org", org_entry_id(e), (const char *)NULL);
+}
+
+static enum hk_outcome step_sync_sizes(struct housekeeping *hk,
+                                       struct hk_tick *t)
+{
+    (void)t;
+    registry_foreach_org(hk->reg, true, sync_size_one, hk->reg);
+    return HK_RAN;
+}
+
+/* Readiness, or the connection dropped and the next tick backed off. */
+static enum hk_outcome step_health(struct housekeeping *hk, struct hk_tick *t)
+{
+    if (t->rc == POOLD_OK) {
+        registry_mark_db_ok(hk->reg, t->now);
+        hk->backoff_ns = 0;
+        return HK_RAN;
+    }
+    if (!hk->was_down)
+        log_event(LOG_WARN, "database unreachable", "error", t->err,
+                  (const char *)NULL);
+    hk->was_down = true;
+    db_conn_close(t->conn);
+    t->conn = NULL;
+    hk->backoff_ns = breaker_next_backoff(hk->backoff_ns, &hk->seed);
+    return HK_FAILED;
+}
+
+static void breaker_reset_one(void *arg, struct org_entry *e)
+{
+    (void)arg;
+    breaker_success(org_entry_breaker(e));
+}
+
+/* The database answers again: requests may connect at once rather than
+ * wait out a backoff window opened while it was down. */
+static enum hk_outcome step_breakers(struct housekeeping *hk, struct hk_tick *t)
+{
+    (void)t;
+    if (!hk->was_down)
+        return HK_SKIPPED;
+    registry_foreach_org(hk->reg, false, breaker_reset_one, NULL);
+    breaker_success(&hk->reg->db_breaker);
+    hk->was_down = false;
+    log_event(LOG_INFO, "database reachable again", (const char *)NULL);
+    return HK_RAN;
+}
+
+static enum hk_outcome step_replica_hook(struct housekeeping *hk,
+                                         struct hk_tick *t)
+{
+    struct registry *reg = hk->reg;
+
+    if (reg->hk_fn == NULL)
+        return HK_SKIPPED;
+    reg->hk_fn(reg->hk_arg, t->conn, false); /* NULL: database down */
+    return HK_RAN;
+}
+
+/* --------------------------------------------- steps without connection */
+
+static void maintain_one(void *arg, struct org_entry *e)
+{
+    pool_maintain(org_entry_pool(e), *(const uint64_t *)arg);
+}
+
+static enum hk_outcome step_maintain_pools(struct housekeeping *hk,
+                                           struct hk_tick *t)
+{
+    registry_foreach_org(hk->reg, true, maintain_one, &t->now);
+    return HK_RAN;
+}
+
+struct holds_arg {
+    uint64_t now, warn_ns;
+};
+
+static void check_holds_one(void *arg, struct org_entry *e)
+{
+    const struct holds_arg *a = arg;
+    struct holder_info held[HK_HELD_LOG_MAX];
+    char ms[24];
+    size_t k = holders_check(org_entry_holders(e), a->now, a->warn_ns, held,
+                             HK_HELD_LOG_MAX);
+
+    for (size_t j = 0; j < k && j < HK_HELD_LOG_MAX; j++) {
+        snprintf(ms, sizeof ms, "%llu",
+                 (unsigned long long)(held[j].held_ns / NS_PER_MS));
+        log_event(LOG_WARN, "service held too long", "org", org_entry_id(e),
+                  "request_id", held[j].request_id, "route", held[j].route,
+                  "held_ms", ms, (const char *)NULL);
+    }
+}
+
+/* Flag and log, once each, the holds older than POOLD_HOLD_WARN_MS. */
+static enum hk_outcome step_check_holds(struct housekeeping *hk,
+                                        struct hk_tick *t)
+{
+    struct holds_arg a = {t->now, hk->reg->cfg.hold_warn_ns};
+
+    if (a.warn_ns == 0)
+        return HK_SKIPPED;
+    registry_foreach_org(hk->reg, false, check_holds_one, &a);
+    return HK_RAN;
+}
+
+static enum hk_outcome step_maintain_conns(struct housekeeping *hk,
+                                           struct hk_tick *t)
+{
+    if (hk->warm_started)
+        return HK_SKIPPED; /* the warm thread maintains it */
+    pool_maintain(hk->reg->conns, t->now);
+    return HK_RAN;
+}
+
+/* A build queued for a connection just after the last service was released
+ * idle would otherwise wait for the next release anywhere. */
+static enum hk_outcome step_reclaim(struct housekeeping *hk, struct hk_tick *t)
+{
+    (void)t;
+    if (!hk->reg->cfg.pooled)
+        return HK_SKIPPED;
+    registry_reclaim_for_waiters(hk->reg);
+    return HK_RAN;
+}
+
+/* Build one service for org_id and leave it idle in its pool. */
+static void prewarm_one(struct registry *reg, const char *org_id)
+{
+    struct org_entry *e;
+    struct pool_item *item;
+    struct pool *pool;
+
+    if (registry_route(reg, org_id, &e) != POOLD_OK)
+        return;
+    pool = org_entry_pool(e);
+    if (pool_acquire(pool, reg->cfg.acquire_timeout_ns, &item) == POOLD_OK)
+        pool_release(pool, item);
+}
+
+static void prewarm_entry(void *arg, struct org_entry *e)
+{
+    struct registry *reg = arg;
+
+    if (!atomic_load(&reg->shutting_down))
+        prewarm_one(reg, org_entry_id(e));
+}
+
+/* Build one service for each org named by POOLD_PREWARM ("all" or a comma
+ * list; names not in the directory are skipped). On a thread of its own:
+ * builds may take long, and the ticks must go on (readiness, config). */
+static void *prewarm_main(void *arg)
+{
+    struct registry *reg = arg;
+    const char *list = reg->prewarm;
+
+    if (strcmp(list, "all") == 0) {
+        registry_foreach_org(reg, false, prewarm_entry, reg);
+    } else {
+        for (const char *p = list; *p && !atomic_load(&reg->shutting_down);) {
+            char id[ORG_ID_MAX + 1];
+            size_t len = strcspn(p, ",");
+            if (len > 0 && len <= ORG_ID_MAX) {
+                memcpy(id, p, len);
+                id[len] = '\0';
+                prewarm_one(reg, id);
+            }
+            p += len + (p[len] == ',');
+        }
+    }
+    log_event(LOG_INFO, "prewarm done", "orgs", list, (const char *)NULL);
+    return NULL;
+}
+
+static enum hk_outcome step_prewarm(struct housekeeping *hk, struct hk_tick *t)
+{
+    struct registry *reg = hk->reg;
+
+    (void)t;
+    if (hk->prewarmed || reg->prewarm[0] == '\0' || !reg->cfg.pooled)
+        return HK_SKIPPED;
+    hk->prewarmed = true;
+    hk->prewarm_started =
+        pthread_create(&hk->prewarm_thread, NULL, prewarm_main, reg) == 0;
+    return hk->prewarm_started ? HK_RAN : HK_FAILED;
+}
+
+/* --------------------------------------------------------------- a tick */
+
+enum {
+    HK_STEP_CONNECT,
+    HK_STEP_REFRESH,
+    HK_STEP_APPLY_PENDING,
+    HK_STEP_PRELOAD_RULES,
+    HK_STEP_WATCH,
+    HK_STEP_SYNC_SIZES,
+    HK_STEP_HEALTH,
+    HK_STEP_BREAKERS,
+    HK_STEP_REPLICA_HOOK,
+    HK_STEP_MAINTAIN_POOLS,
+    HK_STEP_CHECK_HOLDS,
+    HK_STEP_MAINTAIN_CONNS,
+    HK_STEP_RECLAIM,
+    HK_STEP_PREWARM,
+    HK_STEP__COUNT
+};
+
+struct hk_step {
+    const char *name;
+    unsigned flags;
+    enum hk_outcome (*run)(struct housekeeping *hk, struct hk_tick *t);
+};
+
+static const struct hk_step hk_steps[HK_STEP__COUNT] = {
+    [HK_STEP_CONNECT] = {"connect", HK_CONN, step_connect},
+    [HK_STEP_REFRESH] = {"refresh", HK_CONN | HK_DB, step_refresh},
+    [HK_STEP_APPLY_PENDING] = {"apply_pending", HK_CONN | HK_DB,
+                               step_apply_pending},
+    [HK_STEP_PRELOAD_RULES] = {"preload_rules", HK_CONN | HK_DB,
+                               step_preload_rules},
+    [HK_STEP_WATCH] = {"watch", HK_CONN | HK_DB, step_watch},
+    [HK_STEP_SYNC_SIZES] = {"sync_sizes", HK_CONN, step_sync_sizes},
+    [HK_STEP_HEALTH] = {"health", HK_CONN, step_health},
+    [HK_STEP_BREAKERS] = {"breakers", HK_CONN | HK_DB, step_breakers},
+    [HK_STEP_REPLICA_HOOK] = {"replica_hook", HK_CONN, step_replica_hook},
+    [HK_STEP_MAINTAIN_POOLS] = {"maintain_pools", 0, step_maintain_pools},
+    [HK_STEP_CHECK_HOLDS] = {"check_holds", 0, step_check_holds},
+    [HK_STEP_MAINTAIN_CONNS] = {"maintain_conns", 0, step_maintain_conns},
+    [HK_STEP_RECLAIM] = {"reclaim", 0, step_reclaim},
+    [HK_STEP_PREWARM] = {"prewarm", HK_LOADED, step_prewarm},
+};
+
+const char *housekeeping_step_name(size_t i)
+{
+    return i < HK_STEP__COUNT ? hk_steps[i].name : NULL;
+}
+
+/* Run steps first..last of a tick (the caller has the connection taken if
+ * any of them is HK_CONN). */
+static void hk_run(struct housekeeping *hk, struct hk_tick *t, size_t first,
+                   size_t last, struct hk_step_report *out, size_t max)
+{
+    for (size_t i = first; i <= last; i++) {
+        const struct hk_step *s = &hk_steps[i];
+        enum hk_outcome o = HK_SKIPPED;
+
+        t->now = t->clock ? t->clock(t->clock_ctx) : clock_now_ns();
+        if (!((s->flags & HK_DB) && t->rc != POOLD_OK) &&
+            !((s->flags & HK_LOADED) && !atomic_load(&hk->reg->loaded)))
+            o = s->run(hk, t);
+        if (out != NULL && i < max)
+            out[i] = (struct hk_step_report){s->name, o};
+    }
+}
+
+/* The tick's steps without HK_CONN must not touch the connection. */
+static void hk_give_back(struct housekeeping *hk, struct hk_tick *t)
+{
+    housekeeping_conn_give(hk, t->conn);
+    t->conn = NULL;
+}
+
+size_t housekeeping_tick(struct housekeeping *hk, clock_fn clock,
+                         void *clock_ctx, struct hk_step_report *out,
+                         size_t max)
+{
+    struct hk_tick t = {.clock = clock, .clock_ctx = clock_ctx};
+    bool taken = false;
+
+    /* The connection is taken for the HK_CONN steps only (they come
+     * first): admin calls and resizes wait for them as a whole, never for
+     * pool maintenance. */
+    for (size_t i = 0; i < HK_STEP__COUNT; i++) {
+        bool conn = (hk_steps[i].flags & HK_CONN) != 0;
+
+        if (conn && !taken)
+            t.conn = housekeeping_conn_take(hk);
+        else if (!conn && taken)
+            hk_give_back(hk, &t);
+        taken = conn;
+        hk_run(hk, &t, i, i, out, max);
+    }
+    if (taken)
+        hk_give_back(hk, &t);
+    return HK_STEP__COUNT;
+}
+
+int housekeeping_refresh(struct housekeeping *hk, struct db_conn *conn,
+                         char *err, size_t errlen)
+{
+    struct hk_tick t = {.conn = conn, .rc = POOLD_OK};
+
+    hk_run(hk, &t, HK_STEP_REFRESH, HK_STEP_WATCH, NULL, 0);
+    if (t.rc != POOLD_OK)
+        snprintf(err, errlen, "%s", t.err);
+    return t.rc;
+}
+
+/* ------------------------------------------------------------ threads */
+
+/* Under hk->lock: wait until ns from now or a stop. */
+static void hk_wait(struct housekeeping *hk, uint64_t ns)
+{
+    struct timespec ts;
+
+    clock_timespec_at(&ts, clock_now_ns() + ns);
+    while (!hk->stop && pthread_cond_timedwait(&hk->cond, &hk->lock, &ts) == 0)
+        ;
+}
+
+static void *hk_main(void *arg)
+{
+    struct housekeeping *hk = arg;
+    uint64_t interval = hk->reg->cfg.refresh_interval_ns;
+
+    pthread_mutex_lock(&hk->lock);
+    while (!hk->stop) {
+        pthread_mutex_unlock(&hk->lock);
+        housekeeping_tick(hk, NULL, NULL, NULL, 0);
+        pthread_mutex_lock(&hk->lock);
+        hk_wait(hk, hk->backoff_ns ? hk->backoff_ns : interval);
+    }
+    pthread_mutex_unlock(&hk->lock);
+    return NULL;
+}
+
+/* The connection pool's upkeep on a thread of its own: opening the
+ * POOLD_DB_MIN_IDLE warm connections (at start-up, and after TTL recycling
+ * or failures) must not stall the directory refresh. Each round is bounded
+ * so that a stop is never held by a silent database for long. */
+static void *warm_main(void *arg)
+{
+    struct housekeeping *hk = arg;
+    struct registry *reg = hk->reg;
+
+    pthread_mutex_lock(&hk->lock);
+    while (!hk->stop) {
+        pthread_mutex_unlock(&hk->lock);
+        db_thread_deadline(clock_now_ns() + HK_WARM_ROUND_NS);
+        pool_maintain(reg->conns, clock_now_ns());
+        db_thread_deadline(0);
+        pthread_mutex_lock(&hk->lock);
+        hk_wait(hk, reg->cfg.refresh_interval_ns);
+    }
+    pthread_mutex_unlock(&hk->lock);
+    return NULL;
+}
+
+/* Connect and check the schema: POOLD_ERR_DB only for a reachable
+ * database without it. */
+static int hk_start_connect(struct housekeeping *hk, struct hk_tick *t)
+{
+    t->rc = housekeeping_conn_ready(hk, &t->conn, t->err, sizeof t->err);
+    if (t->rc != POOLD_OK) {
+        log_event(LOG_WARN, "database unreachable at start-up, will retry",
+                  "error", t->err, (const char *)NULL);
+        return POOLD_OK;
+    }
+    if (catalog_check_schema(t->conn, t->err, sizeof t->err) != POOLD_OK) {
+        log_event(LOG_ERROR, "database schema missing", "error", t->err,
+                  (const char *)NULL);
+        return POOLD_ERR_DB;
+    }
+    return POOLD_OK;
+}
+
+int housekeeping_start(struct housekeeping *hk)
+{
+    struct registry *reg = hk->reg;
+    struct hk_tick t = {.rc = POOLD_OK};
+    int rc;
+
+    t.conn = housekeeping_conn_take(hk);
+    rc = hk_start_connect(hk, &t);
+    if (rc == POOLD_OK && t.rc == POOLD_OK) {
+        hk_run(hk, &t, HK_STEP_REFRESH, HK_STEP_PRELOAD_RULES, NULL, 0);
+        if (t.rc == POOLD_OK)
+            registry_mark_db_ok(reg, clock_now_ns());
+    }
+    if (rc == POOLD_OK)
+        hk_run(hk, &t, HK_STEP_REPLICA_HOOK, HK_STEP_REPLICA_HOOK, NULL, 0);
+    housekeeping_conn_give(hk, t.conn);
+    if (rc != POOLD_OK)
+        return rc;
+    /* The warm thread first: the ticks read warm_started. */
+    if (reg->cfg.pooled && reg->cfg.db_min_idle > 0) {
+        hk->warm_started =
+            pthread_create(&hk->warm_thread, NULL, warm_main, hk) == 0;
+        if (!hk->warm_started)
+            return POOLD_ERR_NOMEM;
+    }
+    if (pthread_create(&hk->thread, NULL, hk_main, hk) != 0)
+        return POOLD_ERR_NOMEM;
+    hk->started = true;
+    return POOLD_OK;
+}
+
+/* ------------------------------------------------------------ lifecycle */
+
+int housekeeping_create(struct registry *reg, struct housekeeping **out)
+{
+    struct housekeeping *hk = calloc(1, sizeof *hk);
+    pthread_condattr_t ca;
+
+    if (hk == NULL)
+        return POOLD_ERR_NOMEM;
+    hk->reg = reg;
+    hk->seed = (unsigned)clock_now_ns() ^ (unsigned)(uintptr_t)hk;
+    pthread_mutex_init(&hk->lock, NULL);
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&hk->cond, &ca);
+    pthread_condattr_destroy(&ca);
+    pthread_cond_init(&hk->conn_cond, NULL);
+    *out = hk;
+    return POOLD_OK;
+}
+
+void housekeeping_stop(struct housekeeping *hk)
+{
+    if (hk == NULL)
+        return;
+    pthread_mutex_lock(&hk->lock);
+    hk->stop = true;
+    pthread_cond_broadcast(&hk->cond);
+    pthread_mutex_unlock(&hk->lock);
+    if (hk->started)
+        pthread_join(hk->thread, NULL);
+    if (hk->warm_started)
+        pthread_join(hk->warm_thread, NULL);
+    /* After the pools were shut down: its acquires fail at once. */
+    if (hk->prewarm_started)
+        pthread_join(hk->prewarm_thread, NULL);
+    hk->started = hk->warm_started = hk->prewarm_started = false;
+}
+
+void housekeeping_destroy(struct housekeeping *hk)
+{
+    struct registry *reg;
+
+    if (hk == NULL)
+        return;
+    reg = hk->reg;
+    /* Every pooled connection is closed: a replica gives its share back. */
+    if (reg->hk_fn && hk->conn)
+        reg->hk_fn(reg->hk_arg, hk->conn, true);
+    db_conn_close(hk->conn);
+    pthread_cond_destroy(&hk->cond);
+    pthread_cond_destroy(&hk->conn_cond);
+    pthread_mutex_destroy(&hk->lock);
+    free(hk);
+}
