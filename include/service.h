@@ -115,8 +115,11 @@ struct service_job {
  * POOLD_ERR_CONFLICT, POOLD_ERR_DB (not written), POOLD_ERR_COMMIT_UNKNOWN
  * (sent, answer lost: maybe written). A repeated id within jobs commits
  * once; the repeat is a duplicate (same payload) or a conflict. Returns
- * POOLD_OK if the statement answered, else the error every unanswered job
- * got (the service's connection should then be released as broken);
+ * POOLD_OK if the INSERT answered and either every job is settled or it
+ * wrote rows (then a job whose stored row could not be read afterwards has
+ * POOLD_ERR_DB: nothing of it was written); else the error every unsettled
+ * job got: POOLD_ERR_DB (nothing written), POOLD_ERR_COMMIT_UNKNOWN. Check
+ * db_conn_is_clean(service_conn(svc)) before using the service again.
  * POOLD_ERR_INVALID for a job without a message (nothing is sent). jobs are
  * the caller's; err is for a person.
  */

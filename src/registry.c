@@ -614,6 +614,8 @@ static void gc_flush(struct registry *reg, struct org_entry *e,
         if (rc == POOLD_ERR_DB || rc == POOLD_ERR_COMMIT_UNKNOWN ||
             rc == POOLD_ERR_NOMEM || rc == POOLD_ERR_INVALID)
             break; /* this connection is done for: released as broken */
+        if (!db_conn_is_clean(service_conn(pool_item_object(item))))
+            break; /* a lookup after the INSERT lost it: reset destroys it */
         if (pool_waiting(reg->conns) > atomic_load(&e->building) ||
             atomic_load(&reg->shutting_down))
             break; /* the connection is wanted elsewhere: hand over */

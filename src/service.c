@@ -618,8 +618,8 @@ static int svc_insert_one(struct service *svc, struct service_job *j,
  */
 static int svc_commit_once(struct service *svc, struct service_job *jobs,
                            size_t *idx, size_t *n, struct svc_key *keys,
-                           bool *inserted, uint64_t deadline_ns, char *err,
-                           size_t errlen)
+                           bool *inserted, bool *wrote, uint64_t deadline_ns,
+                           char *err, size_t errlen)
 {
     size_t rest = 0;
     int rc;
@@ -652,9 +652,11 @@ static int svc_commit_once(struct service *svc, struct service_job *jobs,
             j->status = j->result.duplicate ? POOLD_OK : POOLD_ERR_CONFLICT;
         }
     }
-    for (size_t k = 0; k < *n; k++)
+    for (size_t k = 0; k < *n; k++) {
+        *wrote |= inserted[k];
         if (!inserted[k])
             idx[rest++] = idx[k];
+    }
     *n = rest;
     if (rest == 0)
         return POOLD_OK;
@@ -674,17 +676,21 @@ static int svc_commit(struct service *svc, struct service_job *jobs, size_t n,
     struct svc_key *keys = heap ? malloc(n * sizeof *keys) : stack_keys;
     bool *ins = heap ? malloc(n * sizeof *ins) : stack_ins;
     size_t left = n;
+    bool wrote = false;
     int rc = POOLD_OK;
 
     if (idx == NULL || keys == NULL || ins == NULL) {
         snprintf(err, errlen, "out of memory");
+        for (size_t k = 0; k < n; k++)
+            jobs[k].status = POOLD_ERR_NOMEM; /* nothing was sent */
         rc = POOLD_ERR_NOMEM;
+        left = 0;
     }
     for (size_t k = 0; rc == POOLD_OK && k < n; k++)
         idx[k] = k;
     for (int t = 0; rc == POOLD_OK && left > 0 && t < SVC_COMMIT_TRIES; t++)
-        rc = svc_commit_once(svc, jobs, idx, &left, keys, ins, deadline_ns, err,
-                             errlen);
+        rc = svc_commit_once(svc, jobs, idx, &left, keys, ins, &wrote,
+                             deadline_ns, err, errlen);
     if (rc == POOLD_OK && left > 0) {
         snprintf(err, errlen,
                  "storing result: row neither inserted nor "
@@ -692,14 +698,18 @@ static int svc_commit(struct service *svc, struct service_job *jobs, size_t n,
                  SVC_COMMIT_TRIES);
         rc = POOLD_ERR_DB;
     }
-    for (size_t k = 0; idx != NULL && k < left; k++)
+    for (size_t k = 0; k < left; k++)
         jobs[idx[k]].status = rc;
     if (heap) {
         free(idx);
         free(keys);
         free(ins);
     }
-    return rc;
+    /* Rows this call inserted are committed, whatever failed after them:
+     * a definite failure then belongs to the jobs it left undecided (none
+     * of them was written), not to the whole call, which must not read as
+     * "nothing written". An unknown outcome stays the call's. */
+    return rc == POOLD_ERR_DB && wrote ? POOLD_OK : rc;
 }
 
 int service_process_many(struct service *svc, struct service_job *jobs,

@@ -900,6 +900,58 @@ START_TEST(db_abort_ends_a_blocked_commit)
 }
 END_TEST
 
+/* The INSERT commits, then the lookup of the rest fails (here: the role
+ * may no longer read the stored rows): what the INSERT wrote is reported
+ * committed, the message it did not write gets the error, and the call
+ * does not read as "nothing written" (a batch would answer 503 with a
+ * row stored). */
+START_TEST(lookup_failure_after_insert_keeps_what_was_written)
+{
+    struct message m[2];
+    struct service_job j[2];
+    struct service *svc;
+    char role[128], sql[512];
+    struct db_conn *c = open_conn();
+    const struct db_query q = {.sql = "SELECT current_user"};
+    PGresult *res = NULL;
+    long long rows;
+    int rc;
+
+    ck_assert_int_eq(db_run(c, &q, 0, &res, err, sizeof err), POOLD_OK);
+    snprintf(role, sizeof role, "%s", PQgetvalue(res, 0, 0));
+    PQclear(res);
+    db_conn_close(c);
+    org_add("tsvc_lk", "{}", true);
+    svc = create_ok("tsvc_lk");
+    job_init(&j[0], &m[0], "old", "x");
+    ck_assert_int_eq(service_process_many(svc, j, 1, 0, err, sizeof err),
+                     POOLD_OK);
+    snprintf(sql, sizeof sql, "REVOKE SELECT ON processed_messages FROM \"%s\"",
+             role);
+    admin_exec(sql);
+    snprintf(sql, sizeof sql,
+             "GRANT SELECT (org_id, message_id) ON processed_messages"
+             " TO \"%s\"",
+             role);
+    admin_exec(sql);
+    job_init(&j[0], &m[0], "new1", "y");
+    job_init(&j[1], &m[1], "old", "x");
+    rc = service_process_many(svc, j, 2, 0, err, sizeof err);
+    snprintf(sql, sizeof sql, "GRANT SELECT ON processed_messages TO \"%s\"",
+             role);
+    admin_exec(sql); /* before any assertion: later tests need it */
+    rows = admin_ll("SELECT count(*) FROM processed_messages"
+                    " WHERE org_id = $1 AND message_id = 'new1'",
+                    "tsvc_lk");
+    ck_assert_int_eq(rows, 1);
+    ck_assert_int_eq(rc, POOLD_OK);
+    ck_assert_int_eq(j[0].status, POOLD_OK);
+    ck_assert(!j[0].result.duplicate);
+    ck_assert_int_eq(j[1].status, POOLD_ERR_DB);
+    service_close(svc);
+}
+END_TEST
+
 int main(void)
 {
     const struct pgfix_case cases[] = {
@@ -920,7 +972,8 @@ int main(void)
         {"group",
          {group_duplicate_and_conflict_in_one_commit,
           db_prepared_once_per_connection, db_deadline_ends_a_blocked_commit,
-          db_abort_ends_a_blocked_commit}},
+          db_abort_ends_a_blocked_commit,
+          lookup_failure_after_insert_keeps_what_was_written}},
     };
 
     return pgfix_run("service", cases, sizeof cases / sizeof cases[0]);
