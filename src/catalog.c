@@ -196,23 +196,16 @@ int catalog_load_org(struct db_conn *conn, const char *org_id,
     return rc;
 }
 
-int catalog_store_pool_size(struct db_conn *conn, const char *org_id,
-                            unsigned size, char *err, size_t errlen)
+/* Set one column of an org's row: sql takes $1 org_id and $2 the value
+ * and answers a row when the org exists. */
+static int store_org_column(struct db_conn *conn, const char *what,
+                            const char *sql, const char *org_id,
+                            const char *value, char *err, size_t errlen)
 {
-    char size_s[16];
-    const char *params[2] = {org_id, size_s};
-    PGresult *res;
+    const char *params[2] = {org_id, value};
+    PGresult *res = db_exec(conn, what, sql, 2, params, NULL, err, errlen);
     int rows;
 
-    if (size < 1 || size > INT_MAX) {
-        snprintf(err, errlen, "pool size %u out of range", size);
-        return POOLD_ERR_INVALID;
-    }
-    snprintf(size_s, sizeof size_s, "%u", size);
-    res = db_exec(conn, "store pool size",
-                  "UPDATE orgs SET pool_max_size = $2::integer"
-                  " WHERE org_id = $1 RETURNING 1",
-                  2, params, NULL, err, errlen);
     if (res == NULL)
         return POOLD_ERR_DB;
     rows = PQntuples(res);
@@ -224,25 +217,29 @@ int catalog_store_pool_size(struct db_conn *conn, const char *org_id,
     return POOLD_OK;
 }
 
+int catalog_store_pool_size(struct db_conn *conn, const char *org_id,
+                            unsigned size, char *err, size_t errlen)
+{
+    char size_s[16];
+
+    if (size < 1 || size > INT_MAX) {
+        snprintf(err, errlen, "pool size %u out of range", size);
+        return POOLD_ERR_INVALID;
+    }
+    snprintf(size_s, sizeof size_s, "%u", size);
+    return store_org_column(conn, "store pool size",
+                            "UPDATE orgs SET pool_max_size = $2::integer"
+                            " WHERE org_id = $1 RETURNING 1",
+                            org_id, size_s, err, errlen);
+}
+
 int catalog_store_paused(struct db_conn *conn, const char *org_id, bool paused,
                          char *err, size_t errlen)
 {
-    const char *params[2] = {org_id, paused ? "true" : "false"};
-    PGresult *res = db_exec(conn, "store paused",
+    return store_org_column(conn, "store paused",
                             "UPDATE orgs SET paused = $2::boolean"
                             " WHERE org_id = $1 RETURNING 1",
-                            2, params, NULL, err, errlen);
-    int rows;
-
-    if (res == NULL)
-        return POOLD_ERR_DB;
-    rows = PQntuples(res);
-    PQclear(res);
-    if (rows == 0) {
-        snprintf(err, errlen, "org %.64s not found", org_id);
-        return POOLD_ERR_UNKNOWN_ORG;
-    }
-    return POOLD_OK;
+                            org_id, paused ? "true" : "false", err, errlen);
 }
 
 /*
