@@ -6,8 +6,9 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "db.h"
 #include "status.h"
+
+struct db_conn;
 
 /*
  * With POOLD_CLUSTER_MAX_CONNS set, replicas register in the table

@@ -10,7 +10,7 @@
 #include <jansson.h>
 
 #include "handlers.h"
-#include "service.h"
+#include "message.h"
 
 /* The validated members of a POST /process body; borrowed from the JSON. */
 struct handlers_message {

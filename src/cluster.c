@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "clock.h"
+#include "db.h"
 #include "log.h"
 
 #define CLUSTER_SHRINK_WAIT_NS (250 * NS_PER_MS) /* per heartbeat */

@@ -18,7 +18,6 @@
 #include "metrics.h"
 #include "registry.h"
 #include "rules.h"
-#include "service.h"
 #include "tenants.h"
 
 #define MESSAGE_ID_MAX 128
