@@ -5,8 +5,8 @@
 # .c files (POOLD_HTTP_SOURCES) are compiled again the same way, with
 # libpq's type names poisoned, so not one token of libpq reaches them. Part
 # of every build.
-set(POOLD_HTTP_HEADERS http.h handlers.h metrics.h admin_api.h dashboard.h
-                       intake.h)
+set(POOLD_HTTP_HEADERS http.h handlers.h metrics.h admin_api.h process_api.h
+                       pool_api.h dashboard.h intake.h)
 # The modules below the HTTP layer that it calls: their headers name the
 # database's types only as incomplete structs.
 set(POOLD_HTTP_CALLEE_HEADERS registry.h tenants.h cluster.h audit.h
