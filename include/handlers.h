@@ -113,9 +113,13 @@ size_t handlers_body_limit(const struct handlers *h, const struct route *route,
 void handlers_run(struct handlers *h, const struct route *route,
                   const struct http_request *req, struct http_response *resp);
 
-/* Fill resp with the JSON error body {"error":{"code":..,"message":..}}. */
-void handlers_error(struct http_response *resp, unsigned status,
-                    const char *code, const char *message);
+/* Fill resp with the JSON error body {"error":{"code":..,"message":..}},
+ * the message formatted as by printf (at most HANDLERS_MESSAGE_MAX - 1
+ * bytes kept). The one way every handler answers an error. */
+#define HANDLERS_MESSAGE_MAX 512
+__attribute__((format(printf, 4, 5))) void
+handlers_errorf(struct http_response *resp, unsigned status, const char *code,
+                const char *fmt, ...);
 
 /* Map a poold status to (HTTP status, error code); never 0/NULL. */
 void handlers_status_http(int status, unsigned *http, const char **code,

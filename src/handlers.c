@@ -4,6 +4,7 @@
  * live in process_api.c, pool_api.c and admin_api.c. */
 #include "handlers.h"
 
+#include <stdarg.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -97,8 +98,8 @@ void handlers_status_http(int status, unsigned *http, const char **code,
  */
 
 /* Serialise and take ownership of root; on failure a bare 500. */
-static void render_json(struct http_response *resp, unsigned status,
-                        json_t *root)
+void handlers_render_json(struct http_response *resp, unsigned status,
+                          json_t *root)
 {
     size_t n = root ? json_dumpb(root, NULL, 0, JSON_COMPACT) : 0;
     char *buf = n ? malloc(n + 1) : NULL;
@@ -121,10 +122,17 @@ static void render_json(struct http_response *resp, unsigned status,
     json_decref(root);
 }
 
-void handlers_error(struct http_response *resp, unsigned status,
-                    const char *code, const char *message)
+void handlers_errorf(struct http_response *resp, unsigned status,
+                     const char *code, const char *fmt, ...)
 {
-    json_t *body =
+    char message[HANDLERS_MESSAGE_MAX];
+    va_list ap;
+    json_t *body;
+
+    va_start(ap, fmt);
+    vsnprintf(message, sizeof message, fmt, ap);
+    va_end(ap);
+    body =
         json_pack("{s:{s:s,s:s}}", "error", "code", code, "message", message);
 
     /* A message quoting client bytes (jansson's "near '...'") may not be
@@ -133,15 +141,15 @@ void handlers_error(struct http_response *resp, unsigned status,
         body = json_pack("{s:{s:s,s:s}}", "error", "code", code, "message",
                          "the request was rejected");
     resp->error_code = code;
-    render_json(resp, status, body);
+    handlers_render_json(resp, status, body);
 }
 
-static void error_for_status(struct handlers *h, struct http_response *resp,
-                             int status)
+void handlers_error_status(struct handlers *h, struct http_response *resp,
+                           int status)
 {
     const struct status_http *row = status_find(status);
 
-    handlers_error(resp, row->http, row->code, row->message);
+    handlers_errorf(resp, row->http, row->code, "%s", row->message);
     if (h != NULL && row->retry_after)
         resp->retry_after_s = status == POOLD_ERR_PAUSED
                                   ? h->cfg.paused_retry_after_s
@@ -168,42 +176,41 @@ static bool content_type_is_json(const char *ct)
 }
 
 /* Parse the body strictly into an object; false after filling resp. */
-static bool parse_json_body(const struct http_request *req,
-                            struct http_response *resp, json_t **out)
+bool handlers_parse_body(const struct http_request *req,
+                         struct http_response *resp, json_t **out)
 {
     json_error_t jerr;
-    char msg[JSON_ERROR_TEXT_LENGTH + 64];
     json_t *root;
 
     if (req->content_type != NULL && !content_type_is_json(req->content_type)) {
-        handlers_error(resp, 415, "unsupported_media_type",
-                       "Content-Type must be application/json");
+        handlers_errorf(resp, 415, "unsupported_media_type",
+                        "Content-Type must be application/json");
         return false;
     }
     root = json_loadb(req->body ? req->body : "", req->body_len,
                       JSON_REJECT_DUPLICATES | JSON_DECODE_ANY, &jerr);
     if (root == NULL) {
-        snprintf(msg, sizeof msg, "invalid JSON at byte %d: %s", jerr.position,
-                 jerr.text);
-        handlers_error(resp, 400, "invalid_json", msg);
+        handlers_errorf(resp, 400, "invalid_json",
+                        "invalid JSON at byte %d: %s", jerr.position,
+                        jerr.text);
         return false;
     }
     if (!json_is_object(root)) {
         json_decref(root);
-        handlers_error(resp, 400, "invalid_json",
-                       "the body must be a JSON object");
+        handlers_errorf(resp, 400, "invalid_json",
+                        "the body must be a JSON object");
         return false;
     }
     *out = root;
     return true;
 }
 
-static bool valid_org_param(const struct http_request *req,
-                            struct http_response *resp)
+bool handlers_org_param(const struct http_request *req,
+                        struct http_response *resp)
 {
     if (req->param == NULL || !orgid_is_valid(req->param, req->param_len)) {
-        handlers_error(resp, 400, "invalid_org_id",
-                       "org_id in the path must match ^[A-Za-z0-9_-]{1,64}$");
+        handlers_errorf(resp, 400, "invalid_org_id",
+                        "org_id in the path must match ^[A-Za-z0-9_-]{1,64}$");
         return false;
     }
     snprintf(resp->org, sizeof resp->org, "%s", req->param);
@@ -297,7 +304,7 @@ static const char *admin_scope(struct handlers *h, const char *auth)
 
 static void unauthorized(struct http_response *resp, const char *message)
 {
-    handlers_error(resp, 401, "unauthorized", message);
+    handlers_errorf(resp, 401, "unauthorized", "%s", message);
     resp->www_authenticate = true;
 }
 
@@ -310,9 +317,9 @@ static bool client_key_check(struct handlers *h, const struct http_request *req,
     size_t len;
 
     if (!keys_set_is_loaded(keys)) {
-        handlers_error(resp, 503, "database_unavailable",
-                       "the org keys are not loaded yet: the database is "
-                       "unavailable; nothing was written");
+        handlers_errorf(resp, 503, "database_unavailable",
+                        "the org keys are not loaded yet: the database is "
+                        "unavailable; nothing was written");
         return false;
     }
     if (!bearer_token(req->authorization, &tok, &len) ||
@@ -349,9 +356,9 @@ void handlers_run(struct handlers *h, const struct route *route,
             return;
         }
         if (strcmp(r.scope, "read") == 0 && strcmp(req->method, "GET") != 0) {
-            handlers_error(resp, 403, "forbidden",
-                           "the read-only token cannot change anything; "
-                           "use the admin token");
+            handlers_errorf(resp, 403, "forbidden",
+                            "the read-only token cannot change anything; "
+                            "use the admin token");
             return;
         }
     }
@@ -367,7 +374,6 @@ static bool rate_limit_admit(struct handlers *h, const char *org_id, unsigned n,
 {
     enum ratelimit_verdict v;
     uint64_t retry_ns;
-    char msg[160];
 
     if (h->cfg.tenants == NULL)
         return true;
@@ -376,18 +382,17 @@ static bool rate_limit_admit(struct handlers *h, const char *org_id, unsigned n,
     if (v == RATELIMIT_PASS)
         return true;
     if (v == RATELIMIT_NEVER) {
-        snprintf(msg, sizeof msg,
-                 "%u messages are more than the org's rate "
-                 "limit burst: this request can never pass; send fewer at "
-                 "a time",
-                 n);
+        handlers_errorf(resp, 429, "rate_limited",
+                        "%u messages are more than the org's rate limit "
+                        "burst: this request can never pass; send fewer at "
+                        "a time",
+                        n);
         retry_ns = NS_PER_S;
     } else {
-        snprintf(msg, sizeof msg,
-                 "the org is over its rate limit; retry "
-                 "later (nothing was written)");
+        handlers_errorf(resp, 429, "rate_limited",
+                        "the org is over its rate limit; retry later "
+                        "(nothing was written)");
     }
-    handlers_error(resp, 429, "rate_limited", msg);
     /* Whole seconds, at least 1, at most a day (a tiny rps could ask for
      * more than fits). */
     if (retry_ns > RETRY_AFTER_MAX_S * NS_PER_S)
@@ -406,13 +411,13 @@ bool handlers_client_admit(struct handlers *h, const struct http_request *req,
 
     if (h->cfg.client_keys &&
         (req->key_org == NULL || strcmp(req->key_org, org_id) != 0)) {
-        handlers_error(resp, 403, "forbidden",
-                       "this API key belongs to another org");
+        handlers_errorf(resp, 403, "forbidden",
+                        "this API key belongs to another org");
         return false;
     }
     rc = registry_admit(h->cfg.reg, org_id, resp->detail, sizeof resp->detail);
     if (rc != POOLD_OK) {
-        error_for_status(h, resp, rc);
+        handlers_error_status(h, resp, rc);
         return false;
     }
     return rate_limit_admit(h, org_id, n, resp);
@@ -452,30 +457,6 @@ bool handlers_is_draining(struct handlers *h)
 const struct handlers_config *handlers_get_config(struct handlers *h)
 {
     return &h->cfg;
-}
-
-void handlers_render_json(struct http_response *resp, unsigned status,
-                          json_t *root)
-{
-    render_json(resp, status, root);
-}
-
-bool handlers_parse_body(const struct http_request *req,
-                         struct http_response *resp, json_t **out)
-{
-    return parse_json_body(req, resp, out);
-}
-
-void handlers_error_status(struct handlers *h, struct http_response *resp,
-                           int status)
-{
-    error_for_status(h, resp, status);
-}
-
-bool handlers_org_param(const struct http_request *req,
-                        struct http_response *resp)
-{
-    return valid_org_param(req, resp);
 }
 
 /* ---- for the unit tests (handlers_internal.h) --------------------------- */

@@ -217,7 +217,7 @@ static enum MHD_Result queue_error(struct MHD_Connection *conn,
     struct http_response resp;
 
     memset(&resp, 0, sizeof resp);
-    handlers_error(&resp, status, code, message);
+    handlers_errorf(&resp, status, code, "%s", message);
     return queue(conn, ctx, &resp);
 }
 
@@ -397,8 +397,8 @@ static enum MHD_Result dispatch(struct MHD_Connection *conn,
     route = route_find(ctx, &param, &param_len, &param2, &param2_len);
     if (route == NULL && ctx->allow[0] != '\0') {
         memset(&resp, 0, sizeof resp);
-        handlers_error(&resp, 405, "method_not_allowed",
-                       "method not allowed on this path; see Allow");
+        handlers_errorf(&resp, 405, "method_not_allowed",
+                        "method not allowed on this path; see Allow");
         resp.allow = ctx->allow;
         return queue(conn, ctx, &resp);
     }

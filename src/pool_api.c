@@ -4,7 +4,6 @@
  * handlers_routes. */
 #include "pool_api.h"
 
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -158,19 +157,13 @@ static bool validate_size(struct handlers *h, json_t *root, unsigned *size,
                           struct http_response *resp)
 {
     json_t *v = json_object_get(root, "max_size");
-    char msg[128];
-    json_int_t n;
+    unsigned ceiling = cfg_of(h)->pool_ceiling;
+    json_int_t n = json_is_integer(v) ? json_integer_value(v) : 0;
 
-    snprintf(msg, sizeof msg,
-             "field 'max_size' must be an integer from 1 to %u",
-             cfg_of(h)->pool_ceiling);
-    if (!json_is_integer(v)) {
-        handlers_error(resp, 400, "invalid_size", msg);
-        return false;
-    }
-    n = json_integer_value(v);
-    if (n < 1 || n > (json_int_t)cfg_of(h)->pool_ceiling) {
-        handlers_error(resp, 400, "invalid_size", msg);
+    if (n < 1 || n > (json_int_t)ceiling) {
+        handlers_errorf(resp, 400, "invalid_size",
+                        "field 'max_size' must be an integer from 1 to %u",
+                        ceiling);
         return false;
     }
     *size = (unsigned)n;
@@ -195,11 +188,11 @@ void pool_api_resize(struct handlers *h, const struct http_request *req,
         rc = registry_resize_by(cfg_of(h)->reg, resp->org, size, &actor, &st,
                                 resp->detail, sizeof resp->detail);
         if (rc == POOLD_ERR_INVALID) /* the detail names max_size */
-            handlers_error(resp, 400, "invalid_size", resp->detail);
+            handlers_errorf(resp, 400, "invalid_size", "%s", resp->detail);
         else if (rc == POOLD_ERR_DB)
-            handlers_error(resp, 503, "database_unavailable",
-                           "the database did not answer: the new size may or "
-                           "may not be stored; retrying is safe");
+            handlers_errorf(resp, 503, "database_unavailable",
+                            "the database did not answer: the new size may or "
+                            "may not be stored; retrying is safe");
         else if (rc != POOLD_OK)
             handlers_error_status(h, resp, rc);
         else
@@ -209,65 +202,11 @@ void pool_api_resize(struct handlers *h, const struct http_request *req,
     json_decref(root);
 }
 
-struct text_buf {
-    char *p;
-    size_t len, cap;
-    bool oom;
-};
-
-__attribute__((format(printf, 2, 3))) static void
-buf_printf(struct text_buf *b, const char *fmt, ...)
-{
-    va_list ap;
-    int n;
-
-    for (int tries = 0; tries < 2 && !b->oom; tries++) {
-        va_start(ap, fmt);
-        n = vsnprintf(b->p + b->len, b->cap - b->len, fmt, ap);
-        va_end(ap);
-        if (n < 0) {
-            b->oom = true;
-            return;
-        }
-        if ((size_t)n < b->cap - b->len) {
-            b->len += (size_t)n;
-            return;
-        }
-        size_t cap = (b->cap + (size_t)n + 1) * 2;
-        char *p = realloc(b->p, cap);
-        if (p == NULL) {
-            b->oom = true;
-            return;
-        }
-        b->p = p;
-        b->cap = cap;
-    }
-}
-
-static void limit_line(void *arg, const char *org_id, uint64_t refused)
-{
-    buf_printf(arg, "poold_rate_limited_total{org=\"%s\"} %llu\n", org_id,
-               (unsigned long long)refused);
-}
-
-/* Append the per-org rate-limit refusals to the rendered metrics. */
-static bool metrics_append_limits(struct handlers *h, char **text, size_t *len)
-{
-    struct text_buf b = {*text, *len, *len, false};
-
-    buf_printf(&b, "# HELP poold_rate_limited_total Requests refused by "
-                   "the org's rate limit (429).\n"
-                   "# TYPE poold_rate_limited_total counter\n");
-    ratelimit_table_foreach(tenants_limits(cfg_of(h)->tenants), limit_line, &b);
-    *text = b.p;
-    *len = b.len;
-    return !b.oom;
-}
-
 void pool_api_metrics(struct handlers *h, const struct http_request *req,
                       struct http_response *resp)
 {
     struct pool_snapshot snap;
+    struct metrics_org_counts limits = {0};
     struct metrics_view view = {.pools = &snap};
     char *text = NULL;
     size_t len = 0;
@@ -276,15 +215,16 @@ void pool_api_metrics(struct handlers *h, const struct http_request *req,
     (void)req;
     registry_conn_stats(cfg_of(h)->reg, &view.conn);
     view.ready = registry_is_ready(cfg_of(h)->reg);
+    if (cfg_of(h)->tenants != NULL) {
+        ratelimit_table_foreach(tenants_limits(cfg_of(h)->tenants),
+                                metrics_counts_add, &limits);
+        view.rate_limited = &limits;
+    }
     if (rc == POOLD_OK)
         rc = metrics_render(cfg_of(h)->metrics, &view, &text, &len);
     metrics_snapshot_free(&snap);
+    metrics_counts_free(&limits);
     if (rc != POOLD_OK) {
-        handlers_error_status(h, resp, POOLD_ERR_NOMEM);
-        return;
-    }
-    if (cfg_of(h)->tenants != NULL && !metrics_append_limits(h, &text, &len)) {
-        free(text);
         handlers_error_status(h, resp, POOLD_ERR_NOMEM);
         return;
     }
@@ -310,9 +250,9 @@ void pool_api_readyz(struct handlers *h, const struct http_request *req,
     if (handlers_is_draining(h))
         handlers_error_status(h, resp, POOLD_ERR_SHUTDOWN);
     else if (!registry_is_ready(cfg_of(h)->reg))
-        handlers_error(resp, 503, "database_unavailable",
-                       "the database does not answer or the org directory "
-                       "is not loaded yet");
+        handlers_errorf(resp, 503, "database_unavailable",
+                        "the database does not answer or the org directory "
+                        "is not loaded yet");
     else
         handlers_render_json(resp, 200, json_pack("{s:s}", "status", "ready"));
 }
@@ -358,9 +298,9 @@ static void set_paused(struct handlers *h, const struct http_request *req,
     rc = registry_set_paused(cfg_of(h)->reg, resp->org, paused, &actor,
                              resp->detail, sizeof resp->detail);
     if (rc == POOLD_ERR_DB)
-        handlers_error(resp, 503, "database_unavailable",
-                       "the database did not answer: the pause may or may "
-                       "not be stored; retrying is safe");
+        handlers_errorf(resp, 503, "database_unavailable",
+                        "the database did not answer: the pause may or may "
+                        "not be stored; retrying is safe");
     else if (rc != POOLD_OK)
         handlers_error_status(h, resp, rc);
     else
@@ -419,7 +359,7 @@ static void serve_asset(struct http_response *resp, const char *name)
     char *copy;
 
     if (a == NULL) {
-        handlers_error(resp, 404, "not_found", "no such route");
+        handlers_errorf(resp, 404, "not_found", "no such route");
         return;
     }
     copy = malloc(a->len ? a->len : 1);

@@ -54,26 +54,24 @@ static bool validate_id(json_t *obj, long index, struct process_request *p,
                         struct http_response *resp)
 {
     json_t *id = json_object_get(obj, "id");
-    char name[48], msg[160];
+    char name[48];
 
     member_name(name, sizeof name, index, "id");
     if (!json_is_string(id)) {
-        snprintf(msg, sizeof msg,
-                 "field '%s' is required and must be a "
-                 "string",
-                 name);
-        handlers_error(resp, 400, "invalid_message", msg);
+        handlers_errorf(resp, 400, "invalid_message",
+                        "field '%s' is required and must be a "
+                        "string",
+                        name);
         return false;
     }
     p->id = json_string_value(id);
     p->id_len = json_string_length(id);
     if (p->id_len < 1 || p->id_len > MESSAGE_ID_MAX ||
         has_control_chars(p->id, p->id_len)) {
-        snprintf(msg, sizeof msg,
-                 "field '%s' must be 1-128 bytes without "
-                 "control characters",
-                 name);
-        handlers_error(resp, 400, "invalid_message", msg);
+        handlers_errorf(resp, 400, "invalid_message",
+                        "field '%s' must be 1-128 bytes without "
+                        "control characters",
+                        name);
         return false;
     }
     return true;
@@ -83,15 +81,14 @@ static bool validate_payload(json_t *obj, long index, struct process_request *p,
                              struct http_response *resp)
 {
     json_t *payload = json_object_get(obj, "payload");
-    char name[48], msg[160];
+    char name[48];
 
     if (!json_is_string(payload)) {
         member_name(name, sizeof name, index, "payload");
-        snprintf(msg, sizeof msg,
-                 "field '%s' is required and must be a "
-                 "string",
-                 name);
-        handlers_error(resp, 400, "invalid_message", msg);
+        handlers_errorf(resp, 400, "invalid_message",
+                        "field '%s' is required and must be a "
+                        "string",
+                        name);
         return false;
     }
     p->payload = json_string_value(payload);
@@ -107,9 +104,9 @@ static bool validate_org(json_t *root, struct process_request *p,
 
     if (!json_is_string(org) ||
         !orgid_is_valid(json_string_value(org), json_string_length(org))) {
-        handlers_error(resp, 400, "invalid_org_id",
-                       "field 'org_id' must be a string matching "
-                       "^[A-Za-z0-9_-]{1,64}$");
+        handlers_errorf(resp, 400, "invalid_org_id",
+                        "field 'org_id' must be a string matching "
+                        "^[A-Za-z0-9_-]{1,64}$");
         return false;
     }
     p->org_id = json_string_value(org);
@@ -196,11 +193,10 @@ static bool validate_entry(json_t *m, long i, const struct process_request *top,
                            struct http_response *resp)
 {
     json_t *org = json_object_get(m, "org_id");
-    char msg[160];
 
     if (!json_is_object(m)) {
-        snprintf(msg, sizeof msg, "field 'messages[%ld]' must be an object", i);
-        handlers_error(resp, 400, "invalid_message", msg);
+        handlers_errorf(resp, 400, "invalid_message",
+                        "field 'messages[%ld]' must be an object", i);
         return false;
     }
     if (!validate_id(m, i, p, resp))
@@ -208,11 +204,10 @@ static bool validate_entry(json_t *m, long i, const struct process_request *top,
     if (org != NULL &&
         (!json_is_string(org) || json_string_length(org) != top->org_id_len ||
          memcmp(json_string_value(org), top->org_id, top->org_id_len) != 0)) {
-        snprintf(msg, sizeof msg,
-                 "field 'messages[%ld].org_id' must equal "
-                 "the batch's org_id",
-                 i);
-        handlers_error(resp, 400, "invalid_org_id", msg);
+        handlers_errorf(resp, 400, "invalid_org_id",
+                        "field 'messages[%ld].org_id' must equal "
+                        "the batch's org_id",
+                        i);
         return false;
     }
     p->org_id = top->org_id;
@@ -227,17 +222,15 @@ static bool validate_batch(struct handlers *h, const struct http_request *req,
                            struct http_response *resp)
 {
     json_t *list = json_object_get(root, "messages");
-    char msg[160];
 
     if (!validate_org(root, top, resp))
         return false;
     if (!json_is_array(list) || json_array_size(list) < 1 ||
         json_array_size(list) > cfg_of(h)->max_batch) {
-        snprintf(msg, sizeof msg,
-                 "field 'messages' must be an array of 1 "
-                 "to %u messages",
-                 cfg_of(h)->max_batch);
-        handlers_error(resp, 400, "invalid_message", msg);
+        handlers_errorf(resp, 400, "invalid_message",
+                        "field 'messages' must be an array of 1 "
+                        "to %u messages",
+                        cfg_of(h)->max_batch);
         return false;
     }
     b->n = json_array_size(list);
