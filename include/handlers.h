@@ -55,7 +55,7 @@ struct http_request {
      * call). */
     const char *(*query)(void *query_arg, const char *name);
     void *query_arg;
-    /* Set by handlers_run() for a client_auth route: the org of the
+    /* Set by handlers_run() for a ROUTE_CLIENT_KEY route: the org of the
      * presented key ("" when POOLD_CLIENT_AUTH=none). */
     const char *key_org;
     /* Set by handlers_run() for an admin route: "admin" or "read". */
@@ -82,14 +82,30 @@ struct http_response {
 typedef void (*handler_fn)(struct handlers *h, const struct http_request *req,
                            struct http_response *resp);
 
+/* Who may call a route (struct route.flags); ROUTE_OPEN: anyone. */
+#define ROUTE_OPEN 0u
+/* Authorization: Bearer <admin token>; a GET also takes the read token,
+ * another method with it is 403 forbidden. */
+#define ROUTE_ADMIN (1u << 0)
+/* With POOLD_CLIENT_AUTH=keys: an API key of a live org, checked before
+ * anything else (401); the handler then checks it is the message's org. */
+#define ROUTE_CLIENT_KEY (1u << 1)
+
+/* Which body limit a route has (struct route.body). */
+enum route_body {
+    BODY_DEFAULT, /* POOLD_MAX_BODY_BYTES, the server's */
+    BODY_BATCH,   /* POOLD_MAX_BATCH_BYTES when set, else the default */
+};
+
+/* One row of the route table: a request whose method and path match runs
+ * fn once the flags' credentials are checked; its body may be as long as
+ * the body column says (longer: 413 before it is read). */
 struct route {
     const char *method;
     const char *pattern; /* segments; "{org_id}" matches one segment */
     handler_fn fn;
-    bool admin;       /* needs Authorization: Bearer <admin token> (GETs: or the
-                         read token; other methods with it: 403 forbidden) */
-    bool client_auth; /* with POOLD_CLIENT_AUTH=keys: needs an org API key,
-                         checked before anything else (401) */
+    unsigned flags; /* ROUTE_OPEN, or ROUTE_ADMIN / ROUTE_CLIENT_KEY */
+    enum route_body body;
 };
 
 /* The route table, and its length. */
@@ -104,8 +120,8 @@ void handlers_destroy(struct handlers *h); /* accepts NULL */
 void handlers_set_draining(struct handlers *h);
 bool handlers_is_draining(struct handlers *h);
 
-/* The body limit of route (NULL: no route): POOLD_MAX_BATCH_BYTES for
- * POST /process/batch, else the server's default. Thread-safe. */
+/* The body limit of route (NULL: no route): its body column read with the
+ * config, default_limit being the server's. Thread-safe. */
 size_t handlers_body_limit(const struct handlers *h, const struct route *route,
                            size_t default_limit);
 
@@ -126,7 +142,7 @@ void handlers_status_http(int status, unsigned *http, const char **code,
                           const char **message);
 
 /*
- * For client_auth routes, after the body is parsed and the org_id
+ * For ROUTE_CLIENT_KEY routes, after the body is parsed and the org_id
  * validated: a key of another org (403 forbidden), an org unknown or
  * disabled (404), misconfigured (503), over its rate limit for n messages
  * (429 rate_limited with Retry-After; "can never pass" when n exceeds the

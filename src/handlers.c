@@ -217,32 +217,36 @@ bool handlers_org_param(const struct http_request *req,
     return true;
 }
 
+/* The route table: the first row whose method and pattern match a request
+ * runs it (http.c); a path that matches under other methods only is 405. */
+/* clang-format off */
 const struct route handlers_routes[] = {
-    {"POST", "/process", process_api_process, false, true},
-    {"GET", "/stats", pool_api_stats, true, false},
-    {"GET", "/pools/{org_id}", pool_api_get, true, false},
-    {"PUT", "/pools/{org_id}/size", pool_api_resize, true, false},
-    {"GET", "/metrics", pool_api_metrics, true, false},
-    {"GET", "/healthz", pool_api_healthz, false, false},
-    {"GET", "/readyz", pool_api_readyz, false, false},
-    {"GET", "/orgs", admin_api_org_list, true, false},
-    {"GET", "/orgs/{org_id}", admin_api_org_get, true, false},
-    {"PUT", "/orgs/{org_id}", admin_api_org_put, true, false},
-    {"DELETE", "/orgs/{org_id}", admin_api_org_delete, true, false},
-    {"POST", "/orgs/{org_id}/keys", admin_api_key_create, true, false},
-    {"GET", "/orgs/{org_id}/keys", admin_api_key_list, true, false},
-    {"DELETE", "/orgs/{org_id}/keys/{key_id}", admin_api_key_revoke, true,
-     false},
-    {"GET", "/audit", admin_api_audit, true, false},
-    {"POST", "/pools/{org_id}/drain", pool_api_drain, true, false},
-    {"POST", "/pools/{org_id}/pause", pool_api_pause, true, false},
-    {"POST", "/pools/{org_id}/resume", pool_api_resume, true, false},
-    {"GET", "/pools/{org_id}/holders", pool_api_holders, true, false},
-    {"GET", "/dashboard", pool_api_dashboard, false, false},
-    {"GET", "/dashboard/{asset}", pool_api_dashboard_asset, false, false},
-    {"POST", "/process/batch", process_api_batch, false, true},
-    {"GET", "/cluster", pool_api_cluster, true, false},
+    /* method   pattern                         handler                    flags             body */
+    {"POST",   "/process",                       process_api_process,       ROUTE_CLIENT_KEY, BODY_DEFAULT},
+    {"GET",    "/stats",                         pool_api_stats,            ROUTE_ADMIN,      BODY_DEFAULT},
+    {"GET",    "/pools/{org_id}",                pool_api_get,              ROUTE_ADMIN,      BODY_DEFAULT},
+    {"PUT",    "/pools/{org_id}/size",           pool_api_resize,           ROUTE_ADMIN,      BODY_DEFAULT},
+    {"GET",    "/metrics",                       pool_api_metrics,          ROUTE_ADMIN,      BODY_DEFAULT},
+    {"GET",    "/healthz",                       pool_api_healthz,          ROUTE_OPEN,       BODY_DEFAULT},
+    {"GET",    "/readyz",                        pool_api_readyz,           ROUTE_OPEN,       BODY_DEFAULT},
+    {"GET",    "/orgs",                          admin_api_org_list,        ROUTE_ADMIN,      BODY_DEFAULT},
+    {"GET",    "/orgs/{org_id}",                 admin_api_org_get,         ROUTE_ADMIN,      BODY_DEFAULT},
+    {"PUT",    "/orgs/{org_id}",                 admin_api_org_put,         ROUTE_ADMIN,      BODY_DEFAULT},
+    {"DELETE", "/orgs/{org_id}",                 admin_api_org_delete,      ROUTE_ADMIN,      BODY_DEFAULT},
+    {"POST",   "/orgs/{org_id}/keys",            admin_api_key_create,      ROUTE_ADMIN,      BODY_DEFAULT},
+    {"GET",    "/orgs/{org_id}/keys",            admin_api_key_list,        ROUTE_ADMIN,      BODY_DEFAULT},
+    {"DELETE", "/orgs/{org_id}/keys/{key_id}",   admin_api_key_revoke,      ROUTE_ADMIN,      BODY_DEFAULT},
+    {"GET",    "/audit",                         admin_api_audit,           ROUTE_ADMIN,      BODY_DEFAULT},
+    {"POST",   "/pools/{org_id}/drain",          pool_api_drain,            ROUTE_ADMIN,      BODY_DEFAULT},
+    {"POST",   "/pools/{org_id}/pause",          pool_api_pause,            ROUTE_ADMIN,      BODY_DEFAULT},
+    {"POST",   "/pools/{org_id}/resume",         pool_api_resume,           ROUTE_ADMIN,      BODY_DEFAULT},
+    {"GET",    "/pools/{org_id}/holders",        pool_api_holders,          ROUTE_ADMIN,      BODY_DEFAULT},
+    {"GET",    "/dashboard",                     pool_api_dashboard,        ROUTE_OPEN,       BODY_DEFAULT},
+    {"GET",    "/dashboard/{asset}",             pool_api_dashboard_asset,  ROUTE_OPEN,       BODY_DEFAULT},
+    {"POST",   "/process/batch",                 process_api_batch,         ROUTE_CLIENT_KEY, BODY_BATCH},
+    {"GET",    "/cluster",                       pool_api_cluster,          ROUTE_ADMIN,      BODY_DEFAULT},
 };
+/* clang-format on */
 const size_t handlers_nroutes =
     sizeof handlers_routes / sizeof handlers_routes[0];
 
@@ -308,7 +312,8 @@ static void unauthorized(struct http_response *resp, const char *message)
     resp->www_authenticate = true;
 }
 
-/* The client key check of a client_auth route; false after filling resp. */
+/* The client key check of a ROUTE_CLIENT_KEY route; false after filling
+ * resp. */
 static bool client_key_check(struct handlers *h, const struct http_request *req,
                              char *key_org, struct http_response *resp)
 {
@@ -334,7 +339,7 @@ static bool client_key_check(struct handlers *h, const struct http_request *req,
 size_t handlers_body_limit(const struct handlers *h, const struct route *route,
                            size_t default_limit)
 {
-    if (route != NULL && route->fn == process_api_batch &&
+    if (route != NULL && route->body == BODY_BATCH &&
         h->cfg.max_batch_bytes > 0)
         return h->cfg.max_batch_bytes;
     return default_limit;
@@ -348,7 +353,7 @@ void handlers_run(struct handlers *h, const struct route *route,
 
     r.key_org = key_org;
     r.scope = NULL;
-    if (route->admin) {
+    if (route->flags & ROUTE_ADMIN) {
         r.scope = admin_scope(h, req->authorization);
         if (r.scope == NULL) {
             unauthorized(resp, "this endpoint needs Authorization: Bearer "
@@ -362,7 +367,7 @@ void handlers_run(struct handlers *h, const struct route *route,
             return;
         }
     }
-    if (route->client_auth && h->cfg.client_keys &&
+    if ((route->flags & ROUTE_CLIENT_KEY) && h->cfg.client_keys &&
         !client_key_check(h, req, key_org, resp))
         return;
     route->fn(h, &r, resp);
