@@ -129,7 +129,4 @@ void cluster_leave(struct cluster *c, struct db_conn *conn);
 size_t cluster_snapshot(struct cluster *c, struct cluster_replica *out,
                         size_t max);
 
-/* The cap this replica holds now (standalone: local_max). Thread-safe. */
-unsigned cluster_cap(struct cluster *c);
-
 #endif

@@ -100,9 +100,6 @@ bool db_conn_is_clean(const struct db_conn *conn);
 /* Record a use (after a successful query), for the idle check above. */
 void db_conn_touch(struct db_conn *conn, uint64_t now_ns);
 
-/* The backend's process id (for tests and logs). */
-int db_conn_backend_pid(const struct db_conn *conn);
-
 /* The libpq handle, borrowed for as long as conn lives. Blocking libpq calls
  * on it are not bounded: use db_run() or db_exec(). */
 PGconn *db_conn_pg(struct db_conn *conn);

@@ -1,5 +1,8 @@
-/* handlers.h — the route table and the request handlers (parse / validate /
- * act / render), the status-to-HTTP table and admin authentication. */
+/* handlers.h — what the server (http.c) and the handler modules share: the
+ * request and response, the route table, authentication and admission, the
+ * status-to-HTTP table and the steps every handler takes (parse a JSON
+ * body, render JSON, answer an error). The handlers themselves are in
+ * process_api.c, pool_api.c and admin_api.c. */
 #ifndef POOLD_HANDLERS_H
 #define POOLD_HANDLERS_H
 
@@ -11,7 +14,7 @@
 #include "orgid.h"
 #include "status.h"
 
-/* No header here may reach libpq-fe.h (tests/header_check.cmake checks):
+/* No header here may reach libpq-fe.h (cmake/header_check.cmake checks):
  * the modules the handlers use are only named. */
 struct cluster;
 struct metrics;
@@ -153,7 +156,7 @@ bool handlers_client_admit(struct handlers *h, const struct http_request *req,
                            const char *org_id, unsigned n,
                            struct http_response *resp);
 
-/* ---- for the handler modules (admin_api.c). All thread-safe: they read
+/* ---- for the handler modules (*_api.c). All thread-safe: they read
  * the config (fixed after handlers_create) and fill the caller's resp. */
 /* The config given to handlers_create(), borrowed for the handlers' life. */
 const struct handlers_config *handlers_get_config(struct handlers *h);

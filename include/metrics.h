@@ -60,12 +60,9 @@ void metrics_snapshot_add(void *snap, const char *org_id,
 POOLD_MUSTCHECK int metrics_snapshot_sort(struct pool_snapshot *s);
 void metrics_snapshot_free(struct pool_snapshot *s);
 
-/* Bound the per-org series: keep the top busiest orgs (most acquires, then
- * most in use, then name), sorted by org_id, and one more entry,
- * METRICS_OTHER_ORG, summing the rest. No-op for top 0 or snap->n <= top.
- * (Issue 13's addition: DESIGN.md does not name it.) */
+/* The org that sums the orgs past POOLD_METRICS_TOP_ORGS in every per-org
+ * series (an addition: DESIGN.md does not name it). */
 #define METRICS_OTHER_ORG "_other"
-void metrics_snapshot_bound(struct pool_snapshot *snap, unsigned top);
 
 /* POOLD_METRICS_TOP_ORGS: per-org series for at most n orgs in
  * metrics_render() (0: every org). Thread-safe. */

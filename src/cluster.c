@@ -1,5 +1,6 @@
 /* cluster.c — replicas share one connection budget through a lease table. */
 #include "cluster.h"
+#include "cluster_test.h"
 
 #include <errno.h>
 #include <fcntl.h>

@@ -15,7 +15,7 @@
 
 #include "admin_api.h"
 #include "clock.h"
-#include "handlers_internal.h"
+#include "handlers_test.h"
 #include "pool_api.h"
 #include "process_api.h"
 #include "registry.h"
@@ -464,7 +464,7 @@ const struct handlers_config *handlers_get_config(struct handlers *h)
     return &h->cfg;
 }
 
-/* ---- for the unit tests (handlers_internal.h) --------------------------- */
+/* ---- for the unit tests (handlers_test.h) --------------------------- */
 
 bool handlers_bearer_token(const char *auth, const char **tok, size_t *len)
 {

@@ -17,6 +17,7 @@
 #include <microhttpd.h>
 
 #include "clock.h"
+#include "handlers_test.h"
 #include "intake.h"
 #include "log.h"
 

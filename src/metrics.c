@@ -410,7 +410,7 @@ static int busier_cmp(const void *a, const void *b)
 /* Keep the top busiest orgs of snap (sorted by name again) and fold the
  * rest into one entry, org "_other", so a scrape stays bounded whatever the
  * number of orgs. No-op when top is 0 or not exceeded. */
-void metrics_snapshot_bound(struct pool_snapshot *snap, unsigned top)
+static void snapshot_bound(struct pool_snapshot *snap, unsigned top)
 {
     struct pool_snapshot_entry other;
 
@@ -467,7 +467,7 @@ static int count_most_cmp(const void *a, const void *b)
     return strcmp(x->org_id, y->org_id);
 }
 
-/* As metrics_snapshot_bound() for counts: the top orgs with the largest
+/* As snapshot_bound() for counts: the top orgs with the largest
  * counts, sorted by org_id, then METRICS_OTHER_ORG summing the rest. */
 static void counts_bound(struct metrics_org_counts *c, unsigned top)
 {
@@ -512,7 +512,7 @@ int metrics_render(struct metrics *m, struct metrics_view *view, char **out,
               "Org pools that exist (all of them, whatever "
               "POOLD_METRICS_TOP_ORGS).");
     strbuf_printf(&b, "poold_pool_orgs %zu\n", snap->n);
-    metrics_snapshot_bound(snap, atomic_load(&m->top_orgs));
+    snapshot_bound(snap, atomic_load(&m->top_orgs));
     sb_family(&b, "poold_build_info", "gauge", "poold's version.");
     strbuf_printf(&b, "poold_build_info{version=\"%s\"} 1\n", POOLD_VERSION);
     sb_family(&b, "poold_ready", "gauge",

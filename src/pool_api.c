@@ -257,7 +257,7 @@ void pool_api_readyz(struct handlers *h, const struct http_request *req,
         handlers_render_json(resp, 200, json_pack("{s:s}", "status", "ready"));
 }
 
-/* ---- operators: drain, pause, resume, holders, dashboard (issue 13) ---- */
+/* ---- operators: drain, pause, resume, holders, dashboard ---------------- */
 
 /* Who asks, for the audit entry of drain, pause and resume. */
 static struct audit_actor operator_actor(const struct http_request *req)

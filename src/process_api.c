@@ -9,7 +9,7 @@
 
 #include <jansson.h>
 
-#include "handlers_internal.h"
+#include "handlers_test.h"
 #include "registry.h"
 #include "rules.h"
 
@@ -303,7 +303,7 @@ out:
     json_decref(root);
 }
 
-/* ---- for the unit tests (handlers_internal.h) --------------------------- */
+/* ---- for the unit tests (handlers_test.h) --------------------------- */
 
 bool handlers_validate_message(json_t *root, struct handlers_message *out,
                                struct http_response *resp)

@@ -9,7 +9,7 @@
 #include <jansson.h>
 
 #include "handlers.h"
-#include "handlers_internal.h"
+#include "handlers_test.h"
 #include "http.h"
 #include "status.h"
 
