@@ -412,7 +412,7 @@ static bool rate_limit_admit(struct handlers *h, const char *org_id, unsigned n,
 
 bool handlers_client_admit(struct handlers *h, const struct http_request *req,
                            const char *org_id, unsigned n,
-                           struct http_response *resp)
+                           struct org_entry **org, struct http_response *resp)
 {
     int rc;
 
@@ -422,7 +422,8 @@ bool handlers_client_admit(struct handlers *h, const struct http_request *req,
                         "this API key belongs to another org");
         return false;
     }
-    rc = registry_admit(h->cfg.reg, org_id, resp->detail, sizeof resp->detail);
+    rc = registry_admit(h->cfg.reg, org_id, org, resp->detail,
+                        sizeof resp->detail);
     if (rc != POOLD_OK) {
         handlers_error_status(h, resp, rc);
         return false;

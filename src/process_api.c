@@ -146,12 +146,13 @@ void process_api_process(struct handlers *h, const struct http_request *req,
     struct process_request p = {0};
     struct service_result result;
     struct message msg;
+    struct org_entry *org = NULL;
     int rc;
 
     if (!handlers_parse_body(req, resp, &root))
         return;
     if (!validate_message(root, &p, resp) ||
-        !handlers_client_admit(h, req, p.org_id, 1, resp))
+        !handlers_client_admit(h, req, p.org_id, 1, &org, resp))
         goto out;
     msg.id = p.id;
     msg.id_len = p.id_len;
@@ -160,7 +161,7 @@ void process_api_process(struct handlers *h, const struct http_request *req,
     msg.request_id = req->request_id;
     msg.route = ROUTE_PROCESS;
     memset(&result, 0, sizeof result);
-    rc = registry_process(cfg_of(h)->reg, p.org_id, &msg, &result, resp->detail,
+    rc = registry_process(cfg_of(h)->reg, org, &msg, &result, resp->detail,
                           sizeof resp->detail);
     if (rc != POOLD_OK)
         handlers_error_status(h, resp, rc);
@@ -277,15 +278,16 @@ void process_api_batch(struct handlers *h, const struct http_request *req,
     json_t *root = NULL, *results;
     struct process_request top = {0};
     struct batch b = {0};
+    struct org_entry *org = NULL;
     int rc;
 
     if (!handlers_parse_body(req, resp, &root))
         return;
     if (!validate_batch(h, req, root, &b, &top, resp) ||
-        !handlers_client_admit(h, req, top.org_id, (unsigned)b.n, resp))
+        !handlers_client_admit(h, req, top.org_id, (unsigned)b.n, &org, resp))
         goto out;
-    rc = registry_process_batch(cfg_of(h)->reg, top.org_id, b.jobs, b.n,
-                                resp->detail, sizeof resp->detail);
+    rc = registry_process_batch(cfg_of(h)->reg, org, b.jobs, b.n, resp->detail,
+                                sizeof resp->detail);
     if (rc != POOLD_OK) {
         handlers_error_status(h, resp, rc);
         goto out;
