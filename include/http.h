@@ -62,13 +62,4 @@ unsigned http_server_inflight(struct http_server *srv);
 /* Stop the daemon (joins every connection thread) and free. Accepts NULL. */
 void http_server_stop(struct http_server *srv);
 
-/* Match path against a route pattern (handlers_routes[i].pattern): the same
- * "/"-separated segments, "{...}" matching one non-empty segment. True with
- * the first and second "{...}" segments in *param and *param2 (pointers
- * into path; NULL and 0 when the pattern has none); false leaves them
- * untouched. Pure and thread-safe (the server's routing, for tests). */
-bool http_route_match(const char *pattern, const char *path, const char **param,
-                      size_t *param_len, const char **param2,
-                      size_t *param2_len);
-
 #endif

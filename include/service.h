@@ -7,6 +7,7 @@
 #include <stdint.h>
 
 #include "db.h"
+#include "message.h"
 #include "pool.h"
 #include "rules.h"
 #include "status.h"
@@ -32,22 +33,6 @@ struct service_env {
      * true if one was freed. Optional. */
     bool (*reclaim)(void *arg, const char *org_id);
     void *reclaim_arg;
-};
-
-/* A message as the service sees it; every pointer is borrowed. */
-struct message {
-    const char *id;
-    size_t id_len;
-    const char *payload;
-    size_t payload_len;
-    const char *request_id; /* borrowed; for holders/logs (may be NULL) */
-    const char *route;      /* borrowed; for holders: "POST /process" */
-};
-
-struct service_result {
-    bool passed;
-    bool duplicate;
-    struct rules_verdict verdict;
 };
 
 /*
@@ -96,15 +81,6 @@ void service_hydrate(struct service *svc, const struct message *msg);
 POOLD_MUSTCHECK int service_process(struct service *svc,
                                     struct service_result *out, char *err,
                                     size_t errlen);
-
-/* One message of a commit and what became of it. */
-struct service_job {
-    const struct message *msg;    /* borrowed for the call */
-    struct service_result result; /* valid when status is POOLD_OK */
-    int status;                   /* POOLD_OK (committed: inserted, or the
-                                     stored duplicate), POOLD_ERR_CONFLICT,
-                                     or the commit's error for this job */
-};
 
 /*
  * Evaluate the rules on jobs[0..n) and commit them in one INSERT, then

@@ -8,7 +8,6 @@
 #include <stddef.h>
 
 #include "audit.h"
-#include "db.h"
 #include "keys.h"
 #include "ratelimit.h"
 #include "status.h"

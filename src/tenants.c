@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "clock.h"
+#include "db.h"
 #include "log.h"
 
 struct tenants {

@@ -104,17 +104,17 @@ endfunction()
 poold_python_test(http 600)
 # Faults: database restart, terminated backends, idle_session_timeout,
 # database down at start and down under load, a row lock held elsewhere,
-# idle and excess clients (issue 5).
+# idle and excess clients.
 poold_python_test(faults 600)
 # The README's curl examples, as written, against the real server.
 poold_python_test(readme 120)
 # Slow and hostile clients (request read deadline, the waiting room),
 # client X-Request-Id, HTTPS with a certificate the test makes.
 poold_python_test(clients 600)
-# Tenants (issue 12): org API keys, admin scopes, org management, rate
+# Tenants: org API keys, admin scopes, org management, rate
 # limits, audit.
 poold_python_test(tenants 600)
-# Operators (issue 13): pause/resume across two poolds, drain, holders,
+# Operators: pause/resume across two poolds, drain, holders,
 # held too long, the dashboard's files, bounded per-org metrics.
 poold_python_test(operators 300)
 # The dashboard in a real browser: Debian's chromium driven by playwright-core
@@ -131,7 +131,7 @@ add_test(NAME integration.monitoring
 set_tests_properties(integration.monitoring PROPERTIES
                      LABELS integration TIMEOUT 180 FIXTURES_REQUIRED pg
                      RESOURCE_LOCK pg ENVIRONMENT "${POOLD_TEST_ENV}")
-# Replicas (issue 14): three poold processes share POOLD_CLUSTER_MAX_CONNS;
+# Replicas: three poold processes share POOLD_CLUSTER_MAX_CONNS;
 # pg_stat_activity sampled every 50 ms while they join, die and leave.
 poold_python_test(replicas 300)
 # The same three behind Debian's HAProxy with docker/haproxy/haproxy.cfg:

@@ -12,6 +12,7 @@
 #include "clock.h"
 #include "connpool.h"
 #include "db.h"
+#include "db_test.h"
 #include "orgid.h"
 #include "pool.h"
 #include "service.h"

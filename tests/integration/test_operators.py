@@ -1,4 +1,4 @@
-"""test_operators.py — issue 13's operator controls against the real binary:
+"""test_operators.py — the operator controls against the real binary:
 pause/resume (stored, followed by a second poold sharing the database),
 drain, holders and held-too-long detection, the dashboard's files, and the
 bound on per-org metric series.

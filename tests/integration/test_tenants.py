@@ -1,4 +1,4 @@
-"""test_tenants.py — issue 12 against the real binary: org API keys
+"""test_tenants.py — the tenants against the real binary: org API keys
 (POOLD_CLIENT_AUTH=keys), the read-only admin scope, org management, per-org
 rate limits and the audit log. Every answer is checked against openapi.yaml;
 every org this file makes carries a random prefix and is deleted at the end.
