@@ -10,9 +10,9 @@ import re
 import subprocess
 import unittest
 
-from test_faults import TOKEN, Poold, psql, pg
+from harness import SOURCE_DIR, TOKEN, Poold, pg, psql, require_env
 
-README = os.path.join(os.environ["POOLD_SOURCE_DIR"], "README.md")
+README = os.path.join(SOURCE_DIR, "README.md")
 
 
 def sh_block(title):
@@ -29,6 +29,10 @@ def curl_commands():
             if line.strip().startswith("curl ")]
 
 
+def setUpModule():
+    require_env("POOLD_TEST_PG_DIR", "POOLD_TEST_PG_PORT")
+
+
 class ReadmeExamples(unittest.TestCase):
 
     def setUp(self):
@@ -37,12 +41,11 @@ class ReadmeExamples(unittest.TestCase):
              "AND message_id = 'msg_000123'")
         self.clean_acme()
         # The README documents the default: org API keys on.
-        self.server = Poold(POOLD_CLIENT_AUTH="keys")
-        status, _, body = self.server.request(
-            "POST", "/orgs/org_001/keys", body=b'{"label":"readme test"}',
-            headers={"Authorization": "Bearer " + TOKEN})
-        self.assertEqual(status, 201, body)
-        self.key = json.loads(body)["key"]
+        self.server = Poold(env={"POOLD_CLIENT_AUTH": "keys"})
+        r = self.server.request("POST", "/orgs/org_001/keys", token=TOKEN,
+                                body={"label": "readme test"})
+        self.assertEqual(r.status, 201, r.body)
+        self.key = r.json()["key"]
 
     @staticmethod
     def clean_acme():
