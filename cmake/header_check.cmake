@@ -25,6 +25,8 @@ endforeach()
 
 # Jansson and libmicrohttpd only (handlers.h names json_t): no libpq.
 add_library(poold_header_check OBJECT ${_hc_sources})
+target_include_directories(poold_header_check PRIVATE
+                           ${CMAKE_SOURCE_DIR}/include)
 target_link_libraries(poold_header_check PRIVATE PkgConfig::JANSSON
                       PkgConfig::MHD)
 get_target_property(_hc_libpq_dirs PkgConfig::LIBPQ
