@@ -307,14 +307,15 @@ class MetricsBound(unittest.TestCase):
             self.assertEqual(srv.stop(), 0)
 
 
-class ReadmeOperatorsExamples(unittest.TestCase):
-    """The curl block of the README's "Operators" section, as written."""
+class OperationsDocExamples(unittest.TestCase):
+    """The curl block of docs/operations.md's "Operators" section, as
+    written."""
 
     def test_curl_examples_answer_as_documented(self):
-        with open(os.path.join(SOURCE_DIR, "README.md"),
+        with open(os.path.join(SOURCE_DIR, "docs", "operations.md"),
                   encoding="utf-8") as f:
-            readme = f.read()
-        section = readme.split("## Operators", 1)[1].split("\n## ", 1)[0]
+            doc = f.read()
+        section = doc.split("## Operators", 1)[1].split("\n## ", 1)[0]
         block = section.split("```sh", 1)[1].split("```", 1)[0]
         cmds = [l.strip() for l in block.splitlines()
                 if l.strip().startswith("curl ")]
