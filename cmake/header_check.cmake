@@ -34,6 +34,8 @@ endforeach()
 
 # Jansson and libmicrohttpd only (handlers.h names json_t): no libpq.
 add_library(poold_header_check OBJECT ${_hc_sources})
+target_include_directories(poold_header_check PRIVATE
+                           ${CMAKE_SOURCE_DIR}/include)
 target_link_libraries(poold_header_check PRIVATE PkgConfig::JANSSON
                       PkgConfig::MHD)
 
@@ -47,6 +49,7 @@ file(CONFIGURE OUTPUT ${_hc_dir}/no_libpq.h CONTENT
 add_library(poold_http_check OBJECT ${POOLD_HTTP_SOURCES})
 target_compile_options(poold_http_check PRIVATE -include
                        ${_hc_dir}/no_libpq.h)
+target_include_directories(poold_http_check PRIVATE ${CMAKE_SOURCE_DIR}/include)
 target_link_libraries(poold_http_check PRIVATE PkgConfig::JANSSON
                       PkgConfig::MHD)
 

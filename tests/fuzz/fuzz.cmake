@@ -11,6 +11,7 @@ function(poold_fuzz name)
   target_link_options(${name} PRIVATE ${_fuzz_flags})
   target_link_libraries(${name} PRIVATE PkgConfig::JANSSON PkgConfig::MHD
                         PkgConfig::GNUTLS Threads::Threads m)
+  target_include_directories(${name} PRIVATE ${CMAKE_SOURCE_DIR}/include)
 endfunction()
 
 poold_fuzz(fuzz_rules src/rules.c)
