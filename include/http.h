@@ -9,10 +9,10 @@
 
 #include <sys/socket.h>
 
-#include "handlers.h"
-#include "metrics.h"
 #include "status.h"
 
+struct handlers;    /* handlers.h */
+struct metrics;     /* metrics.h */
 struct http_server; /* opaque */
 
 /* A client's own X-Request-Id is kept when it is 1 to this many bytes of

@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "keys.h"
+#include "ratelimit.h"
 #include "registry.h"
 #include "rules.h"
 #include "tenants.h"

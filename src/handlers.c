@@ -16,6 +16,8 @@
 #include "admin_api.h"
 #include "clock.h"
 #include "handlers_test.h"
+#include "keys.h"
+#include "ratelimit.h"
 #include "pool_api.h"
 #include "process_api.h"
 #include "registry.h"

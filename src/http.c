@@ -17,9 +17,11 @@
 #include <microhttpd.h>
 
 #include "clock.h"
+#include "handlers.h"
 #include "handlers_test.h"
 #include "intake.h"
 #include "log.h"
+#include "metrics.h"
 
 /* Each connection has its own thread, whose stack holds libpq, jansson and
  * our handlers: 512 KiB leaves room for the sanitizer builds too. */

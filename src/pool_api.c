@@ -13,6 +13,7 @@
 #include "cluster.h"
 #include "dashboard.h"
 #include "metrics.h"
+#include "ratelimit.h"
 #include "registry.h"
 #include "tenants.h"
 

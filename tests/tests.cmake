@@ -163,6 +163,16 @@ set_tests_properties(unit.header_check_canary PROPERTIES
 # metrics renders a view it is given: tested without registry or database.
 poold_check_test(metrics unit tests/unit/check_metrics.c)
 
+# And the HTTP layer's poison can fail: db.h, even with libpq's include
+# directory, is refused once no_libpq.h has poisoned PGconn.
+add_test(NAME unit.header_check_poison_canary
+         COMMAND ${CMAKE_C_COMPILER} -fsyntax-only -std=c11
+                 -include ${CMAKE_BINARY_DIR}/header_check/no_libpq.h
+                 -I${CMAKE_SOURCE_DIR}/include ${_canary_dirs}
+                 ${CMAKE_BINARY_DIR}/header_check/db_h.c)
+set_tests_properties(unit.header_check_poison_canary PROPERTIES
+  LABELS unit PASS_REGULAR_EXPRESSION "poisoned")
+
 # docs/configuration.md names every setting `poold --help` prints, with its
 # flag and default (scripts/check-config-docs.py).
 add_test(NAME unit.config_docs

@@ -16,6 +16,7 @@
 #include "orgid.h"
 #include "pool.h"
 #include "service.h"
+#include "service_test.h"
 #include "../unit/test_util.h"
 #include "pg_fixture.h"
 
