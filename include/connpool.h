@@ -8,8 +8,9 @@
 #include "breaker.h"
 #include "db.h"
 #include "pool.h"
-#include "service.h" /* struct service_env, the ops' ctx */
 #include "status.h"
+
+struct service_env; /* service.h: the ops' ctx */
 
 /*
  * One generic pool of struct db_conn * for every org (the shared connection

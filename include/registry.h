@@ -192,7 +192,7 @@ void registry_foreach_pool(struct registry *reg,
 /* Stats of the connection pool (max_size is the cap now). Thread-safe. */
 void registry_conn_stats(struct registry *reg, struct pool_stats *out);
 
-/* ---- operators (issue 13) ---- */
+/* ---- operators ---- */
 
 /* Pause or resume an org: stored in orgs.paused first (every replica
  * follows within a refresh), then applied here at once; while paused,
