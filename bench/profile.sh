@@ -106,7 +106,7 @@ profile_case() {
             else if (k == "sched:sched_switch") k = "sleeps"
             else if (k == "raw_syscalls:sys_enter") k = "syscalls"
             else gsub(/-/, "_", k)
-            printf "%s\t%.3f\n", k, v }' "$dir/perf-stat.csv" |
+            printf "%s\t%.2f\n", k, v }' "$dir/perf-stat.csv" |
             jq -R 'split("\t") | {(.[0]): (.[1] | tonumber)}' | jq -s add \
             >"$dir/perf-stat.json"
         log "  perf stat per request: $(jq -c . "$dir/perf-stat.json")"
@@ -126,6 +126,16 @@ profile_case() {
         perf report -i "$dir/perf.data" --children --sort sym --stdio -g none \
             2>/dev/null | grep -E '\[k\] (__x64_sys_|__sys_|do_syscall_64$|handle_softirqs|schedule$|asm_sysvec|entry_SYSCALL)' |
             head -25 >"$dir/by-syscall.txt" || true
+        # dwarf: full user stacks (libc has no frame pointers), a short run,
+        # to say which of poold's functions the waits and wake-ups come
+        # from.
+        perf record -F 299 --call-graph dwarf,16384 -p "$POOLD_PID" \
+            -o "$dir/perf-dwarf.data" -- sleep 3 2>>"$dir/perf-record.log" &
+        perf_pid=$!
+        load "pd$conns" 4 "$conns" "$orgs" >/dev/null
+        wait "$perf_pid"
+        perf script -i "$dir/perf-dwarf.data" -F ip,sym,dso 2>/dev/null |
+            callers >"$dir/callers.txt" || true
         awk '{ sub(/%/, "", $1); s = $1 + 0
                if ($2 == "[kernel.kallsyms]") k += s; else u += s
                d[$2] += s }
@@ -189,6 +199,43 @@ profile_case() {
         >"$dir/summary.json"
 }
 
+# callers: perf script output (-F ip,sym,dso, dwarf stacks) on stdin; for
+# each kind of wait or system call, the share of samples whose stack holds
+# it (inclusive) and the poold functions (innermost two) it was called from.
+callers() {
+    awk -v keys="lll_lock_wait|futex_abstimed_wait|pthread_cond_broadcast|pthread_cond_signal|sched_yield|__poll|__libc_sendmsg|__libc_send (|__libc_recv|__vfprintf_internal|malloc|json_" '
+        BEGIN { nk = split(keys, K, "|") }
+        function flush(   k, i, j, c, fr, hit) {
+            if (nf == 0) return
+            n++
+            for (k = 1; k <= nk; k++) {
+                hit = 0
+                for (i = 1; i <= nf && !hit; i++) if (index(F[i], K[k])) hit = i
+                if (!hit) continue
+                tot[k]++; c = 0; fr = ""
+                for (j = hit + 1; j <= nf && c < 2; j++)
+                    if (F[j] ~ /\/poold\)$/ || (F[j] ~ /\(inlined\)$/ && c > 0)) {
+                        split(F[j], w, " "); fr = fr (c ? " < " : "") w[2]; c++ }
+                by[k, fr == "" ? "(outside poold)" : fr]++
+            }
+            nf = 0
+        }
+        /^$/ { flush(); next }
+        { sub(/^[ \t]+/, ""); F[++nf] = $0 }
+        END {
+            flush()
+            for (k = 1; k <= nk; k++) {
+                if (!tot[k]) continue
+                printf "%5.1f %%  %s\n", 100 * tot[k] / n, K[k]
+                for (key in by) {
+                    split(key, p, SUBSEP)
+                    if (p[1] == k && by[key] / n >= 0.005)
+                        printf "           %5.1f %%  from %s\n", 100 * by[key] / n, p[2]
+                }
+            }
+        }'
+}
+
 # callgrind_case CONNS ORGS VAR=VALUE...: poold under valgrind (no perf).
 callgrind_case() {
     local conns=$1 orgs=$2
@@ -227,7 +274,7 @@ summary_md() {
         ["libc share (malloc, string, poll entry)", (.[] | (.shares.by_dso | to_entries | map(select(.key | test("^libc"))) | .[0].value) | f | . + " %")],
         ["libmicrohttpd / libpq / poold shares", (.[] | (.shares.by_dso | to_entries) as $d
             | [("microhttpd", "libpq", "^poold$") as $k | ($d | map(select(.key | test($k))) | .[0].value) | f] | join(" / ") | . + " %")]
-      ) | "| " + join(" | ") + " |"' "$@"
+        | "| " + join(" | ") + " |")' "$@"
 }
 
 main() {
@@ -254,6 +301,8 @@ main() {
         head -25 "$PROF/c$c/by-symbol.txt" 2>/dev/null || true
         echo "## $c connections: kernel entry points (inclusive)"
         cat "$PROF/c$c/by-syscall.txt" 2>/dev/null || true
+        echo "## $c connections: waits and system calls by caller in poold (dwarf stacks, inclusive)"
+        cat "$PROF/c$c/callers.txt" 2>/dev/null || true
     done
 }
 

@@ -49,14 +49,16 @@ def loads: if . == null then "" else map(select(. != null) | split(" ")[0]) | jo
   (if ([.goref[]? | select(. != null)] | length) == 0 and ([.load.org1, .load.orgs64 | select(. != null)] | length) == 0 then empty else
   "### poold, goref and pgbench: rate and CPU per request",
   "",
-  "Same database, same wrk script (bench/post.lua, unique ids), fresh servers, run in alternating order; pgbench -M prepared with as many clients as wrk has connections. CPU µs per request (per row for pgbench), from /proc: the server process (every thread, user + kernel), every PostgreSQL process (the postmaster, its live children and the reaped ones), the load generator (wrk or pgbench, from the shell's `times`). Plot: docs/benchmarks-anchors.svg.",
+  "Same database, same wrk script (bench/post.lua, unique ids), fresh servers, run in alternating order; pgbench -M prepared with as many clients as wrk has connections. CPU µs per request (per row for pgbench), from /proc: the server process (every thread, user + kernel), every PostgreSQL process (the postmaster, its live children and the reaped ones), the load generator (wrk or pgbench, from the shell's `times`).",
+  "",
+  "![req/s and CPU µs per request: poold, goref, pgbench](benchmarks-anchors.svg)",
   "",
   "| Case | Who (settings) | req/s (runs) | p50 / p99 | non-200 | rows | server µs (user + kernel) | PostgreSQL µs | client µs | total µs |",
   "|---|---|---|---|---|---|---|---|---|---|",
   ([["org1", "1 org, 8 connections"], ["orgs64", "10 orgs, 64 connections"]][] as [$k, $title]
    | ($r.load[$k] // null) as $l | ($r.goref[$k] // null) as $g
    | if $l == null or $l.missing then empty else
-     "| \($title) | poold (\($l.settings)) | \($l.poold_messages_per_s) (\($l.poold_all | map(tostring) | join(", "))) | \($l.p50_ms | ms) / \($l.p99_ms | ms) | \($l.non200) | \(if $l.rows_ok then "ok" else "**FAILED**" end) | \($l.cpu_us_per_message.server_s) (\($l.cpu_us_per_message.server_user_s) + \($l.cpu_us_per_message.server_sys_s)) | \($l.cpu_us_per_message.postgres_s) | \($l.cpu_us_per_message.client_s) | \($l.cpu_us_per_message | .server_s + .postgres_s + .client_s | fmt(1)) |",
+     "| \($title) | poold (\($l.settings); services built \($l.services_built), evicted \($l.services_evicted)) | \($l.poold_messages_per_s) (\($l.poold_all | map(tostring) | join(", "))) | \($l.p50_ms | ms) / \($l.p99_ms | ms) | \($l.non200) | \(if $l.rows_ok then "ok" else "**FAILED**" end) | \($l.cpu_us_per_message.server_s) (\($l.cpu_us_per_message.server_user_s) + \($l.cpu_us_per_message.server_sys_s)) | \($l.cpu_us_per_message.postgres_s) | \($l.cpu_us_per_message.client_s) | \($l.cpu_us_per_message | .server_s + .postgres_s + .client_s | fmt(1)) |",
      (if $g == null then empty else
      "| \($title) | goref (\($g.settings)) | \($g.goref_messages_per_s) (\($g.goref_all | map(tostring) | join(", "))) | \($g.p50_ms | ms) / \($g.p99_ms | ms) | \($g.non200) | \(if $g.rows_ok then "ok" else "**FAILED**" end) | \($g.cpu_us_per_message.server_s) (\($g.cpu_us_per_message.server_user_s) + \($g.cpu_us_per_message.server_sys_s)) | \($g.cpu_us_per_message.postgres_s) | \($g.cpu_us_per_message.client_s) | \($g.cpu_us_per_message | .server_s + .postgres_s + .client_s | fmt(1)) |" end),
      "| \($title) | pgbench -M prepared -c \($l.anchor_clients) | \($l.anchor_rows_per_s) (\($l.anchor_all | map(tostring) | join(", "))) | \($l.anchor_latency_avg_ms | ms) (mean) | \($l.anchor_failed) failed | | | \($l.anchor_cpu_us_per_row.postgres_s) | \($l.anchor_cpu_us_per_row.client_s) | \($l.anchor_cpu_us_per_row | .postgres_s + .client_s | fmt(1)) |"

@@ -139,6 +139,7 @@ def nonok(w; c; ph): $seed | map(select(.workload == w and .cost == c
              rows_ok: ($ok | all(.rows.rows_ok)),
              rows: ($ok | map(.rows)),
              services_built: ($ok | med(.stats.services_built)),
+             services_evicted: ($ok | med(.stats.evicted)),
              cpu_us_per_message: ($ok | map(cpu_us) | map(select(. != null))
                  | if length == 0 then null else . as $u | (.[0] | keys) as $ks
                    | reduce $ks[] as $key ({}; .[$key] = ($u | map(.[$key]) | median | r(1)))
