@@ -57,10 +57,30 @@ case_env() {
     fi
 }
 
+# perf_bg SUBCOMMAND ARGS...: start `perf SUBCOMMAND` in the background
+# with its events disabled (-D -1), enable them through its control fifo
+# and wait for its ack: perf has then attached to every thread of poold.
+# Without this, threads poold creates while perf is still attaching (the
+# load's connection threads) escape it. Sets PERF_PID.
+perf_bg() {
+    local sub=$1 ctl="$PROF/perf.ctl" ack="$PROF/perf.ack" cfd afd line=
+    shift
+    rm -f "$ctl" "$ack"
+    mkfifo "$ctl" "$ack"
+    exec {cfd}<>"$ctl" {afd}<>"$ack"
+    perf "$sub" -D -1 --control "fifo:$ctl,$ack" "$@" &
+    PERF_PID=$!
+    echo enable >&"$cfd"
+    read -r -t 20 line <&"$afd" || true
+    exec {cfd}>&- {afd}>&-
+    rm -f "$ctl" "$ack"
+    [ "$line" = ack ] || log "  warning: perf $sub did not acknowledge (counts may miss threads)"
+}
+
 # profile_case CONNS: every measurement at CONNS connections; writes
 # $dir/summary.json.
 profile_case() {
-    local conns=$1 orgs dir hz u0 s0 u1 s1 out n perf_pid mc a0 a1 b0 b1
+    local conns=$1 orgs dir hz u0 s0 u1 s1 out n perf_pid mc a0 a1 b0 b1 i
     local -a env
     orgs=$(case_orgs "$conns")
     read -r -a env <<<"$(case_env "$conns")"
@@ -92,11 +112,11 @@ profile_case() {
         # stat: perf adds an exiting thread's counts to the process's, and
         # outlives the load by 2 s, so the connection threads (wrk closed
         # them) have ended before it stops counting.
-        perf stat -x, -e task-clock,context-switches,cpu-migrations,page-faults \
+        perf_bg stat -x, -e task-clock,context-switches,cpu-migrations,page-faults \
             -e raw_syscalls:sys_enter -e sched:sched_switch \
             --filter 'prev_state > 0 && prev_state < 256' \
-            -p "$POOLD_PID" -o "$dir/perf-stat.csv" -- sleep $((SECS + 2)) &
-        perf_pid=$!
+            -p "$POOLD_PID" -o "$dir/perf-stat.csv" -- sleep $((SECS + 3))
+        perf_pid=$PERF_PID
         out=$(load "ps$conns" "$SECS" "$conns" "$orgs")
         wait "$perf_pid"
         n=$(jq .ok <<<"$out")
@@ -112,9 +132,9 @@ profile_case() {
         log "  perf stat per request: $(jq -c . "$dir/perf-stat.json")"
 
         # record
-        perf record -F 2999 -g -p "$POOLD_PID" -o "$dir/perf.data" \
-            -- sleep "$SECS" 2>"$dir/perf-record.log" &
-        perf_pid=$!
+        perf_bg record -F 2999 -g -p "$POOLD_PID" -o "$dir/perf.data" \
+            -- sleep $((SECS + 1)) 2>"$dir/perf-record.log"
+        perf_pid=$PERF_PID
         load "pr$conns" "$SECS" "$conns" "$orgs" >"$dir/record-load.json"
         wait "$perf_pid"
         perf report -i "$dir/perf.data" --no-children --sort dso --stdio -g none \
@@ -129,9 +149,9 @@ profile_case() {
         # dwarf: full user stacks (libc has no frame pointers), a short run,
         # to say which of poold's functions the waits and wake-ups come
         # from.
-        perf record -F 299 --call-graph dwarf,16384 -p "$POOLD_PID" \
-            -o "$dir/perf-dwarf.data" -- sleep 3 2>>"$dir/perf-record.log" &
-        perf_pid=$!
+        perf_bg record -F 299 --call-graph dwarf,16384 -p "$POOLD_PID" \
+            -o "$dir/perf-dwarf.data" -- sleep 4 2>>"$dir/perf-record.log"
+        perf_pid=$PERF_PID
         load "pd$conns" 4 "$conns" "$orgs" >/dev/null
         wait "$perf_pid"
         perf script -i "$dir/perf-dwarf.data" -F ip,sym,dso 2>/dev/null |
@@ -157,7 +177,14 @@ profile_case() {
     # the summary of every thread).
     strace -c -f -S calls -o "$dir/strace.txt" -p "$POOLD_PID" 2>/dev/null &
     perf_pid=$!
-    sleep 1 # strace attaches every thread before the load starts
+    # Start the load once strace traces every thread of poold.
+    for i in $(seq 1 200); do
+        if ! grep -h '^TracerPid:' /proc/"$POOLD_PID"/task/*/status 2>/dev/null |
+            grep -q 'TracerPid:[[:space:]]*0$'; then
+            break
+        fi
+        [ "$i" -lt 200 ] && sleep 0.05
+    done
     out=$(load "pt$conns" "$SECS" "$conns" "$orgs")
     kill -INT "$perf_pid" 2>/dev/null || true
     wait "$perf_pid" || true

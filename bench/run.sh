@@ -33,6 +33,8 @@
 # orgs64 goref batch rate exhaust seed, default all of them; --quick: all
 # but seed; extra parts: cpu alloc idle poolbench). --quick sets
 # BENCH_CEIL_S=3, BENCH_CEIL_RUNS=1, BENCH_RUNS=1 unless they are set.
+# Also: BENCH_ORG1_POOLD, BENCH_ORG1_GOREF, BENCH_ORGS64_POOLD,
+# BENCH_ORGS64_GOREF (the servers' settings per case, docs/benchmarks.md).
 set -euo pipefail
 
 # shellcheck source=lib.sh
@@ -42,7 +44,7 @@ WRITE_DOCS=0
 QUICK=0
 for arg in "$@"; do
     case "$arg" in
-    -h | --help) sed -n '2,39p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h | --help) sed -n '2,38p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     --write-docs) WRITE_DOCS=1 ;;
     --quick) QUICK=1 ;;
     *) die "unknown argument $arg (see --help)" ;;
