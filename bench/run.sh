@@ -44,7 +44,7 @@ WRITE_DOCS=0
 QUICK=0
 for arg in "$@"; do
     case "$arg" in
-    -h | --help) sed -n '2,38p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h | --help) sed -n '2,37p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     --write-docs) WRITE_DOCS=1 ;;
     --quick) QUICK=1 ;;
     *) die "unknown argument $arg (see --help)" ;;
