@@ -178,6 +178,22 @@ bench_cleanup() {
     exit "$rc"
 }
 
+# measured CMD...: run CMD with its stdout in $OUT/measured.out, its stderr
+# in $OUT/measured.err and the CPU it and its children used (the `times`
+# of the subshell that ran only CMD) in $OUT/times.txt (children_cpu_s
+# reads it). CMD runs in the background and the shell waits for it with
+# `wait`, which a signal interrupts: the trap (bench_cleanup) then runs at
+# once instead of after CMD ends. Returns CMD's status.
+measured() {
+    {
+        local rc=0
+        "$@" >"$OUT/measured.out" 2>"$OUT/measured.err" || rc=$?
+        times >"$OUT/times.txt"
+        exit "$rc"
+    } &
+    wait "$!"
+}
+
 # bench_traps: run bench_cleanup on exit, on failure and on Ctrl-C / TERM.
 bench_traps() {
     trap bench_cleanup EXIT

@@ -41,10 +41,12 @@ HAVE_PERF=0
 
 bench_traps
 
-# load TAG SECONDS CONNS ORGS: wrk against poold; prints WRKJSON
+# load TAG SECONDS CONNS ORGS: wrk against poold, its WRKJSON in LOAD_OUT
+# (through `measured`: a signal stops the script at once). Sets LOAD_OUT.
 load() {
-    BENCH_TAG=$1 BENCH_ORGS=$4 wrk -t2 -c"$3" -d"$2s" --timeout 10s \
-        -s "$BENCH_DIR/post.lua" "http://127.0.0.1:$PORT" | sed -n 's/^WRKJSON //p'
+    BENCH_TAG=$1 BENCH_ORGS=$4 measured wrk -t2 -c"$3" -d"$2s" --timeout 10s \
+        -s "$BENCH_DIR/post.lua" "http://127.0.0.1:$PORT" || true
+    LOAD_OUT=$(sed -n 's/^WRKJSON //p' "$OUT/measured.out")
 }
 
 # settings CONNS: the orgs and poold settings of run.sh's case
@@ -91,11 +93,12 @@ profile_case() {
     log "profile at $conns connections, $orgs org(s), ${env[*]}, $SECS s per step"
     truncate_messages
     poold_start "profile-c$conns" "${env[@]}"
-    load "pw$conns" 2 "$conns" "$orgs" >/dev/null
+    load "pw$conns" 2 "$conns" "$orgs"
 
     # cpu
     read -r u0 s0 < <(proc_cpu_split "$POOLD_PID")
-    out=$(load "pm$conns" "$SECS" "$conns" "$orgs")
+    load "pm$conns" "$SECS" "$conns" "$orgs"
+    out=$LOAD_OUT
     read -r u1 s1 < <(proc_cpu_split "$POOLD_PID")
     n=$(jq .ok <<<"$out")
     jq -n --argjson w "$out" --argjson u $((u1 - u0)) --argjson s $((s1 - s0)) \
@@ -117,7 +120,8 @@ profile_case() {
             --filter 'prev_state > 0 && prev_state < 256' \
             -p "$POOLD_PID" -o "$dir/perf-stat.csv" -- sleep $((SECS + 3))
         perf_pid=$PERF_PID
-        out=$(load "ps$conns" "$SECS" "$conns" "$orgs")
+        load "ps$conns" "$SECS" "$conns" "$orgs"
+        out=$LOAD_OUT
         wait "$perf_pid"
         n=$(jq .ok <<<"$out")
         awk -F, -v n="$n" '$3 != "" && $1 ~ /^[0-9.]+$/ {
@@ -135,7 +139,8 @@ profile_case() {
         perf_bg record -F 2999 -g -p "$POOLD_PID" -o "$dir/perf.data" \
             -- sleep $((SECS + 1)) 2>"$dir/perf-record.log"
         perf_pid=$PERF_PID
-        load "pr$conns" "$SECS" "$conns" "$orgs" >"$dir/record-load.json"
+        load "pr$conns" "$SECS" "$conns" "$orgs"
+        echo "$LOAD_OUT" >"$dir/record-load.json"
         wait "$perf_pid"
         perf report -i "$dir/perf.data" --no-children --sort dso --stdio -g none \
             2>/dev/null | grep -v '^#' | grep -v '^$' >"$dir/by-dso.txt" || true
@@ -152,7 +157,7 @@ profile_case() {
         perf_bg record -F 299 --call-graph dwarf,16384 -p "$POOLD_PID" \
             -o "$dir/perf-dwarf.data" -- sleep 4 2>>"$dir/perf-record.log"
         perf_pid=$PERF_PID
-        load "pd$conns" 4 "$conns" "$orgs" >/dev/null
+        load "pd$conns" 4 "$conns" "$orgs"
         wait "$perf_pid"
         perf script -i "$dir/perf-dwarf.data" -F ip,sym,dso 2>/dev/null |
             callers >"$dir/callers.txt" || true
@@ -170,7 +175,7 @@ profile_case() {
             callgrind_case "$conns" "$orgs" "${env[@]}"
         truncate_messages
         poold_start "profile-c$conns" "${env[@]}"
-        load "pw$conns" 2 "$conns" "$orgs" >/dev/null
+        load "pw$conns" 2 "$conns" "$orgs"
     fi
 
     # strace: system calls by name. Ends with poold (strace then prints
@@ -185,7 +190,8 @@ profile_case() {
         fi
         [ "$i" -lt 200 ] && sleep 0.05
     done
-    out=$(load "pt$conns" "$SECS" "$conns" "$orgs")
+    load "pt$conns" "$SECS" "$conns" "$orgs"
+    out=$LOAD_OUT
     kill -INT "$perf_pid" 2>/dev/null || true
     wait "$perf_pid" || true
     n=$(jq .ok <<<"$out")
@@ -205,9 +211,10 @@ profile_case() {
     truncate_messages
     poold_start "profile-mc-c$conns" "${env[@]}" \
         LD_PRELOAD="$OUT/bin/malloc_count.so" MALLOC_COUNT_FILE="$mc"
-    load "mw$conns" 2 "$conns" "$orgs" >/dev/null
+    load "mw$conns" 2 "$conns" "$orgs"
     read -r a0 b0 < <(mc_snapshot "$mc" | jq -r '"\(.allocs) \(.bytes_total)"')
-    out=$(load "mm$conns" "$SECS" "$conns" "$orgs")
+    load "mm$conns" "$SECS" "$conns" "$orgs"
+    out=$LOAD_OUT
     read -r a1 b1 < <(mc_snapshot "$mc" | jq -r '"\(.allocs) \(.bytes_total)"')
     n=$(jq .ok <<<"$out")
     jq -n --argjson a $((a1 - a0)) --argjson b $((b1 - b0)) --argjson n "$n" \
@@ -275,7 +282,7 @@ callgrind_case() {
     POOLD_PID=$!
     wait_ready "poold under callgrind" "$POOLD_PID" "$POOLD_LOG" \
         "http://127.0.0.1:$PORT/readyz"
-    load "pc$conns" 3 "$conns" "$orgs" >/dev/null
+    load "pc$conns" 3 "$conns" "$orgs"
     poold_stop
     callgrind_annotate "$PROF/c$conns/callgrind.out" 2>/dev/null | head -40 \
         >"$PROF/c$conns/callgrind.txt" || true

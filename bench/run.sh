@@ -136,8 +136,9 @@ seed_batch() {
         seed=$((seed + 1))
         # Same seed in both modes: the same messages; a tag per run and
         # phase: fresh ids.
-        out=$("$OUT/bin/loadgen" batch -p "$PORT" -n "$n" -w "$workers" -o 10 \
-            -s "$seed" -t "r${run}${phase:0:1}_") || true
+        measured "$OUT/bin/loadgen" batch -p "$PORT" -n "$n" -w "$workers" -o 10 \
+            -s "$seed" -t "r${run}${phase:0:1}_" || true
+        out=$(cat "$OUT/measured.out")
         created=$(admin_get /stats | jq '.totals.created')
         oks=$((oks + $(jq .ok <<<"$out")))
         record seed "$out" --arg workload "$wl" --arg cost "$cost" \
@@ -160,8 +161,9 @@ seed_single() {
     truncate_messages
     poold_start "seed-single-$cost-$mode" POOLD_POOL_MODE="$mode" \
         POOLD_POOL_SIZE=4 "${extra[@]}"
-    out=$("$OUT/bin/loadgen" single -p "$PORT" -n "$n" --warmup 20 -o 1 \
-        -s "$run" -t "s${run}_") || true
+    measured "$OUT/bin/loadgen" single -p "$PORT" -n "$n" --warmup 20 -o 1 \
+        -s "$run" -t "s${run}_" || true
+    out=$(cat "$OUT/measured.out")
     poold_stop
     record seed "$out" --arg workload single --arg cost "$cost" \
         --arg mode "$mode" --arg phase warm --argjson run "$run" \
@@ -306,9 +308,9 @@ pgbench_anchor() {
     [ "$clients" -lt 2 ] && jobs=1
     truncate_messages
     pg0=$(pg_cpu_ticks)
-    out=$("$PG_BIN/pgbench" -n -M prepared -j "$jobs" -c "$clients" \
-        -T "$CEIL_S" -f "$BENCH_DIR/$script" "$DB_URL" 2>&1
-        times >"$OUT/times.txt")
+    measured "$PG_BIN/pgbench" -n -M prepared -j "$jobs" -c "$clients" \
+        -T "$CEIL_S" -f "$BENCH_DIR/$script" "$DB_URL" || true
+    out=$(cat "$OUT/measured.out" "$OUT/measured.err")
     pg_settle
     pg1=$(pg_cpu_ticks)
     tps=$(sed -n 's/^tps = \([0-9.]*\).*/\1/p' <<<"$out")
@@ -394,10 +396,10 @@ server_load() {
     truncate_messages
     pg0=$(pg_cpu_ticks)
     read -r u0 s0 < <(proc_cpu_split "$pid")
-    out=$(BENCH_TAG="c${run}${who:0:1}${name}_" BENCH_ORGS=$orgs BENCH_BATCH=$per \
-        wrk -t2 -c"$conns" -d"${CEIL_S}s" --timeout 10s \
-        -s "$BENCH_DIR/$script" "http://127.0.0.1:$port" | wrk_json
-        times >"$OUT/times.txt")
+    BENCH_TAG="c${run}${who:0:1}${name}_" BENCH_ORGS=$orgs BENCH_BATCH=$per \
+        measured wrk -t2 -c"$conns" -d"${CEIL_S}s" --timeout 10s \
+        -s "$BENCH_DIR/$script" "http://127.0.0.1:$port" || true
+    out=$(wrk_json <"$OUT/measured.out")
     read -r u1 s1 < <(proc_cpu_split "$pid")
     pg1=$(pg_cpu_ticks)
     cli=$(children_cpu_s "$OUT/times.txt")
@@ -509,9 +511,9 @@ rate_poold() {
     truncate_messages
     pg0=$(pg_cpu_ticks)
     read -r u0 s0 < <(proc_cpu_split "$POOLD_PID")
-    out=$("$OUT/bin/loadgen" rate -p "$PORT" -r "$rate" -w 8 -d "$CEIL_S" \
+    measured "$OUT/bin/loadgen" rate -p "$PORT" -r "$rate" -w 8 -d "$CEIL_S" \
         -o "$orgs" -t "fr${name}_" || true
-        times >"$OUT/times.txt")
+    out=$(cat "$OUT/measured.out")
     read -r u1 s1 < <(proc_cpu_split "$POOLD_PID")
     pg1=$(pg_cpu_ticks)
     cli=$(children_cpu_s "$OUT/times.txt")
@@ -532,10 +534,11 @@ rate_pgbench() {
     logdir=$(mktemp -d)
     truncate_messages
     pg0=$(pg_cpu_ticks)
-    (cd "$logdir" && "$PG_BIN/pgbench" -n -M prepared -j 2 -c 8 -R "$rate" \
-        -T "$CEIL_S" -l --log-prefix=pgb -f "$BENCH_DIR/pgbench_insert1.sql" \
-        "$DB_URL" >"$logdir/summary.txt" 2>&1
-        times >"$logdir/times.txt")
+    measured "$PG_BIN/pgbench" -n -M prepared -j 2 -c 8 -R "$rate" \
+        -T "$CEIL_S" -l --log-prefix="$logdir/pgb" \
+        -f "$BENCH_DIR/pgbench_insert1.sql" "$DB_URL" || true
+    cat "$OUT/measured.out" "$OUT/measured.err" >"$logdir/summary.txt"
+    cp "$OUT/times.txt" "$logdir/times.txt"
     pg_settle
     pg1=$(pg_cpu_ticks)
     # Per-transaction log: client tx latency_us script epoch us lag_us;
