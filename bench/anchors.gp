@@ -18,7 +18,7 @@ set style data histograms
 set style histogram clustered gap 1
 set boxwidth 0.9
 set xtics noenhanced
-set key top right
+set key below horizontal
 plot rpsfile using 2:xtic(1) title "poold" lc rgb "#4f81bd", \
      '' using 3 title "goref" lc rgb "#9bbb59", \
      '' using 4 title "pgbench" lc rgb "#c0504d"
