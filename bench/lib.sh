@@ -81,19 +81,20 @@ poold_start() {
         "http://127.0.0.1:$PORT/readyz"
 }
 
-# wait_ready WHAT PID LOG URL: poll URL until it answers 2xx (15 s at most);
-# die with the log's tail when the process exits first.
+# wait_ready WHAT PID LOG URL [SECONDS]: poll URL until it answers 2xx
+# (15 s at most); die with the log's tail when the process exits first.
 wait_ready() {
-    local what=$1 pid=$2 logf=$3 url=$4 i
-    for i in $(seq 1 300); do
+    local what=$1 pid=$2 logf=$3 url=$4 secs=${5:-15} i n
+    n=$((secs * 20))
+    for i in $(seq 1 "$n"); do
         if curl -fsS -o /dev/null "$url" 2>/dev/null; then
             return 0
         fi
         kill -0 "$pid" 2>/dev/null ||
             { tail -20 "$logf" >&2; die "$what exited at start"; }
-        [ "$i" -lt 300 ] && sleep 0.05
+        [ "$i" -lt "$n" ] && sleep 0.05
     done
-    die "$what not ready after 15 s"
+    die "$what not ready after $secs s"
 }
 
 # stop_server PID: SIGTERM (a graceful drain) and reap it.

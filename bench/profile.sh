@@ -23,7 +23,7 @@
 # and prints a summary table (also bench/out/profile/summary.md, and
 # summary.json; the raw reports under bench/out/profile/c<CONNS>/).
 # Without perf it falls back to valgrind --tool=callgrind for the record
-# step (far slower: a short run). Uses the same PostgreSQL, ports and
+# step (far slower: a short run; BENCH_PROFILE_PERF=0 forces it). Uses the same PostgreSQL, ports and
 # settings as run.sh (BENCH_PG_DIR, BENCH_PG_PORT, BENCH_PORT,
 # BENCH_KEEP_PG=1); needs wrk, jq, strace and perf (linux-perf). A program
 # that prints figures, never a test. Stops everything it started on exit.
@@ -281,7 +281,7 @@ callgrind_case() {
         $BENCH_POOLD_WRAP "${BENCH_POOLD:-$BUILD/poold}" >"$POOLD_LOG" 2>&1 &
     POOLD_PID=$!
     wait_ready "poold under callgrind" "$POOLD_PID" "$POOLD_LOG" \
-        "http://127.0.0.1:$PORT/readyz"
+        "http://127.0.0.1:$PORT/readyz" 120
     load "pc$conns" 3 "$conns" "$orgs"
     poold_stop
     callgrind_annotate "$PROF/c$conns/callgrind.out" 2>/dev/null | head -40 \
@@ -304,9 +304,9 @@ summary_md() {
         ["· by name (strace)", (.[] | .strace_per_req | to_entries | sort_by(-.value) | .[:6]
             | map("\(.key) \(.value * 100 | round / 100)") | join(", "))],
         ["heap allocations (malloc_count)", (.[] | "\(.malloc.allocs_per_req) (\(.malloc.bytes_per_req) B)")],
-        ["libjansson share (JSON)", (.[] | .shares.by_dso["libjansson.so.4.14.0"] // (.shares.by_dso | to_entries | map(select(.key | test("jansson"))) | .[0].value) | f | . + " %")],
-        ["libc share (malloc, string, poll entry)", (.[] | (.shares.by_dso | to_entries | map(select(.key | test("^libc"))) | .[0].value) | f | . + " %")],
-        ["libmicrohttpd / libpq / poold shares", (.[] | (.shares.by_dso | to_entries) as $d
+        ["libjansson share (JSON)", (.[] | (.shares.by_dso // {})["libjansson.so.4.14.0"] // ((.shares.by_dso // {}) | to_entries | map(select(.key | test("jansson"))) | .[0].value) | f | . + " %")],
+        ["libc share (malloc, string, poll entry)", (.[] | ((.shares.by_dso // {}) | to_entries | map(select(.key | test("^libc"))) | .[0].value) | f | . + " %")],
+        ["libmicrohttpd / libpq / poold shares", (.[] | ((.shares.by_dso // {}) | to_entries) as $d
             | [("microhttpd", "libpq", "^poold$") as $k | ($d | map(select(.key | test($k))) | .[0].value) | f] | join(" / ") | . + " %")]
         | "| " + join(" | ") + " |")' "$@"
 }
@@ -315,7 +315,8 @@ main() {
     local c
     mkdir -p "$PROF" "$OUT/logs"
     [ -n "${BENCH_POOLD:-}" ] || bench_build
-    if perf stat -e task-clock -o /dev/null -- true 2>/dev/null &&
+    if [ "${BENCH_PROFILE_PERF:-1}" = 1 ] &&
+        perf stat -e task-clock -o /dev/null -- true 2>/dev/null &&
         perf stat -e raw_syscalls:sys_enter -o /dev/null -- true 2>/dev/null; then
         HAVE_PERF=1
     fi
