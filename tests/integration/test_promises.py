@@ -1,0 +1,231 @@
+"""test_promises.py — promises that hold where two paths meet (issue 18):
+background work never waits behind a request, a replica keeps to its grant,
+a keep-alive connection keeps to the read deadline, a joining replica waits
+for a grant, per-org series exist from the start (DESIGN.md "Background
+work never waits behind a request", "Replicas").
+
+Two poold on one database, as test_replicas.py does; the harness is
+test_http.py's.
+"""
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import unittest
+import uuid
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import test_http as th  # noqa: E402  (Poold, psql, wait_for)
+import test_replicas as tr  # noqa: E402  (Sampler, cluster, stop_if_running)
+
+P = "tp" + uuid.uuid4().hex[:8] + "_"
+ORG = P + "a"
+ORG_LOCK = P + "locked"  # its orgs row is held locked by another session
+RULES = json.dumps({"rules": [{"type": "max_payload_bytes", "value": 1024}]})
+
+
+def setUpModule():
+    for name in ("POOLD_BIN", "DATABASE_URL", "POOLD_TEST_ADMIN_URL"):
+        if not os.environ.get(name):
+            raise unittest.SkipTest(name + " is not set")
+    th.psql("INSERT INTO orgs (org_id, config) VALUES " + ",".join(
+        "('%s', '%s')" % (o, RULES) for o in (ORG, ORG_LOCK)))
+
+
+def tearDownModule():
+    th.psql(f"DELETE FROM processed_messages WHERE org_id LIKE '{P}%';"
+            f"DELETE FROM org_keys WHERE org_id LIKE '{P}%';"
+            f"DELETE FROM orgs WHERE org_id LIKE '{P}%'")
+
+
+def msg(org=ORG):
+    return {"id": P + uuid.uuid4().hex[:12], "org_id": org, "payload": "x"}
+
+
+def start(testcase, **env):
+    p = th.Poold(env={k: str(v) for k, v in env.items()}, wait_ready=False)
+    testcase.addCleanup(tr.stop_if_running, p)
+    return p
+
+
+class RowLock:
+    """A psql session that holds a row of orgs locked (FOR UPDATE) until
+    release(): admin writes to that org wait on it."""
+
+    def __init__(self, org):
+        self.psql = subprocess.Popen(
+            ["psql", "-X", "-q", "-At", "-d", th.ADMIN_URL],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+            bufsize=1)
+        self.psql.stdin.write(
+            "BEGIN; SELECT org_id FROM orgs WHERE org_id = '%s' FOR UPDATE;\n"
+            % org)
+        self.psql.stdin.flush()
+        assert self.psql.stdout.readline().strip() == org
+
+    def release(self):
+        if self.psql.poll() is None:
+            self.psql.stdin.write("ROLLBACK;\n")
+            self.psql.stdin.close()
+            self.psql.wait(10)
+
+
+class KeepAliveReadDeadline(unittest.TestCase):
+    """Item 4: POOLD_REQUEST_READ_TIMEOUT_S holds on a keep-alive
+    connection whose next request's first lines come at once."""
+
+    def test_a_partial_next_request_is_cut_within_the_read_timeout(self):
+        p = start(self, POOLD_REQUEST_READ_TIMEOUT_S=2,
+                  POOLD_CLIENT_TIMEOUT_S=60)
+        s = socket.create_connection(("127.0.0.1", p.port), timeout=10)
+        self.addCleanup(s.close)
+        s.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        got = b""
+        while b'"ok"}' not in got:
+            chunk = s.recv(4096)
+            self.assertTrue(chunk, "closed before the first answer")
+            got += chunk
+        # The next request's first lines at once, then silence.
+        s.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+        t0 = time.monotonic()
+        try:
+            while s.recv(4096):
+                pass
+        except (ConnectionResetError, socket.timeout):
+            pass
+        took = time.monotonic() - t0
+        self.assertLess(took, 2 + 1.5,
+                        "kept %.1f s past a 2 s read timeout" % took)
+
+
+class PerOrgSeries(unittest.TestCase):
+    """Item 6: an org's series exist at 0 once it has a pool."""
+
+    def test_series_exist_at_zero_from_the_first_request(self):
+        p = start(self)
+        th.wait_for(lambda: p.get("/readyz").status == 200, 20, "ready")
+        self.assertEqual(p.process(msg()).status, 200)
+        text = p.get("/metrics", token=th.TOKEN).body.decode()
+        for series in ("poold_pool_held_too_long_total",
+                       "poold_rate_limited_total"):
+            line = '%s{org="%s"} 0' % (series, ORG)
+            self.assertTrue(line in text.splitlines(), line + " missing")
+
+
+class JoiningReplica(unittest.TestCase):
+    """Item 5: a replica with no grant yet is "starting" and lets requests
+    wait for one (pool_exhausted after the acquire timeout), never
+    database_unavailable while the database answers."""
+
+    def test_no_grant_yet_waits_and_is_starting(self):
+        env = dict(POOLD_CLUSTER_MAX_CONNS=1, POOLD_DB_MAX_CONNS=1,
+                   POOLD_DB_MIN_IDLE=1, POOLD_ACQUIRE_TIMEOUT_MS=1000)
+        a = start(self, **env)
+        th.wait_for(lambda: a.get("/readyz").status == 200, 20, "A ready")
+        # The budget of 1 is A's: B's fair share is 0 while A lives.
+        b = start(self, **env)
+        th.wait_for(lambda: len(tr.cluster(b)) == 2, 20, "B to join")
+        r = b.get("/readyz", route="/readyz")
+        self.assertEqual(r.status, 503)
+        self.assertEqual(r.json()["status"], "starting")
+        t0 = time.monotonic()
+        r = b.process(msg())
+        took = time.monotonic() - t0
+        self.assertEqual((r.status, r.code), (503, "pool_exhausted"))
+        self.assertGreater(took, 0.8, "answered without waiting")
+        self.assertLess(took, 1000 / 1000 + 2)
+        # A request waiting on B is served once A leaves (a grant comes).
+        out = {}
+        slow = dict(env, POOLD_ACQUIRE_TIMEOUT_MS=8000)
+        c = start(self, **slow)
+        th.wait_for(lambda: len(tr.cluster(c)) == 3, 20, "C to join")
+        t = threading.Thread(target=lambda: out.update(r=c.process(msg())))
+        t.start()
+        self.assertEqual(a.stop(), 0)
+        b.stop()
+        t.join(30)
+        self.assertEqual(out["r"].status, 200, out["r"].body)
+        th.wait_for(lambda: c.get("/readyz").status == 200, 10, "C ready")
+
+
+class ReplicaBudget(unittest.TestCase):
+    """Item 2: a replica whose lease lapsed holds nothing until renewed,
+    and renews with what is free, not with its old grant."""
+
+    def test_lapsed_replica_fences_and_rejoins_within_the_budget(self):
+        budget = 4
+        env = dict(POOLD_CLUSTER_MAX_CONNS=budget, POOLD_DB_MAX_CONNS=4,
+                   POOLD_DB_MIN_IDLE=4, POOLD_ACQUIRE_TIMEOUT_MS=1000)
+        a = start(self, **env)
+        th.wait_for(lambda: a.get("/readyz").status == 200, 20, "A ready")
+        b = start(self, **env)
+
+        def halves():
+            view = tr.cluster(b)
+            return (len(view) == 2 and
+                    sorted(r["granted"] for r in view) == [2, 2])
+        th.wait_for(halves, 20, "two grants of 2")
+        sampler = tr.Sampler()
+        sampler.start()
+        self.addCleanup(sampler.stop)
+        # A stops answering past its lease: B takes the whole budget.
+        a.proc.send_signal(signal.SIGSTOP)
+        try:
+            th.wait_for(lambda: [r["granted"] for r in tr.cluster(b)]
+                        == [budget], 20, "B to hold the whole budget",
+                        interval=0.2)
+            th.wait_for(lambda: b.get("/cluster", token=th.TOKEN).json()
+                        ["replicas"][0]["open_connections"] == budget, 10,
+                        "B to open the whole budget", interval=0.1)
+        finally:
+            a.proc.send_signal(signal.SIGCONT)
+        th.wait_for(halves, 20, "two grants of 2 again")
+        time.sleep(0.5)  # samples after the settle, for the record
+        sampler.stop()
+        self.assertGreater(len(sampler.samples), 20)
+        over = [s for s in sampler.samples if s[1] - s[2] > budget]
+        self.assertEqual(over, [], "pooled connections over the budget")
+
+    def test_fence_does_not_wait_for_a_blocked_heartbeat(self):
+        """The heartbeat waits on a lock held elsewhere (longer than half
+        the lease: the statement bound is larger): the replica fences itself
+        on time all the same, then renews once the lock goes."""
+        env = dict(POOLD_CLUSTER_MAX_CONNS=2, POOLD_DB_MAX_CONNS=2,
+                   POOLD_DB_MIN_IDLE=2, POOLD_STATEMENT_TIMEOUT_MS=30000)
+        a = start(self, **env)
+        th.wait_for(lambda: a.get("/readyz").status == 200, 20, "A ready")
+        th.wait_for(lambda: tr.me(a)[0]["open_connections"] == 2, 10,
+                    "A's connections")
+        lock = subprocess.Popen(
+            ["psql", "-X", "-q", "-At", "-d", th.ADMIN_URL],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+            bufsize=1)
+        self.addCleanup(lambda: lock.poll() is not None or lock.kill())
+        lock.stdin.write("BEGIN; LOCK TABLE cluster_replicas IN ACCESS "
+                         "EXCLUSIVE MODE; SELECT 'locked';\n")
+        lock.stdin.flush()
+        self.assertEqual(lock.stdout.readline().strip(), "locked")
+        t0 = time.monotonic()
+        try:
+            sql = ("SELECT count(*) FROM pg_stat_activity WHERE"
+                   " application_name LIKE 'poold%' AND application_name"
+                   " <> 'poold-housekeeping' AND pid <> pg_backend_pid()")
+            th.wait_for(lambda: th.psql(sql) == "0", 10,
+                        "A to close its pooled connections", interval=0.1)
+            took = time.monotonic() - t0
+            # Fenced at half the 7 s lease after the last renewal.
+            self.assertLess(took, 7 / 2 + 1.5)
+        finally:
+            lock.stdin.write("ROLLBACK;\n")
+            lock.stdin.close()
+            lock.wait(10)
+        th.wait_for(lambda: a.get("/readyz").status == 200, 15,
+                    "A ready again")
+
+
+if __name__ == "__main__":
+    unittest.main()
