@@ -729,15 +729,24 @@ static void limit_line(void *arg, const char *org_id, uint64_t refused)
                (unsigned long long)refused);
 }
 
-/* Append the per-org rate-limit refusals to the rendered metrics. */
-static bool metrics_append_limits(struct handlers *h, char **text, size_t *len)
+/* Append the per-org rate-limit refusals to the rendered metrics: every
+ * org with a limit, and at 0 every org with a pool (snap), so an alert on
+ * rate() sees an org before its first refusal. */
+static bool metrics_append_limits(struct handlers *h,
+                                  const struct pool_snapshot *snap, char **text,
+                                  size_t *len)
 {
     struct text_buf b = {*text, *len, *len, false};
+    struct ratelimit_table *t = tenants_limits(h->cfg.tenants);
 
     buf_printf(&b, "# HELP poold_rate_limited_total Requests refused by "
                    "the org's rate limit (429).\n"
                    "# TYPE poold_rate_limited_total counter\n");
-    ratelimit_table_foreach(tenants_limits(h->cfg.tenants), limit_line, &b);
+    ratelimit_table_foreach(t, limit_line, &b);
+    for (size_t i = 0; i < snap->n; i++)
+        if (strcmp(snap->v[i].org_id, METRICS_OTHER_ORG) != 0 &&
+            !ratelimit_table_has(t, snap->v[i].org_id))
+            limit_line(&b, snap->v[i].org_id, 0);
     *text = b.p;
     *len = b.len;
     return !b.oom;
@@ -757,12 +766,11 @@ static void handle_metrics(struct handlers *h, const struct http_request *req,
     view.ready = registry_is_ready(h->cfg.reg);
     if (rc == POOLD_OK)
         rc = metrics_render(h->cfg.metrics, &view, &text, &len);
+    if (rc == POOLD_OK && h->cfg.tenants != NULL &&
+        !metrics_append_limits(h, &snap, &text, &len))
+        rc = POOLD_ERR_NOMEM;
     metrics_snapshot_free(&snap);
     if (rc != POOLD_OK) {
-        error_for_status(h, resp, POOLD_ERR_NOMEM);
-        return;
-    }
-    if (h->cfg.tenants != NULL && !metrics_append_limits(h, &text, &len)) {
         free(text);
         error_for_status(h, resp, POOLD_ERR_NOMEM);
         return;
@@ -782,12 +790,29 @@ static void handle_healthz(struct handlers *h, const struct http_request *req,
     render_json(resp, 200, json_pack("{s:s}", "status", "ok"));
 }
 
+/* A replica without its grant of the cluster budget yet: out of rotation,
+ * though the database answers; its requests wait for a grant (up to the
+ * acquire timeout, then pool_exhausted, as this says). */
+static void readyz_starting(struct http_response *resp)
+{
+    resp->error_code = "pool_exhausted";
+    resp->retry_after_s = 1;
+    render_json(resp, 503,
+                json_pack("{s:s,s:{s:s,s:s}}", "status", "starting", "error",
+                          "code", "pool_exhausted", "message",
+                          "this replica holds no share of the cluster's "
+                          "connection budget yet; requests wait for one up "
+                          "to POOLD_ACQUIRE_TIMEOUT_MS"));
+}
+
 static void handle_readyz(struct handlers *h, const struct http_request *req,
                           struct http_response *resp)
 {
     (void)req;
     if (handlers_is_draining(h))
         error_for_status(h, resp, POOLD_ERR_SHUTDOWN);
+    else if (registry_awaits_grant(h->cfg.reg))
+        readyz_starting(resp);
     else if (!registry_is_ready(h->cfg.reg))
         handlers_error(resp, 503, "database_unavailable",
                        "the database does not answer or the org directory "
