@@ -82,6 +82,10 @@ void registry_abort(struct registry *reg);
  * succeeded. Thread-safe, lock-free. */
 bool registry_is_ready(struct registry *reg);
 
+/* Ready but for a grant: the database answers and the directory is loaded,
+ * but this replica holds no share of the cluster budget yet (cap 0). */
+bool registry_awaits_grant(struct registry *reg);
+
 /*
  * Process one message for org_id: find or create the org's pool (once, even
  * under concurrent first requests), borrow a service, hydrate, process,
