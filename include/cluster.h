@@ -95,6 +95,13 @@ bool cluster_fenced(uint64_t renewed_ns, uint64_t now_ns, unsigned lease_s);
 POOLD_MUSTCHECK int cluster_create(const struct cluster_config *cfg,
                                    struct cluster **out);
 
+/* The fence's timer: a thread that sets the cap to 0 once half the lease
+ * passed since the last renewal, whatever the heartbeat is waiting on;
+ * the next renewal lifts it. Start after the local pool exists; stop
+ * before it goes (cluster_destroy() stops it too). Standalone: nothing. */
+POOLD_MUSTCHECK int cluster_fence_start(struct cluster *c);
+void cluster_fence_stop(struct cluster *c);
+
 /* Free. Accepts NULL. Does not touch the database (a stopped replica's
  * lease simply expires; cluster_leave() gives it up sooner). */
 void cluster_destroy(struct cluster *c);
