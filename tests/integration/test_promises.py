@@ -151,6 +151,54 @@ class JoiningReplica(unittest.TestCase):
         th.wait_for(lambda: c.get("/readyz").status == 200, 10, "C ready")
 
 
+class BackgroundWork(unittest.TestCase):
+    """Items 1 and 3: admin writes waiting on a locked row neither delay
+    the watch (a pause made on another poold reaches this one within
+    2 s) nor go unanswered past acquire + statement + 1 s."""
+
+    def test_admin_calls_behind_a_lock_neither_stop_the_watch_nor_hang(self):
+        env = dict(POOLD_ACQUIRE_TIMEOUT_MS=1000,
+                   POOLD_STATEMENT_TIMEOUT_MS=2000)
+        a = start(self, **env)
+        b = start(self, **env)
+        for p in (a, b):
+            th.wait_for(lambda: p.get("/readyz").status == 200, 20, "ready")
+        self.assertEqual(a.process(msg()).status, 200)
+        lock = RowLock(ORG_LOCK)
+        self.addCleanup(lock.release)
+        answers = []
+
+        def resize():
+            t0 = time.monotonic()
+            r = a.request("PUT", "/pools/%s/size" % ORG_LOCK,
+                          body={"max_size": 3}, token=th.TOKEN,
+                          route="/pools/{org_id}/size")
+            answers.append((time.monotonic() - t0, r.status, r.body))
+        threads = [threading.Thread(target=resize) for _ in range(3)]
+        for t in threads:
+            t.start()
+        time.sleep(0.2)  # let them queue behind the lock (not a sync)
+        t0 = time.monotonic()
+        r = b.request("POST", "/pools/%s/pause" % ORG, token=th.TOKEN)
+        self.assertEqual(r.status, 200, r.body)
+        self.addCleanup(lambda: b.request("POST", "/pools/%s/resume" % ORG,
+                                          token=th.TOKEN))
+        th.wait_for(lambda: a.process(msg()).status == 503, 10,
+                    "A to refuse the paused org", interval=0.05)
+        paused_after = time.monotonic() - t0
+        for t in threads:
+            t.join(30)
+        self.assertEqual(len(answers), 3)
+        for took, status, body in answers:
+            self.assertLessEqual(took, 1 + 2 + 1, (took, status, body))
+            self.assertEqual(status, 503, body)
+            self.assertEqual(json.loads(body)["error"]["code"],
+                             "database_unavailable")
+            self.assertIn("stored", json.loads(body)["error"]["message"])
+        self.assertLess(paused_after, 2.0,
+                        "the pause reached A after %.1f s" % paused_after)
+
+
 class ReplicaBudget(unittest.TestCase):
     """Item 2: a replica whose lease lapsed holds nothing until renewed,
     whatever its heartbeat waits on, and renews with what is free, not
