@@ -170,10 +170,11 @@ POOLD_MUSTCHECK int registry_resize_by(struct registry *reg, const char *org_id,
  * within POOLD_ACQUIRE_TIMEOUT_MS; the calling thread's database deadline
  * is then set to that + POOLD_STATEMENT_TIMEOUT_MS, so the whole call is
  * bounded (DESIGN.md). POOLD_OK with *conn (the caller's alone until
- * registry_admin_end(), on the same thread), or POOLD_ERR_DB with err set
- * (saying nothing was stored) and nothing held. Housekeeping never waits
- * for it. Thread-safe; calling it twice without registry_admin_end()
- * between fails after the acquire timeout.
+ * registry_admin_end(), on the same thread), or POOLD_ERR_DB_BUSY (no turn
+ * or no connection in time: nothing was sent) or POOLD_ERR_DB (a connection
+ * of its own could not be opened) with err set and nothing held. Housekeeping
+ * never waits for it. Thread-safe; calling it twice without
+ * registry_admin_end() between fails after the acquire timeout.
  */
 POOLD_MUSTCHECK int registry_admin_begin(struct registry *reg,
                                          struct db_conn **conn, char *err,

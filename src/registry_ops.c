@@ -148,7 +148,7 @@ static int admin_conn_get(struct registry *reg, uint64_t acquire_ns,
                  "no database connection became free in time (%s); nothing "
                  "was stored",
                  poold_status_str(rc));
-        return POOLD_ERR_DB;
+        return POOLD_ERR_DB_BUSY;
     }
     if (reg->cfg.pooled) {
         *conn = pool_item_object(reg->admin_item);
@@ -183,7 +183,7 @@ int registry_admin_begin(struct registry *reg, struct db_conn **conn, char *err,
         snprintf(err, errlen,
                  "the database did not answer in time: an earlier admin "
                  "call still waits for it; nothing was stored");
-        return POOLD_ERR_DB;
+        return POOLD_ERR_DB_BUSY;
     }
     db_thread_deadline(acquire_ns + stmt_ns);
     rc = admin_conn_get(reg, acquire_ns, conn, err, errlen);
