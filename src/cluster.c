@@ -311,22 +311,33 @@ static int cluster_assign(struct cluster *c, struct cluster_replica *view,
  * *want gets our share capped at local_max. */
 static bool cluster_txn(struct cluster *c, struct db_conn *conn,
                         struct cluster_replica *view, size_t *n, unsigned *want,
-                        char *err, size_t errlen)
+                        uint64_t *sent, char *err, size_t errlen)
 {
     char g[16], o[16], w[16], b[16], s[16], forget[16];
     const char *renew[5] = {c->id, g, o, w, b};
     const char *fp[1] = {forget};
     unsigned others;
 
-    fmt_uint(g, sizeof g, c->granted);
     fmt_uint(o, sizeof o, c->cfg.local.open_conns(c->cfg.local.arg));
     fmt_uint(w, sizeof w, c->cfg.local.waiting(c->cfg.local.arg));
     fmt_uint(b, sizeof b, c->cfg.budget);
     fmt_uint(forget, sizeof forget, CLUSTER_FORGET_S);
     if (!cluster_run(conn, "BEGIN", 0, NULL, err, errlen))
         return false;
-    if (!cluster_run(conn, sql_lock, 0, NULL, err, errlen) ||
-        !cluster_run(conn, sql_renew, 5, renew, err, errlen) ||
+    if (!cluster_run(conn, sql_lock, 0, NULL, err, errlen))
+        return false;
+    /* The renewal's time is now, with the table lock had (waiting for it
+     * may have taken long). A lease that lapsed meanwhile renews from a
+     * grant of 0: the others may have taken its share, so it asks for what
+     * is free, not for max(free, the old grant). */
+    *sent = clock_now_ns();
+    cluster_fence_check(c, *sent);
+    pthread_mutex_lock(&c->cap_lock);
+    if (c->fenced)
+        c->granted = 0;
+    pthread_mutex_unlock(&c->cap_lock);
+    fmt_uint(g, sizeof g, c->granted);
+    if (!cluster_run(conn, sql_renew, 5, renew, err, errlen) ||
         !cluster_run(conn, sql_forget, 1, fp, err, errlen))
         return false;
     int got = cluster_read_live(c, conn, view, err, errlen);
@@ -398,17 +409,11 @@ int cluster_tick(struct cluster *c, struct db_conn *conn, char *err,
         return POOLD_OK;
     uint64_t sent = clock_now_ns();
     cluster_fence_check(c, sent);
-    /* A lapsed lease's grant is gone: the others may have taken it, so the
-     * renewal asks for what is free, not for max(free, the old grant). */
-    pthread_mutex_lock(&c->cap_lock);
-    if (c->fenced)
-        c->granted = 0;
-    pthread_mutex_unlock(&c->cap_lock);
     if (conn == NULL) {
         snprintf(err, errlen, "cluster heartbeat: database unreachable");
         return POOLD_ERR_DB;
     }
-    if (!cluster_txn(c, conn, view, &n, &want, err, errlen)) {
+    if (!cluster_txn(c, conn, view, &n, &want, &sent, err, errlen)) {
         if (PQtransactionStatus(db_conn_pg(conn)) != PQTRANS_IDLE)
             db_rollback(conn); /* bounded; an unknown outcome dooms conn */
         return POOLD_ERR_DB;
