@@ -25,7 +25,7 @@ bench_build() {
     mkdir -p "$OUT/bin" "$OUT/logs"
     log "building poold and pool_bench in $BUILD"
     cmake -S "$ROOT" -B "$BUILD" -DCMAKE_BUILD_TYPE=RelWithDebInfo \
-        -DPOOLD_TESTS=OFF >"$OUT/logs/cmake.log" 2>&1 ||
+        -DPOOLD_TESTS=OFF -DPOOLD_BENCH=ON >"$OUT/logs/cmake.log" 2>&1 ||
         { cat "$OUT/logs/cmake.log" >&2; die "cmake configure failed"; }
     cmake --build "$BUILD" --target poold pool_bench -j "$(nproc)" \
         >>"$OUT/logs/cmake.log" 2>&1 ||

@@ -8,6 +8,7 @@
 #include "breaker.h"
 #include "db.h"
 #include "pool.h"
+#include "service.h" /* struct service_env, the ops' ctx */
 #include "status.h"
 
 /*

@@ -9,7 +9,8 @@
 #include "holders.h"
 #include "pool.h"
 #include "audit.h"
-#include "service.h"
+#include "db_settings.h"
+#include "message.h"
 #include "status.h"
 
 /*
@@ -26,6 +27,7 @@
  * too, and are bounded. Housekeeping (the watch, the replica heartbeat)
  * never waits for an admin call.
  */
+struct db_conn;   /* db.h */
 struct registry;  /* opaque */
 struct org_entry; /* an org admitted by registry_admit(): opaque, valid for
                      the registry's life */

@@ -7,6 +7,10 @@
 #include <string.h>
 
 #include "clock.h"
+#include "audit.h"
+#include "db.h"
+#include "keys.h"
+#include "ratelimit.h"
 #include "log.h"
 
 struct tenants {

@@ -5,21 +5,18 @@ for a grant, per-org series exist from the start (DESIGN.md "Background
 work never waits behind a request", "Replicas").
 
 Two poold on one database, as test_replicas.py does; the harness is
-test_http.py's.
+harness.py's.
 """
 import json
-import os
 import socket
 import subprocess
-import sys
 import threading
 import time
 import unittest
 import uuid
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import test_http as th  # noqa: E402  (Poold, psql, wait_for)
-import test_replicas as tr  # noqa: E402  (Sampler, cluster, stop_if_running)
+from harness import (ADMIN_URL, TOKEN, Poold, Sampler, cluster, psql,
+                     require_env, stop_if_running, wait_for)
 
 P = "tp" + uuid.uuid4().hex[:8] + "_"
 ORG = P + "a"
@@ -28,15 +25,13 @@ RULES = json.dumps({"rules": [{"type": "max_payload_bytes", "value": 1024}]})
 
 
 def setUpModule():
-    for name in ("POOLD_BIN", "DATABASE_URL", "POOLD_TEST_ADMIN_URL"):
-        if not os.environ.get(name):
-            raise unittest.SkipTest(name + " is not set")
-    th.psql("INSERT INTO orgs (org_id, config) VALUES " + ",".join(
+    require_env()
+    psql("INSERT INTO orgs (org_id, config) VALUES " + ",".join(
         "('%s', '%s')" % (o, RULES) for o in (ORG, ORG_LOCK)))
 
 
 def tearDownModule():
-    th.psql(f"DELETE FROM processed_messages WHERE org_id LIKE '{P}%';"
+    psql(f"DELETE FROM processed_messages WHERE org_id LIKE '{P}%';"
             f"DELETE FROM org_keys WHERE org_id LIKE '{P}%';"
             f"DELETE FROM orgs WHERE org_id LIKE '{P}%'")
 
@@ -46,8 +41,8 @@ def msg(org=ORG):
 
 
 def start(testcase, **env):
-    p = th.Poold(env={k: str(v) for k, v in env.items()}, wait_ready=False)
-    testcase.addCleanup(tr.stop_if_running, p)
+    p = Poold(env={k: str(v) for k, v in env.items()}, wait_ready=False)
+    testcase.addCleanup(stop_if_running, p)
     return p
 
 
@@ -57,7 +52,7 @@ class RowLock:
 
     def __init__(self, org):
         self.psql = subprocess.Popen(
-            ["psql", "-X", "-q", "-At", "-d", th.ADMIN_URL],
+            ["psql", "-X", "-q", "-At", "-d", ADMIN_URL],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
             bufsize=1)
         self.psql.stdin.write(
@@ -106,9 +101,9 @@ class PerOrgSeries(unittest.TestCase):
 
     def test_series_exist_at_zero_from_the_first_request(self):
         p = start(self)
-        th.wait_for(lambda: p.get("/readyz").status == 200, 20, "ready")
+        wait_for(lambda: p.get("/readyz").status == 200, 20, "ready")
         self.assertEqual(p.process(msg()).status, 200)
-        text = p.get("/metrics", token=th.TOKEN).body.decode()
+        text = p.get("/metrics", token=TOKEN).body.decode()
         for series in ("poold_pool_held_too_long_total",
                        "poold_rate_limited_total"):
             line = '%s{org="%s"} 0' % (series, ORG)
@@ -124,10 +119,10 @@ class JoiningReplica(unittest.TestCase):
         env = dict(POOLD_CLUSTER_MAX_CONNS=1, POOLD_DB_MAX_CONNS=1,
                    POOLD_DB_MIN_IDLE=1, POOLD_ACQUIRE_TIMEOUT_MS=1000)
         a = start(self, **env)
-        th.wait_for(lambda: a.get("/readyz").status == 200, 20, "A ready")
+        wait_for(lambda: a.get("/readyz").status == 200, 20, "A ready")
         # The budget of 1 is A's: B's fair share is 0 while A lives.
         b = start(self, **env)
-        th.wait_for(lambda: len(tr.cluster(b)) == 2, 20, "B to join")
+        wait_for(lambda: len(cluster(b)) == 2, 20, "B to join")
         r = b.get("/readyz", route="/readyz")
         self.assertEqual(r.status, 503)
         self.assertEqual(r.json()["status"], "starting")
@@ -141,14 +136,14 @@ class JoiningReplica(unittest.TestCase):
         out = {}
         slow = dict(env, POOLD_ACQUIRE_TIMEOUT_MS=8000)
         c = start(self, **slow)
-        th.wait_for(lambda: len(tr.cluster(c)) == 3, 20, "C to join")
+        wait_for(lambda: len(cluster(c)) == 3, 20, "C to join")
         t = threading.Thread(target=lambda: out.update(r=c.process(msg())))
         t.start()
         self.assertEqual(a.stop(), 0)
         b.stop()
         t.join(30)
         self.assertEqual(out["r"].status, 200, out["r"].body)
-        th.wait_for(lambda: c.get("/readyz").status == 200, 10, "C ready")
+        wait_for(lambda: c.get("/readyz").status == 200, 10, "C ready")
 
 
 class BackgroundWork(unittest.TestCase):
@@ -162,7 +157,7 @@ class BackgroundWork(unittest.TestCase):
         a = start(self, **env)
         b = start(self, **env)
         for p in (a, b):
-            th.wait_for(lambda: p.get("/readyz").status == 200, 20, "ready")
+            wait_for(lambda: p.get("/readyz").status == 200, 20, "ready")
         self.assertEqual(a.process(msg()).status, 200)
         lock = RowLock(ORG_LOCK)
         self.addCleanup(lock.release)
@@ -171,7 +166,7 @@ class BackgroundWork(unittest.TestCase):
         def resize():
             t0 = time.monotonic()
             r = a.request("PUT", "/pools/%s/size" % ORG_LOCK,
-                          body={"max_size": 3}, token=th.TOKEN,
+                          body={"max_size": 3}, token=TOKEN,
                           route="/pools/{org_id}/size")
             answers.append((time.monotonic() - t0, r.status, r.body))
         threads = [threading.Thread(target=resize) for _ in range(3)]
@@ -179,11 +174,11 @@ class BackgroundWork(unittest.TestCase):
             t.start()
         time.sleep(0.2)  # let them queue behind the lock (not a sync)
         t0 = time.monotonic()
-        r = b.request("POST", "/pools/%s/pause" % ORG, token=th.TOKEN)
+        r = b.request("POST", "/pools/%s/pause" % ORG, token=TOKEN)
         self.assertEqual(r.status, 200, r.body)
         self.addCleanup(lambda: b.request("POST", "/pools/%s/resume" % ORG,
-                                          token=th.TOKEN))
-        th.wait_for(lambda: a.process(msg()).status == 503, 10,
+                                          token=TOKEN))
+        wait_for(lambda: a.process(msg()).status == 503, 10,
                     "A to refuse the paused org", interval=0.05)
         paused_after = time.monotonic() - t0
         for t in threads:
@@ -217,15 +212,15 @@ class ReplicaBudget(unittest.TestCase):
                    POOLD_DB_MIN_IDLE=4, POOLD_STATEMENT_TIMEOUT_MS=30000,
                    POOLD_PROCESS_COST_MS=1500)
         a = start(self, **env)
-        th.wait_for(lambda: a.get("/readyz").status == 200, 20, "A ready")
+        wait_for(lambda: a.get("/readyz").status == 200, 20, "A ready")
         b = start(self, **env)
 
         def halves():
-            view = tr.cluster(b)
+            view = cluster(b)
             return (len(view) == 2 and
                     sorted(r["granted"] for r in view) == [2, 2] and
-                    th.psql(self.POOLED) == str(budget))
-        th.wait_for(halves, 20, "two grants of 2, all open", interval=0.1)
+                    psql(self.POOLED) == str(budget))
+        wait_for(halves, 20, "two grants of 2, all open", interval=0.1)
         stop = threading.Event()
 
         def load(p):
@@ -246,7 +241,7 @@ class ReplicaBudget(unittest.TestCase):
         self.addCleanup(stop_load)
         # Every heartbeat waits on this lock for longer than the lease.
         lock = subprocess.Popen(
-            ["psql", "-X", "-q", "-At", "-d", th.ADMIN_URL],
+            ["psql", "-X", "-q", "-At", "-d", ADMIN_URL],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
             bufsize=1)
         self.addCleanup(lambda: lock.poll() is not None or lock.kill())
@@ -256,22 +251,22 @@ class ReplicaBudget(unittest.TestCase):
         self.assertEqual(lock.stdout.readline().strip(), "locked")
         t0 = time.monotonic()
         try:
-            th.wait_for(lambda: th.psql(self.POOLED) == "0", 10,
+            wait_for(lambda: psql(self.POOLED) == "0", 10,
                         "the replicas to close their pooled connections",
                         interval=0.1)
             took = time.monotonic() - t0
             # Fenced at half the 7 s lease after the last renewal.
             self.assertLess(took, 7 / 2 + 1.5)
             # Past the lease: each one's row is dead to the other.
-            th.wait_for(lambda: time.monotonic() - t0 > 8.5, 10, "8.5 s")
-            sampler = tr.Sampler()
+            wait_for(lambda: time.monotonic() - t0 > 8.5, 10, "8.5 s")
+            sampler = Sampler()
             sampler.start()
             self.addCleanup(sampler.stop)
         finally:
             lock.stdin.write("ROLLBACK;\n")
             lock.stdin.close()
             lock.wait(10)
-        th.wait_for(lambda: sorted(r["granted"] for r in tr.cluster(b))
+        wait_for(lambda: sorted(r["granted"] for r in cluster(b))
                     == [2, 2], 20, "two grants of 2 again", interval=0.1)
         time.sleep(1)  # a second of samples once settled (not a sync)
         sampler.stop()
