@@ -32,8 +32,10 @@ struct db_conn;
 struct cluster; /* opaque */
 
 /* The replica's own pool, as the cluster sees it (the registry's
- * connection pool). Both are called on the housekeeping thread, with no
- * lock of the cluster held, and must be thread-safe. */
+ * connection pool). Called on the housekeeping thread, and set_cap also on
+ * the fence's timer (never two set_cap at once: the cluster's cap lock is
+ * held across it, no other lock of the cluster); all must be
+ * thread-safe. */
 struct cluster_local {
     /* Connections open now, those being opened or closed included. */
     unsigned (*open_conns)(void *arg);
