@@ -148,6 +148,10 @@ poold_python_test(replicas 300)
 poold_python_test(haproxy 300)
 # Through Debian's PgBouncer 1.18, session and transaction pooling.
 poold_python_test(pgbouncer 300)
+# Promises where two paths meet (issue 18): background work never waits
+# behind a request, the budget across a lapsed lease, keep-alive read
+# deadline, a joining replica, per-org series at 0.
+poold_python_test(promises 300)
 
 # The header check (cmake/header_check.cmake) can fail: db.h, compiled the
 # same way but with libpq's include directory, trips its guard.
