@@ -204,6 +204,11 @@ class Replica:
             "POOLD_CLIENT_TIMEOUT_S": str(CLIENT_TIMEOUT_S),
             "POOLD_PROCESS_COST_MS": "1",
             "POOLD_LOG_FORMAT": "text"})
+        if self.i == 1 and self.args.malloc_count:
+            # heap bytes in use tell a leak from the allocator's arenas
+            # growing, which RSS alone cannot
+            env["LD_PRELOAD"] = self.args.malloc_count
+            env["MALLOC_COUNT_FILE"] = self.mc_file()
         self.proc = subprocess.Popen([self.args.poold], env=env,
                                      stdout=self.logf,
                                      stderr=subprocess.STDOUT,
@@ -213,6 +218,24 @@ class Replica:
     def alive(self):
         return self.proc is not None and self.proc.poll() is None
 
+    def mc_file(self):
+        return os.path.join(self.args.out, "mc-%d.json" % self.i)
+
+    def heap_kb(self):
+        """Heap bytes in use (KiB), from the malloc_count shim, or None."""
+        if self.i != 1 or not self.args.malloc_count or not self.alive():
+            return None
+        trigger = self.mc_file() + ".trigger"
+        open(trigger, "w").close()
+        deadline = time.monotonic() + 1.0
+        while os.path.exists(trigger) and time.monotonic() < deadline:
+            time.sleep(0.005)
+        try:
+            with open(self.mc_file()) as f:
+                return json.load(f)["bytes_in_use"] // 1024
+        except (OSError, ValueError, KeyError):
+            return None
+
     def kill(self):
         self.proc.send_signal(signal.SIGKILL)
         self.proc.wait(10)
@@ -221,12 +244,7 @@ class Replica:
     def stop(self):
         if not self.alive():
             return
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            self.proc.wait(20)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
+        end_process(self.proc, 20)
         self.intervals[-1][1] = now()
 
     def present(self, t0, t1):
@@ -239,15 +257,29 @@ class Replica:
         st = call(self.port, "GET", "/readyz", timeout=2)[0]
         return st == 200
 
-    def rss_kb(self):
+    def rss_kb(self, field="VmRSS:"):
+        """Resident memory (KiB): VmRSS, or RssAnon (no file pages)."""
         try:
             with open("/proc/%d/status" % self.proc.pid) as f:
                 for line in f:
-                    if line.startswith("VmRSS:"):
+                    if line.startswith(field):
                         return int(line.split()[1])
         except (OSError, AttributeError):
             pass
         return None
+
+
+def end_process(proc, timeout, sig=signal.SIGTERM):
+    """Sends sig (None: nothing), waits up to timeout, then SIGKILL."""
+    if proc.poll() is not None:
+        return
+    if sig is not None:
+        proc.send_signal(sig)
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
 
 
 def wait_for(pred, timeout, what):
@@ -276,13 +308,7 @@ class Haproxy:
                                      stdin=subprocess.DEVNULL)
 
     def stop(self):
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        end_process(self.proc, 10)
 
 
 class Psql:
@@ -321,11 +347,7 @@ class Psql:
             self.proc.stdin.close()
         except OSError:
             pass
-        try:
-            self.proc.wait(5)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
+        end_process(self.proc, 5, None)  # psql ends at the end of its input
 
 
 # --- the soak ---------------------------------------------------------------
@@ -348,6 +370,7 @@ class Soak:
         self.children = []    # short-lived psql sessions
         self.rss_base = {}    # replica index -> (pid, rss) at end of warm-up
         self.rss_last = {}
+        self.heap_base = self.heap_last = None  # poold-1, KiB
         self.conn_max = 0
         self.conn_samples = 0
         self.conn_over = 0
@@ -869,6 +892,13 @@ class Soak:
                             and r.restarts == 0:
                         self.rss_base[r.i] = (pid, kb)
                     self.rss_last[r.i] = (pid, kb)
+            heap = self.replicas[0].heap_kb()
+            anon = self.replicas[0].rss_kb("RssAnon:")
+            if heap is not None and anon is not None:
+                if now() >= self.args.warmup and self.heap_base is None:
+                    self.heap_base = (heap, anon)
+                self.heap_last = (heap, anon)
+            row.append("NaN" if heap is None else str(heap))
             out.write("%.1f %s\n" % (now(), " ".join(row)))
             out.flush()
             if self.sleep(self.args.rss_every):
@@ -887,6 +917,8 @@ class Soak:
         T0 = time.monotonic()  # the run's clock starts with the load
         with self.sh.lock:
             self.sh.lat.clear()
+        for r in self.replicas:  # the replicas' lives on the new clock
+            r.intervals = [[0.0, None]]
         log("replicas, HAProxy on :%d and %d orgs with keys are up"
             % (a.port, ORG_COUNT))
         self.spawn(self.conn_sampler, "conns")
@@ -1001,6 +1033,7 @@ class Soak:
         rev = sorted(self.sh.revocations)
         summary = {
             "run": self.run_id, "seconds": self.args.seconds,
+            "warmup_s": self.args.warmup,
             "rate": self.args.rate, "budget": BUDGET,
             "bound_ms": BOUND_S * 1000,
             "requests": dict(sorted(self.sh.statuses.items())),
@@ -1020,7 +1053,13 @@ class Soak:
                 "count": len(rev),
                 "max": round(rev[-1], 2) if rev else None,
                 "p50": round(rev[len(rev) // 2], 2) if rev else None},
-            "rss": rss}
+            "rss": rss,
+            "poold_1_kb": {"warm": self.heap_base and {
+                "heap_in_use": self.heap_base[0],
+                "rss_anon": self.heap_base[1]},
+                "end": self.heap_last and {
+                    "heap_in_use": self.heap_last[0],
+                    "rss_anon": self.heap_last[1]}}}
         with open(os.path.join(self.args.out, "summary.json"), "w") as f:
             json.dump(summary, f, indent=2)
         self.write_plot_data()
@@ -1060,6 +1099,13 @@ def text_summary(s):
         else:
             out.append("RSS %s: %d -> %d KiB (%+.2f %%)"
                        % (k, v["warm_kb"], v["end_kb"], v["growth_pct"]))
+    h = s["poold_1_kb"]
+    if h["warm"] and h["end"]:
+        for k, what in (("heap_in_use", "heap in use (malloc_count)"),
+                        ("rss_anon", "RssAnon (RSS less file pages)")):
+            a, b = h["warm"][k], h["end"][k]
+            out.append("poold-1 %s: %d -> %d KiB (%+.2f %%)"
+                       % (what, a, b, (b - a) * 100.0 / max(1, a)))
     out.append("faults thrown:")
     for k, v in s["faults"].items():
         out.append("  %-40s %8d" % (k, v))
@@ -1089,6 +1135,8 @@ def main():
     p.add_argument("--haproxy-dir", required=True)
     p.add_argument("--out", required=True)
     p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--malloc-count", default="",
+                   help="bench/malloc_count.so, preloaded into poold-1")
     p.add_argument("--sample-ms", type=int, default=100)
     a = p.parse_args()
     a.warmup = min(max(15, a.seconds // 3), 300)

@@ -6,7 +6,7 @@
 #   bench/soak.sh [--seconds S | --minutes M] [--rate R] [--build DIR]
 #                 [--out DIR] [--docs DIR] [--seed N]
 #
-#   --seconds/--minutes  length of the run (default 90 s; at least 45 s)
+#   --seconds/--minutes  length of the run (default 90 s; at least 35 s)
 #   --rate               POST /process per second through HAProxy (200),
 #                        plus a batch of 5-40 messages about every second
 #   --build DIR          a configured CMake build tree: its poold target is
@@ -22,7 +22,7 @@
 # run ends, fails or is interrupted (Ctrl-C).
 #
 # Exit status: 0 when no invariant was violated, 1 when one was, 2 when the
-# soak could not run.
+# soak could not run, 130 when interrupted.
 set -euo pipefail
 
 : "${SOAK_PORT:=18200}" "${SOAK_PG_PORT:=18250}"
@@ -39,7 +39,7 @@ SOAK_OUT=$OUT/soak
 DOCS=$ROOT/docs
 SEED=
 
-usage() { sed -n '2,26p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,25p' "$0" | sed 's/^# \{0,1\}//'; }
 
 while [ $# -gt 0 ]; do
     case "$1" in
@@ -104,13 +104,15 @@ build_poold() {
     cmake --build "$BUILD_DIR" --target poold -j "$(nproc)" \
         >>"$SOAK_OUT/cmake.log" 2>&1 ||
         { tail -30 "$SOAK_OUT/cmake.log" >&2; exit 2; }
+    cc "${CFLAGS_BENCH[@]}" -fPIC -shared -o "$SOAK_OUT/malloc_count.so" \
+        "$BENCH_DIR/malloc_count.c" -ldl -lpthread
 }
 
 main() {
     local status=0 secs
     build_poold
     rm -f "$SOAK_OUT"/*.dat "$SOAK_OUT"/*.log "$SOAK_OUT"/*.tsv \
-        "$SOAK_OUT"/*.jsonl "$SOAK_OUT"/summary.*
+        "$SOAK_OUT"/*.jsonl "$SOAK_OUT"/summary.* "$SOAK_OUT"/mc-*
     log "PostgreSQL made afresh in $SOAK_PG_DIR on port $SOAK_PG_PORT"
     "$ROOT/scripts/pg.sh" destroy "$SOAK_PG_DIR"
     "$ROOT/scripts/pg.sh" start "$SOAK_PG_DIR" "$SOAK_PG_PORT" ||
@@ -124,14 +126,15 @@ main() {
         --super-url "postgresql://postgres@127.0.0.1:$SOAK_PG_PORT/pools" \
         --pg-dir "$SOAK_PG_DIR" --pg-port "$SOAK_PG_PORT" \
         --pg-sh "$ROOT/scripts/pg.sh" --haproxy-dir "$ROOT/docker/haproxy" \
-        --out "$SOAK_OUT" ${SEED:+--seed "$SEED"} &
+        --out "$SOAK_OUT" --malloc-count "$SOAK_OUT/malloc_count.so" \
+        ${SEED:+--seed "$SEED"} &
     DRIVER_PID=$!
     wait "$DRIVER_PID" || status=$?
     DRIVER_PID=
     [ "$status" -le 1 ] || { log "the soak did not run to its end ($status)"; exit 2; }
     mkdir -p "$DOCS"
     secs=$SECONDS_RUN
-    gnuplot -e "dir='$SOAK_OUT'; outfile='$DOCS/soak.png'; secs=$secs; bound=$(jq .bound_ms "$SOAK_OUT/summary.json");
+    gnuplot -e "dir='$SOAK_OUT'; outfile='$DOCS/soak.png'; secs=$secs; bound=$(jq .bound_ms "$SOAK_OUT/summary.json"); warm=$(jq .warmup_s "$SOAK_OUT/summary.json");
                 title='poold fault soak: $secs s, 3 replicas behind HAProxy, $RATE req/s, faults at random'" \
         "$BENCH_DIR/soak.gp" 2>"$SOAK_OUT/gnuplot.log" ||
         { cat "$SOAK_OUT/gnuplot.log" >&2; log "gnuplot failed"; }
