@@ -108,8 +108,7 @@ class Shared:
         with self.lock:
             self.lat.setdefault(int(t_end), array.array("f")).append(ms)
             self.lat_max = max(self.lat_max, ms)
-            killed = via_proxy and any(t_start <= k <= t_end
-                                       for k in self.kills)
+            killed = via_proxy and self.killed_between(t_start, t_end)
         if t_end - t_sent > BOUND_S:
             if killed:
                 # HAProxy retried it on another replica after the first
@@ -120,6 +119,15 @@ class Shared:
                 self.violation("latency_over_bound",
                                "%s answered after %.0f ms (bound %.0f ms)"
                                % (what, ms, BOUND_S * 1000))
+
+    def killed_between(self, t0, t1):
+        """Was a replica SIGKILLed within [t0, t1]? (the lock held)"""
+        for k in reversed(self.kills):  # in time order: newest first
+            if k < t0:
+                return False
+            if k <= t1:
+                return True
+        return False
 
     def db_fault_begin(self):
         with self.lock:
@@ -553,7 +561,7 @@ class Soak:
             self.sh.latency(t0, t1, t2, what, via_proxy)
         elif st == "timeout":
             with self.sh.lock:
-                killed = any(t0 <= k <= t2 for k in self.sh.kills)
+                killed = self.sh.killed_between(t0, t2)
             if not killed:
                 self.sh.violation("latency_over_bound",
                                   "%s: no answer in %.0f s" % (what, t2 - t1))
