@@ -1,147 +1,145 @@
 #!/usr/bin/env bash
-# soak.sh — poold under a fixed request rate for a while: does it leak?
+# soak.sh — the fault soak: three poold replicas behind HAProxy, steady load,
+# faults thrown at random, invariants checked all the while
+# (docs/reliability.md).
 #
-#   bench/soak.sh [--seconds S] [--rate R] [--orgs N] [--connections C]
+#   bench/soak.sh [--seconds S | --minutes M] [--rate R] [--build DIR]
+#                 [--out DIR] [--docs DIR] [--seed N]
 #
-# Builds poold and bench/loadgen (as bench/run.sh does), starts the bench's
-# PostgreSQL (scripts/pg.sh, /tmp/poold-bench-pg, port 26432) and one poold
-# (pooled, default settings, port 28081), warms it up for --warmup seconds,
-# then drives R requests/s (default 500) over C keep-alive connections
-# (default 8) to N orgs (default 10) for S seconds (default 120) with
-# `loadgen rate`. Every 10 s and at both ends it prints poold's resident
-# memory (VmRSS), its heap bytes in use (poold runs under
-# bench/malloc_count.so), open file descriptors and sockets, threads, and the
-# PostgreSQL backends poold holds (pg_stat_activity). Samples go to
-# bench/out/soak.jsonl, the summary to bench/out/soak.json.
+#   --seconds/--minutes  length of the run (default 90 s; at least 35 s)
+#   --rate               POST /process per second through HAProxy (200),
+#                        plus a batch of 5-40 messages about every second
+#   --build DIR          a configured CMake build tree: its poold target is
+#                        built and used (default: build-bench, configured
+#                        here as bench/run.sh does)
+#   --out DIR            raw samples, ledger, logs (bench/out/soak)
+#   --docs DIR           where soak.png and soak-summary.txt go (docs/)
+#   --seed N             the random choices of faults and load
 #
-# Not a CI test. Exit status 1 when a request was not answered 200, or when
-# resident memory grew by more than max(2 MiB, 10 %) from the end of the
-# warm-up to the end; else 0. Do not run it while bench/run.sh runs (both
-# use the same PostgreSQL, and run.sh stops it when done).
+# Ports: HAProxy on SOAK_PORT (18200), the replicas on the next three;
+# PostgreSQL (scripts/pg.sh, made afresh in SOAK_PG_DIR, /tmp/poold-soak-pg)
+# on SOAK_PG_PORT (18250). Everything runs on 127.0.0.1 and stops when the
+# run ends, fails or is interrupted (Ctrl-C).
+#
+# Exit status: 0 when no invariant was violated, 1 when one was, 2 when the
+# soak could not run, 130 when interrupted.
 set -euo pipefail
 
-: "${BENCH_PORT:=28081}"
-# shellcheck source=lib.sh
+: "${SOAK_PORT:=18200}" "${SOAK_PG_PORT:=18250}"
+: "${SOAK_PG_DIR:=/tmp/poold-soak-pg}"
+BENCH_PG_DIR=$SOAK_PG_DIR BENCH_PG_PORT=$SOAK_PG_PORT
+export BENCH_PG_DIR BENCH_PG_PORT
+# shellcheck source=bench/lib.sh
 . "$(dirname "$0")/lib.sh"
 
-SECONDS_RUN=120
-RATE=500
-ORGS=10
-CONNS=8
-WARMUP=15
-SAMPLE_EVERY=10
+SECONDS_RUN=90
+RATE=200
+BUILD_DIR=
+SOAK_OUT=$OUT/soak
+DOCS=$ROOT/docs
+SEED=
 
-usage() { sed -n '2,23p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,25p' "$0" | sed 's/^# \{0,1\}//'; }
 
 while [ $# -gt 0 ]; do
     case "$1" in
     --seconds) SECONDS_RUN=$2; shift 2 ;;
+    --minutes) [[ "$2" =~ ^[0-9]+$ ]] || { usage >&2; exit 2; }
+               SECONDS_RUN=$(($2 * 60)); shift 2 ;;
     --rate) RATE=$2; shift 2 ;;
-    --orgs) ORGS=$2; shift 2 ;;
-    --connections) CONNS=$2; shift 2 ;;
-    --warmup) WARMUP=$2; shift 2 ;;
+    --build) BUILD_DIR=$2; shift 2 ;;
+    --out) SOAK_OUT=$2; shift 2 ;;
+    --docs) DOCS=$2; shift 2 ;;
+    --seed) SEED=$2; shift 2 ;;
     -h | --help) usage; exit 0 ;;
     *) usage >&2; exit 2 ;;
     esac
 done
-for v in "$SECONDS_RUN" "$ORGS" "$CONNS" "$WARMUP"; do
-    [[ "$v" =~ ^[0-9]+$ ]] || die "not a whole number: $v"
+[[ "$SECONDS_RUN" =~ ^[0-9]+$ ]] || { log "not a whole number: $SECONDS_RUN"; exit 2; }
+[[ "$RATE" =~ ^[0-9]+([.][0-9]+)?$ ]] || { log "not a rate: $RATE"; exit 2; }
+[ -z "$SEED" ] || [[ "$SEED" =~ ^[0-9]+$ ]] || { log "not a seed: $SEED"; exit 2; }
+for tool in haproxy gnuplot psql jq; do
+    command -v "$tool" >/dev/null ||
+        { log "$tool is not installed (scripts/install-deps.sh)"; exit 2; }
 done
-[[ "$RATE" =~ ^[0-9]+([.][0-9]+)?$ ]] || die "not a rate: $RATE"
 
-LOADGEN_PID=
+DRIVER_PID=
 cleanup() {
-    if [ -n "$LOADGEN_PID" ]; then kill "$LOADGEN_PID" 2>/dev/null || true; fi
-    poold_stop
-    if [ "${BENCH_KEEP_PG:-0}" != 1 ]; then
-        "$ROOT/scripts/pg.sh" stop "$PG_DIR" || true
+    local pm i
+    trap - EXIT INT TERM
+    if [ -n "$DRIVER_PID" ] && kill -0 "$DRIVER_PID" 2>/dev/null; then
+        # The driver stops what it started; its process group is the net.
+        kill -TERM "$DRIVER_PID" 2>/dev/null || true
+        for i in $(seq 1 600); do
+            kill -0 "$DRIVER_PID" 2>/dev/null || break
+            [ "$i" -lt 600 ] && sleep 0.1
+        done
+        if kill -0 "$DRIVER_PID" 2>/dev/null; then
+            kill -KILL -- "-$DRIVER_PID" 2>/dev/null || true
+        fi
     fi
+    # A SIGSTOPped PostgreSQL must not outlive an interrupted fault.
+    if pm=$(head -1 "$SOAK_PG_DIR/postmaster.pid" 2>/dev/null); then
+        pkill -CONT -P "$pm" 2>/dev/null || true
+        kill -CONT "$pm" 2>/dev/null || true
+    fi
+    "$ROOT/scripts/pg.sh" stop "$SOAK_PG_DIR" || true
 }
 trap cleanup EXIT
+trap 'exit 130' INT TERM
 
-# sample LABEL: one JSON line about poold now.
-sample() {
-    local stats
-    stats=$(admin_get /stats | jq -c '{services: (.totals.idle + .totals.active),
-        built: .totals.created, destroyed: .totals.destroyed,
-        conns_open: (.connections.idle + .connections.active)}')
-    jq -nc --arg at "$1" --argjson t "$SECONDS" \
-        --argjson rss "$(rss_kb "$POOLD_PID")" --argjson hwm "$(hwm_kb "$POOLD_PID")" \
-        --argjson fds "$(open_fds "$POOLD_PID")" \
-        --argjson sockets "$(open_sockets "$POOLD_PID")" \
-        --argjson threads "$(awk '/^Threads:/ { print $2 }' "/proc/$POOLD_PID/status")" \
-        --argjson backends "$(pg_backends)" --argjson stats "$stats" \
-        --argjson heap "$(mc_snapshot "$OUT/mc-soak.json" | jq .bytes_in_use)" \
-        '{at: $at, t_s: $t, rss_kb: $rss, hwm_kb: $hwm, heap_bytes: $heap,
-          fds: $fds, sockets: $sockets, threads: $threads,
-          pg_backends: $backends} + $stats'
-}
-
-show() {
-    jq -r '"\(.at | .[0:12] | . + " " * (12 - length)) t=\(.t_s)s rss=\(.rss_kb) KiB hwm=\(.hwm_kb) KiB heap=\(.heap_bytes) B fds=\(.fds) sockets=\(.sockets) threads=\(.threads) pg_backends=\(.pg_backends) services=\(.services) conns=\(.conns_open) built=\(.built)"' <<<"$1" >&2
+build_poold() {
+    mkdir -p "$SOAK_OUT"
+    if [ -n "$BUILD_DIR" ]; then
+        [ -f "$BUILD_DIR/CMakeCache.txt" ] ||
+            { log "--build $BUILD_DIR: not a configured build tree"; exit 2; }
+    else
+        BUILD_DIR=$BUILD
+        [ -f "$BUILD_DIR/CMakeCache.txt" ] ||
+            cmake -S "$ROOT" -B "$BUILD_DIR" -DCMAKE_BUILD_TYPE=RelWithDebInfo \
+                -DPOOLD_TESTS=OFF >"$SOAK_OUT/cmake.log" 2>&1 ||
+            { cat "$SOAK_OUT/cmake.log" >&2; exit 2; }
+    fi
+    log "building poold in $BUILD_DIR"
+    cmake --build "$BUILD_DIR" --target poold -j "$(nproc)" \
+        >>"$SOAK_OUT/cmake.log" 2>&1 ||
+        { tail -30 "$SOAK_OUT/cmake.log" >&2; exit 2; }
+    cc "${CFLAGS_BENCH[@]}" -fPIC -shared -o "$SOAK_OUT/malloc_count.so" \
+        "$BENCH_DIR/malloc_count.c" -ldl -lpthread
 }
 
 main() {
-    local s0 s1 out i grew limit status=0
-    mkdir -p "$OUT"
-    : >"$OUT/soak.jsonl"
-    bench_build
-    pg_start
-    # Under the malloc_count shim: heap bytes in use tell a leak from the
-    # pools growing to their working size better than RSS can.
-    rm -f "$OUT/mc-soak.json" "$OUT/mc-soak.json.trigger"
-    poold_start soak LD_PRELOAD="$OUT/bin/malloc_count.so" \
-        MALLOC_COUNT_FILE="$OUT/mc-soak.json"
-    log "warm-up: $WARMUP s at $RATE req/s"
-    "$OUT/bin/loadgen" rate -p "$PORT" -r "$RATE" -w "$CONNS" -o "$ORGS" \
-        -d "$WARMUP" -t soakw_ >/dev/null || true
-    s0=$(sample start)
-    echo "$s0" >>"$OUT/soak.jsonl"
-    show "$s0"
-    log "soak: $SECONDS_RUN s at $RATE req/s, $CONNS connections, $ORGS orgs"
-    "$OUT/bin/loadgen" rate -p "$PORT" -r "$RATE" -w "$CONNS" -o "$ORGS" \
-        -d "$SECONDS_RUN" -s "$$" -t "soak$$_" >"$OUT/soak-loadgen.json" &
-    LOADGEN_PID=$!
-    i=0
-    while kill -0 "$LOADGEN_PID" 2>/dev/null; do
-        sleep 1
-        i=$((i + 1))
-        if [ $((i % SAMPLE_EVERY)) = 0 ] && kill -0 "$LOADGEN_PID" 2>/dev/null; then
-            s1=$(sample "t+${i}s")
-            echo "$s1" >>"$OUT/soak.jsonl"
-            show "$s1"
-        fi
-    done
-    wait "$LOADGEN_PID" || true
-    LOADGEN_PID=
-    s1=$(sample end)
-    echo "$s1" >>"$OUT/soak.jsonl"
-    show "$s1"
-    out=$(cat "$OUT/soak-loadgen.json")
-    grew=$(( $(jq .rss_kb <<<"$s1") - $(jq .rss_kb <<<"$s0") ))
-    limit=$(( $(jq .rss_kb <<<"$s0") / 10 ))
-    [ "$limit" -lt 2048 ] && limit=2048
-    jq -n --argjson s0 "$s0" --argjson s1 "$s1" --argjson load "$out" \
-        --argjson grew "$grew" --argjson limit "$limit" \
-        '{at_start: $s0, at_end: $s1, rss_growth_kb: $grew, rss_limit_kb: $limit,
-          load: ($load | {target_rps, achieved_rps, requests, ok, non200, status,
-                          latency: {p50_ms: .latency.p50_ms, p99_ms: .latency.p99_ms,
-                                    max_ms: .latency.max_ms}})}' >"$OUT/soak.json"
-    jq -r '.at_start as $a | .at_end as $b
-           | "requests \(.load.requests), non-200 \(.load.non200), achieved \(.load.achieved_rps) req/s, p50 \(.load.latency.p50_ms) ms, p99 \(.load.latency.p99_ms) ms",
-           "RSS \($a.rss_kb) KiB -> \($b.rss_kb) KiB (\(.rss_growth_kb) KiB; limit \(.rss_limit_kb) KiB)",
-           "heap in use \($a.heap_bytes) B -> \($b.heap_bytes) B, pooled services \($a.services) -> \($b.services)",
-           "fds \($a.fds) -> \($b.fds), sockets \($a.sockets) -> \($b.sockets), PostgreSQL backends \($a.pg_backends) -> \($b.pg_backends), threads \($a.threads) -> \($b.threads)"' \
-        "$OUT/soak.json"
-    if [ "$(jq .non200 <<<"$out")" != 0 ]; then
-        log "some requests were not answered 200"
-        status=1
-    fi
-    if [ "$grew" -gt "$limit" ]; then
-        log "resident memory grew by $grew KiB (more than $limit KiB)"
-        status=1
-    fi
-    log "samples: $OUT/soak.jsonl, summary: $OUT/soak.json"
+    local status=0 secs
+    build_poold
+    rm -f "$SOAK_OUT"/*.dat "$SOAK_OUT"/*.log "$SOAK_OUT"/*.tsv \
+        "$SOAK_OUT"/*.jsonl "$SOAK_OUT"/summary.* "$SOAK_OUT"/mc-*
+    log "PostgreSQL made afresh in $SOAK_PG_DIR on port $SOAK_PG_PORT"
+    "$ROOT/scripts/pg.sh" destroy "$SOAK_PG_DIR"
+    "$ROOT/scripts/pg.sh" start "$SOAK_PG_DIR" "$SOAK_PG_PORT" ||
+        { log "PostgreSQL did not start"; exit 2; }
+    # Its own process group (setsid), so that cleanup can end all of it;
+    # bounded in time even if something in it hangs.
+    setsid timeout -s TERM -k 60 $((SECONDS_RUN + 900)) \
+        /usr/bin/python3 "$BENCH_DIR/soak.py" --seconds "$SECONDS_RUN" \
+        --rate "$RATE" --port "$SOAK_PORT" --poold "$BUILD_DIR/poold" \
+        --db-url "postgresql://poold@127.0.0.1:$SOAK_PG_PORT/pools" \
+        --super-url "postgresql://postgres@127.0.0.1:$SOAK_PG_PORT/pools" \
+        --pg-dir "$SOAK_PG_DIR" --pg-port "$SOAK_PG_PORT" \
+        --pg-sh "$ROOT/scripts/pg.sh" --haproxy-dir "$ROOT/docker/haproxy" \
+        --out "$SOAK_OUT" --malloc-count "$SOAK_OUT/malloc_count.so" \
+        ${SEED:+--seed "$SEED"} &
+    DRIVER_PID=$!
+    wait "$DRIVER_PID" || status=$?
+    DRIVER_PID=
+    [ "$status" -le 1 ] || { log "the soak did not run to its end ($status)"; exit 2; }
+    mkdir -p "$DOCS"
+    secs=$SECONDS_RUN
+    gnuplot -e "dir='$SOAK_OUT'; outfile='$DOCS/soak.png'; secs=$secs; bound=$(jq .bound_ms "$SOAK_OUT/summary.json"); warm=$(jq .warmup_s "$SOAK_OUT/summary.json");
+                title='poold fault soak: $secs s, 3 replicas behind HAProxy, $RATE req/s, faults at random'" \
+        "$BENCH_DIR/soak.gp" 2>"$SOAK_OUT/gnuplot.log" ||
+        { cat "$SOAK_OUT/gnuplot.log" >&2; log "gnuplot failed"; }
+    cp "$SOAK_OUT/summary.txt" "$DOCS/soak-summary.txt"
+    log "plot: $DOCS/soak.png, summary: $DOCS/soak-summary.txt, raw: $SOAK_OUT"
     return "$status"
 }
 

@@ -3,6 +3,7 @@
 # command; .ci/run runs it):
 #   1. install missing Debian packages
 #   2. plain build: unit + integration tests (real PostgreSQL, real binary)
+#   2a. the fault soak, 90 s, on the plain build's poold (bench/soak.sh)
 #   2b. Release build with gcc and a clang build, warnings as errors
 #   3. ASan+UBSan build: unit + integration tests, leaks included
 #   4. TSan build: unit and integration tests (the server under TSan too)
@@ -66,6 +67,17 @@ fi
 step "plain build: unit and integration tests"
 build build-test
 ctest --test-dir build-test --output-on-failure
+
+step "fault soak: ${SOAK_SECONDS:-90} s, three replicas behind HAProxy (docs/reliability.md)"
+# Real PostgreSQL restarts, SIGSTOP, replica SIGKILLs, key revocations,
+# locked rows and slow clients under load; any broken invariant fails.
+# SOAK_SECONDS=0 skips it.
+if [ "${SOAK_SECONDS:-90}" = 0 ]; then
+    echo "SOAK_SECONDS=0: skipped"
+else
+    bash bench/soak.sh --seconds "${SOAK_SECONDS:-90}" --build build-test \
+        --out build-test/soak --docs build-test/soak
+fi
 
 step "warnings: Release (-O3) with gcc, and clang, warnings as errors"
 # Each compiler and optimisation level finds its own warnings; a later -D
