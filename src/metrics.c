@@ -473,6 +473,8 @@ static void counts_bound(struct metrics_org_counts *c, unsigned top)
 {
     struct metrics_org_count other;
 
+    if (c->n == 0)
+        return; /* c->v may be NULL: qsort must not see it */
     if (top == 0 || c->n <= top) {
         qsort(c->v, c->n, sizeof c->v[0], count_name_cmp);
         return;

@@ -152,6 +152,12 @@ START_TEST(test_rate_limited_bounded_to_top_orgs)
         strstr(text, "poold_rate_limited_total{org=\"org_a\"} 0\n"
                      "poold_rate_limited_total{org=\"org_b\"} 1\n"));
     free(text);
+    /* A table with no org yet (no allocation): the family's header only. */
+    metrics_counts_free(&limits);
+    memset(&limits, 0, sizeof limits);
+    text = render(m, &view);
+    ck_assert_ptr_null(strstr(text, "poold_rate_limited_total{"));
+    free(text);
     /* No rate limits: no family at all. */
     view.rate_limited = NULL;
     text = render(m, &view);
