@@ -12,7 +12,8 @@
 #include "registry_internal.h"
 
 #define HK_HELD_LOG_MAX 16 /* held-too-long holds logged per org per tick */
-#define HK_WARM_ROUND_NS (2 * NS_PER_S) /* one round of warm connections */
+#define HK_WARM_ROUND_NS (2 * NS_PER_S)    /* one round of warm connections */
+#define HK_PRUNE_EVERY_NS (600 * NS_PER_S) /* org_changes pruned */
 
 struct housekeeping {
     struct registry *reg;     /* borrowed; owns this */
@@ -24,7 +25,8 @@ struct housekeeping {
     bool conn_busy;           /* taken: its taker does I/O on it */
     bool stop;
     /* The connection's taker's only (so loads apply in the order read). */
-    long long fp_count, fp_digest; /* the orgs fingerprint last loaded */
+    struct catalog_cursor cursor; /* where the last read of org_changes was */
+    uint64_t pruned_ns;           /* org_changes last pruned (0: never) */
     /* The ticking thread's only (ticks never run twice at once). */
     bool was_down;
     uint64_t backoff_ns; /* 0: tick again after the refresh interval */
@@ -112,28 +114,64 @@ static enum hk_outcome step_connect(struct housekeeping *hk, struct hk_tick *t)
     return t->rc == POOLD_OK ? HK_RAN : HK_FAILED;
 }
 
-/* Reload the directory if its fingerprint moved. */
+/* Old org_changes rows go about every ten minutes (any replica may). */
+static void hk_prune(struct housekeeping *hk, struct hk_tick *t)
+{
+    char err[REG_ERR_MAX];
+    uint64_t now = clock_now_ns();
+
+    if (hk->pruned_ns != 0 && now - hk->pruned_ns < HK_PRUNE_EVERY_NS)
+        return;
+    hk->pruned_ns = now;
+    if (catalog_prune_changes(t->conn, err, sizeof err) != POOLD_OK)
+        log_event(LOG_WARN, "org_changes not pruned", "error", err,
+                  (const char *)NULL);
+}
+
+/* Apply what changed: the whole directory, or the changed orgs' rows. */
+static int hk_apply_changes(struct housekeeping *hk, struct hk_tick *t,
+                            const struct catalog_changes *ch)
+{
+    struct org_info *list = NULL;
+    size_t n = ch->n;
+    int rc;
+
+    if (ch->all)
+        rc = catalog_load(t->conn, &list, &n, t->err, sizeof t->err);
+    else
+        rc = catalog_load_some(t->conn, ch, &list, t->err, sizeof t->err);
+    if (rc != POOLD_OK)
+        return rc;
+    if (ch->all)
+        registry_apply_directory(hk->reg, list, n);
+    else
+        registry_apply_changes(hk->reg, list, n);
+    free(list);
+    return POOLD_OK;
+}
+
+/* Read which orgs changed since the last read (org_changes, indexed) and
+ * apply those: nothing here grows with the number of orgs but a reload
+ * of everything (at start, after a bulk write or a long outage). */
 static enum hk_outcome step_refresh(struct housekeeping *hk, struct hk_tick *t)
 {
-    long long count, digest;
-    struct org_info *list = NULL;
-    size_t n = 0;
+    struct catalog_changes ch;
+    uint64_t now = clock_now_ns();
 
-    t->rc =
-        catalog_fingerprint(t->conn, &count, &digest, t->err, sizeof t->err);
+    t->rc = catalog_changes_read(t->conn, &hk->cursor, now, &ch, t->err,
+                                 sizeof t->err);
     if (t->rc != POOLD_OK)
         return HK_FAILED;
-    if (atomic_load(&hk->reg->loaded) && count == hk->fp_count &&
-        digest == hk->fp_digest)
-        return HK_RAN;
-    t->rc = catalog_load(t->conn, &list, &n, t->err, sizeof t->err);
-    if (t->rc != POOLD_OK)
-        return HK_FAILED;
-    registry_apply_directory(hk->reg, list, n);
-    free(list);
-    hk->fp_count = count;
-    hk->fp_digest = digest;
-    t->reloaded = true;
+    if (ch.all || ch.n > 0) {
+        t->rc = hk_apply_changes(hk, t, &ch);
+        if (t->rc != POOLD_OK) {
+            catalog_changes_free(&ch);
+            return HK_FAILED;
+        }
+        t->reloaded = true;
+    }
+    catalog_cursor_advance(&hk->cursor, &ch, now);
+    hk_prune(hk, t);
     return HK_RAN;
 }
 
@@ -165,19 +203,15 @@ static enum hk_outcome step_apply_pending(struct housekeeping *hk,
     return HK_RAN;
 }
 
-/* Every org's rules parsed now, so its first service costs a rules copy and
- * a pooled connection, no query. A failure is only logged (builds query). */
+/* The directory is loaded: requests may be routed. (Rules are no longer
+ * parsed here for every org: an org's rules are read and parsed when its
+ * pool builds its first service, and kept while it has a pool, so an idle
+ * org costs no ruleset — issue 19.) */
 static enum hk_outcome step_preload_rules(struct housekeeping *hk,
                                           struct hk_tick *t)
 {
-    char err[REG_ERR_MAX];
-
     if (!t->reloaded)
         return HK_SKIPPED;
-    if (catalog_load_configs(t->conn, registry_preload_one, hk->reg, err,
-                             sizeof err) != POOLD_OK)
-        log_event(LOG_WARN, "org rules not preloaded", "error", err,
-                  (const char *)NULL);
     registry_mark_loaded(hk->reg);
     return HK_RAN;
 }
@@ -651,6 +685,7 @@ void housekeeping_destroy(struct housekeeping *hk)
     if (reg->hk_fn && hk->conn)
         reg->hk_fn(reg->hk_arg, hk->conn, true);
     db_conn_close(hk->conn);
+    catalog_cursor_deinit(&hk->cursor);
     pthread_cond_destroy(&hk->cond);
     pthread_cond_destroy(&hk->conn_cond);
     pthread_mutex_destroy(&hk->lock);

@@ -172,6 +172,7 @@ struct org_entry {
     /* Set by a directory refresh, done after it (under reg->lock). */
     bool pending_retire;
     bool pending_resize;
+    unsigned load_gen;      /* the last whole load that listed it */
     struct batcher batcher; /* group commit in front of the pool */
 };
 
@@ -964,36 +965,48 @@ static void apply_org(struct registry *reg, const struct org_info *o)
     atomic_store(&e->version, o->version);
     atomic_store(&e->paused, o->paused);
     atomic_store(&e->present, true);
+    e->load_gen = reg->load_gen;
     e->pending_retire |= changed && e->pool != NULL;
     e->pending_resize |= resized && e->pool != NULL;
 }
 
-/* Under reg->lock (write): orgs gone from the table. */
-static void apply_absent(struct registry *reg, const struct org_info *list,
-                         size_t n)
+/* Under reg->lock (write): the org is gone from the table. */
+static void apply_gone(struct org_entry *e)
 {
-    for (size_t i = 0; i < reg->nbuckets; i++) {
-        for (struct org_entry *e = reg->buckets[i]; e; e = e->next) {
-            bool found = false;
-            for (size_t j = 0; j < n && !found; j++)
-                found = strcmp(list[j].org_id, e->org_id) == 0;
-            if (found || !atomic_load(&e->present))
-                continue;
-            atomic_store(&e->present, false);
-            atomic_store(&e->version, -1);
-            e->pending_retire = e->pool != NULL;
-        }
-    }
+    if (!atomic_load(&e->present))
+        return;
+    atomic_store(&e->present, false);
+    atomic_store(&e->version, -1);
+    e->pending_retire = e->pool != NULL;
 }
 
 void registry_apply_directory(struct registry *reg, const struct org_info *list,
                               size_t n)
 {
     pthread_rwlock_wrlock(&reg->lock);
+    reg->load_gen++;
     for (size_t i = 0; i < n; i++)
         apply_org(reg, &list[i]);
-    if (n < reg->nentries)
-        apply_absent(reg, list, n);
+    /* A whole load (rare: start-up, a bulk write): an entry it did not
+     * mark is gone. */
+    for (size_t i = 0; i < reg->nbuckets; i++)
+        for (struct org_entry *e = reg->buckets[i]; e; e = e->next)
+            if (e->load_gen != reg->load_gen)
+                apply_gone(e);
+    pthread_rwlock_unlock(&reg->lock);
+}
+
+void registry_apply_changes(struct registry *reg, const struct org_info *list,
+                            size_t n)
+{
+    pthread_rwlock_wrlock(&reg->lock);
+    for (size_t i = 0; i < n; i++) {
+        struct org_entry *e;
+        if (list[i].present)
+            apply_org(reg, &list[i]);
+        else if ((e = map_find(reg, list[i].org_id)) != NULL)
+            apply_gone(e);
+    }
     pthread_rwlock_unlock(&reg->lock);
 }
 
@@ -1011,49 +1024,6 @@ void org_entry_take_pending(struct registry *reg, struct org_entry *e,
     *resize = e->pending_resize;
     e->pending_retire = e->pending_resize = false;
     pthread_rwlock_unlock(&reg->lock);
-}
-
-/* One org's configuration from the directory: parse its rules now, so its
- * first service costs a rules copy and a pooled connection, no query. A
- * configuration that does not parse is remembered as the misconfiguration
- * of that version (requests answer 503 org_misconfigured at once). */
-void registry_preload_one(void *arg, const char *org_id, const char *config,
-                          size_t len, long long version)
-{
-    struct registry *reg = arg;
-    struct ruleset rules = {0};
-    struct org_entry *e;
-    char why[REG_ERR_MAX - 80];
-    bool fresh;
-    int rc;
-
-    pthread_rwlock_rdlock(&reg->lock);
-    e = map_find(reg, org_id);
-    pthread_rwlock_unlock(&reg->lock);
-    if (e == NULL || atomic_load(&e->version) != version)
-        return; /* changed since the directory load: the next one */
-    pthread_mutex_lock(&e->cache_lock);
-    fresh = (e->cached && e->cached_version == version) ||
-            e->misconf_version == version;
-    pthread_mutex_unlock(&e->cache_lock);
-    if (fresh)
-        return;
-    rc = rules_parse(config, len, &rules, why, sizeof why);
-    pthread_mutex_lock(&e->cache_lock);
-    if (rc == POOLD_OK) {
-        rules_clear(&e->cached_rules);
-        e->cached_rules = rules;
-        e->cached_version = version;
-        e->cached = true;
-    } else if (rc != POOLD_ERR_NOMEM) {
-        e->misconf_version = version;
-        snprintf(e->misconf_msg, sizeof e->misconf_msg, "org %s: %s", org_id,
-                 why);
-    }
-    pthread_mutex_unlock(&e->cache_lock);
-    if (rc != POOLD_OK && rc != POOLD_ERR_NOMEM)
-        log_event(LOG_ERROR, "org misconfigured", "org", org_id, "error", why,
-                  (const char *)NULL);
 }
 
 /* ------------------------------------------------------ an entry's parts */

@@ -57,6 +57,7 @@ struct registry {
     struct org_entry **buckets;
     size_t nbuckets;
     size_t nentries;
+    unsigned load_gen; /* whole directory loads so far (under the lock) */
 
     atomic_bool loaded; /* the directory was loaded once */
     atomic_bool shutting_down;
@@ -104,16 +105,16 @@ void org_entry_take_pending(struct registry *reg, struct org_entry *e,
 void registry_apply_directory(struct registry *reg, const struct org_info *list,
                               size_t n);
 
+/* Apply the rows of the orgs that changed (catalog_load_some's: present
+ * false for a deleted one); as registry_apply_directory otherwise. */
+void registry_apply_changes(struct registry *reg, const struct org_info *list,
+                            size_t n);
+
 /* The directory is loaded: requests may be routed (logged the first time). */
 void registry_mark_loaded(struct registry *reg);
 
 /* The database answered at now_ns (readiness). */
 void registry_mark_db_ok(struct registry *reg, uint64_t now_ns);
-
-/* catalog_load_configs' callback (arg: the registry): parse one org's rules
- * ahead of its first request, or remember its misconfiguration. */
-void registry_preload_one(void *arg, const char *org_id, const char *config,
-                          size_t len, long long version);
 
 /* The cap policy: while builds wait for a connection, the longest-idle
  * services of the orgs give theirs back. */
