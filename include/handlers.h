@@ -14,6 +14,7 @@
 /* No header here may reach libpq-fe.h (tests/header_check.cmake checks):
  * the modules the handlers use are only named. */
 struct cluster;
+struct org_entry;
 struct metrics;
 struct registry;
 struct tenants;
@@ -126,12 +127,13 @@ void handlers_status_http(int status, unsigned *http, const char **code,
  * validated: a key of another org (403 forbidden), an org unknown or
  * disabled (404), misconfigured (503), over its rate limit for n messages
  * (429 rate_limited with Retry-After; "can never pass" when n exceeds the
- * burst). Returns true when the request may go on; false after filling
- * resp. POST /process and POST /process/batch both call it.
+ * burst). Returns true with *org (registry_admit()'s) when the request may
+ * go on; false after filling resp. POST /process and POST /process/batch
+ * both call it.
  */
 bool handlers_client_admit(struct handlers *h, const struct http_request *req,
                            const char *org_id, unsigned n,
-                           struct http_response *resp);
+                           struct org_entry **org, struct http_response *resp);
 
 /* ---- for the handler modules (admin_api.c). All thread-safe: they read
  * the config (fixed after handlers_create) and fill the caller's resp. */

@@ -25,7 +25,9 @@
  * wait for the housekeeping connection (an admin call, a resize, a
  * directory refresh has it) say that too.
  */
-struct registry; /* opaque */
+struct registry;  /* opaque */
+struct org_entry; /* an org admitted by registry_admit(): opaque, valid for
+                     the registry's life */
 
 struct registry_config {
     struct db_settings db; /* borrowed strings must outlive the registry */
@@ -83,21 +85,33 @@ void registry_abort(struct registry *reg);
 bool registry_is_ready(struct registry *reg);
 
 /*
- * Process one message for org_id: find or create the org's pool (once, even
- * under concurrent first requests), borrow a service, hydrate, process,
- * reset and release it. Returns POOLD_OK (row committed), or
- * POOLD_ERR_UNKNOWN_ORG, POOLD_ERR_MISCONFIGURED, POOLD_ERR_TIMEOUT or
- * POOLD_ERR_WAITERS_FULL (pool exhausted), POOLD_ERR_CONFLICT, POOLD_ERR_DB
- * (nothing written), POOLD_ERR_COMMIT_UNKNOWN (sent, answer lost),
- * POOLD_ERR_NOT_READY, POOLD_ERR_SHUTDOWN, POOLD_ERR_PAUSED. err gets a
- * message for a person. Returns within the acquire timeout + the statement
- * timeout + 0.5 s whatever the database does. While it holds a service
- * (itself, or as the flusher of its org's group commit), msg->request_id
- * and msg->route are listed by registry_holders(). Thread-safe: this is
- * the request path (one call per request thread); the service is borrowed
- * and given back within the call. msg and out are the caller's.
+ * Admission, the one check of a message for org_id before any work: no
+ * query, no pool created. POOLD_OK and *org (valid for the registry's
+ * life), or the status to answer: POOLD_ERR_SHUTDOWN, POOLD_ERR_NOT_READY,
+ * POOLD_ERR_UNKNOWN_ORG, POOLD_ERR_PAUSED, POOLD_ERR_MISCONFIGURED (err
+ * says why). Thread-safe.
  */
-POOLD_MUSTCHECK int registry_process(struct registry *reg, const char *org_id,
+POOLD_MUSTCHECK int registry_admit(struct registry *reg, const char *org_id,
+                                   struct org_entry **org, char *err,
+                                   size_t errlen);
+
+/*
+ * Process one message for an admitted org: create its pool on first use
+ * (once, even under concurrent first requests), borrow a service, process,
+ * commit and release it. Returns POOLD_OK (row committed), or
+ * POOLD_ERR_UNKNOWN_ORG (deleted since admitted), POOLD_ERR_MISCONFIGURED,
+ * POOLD_ERR_TIMEOUT or POOLD_ERR_WAITERS_FULL (pool exhausted),
+ * POOLD_ERR_CONFLICT, POOLD_ERR_DB (nothing written),
+ * POOLD_ERR_COMMIT_UNKNOWN (sent, answer lost), POOLD_ERR_SHUTDOWN. err
+ * gets a message for a person. Returns within the acquire timeout + the
+ * statement timeout + 0.5 s whatever the database does. While it holds a
+ * service (itself, or committing its org's group), msg->request_id and
+ * msg->route are listed by registry_holders(). Thread-safe: this is the
+ * request path (one call per request thread); the service is borrowed and
+ * given back within the call. msg and out are the caller's.
+ */
+POOLD_MUSTCHECK int registry_process(struct registry *reg,
+                                     struct org_entry *org,
                                      const struct message *msg,
                                      struct service_result *out, char *err,
                                      size_t errlen);
@@ -107,14 +121,14 @@ POOLD_MUSTCHECK int registry_process(struct registry *reg, const char *org_id,
  * of the org's services, within the same time bound as registry_process().
  * Returns POOLD_OK when the statement answered: each job then has its own
  * status (POOLD_OK, POOLD_ERR_CONFLICT, rarely POOLD_ERR_DB). Otherwise the
- * batch's error, as registry_process() returns them (POOLD_ERR_PAUSED
- * included): nothing was written unless it is POOLD_ERR_COMMIT_UNKNOWN.
+ * batch's error, as registry_process() returns them: nothing was written
+ * unless it is POOLD_ERR_COMMIT_UNKNOWN.
  * jobs are the caller's; jobs[0].msg's request_id and route are the
  * holder registry_holders() lists while the batch holds a service.
  * Thread-safe, as registry_process().
  */
 POOLD_MUSTCHECK int registry_process_batch(struct registry *reg,
-                                           const char *org_id,
+                                           struct org_entry *org,
                                            struct service_job *jobs, size_t n,
                                            char *err, size_t errlen);
 
@@ -142,16 +156,6 @@ POOLD_MUSTCHECK int registry_resize_by(struct registry *reg, const char *org_id,
                                        const struct audit_actor *actor,
                                        struct pool_stats *out, char *err,
                                        size_t errlen);
-
-/*
- * Would a message for org_id be taken now? POOLD_OK, or the status
- * registry_process() would answer without doing any work: POOLD_ERR_SHUTDOWN,
- * POOLD_ERR_NOT_READY, POOLD_ERR_UNKNOWN_ORG, POOLD_ERR_PAUSED,
- * POOLD_ERR_MISCONFIGURED (err says why). No query, no pool created.
- * Thread-safe.
- */
-POOLD_MUSTCHECK int registry_admit(struct registry *reg, const char *org_id,
-                                   char *err, size_t errlen);
 
 /*
  * Borrow the housekeeping connection for an admin read or write: returns

@@ -404,12 +404,13 @@ static void handle_process(struct handlers *h, const struct http_request *req,
     struct process_request p = {0};
     struct service_result result;
     struct message msg;
+    struct org_entry *org = NULL;
     int rc;
 
     if (!parse_json_body(req, resp, &root))
         return;
     if (!validate_message(root, &p, resp) ||
-        !handlers_client_admit(h, req, p.org_id, 1, resp))
+        !handlers_client_admit(h, req, p.org_id, 1, &org, resp))
         goto out;
     msg.id = p.id;
     msg.id_len = p.id_len;
@@ -418,7 +419,7 @@ static void handle_process(struct handlers *h, const struct http_request *req,
     msg.request_id = req->request_id;
     msg.route = ROUTE_PROCESS;
     memset(&result, 0, sizeof result);
-    rc = registry_process(h->cfg.reg, p.org_id, &msg, &result, resp->detail,
+    rc = registry_process(h->cfg.reg, org, &msg, &result, resp->detail,
                           sizeof resp->detail);
     if (rc != POOLD_OK)
         error_for_status(h, resp, rc);
@@ -553,15 +554,16 @@ static void handle_process_batch(struct handlers *h,
     json_t *root = NULL, *results;
     struct process_request top = {0};
     struct batch b = {0};
+    struct org_entry *org = NULL;
     int rc;
 
     if (!parse_json_body(req, resp, &root))
         return;
     if (!validate_batch(h, req, root, &b, &top, resp) ||
-        !handlers_client_admit(h, req, top.org_id, (unsigned)b.n, resp))
+        !handlers_client_admit(h, req, top.org_id, (unsigned)b.n, &org, resp))
         goto out;
-    rc = registry_process_batch(h->cfg.reg, top.org_id, b.jobs, b.n,
-                                resp->detail, sizeof resp->detail);
+    rc = registry_process_batch(h->cfg.reg, org, b.jobs, b.n, resp->detail,
+                                sizeof resp->detail);
     if (rc != POOLD_OK) {
         error_for_status(h, resp, rc);
         goto out;
@@ -1158,7 +1160,7 @@ static bool rate_limit_admit(struct handlers *h, const char *org_id, unsigned n,
 
 bool handlers_client_admit(struct handlers *h, const struct http_request *req,
                            const char *org_id, unsigned n,
-                           struct http_response *resp)
+                           struct org_entry **org, struct http_response *resp)
 {
     int rc;
 
@@ -1168,7 +1170,8 @@ bool handlers_client_admit(struct handlers *h, const struct http_request *req,
                        "this API key belongs to another org");
         return false;
     }
-    rc = registry_admit(h->cfg.reg, org_id, resp->detail, sizeof resp->detail);
+    rc = registry_admit(h->cfg.reg, org_id, org, resp->detail,
+                        sizeof resp->detail);
     if (rc != POOLD_OK) {
         error_for_status(h, resp, rc);
         return false;

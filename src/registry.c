@@ -1,7 +1,10 @@
-/* registry.c — org_id -> service pool: the org map, routing, the
- * connection-cap policy and the operator API. The housekeeping thread is in
- * housekeeping.c, the connection pool's wiring in connpool.c; the lock
- * order of all three is at the top of registry_internal.h. */
+/* registry.c — org_id -> service pool: the org map, each org's pool of
+ * services, admission and the request's path to a commit, the
+ * connection-cap policy, the directory and the registry's lifecycle. The
+ * commit queue is groupcommit.c, the operator API registry_ops.c, the
+ * housekeeping thread housekeeping.c, the connection pool's wiring
+ * connpool.c; what they share and the lock order of all of them is
+ * registry_internal.h. */
 #include "registry.h"
 
 #include <errno.h>
@@ -14,6 +17,7 @@
 #include "breaker.h"
 #include "catalog.h"
 #include "clock.h"
+#include "groupcommit.h"
 #include "holders.h"
 #include "log.h"
 #include "registry_internal.h"
@@ -24,157 +28,6 @@
 #define REG_DB_SLACK_NS (500 * NS_PER_MS)
 /* An unknown-outcome write is retried only with this much time left. */
 #define REG_RETRY_MIN_NS (100 * NS_PER_MS)
-
-/*
- * Group commit, with no timer. A request's message is queued on its org's
- * batcher; while fewer than the pool's max_size "flushers" run, the request
- * becomes one: it borrows a service from the pool as any request did
- * (stats, timeouts, the waiter bound and the connection cap rules hold),
- * then commits the queued messages, its own first, in one statement per
- * round until the queue is empty, and gives the service back. The other
- * requests wait on the batcher for their own result. At low load nobody is
- * queued and a group is one message; under load, a group is what piled up
- * during the previous commit.
- */
-#define GC_GROUP_MAX 256 /* messages per statement */
-#define GC_ROUNDS_MAX 16 /* rounds a flusher runs before handing over */
-
-enum gc_state { GC_QUEUED, GC_TAKEN, GC_DONE };
-
-/* One request's message; lives on the requesting thread's stack. */
-struct gc_job {
-    struct gc_job *next;    /* queue link while QUEUED */
-    struct service_job job; /* message in, result and status out */
-    uint64_t commit_ns;     /* its request's commit deadline */
-    enum gc_state state;    /* under the batcher's lock */
-    bool flushing;          /* its owner is a flusher: only the owner
-                               takes it (at low load, every request
-                               commits its own message at once) */
-    char err[REG_ERR_MAX];  /* the reason of a failed commit */
-};
-
-struct batcher {
-    pthread_mutex_t lock;       /* never held across I/O */
-    pthread_cond_t cond;        /* a job done, a flusher gone, shutdown */
-    struct gc_job *head, *tail; /* QUEUED jobs, oldest first */
-    unsigned queued;
-    unsigned flushers;
-    /* Counted here and added to the pool's stats. */
-    atomic_uint_fast64_t timeouts, rejected, commits, messages;
-};
-
-static void batcher_init(struct batcher *b)
-{
-    pthread_condattr_t ca;
-
-    pthread_mutex_init(&b->lock, NULL);
-    pthread_condattr_init(&ca);
-    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-    pthread_cond_init(&b->cond, &ca);
-    pthread_condattr_destroy(&ca);
-}
-
-static void batcher_deinit(struct batcher *b)
-{
-    pthread_cond_destroy(&b->cond);
-    pthread_mutex_destroy(&b->lock);
-}
-
-/* Under b->lock. */
-static void batcher_push(struct batcher *b, struct gc_job *j)
-{
-    j->next = NULL;
-    if (b->tail)
-        b->tail->next = j;
-    else
-        b->head = j;
-    b->tail = j;
-    b->queued++;
-}
-
-/* Under b->lock: unlink a QUEUED job. */
-static void batcher_remove(struct batcher *b, struct gc_job *j)
-{
-    struct gc_job **pp = &b->head, *prev = NULL;
-
-    while (*pp && *pp != j) {
-        prev = *pp;
-        pp = &(*pp)->next;
-    }
-    if (*pp == NULL)
-        return;
-    *pp = j->next;
-    if (b->tail == j)
-        b->tail = prev;
-    b->queued--;
-}
-
-/* Under b->lock: take up to max QUEUED jobs, own first if still queued,
- * then those whose owners wait (not those of other flushers). */
-static size_t batcher_take(struct batcher *b, struct gc_job *own,
-                           struct gc_job **out, size_t max)
-{
-    struct gc_job *j = b->head, *next;
-    size_t n = 0;
-
-    if (own->state == GC_QUEUED) {
-        batcher_remove(b, own);
-        own->state = GC_TAKEN;
-        out[n++] = own;
-    }
-    for (; j != NULL && n < max; j = next) {
-        next = j->next;
-        if (j->flushing)
-            continue;
-        batcher_remove(b, j);
-        j->state = GC_TAKEN;
-        out[n++] = j;
-    }
-    return n;
-}
-
-/*
- * One org of the directory (orgs table). Entries are created by the
- * housekeeping thread when it loads the directory and are never freed before
- * registry_destroy(), so a pointer to one (and to its pool) stays valid
- * without holding the registry lock.
- */
-struct org_entry {
-    struct org_entry *next; /* hash chain */
-    struct registry *reg;
-    char org_id[ORG_ID_MAX + 1];
-    _Atomic(struct pool *) pool; /* NULL until the first request; then fixed */
-    /* Directory facts, written by housekeeping under reg->lock (write),
-     * read lock-free by the validate callback: atomics. */
-    atomic_bool enabled;
-    atomic_bool present;    /* still in the orgs table */
-    atomic_llong version;   /* orgs.config_version */
-    atomic_int size;        /* orgs.pool_max_size, 0: default */
-    atomic_bool paused;     /* orgs.paused: requests get 503 org_paused */
-    struct holders holders; /* who holds this org's services now */
-    /* Guards the two caches below (never held across I/O). */
-    pthread_mutex_t cache_lock;
-    /* The last misconfiguration seen, cached for its version so a broken
-     * org costs no query per request. */
-    long long misconf_version; /* -1: none */
-    char misconf_msg[REG_ERR_MAX];
-    struct breaker build_breaker; /* this org's service builds */
-    /* The rules of the last service built from the orgs row, for the
-     * version they came from: later builds of that version copy them
-     * instead of querying (orgs take turns at the connection cap, and a
-     * rebuild must cost a connection handoff, not a round trip). */
-    struct ruleset cached_rules;
-    long long cached_version;
-    bool cached; /* cached_rules hold cached_version's */
-    /* Builds of this org in progress (they may be waiting for a
-     * connection at the cap). */
-    atomic_uint building;
-    /* Set by a directory refresh, done after it (under reg->lock). */
-    bool pending_retire;
-    bool pending_resize;
-    unsigned load_gen;      /* the last whole load that listed it */
-    struct batcher batcher; /* group commit in front of the pool */
-};
 
 /* ------------------------------------------------------------------ map */
 
@@ -230,7 +83,6 @@ static struct org_entry *map_add(struct registry *reg, const char *org_id)
     e->misconf_version = -1;
     breaker_init(&e->build_breaker,
                  (unsigned)clock_now_ns() ^ (unsigned)(uintptr_t)e);
-    batcher_init(&e->batcher);
     if (reg->nentries >= reg->nbuckets)
         map_grow(reg);
     size_t i = hash_str(org_id) % reg->nbuckets;
@@ -395,44 +247,61 @@ static int entry_make_pool(struct registry *reg, struct org_entry *e)
         .validate_idle_ns = 0,
     };
     struct pool *pool = NULL;
-    int rc = pool_create(&org_service_ops, e, &pc, &pool);
+    int rc;
+
+    if (e->batcher == NULL && (e->batcher = groupcommit_create()) == NULL)
+        return POOLD_ERR_NOMEM;
+    rc = pool_create(&org_service_ops, e, &pc, &pool);
     if (rc == POOLD_OK)
-        e->pool = pool;
+        e->pool = pool; /* published after its batcher */
     return rc;
 }
 
-/* Find the org and its pool, creating the pool once on first use. */
-int registry_route(struct registry *reg, const char *org_id,
-                   struct org_entry **out)
+/* e's pool, created once on its first use (pooled mode): concurrent first
+ * requests create exactly one. */
+static int entry_ensure_pool(struct registry *reg, struct org_entry *e)
 {
     int rc = POOLD_OK;
+
+    if (atomic_load(&e->pool) != NULL || !reg->cfg.pooled)
+        return POOLD_OK;
+    pthread_rwlock_wrlock(&reg->lock);
+    if (e->pool == NULL)
+        rc = entry_make_pool(reg, e);
+    pthread_rwlock_unlock(&reg->lock);
+    if (rc == POOLD_OK)
+        log_event(LOG_INFO, "pool created", "org", e->org_id,
+                  (const char *)NULL);
+    return rc;
+}
+
+int registry_find_entry(struct registry *reg, const char *org_id,
+                        struct org_entry **out)
+{
     struct org_entry *e;
 
     if (!atomic_load(&reg->loaded))
         return POOLD_ERR_NOT_READY;
     pthread_rwlock_rdlock(&reg->lock);
     e = map_find(reg, org_id);
-    if (e == NULL || !atomic_load(&e->present) || !atomic_load(&e->enabled)) {
-        pthread_rwlock_unlock(&reg->lock);
+    pthread_rwlock_unlock(&reg->lock);
+    if (e == NULL || !atomic_load(&e->present) || !atomic_load(&e->enabled))
         return POOLD_ERR_UNKNOWN_ORG;
-    }
-    if (e->pool != NULL || !reg->cfg.pooled) {
-        pthread_rwlock_unlock(&reg->lock);
-        *out = e;
-        return POOLD_OK;
-    }
-    pthread_rwlock_unlock(&reg->lock);
+    *out = e;
+    return POOLD_OK;
+}
 
-    /* First request: create under the write lock, re-checking, so
-     * concurrent first requests create exactly one pool. */
-    pthread_rwlock_wrlock(&reg->lock);
-    if (e->pool == NULL)
-        rc = entry_make_pool(reg, e);
-    pthread_rwlock_unlock(&reg->lock);
-    if (rc == POOLD_OK) {
-        log_event(LOG_INFO, "pool created", "org", org_id, (const char *)NULL);
+/* Find the org and its pool, creating the pool once on first use. */
+int registry_route(struct registry *reg, const char *org_id,
+                   struct org_entry **out)
+{
+    struct org_entry *e;
+    int rc = registry_find_entry(reg, org_id, &e);
+
+    if (rc == POOLD_OK)
+        rc = entry_ensure_pool(reg, e);
+    if (rc == POOLD_OK)
         *out = e;
-    }
     return rc;
 }
 
@@ -449,7 +318,7 @@ static bool entry_misconfigured(struct org_entry *e, char *err, size_t errlen)
     return hit;
 }
 
-static void fill_error(int rc, const char *org_id, char *err, size_t errlen)
+void registry_fill_error(int rc, const char *org_id, char *err, size_t errlen)
 {
     switch (rc) {
     case POOLD_ERR_UNKNOWN_ORG:
@@ -482,17 +351,6 @@ static void fill_error(int rc, const char *org_id, char *err, size_t errlen)
     }
 }
 
-static bool registry_reclaim(void *arg, const char *org_id);
-
-/* A request's absolute deadlines, counted from its full receipt: finding
- * or building a service ends by acquire_ns, the commit's wait by
- * commit_ns, so every request ends within the acquire timeout + the
- * statement timeout + the slack (DESIGN.md). */
-struct reg_deadlines {
-    uint64_t acquire_ns;
-    uint64_t commit_ns;
-};
-
 static struct reg_deadlines reg_deadlines_from(const struct registry *reg,
                                                uint64_t start_ns)
 {
@@ -507,15 +365,15 @@ static struct reg_deadlines reg_deadlines_from(const struct registry *reg,
 /* The request (msg's request_id and route) holds one of e's services from
  * now until reg_hold_end(): GET /pools/{org_id}/holders lists it. In a group
  * commit the holder is the flusher's request, in a batch the batch's. */
-static void reg_hold_begin(struct org_entry *e, struct holder *hold,
-                           const struct message *msg)
+void reg_hold_begin(struct org_entry *e, struct holder *hold,
+                    const struct message *msg)
 {
     holders_add(&e->holders, hold, msg->request_id, msg->route, clock_now_ns());
 }
 
 /* End a hold. One longer than POOLD_HOLD_WARN_MS and not flagged by
  * housekeeping yet is counted and logged here, once. */
-static void reg_hold_end(struct org_entry *e, struct holder *hold)
+void reg_hold_end(struct org_entry *e, struct holder *hold)
 {
     if (holders_remove(&e->holders, hold, clock_now_ns(),
                        e->reg->cfg.hold_warn_ns))
@@ -525,8 +383,8 @@ static void reg_hold_end(struct org_entry *e, struct holder *hold)
 }
 
 /* Give a service back after a commit that ended with rc. */
-static void reg_release(struct registry *reg, struct org_entry *e,
-                        struct pool_item *item, int rc)
+void reg_release(struct registry *reg, struct org_entry *e,
+                 struct pool_item *item, int rc)
 {
     if (rc == POOLD_ERR_DB || rc == POOLD_ERR_COMMIT_UNKNOWN)
         pool_release_broken(e->pool, item);
@@ -541,159 +399,6 @@ static void reg_release(struct registry *reg, struct org_entry *e,
         pool_release_evict(e->pool, item);
     else
         pool_release(e->pool, item);
-}
-
-/* Commit one group with svc; every job gets its result, DONE, and its
- * owner is woken. Returns the statement's status. */
-static int gc_commit(struct org_entry *e, struct service *svc,
-                     struct gc_job **group, size_t n)
-{
-    struct batcher *b = &e->batcher;
-    struct service_job jobs[GC_GROUP_MAX];
-    uint64_t deadline = UINT64_MAX;
-    char err[REG_ERR_MAX] = "";
-    int rc;
-
-    for (size_t i = 0; i < n; i++) {
-        jobs[i] = group[i]->job;
-        if (group[i]->commit_ns < deadline)
-            deadline = group[i]->commit_ns;
-    }
-    rc = service_process_many(svc, jobs, n, deadline, err, sizeof err);
-    atomic_fetch_add(&b->commits, 1);
-    atomic_fetch_add(&b->messages, n);
-    pthread_mutex_lock(&b->lock);
-    for (size_t i = 0; i < n; i++) {
-        group[i]->job = jobs[i];
-        if (jobs[i].status != POOLD_OK && jobs[i].status != POOLD_ERR_CONFLICT)
-            snprintf(group[i]->err, sizeof group[i]->err, "%s", err);
-        group[i]->state = GC_DONE;
-    }
-    pthread_cond_broadcast(&b->cond);
-    pthread_mutex_unlock(&b->lock);
-    return rc;
-}
-
-/* Run as a flusher: borrow a service, commit groups until the queue is
- * empty (or the connection is wanted elsewhere), give it back. Own is
- * DONE on return unless the service could not be had (then own's status
- * says why, and own is out of the queue). */
-static void gc_flush(struct registry *reg, struct org_entry *e,
-                     struct gc_job *own, const struct reg_deadlines *dl)
-{
-    struct batcher *b = &e->batcher;
-    struct gc_job *group[GC_GROUP_MAX];
-    struct pool_item *item;
-    struct holder hold;
-    uint64_t now = clock_now_ns();
-    uint64_t timeout = dl->acquire_ns > now ? dl->acquire_ns - now : 0;
-    int rc = POOLD_OK;
-
-    db_thread_deadline(dl->acquire_ns);
-    rc = pool_acquire(e->pool, reg->cfg.max_waiters ? timeout : 0, &item);
-    db_thread_deadline(0);
-    if (rc != POOLD_OK) {
-        pthread_mutex_lock(&b->lock);
-        if (own->state == GC_QUEUED) {
-            batcher_remove(b, own);
-            own->job.status = rc;
-            own->state = GC_DONE;
-        }
-        pthread_mutex_unlock(&b->lock);
-        return;
-    }
-    reg_hold_begin(e, &hold, own->job.msg);
-    for (int round = 0; round < GC_ROUNDS_MAX; round++) {
-        size_t n;
-
-        pthread_mutex_lock(&b->lock);
-        n = batcher_take(b, own, group, GC_GROUP_MAX);
-        pthread_mutex_unlock(&b->lock);
-        if (n == 0)
-            break;
-        rc = gc_commit(e, pool_item_object(item), group, n);
-        if (rc == POOLD_ERR_DB || rc == POOLD_ERR_COMMIT_UNKNOWN ||
-            rc == POOLD_ERR_NOMEM || rc == POOLD_ERR_INVALID)
-            break; /* this connection is done for: released as broken */
-        if (!db_conn_is_clean(service_conn(pool_item_object(item))))
-            break; /* a lookup after the INSERT lost it: reset destroys it */
-        if (pool_waiting(reg->conns) > atomic_load(&e->building) ||
-            atomic_load(&reg->shutting_down))
-            break; /* the connection is wanted elsewhere: hand over */
-    }
-    reg_hold_end(e, &hold);
-    reg_release(reg, e, item, rc);
-}
-
-/* Wait until own is DONE, flushing when a flusher's place is free. */
-static int gc_wait(struct registry *reg, struct org_entry *e,
-                   struct gc_job *own, const struct reg_deadlines *dl)
-{
-    struct batcher *b = &e->batcher;
-    struct timespec ts;
-
-    while (own->state != GC_DONE) {
-        if (own->state == GC_QUEUED && b->flushers < pool_max_size(e->pool)) {
-            b->flushers++;
-            own->flushing = true;
-            pthread_mutex_unlock(&b->lock);
-            gc_flush(reg, e, own, dl);
-            pthread_mutex_lock(&b->lock);
-            own->flushing = false;
-            b->flushers--;
-            pthread_cond_broadcast(&b->cond); /* a flusher's place is free */
-            continue;
-        }
-        if (own->state == GC_QUEUED && (clock_now_ns() >= dl->acquire_ns ||
-                                        atomic_load(&reg->shutting_down))) {
-            batcher_remove(b, own);
-            if (atomic_load(&reg->shutting_down))
-                return POOLD_ERR_SHUTDOWN;
-            atomic_fetch_add(&b->timeouts, 1);
-            return POOLD_ERR_TIMEOUT;
-        }
-        /* A taken job's commit is bounded by its deadline; the extra
-         * second only guards against a lost wake-up. */
-        clock_timespec_at(&ts, own->state == GC_QUEUED
-                                   ? dl->acquire_ns
-                                   : dl->commit_ns + NS_PER_S);
-        pthread_cond_timedwait(&b->cond, &b->lock, &ts);
-    }
-    return own->job.status;
-}
-
-/* One pass through the batcher: queue the message and wait for a flusher
- * to commit it (or to commit it as one). admit: apply POOLD_MAX_WAITING. */
-static int process_queued(struct registry *reg, struct org_entry *e,
-                          const struct message *msg, struct service_result *out,
-                          const struct reg_deadlines *dl, bool admit, char *err,
-                          size_t errlen)
-{
-    struct batcher *b = &e->batcher;
-    struct gc_job own = {
-        .job = {.msg = msg}, .commit_ns = dl->commit_ns, .state = GC_QUEUED};
-    int rc;
-
-    pthread_mutex_lock(&b->lock);
-    /* Every flusher busy: the request waits, within POOLD_MAX_WAITING. */
-    if (admit && b->flushers >= pool_max_size(e->pool) &&
-        b->queued >= reg->cfg.max_waiters) {
-        pthread_mutex_unlock(&b->lock);
-        atomic_fetch_add(&b->rejected, 1);
-        return POOLD_ERR_WAITERS_FULL;
-    }
-    batcher_push(b, &own);
-    rc = gc_wait(reg, e, &own, dl);
-    pthread_mutex_unlock(&b->lock);
-    *out = own.job.result;
-    if (rc != POOLD_OK && rc != POOLD_ERR_CONFLICT && own.err[0] != '\0')
-        snprintf(err, errlen, "%s", own.err);
-    else if (rc == POOLD_ERR_CONFLICT)
-        snprintf(err, errlen,
-                 "message id %.*s was processed with another "
-                 "payload",
-                 (int)(msg->id_len > 128 ? 128 : msg->id_len), msg->id);
-    return rc;
 }
 
 /*
@@ -730,7 +435,7 @@ static int process_pooled(struct registry *reg, struct org_entry *e,
                           const struct reg_deadlines *dl, char *err,
                           size_t errlen)
 {
-    int rc = process_queued(reg, e, msg, out, dl, true, err, errlen);
+    int rc = groupcommit_process(reg, e, msg, out, dl, true, err, errlen);
     char first_err[REG_ERR_MAX];
     struct reg_deadlines again = {dl->commit_ns, dl->commit_ns};
 
@@ -738,39 +443,9 @@ static int process_pooled(struct registry *reg, struct org_entry *e,
         return rc;
     snprintf(first_err, sizeof first_err, "%s", err);
     return retry_outcome(
-        e, rc, process_queued(reg, e, msg, out, &again, false, err, errlen),
+        e, rc,
+        groupcommit_process(reg, e, msg, out, &again, false, err, errlen),
         first_err, err, errlen);
-}
-
-/* Wake every request waiting on a batcher (shutdown). */
-static void batchers_wake(struct registry *reg)
-{
-    size_t n;
-    struct org_entry **list = map_snapshot(reg, false, &n);
-
-    for (size_t i = 0; i < n; i++) {
-        pthread_mutex_lock(&list[i]->batcher.lock);
-        pthread_cond_broadcast(&list[i]->batcher.cond);
-        pthread_mutex_unlock(&list[i]->batcher.lock);
-    }
-    free(list);
-}
-
-/* The pool's stats with the batcher's (queued requests wait, and their
- * timeouts and refusals count as the pool's) and the holders' count. */
-static void entry_pool_stats(struct org_entry *e, struct pool_stats *out)
-{
-    struct batcher *b = &e->batcher;
-
-    pool_get_stats(e->pool, out);
-    pthread_mutex_lock(&b->lock);
-    out->waiting += b->queued;
-    pthread_mutex_unlock(&b->lock);
-    out->total_timeouts += atomic_load(&b->timeouts);
-    out->waiters_rejected += atomic_load(&b->rejected);
-    out->group_commits = atomic_load(&b->commits);
-    out->group_messages = atomic_load(&b->messages);
-    out->held_too_long = holders_held_too_long(&e->holders);
 }
 
 /* POOLD_POOL_MODE=none: the seed's "alloc" baseline. A service and its
@@ -852,32 +527,38 @@ static int process_batch_pooled(struct registry *reg, struct org_entry *e,
                          first_err, err, errlen);
 }
 
-/* Route the org and check what needs no database; POOLD_OK and *out. */
-static int reg_admit(struct registry *reg, const char *org_id,
-                     struct org_entry **out, char *err, size_t errlen)
+int registry_admit(struct registry *reg, const char *org_id,
+                   struct org_entry **out, char *err, size_t errlen)
 {
+    struct org_entry *e = NULL;
     int rc;
 
     err[0] = '\0';
     if (atomic_load(&reg->shutting_down))
-        return POOLD_ERR_SHUTDOWN;
-    rc = registry_route(reg, org_id, out);
-    if (rc == POOLD_OK && atomic_load(&(*out)->paused))
+        rc = POOLD_ERR_SHUTDOWN;
+    else
+        rc = registry_find_entry(reg, org_id, &e);
+    if (rc == POOLD_OK && atomic_load(&e->paused))
         rc = POOLD_ERR_PAUSED;
-    if (rc == POOLD_OK && entry_misconfigured(*out, err, errlen))
+    if (rc == POOLD_OK && entry_misconfigured(e, err, errlen))
         rc = POOLD_ERR_MISCONFIGURED;
+    if (rc != POOLD_OK)
+        registry_fill_error(rc, org_id, err, errlen);
+    else
+        *out = e;
     return rc;
 }
 
-int registry_process(struct registry *reg, const char *org_id,
+int registry_process(struct registry *reg, struct org_entry *e,
                      const struct message *msg, struct service_result *out,
                      char *err, size_t errlen)
 {
-    struct org_entry *e = NULL;
     struct reg_deadlines dl = reg_deadlines_from(reg, clock_now_ns());
     struct service_job job = {.msg = msg};
-    int rc = reg_admit(reg, org_id, &e, err, errlen);
+    int rc = atomic_load(&reg->shutting_down) ? POOLD_ERR_SHUTDOWN
+                                              : entry_ensure_pool(reg, e);
 
+    err[0] = '\0';
     if (rc == POOLD_OK && reg->cfg.pooled) {
         rc = process_pooled(reg, e, msg, out, &dl, err, errlen);
     } else if (rc == POOLD_OK) {
@@ -887,24 +568,25 @@ int registry_process(struct registry *reg, const char *org_id,
         *out = job.result;
     }
     if (rc != POOLD_OK)
-        fill_error(rc, org_id, err, errlen);
+        registry_fill_error(rc, e->org_id, err, errlen);
     return rc;
 }
 
-int registry_process_batch(struct registry *reg, const char *org_id,
+int registry_process_batch(struct registry *reg, struct org_entry *e,
                            struct service_job *jobs, size_t n, char *err,
                            size_t errlen)
 {
-    struct org_entry *e = NULL;
     struct reg_deadlines dl = reg_deadlines_from(reg, clock_now_ns());
-    int rc = reg_admit(reg, org_id, &e, err, errlen);
+    int rc = atomic_load(&reg->shutting_down) ? POOLD_ERR_SHUTDOWN
+                                              : entry_ensure_pool(reg, e);
 
+    err[0] = '\0';
     if (rc == POOLD_OK && reg->cfg.pooled)
         rc = process_batch_pooled(reg, e, jobs, n, &dl, err, errlen);
     else if (rc == POOLD_OK)
         rc = process_unpooled(reg, e, jobs, n, &dl, err, errlen);
     if (rc != POOLD_OK)
-        fill_error(rc, org_id, err, errlen);
+        registry_fill_error(rc, e->org_id, err, errlen);
     return rc;
 }
 
@@ -912,7 +594,7 @@ int registry_process_batch(struct registry *reg, const char *org_id,
 
 /* Called by a service build when the connection pool is at its cap: the
  * longest-idle service of another org gives its connection back. */
-static bool registry_reclaim(void *arg, const char *org_id)
+bool registry_reclaim(void *arg, const char *org_id)
 {
     struct registry *reg = arg;
     struct pool *victim = NULL;
@@ -1145,10 +827,11 @@ void registry_shutdown(struct registry *reg)
     if (atomic_exchange(&reg->shutting_down, true))
         return;
     list = map_snapshot(reg, true, &n);
-    for (size_t i = 0; i < n; i++)
+    for (size_t i = 0; i < n; i++) {
         pool_shutdown(list[i]->pool);
+        groupcommit_wake(list[i]->batcher);
+    }
     free(list);
-    batchers_wake(reg);
     /* Mode none waits on permits: wake those waiters too. (In pooled mode
      * the connection pool goes last, after the services gave theirs back.) */
     if (!reg->cfg.pooled && reg->conns)
@@ -1173,7 +856,7 @@ void registry_destroy(struct registry *reg)
             pthread_mutex_destroy(&e->cache_lock);
             holders_deinit(&e->holders);
             breaker_deinit(&e->build_breaker);
-            batcher_deinit(&e->batcher);
+            groupcommit_destroy(e->batcher);
             free(e);
             e = next;
         }
@@ -1201,348 +884,4 @@ bool registry_is_ready(struct registry *reg)
     return atomic_load(&reg->loaded) && !atomic_load(&reg->shutting_down) &&
            connpool_cap(reg->cp) > 0 && last != 0 &&
            clock_now_ns() - last < grace;
-}
-
-/* ------------------------------------------------------------ operators */
-
-static int find_entry(struct registry *reg, const char *org_id,
-                      struct org_entry **out)
-{
-    if (!atomic_load(&reg->loaded))
-        return POOLD_ERR_NOT_READY;
-    pthread_rwlock_rdlock(&reg->lock);
-    struct org_entry *e = map_find(reg, org_id);
-    pthread_rwlock_unlock(&reg->lock);
-    if (e == NULL || !atomic_load(&e->present) || !atomic_load(&e->enabled))
-        return POOLD_ERR_UNKNOWN_ORG;
-    *out = e;
-    return POOLD_OK;
-}
-
-static void entry_stats(struct registry *reg, struct org_entry *e,
-                        struct pool_stats *out)
-{
-    if (e->pool) {
-        entry_pool_stats(e, out);
-        return;
-    }
-    memset(out, 0, sizeof *out);
-    out->max_size = effective_size(reg, e);
-    out->held_too_long = holders_held_too_long(&e->holders);
-}
-
-int registry_pool_stats(struct registry *reg, const char *org_id,
-                        struct pool_stats *out)
-{
-    struct org_entry *e;
-    int rc = find_entry(reg, org_id, &e);
-    if (rc == POOLD_OK)
-        entry_stats(reg, e, out);
-    return rc;
-}
-
-int registry_resize(struct registry *reg, const char *org_id, unsigned size,
-                    struct pool_stats *out, char *err, size_t errlen)
-{
-    return registry_resize_by(reg, org_id, size, NULL, out, err, errlen);
-}
-
-int registry_resize_by(struct registry *reg, const char *org_id, unsigned size,
-                       const struct audit_actor *actor, struct pool_stats *out,
-                       char *err, size_t errlen)
-{
-    struct org_entry *e;
-    int rc;
-
-    err[0] = '\0';
-    if (size < 1 || size > reg->cfg.ceiling) {
-        snprintf(err, errlen, "max_size must be between 1 and %u",
-                 reg->cfg.ceiling);
-        return POOLD_ERR_INVALID;
-    }
-    if ((rc = find_entry(reg, org_id, &e)) != POOLD_OK) {
-        fill_error(rc, org_id, err, errlen);
-        return rc;
-    }
-    /* Store first: a size we could not persist is not applied. Store and
-     * apply are one step, done while this call has the housekeeping
-     * connection (no lock held across the I/O): two resizes, or a resize
-     * and a directory reload, apply in the order the database stored them. */
-    struct db_conn *conn = housekeeping_conn_take(reg->hk);
-    rc = housekeeping_conn_ready(reg->hk, &conn, err, errlen);
-    if (rc == POOLD_OK)
-        rc = actor ? catalog_store_pool_size_by(conn, org_id, size, actor, err,
-                                                errlen)
-                   : catalog_store_pool_size(conn, org_id, size, err, errlen);
-    if (rc != POOLD_OK && conn != NULL && !db_conn_is_clean(conn)) {
-        db_conn_close(conn);
-        conn = NULL;
-    }
-    if (rc == POOLD_OK) {
-        if (registry_test_hook != NULL)
-            registry_test_hook(reg, REGISTRY_TEST_RESIZE_STORED);
-        atomic_store(&e->size, (int)size);
-        pthread_rwlock_rdlock(&reg->lock);
-        struct pool *pool = e->pool;
-        pthread_rwlock_unlock(&reg->lock);
-        if (pool && pool_resize(pool, size) != POOLD_OK)
-            rc = POOLD_ERR_INVALID;
-    }
-    housekeeping_conn_give(reg->hk, conn);
-    if (rc != POOLD_OK && rc != POOLD_ERR_INVALID)
-        return rc;
-    log_event(LOG_INFO, "pool resized", "org", org_id, (const char *)NULL);
-    entry_stats(reg, e, out);
-    return rc;
-}
-
-void registry_foreach_pool(struct registry *reg,
-                           void (*fn)(void *arg, const char *org_id,
-                                      const struct pool_stats *stats),
-                           void *arg)
-{
-    size_t n;
-    struct org_entry **list = map_snapshot(reg, true, &n);
-
-    /* Entries and pools outlive this call: no lock held while fn runs. */
-    for (size_t i = 0; i < n; i++) {
-        struct pool_stats st;
-        entry_pool_stats(list[i], &st);
-        fn(arg, list[i]->org_id, &st);
-    }
-    free(list);
-}
-
-void registry_conn_stats(struct registry *reg, struct pool_stats *out)
-{
-    if (reg->conns) {
-        pool_get_stats(reg->conns, out);
-        return;
-    }
-    memset(out, 0, sizeof *out);
-    out->max_size = reg->cfg.db_max_conns;
-}
-
-int registry_admit(struct registry *reg, const char *org_id, char *err,
-                   size_t errlen)
-{
-    struct org_entry *e;
-    int rc;
-
-    err[0] = '\0';
-    if (atomic_load(&reg->shutting_down))
-        rc = POOLD_ERR_SHUTDOWN;
-    else
-        rc = find_entry(reg, org_id, &e);
-    if (rc == POOLD_OK && atomic_load(&e->paused))
-        rc = POOLD_ERR_PAUSED;
-    if (rc == POOLD_OK && entry_misconfigured(e, err, errlen))
-        rc = POOLD_ERR_MISCONFIGURED;
-    if (rc != POOLD_OK)
-        fill_error(rc, org_id, err, errlen);
-    return rc;
-}
-
-int registry_admin_begin(struct registry *reg, struct db_conn **conn, char *err,
-                         size_t errlen)
-{
-    /* Waits while housekeeping, a resize or another admin call has it. */
-    struct db_conn *c = housekeeping_conn_take(reg->hk);
-    int rc = housekeeping_conn_ready(reg->hk, &c, err, errlen);
-
-    if (rc != POOLD_OK) {
-        housekeeping_conn_give(reg->hk, c);
-        return rc;
-    }
-    *conn = c;
-    return POOLD_OK;
-}
-
-void registry_admin_end(struct registry *reg, struct db_conn *conn, bool wrote)
-{
-    char err[REG_ERR_MAX];
-
-    if (!db_conn_is_clean(conn)) {
-        db_conn_close(conn);
-        housekeeping_conn_give(reg->hk, NULL);
-        return;
-    }
-    /* It answered: readiness need not wait for a poll. */
-    registry_mark_db_ok(reg, clock_now_ns());
-    /* Serve the change from the next request here; elsewhere the next poll
-     * sees it. A failure is only logged: the poll retries. */
-    if (wrote &&
-        housekeeping_refresh(reg->hk, conn, err, sizeof err) != POOLD_OK)
-        log_event(LOG_WARN, "refresh after an admin write failed", "error", err,
-                  (const char *)NULL);
-    housekeeping_conn_give(reg->hk, conn);
-}
-
-int registry_set_paused(struct registry *reg, const char *org_id, bool paused,
-                        const struct audit_actor *actor, char *err,
-                        size_t errlen)
-{
-    struct org_entry *e;
-    int rc;
-
-    err[0] = '\0';
-    if ((rc = find_entry(reg, org_id, &e)) != POOLD_OK) {
-        fill_error(rc, org_id, err, errlen);
-        return rc;
-    }
-    /* Stored first, on the housekeeping connection while we own it: the
-     * other replicas follow through the fingerprint, this one at once. */
-    struct db_conn *conn;
-    rc = registry_admin_begin(reg, &conn, err, errlen);
-    if (rc != POOLD_OK)
-        return rc;
-    rc = catalog_store_paused_by(conn, org_id, paused, actor, err, errlen);
-    registry_admin_end(reg, conn, rc == POOLD_OK);
-    if (rc != POOLD_OK)
-        return rc;
-    atomic_store(&e->paused, paused);
-    log_event(LOG_INFO, paused ? "org paused" : "org resumed", "org", org_id,
-              (const char *)NULL);
-    return POOLD_OK;
-}
-
-int registry_is_paused(struct registry *reg, const char *org_id, bool *out)
-{
-    struct org_entry *e;
-    int rc = find_entry(reg, org_id, &e);
-
-    if (rc == POOLD_OK)
-        *out = atomic_load(&e->paused);
-    return rc;
-}
-
-/* The drain's audit entry: it writes nothing else, so the entry is alone
- * in its statement. A failure is logged, not answered: a drain must work
- * while the database is away (after a failover is when it is wanted). */
-static void drain_audit(struct registry *reg, const char *org_id,
-                        const struct audit_actor *actor,
-                        const struct pool_stats *before,
-                        const struct pool_stats *after)
-{
-    char b[96], a[96], err[REG_ERR_MAX];
-    struct audit_entry entry = {actor, "pool.drain", org_id, b, a};
-    struct db_conn *conn;
-    int rc;
-
-    snprintf(b, sizeof b, "{\"idle\": %llu, \"active\": %llu}",
-             (unsigned long long)before->idle,
-             (unsigned long long)before->active);
-    snprintf(a, sizeof a, "{\"idle\": %llu, \"active\": %llu}",
-             (unsigned long long)after->idle,
-             (unsigned long long)after->active);
-    rc = registry_admin_begin(reg, &conn, err, sizeof err);
-    if (rc == POOLD_OK) {
-        rc = audit_insert(conn, &entry, err, sizeof err);
-        registry_admin_end(reg, conn, false);
-    }
-    if (rc != POOLD_OK)
-        log_event(LOG_WARN, "drain done, its audit entry not written", "org",
-                  org_id, "error", err, (const char *)NULL);
-}
-
-int registry_drain(struct registry *reg, const char *org_id,
-                   const struct audit_actor *actor, struct pool_stats *out,
-                   char *err, size_t errlen)
-{
-    struct org_entry *e;
-    struct pool_stats before;
-    int rc;
-
-    err[0] = '\0';
-    if ((rc = find_entry(reg, org_id, &e)) != POOLD_OK) {
-        fill_error(rc, org_id, err, errlen);
-        return rc;
-    }
-    entry_stats(reg, e, &before);
-    /* The next build reads the org's row again rather than the cache. */
-    pthread_mutex_lock(&e->cache_lock);
-    e->cached = false;
-    pthread_mutex_unlock(&e->cache_lock);
-    pthread_rwlock_rdlock(&reg->lock);
-    struct pool *pool = e->pool;
-    pthread_rwlock_unlock(&reg->lock);
-    if (pool != NULL)
-        pool_retire_all(pool);
-    log_event(LOG_INFO, "pool drained", "org", org_id, (const char *)NULL);
-    entry_stats(reg, e, out);
-    if (actor != NULL)
-        drain_audit(reg, org_id, actor, &before, out);
-    return POOLD_OK;
-}
-
-int registry_holders(struct registry *reg, const char *org_id,
-                     struct holder_info **out, size_t *n)
-{
-    struct org_entry *e;
-    struct holder_info *v = NULL;
-    size_t cap = 0, have;
-    int rc = find_entry(reg, org_id, &e);
-
-    *out = NULL;
-    *n = 0;
-    if (rc != POOLD_OK)
-        return rc;
-    /* The list may grow between sizing and copying: retry with room. */
-    for (;;) {
-        have = holders_list(&e->holders, v, cap, clock_now_ns());
-        if (have <= cap)
-            break;
-        free(v);
-        cap = have + 8;
-        if ((v = malloc(cap * sizeof *v)) == NULL)
-            return POOLD_ERR_NOMEM;
-    }
-    *out = v;
-    *n = have;
-    return POOLD_OK;
-}
-
-/* ------------------------------------------------------------- replicas */
-
-void registry_set_hk_hook(struct registry *reg, registry_hk_fn fn, void *arg)
-{
-    reg->hk_fn = fn;
-    reg->hk_arg = arg;
-}
-
-/* Retire every org's services: idle ones close now, lent ones on release,
- * and their connections go back to a pool over its size, which closes
- * them. The next requests rebuild from the cached rules. */
-static void registry_retire_services(struct registry *reg)
-{
-    size_t n;
-    struct org_entry **list = map_snapshot(reg, true, &n);
-
-    for (size_t i = 0; i < n; i++)
-        pool_retire_all(list[i]->pool);
-    free(list);
-}
-
-void registry_set_conn_cap(struct registry *reg, unsigned cap)
-{
-    unsigned max = connpool_set_cap(reg->cp, cap);
-
-    if (pool_total(reg->conns) <= max)
-        return;
-    /* Services hold their connection for life: idle ones give it back. */
-    while (reg->cfg.pooled && pool_total(reg->conns) > max &&
-           registry_reclaim(reg, ""))
-        ;
-    if (reg->cfg.pooled && pool_total(reg->conns) > max)
-        registry_retire_services(reg);
-}
-
-unsigned registry_conn_open(struct registry *reg)
-{
-    return pool_total(reg->conns);
-}
-
-unsigned registry_conn_waiting(struct registry *reg)
-{
-    return pool_waiting(reg->conns);
 }

@@ -1,11 +1,19 @@
-/* registry_internal.h — what registry.c and housekeeping.c share; not an API.
+/* registry_internal.h — what the registry's files share; not an API.
+ *
+ * The registry is four files with one job each: registry.c (the org map,
+ * each org's service pool, routing and admission, the request's path to a
+ * commit, the connection-cap policy, the directory, lifecycle),
+ * groupcommit.c (an org's commit queue: requests' writes joined into one
+ * statement), registry_ops.c (the operator API: stats, resize, pause,
+ * drain, holders, the admin connection, the replica cap) and
+ * housekeeping.c (its thread and the tick's steps).
  *
  * Lock order. Every mutex of the registry and its split modules:
  *
  *   reg->lock          rwlock: the org map (buckets, entries' pending marks,
  *                      an entry's pool pointer being set)
  *   e->cache_lock      one org's rules and misconfiguration caches
- *   e->batcher.lock    one org's group-commit queue
+ *   e->batcher->lock   one org's group-commit queue (groupcommit.c)
  *   e->holders.lock    one org's holds (holders.c)
  *   e->build_breaker.lock, reg->db_breaker.lock   (breaker.c)
  *   hk->lock           housekeeping: the stop flag and the housekeeping
@@ -32,15 +40,69 @@
 #include "breaker.h"
 #include "catalog.h"
 #include "connpool.h"
+#include "holders.h"
 #include "housekeeping.h"
+#include "orgid.h"
 #include "registry.h"
+#include "rules.h"
 
 #define REG_ERR_MAX 256
 
-/* One org of the directory: registry.c's; others use the calls below.
- * Entries are created by a directory load and never freed before
- * registry_destroy(), so a pointer to one stays valid with no lock held. */
-struct org_entry;
+struct batcher;
+
+/*
+ * One org of the directory (orgs table). Entries are created by the
+ * housekeeping thread when it loads the directory and are never freed before
+ * registry_destroy(), so a pointer to one (and to its pool) stays valid
+ * without holding the registry lock.
+ */
+struct org_entry {
+    struct org_entry *next; /* hash chain */
+    struct registry *reg;
+    char org_id[ORG_ID_MAX + 1];
+    _Atomic(struct pool *) pool; /* NULL until the first request; then fixed */
+    /* Directory facts, written by housekeeping under reg->lock (write),
+     * read lock-free by the validate callback: atomics. */
+    atomic_bool enabled;
+    atomic_bool present;    /* still in the orgs table */
+    atomic_llong version;   /* orgs.config_version */
+    atomic_int size;        /* orgs.pool_max_size, 0: default */
+    atomic_bool paused;     /* orgs.paused: requests get 503 org_paused */
+    struct holders holders; /* who holds this org's services now */
+    /* Guards the two caches below (never held across I/O). */
+    pthread_mutex_t cache_lock;
+    /* The last misconfiguration seen, cached for its version so a broken
+     * org costs no query per request. */
+    long long misconf_version; /* -1: none */
+    char misconf_msg[REG_ERR_MAX];
+    struct breaker build_breaker; /* this org's service builds */
+    /* The rules of the last service built from the orgs row, for the
+     * version they came from: later builds of that version copy them
+     * instead of querying (orgs take turns at the connection cap, and a
+     * rebuild must cost a connection handoff, not a round trip). */
+    struct ruleset cached_rules;
+    long long cached_version;
+    bool cached; /* cached_rules hold cached_version's */
+    /* Builds of this org in progress (they may be waiting for a
+     * connection at the cap). */
+    atomic_uint building;
+    /* Set by a directory refresh, done after it (under reg->lock). */
+    bool pending_retire;
+    bool pending_resize;
+    unsigned load_gen; /* the last whole load that listed it */
+    /* Group commit in front of the pool (groupcommit.c): made with the
+     * pool, before the pool pointer is published; then fixed. */
+    struct batcher *batcher;
+};
+
+/* A request's absolute deadlines, counted from its full receipt: finding
+ * or building a service ends by acquire_ns, the commit's wait by
+ * commit_ns, so every request ends within the acquire timeout + the
+ * statement timeout + the slack (DESIGN.md). */
+struct reg_deadlines {
+    uint64_t acquire_ns;
+    uint64_t commit_ns;
+};
 
 struct registry {
     struct registry_config cfg;
@@ -119,5 +181,39 @@ void registry_mark_db_ok(struct registry *reg, uint64_t now_ns);
 /* The cap policy: while builds wait for a connection, the longest-idle
  * services of the orgs give theirs back. */
 void registry_reclaim_for_waiters(struct registry *reg);
+
+/* The longest-idle service of an org other than org_id ("": any) gives its
+ * connection back; false when there is none. (arg: the registry; the
+ * service env's reclaim callback.) */
+bool registry_reclaim(void *arg, const char *org_id);
+
+/* ---- shared by the registry's files ------------------------------------ */
+
+/* The org, known, present and enabled, without creating its pool.
+ * POOLD_ERR_NOT_READY, POOLD_ERR_UNKNOWN_ORG. No I/O. */
+POOLD_MUSTCHECK int registry_find_entry(struct registry *reg,
+                                        const char *org_id,
+                                        struct org_entry **out);
+
+/* err gets the message for a person that goes with rc for org_id, unless
+ * err already holds one. */
+void registry_fill_error(int rc, const char *org_id, char *err, size_t errlen);
+
+/* The request (msg's request_id and route) holds one of e's services from
+ * reg_hold_begin() to reg_hold_end(): GET /pools/{org_id}/holders lists
+ * it. A hold longer than POOLD_HOLD_WARN_MS is logged and counted once. */
+void reg_hold_begin(struct org_entry *e, struct holder *hold,
+                    const struct message *msg);
+void reg_hold_end(struct org_entry *e, struct holder *hold);
+
+/* Give a service back to e's pool after a commit that ended with rc:
+ * broken after a database error, to another org's waiting build while
+ * anyone waits for a connection at the cap, else to the pool. */
+void reg_release(struct registry *reg, struct org_entry *e,
+                 struct pool_item *item, int rc);
+
+/* One org's pool stats: the pool's, its commit queue's and its holders'. */
+void registry_entry_stats(struct registry *reg, struct org_entry *e,
+                          struct pool_stats *out);
 
 #endif

@@ -96,7 +96,11 @@ static int process(struct registry *reg, const char *org, const char *id,
                         .id_len = strlen(id),
                         .payload = payload,
                         .payload_len = strlen(payload)};
-    return registry_process(reg, org, &m, res, err, sizeof err);
+    struct org_entry *e;
+    int rc = registry_admit(reg, org, &e, err, sizeof err);
+
+    return rc != POOLD_OK ? rc
+                          : registry_process(reg, e, &m, res, err, sizeof err);
 }
 
 /* Rules per demo org (sql/100_demo_orgs.sql): org i has this many. */

@@ -1,0 +1,335 @@
+/* registry_ops.c — the operator API of the registry: pool stats, resize,
+ * pause, drain, holders, the admin connection and the replica's cap. */
+#include "registry.h"
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "clock.h"
+#include "groupcommit.h"
+#include "log.h"
+#include "registry_internal.h"
+
+void registry_entry_stats(struct registry *reg, struct org_entry *e,
+                          struct pool_stats *out)
+{
+    struct pool *pool = atomic_load(&e->pool);
+
+    if (pool != NULL) {
+        pool_get_stats(pool, out);
+        groupcommit_add_stats(e->batcher, out);
+    } else {
+        memset(out, 0, sizeof *out);
+        out->max_size = org_entry_size(reg, e);
+    }
+    out->held_too_long = holders_held_too_long(&e->holders);
+}
+
+int registry_pool_stats(struct registry *reg, const char *org_id,
+                        struct pool_stats *out)
+{
+    struct org_entry *e;
+    int rc = registry_find_entry(reg, org_id, &e);
+    if (rc == POOLD_OK)
+        registry_entry_stats(reg, e, out);
+    return rc;
+}
+
+int registry_resize(struct registry *reg, const char *org_id, unsigned size,
+                    struct pool_stats *out, char *err, size_t errlen)
+{
+    return registry_resize_by(reg, org_id, size, NULL, out, err, errlen);
+}
+
+int registry_resize_by(struct registry *reg, const char *org_id, unsigned size,
+                       const struct audit_actor *actor, struct pool_stats *out,
+                       char *err, size_t errlen)
+{
+    struct org_entry *e;
+    int rc;
+
+    err[0] = '\0';
+    if (size < 1 || size > reg->cfg.ceiling) {
+        snprintf(err, errlen, "max_size must be between 1 and %u",
+                 reg->cfg.ceiling);
+        return POOLD_ERR_INVALID;
+    }
+    if ((rc = registry_find_entry(reg, org_id, &e)) != POOLD_OK) {
+        registry_fill_error(rc, org_id, err, errlen);
+        return rc;
+    }
+    /* Store first: a size we could not persist is not applied. Store and
+     * apply are one step, done while this call has the housekeeping
+     * connection (no lock held across the I/O): two resizes, or a resize
+     * and a directory reload, apply in the order the database stored them. */
+    struct db_conn *conn = housekeeping_conn_take(reg->hk);
+    rc = housekeeping_conn_ready(reg->hk, &conn, err, errlen);
+    if (rc == POOLD_OK)
+        rc = actor ? catalog_store_pool_size_by(conn, org_id, size, actor, err,
+                                                errlen)
+                   : catalog_store_pool_size(conn, org_id, size, err, errlen);
+    if (rc != POOLD_OK && conn != NULL && !db_conn_is_clean(conn)) {
+        db_conn_close(conn);
+        conn = NULL;
+    }
+    if (rc == POOLD_OK) {
+        if (registry_test_hook != NULL)
+            registry_test_hook(reg, REGISTRY_TEST_RESIZE_STORED);
+        atomic_store(&e->size, (int)size);
+        pthread_rwlock_rdlock(&reg->lock);
+        struct pool *pool = e->pool;
+        pthread_rwlock_unlock(&reg->lock);
+        if (pool && pool_resize(pool, size) != POOLD_OK)
+            rc = POOLD_ERR_INVALID;
+    }
+    housekeeping_conn_give(reg->hk, conn);
+    if (rc != POOLD_OK && rc != POOLD_ERR_INVALID)
+        return rc;
+    log_event(LOG_INFO, "pool resized", "org", org_id, (const char *)NULL);
+    registry_entry_stats(reg, e, out);
+    return rc;
+}
+
+struct foreach_pool_arg {
+    struct registry *reg;
+    void (*fn)(void *arg, const char *org_id, const struct pool_stats *stats);
+    void *arg;
+};
+
+static void foreach_pool_one(void *arg, struct org_entry *e)
+{
+    struct foreach_pool_arg *a = arg;
+    struct pool_stats st;
+
+    registry_entry_stats(a->reg, e, &st);
+    a->fn(a->arg, e->org_id, &st);
+}
+
+void registry_foreach_pool(struct registry *reg,
+                           void (*fn)(void *arg, const char *org_id,
+                                      const struct pool_stats *stats),
+                           void *arg)
+{
+    struct foreach_pool_arg a = {reg, fn, arg};
+
+    /* Entries and pools outlive this call: no lock held while fn runs. */
+    registry_foreach_org(reg, true, foreach_pool_one, &a);
+}
+
+void registry_conn_stats(struct registry *reg, struct pool_stats *out)
+{
+    if (reg->conns) {
+        pool_get_stats(reg->conns, out);
+        return;
+    }
+    memset(out, 0, sizeof *out);
+    out->max_size = reg->cfg.db_max_conns;
+}
+
+int registry_admin_begin(struct registry *reg, struct db_conn **conn, char *err,
+                         size_t errlen)
+{
+    /* Waits while housekeeping, a resize or another admin call has it. */
+    struct db_conn *c = housekeeping_conn_take(reg->hk);
+    int rc = housekeeping_conn_ready(reg->hk, &c, err, errlen);
+
+    if (rc != POOLD_OK) {
+        housekeeping_conn_give(reg->hk, c);
+        return rc;
+    }
+    *conn = c;
+    return POOLD_OK;
+}
+
+void registry_admin_end(struct registry *reg, struct db_conn *conn, bool wrote)
+{
+    char err[REG_ERR_MAX];
+
+    if (!db_conn_is_clean(conn)) {
+        db_conn_close(conn);
+        housekeeping_conn_give(reg->hk, NULL);
+        return;
+    }
+    /* It answered: readiness need not wait for a poll. */
+    registry_mark_db_ok(reg, clock_now_ns());
+    /* Serve the change from the next request here; elsewhere the next poll
+     * sees it. A failure is only logged: the poll retries. */
+    if (wrote &&
+        housekeeping_refresh(reg->hk, conn, err, sizeof err) != POOLD_OK)
+        log_event(LOG_WARN, "refresh after an admin write failed", "error", err,
+                  (const char *)NULL);
+    housekeeping_conn_give(reg->hk, conn);
+}
+
+int registry_set_paused(struct registry *reg, const char *org_id, bool paused,
+                        const struct audit_actor *actor, char *err,
+                        size_t errlen)
+{
+    struct org_entry *e;
+    int rc;
+
+    err[0] = '\0';
+    if ((rc = registry_find_entry(reg, org_id, &e)) != POOLD_OK) {
+        registry_fill_error(rc, org_id, err, errlen);
+        return rc;
+    }
+    /* Stored first, on the housekeeping connection while we own it: the
+     * other replicas follow through the fingerprint, this one at once. */
+    struct db_conn *conn;
+    rc = registry_admin_begin(reg, &conn, err, errlen);
+    if (rc != POOLD_OK)
+        return rc;
+    rc = catalog_store_paused_by(conn, org_id, paused, actor, err, errlen);
+    registry_admin_end(reg, conn, rc == POOLD_OK);
+    if (rc != POOLD_OK)
+        return rc;
+    atomic_store(&e->paused, paused);
+    log_event(LOG_INFO, paused ? "org paused" : "org resumed", "org", org_id,
+              (const char *)NULL);
+    return POOLD_OK;
+}
+
+int registry_is_paused(struct registry *reg, const char *org_id, bool *out)
+{
+    struct org_entry *e;
+    int rc = registry_find_entry(reg, org_id, &e);
+
+    if (rc == POOLD_OK)
+        *out = atomic_load(&e->paused);
+    return rc;
+}
+
+/* The drain's audit entry: it writes nothing else, so the entry is alone
+ * in its statement. A failure is logged, not answered: a drain must work
+ * while the database is away (after a failover is when it is wanted). */
+static void drain_audit(struct registry *reg, const char *org_id,
+                        const struct audit_actor *actor,
+                        const struct pool_stats *before,
+                        const struct pool_stats *after)
+{
+    char b[96], a[96], err[REG_ERR_MAX];
+    struct audit_entry entry = {actor, "pool.drain", org_id, b, a};
+    struct db_conn *conn;
+    int rc;
+
+    snprintf(b, sizeof b, "{\"idle\": %llu, \"active\": %llu}",
+             (unsigned long long)before->idle,
+             (unsigned long long)before->active);
+    snprintf(a, sizeof a, "{\"idle\": %llu, \"active\": %llu}",
+             (unsigned long long)after->idle,
+             (unsigned long long)after->active);
+    rc = registry_admin_begin(reg, &conn, err, sizeof err);
+    if (rc == POOLD_OK) {
+        rc = audit_insert(conn, &entry, err, sizeof err);
+        registry_admin_end(reg, conn, false);
+    }
+    if (rc != POOLD_OK)
+        log_event(LOG_WARN, "drain done, its audit entry not written", "org",
+                  org_id, "error", err, (const char *)NULL);
+}
+
+int registry_drain(struct registry *reg, const char *org_id,
+                   const struct audit_actor *actor, struct pool_stats *out,
+                   char *err, size_t errlen)
+{
+    struct org_entry *e;
+    struct pool_stats before;
+    int rc;
+
+    err[0] = '\0';
+    if ((rc = registry_find_entry(reg, org_id, &e)) != POOLD_OK) {
+        registry_fill_error(rc, org_id, err, errlen);
+        return rc;
+    }
+    registry_entry_stats(reg, e, &before);
+    /* The next build reads the org's row again rather than the cache. */
+    pthread_mutex_lock(&e->cache_lock);
+    e->cached = false;
+    pthread_mutex_unlock(&e->cache_lock);
+    pthread_rwlock_rdlock(&reg->lock);
+    struct pool *pool = e->pool;
+    pthread_rwlock_unlock(&reg->lock);
+    if (pool != NULL)
+        pool_retire_all(pool);
+    log_event(LOG_INFO, "pool drained", "org", org_id, (const char *)NULL);
+    registry_entry_stats(reg, e, out);
+    if (actor != NULL)
+        drain_audit(reg, org_id, actor, &before, out);
+    return POOLD_OK;
+}
+
+int registry_holders(struct registry *reg, const char *org_id,
+                     struct holder_info **out, size_t *n)
+{
+    struct org_entry *e;
+    struct holder_info *v = NULL;
+    size_t cap = 0, have;
+    int rc = registry_find_entry(reg, org_id, &e);
+
+    *out = NULL;
+    *n = 0;
+    if (rc != POOLD_OK)
+        return rc;
+    /* The list may grow between sizing and copying: retry with room. */
+    for (;;) {
+        have = holders_list(&e->holders, v, cap, clock_now_ns());
+        if (have <= cap)
+            break;
+        free(v);
+        cap = have + 8;
+        if ((v = malloc(cap * sizeof *v)) == NULL)
+            return POOLD_ERR_NOMEM;
+    }
+    *out = v;
+    *n = have;
+    return POOLD_OK;
+}
+
+/* ------------------------------------------------------------- replicas */
+
+void registry_set_hk_hook(struct registry *reg, registry_hk_fn fn, void *arg)
+{
+    reg->hk_fn = fn;
+    reg->hk_arg = arg;
+}
+
+/* Retire every org's services: idle ones close now, lent ones on release,
+ * and their connections go back to a pool over its size, which closes
+ * them. The next requests rebuild from the cached rules. */
+static void retire_one(void *arg, struct org_entry *e)
+{
+    (void)arg;
+    pool_retire_all(atomic_load(&e->pool));
+}
+
+static void registry_retire_services(struct registry *reg)
+{
+    registry_foreach_org(reg, true, retire_one, NULL);
+}
+
+void registry_set_conn_cap(struct registry *reg, unsigned cap)
+{
+    unsigned max = connpool_set_cap(reg->cp, cap);
+
+    if (pool_total(reg->conns) <= max)
+        return;
+    /* Services hold their connection for life: idle ones give it back. */
+    while (reg->cfg.pooled && pool_total(reg->conns) > max &&
+           registry_reclaim(reg, ""))
+        ;
+    if (reg->cfg.pooled && pool_total(reg->conns) > max)
+        registry_retire_services(reg);
+}
+
+unsigned registry_conn_open(struct registry *reg)
+{
+    return pool_total(reg->conns);
+}
+
+unsigned registry_conn_waiting(struct registry *reg)
+{
+    return pool_waiting(reg->conns);
+}
