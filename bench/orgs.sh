@@ -12,6 +12,9 @@
 #              connection cap an idle service of another org is evicted)
 #   change     an UPDATE of one org's config to the first request served
 #              with the new rules
+#   pooled     RSS growth over the requests, per org that got a pool (its
+#              pool, group commit, caches; its services were evicted at the
+#              connection cap, except the last POOLD_DB_MAX_CONNS)
 #
 #   bench/orgs.sh                 # 1000 100000 1000000
 #   bench/orgs.sh 1000 20000      # other sizes
@@ -116,8 +119,8 @@ main() {
     sleep 2
     empty_kb=$(rss_kb "$POOLD_PID")
     poold_stop
-    printf '| N orgs | ready after start | idle RSS | RSS per org above empty | idle CPU | mean request, org without a pool (%s random orgs, one client) | a change seen |\n' "$REQUESTS"
-    printf '| --- | --- | --- | --- | --- | --- | --- |\n'
+    printf '| N orgs | ready after start | idle RSS | RSS per org above empty | idle CPU | mean request, org without a pool (%s random orgs, one client) | a change seen | RSS per org that got a pool |\n' "$REQUESTS"
+    printf '| --- | --- | --- | --- | --- | --- | --- | --- |\n'
     for n in "${SIZES[@]}"; do
         log "filling orgs with $n rows"
         fill_orgs "$n"
@@ -127,17 +130,21 @@ main() {
         rss=$(rss_kb "$POOLD_PID")
         cpu=$(idle_cpu "$POOLD_PID" "$IDLE_S")
         out=$(requests "$n")
+        pooled=$(rss_kb "$POOLD_PID")
         poold_stop
         jq -nc --argjson n "$n" --argjson ready "$ready" --argjson rss_kb "$rss" \
             --argjson empty_kb "$empty_kb" --argjson cpu "$cpu" \
             --argjson req_ms "${out% *}" --argjson change_s "${out#* }" \
+            --argjson pooled_kb "$pooled" \
             '{n: $n, ready_s: $ready, rss_kb: $rss_kb, empty_kb: $empty_kb,
-              idle_cpu_pct: $cpu, request_ms: $req_ms, change_s: $change_s}' \
+              idle_cpu_pct: $cpu, request_ms: $req_ms, change_s: $change_s,
+              rss_after_requests_kb: $pooled_kb}' \
             >>"$OUT/orgs.jsonl"
-        printf '| %s | %.2f s | %.0f MiB | %.0f B | %.1f %% | %s ms | %s s |\n' \
+        printf '| %s | %.2f s | %.0f MiB | %.0f B | %.1f %% | %s ms | %s s | %.0f B |\n' \
             "$n" "$ready" "$(echo "$rss / 1024" | bc -l)" \
             "$(echo "($rss - $empty_kb) * 1024 / $n" | bc -l)" "$cpu" \
-            "${out% *}" "${out#* }"
+            "${out% *}" "${out#* }" \
+            "$(echo "($pooled - $rss) * 1024 / $REQUESTS" | bc -l)"
     done
     psql_super -c "TRUNCATE processed_messages, orgs, org_keys" >/dev/null
 }

@@ -26,6 +26,9 @@ CREATE TABLE IF NOT EXISTS org_changes (
 );
 CREATE INDEX IF NOT EXISTS org_changes_xid_idx ON org_changes (xid);
 CREATE INDEX IF NOT EXISTS org_changes_at_idx ON org_changes (at);
+-- The rate limits poold loads at start read only the orgs that have one.
+CREATE INDEX IF NOT EXISTS orgs_rate_limited_idx ON orgs (org_id)
+    WHERE rate_limit_rps IS NOT NULL;
 
 -- One function for every table and event: it reads the transition tables
 -- the trigger declares (new_rows, old_rows), which carry org_id.

@@ -2,6 +2,9 @@
 #include "housekeeping.h"
 
 #include <pthread.h>
+#ifdef __GLIBC__
+#include <malloc.h>
+#endif
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -147,6 +150,12 @@ static int hk_apply_changes(struct housekeeping *hk, struct hk_tick *t,
     else
         registry_apply_changes(hk->reg, list, n);
     free(list);
+#ifdef __GLIBC__
+    /* A whole load's result (a million rows: about 100 MB) was freed in
+     * pieces below the entries made since: give those pages back. */
+    if (ch->all)
+        malloc_trim(0);
+#endif
     return POOLD_OK;
 }
 
@@ -177,13 +186,12 @@ static enum hk_outcome step_refresh(struct housekeeping *hk, struct hk_tick *t)
 
 /* Idle services go now, lent ones on release; validate() refuses any that
  * slips between (version check), so stale configuration is never served. */
-static void apply_pending_one(void *arg, struct org_entry *e)
+static void apply_pending_one(void *arg, struct org_entry *e, bool retire,
+                              bool resize)
 {
     struct registry *reg = arg;
     struct pool *pool = org_entry_pool(e);
-    bool retire, resize;
 
-    org_entry_take_pending(reg, e, &retire, &resize);
     if (retire) {
         pool_retire_all(pool);
         log_event(LOG_INFO, "org configuration changed, services retired",
@@ -194,13 +202,15 @@ static void apply_pending_one(void *arg, struct org_entry *e)
                   org_entry_id(e), (const char *)NULL);
 }
 
+/* Only the orgs a refresh marked (those with a pool that changed); the
+ * marks stay until applied, even while the database is away. */
 static enum hk_outcome step_apply_pending(struct housekeeping *hk,
                                           struct hk_tick *t)
 {
-    if (!t->reloaded)
-        return HK_SKIPPED;
-    registry_foreach_org(hk->reg, true, apply_pending_one, hk->reg);
-    return HK_RAN;
+    (void)t;
+    return registry_foreach_pending(hk->reg, apply_pending_one, hk->reg) > 0
+               ? HK_RAN
+               : HK_SKIPPED;
 }
 
 /* The directory is loaded: requests may be routed. (Rules are no longer
@@ -244,7 +254,7 @@ static enum hk_outcome step_sync_sizes(struct housekeeping *hk,
                                        struct hk_tick *t)
 {
     (void)t;
-    registry_foreach_org(hk->reg, true, sync_size_one, hk->reg);
+    registry_foreach_org(hk->reg, REG_LIVE, sync_size_one, hk->reg);
     return HK_RAN;
 }
 
@@ -279,7 +289,7 @@ static enum hk_outcome step_breakers(struct housekeeping *hk, struct hk_tick *t)
     (void)t;
     if (!hk->was_down)
         return HK_SKIPPED;
-    registry_foreach_org(hk->reg, false, breaker_reset_one, NULL);
+    registry_foreach_org(hk->reg, REG_ACTIVE, breaker_reset_one, NULL);
     breaker_success(&hk->reg->db_breaker);
     hk->was_down = false;
     log_event(LOG_INFO, "database reachable again", (const char *)NULL);
@@ -307,7 +317,7 @@ static void maintain_one(void *arg, struct org_entry *e)
 static enum hk_outcome step_maintain_pools(struct housekeeping *hk,
                                            struct hk_tick *t)
 {
-    registry_foreach_org(hk->reg, true, maintain_one, &t->now);
+    registry_foreach_org(hk->reg, REG_LIVE, maintain_one, &t->now);
     return HK_RAN;
 }
 
@@ -340,7 +350,9 @@ static enum hk_outcome step_check_holds(struct housekeeping *hk,
 
     if (a.warn_ns == 0)
         return HK_SKIPPED;
-    registry_foreach_org(hk->reg, false, check_holds_one, &a);
+    /* Pooled, a hold is of a service: only orgs with services have one. */
+    registry_foreach_org(hk->reg, hk->reg->cfg.pooled ? REG_LIVE : REG_ACTIVE,
+                         check_holds_one, &a);
     return HK_RAN;
 }
 
@@ -395,7 +407,7 @@ static void *prewarm_main(void *arg)
     const char *list = reg->prewarm;
 
     if (strcmp(list, "all") == 0) {
-        registry_foreach_org(reg, false, prewarm_entry, reg);
+        registry_foreach_org(reg, REG_EVERY, prewarm_entry, reg);
     } else {
         for (const char *p = list; *p && !atomic_load(&reg->shutting_down);) {
             char id[ORG_ID_MAX + 1];
@@ -454,8 +466,7 @@ struct hk_step {
 static const struct hk_step hk_steps[HK_STEP__COUNT] = {
     [HK_STEP_CONNECT] = {"connect", HK_CONN, step_connect},
     [HK_STEP_REFRESH] = {"refresh", HK_CONN | HK_DB, step_refresh},
-    [HK_STEP_APPLY_PENDING] = {"apply_pending", HK_CONN | HK_DB,
-                               step_apply_pending},
+    [HK_STEP_APPLY_PENDING] = {"apply_pending", HK_CONN, step_apply_pending},
     [HK_STEP_PRELOAD_RULES] = {"preload_rules", HK_CONN | HK_DB,
                                step_preload_rules},
     [HK_STEP_WATCH] = {"watch", HK_CONN | HK_DB, step_watch},

@@ -1,0 +1,160 @@
+"""test_scale.py — issue 19 (DESIGN.md "A million orgs") at 100,000 orgs, in
+CI time: a request for an org that has no pool yet costs no more than twice
+what it costs at 1,000 orgs, an idle org costs at most 256 bytes of RSS, and
+a change to any org is seen within 5 s. bench/orgs.sh measures the same at
+1 k, 100 k and 1 M orgs.
+
+Uses test_http's helpers (Poold, psql, wait_for). Every org this file
+creates carries a random prefix and is deleted at the end.
+"""
+import http.client
+import json
+import random
+import statistics
+import time
+import unittest
+import uuid
+
+import test_http as th
+from test_http import Poold, psql, wait_for
+
+P = "sc" + uuid.uuid4().hex[:8] + "_"
+SMALL, LARGE = 1000, 100000
+SAMPLE = 300  # requests, each to an org without a pool
+ENV = {"POOLD_CLIENT_AUTH": "none"}
+
+
+def org(i):
+    return "%s%06d" % (P, i)
+
+
+def add_orgs(first, last):
+    psql(f"INSERT INTO orgs (org_id, config) SELECT '{P}' || lpad(i::text,"
+         f" 6, '0'), '{{\"rules\": []}}' FROM generate_series({first},"
+         f" {last}) i")
+
+
+def rss_bytes(pid):
+    with open(f"/proc/{pid}/status", encoding="ascii") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    raise AssertionError("no VmRSS")
+
+
+class Client:
+    """One keep-alive client, as bench/orgs.sh's."""
+
+    def __init__(self, srv):
+        self.conn = http.client.HTTPConnection("127.0.0.1", srv.port,
+                                               timeout=30)
+
+    def post(self, org_id):
+        body = json.dumps({"id": uuid.uuid4().hex, "org_id": org_id,
+                           "payload": "ab"})
+        self.conn.request("POST", "/process", body,
+                          {"Content-Type": "application/json"})
+        r = self.conn.getresponse()
+        return r.status, json.loads(r.read())
+
+    def timed(self, orgs):
+        """Seconds of each request, in order; every one must be a 200."""
+        out = []
+        for o in orgs:
+            t0 = time.perf_counter()
+            status, body = self.post(o)
+            out.append(time.perf_counter() - t0)
+            if status != 200:
+                raise AssertionError(f"{o}: {status} {body}")
+        return out
+
+    def close(self):
+        self.conn.close()
+
+
+def settled_rss(srv):
+    """RSS once two readings a second apart agree within 1 %."""
+    last = rss_bytes(srv.proc.pid)
+
+    def steady():
+        nonlocal last
+        now = rss_bytes(srv.proc.pid)
+        ok = abs(now - last) <= last // 100
+        last = now
+        return ok
+    wait_for(steady, 20, "RSS to settle", interval=1.0)
+    return last
+
+
+class AMillionOrgsIn100k(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        for name in ("POOLD_BIN", "DATABASE_URL", "POOLD_TEST_ADMIN_URL"):
+            if not th.os.environ.get(name):
+                raise unittest.SkipTest(name + " is not set")
+
+    @classmethod
+    def tearDownClass(cls):
+        psql(f"DELETE FROM processed_messages WHERE org_id LIKE '{P}%';"
+             f"DELETE FROM orgs WHERE org_id LIKE '{P}%'")
+
+    def measure(self, first, last):
+        """Start poold with the directory as it is; (ready seconds, idle RSS,
+        per-request seconds to SAMPLE orgs among first..last), stopped."""
+        t0 = time.monotonic()
+        srv = Poold(env=ENV)
+        ready = time.monotonic() - t0
+        try:
+            rss = settled_rss(srv)
+            c = Client(srv)
+            c.post(org(first))  # the client's connection, warm
+            picks = random.sample(range(first + 1, last + 1), SAMPLE)
+            times = c.timed([org(i) for i in picks])
+            c.close()
+            return ready, rss, times, srv
+        except BaseException:
+            srv.stop()
+            raise
+
+    def test_request_rss_and_change_at_100k(self):
+        add_orgs(1, SMALL)
+        _, rss_small, small, srv = self.measure(1, SMALL)
+        srv.stop()
+        add_orgs(SMALL + 1, LARGE)
+        ready, rss_large, large, srv = self.measure(SMALL, LARGE)
+        try:
+            per_org = (rss_large - rss_small) / (LARGE - SMALL)
+            ratio = statistics.median(large) / statistics.median(small)
+            print(f"\nready at 100k {ready:.2f} s; RSS per org {per_org:.0f}"
+                  f" B; request median {statistics.median(small)*1e3:.2f} ms"
+                  f" at 1k, {statistics.median(large)*1e3:.2f} ms at 100k"
+                  f" (ratio {ratio:.2f}); means"
+                  f" {statistics.mean(small)*1e3:.2f} /"
+                  f" {statistics.mean(large)*1e3:.2f} ms")
+            self.assertLessEqual(ratio, 2.0, "request to an org without a"
+                                 " pool: 100k orgs vs 1k")
+            self.assertLessEqual(per_org, 256, "idle RSS per org")
+            self.assertLessEqual(ready, 5.0, "ready after start")
+            self.change_is_seen(srv)
+        finally:
+            srv.stop()
+
+    def change_is_seen(self, srv):
+        """A config change to an org with a pool, and a pause of one that
+        never had a request, each served within 5 s."""
+        c = Client(srv)
+        busy, idle = org(LARGE), org(LARGE - 1)
+        self.assertEqual(c.post(busy)[1]["details"]["checks"], 0)
+        psql(f"UPDATE orgs SET config = '{{\"rules\": [{{\"type\":"
+             f" \"hex_payload\"}}]}}' WHERE org_id = '{busy}'")
+        psql(f"UPDATE orgs SET paused = true WHERE org_id = '{idle}'")
+        t0 = time.monotonic()
+        wait_for(lambda: c.post(busy)[1].get("details", {}).get("checks")
+                 == 1, 5, "the config change to be served")
+        wait_for(lambda: c.post(idle)[0] == 503, 5 - (time.monotonic() - t0),
+                 "the pause to be served")
+        c.close()
+
+
+if __name__ == "__main__":
+    unittest.main()
