@@ -212,7 +212,7 @@ int catalog_load(struct db_conn *conn, struct org_info **out, size_t *n,
     PGresult *res = db_exec(
         conn, "orgs load",
         "SELECT org_id, enabled, coalesce(pool_max_size, 0), config_version,"
-        " paused FROM orgs ORDER BY org_id",
+        " paused FROM orgs",
         0, NULL, NULL, err, errlen);
     struct org_info *orgs;
     size_t rows, kept = 0;
