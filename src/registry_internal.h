@@ -10,18 +10,23 @@
  *
  * Lock order. Every mutex of the registry and its split modules:
  *
- *   reg->lock          rwlock: the org map (buckets, entries' pending marks,
- *                      an entry's pool pointer being set)
- *   e->cache_lock      one org's rules and misconfiguration caches
- *   e->batcher->lock   one org's group-commit queue (groupcommit.c)
- *   e->holders.lock    one org's holds (holders.c)
- *   e->build_breaker.lock, reg->db_breaker.lock   (breaker.c)
+ *   reg->lock          rwlock: the org map (buckets, the arena, entries'
+ *                      facts), the active list, pending marks, an entry's
+ *                      act pointer being set
+ *   reg->live_lock     the live list and every active's nservices (taken
+ *                      by a service's create/destroy callbacks)
+ *   a->cache_lock      one org's rules and misconfiguration caches
+ *   a->batcher->lock   one org's group-commit queue (groupcommit.c)
+ *   a->holders.lock    one org's holds (holders.c)
+ *   a->build_breaker.lock, reg->db_breaker.lock   (breaker.c)
  *   hk->lock           housekeeping: the stop flag and the housekeeping
  *                      connection's "taken" flag (housekeeping.c)
  *   a pool's lock      each service pool, the connection pool (pool.c)
  *
- * They nest in that order only, and in practice never do: under reg->lock
- * only lock-free pool calls run (pool_create, pool_oldest_idle), and each of
+ * (a is e->act, the active part of an org's entry.) They nest in that
+ * order only, and in practice never do: under reg->lock only lock-free
+ * pool calls run (pool_create), under reg->live_lock only
+ * pool_oldest_idle (lock-free), and each of
  * the others is a leaf — nothing else is taken while it is held, but the
  * log's own mutex (log_event), which is innermost everywhere. No lock is
  * held across libpq or network I/O: the housekeeping connection is handed
