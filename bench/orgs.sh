@@ -10,6 +10,8 @@
 #   request    mean of one client's POST /process to 1000 random orgs that
 #              have no pool yet (each builds a pool and a service; past the
 #              connection cap an idle service of another org is evicted)
+#   CPU        poold's user+system time over those requests, per request
+#              (it does not depend on the machine's load as wall time does)
 #   change     an UPDATE of one org's config to the first request served
 #              with the new rules
 #   pooled     RSS growth over the requests, per org that got a pool (its
@@ -119,8 +121,8 @@ main() {
     sleep 2
     empty_kb=$(rss_kb "$POOLD_PID")
     poold_stop
-    printf '| N orgs | ready after start | idle RSS | RSS per org above empty | idle CPU | mean request, org without a pool (%s random orgs, one client) | a change seen | RSS per org that got a pool |\n' "$REQUESTS"
-    printf '| --- | --- | --- | --- | --- | --- | --- | --- |\n'
+    printf '| N orgs | ready after start | idle RSS | RSS per org above empty | idle CPU | mean request, org without a pool (%s random orgs, one client) | poold CPU per such request | a change seen | RSS per org that got a pool |\n' "$REQUESTS"
+    printf '| --- | --- | --- | --- | --- | --- | --- | --- | --- |\n'
     for n in "${SIZES[@]}"; do
         log "filling orgs with $n rows"
         fill_orgs "$n"
@@ -129,21 +131,26 @@ main() {
         sleep 2
         rss=$(rss_kb "$POOLD_PID")
         cpu=$(idle_cpu "$POOLD_PID" "$IDLE_S")
+        ticks=$(cpu_ticks "$POOLD_PID")
         out=$(requests "$n")
+        ticks=$(( $(cpu_ticks "$POOLD_PID") - ticks ))
         pooled=$(rss_kb "$POOLD_PID")
         poold_stop
         jq -nc --argjson n "$n" --argjson ready "$ready" --argjson rss_kb "$rss" \
             --argjson empty_kb "$empty_kb" --argjson cpu "$cpu" \
             --argjson req_ms "${out% *}" --argjson change_s "${out#* }" \
-            --argjson pooled_kb "$pooled" \
+            --argjson pooled_kb "$pooled" --argjson cpu_ticks "$ticks" \
             '{n: $n, ready_s: $ready, rss_kb: $rss_kb, empty_kb: $empty_kb,
               idle_cpu_pct: $cpu, request_ms: $req_ms, change_s: $change_s,
-              rss_after_requests_kb: $pooled_kb}' \
+              rss_after_requests_kb: $pooled_kb,
+              request_cpu_ticks: $cpu_ticks}' \
             >>"$OUT/orgs.jsonl"
-        printf '| %s | %.2f s | %.0f MiB | %.0f B | %.1f %% | %s ms | %s s | %.0f B |\n' \
+        printf '| %s | %.2f s | %.0f MiB | %.0f B | %.1f %% | %s ms | %.3f ms | %s s | %.0f B |\n' \
             "$n" "$ready" "$(echo "$rss / 1024" | bc -l)" \
             "$(echo "($rss - $empty_kb) * 1024 / $n" | bc -l)" "$cpu" \
-            "${out% *}" "${out#* }" \
+            "${out% *}" \
+            "$(echo "$ticks * 1000 / $(getconf CLK_TCK) / $REQUESTS" | bc -l)" \
+            "${out#* }" \
             "$(echo "($pooled - $rss) * 1024 / $REQUESTS" | bc -l)"
     done
     psql_super -c "TRUNCATE processed_messages, orgs, org_keys" >/dev/null
