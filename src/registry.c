@@ -22,7 +22,7 @@
 #include "log.h"
 #include "registry_internal.h"
 
-#define REG_BUCKETS_MIN 64
+#define REG_BUCKETS_MIN 64 /* a power of two, as every size after it */
 #define REG_READY_GRACE_NS (3 * NS_PER_S) /* db contact this recent = ready */
 /* A client's wait beyond the server's statement timeout. */
 #define REG_DB_SLACK_NS (500 * NS_PER_MS)
@@ -42,7 +42,7 @@ static uint64_t hash_str(const char *s)
 /* Under reg->lock (read or write). */
 static struct org_entry *map_find(struct registry *reg, const char *org_id)
 {
-    struct org_entry *e = reg->buckets[hash_str(org_id) % reg->nbuckets];
+    struct org_entry *e = reg->buckets[hash_str(org_id) & (reg->nbuckets - 1)];
     while (e && strcmp(e->org_id, org_id) != 0)
         e = e->next;
     return e;
@@ -60,7 +60,7 @@ static bool map_grow(struct registry *reg)
         struct org_entry *e = reg->buckets[i];
         while (e) {
             struct org_entry *next = e->next;
-            size_t j = hash_str(e->org_id) % n;
+            size_t j = hash_str(e->org_id) & (n - 1);
             e->next = b[j];
             b[j] = e;
             e = next;
@@ -121,7 +121,7 @@ static struct org_entry *map_add(struct registry *reg, const char *org_id)
     e->org_id[len] = '\0';
     if (reg->nentries >= reg->nbuckets)
         map_grow(reg);
-    size_t i = hash_str(e->org_id) % reg->nbuckets;
+    size_t i = hash_str(e->org_id) & (reg->nbuckets - 1);
     e->next = reg->buckets[i];
     reg->buckets[i] = e;
     reg->nentries++;
@@ -788,9 +788,12 @@ static void mark_pending(struct registry *reg, struct org_entry *e, bool retire,
     a->pending_resize |= resize;
 }
 
-static void apply_org(struct registry *reg, const struct org_info *o)
+/* Under reg->lock (write). fresh: the map was empty before this load, and
+ * a load lists each org once (org_id is the key): no lookup needed. */
+static void apply_org(struct registry *reg, const struct org_info *o,
+                      bool fresh)
 {
-    struct org_entry *e = map_find(reg, o->org_id);
+    struct org_entry *e = fresh ? NULL : map_find(reg, o->org_id);
     if (e == NULL && (e = map_add(reg, o->org_id)) == NULL)
         return;
     bool changed =
@@ -820,14 +823,15 @@ void registry_apply_directory(struct registry *reg, const struct org_info *list,
                               size_t n)
 {
     pthread_rwlock_wrlock(&reg->lock);
+    bool fresh = reg->nentries == 0;
     reg->load_gen++;
     while (reg->nbuckets < n && map_grow(reg)) /* sized once, at start */
         ;
     for (size_t i = 0; i < n; i++)
-        apply_org(reg, &list[i]);
+        apply_org(reg, &list[i], fresh);
     /* A whole load (rare: start-up, a bulk write): an entry it did not
      * mark is gone. */
-    for (size_t i = 0; i < reg->nbuckets; i++)
+    for (size_t i = 0; !fresh && i < reg->nbuckets; i++)
         for (struct org_entry *e = reg->buckets[i]; e; e = e->next)
             if (e->load_gen != reg->load_gen)
                 apply_gone(reg, e);
@@ -841,7 +845,7 @@ void registry_apply_changes(struct registry *reg, const struct org_info *list,
     for (size_t i = 0; i < n; i++) {
         struct org_entry *e;
         if (list[i].present)
-            apply_org(reg, &list[i]);
+            apply_org(reg, &list[i], false);
         else if ((e = map_find(reg, list[i].org_id)) != NULL)
             apply_gone(reg, e);
     }
