@@ -7,6 +7,7 @@ def ms: if . == null then "n/a" elif . >= 100 then "\(fmt(0)) ms"
 def mib: if . == null then "n/a" else "\(. / 1024 | fmt(1)) MiB" end;
 def kib: if . == null then "n/a" else "\(. / 1024 | fmt(1)) KiB" end;
 def goal(ok): if ok then "met" else "**missed**" end;
+def loads: if . == null then "" else map(select(. != null) | split(" ")[0]) | join(", ") end;
 
 . as $r
 | [
@@ -14,31 +15,55 @@ def goal(ok): if ok then "met" else "**missed**" end;
   "",
   "\(.machine.nproc) cores (\(.machine.cpu)), \(.machine.memory), \(.machine.kernel), PostgreSQL \(.machine.postgresql); commit \(.machine.commit) (\(.machine.src_files_changed) uncommitted files under src/ include/), \(.machine.date), load average at start \(.machine.loadavg_at_start), at end \(.machine.loadavg_at_end // "n/a") (client, poold and PostgreSQL share these cores; a load above 2 means other work shared them too). Suite took \(.seconds) s; \(.runs) runs of the seed's workloads, \(.load.org1.runs // 0) of each saturation case.",
   "",
-  "### Goals (issue 9), this run",
+  "### Goals (issue 22), this run",
   "",
-  "Every ratio is taken within this run: poold against pgbench `-M prepared` (each connection parses and plans once: PostgreSQL's strongest configuration for a repeated statement) doing the same INSERT … ON CONFLICT DO NOTHING on the same PostgreSQL; median of the runs, [min–max].",
+  "Every ratio is taken within this run: poold against pgbench `-M prepared` (each connection parses and plans once: PostgreSQL's strongest configuration for a repeated statement) doing the same INSERT … ON CONFLICT DO NOTHING on the same PostgreSQL, and against goref (Go net/http + pgxpool, ../shared/peers/goref) with the same wrk script; median of the runs, [min–max]. CPU from /proc (utime + stime of every thread, before and after the run) ÷ the requests answered. Load: the 1-minute load average at the end of each poold run (2 cores: above ≈ 3, other work shared them and every figure is noisy).",
   "",
-  "| Figure | Goal | Measured | |",
-  "|---|---|---|---|",
-  ([["org1", "1 org, 8 connections: poold req/s ÷ pgbench tps, single-row INSERT, 8 clients", 0.9],
-    ["orgs64", "10 orgs, 64 connections: committed messages/s ÷ pgbench single-row tps, 64 clients", 2.0],
-    ["batch100", "POST /process/batch of 100, 8 connections: rows/s ÷ pgbench 100-row INSERT rows/s, 8 clients", 0.7]][]
+  "| Figure | Goal | Measured | | Load |",
+  "|---|---|---|---|---|",
+  ([["org1", "1 org, 8 connections: poold req/s ÷ pgbench tps, single-row INSERT, 8 clients", 1.0],
+    ["orgs64", "10 orgs, 64 connections: poold messages/s ÷ pgbench single-row tps, 64 clients", 1.0],
+    ["batch100", "POST /process/batch of 100, 8 connections: rows/s ÷ pgbench 100-row INSERT rows/s, 8 clients", 0.8]][]
    as [$k, $title, $g]
    | $r.load[$k] // null | if . == null then empty
-     elif .missing then "| \($title) | ≥ \($g) | \(.missing)\(if .anchor_rows_per_s then "; pgbench: \(.anchor_rows_per_s) rows/s" else "" end) | n/a |"
-     else "| \($title) | ≥ \($g) | \(.ratio) [\(.ratio_min)–\(.ratio_max)] (\(.poold_messages_per_s) ÷ \(.anchor_rows_per_s)) | \(goal(.ratio >= $g)) |" end),
-  (.seed_batch[] | select(.cost == "scram" and .phase == "cold") |
-    "| seed \(.workload) (\(.volume)), SCRAM over TCP, lazy services: pooled vs POOLD_POOL_MODE=none | ≥ 10× | \(.speedup)× [\(.speedup_min)–\(.speedup_max)] | \(goal(.speedup >= 10)) |"),
-  (.seed_single[] | select(.cost == "scram") |
-    "| seed single request, SCRAM over TCP: pooled vs none (mean) | ≥ 25× | \(.mean_ratio)× [\(.ratio_min)–\(.ratio_max)] | \(goal(.mean_ratio >= 25)) |"),
+     elif .missing then "| \($title) | ≥ \($g) | \(.missing)\(if .anchor_rows_per_s then "; pgbench: \(.anchor_rows_per_s) rows/s" else "" end) | n/a | |"
+     else "| \($title) | ≥ \($g) | \(.ratio) [\(.ratio_min)–\(.ratio_max)] (\(.poold_messages_per_s) ÷ \(.anchor_rows_per_s)) | \(goal(.ratio >= $g)) | \(.loadavg | loads) |" end),
+  ([["org1", 8], ["orgs64", 64]][] as [$k, $c]
+   | ($r.goref[$k] // null) as $g | ($r.load[$k] // null) as $l
+   | if $g == null or $l == null or $l.missing then empty
+     elif $g.runs == 0 then "| poold ÷ goref, \($c) connections | ≥ 1.5 | n/a: no pair of runs | n/a | |"
+     else "| poold ÷ goref, \($c) connections (req/s) | ≥ 1.5 | \($g.ratio) [\($g.ratio_min)–\($g.ratio_max)] (\($l.poold_messages_per_s) ÷ \($g.goref_messages_per_s)) | \(goal($g.ratio >= 1.5)) | \($g.loadavg | loads) |" end),
+  ([["org1", 8], ["orgs64", 64]][] as [$k, $c]
+   | ($r.load[$k] // null) | if . == null or .missing or .cpu_us_per_message == null then empty else
+     "| poold's own CPU per request, \($c) connections, saturated | ≤ 40 µs | \(.cpu_us_per_message.server_s) µs (user \(.cpu_us_per_message.server_user_s) + kernel \(.cpu_us_per_message.server_sys_s)) | \(goal(.cpu_us_per_message.server_s <= 40)) | \(.loadavg | loads) |" end),
   (.rate // null | if . == null then empty else
-    "| fixed rate \(.target_rps | fmt(0)) req/s (half of poold's 1-org max): poold p99 ÷ pgbench -R p99 | ≤ 1.0 | \(.ratio_p99) (\(.poold.latency.p99_ms | ms) ÷ \(.pgbench.p99_ms | ms)) | \(goal(.ratio_p99 <= 1.0)) |" end),
-  (.load.org1.cpu_us_per_message // null | if . == null then empty else
-    "| poold's own CPU per single-message request (1 org, 8 connections, saturated) | ≤ 25 µs | \(.poold_s) µs (user \(.poold_user_s), kernel \(.poold_sys_s)) | \(goal(.poold_s <= 25)) |" end),
-  (.rate.poold_cpu_us_per_req // null | if . == null then empty else
-    "| the same at the fixed rate | ≤ 25 µs | \(.) µs | \(goal(. <= 25)) |" end),
-  "| every 200 has its row (rows counted after every poold measurement) | all | \(.rows_checks.checks - (.rows_checks.failed | length)) of \(.rows_checks.checks) checks | \(goal((.rows_checks.failed | length) == 0)) |",
+    "| fixed rate \(.target_rps | fmt(0)) req/s (half of poold's 1-org max): poold p99 ÷ pgbench -R p99 | ≤ 1.0 | \(.ratio_p99) (\(.poold.latency.p99_ms | ms) ÷ \(.pgbench.p99_ms | ms)) | \(goal(.ratio_p99 <= 1.0)) | \([.poold.loadavg] | loads) |" end),
+  (.exhaust // null | if . == null then empty else
+    "| pool 1, POOLD_PROCESS_COST_MS=300, \(.requests) at once: 503s are `pool_exhausted` within the acquire timeout (\(.acquire_timeout_ms) ms) + 0.5 s | all | \(.in_time) of \(.s503) 503s (\(.ok) × 200, \(.other) other; slowest 503 \(.max_503_s // 0 | fmt(2)) s; answers \(.errors | tojson)) | \(goal(.met)) | \([.loadavg] | loads) |" end),
+  (.seed_batch[] | select(.cost == "scram" and .phase == "cold") |
+    "| (issue 9) seed \(.workload) (\(.volume)), SCRAM over TCP, lazy services: pooled vs POOLD_POOL_MODE=none | ≥ 10× | \(.speedup)× [\(.speedup_min)–\(.speedup_max)] | \(goal(.speedup >= 10)) | |"),
+  (.seed_single[] | select(.cost == "scram") |
+    "| (issue 9) seed single request, SCRAM over TCP: pooled vs none (mean) | ≥ 25× | \(.mean_ratio)× [\(.ratio_min)–\(.ratio_max)] | \(goal(.mean_ratio >= 25)) | |"),
+  "| every 200 has its row (rows counted after every poold and goref measurement) | all | \(.rows_checks.checks - (.rows_checks.failed | length)) of \(.rows_checks.checks) checks | \(goal((.rows_checks.failed | length) == 0)) | |",
   "",
+  (if ([.goref[]? | select(. != null)] | length) == 0 and ([.load.org1, .load.orgs64 | select(. != null)] | length) == 0 then empty else
+  "### poold, goref and pgbench: rate and CPU per request",
+  "",
+  "Same database, same wrk script (bench/post.lua, unique ids), fresh servers, run in alternating order; pgbench -M prepared with as many clients as wrk has connections. CPU µs per request (per row for pgbench), from /proc: the server process (every thread, user + kernel), every PostgreSQL process (the postmaster, its live children and the reaped ones), the load generator (wrk or pgbench, from the shell's `times`).",
+  "",
+  "![req/s and CPU µs per request: poold, goref, pgbench](benchmarks-anchors.svg)",
+  "",
+  "| Case | Who (settings) | req/s (runs) | p50 / p99 | non-200 | rows | server µs (user + kernel) | PostgreSQL µs | client µs | total µs |",
+  "|---|---|---|---|---|---|---|---|---|---|",
+  ([["org1", "1 org, 8 connections"], ["orgs64", "10 orgs, 64 connections"]][] as [$k, $title]
+   | ($r.load[$k] // null) as $l | ($r.goref[$k] // null) as $g
+   | if $l == null or $l.missing then empty else
+     "| \($title) | poold (\($l.settings); services built \($l.services_built), evicted \($l.services_evicted)) | \($l.poold_messages_per_s) (\($l.poold_all | map(tostring) | join(", "))) | \($l.p50_ms | ms) / \($l.p99_ms | ms) | \($l.non200) | \(if $l.rows_ok then "ok" else "**FAILED**" end) | \($l.cpu_us_per_message.server_s) (\($l.cpu_us_per_message.server_user_s) + \($l.cpu_us_per_message.server_sys_s)) | \($l.cpu_us_per_message.postgres_s) | \($l.cpu_us_per_message.client_s) | \($l.cpu_us_per_message | .server_s + .postgres_s + .client_s | fmt(1)) |",
+     (if $g == null then empty else
+     "| \($title) | goref (\($g.settings)) | \($g.goref_messages_per_s) (\($g.goref_all | map(tostring) | join(", "))) | \($g.p50_ms | ms) / \($g.p99_ms | ms) | \($g.non200) | \(if $g.rows_ok then "ok" else "**FAILED**" end) | \($g.cpu_us_per_message.server_s) (\($g.cpu_us_per_message.server_user_s) + \($g.cpu_us_per_message.server_sys_s)) | \($g.cpu_us_per_message.postgres_s) | \($g.cpu_us_per_message.client_s) | \($g.cpu_us_per_message | .server_s + .postgres_s + .client_s | fmt(1)) |" end),
+     "| \($title) | pgbench -M prepared -c \($l.anchor_clients) | \($l.anchor_rows_per_s) (\($l.anchor_all | map(tostring) | join(", "))) | \($l.anchor_latency_avg_ms | ms) (mean) | \($l.anchor_failed) failed | | | \($l.anchor_cpu_us_per_row.postgres_s) | \($l.anchor_cpu_us_per_row.client_s) | \($l.anchor_cpu_us_per_row | .postgres_s + .client_s | fmt(1)) |"
+     end),
+  "" end),
   (if .load == null or ([.load[] | select(. != null)] | length) == 0 then empty else
   "### poold against pgbench -M prepared",
   "",
@@ -46,12 +71,12 @@ def goal(ok): if ok then "met" else "**missed**" end;
   "",
   "| Case | pgbench rows/s (runs) | poold messages/s (runs) | ratio [min–max] | poold p50 / p99 | non-200 | rows check | CPU µs/message: client · poold (user + kernel) · PostgreSQL | pgbench CPU µs/row: client · PostgreSQL |",
   "|---|---|---|---|---|---|---|---|---|",
-  ([["org1", "1 org, 8 connections (POOLD_POOL_SIZE=8, POOLD_DB_MAX_CONNS=8) vs 8 clients"],
-    ["orgs64", "10 orgs, 64 connections (POOLD_POOL_SIZE=4, POOLD_DB_MAX_CONNS=40) vs 64 clients"],
+  ([["org1", "1 org, 8 connections (\($r.load.org1.settings // "")) vs 8 clients"],
+    ["orgs64", "10 orgs, 64 connections (\($r.load.orgs64.settings // "")) vs 64 clients"],
     ["batch100", "POST /process/batch × 100, 10 orgs, 8 connections vs 100-row INSERT, 8 clients"]][] as [$k, $title]
    | .load[$k] // null | if . == null then empty
      elif .missing then "| \($title) | \(.anchor_rows_per_s // "n/a") | \(.missing) | n/a | | | | | |"
-     else "| \($title) | \(.anchor_rows_per_s) (\(.anchor_all | map(tostring) | join(", "))) | \(.poold_messages_per_s) (\(.poold_all | map(tostring) | join(", "))) | \(.ratio) [\(.ratio_min)–\(.ratio_max)] | \(.p50_ms | ms) / \(.p99_ms | ms) | \(.non200) | \(if .rows_ok then "ok" else "**FAILED**" end) | \(.cpu_us_per_message.client_s) · \(.cpu_us_per_message.poold_s) (\(.cpu_us_per_message.poold_user_s) + \(.cpu_us_per_message.poold_sys_s)) · \(.cpu_us_per_message.postgres_s) | \(.anchor_cpu_us_per_row.client_s) · \(.anchor_cpu_us_per_row.postgres_s) |" end),
+     else "| \($title) | \(.anchor_rows_per_s) (\(.anchor_all | map(tostring) | join(", "))) | \(.poold_messages_per_s) (\(.poold_all | map(tostring) | join(", "))) | \(.ratio) [\(.ratio_min)–\(.ratio_max)] | \(.p50_ms | ms) / \(.p99_ms | ms) | \(.non200) | \(if .rows_ok then "ok" else "**FAILED**" end) | \(.cpu_us_per_message.client_s) · \(.cpu_us_per_message.server_s) (\(.cpu_us_per_message.server_user_s) + \(.cpu_us_per_message.server_sys_s)) · \(.cpu_us_per_message.postgres_s) | \(.anchor_cpu_us_per_row.client_s) · \(.anchor_cpu_us_per_row.postgres_s) |" end),
   "" end),
   (.rate // null | if . == null then empty else
    "### Latency at a fixed rate",
@@ -64,6 +89,9 @@ def goal(ok): if ok then "met" else "**missed**" end;
    (.pgbench | "| pgbench -M prepared -c 8 -R \(.target_rps) | | \(.p50_ms | ms) | | \(.p99_ms | ms) | | | | |"),
    "",
    "Service time (send to answer, without queueing behind the schedule): poold p50 \(.poold.service_time.p50_ms | ms), p99 \(.poold.service_time.p99_ms | ms); pgbench (latency − lag) p50 \(.pgbench.service_p50_ms | ms), p99 \(.pgbench.service_p99_ms | ms).",
+   (if .poold_cpu_us_per_req == null then empty else
+   "",
+   "CPU per request at this rate: poold \(.poold_cpu_us_per_req.server_s) µs (user \(.poold_cpu_us_per_req.server_user_s) + kernel \(.poold_cpu_us_per_req.server_sys_s)), PostgreSQL \(.poold_cpu_us_per_req.postgres_s) µs, loadgen \(.poold_cpu_us_per_req.client_s) µs\(if .pgbench_cpu_us_per_req then "; under pgbench -R: PostgreSQL \(.pgbench_cpu_us_per_req.postgres_s) µs, pgbench \(.pgbench_cpu_us_per_req.client_s) µs" else "" end)." end),
    "" end),
   (if (.rows_checks.failed | length) > 0 then
    "**Rows check failed**: \(.rows_checks.failed | tojson)", "" else empty end),

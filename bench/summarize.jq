@@ -139,15 +139,48 @@ def nonok(w; c; ph): $seed | map(select(.workload == w and .cost == c
              rows_ok: ($ok | all(.rows.rows_ok)),
              rows: ($ok | map(.rows)),
              services_built: ($ok | med(.stats.services_built)),
+             services_evicted: ($ok | med(.stats.evicted)),
              cpu_us_per_message: ($ok | map(cpu_us) | map(select(. != null))
                  | if length == 0 then null else . as $u | (.[0] | keys) as $ks
                    | reduce $ks[] as $key ({}; .[$key] = ($u | map(.[$key]) | median | r(1)))
                    end),
              per_request: ($ok | first | .per_request),
+             settings: ($ok | first | .settings),
+             loadavg: ($ok | map(.loadavg)),
+             anchor_loadavg: ($gs | map(.loadavg)),
              connections: ($ok | first | .connections)}
         end;
     {org1: one("org1"; "c8"), orgs64: one("orgs64"; "c64"),
      batch100: one("batch100"; "b100")}),
+  goref: (($all | of("poold")) as $p
+    | ($all | of("goref")) as $g
+    | def cpu_us: . as $x | if $x.cpu == null or ($x.requests // 0) == 0 then null
+          else $x.cpu | map_values(. / $x.requests * 1e6) end;
+    def medcpu: map(cpu_us) | map(select(. != null))
+        | if length == 0 then null else . as $u | (.[0] | keys) as $ks
+          | reduce $ks[] as $key ({}; .[$key] = ($u | map(.[$key]) | median | r(1)))
+          end;
+    def one(c): ($g | map(select(.case == c))) as $gs
+      | [ $p[] | select(.case == c and .missing == null) as $x
+          | ($gs | map(select(.run == $x.run)) | first) as $y
+          | select($y != null and ($y.messages_per_s // 0) > 0)
+          | {run: $x.run, poold: $x.messages_per_s, goref: $y.messages_per_s,
+             ratio: ($x.messages_per_s / $y.messages_per_s)} ] as $r
+      | if ($gs | length) == 0 then null else
+        {runs: ($r | length),
+         ratio: ($r | map(.ratio) | median | r(3)),
+         ratio_min: ($r | map(.ratio) | min | r(3)),
+         ratio_max: ($r | map(.ratio) | max | r(3)),
+         goref_messages_per_s: ($gs | map(.messages_per_s) | median | r(0)),
+         goref_all: ($gs | map(.messages_per_s | r(0))),
+         p50_ms: ($gs | map(.latency.p50_ms) | median),
+         p99_ms: ($gs | map(.latency.p99_ms) | median),
+         non200: ($gs | map(.non200) | add),
+         rows_ok: ($gs | all(.rows.rows_ok)),
+         settings: ($gs | first | .settings),
+         loadavg: ($gs | map(.loadavg)),
+         cpu_us_per_message: ($gs | medcpu)} end;
+    {org1: one("org1"), orgs64: one("orgs64")}),
   rate: (($all | of("rate")) as $rt
     | ($rt | map(select(.who == "poold")) | first) as $p
     | ($rt | map(select(.who == "pgbench")) | first) as $g
@@ -155,8 +188,13 @@ def nonok(w; c; ph): $seed | map(select(.workload == w and .cost == c
       {target_rps: $p.target_rps, poold: $p, pgbench: $g,
        ratio_p99: ($p.latency.p99_ms / $g.p99_ms | r(3)),
        poold_cpu_us_per_req: (if $p.cpu == null or $p.ok == 0 then null else
-           (($p.cpu.poold_user_s + $p.cpu.poold_sys_s) / $p.requests * 1e6 | r(1)) end)}
+           ($p.cpu | map_values(. / $p.requests * 1e6 | r(1))) end),
+       pgbench_cpu_us_per_req: (if $g.cpu == null or ($g.n // 0) == 0 then null else
+           ($g.cpu | map_values(. / $g.n * 1e6 | r(1))) end)}
       end),
+  exhaust: ($all | of("exhaust") | first // null
+    | if . == null then null else
+      . + {met: (.s503 == .in_time and .other == 0 and .rows.rows_ok)} end),
   rows_checks: ([$all[] | select(.rows != null and (.rows | type) == "object")
       | {kind, case: (.case // .workload), mode, run, phase} + .rows]
     | {checks: length, failed: map(select(.rows_ok | not))}),
@@ -179,3 +217,14 @@ def nonok(w; c; ph): $seed | map(select(.workload == w and .cost == c
                              none: .none_rps, pooled: .pooled_rps}]
            + [.seed_single[] | {name: "single \(.cost)",
                                 none: .none_per_s, pooled: .pooled_per_s}])
+| .anchors_plot = [[["org1", "c8", "1 org, 8 conns"], ["orgs64", "c64", "10 orgs, 64 conns"]][]
+    as [$k, $a, $lab]
+    | . as $s | ($s.load[$k] // null) as $l | ($s.goref[$k] // null) as $g
+    | select($l != null and $l.missing == null)
+    | {label: $lab,
+       poold_rps: $l.poold_messages_per_s,
+       goref_rps: ($g.goref_messages_per_s // null),
+       pgbench_rps: $l.anchor_rows_per_s,
+       poold_cpu: $l.cpu_us_per_message,
+       goref_cpu: ($g.cpu_us_per_message // null),
+       pgbench_cpu: $l.anchor_cpu_us_per_row}]

@@ -5,8 +5,9 @@
 
 #include <stddef.h>
 
-#include "db.h"
 #include "status.h"
+
+struct db_conn;
 
 /* Who did it: the token's scope ("admin") and the client's address. */
 struct audit_actor {

@@ -6,8 +6,9 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "db.h"
 #include "status.h"
+
+struct db_conn;
 
 /*
  * With POOLD_CLUSTER_MAX_CONNS set, replicas register in the table
@@ -127,8 +128,5 @@ void cluster_leave(struct cluster *c, struct db_conn *conn);
  */
 size_t cluster_snapshot(struct cluster *c, struct cluster_replica *out,
                         size_t max);
-
-/* The cap this replica holds now (standalone: local_max). Thread-safe. */
-unsigned cluster_cap(struct cluster *c);
 
 #endif

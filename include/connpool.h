@@ -10,6 +10,8 @@
 #include "pool.h"
 #include "status.h"
 
+struct service_env; /* service.h: the ops' ctx */
+
 /*
  * One generic pool of struct db_conn * for every org (the shared connection
  * cap, POOLD_DB_MAX_CONNS). Its create goes through a circuit breaker and a

@@ -9,24 +9,11 @@
 
 #include <libpq-fe.h>
 
+#include "db_settings.h"
 #include "status.h"
 
 struct db_conn; /* opaque: a PGconn plus its open time, last use and the
                    statements prepared on it */
-
-struct db_settings {
-    const char *url;              /* libpq connection string or URI; borrowed */
-    const char *application_name; /* shown in pg_stat_activity; borrowed */
-    unsigned connect_timeout_s;   /* bound on opening a connection */
-    unsigned statement_timeout_ms; /* statement_timeout, lock_timeout and
-                                      idle_in_transaction_session_timeout
-                                      of the session; 0: server defaults */
-    uint64_t query_wait_ns;        /* client-side bound on one statement when
-                                      the caller gives no deadline (0: 5 s) */
-    bool prepared;                 /* POOLD_PREPARED_STATEMENTS: named
-                                      statements, prepared once per
-                                      connection; false: unnamed only */
-};
 
 /* Named statements a db_query may use (bit index in the connection's set of
  * prepared statements). 0 is "unnamed, never prepared". */
@@ -112,9 +99,6 @@ bool db_conn_is_clean(const struct db_conn *conn);
 
 /* Record a use (after a successful query), for the idle check above. */
 void db_conn_touch(struct db_conn *conn, uint64_t now_ns);
-
-/* The backend's process id (for tests and logs). */
-int db_conn_backend_pid(const struct db_conn *conn);
 
 /* The libpq handle, borrowed for as long as conn lives. Blocking libpq calls
  * on it are not bounded: use db_run() or db_exec(). */

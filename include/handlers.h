@@ -1,5 +1,8 @@
-/* handlers.h — the route table and the request handlers (parse / validate /
- * act / render), the status-to-HTTP table and admin authentication. */
+/* handlers.h — what the server (http.c) and the handler modules share: the
+ * request and response, the route table, authentication and admission, the
+ * status-to-HTTP table and the steps every handler takes (parse a JSON
+ * body, render JSON, answer an error). The handlers themselves are in
+ * process_api.c, pool_api.c and admin_api.c. */
 #ifndef POOLD_HANDLERS_H
 #define POOLD_HANDLERS_H
 
@@ -11,7 +14,7 @@
 #include "orgid.h"
 #include "status.h"
 
-/* No header here may reach libpq-fe.h (tests/header_check.cmake checks):
+/* No header here may reach libpq-fe.h (cmake/header_check.cmake checks):
  * the modules the handlers use are only named. */
 struct cluster;
 struct org_entry;
@@ -56,7 +59,7 @@ struct http_request {
      * call). */
     const char *(*query)(void *query_arg, const char *name);
     void *query_arg;
-    /* Set by handlers_run() for a client_auth route: the org of the
+    /* Set by handlers_run() for a ROUTE_CLIENT_KEY route: the org of the
      * presented key ("" when POOLD_CLIENT_AUTH=none). */
     const char *key_org;
     /* Set by handlers_run() for an admin route: "admin" or "read". */
@@ -83,14 +86,30 @@ struct http_response {
 typedef void (*handler_fn)(struct handlers *h, const struct http_request *req,
                            struct http_response *resp);
 
+/* Who may call a route (struct route.flags); ROUTE_OPEN: anyone. */
+#define ROUTE_OPEN 0u
+/* Authorization: Bearer <admin token>; a GET also takes the read token,
+ * another method with it is 403 forbidden. */
+#define ROUTE_ADMIN (1u << 0)
+/* With POOLD_CLIENT_AUTH=keys: an API key of a live org, checked before
+ * anything else (401); the handler then checks it is the message's org. */
+#define ROUTE_CLIENT_KEY (1u << 1)
+
+/* Which body limit a route has (struct route.body). */
+enum route_body {
+    BODY_DEFAULT, /* POOLD_MAX_BODY_BYTES, the server's */
+    BODY_BATCH,   /* POOLD_MAX_BATCH_BYTES when set, else the default */
+};
+
+/* One row of the route table: a request whose method and path match runs
+ * fn once the flags' credentials are checked; its body may be as long as
+ * the body column says (longer: 413 before it is read). */
 struct route {
     const char *method;
     const char *pattern; /* segments; "{org_id}" matches one segment */
     handler_fn fn;
-    bool admin;       /* needs Authorization: Bearer <admin token> (GETs: or the
-                         read token; other methods with it: 403 forbidden) */
-    bool client_auth; /* with POOLD_CLIENT_AUTH=keys: needs an org API key,
-                         checked before anything else (401) */
+    unsigned flags; /* ROUTE_OPEN, or ROUTE_ADMIN / ROUTE_CLIENT_KEY */
+    enum route_body body;
 };
 
 /* The route table, and its length. */
@@ -105,8 +124,8 @@ void handlers_destroy(struct handlers *h); /* accepts NULL */
 void handlers_set_draining(struct handlers *h);
 bool handlers_is_draining(struct handlers *h);
 
-/* The body limit of route (NULL: no route): POOLD_MAX_BATCH_BYTES for
- * POST /process/batch, else the server's default. Thread-safe. */
+/* The body limit of route (NULL: no route): its body column read with the
+ * config, default_limit being the server's. Thread-safe. */
 size_t handlers_body_limit(const struct handlers *h, const struct route *route,
                            size_t default_limit);
 
@@ -114,16 +133,20 @@ size_t handlers_body_limit(const struct handlers *h, const struct route *route,
 void handlers_run(struct handlers *h, const struct route *route,
                   const struct http_request *req, struct http_response *resp);
 
-/* Fill resp with the JSON error body {"error":{"code":..,"message":..}}. */
-void handlers_error(struct http_response *resp, unsigned status,
-                    const char *code, const char *message);
+/* Fill resp with the JSON error body {"error":{"code":..,"message":..}},
+ * the message formatted as by printf (at most HANDLERS_MESSAGE_MAX - 1
+ * bytes kept). The one way every handler answers an error. */
+#define HANDLERS_MESSAGE_MAX 512
+__attribute__((format(printf, 4, 5))) void
+handlers_errorf(struct http_response *resp, unsigned status, const char *code,
+                const char *fmt, ...);
 
 /* Map a poold status to (HTTP status, error code); never 0/NULL. */
 void handlers_status_http(int status, unsigned *http, const char **code,
                           const char **message);
 
 /*
- * For client_auth routes, after the body is parsed and the org_id
+ * For ROUTE_CLIENT_KEY routes, after the body is parsed and the org_id
  * validated: a key of another org (403 forbidden), an org unknown or
  * disabled (404), misconfigured (503), over its rate limit for n messages
  * (429 rate_limited with Retry-After; "can never pass" when n exceeds the
@@ -135,7 +158,7 @@ bool handlers_client_admit(struct handlers *h, const struct http_request *req,
                            const char *org_id, unsigned n,
                            struct org_entry **org, struct http_response *resp);
 
-/* ---- for the handler modules (admin_api.c). All thread-safe: they read
+/* ---- for the handler modules (*_api.c). All thread-safe: they read
  * the config (fixed after handlers_create) and fill the caller's resp. */
 /* The config given to handlers_create(), borrowed for the handlers' life. */
 const struct handlers_config *handlers_get_config(struct handlers *h);

@@ -52,10 +52,6 @@ struct hk_step_report {
     enum hk_outcome outcome;
 };
 
-/* The name of a tick's step i (0-based, in order; static), NULL past the
- * last one. Thread-safe. */
-const char *housekeeping_step_name(size_t i);
-
 /* Allocate; no thread, no I/O. reg is borrowed for the housekeeping's life.
  * POOLD_OK and *out, or POOLD_ERR_NOMEM. */
 POOLD_MUSTCHECK int housekeeping_create(struct registry *reg,

@@ -9,10 +9,10 @@
 
 #include <sys/socket.h>
 
-#include "handlers.h"
-#include "metrics.h"
 #include "status.h"
 
+struct handlers;    /* handlers.h */
+struct metrics;     /* metrics.h */
 struct http_server; /* opaque */
 
 /* A client's own X-Request-Id is kept when it is 1 to this many bytes of
@@ -61,14 +61,5 @@ unsigned http_server_inflight(struct http_server *srv);
 
 /* Stop the daemon (joins every connection thread) and free. Accepts NULL. */
 void http_server_stop(struct http_server *srv);
-
-/* Match path against a route pattern (handlers_routes[i].pattern): the same
- * "/"-separated segments, "{...}" matching one non-empty segment. True with
- * the first and second "{...}" segments in *param and *param2 (pointers
- * into path; NULL and 0 when the pattern has none); false leaves them
- * untouched. Pure and thread-safe (the server's routing, for tests). */
-bool http_route_match(const char *pattern, const char *path, const char **param,
-                      size_t *param_len, const char **param2,
-                      size_t *param2_len);
 
 #endif

@@ -64,9 +64,6 @@ POOLD_MUSTCHECK int keys_set_update(struct keys_set *set,
 /* True once keys_set_replace() succeeded once. */
 bool keys_set_is_loaded(struct keys_set *set);
 
-/* Number of live keys. */
-size_t keys_set_count(struct keys_set *set);
-
 /*
  * Find the org of a presented key: digest it, look the digest up, compare
  * the whole digest in constant time. Copies the org id into org (ORG_ID_MAX

@@ -21,10 +21,6 @@ void log_init(enum log_format format, enum log_level min_level);
 void log_event(enum log_level level, const char *msg, ...)
     __attribute__((sentinel));
 
-/* printf-style message with no fields; the formatted text is escaped too. */
-void log_msgf(enum log_level level, const char *fmt, ...)
-    __attribute__((format(printf, 2, 3)));
-
 /*
  * Buffered output. Until log_start, every line is written at once (one
  * fputs, as the tests of the format expect). After it, a line is copied

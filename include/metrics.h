@@ -60,12 +60,9 @@ void metrics_snapshot_add(void *snap, const char *org_id,
 POOLD_MUSTCHECK int metrics_snapshot_sort(struct pool_snapshot *s);
 void metrics_snapshot_free(struct pool_snapshot *s);
 
-/* Bound the per-org series: keep the top busiest orgs (most acquires, then
- * most in use, then name), sorted by org_id, and one more entry,
- * METRICS_OTHER_ORG, summing the rest. No-op for top 0 or snap->n <= top.
- * (Issue 13's addition: DESIGN.md does not name it.) */
+/* The org that sums the orgs past POOLD_METRICS_TOP_ORGS in every per-org
+ * series (an addition: DESIGN.md does not name it). */
 #define METRICS_OTHER_ORG "_other"
-void metrics_snapshot_bound(struct pool_snapshot *snap, unsigned top);
 
 /* POOLD_METRICS_TOP_ORGS: per-org series for at most n orgs in
  * metrics_render() (0: every org). Thread-safe. */
@@ -74,17 +71,40 @@ void metrics_set_top_orgs(struct metrics *m, unsigned n);
 /* Sum b into a (every counter and gauge, histogram buckets included). */
 void metrics_stats_add(struct pool_stats *a, const struct pool_stats *b);
 
+/* One counter per org, in any order: the rate-limit refusals. */
+struct metrics_org_count {
+    char org_id[ORG_ID_MAX + 1];
+    uint64_t n;
+};
+struct metrics_org_counts {
+    struct metrics_org_count *v; /* malloc'd */
+    size_t n, cap;
+    bool oom;
+};
+
+/* Add one org's count to counts (a struct metrics_org_counts, zeroed before
+ * the first add): the shape of ratelimit_table_foreach()'s callback. On
+ * allocation failure counts->oom is set, later adds do nothing and the
+ * render fails with POOLD_ERR_NOMEM. Free with metrics_counts_free(). */
+void metrics_counts_add(void *counts, const char *org_id, uint64_t n);
+void metrics_counts_free(struct metrics_org_counts *c);
+
 /* What a scrape shows besides the HTTP counters, gathered by the caller. */
 struct metrics_view {
     struct pool_snapshot *pools; /* sorted (metrics_snapshot_sort); the
                                     render bounds it to the top orgs */
     struct pool_stats conn;      /* the connection pool's stats */
     bool ready;                  /* poold_ready: directory loaded, db up */
+    /* poold_rate_limited_total per org, or NULL: no such series (no rate
+     * limits). The render bounds it to the top orgs by count, the rest
+     * summed under METRICS_OTHER_ORG, and sorts it by org_id. */
+    struct metrics_org_counts *rate_limited;
 };
 
 /*
  * Render everything in Prometheus text format 0.0.4: per-org pool series,
- * the connection pool, acquire-wait histograms, HTTP requests and durations.
+ * the connection pool, acquire-wait histograms, HTTP requests and durations,
+ * the per-org rate-limit refusals.
  * *out is malloc'd (caller frees), *len its length (no NUL counted).
  * Thread-safe for distinct views.
  */

@@ -9,7 +9,8 @@
 #include "holders.h"
 #include "pool.h"
 #include "audit.h"
-#include "service.h"
+#include "db_settings.h"
+#include "message.h"
 #include "status.h"
 
 /*
@@ -25,6 +26,7 @@
  * wait for the housekeeping connection (an admin call, a resize, a
  * directory refresh has it) say that too.
  */
+struct db_conn;   /* db.h */
 struct registry;  /* opaque */
 struct org_entry; /* an org admitted by registry_admit(): opaque, valid for
                      the registry's life */
@@ -190,7 +192,7 @@ void registry_foreach_pool(struct registry *reg,
 /* Stats of the connection pool (max_size is the cap now). Thread-safe. */
 void registry_conn_stats(struct registry *reg, struct pool_stats *out);
 
-/* ---- operators (issue 13) ---- */
+/* ---- operators ---- */
 
 /* Pause or resume an org: stored in orgs.paused first (every replica
  * follows within a refresh), then applied here at once; while paused,

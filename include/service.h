@@ -7,6 +7,7 @@
 #include <stdint.h>
 
 #include "db.h"
+#include "message.h"
 #include "pool.h"
 #include "rules.h"
 #include "status.h"
@@ -32,22 +33,6 @@ struct service_env {
      * true if one was freed. Optional. */
     bool (*reclaim)(void *arg, const char *org_id);
     void *reclaim_arg;
-};
-
-/* A message as the service sees it; every pointer is borrowed. */
-struct message {
-    const char *id;
-    size_t id_len;
-    const char *payload;
-    size_t payload_len;
-    const char *request_id; /* borrowed; for holders/logs (may be NULL) */
-    const char *route;      /* borrowed; for holders: "POST /process" */
-};
-
-struct service_result {
-    bool passed;
-    bool duplicate;
-    struct rules_verdict verdict;
 };
 
 /*
@@ -81,31 +66,6 @@ POOLD_MUSTCHECK int service_create_from(const struct service_env *env,
  * dirty one is destroyed) and free everything else. Accepts NULL. */
 void service_close(struct service *svc);
 
-/* Attach a message for the next service_process(). msg is borrowed until
- * service_reset(). */
-void service_hydrate(struct service *svc, const struct message *msg);
-
-/*
- * Evaluate the rules on the hydrated message and commit the result row, once:
- * the same (org, id, payload) again gives the stored result with duplicate
- * set and writes nothing. Returns POOLD_OK (the row is committed),
- * POOLD_ERR_CONFLICT (same id, other payload), POOLD_ERR_DB (nothing was
- * written; the service should then be released as broken) or
- * POOLD_ERR_COMMIT_UNKNOWN (sent, answer lost; release as broken).
- */
-POOLD_MUSTCHECK int service_process(struct service *svc,
-                                    struct service_result *out, char *err,
-                                    size_t errlen);
-
-/* One message of a commit and what became of it. */
-struct service_job {
-    const struct message *msg;    /* borrowed for the call */
-    struct service_result result; /* valid when status is POOLD_OK */
-    int status;                   /* POOLD_OK (committed: inserted, or the
-                                     stored duplicate), POOLD_ERR_CONFLICT,
-                                     or the commit's error for this job */
-};
-
 /*
  * Evaluate the rules on jobs[0..n) and commit them in one INSERT, then
  * read the stored rows of those it did not insert (a message whose row a
@@ -135,9 +95,6 @@ bool service_reset(struct service *svc);
 /* True if the service may be lent again at now_ns: its connection is alive
  * and not past its TTL. */
 bool service_is_valid(struct service *svc, uint64_t now_ns);
-
-/* The org this service was built for; borrowed for the service's life. */
-const char *service_org(const struct service *svc);
 
 /* orgs.config_version of the row the service was built from. */
 long long service_config_version(const struct service *svc);

@@ -7,15 +7,15 @@
 #include <stdbool.h>
 #include <stddef.h>
 
-#include "audit.h"
-#include "db.h"
-#include "keys.h"
-#include "ratelimit.h"
 #include "status.h"
 
 #define TENANTS_LABEL_MAX 128
 
-struct tenants; /* opaque */
+struct audit_actor;     /* audit.h */
+struct db_conn;         /* db.h */
+struct keys_set;        /* keys.h */
+struct ratelimit_table; /* ratelimit.h */
+struct tenants;         /* opaque */
 
 /* The key set and the rate-limit table are owned by the tenants object. */
 POOLD_MUSTCHECK int tenants_create(struct tenants **out);

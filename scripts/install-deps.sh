@@ -13,7 +13,7 @@ pkgs+=(docker.io debootstrap clang-format)
 # chromium: the dashboard's browser test (tests/browser, playwright-core);
 # prometheus: promtool checks the alert rules, a real server scrapes poold.
 pkgs+=(chromium prometheus)
-# Replicas (issue 14): the load balancer and the pooler the tests put around
+# Replicas: the load balancer and the pooler the tests put around
 # poold (tests/integration/test_haproxy.py, test_pgbouncer.py).
 pkgs+=(haproxy pgbouncer)
 # OpenAPI lint runs through npx; Node comes from Debian if it is not there.

@@ -11,8 +11,22 @@
 #   7. clang-format check, OpenAPI lint, docker-compose validation
 #   8. the compose stack run for real (scripts/docker-smoke.sh)
 # Exits non-zero on the first failure.
+#
+# scripts/test.sh --quick: steps 1 and 2 only, with the unit tests and the
+# fastest integration suite (integration.http, the HTTP contract against
+# the real binary and a private PostgreSQL): a few minutes, for a change
+# before the whole run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+quick=0
+case "${1:-}" in
+--quick) quick=1 ;;
+"") ;;
+*)
+    echo "usage: scripts/test.sh [--quick]" >&2
+    exit 2
+    ;;
+esac
 root=$(pwd)
 jobs=$(nproc)
 FUZZ_SECONDS=${FUZZ_SECONDS:-20}
@@ -40,6 +54,14 @@ tsan_run() {
 
 step "dependencies"
 bash scripts/install-deps.sh
+
+if [ "$quick" = 1 ]; then
+    step "quick: plain build, unit tests, integration.http"
+    build build-test
+    ctest --test-dir build-test --output-on-failure -R '^(unit\.|integration\.http$)'
+    step "quick test stages passed (the whole run: scripts/test.sh)"
+    exit 0
+fi
 
 step "plain build: unit and integration tests"
 build build-test

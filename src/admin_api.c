@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "keys.h"
+#include "ratelimit.h"
 #include "registry.h"
 #include "rules.h"
 #include "tenants.h"
@@ -25,11 +26,11 @@ static struct registry *reg_of(struct handlers *h)
 /* A database failure: for a write its outcome may be unknown, say so. */
 static void db_failed(struct http_response *resp, bool write)
 {
-    handlers_error(resp, 503, "database_unavailable",
-                   write ? "the database did not answer: the change may or "
-                           "may not be stored; GET it to see, retrying is "
-                           "safe"
-                         : "the database is unavailable");
+    handlers_errorf(resp, 503, "database_unavailable",
+                    write ? "the database did not answer: the change may or "
+                            "may not be stored; GET it to see, retrying is "
+                            "safe"
+                          : "the database is unavailable");
 }
 
 /* Map a tenants status to the answer; the success case is the caller's. */
@@ -39,9 +40,9 @@ static void fail(struct handlers *h, struct http_response *resp, int rc,
     if (rc == POOLD_ERR_DB)
         db_failed(resp, write);
     else if (rc == POOLD_ERR_NOT_FOUND)
-        handlers_error(resp, 404, "not_found", "no such key for this org");
+        handlers_errorf(resp, 404, "not_found", "no such key for this org");
     else if (rc == POOLD_ERR_UNKNOWN_ORG)
-        handlers_error(resp, 404, "unknown_org", "no such org");
+        handlers_errorf(resp, 404, "unknown_org", "no such org");
     else
         handlers_error_status(h, resp, rc);
 }
@@ -89,8 +90,8 @@ static bool query_limit(const struct http_request *req, unsigned *out,
     /* Digits only: strtol alone would take " 5" and "+5". */
     if (s[0] < '0' || s[0] > '9' || errno != 0 || *end != '\0' || n < 1 ||
         n > PAGE_MAX) {
-        handlers_error(resp, 400, "invalid_message",
-                       "query 'limit' must be an integer from 1 to 1000");
+        handlers_errorf(resp, 400, "invalid_message",
+                        "query 'limit' must be an integer from 1 to 1000");
         return false;
     }
     *out = (unsigned)n;
@@ -102,14 +103,12 @@ static bool query_org(const struct http_request *req, const char *name,
                       const char **out, struct http_response *resp)
 {
     const char *s = req->query ? req->query(req->query_arg, name) : NULL;
-    char msg[96];
 
     *out = s;
     if (s == NULL || orgid_is_valid(s, strlen(s)))
         return true;
-    snprintf(msg, sizeof msg, "query '%s' must match ^[A-Za-z0-9_-]{1,64}$",
-             name);
-    handlers_error(resp, 400, "invalid_org_id", msg);
+    handlers_errorf(resp, 400, "invalid_org_id",
+                    "query '%s' must match ^[A-Za-z0-9_-]{1,64}$", name);
     return false;
 }
 
@@ -189,24 +188,23 @@ static bool put_config(json_t *root, char **config, struct http_response *resp)
 {
     json_t *c = json_object_get(root, "config");
     struct ruleset rs;
-    char err[256], msg[300];
+    char err[256];
 
     if (!json_is_object(c)) {
-        handlers_error(resp, 400, "invalid_config",
-                       "field 'config' is required and must be an object "
-                       "like {\"rules\":[...]}");
+        handlers_errorf(resp, 400, "invalid_config",
+                        "field 'config' is required and must be an object "
+                        "like {\"rules\":[...]}");
         return false;
     }
     *config = json_dumps(c, JSON_COMPACT);
     if (*config == NULL) {
-        handlers_error(resp, 400, "invalid_config",
-                       "field 'config' cannot be serialised");
+        handlers_errorf(resp, 400, "invalid_config",
+                        "field 'config' cannot be serialised");
         return false;
     }
     if (rules_parse(*config, strlen(*config), &rs, err, sizeof err) !=
         POOLD_OK) {
-        snprintf(msg, sizeof msg, "field 'config': %s", err);
-        handlers_error(resp, 400, "invalid_config", msg);
+        handlers_errorf(resp, 400, "invalid_config", "field 'config': %s", err);
         free(*config);
         *config = NULL;
         return false;
@@ -231,10 +229,10 @@ static bool put_rate_limit(json_t *root, struct tenants_org *org,
     if (!json_is_object(rl) || !json_is_number(rps) ||
         !json_is_integer(burst) ||
         !ratelimit_valid(json_number_value(rps), json_integer_value(burst))) {
-        handlers_error(resp, 400, "invalid_config",
-                       "field 'rate_limit' must be null or {\"rps\": a number "
-                       "0 < rps <= 1000000, \"burst\": an integer from 1 to "
-                       "1000000}");
+        handlers_errorf(resp, 400, "invalid_config",
+                        "field 'rate_limit' must be null or {\"rps\": a number "
+                        "0 < rps <= 1000000, \"burst\": an integer from 1 to "
+                        "1000000}");
         return false;
     }
     org->rate_rps = json_number_value(rps);
@@ -250,13 +248,12 @@ static bool put_validate(struct handlers *h, json_t *root,
     json_t *enabled = json_object_get(root, "enabled");
     json_t *size = json_object_get(root, "pool_max_size");
     unsigned ceiling = handlers_get_config(h)->pool_ceiling;
-    char msg[128];
 
     if (!put_config(root, config, resp))
         return false;
     if (enabled != NULL && !json_is_boolean(enabled)) {
-        handlers_error(resp, 400, "invalid_config",
-                       "field 'enabled' must be true or false");
+        handlers_errorf(resp, 400, "invalid_config",
+                        "field 'enabled' must be true or false");
         return false;
     }
     org->enabled = enabled == NULL || json_is_true(enabled);
@@ -264,11 +261,10 @@ static bool put_validate(struct handlers *h, json_t *root,
     if (size != NULL && !json_is_null(size)) {
         if (!json_is_integer(size) || json_integer_value(size) < 1 ||
             json_integer_value(size) > (json_int_t)ceiling) {
-            snprintf(msg, sizeof msg,
-                     "field 'pool_max_size' must be null or "
-                     "an integer from 1 to %u",
-                     ceiling);
-            handlers_error(resp, 400, "invalid_size", msg);
+            handlers_errorf(resp, 400, "invalid_size",
+                            "field 'pool_max_size' must be null or "
+                            "an integer from 1 to %u",
+                            ceiling);
             return false;
         }
         org->pool_max_size = (unsigned)json_integer_value(size);
@@ -358,8 +354,8 @@ static bool key_label(const struct http_request *req, json_t **root,
     if (l == NULL || json_is_null(l))
         return true;
     if (!json_is_string(l) || json_string_length(l) > TENANTS_LABEL_MAX) {
-        handlers_error(resp, 400, "invalid_message",
-                       "field 'label' must be a string of at most 128 bytes");
+        handlers_errorf(resp, 400, "invalid_message",
+                        "field 'label' must be a string of at most 128 bytes");
         return false;
     }
     *label = json_string_value(l);
@@ -428,7 +424,7 @@ void admin_api_key_revoke(struct handlers *h, const struct http_request *req,
     if (!handlers_org_param(req, resp))
         return;
     if (!keys_id_is_valid(req->param2, req->param2_len)) {
-        handlers_error(resp, 404, "not_found", "no such key for this org");
+        handlers_errorf(resp, 404, "not_found", "no such key for this org");
         return;
     }
     remove_one(h, req, resp, req->param2);

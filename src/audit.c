@@ -5,6 +5,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "db.h"
+
 int audit_insert(struct db_conn *conn, const struct audit_entry *e, char *err,
                  size_t errlen)
 {

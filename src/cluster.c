@@ -1,5 +1,6 @@
 /* cluster.c — replicas share one connection budget through a lease table. */
 #include "cluster.h"
+#include "cluster_test.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -12,6 +13,7 @@
 #include <unistd.h>
 
 #include "clock.h"
+#include "db.h"
 #include "log.h"
 
 #define CLUSTER_SHRINK_WAIT_NS (250 * NS_PER_MS) /* per heartbeat */

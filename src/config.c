@@ -627,7 +627,6 @@ void config_print_help(FILE *out)
     for (size_t i = 0; i < NKEYS; i++) {
         const struct config_key *k = &config_keys[i];
         fprintf(out, "  --%-20s %-26s default: %s\n      %s\n", k->flag, k->env,
-                k->def ? (*k->def ? k->def : "(empty)") : "(generated)",
-                k->help);
+                k->def ? (*k->def ? k->def : "(empty)") : "(unset)", k->help);
     }
 }

@@ -1,5 +1,6 @@
 /* db.c — one PostgreSQL connection: open, bounded statements, liveness. */
 #include "db.h"
+#include "db_test.h"
 
 #include <errno.h>
 #include <poll.h>

@@ -11,6 +11,7 @@
 
 #include "clock.h"
 #include "holders.h"
+#include "housekeeping_test.h"
 #include "log.h"
 #include "registry_internal.h"
 

@@ -17,8 +17,11 @@
 #include <microhttpd.h>
 
 #include "clock.h"
+#include "handlers.h"
+#include "handlers_test.h"
 #include "intake.h"
 #include "log.h"
+#include "metrics.h"
 
 /* Each connection has its own thread, whose stack holds libpq, jansson and
  * our handlers: 512 KiB leaves room for the sanitizer builds too. */
@@ -55,8 +58,9 @@ struct request_ctx {
     struct intake_conn *iconn; /* the connection's deadline record */
     char method[HTTP_METHOD_MAX];
     char *path;   /* copy of the URL path */
-    char *param;  /* copy of the {org_id} segment, or NULL */
-    char *param2; /* copy of a second {...} segment, or NULL */
+    char *param;  /* copy of the {org_id} segment, or NULL (at most 65 bytes:
+                     longer than an org id can be is invalid anyway) */
+    char *param2; /* copy of a second {...} segment, or NULL (as param) */
     char request_id[HTTP_REQUEST_ID_MAX + 1];
     char allow[64]; /* Allow header of a 405 */
     uint64_t start_ns;
@@ -66,8 +70,10 @@ struct request_ctx {
     uint64_t discarded; /* bytes of an oversized body thrown away */
     bool too_large;
     bool responded;
-    unsigned status; /* 0 until a response is queued */
-    size_t route;    /* index in handlers_routes, or nroutes */
+    unsigned status;             /* 0 until a response is queued */
+    size_t route;                /* index in handlers_routes, or nroutes */
+    const struct route *matched; /* the route run, NULL: 404 or 405 */
+    size_t param_len, param2_len;
     const char *error_code;
     char org[ORG_ID_MAX + 1];
     char detail[HTTP_DETAIL_MAX];
@@ -217,7 +223,7 @@ static enum MHD_Result queue_error(struct MHD_Connection *conn,
     struct http_response resp;
 
     memset(&resp, 0, sizeof resp);
-    handlers_error(&resp, status, code, message);
+    handlers_errorf(&resp, status, code, "%s", message);
     return queue(conn, ctx, &resp);
 }
 
@@ -349,15 +355,35 @@ static bool body_append(struct request_ctx *ctx, const char *data, size_t n)
     return true;
 }
 
-/* The body limit of the request's route (the server's for no route). */
-static size_t body_limit(struct request_ctx *ctx)
+/* A copy of a path segment into *out, at most ORG_ID_MAX + 1 bytes (NULL
+ * stays NULL); false when out of memory. */
+static bool segment_copy(const char *seg, size_t *len, char **out)
 {
-    const char *param, *param2;
-    size_t param_len, param2_len;
-    const struct route *r =
-        route_find(ctx, &param, &param_len, &param2, &param2_len);
+    if (seg == NULL)
+        return true;
+    if (*len > ORG_ID_MAX)
+        *len = ORG_ID_MAX + 1;
+    *out = strndup(seg, *len);
+    return *out != NULL;
+}
 
-    return handlers_body_limit(ctx->srv->handlers, r, ctx->srv->max_body);
+/* Route the request, once, when its headers are in: ctx->matched (NULL
+ * for 404 or 405, ctx->allow then says which), its path segments and its
+ * body limit. False when out of memory. */
+static bool route_request(struct request_ctx *ctx)
+{
+    const char *param = NULL, *param2 = NULL;
+
+    ctx->matched =
+        route_find(ctx, &param, &ctx->param_len, &param2, &ctx->param2_len);
+    ctx->max_body = handlers_body_limit(ctx->srv->handlers, ctx->matched,
+                                        ctx->srv->max_body);
+    if (ctx->matched == NULL) {
+        ctx->param_len = ctx->param2_len = 0;
+        return true;
+    }
+    return segment_copy(param, &ctx->param_len, &ctx->param) &&
+           segment_copy(param2, &ctx->param2_len, &ctx->param2);
 }
 
 /* The client's IP address as text ("" if unknown), for audit entries. */
@@ -387,49 +413,31 @@ static enum MHD_Result dispatch(struct MHD_Connection *conn,
     struct http_server *srv = ctx->srv;
     struct http_request req;
     struct http_response resp;
-    const struct route *route;
-    const char *param = NULL, *param2 = NULL;
-    size_t param_len = 0, param2_len = 0;
+    const struct route *route = ctx->matched;
     char address[INET6_ADDRSTRLEN] = "";
 
     if (ctx->too_large)
         return queue_too_large(conn, ctx);
-    route = route_find(ctx, &param, &param_len, &param2, &param2_len);
     if (route == NULL && ctx->allow[0] != '\0') {
         memset(&resp, 0, sizeof resp);
-        handlers_error(&resp, 405, "method_not_allowed",
-                       "method not allowed on this path; see Allow");
+        handlers_errorf(&resp, 405, "method_not_allowed",
+                        "method not allowed on this path; see Allow");
         resp.allow = ctx->allow;
         return queue(conn, ctx, &resp);
     }
     if (route == NULL)
         return queue_error(conn, ctx, 404, "not_found", "no such route");
-    if (param != NULL) {
-        /* Longer than an org id can be is invalid anyway: keep 65 bytes. */
-        size_t keep = param_len > ORG_ID_MAX ? ORG_ID_MAX + 1 : param_len;
-        ctx->param = strndup(param, keep);
-        if (ctx->param == NULL)
-            return MHD_NO;
-        param_len = keep;
-    }
-    if (param2 != NULL) {
-        size_t keep = param2_len > ORG_ID_MAX ? ORG_ID_MAX + 1 : param2_len;
-        ctx->param2 = strndup(param2, keep);
-        if (ctx->param2 == NULL)
-            return MHD_NO;
-        param2_len = keep;
-    }
     peer_address(conn, address, sizeof address);
     memset(&req, 0, sizeof req);
     req.param2 = ctx->param2;
-    req.param2_len = param2_len;
+    req.param2_len = ctx->param2_len;
     req.client_address = address;
     req.query = query_arg;
     req.query_arg = conn;
     req.method = ctx->method;
     req.path = ctx->path;
     req.param = ctx->param;
-    req.param_len = param_len;
+    req.param_len = ctx->param_len;
     req.body = ctx->body;
     req.body_len = ctx->body_len;
     req.content_type = MHD_lookup_connection_value(
@@ -456,7 +464,8 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn,
         if (ctx == NULL)
             return MHD_NO;
         *con_cls = ctx;
-        ctx->max_body = body_limit(ctx);
+        if (!route_request(ctx))
+            return MHD_NO;
         if (announced_too_large(conn, ctx->max_body)) {
             ctx->too_large = true;
             intake_request_read(srv->intake, ctx->iconn); /* not read on */

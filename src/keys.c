@@ -1,5 +1,6 @@
 /* keys.c — org API keys: generation, digest, and the live-key set. */
 #include "keys.h"
+#include "keys_test.h"
 
 #include <errno.h>
 #include <pthread.h>

@@ -256,27 +256,6 @@ void log_event(enum log_level level, const char *msg, ...)
     va_end(ap);
 }
 
-static void emit_plain(enum log_level level, const char *msg, ...)
-{
-    va_list ap;
-    va_start(ap, msg);
-    emit(level, msg, ap);
-    va_end(ap);
-}
-
-void log_msgf(enum log_level level, const char *fmt, ...)
-{
-    char msg[LOG_VALUE_MAX];
-    va_list ap;
-
-    if (level < g_min)
-        return;
-    va_start(ap, fmt);
-    vsnprintf(msg, sizeof msg, fmt, ap);
-    va_end(ap);
-    emit_plain(level, msg, (const char *)NULL);
-}
-
 /* ---- the buffered writer ---------------------------------------------------
  *
  * Two buffers: callers append whole lines to `fill` under `mu` (the critical

@@ -1,11 +1,12 @@
 /* metrics.c — lock-free HTTP counters and Prometheus text exposition. */
 #include "metrics.h"
 
-#include <stdarg.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include "strbuf.h"
 
 static const char *const method_names[] = {"GET",  "POST",  "PUT",     "DELETE",
                                            "HEAD", "PATCH", "OPTIONS", "OTHER"};
@@ -110,23 +111,34 @@ void metrics_connection_add(struct metrics *m, int delta)
 
 /* ---- pool snapshots ------------------------------------------------------ */
 
+/* v (n of *cap elements of size bytes used) with room for one more: v
+ * itself, or v moved to a larger block (*cap updated); NULL when that
+ * allocation fails (v is left as it was). */
+static void *grow(void *v, size_t n, size_t *cap, size_t size)
+{
+    size_t want = *cap ? 2 * *cap : 16;
+    void *p;
+
+    if (n < *cap)
+        return v;
+    if ((p = realloc(v, want * size)) != NULL)
+        *cap = want;
+    return p;
+}
+
 void metrics_snapshot_add(void *snap, const char *org_id,
                           const struct pool_stats *stats)
 {
     struct pool_snapshot *s = snap;
+    struct pool_snapshot_entry *v;
 
     if (s->oom)
         return;
-    if (s->n == s->cap) {
-        size_t cap = s->cap ? 2 * s->cap : 16;
-        struct pool_snapshot_entry *v = realloc(s->v, cap * sizeof *v);
-        if (v == NULL) {
-            s->oom = true;
-            return;
-        }
-        s->v = v;
-        s->cap = cap;
+    if ((v = grow(s->v, s->n, &s->cap, sizeof *v)) == NULL) {
+        s->oom = true;
+        return;
     }
+    s->v = v;
     snprintf(s->v[s->n].org_id, sizeof s->v[s->n].org_id, "%s", org_id);
     s->v[s->n].stats = *stats;
     s->n++;
@@ -180,50 +192,10 @@ void metrics_stats_add(struct pool_stats *a, const struct pool_stats *b)
 /* ---- text output ----------------------------------------------------------
  */
 
-struct sbuf {
-    char *p;
-    size_t len, cap;
-    bool oom;
-};
-
-__attribute__((format(printf, 2, 3))) static void
-sb_printf(struct sbuf *b, const char *fmt, ...)
-{
-    va_list ap;
-    int n;
-
-    if (b->oom)
-        return;
-    for (;;) {
-        size_t room = b->cap - b->len;
-        va_start(ap, fmt);
-        n = vsnprintf(b->p ? b->p + b->len : NULL, room, fmt, ap);
-        va_end(ap);
-        if (n < 0) {
-            b->oom = true;
-            return;
-        }
-        if ((size_t)n < room) {
-            b->len += (size_t)n;
-            return;
-        }
-        size_t cap = b->cap ? b->cap : 4096;
-        while (cap - b->len <= (size_t)n)
-            cap *= 2;
-        char *p = realloc(b->p, cap);
-        if (p == NULL) {
-            b->oom = true;
-            return;
-        }
-        b->p = p;
-        b->cap = cap;
-    }
-}
-
-static void sb_family(struct sbuf *b, const char *name, const char *type,
+static void sb_family(struct strbuf *b, const char *name, const char *type,
                       const char *help)
 {
-    sb_printf(b, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
+    strbuf_printf(b, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
 }
 
 /* One pool_stats field, as a gauge or counter. */
@@ -270,7 +242,7 @@ static uint64_t stat_value(const struct pool_stats *s, size_t offset)
 }
 
 /* labels: "" or `org="x"`; sep: "" or "," to join with more labels. */
-static void render_pool_histogram(struct sbuf *b, const char *name,
+static void render_pool_histogram(struct strbuf *b, const char *name,
                                   const char *labels,
                                   const struct pool_stats *s)
 {
@@ -280,23 +252,23 @@ static void render_pool_histogram(struct sbuf *b, const char *name,
     for (size_t i = 0; i < POOL_WAIT_BUCKETS; i++) {
         cum += s->wait_hist[i];
         if (pool_wait_bucket_le_ns[i] == UINT64_MAX)
-            sb_printf(b, "%s_bucket{%s%sle=\"+Inf\"} %llu\n", name, labels, sep,
-                      (unsigned long long)cum);
+            strbuf_printf(b, "%s_bucket{%s%sle=\"+Inf\"} %llu\n", name, labels,
+                          sep, (unsigned long long)cum);
         else
-            sb_printf(b, "%s_bucket{%s%sle=\"%g\"} %llu\n", name, labels, sep,
-                      (double)pool_wait_bucket_le_ns[i] / 1e9,
-                      (unsigned long long)cum);
+            strbuf_printf(b, "%s_bucket{%s%sle=\"%g\"} %llu\n", name, labels,
+                          sep, (double)pool_wait_bucket_le_ns[i] / 1e9,
+                          (unsigned long long)cum);
     }
     if (pool_wait_bucket_le_ns[POOL_WAIT_BUCKETS - 1] != UINT64_MAX)
-        sb_printf(b, "%s_bucket{%s%sle=\"+Inf\"} %llu\n", name, labels, sep,
-                  (unsigned long long)cum);
-    sb_printf(b, "%s_sum%s%s%s %.9f\n", name, *labels ? "{" : "", labels,
-              *labels ? "}" : "", (double)s->wait_ns_sum / 1e9);
-    sb_printf(b, "%s_count%s%s%s %llu\n", name, *labels ? "{" : "", labels,
-              *labels ? "}" : "", (unsigned long long)cum);
+        strbuf_printf(b, "%s_bucket{%s%sle=\"+Inf\"} %llu\n", name, labels, sep,
+                      (unsigned long long)cum);
+    strbuf_printf(b, "%s_sum%s%s%s %.9f\n", name, *labels ? "{" : "", labels,
+                  *labels ? "}" : "", (double)s->wait_ns_sum / 1e9);
+    strbuf_printf(b, "%s_count%s%s%s %llu\n", name, *labels ? "{" : "", labels,
+                  *labels ? "}" : "", (unsigned long long)cum);
 }
 
-static void render_org_pools(struct sbuf *b, const struct pool_snapshot *snap)
+static void render_org_pools(struct strbuf *b, const struct pool_snapshot *snap)
 {
     char name[128], labels[128];
 
@@ -304,20 +276,21 @@ static void render_org_pools(struct sbuf *b, const struct pool_snapshot *snap)
         snprintf(name, sizeof name, "poold_pool_%s", stat_series[k].suffix);
         sb_family(b, name, stat_series[k].type, stat_series[k].help);
         for (size_t i = 0; i < snap->n; i++)
-            sb_printf(b, "%s{org=\"%s\"} %llu\n", name, snap->v[i].org_id,
-                      (unsigned long long)stat_value(&snap->v[i].stats,
-                                                     stat_series[k].offset));
+            strbuf_printf(b, "%s{org=\"%s\"} %llu\n", name, snap->v[i].org_id,
+                          (unsigned long long)stat_value(
+                              &snap->v[i].stats, stat_series[k].offset));
     }
     sb_family(b, "poold_pool_destroyed_total", "counter",
               "Objects destroyed, by reason.");
     for (size_t i = 0; i < snap->n; i++)
         for (int r = 0; r < POOL_DESTROY__COUNT; r++)
-            sb_printf(b,
-                      "poold_pool_destroyed_total{org=\"%s\",reason=\"%s\"} "
-                      "%llu\n",
-                      snap->v[i].org_id,
-                      pool_destroy_reason_str((enum pool_destroy_reason)r),
-                      (unsigned long long)snap->v[i].stats.destroyed_by[r]);
+            strbuf_printf(
+                b,
+                "poold_pool_destroyed_total{org=\"%s\",reason=\"%s\"} "
+                "%llu\n",
+                snap->v[i].org_id,
+                pool_destroy_reason_str((enum pool_destroy_reason)r),
+                (unsigned long long)snap->v[i].stats.destroyed_by[r]);
     sb_family(b, "poold_pool_acquire_wait_seconds", "histogram",
               "Time acquires waited for a service.");
     for (size_t i = 0; i < snap->n; i++) {
@@ -327,7 +300,7 @@ static void render_org_pools(struct sbuf *b, const struct pool_snapshot *snap)
     }
 }
 
-static void render_conn_pool(struct sbuf *b, const struct pool_stats *s)
+static void render_conn_pool(struct strbuf *b, const struct pool_stats *s)
 {
     char name[128];
 
@@ -338,17 +311,17 @@ static void render_conn_pool(struct sbuf *b, const struct pool_stats *s)
         snprintf(name, sizeof name, "poold_db_connections_%s",
                  stat_series[k].suffix);
         sb_family(b, name, stat_series[k].type, stat_series[k].help);
-        sb_printf(b, "%s %llu\n", name,
-                  (unsigned long long)stat_value(s, stat_series[k].offset));
+        strbuf_printf(b, "%s %llu\n", name,
+                      (unsigned long long)stat_value(s, stat_series[k].offset));
     }
     sb_family(b, "poold_db_connections_destroyed_total", "counter",
               "PostgreSQL connections closed, by reason.");
     for (int r = 0; r < POOL_DESTROY__COUNT; r++)
-        sb_printf(b,
-                  "poold_db_connections_destroyed_total{reason=\"%s\"} "
-                  "%llu\n",
-                  pool_destroy_reason_str((enum pool_destroy_reason)r),
-                  (unsigned long long)s->destroyed_by[r]);
+        strbuf_printf(b,
+                      "poold_db_connections_destroyed_total{reason=\"%s\"} "
+                      "%llu\n",
+                      pool_destroy_reason_str((enum pool_destroy_reason)r),
+                      (unsigned long long)s->destroyed_by[r]);
     sb_family(b, "poold_db_connections_acquire_wait_seconds", "histogram",
               "Time acquires waited for a PostgreSQL connection.");
     render_pool_histogram(b, "poold_db_connections_acquire_wait_seconds", "",
@@ -365,7 +338,7 @@ static const char *route_name(const struct metrics *m, size_t r)
     return r < m->nroutes ? m->route_names[r] : "unmatched";
 }
 
-static void render_http(struct sbuf *b, struct metrics *m)
+static void render_http(struct strbuf *b, struct metrics *m)
 {
     sb_family(b, "poold_http_requests_total", "counter",
               "HTTP requests answered, by route pattern, method and status.");
@@ -378,11 +351,11 @@ static void render_http(struct sbuf *b, struct metrics *m)
                     continue;
                 if (status_values[s] != 0)
                     snprintf(status, sizeof status, "%u", status_values[s]);
-                sb_printf(b,
-                          "poold_http_requests_total{route=\"%s\","
-                          "method=\"%s\",status=\"%s\"} %llu\n",
-                          route_name(m, r), method_names[i], status,
-                          (unsigned long long)n);
+                strbuf_printf(b,
+                              "poold_http_requests_total{route=\"%s\","
+                              "method=\"%s\",status=\"%s\"} %llu\n",
+                              route_name(m, r), method_names[i], status,
+                              (unsigned long long)n);
             }
     sb_family(b, "poold_http_request_duration_seconds", "histogram",
               "Time from request headers to response, by route pattern.");
@@ -392,30 +365,31 @@ static void render_http(struct sbuf *b, struct metrics *m)
         for (size_t i = 0; i <= NDURATION; i++) {
             cum += load(&rm->duration_bucket[i]);
             if (i < NDURATION)
-                sb_printf(b,
-                          "poold_http_request_duration_seconds_bucket{"
-                          "route=\"%s\",le=\"%g\"} %llu\n",
-                          route_name(m, r), duration_le_s[i],
-                          (unsigned long long)cum);
+                strbuf_printf(b,
+                              "poold_http_request_duration_seconds_bucket{"
+                              "route=\"%s\",le=\"%g\"} %llu\n",
+                              route_name(m, r), duration_le_s[i],
+                              (unsigned long long)cum);
             else
-                sb_printf(b,
-                          "poold_http_request_duration_seconds_bucket{"
-                          "route=\"%s\",le=\"+Inf\"} %llu\n",
-                          route_name(m, r), (unsigned long long)cum);
+                strbuf_printf(b,
+                              "poold_http_request_duration_seconds_bucket{"
+                              "route=\"%s\",le=\"+Inf\"} %llu\n",
+                              route_name(m, r), (unsigned long long)cum);
         }
-        sb_printf(b,
-                  "poold_http_request_duration_seconds_sum{route=\"%s\"} "
-                  "%.9f\n",
-                  route_name(m, r), (double)load(&rm->duration_ns_sum) / 1e9);
-        sb_printf(b,
-                  "poold_http_request_duration_seconds_count{route=\"%s\"}"
-                  " %llu\n",
-                  route_name(m, r), (unsigned long long)cum);
+        strbuf_printf(b,
+                      "poold_http_request_duration_seconds_sum{route=\"%s\"} "
+                      "%.9f\n",
+                      route_name(m, r),
+                      (double)load(&rm->duration_ns_sum) / 1e9);
+        strbuf_printf(b,
+                      "poold_http_request_duration_seconds_count{route=\"%s\"}"
+                      " %llu\n",
+                      route_name(m, r), (unsigned long long)cum);
     }
     sb_family(b, "poold_http_connections_open", "gauge",
               "HTTP connections open now.");
-    sb_printf(b, "poold_http_connections_open %lld\n",
-              (long long)atomic_load(&m->connections_open));
+    strbuf_printf(b, "poold_http_connections_open %lld\n",
+                  (long long)atomic_load(&m->connections_open));
 }
 
 /* Busiest first: most acquires ever (monotonic, so the set is stable),
@@ -436,7 +410,7 @@ static int busier_cmp(const void *a, const void *b)
 /* Keep the top busiest orgs of snap (sorted by name again) and fold the
  * rest into one entry, org "_other", so a scrape stays bounded whatever the
  * number of orgs. No-op when top is 0 or not exceeded. */
-void metrics_snapshot_bound(struct pool_snapshot *snap, unsigned top)
+static void snapshot_bound(struct pool_snapshot *snap, unsigned top)
 {
     struct pool_snapshot_entry other;
 
@@ -452,30 +426,102 @@ void metrics_snapshot_bound(struct pool_snapshot *snap, unsigned top)
     snap->v[snap->n++] = other; /* the array held more than top: room */
 }
 
+/* ---- per-org counts (the rate-limit refusals) ---------------------------- */
+
+void metrics_counts_add(void *counts, const char *org_id, uint64_t n)
+{
+    struct metrics_org_counts *c = counts;
+    struct metrics_org_count *v;
+
+    if (c->oom)
+        return;
+    if ((v = grow(c->v, c->n, &c->cap, sizeof *v)) == NULL) {
+        c->oom = true;
+        return;
+    }
+    c->v = v;
+    snprintf(c->v[c->n].org_id, sizeof c->v[c->n].org_id, "%s", org_id);
+    c->v[c->n].n = n;
+    c->n++;
+}
+
+void metrics_counts_free(struct metrics_org_counts *c)
+{
+    free(c->v);
+    memset(c, 0, sizeof *c);
+}
+
+static int count_name_cmp(const void *a, const void *b)
+{
+    return strcmp(((const struct metrics_org_count *)a)->org_id,
+                  ((const struct metrics_org_count *)b)->org_id);
+}
+
+/* Largest count first, then by name. */
+static int count_most_cmp(const void *a, const void *b)
+{
+    const struct metrics_org_count *x = a, *y = b;
+
+    if (x->n != y->n)
+        return x->n > y->n ? -1 : 1;
+    return strcmp(x->org_id, y->org_id);
+}
+
+/* As snapshot_bound() for counts: the top orgs with the largest
+ * counts, sorted by org_id, then METRICS_OTHER_ORG summing the rest. */
+static void counts_bound(struct metrics_org_counts *c, unsigned top)
+{
+    struct metrics_org_count other;
+
+    if (top == 0 || c->n <= top) {
+        qsort(c->v, c->n, sizeof c->v[0], count_name_cmp);
+        return;
+    }
+    qsort(c->v, c->n, sizeof c->v[0], count_most_cmp);
+    memset(&other, 0, sizeof other);
+    snprintf(other.org_id, sizeof other.org_id, "%s", METRICS_OTHER_ORG);
+    for (size_t i = top; i < c->n; i++)
+        other.n += c->v[i].n;
+    c->n = top;
+    qsort(c->v, c->n, sizeof c->v[0], count_name_cmp);
+    c->v[c->n++] = other; /* the array held more than top: room */
+}
+
+static void render_rate_limited(struct strbuf *b, struct metrics_org_counts *c,
+                                unsigned top)
+{
+    if (c->oom) {
+        b->oom = true;
+        return;
+    }
+    counts_bound(c, top);
+    sb_family(b, "poold_rate_limited_total", "counter",
+              "Requests refused by the org's rate limit (429).");
+    for (size_t i = 0; i < c->n; i++)
+        strbuf_printf(b, "poold_rate_limited_total{org=\"%s\"} %llu\n",
+                      c->v[i].org_id, (unsigned long long)c->v[i].n);
+}
+
 int metrics_render(struct metrics *m, struct metrics_view *view, char **out,
                    size_t *len)
 {
-    struct sbuf b = {0};
+    struct strbuf b = {0};
     struct pool_snapshot *snap = view->pools;
 
     sb_family(&b, "poold_pool_orgs", "gauge",
               "Org pools that exist (all of them, whatever "
               "POOLD_METRICS_TOP_ORGS).");
-    sb_printf(&b, "poold_pool_orgs %zu\n", snap->n);
-    metrics_snapshot_bound(snap, atomic_load(&m->top_orgs));
+    strbuf_printf(&b, "poold_pool_orgs %zu\n", snap->n);
+    snapshot_bound(snap, atomic_load(&m->top_orgs));
     sb_family(&b, "poold_build_info", "gauge", "poold's version.");
-    sb_printf(&b, "poold_build_info{version=\"%s\"} 1\n", POOLD_VERSION);
+    strbuf_printf(&b, "poold_build_info{version=\"%s\"} 1\n", POOLD_VERSION);
     sb_family(&b, "poold_ready", "gauge",
               "1 when the org directory is loaded and the database answers.");
-    sb_printf(&b, "poold_ready %d\n", view->ready ? 1 : 0);
+    strbuf_printf(&b, "poold_ready %d\n", view->ready ? 1 : 0);
     render_org_pools(&b, snap);
     render_conn_pool(&b, &view->conn);
     render_http(&b, m);
-    if (b.oom || b.p == NULL) {
-        free(b.p);
-        return POOLD_ERR_NOMEM;
-    }
-    *out = b.p;
-    *len = b.len;
-    return POOLD_OK;
+    if (view->rate_limited != NULL)
+        render_rate_limited(&b, view->rate_limited, atomic_load(&m->top_orgs));
+    return strbuf_take(&b, out, len);
 }

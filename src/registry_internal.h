@@ -50,6 +50,7 @@
 #include "orgid.h"
 #include "registry.h"
 #include "rules.h"
+#include "service.h"
 
 #define REG_ERR_MAX 256
 

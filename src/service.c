@@ -1,5 +1,6 @@
 /* service.c — one org's processing service: rules + a connection. */
 #include "service.h"
+#include "service_test.h"
 
 #include <arpa/inet.h>
 #include <errno.h>

@@ -8,6 +8,10 @@
 
 #include "catalog.h"
 #include "clock.h"
+#include "audit.h"
+#include "db.h"
+#include "keys.h"
+#include "ratelimit.h"
 #include "log.h"
 
 struct tenants {

@@ -11,6 +11,7 @@
 
 #include "clock.h"
 #include "db.h"
+#include "db_test.h"
 #include "pg_fixture.h"
 
 START_TEST(db_open_failure_is_reported)

@@ -12,9 +12,11 @@
 #include "clock.h"
 #include "connpool.h"
 #include "db.h"
+#include "db_test.h"
 #include "orgid.h"
 #include "pool.h"
 #include "service.h"
+#include "service_test.h"
 #include "../unit/test_util.h"
 #include "pg_fixture.h"
 

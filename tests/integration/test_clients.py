@@ -20,8 +20,8 @@ import time
 import unittest
 import uuid
 
-from test_http import ADMIN_URL, BIN, Poold, check_against_spec, psql, \
-    wait_for
+from harness import (ADMIN_URL, BIN, Poold, check_against_spec, psql,
+                     require_env, wait_for)
 
 P = "tc" + uuid.uuid4().hex[:8] + "_"
 ORG = P + "ok"
@@ -34,9 +34,7 @@ NO_AUTH = {"POOLD_CLIENT_AUTH": "none"}
 
 
 def setUpModule():
-    for name in ("POOLD_BIN", "DATABASE_URL", "POOLD_TEST_ADMIN_URL"):
-        if not os.environ.get(name):
-            raise unittest.SkipTest(name + " is not set")
+    require_env()
     psql(f"INSERT INTO orgs (org_id, enabled, config) VALUES "
          f"('{ORG}', true, '{{\"rules\":[]}}')")
 

@@ -16,121 +16,19 @@ import time
 import unittest
 import uuid
 
-POOLD_BIN = os.environ["POOLD_BIN"]
-DATABASE_URL = os.environ["DATABASE_URL"]
-ADMIN_URL = os.environ["POOLD_TEST_ADMIN_URL"]
-PG_DIR = os.environ["POOLD_TEST_PG_DIR"]
-PG_PORT = os.environ["POOLD_TEST_PG_PORT"]
-SOURCE_DIR = os.environ["POOLD_SOURCE_DIR"]
-TOKEN = "fault-test-token"
+from harness import (ADMIN_URL, PG_DIR, Poold, pg, psql, require_env,
+                     wait_for)
 
 
-def psql(query):
-    """Run one query as the superuser; return stripped stdout."""
-    out = subprocess.run(
-        ["psql", "-X", "-q", "-At", "-v", "ON_ERROR_STOP=1", "-d", ADMIN_URL,
-         "-c", query],
-        check=True, capture_output=True, text=True, timeout=60)
-    return out.stdout.strip()
+def setUpModule():
+    require_env("POOLD_TEST_PG_DIR", "POOLD_TEST_PG_PORT")
 
 
-def pg(command):
-    args = [os.path.join(SOURCE_DIR, "scripts", "pg.sh"), command, PG_DIR]
-    if command in ("start", "restart"):
-        args.append(PG_PORT)
-    subprocess.run(args, check=True, timeout=120)
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_until(predicate, timeout, what):
-    """Poll predicate until true or the deadline; fail with what."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.05)
-    raise AssertionError("timed out waiting for " + what)
-
-
-class Poold:
-    """One poold process on a free port, stopped with SIGTERM."""
-
-    def __init__(self, **env):
-        self.port = free_port()
-        full = dict(os.environ)
-        full.update({
-            "DATABASE_URL": DATABASE_URL,
-            "POOLD_LISTEN": "127.0.0.1:%d" % self.port,
-            "POOLD_ADMIN_TOKEN": TOKEN,
-            "POOLD_LOG_FORMAT": "text",
-            # No org API keys here: these tests are about faults; keys are
-            # tested in test_tenants.py (and the README test turns them on).
-            "POOLD_CLIENT_AUTH": "none",
-        })
-        full.update({k: str(v) for k, v in env.items()})
-        self.log = open(os.path.join(PG_DIR + ".poold-%d.log" % self.port),
-                        "w+")
-        self.proc = subprocess.Popen([POOLD_BIN], env=full, stdout=self.log,
-                                     stderr=subprocess.STDOUT)
-        wait_until(self.alive, 20, "poold to answer /healthz")
-
-    def request(self, method, path, body=None, headers=None, timeout=30):
-        conn = http.client.HTTPConnection("127.0.0.1", self.port,
-                                          timeout=timeout)
-        try:
-            hdrs = {"Content-Type": "application/json"} if body else {}
-            hdrs.update(headers or {})
-            conn.request(method, path, body=body, headers=hdrs)
-            resp = conn.getresponse()
-            data = resp.read()
-            return resp.status, dict(resp.getheaders()), data
-        finally:
-            conn.close()
-
-    def alive(self):
-        try:
-            return self.request("GET", "/healthz", timeout=2)[0] == 200
-        except OSError:
-            return False
-
-    def ready(self):
-        try:
-            return self.request("GET", "/readyz", timeout=2)[0] == 200
-        except OSError:
-            return False
-
-    def process(self, org, msg_id, payload="abcdef01", timeout=30):
-        body = json.dumps({"id": msg_id, "org_id": org, "payload": payload})
-        status, headers, data = self.request("POST", "/process", body,
-                                             timeout=timeout)
-        return status, headers, json.loads(data) if data else None
-
-    def pool_stats(self, org):
-        """GET /pools/{org} as the admin: the org pool's stats."""
-        status, _, data = self.request(
-            "GET", "/pools/" + org,
-            headers={"Authorization": "Bearer " + TOKEN})
-        assert status == 200, (status, data)
-        return json.loads(data)
-
-    def log_text(self):
-        with open(self.log.name, encoding="utf-8", errors="replace") as f:
-            return f.read()
-
-    def stop(self):
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-        code = self.proc.wait(timeout=60)
-        self.log.seek(0)
-        self.output = self.log.read()
-        self.log.close()
-        os.unlink(self.log.name)
-        return code
+def send(server, org, msg_id, payload="abcdef01", timeout=30):
+    """POST /process of one message: (status, headers, parsed body)."""
+    r = server.request("POST", "/process", timeout=timeout, body={
+        "id": msg_id, "org_id": org, "payload": payload})
+    return r.status, r.headers, json.loads(r.body) if r.body else None
 
 
 def pg_pids():
@@ -161,7 +59,7 @@ def hold_row_lock(org, msg_id, seconds=30):
          % (org, msg_id), "-c", "SELECT pg_sleep(%d)" % seconds,
          "-c", "ROLLBACK"],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    wait_until(lambda: psql(
+    wait_for(lambda: psql(
         "SELECT count(*) FROM pg_stat_activity WHERE query LIKE "
         "'SELECT pg_sleep(%d)%%'" % seconds) == "1", 10, "the lock holder")
     return holder
@@ -208,7 +106,7 @@ class Load:
             i += 1
             began = time.monotonic()
             try:
-                status, _, _ = self.server.process(org, msg_id, timeout=20)
+                status, _, _ = send(self.server, org, msg_id, timeout=20)
             except (OSError, http.client.HTTPException) as e:
                 with self.lock:
                     self.errors.append(repr(e))
@@ -260,23 +158,24 @@ class FaultTest(unittest.TestCase):
                          "a 503 with a row")
 
     def test_restart_under_load(self):
-        server = Poold(POOLD_POOL_SIZE=2, POOLD_ACQUIRE_TIMEOUT_MS=2000)
+        server = Poold(env=dict(POOLD_POOL_SIZE=2,
+                                POOLD_ACQUIRE_TIMEOUT_MS=2000))
         try:
             with Load(server) as load:
-                wait_until(lambda: load.count_ok() >= 20, 30, "first 200s")
+                wait_for(lambda: load.count_ok() >= 20, 30, "first 200s")
                 pg("restart")
                 before = load.count_ok()
-                wait_until(lambda: load.count_ok() >= before + 20, 30,
+                wait_for(lambda: load.count_ok() >= before + 20, 30,
                            "200s after the restart")
             self.assert_only_200_503(load)
         finally:
             self.assertEqual(server.stop(), 0)
 
     def test_backends_terminated(self):
-        server = Poold(POOLD_POOL_SIZE=4)
+        server = Poold(env=dict(POOLD_POOL_SIZE=4))
         try:
             for i in range(8):
-                self.assertEqual(server.process("org_041", "tflt_t%d" % i)[0],
+                self.assertEqual(send(server, "org_041", "tflt_t%d" % i)[0],
                                  200)
             pids = psql("SELECT string_agg(pid::text, ',') FROM "
                         "pg_stat_activity WHERE application_name LIKE "
@@ -289,10 +188,10 @@ class FaultTest(unittest.TestCase):
             # the next request finds its connection closed instead of
             # racing the exit (an INSERT sent to a backend that dies before
             # answering is a 504: it may have committed).
-            wait_until(lambda: psql(
+            wait_for(lambda: psql(
                 "SELECT count(*) FROM pg_stat_activity WHERE pid IN (%s)"
                 % pids) == "0", 30, "the terminated backends to exit")
-            statuses = [server.process("org_041", "tflt_after%d" % i)[0]
+            statuses = [send(server, "org_041", "tflt_after%d" % i)[0]
                         for i in range(10)]
             self.assertTrue(set(statuses) <= {200, 503}, statuses)
             self.assertEqual(statuses[-5:], [200] * 5, statuses)
@@ -306,29 +205,29 @@ class FaultTest(unittest.TestCase):
         """The server closes poold's idle sessions by itself; the next
         request is served on a new connection, at once."""
         psql("ALTER ROLE poold SET idle_session_timeout = '500ms'")
-        server = Poold(POOLD_POOL_SIZE=1)
+        server = Poold(env=dict(POOLD_POOL_SIZE=1))
         try:
             # A session may also be closed between two statements of a
             # request stalled 500 ms by a loaded machine (the request gets
             # a 503/504): retry the same id and payload (safe) until a 200.
-            wait_until(lambda: server.process("org_042", "tflt_i0")[0] == 200,
+            wait_for(lambda: send(server, "org_042", "tflt_i0")[0] == 200,
                        60, "a first 200 under a 500 ms idle_session_timeout")
             # Every session of poold open now started before this instant,
             # under the timeout; the wait needs no list of pids, which a
             # session already closed would leave empty.
             mark = psql("SELECT now()")
-            wait_until(lambda: psql(
+            wait_for(lambda: psql(
                 "SELECT count(*) FROM pg_stat_activity WHERE application_name"
                 " = 'poold' AND backend_start <= '%s'" % mark) == "0", 60,
                 "the server to close poold's idle sessions")
             # New sessions without the timeout: the message below cannot
             # lose its own session to a stall, only the closed one counts.
             psql("ALTER ROLE poold RESET idle_session_timeout")
-            status, _, body = server.process("org_042", "tflt_i1")
+            status, _, body = send(server, "org_042", "tflt_i1")
             self.assertEqual(status, 200, body)
             self.assertEqual(rows_for(["tflt_i0", "tflt_i1"]), 2)
             # Not vacuous: poold found its pooled service's session closed.
-            stats = server.pool_stats("org_042")
+            stats = server.pool("org_042")
             self.assertGreaterEqual(stats["destroyed_by"]["invalid"], 1,
                                     stats)
         finally:
@@ -336,27 +235,27 @@ class FaultTest(unittest.TestCase):
 
     def test_database_down_at_start_then_up(self):
         pg("stop")
-        server = Poold()
+        server = Poold(wait_ready=False)
         try:
             self.assertTrue(server.alive())
             self.assertFalse(server.ready())
             started = time.monotonic()
-            status, _, body = server.process("org_043", "tflt_d0")
+            status, _, body = send(server, "org_043", "tflt_d0")
             self.assertLess(time.monotonic() - started, 2.0)
             self.assertEqual(status, 503)
             self.assertEqual(body["error"]["code"], "database_unavailable")
             pg("start")
-            wait_until(server.ready, 20, "readiness after the database")
-            self.assertEqual(server.process("org_043", "tflt_d1")[0], 200)
+            wait_for(server.ready, 20, "readiness after the database")
+            self.assertEqual(send(server, "org_043", "tflt_d1")[0], 200)
             self.assertEqual(rows_for(["tflt_d0", "tflt_d1"]), 1)
         finally:
             self.assertEqual(server.stop(), 0)
 
     def test_database_down_is_not_hammered(self):
-        server = Poold(POOLD_POOL_SIZE=2)
+        server = Poold(env=dict(POOLD_POOL_SIZE=2))
         try:
             for i in range(10):
-                self.assertEqual(server.process(
+                self.assertEqual(send(server, 
                     "org_%03d" % (50 + i), "tflt_h%d" % i)[0], 200)
             pg("stop")
             answers = []
@@ -366,7 +265,7 @@ class FaultTest(unittest.TestCase):
                 for i in range(40):
                     org = "org_%03d" % (50 + (n + i) % 20)
                     t0 = time.monotonic()
-                    status, _, body = server.process(
+                    status, _, body = send(server, 
                         org, "tflt_f%d_%d" % (n, i), timeout=10)
                     with lock:
                         answers.append((status, body["error"]["code"]
@@ -387,8 +286,8 @@ class FaultTest(unittest.TestCase):
                 attempts = log.read().count("database connection failed")
             self.assertLess(attempts, 40, "connection attempts")
             pg("start")
-            wait_until(server.ready, 20, "readiness after the database")
-            wait_until(lambda: server.process("org_055", "tflt_back")[0]
+            wait_for(server.ready, 20, "readiness after the database")
+            wait_for(lambda: send(server, "org_055", "tflt_back")[0]
                        == 200, 10, "service after the database came back")
         finally:
             self.assertEqual(server.stop(), 0)
@@ -403,20 +302,20 @@ class FaultTest(unittest.TestCase):
              "checks, payload_sha256) VALUES ('org_046', 'tflt_lock', true, "
              "0, '\\x00')", "-c", "SELECT pg_sleep(30)", "-c", "ROLLBACK"],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        server = Poold(POOLD_STATEMENT_TIMEOUT_MS=1000)
+        server = Poold(env=dict(POOLD_STATEMENT_TIMEOUT_MS=1000))
         try:
-            wait_until(lambda: psql(
+            wait_for(lambda: psql(
                 "SELECT count(*) FROM pg_stat_activity WHERE query LIKE "
                 "'SELECT pg_sleep(30)%'") == "1", 10, "the lock holder")
             started = time.monotonic()
-            status, _, body = server.process("org_046", "tflt_lock")
+            status, _, body = send(server, "org_046", "tflt_lock")
             self.assertLess(time.monotonic() - started, 5.0)
             self.assertEqual(status, 503, body)
             self.assertEqual(body["error"]["code"], "database_unavailable")
             holder.terminate()
             psql("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
                  "WHERE query LIKE 'SELECT pg_sleep(30)%'")
-            wait_until(lambda: server.process("org_046", "tflt_lock")[0]
+            wait_for(lambda: send(server, "org_046", "tflt_lock")[0]
                        == 200, 10, "the row once the lock is gone")
             self.assertEqual(rows_for(["tflt_lock"]), 1)
         finally:
@@ -429,11 +328,12 @@ class FaultTest(unittest.TestCase):
         answer within acquire + statement + 1 s (and 1 s of slack for a
         loaded machine), only 200/503/504, no 503 with a row; after SIGCONT
         poold serves again and no backend of it is left stuck."""
-        server = Poold(POOLD_POOL_SIZE=2, POOLD_ACQUIRE_TIMEOUT_MS=1000,
-                       POOLD_STATEMENT_TIMEOUT_MS=1000)
+        server = Poold(env=dict(POOLD_POOL_SIZE=2,
+                                POOLD_ACQUIRE_TIMEOUT_MS=1000,
+                                POOLD_STATEMENT_TIMEOUT_MS=1000))
         try:
             with Load(server, threads=8) as load:
-                wait_until(lambda: load.count_ok() >= 20, 30, "first 200s")
+                wait_for(lambda: load.count_ok() >= 20, 30, "first 200s")
                 try:
                     pg_signal(signal.SIGSTOP)
                     silent_from = load.count_ok()
@@ -442,14 +342,14 @@ class FaultTest(unittest.TestCase):
                 finally:
                     pg_signal(signal.SIGCONT)
                 before = load.count_ok()
-                wait_until(lambda: load.count_ok() >= before + 20, 30,
+                wait_for(lambda: load.count_ok() >= before + 20, 30,
                            "200s after SIGCONT")
             self.assertLessEqual(load.slowest, 4.0, "an answer took longer")
             self.assertTrue(during.get(503, 0) + during.get(504, 0) > 0
                             or load.count_ok() == silent_from,
                             "the outage was not seen")
             self.assert_only_200_503(load)
-            wait_until(lambda: psql(
+            wait_for(lambda: psql(
                 "SELECT count(*) FROM pg_stat_activity WHERE application_name"
                 " LIKE 'poold%' AND state = 'active'"
                 " AND query_start < now() - interval '3 seconds'") == "0",
@@ -463,19 +363,19 @@ class FaultTest(unittest.TestCase):
         for ever; poold answers 504 (the insert was sent) within the acquire
         timeout + 1 s and closes that connection."""
         holder = hold_row_lock("org_046", "tflt_lock0")
-        server = Poold(POOLD_STATEMENT_TIMEOUT_MS=0,
-                       POOLD_ACQUIRE_TIMEOUT_MS=1000)
+        server = Poold(env=dict(POOLD_STATEMENT_TIMEOUT_MS=0,
+                                POOLD_ACQUIRE_TIMEOUT_MS=1000))
         try:
             started = time.monotonic()
-            status, _, body = server.process("org_046", "tflt_lock0")
+            status, _, body = send(server, "org_046", "tflt_lock0")
             self.assertLess(time.monotonic() - started, 3.0)
             self.assertEqual(status, 504, body)
             self.assertEqual(body["error"]["code"], "commit_unknown")
             release_row_lock(holder)
-            wait_until(lambda: server.process("org_046", "tflt_lock0")[0]
+            wait_for(lambda: send(server, "org_046", "tflt_lock0")[0]
                        == 200, 10, "the row once the lock is gone")
             self.assertEqual(rows_for(["tflt_lock0"]), 1)
-            wait_until(lambda: psql(
+            wait_for(lambda: psql(
                 "SELECT count(*) FROM pg_stat_activity WHERE application_name"
                 " LIKE 'poold%' AND wait_event_type = 'Lock'") == "0",
                 10, "the abandoned backend to go")
@@ -497,26 +397,26 @@ class FaultTest(unittest.TestCase):
         waiting = ("SELECT string_agg(pid::text, ',') FROM pg_stat_activity"
                    " WHERE application_name LIKE 'poold%' AND"
                    " wait_event_type = 'Lock'")
-        server = Poold(POOLD_STATEMENT_TIMEOUT_MS=20000)
+        server = Poold(env=dict(POOLD_STATEMENT_TIMEOUT_MS=20000))
         try:
             holder.stdin.write(
                 "BEGIN;\nINSERT INTO processed_messages (org_id, message_id,"
                 " passed, checks, payload_sha256) VALUES ('%s', '%s', true,"
                 " 7, sha256('%s'::bytea));\n" % (org, msg_id, payload))
             holder.stdin.flush()
-            wait_until(lambda: psql(
+            wait_for(lambda: psql(
                 "SELECT count(*) FROM pg_locks l JOIN pg_stat_activity a"
                 " USING (pid) WHERE a.state = 'idle in transaction' AND"
                 " l.relation = 'processed_messages'::regclass") != "0",
                 10, "the lock holder's insert")
             answer = {}
             post = threading.Thread(target=lambda: answer.update(
-                r=server.process(org, msg_id, payload)))
+                r=send(server, org, msg_id, payload)))
             post.start()
-            wait_until(lambda: psql(waiting), 10, "poold's insert to wait")
+            wait_for(lambda: psql(waiting), 10, "poold's insert to wait")
             first = psql(waiting)
             psql("SELECT pg_terminate_backend(%s)" % first)
-            wait_until(lambda: psql(waiting) not in ("", first), 10,
+            wait_for(lambda: psql(waiting) not in ("", first), 10,
                        "the retry to wait on another connection")
             holder.stdin.write("COMMIT;\n")
             holder.stdin.close()
@@ -527,7 +427,7 @@ class FaultTest(unittest.TestCase):
             self.assertTrue(body["duplicate"], body)
             self.assertEqual(body["details"]["checks"], 7, body)
             self.assertEqual(rows_for([msg_id]), 1)
-            self.assertIn("retried on another connection", server.log_text())
+            self.assertIn("retried on another connection", server.logtext())
         finally:
             holder.kill()
             holder.wait()
@@ -537,17 +437,17 @@ class FaultTest(unittest.TestCase):
         """A request waiting on the database past the 10 s drain is cut
         (504: its insert was sent) and poold exits 0 soon after."""
         holder = hold_row_lock("org_046", "tflt_lock1", seconds=60)
-        server = Poold(POOLD_STATEMENT_TIMEOUT_MS=0,
-                       POOLD_ACQUIRE_TIMEOUT_MS=60000)
+        server = Poold(env=dict(POOLD_STATEMENT_TIMEOUT_MS=0,
+                                POOLD_ACQUIRE_TIMEOUT_MS=60000))
         answer = {}
 
         def post():
-            answer["r"] = server.process("org_046", "tflt_lock1", timeout=60)
+            answer["r"] = send(server, "org_046", "tflt_lock1", timeout=60)
 
         t = threading.Thread(target=post)
         try:
             t.start()
-            wait_until(lambda: psql(
+            wait_for(lambda: psql(
                 "SELECT count(*) FROM pg_stat_activity WHERE application_name"
                 " = 'poold' AND wait_event_type = 'Lock'") == "1", 10,
                 "the request to wait on the lock")
@@ -569,24 +469,25 @@ class FaultTest(unittest.TestCase):
         # "thread leak" report, whose exit code (66) would hide ours.
         tsan = (os.environ.get("TSAN_OPTIONS", "") +
                 " report_thread_leaks=0").strip()
-        server = Poold(POOLD_STATEMENT_TIMEOUT_MS=0,
-                       POOLD_ACQUIRE_TIMEOUT_MS=60000, TSAN_OPTIONS=tsan)
+        server = Poold(env=dict(POOLD_STATEMENT_TIMEOUT_MS=0,
+                                POOLD_ACQUIRE_TIMEOUT_MS=60000,
+                                TSAN_OPTIONS=tsan))
         t = threading.Thread(target=lambda: self.swallow(
-            server.process, "org_046", "tflt_lock2", timeout=60))
+            send, server, "org_046", "tflt_lock2", timeout=60))
         try:
             t.start()
-            wait_until(lambda: psql(
+            wait_for(lambda: psql(
                 "SELECT count(*) FROM pg_stat_activity WHERE application_name"
                 " = 'poold' AND wait_event_type = 'Lock'") == "1", 10,
                 "the request to wait on the lock")
             server.proc.send_signal(signal.SIGTERM)
-            wait_until(lambda: "shutting down" in server.log_text(), 10,
+            wait_for(lambda: "shutting down" in server.logtext(), 10,
                        "the drain to begin")
             started = time.monotonic()
             server.proc.send_signal(signal.SIGTERM)
             code = server.proc.wait(timeout=10)
             self.assertLess(time.monotonic() - started, 2.0)
-            self.assertEqual(code, 1, server.log_text()[-3000:])
+            self.assertEqual(code, 1, server.logtext()[-3000:])
         finally:
             release_row_lock(holder, seconds=60)
             server.stop()
@@ -601,7 +502,8 @@ class FaultTest(unittest.TestCase):
             pass
 
     def test_idle_clients_do_not_starve_others(self):
-        server = Poold(POOLD_MAX_CLIENTS=64, POOLD_CLIENT_TIMEOUT_S=2)
+        server = Poold(env=dict(POOLD_MAX_CLIENTS=64,
+                                POOLD_CLIENT_TIMEOUT_S=2))
         idle = []
         try:
             for _ in range(40):
@@ -612,7 +514,7 @@ class FaultTest(unittest.TestCase):
             idle.append(slow)
             for i in range(10):
                 self.assertEqual(
-                    server.process("org_044", "tflt_c%d" % i)[0], 200)
+                    send(server, "org_044", "tflt_c%d" % i)[0], 200)
             # Idle connections are closed by the server's client timeout.
             for s in idle:
                 s.settimeout(10)
@@ -623,7 +525,8 @@ class FaultTest(unittest.TestCase):
             self.assertEqual(server.stop(), 0)
 
     def test_more_connections_than_the_limit(self):
-        server = Poold(POOLD_MAX_CLIENTS=8, POOLD_CLIENT_TIMEOUT_S=30)
+        server = Poold(env=dict(POOLD_MAX_CLIENTS=8,
+                                POOLD_CLIENT_TIMEOUT_S=30))
         held = []
         try:
             for _ in range(20):
@@ -637,8 +540,8 @@ class FaultTest(unittest.TestCase):
                 s.close()
             held = []
             # Once they are gone the server serves again.
-            wait_until(lambda: server.alive(), 20, "service after the flood")
-            self.assertEqual(server.process("org_045", "tflt_l0")[0], 200)
+            wait_for(lambda: server.alive(), 20, "service after the flood")
+            self.assertEqual(send(server, "org_045", "tflt_l0")[0], 200)
         finally:
             for s in held:
                 s.close()

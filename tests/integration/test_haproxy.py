@@ -8,42 +8,25 @@ pg_stat_activity (sampled every 50 ms) never shows more than the budget
 plus one housekeeping connection per replica.
 """
 import os
-import random
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
-import time
 import unittest
 import uuid
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import test_http as th  # noqa: E402
-import test_replicas as tr  # noqa: E402
+from harness import (SOURCE_DIR, Poold, ReplicaLoad, Sampler, free_port,
+                     private_tempdir, psql, require_env, settled,
+                     start_replica, stop_if_running, wait_for)
+
+LOG_DIR = private_tempdir("poold-haproxy-")
 
 P = "tx" + uuid.uuid4().hex[:8] + "_"
 ORGS = [P + "o%d" % i for i in range(4)]
-CFG_DIR = os.path.join(th.SOURCE_DIR, "docker", "haproxy")
+CFG_DIR = os.path.join(SOURCE_DIR, "docker", "haproxy")
 
 
-def free_port():
-    """A free port below Linux's ephemeral range (32768-60999), so that no
-    outgoing connection takes it before our server binds it."""
-    rnd = random.Random()
-    while True:
-        port = rnd.randrange(20000, 32000)
-        s = socket.socket()
-        try:
-            s.bind(("127.0.0.1", port))
-            return port
-        except OSError:
-            continue
-        finally:
-            s.close()
-
-
-class Endpoint(th.Poold):
+class Endpoint(Poold):
     """The proxy's address, spoken to like a poold."""
 
     def __init__(self, port):  # pylint: disable=super-init-not-called
@@ -93,58 +76,56 @@ def up(ep):
 
 
 def setUpModule():
-    for name in ("POOLD_BIN", "DATABASE_URL", "POOLD_TEST_ADMIN_URL"):
-        if not os.environ.get(name):
-            raise unittest.SkipTest(name + " is not set")
+    require_env()
     if shutil.which("haproxy") is None:
         raise unittest.SkipTest("haproxy is not installed "
                                 "(scripts/install-deps.sh)")
-    th.psql("INSERT INTO orgs (org_id, config) VALUES " +
+    psql("INSERT INTO orgs (org_id, config) VALUES " +
             ",".join("('%s', '{\"rules\":[]}')" % o for o in ORGS))
 
 
 def tearDownModule():
-    shutil.rmtree(tr.LOG_DIR, ignore_errors=True)
-    th.psql(f"DELETE FROM processed_messages WHERE org_id LIKE '{P}%';"
+    shutil.rmtree(LOG_DIR, ignore_errors=True)
+    psql(f"DELETE FROM processed_messages WHERE org_id LIKE '{P}%';"
             f"DELETE FROM orgs WHERE org_id LIKE '{P}%'")
 
 
 class BehindHaproxy(unittest.TestCase):
     def test_sigkill_mid_load(self):
-        sampler = tr.Sampler()
+        sampler = Sampler()
         sampler.start()
         procs, proxy, proxy_log = [], None, ""
-        load = tr.Load(threads=8, orgs=ORGS, retry=30)
+        load = ReplicaLoad(ORGS, threads=8, retry=30)
         try:
             for _ in range(3):
                 sampler.running += 1
-                procs.append(tr.start_replica())
-                self.addCleanup(tr.stop_if_running, procs[-1])
+                procs.append(start_replica())
+                self.addCleanup(stop_if_running, procs[-1])
             for p in procs:
-                th.wait_for(lambda: tr.settled(p, 3), 15, "three replicas")
+                wait_for(lambda: settled(p, 3), 15, "three replicas")
             proxy = Haproxy(procs)
             self.addCleanup(proxy.stop)
             ep = proxy.endpoint
-            th.wait_for(lambda: up(ep), 10, "the proxy to answer")
+            wait_for(lambda: up(ep), 10, "the proxy to answer")
             load.set_targets([ep])
             load.start()
-            th.wait_for(lambda: len(load.results) > 200, 30, "load to run")
+            wait_for(lambda: len(load.results) > 200, 30, "load to run")
 
             # SIGKILL one replica mid-load
-            tr.kill(procs[0])
+            procs[0].kill()
             n = len(load.results)
-            th.wait_for(lambda: len(load.results) > n + 300, 30,
+            wait_for(lambda: len(load.results) > n + 300, 30,
                         "load to go on through the others")
             # the survivors take its share once its lease expires
             for p in procs[1:]:
-                th.wait_for(lambda: tr.settled(p, 2), 12,
+                wait_for(lambda: settled(p, 2), 12,
                             "the survivors to take the dead one's share")
             sampler.running -= 1
 
             # a draining replica leaves the rotation: no client sees it go
             self.assertEqual(procs[1].stop(), 0)
             n = len(load.results)
-            th.wait_for(lambda: len(load.results) > n + 300, 30,
+            wait_for(lambda: len(load.results) > n + 300, 30,
                         "load to go on through the last replica")
             sampler.running -= 1
         finally:
@@ -163,7 +144,7 @@ class BehindHaproxy(unittest.TestCase):
         self.assertEqual({m: s for m, s in load.final.items() if s != 200},
                          {})
         ok = {m for _, m, s in load.results if s == 200}
-        got = set(th.psql("SELECT message_id FROM processed_messages WHERE "
+        got = set(psql("SELECT message_id FROM processed_messages WHERE "
                           f"org_id LIKE '{P}%'").split())
         self.assertEqual(ok - got, set(), "a 200 without its row")
         self.assertGreater(len(ok), 600)

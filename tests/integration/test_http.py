@@ -13,23 +13,18 @@ import re
 import signal
 import socket
 import subprocess
-import sys
-import tempfile
 import threading
 import time
 import unittest
 import uuid
 
-import jsonschema
-import yaml
+# The shared harness; these names stay importable from here for suites
+# written against test_http (new suites import harness directly).
+from harness import (  # noqa: F401  (re-exported)
+    ADMIN_URL, BIN, DATABASE_URL, PG_DIR, PG_PORT, SOURCE_DIR, SPEC, TOKEN,
+    Poold, Response, check_against_spec, free_port, pg, psql, require_env,
+    resolve, stop_if_running, wait_for)
 
-BIN = os.environ.get("POOLD_BIN", "")
-DATABASE_URL = os.environ.get("DATABASE_URL", "")
-ADMIN_URL = os.environ.get("POOLD_TEST_ADMIN_URL", "")
-SOURCE_DIR = os.environ.get(
-    "POOLD_SOURCE_DIR",
-    os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", ".."))
-TOKEN = "tok-" + uuid.uuid4().hex
 P = "th" + uuid.uuid4().hex[:8] + "_"  # org / message id prefix
 
 ORG_OK = P + "ok"        # one rule, passes short payloads
@@ -40,179 +35,13 @@ ORG_OFF = P + "off"      # disabled
 ORG_BAD = P + "bad"      # unknown rule type
 ORG_RULES = P + "rules"  # fails some rules
 
-with open(os.path.join(SOURCE_DIR, "openapi.yaml"), encoding="utf-8") as f:
-    SPEC = yaml.safe_load(f)
-
-
-def psql(sql):
-    """Run SQL as the superuser; returns stdout (unaligned, tuples only)."""
-    out = subprocess.run(
-        ["psql", "-X", "-q", "-At", "-v", "ON_ERROR_STOP=1", "-d", ADMIN_URL,
-         "-c", sql], capture_output=True, text=True, timeout=30, check=True)
-    return out.stdout.strip()
-
-
-def wait_for(pred, timeout, what, interval=0.02):
-    """Poll pred() until truthy or the deadline; returns its value."""
-    deadline = time.monotonic() + timeout
-    while True:
-        v = pred()
-        if v:
-            return v
-        if time.monotonic() > deadline:
-            raise AssertionError("timed out waiting for " + what)
-        time.sleep(interval)
-
-
-# ---- the OpenAPI contract ---------------------------------------------------
-
-def resolve(obj):
-    while isinstance(obj, dict) and "$ref" in obj:
-        node = SPEC
-        for part in obj["$ref"].lstrip("#/").split("/"):
-            node = node[part]
-        obj = node
-    return obj
-
-
-def check_against_spec(route, method, status, headers, body):
-    """The response must be documented; JSON bodies must match the schema
-    and documented headers must be present."""
-    op = SPEC["paths"][route][method.lower()]
-    resp = op["responses"].get(str(status))
-    assert resp is not None, f"{method} {route} {status} is not documented"
-    resp = resolve(resp)
-    for name, h in resp.get("headers", {}).items():
-        h = resolve(h)
-        if name.lower() not in headers:
-            assert not h.get("required"), f"header {name} missing"
-            continue
-        schema = h.get("schema", {})
-        if schema.get("type") == "integer":
-            int(headers[name.lower()])
-    for ctype, media in resp.get("content", {}).items():
-        if ctype == "application/json":
-            assert headers.get("content-type") == "application/json"
-            schema = dict(resolve(media["schema"]))
-            schema["components"] = SPEC["components"]
-            jsonschema.Draft202012Validator(schema).validate(json.loads(body))
-        else:
-            assert headers.get("content-type") == ctype
-
-
-class Response:
-    def __init__(self, status, headers, body):
-        self.status = status
-        self.headers = headers  # lower-case names
-        self.body = body
-
-    def json(self):
-        return json.loads(self.body)
-
-    @property
-    def code(self):
-        return self.json()["error"]["code"]
-
-
-# ---- a poold process --------------------------------------------------------
-
-class Poold:
-    def __init__(self, *args, env=None, wait_ready=True, preexec_fn=None):
-        self.log = tempfile.NamedTemporaryFile(
-            prefix="poold-test-", suffix=".log", delete=False)
-        e = {k: v for k, v in os.environ.items()
-             if not k.startswith("POOLD_") or k in ("POOLD_BIN",)}
-        e.update({"DATABASE_URL": DATABASE_URL, "POOLD_ADMIN_TOKEN": TOKEN,
-                  "POOLD_LISTEN": "127.0.0.1:0",
-                  # The contract without org API keys (test_tenants.py
-                  # covers them).
-                  "POOLD_CLIENT_AUTH": "none"})
-        e.update(env or {})
-        self.proc = subprocess.Popen([BIN, *args], env=e,
-                                     stdout=subprocess.DEVNULL,
-                                     stderr=self.log, preexec_fn=preexec_fn)
-        try:
-            m = wait_for(self._port, 20, "poold to listen")
-            self.port = int(m)
-            if wait_ready:
-                wait_for(lambda: self.get("/readyz").status == 200, 20,
-                         "readiness", interval=0.05)
-        except BaseException:
-            # A server that did not come up is no test's to stop: never
-            # leave it running past the failure.
-            self.proc.kill()
-            self.proc.wait()
-            raise
-
-    def logtext(self):
-        with open(self.log.name, encoding="utf-8", errors="replace") as f:
-            return f.read()
-
-    def _port(self):
-        if self.proc.poll() is not None:
-            raise AssertionError("poold exited early:\n" + self.logtext())
-        m = re.search(r'listening .*port="(\d+)"', self.logtext())
-        return m and m.group(1)
-
-    def request(self, method, path, body=None, headers=None, token=None,
-                route=None, conn=None, timeout=30):
-        h = dict(headers or {})
-        if token is not None:
-            h["Authorization"] = "Bearer " + token
-        if isinstance(body, (dict, list)):
-            body = json.dumps(body).encode()
-            h.setdefault("Content-Type", "application/json")
-        c = conn or http.client.HTTPConnection("127.0.0.1", self.port,
-                                               timeout=timeout)
-        try:
-            c.request(method, path, body=body, headers=h)
-            r = c.getresponse()
-            data = r.read()
-            hdrs = {k.lower(): v for k, v in r.getheaders()}
-        finally:
-            if conn is None:
-                c.close()
-        resp = Response(r.status, hdrs, data)
-        if route is not None:
-            check_against_spec(route, method, r.status, hdrs, data)
-        return resp
-
-    def get(self, path, **kw):
-        return self.request("GET", path, **kw)
-
-    def process(self, msg, **kw):
-        return self.request("POST", "/process", body=msg, route="/process",
-                            **kw)
-
-    def pool(self, org):
-        r = self.get("/pools/" + org, token=TOKEN, route="/pools/{org_id}")
-        assert r.status == 200, r.body
-        return r.json()
-
-    def stop(self, sig=signal.SIGTERM, timeout=20):
-        if self.proc.poll() is None:
-            self.proc.send_signal(sig)
-        try:
-            code = self.proc.wait(timeout)
-        finally:
-            if self.proc.poll() is None:
-                self.proc.kill()
-                self.proc.wait()
-            if self.proc.returncode != 0:  # sanitizer reports end up here
-                sys.stderr.write("poold exited %s; its log:\n%s\n" % (
-                    self.proc.returncode, self.logtext()[-20000:]))
-            os.unlink(self.log.name)
-        return code
-
 
 SERVER = None
 
 
 def setUpModule():
     global SERVER
-    for name in ("POOLD_BIN", "DATABASE_URL", "POOLD_TEST_ADMIN_URL"):
-        if not os.environ.get(name):
-            raise unittest.SkipTest(name + " is not set")
+    require_env()
     rules = lambda *r: json.dumps({"rules": list(r)}).replace("'", "''")
     psql(f"""INSERT INTO orgs (org_id, enabled, config) VALUES
       ('{ORG_OK}', true, '{rules({"type": "max_payload_bytes", "value": 1024})}'),

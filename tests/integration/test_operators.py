@@ -1,4 +1,4 @@
-"""test_operators.py — issue 13's operator controls against the real binary:
+"""test_operators.py — the operator controls against the real binary:
 pause/resume (stored, followed by a second poold sharing the database),
 drain, holders and held-too-long detection, the dashboard's files, and the
 bound on per-org metric series.
@@ -17,10 +17,8 @@ import time
 import unittest
 import uuid
 
-import test_http as th
-from test_http import Poold, psql, wait_for
+from harness import SOURCE_DIR, TOKEN, Poold, psql, require_env, wait_for
 
-TOKEN = th.TOKEN
 P = "op" + uuid.uuid4().hex[:8] + "_"
 ORG_P = P + "pause"   # paused and resumed
 ORG_D = P + "drain"   # drained
@@ -38,9 +36,7 @@ tempfile.tempdir = LOGDIR
 
 def setUpModule():
     global SERVER
-    for name in ("POOLD_BIN", "DATABASE_URL", "POOLD_TEST_ADMIN_URL"):
-        if not os.environ.get(name):
-            raise unittest.SkipTest(name + " is not set")
+    require_env()
     psql("INSERT INTO orgs (org_id, config) VALUES " + ",".join(
         f"('{o}', '{{\"rules\": []}}')" for o in (ORG_P, ORG_D, ORG_H, ORG_X, ORG_B)))
     SERVER = Poold(env=NONE)
@@ -311,14 +307,15 @@ class MetricsBound(unittest.TestCase):
             self.assertEqual(srv.stop(), 0)
 
 
-class ReadmeOperatorsExamples(unittest.TestCase):
-    """The curl block of the README's "Operators" section, as written."""
+class OperationsDocExamples(unittest.TestCase):
+    """The curl block of docs/operations.md's "Operators" section, as
+    written."""
 
     def test_curl_examples_answer_as_documented(self):
-        with open(os.path.join(th.SOURCE_DIR, "README.md"),
+        with open(os.path.join(SOURCE_DIR, "docs", "operations.md"),
                   encoding="utf-8") as f:
-            readme = f.read()
-        section = readme.split("## Operators", 1)[1].split("\n## ", 1)[0]
+            doc = f.read()
+        section = doc.split("## Operators", 1)[1].split("\n## ", 1)[0]
         block = section.split("```sh", 1)[1].split("```", 1)[0]
         cmds = [l.strip() for l in block.splitlines()
                 if l.strip().startswith("curl ")]

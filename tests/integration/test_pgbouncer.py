@@ -14,13 +14,13 @@ import subprocess
 import sys
 import tempfile
 import threading
-import time
 import unittest
 import uuid
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import test_http as th  # noqa: E402
-import test_haproxy as tx  # noqa: E402  (free_port)
+from harness import (TOKEN, Poold, free_port, private_tempdir, psql,
+                     require_env, stop_if_running, wait_for)
+
+LOG_DIR = private_tempdir("poold-pgbouncer-")
 
 P = "tb" + uuid.uuid4().hex[:8] + "_"
 ORG = P + "org"
@@ -33,7 +33,7 @@ class Pgbouncer:
     def __init__(self, mode, ignore="options", pool=None):
         if pool is None:
             pool = SESSION_POOL if mode == "session" else SERVER_POOL
-        self.port = tx.free_port()
+        self.port = free_port()
         # in /tmp itself: it runs as postgres, who cannot enter our dirs
         self.dir = tempfile.mkdtemp(prefix="pgbouncer-test-", dir="/tmp")
         os.chmod(self.dir, 0o777)  # it runs as postgres when we are root
@@ -65,7 +65,7 @@ pidfile = {self.dir}/pgbouncer.pid
             cmd[1:1] = ["-u", "postgres"]
         self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL,
                                      stderr=subprocess.DEVNULL)
-        th.wait_for(self._listening, 10, "pgbouncer to listen")
+        wait_for(self._listening, 10, "pgbouncer to listen")
         self.url = "postgresql://poold@127.0.0.1:%d/pools" % self.port
 
     def _listening(self):
@@ -91,26 +91,23 @@ pidfile = {self.dir}/pgbouncer.pid
 
 
 def setUpModule():
-    for name in ("POOLD_BIN", "DATABASE_URL", "POOLD_TEST_ADMIN_URL",
-                 "POOLD_TEST_PG_PORT"):
-        if not os.environ.get(name):
-            raise unittest.SkipTest(name + " is not set")
+    require_env("POOLD_TEST_PG_PORT")
     if shutil.which("pgbouncer") is None:
         raise unittest.SkipTest("pgbouncer is not installed "
                                 "(scripts/install-deps.sh)")
-    th.psql(f"INSERT INTO orgs (org_id, config) VALUES ('{ORG}', "
+    psql(f"INSERT INTO orgs (org_id, config) VALUES ('{ORG}', "
             "'{\"rules\":[{\"type\":\"max_payload_bytes\",\"value\":8}]}')")
 
 
 def tearDownModule():
-    shutil.rmtree(tx.tr.LOG_DIR, ignore_errors=True)
-    th.psql(f"DELETE FROM processed_messages WHERE org_id LIKE '{P}%';"
+    shutil.rmtree(LOG_DIR, ignore_errors=True)
+    psql(f"DELETE FROM processed_messages WHERE org_id LIKE '{P}%';"
             f"DELETE FROM orgs WHERE org_id LIKE '{P}%'")
 
 
 def server_backends():
     """PostgreSQL backends of the role poold (all of them PgBouncer's)."""
-    return int(th.psql("SELECT count(*) FROM pg_stat_activity "
+    return int(psql("SELECT count(*) FROM pg_stat_activity "
                        "WHERE usename = 'poold'"))
 
 
@@ -124,8 +121,8 @@ class ThroughPgbouncer(unittest.TestCase):
         e = {"DATABASE_URL": url, "POOLD_CLIENT_AUTH": "none",
              "POOLD_DB_MAX_CONNS": "8", "POOLD_POOL_SIZE": "8"}
         e.update(env)
-        p = th.Poold(env=e, wait_ready=wait_ready)
-        self.addCleanup(tx.tr.stop_if_running, p)
+        p = Poold(env=e, wait_ready=wait_ready)
+        self.addCleanup(stop_if_running, p)
         return p
 
     def exercise(self, p, threads=8, per_thread=40):
@@ -146,7 +143,7 @@ class ThroughPgbouncer(unittest.TestCase):
             t.join(120)
         self.assertEqual({s for _, s in statuses}, {200})
         ids = {m for m, _ in statuses}
-        got = set(th.psql("SELECT message_id FROM processed_messages WHERE "
+        got = set(psql("SELECT message_id FROM processed_messages WHERE "
                           f"org_id = '{ORG}'").split())
         self.assertEqual(ids - got, set())
         mid = P + uuid.uuid4().hex[:8]
@@ -157,22 +154,22 @@ class ThroughPgbouncer(unittest.TestCase):
         r = p.process({"id": mid, "org_id": ORG, "payload": "cd"})
         self.assertEqual(r.status, 409)
         # housekeeping through the bouncer: a config change arrives
-        th.psql("UPDATE orgs SET config = '{\"rules\":[{\"type\":"
+        psql("UPDATE orgs SET config = '{\"rules\":[{\"type\":"
                 "\"max_payload_bytes\",\"value\":1}]}' "
                 f"WHERE org_id = '{ORG}'")
         try:
-            th.wait_for(lambda: not p.process(
+            wait_for(lambda: not p.process(
                 {"id": P + uuid.uuid4().hex[:8], "org_id": ORG,
                  "payload": "ab"}).json()["passed"], 5, "the new rules")
         finally:
-            th.psql("UPDATE orgs SET config = '{\"rules\":[{\"type\":"
+            psql("UPDATE orgs SET config = '{\"rules\":[{\"type\":"
                     "\"max_payload_bytes\",\"value\":8}]}' "
                     f"WHERE org_id = '{ORG}'")
 
     def test_startup_options_need_ignore_startup_parameters(self):
         b = self.bouncer("session", ignore="extra_float_digits")
         p = self.poold(b.url, wait_ready=False)
-        th.wait_for(lambda: "unsupported startup parameter" in p.logtext(),
+        wait_for(lambda: "unsupported startup parameter" in p.logtext(),
                     10, "poold to log PgBouncer's refusal")
         self.assertIn("options", p.logtext())
         self.assertEqual(p.get("/readyz").status, 503)
@@ -196,7 +193,7 @@ class ThroughPgbouncer(unittest.TestCase):
         b = self.bouncer("transaction")
         p = self.poold(b.url, POOLD_PREPARED_STATEMENTS="off")
         self.exercise(p)
-        st = p.get("/stats", token=th.TOKEN).json()["connections"]
+        st = p.get("/stats", token=TOKEN).json()["connections"]
         # poold held more connections to PgBouncer than PgBouncer held to
         # PostgreSQL: transactions shared the server connections
         print("transaction mode: poold opened %d connections to PgBouncer,"

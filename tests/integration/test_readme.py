@@ -1,8 +1,10 @@
-"""The README's curl examples, run as written against the real server.
+"""The README's commands, run as written against the real server.
 
-Keeps the README true: every curl command of its "Using it" section runs
-(with the test server's port and token substituted) and answers what the
-README says it answers.
+Keeps the README true and short: every curl command of its "Using it",
+"Batches" and "Onboarding a tenant" sections runs (with the test server's
+port and token substituted) and answers what the README says it answers;
+its first block is the two commands, as a root shell without sudo runs
+them; and it stays within README_MAX_LINES (the rest is in docs/).
 """
 import json
 import os
@@ -10,23 +12,65 @@ import re
 import subprocess
 import unittest
 
-from test_faults import TOKEN, Poold, psql, pg
+from harness import SOURCE_DIR, TOKEN, Poold, pg, psql, require_env
 
-README = os.path.join(os.environ["POOLD_SOURCE_DIR"], "README.md")
+README = os.path.join(SOURCE_DIR, "README.md")
+README_MAX_LINES = 300
 
 
 def sh_block(title):
     """The first sh block of the README section with this title."""
-    text = open(README).read()
+    with open(README, encoding="utf-8") as f:
+        text = f.read()
     section = text.split("## " + title, 1)[1].split("\n## ", 1)[0]
     return section.split("```sh", 1)[1].split("```", 1)[0]
 
 
-def curl_commands():
-    """The curl commands of the README's "Using it" section, joined."""
-    joined = sh_block("Using it").replace("\\\n", " ")
+def curl_commands(title="Using it"):
+    """The curl commands of a README section's sh block, each joined into
+    one line."""
+    joined = re.sub(r"\\\n\s*|\n(?=\s+\S)", " ", sh_block(title))
     return [line.strip() for line in joined.splitlines()
             if line.strip().startswith("curl ")]
+
+
+class ReadmeShape(unittest.TestCase):
+    """No server needed."""
+
+    def test_readme_is_at_most_300_lines(self):
+        with open(README, encoding="utf-8") as f:
+            n = len(f.read().splitlines())
+        self.assertLessEqual(n, README_MAX_LINES,
+                             "README.md has %d lines: move detail to docs/"
+                             % n)
+
+    def test_first_block_is_the_two_commands_for_a_root_shell(self):
+        """A root shell without sudo (a fresh server, a container) runs the
+        README's first block as written: two scripts of the repository,
+        no sudo in front, and no script calls sudo when it is root
+        (install-deps.sh sets SUDO only when id -u is not 0)."""
+        with open(README, encoding="utf-8") as f:
+            first = f.read().split("```sh", 1)[1].split("```", 1)[0]
+        self.assertEqual(first, sh_block("Two commands"))
+        cmds = [line.split("#", 1)[0].split() for line in first.splitlines()
+                if line.strip()]
+        self.assertEqual([c[0] for c in cmds],
+                         ["scripts/run.sh", "scripts/test.sh"])
+        for c in cmds:
+            path = os.path.join(SOURCE_DIR, c[0])
+            self.assertTrue(os.access(path, os.X_OK), path)
+        scripts = os.path.join(SOURCE_DIR, "scripts")
+        for name in os.listdir(scripts):
+            with open(os.path.join(scripts, name), encoding="utf-8") as f:
+                for line in f:
+                    code = line.split("#", 1)[0]
+                    if re.search(r"\bsudo\b", code):
+                        self.assertIn("SUDO=sudo", code,
+                                      "%s calls sudo: %s" % (name, line))
+
+
+def setUpModule():
+    require_env("POOLD_TEST_PG_DIR", "POOLD_TEST_PG_PORT")
 
 
 class ReadmeExamples(unittest.TestCase):
@@ -37,12 +81,11 @@ class ReadmeExamples(unittest.TestCase):
              "AND message_id = 'msg_000123'")
         self.clean_acme()
         # The README documents the default: org API keys on.
-        self.server = Poold(POOLD_CLIENT_AUTH="keys")
-        status, _, body = self.server.request(
-            "POST", "/orgs/org_001/keys", body=b'{"label":"readme test"}',
-            headers={"Authorization": "Bearer " + TOKEN})
-        self.assertEqual(status, 201, body)
-        self.key = json.loads(body)["key"]
+        self.server = Poold(env={"POOLD_CLIENT_AUTH": "keys"})
+        r = self.server.request("POST", "/orgs/org_001/keys", token=TOKEN,
+                                body={"label": "readme test"})
+        self.assertEqual(r.status, 201, r.body)
+        self.key = r.json()["key"]
 
     @staticmethod
     def clean_acme():
@@ -57,7 +100,7 @@ class ReadmeExamples(unittest.TestCase):
         self.clean_acme()
         psql("UPDATE orgs SET pool_max_size = NULL WHERE org_id = 'org_001'")
         psql("DELETE FROM processed_messages WHERE org_id = 'org_001' "
-             "AND message_id = 'msg_000123'")
+             "AND message_id IN ('msg_000123', 'b1', 'b2')")
 
     def run_curl(self, cmd):
         cmd = cmd.replace("localhost:8080", "localhost:%d" % self.server.port)
@@ -84,6 +127,20 @@ class ReadmeExamples(unittest.TestCase):
         self.assertTrue(re.search(r"^poold_\w+", metrics, re.M), metrics)
         self.assertIn('"status":"ok"', health)
         self.assertIn('"status"', ready)
+
+    def test_batch_example_answers_as_documented(self):
+        psql("DELETE FROM processed_messages WHERE org_id = 'org_001' "
+             "AND message_id IN ('b1', 'b2')")
+        cmds = curl_commands("Batches")
+        self.assertEqual(len(cmds), 1, cmds)
+        results = json.loads(self.run_curl(cmds[0]))["results"]
+        self.assertEqual([r["message_id"] for r in results],
+                         ["b1", "b2", "b1"])
+        self.assertEqual([r["duplicate"] for r in results],
+                         [False, False, True])
+        self.assertEqual(psql("SELECT count(*) FROM processed_messages WHERE "
+                              "org_id = 'org_001' AND message_id IN "
+                              "('b1', 'b2')"), "2")
 
     def test_onboarding_a_tenant_works_as_written(self):
         script = sh_block("Onboarding a tenant").replace(

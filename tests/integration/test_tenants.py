@@ -1,16 +1,15 @@
-"""test_tenants.py — issue 12 against the real binary: org API keys
+"""test_tenants.py — the tenants against the real binary: org API keys
 (POOLD_CLIENT_AUTH=keys), the read-only admin scope, org management, per-org
 rate limits and the audit log. Every answer is checked against openapi.yaml;
 every org this file makes carries a random prefix and is deleted at the end.
 """
-import json
 import subprocess
 import threading
 import time
 import unittest
 import uuid
 
-from test_http import (ADMIN_URL, TOKEN, Poold, psql, wait_for)
+from harness import ADMIN_URL, TOKEN, Poold, psql, require_env, wait_for
 
 READ = "read-" + uuid.uuid4().hex
 P = "tt" + uuid.uuid4().hex[:8] + "_"
@@ -22,10 +21,7 @@ SERVER = None
 
 def setUpModule():
     global SERVER
-    for name in ("POOLD_BIN", "DATABASE_URL", "POOLD_TEST_ADMIN_URL"):
-        import os
-        if not os.environ.get(name):
-            raise unittest.SkipTest(name + " is not set")
+    require_env()
     SERVER = Poold(env=KEYS)
 
 

@@ -8,6 +8,7 @@
 
 #include "clock.h"
 #include "cluster.h"
+#include "cluster_test.h"
 
 START_TEST(fair_shares_add_up_and_differ_by_one_at_most)
 {

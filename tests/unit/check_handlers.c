@@ -9,7 +9,7 @@
 #include <jansson.h>
 
 #include "handlers.h"
-#include "handlers_internal.h"
+#include "handlers_test.h"
 #include "http.h"
 #include "status.h"
 
@@ -323,21 +323,23 @@ START_TEST(route_table_lookups)
 
     r = route_of("POST", "/process", &allowed);
     ck_assert_ptr_nonnull(r);
-    ck_assert(r->client_auth && !r->admin);
+    ck_assert((r->flags & ROUTE_CLIENT_KEY) && !(r->flags & ROUTE_ADMIN));
+    ck_assert_int_eq(r->body, BODY_DEFAULT);
     r = route_of("POST", "/process/batch", &allowed);
     ck_assert_ptr_nonnull(r);
-    ck_assert(r->client_auth && !r->admin);
+    ck_assert((r->flags & ROUTE_CLIENT_KEY) && !(r->flags & ROUTE_ADMIN));
+    ck_assert_int_eq(r->body, BODY_BATCH);
     ck_assert_ptr_ne(r, route_of("POST", "/process", &allowed));
     r = route_of("GET", "/healthz", &allowed);
-    ck_assert(r != NULL && !r->admin && !r->client_auth);
+    ck_assert(r != NULL && r->flags == ROUTE_OPEN);
     r = route_of("GET", "/readyz", &allowed);
-    ck_assert(r != NULL && !r->admin);
+    ck_assert(r != NULL && !(r->flags & ROUTE_ADMIN));
     r = route_of("GET", "/metrics", &allowed);
-    ck_assert(r != NULL && r->admin);
+    ck_assert(r != NULL && (r->flags & ROUTE_ADMIN));
     r = route_of("PUT", "/pools/org_001/size", &allowed);
-    ck_assert(r != NULL && r->admin);
+    ck_assert(r != NULL && (r->flags & ROUTE_ADMIN));
     r = route_of("DELETE", "/orgs/o1/keys/k1", &allowed);
-    ck_assert(r != NULL && r->admin);
+    ck_assert(r != NULL && (r->flags & ROUTE_ADMIN));
 
     /* 405: the path exists under another method. */
     ck_assert_ptr_null(route_of("GET", "/process", &allowed));

@@ -8,6 +8,7 @@
 
 #include "clock.h"
 #include "housekeeping.h"
+#include "housekeeping_test.h"
 #include "registry.h"
 #include "registry_internal.h"
 

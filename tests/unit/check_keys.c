@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "keys.h"
+#include "keys_test.h"
 
 START_TEST(generated_keys_are_distinct_and_well_formed)
 {

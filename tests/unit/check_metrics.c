@@ -115,6 +115,54 @@ START_TEST(test_render_bounds_to_top_orgs)
 }
 END_TEST
 
+/* The rate-limit series are bounded as the pool series are: the orgs with
+ * the most refusals keep theirs, the rest are summed into "_other". */
+START_TEST(test_rate_limited_bounded_to_top_orgs)
+{
+    struct pool_snapshot s;
+    struct metrics_org_counts limits = {0};
+    struct metrics *m = metrics_new(&s);
+    struct metrics_view view = {.pools = &s, .rate_limited = &limits};
+    char *text;
+
+    metrics_set_top_orgs(m, 2);
+    metrics_counts_add(&limits, "org_d", 3);
+    metrics_counts_add(&limits, "org_a", 7);
+    metrics_counts_add(&limits, "org_b", 1);
+    metrics_counts_add(&limits, "org_c", 9);
+    text = render(m, &view);
+    ck_assert_ptr_nonnull(strstr(
+        text, "# TYPE poold_rate_limited_total "
+              "counter\n"
+              "poold_rate_limited_total{org=\"org_a\"} "
+              "7\n"
+              "poold_rate_limited_total{org=\"org_c\"} "
+              "9\n"
+              "poold_rate_limited_total{org=\"" METRICS_OTHER_ORG "\"} 4\n"));
+    ck_assert_ptr_null(strstr(text, "org=\"org_b\""));
+    ck_assert_ptr_null(strstr(text, "org=\"org_d\""));
+    free(text);
+    /* No bound: every org, by name. */
+    metrics_set_top_orgs(m, 0);
+    metrics_counts_free(&limits);
+    metrics_counts_add(&limits, "org_b", 1);
+    metrics_counts_add(&limits, "org_a", 0);
+    text = render(m, &view);
+    ck_assert_ptr_nonnull(
+        strstr(text, "poold_rate_limited_total{org=\"org_a\"} 0\n"
+                     "poold_rate_limited_total{org=\"org_b\"} 1\n"));
+    free(text);
+    /* No rate limits: no family at all. */
+    view.rate_limited = NULL;
+    text = render(m, &view);
+    ck_assert_ptr_null(strstr(text, "poold_rate_limited_total"));
+    free(text);
+    metrics_counts_free(&limits);
+    metrics_snapshot_free(&s);
+    metrics_destroy(m);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("metrics");
@@ -122,6 +170,7 @@ int main(void)
     tcase_add_test(tc, test_snapshot_sorted_by_org);
     tcase_add_test(tc, test_render_shows_the_view);
     tcase_add_test(tc, test_render_bounds_to_top_orgs);
+    tcase_add_test(tc, test_rate_limited_bounded_to_top_orgs);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);

@@ -1,8 +1,9 @@
-/* handlers_internal.h — the pure pieces of handlers.c behind the route
- * handlers, exposed for its unit tests (tests/unit/check_handlers.c). Not
- * for other modules: they go through handlers.h. */
-#ifndef POOLD_HANDLERS_INTERNAL_H
-#define POOLD_HANDLERS_INTERNAL_H
+/* handlers_test.h — for the unit tests only (tests/unit/check_handlers.c):
+ * the pure pieces behind the route handlers (handlers.c, process_api.c) and
+ * the server's path matching (http.c). No module includes it but those that
+ * define these functions; others go through handlers.h and http.h. */
+#ifndef POOLD_HANDLERS_TEST_H
+#define POOLD_HANDLERS_TEST_H
 
 #include <stdbool.h>
 #include <stddef.h>
@@ -10,7 +11,7 @@
 #include <jansson.h>
 
 #include "handlers.h"
-#include "service.h"
+#include "message.h"
 
 /* The validated members of a POST /process body; borrowed from the JSON. */
 struct handlers_message {
@@ -30,7 +31,7 @@ bool handlers_bearer_token(const char *auth, const char **tok, size_t *len);
 bool handlers_validate_message(json_t *root, struct handlers_message *out,
                                struct http_response *resp);
 
-/* POST /process/batch's body checks, as handle_process_batch runs them
+/* POST /process/batch's body checks, as process_api_batch runs them
  * (h gives max_batch; req the request id each message carries): true with
  * *n messages, the first out_cap copied into out (strings borrowed from
  * root and req); false with resp the 400 answer naming the member, e.g.
@@ -38,5 +39,14 @@ bool handlers_validate_message(json_t *root, struct handlers_message *out,
 bool handlers_validate_batch(struct handlers *h, const struct http_request *req,
                              json_t *root, struct message *out, size_t out_cap,
                              size_t *n, struct http_response *resp);
+
+/* Match path against a route pattern (handlers_routes[i].pattern): the same
+ * "/"-separated segments, "{...}" matching one non-empty segment. True with
+ * the first and second "{...}" segments in *param and *param2 (pointers
+ * into path; NULL and 0 when the pattern has none); false leaves them
+ * untouched. Pure and thread-safe (the server's routing, in http.c). */
+bool http_route_match(const char *pattern, const char *path, const char **param,
+                      size_t *param_len, const char **param2,
+                      size_t *param2_len);
 
 #endif
