@@ -9,8 +9,8 @@ housekeeping included) over SAMPLE requests, divided by SAMPLE: unlike the
 wall time, which is printed too, it does not move with the load other jobs
 put on a shared CI machine.
 
-Uses test_http's helpers (Poold, psql, wait_for). Every org this file
-creates carries a random prefix and is deleted at the end.
+Uses harness.py (Poold, psql, wait_for). Every org this file creates
+carries a random prefix and is deleted at the end.
 """
 import http.client
 import json
@@ -21,8 +21,7 @@ import time
 import unittest
 import uuid
 
-import test_http as th
-from test_http import Poold, psql, wait_for
+from harness import Poold, psql, require_env, wait_for
 
 P = "sc" + uuid.uuid4().hex[:8] + "_"
 SMALL, LARGE = 1000, 100000
@@ -102,9 +101,7 @@ def settled_rss(srv):
 class AMillionOrgsIn100k(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
-        for name in ("POOLD_BIN", "DATABASE_URL", "POOLD_TEST_ADMIN_URL"):
-            if not th.os.environ.get(name):
-                raise unittest.SkipTest(name + " is not set")
+        require_env()
 
     @classmethod
     def tearDownClass(cls):
