@@ -135,28 +135,32 @@ START_TEST(table_sync_changes_and_removes_limits)
 }
 END_TEST
 
+/* The verdict on n messages of org at T0. */
+static enum ratelimit_verdict take_at_t0(struct ratelimit_table *t,
+                                         const char *org, unsigned n)
+{
+    uint64_t retry;
+
+    return ratelimit_table_take(t, org, n, T0, &retry);
+}
+
 /* An update touches only the orgs it lists: a new limit, a removed one
  * (rps 0), and an unlisted org's limit kept, spent bucket and all. */
 START_TEST(table_update_touches_only_the_listed_orgs)
 {
     struct ratelimit_table *t;
     struct ratelimit_setting s[2] = {{"org_a", 1.0, 1}, {"org_b", 1.0, 1}};
-    uint64_t retry;
+    struct ratelimit_setting none = {"org_c", 0, 0};
 
     ck_assert_int_eq(ratelimit_table_create(&t), POOLD_OK);
     ck_assert_int_eq(ratelimit_table_update(t, s, 2, T0), POOLD_OK);
-    ck_assert_int_eq(ratelimit_table_take(t, "org_a", 1, T0, &retry),
-                     RATELIMIT_PASS);
-    ck_assert_int_eq(ratelimit_table_take(t, "org_b", 1, T0, &retry),
-                     RATELIMIT_PASS);
+    ck_assert(take_at_t0(t, "org_a", 1) == RATELIMIT_PASS &&
+              take_at_t0(t, "org_b", 1) == RATELIMIT_PASS);
     s[1].rps = 0; /* org_b's limit removed; org_a not listed */
     ck_assert_int_eq(ratelimit_table_update(t, &s[1], 1, T0), POOLD_OK);
-    ck_assert_int_eq(ratelimit_table_take(t, "org_a", 1, T0, &retry),
-                     RATELIMIT_WAIT);
-    ck_assert_int_eq(ratelimit_table_take(t, "org_b", 50, T0, &retry),
-                     RATELIMIT_PASS);
+    ck_assert_int_eq(take_at_t0(t, "org_a", 1), RATELIMIT_WAIT);
+    ck_assert_int_eq(take_at_t0(t, "org_b", 50), RATELIMIT_PASS);
     /* An org never limited and listed without one gets no entry. */
-    struct ratelimit_setting none = {"org_c", 0, 0};
     ck_assert_int_eq(ratelimit_table_update(t, &none, 1, T0), POOLD_OK);
     ck_assert_uint_eq(ratelimit_table_refused(t, "org_c"), 0);
     ratelimit_table_destroy(t);
