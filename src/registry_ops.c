@@ -177,7 +177,7 @@ int registry_set_paused(struct registry *reg, const char *org_id, bool paused,
         return rc;
     }
     /* Stored first, on the housekeeping connection while we own it: the
-     * other replicas follow through the fingerprint, this one at once. */
+     * other replicas read the change from org_changes, this one at once. */
     struct db_conn *conn;
     rc = registry_admin_begin(reg, &conn, err, errlen);
     if (rc != POOLD_OK)
