@@ -30,7 +30,7 @@ struct housekeeping {
     bool stop;
     /* The connection's taker's only (so loads apply in the order read). */
     struct catalog_cursor cursor; /* where the last read of org_changes was */
-    uint64_t pruned_ns;           /* org_changes last pruned (0: never) */
+    uint64_t pruned_ns;           /* org_changes last pruned (0: not yet) */
     /* The ticking thread's only (ticks never run twice at once). */
     bool was_down;
     uint64_t backoff_ns; /* 0: tick again after the refresh interval */
@@ -118,13 +118,16 @@ static enum hk_outcome step_connect(struct housekeeping *hk, struct hk_tick *t)
     return t->rc == POOLD_OK ? HK_RAN : HK_FAILED;
 }
 
-/* Old org_changes rows go about every ten minutes (any replica may). */
+/* Old org_changes rows go about every ten minutes (any replica may), the
+ * first time ten minutes after start: never in the way of readiness. */
 static void hk_prune(struct housekeeping *hk, struct hk_tick *t)
 {
     char err[REG_ERR_MAX];
     uint64_t now = clock_now_ns();
 
-    if (hk->pruned_ns != 0 && now - hk->pruned_ns < HK_PRUNE_EVERY_NS)
+    if (hk->pruned_ns == 0)
+        hk->pruned_ns = now;
+    if (now - hk->pruned_ns < HK_PRUNE_EVERY_NS)
         return;
     hk->pruned_ns = now;
     if (catalog_prune_changes(t->conn, err, sizeof err) != POOLD_OK)

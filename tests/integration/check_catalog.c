@@ -165,6 +165,28 @@ START_TEST(catalog_changes_committed_out_of_order)
 }
 END_TEST
 
+/* Rows older than a day go; newer ones stay. */
+START_TEST(catalog_prune_changes_keeps_a_day)
+{
+    struct db_conn *conn = open_conn();
+
+    admin_exec("INSERT INTO org_changes (org_id, at) VALUES"
+               " ('tsvc_old', now() - interval '25 hours'),"
+               " ('tsvc_new', now() - interval '23 hours')");
+    ck_assert_int_eq(catalog_prune_changes(conn, err, sizeof err), POOLD_OK);
+    ck_assert_int_eq(admin_ll("SELECT count(*) FROM org_changes WHERE"
+                              " org_id = $1",
+                              "tsvc_old"),
+                     0);
+    ck_assert_int_eq(admin_ll("SELECT count(*) FROM org_changes WHERE"
+                              " org_id = $1",
+                              "tsvc_new"),
+                     1);
+    admin_exec("DELETE FROM org_changes WHERE org_id = 'tsvc_new'");
+    db_conn_close(conn);
+}
+END_TEST
+
 START_TEST(catalog_schema_missing_is_explained)
 {
     char url[512];
@@ -192,6 +214,7 @@ int main(void)
         {"catalog",
          {org_id_validator, catalog_schema_changes_load_store,
           catalog_changes_committed_out_of_order,
+          catalog_prune_changes_keeps_a_day,
           catalog_schema_missing_is_explained}},
     };
 
