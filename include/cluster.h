@@ -32,8 +32,10 @@ struct db_conn;
 struct cluster; /* opaque */
 
 /* The replica's own pool, as the cluster sees it (the registry's
- * connection pool). Both are called on the housekeeping thread, with no
- * lock of the cluster held, and must be thread-safe. */
+ * connection pool). Called on the housekeeping thread, and set_cap also on
+ * the fence's timer (never two set_cap at once: the cluster's cap lock is
+ * held across it, no other lock of the cluster); all must be
+ * thread-safe. */
 struct cluster_local {
     /* Connections open now, those being opened or closed included. */
     unsigned (*open_conns)(void *arg);
@@ -95,6 +97,13 @@ bool cluster_fenced(uint64_t renewed_ns, uint64_t now_ns, unsigned lease_s);
  * cfg is copied. Standalone (budget 0) does nothing in cluster_tick(). */
 POOLD_MUSTCHECK int cluster_create(const struct cluster_config *cfg,
                                    struct cluster **out);
+
+/* The fence's timer: a thread that sets the cap to 0 once half the lease
+ * passed since the last renewal, whatever the heartbeat is waiting on;
+ * the next renewal lifts it. Start after the local pool exists; stop
+ * before it goes (cluster_destroy() stops it too). Standalone: nothing. */
+POOLD_MUSTCHECK int cluster_fence_start(struct cluster *c);
+void cluster_fence_stop(struct cluster *c);
 
 /* Free. Accepts NULL. Does not touch the database (a stopped replica's
  * lease simply expires; cluster_leave() gives it up sooner). */

@@ -79,17 +79,19 @@ void housekeeping_destroy(struct housekeeping *hk);
  * Run one tick: every step in order, each given "now" as clock(clock_ctx)
  * reads it just before the step (clock NULL: the monotonic clock; a test
  * passes a fake one). Fills out[0..max) (out may be NULL) with each step's
- * outcome; returns the number of steps. Takes the housekeeping connection
- * for the database steps, so it waits while an admin call or a resize has
- * it. The thread calls it about every refresh interval; a test may call it
- * instead (then start nothing). Not to be run twice at once.
+ * outcome; returns the number of steps. Uses the housekeeping connection,
+ * the tick's own: it never waits for an admin call or a resize (the
+ * refresh steps are skipped, not waited for, while an admin call runs
+ * them itself). The thread calls it about every refresh interval; a test may
+ * call it instead (then start nothing). Not to be run twice at once.
  */
 size_t housekeeping_tick(struct housekeeping *hk, clock_fn clock,
                          void *clock_ctx, struct hk_step_report *out,
                          size_t max);
 
 /*
- * The housekeeping connection, one user at a time: take waits until no one
+ * The housekeeping connection (the tick's; start-up and destroy use it
+ * before and after the thread), one user at a time: take waits until no one
  * has it, and returns it (NULL or dead: pass it to housekeeping_conn_ready
  * before use). The taker may do I/O on it with no lock held, and must give
  * it back (the same, another one, or NULL after closing it) with
@@ -99,6 +101,15 @@ size_t housekeeping_tick(struct housekeeping *hk, clock_fn clock,
 struct db_conn *housekeeping_conn_take(struct housekeeping *hk);
 void housekeeping_conn_give(struct housekeeping *hk, struct db_conn *conn);
 
+/*
+ * The admin token: admin calls and resizes run one at a time (so two
+ * resizes apply in the order stored), on a connection of the pool, never
+ * on the tick's. take waits until deadline_ns (monotonic) at most: false
+ * if another still has it. Thread-safe.
+ */
+bool housekeeping_admin_take(struct housekeeping *hk, uint64_t deadline_ns);
+void housekeeping_admin_give(struct housekeeping *hk);
+
 /* *conn alive, or closed and a new one opened into it (NULL on failure,
  * err set). For the taker of the connection. */
 POOLD_MUSTCHECK int housekeeping_conn_ready(struct housekeeping *hk,
@@ -107,8 +118,10 @@ POOLD_MUSTCHECK int housekeeping_conn_ready(struct housekeeping *hk,
 
 /*
  * The steps refresh, apply_pending, preload_rules and watch, now, on conn
- * (taken by the caller: an admin write serves its change from this
- * process's next request). POOLD_OK, or the failing step's status and err.
+ * (the caller's: an admin write serves its change from this process's next
+ * request). Waits for a tick running them, until the thread's database
+ * deadline (db_thread_deadline) at most: POOLD_ERR_TIMEOUT then, and the
+ * tick does it. POOLD_OK, or the failing step's status and err.
  */
 POOLD_MUSTCHECK int housekeeping_refresh(struct housekeeping *hk,
                                          struct db_conn *conn, char *err,

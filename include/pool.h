@@ -64,6 +64,8 @@ struct pool_config {
     uint64_t validate_idle_ns;   /* validate only after this idle gap */
     clock_fn clock;              /* NULL: clock_now_ns() */
     void *clock_ctx;
+    bool may_empty; /* pool_resize() accepts 0: nothing is built or lent,
+                       acquires wait (a replica without its grant) */
 };
 
 #define POOL_WAIT_BUCKETS 12
@@ -146,8 +148,9 @@ void pool_release_evict(struct pool *pool, struct pool_item *item);
 bool pool_item_is_expired(const struct pool *pool, const struct pool_item *item,
                           uint64_t now_ns);
 
-/* Set max_size (1..capacity). Never blocks: growing wakes waiters, shrinking
- * destroys idle objects beyond the new size now and active ones on release. */
+/* Set max_size (1..capacity; 0 too with may_empty). Never blocks: growing wakes
+ * waiters, shrinking destroys idle objects beyond the new size now and active
+ * ones on release. */
 POOLD_MUSTCHECK int pool_resize(struct pool *pool, unsigned max_size);
 
 /* Retire every object that exists now: idle ones are destroyed at once,

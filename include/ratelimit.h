@@ -76,6 +76,10 @@ enum ratelimit_verdict ratelimit_table_take(struct ratelimit_table *t,
 /* Requests refused for org_id so far (0 for an org never refused). */
 uint64_t ratelimit_table_refused(struct ratelimit_table *t, const char *org_id);
 
+/* True when org_id has an entry (it has, or had, a limit): then
+ * ratelimit_table_foreach() visits it. */
+bool ratelimit_table_has(struct ratelimit_table *t, const char *org_id);
+
 /* Call fn for every org with a refusal count or a limit; under the table's
  * lock, so fn must not call back into the table. */
 void ratelimit_table_foreach(struct ratelimit_table *t,

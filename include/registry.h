@@ -17,14 +17,15 @@
  * Threads and ownership. The registry owns every org pool, every service
  * (an org's rules + one pooled connection) and the connection pool; no
  * caller ever holds a service or a connection past a call, except the
- * housekeeping connection lent by registry_admin_begin() until
+ * pooled connection lent by registry_admin_begin() until
  * registry_admin_end(). registry_create(), registry_set_hk_hook(),
  * registry_start() and registry_destroy() run on one thread, before and
  * after every other call; every other call is safe from many threads at
  * once. No lock is held across a database call (lock order:
  * src/registry_internal.h); calls that do I/O say so, and those that may
- * wait for the housekeeping connection (an admin call, a resize, a
- * directory refresh has it) say that too.
+ * wait for the admin token (another admin call or resize has it) say that
+ * too, and are bounded. Housekeeping (the watch, the replica heartbeat)
+ * never waits for an admin call.
  */
 struct db_conn;   /* db.h */
 struct registry;  /* opaque */
@@ -49,8 +50,9 @@ struct registry_config {
     uint64_t refresh_interval_ns; /* org directory poll period (default 1 s) */
     uint64_t hold_warn_ns;        /* POOLD_HOLD_WARN_MS; 0: off */
     /* Optional: called by housekeeping after each directory refresh and
-     * after each admin write, on the housekeeping connection while its
-     * caller has it taken (so it never runs twice at once; no lock held).
+     * after each admin write, on the tick's or the admin call's connection,
+     * with housekeeping's refresh lock held (so it never runs twice at
+     * once; no registry lock held).
      * A failure counts as the database being unreachable. tenants_watch()
      * is one. */
     int (*watch)(void *arg, struct db_conn *conn, char *err, size_t errlen);
@@ -85,6 +87,10 @@ void registry_abort(struct registry *reg);
 /* True once the org directory is loaded and the last database contact
  * succeeded. Thread-safe, lock-free. */
 bool registry_is_ready(struct registry *reg);
+
+/* Ready but for a grant: the database answers and the directory is loaded,
+ * but this replica holds no share of the cluster budget yet (cap 0). */
+bool registry_awaits_grant(struct registry *reg);
 
 /*
  * Admission, the one check of a message for org_id before any work: no
@@ -143,10 +149,10 @@ POOLD_MUSTCHECK int registry_pool_stats(struct registry *reg,
 
 /* Resize an org's pool (1..ceiling) and store the size in orgs.pool_max_size.
  * Fills *out with the stats after the resize. POOLD_ERR_INVALID for a size
- * out of range, POOLD_ERR_UNKNOWN_ORG, POOLD_ERR_DB. Thread-safe; does I/O
- * on the housekeeping connection and waits for it: the store and the apply
- * are one step while it has it, so resizes (and directory reloads) apply in
- * the order the database stored them. */
+ * out of range, POOLD_ERR_UNKNOWN_ORG, POOLD_ERR_DB. Thread-safe; an admin
+ * call (registry_admin_begin: bounded): the store and the apply are one
+ * step while it has the admin token, so resizes apply in the order the
+ * database stored them. */
 POOLD_MUSTCHECK int registry_resize(struct registry *reg, const char *org_id,
                                     unsigned size, struct pool_stats *out,
                                     char *err, size_t errlen);
@@ -160,15 +166,17 @@ POOLD_MUSTCHECK int registry_resize_by(struct registry *reg, const char *org_id,
                                        size_t errlen);
 
 /*
- * Borrow the housekeeping connection for an admin read or write: returns
- * POOLD_OK with *conn (connected; the caller's alone until
- * registry_admin_end(), on the same thread or not), or POOLD_ERR_DB with
- * err set and nothing held. Waits while housekeeping, a resize or another
- * admin call has the connection (no lock is held meanwhile, nor while the
- * caller uses it). Admin requests therefore run one at a time per process,
- * never on a pooled connection, and never while the directory refreshes.
- * Thread-safe; calling it twice without registry_admin_end() between
- * deadlocks.
+ * Begin an admin read or write: the admin token (admin calls and resizes
+ * run one at a time per process), then a connection borrowed from the
+ * connection pool (in mode none, one of its own under a permit), both
+ * within POOLD_ACQUIRE_TIMEOUT_MS; the calling thread's database deadline
+ * is then set to that + POOLD_STATEMENT_TIMEOUT_MS, so the whole call is
+ * bounded (DESIGN.md). POOLD_OK with *conn (the caller's alone until
+ * registry_admin_end(), on the same thread), or POOLD_ERR_DB_BUSY (no turn
+ * or no connection in time: nothing was sent) or POOLD_ERR_DB (a connection
+ * of its own could not be opened) with err set and nothing held. Housekeeping
+ * never waits for it. Thread-safe; calling it twice without
+ * registry_admin_end() between fails after the acquire timeout.
  */
 POOLD_MUSTCHECK int registry_admin_begin(struct registry *reg,
                                          struct db_conn **conn, char *err,
@@ -215,8 +223,7 @@ POOLD_MUSTCHECK int registry_is_paused(struct registry *reg, const char *org_id,
  * With an actor, a pool.drain audit entry is written (a failure to write it
  * is logged; the drain is done anyway).
  * Fills *out with the stats after it. POOLD_ERR_UNKNOWN_ORG,
- * POOLD_ERR_NOT_READY. Thread-safe (the audit entry is I/O on the
- * housekeeping connection). */
+ * POOLD_ERR_NOT_READY. Thread-safe (the audit entry is an admin call). */
 POOLD_MUSTCHECK int registry_drain(struct registry *reg, const char *org_id,
                                    const struct audit_actor *actor,
                                    struct pool_stats *out, char *err,
@@ -235,8 +242,8 @@ POOLD_MUSTCHECK int registry_holders(struct registry *reg, const char *org_id,
 enum registry_test_point {
     /* registry_resize() stored the size and has not applied it yet. */
     REGISTRY_TEST_RESIZE_STORED,
-    /* About to wait for the housekeeping connection (housekeeping's lock
-     * held, as in pthread_cond_wait). */
+    /* About to wait for the admin token (housekeeping's lock held, as in
+     * pthread_cond_wait). */
     REGISTRY_TEST_HK_CONN_BUSY,
 };
 __attribute__((weak)) void registry_test_hook(struct registry *reg,

@@ -19,15 +19,22 @@
 #define CLUSTER_SHRINK_WAIT_NS (250 * NS_PER_MS) /* per heartbeat */
 #define CLUSTER_SHRINK_POLL_MS 10.0
 #define CLUSTER_FORGET_S 600 /* rows dead this long are deleted */
+#define CLUSTER_FENCE_POLL_NS (100 * NS_PER_MS) /* the fence's timer */
 
 struct cluster {
     struct cluster_config cfg;
     char id[CLUSTER_ID_MAX + 1];
     /* Housekeeping thread only. */
-    unsigned granted;    /* our granted cap as last written */
-    unsigned budget;     /* in force: the smallest of the live rows' */
-    uint64_t renewed_ns; /* send time of the last renewal that committed */
-    bool fenced;
+    unsigned granted; /* our granted cap as last written */
+    unsigned budget;  /* in force: the smallest of the live rows' */
+    /* The housekeeping thread and the fence's timer. */
+    _Atomic uint64_t renewed_ns; /* send time of the last renewal that
+                                    committed */
+    pthread_mutex_t cap_lock;    /* guards fenced and every cap change */
+    bool fenced;                 /* the lease lapsed: cap 0 until renewed */
+    pthread_t fence_thread;
+    bool fence_started, fence_stop; /* fence_stop: under cap_lock */
+    pthread_cond_t fence_cond;
     /* Read by any thread. */
     atomic_uint cap;      /* the local cap applied */
     pthread_mutex_t lock; /* guards view, nview */
@@ -132,6 +139,100 @@ static unsigned cell_uint(const PGresult *res, int row, int col)
     return errno || end == s || v < 0 ? 0 : (unsigned)v;
 }
 
+/* ---- the cap and the fence ---------------------------------------------- */
+
+/* Under cap_lock: apply cap locally (0 while fenced). */
+static void cap_apply_locked(struct cluster *c, unsigned cap)
+{
+    if (c->fenced)
+        cap = 0;
+    unsigned old = atomic_exchange(&c->cap, cap);
+    c->cfg.local.set_cap(c->cfg.local.arg, cap);
+    if (old != cap) {
+        char a[16], b[16];
+        snprintf(a, sizeof a, "%u", old);
+        snprintf(b, sizeof b, "%u", cap);
+        log_event(LOG_INFO, "cluster cap changed", "replica", c->id, "from", a,
+                  "to", b, (const char *)NULL);
+    }
+}
+
+static void cluster_set_cap(struct cluster *c, unsigned cap)
+{
+    pthread_mutex_lock(&c->cap_lock);
+    cap_apply_locked(c, cap);
+    pthread_mutex_unlock(&c->cap_lock);
+}
+
+/* Past half the lease since the last renewal: hold nothing until renewed.
+ * Run by the fence's timer (and by the tick), so a heartbeat stuck behind
+ * a lock or a silent database never keeps connections past it. */
+static void cluster_fence_check(struct cluster *c, uint64_t now)
+{
+    uint64_t renewed = atomic_load(&c->renewed_ns);
+
+    if (renewed == 0 || !cluster_fenced(renewed, now, c->cfg.lease_s))
+        return;
+    pthread_mutex_lock(&c->cap_lock);
+    if (!c->fenced && atomic_load(&c->renewed_ns) == renewed) {
+        c->fenced = true;
+        log_event(LOG_WARN,
+                  "cluster lease not renewed: holding no "
+                  "connections until it is",
+                  "replica", c->id, (const char *)NULL);
+        cap_apply_locked(c, 0);
+    }
+    pthread_mutex_unlock(&c->cap_lock);
+}
+
+/* Under cap_lock, by the tick: renewed at sent (its send time). */
+static void cluster_renewed_locked(struct cluster *c, uint64_t sent)
+{
+    atomic_store(&c->renewed_ns, sent);
+    c->fenced = false;
+}
+
+static void *fence_main(void *arg)
+{
+    struct cluster *c = arg;
+    struct timespec ts;
+
+    pthread_mutex_lock(&c->cap_lock);
+    while (!c->fence_stop) {
+        clock_timespec_at(&ts, clock_now_ns() + CLUSTER_FENCE_POLL_NS);
+        pthread_cond_timedwait(&c->fence_cond, &c->cap_lock, &ts);
+        if (c->fence_stop)
+            break;
+        pthread_mutex_unlock(&c->cap_lock);
+        cluster_fence_check(c, clock_now_ns());
+        pthread_mutex_lock(&c->cap_lock);
+    }
+    pthread_mutex_unlock(&c->cap_lock);
+    return NULL;
+}
+
+int cluster_fence_start(struct cluster *c)
+{
+    if (c == NULL || c->cfg.budget == 0 || c->fence_started)
+        return POOLD_OK;
+    if (pthread_create(&c->fence_thread, NULL, fence_main, c) != 0)
+        return POOLD_ERR_NOMEM;
+    c->fence_started = true;
+    return POOLD_OK;
+}
+
+void cluster_fence_stop(struct cluster *c)
+{
+    if (c == NULL || !c->fence_started)
+        return;
+    pthread_mutex_lock(&c->cap_lock);
+    c->fence_stop = true;
+    pthread_cond_broadcast(&c->fence_cond);
+    pthread_mutex_unlock(&c->cap_lock);
+    pthread_join(c->fence_thread, NULL);
+    c->fence_started = false;
+}
+
 /* ---- the heartbeat ------------------------------------------------------ */
 
 static void fmt_uint(char *buf, size_t len, unsigned v)
@@ -212,22 +313,33 @@ static int cluster_assign(struct cluster *c, struct cluster_replica *view,
  * *want gets our share capped at local_max. */
 static bool cluster_txn(struct cluster *c, struct db_conn *conn,
                         struct cluster_replica *view, size_t *n, unsigned *want,
-                        char *err, size_t errlen)
+                        uint64_t *sent, char *err, size_t errlen)
 {
     char g[16], o[16], w[16], b[16], s[16], forget[16];
     const char *renew[5] = {c->id, g, o, w, b};
     const char *fp[1] = {forget};
     unsigned others;
 
-    fmt_uint(g, sizeof g, c->granted);
     fmt_uint(o, sizeof o, c->cfg.local.open_conns(c->cfg.local.arg));
     fmt_uint(w, sizeof w, c->cfg.local.waiting(c->cfg.local.arg));
     fmt_uint(b, sizeof b, c->cfg.budget);
     fmt_uint(forget, sizeof forget, CLUSTER_FORGET_S);
     if (!cluster_run(conn, "BEGIN", 0, NULL, err, errlen))
         return false;
-    if (!cluster_run(conn, sql_lock, 0, NULL, err, errlen) ||
-        !cluster_run(conn, sql_renew, 5, renew, err, errlen) ||
+    if (!cluster_run(conn, sql_lock, 0, NULL, err, errlen))
+        return false;
+    /* The renewal's time is now, with the table lock had (waiting for it
+     * may have taken long). A lease that lapsed meanwhile renews from a
+     * grant of 0: the others may have taken its share, so it asks for what
+     * is free, not for max(free, the old grant). */
+    *sent = clock_now_ns();
+    cluster_fence_check(c, *sent);
+    pthread_mutex_lock(&c->cap_lock);
+    if (c->fenced)
+        c->granted = 0;
+    pthread_mutex_unlock(&c->cap_lock);
+    fmt_uint(g, sizeof g, c->granted);
+    if (!cluster_run(conn, sql_renew, 5, renew, err, errlen) ||
         !cluster_run(conn, sql_forget, 1, fp, err, errlen))
         return false;
     int got = cluster_read_live(c, conn, view, err, errlen);
@@ -264,7 +376,7 @@ static void cluster_shrink(struct cluster *c, struct db_conn *conn,
 
     while (open > want && clock_now_ns() < until) {
         clock_sleep_ms(CLUSTER_SHRINK_POLL_MS);
-        l->set_cap(l->arg, want); /* evicts what became idle meanwhile */
+        cluster_set_cap(c, want); /* evicts what became idle meanwhile */
         open = l->open_conns(l->arg);
     }
     unsigned granted = cluster_release(want, c->granted, open);
@@ -287,19 +399,6 @@ static void cluster_publish(struct cluster *c,
     pthread_mutex_unlock(&c->lock);
 }
 
-static void cluster_set_cap(struct cluster *c, unsigned cap)
-{
-    unsigned old = atomic_exchange(&c->cap, cap);
-    c->cfg.local.set_cap(c->cfg.local.arg, cap);
-    if (old != cap) {
-        char a[16], b[16];
-        fmt_uint(a, sizeof a, old);
-        fmt_uint(b, sizeof b, cap);
-        log_event(LOG_INFO, "cluster cap changed", "replica", c->id, "from", a,
-                  "to", b, (const char *)NULL);
-    }
-}
-
 int cluster_tick(struct cluster *c, struct db_conn *conn, char *err,
                  size_t errlen)
 {
@@ -311,27 +410,20 @@ int cluster_tick(struct cluster *c, struct db_conn *conn, char *err,
     if (c->cfg.budget == 0)
         return POOLD_OK;
     uint64_t sent = clock_now_ns();
-    if (cluster_fenced(c->renewed_ns, sent, c->cfg.lease_s) &&
-        c->renewed_ns != 0 && !c->fenced) {
-        c->fenced = true;
-        log_event(LOG_WARN,
-                  "cluster lease not renewed: holding no "
-                  "connections until it is",
-                  "replica", c->id, (const char *)NULL);
-        cluster_set_cap(c, 0);
-    }
+    cluster_fence_check(c, sent);
     if (conn == NULL) {
         snprintf(err, errlen, "cluster heartbeat: database unreachable");
         return POOLD_ERR_DB;
     }
-    if (!cluster_txn(c, conn, view, &n, &want, err, errlen)) {
+    if (!cluster_txn(c, conn, view, &n, &want, &sent, err, errlen)) {
         if (PQtransactionStatus(db_conn_pg(conn)) != PQTRANS_IDLE)
             db_rollback(conn); /* bounded; an unknown outcome dooms conn */
         return POOLD_ERR_DB;
     }
-    c->renewed_ns = sent;
-    c->fenced = false;
-    cluster_set_cap(c, c->granted < want ? c->granted : want);
+    pthread_mutex_lock(&c->cap_lock);
+    cluster_renewed_locked(c, sent);
+    cap_apply_locked(c, c->granted < want ? c->granted : want);
+    pthread_mutex_unlock(&c->cap_lock);
     if (c->granted > want)
         cluster_shrink(c, conn, want, err, errlen);
     for (size_t i = 0; i < n; i++)
@@ -391,6 +483,13 @@ int cluster_create(const struct cluster_config *cfg, struct cluster **out)
     if (c->cfg.lease_s == 0)
         c->cfg.lease_s = CLUSTER_LEASE_S;
     pthread_mutex_init(&c->lock, NULL);
+    pthread_mutex_init(&c->cap_lock, NULL);
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&c->fence_cond, &ca);
+    pthread_condattr_destroy(&ca);
+    atomic_init(&c->renewed_ns, 0);
     cluster_make_id(c->id, sizeof c->id);
     /* A replica holds nothing before the table grants it a cap. */
     atomic_init(&c->cap, cfg->budget == 0 ? cfg->local_max : 0);
@@ -402,6 +501,9 @@ void cluster_destroy(struct cluster *c)
 {
     if (c == NULL)
         return;
+    cluster_fence_stop(c);
+    pthread_cond_destroy(&c->fence_cond);
+    pthread_mutex_destroy(&c->cap_lock);
     pthread_mutex_destroy(&c->lock);
     free(c);
 }

@@ -149,6 +149,8 @@ int connpool_create(const struct connpool_config *cfg, struct connpool **out)
         /* db_conn_is_alive() is free unless the connection idled longer
          * than check_idle_ns, so validate on every acquire. */
         .validate_idle_ns = 0,
+        /* Cap 0 (a replica without its grant): requests wait for one. */
+        .may_empty = true,
     };
     const struct pool_ops *ops = &cp_conn_ops;
     struct connpool *cp = calloc(1, sizeof *cp);
@@ -195,9 +197,10 @@ unsigned connpool_set_cap(struct connpool *cp, unsigned cap)
     unsigned max = cap > cp->max_conns ? cp->max_conns : cap;
 
     atomic_store(&cp->cap, max);
-    /* The pool's size is at least 1; cap 0 is enforced at create. */
-    if (pool_max_size(cp->pool) != (max ? max : 1) &&
-        pool_resize(cp->pool, max ? max : 1) != POOLD_OK)
+    /* Size 0 builds nothing and lets acquires wait for a grant (up to
+     * their timeout: pool_exhausted); create refuses at cap 0 as well. */
+    if (pool_max_size(cp->pool) != max &&
+        pool_resize(cp->pool, max) != POOLD_OK)
         log_event(LOG_WARN, "connection pool resize failed",
                   (const char *)NULL);
     if (max == 0 && pool_total(cp->pool) > 0)

@@ -51,6 +51,8 @@ static const struct status_http {
      "too many requests are waiting for this org; retry later", true},
     {POOLD_ERR_DB, 503, "database_unavailable",
      "the database is unavailable; nothing was written", false},
+    {POOLD_ERR_DB_BUSY, 503, "database_unavailable",
+     "the database did not answer in time; nothing was stored", false},
     {POOLD_ERR_NOT_READY, 503, "database_unavailable",
      "the org directory is not loaded yet: the database is unavailable", false},
     {POOLD_ERR_CREATE, 503, "database_unavailable",

@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "clock.h"
 #include "holders.h"
@@ -24,11 +25,18 @@ struct housekeeping {
     pthread_mutex_t lock;     /* guards stop, conn and conn_busy; never held
                                  across I/O */
     pthread_cond_t cond;      /* stop (CLOCK_MONOTONIC waits) */
-    pthread_cond_t conn_cond; /* the connection was given back */
+    pthread_cond_t conn_cond; /* the connection or the admin token was
+                                 given back */
     struct db_conn *conn;     /* NULL while taken, or none open */
     bool conn_busy;           /* taken: its taker does I/O on it */
+    bool admin_busy;          /* an admin call or a resize runs */
     bool stop;
-    /* The connection's taker's only (so loads apply in the order read). */
+    /* The refresh steps (refresh..watch), on the tick's connection or an
+     * admin call's: the tick only tries it (it never waits behind an admin
+     * call, which is doing the same work then); an admin call waits for it
+     * within its deadline. */
+    pthread_mutex_t refresh_lock;
+    /* refresh_lock's holder's only (so loads apply in the order read). */
     struct catalog_cursor cursor; /* where the last read of org_changes was */
     uint64_t pruned_ns;           /* org_changes last pruned (0: not yet) */
     /* The ticking thread's only (ticks never run twice at once). */
@@ -50,13 +58,16 @@ struct hk_tick {
     struct db_conn *conn; /* taken while the steps flagged HK_CONN run */
     int rc;               /* POOLD_OK until a database step fails */
     bool reloaded;        /* the directory was reloaded this tick */
+    bool refreshing;      /* refresh_lock held for the HK_REFRESH steps */
     char err[REG_ERR_MAX];
 };
 
 enum {
-    HK_CONN = 1u,   /* runs with the housekeeping connection taken */
-    HK_DB = 2u,     /* skipped once a database step of the tick failed */
-    HK_LOADED = 4u, /* skipped until the directory is loaded */
+    HK_CONN = 1u,    /* runs with the housekeeping connection taken */
+    HK_DB = 2u,      /* skipped once a database step of the tick failed */
+    HK_LOADED = 4u,  /* skipped until the directory is loaded */
+    HK_REFRESH = 8u, /* with refresh_lock held; skipped while an admin call
+                        runs these steps itself */
 };
 
 /* -------------------------------------------------- the connection token */
@@ -91,6 +102,33 @@ void housekeeping_conn_give(struct housekeeping *hk, struct db_conn *conn)
         abort(); /* given back without being taken */
     hk->conn = conn;
     hk->conn_busy = false;
+    pthread_cond_broadcast(&hk->conn_cond);
+    pthread_mutex_unlock(&hk->lock);
+}
+
+bool housekeeping_admin_take(struct housekeeping *hk, uint64_t deadline_ns)
+{
+    struct timespec ts;
+    bool got;
+
+    clock_timespec_at(&ts, deadline_ns);
+    pthread_mutex_lock(&hk->lock);
+    while (hk->admin_busy && clock_now_ns() < deadline_ns) {
+        if (registry_test_hook != NULL)
+            registry_test_hook(hk->reg, REGISTRY_TEST_HK_CONN_BUSY);
+        pthread_cond_timedwait(&hk->conn_cond, &hk->lock, &ts);
+    }
+    got = !hk->admin_busy;
+    if (got)
+        hk->admin_busy = true;
+    pthread_mutex_unlock(&hk->lock);
+    return got;
+}
+
+void housekeeping_admin_give(struct housekeeping *hk)
+{
+    pthread_mutex_lock(&hk->lock);
+    hk->admin_busy = false;
     pthread_cond_broadcast(&hk->conn_cond);
     pthread_mutex_unlock(&hk->lock);
 }
@@ -469,11 +507,13 @@ struct hk_step {
 
 static const struct hk_step hk_steps[HK_STEP__COUNT] = {
     [HK_STEP_CONNECT] = {"connect", HK_CONN, step_connect},
-    [HK_STEP_REFRESH] = {"refresh", HK_CONN | HK_DB, step_refresh},
-    [HK_STEP_APPLY_PENDING] = {"apply_pending", HK_CONN, step_apply_pending},
-    [HK_STEP_PRELOAD_RULES] = {"preload_rules", HK_CONN | HK_DB,
+    [HK_STEP_REFRESH] = {"refresh", HK_CONN | HK_DB | HK_REFRESH, step_refresh},
+    /* No HK_DB: a refresh's marks stay until applied, database or not. */
+    [HK_STEP_APPLY_PENDING] = {"apply_pending", HK_CONN | HK_REFRESH,
+                               step_apply_pending},
+    [HK_STEP_PRELOAD_RULES] = {"preload_rules", HK_CONN | HK_DB | HK_REFRESH,
                                step_preload_rules},
-    [HK_STEP_WATCH] = {"watch", HK_CONN | HK_DB, step_watch},
+    [HK_STEP_WATCH] = {"watch", HK_CONN | HK_DB | HK_REFRESH, step_watch},
     [HK_STEP_SYNC_SIZES] = {"sync_sizes", HK_CONN, step_sync_sizes},
     [HK_STEP_HEALTH] = {"health", HK_CONN, step_health},
     [HK_STEP_BREAKERS] = {"breakers", HK_CONN | HK_DB, step_breakers},
@@ -501,7 +541,8 @@ static void hk_run(struct housekeeping *hk, struct hk_tick *t, size_t first,
 
         t->now = t->clock ? t->clock(t->clock_ctx) : clock_now_ns();
         if (!((s->flags & HK_DB) && t->rc != POOLD_OK) &&
-            !((s->flags & HK_LOADED) && !atomic_load(&hk->reg->loaded)))
+            !((s->flags & HK_LOADED) && !atomic_load(&hk->reg->loaded)) &&
+            !((s->flags & HK_REFRESH) && !t->refreshing))
             o = s->run(hk, t);
         if (out != NULL && i < max)
             out[i] = (struct hk_step_report){s->name, o};
@@ -523,29 +564,63 @@ size_t housekeeping_tick(struct housekeeping *hk, clock_fn clock,
     bool taken = false;
 
     /* The connection is taken for the HK_CONN steps only (they come
-     * first): admin calls and resizes wait for them as a whole, never for
-     * pool maintenance. */
+     * first). It is the tick's own: admin calls use pooled connections. */
     for (size_t i = 0; i < HK_STEP__COUNT; i++) {
         bool conn = (hk_steps[i].flags & HK_CONN) != 0;
+        bool refresh = (hk_steps[i].flags & HK_REFRESH) != 0;
 
         if (conn && !taken)
             t.conn = housekeeping_conn_take(hk);
         else if (!conn && taken)
             hk_give_back(hk, &t);
         taken = conn;
+        /* Never waits: an admin call holding it runs these steps now. */
+        if (refresh && !t.refreshing)
+            t.refreshing = pthread_mutex_trylock(&hk->refresh_lock) == 0;
+        else if (!refresh && t.refreshing) {
+            pthread_mutex_unlock(&hk->refresh_lock);
+            t.refreshing = false;
+        }
         hk_run(hk, &t, i, i, out, max);
     }
     if (taken)
         hk_give_back(hk, &t);
+    if (t.refreshing)
+        pthread_mutex_unlock(&hk->refresh_lock);
     return HK_STEP__COUNT;
+}
+
+/* The monotonic deadline at_ns as a CLOCK_REALTIME time (for
+ * pthread_mutex_timedlock, which knows no other clock). */
+static void realtime_at(struct timespec *ts, uint64_t at_ns)
+{
+    uint64_t now = clock_now_ns(), left = at_ns > now ? at_ns - now : 0;
+
+    clock_gettime(CLOCK_REALTIME, ts);
+    left += (uint64_t)ts->tv_nsec;
+    ts->tv_sec += (time_t)(left / NS_PER_S);
+    ts->tv_nsec = (long)(left % NS_PER_S);
 }
 
 int housekeeping_refresh(struct housekeeping *hk, struct db_conn *conn,
                          char *err, size_t errlen)
 {
-    struct hk_tick t = {.conn = conn, .rc = POOLD_OK};
+    struct hk_tick t = {.conn = conn, .rc = POOLD_OK, .refreshing = true};
+    uint64_t deadline = db_thread_deadline_get();
+    struct timespec ts;
 
+    /* Within the caller's deadline: the tick may be refreshing now. */
+    if (deadline == 0)
+        deadline = clock_now_ns() + hk->reg->cfg.acquire_timeout_ns;
+    realtime_at(&ts, deadline);
+    if (pthread_mutex_timedlock(&hk->refresh_lock, &ts) != 0) {
+        snprintf(err, errlen,
+                 "the directory refresh is busy; the next tick "
+                 "does it");
+        return POOLD_ERR_TIMEOUT;
+    }
     hk_run(hk, &t, HK_STEP_REFRESH, HK_STEP_WATCH, NULL, 0);
+    pthread_mutex_unlock(&hk->refresh_lock);
     if (t.rc != POOLD_OK)
         snprintf(err, errlen, "%s", t.err);
     return t.rc;
@@ -627,6 +702,7 @@ int housekeeping_start(struct housekeeping *hk)
 
     t.conn = housekeeping_conn_take(hk);
     rc = hk_start_connect(hk, &t);
+    t.refreshing = true; /* no thread runs yet */
     if (rc == POOLD_OK && t.rc == POOLD_OK) {
         hk_run(hk, &t, HK_STEP_REFRESH, HK_STEP_PRELOAD_RULES, NULL, 0);
         if (t.rc == POOLD_OK)
@@ -665,8 +741,9 @@ int housekeeping_create(struct registry *reg, struct housekeeping **out)
     pthread_condattr_init(&ca);
     pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
     pthread_cond_init(&hk->cond, &ca);
+    pthread_cond_init(&hk->conn_cond, &ca);
     pthread_condattr_destroy(&ca);
-    pthread_cond_init(&hk->conn_cond, NULL);
+    pthread_mutex_init(&hk->refresh_lock, NULL);
     *out = hk;
     return POOLD_OK;
 }
@@ -703,6 +780,7 @@ void housekeeping_destroy(struct housekeeping *hk)
     catalog_cursor_deinit(&hk->cursor);
     pthread_cond_destroy(&hk->cond);
     pthread_cond_destroy(&hk->conn_cond);
+    pthread_mutex_destroy(&hk->refresh_lock);
     pthread_mutex_destroy(&hk->lock);
     free(hk);
 }

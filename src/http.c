@@ -555,6 +555,19 @@ static void on_connection(void *cls, struct MHD_Connection *conn,
     }
 }
 
+/* libmicrohttpd calls this as soon as a request line is in, before the
+ * headers: the read deadline of a keep-alive connection's next request
+ * starts there, not once its headers are complete (they may never be). */
+static void *on_request_line(void *cls, const char *uri,
+                             struct MHD_Connection *conn)
+{
+    struct http_server *srv = cls;
+
+    (void)uri;
+    intake_request_begun(srv->intake, conn_record(conn));
+    return NULL; /* the request's context is made by on_request */
+}
+
 /* The intake's hand-over: the daemon owns fd from here, success or not. */
 static bool hand_over(void *arg, int fd, const struct sockaddr *addr,
                       socklen_t addrlen)
@@ -657,6 +670,7 @@ static int daemon_start(struct http_server *srv,
         MHD_OPTION_CONNECTION_MEMORY_LIMIT, HTTP_CONN_MEMORY,
         MHD_OPTION_NOTIFY_COMPLETED, on_completed, (void *)srv,
         MHD_OPTION_NOTIFY_CONNECTION, on_connection, (void *)srv,
+        MHD_OPTION_URI_LOG_CALLBACK, on_request_line, (void *)srv,
         MHD_OPTION_ARRAY, tls, MHD_OPTION_END);
     if (srv->daemon == NULL) {
         int e = errno;

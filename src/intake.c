@@ -404,9 +404,9 @@ static unsigned active_expire(struct intake *in, uint64_t now)
     for (struct intake_conn *c = in->active.head; c != NULL; c = c->next) {
         uint64_t bytes;
         if (c->state == CONN_IDLE_NEW) {
-            /* Counted here rather than at each answer (a getsockopt costs
-             * 2 us): bytes of a next request that came before this first
-             * count start its deadline at its next byte, or its headers. */
+            /* Not counted at the answer (TCP_INFO failed then): bytes of
+             * a next request that came before this count start its
+             * deadline at its next byte, or at its request line. */
             c->state = bytes_received(c->fd, &c->idle_bytes) ? CONN_IDLE
                                                              : CONN_HANDLING;
         } else if (c->state == CONN_IDLE && bytes_received(c->fd, &bytes) &&
@@ -734,10 +734,19 @@ void intake_request_read(struct intake *in, struct intake_conn *c)
 
 void intake_request_done(struct intake *in, struct intake_conn *c)
 {
+    uint64_t bytes = 0;
+    bool counted;
+
     if (c == NULL)
         return;
+    /* Counted now, as the answer goes: a client that sends the first
+     * lines of its next request at once and goes silent must not have
+     * them in the count the idle deadline compares with. */
+    counted = bytes_received(c->fd, &bytes);
     pthread_mutex_lock(&in->lock);
-    if (c->state != CONN_CUT)
-        c->state = CONN_IDLE_NEW;
+    if (c->state != CONN_CUT) {
+        c->state = counted ? CONN_IDLE : CONN_IDLE_NEW;
+        c->idle_bytes = bytes;
+    }
     pthread_mutex_unlock(&in->lock);
 }

@@ -297,7 +297,8 @@ static int app_start(const struct poold_config *cfg, struct app *a)
         log_event(LOG_ERROR, "cannot start the registry", (const char *)NULL);
         return POOLD_ERR_DB;
     }
-    if (app_start_handlers(cfg, a) != POOLD_OK)
+    if (cluster_fence_start(a->cluster) != POOLD_OK ||
+        app_start_handlers(cfg, a) != POOLD_OK)
         return POOLD_ERR_NOMEM;
     return app_start_http(cfg, a);
 }
@@ -311,7 +312,8 @@ static void app_stop(struct app *a)
     }
     if (a->reg != NULL)
         registry_shutdown(a->reg);
-    registry_destroy(a->reg); /* gives the cluster share back */
+    cluster_fence_stop(a->cluster); /* before the pool it caps goes */
+    registry_destroy(a->reg);       /* gives the cluster share back */
     cluster_destroy(a->cluster);
     handlers_destroy(a->handlers);
     metrics_destroy(a->metrics);

@@ -818,7 +818,7 @@ bool pool_item_is_expired(const struct pool *pool, const struct pool_item *item,
 
 int pool_resize(struct pool *pool, unsigned max_size)
 {
-    if (max_size < 1 || max_size > pool->capacity)
+    if ((max_size < 1 && !pool->cfg.may_empty) || max_size > pool->capacity)
         return POOLD_ERR_INVALID;
     pthread_mutex_lock(&pool->lock);
     unsigned old = atomic_exchange(&pool->max_size, max_size);

@@ -217,8 +217,13 @@ void pool_api_metrics(struct handlers *h, const struct http_request *req,
     registry_conn_stats(cfg_of(h)->reg, &view.conn);
     view.ready = registry_is_ready(cfg_of(h)->reg);
     if (cfg_of(h)->tenants != NULL) {
-        ratelimit_table_foreach(tenants_limits(cfg_of(h)->tenants),
-                                metrics_counts_add, &limits);
+        struct ratelimit_table *t = tenants_limits(cfg_of(h)->tenants);
+        ratelimit_table_foreach(t, metrics_counts_add, &limits);
+        /* Every org with a pool, at 0 until its first refusal: an alert on
+         * rate() sees it before (DESIGN.md). */
+        for (size_t i = 0; rc == POOLD_OK && i < snap.n; i++)
+            if (!ratelimit_table_has(t, snap.v[i].org_id))
+                metrics_counts_add(&limits, snap.v[i].org_id, 0);
         view.rate_limited = &limits;
     }
     if (rc == POOLD_OK)
@@ -244,12 +249,30 @@ void pool_api_healthz(struct handlers *h, const struct http_request *req,
     handlers_render_json(resp, 200, json_pack("{s:s}", "status", "ok"));
 }
 
+/* A replica without its grant of the cluster budget yet: out of rotation,
+ * though the database answers; its requests wait for a grant (up to the
+ * acquire timeout, then pool_exhausted, as this says). */
+static void readyz_starting(struct http_response *resp)
+{
+    resp->error_code = "pool_exhausted";
+    resp->retry_after_s = 1;
+    handlers_render_json(
+        resp, 503,
+        json_pack("{s:s,s:{s:s,s:s}}", "status", "starting", "error", "code",
+                  "pool_exhausted", "message",
+                  "this replica holds no share of the cluster's connection "
+                  "budget yet; requests wait for one up to "
+                  "POOLD_ACQUIRE_TIMEOUT_MS"));
+}
+
 void pool_api_readyz(struct handlers *h, const struct http_request *req,
                      struct http_response *resp)
 {
     (void)req;
     if (handlers_is_draining(h))
         handlers_error_status(h, resp, POOLD_ERR_SHUTDOWN);
+    else if (registry_awaits_grant(cfg_of(h)->reg))
+        readyz_starting(resp);
     else if (!registry_is_ready(cfg_of(h)->reg))
         handlers_errorf(resp, 503, "database_unavailable",
                         "the database does not answer or the org directory "

@@ -246,6 +246,16 @@ uint64_t ratelimit_table_refused(struct ratelimit_table *t, const char *org_id)
     return refused;
 }
 
+bool ratelimit_table_has(struct ratelimit_table *t, const char *org_id)
+{
+    bool found;
+
+    pthread_mutex_lock(&t->lock);
+    rl_search(t, org_id, &found);
+    pthread_mutex_unlock(&t->lock);
+    return found;
+}
+
 void ratelimit_table_foreach(struct ratelimit_table *t,
                              void (*fn)(void *arg, const char *org_id,
                                         uint64_t refused),

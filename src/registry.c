@@ -1057,11 +1057,21 @@ void registry_abort(struct registry *reg)
     db_abort_all();
 }
 
-bool registry_is_ready(struct registry *reg)
+/* Loaded, not stopping, and the database answered lately. */
+static bool registry_serving(struct registry *reg)
 {
     uint64_t last = atomic_load(&reg->last_ok_ns);
     uint64_t grace = reg->cfg.refresh_interval_ns + REG_READY_GRACE_NS;
     return atomic_load(&reg->loaded) && !atomic_load(&reg->shutting_down) &&
-           connpool_cap(reg->cp) > 0 && last != 0 &&
-           clock_now_ns() - last < grace;
+           last != 0 && clock_now_ns() - last < grace;
+}
+
+bool registry_is_ready(struct registry *reg)
+{
+    return registry_serving(reg) && connpool_cap(reg->cp) > 0;
+}
+
+bool registry_awaits_grant(struct registry *reg)
+{
+    return registry_serving(reg) && connpool_cap(reg->cp) == 0;
 }

@@ -19,8 +19,9 @@
  *   a->batcher->lock   one org's group-commit queue (groupcommit.c)
  *   a->holders.lock    one org's holds (holders.c)
  *   a->build_breaker.lock, reg->db_breaker.lock   (breaker.c)
- *   hk->lock           housekeeping: the stop flag and the housekeeping
- *                      connection's "taken" flag (housekeeping.c)
+ *   hk->lock           housekeeping: the stop flag, the housekeeping
+ *                      connection's "taken" flag and the admin token
+ *                      (housekeeping.c)
  *   a pool's lock      each service pool, the connection pool (pool.c)
  *
  * (a is e->act, the active part of an org's entry.) They nest in that
@@ -29,9 +30,13 @@
  * pool_oldest_idle (lock-free), and each of
  * the others is a leaf — nothing else is taken while it is held, but the
  * log's own mutex (log_event), which is innermost everywhere. No lock is
- * held across libpq or network I/O: the housekeeping connection is handed
- * from user to user as a token (housekeeping_conn_take/give), waited for
- * on hk->lock's condition but never used under it.
+ * held across libpq or network I/O but one: hk->refresh_lock, outermost,
+ * held by whoever runs the refresh steps (the tick on its own connection,
+ * or an admin call after a write on its pooled one; each statement
+ * bounded). The tick only tries it and skips those steps when it is taken;
+ * an admin call waits for it within its deadline. The housekeeping
+ * connection and the admin token are handed over as tokens, waited for on
+ * hk->lock's condition but never used under it.
  */
 #ifndef POOLD_REGISTRY_INTERNAL_H
 #define POOLD_REGISTRY_INTERNAL_H
@@ -168,6 +173,9 @@ struct registry {
     atomic_uint_fast64_t last_ok_ns; /* last successful db contact */
 
     struct housekeeping *hk; /* its thread, connection and steps */
+    /* The admin call that has the admin token's (registry_admin_begin). */
+    struct pool_item *admin_item; /* a pooled connection, or a permit */
+    struct db_conn *admin_own;    /* mode none: its own connection */
     /* Replicas: the cluster's hook (cluster.h); set before start. */
     registry_hk_fn hk_fn;
     void *hk_arg;
@@ -210,7 +218,7 @@ unsigned org_entry_size(const struct registry *reg, struct org_entry *e);
 /* Apply a loaded directory (catalog_load's rows, n of them) to the map:
  * new orgs added, facts updated, changed or vanished orgs marked for
  * retiring, resized ones for resizing. No I/O; takes reg->lock. Call with
- * the housekeeping connection taken, so loads apply in the order they were
+ * housekeeping's refresh lock held, so loads apply in the order they were
  * read. */
 void registry_apply_directory(struct registry *reg, const struct org_info *list,
                               size_t n);

@@ -62,19 +62,17 @@ int registry_resize_by(struct registry *reg, const char *org_id, unsigned size,
         return rc;
     }
     /* Store first: a size we could not persist is not applied. Store and
-     * apply are one step, done while this call has the housekeeping
-     * connection (no lock held across the I/O): two resizes, or a resize
-     * and a directory reload, apply in the order the database stored them. */
-    struct db_conn *conn = housekeeping_conn_take(reg->hk);
-    rc = housekeeping_conn_ready(reg->hk, &conn, err, errlen);
-    if (rc == POOLD_OK)
-        rc = actor ? catalog_store_pool_size_by(conn, org_id, size, actor, err,
-                                                errlen)
-                   : catalog_store_pool_size(conn, org_id, size, err, errlen);
-    if (rc != POOLD_OK && conn != NULL && !db_conn_is_clean(conn)) {
-        db_conn_close(conn);
-        conn = NULL;
-    }
+     * apply are one step, done while this call has the admin token (no lock
+     * held across the I/O): two resizes apply in the order the database
+     * stored them; a directory reload between them is set right by the
+     * next one (the stored size moved the fingerprint). */
+    struct db_conn *conn = NULL;
+    rc = registry_admin_begin(reg, &conn, err, errlen);
+    if (rc != POOLD_OK)
+        return rc;
+    rc = actor ? catalog_store_pool_size_by(conn, org_id, size, actor, err,
+                                            errlen)
+               : catalog_store_pool_size(conn, org_id, size, err, errlen);
     if (rc == POOLD_OK) {
         if (registry_test_hook != NULL)
             registry_test_hook(reg, REGISTRY_TEST_RESIZE_STORED);
@@ -85,7 +83,7 @@ int registry_resize_by(struct registry *reg, const char *org_id, unsigned size,
         if (pool && pool_resize(pool, size) != POOLD_OK)
             rc = POOLD_ERR_INVALID;
     }
-    housekeeping_conn_give(reg->hk, conn);
+    registry_admin_end(reg, conn, false);
     if (rc != POOLD_OK && rc != POOLD_ERR_INVALID)
         return rc;
     log_event(LOG_INFO, "pool resized", "org", org_id, (const char *)NULL);
@@ -129,39 +127,101 @@ void registry_conn_stats(struct registry *reg, struct pool_stats *out)
     out->max_size = reg->cfg.db_max_conns;
 }
 
+/* A connection for the admin call that has the token: one of the pool's
+ * (pooled mode; idle services are asked for theirs first, as a request's
+ * build does), or one of its own under a permit (mode none). By acquire_ns
+ * at most. */
+static int admin_conn_get(struct registry *reg, uint64_t acquire_ns,
+                          struct db_conn **conn, char *err, size_t errlen)
+{
+    uint64_t now = clock_now_ns();
+    uint64_t wait = acquire_ns > now ? acquire_ns - now : 0;
+    int rc = pool_try_acquire(reg->conns, 0, &reg->admin_item);
+
+    if (rc == POOLD_ERR_TIMEOUT && reg->cfg.pooled && registry_reclaim(reg, ""))
+        rc = pool_try_acquire(reg->conns, 0, &reg->admin_item);
+    if (rc == POOLD_ERR_TIMEOUT)
+        rc = pool_acquire(reg->conns, wait, &reg->admin_item);
+    if (rc != POOLD_OK) {
+        reg->admin_item = NULL;
+        snprintf(err, errlen,
+                 "no database connection became free in time (%s); nothing "
+                 "was stored",
+                 poold_status_str(rc));
+        return POOLD_ERR_DB_BUSY;
+    }
+    if (reg->cfg.pooled) {
+        *conn = pool_item_object(reg->admin_item);
+        return POOLD_OK;
+    }
+    reg->admin_own = NULL;
+    rc = db_conn_open(&reg->cfg.db, clock_now_ns(), &reg->admin_own, err,
+                      errlen);
+    if (rc != POOLD_OK) {
+        pool_release(reg->conns, reg->admin_item);
+        reg->admin_item = NULL;
+        return POOLD_ERR_DB;
+    }
+    *conn = reg->admin_own;
+    return POOLD_OK;
+}
+
 int registry_admin_begin(struct registry *reg, struct db_conn **conn, char *err,
                          size_t errlen)
 {
-    /* Waits while housekeeping, a resize or another admin call has it. */
-    struct db_conn *c = housekeeping_conn_take(reg->hk);
-    int rc = housekeeping_conn_ready(reg->hk, &c, err, errlen);
+    /* The whole call is bounded: the token and a connection within the
+     * acquire timeout, every statement (and the refresh after a write)
+     * within the statement timeout after it (DESIGN.md). */
+    uint64_t now = clock_now_ns();
+    uint64_t acquire_ns = now + reg->cfg.acquire_timeout_ns;
+    uint64_t stmt_ns = reg->cfg.db.statement_timeout_ms
+                           ? reg->cfg.db.statement_timeout_ms * NS_PER_MS
+                           : reg->cfg.acquire_timeout_ns;
+    int rc;
 
-    if (rc != POOLD_OK) {
-        housekeeping_conn_give(reg->hk, c);
-        return rc;
+    if (!housekeeping_admin_take(reg->hk, acquire_ns)) {
+        snprintf(err, errlen,
+                 "the database did not answer in time: an earlier admin "
+                 "call still waits for it; nothing was stored");
+        return POOLD_ERR_DB_BUSY;
     }
-    *conn = c;
-    return POOLD_OK;
+    db_thread_deadline(acquire_ns + stmt_ns);
+    rc = admin_conn_get(reg, acquire_ns, conn, err, errlen);
+    if (rc != POOLD_OK) {
+        db_thread_deadline(0);
+        housekeeping_admin_give(reg->hk);
+    }
+    return rc;
 }
 
 void registry_admin_end(struct registry *reg, struct db_conn *conn, bool wrote)
 {
     char err[REG_ERR_MAX];
+    bool clean = db_conn_is_clean(conn);
 
-    if (!db_conn_is_clean(conn)) {
-        db_conn_close(conn);
-        housekeeping_conn_give(reg->hk, NULL);
-        return;
+    if (clean) {
+        /* It answered: readiness need not wait for a poll. */
+        registry_mark_db_ok(reg, clock_now_ns());
+        /* Serve the change from the next request here; elsewhere the next
+         * poll sees it. A failure is only logged: the poll retries. */
+        if (wrote &&
+            housekeeping_refresh(reg->hk, conn, err, sizeof err) != POOLD_OK)
+            log_event(LOG_WARN, "refresh after an admin write failed", "error",
+                      err, (const char *)NULL);
+        clean = db_conn_is_clean(conn);
     }
-    /* It answered: readiness need not wait for a poll. */
-    registry_mark_db_ok(reg, clock_now_ns());
-    /* Serve the change from the next request here; elsewhere the next poll
-     * sees it. A failure is only logged: the poll retries. */
-    if (wrote &&
-        housekeeping_refresh(reg->hk, conn, err, sizeof err) != POOLD_OK)
-        log_event(LOG_WARN, "refresh after an admin write failed", "error", err,
-                  (const char *)NULL);
-    housekeeping_conn_give(reg->hk, conn);
+    if (!reg->cfg.pooled) {
+        db_conn_close(reg->admin_own);
+        reg->admin_own = NULL;
+        pool_release(reg->conns, reg->admin_item);
+    } else if (clean) {
+        pool_release(reg->conns, reg->admin_item);
+    } else {
+        pool_release_broken(reg->conns, reg->admin_item);
+    }
+    reg->admin_item = NULL;
+    db_thread_deadline(0);
+    housekeeping_admin_give(reg->hk);
 }
 
 int registry_set_paused(struct registry *reg, const char *org_id, bool paused,

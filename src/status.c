@@ -34,6 +34,8 @@ const char *poold_status_str(int status)
         return "commit outcome unknown";
     case POOLD_ERR_PAUSED:
         return "org paused";
+    case POOLD_ERR_DB_BUSY:
+        return "database busy";
     }
     return "unknown status";
 }

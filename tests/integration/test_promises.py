@@ -1,0 +1,279 @@
+"""test_promises.py — promises that hold where two paths meet (issue 18):
+background work never waits behind a request, a replica keeps to its grant,
+a keep-alive connection keeps to the read deadline, a joining replica waits
+for a grant, per-org series exist from the start (DESIGN.md "Background
+work never waits behind a request", "Replicas").
+
+Two poold on one database, as test_replicas.py does; the harness is
+harness.py's.
+"""
+import json
+import socket
+import subprocess
+import threading
+import time
+import unittest
+import uuid
+
+from harness import (ADMIN_URL, TOKEN, Poold, Sampler, cluster, psql,
+                     require_env, stop_if_running, wait_for)
+
+P = "tp" + uuid.uuid4().hex[:8] + "_"
+ORG = P + "a"
+ORG_LOCK = P + "locked"  # its orgs row is held locked by another session
+RULES = json.dumps({"rules": [{"type": "max_payload_bytes", "value": 1024}]})
+
+
+def setUpModule():
+    require_env()
+    psql("INSERT INTO orgs (org_id, config) VALUES " + ",".join(
+        "('%s', '%s')" % (o, RULES) for o in (ORG, ORG_LOCK)))
+
+
+def tearDownModule():
+    psql(f"DELETE FROM processed_messages WHERE org_id LIKE '{P}%';"
+            f"DELETE FROM org_keys WHERE org_id LIKE '{P}%';"
+            f"DELETE FROM orgs WHERE org_id LIKE '{P}%'")
+
+
+def msg(org=ORG):
+    return {"id": P + uuid.uuid4().hex[:12], "org_id": org, "payload": "x"}
+
+
+def start(testcase, **env):
+    p = Poold(env={k: str(v) for k, v in env.items()}, wait_ready=False)
+    testcase.addCleanup(stop_if_running, p)
+    return p
+
+
+class RowLock:
+    """A psql session that holds a row of orgs locked (FOR UPDATE) until
+    release(): admin writes to that org wait on it."""
+
+    def __init__(self, org):
+        self.psql = subprocess.Popen(
+            ["psql", "-X", "-q", "-At", "-d", ADMIN_URL],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+            bufsize=1)
+        self.psql.stdin.write(
+            "BEGIN; SELECT org_id FROM orgs WHERE org_id = '%s' FOR UPDATE;\n"
+            % org)
+        self.psql.stdin.flush()
+        assert self.psql.stdout.readline().strip() == org
+
+    def release(self):
+        if self.psql.poll() is None:
+            self.psql.stdin.write("ROLLBACK;\n")
+            self.psql.stdin.close()
+            self.psql.wait(10)
+
+
+class KeepAliveReadDeadline(unittest.TestCase):
+    """Item 4: POOLD_REQUEST_READ_TIMEOUT_S holds on a keep-alive
+    connection whose next request's first lines come at once."""
+
+    def test_a_partial_next_request_is_cut_within_the_read_timeout(self):
+        p = start(self, POOLD_REQUEST_READ_TIMEOUT_S=2,
+                  POOLD_CLIENT_TIMEOUT_S=60)
+        s = socket.create_connection(("127.0.0.1", p.port), timeout=10)
+        self.addCleanup(s.close)
+        s.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        got = b""
+        while b'"ok"}' not in got:
+            chunk = s.recv(4096)
+            self.assertTrue(chunk, "closed before the first answer")
+            got += chunk
+        # The next request's first lines at once, then silence.
+        s.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+        t0 = time.monotonic()
+        try:
+            while s.recv(4096):
+                pass
+        except (ConnectionResetError, socket.timeout):
+            pass
+        took = time.monotonic() - t0
+        self.assertLess(took, 2 + 1.5,
+                        "kept %.1f s past a 2 s read timeout" % took)
+
+
+class PerOrgSeries(unittest.TestCase):
+    """Item 6: an org's series exist at 0 once it has a pool."""
+
+    def test_series_exist_at_zero_from_the_first_request(self):
+        p = start(self)
+        wait_for(lambda: p.get("/readyz").status == 200, 20, "ready")
+        self.assertEqual(p.process(msg()).status, 200)
+        text = p.get("/metrics", token=TOKEN).body.decode()
+        for series in ("poold_pool_held_too_long_total",
+                       "poold_rate_limited_total"):
+            line = '%s{org="%s"} 0' % (series, ORG)
+            self.assertTrue(line in text.splitlines(), line + " missing")
+
+
+class JoiningReplica(unittest.TestCase):
+    """Item 5: a replica with no grant yet is "starting" and lets requests
+    wait for one (pool_exhausted after the acquire timeout), never
+    database_unavailable while the database answers."""
+
+    def test_no_grant_yet_waits_and_is_starting(self):
+        env = dict(POOLD_CLUSTER_MAX_CONNS=1, POOLD_DB_MAX_CONNS=1,
+                   POOLD_DB_MIN_IDLE=1, POOLD_ACQUIRE_TIMEOUT_MS=1000)
+        a = start(self, **env)
+        wait_for(lambda: a.get("/readyz").status == 200, 20, "A ready")
+        # The budget of 1 is A's: B's fair share is 0 while A lives.
+        b = start(self, **env)
+        wait_for(lambda: len(cluster(b)) == 2, 20, "B to join")
+        r = b.get("/readyz", route="/readyz")
+        self.assertEqual(r.status, 503)
+        self.assertEqual(r.json()["status"], "starting")
+        t0 = time.monotonic()
+        r = b.process(msg())
+        took = time.monotonic() - t0
+        self.assertEqual((r.status, r.code), (503, "pool_exhausted"))
+        self.assertGreater(took, 0.8, "answered without waiting")
+        self.assertLess(took, 1000 / 1000 + 2)
+        # A request waiting on B is served once A leaves (a grant comes).
+        out = {}
+        slow = dict(env, POOLD_ACQUIRE_TIMEOUT_MS=8000)
+        c = start(self, **slow)
+        wait_for(lambda: len(cluster(c)) == 3, 20, "C to join")
+        t = threading.Thread(target=lambda: out.update(r=c.process(msg())))
+        t.start()
+        self.assertEqual(a.stop(), 0)
+        b.stop()
+        t.join(30)
+        self.assertEqual(out["r"].status, 200, out["r"].body)
+        wait_for(lambda: c.get("/readyz").status == 200, 10, "C ready")
+
+
+class BackgroundWork(unittest.TestCase):
+    """Items 1 and 3: admin writes waiting on a locked row neither delay
+    the watch (a pause made on another poold reaches this one within
+    2 s) nor go unanswered past acquire + statement + 1 s."""
+
+    def test_admin_calls_behind_a_lock_neither_stop_the_watch_nor_hang(self):
+        env = dict(POOLD_ACQUIRE_TIMEOUT_MS=1000,
+                   POOLD_STATEMENT_TIMEOUT_MS=2000)
+        a = start(self, **env)
+        b = start(self, **env)
+        for p in (a, b):
+            wait_for(lambda: p.get("/readyz").status == 200, 20, "ready")
+        self.assertEqual(a.process(msg()).status, 200)
+        lock = RowLock(ORG_LOCK)
+        self.addCleanup(lock.release)
+        answers = []
+
+        def resize():
+            t0 = time.monotonic()
+            r = a.request("PUT", "/pools/%s/size" % ORG_LOCK,
+                          body={"max_size": 3}, token=TOKEN,
+                          route="/pools/{org_id}/size")
+            answers.append((time.monotonic() - t0, r.status, r.body))
+        threads = [threading.Thread(target=resize) for _ in range(3)]
+        for t in threads:
+            t.start()
+        time.sleep(0.2)  # let them queue behind the lock (not a sync)
+        t0 = time.monotonic()
+        r = b.request("POST", "/pools/%s/pause" % ORG, token=TOKEN)
+        self.assertEqual(r.status, 200, r.body)
+        self.addCleanup(lambda: b.request("POST", "/pools/%s/resume" % ORG,
+                                          token=TOKEN))
+        wait_for(lambda: a.process(msg()).status == 503, 10,
+                    "A to refuse the paused org", interval=0.05)
+        paused_after = time.monotonic() - t0
+        for t in threads:
+            t.join(30)
+        self.assertEqual(len(answers), 3)
+        for took, status, body in answers:
+            self.assertLessEqual(took, 1 + 2 + 1, (took, status, body))
+            self.assertEqual(status, 503, body)
+            self.assertEqual(json.loads(body)["error"]["code"],
+                             "database_unavailable")
+            self.assertIn("stored", json.loads(body)["error"]["message"])
+        self.assertLess(paused_after, 2.0,
+                        "the pause reached A after %.1f s" % paused_after)
+
+
+class ReplicaBudget(unittest.TestCase):
+    """Item 2: a replica whose lease lapsed holds nothing until renewed,
+    whatever its heartbeat waits on, and renews with what is free, not
+    with its old grant."""
+
+    POOLED = ("SELECT count(*) FROM pg_stat_activity WHERE application_name"
+              " LIKE 'poold%' AND application_name <> 'poold-housekeeping'")
+
+    def test_lapsed_lease_fences_on_time_and_renews_within_the_budget(self):
+        budget = 4
+        # The statement bound is longer than the lease: only a fence on a
+        # timer of its own closes the connections on time. Slow requests
+        # keep every connection a replica may have busy, so the first to
+        # renew after the lapse holds the whole budget for a while.
+        env = dict(POOLD_CLUSTER_MAX_CONNS=budget, POOLD_DB_MAX_CONNS=4,
+                   POOLD_DB_MIN_IDLE=4, POOLD_STATEMENT_TIMEOUT_MS=30000,
+                   POOLD_PROCESS_COST_MS=1500)
+        a = start(self, **env)
+        wait_for(lambda: a.get("/readyz").status == 200, 20, "A ready")
+        b = start(self, **env)
+
+        def halves():
+            view = cluster(b)
+            return (len(view) == 2 and
+                    sorted(r["granted"] for r in view) == [2, 2] and
+                    psql(self.POOLED) == str(budget))
+        wait_for(halves, 20, "two grants of 2, all open", interval=0.1)
+        stop = threading.Event()
+
+        def load(p):
+            while not stop.is_set():
+                try:
+                    p.process(msg(), timeout=10)
+                except OSError:
+                    pass
+        loaders = [threading.Thread(target=load, args=(p,))
+                   for p in (a, b) for _ in range(4)]
+        for t in loaders:
+            t.start()
+
+        def stop_load():
+            stop.set()
+            for t in loaders:
+                t.join(30)
+        self.addCleanup(stop_load)
+        # Every heartbeat waits on this lock for longer than the lease.
+        lock = subprocess.Popen(
+            ["psql", "-X", "-q", "-At", "-d", ADMIN_URL],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+            bufsize=1)
+        self.addCleanup(lambda: lock.poll() is not None or lock.kill())
+        lock.stdin.write("BEGIN; LOCK TABLE cluster_replicas IN ACCESS "
+                         "EXCLUSIVE MODE; SELECT 'locked';\n")
+        lock.stdin.flush()
+        self.assertEqual(lock.stdout.readline().strip(), "locked")
+        t0 = time.monotonic()
+        try:
+            wait_for(lambda: psql(self.POOLED) == "0", 10,
+                        "the replicas to close their pooled connections",
+                        interval=0.1)
+            took = time.monotonic() - t0
+            # Fenced at half the 7 s lease after the last renewal.
+            self.assertLess(took, 7 / 2 + 1.5)
+            # Past the lease: each one's row is dead to the other.
+            wait_for(lambda: time.monotonic() - t0 > 8.5, 10, "8.5 s")
+            sampler = Sampler()
+            sampler.start()
+            self.addCleanup(sampler.stop)
+        finally:
+            lock.stdin.write("ROLLBACK;\n")
+            lock.stdin.close()
+            lock.wait(10)
+        wait_for(lambda: sorted(r["granted"] for r in cluster(b))
+                    == [2, 2], 20, "two grants of 2 again", interval=0.1)
+        time.sleep(1)  # a second of samples once settled (not a sync)
+        sampler.stop()
+        self.assertGreater(len(sampler.samples), 10)
+        over = [s for s in sampler.samples if s[1] - s[2] > budget]
+        self.assertEqual(over, [], "pooled connections over the budget")
+
+
+if __name__ == "__main__":
+    unittest.main()
