@@ -4,6 +4,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #include "audit.h"
 #include "db.h"
@@ -16,6 +17,7 @@ struct org_info {
     int pool_max_size; /* 0 when NULL (use the default) */
     long long version; /* orgs.config_version: bumped on every change */
     bool paused;       /* orgs.paused: POST /process* answer 503 */
+    bool present;      /* false: no such row (catalog_load_some) */
 };
 
 /* Fail with a clear message unless the schema (sql/) has been applied. */
@@ -23,33 +25,69 @@ POOLD_MUSTCHECK int catalog_check_schema(struct db_conn *conn, char *err,
                                          size_t errlen);
 
 /*
- * A fingerprint of the whole table: the row count and an order-independent
- * digest of every row's (org_id, config_version, enabled, pool_max_size,
- * paused).
- * If both are unchanged, nothing poold uses changed. A digest, not
- * max(config_version): sequence numbers are taken at update time, so a
- * transaction that commits after a later-numbered one would not move the
- * maximum and its change would be missed forever. One scan of orgs, no
- * rows sent.
+ * Change detection that reads only what changed (sql/005_org_changes.sql).
+ * A cursor is the snapshot (pg_current_snapshot()) under which its owner
+ * last read org_changes; the next read returns the org ids written by
+ * transactions that snapshot did not see, so a transaction committing after
+ * a later-started one is never missed (transaction ids, not a sequence).
  */
-POOLD_MUSTCHECK int catalog_fingerprint(struct db_conn *conn, long long *count,
-                                        long long *digest, char *err,
-                                        size_t errlen);
+struct catalog_cursor {
+    char *snap;       /* malloc'd pg_snapshot text; NULL: never read */
+    uint64_t read_ns; /* when snap was read (caller's clock) */
+};
+
+/* A cursor older than this has lost rows to pruning: everything again. */
+#define CATALOG_CURSOR_MAX_AGE_NS (12ull * 3600 * 1000000000ull)
+/* Changed orgs read one by one at most; more is a reload of everything. */
+#define CATALOG_CHANGES_MAX 1024 /* the query asks for one more */
+
+/* What changed since a cursor: everything (all), or n org ids. */
+struct catalog_changes {
+    bool all;
+    char (*ids)[ORG_ID_MAX + 1]; /* malloc'd; NULL when n is 0 */
+    size_t n;
+    char *next; /* malloc'd snapshot of this read: catalog_cursor_advance */
+};
+
+/*
+ * Read what changed since cur (nothing is moved yet: the caller applies
+ * it, then calls catalog_cursor_advance). A never-read or too old cursor
+ * (now_ns) gives all. One indexed query.
+ */
+POOLD_MUSTCHECK int catalog_changes_read(struct db_conn *conn,
+                                         const struct catalog_cursor *cur,
+                                         uint64_t now_ns,
+                                         struct catalog_changes *out, char *err,
+                                         size_t errlen);
+
+/* The changes were applied: cur moves to their snapshot (taking ch->next),
+ * and ch is freed. */
+void catalog_cursor_advance(struct catalog_cursor *cur,
+                            struct catalog_changes *ch, uint64_t now_ns);
+
+/* Free what a read left (also after a failed apply); ch may be zeroed. */
+void catalog_changes_free(struct catalog_changes *ch);
+void catalog_cursor_deinit(struct catalog_cursor *cur);
+
+/* The ids as a text[] literal ("{a,b}"), malloc'd (org ids need no
+ * quoting); NULL when out of memory. */
+char *catalog_ids_array(const struct catalog_changes *ch);
+
+/* Remove org_changes rows older than a day (a cursor that old reloads
+ * everything). */
+POOLD_MUSTCHECK int catalog_prune_changes(struct db_conn *conn, char *err,
+                                          size_t errlen);
 
 /* Load every org. *out is malloc'd (caller frees), *n its length. */
 POOLD_MUSTCHECK int catalog_load(struct db_conn *conn, struct org_info **out,
                                  size_t *n, char *err, size_t errlen);
 
-/*
- * Call fn for every enabled org with its configuration text (borrowed for
- * the call, len bytes, NUL-terminated) and config_version: one query, for
- * parsing every org's rules ahead of its first request.
- */
-POOLD_MUSTCHECK int catalog_load_configs(
-    struct db_conn *conn,
-    void (*fn)(void *arg, const char *org_id, const char *config, size_t len,
-               long long version),
-    void *arg, char *err, size_t errlen);
+/* Load the orgs ch names, one entry per id in its order: present false
+ * for an id without a row. *out is malloc'd (caller frees). */
+POOLD_MUSTCHECK int catalog_load_some(struct db_conn *conn,
+                                      const struct catalog_changes *ch,
+                                      struct org_info **out, char *err,
+                                      size_t errlen);
 
 /* The named statement (db.h) catalog_load_org() prepares on a connection;
  * the others of DB_STMT_MAX are the service's. */

@@ -18,9 +18,11 @@ struct housekeeping; /* opaque; owned by the registry */
  * the tick's clock (the thread's is the monotonic clock; a test's is fake):
  *
  *   connect         the housekeeping connection (outside the cap) is alive
- *   refresh         the orgs fingerprint; the directory reloaded if it moved
+ *   refresh         org_changes since the last read; the changed orgs (or,
+ *                   at start or after a bulk write, all) applied
  *   apply_pending   retire and resize what the reload marked
- *   preload_rules   parse every org's rules after a reload
+ *   preload_rules   the directory is loaded (rules are parsed when an
+ *                   org's pool builds its first service, not here)
  *   watch           registry_config.watch (tenants: keys, rate limits)
  *   sync_sizes      a pool whose size is not the stored one is resized
  *   health          readiness, or "database unreachable" and a backoff

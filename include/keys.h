@@ -53,6 +53,14 @@ void keys_set_destroy(struct keys_set *set); /* accepts NULL */
 POOLD_MUSTCHECK int keys_set_replace(struct keys_set *set,
                                      const struct keys_entry *v, size_t n);
 
+/* The keys of the norgs orgs listed become those of v[0..n) (each of
+ * them of a listed org; copied); other orgs' keys are kept. NOMEM leaves
+ * the set as it was. */
+POOLD_MUSTCHECK int keys_set_update(struct keys_set *set,
+                                    const char (*orgs)[ORG_ID_MAX + 1],
+                                    size_t norgs, const struct keys_entry *v,
+                                    size_t n);
+
 /* True once keys_set_replace() succeeded once. */
 bool keys_set_is_loaded(struct keys_set *set);
 

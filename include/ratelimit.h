@@ -60,6 +60,12 @@ POOLD_MUSTCHECK int ratelimit_table_sync(struct ratelimit_table *t,
                                          const struct ratelimit_setting *v,
                                          size_t n, uint64_t now_ns);
 
+/* As ratelimit_table_sync() for the n orgs listed only (rps 0: that org
+ * has no limit now); the others' limits are kept. */
+POOLD_MUSTCHECK int ratelimit_table_update(struct ratelimit_table *t,
+                                           const struct ratelimit_setting *v,
+                                           size_t n, uint64_t now_ns);
+
 /* Admit n messages of org_id at now_ns. An org without a limit always
  * passes. A refusal (WAIT or NEVER) is counted for the org. */
 enum ratelimit_verdict ratelimit_table_take(struct ratelimit_table *t,

@@ -28,9 +28,11 @@ struct ratelimit_table *tenants_limits(struct tenants *t);
 /*
  * The registry's watch hook (struct registry_config.watch), run by its
  * housekeeping thread about once a second and after every admin write, on
- * its connection, one call at a time (no lock held): one query
- * fingerprints org_keys and the orgs' rate limits; when it moves, the live
- * keys and the limits are reloaded. So a revocation or a limit changed
+ * its connection, one call at a time (no lock held): one indexed query
+ * reads which orgs' keys or limits changed since its last read
+ * (org_changes, catalog_changes_read), and only those orgs' live keys and
+ * limits are reloaded (all of them the first time). So a revocation or a
+ * limit changed
  * anywhere is seen here within one poll, and no request ever queries for a
  * key. arg is the tenants.
  */

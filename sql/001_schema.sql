@@ -9,10 +9,9 @@ CREATE TABLE IF NOT EXISTS orgs (
     updated_at     timestamptz NOT NULL DEFAULT now()
 );
 
--- Every change to a row takes a new number from this sequence. poold polls
--- a digest of every row's (org_id, config_version, enabled, pool_max_size)
--- to learn that something changed, then retires the services built from an
--- older version of the row.
+-- Every change to a row takes a new number from this sequence. poold learns
+-- which rows changed from org_changes (005_org_changes.sql), then retires
+-- the services built from an older version of the row.
 CREATE SEQUENCE IF NOT EXISTS orgs_config_version_seq;
 ALTER TABLE orgs ADD COLUMN IF NOT EXISTS config_version bigint NOT NULL
     DEFAULT nextval('orgs_config_version_seq');

@@ -5,8 +5,8 @@
 -- Written by PUT /orgs/{org_id} or by hand. None of these columns is part of
 -- the org's processing configuration: orgs_bump_version (001) bumps
 -- config_version only for enabled/config/org_id, so changing a rate limit
--- or pausing never retires the org's services. poold watches them through
--- its own fingerprint (keys and limits), polled every second.
+-- or pausing never retires the org's services. poold reads the orgs whose
+-- keys or limits changed from org_changes (005), every second.
 ALTER TABLE orgs ADD COLUMN IF NOT EXISTS paused boolean NOT NULL DEFAULT false;
 ALTER TABLE orgs ADD COLUMN IF NOT EXISTS rate_limit_rps double precision NULL;
 ALTER TABLE orgs ADD COLUMN IF NOT EXISTS rate_limit_burst integer NULL;

@@ -1,4 +1,4 @@
-/* catalog.c — the orgs table: schema check, fingerprint, load, resize. */
+/* catalog.c — the orgs table: schema check, changes, load, resize. */
 #include "catalog.h"
 
 #include <errno.h>
@@ -36,14 +36,16 @@ int catalog_check_schema(struct db_conn *conn, char *err, size_t errlen)
         " AND NOT attisdropped),"
         " EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid ="
         " to_regclass('orgs') AND attname = 'paused'"
-        " AND NOT attisdropped)";
+        " AND NOT attisdropped),"
+        " to_regclass('org_changes') IS NOT NULL";
     static const char *const names[] = {"table orgs",
                                         "table processed_messages",
                                         "column orgs.config_version",
                                         "table org_keys",
                                         "table audit_log",
                                         "column orgs.rate_limit_rps",
-                                        "column orgs.paused"};
+                                        "column orgs.paused",
+                                        "table org_changes"};
     PGresult *res =
         db_exec(conn, "schema check", sql, 0, NULL, NULL, err, errlen);
 
@@ -64,27 +66,124 @@ int catalog_check_schema(struct db_conn *conn, char *err, size_t errlen)
     return POOLD_OK;
 }
 
-int catalog_fingerprint(struct db_conn *conn, long long *count,
-                        long long *digest, char *err, size_t errlen)
+/* ---- change detection (sql/005_org_changes.sql) --------------------- */
+
+void catalog_changes_free(struct catalog_changes *ch)
 {
-    /* sum() of bigint is numeric: no overflow; folded back into bigint. */
+    free(ch->ids);
+    free(ch->next);
+    memset(ch, 0, sizeof *ch);
+}
+
+void catalog_cursor_deinit(struct catalog_cursor *cur)
+{
+    free(cur->snap);
+    cur->snap = NULL;
+}
+
+void catalog_cursor_advance(struct catalog_cursor *cur,
+                            struct catalog_changes *ch, uint64_t now_ns)
+{
+    free(cur->snap);
+    cur->snap = ch->next;
+    cur->read_ns = now_ns;
+    ch->next = NULL;
+    catalog_changes_free(ch);
+}
+
+/* Rows of the changes query into out: column 0 the snapshot (every row),
+ * column 1 a changed org id or NULL (no change), '*' everything. */
+static int changes_take(PGresult *res, struct catalog_changes *out)
+{
+    size_t rows = (size_t)PQntuples(res);
+
+    if (rows == 0 || (out->next = strdup(PQgetvalue(res, 0, 0))) == NULL)
+        return POOLD_ERR_NOMEM;
+    if (rows > CATALOG_CHANGES_MAX) {
+        out->all = true;
+        return POOLD_OK;
+    }
+    out->ids = calloc(rows, sizeof *out->ids);
+    if (out->ids == NULL)
+        return POOLD_ERR_NOMEM;
+    for (size_t i = 0; i < rows; i++) {
+        const char *id = PQgetvalue(res, (int)i, 1);
+        size_t len = strlen(id);
+
+        if (PQgetisnull(res, (int)i, 1))
+            continue;
+        if (strcmp(id, "*") == 0)
+            out->all = true;
+        else if (orgid_is_valid(id, len))
+            memcpy(out->ids[out->n++], id, len + 1);
+    }
+    return POOLD_OK;
+}
+
+int catalog_changes_read(struct db_conn *conn, const struct catalog_cursor *cur,
+                         uint64_t now_ns, struct catalog_changes *out,
+                         char *err, size_t errlen)
+{
+    const char *params[1] = {cur->snap};
+    bool stale =
+        cur->snap == NULL || now_ns - cur->read_ns > CATALOG_CURSOR_MAX_AGE_NS;
+    /* One statement: its snapshot is the one returned, so a change is
+     * either read now or not visible in it (and read next time). */
+    PGresult *res = db_exec(
+        conn, "orgs changes",
+        stale ? "SELECT pg_current_snapshot()::text, NULL::text"
+              : "SELECT pg_current_snapshot()::text, c.org_id FROM (SELECT 1)"
+                " one LEFT JOIN (SELECT DISTINCT org_id FROM org_changes"
+                " WHERE xid >= pg_snapshot_xmin($1::pg_snapshot) AND NOT"
+                " pg_visible_in_snapshot(xid, $1::pg_snapshot) LIMIT 1025) c"
+                " ON true",
+        stale ? 0 : 1, params, NULL, err, errlen);
+    int rc;
+
+    memset(out, 0, sizeof *out);
+    if (res == NULL)
+        return POOLD_ERR_DB;
+    rc = changes_take(res, out);
+    PQclear(res);
+    out->all |= stale;
+    if (rc != POOLD_OK) {
+        catalog_changes_free(out);
+        snprintf(err, errlen, "orgs changes: out of memory");
+    }
+    return rc;
+}
+
+char *catalog_ids_array(const struct catalog_changes *ch)
+{
+    size_t cap = 3 + ch->n * (ORG_ID_MAX + 1), len = 1;
+    char *s = malloc(cap);
+
+    if (s == NULL)
+        return NULL;
+    s[0] = '{';
+    for (size_t i = 0; i < ch->n; i++) {
+        size_t l = strlen(ch->ids[i]);
+        if (i > 0)
+            s[len++] = ',';
+        memcpy(s + len, ch->ids[i], l);
+        len += l;
+    }
+    s[len++] = '}';
+    s[len] = '\0';
+    return s;
+}
+
+int catalog_prune_changes(struct db_conn *conn, char *err, size_t errlen)
+{
     PGresult *res =
-        db_exec(conn, "orgs fingerprint",
-                "SELECT count(*), coalesce(sum(hashtextextended(concat_ws(':', "
-                "org_id, config_version, enabled, pool_max_size, paused), 0)) "
-                "% 9223372036854775807, 0)::bigint FROM orgs",
+        db_exec(conn, "orgs changes prune",
+                "DELETE FROM org_changes WHERE at < now() - interval '1 day'",
                 0, NULL, NULL, err, errlen);
-    int rc = POOLD_OK;
 
     if (res == NULL)
         return POOLD_ERR_DB;
-    if (!catalog_get_ll(res, 0, 0, count) ||
-        !catalog_get_ll(res, 0, 1, digest)) {
-        snprintf(err, errlen, "orgs fingerprint: unexpected values");
-        rc = POOLD_ERR_DB;
-    }
     PQclear(res);
-    return rc;
+    return POOLD_OK;
 }
 
 /* One row of the load query into *org; false if a value is malformed. */
@@ -103,6 +202,7 @@ static bool catalog_row(const PGresult *res, int row, struct org_info *org)
         return false;
     org->pool_max_size = (int)size;
     org->paused = strcmp(PQgetvalue(res, row, 4), "t") == 0;
+    org->present = true;
     return true;
 }
 
@@ -112,7 +212,7 @@ int catalog_load(struct db_conn *conn, struct org_info **out, size_t *n,
     PGresult *res = db_exec(
         conn, "orgs load",
         "SELECT org_id, enabled, coalesce(pool_max_size, 0), config_version,"
-        " paused FROM orgs ORDER BY org_id",
+        " paused FROM orgs",
         0, NULL, NULL, err, errlen);
     struct org_info *orgs;
     size_t rows, kept = 0;
@@ -141,26 +241,41 @@ int catalog_load(struct db_conn *conn, struct org_info **out, size_t *n,
     return POOLD_OK;
 }
 
-int catalog_load_configs(struct db_conn *conn,
-                         void (*fn)(void *arg, const char *org_id,
-                                    const char *config, size_t len,
-                                    long long version),
-                         void *arg, char *err, size_t errlen)
+int catalog_load_some(struct db_conn *conn, const struct catalog_changes *ch,
+                      struct org_info **out, char *err, size_t errlen)
 {
-    PGresult *res =
-        db_exec(conn, "orgs configs",
-                "SELECT org_id, config::text, config_version FROM orgs"
-                " WHERE enabled",
-                0, NULL, NULL, err, errlen);
-    long long version;
+    char *ids = catalog_ids_array(ch);
+    const char *params[1] = {ids};
+    PGresult *res = NULL;
+    struct org_info *orgs = calloc(ch->n ? ch->n : 1, sizeof *orgs);
 
-    if (res == NULL)
-        return POOLD_ERR_DB;
-    for (int i = 0; i < PQntuples(res); i++)
-        if (catalog_get_ll(res, i, 2, &version))
-            fn(arg, PQgetvalue(res, i, 0), PQgetvalue(res, i, 1),
-               (size_t)PQgetlength(res, i, 1), version);
+    *out = NULL;
+    if (ids != NULL && orgs != NULL)
+        res = db_exec(conn, "orgs load some",
+                      "SELECT org_id, enabled, coalesce(pool_max_size, 0),"
+                      " config_version, paused FROM orgs"
+                      " WHERE org_id = ANY ($1::text[])",
+                      1, params, NULL, err, errlen);
+    else
+        snprintf(err, errlen, "orgs load: out of memory");
+    free(ids);
+    if (res == NULL) {
+        free(orgs);
+        return ids == NULL || orgs == NULL ? POOLD_ERR_NOMEM : POOLD_ERR_DB;
+    }
+    /* Every id listed, found or not; the rows fill the ones found. */
+    for (size_t i = 0; i < ch->n; i++)
+        memcpy(orgs[i].org_id, ch->ids[i], sizeof orgs[i].org_id);
+    for (int r = 0; r < PQntuples(res); r++) {
+        struct org_info o;
+        if (!catalog_row(res, r, &o))
+            continue;
+        for (size_t i = 0; i < ch->n; i++)
+            if (strcmp(orgs[i].org_id, o.org_id) == 0)
+                orgs[i] = o;
+    }
     PQclear(res);
+    *out = orgs;
     return POOLD_OK;
 }
 

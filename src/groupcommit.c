@@ -132,7 +132,7 @@ static size_t batcher_take(struct batcher *b, struct gc_job *own,
 static int gc_commit(struct org_entry *e, struct service *svc,
                      struct gc_job **group, size_t n)
 {
-    struct batcher *b = e->batcher;
+    struct batcher *b = e->act->batcher;
     struct service_job jobs[GC_GROUP_MAX];
     uint64_t deadline = UINT64_MAX;
     char err[REG_ERR_MAX] = "";
@@ -165,7 +165,7 @@ static int gc_commit(struct org_entry *e, struct service *svc,
 static void gc_flush(struct registry *reg, struct org_entry *e,
                      struct gc_job *own, const struct reg_deadlines *dl)
 {
-    struct batcher *b = e->batcher;
+    struct batcher *b = e->act->batcher;
     struct gc_job *group[GC_GROUP_MAX];
     struct pool_item *item;
     struct holder hold;
@@ -174,7 +174,7 @@ static void gc_flush(struct registry *reg, struct org_entry *e,
     int rc = POOLD_OK;
 
     db_thread_deadline(dl->acquire_ns);
-    rc = pool_acquire(e->pool, reg->cfg.max_waiters ? timeout : 0, &item);
+    rc = pool_acquire(e->act->pool, reg->cfg.max_waiters ? timeout : 0, &item);
     db_thread_deadline(0);
     if (rc != POOLD_OK) {
         pthread_mutex_lock(&b->lock);
@@ -201,7 +201,7 @@ static void gc_flush(struct registry *reg, struct org_entry *e,
             break; /* this connection is done for: released as broken */
         if (!db_conn_is_clean(service_conn(pool_item_object(item))))
             break; /* a lookup after the INSERT lost it: reset destroys it */
-        if (pool_waiting(reg->conns) > atomic_load(&e->building) ||
+        if (pool_waiting(reg->conns) > atomic_load(&e->act->building) ||
             atomic_load(&reg->shutting_down))
             break; /* the connection is wanted elsewhere: hand over */
     }
@@ -213,11 +213,12 @@ static void gc_flush(struct registry *reg, struct org_entry *e,
 static int gc_wait(struct registry *reg, struct org_entry *e,
                    struct gc_job *own, const struct reg_deadlines *dl)
 {
-    struct batcher *b = e->batcher;
+    struct batcher *b = e->act->batcher;
     struct timespec ts;
 
     while (own->state != GC_DONE) {
-        if (own->state == GC_QUEUED && b->flushers < pool_max_size(e->pool)) {
+        if (own->state == GC_QUEUED &&
+            b->flushers < pool_max_size(e->act->pool)) {
             b->flushers++;
             own->flushing = true;
             pthread_mutex_unlock(&b->lock);
@@ -253,14 +254,14 @@ int groupcommit_process(struct registry *reg, struct org_entry *e,
                         const struct reg_deadlines *dl, bool admit, char *err,
                         size_t errlen)
 {
-    struct batcher *b = e->batcher;
+    struct batcher *b = e->act->batcher;
     struct gc_job own = {
         .job = {.msg = msg}, .commit_ns = dl->commit_ns, .state = GC_QUEUED};
     int rc;
 
     pthread_mutex_lock(&b->lock);
     /* Every flusher busy: the request waits, within POOLD_MAX_WAITING. */
-    if (admit && b->flushers >= pool_max_size(e->pool) &&
+    if (admit && b->flushers >= pool_max_size(e->act->pool) &&
         b->queued >= reg->cfg.max_waiters) {
         pthread_mutex_unlock(&b->lock);
         atomic_fetch_add(&b->rejected, 1);

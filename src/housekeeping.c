@@ -2,6 +2,9 @@
 #include "housekeeping.h"
 
 #include <pthread.h>
+#ifdef __GLIBC__
+#include <malloc.h>
+#endif
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -14,7 +17,8 @@
 #include "registry_internal.h"
 
 #define HK_HELD_LOG_MAX 16 /* held-too-long holds logged per org per tick */
-#define HK_WARM_ROUND_NS (2 * NS_PER_S) /* one round of warm connections */
+#define HK_WARM_ROUND_NS (2 * NS_PER_S)    /* one round of warm connections */
+#define HK_PRUNE_EVERY_NS (600 * NS_PER_S) /* org_changes pruned */
 
 struct housekeeping {
     struct registry *reg;     /* borrowed; owns this */
@@ -33,7 +37,8 @@ struct housekeeping {
      * within its deadline. */
     pthread_mutex_t refresh_lock;
     /* refresh_lock's holder's only (so loads apply in the order read). */
-    long long fp_count, fp_digest; /* the orgs fingerprint last loaded */
+    struct catalog_cursor cursor; /* where the last read of org_changes was */
+    uint64_t pruned_ns;           /* org_changes last pruned (0: not yet) */
     /* The ticking thread's only (ticks never run twice at once). */
     bool was_down;
     uint64_t backoff_ns; /* 0: tick again after the refresh interval */
@@ -151,40 +156,84 @@ static enum hk_outcome step_connect(struct housekeeping *hk, struct hk_tick *t)
     return t->rc == POOLD_OK ? HK_RAN : HK_FAILED;
 }
 
-/* Reload the directory if its fingerprint moved. */
+/* Old org_changes rows go about every ten minutes (any replica may), the
+ * first time ten minutes after start: never in the way of readiness. */
+static void hk_prune(struct housekeeping *hk, struct hk_tick *t)
+{
+    char err[REG_ERR_MAX];
+    uint64_t now = clock_now_ns();
+
+    if (hk->pruned_ns == 0)
+        hk->pruned_ns = now;
+    if (now - hk->pruned_ns < HK_PRUNE_EVERY_NS)
+        return;
+    hk->pruned_ns = now;
+    if (catalog_prune_changes(t->conn, err, sizeof err) != POOLD_OK)
+        log_event(LOG_WARN, "org_changes not pruned", "error", err,
+                  (const char *)NULL);
+}
+
+/* Apply what changed: the whole directory, or the changed orgs' rows. */
+static int hk_apply_changes(struct housekeeping *hk, struct hk_tick *t,
+                            const struct catalog_changes *ch)
+{
+    struct org_info *list = NULL;
+    size_t n = ch->n;
+    int rc;
+
+    if (ch->all)
+        rc = catalog_load(t->conn, &list, &n, t->err, sizeof t->err);
+    else
+        rc = catalog_load_some(t->conn, ch, &list, t->err, sizeof t->err);
+    if (rc != POOLD_OK)
+        return rc;
+    if (ch->all)
+        registry_apply_directory(hk->reg, list, n);
+    else
+        registry_apply_changes(hk->reg, list, n);
+    free(list);
+#ifdef __GLIBC__
+    /* A whole load's result (a million rows: about 100 MB) was freed in
+     * pieces below the entries made since: give those pages back. */
+    if (ch->all)
+        malloc_trim(0);
+#endif
+    return POOLD_OK;
+}
+
+/* Read which orgs changed since the last read (org_changes, indexed) and
+ * apply those: nothing here grows with the number of orgs but a reload
+ * of everything (at start, after a bulk write or a long outage). */
 static enum hk_outcome step_refresh(struct housekeeping *hk, struct hk_tick *t)
 {
-    long long count, digest;
-    struct org_info *list = NULL;
-    size_t n = 0;
+    struct catalog_changes ch;
+    uint64_t now = clock_now_ns();
 
-    t->rc =
-        catalog_fingerprint(t->conn, &count, &digest, t->err, sizeof t->err);
+    t->rc = catalog_changes_read(t->conn, &hk->cursor, now, &ch, t->err,
+                                 sizeof t->err);
     if (t->rc != POOLD_OK)
         return HK_FAILED;
-    if (atomic_load(&hk->reg->loaded) && count == hk->fp_count &&
-        digest == hk->fp_digest)
-        return HK_RAN;
-    t->rc = catalog_load(t->conn, &list, &n, t->err, sizeof t->err);
-    if (t->rc != POOLD_OK)
-        return HK_FAILED;
-    registry_apply_directory(hk->reg, list, n);
-    free(list);
-    hk->fp_count = count;
-    hk->fp_digest = digest;
-    t->reloaded = true;
+    if (ch.all || ch.n > 0) {
+        t->rc = hk_apply_changes(hk, t, &ch);
+        if (t->rc != POOLD_OK) {
+            catalog_changes_free(&ch);
+            return HK_FAILED;
+        }
+        t->reloaded = true;
+    }
+    catalog_cursor_advance(&hk->cursor, &ch, now);
+    hk_prune(hk, t);
     return HK_RAN;
 }
 
 /* Idle services go now, lent ones on release; validate() refuses any that
  * slips between (version check), so stale configuration is never served. */
-static void apply_pending_one(void *arg, struct org_entry *e)
+static void apply_pending_one(void *arg, struct org_entry *e, bool retire,
+                              bool resize)
 {
     struct registry *reg = arg;
     struct pool *pool = org_entry_pool(e);
-    bool retire, resize;
 
-    org_entry_take_pending(reg, e, &retire, &resize);
     if (retire) {
         pool_retire_all(pool);
         log_event(LOG_INFO, "org configuration changed, services retired",
@@ -195,28 +244,26 @@ static void apply_pending_one(void *arg, struct org_entry *e)
                   org_entry_id(e), (const char *)NULL);
 }
 
+/* Only the orgs a refresh marked (those with a pool that changed); the
+ * marks stay until applied, even while the database is away. */
 static enum hk_outcome step_apply_pending(struct housekeeping *hk,
                                           struct hk_tick *t)
 {
-    if (!t->reloaded)
-        return HK_SKIPPED;
-    registry_foreach_org(hk->reg, true, apply_pending_one, hk->reg);
-    return HK_RAN;
+    (void)t;
+    return registry_foreach_pending(hk->reg, apply_pending_one, hk->reg) > 0
+               ? HK_RAN
+               : HK_SKIPPED;
 }
 
-/* Every org's rules parsed now, so its first service costs a rules copy and
- * a pooled connection, no query. A failure is only logged (builds query). */
+/* The directory is loaded: requests may be routed. (Rules are no longer
+ * parsed here for every org: an org's rules are read and parsed when its
+ * pool builds its first service, and kept while it has a pool, so an idle
+ * org costs no ruleset — issue 19.) */
 static enum hk_outcome step_preload_rules(struct housekeeping *hk,
                                           struct hk_tick *t)
 {
-    char err[REG_ERR_MAX];
-
     if (!t->reloaded)
         return HK_SKIPPED;
-    if (catalog_load_configs(t->conn, registry_preload_one, hk->reg, err,
-                             sizeof err) != POOLD_OK)
-        log_event(LOG_WARN, "org rules not preloaded", "error", err,
-                  (const char *)NULL);
     registry_mark_loaded(hk->reg);
     return HK_RAN;
 }
@@ -249,7 +296,7 @@ static enum hk_outcome step_sync_sizes(struct housekeeping *hk,
                                        struct hk_tick *t)
 {
     (void)t;
-    registry_foreach_org(hk->reg, true, sync_size_one, hk->reg);
+    registry_foreach_org(hk->reg, REG_LIVE, sync_size_one, hk->reg);
     return HK_RAN;
 }
 
@@ -284,7 +331,7 @@ static enum hk_outcome step_breakers(struct housekeeping *hk, struct hk_tick *t)
     (void)t;
     if (!hk->was_down)
         return HK_SKIPPED;
-    registry_foreach_org(hk->reg, false, breaker_reset_one, NULL);
+    registry_foreach_org(hk->reg, REG_ACTIVE, breaker_reset_one, NULL);
     breaker_success(&hk->reg->db_breaker);
     hk->was_down = false;
     log_event(LOG_INFO, "database reachable again", (const char *)NULL);
@@ -312,7 +359,7 @@ static void maintain_one(void *arg, struct org_entry *e)
 static enum hk_outcome step_maintain_pools(struct housekeeping *hk,
                                            struct hk_tick *t)
 {
-    registry_foreach_org(hk->reg, true, maintain_one, &t->now);
+    registry_foreach_org(hk->reg, REG_LIVE, maintain_one, &t->now);
     return HK_RAN;
 }
 
@@ -345,7 +392,9 @@ static enum hk_outcome step_check_holds(struct housekeeping *hk,
 
     if (a.warn_ns == 0)
         return HK_SKIPPED;
-    registry_foreach_org(hk->reg, false, check_holds_one, &a);
+    /* Pooled, a hold is of a service: only orgs with services have one. */
+    registry_foreach_org(hk->reg, hk->reg->cfg.pooled ? REG_LIVE : REG_ACTIVE,
+                         check_holds_one, &a);
     return HK_RAN;
 }
 
@@ -400,7 +449,7 @@ static void *prewarm_main(void *arg)
     const char *list = reg->prewarm;
 
     if (strcmp(list, "all") == 0) {
-        registry_foreach_org(reg, false, prewarm_entry, reg);
+        registry_foreach_org(reg, REG_EVERY, prewarm_entry, reg);
     } else {
         for (const char *p = list; *p && !atomic_load(&reg->shutting_down);) {
             char id[ORG_ID_MAX + 1];
@@ -459,7 +508,8 @@ struct hk_step {
 static const struct hk_step hk_steps[HK_STEP__COUNT] = {
     [HK_STEP_CONNECT] = {"connect", HK_CONN, step_connect},
     [HK_STEP_REFRESH] = {"refresh", HK_CONN | HK_DB | HK_REFRESH, step_refresh},
-    [HK_STEP_APPLY_PENDING] = {"apply_pending", HK_CONN | HK_DB | HK_REFRESH,
+    /* No HK_DB: a refresh's marks stay until applied, database or not. */
+    [HK_STEP_APPLY_PENDING] = {"apply_pending", HK_CONN | HK_REFRESH,
                                step_apply_pending},
     [HK_STEP_PRELOAD_RULES] = {"preload_rules", HK_CONN | HK_DB | HK_REFRESH,
                                step_preload_rules},
@@ -727,6 +777,7 @@ void housekeeping_destroy(struct housekeeping *hk)
     if (reg->hk_fn && hk->conn)
         reg->hk_fn(reg->hk_arg, hk->conn, true);
     db_conn_close(hk->conn);
+    catalog_cursor_deinit(&hk->cursor);
     pthread_cond_destroy(&hk->cond);
     pthread_cond_destroy(&hk->conn_cond);
     pthread_mutex_destroy(&hk->refresh_lock);

@@ -138,39 +138,97 @@ static size_t digest_hash(const unsigned char *d)
     return (size_t)h;
 }
 
-int keys_set_replace(struct keys_set *set, const struct keys_entry *v, size_t n)
+/* The probe table of n entries; NULL when out of memory. */
+static size_t *keys_slots(const struct keys_entry *v, size_t n, size_t *out)
 {
     size_t nslots = 16;
-    struct keys_entry *copy;
     size_t *slot;
 
     while (nslots < 2 * n)
         nslots *= 2;
-    copy = malloc((n ? n : 1) * sizeof *copy);
     slot = calloc(nslots, sizeof *slot);
-    if (copy == NULL || slot == NULL) {
-        free(copy);
-        free(slot);
-        return POOLD_ERR_NOMEM;
-    }
-    if (n > 0)
-        memcpy(copy, v, n * sizeof *copy);
+    if (slot == NULL)
+        return NULL;
     for (size_t i = 0; i < n; i++) {
-        size_t s = digest_hash(copy[i].digest) & (nslots - 1);
+        size_t s = digest_hash(v[i].digest) & (nslots - 1);
         while (slot[s] != 0)
             s = (s + 1) & (nslots - 1);
         slot[s] = i + 1;
     }
-    pthread_rwlock_wrlock(&set->lock);
+    *out = nslots;
+    return slot;
+}
+
+/* Under the write lock: the set becomes v (n entries, taken). */
+static int keys_set_install(struct keys_set *set, struct keys_entry *v,
+                            size_t n)
+{
+    size_t nslots;
+    size_t *slot = keys_slots(v, n, &nslots);
+
+    if (slot == NULL) {
+        free(v);
+        return POOLD_ERR_NOMEM;
+    }
     free(set->v);
     free(set->slot);
-    set->v = copy;
+    set->v = v;
     set->n = n;
     set->slot = slot;
     set->nslots = nslots;
     set->loaded = true;
-    pthread_rwlock_unlock(&set->lock);
     return POOLD_OK;
+}
+
+int keys_set_replace(struct keys_set *set, const struct keys_entry *v, size_t n)
+{
+    struct keys_entry *copy = malloc((n ? n : 1) * sizeof *copy);
+    int rc;
+
+    if (copy == NULL)
+        return POOLD_ERR_NOMEM;
+    if (n > 0)
+        memcpy(copy, v, n * sizeof *copy);
+    pthread_rwlock_wrlock(&set->lock);
+    rc = keys_set_install(set, copy, n);
+    pthread_rwlock_unlock(&set->lock);
+    return rc;
+}
+
+static int org_cmp(const void *a, const void *b)
+{
+    return strcmp(a, b);
+}
+
+int keys_set_update(struct keys_set *set, const char (*orgs)[ORG_ID_MAX + 1],
+                    size_t norgs, const struct keys_entry *v, size_t n)
+{
+    char(*sorted)[ORG_ID_MAX + 1] =
+        malloc((norgs ? norgs : 1) * sizeof *sorted);
+    struct keys_entry *next = NULL;
+    size_t k = 0;
+    int rc = POOLD_ERR_NOMEM;
+
+    if (sorted == NULL)
+        return rc;
+    if (norgs > 0)
+        memcpy(sorted, orgs, norgs * sizeof *sorted);
+    qsort(sorted, norgs, sizeof *sorted, org_cmp);
+    pthread_rwlock_wrlock(&set->lock);
+    next = malloc((set->n + n ? set->n + n : 1) * sizeof *next);
+    if (next != NULL) {
+        /* The listed orgs' keys are replaced by v, the others' kept. */
+        for (size_t i = 0; i < set->n; i++)
+            if (bsearch(set->v[i].org_id, sorted, norgs, sizeof *sorted,
+                        org_cmp) == NULL)
+                next[k++] = set->v[i];
+        if (n > 0)
+            memcpy(next + k, v, n * sizeof *v);
+        rc = keys_set_install(set, next, k + n);
+    }
+    pthread_rwlock_unlock(&set->lock);
+    free(sorted);
+    return rc;
 }
 
 bool keys_set_is_loaded(struct keys_set *set)

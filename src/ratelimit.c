@@ -187,6 +187,31 @@ int ratelimit_table_sync(struct ratelimit_table *t,
     return rc;
 }
 
+int ratelimit_table_update(struct ratelimit_table *t,
+                           const struct ratelimit_setting *v, size_t n,
+                           uint64_t now_ns)
+{
+    int rc = POOLD_OK;
+
+    pthread_mutex_lock(&t->lock);
+    for (size_t i = 0; i < n; i++) {
+        bool found;
+        size_t j = rl_search(t, v[i].org_id, &found);
+        struct rl_entry *e = found ? &t->v[j] : NULL;
+
+        if (v[i].rps <= 0) { /* no limit: an entry only keeps its count */
+            if (e != NULL)
+                e->limited = false;
+        } else if (e != NULL || (e = rl_get(t, v[i].org_id)) != NULL) {
+            rl_apply(e, &v[i], now_ns);
+        } else {
+            rc = POOLD_ERR_NOMEM;
+        }
+    }
+    pthread_mutex_unlock(&t->lock);
+    return rc;
+}
+
 enum ratelimit_verdict ratelimit_table_take(struct ratelimit_table *t,
                                             const char *org_id, unsigned n,
                                             uint64_t now_ns, uint64_t *retry_ns)

@@ -22,7 +22,7 @@
 #include "log.h"
 #include "registry_internal.h"
 
-#define REG_BUCKETS_MIN 64
+#define REG_BUCKETS_MIN 64 /* a power of two, as every size after it */
 #define REG_READY_GRACE_NS (3 * NS_PER_S) /* db contact this recent = ready */
 /* A client's wait beyond the server's statement timeout. */
 #define REG_DB_SLACK_NS (500 * NS_PER_MS)
@@ -42,24 +42,25 @@ static uint64_t hash_str(const char *s)
 /* Under reg->lock (read or write). */
 static struct org_entry *map_find(struct registry *reg, const char *org_id)
 {
-    struct org_entry *e = reg->buckets[hash_str(org_id) % reg->nbuckets];
+    struct org_entry *e = reg->buckets[hash_str(org_id) & (reg->nbuckets - 1)];
     while (e && strcmp(e->org_id, org_id) != 0)
         e = e->next;
     return e;
 }
 
-/* Under reg->lock (write). Doubles the table when it is full. */
-static void map_grow(struct registry *reg)
+/* Under reg->lock (write). Doubles the table (false: no memory, longer
+ * chains, still correct). */
+static bool map_grow(struct registry *reg)
 {
     size_t n = reg->nbuckets * 2;
     struct org_entry **b = calloc(n, sizeof *b);
     if (b == NULL)
-        return; /* longer chains, still correct */
+        return false;
     for (size_t i = 0; i < reg->nbuckets; i++) {
         struct org_entry *e = reg->buckets[i];
         while (e) {
             struct org_entry *next = e->next;
-            size_t j = hash_str(e->org_id) % n;
+            size_t j = hash_str(e->org_id) & (n - 1);
             e->next = b[j];
             b[j] = e;
             e = next;
@@ -68,90 +69,190 @@ static void map_grow(struct registry *reg)
     free(reg->buckets);
     reg->buckets = b;
     reg->nbuckets = n;
+    return true;
+}
+
+/* Entries are carved from chunks and never freed one by one (they live
+ * until registry_destroy): no allocator header or rounding per org. */
+#define REG_ARENA_CHUNK (256 * 1024)
+
+struct reg_arena {
+    struct reg_arena *next;
+    size_t used;
+    _Alignas(max_align_t) unsigned char data[];
+};
+
+/* Under reg->lock (write): n zeroed bytes, 8-aligned, or NULL. */
+static void *arena_alloc(struct registry *reg, size_t n)
+{
+    struct reg_arena *a = reg->arena;
+
+    n = (n + 7) & ~(size_t)7;
+    if (a == NULL || a->used + n > REG_ARENA_CHUNK) {
+        a = malloc(sizeof *a + REG_ARENA_CHUNK);
+        if (a == NULL)
+            return NULL;
+        a->next = reg->arena;
+        a->used = 0;
+        reg->arena = a;
+    }
+    a->used += n;
+    return memset(a->data + a->used - n, 0, n);
+}
+
+static void arena_free(struct reg_arena *a)
+{
+    while (a != NULL) {
+        struct reg_arena *next = a->next;
+        free(a);
+        a = next;
+    }
 }
 
 /* Under reg->lock (write). */
 static struct org_entry *map_add(struct registry *reg, const char *org_id)
 {
-    struct org_entry *e = calloc(1, sizeof *e);
+    size_t len = strnlen(org_id, ORG_ID_MAX);
+    struct org_entry *e =
+        arena_alloc(reg, offsetof(struct org_entry, org_id) + len + 1);
     if (e == NULL)
         return NULL;
-    e->reg = reg;
-    snprintf(e->org_id, sizeof e->org_id, "%s", org_id);
-    pthread_mutex_init(&e->cache_lock, NULL);
-    holders_init(&e->holders);
-    e->misconf_version = -1;
-    breaker_init(&e->build_breaker,
-                 (unsigned)clock_now_ns() ^ (unsigned)(uintptr_t)e);
+    memcpy(e->org_id, org_id, len);
+    e->org_id[len] = '\0';
     if (reg->nentries >= reg->nbuckets)
         map_grow(reg);
-    size_t i = hash_str(org_id) % reg->nbuckets;
+    size_t i = hash_str(e->org_id) & (reg->nbuckets - 1);
     e->next = reg->buckets[i];
     reg->buckets[i] = e;
     reg->nentries++;
     return e;
 }
 
-/* A snapshot of the entries (all, or only those with a pool), so that work
- * which may do I/O (pool maintenance, destroy callbacks) runs with no
- * registry lock held. Entries are never freed before registry_destroy().
- * Returns a malloc'd array (caller frees) or NULL with *n = 0. */
-static struct org_entry **map_snapshot(struct registry *reg, bool with_pool,
-                                       size_t *n)
+/* A snapshot of the orgs which says, so that work which may do I/O (pool
+ * maintenance, destroy callbacks) runs with no registry lock held.
+ * Entries are never freed before registry_destroy(). Returns a malloc'd
+ * array (caller frees) or NULL with *n = 0. */
+static struct org_entry **map_snapshot(struct registry *reg,
+                                       enum reg_orgs which, size_t *n)
 {
-    struct org_entry **list;
+    struct org_entry **list = NULL;
 
     *n = 0;
+    if (which == REG_LIVE) {
+        pthread_mutex_lock(&reg->live_lock);
+        list = malloc((reg->nlive + 1) * sizeof *list);
+        for (struct org_active *a = reg->live; list && a; a = a->live_next)
+            list[(*n)++] = a->entry;
+        pthread_mutex_unlock(&reg->live_lock);
+        return list;
+    }
     pthread_rwlock_rdlock(&reg->lock);
-    list = malloc((reg->nentries + 1) * sizeof *list);
-    for (size_t i = 0; list && i < reg->nbuckets; i++)
-        for (struct org_entry *e = reg->buckets[i]; e; e = e->next)
-            if (!with_pool || e->pool)
+    if (which == REG_EVERY) {
+        list = malloc((reg->nentries + 1) * sizeof *list);
+        for (size_t i = 0; list && i < reg->nbuckets; i++)
+            for (struct org_entry *e = reg->buckets[i]; e; e = e->next)
                 list[(*n)++] = e;
+    } else {
+        list = malloc((reg->nactive + 1) * sizeof *list);
+        for (struct org_active *a = reg->active; list && a; a = a->next)
+            if (which == REG_ACTIVE || a->pool != NULL)
+                list[(*n)++] = a->entry;
+    }
     pthread_rwlock_unlock(&reg->lock);
     return list;
+}
+
+/* ------------------------------------------- the live list (reg->live) */
+
+/* A service of a's org was built (org_service_create). */
+static void live_add(struct org_active *a)
+{
+    struct registry *reg = a->reg;
+
+    pthread_mutex_lock(&reg->live_lock);
+    if (a->nservices++ == 0) {
+        a->live_prev = NULL;
+        a->live_next = reg->live;
+        if (reg->live)
+            reg->live->live_prev = a;
+        reg->live = a;
+        reg->nlive++;
+    }
+    pthread_mutex_unlock(&reg->live_lock);
+}
+
+/* A service of a's org was destroyed. */
+static void live_remove(struct org_active *a)
+{
+    struct registry *reg = a->reg;
+
+    pthread_mutex_lock(&reg->live_lock);
+    if (a->nservices > 0 && --a->nservices == 0) {
+        if (a->live_prev)
+            a->live_prev->live_next = a->live_next;
+        else
+            reg->live = a->live_next;
+        if (a->live_next)
+            a->live_next->live_prev = a->live_prev;
+        a->live_prev = a->live_next = NULL;
+        reg->nlive--;
+    }
+    pthread_mutex_unlock(&reg->live_lock);
 }
 
 /* ------------------------------------------------ the org's service pool */
 
 /* Build from the cached rules if they are of the org's current version. */
-static int org_build_cached(struct org_entry *e, long long version,
+static int org_build_cached(struct org_active *a, long long version,
                             struct service **svc, char *err, size_t errlen)
 {
     struct ruleset rules = {0};
     bool hit;
 
-    pthread_mutex_lock(&e->cache_lock);
-    hit = e->cached && e->cached_version == version &&
-          rules_copy(&rules, &e->cached_rules) == POOLD_OK;
-    pthread_mutex_unlock(&e->cache_lock);
+    pthread_mutex_lock(&a->cache_lock);
+    hit = a->cached && a->cached_version == version &&
+          rules_copy(&rules, &a->cached_rules) == POOLD_OK;
+    pthread_mutex_unlock(&a->cache_lock);
     if (!hit)
         return POOLD_ERR_NOT_FOUND;
     /* The one copy made under the lock is moved into the service. */
-    return service_create_from(&e->reg->env, e->org_id, &rules, version, svc,
-                               err, errlen);
+    return service_create_from(&a->reg->env, a->entry->org_id, &rules, version,
+                               svc, err, errlen);
 }
 
 /* Remember a freshly loaded service's rules for later builds. */
-static void org_cache_rules(struct org_entry *e, const struct service *svc)
+static void org_cache_rules(struct org_active *a, const struct service *svc)
 {
     struct ruleset copy;
     long long version = service_config_version(svc);
 
-    if (version != atomic_load(&e->version) ||
+    if (version != atomic_load(&a->entry->version) ||
         rules_copy(&copy, service_rules(svc)) != POOLD_OK)
         return;
-    pthread_mutex_lock(&e->cache_lock);
-    rules_clear(&e->cached_rules);
-    e->cached_rules = copy;
-    e->cached_version = version;
-    e->cached = true;
-    pthread_mutex_unlock(&e->cache_lock);
+    pthread_mutex_lock(&a->cache_lock);
+    rules_clear(&a->cached_rules);
+    a->cached_rules = copy;
+    a->cached_version = version;
+    a->cached = true;
+    pthread_mutex_unlock(&a->cache_lock);
+}
+
+/* Remember (and log) the misconfiguration of version. */
+static void org_note_misconf(struct org_active *a, long long version,
+                             const char *err)
+{
+    pthread_mutex_lock(&a->cache_lock);
+    a->misconf_version = version;
+    snprintf(a->misconf_msg, sizeof a->misconf_msg, "%s", err);
+    pthread_mutex_unlock(&a->cache_lock);
+    log_event(LOG_ERROR, "org misconfigured", "org", a->entry->org_id, "error",
+              err, (const char *)NULL);
 }
 
 static int org_service_create(void *ctx, void **obj)
 {
-    struct org_entry *e = ctx;
+    struct org_active *a = ctx;
+    struct org_entry *e = a->entry;
     char err[REG_ERR_MAX];
     struct service *svc = NULL;
     long long version = atomic_load(&e->version);
@@ -160,31 +261,27 @@ static int org_service_create(void *ctx, void **obj)
     *obj = NULL;
     if (!atomic_load(&e->present) || version < 0)
         return POOLD_ERR_UNKNOWN_ORG;
-    if (!breaker_allow(&e->build_breaker, clock_now_ns()))
+    if (!breaker_allow(&a->build_breaker, clock_now_ns()))
         return POOLD_ERR_DB;
-    atomic_fetch_add(&e->building, 1);
-    int rc = org_build_cached(e, version, &svc, err, sizeof err);
+    atomic_fetch_add(&a->building, 1);
+    int rc = org_build_cached(a, version, &svc, err, sizeof err);
     if (rc == POOLD_ERR_NOT_FOUND) {
-        rc = service_create(&e->reg->env, e->org_id, &svc, err, sizeof err);
+        rc = service_create(&a->reg->env, e->org_id, &svc, err, sizeof err);
         if (rc == POOLD_OK)
-            org_cache_rules(e, svc);
+            org_cache_rules(a, svc);
     }
-    atomic_fetch_sub(&e->building, 1);
+    atomic_fetch_sub(&a->building, 1);
     if (rc == POOLD_ERR_DB)
-        breaker_failure(&e->build_breaker, clock_now_ns());
+        breaker_failure(&a->build_breaker, clock_now_ns());
     else if (rc == POOLD_OK)
-        breaker_success(&e->build_breaker);
-    if (rc == POOLD_ERR_MISCONFIGURED) {
-        pthread_mutex_lock(&e->cache_lock);
-        e->misconf_version = version;
-        snprintf(e->misconf_msg, sizeof e->misconf_msg, "%s", err);
-        pthread_mutex_unlock(&e->cache_lock);
-        log_event(LOG_ERROR, "org misconfigured", "org", e->org_id, "error",
-                  err, (const char *)NULL);
-    } else if (rc != POOLD_OK && rc != POOLD_ERR_UNKNOWN_ORG) {
+        breaker_success(&a->build_breaker);
+    if (rc == POOLD_ERR_MISCONFIGURED)
+        org_note_misconf(a, version, err);
+    else if (rc != POOLD_OK && rc != POOLD_ERR_UNKNOWN_ORG)
         log_event(LOG_WARN, "service build failed", "org", e->org_id, "error",
                   err, (const char *)NULL);
-    }
+    if (rc == POOLD_OK)
+        live_add(a);
     *obj = svc;
     return rc;
 }
@@ -192,9 +289,9 @@ static int org_service_create(void *ctx, void **obj)
 static void org_service_destroy(void *ctx, void *obj,
                                 enum pool_destroy_reason why)
 {
-    (void)ctx;
     (void)why;
     service_close(obj);
+    live_remove(ctx);
 }
 
 /* A service may be lent only while it was built from the org's current row
@@ -203,9 +300,9 @@ static void org_service_destroy(void *ctx, void *obj,
 static bool org_service_validate(void *ctx, void *obj, uint64_t idle_ns,
                                  uint64_t now_ns)
 {
-    struct org_entry *e = ctx;
+    struct org_active *a = ctx;
     (void)idle_ns;
-    if (service_config_version(obj) != atomic_load(&e->version))
+    if (service_config_version(obj) != atomic_load(&a->entry->version))
         return false;
     return service_is_valid(obj, now_ns);
 }
@@ -232,8 +329,22 @@ static unsigned effective_size(const struct registry *reg,
     return (unsigned)s > reg->cfg.ceiling ? reg->cfg.ceiling : (unsigned)s;
 }
 
-/* Under reg->lock (write). Creating a pool only allocates: no I/O. */
-static int entry_make_pool(struct registry *reg, struct org_entry *e)
+static void active_destroy(struct org_active *a)
+{
+    if (a == NULL)
+        return;
+    pool_destroy(a->pool);
+    groupcommit_destroy(a->batcher);
+    rules_clear(&a->cached_rules);
+    pthread_mutex_destroy(&a->cache_lock);
+    holders_deinit(&a->holders);
+    breaker_deinit(&a->build_breaker);
+    free(a);
+}
+
+/* Under reg->lock (write): e's active part, with its pool and batcher in
+ * pooled mode. Only allocates: no I/O. */
+static int entry_make_active(struct registry *reg, struct org_entry *e)
 {
     struct pool_config pc = {
         .name = e->org_id,
@@ -246,30 +357,43 @@ static int entry_make_pool(struct registry *reg, struct org_entry *e)
         .lifetime_jitter_ns = reg->cfg.conn_ttl_ns / 10,
         .validate_idle_ns = 0,
     };
-    struct pool *pool = NULL;
-    int rc;
+    struct org_active *a = calloc(1, sizeof *a);
 
-    if (e->batcher == NULL && (e->batcher = groupcommit_create()) == NULL)
+    if (a == NULL)
         return POOLD_ERR_NOMEM;
-    rc = pool_create(&org_service_ops, e, &pc, &pool);
-    if (rc == POOLD_OK)
-        e->pool = pool; /* published after its batcher */
-    return rc;
+    a->entry = e;
+    a->reg = reg;
+    a->misconf_version = -1;
+    pthread_mutex_init(&a->cache_lock, NULL);
+    holders_init(&a->holders);
+    breaker_init(&a->build_breaker,
+                 (unsigned)clock_now_ns() ^ (unsigned)(uintptr_t)a);
+    if (reg->cfg.pooled &&
+        ((a->batcher = groupcommit_create()) == NULL ||
+         pool_create(&org_service_ops, a, &pc, &a->pool) != POOLD_OK)) {
+        active_destroy(a);
+        return POOLD_ERR_NOMEM;
+    }
+    a->next = reg->active;
+    reg->active = a;
+    reg->nactive++;
+    atomic_store(&e->act, a); /* published whole */
+    return POOLD_OK;
 }
 
-/* e's pool, created once on its first use (pooled mode): concurrent first
- * requests create exactly one. */
-static int entry_ensure_pool(struct registry *reg, struct org_entry *e)
+/* e's active part (and pool), made once on its first request: concurrent
+ * first requests make exactly one. */
+static int entry_ensure_active(struct registry *reg, struct org_entry *e)
 {
     int rc = POOLD_OK;
 
-    if (atomic_load(&e->pool) != NULL || !reg->cfg.pooled)
+    if (atomic_load(&e->act) != NULL)
         return POOLD_OK;
     pthread_rwlock_wrlock(&reg->lock);
-    if (e->pool == NULL)
-        rc = entry_make_pool(reg, e);
+    if (e->act == NULL)
+        rc = entry_make_active(reg, e);
     pthread_rwlock_unlock(&reg->lock);
-    if (rc == POOLD_OK)
+    if (rc == POOLD_OK && reg->cfg.pooled)
         log_event(LOG_INFO, "pool created", "org", e->org_id,
                   (const char *)NULL);
     return rc;
@@ -299,7 +423,7 @@ int registry_route(struct registry *reg, const char *org_id,
     int rc = registry_find_entry(reg, org_id, &e);
 
     if (rc == POOLD_OK)
-        rc = entry_ensure_pool(reg, e);
+        rc = entry_ensure_active(reg, e);
     if (rc == POOLD_OK)
         *out = e;
     return rc;
@@ -308,13 +432,17 @@ int registry_route(struct registry *reg, const char *org_id,
 /* A misconfiguration seen for the org's current version, without a query. */
 static bool entry_misconfigured(struct org_entry *e, char *err, size_t errlen)
 {
+    struct org_active *a = atomic_load(&e->act);
     bool hit;
-    pthread_mutex_lock(&e->cache_lock);
-    hit = e->misconf_version >= 0 &&
-          e->misconf_version == atomic_load(&e->version);
+
+    if (a == NULL)
+        return false; /* never built: nothing seen yet */
+    pthread_mutex_lock(&a->cache_lock);
+    hit = a->misconf_version >= 0 &&
+          a->misconf_version == atomic_load(&e->version);
     if (hit)
-        snprintf(err, errlen, "%s", e->misconf_msg);
-    pthread_mutex_unlock(&e->cache_lock);
+        snprintf(err, errlen, "%s", a->misconf_msg);
+    pthread_mutex_unlock(&a->cache_lock);
     return hit;
 }
 
@@ -368,15 +496,16 @@ static struct reg_deadlines reg_deadlines_from(const struct registry *reg,
 void reg_hold_begin(struct org_entry *e, struct holder *hold,
                     const struct message *msg)
 {
-    holders_add(&e->holders, hold, msg->request_id, msg->route, clock_now_ns());
+    holders_add(&e->act->holders, hold, msg->request_id, msg->route,
+                clock_now_ns());
 }
 
 /* End a hold. One longer than POOLD_HOLD_WARN_MS and not flagged by
  * housekeeping yet is counted and logged here, once. */
 void reg_hold_end(struct org_entry *e, struct holder *hold)
 {
-    if (holders_remove(&e->holders, hold, clock_now_ns(),
-                       e->reg->cfg.hold_warn_ns))
+    if (holders_remove(&e->act->holders, hold, clock_now_ns(),
+                       e->act->reg->cfg.hold_warn_ns))
         log_event(LOG_WARN, "service held too long", "org", e->org_id,
                   "request_id", hold->request_id, "route", hold->route,
                   (const char *)NULL);
@@ -386,9 +515,11 @@ void reg_hold_end(struct org_entry *e, struct holder *hold)
 void reg_release(struct registry *reg, struct org_entry *e,
                  struct pool_item *item, int rc)
 {
+    struct pool *pool = e->act->pool;
+
     if (rc == POOLD_ERR_DB || rc == POOLD_ERR_COMMIT_UNKNOWN)
-        pool_release_broken(e->pool, item);
-    else if (pool_waiting(reg->conns) > atomic_load(&e->building))
+        pool_release_broken(pool, item);
+    else if (pool_waiting(reg->conns) > atomic_load(&e->act->building))
         /* Another org waits for a connection at the cap: this service's
          * goes to the first in that queue rather than to this org's next
          * request, so a busy org cannot keep every connection. Not when
@@ -396,9 +527,9 @@ void reg_release(struct registry *reg, struct org_entry *e,
          * working service to build the same one again. (Holding it for a
          * minimum time first was measured: p99 at a fixed rate went from
          * 4 to 74 ms, for no fewer rebuilds.) */
-        pool_release_evict(e->pool, item);
+        pool_release_evict(pool, item);
     else
-        pool_release(e->pool, item);
+        pool_release(pool, item);
 }
 
 /*
@@ -497,7 +628,7 @@ static int batch_once(struct registry *reg, struct org_entry *e,
     int rc;
 
     db_thread_deadline(dl->acquire_ns);
-    rc = pool_acquire(e->pool, reg->cfg.max_waiters ? timeout : 0, &item);
+    rc = pool_acquire(e->act->pool, reg->cfg.max_waiters ? timeout : 0, &item);
     db_thread_deadline(0);
     if (rc != POOLD_OK)
         return rc;
@@ -556,7 +687,7 @@ int registry_process(struct registry *reg, struct org_entry *e,
     struct reg_deadlines dl = reg_deadlines_from(reg, clock_now_ns());
     struct service_job job = {.msg = msg};
     int rc = atomic_load(&reg->shutting_down) ? POOLD_ERR_SHUTDOWN
-                                              : entry_ensure_pool(reg, e);
+                                              : entry_ensure_active(reg, e);
 
     err[0] = '\0';
     if (rc == POOLD_OK && reg->cfg.pooled) {
@@ -578,7 +709,7 @@ int registry_process_batch(struct registry *reg, struct org_entry *e,
 {
     struct reg_deadlines dl = reg_deadlines_from(reg, clock_now_ns());
     int rc = atomic_load(&reg->shutting_down) ? POOLD_ERR_SHUTDOWN
-                                              : entry_ensure_pool(reg, e);
+                                              : entry_ensure_active(reg, e);
 
     err[0] = '\0';
     if (rc == POOLD_OK && reg->cfg.pooled)
@@ -593,26 +724,26 @@ int registry_process_batch(struct registry *reg, struct org_entry *e,
 /* ---------------------------------------------- the shared connection cap */
 
 /* Called by a service build when the connection pool is at its cap: the
- * longest-idle service of another org gives its connection back. */
+ * longest-idle service of another org gives its connection back. Only the
+ * orgs with services are searched (reg->live: at most one per connection),
+ * whatever the number of orgs. */
 bool registry_reclaim(void *arg, const char *org_id)
 {
     struct registry *reg = arg;
     struct pool *victim = NULL;
     uint64_t best = UINT64_MAX;
 
-    pthread_rwlock_rdlock(&reg->lock);
-    for (size_t i = 0; i < reg->nbuckets; i++) {
-        for (struct org_entry *e = reg->buckets[i]; e; e = e->next) {
-            uint64_t since;
-            if (e->pool == NULL || strcmp(e->org_id, org_id) == 0)
-                continue;
-            if (pool_oldest_idle(e->pool, &since) && since < best) {
-                best = since;
-                victim = e->pool;
-            }
+    pthread_mutex_lock(&reg->live_lock);
+    for (struct org_active *a = reg->live; a; a = a->live_next) {
+        uint64_t since;
+        if (a->pool == NULL || strcmp(a->entry->org_id, org_id) == 0)
+            continue;
+        if (pool_oldest_idle(a->pool, &since) && since < best) {
+            best = since;
+            victim = a->pool;
         }
     }
-    pthread_rwlock_unlock(&reg->lock);
+    pthread_mutex_unlock(&reg->live_lock);
     /* Pools live until registry_destroy(): safe to use unlocked. */
     return victim != NULL && pool_evict_idle(victim);
 }
@@ -633,9 +764,36 @@ void registry_mark_db_ok(struct registry *reg, uint64_t now_ns)
 /* Under reg->lock (write): apply one row of the directory. Retiring and
  * resizing may destroy services (I/O), so they are only marked here and
  * done by housekeeping's apply_pending step with no registry lock held. */
-static void apply_org(struct registry *reg, const struct org_info *o)
+/* Under reg->lock (write): mark e's pool for retiring or resizing (only
+ * an org with a pool has anything to retire), listed once on pending. */
+static void mark_pending(struct registry *reg, struct org_entry *e, bool retire,
+                         bool resize)
 {
-    struct org_entry *e = map_find(reg, o->org_id);
+    struct org_active *a = e->act;
+
+    if (a == NULL || a->pool == NULL || !(retire || resize))
+        return;
+    if (!a->pending_retire && !a->pending_resize) {
+        if (reg->npending == reg->cap_pending) {
+            size_t cap = reg->cap_pending ? 2 * reg->cap_pending : 16;
+            struct org_active **v = realloc(reg->pending, cap * sizeof *v);
+            if (v == NULL)
+                return; /* validate() still refuses a stale service */
+            reg->pending = v;
+            reg->cap_pending = cap;
+        }
+        reg->pending[reg->npending++] = a;
+    }
+    a->pending_retire |= retire;
+    a->pending_resize |= resize;
+}
+
+/* Under reg->lock (write). fresh: the map was empty before this load, and
+ * a load lists each org once (org_id is the key): no lookup needed. */
+static void apply_org(struct registry *reg, const struct org_info *o,
+                      bool fresh)
+{
+    struct org_entry *e = fresh ? NULL : map_find(reg, o->org_id);
     if (e == NULL && (e = map_add(reg, o->org_id)) == NULL)
         return;
     bool changed =
@@ -647,36 +805,50 @@ static void apply_org(struct registry *reg, const struct org_info *o)
     atomic_store(&e->version, o->version);
     atomic_store(&e->paused, o->paused);
     atomic_store(&e->present, true);
-    e->pending_retire |= changed && e->pool != NULL;
-    e->pending_resize |= resized && e->pool != NULL;
+    e->load_gen = reg->load_gen;
+    mark_pending(reg, e, changed, resized);
 }
 
-/* Under reg->lock (write): orgs gone from the table. */
-static void apply_absent(struct registry *reg, const struct org_info *list,
-                         size_t n)
+/* Under reg->lock (write): the org is gone from the table. */
+static void apply_gone(struct registry *reg, struct org_entry *e)
 {
-    for (size_t i = 0; i < reg->nbuckets; i++) {
-        for (struct org_entry *e = reg->buckets[i]; e; e = e->next) {
-            bool found = false;
-            for (size_t j = 0; j < n && !found; j++)
-                found = strcmp(list[j].org_id, e->org_id) == 0;
-            if (found || !atomic_load(&e->present))
-                continue;
-            atomic_store(&e->present, false);
-            atomic_store(&e->version, -1);
-            e->pending_retire = e->pool != NULL;
-        }
-    }
+    if (!atomic_load(&e->present))
+        return;
+    atomic_store(&e->present, false);
+    atomic_store(&e->version, -1);
+    mark_pending(reg, e, true, false);
 }
 
 void registry_apply_directory(struct registry *reg, const struct org_info *list,
                               size_t n)
 {
     pthread_rwlock_wrlock(&reg->lock);
+    bool fresh = reg->nentries == 0;
+    reg->load_gen++;
+    while (reg->nbuckets < n && map_grow(reg)) /* sized once, at start */
+        ;
     for (size_t i = 0; i < n; i++)
-        apply_org(reg, &list[i]);
-    if (n < reg->nentries)
-        apply_absent(reg, list, n);
+        apply_org(reg, &list[i], fresh);
+    /* A whole load (rare: start-up, a bulk write): an entry it did not
+     * mark is gone. */
+    for (size_t i = 0; !fresh && i < reg->nbuckets; i++)
+        for (struct org_entry *e = reg->buckets[i]; e; e = e->next)
+            if (e->load_gen != reg->load_gen)
+                apply_gone(reg, e);
+    pthread_rwlock_unlock(&reg->lock);
+}
+
+void registry_apply_changes(struct registry *reg, const struct org_info *list,
+                            size_t n)
+{
+    pthread_rwlock_wrlock(&reg->lock);
+    for (size_t i = 0; i < n; i++) {
+        struct org_entry *e;
+        if (list[i].present)
+            apply_org(reg, &list[i], false);
+        else if ((e = map_find(reg, list[i].org_id)) != NULL)
+            apply_gone(reg, e);
+    }
     pthread_rwlock_unlock(&reg->lock);
 }
 
@@ -686,66 +858,45 @@ void registry_mark_loaded(struct registry *reg)
         log_event(LOG_INFO, "org directory loaded", (const char *)NULL);
 }
 
-void org_entry_take_pending(struct registry *reg, struct org_entry *e,
-                            bool *retire, bool *resize)
+size_t registry_foreach_pending(struct registry *reg,
+                                void (*fn)(void *arg, struct org_entry *e,
+                                           bool retire, bool resize),
+                                void *arg)
 {
+    struct org_active **list;
+    bool *marks;
+    size_t n;
+
     pthread_rwlock_wrlock(&reg->lock);
-    *retire = e->pending_retire;
-    *resize = e->pending_resize;
-    e->pending_retire = e->pending_resize = false;
-    pthread_rwlock_unlock(&reg->lock);
-}
-
-/* One org's configuration from the directory: parse its rules now, so its
- * first service costs a rules copy and a pooled connection, no query. A
- * configuration that does not parse is remembered as the misconfiguration
- * of that version (requests answer 503 org_misconfigured at once). */
-void registry_preload_one(void *arg, const char *org_id, const char *config,
-                          size_t len, long long version)
-{
-    struct registry *reg = arg;
-    struct ruleset rules = {0};
-    struct org_entry *e;
-    char why[REG_ERR_MAX - 80];
-    bool fresh;
-    int rc;
-
-    pthread_rwlock_rdlock(&reg->lock);
-    e = map_find(reg, org_id);
-    pthread_rwlock_unlock(&reg->lock);
-    if (e == NULL || atomic_load(&e->version) != version)
-        return; /* changed since the directory load: the next one */
-    pthread_mutex_lock(&e->cache_lock);
-    fresh = (e->cached && e->cached_version == version) ||
-            e->misconf_version == version;
-    pthread_mutex_unlock(&e->cache_lock);
-    if (fresh)
-        return;
-    rc = rules_parse(config, len, &rules, why, sizeof why);
-    pthread_mutex_lock(&e->cache_lock);
-    if (rc == POOLD_OK) {
-        rules_clear(&e->cached_rules);
-        e->cached_rules = rules;
-        e->cached_version = version;
-        e->cached = true;
-    } else if (rc != POOLD_ERR_NOMEM) {
-        e->misconf_version = version;
-        snprintf(e->misconf_msg, sizeof e->misconf_msg, "org %s: %s", org_id,
-                 why);
+    list = reg->pending;
+    n = reg->npending;
+    marks = malloc(2 * (n + 1) * sizeof *marks);
+    if (marks == NULL) {
+        pthread_rwlock_unlock(&reg->lock);
+        return 0; /* kept for the next tick */
     }
-    pthread_mutex_unlock(&e->cache_lock);
-    if (rc != POOLD_OK && rc != POOLD_ERR_NOMEM)
-        log_event(LOG_ERROR, "org misconfigured", "org", org_id, "error", why,
-                  (const char *)NULL);
+    for (size_t i = 0; i < n; i++) {
+        marks[2 * i] = list[i]->pending_retire;
+        marks[2 * i + 1] = list[i]->pending_resize;
+        list[i]->pending_retire = list[i]->pending_resize = false;
+    }
+    reg->pending = NULL;
+    reg->npending = reg->cap_pending = 0;
+    pthread_rwlock_unlock(&reg->lock);
+    for (size_t i = 0; i < n; i++)
+        fn(arg, list[i]->entry, marks[2 * i], marks[2 * i + 1]);
+    free(marks);
+    free(list);
+    return n;
 }
 
 /* ------------------------------------------------------ an entry's parts */
 
-void registry_foreach_org(struct registry *reg, bool with_pool,
+void registry_foreach_org(struct registry *reg, enum reg_orgs which,
                           void (*fn)(void *arg, struct org_entry *e), void *arg)
 {
     size_t n;
-    struct org_entry **list = map_snapshot(reg, with_pool, &n);
+    struct org_entry **list = map_snapshot(reg, which, &n);
 
     for (size_t i = 0; i < n; i++)
         fn(arg, list[i]);
@@ -759,17 +910,20 @@ const char *org_entry_id(const struct org_entry *e)
 
 struct pool *org_entry_pool(struct org_entry *e)
 {
-    return atomic_load(&e->pool);
+    struct org_active *a = atomic_load(&e->act);
+    return a ? a->pool : NULL;
 }
 
 struct holders *org_entry_holders(struct org_entry *e)
 {
-    return &e->holders;
+    struct org_active *a = atomic_load(&e->act);
+    return a ? &a->holders : NULL;
 }
 
 struct breaker *org_entry_breaker(struct org_entry *e)
 {
-    return &e->build_breaker;
+    struct org_active *a = atomic_load(&e->act);
+    return a ? &a->build_breaker : NULL;
 }
 
 unsigned org_entry_size(const struct registry *reg, struct org_entry *e)
@@ -819,6 +973,7 @@ int registry_create(const struct registry_config *cfg, struct registry **out)
     reg->nbuckets = REG_BUCKETS_MIN;
     reg->buckets = calloc(reg->nbuckets, sizeof *reg->buckets);
     pthread_rwlock_init(&reg->lock, NULL);
+    pthread_mutex_init(&reg->live_lock, NULL);
     breaker_init(&reg->db_breaker,
                  (unsigned)clock_now_ns() ^ (unsigned)(uintptr_t)reg);
 
@@ -857,10 +1012,10 @@ void registry_shutdown(struct registry *reg)
 
     if (atomic_exchange(&reg->shutting_down, true))
         return;
-    list = map_snapshot(reg, true, &n);
+    list = map_snapshot(reg, REG_POOLED, &n);
     for (size_t i = 0; i < n; i++) {
-        pool_shutdown(list[i]->pool);
-        groupcommit_wake(list[i]->batcher);
+        pool_shutdown(list[i]->act->pool);
+        groupcommit_wake(list[i]->act->batcher);
     }
     free(list);
     /* Mode none waits on permits: wake those waiters too. (In pooled mode
@@ -878,25 +1033,19 @@ void registry_destroy(struct registry *reg)
     /* After the pools were shut down: prewarm's acquires fail at once. */
     housekeeping_stop(reg->hk);
     /* Service pools first: their services give connections back. */
-    for (size_t i = 0; reg->buckets && i < reg->nbuckets; i++) {
-        struct org_entry *e = reg->buckets[i];
-        while (e) {
-            struct org_entry *next = e->next;
-            pool_destroy(e->pool);
-            rules_clear(&e->cached_rules);
-            pthread_mutex_destroy(&e->cache_lock);
-            holders_deinit(&e->holders);
-            breaker_deinit(&e->build_breaker);
-            groupcommit_destroy(e->batcher);
-            free(e);
-            e = next;
-        }
+    while (reg->active != NULL) {
+        struct org_active *next = reg->active->next;
+        active_destroy(reg->active);
+        reg->active = next;
     }
+    arena_free(reg->arena);
+    free(reg->pending);
     connpool_destroy(reg->cp);
     /* After every pooled connection is closed (the replica hook). */
     housekeeping_destroy(reg->hk);
     breaker_deinit(&reg->db_breaker);
     pthread_rwlock_destroy(&reg->lock);
+    pthread_mutex_destroy(&reg->live_lock);
     free(reg->buckets);
     free(reg->prewarm);
     free(reg);

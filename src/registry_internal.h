@@ -10,19 +10,24 @@
  *
  * Lock order. Every mutex of the registry and its split modules:
  *
- *   reg->lock          rwlock: the org map (buckets, entries' pending marks,
- *                      an entry's pool pointer being set)
- *   e->cache_lock      one org's rules and misconfiguration caches
- *   e->batcher->lock   one org's group-commit queue (groupcommit.c)
- *   e->holders.lock    one org's holds (holders.c)
- *   e->build_breaker.lock, reg->db_breaker.lock   (breaker.c)
+ *   reg->lock          rwlock: the org map (buckets, the arena, entries'
+ *                      facts), the active list, pending marks, an entry's
+ *                      act pointer being set
+ *   reg->live_lock     the live list and every active's nservices (taken
+ *                      by a service's create/destroy callbacks)
+ *   a->cache_lock      one org's rules and misconfiguration caches
+ *   a->batcher->lock   one org's group-commit queue (groupcommit.c)
+ *   a->holders.lock    one org's holds (holders.c)
+ *   a->build_breaker.lock, reg->db_breaker.lock   (breaker.c)
  *   hk->lock           housekeeping: the stop flag, the housekeeping
  *                      connection's "taken" flag and the admin token
  *                      (housekeeping.c)
  *   a pool's lock      each service pool, the connection pool (pool.c)
  *
- * They nest in that order only, and in practice never do: under reg->lock
- * only lock-free pool calls run (pool_create, pool_oldest_idle), and each of
+ * (a is e->act, the active part of an org's entry.) They nest in that
+ * order only, and in practice never do: under reg->lock only lock-free
+ * pool calls run (pool_create), under reg->live_lock only
+ * pool_oldest_idle (lock-free), and each of
  * the others is a leaf — nothing else is taken while it is held, but the
  * log's own mutex (log_event), which is innermost everywhere. No lock is
  * held across libpq or network I/O but one: hk->refresh_lock, outermost,
@@ -57,23 +62,25 @@
 struct batcher;
 
 /*
- * One org of the directory (orgs table). Entries are created by the
- * housekeeping thread when it loads the directory and are never freed before
- * registry_destroy(), so a pointer to one (and to its pool) stays valid
- * without holding the registry lock.
+ * What an org has once a request was routed to it (issue 19: an idle org
+ * pays for none of it): its pool, its group commit, its holders, its
+ * build breaker and caches. Made on the org's first request (pooled mode:
+ * with its pool), published in org_entry.act, then fixed and freed only by
+ * registry_destroy(): a pointer to one stays valid with no lock held.
  */
-struct org_entry {
-    struct org_entry *next; /* hash chain */
+struct org_active {
+    struct org_entry *entry; /* its org */
     struct registry *reg;
-    char org_id[ORG_ID_MAX + 1];
-    _Atomic(struct pool *) pool; /* NULL until the first request; then fixed */
-    /* Directory facts, written by housekeeping under reg->lock (write),
-     * read lock-free by the validate callback: atomics. */
-    atomic_bool enabled;
-    atomic_bool present;    /* still in the orgs table */
-    atomic_llong version;   /* orgs.config_version */
-    atomic_int size;        /* orgs.pool_max_size, 0: default */
-    atomic_bool paused;     /* orgs.paused: requests get 503 org_paused */
+    struct org_active *next; /* reg->active, newest first (under reg->lock) */
+    /* reg->live (under reg->live_lock): the actives that have services.
+     * Every service holds a connection, so there are at most as many as
+     * connections: eviction, maintenance and holds walk only these. */
+    struct org_active *live_prev, *live_next;
+    unsigned nservices; /* services built and not destroyed (live_lock) */
+    struct pool *pool;  /* the org's services; NULL in mode none */
+    /* Group commit in front of the pool (groupcommit.c): made with the
+     * pool; NULL in mode none. */
+    struct batcher *batcher;
     struct holders holders; /* who holds this org's services now */
     /* Guards the two caches below (never held across I/O). */
     pthread_mutex_t cache_lock;
@@ -92,12 +99,39 @@ struct org_entry {
     /* Builds of this org in progress (they may be waiting for a
      * connection at the cap). */
     atomic_uint building;
-    /* Set by a directory refresh, done after it (under reg->lock). */
+    /* Set by a directory refresh, done after it (under reg->lock); an
+     * active with a mark is on reg->pending once. */
     bool pending_retire;
     bool pending_resize;
-    /* Group commit in front of the pool (groupcommit.c): made with the
-     * pool, before the pool pointer is published; then fixed. */
-    struct batcher *batcher;
+};
+
+/*
+ * One org of the directory (orgs table): only what routing and admission
+ * decide with, about 48 bytes with its id (stored once, here). Entries are
+ * created by the housekeeping thread when it loads the directory, carved
+ * from reg->arena, and never freed before registry_destroy(), so a pointer
+ * to one stays valid without holding the registry lock.
+ */
+struct org_entry {
+    struct org_entry *next;           /* hash chain */
+    _Atomic(struct org_active *) act; /* NULL until the first request */
+    /* Directory facts, written by housekeeping under reg->lock (write),
+     * read lock-free by the validate callback: atomics. */
+    atomic_llong version; /* orgs.config_version */
+    atomic_int size;      /* orgs.pool_max_size, 0: default */
+    unsigned load_gen;    /* the last whole load that listed it */
+    atomic_bool enabled;
+    atomic_bool present; /* still in the orgs table */
+    atomic_bool paused;  /* orgs.paused: requests get 503 org_paused */
+    char org_id[];       /* NUL-terminated, at most ORG_ID_MAX */
+};
+
+/* Which orgs registry_foreach_org() visits. */
+enum reg_orgs {
+    REG_LIVE,   /* those with services now (at most the connection cap) */
+    REG_POOLED, /* those with a pool (every org routed in pooled mode) */
+    REG_ACTIVE, /* every org routed at least once (pool or not) */
+    REG_EVERY,  /* the whole directory: once, for POOLD_PREWARM=all */
 };
 
 /* A request's absolute deadlines, counted from its full receipt: finding
@@ -120,10 +154,19 @@ struct registry {
                                     a request opens) */
     struct breaker db_breaker;   /* every connection attempt, all orgs */
 
-    pthread_rwlock_t lock; /* the map */
+    pthread_rwlock_t lock; /* the map, active and pending */
     struct org_entry **buckets;
     size_t nbuckets;
     size_t nentries;
+    unsigned load_gen;       /* whole directory loads so far (under the lock) */
+    struct reg_arena *arena; /* where entries are carved from */
+    struct org_active *active; /* every active, newest first */
+    size_t nactive;
+    struct org_active **pending; /* actives with a pending mark */
+    size_t npending, cap_pending;
+    pthread_mutex_t live_lock; /* live and every nservices; a leaf */
+    struct org_active *live;   /* actives with services (org_active) */
+    size_t nlive;
 
     atomic_bool loaded; /* the directory was loaded once */
     atomic_bool shutting_down;
@@ -140,11 +183,21 @@ struct registry {
 
 /* ---- the org map (registry.c); every call is thread-safe ---------------- */
 
-/* Call fn(arg, e) for every org (with_pool: only those that have a pool)
- * of a snapshot of the map, with no registry lock held: fn may do I/O. */
-void registry_foreach_org(struct registry *reg, bool with_pool,
+/* Call fn(arg, e) for the orgs which says, of a snapshot taken under the
+ * lock, with no registry lock held: fn may do I/O. REG_LIVE costs what the
+ * connection cap is, REG_POOLED and REG_ACTIVE what the orgs that had
+ * requests are; only REG_EVERY grows with the directory. */
+void registry_foreach_org(struct registry *reg, enum reg_orgs which,
                           void (*fn)(void *arg, struct org_entry *e),
                           void *arg);
+
+/* Call fn(arg, e, retire, resize) for each org a directory change marked
+ * for retiring or resizing since the last call, taking the marks; returns
+ * how many. */
+size_t registry_foreach_pending(struct registry *reg,
+                                void (*fn)(void *arg, struct org_entry *e,
+                                           bool retire, bool resize),
+                                void *arg);
 
 /* The org (known, present and enabled) and its pool, created on first use
  * (pooled mode). POOLD_ERR_NOT_READY, POOLD_ERR_UNKNOWN_ORG, NOMEM. */
@@ -162,10 +215,6 @@ struct breaker *org_entry_breaker(struct org_entry *e);
  * else POOLD_POOL_SIZE, at most POOLD_POOL_CEILING. */
 unsigned org_entry_size(const struct registry *reg, struct org_entry *e);
 
-/* Take (and clear) the retire and resize marks a directory load left. */
-void org_entry_take_pending(struct registry *reg, struct org_entry *e,
-                            bool *retire, bool *resize);
-
 /* Apply a loaded directory (catalog_load's rows, n of them) to the map:
  * new orgs added, facts updated, changed or vanished orgs marked for
  * retiring, resized ones for resizing. No I/O; takes reg->lock. Call with
@@ -174,16 +223,16 @@ void org_entry_take_pending(struct registry *reg, struct org_entry *e,
 void registry_apply_directory(struct registry *reg, const struct org_info *list,
                               size_t n);
 
+/* Apply the rows of the orgs that changed (catalog_load_some's: present
+ * false for a deleted one); as registry_apply_directory otherwise. */
+void registry_apply_changes(struct registry *reg, const struct org_info *list,
+                            size_t n);
+
 /* The directory is loaded: requests may be routed (logged the first time). */
 void registry_mark_loaded(struct registry *reg);
 
 /* The database answered at now_ns (readiness). */
 void registry_mark_db_ok(struct registry *reg, uint64_t now_ns);
-
-/* catalog_load_configs' callback (arg: the registry): parse one org's rules
- * ahead of its first request, or remember its misconfiguration. */
-void registry_preload_one(void *arg, const char *org_id, const char *config,
-                          size_t len, long long version);
 
 /* The cap policy: while builds wait for a connection, the longest-idle
  * services of the orgs give theirs back. */

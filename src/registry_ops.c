@@ -16,16 +16,16 @@
 void registry_entry_stats(struct registry *reg, struct org_entry *e,
                           struct pool_stats *out)
 {
-    struct pool *pool = atomic_load(&e->pool);
+    struct org_active *a = atomic_load(&e->act);
 
-    if (pool != NULL) {
-        pool_get_stats(pool, out);
-        groupcommit_add_stats(e->batcher, out);
+    if (a != NULL && a->pool != NULL) {
+        pool_get_stats(a->pool, out);
+        groupcommit_add_stats(a->batcher, out);
     } else {
         memset(out, 0, sizeof *out);
         out->max_size = org_entry_size(reg, e);
     }
-    out->held_too_long = holders_held_too_long(&e->holders);
+    out->held_too_long = a ? holders_held_too_long(&a->holders) : 0;
 }
 
 int registry_pool_stats(struct registry *reg, const char *org_id,
@@ -78,7 +78,7 @@ int registry_resize_by(struct registry *reg, const char *org_id, unsigned size,
             registry_test_hook(reg, REGISTRY_TEST_RESIZE_STORED);
         atomic_store(&e->size, (int)size);
         pthread_rwlock_rdlock(&reg->lock);
-        struct pool *pool = e->pool;
+        struct pool *pool = org_entry_pool(e);
         pthread_rwlock_unlock(&reg->lock);
         if (pool && pool_resize(pool, size) != POOLD_OK)
             rc = POOLD_ERR_INVALID;
@@ -114,7 +114,7 @@ void registry_foreach_pool(struct registry *reg,
     struct foreach_pool_arg a = {reg, fn, arg};
 
     /* Entries and pools outlive this call: no lock held while fn runs. */
-    registry_foreach_org(reg, true, foreach_pool_one, &a);
+    registry_foreach_org(reg, REG_POOLED, foreach_pool_one, &a);
 }
 
 void registry_conn_stats(struct registry *reg, struct pool_stats *out)
@@ -237,7 +237,7 @@ int registry_set_paused(struct registry *reg, const char *org_id, bool paused,
         return rc;
     }
     /* Stored first, on the housekeeping connection while we own it: the
-     * other replicas follow through the fingerprint, this one at once. */
+     * other replicas read the change from org_changes, this one at once. */
     struct db_conn *conn;
     rc = registry_admin_begin(reg, &conn, err, errlen);
     if (rc != POOLD_OK)
@@ -305,15 +305,16 @@ int registry_drain(struct registry *reg, const char *org_id,
         return rc;
     }
     registry_entry_stats(reg, e, &before);
-    /* The next build reads the org's row again rather than the cache. */
-    pthread_mutex_lock(&e->cache_lock);
-    e->cached = false;
-    pthread_mutex_unlock(&e->cache_lock);
-    pthread_rwlock_rdlock(&reg->lock);
-    struct pool *pool = e->pool;
-    pthread_rwlock_unlock(&reg->lock);
-    if (pool != NULL)
-        pool_retire_all(pool);
+    /* The next build reads the org's row again rather than the cache. An
+     * org never routed has neither cache nor pool. */
+    struct org_active *a = atomic_load(&e->act);
+    if (a != NULL) {
+        pthread_mutex_lock(&a->cache_lock);
+        a->cached = false;
+        pthread_mutex_unlock(&a->cache_lock);
+        if (a->pool != NULL)
+            pool_retire_all(a->pool);
+    }
     log_event(LOG_INFO, "pool drained", "org", org_id, (const char *)NULL);
     registry_entry_stats(reg, e, out);
     if (actor != NULL)
@@ -326,16 +327,17 @@ int registry_holders(struct registry *reg, const char *org_id,
 {
     struct org_entry *e;
     struct holder_info *v = NULL;
+    struct holders *hs;
     size_t cap = 0, have;
     int rc = registry_find_entry(reg, org_id, &e);
 
     *out = NULL;
     *n = 0;
-    if (rc != POOLD_OK)
-        return rc;
+    if (rc != POOLD_OK || (hs = org_entry_holders(e)) == NULL)
+        return rc; /* never routed: no holder */
     /* The list may grow between sizing and copying: retry with room. */
     for (;;) {
-        have = holders_list(&e->holders, v, cap, clock_now_ns());
+        have = holders_list(hs, v, cap, clock_now_ns());
         if (have <= cap)
             break;
         free(v);
@@ -362,12 +364,12 @@ void registry_set_hk_hook(struct registry *reg, registry_hk_fn fn, void *arg)
 static void retire_one(void *arg, struct org_entry *e)
 {
     (void)arg;
-    pool_retire_all(atomic_load(&e->pool));
+    pool_retire_all(org_entry_pool(e));
 }
 
 static void registry_retire_services(struct registry *reg)
 {
-    registry_foreach_org(reg, true, retire_one, NULL);
+    registry_foreach_org(reg, REG_POOLED, retire_one, NULL);
 }
 
 void registry_set_conn_cap(struct registry *reg, unsigned cap)

@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "catalog.h"
 #include "clock.h"
 #include "audit.h"
 #include "db.h"
@@ -18,7 +19,7 @@ struct tenants {
     struct ratelimit_table *limits;
     /* Written by the watch only (one at a time: the registry's
      * housekeeping connection is taken while it runs). */
-    long long fp_count, fp_digest;
+    struct catalog_cursor cursor; /* its own read of org_changes */
     bool loaded;
 };
 
@@ -54,6 +55,7 @@ void tenants_destroy(struct tenants *t)
         return;
     keys_set_destroy(t->keys);
     ratelimit_table_destroy(t->limits);
+    catalog_cursor_deinit(&t->cursor);
     free(t);
 }
 
@@ -118,10 +120,12 @@ typedef bool (*row_fill_fn)(const PGresult *res, int row, void *entry);
 /* Run a watch query and make an array of its rows' entries (size bytes
  * each): *out is malloc'd (caller frees, also on failure), *kept entries. */
 static int load_rows(struct db_conn *conn, const char *what, const char *sql,
-                     size_t size, row_fill_fn fill, void **out, size_t *kept,
-                     char *err, size_t errlen)
+                     const char *ids, size_t size, row_fill_fn fill, void **out,
+                     size_t *kept, char *err, size_t errlen)
 {
-    PGresult *res = db_exec(conn, what, sql, 0, NULL, NULL, err, errlen);
+    const char *params[1] = {ids};
+    PGresult *res =
+        db_exec(conn, what, sql, ids ? 1 : 0, params, NULL, err, errlen);
     unsigned char *v;
     size_t n;
 
@@ -155,19 +159,25 @@ static bool key_fill(const PGresult *res, int row, void *entry)
     return true;
 }
 
-static int load_keys(struct tenants *t, struct db_conn *conn, char *err,
-                     size_t errlen)
+/* The live keys: every org's (ch NULL), or only the changed orgs'. */
+static int load_keys(struct tenants *t, struct db_conn *conn,
+                     const struct catalog_changes *ch, const char *ids,
+                     char *err, size_t errlen)
 {
     void *v;
     size_t n;
-    int rc =
-        load_rows(conn, "keys load",
-                  "SELECT key_id, org_id, encode(digest, 'hex')"
-                  " FROM org_keys WHERE revoked_at IS NULL",
-                  sizeof(struct keys_entry), key_fill, &v, &n, err, errlen);
+    int rc = load_rows(conn, "keys load",
+                       ids ? "SELECT key_id, org_id, encode(digest, 'hex')"
+                             " FROM org_keys WHERE revoked_at IS NULL AND"
+                             " org_id = ANY ($1::text[])"
+                           : "SELECT key_id, org_id, encode(digest, 'hex')"
+                             " FROM org_keys WHERE revoked_at IS NULL",
+                       ids, sizeof(struct keys_entry), key_fill, &v, &n, err,
+                       errlen);
 
     if (rc == POOLD_OK)
-        rc = keys_set_replace(t->keys, v, n);
+        rc = ids ? keys_set_update(t->keys, ch->ids, ch->n, v, n)
+                 : keys_set_replace(t->keys, v, n);
     free(v);
     return rc;
 }
@@ -186,60 +196,80 @@ static bool limit_fill(const PGresult *res, int row, void *entry)
     return true;
 }
 
-static int load_limits(struct tenants *t, struct db_conn *conn, char *err,
-                       size_t errlen)
+/* The limits of every org (ids NULL), or of the changed orgs only: each
+ * of those listed, with rps 0 when it has none (or is gone). */
+static int load_limits(struct tenants *t, struct db_conn *conn,
+                       const struct catalog_changes *ch, const char *ids,
+                       char *err, size_t errlen)
 {
-    void *v;
+    struct ratelimit_setting *v, *all = NULL;
     size_t n;
     int rc = load_rows(conn, "rate limits load",
-                       "SELECT org_id, rate_limit_rps, rate_limit_burst"
-                       " FROM orgs WHERE rate_limit_rps IS NOT NULL",
-                       sizeof(struct ratelimit_setting), limit_fill, &v, &n,
-                       err, errlen);
+                       ids ? "SELECT org_id, rate_limit_rps,"
+                             " rate_limit_burst FROM orgs WHERE"
+                             " rate_limit_rps IS NOT NULL AND"
+                             " org_id = ANY ($1::text[])"
+                           : "SELECT org_id, rate_limit_rps,"
+                             " rate_limit_burst FROM orgs WHERE"
+                             " rate_limit_rps IS NOT NULL",
+                       ids, sizeof(struct ratelimit_setting), limit_fill,
+                       (void **)&v, &n, err, errlen);
 
-    if (rc == POOLD_OK)
+    if (rc == POOLD_OK && ids == NULL)
         rc = ratelimit_table_sync(t->limits, v, n, clock_now_ns());
+    else if (rc == POOLD_OK && (all = calloc(ch->n + 1, sizeof *all)) == NULL)
+        rc = POOLD_ERR_NOMEM;
+    if (rc == POOLD_OK && ids != NULL) {
+        for (size_t i = 0; i < ch->n; i++)
+            memcpy(all[i].org_id, ch->ids[i], sizeof all[i].org_id);
+        for (size_t i = 0; i < ch->n; i++)
+            for (size_t j = 0; j < n; j++)
+                if (strcmp(all[i].org_id, v[j].org_id) == 0)
+                    all[i] = v[j];
+        rc = ratelimit_table_update(t->limits, all, ch->n, clock_now_ns());
+    }
+    free(all);
     free(v);
+    return rc;
+}
+
+/* Keys and limits of what changed: everything, or the changed orgs'. */
+static int tenants_apply(struct tenants *t, struct db_conn *conn,
+                         const struct catalog_changes *ch, char *err,
+                         size_t errlen)
+{
+    char *ids = NULL;
+    int rc;
+
+    if (!ch->all && (ids = catalog_ids_array(ch)) == NULL)
+        return POOLD_ERR_NOMEM;
+    rc = load_keys(t, conn, ch, ids, err, errlen);
+    if (rc == POOLD_OK)
+        rc = load_limits(t, conn, ch, ids, err, errlen);
+    free(ids);
     return rc;
 }
 
 int tenants_watch(void *arg, struct db_conn *conn, char *err, size_t errlen)
 {
     struct tenants *t = arg;
-    long long count, digest;
-    int rc;
-    /* Order-independent digests, as for orgs (catalog_fingerprint): a
-     * revocation, a new key and a changed limit all move it. */
-    PGresult *res = db_exec(
-        conn, "tenants fingerprint",
-        "SELECT (SELECT count(*) FROM org_keys) + (SELECT count(*) FROM orgs"
-        " WHERE rate_limit_rps IS NOT NULL), ((coalesce((SELECT"
-        " sum(hashtextextended(concat_ws(':', key_id, org_id, revoked_at IS"
-        " NULL), 0)) FROM org_keys), 0) + coalesce((SELECT"
-        " sum(hashtextextended(concat_ws(':', org_id, rate_limit_rps,"
-        " rate_limit_burst), 1)) FROM orgs WHERE rate_limit_rps IS NOT"
-        " NULL), 0)) % 9223372036854775807)::bigint",
-        0, NULL, NULL, err, errlen);
+    struct catalog_changes ch;
+    uint64_t now = clock_now_ns();
+    /* org_changes notes key writes too: a revocation, a new key and a
+     * changed limit are all read as a change of their org. */
+    int rc = catalog_changes_read(conn, &t->cursor, now, &ch, err, errlen);
 
-    if (res == NULL)
-        return POOLD_ERR_DB;
-    if (!get_ll(res, 0, 0, &count) || !get_ll(res, 0, 1, &digest)) {
-        PQclear(res);
-        snprintf(err, errlen, "tenants fingerprint: unexpected values");
-        return POOLD_ERR_DB;
-    }
-    PQclear(res);
-    if (t->loaded && count == t->fp_count && digest == t->fp_digest)
-        return POOLD_OK;
-    rc = load_keys(t, conn, err, errlen);
-    if (rc == POOLD_OK)
-        rc = load_limits(t, conn, err, errlen);
     if (rc != POOLD_OK)
         return rc;
+    if (ch.all || ch.n > 0)
+        rc = tenants_apply(t, conn, &ch, err, errlen);
+    if (rc != POOLD_OK) {
+        catalog_changes_free(&ch);
+        return rc;
+    }
+    catalog_cursor_advance(&t->cursor, &ch, now);
     if (!t->loaded)
         log_event(LOG_INFO, "org keys loaded", (const char *)NULL);
-    t->fp_count = count;
-    t->fp_digest = digest;
     t->loaded = true;
     return POOLD_OK;
 }

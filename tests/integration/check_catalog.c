@@ -1,4 +1,4 @@
-/* check_catalog.c — the catalog (org ids, schema check, fingerprint, the
+/* check_catalog.c — the catalog (org ids, schema check, changes, the
  * orgs load and pool sizes) against a real PostgreSQL. */
 #include <check.h>
 #include <stdio.h>
@@ -32,36 +32,57 @@ START_TEST(org_id_validator)
 }
 END_TEST
 
-START_TEST(catalog_schema_fingerprint_load_store)
+/* Read what changed since *cur and move it; true if id is among them. */
+static bool changed(struct db_conn *conn, struct catalog_cursor *cur,
+                    const char *id, size_t *n)
+{
+    struct catalog_changes ch;
+    bool found = false;
+
+    ck_assert_int_eq(
+        catalog_changes_read(conn, cur, clock_now_ns(), &ch, err, sizeof err),
+        POOLD_OK);
+    ck_assert_msg(!ch.all, "a cursor that was read must not reload all");
+    for (size_t i = 0; i < ch.n; i++)
+        found |= strcmp(ch.ids[i], id) == 0;
+    *n = ch.n;
+    catalog_cursor_advance(cur, &ch, clock_now_ns());
+    return found;
+}
+
+START_TEST(catalog_schema_changes_load_store)
 {
     struct db_conn *conn = open_conn();
-    long long count, version, count2, version2;
+    struct catalog_cursor cur = {0};
+    struct catalog_changes ch;
     struct org_info *orgs;
     size_t n;
     bool found = false;
 
     ck_assert_int_eq(catalog_check_schema(conn, err, sizeof err), POOLD_OK);
+    /* A cursor never read: everything. */
     ck_assert_int_eq(
-        catalog_fingerprint(conn, &count, &version, err, sizeof err), POOLD_OK);
-    org_add("tsvc_cat", "{}", false);
-    ck_assert_int_eq(
-        catalog_fingerprint(conn, &count2, &version2, err, sizeof err),
+        catalog_changes_read(conn, &cur, clock_now_ns(), &ch, err, sizeof err),
         POOLD_OK);
-    ck_assert_int_eq(count2, count + 1);
-    ck_assert_int_ne(version2, version);
+    ck_assert(ch.all);
+    catalog_cursor_advance(&cur, &ch, clock_now_ns());
+    ck_assert(!changed(conn, &cur, "tsvc_cat", &n));
+    ck_assert_uint_eq(n, 0);
+    org_add("tsvc_cat", "{}", false);
+    ck_assert(changed(conn, &cur, "tsvc_cat", &n));
+    ck_assert_uint_eq(n, 1);
+    ck_assert(!changed(conn, &cur, "tsvc_cat", &n)); /* read once */
 
     long long row_version = admin_ll(
         "SELECT config_version FROM orgs WHERE org_id = $1", "tsvc_cat");
     ck_assert_int_eq(
         catalog_store_pool_size(conn, "tsvc_cat", 7, err, sizeof err),
         POOLD_OK);
-    /* A resize moves the fingerprint (poold applies sizes set in SQL)
-     * but is no configuration change: the row's version stays. */
-    ck_assert_int_eq(
-        catalog_fingerprint(conn, &count, &version, err, sizeof err), POOLD_OK);
-    ck_assert_int_ne(version, version2);
-    version2 = admin_ll("SELECT config_version FROM orgs WHERE org_id = $1",
-                        "tsvc_cat");
+    /* A resize is a change poold reads (it applies sizes set in SQL) but
+     * no configuration change: the row's version stays. */
+    ck_assert(changed(conn, &cur, "tsvc_cat", &n));
+    long long version2 = admin_ll(
+        "SELECT config_version FROM orgs WHERE org_id = $1", "tsvc_cat");
     ck_assert_int_eq(version2, row_version);
     ck_assert_int_eq(
         catalog_store_pool_size(conn, "tsvc_nope", 7, err, sizeof err),
@@ -82,6 +103,86 @@ START_TEST(catalog_schema_fingerprint_load_store)
     }
     ck_assert(found);
     free(orgs);
+
+    /* The changed orgs' rows, one per id, a deleted one not present. */
+    admin_exec("DELETE FROM orgs WHERE org_id = 'tsvc_cat'");
+    org_add("tsvc_cat2", "{}", true);
+    ck_assert_int_eq(
+        catalog_changes_read(conn, &cur, clock_now_ns(), &ch, err, sizeof err),
+        POOLD_OK);
+    ck_assert_uint_eq(ch.n, 2);
+    ck_assert_int_eq(catalog_load_some(conn, &ch, &orgs, err, sizeof err),
+                     POOLD_OK);
+    for (size_t i = 0; i < ch.n; i++) {
+        ck_assert_str_eq(orgs[i].org_id, ch.ids[i]);
+        ck_assert(orgs[i].present == (strcmp(ch.ids[i], "tsvc_cat2") == 0));
+    }
+    free(orgs);
+    catalog_cursor_advance(&cur, &ch, clock_now_ns());
+    catalog_cursor_deinit(&cur);
+    db_conn_close(conn);
+}
+END_TEST
+
+/* A transaction that started first and commits after a later one's change
+ * was read is still read: transaction ids, not commit order. Fails with a
+ * "largest number seen" cursor. */
+START_TEST(catalog_changes_committed_out_of_order)
+{
+    struct db_conn *conn = open_conn();
+    struct catalog_cursor cur = {0};
+    struct catalog_changes ch;
+    PGconn *slow = PQconnectdb(admin_url);
+    size_t n;
+
+    org_add("tsvc_ooo1", "{}", true);
+    org_add("tsvc_ooo2", "{}", true);
+    ck_assert_int_eq(
+        catalog_changes_read(conn, &cur, clock_now_ns(), &ch, err, sizeof err),
+        POOLD_OK);
+    catalog_cursor_advance(&cur, &ch, clock_now_ns());
+    ck_assert_int_eq(PQstatus(slow), CONNECTION_OK);
+    PQclear(PQexec(slow, "BEGIN"));
+    /* The slow one writes first (its xid is the smaller) ... */
+    PGresult *r = PQexec(slow, "UPDATE orgs SET config = '{\"rules\": []}'"
+                               " WHERE org_id = 'tsvc_ooo1'");
+    ck_assert_int_eq(PQresultStatus(r), PGRES_COMMAND_OK);
+    PQclear(r);
+    /* ... a later one commits and is read ... */
+    admin_exec("UPDATE orgs SET config = '{\"rules\": []}'"
+               " WHERE org_id = 'tsvc_ooo2'");
+    ck_assert(changed(conn, &cur, "tsvc_ooo2", &n));
+    ck_assert_uint_eq(n, 1);
+    /* ... then the slow one commits: read now. */
+    r = PQexec(slow, "COMMIT");
+    ck_assert_int_eq(PQresultStatus(r), PGRES_COMMAND_OK);
+    PQclear(r);
+    ck_assert(changed(conn, &cur, "tsvc_ooo1", &n));
+    ck_assert_uint_eq(n, 1);
+    PQfinish(slow);
+    catalog_cursor_deinit(&cur);
+    db_conn_close(conn);
+}
+END_TEST
+
+/* Rows older than a day go; newer ones stay. */
+START_TEST(catalog_prune_changes_keeps_a_day)
+{
+    struct db_conn *conn = open_conn();
+
+    admin_exec("INSERT INTO org_changes (org_id, at) VALUES"
+               " ('tsvc_old', now() - interval '25 hours'),"
+               " ('tsvc_new', now() - interval '23 hours')");
+    ck_assert_int_eq(catalog_prune_changes(conn, err, sizeof err), POOLD_OK);
+    ck_assert_int_eq(admin_ll("SELECT count(*) FROM org_changes WHERE"
+                              " org_id = $1",
+                              "tsvc_old"),
+                     0);
+    ck_assert_int_eq(admin_ll("SELECT count(*) FROM org_changes WHERE"
+                              " org_id = $1",
+                              "tsvc_new"),
+                     1);
+    admin_exec("DELETE FROM org_changes WHERE org_id = 'tsvc_new'");
     db_conn_close(conn);
 }
 END_TEST
@@ -111,7 +212,9 @@ int main(void)
 {
     const struct pgfix_case cases[] = {
         {"catalog",
-         {org_id_validator, catalog_schema_fingerprint_load_store,
+         {org_id_validator, catalog_schema_changes_load_store,
+          catalog_changes_committed_out_of_order,
+          catalog_prune_changes_keeps_a_day,
           catalog_schema_missing_is_explained}},
     };
 

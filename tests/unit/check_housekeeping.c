@@ -166,7 +166,15 @@ START_TEST(a_hold_is_flagged_once_past_the_warning)
     struct org_entry *e;
     struct holder h;
     struct pool_stats st;
+    struct registry_config cfg = reg->cfg;
 
+    /* Pooled, a hold is of a lent service and only orgs with services
+     * are checked; with no database to build one, the hold is made in
+     * mode none, where every routed org is checked. */
+    registry_destroy(reg);
+    cfg.pooled = false;
+    cfg.prewarm = "hk_nosuch";
+    ck_assert_int_eq(registry_create(&cfg, &reg), POOLD_OK);
     load("hk_a", 0);
     ck_assert_int_eq(registry_route(reg, "hk_a", &e), POOLD_OK);
     holders_add(org_entry_holders(e), &h, "req-1", "POST /process", T0);

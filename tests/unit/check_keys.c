@@ -127,6 +127,35 @@ START_TEST(set_holds_many_keys)
 }
 END_TEST
 
+/* Only the listed orgs' keys change: a changed org's keys are replaced
+ * (a revocation, a new key), the others' are kept without being read. */
+START_TEST(set_update_replaces_only_the_listed_orgs)
+{
+    struct keys_set *set;
+    struct keys_entry v[3] = {entry("pk_a", "key_000000000000000a", "org_a"),
+                              entry("pk_b", "key_000000000000000b", "org_b"),
+                              entry("pk_c", "key_000000000000000c", "org_a")};
+    const char orgs[2][ORG_ID_MAX + 1] = {"org_a", "org_z"};
+    char org[ORG_ID_MAX + 1];
+
+    ck_assert_int_eq(keys_set_create(&set), POOLD_OK);
+    ck_assert_int_eq(keys_set_replace(set, v, 2), POOLD_OK);
+    /* org_a: pk_a revoked, pk_c created; org_z (no keys) listed too. */
+    ck_assert_int_eq(keys_set_update(set, orgs, 2, &v[2], 1), POOLD_OK);
+    ck_assert(!keys_set_find(set, "pk_a", 4, org));
+    ck_assert(keys_set_find(set, "pk_c", 4, org));
+    ck_assert_str_eq(org, "org_a");
+    ck_assert(keys_set_find(set, "pk_b", 4, org)); /* not listed: kept */
+    ck_assert_str_eq(org, "org_b");
+    ck_assert_uint_eq(keys_set_count(set), 2);
+    /* Every key of a listed org gone (a deleted org). */
+    ck_assert_int_eq(keys_set_update(set, orgs, 1, NULL, 0), POOLD_OK);
+    ck_assert(!keys_set_find(set, "pk_c", 4, org));
+    ck_assert_uint_eq(keys_set_count(set), 1);
+    keys_set_destroy(set);
+}
+END_TEST
+
 static Suite *keys_suite(void)
 {
     Suite *s = suite_create("keys");
@@ -138,6 +167,7 @@ static Suite *keys_suite(void)
     tcase_add_test(tc, hex_round_trip_and_rejects);
     tcase_add_test(tc, set_finds_live_keys_only);
     tcase_add_test(tc, set_holds_many_keys);
+    tcase_add_test(tc, set_update_replaces_only_the_listed_orgs);
     suite_add_tcase(s, tc);
     return s;
 }

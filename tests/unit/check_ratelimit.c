@@ -135,6 +135,38 @@ START_TEST(table_sync_changes_and_removes_limits)
 }
 END_TEST
 
+/* The verdict on n messages of org at T0. */
+static enum ratelimit_verdict take_at_t0(struct ratelimit_table *t,
+                                         const char *org, unsigned n)
+{
+    uint64_t retry;
+
+    return ratelimit_table_take(t, org, n, T0, &retry);
+}
+
+/* An update touches only the orgs it lists: a new limit, a removed one
+ * (rps 0), and an unlisted org's limit kept, spent bucket and all. */
+START_TEST(table_update_touches_only_the_listed_orgs)
+{
+    struct ratelimit_table *t;
+    struct ratelimit_setting s[2] = {{"org_a", 1.0, 1}, {"org_b", 1.0, 1}};
+    struct ratelimit_setting none = {"org_c", 0, 0};
+
+    ck_assert_int_eq(ratelimit_table_create(&t), POOLD_OK);
+    ck_assert_int_eq(ratelimit_table_update(t, s, 2, T0), POOLD_OK);
+    ck_assert(take_at_t0(t, "org_a", 1) == RATELIMIT_PASS &&
+              take_at_t0(t, "org_b", 1) == RATELIMIT_PASS);
+    s[1].rps = 0; /* org_b's limit removed; org_a not listed */
+    ck_assert_int_eq(ratelimit_table_update(t, &s[1], 1, T0), POOLD_OK);
+    ck_assert_int_eq(take_at_t0(t, "org_a", 1), RATELIMIT_WAIT);
+    ck_assert_int_eq(take_at_t0(t, "org_b", 50), RATELIMIT_PASS);
+    /* An org never limited and listed without one gets no entry. */
+    ck_assert_int_eq(ratelimit_table_update(t, &none, 1, T0), POOLD_OK);
+    ck_assert_uint_eq(ratelimit_table_refused(t, "org_c"), 0);
+    ratelimit_table_destroy(t);
+}
+END_TEST
+
 static Suite *ratelimit_suite(void)
 {
     Suite *s = suite_create("ratelimit");
@@ -146,6 +178,7 @@ static Suite *ratelimit_suite(void)
     tcase_add_test(tc, ranges);
     tcase_add_test(tc, table_limits_one_org_not_its_neighbour);
     tcase_add_test(tc, table_sync_changes_and_removes_limits);
+    tcase_add_test(tc, table_update_touches_only_the_listed_orgs);
     suite_add_tcase(s, tc);
     return s;
 }
