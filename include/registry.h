@@ -51,6 +51,13 @@ struct registry_config {
      * is one. */
     int (*watch)(void *arg, struct db_conn *conn, char *err, size_t errlen);
     void *watch_arg;
+    /* Optional: the data lifecycle (processed_messages' partitions made
+     * ahead, old ones dropped), run by housekeeping at start-up and then
+     * every lifecycle_interval_ns, on the housekeeping connection. A
+     * failure is logged and tried again on a later tick. */
+    int (*lifecycle)(void *arg, struct db_conn *conn, char *err, size_t errlen);
+    void *lifecycle_arg;
+    uint64_t lifecycle_interval_ns;
 };
 
 /*

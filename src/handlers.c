@@ -11,6 +11,7 @@
 #include <jansson.h>
 
 #include "admin_api.h"
+#include "messages_api.h"
 #include "clock.h"
 #include "cluster.h"
 #include "dashboard.h"
@@ -993,6 +994,8 @@ const struct route handlers_routes[] = {
     {"GET", "/dashboard/{asset}", handle_dashboard_asset, false, false},
     {"POST", "/process/batch", handle_process_batch, false, true},
     {"GET", "/cluster", handle_cluster, true, false},
+    {"GET", "/orgs/{org_id}/messages/{message_id}", messages_api_get, false,
+     false},
 };
 const size_t handlers_nroutes =
     sizeof handlers_routes / sizeof handlers_routes[0];
@@ -1234,6 +1237,20 @@ bool handlers_org_param(const struct http_request *req,
                         struct http_response *resp)
 {
     return valid_org_param(req, resp);
+}
+
+const char *handlers_org_reader(struct handlers *h,
+                                const struct http_request *req, char *key_org,
+                                struct http_response *resp)
+{
+    const char *scope = admin_scope(h, req->authorization);
+
+    key_org[0] = '\0';
+    if (scope != NULL)
+        return scope;
+    if (h->cfg.client_keys && !client_key_check(h, req, key_org, resp))
+        return NULL;
+    return "key";
 }
 
 /* ---- for the unit tests (handlers_internal.h) --------------------------- */
