@@ -994,7 +994,7 @@ const struct route handlers_routes[] = {
     {"GET", "/dashboard/{asset}", handle_dashboard_asset, false, false},
     {"POST", "/process/batch", handle_process_batch, false, true},
     {"GET", "/cluster", handle_cluster, true, false},
-    {"GET", "/orgs/{org_id}/messages/{message_id}", messages_api_get, false,
+    {"GET", "/orgs/{org_id}/messages/{message_id*}", messages_api_get, false,
      false},
 };
 const size_t handlers_nroutes =

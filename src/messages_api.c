@@ -13,8 +13,8 @@
 #define MESSAGE_ID_MAX 128 /* bytes, as POST /process takes it */
 #define MESSAGES_SEGMENT "/messages/"
 
-/* The {message_id} segment, whole (the route's second parameter keeps 65
- * bytes only): what follows "/orgs/{org_id}/messages/" in the path, which
+/* The {message_id*} rest of the path, whole (the route's second parameter keeps
+ * 65 bytes only): what follows "/orgs/{org_id}/messages/" in the path, which
  * the server has already percent-decoded. */
 static const char *message_id_of(const struct http_request *req, size_t *len)
 {

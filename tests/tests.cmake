@@ -139,6 +139,10 @@ poold_python_test(replicas 300)
 poold_python_test(haproxy 300)
 # Through Debian's PgBouncer 1.18, session and transaction pooling.
 poold_python_test(pgbouncer 300)
+# The data lifecycle (issue 21): partitions by time in compressed time,
+# retention, dedupe across a partition boundary (16 concurrent posts),
+# GET /orgs/{org_id}/messages/{message_id}, migration from schema_v0/.
+poold_python_test(lifecycle 600)
 
 # The header check (cmake/header_check.cmake) can fail: db.h, compiled the
 # same way but with libpq's include directory, trips its guard.
