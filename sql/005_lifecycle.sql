@@ -57,15 +57,10 @@ BEGIN
             ALTER INDEX processed_messages_pkey
                 RENAME TO processed_messages_legacy_pkey;
         END IF;
-        CREATE TABLE processed_messages (
-            org_id          text NOT NULL,
-            message_id      text NOT NULL,
-            passed          boolean NOT NULL,
-            checks          integer NOT NULL,
-            failed_rules    text[] NOT NULL DEFAULT '{}',
-            payload_sha256  bytea NOT NULL,
-            processed_at    timestamptz NOT NULL DEFAULT now()
-        ) PARTITION BY RANGE (processed_at);
+        -- The same columns (001_schema.sql), without the primary key.
+        CREATE TABLE processed_messages
+            (LIKE processed_messages_legacy INCLUDING DEFAULTS)
+            PARTITION BY RANGE (processed_at);
         -- Past every row, and past now (rows of transactions that started
         -- before the lock).
         SELECT greatest(max(processed_at), clock_timestamp())
@@ -99,20 +94,22 @@ END $$;
 -- Per statement of the write path: since = the start of the window, lo = the
 -- start of the partition now() falls in, in_zone = near its bounds (or no
 -- range partition holds now(): every write then takes the careful path).
--- Inlined by the planner (one SELECT, STABLE).
+-- Inlined by the planner (one SELECT, STABLE). Estimated at one row
+-- (scalar subqueries, LIMIT 1): a statement built on it must look cheap to
+-- the planner, or JIT compiles it on every execution (seconds).
 CREATE OR REPLACE FUNCTION poold_dedupe_scope(
     OUT since timestamptz, OUT lo timestamptz, OUT in_zone boolean)
 RETURNS SETOF record
 LANGUAGE sql STABLE AS $$
-    SELECT now() - make_interval(secs => coalesce(l.window_s, 604800)),
+    SELECT now() - make_interval(secs => w.window_s),
            coalesce(p.lo, now()),
            p.lo IS NULL
-           OR statement_timestamp() < p.lo
-              + make_interval(secs => coalesce(l.zone_s, 60))
-           OR statement_timestamp() >= p.hi
-              - make_interval(secs => coalesce(l.zone_s, 60))
-    FROM (SELECT 1) AS one
-    LEFT JOIN lifecycle_settings l ON true
+           OR statement_timestamp() < p.lo + make_interval(secs => w.zone_s)
+           OR statement_timestamp() >= p.hi - make_interval(secs => w.zone_s)
+    FROM (SELECT coalesce((SELECT l.window_s FROM lifecycle_settings l
+                           LIMIT 1), 604800) AS window_s,
+                 coalesce((SELECT l.zone_s FROM lifecycle_settings l
+                           LIMIT 1), 60) AS zone_s) AS w
     LEFT JOIN LATERAL (SELECT mp.lo, mp.hi FROM message_partitions mp
                        WHERE mp.lo <= now() ORDER BY mp.lo DESC LIMIT 1) p
            ON p.hi > now()
@@ -222,5 +219,8 @@ BEGIN
         DELETE FROM processed_messages_default
          WHERE processed_at < t - make_interval(secs => p_retention_s);
         GET DIAGNOSTICS expired = ROW_COUNT;
+    END IF;
+    IF created > 0 OR dropped > 0 THEN
+        ANALYZE message_partitions, lifecycle_settings;
     END IF;
 END $$;

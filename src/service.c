@@ -340,7 +340,9 @@ static void arr_elem(struct svc_arr *a, const void *p, size_t n)
  * (s.in_zone) that look-up could miss a row another statement has not
  * committed, so there poold_claim() locks the ids' hash buckets and answers
  * the free ids with a snapshot taken after the locks. The rest of the time
- * the look-up is one index probe per row.
+ * the look-up is one index probe per row ("< now()" is implied by "< s.lo";
+ * it lets the executor leave out the partitions made ahead before it
+ * starts).
  */
 #define SVC_DEDUPE_SCOPE                                                       \
     "WITH s AS (SELECT * FROM poold_dedupe_scope()),"                          \
@@ -351,7 +353,8 @@ static void arr_elem(struct svc_arr *a, const void *p, size_t n)
     " = ANY ((SELECT free FROM c)::text[])"                                    \
     " ELSE NOT EXISTS (SELECT 1 FROM processed_messages p"                     \
     "  WHERE p.org_id = $1 AND p.message_id = " id                             \
-    "  AND p.processed_at >= s.since AND p.processed_at < s.lo) END"           \
+    "  AND p.processed_at >= s.since AND p.processed_at < s.lo"                \
+    "  AND p.processed_at < now()) END"                                        \
     " ON CONFLICT DO NOTHING"
 
 #define SVC_IDS "$2::text[]"
