@@ -11,11 +11,11 @@
 #include <jansson.h>
 
 #include "admin_api.h"
-#include "messages_api.h"
 #include "clock.h"
 #include "cluster.h"
 #include "dashboard.h"
 #include "handlers_internal.h"
+#include "messages_api.h"
 #include "metrics.h"
 #include "registry.h"
 #include "rules.h"
