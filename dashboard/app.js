@@ -1,7 +1,8 @@
 /* app.js — poold's operator page: polls GET /stats and GET /readyz every
  * 2 s with the token the operator typed, renders the visible page of the
  * org table only (thousands of orgs stay fast), draws small charts of the
- * last 5 minutes, and sends resize / drain / pause / resume. Plain DOM and
+ * last 5 minutes, sends resize / drain / pause / resume, and looks up one
+ * message's stored result. Plain DOM and
  * canvas: no library, nothing loaded from elsewhere. */
 'use strict';
 
@@ -337,6 +338,33 @@ async function login(token) {
   start();
 }
 
+/* ---- one message's stored result ------------------------------------------ */
+
+/* org id + message id -> GET /orgs/{org_id}/messages/{message_id}: the
+ * stored result, or why there is none (404: never processed, or past the
+ * retention). */
+async function lookup(org, id) {
+  const out = $('lookup-result');
+  const r = await api('GET', `/orgs/${encodeURIComponent(org)}/messages/${encodeURIComponent(id)}`);
+  out.hidden = false;
+  out.replaceChildren();
+  if (r.status !== 200) {
+    out.className = 'error';
+    out.textContent = r.status === 404
+      ? `${org} / ${id}: not found (never processed, or past the retention)`
+      : `${org} / ${id}: ${errorText(r)}`;
+    return;
+  }
+  const m = r.json;
+  out.className = '';
+  const dl = document.createElement('dl');
+  fillDl(dl, [['org', m.org_id], ['message', m.message_id],
+    ['passed', m.passed ? 'yes' : 'no'], ['checks', m.details.checks],
+    ['failed', m.details.failed.length ? m.details.failed.join(', ') : 'none'],
+    ['processed at', m.processed_at]]);
+  out.append(dl);
+}
+
 /* ---- controls ------------------------------------------------------------- */
 
 async function act(action, org, tr) {
@@ -367,6 +395,10 @@ document.addEventListener('DOMContentLoaded', () => {
   $('logout').addEventListener('click', () => {
     stop();
     state.token = '';
+  });
+  $('lookup').addEventListener('submit', (ev) => {
+    ev.preventDefault();
+    lookup($('lookup-org').value.trim(), $('lookup-id').value);
   });
   $('search').addEventListener('input', (ev) => {
     state.filter = ev.target.value.trim().toLowerCase();

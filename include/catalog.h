@@ -136,4 +136,31 @@ POOLD_MUSTCHECK int catalog_store_pool_size_by(struct db_conn *conn,
                                                const struct audit_actor *actor,
                                                char *err, size_t errlen);
 
+/* processed_messages' lifecycle (sql/005_lifecycle.sql), in seconds. */
+struct catalog_lifecycle {
+    long long period_s;    /* a partition's length (>= the window) */
+    long long retention_s; /* partitions ended this long ago go; 0: none */
+    long long window_s;    /* POOLD_DEDUPE_WINDOW_S */
+    double zone_s;         /* either side of a boundary: the careful path */
+};
+
+/* One maintenance round (poold_lifecycle_maintain): the window recorded,
+ * partitions made ahead, old ones dropped. *created / *dropped count the
+ * partitions. */
+POOLD_MUSTCHECK int
+catalog_lifecycle_maintain(struct db_conn *conn,
+                           const struct catalog_lifecycle *lc, int *created,
+                           int *dropped, char *err, size_t errlen);
+
+/* The stored result of (org_id, message_id) not older than retention_s
+ * (0: any age), newest first, as the JSON text of GET
+ * /orgs/{org_id}/messages/{message_id} (*json malloc'd, the caller's).
+ * POOLD_ERR_NOT_FOUND when there is none. message_id: NUL-terminated
+ * UTF-8. */
+POOLD_MUSTCHECK int catalog_message_get(struct db_conn *conn,
+                                        const char *org_id,
+                                        const char *message_id,
+                                        long long retention_s, char **json,
+                                        char *err, size_t errlen);
+
 #endif

@@ -37,6 +37,8 @@ struct handlers_config {
     const char *read_token;        /* borrowed; NULL: no read-only scope */
     bool client_keys;              /* POOLD_CLIENT_AUTH=keys */
     struct tenants *tenants;       /* borrowed; keys, rate limits, org SQL */
+    long long message_retention_s; /* GET .../messages/{id}: older is 404;
+                                      0: kept forever */
 };
 
 /* What the server gives a handler; every pointer is borrowed for the call. */
@@ -177,6 +179,14 @@ void handlers_error_status(struct handlers *h, struct http_response *resp,
 bool handlers_org_param(const struct http_request *req,
                         struct http_response *resp);
 
+/* Who may read an org's data (GET /orgs/{org_id}/messages/{message_id}):
+ * "admin" or "read" for those tokens, else "key" with the presented key's
+ * org in key_org (ORG_ID_MAX + 1 bytes; "" with POOLD_CLIENT_AUTH=none: any
+ * caller); NULL after filling resp with 401 (no valid credential) or 503
+ * (the keys are not loaded yet). The caller answers 403 for another org. */
+const char *handlers_org_reader(struct handlers *h,
+                                const struct http_request *req, char *key_org,
+                                struct http_response *resp);
 /* Constant-time comparison of a presented token with the expected one: the
  * time depends on the expected length only. */
 bool handlers_token_equal(const char *given, size_t given_len, const char *want,

@@ -28,6 +28,9 @@ struct housekeeping; /* opaque; owned by the registry */
  *   health          readiness, or "database unreachable" and a backoff
  *   breakers        the database answers again: every breaker closed
  *   replica_hook    the cluster's hook (registry_set_hk_hook)
+ *   lifecycle       registry_config.lifecycle (processed_messages'
+ *                   partitions), at start-up, then every
+ *                   lifecycle_interval_ns
  *   maintain_pools  each org pool's lifetimes and idle timeouts
  *   check_holds     holds older than POOLD_HOLD_WARN_MS counted and logged
  *   maintain_conns  the connection pool (min idle), unless the warm thread
@@ -35,7 +38,7 @@ struct housekeeping; /* opaque; owned by the registry */
  *   reclaim         builds waiting for a connection get an idle one
  *   prewarm         POOLD_PREWARM, once the directory is loaded (a thread)
  *
- * Steps up to replica_hook run with the housekeeping connection taken; a
+ * Steps up to lifecycle run with the housekeeping connection taken; a
  * step that needs the database is skipped once one before it failed, and
  * prewarm is skipped until the directory is loaded.
  */

@@ -57,6 +57,13 @@ struct registry_config {
      * is one. */
     int (*watch)(void *arg, struct db_conn *conn, char *err, size_t errlen);
     void *watch_arg;
+    /* Optional: the data lifecycle (processed_messages' partitions made
+     * ahead, old ones dropped), run by housekeeping at start-up and then
+     * every lifecycle_interval_ns, on the housekeeping connection. A
+     * failure is logged and tried again on a later tick. */
+    int (*lifecycle)(void *arg, struct db_conn *conn, char *err, size_t errlen);
+    void *lifecycle_arg;
+    uint64_t lifecycle_interval_ns;
 };
 
 /*
@@ -199,6 +206,20 @@ void registry_foreach_pool(struct registry *reg,
 
 /* Stats of the connection pool (max_size is the cap now). Thread-safe. */
 void registry_conn_stats(struct registry *reg, struct pool_stats *out);
+
+/*
+ * The stored result of (org_id, message_id), not older than retention_s
+ * (0: any age), as the JSON text GET /orgs/{org_id}/messages/{message_id}
+ * answers (*json malloc'd, the caller's). POOLD_ERR_NOT_FOUND when there is
+ * none; POOLD_ERR_DB / POOLD_ERR_DB_BUSY (err says why). Read on an admin
+ * connection (registry_admin_begin), within the same time bound. message_id
+ * is NUL-terminated UTF-8. Thread-safe.
+ */
+POOLD_MUSTCHECK int registry_message_get(struct registry *reg,
+                                         const char *org_id,
+                                         const char *message_id,
+                                         long long retention_s, char **json,
+                                         char *err, size_t errlen);
 
 /* ---- operators ---- */
 

@@ -38,6 +38,10 @@ DROP TRIGGER IF EXISTS orgs_bump_version ON orgs;
 CREATE TRIGGER orgs_bump_version BEFORE INSERT OR UPDATE ON orgs
     FOR EACH ROW EXECUTE FUNCTION orgs_bump_version();
 
+-- Partitioned by time (006_lifecycle.sql: partitions, retention, the dedupe
+-- window; a database made before it is converted there, rows kept). Each
+-- partition has its own primary key (org_id, message_id); PostgreSQL has no
+-- unique index across partitions.
 CREATE TABLE IF NOT EXISTS processed_messages (
     org_id          text NOT NULL,
     message_id      text NOT NULL,
@@ -45,6 +49,5 @@ CREATE TABLE IF NOT EXISTS processed_messages (
     checks          integer NOT NULL,
     failed_rules    text[] NOT NULL DEFAULT '{}',
     payload_sha256  bytea NOT NULL,
-    processed_at    timestamptz NOT NULL DEFAULT now(),
-    PRIMARY KEY (org_id, message_id)
-);
+    processed_at    timestamptz NOT NULL DEFAULT now()
+) PARTITION BY RANGE (processed_at);

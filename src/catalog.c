@@ -1,4 +1,5 @@
-/* catalog.c — the orgs table: schema check, changes, load, resize. */
+/* catalog.c — the orgs table: schema check, changes, load, resize;
+ * processed_messages' lifecycle and the read of one stored result. */
 #include "catalog.h"
 
 #include <errno.h>
@@ -37,7 +38,8 @@ int catalog_check_schema(struct db_conn *conn, char *err, size_t errlen)
         " EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid ="
         " to_regclass('orgs') AND attname = 'paused'"
         " AND NOT attisdropped),"
-        " to_regclass('org_changes') IS NOT NULL";
+        " to_regclass('org_changes') IS NOT NULL,"
+        " to_regclass('message_partitions') IS NOT NULL";
     static const char *const names[] = {"table orgs",
                                         "table processed_messages",
                                         "column orgs.config_version",
@@ -45,7 +47,8 @@ int catalog_check_schema(struct db_conn *conn, char *err, size_t errlen)
                                         "table audit_log",
                                         "column orgs.rate_limit_rps",
                                         "column orgs.paused",
-                                        "table org_changes"};
+                                        "table org_changes",
+                                        "table message_partitions"};
     PGresult *res =
         db_exec(conn, "schema check", sql, 0, NULL, NULL, err, errlen);
 
@@ -440,4 +443,66 @@ int catalog_store_pool_size_by(struct db_conn *conn, const char *org_id,
         " old.pool_max_size)::text, jsonb_build_object("
         "'pool_max_size', upd.pool_max_size)::text FROM old, upd",
         params, &a, err, errlen);
+}
+
+/* ------------------------------------------------------- data lifecycle */
+
+int catalog_lifecycle_maintain(struct db_conn *conn,
+                               const struct catalog_lifecycle *lc, int *created,
+                               int *dropped, char *err, size_t errlen)
+{
+    char period[24], retention[24], window[24], zone[32];
+    const char *params[4] = {period, retention, window, zone};
+    PGresult *res;
+
+    snprintf(period, sizeof period, "%lld", lc->period_s);
+    snprintf(retention, sizeof retention, "%lld", lc->retention_s);
+    snprintf(window, sizeof window, "%lld", lc->window_s);
+    snprintf(zone, sizeof zone, "%.3f", lc->zone_s);
+    res = db_exec(conn, "data lifecycle",
+                  "SELECT created, dropped FROM poold_lifecycle_maintain("
+                  "$1::bigint, $2::bigint, $3::bigint, $4::float8)",
+                  4, params, NULL, err, errlen);
+    if (res == NULL)
+        return POOLD_ERR_DB;
+    *created = atoi(PQgetvalue(res, 0, 0));
+    *dropped = atoi(PQgetvalue(res, 0, 1));
+    PQclear(res);
+    return POOLD_OK;
+}
+
+int catalog_message_get(struct db_conn *conn, const char *org_id,
+                        const char *message_id, long long retention_s,
+                        char **json, char *err, size_t errlen)
+{
+    char retention[24];
+    const char *params[3] = {org_id, message_id, retention};
+    PGresult *res;
+
+    snprintf(retention, sizeof retention, "%lld", retention_s);
+    res = db_exec(
+        conn, "message lookup",
+        "SELECT json_build_object('org_id', org_id, 'message_id', message_id,"
+        " 'passed', passed, 'details', json_build_object('checks', checks,"
+        " 'failed', to_json(failed_rules)), 'processed_at',"
+        " to_char(processed_at AT TIME ZONE 'UTC',"
+        " 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"'))::text"
+        " FROM processed_messages WHERE org_id = $1 AND message_id = $2"
+        " AND ($3::bigint = 0"
+        "  OR processed_at >= now() - make_interval(secs => $3::bigint))"
+        " ORDER BY processed_at DESC LIMIT 1",
+        3, params, NULL, err, errlen);
+    if (res == NULL)
+        return POOLD_ERR_DB;
+    if (PQntuples(res) == 0) {
+        PQclear(res);
+        return POOLD_ERR_NOT_FOUND;
+    }
+    *json = strdup(PQgetvalue(res, 0, 0));
+    PQclear(res);
+    if (*json == NULL) {
+        snprintf(err, errlen, "out of memory");
+        return POOLD_ERR_NOMEM;
+    }
+    return POOLD_OK;
 }

@@ -136,6 +136,18 @@ static const struct config_key config_keys[] = {
      FIELD(cluster_max_conns), 0, 100000,
      "connections all replicas sharing the database may hold together "
      "(0: standalone)"},
+    {"POOLD_RETENTION_DAYS", "retention-days", "30", parse_unsigned,
+     FIELD(retention_days), 0, 36500,
+     "processed rows older than this are dropped, a time partition at a "
+     "time (0: kept forever)"},
+    {"POOLD_DEDUPE_WINDOW_S", "dedupe-window-s", "604800", parse_unsigned,
+     FIELD(dedupe_window_s), 1, 3153600000U,
+     "a message id seen this recently is always a duplicate or an "
+     "id_conflict (at most the retention)"},
+    {"POOLD_LIFECYCLE_DAY_S", "lifecycle-day-s", "86400", parse_unsigned,
+     FIELD(lifecycle_day_s), 10, 86400,
+     "test setting (compressed time): the seconds of one retention day, "
+     "also the shortest partition"},
 };
 
 #define NKEYS (sizeof config_keys / sizeof config_keys[0])
@@ -568,6 +580,16 @@ enum config_result config_load(struct poold_config *cfg, int argc, char **argv,
                  "invalid POOLD_POOL_SIZE (--pool-size) %u: larger than "
                  "POOLD_POOL_CEILING (--pool-ceiling) %u",
                  cfg->pool_size, cfg->pool_ceiling);
+        r = CONFIG_ERROR;
+        goto out;
+    }
+    if (cfg->retention_days > 0 &&
+        (double)cfg->dedupe_window_s >
+            (double)cfg->retention_days * cfg->lifecycle_day_s) {
+        snprintf(err, errlen,
+                 "invalid POOLD_DEDUPE_WINDOW_S (--dedupe-window-s) %u: "
+                 "longer than POOLD_RETENTION_DAYS (--retention-days) %u",
+                 cfg->dedupe_window_s, cfg->retention_days);
         r = CONFIG_ERROR;
         goto out;
     }

@@ -17,6 +17,7 @@
 #include "clock.h"
 #include "handlers_test.h"
 #include "keys.h"
+#include "messages_api.h"
 #include "ratelimit.h"
 #include "pool_api.h"
 #include "process_api.h"
@@ -249,6 +250,8 @@ const struct route handlers_routes[] = {
     {"GET",    "/dashboard/{asset}",             pool_api_dashboard_asset,  ROUTE_OPEN,       BODY_DEFAULT},
     {"POST",   "/process/batch",                 process_api_batch,         ROUTE_CLIENT_KEY, BODY_BATCH},
     {"GET",    "/cluster",                       pool_api_cluster,          ROUTE_ADMIN,      BODY_DEFAULT},
+    /* the org's key, the read token or the admin token: checked inside */
+    {"GET",    "/orgs/{org_id}/messages/{message_id*}", messages_api_get, ROUTE_OPEN,       BODY_DEFAULT},
 };
 /* clang-format on */
 const size_t handlers_nroutes =
@@ -338,6 +341,20 @@ static bool client_key_check(struct handlers *h, const struct http_request *req,
         return false;
     }
     return true;
+}
+
+const char *handlers_org_reader(struct handlers *h,
+                                const struct http_request *req, char *key_org,
+                                struct http_response *resp)
+{
+    const char *scope = admin_scope(h, req->authorization);
+
+    key_org[0] = '\0';
+    if (scope != NULL)
+        return scope;
+    if (h->cfg.client_keys && !client_key_check(h, req, key_org, resp))
+        return NULL;
+    return "key";
 }
 
 size_t handlers_body_limit(const struct handlers *h, const struct route *route,

@@ -44,6 +44,8 @@ struct housekeeping {
     uint64_t backoff_ns; /* 0: tick again after the refresh interval */
     unsigned seed;
     bool prewarmed;
+    bool lifecycle_ran;     /* once: lifecycle_due is set */
+    uint64_t lifecycle_due; /* the next lifecycle step, on the tick clock */
     /* Written before the threads start or by the hk thread; read after
      * joining it. */
     pthread_t thread, warm_thread, prewarm_thread;
@@ -349,6 +351,33 @@ static enum hk_outcome step_replica_hook(struct housekeeping *hk,
     return HK_RAN;
 }
 
+/* processed_messages' partitions: at the first tick with the database (and
+ * at start-up), then every lifecycle_interval_ns; a failure is tried again
+ * a minute later at most. */
+static enum hk_outcome step_lifecycle(struct housekeeping *hk,
+                                      struct hk_tick *t)
+{
+    const struct registry_config *cfg = &hk->reg->cfg;
+    uint64_t retry = 60 * NS_PER_S;
+    char err[REG_ERR_MAX];
+
+    if (cfg->lifecycle == NULL ||
+        (hk->lifecycle_ran && t->now < hk->lifecycle_due))
+        return HK_SKIPPED;
+    hk->lifecycle_ran = true;
+    if (cfg->lifecycle(cfg->lifecycle_arg, t->conn, err, sizeof err) !=
+        POOLD_OK) {
+        log_event(LOG_WARN, "data lifecycle step failed, will retry", "error",
+                  err, (const char *)NULL);
+        hk->lifecycle_due = t->now + (cfg->lifecycle_interval_ns < retry
+                                          ? cfg->lifecycle_interval_ns
+                                          : retry);
+        return HK_FAILED;
+    }
+    hk->lifecycle_due = t->now + cfg->lifecycle_interval_ns;
+    return HK_RAN;
+}
+
 /* --------------------------------------------- steps without connection */
 
 static void maintain_one(void *arg, struct org_entry *e)
@@ -491,6 +520,7 @@ enum {
     HK_STEP_HEALTH,
     HK_STEP_BREAKERS,
     HK_STEP_REPLICA_HOOK,
+    HK_STEP_LIFECYCLE,
     HK_STEP_MAINTAIN_POOLS,
     HK_STEP_CHECK_HOLDS,
     HK_STEP_MAINTAIN_CONNS,
@@ -518,6 +548,7 @@ static const struct hk_step hk_steps[HK_STEP__COUNT] = {
     [HK_STEP_HEALTH] = {"health", HK_CONN, step_health},
     [HK_STEP_BREAKERS] = {"breakers", HK_CONN | HK_DB, step_breakers},
     [HK_STEP_REPLICA_HOOK] = {"replica_hook", HK_CONN, step_replica_hook},
+    [HK_STEP_LIFECYCLE] = {"lifecycle", HK_CONN | HK_DB, step_lifecycle},
     [HK_STEP_MAINTAIN_POOLS] = {"maintain_pools", 0, step_maintain_pools},
     [HK_STEP_CHECK_HOLDS] = {"check_holds", 0, step_check_holds},
     [HK_STEP_MAINTAIN_CONNS] = {"maintain_conns", 0, step_maintain_conns},
@@ -707,6 +738,8 @@ int housekeeping_start(struct housekeeping *hk)
         hk_run(hk, &t, HK_STEP_REFRESH, HK_STEP_PRELOAD_RULES, NULL, 0);
         if (t.rc == POOLD_OK)
             registry_mark_db_ok(reg, clock_now_ns());
+        /* Partitions exist before the first request. */
+        hk_run(hk, &t, HK_STEP_LIFECYCLE, HK_STEP_LIFECYCLE, NULL, 0);
     }
     if (rc == POOLD_OK)
         hk_run(hk, &t, HK_STEP_REPLICA_HOOK, HK_STEP_REPLICA_HOOK, NULL, 0);

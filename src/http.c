@@ -89,7 +89,8 @@ static const char *segment_end(const char *s)
 }
 
 /* Match path against a pattern of "/"-separated segments; "{...}" matches
- * one non-empty segment, returned in *param / *param_len. */
+ * one non-empty segment, returned in *param / *param_len; "{...*}" all that
+ * is left of the path, slashes included (a last segment only). */
 static bool pattern_match(const char *pattern, const char *path,
                           const char **param, size_t *param_len,
                           const char **param2, size_t *param2_len)
@@ -108,6 +109,8 @@ static bool pattern_match(const char *pattern, const char *path,
         if (*pattern == '{') {
             if (se == path)
                 return false;
+            if (pe - pattern >= 3 && pe[-2] == '*') /* "{name*}": the rest */
+                se = path + strlen(path);
             if (p == NULL) {
                 p = path;
                 plen = (size_t)(se - path);

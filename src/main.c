@@ -14,6 +14,7 @@
 #include <libpq-fe.h>
 #include <microhttpd.h>
 
+#include "catalog.h"
 #include "clock.h"
 #include "cluster.h"
 #include "config.h"
@@ -170,7 +171,54 @@ struct app {
     struct http_server *srv;
     struct tenants *tenants; /* keys, rate limits: watched by the registry */
     const char *route_names[METRICS_MAX_ROUTES]; /* borrowed by metrics */
+    struct catalog_lifecycle lifecycle; /* read by the housekeeping thread */
 };
+
+/* ---- the data lifecycle (docs/data-lifecycle.md) ------------------------ */
+
+#define LIFECYCLE_ZONE_MAX_S 60.0
+#define LIFECYCLE_INTERVAL_MAX_NS (3600 * NS_PER_S)
+
+/* A partition lasts a day or the dedupe window if longer (so the window
+ * reaches back one partition at most); the zone around a boundary is a
+ * minute, or a quarter of a (compressed) partition; the maintenance runs
+ * hourly, or four times a partition when they are shorter. */
+static uint64_t lifecycle_from(const struct poold_config *cfg,
+                               struct catalog_lifecycle *lc)
+{
+    long long day = cfg->lifecycle_day_s;
+    uint64_t interval;
+
+    lc->window_s = cfg->dedupe_window_s;
+    lc->period_s = lc->window_s > day ? lc->window_s : day;
+    lc->retention_s = (long long)cfg->retention_days * day;
+    lc->zone_s = (double)lc->period_s / 4.0;
+    if (lc->zone_s > LIFECYCLE_ZONE_MAX_S)
+        lc->zone_s = LIFECYCLE_ZONE_MAX_S;
+    interval = (uint64_t)lc->period_s * NS_PER_S / 4;
+    return interval < LIFECYCLE_INTERVAL_MAX_NS ? interval
+                                                : LIFECYCLE_INTERVAL_MAX_NS;
+}
+
+/* registry_config.lifecycle: one maintenance round, logged when it changed
+ * something. */
+static int lifecycle_run(void *arg, struct db_conn *conn, char *err,
+                         size_t errlen)
+{
+    const struct catalog_lifecycle *lc = arg;
+    int created = 0, dropped = 0;
+    char c[16], d[16];
+    int rc =
+        catalog_lifecycle_maintain(conn, lc, &created, &dropped, err, errlen);
+
+    if (rc == POOLD_OK && (created > 0 || dropped > 0)) {
+        snprintf(c, sizeof c, "%d", created);
+        snprintf(d, sizeof d, "%d", dropped);
+        log_event(LOG_INFO, "message partitions maintained", "created", c,
+                  "dropped", d, (const char *)NULL);
+    }
+    return rc;
+}
 
 /* ---- replicas: the cluster sees the registry's connection pool ---------- */
 
@@ -254,6 +302,8 @@ static int app_start_handlers(const struct poold_config *cfg, struct app *a)
     hc.max_batch = cfg->max_batch;
     hc.max_batch_bytes = cfg->max_batch_bytes;
     hc.read_token = cfg->read_token;
+    hc.message_retention_s =
+        (long long)cfg->retention_days * cfg->lifecycle_day_s;
     hc.client_keys = cfg->client_auth == CONFIG_CLIENT_AUTH_KEYS;
     hc.tenants = a->tenants;
     return handlers_create(&hc, &a->handlers);
@@ -292,6 +342,9 @@ static int app_start(const struct poold_config *cfg, struct app *a)
     registry_config_from(cfg, &rc);
     rc.watch = tenants_watch;
     rc.watch_arg = a->tenants;
+    rc.lifecycle_interval_ns = lifecycle_from(cfg, &a->lifecycle);
+    rc.lifecycle = lifecycle_run;
+    rc.lifecycle_arg = &a->lifecycle;
     if (registry_create(&rc, &a->reg) != POOLD_OK ||
         app_start_cluster(cfg, a) != POOLD_OK ||
         registry_start(a->reg) != POOLD_OK) {

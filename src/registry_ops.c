@@ -224,6 +224,21 @@ void registry_admin_end(struct registry *reg, struct db_conn *conn, bool wrote)
     housekeeping_admin_give(reg->hk);
 }
 
+int registry_message_get(struct registry *reg, const char *org_id,
+                         const char *message_id, long long retention_s,
+                         char **json, char *err, size_t errlen)
+{
+    struct db_conn *conn;
+    int rc = registry_admin_begin(reg, &conn, err, errlen);
+
+    if (rc != POOLD_OK)
+        return rc;
+    rc = catalog_message_get(conn, org_id, message_id, retention_s, json, err,
+                             errlen);
+    registry_admin_end(reg, conn, false);
+    return rc;
+}
+
 int registry_set_paused(struct registry *reg, const char *org_id, bool paused,
                         const struct audit_actor *actor, char *err,
                         size_t errlen)

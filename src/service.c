@@ -333,30 +333,62 @@ static void arr_elem(struct svc_arr *a, const void *p, size_t n)
  * payload an id_conflict. Under READ COMMITTED a concurrent insert of the
  * same key that commits after the INSERT's snapshot makes ON CONFLICT skip
  * while the lookup may not see the row yet: such a message goes again.
+ *
+ * processed_messages is partitioned by time, each partition with its own
+ * primary key (sql/006_lifecycle.sql): ON CONFLICT covers the partition the
+ * row goes to, and the row also looks for its id in the partitions before,
+ * back to the dedupe window (s.since up to s.lo). Near a partition boundary
+ * (s.in_zone) that look-up could miss a row another statement has not
+ * committed, so there poold_claim() locks the ids' hash buckets and answers
+ * the free ids with a snapshot taken after the locks. The rest of the time
+ * the look-up is one index probe per row ("< now()" is implied by "< s.lo";
+ * it lets the executor leave out the partitions made ahead before it
+ * starts).
  */
-static const char svc_insert_many_sql[] =
+#define SVC_DEDUPE_SCOPE                                                       \
+    "WITH s AS (SELECT * FROM poold_dedupe_scope()),"                          \
+    " c AS (SELECT poold_claim($1, " SVC_IDS ", s.since) AS free"              \
+    "  FROM s WHERE s.in_zone) "
+#define SVC_DEDUPE_WHERE(id)                                                   \
+    " WHERE CASE WHEN s.in_zone THEN " id                                      \
+    " = ANY ((SELECT free FROM c)::text[])"                                    \
+    " ELSE NOT EXISTS (SELECT 1 FROM processed_messages p"                     \
+    "  WHERE p.org_id = $1 AND p.message_id = " id                             \
+    "  AND p.processed_at >= s.since AND p.processed_at < s.lo"                \
+    "  AND p.processed_at < now()) END"                                        \
+    " ON CONFLICT DO NOTHING"
+
+#define SVC_IDS "$2::text[]"
+static const char svc_insert_many_sql[] = SVC_DEDUPE_SCOPE
     "INSERT INTO processed_messages (org_id, message_id, passed, checks,"
     " failed_rules, payload_sha256)"
     " SELECT $1, i.message_id, i.passed, i.checks, i.failed::text[],"
     "  sha256(i.payload)"
-    " FROM unnest($2::text[], $3::boolean[], $4::integer[], $5::text[],"
-    "  $6::bytea[]) AS i(message_id, passed, checks, failed, payload)"
-    " ON CONFLICT (org_id, message_id) DO NOTHING RETURNING message_id";
+    " FROM s, unnest($2::text[], $3::boolean[], $4::integer[], $5::text[],"
+    "  $6::bytea[]) AS i(message_id, passed, checks, failed, "
+    "payload)" SVC_DEDUPE_WHERE("i.message_id") " RETURNING message_id";
+#undef SVC_IDS
 
-static const char svc_insert_one_sql[] =
+#define SVC_IDS "ARRAY[$2::text]"
+static const char svc_insert_one_sql[] = SVC_DEDUPE_SCOPE
     "INSERT INTO processed_messages (org_id, message_id, passed, checks,"
     " failed_rules, payload_sha256)"
-    " VALUES ($1, $2, $3::boolean, $4::integer, $5::text[], sha256($6))"
-    " ON CONFLICT (org_id, message_id) DO NOTHING";
+    " SELECT $1, $2, $3::boolean, $4::integer, $5::text[], sha256($6)"
+    " FROM s" SVC_DEDUPE_WHERE("$2::text");
+#undef SVC_IDS
 
-/* The stored rows of messages not inserted: ordinal, same payload, result. */
+/* The stored rows of messages not inserted: ordinal, same payload, result;
+ * within the window, the newest last (an id may be stored again once its
+ * window has passed). */
 static const char svc_lookup_sql[] =
     "SELECT i.ord, p.payload_sha256 = sha256(i.payload), p.passed,"
     " p.checks, p.failed_rules::text"
     " FROM unnest($2::text[], $3::bytea[]) WITH ORDINALITY"
     "  AS i(message_id, payload, ord)"
     " JOIN processed_messages p"
-    "  ON p.org_id = $1 AND p.message_id = i.message_id";
+    "  ON p.org_id = $1 AND p.message_id = i.message_id"
+    "  AND p.processed_at >= (SELECT since FROM poold_dedupe_scope())"
+    " ORDER BY i.ord, p.processed_at";
 
 #define BOOLOID 16
 #define INT4OID 23

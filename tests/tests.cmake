@@ -156,6 +156,10 @@ poold_python_test(promises 300)
 # pool costs at most twice what it does at 1,000, an idle org at most 256
 # bytes, a change is seen within 5 s. bench/orgs.sh goes to 1,000,000.
 poold_python_test(scale 180)
+# The data lifecycle (issue 21): partitions by time in compressed time,
+# retention, dedupe across a partition boundary (16 concurrent posts),
+# GET /orgs/{org_id}/messages/{message_id}, migration from schema_v0/.
+poold_python_test(lifecycle 600)
 
 # The header check (cmake/header_check.cmake) can fail: db.h, compiled the
 # same way but with libpq's include directory, trips its guard.

@@ -2,7 +2,8 @@
 // driven by playwright-core) against a real poold and the test PostgreSQL:
 // a wrong token shows an error; the right one shows the orgs; a row changes
 // while load runs; sorting and search work; a resize through the page
-// changes the server's stats. Environment from tests/tests.cmake: POOLD_BIN,
+// changes the server's stats; the lookup box shows a stored message.
+// Environment from tests/tests.cmake: POOLD_BIN,
 // DATABASE_URL, POOLD_TEST_ADMIN_URL. POOLD_SCREENSHOT: where to save a
 // screenshot of the page (default: a temporary file).
 import { test, before, after } from 'node:test';
@@ -192,6 +193,31 @@ test('pause and resume through the page', async () => {
     10000, 'the server to report the org resumed');
   assert.equal(await processOne(RESIZED), 200);
   await row.locator('button[data-action="pause"]').waitFor({ state: 'visible' });
+});
+
+test('the lookup box shows a stored result, and says when there is none', async () => {
+  const id = `${P}look/1 é`; // a slash and a space: the page must encode them
+  const r = await fetch(base + '/process', {
+    method: 'POST', headers: { 'Content-Type': 'application/json' },
+    body: JSON.stringify({ id: `${P}look1`, org_id: ORGS[4], payload: 'ab' }),
+  });
+  assert.equal(r.status, 200);
+  await page.fill('#lookup-org', ORGS[4]);
+  await page.fill('#lookup-id', `${P}look1`);
+  await page.click('#lookup button[type=submit]');
+  await waitFor(async () => /processed at/.test(await page.textContent('#lookup-result')),
+    10000, 'the stored result');
+  const text = await page.textContent('#lookup-result');
+  assert.match(text, new RegExp(`message${P}look1`));
+  assert.match(text, /passedyes/);
+  assert.match(text, /checks0/);
+  assert.match(text, /processed at\d{4}-\d\d-\d\dT/);
+  assert.equal(await page.getAttribute('#lookup-result', 'class'), '');
+  await page.fill('#lookup-id', id);
+  await page.click('#lookup button[type=submit]');
+  await waitFor(async () => /not found/.test(await page.textContent('#lookup-result')),
+    10000, 'the not-found answer');
+  assert.equal(await page.getAttribute('#lookup-result', 'class'), 'error');
 });
 
 test('a read-only token sees the data without the controls', async (t) => {

@@ -267,6 +267,23 @@ START_TEST(route_pattern_matching)
     ck_assert_str_eq(m.param2, "k_9");
     ck_assert(!match("/orgs/{org_id}/keys/{key_id}", "/orgs/o1/keys/").ok);
     ck_assert(!match("/orgs/{org_id}/keys/{key_id}", "/orgs/o1/key/k").ok);
+
+    /* "{...*}": the rest of the path, slashes included (a message id). */
+    m = match("/orgs/{org_id}/messages/{message_id*}",
+              "/orgs/o1/messages/a/b/");
+    ck_assert(m.ok);
+    ck_assert_str_eq(m.param, "o1");
+    ck_assert_str_eq(m.param2, "a/b/");
+    ck_assert_str_eq(
+        match("/orgs/{org_id}/messages/{message_id*}", "/orgs/o1/messages/m1")
+            .param2,
+        "m1");
+    ck_assert(
+        !match("/orgs/{org_id}/messages/{message_id*}", "/orgs/o1/messages/")
+             .ok);
+    ck_assert(
+        !match("/orgs/{org_id}/messages/{message_id*}", "/orgs/o1/messages")
+             .ok);
 }
 END_TEST
 

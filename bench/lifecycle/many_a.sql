@@ -1,0 +1,2 @@
+\set id random(1, 2000000000)
+INSERT INTO pm_plain (org_id, message_id, passed, checks, failed_rules, payload_sha256) SELECT 'org_001', i.message_id, i.passed, i.checks, i.failed::text[], sha256(i.payload) FROM unnest(ARRAY(SELECT 'm' || :id || '-' || :client_id || '-' || g FROM generate_series(1,100) g), array_fill(true, ARRAY[100]), array_fill(1, ARRAY[100]), array_fill('{}'::text, ARRAY[100]), array_fill('payload'::bytea, ARRAY[100])) AS i(message_id, passed, checks, failed, payload) ON CONFLICT (org_id, message_id) DO NOTHING RETURNING message_id;

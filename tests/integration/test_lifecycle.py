@@ -1,0 +1,422 @@
+"""test_lifecycle.py — issue 21 against the real binary: processed_messages
+partitioned by time, retention dropping whole partitions, the dedupe window
+across a partition boundary under concurrency, GET
+/orgs/{org_id}/messages/{message_id}, and the in-place migration of a
+database made by the previous schema (schema_v0/).
+
+Each test makes a database of its own on the fixture's cluster (partitions
+of minutes or seconds must not meet the shared database's days), and a
+poold on it. Compressed time: POOLD_LIFECYCLE_DAY_S makes a "day", and so
+the shortest partition, a few seconds long.
+"""
+import glob
+import json
+import os
+import subprocess
+import threading
+import time
+import unittest
+import urllib.parse
+import uuid
+
+import test_http as th
+
+SQL_DIR = os.path.join(th.SOURCE_DIR, "sql")
+V0_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "schema_v0")
+ROUTE = "/orgs/{org_id}/messages/{message_id}"
+READ = "read-" + uuid.uuid4().hex
+
+
+def with_db(url, name):
+    return url.rsplit("/", 1)[0] + "/" + name
+
+
+class Db:
+    """A database of the test's own, made with the given sql/ files."""
+
+    def __init__(self, files):
+        self.name = "lc_" + uuid.uuid4().hex[:10]
+        th.psql(f"CREATE DATABASE {self.name} OWNER poold")
+        self.url = with_db(th.DATABASE_URL, self.name)
+        self.admin = with_db(th.ADMIN_URL, self.name)
+        self.apply(files)
+
+    def apply(self, files):
+        env = dict(os.environ, PGOPTIONS="--client-min-messages=warning")
+        for f in files:
+            subprocess.run(["psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-d",
+                            self.url, "-f", f], env=env, check=True,
+                           capture_output=True, timeout=60)
+
+    def sql(self, q):
+        out = subprocess.run(
+            ["psql", "-X", "-q", "-At", "-v", "ON_ERROR_STOP=1", "-d",
+             self.admin, "-c", q], capture_output=True, text=True, timeout=30,
+            check=True)
+        return out.stdout.strip()
+
+    def drop(self):
+        th.psql(f"DROP DATABASE IF EXISTS {self.name} WITH (FORCE)")
+
+
+def sql_files(d):
+    return sorted(glob.glob(os.path.join(d, "*.sql")))
+
+
+def new_sql():
+    """Today's sql/ without the demo orgs."""
+    return [f for f in sql_files(SQL_DIR) if "demo" not in f]
+
+
+def msg_path(org, mid):
+    return "/orgs/%s/messages/%s" % (org, urllib.parse.quote(mid, safe=""))
+
+
+class Base(unittest.TestCase):
+    ORG = "lc_org"
+
+    def setUp(self):
+        self.servers = []
+        self.dbs = []
+
+    def tearDown(self):
+        for s in self.servers:
+            s.stop()
+        for d in self.dbs:
+            d.drop()
+
+    def make_db(self, files=None):
+        db = Db(new_sql() if files is None else files)
+        self.dbs.append(db)
+        return db
+
+    def add_org(self, db, org=None, rules="[]"):
+        db.sql("INSERT INTO orgs (org_id, config) VALUES ('%s', '{\"rules\": %s}')"
+               % (org or self.ORG, rules))
+
+    def poold(self, db, **env):
+        e = {"DATABASE_URL": db.url, "POOLD_DB_MIN_IDLE": "1"}
+        e.update({k: str(v) for k, v in env.items()})
+        s = th.Poold(env=e)
+        self.servers.append(s)
+        return s
+
+    def post(self, s, mid, payload="p", org=None):
+        return s.process({"id": mid, "org_id": org or self.ORG,
+                          "payload": payload})
+
+    def get_msg(self, s, mid, org=None, **kw):
+        return s.get(msg_path(org or self.ORG, mid), route=ROUTE, **kw)
+
+
+class Boundary(Base):
+    """Partitions of a minute, the zone (careful path) 15 s either side of a
+    boundary; statements bounded well inside it."""
+    ENV = {"POOLD_LIFECYCLE_DAY_S": 60, "POOLD_DEDUPE_WINDOW_S": 60,
+           "POOLD_RETENTION_DAYS": 10, "POOLD_POOL_SIZE": 16,
+           "POOLD_DB_MAX_CONNS": 40, "POOLD_STATEMENT_TIMEOUT_MS": 10000,
+           "POOLD_ACQUIRE_TIMEOUT_MS": 10000}
+
+    def next_boundary(self, db):
+        """(seconds to the end of the partition now falls in, its name)."""
+        row = db.sql("SELECT extract(epoch FROM hi - clock_timestamp()),"
+                     " relname FROM message_partitions"
+                     " WHERE lo <= now() AND hi > now()")
+        secs, name = row.split("|")
+        return float(secs), name
+
+    def wait_until_before_boundary(self, db, lo, hi):
+        """Until the partition now falls in ends in lo..hi seconds; returns
+        its name. Waiting for the clock (a minute at most), not for another
+        thread."""
+        def ready():
+            secs, name = self.next_boundary(db)
+            return name if lo <= secs <= hi else None
+        return th.wait_for(ready, 75, "a partition boundary", interval=0.05)
+
+    def rows(self, db, mid):
+        return db.sql("SELECT count(*) FROM processed_messages WHERE org_id ="
+                      " '%s' AND message_id = '%s'" % (self.ORG, mid))
+
+    def fire(self, s, mid, n, results):
+        def one():
+            r = self.post(s, mid)
+            results.append((r.status, r.json()))
+        threads = [threading.Thread(target=one) for _ in range(n)]
+        for t in threads:
+            t.start()
+        return threads
+
+    def test_sixteen_posts_of_one_id_straddling_a_boundary(self):
+        """The first post's statement starts before the boundary and is held
+        (its partition locked) until 15 more have started after it: they
+        must all answer duplicate, and one row exists, in the earlier
+        partition."""
+        db = self.make_db()
+        self.add_org(db)
+        s = self.poold(db, **self.ENV)
+        mid = "straddle-" + uuid.uuid4().hex[:6]
+        prev = self.wait_until_before_boundary(db, 2.5, 4.5)
+        locker = subprocess.Popen(
+            ["psql", "-X", "-q", "-At", "-d", db.admin], text=True,
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+        results = []
+        try:
+            locker.stdin.write('BEGIN; LOCK TABLE "%s" IN SHARE MODE;'
+                               " SELECT 'locked';\n" % prev)
+            locker.stdin.flush()
+            self.assertEqual(locker.stdout.readline().strip(), "locked")
+            first = self.fire(s, mid, 1, results)
+            th.wait_for(lambda: db.sql(
+                "SELECT count(*) FROM pg_locks WHERE NOT granted AND"
+                " relation = '\"%s\"'::regclass" % prev) == "1", 10,
+                "the first post to wait for its partition")
+            th.wait_for(lambda: self.next_boundary(db)[1] != prev, 10,
+                        "the boundary to pass")
+            rest = self.fire(s, mid, 15, results)
+            # Either they wait for the first one's id (the careful path),
+            # or they answer while it is held: then the result shows it.
+            th.wait_for(lambda: len(results) >= 15 or int(db.sql(
+                "SELECT count(*) FROM pg_locks WHERE NOT granted AND"
+                " locktype = 'advisory'")) >= 1, 10,
+                "the later posts to wait for the first one's id or answer")
+        finally:
+            locker.stdin.write("COMMIT;\n")
+            locker.stdin.close()
+            locker.wait(10)
+        for t in first + rest:
+            t.join(30)
+        self.assertEqual(len(results), 16, results)
+        self.assertEqual([st for st, _ in results], [200] * 16, results)
+        dup = sorted(b["duplicate"] for _, b in results)
+        self.assertEqual(dup, [False] + [True] * 15, results)
+        self.assertEqual(self.rows(db, mid), "1")
+        self.assertEqual(db.sql(
+            "SELECT tableoid::regclass FROM processed_messages WHERE"
+            " message_id = '%s'" % mid), '"%s"' % prev)
+
+    def test_sixteen_concurrent_posts_at_a_boundary_store_one_row(self):
+        """16 at once, a few ms before the boundary, over a few rounds:
+        one row and one non-duplicate answer each time."""
+        db = self.make_db()
+        self.add_org(db)
+        s = self.poold(db, **self.ENV)
+        for rnd in range(3):
+            mid = "edge-%d-%s" % (rnd, uuid.uuid4().hex[:6])
+            results = []
+            self.wait_until_before_boundary(db, 0.5, 2.0)
+            secs, _ = self.next_boundary(db)
+            # To a point of the clock: 0-40 ms before the boundary.
+            time.sleep(max(0.0, secs - 0.02 * rnd))
+            for t in self.fire(s, mid, 16, results):
+                t.join(30)
+            self.assertEqual([st for st, _ in results], [200] * 16, results)
+            self.assertEqual(sum(not b["duplicate"] for _, b in results), 1,
+                             results)
+            self.assertEqual(self.rows(db, mid), "1")
+            # The next round waits for the following boundary.
+            th.wait_for(lambda: self.next_boundary(db)[0] > 5, 10,
+                        "the boundary to pass")
+
+    def test_an_id_past_the_window_is_processed_again(self):
+        db = self.make_db()
+        self.add_org(db)
+        s = self.poold(db, **self.ENV)
+        mid = "again-" + uuid.uuid4().hex[:6]
+        # A row stored 2 windows ago, as a restore would write it.
+        db.sql("INSERT INTO processed_messages (org_id, message_id, passed,"
+               " checks, payload_sha256, processed_at) VALUES ('%s', '%s',"
+               " true, 0, sha256('old'), now() - interval '120 seconds')"
+               % (self.ORG, mid))
+        r = self.post(s, mid, payload="new")
+        self.assertEqual(r.status, 200, r.body)
+        self.assertFalse(r.json()["duplicate"])
+        r = self.post(s, mid, payload="new")
+        self.assertTrue(r.json()["duplicate"])
+        self.assertEqual(self.rows(db, mid), "2")
+        got = self.get_msg(s, mid, token=th.TOKEN)
+        self.assertEqual(got.status, 200, got.body)
+
+
+class Retention(Base):
+    """Compressed time: a 'day' of 10 s, 2 days of retention, a 10 s
+    window: partitions of 10 s, maintained every 2.5 s."""
+    ENV = {"POOLD_LIFECYCLE_DAY_S": 10, "POOLD_DEDUPE_WINDOW_S": 10,
+           "POOLD_RETENTION_DAYS": 2}
+    RETENTION_S, PERIOD_S, AHEAD = 20, 10, 2
+
+    def test_whole_partitions_go_and_the_table_stays_bounded(self):
+        db = self.make_db()
+        self.add_org(db)
+        # Restored rows: one older than any partition and the retention,
+        # one from before the first partition but within the retention.
+        db.sql("INSERT INTO processed_messages (org_id, message_id, passed,"
+               " checks, payload_sha256, processed_at) VALUES"
+               " ('%s', 'restored-old', true, 0, sha256('x'), now() -"
+               " interval '1 day'), ('%s', 'restored-new', true, 0,"
+               " sha256('x'), now() - interval '5 seconds')"
+               % (self.ORG, self.ORG))
+        s = self.poold(db, **self.ENV)
+        first = ["early-%d" % i for i in range(50)]
+        r = s.request("POST", "/process/batch", body={
+            "org_id": self.ORG,
+            "messages": [{"id": m, "payload": "p"} for m in first]})
+        self.assertEqual(r.status, 200, r.body)
+        self.assertEqual(self.get_msg(s, "early-7", token=th.TOKEN).status,
+                         200)
+        bound = self.RETENTION_S + self.PERIOD_S + 2.5 + 5
+        start = time.monotonic()
+        n, parts_max, ages = 0, 0, []
+        while time.monotonic() - start < 50:
+            batch = [{"id": "w-%d" % (n + i), "payload": "p"}
+                     for i in range(100)]
+            n += 100
+            r = s.request("POST", "/process/batch",
+                          body={"org_id": self.ORG, "messages": batch})
+            self.assertEqual(r.status, 200, r.body)
+            parts, age = db.sql(
+                "SELECT (SELECT count(*) FROM pg_inherits WHERE inhparent ="
+                " 'processed_messages'::regclass), coalesce(extract(epoch"
+                " FROM now() - min(processed_at)), 0) FROM processed_messages"
+            ).split("|")
+            parts_max = max(parts_max, int(parts))
+            ages.append(float(age))
+            time.sleep(0.5)  # the writer's pace, not a synchronisation
+        # Range partitions: those not yet past the retention (at most
+        # (retention + period) / period + 1), the one now is in, the ones
+        # made ahead; and the default one.
+        self.assertLessEqual(
+            parts_max,
+            (self.RETENTION_S + self.PERIOD_S) // self.PERIOD_S + 1 +
+            self.AHEAD + 1 + 1)
+        # The oldest row never outlives retention + a partition + a round.
+        self.assertLessEqual(max(ages[-20:]), bound, ages)
+        self.assertEqual(self.get_msg(s, "early-7", token=th.TOKEN).code,
+                         "not_found")
+        th.wait_for(lambda: db.sql(
+            "SELECT count(*) FROM processed_messages WHERE message_id LIKE"
+            " 'restored-%'") == "0", 10, "the restored rows to expire")
+        self.assertIn('message partitions maintained', s.logtext())
+        self.assertRegex(s.logtext(), r'dropped="[1-9]')
+
+
+class ReadEndpoint(Base):
+    """GET /orgs/{org_id}/messages/{message_id}: who may read, what is
+    answered."""
+
+    def test_get_auth_validation_and_retention(self):
+        db = self.make_db()
+        self.add_org(db)
+        self.add_org(db, "lc_other")
+        s = self.poold(db, POOLD_CLIENT_AUTH="keys", POOLD_READ_TOKEN=READ)
+        keys = {}
+        for org in (self.ORG, "lc_other"):
+            r = s.request("POST", "/orgs/%s/keys" % org, body={},
+                          token=th.TOKEN)
+            self.assertEqual(r.status, 201, r.body)
+            keys[org] = r.json()["key"]
+        mid = "m" * 128  # the longest id, whole through the path
+        r = s.process({"id": mid, "org_id": self.ORG, "payload": "p"},
+                      token=keys[self.ORG])
+        self.assertEqual(r.status, 200, r.body)
+        posted = r.json()
+        for tok in (keys[self.ORG], READ, th.TOKEN):
+            got = self.get_msg(s, mid, token=tok)
+            self.assertEqual(got.status, 200, got.body)
+            body = got.json()
+            self.assertEqual(
+                {k: body[k] for k in ("org_id", "message_id", "passed",
+                                      "details")},
+                {k: posted[k] for k in ("org_id", "message_id", "passed",
+                                        "details")})
+            self.assertRegex(body["processed_at"],
+                             r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z$")
+        self.assertEqual(self.get_msg(s, mid).status, 401)
+        self.assertEqual(self.get_msg(s, mid, token="nope").status, 401)
+        self.assertEqual(
+            self.get_msg(s, mid, token=keys["lc_other"]).code, "forbidden")
+        self.assertEqual(self.get_msg(s, "nosuch", token=READ).code,
+                         "not_found")
+        slashed = "a/b c/%41?é"  # the rest of the path is the id, decoded
+        r = s.process({"id": slashed, "org_id": self.ORG, "payload": "p"},
+                      token=keys[self.ORG])
+        self.assertEqual(r.status, 200, r.body)
+        got = self.get_msg(s, slashed, token=READ)
+        self.assertEqual(got.status, 200, got.body)
+        self.assertEqual(got.json()["message_id"], slashed)
+        for bad in ("m" * 129, "a\x01b", "a\x7fb"):
+            got = self.get_msg(s, bad, token=READ)
+            self.assertEqual((got.status, got.code), (400, "invalid_message"),
+                             bad)
+        got = s.get("/orgs/%s/messages/%%FF" % self.ORG, token=READ)
+        self.assertEqual(got.code, "invalid_message")
+        got = s.get(msg_path("bad!org", "x"), token=READ)
+        self.assertEqual(got.code, "invalid_org_id")
+        # Past the retention (30 days) is 404 even while its rows are kept;
+        # within it, a restored row is found.
+        db.sql("INSERT INTO processed_messages (org_id, message_id, passed,"
+               " checks, payload_sha256, processed_at) VALUES"
+               " ('%s', 'ancient', true, 0, sha256('x'), now() - interval"
+               " '31 days'), ('%s', 'restored', false, 2, sha256('x'),"
+               " now() - interval '29 days')" % (self.ORG, self.ORG))
+        self.assertEqual(self.get_msg(s, "ancient", token=READ).code,
+                         "not_found")
+        got = self.get_msg(s, "restored", token=READ)
+        self.assertEqual(got.status, 200, got.body)
+        self.assertEqual(got.json()["details"], {"checks": 2, "failed": []})
+
+
+class Migration(Base):
+    """A database made by the previous schema (schema_v0/, a plain
+    processed_messages), with rows, then today's sql/ applied over it."""
+
+    def test_rows_kept_readable_and_still_deduplicated(self):
+        db = self.make_db(sql_files(V0_DIR))
+        self.assertEqual(db.sql("SELECT relkind FROM pg_class WHERE oid ="
+                                " 'processed_messages'::regclass"), "r")
+        self.add_org(db)
+        db.sql("INSERT INTO processed_messages (org_id, message_id, passed,"
+               " checks, failed_rules, payload_sha256, processed_at)"
+               " SELECT '%s', 'old-' || g, g %% 2 = 0, 1,"
+               " CASE WHEN g %% 2 = 0 THEN '{}'::text[] ELSE '{id_prefix}'::text[] END,"
+               " sha256(convert_to('p' || g, 'UTF8')),"
+               " now() - g * interval '1 minute'"
+               " FROM generate_series(1, 300) g" % self.ORG)
+        db.apply(new_sql())
+        db.apply(new_sql())  # safe twice
+        self.assertEqual(db.sql("SELECT relkind FROM pg_class WHERE oid ="
+                                " 'processed_messages'::regclass"), "p")
+        s = self.poold(db)
+        self.assertEqual(db.sql("SELECT count(*) FROM processed_messages"),
+                         "300")
+        got = self.get_msg(s, "old-3", token=th.TOKEN)
+        self.assertEqual(got.status, 200, got.body)
+        self.assertEqual(got.json()["details"],
+                         {"checks": 1, "failed": ["id_prefix"]})
+        r = self.post(s, "old-4", payload="p4")
+        self.assertEqual(r.status, 200, r.body)
+        self.assertTrue(r.json()["duplicate"])
+        self.assertEqual(self.post(s, "old-4", payload="other").code,
+                         "id_conflict")
+        r = s.request("POST", "/process/batch", body={
+            "org_id": self.ORG, "messages": [
+                {"id": "old-10", "payload": "p10"},
+                {"id": "brand-new", "payload": "n"}]})
+        self.assertEqual(r.status, 200, r.body)
+        self.assertEqual([e.get("duplicate") for e in r.json()["results"]],
+                         [True, False])
+        self.assertEqual(db.sql("SELECT count(*) FROM processed_messages"),
+                         "301")
+        self.assertNotEqual(db.sql(
+            "SELECT tableoid::regclass FROM processed_messages WHERE"
+            " message_id = 'brand-new'"), "processed_messages_legacy")
+
+
+def setUpModule():
+    for name in ("POOLD_BIN", "DATABASE_URL", "POOLD_TEST_ADMIN_URL"):
+        if not os.environ.get(name):
+            raise unittest.SkipTest(name + " is not set")
+
+
+if __name__ == "__main__":
+    unittest.main()
