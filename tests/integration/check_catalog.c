@@ -171,18 +171,18 @@ START_TEST(catalog_prune_changes_keeps_a_day)
     struct db_conn *conn = open_conn();
 
     admin_exec("INSERT INTO org_changes (org_id, at) VALUES"
-               " ('tsvc_old', now() - interval '25 hours'),"
-               " ('tsvc_new', now() - interval '23 hours')");
+               " ('tcat_prune_old', now() - interval '25 hours'),"
+               " ('tcat_prune_new', now() - interval '23 hours')");
     ck_assert_int_eq(catalog_prune_changes(conn, err, sizeof err), POOLD_OK);
     ck_assert_int_eq(admin_ll("SELECT count(*) FROM org_changes WHERE"
                               " org_id = $1",
-                              "tsvc_old"),
+                              "tcat_prune_old"),
                      0);
     ck_assert_int_eq(admin_ll("SELECT count(*) FROM org_changes WHERE"
                               " org_id = $1",
-                              "tsvc_new"),
+                              "tcat_prune_new"),
                      1);
-    admin_exec("DELETE FROM org_changes WHERE org_id = 'tsvc_new'");
+    admin_exec("DELETE FROM org_changes WHERE org_id = 'tcat_prune_new'");
     db_conn_close(conn);
 }
 END_TEST
