@@ -13,7 +13,8 @@
  *   reg->lock          rwlock: the org map (buckets, entries' pending marks,
  *                      an entry's pool pointer being set)
  *   e->cache_lock      one org's rules and misconfiguration caches
- *   e->batcher->lock   one org's group-commit queue (groupcommit.c)
+ *   e->batcher->lock   one org's commit queue (groupcommit.c); its jobs'
+ *                      conditions wait on it
  *   e->holders.lock    one org's holds (holders.c)
  *   e->build_breaker.lock, reg->db_breaker.lock   (breaker.c)
  *   hk->lock           housekeeping: the stop flag and the housekeeping
