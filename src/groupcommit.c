@@ -33,6 +33,11 @@
  */
 #define GC_GROUP_MAX 64   /* messages per statement */
 #define GC_INFLIGHT_MAX 4 /* commits of one org in flight at most */
+#ifndef GC_INFLIGHT_BASE
+/* Commits in flight with no stall. Other values only for the measurement
+ * in docs/commit-pipeline.md (-DGC_INFLIGHT_BASE=2). */
+#define GC_INFLIGHT_BASE 1
+#endif
 /* A second commit may start while one is in flight when that one has run
  * GC_STALL_K times the mean commit latency, and at least GC_STALL_MIN_NS
  * (a lock wait, not scheduling noise). */
@@ -125,9 +130,10 @@ static unsigned gc_allowed(const struct batcher *b, uint64_t now)
     if (b->inflight > 0 && b->queued >= GC_GROUP_MAX)
         return b->inflight < GC_INFLIGHT_MAX ? b->inflight + 1
                                              : GC_INFLIGHT_MAX;
-    if (b->inflight == 1 && now - b->last_start_ns >= gc_stall_ns(b))
-        return 2;
-    return 1;
+    if (b->inflight == GC_INFLIGHT_BASE &&
+        now - b->last_start_ns >= gc_stall_ns(b))
+        return GC_INFLIGHT_BASE + 1;
+    return GC_INFLIGHT_BASE;
 }
 
 /* Under b->lock. */
