@@ -30,18 +30,6 @@ cleanup() {
 }
 trap cleanup EXIT
 
-# CPU ticks of our cluster: the postmaster, its reaped and live children.
-pg_cpu_ticks() {
-    local pm t p
-    pm=$(head -1 "$PG_DIR/postmaster.pid")
-    t=$(awk '{ print $14 + $15 + $16 + $17 }' "/proc/$pm/stat")
-    for p in $(pgrep -P "$pm"); do
-        [ -r "/proc/$p/stat" ] &&
-            t=$((t + $(awk '{ print $14 + $15 }' "/proc/$p/stat" 2>/dev/null || echo 0)))
-    done
-    echo "$t"
-}
-proc_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
 groups() { admin_get /stats | jq -r '"\(.totals.group_commits) \(.totals.group_messages)"'; }
 
 anchor() { # CLIENTS
@@ -70,11 +58,11 @@ load() { # LABEL BIN ORGS CONNS VAR=VALUE...
     truncate_messages
     read -r c0 m0 < <(groups)
     pg0=$(pg_cpu_ticks)
-    u0=$(proc_ticks "$POOLD_PID")
+    u0=$(proc_cpu_ticks "$POOLD_PID")
     out=$(BENCH_TAG="c$label$RANDOM" BENCH_ORGS=$orgs wrk -t2 -c"$conns" \
         -d"${CEIL_S}s" --timeout 10s -s "$BENCH_DIR/post.lua" \
         "http://127.0.0.1:$PORT" | sed -n 's/^WRKJSON //p')
-    u1=$(proc_ticks "$POOLD_PID")
+    u1=$(proc_cpu_ticks "$POOLD_PID")
     pg1=$(pg_cpu_ticks)
     read -r c1 m1 < <(groups)
     ok=$(jq .ok <<<"$out")
