@@ -48,6 +48,12 @@
 #define GC_RESERVE_K 2
 #define GC_RESERVE_MIN_NS (100 * NS_PER_MS)
 #define GC_EWMA_SHIFT 3 /* the latency mean moves 1/8 of the way per commit */
+/* A write that would wait alone behind the commit in flight starts its own
+ * (two in flight) unless GC_SIBLINGS_MIN or more writes are expected to
+ * arrive during one commit (mean commit latency / mean gap between
+ * writes): below that, waiting rarely makes a group and only adds a
+ * commit's latency (PostgreSQL's commit_siblings, measured). */
+#define GC_SIBLINGS_MIN 1
 
 enum gc_state {
     GC_PENDING, /* processed, not offered yet */
@@ -76,6 +82,8 @@ struct batcher {
     unsigned inflight;      /* commits started and not finished */
     uint64_t last_start_ns; /* when the youngest of them started */
     uint64_t ewma_ns;       /* mean commit latency (0: none measured) */
+    uint64_t last_offer_ns; /* when the last write was offered */
+    uint64_t gap_ns;        /* mean gap between offers (same weight) */
     /* Counted here and added to the pool's stats. */
     atomic_uint_fast64_t commits, messages;
 };
@@ -122,16 +130,20 @@ static uint64_t gc_leave_at(const struct batcher *b, const struct gc_job *j)
 
 /* Under b->lock: how many commits may be in flight now. One; one more
  * while a full group waits (up to GC_INFLIGHT_MAX); two while the one in
- * flight is stalled. Not more for a stall: when the companion stalls too,
- * the stall is shared (a table lock, a slow disk) and more commits would
- * only cut the groups smaller. */
+ * flight is stalled, or for a write with no siblings. Not more for a
+ * stall: when the companion stalls too, the stall is shared (a table
+ * lock, a slow disk) and more commits would only cut the groups smaller. */
 static unsigned gc_allowed(const struct batcher *b, uint64_t now)
 {
+    /* No siblings: the queue is empty and few writes are expected during
+     * a commit. */
+    bool alone = b->head == NULL && b->ewma_ns < GC_SIBLINGS_MIN * b->gap_ns;
+
     if (b->inflight > 0 && b->queued >= GC_GROUP_MAX)
         return b->inflight < GC_INFLIGHT_MAX ? b->inflight + 1
                                              : GC_INFLIGHT_MAX;
     if (b->inflight == GC_INFLIGHT_BASE &&
-        now - b->last_start_ns >= gc_stall_ns(b))
+        (alone || now - b->last_start_ns >= gc_stall_ns(b)))
         return GC_INFLIGHT_BASE + 1;
     return GC_INFLIGHT_BASE;
 }
@@ -313,6 +325,19 @@ static int gc_offer(struct registry *reg, struct org_entry *e,
     int rc = POOLD_OK;
 
     pthread_mutex_lock(&b->lock);
+    if (b->last_offer_ns != 0) {
+        /* A gap longer than a few commits says "alone" as well as any:
+         * capped, so an idle spell does not outweigh the next burst. */
+        uint64_t gap = now > b->last_offer_ns ? now - b->last_offer_ns : 0;
+        uint64_t cap = GC_STALL_K * b->ewma_ns;
+
+        if (gap > cap)
+            gap = cap;
+        b->gap_ns = b->gap_ns == 0 ? gap
+                                   : b->gap_ns - (b->gap_ns >> GC_EWMA_SHIFT) +
+                                         (gap >> GC_EWMA_SHIFT);
+    }
+    b->last_offer_ns = now;
     if (b->head == NULL && b->inflight < gc_allowed(b, now)) {
         own->state = GC_LEAD;
         gc_start(b, now);
