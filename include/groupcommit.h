@@ -23,24 +23,23 @@ struct batcher *groupcommit_create(void);
 void groupcommit_destroy(struct batcher *b);
 
 /*
- * Commit msg (of org e, which has a pool) through e's queue, within dl:
- * the request either commits a group itself, with a service it borrows
- * from e's pool, or waits for another request to commit its message in a
- * group. *out gets its result. Returns as registry_process() does; admit:
- * apply POOLD_MAX_WAITING (false for a retry). Thread-safe.
+ * Process msg (of org e, which has a pool) and commit it, within dl: the
+ * request borrows a service from e's pool (503 pool_exhausted when none is
+ * free by dl->acquire_ns), evaluates the rules on it, and then either
+ * commits a group (its own message first) on that service's connection or
+ * waits, holding it, for a leader to commit its message in a group. *out
+ * gets its result. Returns as registry_process() does. Thread-safe.
  */
-POOLD_MUSTCHECK int groupcommit_process(struct registry *reg,
-                                        struct org_entry *e,
-                                        const struct message *msg,
-                                        struct service_result *out,
-                                        const struct reg_deadlines *dl,
-                                        bool admit, char *err, size_t errlen);
+POOLD_MUSTCHECK int
+groupcommit_process(struct registry *reg, struct org_entry *e,
+                    const struct message *msg, struct service_result *out,
+                    const struct reg_deadlines *dl, char *err, size_t errlen);
 
-/* Wake every request waiting on b (shutdown: they see it and leave). */
+/* Wake every request queued on b (shutdown: they see it and leave). */
 void groupcommit_wake(struct batcher *b);
 
 /* Add b's figures to a pool's stats: its queued requests to waiting, its
- * timeouts and refusals, its statements and their messages. */
+ * statements and their messages. */
 void groupcommit_add_stats(struct batcher *b, struct pool_stats *out);
 
 #endif

@@ -67,6 +67,24 @@ POOLD_MUSTCHECK int service_create_from(const struct service_env *env,
 void service_close(struct service *svc);
 
 /*
+ * The two steps of service_process_many(), for a caller that processes on
+ * one service and commits on another (group commit). service_evaluate:
+ * the rules (and POOLD_PROCESS_COST_MS) on jobs[0..n), each job's result
+ * filled and its status left POOLD_ERR_INVALID until committed; no I/O.
+ * POOLD_OK, or POOLD_ERR_INVALID for a job without a message.
+ * service_commit_many: commit jobs[0..n) evaluated by any service of the
+ * same org, on svc's connection; returns and sets statuses as
+ * service_process_many() does.
+ */
+POOLD_MUSTCHECK int service_evaluate(struct service *svc,
+                                     struct service_job *jobs, size_t n,
+                                     char *err, size_t errlen);
+POOLD_MUSTCHECK int service_commit_many(struct service *svc,
+                                        struct service_job *jobs, size_t n,
+                                        uint64_t deadline_ns, char *err,
+                                        size_t errlen);
+
+/*
  * Evaluate the rules on jobs[0..n) and commit them in one INSERT, then
  * read the stored rows of those it did not insert (a message whose row a
  * concurrent insert hid goes again, alone with the others in that case),

@@ -1,5 +1,6 @@
-/* groupcommit.c — an org's commit queue: concurrent requests' writes
- * joined into one statement on one of the org's services. */
+/* groupcommit.c — an org's commit pipeline: each request processes its
+ * message on a service of its own, in parallel with the org's others;
+ * their writes join one statement (leader/follower group commit). */
 #include "groupcommit.h"
 
 #include <pthread.h>
@@ -13,20 +14,55 @@
 #include "service.h"
 
 /*
- * Group commit, with no timer. A request's message is queued on its org's
- * batcher; while fewer than the pool's max_size "flushers" run, the request
- * becomes one: it borrows a service from the pool as any request did
- * (stats, timeouts, the waiter bound and the connection cap rules hold),
- * then commits the queued messages, its own first, in one statement per
- * round until the queue is empty, and gives the service back. The other
- * requests wait on the batcher for their own result. At low load nobody is
- * queued and a group is one message; under load, a group is what piled up
- * during the previous commit.
+ * Leader/follower, with no timer on the fast path (docs/commit-pipeline.md).
+ *
+ * Every request borrows a service from its org's pool (the acquire timeout
+ * and the waiter bound apply as for any request), processes its message on
+ * it, then offers the write to the org's commit queue, still holding its
+ * service. If fewer commits are in flight than allowed (gc_allowed: one,
+ * more only when latency says so), it is the leader: it takes the queue
+ * (its own message first, up to GC_GROUP_MAX), commits the group in one
+ * statement on its own service's connection, hands every follower its
+ * result (a signal to each, no broadcast), promotes the oldest follower
+ * still queued to lead the next group, and answers its own request at once.
+ * Otherwise it queues and sleeps on its own condition until its result is
+ * there, it is promoted, or its commit deadline approaches: then it leaves
+ * the queue and commits alone on the service it holds. A group therefore
+ * forms from what finished processing while the previous commit was in
+ * flight, as in MySQL's binary-log group commit and PostgreSQL's WAL flush.
  */
-#define GC_GROUP_MAX 256 /* messages per statement */
-#define GC_ROUNDS_MAX 16 /* rounds a flusher runs before handing over */
+#define GC_GROUP_MAX 64   /* messages per statement */
+#define GC_INFLIGHT_MAX 4 /* commits of one org in flight at most */
+#ifndef GC_INFLIGHT_BASE
+/* Commits in flight with no stall. Other values only for the measurement
+ * in docs/commit-pipeline.md (-DGC_INFLIGHT_BASE=2). */
+#define GC_INFLIGHT_BASE 1
+#endif
+/* A second commit may start while one is in flight when that one has run
+ * GC_STALL_K times the mean commit latency, and at least GC_STALL_MIN_NS
+ * (a lock wait, not scheduling noise). */
+#define GC_STALL_K 4
+#define GC_STALL_MIN_NS (5 * NS_PER_MS)
+/* A queued follower leaves to commit alone this long before its commit
+ * deadline: GC_RESERVE_K mean commit latencies, at least GC_RESERVE_MIN_NS. */
+#define GC_RESERVE_K 2
+#define GC_RESERVE_MIN_NS (100 * NS_PER_MS)
+#define GC_EWMA_SHIFT 3 /* the latency mean moves 1/8 of the way per commit */
+/* A write that would wait alone behind the commit in flight starts its own
+ * (two in flight) unless GC_SIBLINGS_MIN or more writes are expected to
+ * arrive during one commit (mean commit latency / mean gap between
+ * writes): below that, waiting rarely makes a group and only adds a
+ * commit's latency (PostgreSQL's commit_siblings, measured). */
+#define GC_SIBLINGS_MIN 1
 
-enum gc_state { GC_QUEUED, GC_TAKEN, GC_DONE };
+enum gc_state {
+    GC_PENDING, /* processed, not offered yet */
+    GC_QUEUED,  /* in the queue, waiting for a leader */
+    GC_LEAD,    /* to commit: its own group (promoted, or first) */
+    GC_ALONE,   /* to commit alone: its deadline is near */
+    GC_TAKEN,   /* in a leader's group */
+    GC_DONE     /* result in job */
+};
 
 /* One request's message; lives on the requesting thread's stack. */
 struct gc_job {
@@ -34,34 +70,33 @@ struct gc_job {
     struct service_job job; /* message in, result and status out */
     uint64_t commit_ns;     /* its request's commit deadline */
     enum gc_state state;    /* under the batcher's lock */
-    bool flushing;          /* its owner is a flusher: only the owner
-                               takes it (at low load, every request
-                               commits its own message at once) */
+    pthread_cond_t cond;    /* its owner sleeps here; only it is woken */
     char err[REG_ERR_MAX];  /* the reason of a failed commit */
 };
 
 struct batcher {
-    pthread_mutex_t lock;       /* never held across I/O */
-    pthread_cond_t cond;        /* a job done, a flusher gone, shutdown */
+    pthread_mutex_t lock; /* never held across I/O */
+    pthread_condattr_t cattr;
     struct gc_job *head, *tail; /* QUEUED jobs, oldest first */
     unsigned queued;
-    unsigned flushers;
+    unsigned inflight;      /* commits started and not finished */
+    uint64_t last_start_ns; /* when the youngest of them started */
+    uint64_t ewma_ns;       /* mean commit latency (0: none measured) */
+    uint64_t last_offer_ns; /* when the last write was offered */
+    uint64_t gap_ns;        /* mean gap between offers (same weight) */
     /* Counted here and added to the pool's stats. */
-    atomic_uint_fast64_t timeouts, rejected, commits, messages;
+    atomic_uint_fast64_t commits, messages;
 };
 
 struct batcher *groupcommit_create(void)
 {
     struct batcher *b = calloc(1, sizeof *b);
-    pthread_condattr_t ca;
 
     if (b == NULL)
         return NULL;
     pthread_mutex_init(&b->lock, NULL);
-    pthread_condattr_init(&ca);
-    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-    pthread_cond_init(&b->cond, &ca);
-    pthread_condattr_destroy(&ca);
+    pthread_condattr_init(&b->cattr);
+    pthread_condattr_setclock(&b->cattr, CLOCK_MONOTONIC);
     return b;
 }
 
@@ -69,13 +104,52 @@ void groupcommit_destroy(struct batcher *b)
 {
     if (b == NULL)
         return;
-    pthread_cond_destroy(&b->cond);
+    pthread_condattr_destroy(&b->cattr);
     pthread_mutex_destroy(&b->lock);
     free(b);
 }
 
+static uint64_t gc_max(uint64_t a, uint64_t b)
+{
+    return a > b ? a : b;
+}
+
+/* Under b->lock: how long the youngest commit in flight may run before
+ * another may start beside it. */
+static uint64_t gc_stall_ns(const struct batcher *b)
+{
+    return gc_max(GC_STALL_K * b->ewma_ns, GC_STALL_MIN_NS);
+}
+
+/* Under b->lock: when a queued job leaves to commit alone. */
+static uint64_t gc_leave_at(const struct batcher *b, const struct gc_job *j)
+{
+    uint64_t reserve = gc_max(GC_RESERVE_K * b->ewma_ns, GC_RESERVE_MIN_NS);
+    return j->commit_ns > reserve ? j->commit_ns - reserve : 0;
+}
+
+/* Under b->lock: how many commits may be in flight now. One; one more
+ * while a full group waits (up to GC_INFLIGHT_MAX); two while the one in
+ * flight is stalled, or for a write with no siblings. Not more for a
+ * stall: when the companion stalls too, the stall is shared (a table
+ * lock, a slow disk) and more commits would only cut the groups smaller. */
+static unsigned gc_allowed(const struct batcher *b, uint64_t now)
+{
+    /* No siblings: the queue is empty and few writes are expected during
+     * a commit. */
+    bool alone = b->head == NULL && b->ewma_ns < GC_SIBLINGS_MIN * b->gap_ns;
+
+    if (b->inflight > 0 && b->queued >= GC_GROUP_MAX)
+        return b->inflight < GC_INFLIGHT_MAX ? b->inflight + 1
+                                             : GC_INFLIGHT_MAX;
+    if (b->inflight == GC_INFLIGHT_BASE &&
+        (alone || now - b->last_start_ns >= gc_stall_ns(b)))
+        return GC_INFLIGHT_BASE + 1;
+    return GC_INFLIGHT_BASE;
+}
+
 /* Under b->lock. */
-static void batcher_push(struct batcher *b, struct gc_job *j)
+static void gc_push(struct batcher *b, struct gc_job *j)
 {
     j->next = NULL;
     if (b->tail)
@@ -84,10 +158,12 @@ static void batcher_push(struct batcher *b, struct gc_job *j)
         b->head = j;
     b->tail = j;
     b->queued++;
+    j->state = GC_QUEUED;
 }
 
-/* Under b->lock: unlink a QUEUED job. */
-static void batcher_remove(struct batcher *b, struct gc_job *j)
+/* Under b->lock: unlink a QUEUED job. A new head of the queue is woken to
+ * watch the commit in flight (gc_follow). */
+static void gc_unlink(struct batcher *b, struct gc_job *j)
 {
     struct gc_job **pp = &b->head, *prev = NULL;
 
@@ -101,175 +177,216 @@ static void batcher_remove(struct batcher *b, struct gc_job *j)
     if (b->tail == j)
         b->tail = prev;
     b->queued--;
+    if (prev == NULL && b->head != NULL)
+        pthread_cond_signal(&b->head->cond);
 }
 
-/* Under b->lock: take up to max QUEUED jobs, own first if still queued,
- * then those whose owners wait (not those of other flushers). */
-static size_t batcher_take(struct batcher *b, struct gc_job *own,
-                           struct gc_job **out, size_t max)
+/* Under b->lock: count a commit starting now. */
+static void gc_start(struct batcher *b, uint64_t now)
 {
-    struct gc_job *j = b->head, *next;
-    size_t n = 0;
-
-    if (own->state == GC_QUEUED) {
-        batcher_remove(b, own);
-        own->state = GC_TAKEN;
-        out[n++] = own;
-    }
-    for (; j != NULL && n < max; j = next) {
-        next = j->next;
-        if (j->flushing)
-            continue;
-        batcher_remove(b, j);
-        j->state = GC_TAKEN;
-        out[n++] = j;
-    }
-    return n;
+    b->inflight++;
+    b->last_start_ns = now;
 }
 
-/* Commit one group with svc; every job gets its result, DONE, and its
- * owner is woken. Returns the statement's status. */
-static int gc_commit(struct org_entry *e, struct service *svc,
-                     struct gc_job **group, size_t n)
+/* Under b->lock: while the queue has jobs and another commit is allowed,
+ * promote its oldest to lead one. */
+static void gc_kick(struct batcher *b, uint64_t now)
 {
-    struct batcher *b = e->act->batcher;
+    while (b->head != NULL && b->inflight < gc_allowed(b, now)) {
+        struct gc_job *j = b->head;
+
+        /* Not gc_unlink: the next in the queue is the new leader's to take,
+         * not a follower to wake. */
+        b->head = j->next;
+        if (b->head == NULL)
+            b->tail = NULL;
+        b->queued--;
+        j->state = GC_LEAD;
+        gc_start(b, now);
+        pthread_cond_signal(&j->cond);
+    }
+}
+
+/* Under b->lock, which it drops for the statement: commit own (LEAD:
+ * with the queue, up to GC_GROUP_MAX; ALONE: by itself) on svc. Every
+ * follower in the group gets its result and is woken; own's result is in
+ * own->job. Returns the statement's status (for own's service). */
+static int gc_lead(struct batcher *b, struct service *svc, struct gc_job *own)
+{
+    struct gc_job *group[GC_GROUP_MAX];
     struct service_job jobs[GC_GROUP_MAX];
-    uint64_t deadline = UINT64_MAX;
+    uint64_t deadline = own->commit_ns, t0, t1;
     char err[REG_ERR_MAX] = "";
+    size_t n = 1;
     int rc;
 
+    group[0] = own;
+    if (own->state == GC_LEAD) {
+        while (b->head != NULL && n < GC_GROUP_MAX) {
+            struct gc_job *j = b->head;
+
+            b->head = j->next;
+            b->queued--;
+            j->state = GC_TAKEN;
+            group[n++] = j;
+        }
+        if (b->head == NULL)
+            b->tail = NULL;
+        else
+            pthread_cond_signal(&b->head->cond); /* the new head */
+    }
+    own->state = GC_TAKEN;
     for (size_t i = 0; i < n; i++) {
         jobs[i] = group[i]->job;
         if (group[i]->commit_ns < deadline)
             deadline = group[i]->commit_ns;
     }
-    rc = service_process_many(svc, jobs, n, deadline, err, sizeof err);
+    pthread_mutex_unlock(&b->lock);
+
+    t0 = clock_now_ns();
+    rc = service_commit_many(svc, jobs, n, deadline, err, sizeof err);
+    t1 = clock_now_ns();
     atomic_fetch_add(&b->commits, 1);
     atomic_fetch_add(&b->messages, n);
+
     pthread_mutex_lock(&b->lock);
-    for (size_t i = 0; i < n; i++) {
-        group[i]->job = jobs[i];
-        if (jobs[i].status != POOLD_OK && jobs[i].status != POOLD_ERR_CONFLICT)
-            snprintf(group[i]->err, sizeof group[i]->err, "%s", err);
-        group[i]->state = GC_DONE;
+    if (rc == POOLD_OK) {
+        uint64_t took = t1 - t0;
+        b->ewma_ns = b->ewma_ns == 0
+                         ? took
+                         : b->ewma_ns - (b->ewma_ns >> GC_EWMA_SHIFT) +
+                               (took >> GC_EWMA_SHIFT);
     }
-    pthread_cond_broadcast(&b->cond);
+    for (size_t i = 0; i < n; i++) {
+        struct gc_job *j = group[i];
+
+        j->job = jobs[i];
+        if (jobs[i].status != POOLD_OK && jobs[i].status != POOLD_ERR_CONFLICT)
+            snprintf(j->err, sizeof j->err, "%s", err);
+        j->state = GC_DONE;
+        if (j != own)
+            pthread_cond_signal(&j->cond);
+    }
+    b->inflight--;
+    gc_kick(b, t1); /* the oldest follower leads the next group */
+    return rc;
+}
+
+/* Under b->lock: own is QUEUED; sleep until it is committed (DONE), or is
+ * to commit (LEAD, ALONE), or the server shuts down (then it leaves the
+ * queue: POOLD_ERR_SHUTDOWN). The head of the queue also wakes when the
+ * commit in flight stalls, to start another beside it. */
+static int gc_follow(struct registry *reg, struct batcher *b,
+                     struct gc_job *own)
+{
+    struct timespec ts;
+
+    for (;;) {
+        uint64_t now = clock_now_ns(), wake;
+
+        if (own->state == GC_DONE || own->state == GC_LEAD)
+            return POOLD_OK;
+        if (own->state == GC_TAKEN) {
+            /* Bounded by the group's deadline; the extra second only
+             * guards against a lost wake-up. */
+            clock_timespec_at(&ts, own->commit_ns + NS_PER_S);
+            pthread_cond_timedwait(&own->cond, &b->lock, &ts);
+            continue;
+        }
+        if (atomic_load(&reg->shutting_down)) {
+            gc_unlink(b, own);
+            return POOLD_ERR_SHUTDOWN;
+        }
+        wake = gc_leave_at(b, own);
+        if (now >= wake) {
+            gc_unlink(b, own);
+            own->state = GC_ALONE;
+            gc_start(b, now);
+            return POOLD_OK;
+        }
+        gc_kick(b, now);
+        if (own->state != GC_QUEUED)
+            continue;
+        if (own == b->head && b->inflight > 0 &&
+            b->last_start_ns + gc_stall_ns(b) < wake)
+            wake = b->last_start_ns + gc_stall_ns(b);
+        clock_timespec_at(&ts, wake);
+        pthread_cond_timedwait(&own->cond, &b->lock, &ts);
+    }
+}
+
+/* Offer own (processed on svc) to e's queue and see it committed, by a
+ * leader or as one. *used: a statement ran on svc's connection. */
+static int gc_offer(struct registry *reg, struct org_entry *e,
+                    struct service *svc, struct gc_job *own, bool *used)
+{
+    struct batcher *b = e->act->batcher;
+    uint64_t now = clock_now_ns();
+    int rc = POOLD_OK;
+
+    pthread_mutex_lock(&b->lock);
+    if (b->last_offer_ns != 0) {
+        /* A gap longer than a few commits says "alone" as well as any:
+         * capped, so an idle spell does not outweigh the next burst. */
+        uint64_t gap = now > b->last_offer_ns ? now - b->last_offer_ns : 0;
+        uint64_t cap = GC_STALL_K * b->ewma_ns;
+
+        if (gap > cap)
+            gap = cap;
+        b->gap_ns = b->gap_ns == 0 ? gap
+                                   : b->gap_ns - (b->gap_ns >> GC_EWMA_SHIFT) +
+                                         (gap >> GC_EWMA_SHIFT);
+    }
+    b->last_offer_ns = now;
+    if (b->head == NULL && b->inflight < gc_allowed(b, now)) {
+        own->state = GC_LEAD;
+        gc_start(b, now);
+    } else {
+        gc_push(b, own);
+        gc_kick(b, now);
+        rc = gc_follow(reg, b, own);
+    }
+    if (rc == POOLD_OK && (own->state == GC_LEAD || own->state == GC_ALONE)) {
+        *used = true;
+        rc = gc_lead(b, svc, own);
+    }
     pthread_mutex_unlock(&b->lock);
     return rc;
 }
 
-/* Run as a flusher: borrow a service, commit groups until the queue is
- * empty (or the connection is wanted elsewhere), give it back. Own is
- * DONE on return unless the service could not be had (then own's status
- * says why, and own is out of the queue). */
-static void gc_flush(struct registry *reg, struct org_entry *e,
-                     struct gc_job *own, const struct reg_deadlines *dl)
+int groupcommit_process(struct registry *reg, struct org_entry *e,
+                        const struct message *msg, struct service_result *out,
+                        const struct reg_deadlines *dl, char *err,
+                        size_t errlen)
 {
     struct batcher *b = e->act->batcher;
-    struct gc_job *group[GC_GROUP_MAX];
+    struct gc_job own = {.job = {.msg = msg}, .commit_ns = dl->commit_ns};
     struct pool_item *item;
+    struct service *svc;
     struct holder hold;
     uint64_t now = clock_now_ns();
     uint64_t timeout = dl->acquire_ns > now ? dl->acquire_ns - now : 0;
-    int rc = POOLD_OK;
+    bool used = false;
+    int rc, src = POOLD_OK;
 
     db_thread_deadline(dl->acquire_ns);
     rc = pool_acquire(e->act->pool, reg->cfg.max_waiters ? timeout : 0, &item);
     db_thread_deadline(0);
-    if (rc != POOLD_OK) {
-        pthread_mutex_lock(&b->lock);
-        if (own->state == GC_QUEUED) {
-            batcher_remove(b, own);
-            own->job.status = rc;
-            own->state = GC_DONE;
-        }
-        pthread_mutex_unlock(&b->lock);
-        return;
-    }
-    reg_hold_begin(e, &hold, own->job.msg);
-    for (int round = 0; round < GC_ROUNDS_MAX; round++) {
-        size_t n;
-
-        pthread_mutex_lock(&b->lock);
-        n = batcher_take(b, own, group, GC_GROUP_MAX);
-        pthread_mutex_unlock(&b->lock);
-        if (n == 0)
-            break;
-        rc = gc_commit(e, pool_item_object(item), group, n);
-        if (rc == POOLD_ERR_DB || rc == POOLD_ERR_COMMIT_UNKNOWN ||
-            rc == POOLD_ERR_NOMEM || rc == POOLD_ERR_INVALID)
-            break; /* this connection is done for: released as broken */
-        if (!db_conn_is_clean(service_conn(pool_item_object(item))))
-            break; /* a lookup after the INSERT lost it: reset destroys it */
-        if (pool_waiting(reg->conns) > atomic_load(&e->act->building) ||
-            atomic_load(&reg->shutting_down))
-            break; /* the connection is wanted elsewhere: hand over */
-    }
+    if (rc != POOLD_OK)
+        return rc;
+    svc = pool_item_object(item);
+    reg_hold_begin(e, &hold, msg);
+    pthread_cond_init(&own.cond, &b->cattr);
+    rc = service_evaluate(svc, &own.job, 1, err, errlen);
+    if (rc == POOLD_OK)
+        src = gc_offer(reg, e, svc, &own, &used);
+    if (rc == POOLD_OK && own.state == GC_DONE)
+        rc = own.job.status;
+    else if (rc == POOLD_OK)
+        rc = POOLD_ERR_SHUTDOWN;
+    pthread_cond_destroy(&own.cond);
     reg_hold_end(e, &hold);
-    reg_release(reg, e, item, rc);
-}
-
-/* Wait until own is DONE, flushing when a flusher's place is free. */
-static int gc_wait(struct registry *reg, struct org_entry *e,
-                   struct gc_job *own, const struct reg_deadlines *dl)
-{
-    struct batcher *b = e->act->batcher;
-    struct timespec ts;
-
-    while (own->state != GC_DONE) {
-        if (own->state == GC_QUEUED &&
-            b->flushers < pool_max_size(e->act->pool)) {
-            b->flushers++;
-            own->flushing = true;
-            pthread_mutex_unlock(&b->lock);
-            gc_flush(reg, e, own, dl);
-            pthread_mutex_lock(&b->lock);
-            own->flushing = false;
-            b->flushers--;
-            pthread_cond_broadcast(&b->cond); /* a flusher's place is free */
-            continue;
-        }
-        if (own->state == GC_QUEUED && (clock_now_ns() >= dl->acquire_ns ||
-                                        atomic_load(&reg->shutting_down))) {
-            batcher_remove(b, own);
-            if (atomic_load(&reg->shutting_down))
-                return POOLD_ERR_SHUTDOWN;
-            atomic_fetch_add(&b->timeouts, 1);
-            return POOLD_ERR_TIMEOUT;
-        }
-        /* A taken job's commit is bounded by its deadline; the extra
-         * second only guards against a lost wake-up. */
-        clock_timespec_at(&ts, own->state == GC_QUEUED
-                                   ? dl->acquire_ns
-                                   : dl->commit_ns + NS_PER_S);
-        pthread_cond_timedwait(&b->cond, &b->lock, &ts);
-    }
-    return own->job.status;
-}
-
-/* One pass through the batcher: queue the message and wait for a flusher
- * to commit it (or to commit it as one). admit: apply POOLD_MAX_WAITING. */
-int groupcommit_process(struct registry *reg, struct org_entry *e,
-                        const struct message *msg, struct service_result *out,
-                        const struct reg_deadlines *dl, bool admit, char *err,
-                        size_t errlen)
-{
-    struct batcher *b = e->act->batcher;
-    struct gc_job own = {
-        .job = {.msg = msg}, .commit_ns = dl->commit_ns, .state = GC_QUEUED};
-    int rc;
-
-    pthread_mutex_lock(&b->lock);
-    /* Every flusher busy: the request waits, within POOLD_MAX_WAITING. */
-    if (admit && b->flushers >= pool_max_size(e->act->pool) &&
-        b->queued >= reg->cfg.max_waiters) {
-        pthread_mutex_unlock(&b->lock);
-        atomic_fetch_add(&b->rejected, 1);
-        return POOLD_ERR_WAITERS_FULL;
-    }
-    batcher_push(b, &own);
-    rc = gc_wait(reg, e, &own, dl);
-    pthread_mutex_unlock(&b->lock);
+    reg_release(reg, e, item, used ? src : POOLD_OK);
     *out = own.job.result;
     if (rc != POOLD_OK && rc != POOLD_ERR_CONFLICT && own.err[0] != '\0')
         snprintf(err, errlen, "%s", own.err);
@@ -284,7 +401,8 @@ int groupcommit_process(struct registry *reg, struct org_entry *e,
 void groupcommit_wake(struct batcher *b)
 {
     pthread_mutex_lock(&b->lock);
-    pthread_cond_broadcast(&b->cond);
+    for (struct gc_job *j = b->head; j != NULL; j = j->next)
+        pthread_cond_signal(&j->cond);
     pthread_mutex_unlock(&b->lock);
 }
 
@@ -293,8 +411,6 @@ void groupcommit_add_stats(struct batcher *b, struct pool_stats *out)
     pthread_mutex_lock(&b->lock);
     out->waiting += b->queued;
     pthread_mutex_unlock(&b->lock);
-    out->total_timeouts += atomic_load(&b->timeouts);
-    out->waiters_rejected += atomic_load(&b->rejected);
     out->group_commits = atomic_load(&b->commits);
     out->group_messages = atomic_load(&b->messages);
 }

@@ -491,8 +491,9 @@ static struct reg_deadlines reg_deadlines_from(const struct registry *reg,
 }
 
 /* The request (msg's request_id and route) holds one of e's services from
- * now until reg_hold_end(): GET /pools/{org_id}/holders lists it. In a group
- * commit the holder is the flusher's request, in a batch the batch's. */
+ * now until reg_hold_end(): GET /pools/{org_id}/holders lists it. Every
+ * request holds its own service, also while its write waits for a group;
+ * a batch's request holds the batch's. */
 void reg_hold_begin(struct org_entry *e, struct holder *hold,
                     const struct message *msg)
 {
@@ -566,7 +567,7 @@ static int process_pooled(struct registry *reg, struct org_entry *e,
                           const struct reg_deadlines *dl, char *err,
                           size_t errlen)
 {
-    int rc = groupcommit_process(reg, e, msg, out, dl, true, err, errlen);
+    int rc = groupcommit_process(reg, e, msg, out, dl, err, errlen);
     char first_err[REG_ERR_MAX];
     struct reg_deadlines again = {dl->commit_ns, dl->commit_ns};
 
@@ -574,8 +575,7 @@ static int process_pooled(struct registry *reg, struct org_entry *e,
         return rc;
     snprintf(first_err, sizeof first_err, "%s", err);
     return retry_outcome(
-        e, rc,
-        groupcommit_process(reg, e, msg, out, &again, false, err, errlen),
+        e, rc, groupcommit_process(reg, e, msg, out, &again, err, errlen),
         first_err, err, errlen);
 }
 

@@ -16,7 +16,8 @@
  *   reg->live_lock     the live list and every active's nservices (taken
  *                      by a service's create/destroy callbacks)
  *   a->cache_lock      one org's rules and misconfiguration caches
- *   a->batcher->lock   one org's group-commit queue (groupcommit.c)
+ *   a->batcher->lock   one org's commit queue (groupcommit.c); its jobs'
+ *                      conditions wait on it
  *   a->holders.lock    one org's holds (holders.c)
  *   a->build_breaker.lock, reg->db_breaker.lock   (breaker.c)
  *   hk->lock           housekeeping: the stop flag, the housekeeping

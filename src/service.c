@@ -745,12 +745,9 @@ static int svc_commit(struct service *svc, struct service_job *jobs, size_t n,
     return rc == POOLD_ERR_DB && wrote ? POOLD_OK : rc;
 }
 
-int service_process_many(struct service *svc, struct service_job *jobs,
-                         size_t n, uint64_t deadline_ns, char *err,
-                         size_t errlen)
+int service_evaluate(struct service *svc, struct service_job *jobs, size_t n,
+                     char *err, size_t errlen)
 {
-    int rc;
-
     for (size_t k = 0; k < n; k++) {
         const struct message *m = jobs[k].msg;
         struct service_result *r = &jobs[k].result;
@@ -766,9 +763,18 @@ int service_process_many(struct service *svc, struct service_job *jobs,
         r->passed = r->verdict.nfailed == 0;
         r->duplicate = false;
     }
+    if (n > 0)
+        clock_sleep_ms(svc->env->process_cost_ms * (double)n);
+    return POOLD_OK;
+}
+
+int service_commit_many(struct service *svc, struct service_job *jobs, size_t n,
+                        uint64_t deadline_ns, char *err, size_t errlen)
+{
+    int rc;
+
     if (n == 0)
         return POOLD_OK;
-    clock_sleep_ms(svc->env->process_cost_ms * (double)n);
     rc = svc_commit(svc, jobs, n, deadline_ns, err, errlen);
     for (size_t k = 0; k < n && rc == POOLD_OK; k++)
         if (jobs[k].status == POOLD_ERR_CONFLICT) {
@@ -778,6 +784,17 @@ int service_process_many(struct service *svc, struct service_job *jobs,
                      (int)(m->id_len > 128 ? 128 : m->id_len), m->id);
         }
     return rc;
+}
+
+int service_process_many(struct service *svc, struct service_job *jobs,
+                         size_t n, uint64_t deadline_ns, char *err,
+                         size_t errlen)
+{
+    int rc = service_evaluate(svc, jobs, n, err, errlen);
+
+    if (rc != POOLD_OK)
+        return rc;
+    return service_commit_many(svc, jobs, n, deadline_ns, err, errlen);
 }
 
 int service_process(struct service *svc, struct service_result *out, char *err,

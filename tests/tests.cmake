@@ -115,6 +115,10 @@ poold_python_test(http 600)
 # database down at start and down under load, a row lock held elsewhere,
 # idle and excess clients.
 poold_python_test(faults 600)
+# The commit pipeline (issue 22): pool_exhausted whatever the processing
+# cost, processing in parallel, groups behind a commit in flight, a leader
+# that answers at once.
+poold_python_test(pipeline 300)
 # The README's curl examples, as written, against the real server.
 poold_python_test(readme 120)
 # Slow and hostile clients (request read deadline, the waiting room),
