@@ -1,8 +1,9 @@
 /* registry_internal.h — what the registry's files share; not an API.
  *
- * The registry is four files with one job each: registry.c (the org map,
- * each org's service pool, routing and admission, the request's path to a
- * commit, the connection-cap policy, the directory, lifecycle),
+ * The registry is five files with one job each: registry.c (the org map,
+ * each org's active part and service pool, routing, the connection-cap
+ * policy, the directory, lifecycle), registry_request.c (a request's path:
+ * admission, processing, the commit, the unknown-outcome retry, batches),
  * groupcommit.c (an org's commit queue: requests' writes joined into one
  * statement), registry_ops.c (the operator API: stats, resize, pause,
  * drain, holders, the admin connection, the replica cap) and
@@ -50,6 +51,7 @@
 
 #include "breaker.h"
 #include "catalog.h"
+#include "clock.h"
 #include "connpool.h"
 #include "holders.h"
 #include "housekeeping.h"
@@ -59,6 +61,8 @@
 #include "service.h"
 
 #define REG_ERR_MAX 256
+/* A client's wait beyond the server's statement timeout. */
+#define REG_DB_SLACK_NS (500 * NS_PER_MS)
 
 struct batcher;
 
@@ -251,6 +255,11 @@ bool registry_reclaim(void *arg, const char *org_id);
 POOLD_MUSTCHECK int registry_find_entry(struct registry *reg,
                                         const char *org_id,
                                         struct org_entry **out);
+
+/* e's active part and pool, made once on its first request (concurrent
+ * first requests make exactly one). POOLD_OK or POOLD_ERR_NOMEM. */
+POOLD_MUSTCHECK int registry_entry_activate(struct registry *reg,
+                                            struct org_entry *e);
 
 /* err gets the message for a person that goes with rc for org_id, unless
  * err already holds one. */
