@@ -90,12 +90,13 @@ echo "clang: no warnings"
 step "ASan+UBSan build: unit and integration tests"
 build build-asan -DPOOLD_SANITIZE=address
 ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 UBSAN_OPTIONS=print_stacktrace=1 \
-    CK_TIMEOUT_MULTIPLIER=3 ctest --test-dir build-asan --output-on-failure
+    CK_TIMEOUT_MULTIPLIER=3 ctest --test-dir build-asan --output-on-failure \
+    -LE wallclock
 
 step "TSan build: unit and integration tests"
 build build-tsan -DPOOLD_SANITIZE=thread
 TSAN_OPTIONS="halt_on_error=1 second_deadlock_stack=1" CK_TIMEOUT_MULTIPLIER=5 \
-    tsan_run ctest --test-dir build-tsan --output-on-failure
+    tsan_run ctest --test-dir build-tsan --output-on-failure -LE wallclock
 
 step "valgrind memcheck: unit tests"
 for t in build-test/check_pool build-test/check_rules build-test/check_log \

@@ -100,11 +100,17 @@ set(Python3_ROOT_DIR /usr)
 find_package(Python3 REQUIRED COMPONENTS Interpreter)
 # poold_python_test(<name> <timeout>): tests/integration/test_<name>.py
 # against the real binary and the database fixture.
+# A third argument "wallclock" labels a suite that mostly waits for time to
+# pass (partition boundaries in compressed time) or measures cost ratios
+# (100,000 orgs): the sanitizer stages of scripts/test.sh leave those out
+# (ctest -LE wallclock), where they would only wait longer or measure the
+# sanitizer.
 function(poold_python_test name timeout)
+  set(_labels integration ${ARGN})
   add_test(NAME integration.${name}
            COMMAND ${Python3_EXECUTABLE} -m unittest -v test_${name}
            WORKING_DIRECTORY ${CMAKE_SOURCE_DIR}/tests/integration)
-  set_tests_properties(integration.${name} PROPERTIES LABELS integration
+  set_tests_properties(integration.${name} PROPERTIES LABELS "${_labels}"
                        TIMEOUT ${timeout} FIXTURES_REQUIRED pg
                        RESOURCE_LOCK pg ENVIRONMENT "${POOLD_TEST_ENV}")
 endfunction()
@@ -159,11 +165,11 @@ poold_python_test(promises 300)
 # A million orgs (issue 19) at 100,000: a request for an org without a
 # pool costs at most twice what it does at 1,000, an idle org at most 256
 # bytes, a change is seen within 5 s. bench/orgs.sh goes to 1,000,000.
-poold_python_test(scale 180)
+poold_python_test(scale 180 wallclock)
 # The data lifecycle (issue 21): partitions by time in compressed time,
 # retention, dedupe across a partition boundary (16 concurrent posts),
 # GET /orgs/{org_id}/messages/{message_id}, migration from schema_v0/.
-poold_python_test(lifecycle 600)
+poold_python_test(lifecycle 600 wallclock)
 
 # The header check (cmake/header_check.cmake) can fail: db.h, compiled the
 # same way but with libpq's include directory, trips its guard.
