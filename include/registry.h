@@ -266,6 +266,9 @@ enum registry_test_point {
     /* About to wait for the admin token (housekeeping's lock held, as in
      * pthread_cond_wait). */
     REGISTRY_TEST_HK_CONN_BUSY,
+    /* registry_set_paused() stored the flag and gave the admin token back:
+     * another admin call may run from here. */
+    REGISTRY_TEST_PAUSE_STORED,
 };
 __attribute__((weak)) void registry_test_hook(struct registry *reg,
                                               enum registry_test_point where);

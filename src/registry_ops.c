@@ -258,10 +258,16 @@ int registry_set_paused(struct registry *reg, const char *org_id, bool paused,
     if (rc != POOLD_OK)
         return rc;
     rc = catalog_store_paused_by(conn, org_id, paused, actor, err, errlen);
+    /* Set while this call has the admin token, as resize does: after it,
+     * another pause or resume may store and set its flag first, and a late
+     * store here would stay (the refresh reads only orgs that change). */
+    if (rc == POOLD_OK)
+        atomic_store(&e->paused, paused);
     registry_admin_end(reg, conn, rc == POOLD_OK);
     if (rc != POOLD_OK)
         return rc;
-    atomic_store(&e->paused, paused);
+    if (registry_test_hook != NULL)
+        registry_test_hook(reg, REGISTRY_TEST_PAUSE_STORED);
     log_event(LOG_INFO, paused ? "org paused" : "org resumed", "org", org_id,
               (const char *)NULL);
     return POOLD_OK;

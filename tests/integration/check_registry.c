@@ -813,16 +813,31 @@ static struct {
     pthread_cond_t cv;
     bool armed;        /* the next RESIZE_STORED point holds */
     bool second_waits; /* the second resize waits for the connection */
-} H = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, false, false};
+    bool pause_armed;  /* the next PAUSE_STORED point resumes org_014 */
+    int resume_rc;
+} H = {PTHREAD_MUTEX_INITIALIZER,
+       PTHREAD_COND_INITIALIZER,
+       false,
+       false,
+       false,
+       -1};
 static _Thread_local bool tl_second_resize; /* not housekeeping's wait */
 
 void registry_test_hook(struct registry *reg, enum registry_test_point where)
 {
-    (void)reg;
     pthread_mutex_lock(&H.mu);
     if (where == REGISTRY_TEST_HK_CONN_BUSY && tl_second_resize) {
         H.second_waits = true;
         pthread_cond_broadcast(&H.cv);
+    } else if (where == REGISTRY_TEST_PAUSE_STORED && H.pause_armed) {
+        /* Another operator resumes the org between this pause's store and
+         * its return. */
+        char err[256];
+        H.pause_armed = false;
+        pthread_mutex_unlock(&H.mu);
+        H.resume_rc =
+            registry_set_paused(reg, "org_014", false, NULL, err, sizeof err);
+        return;
     } else if (where == REGISTRY_TEST_RESIZE_STORED && H.armed) {
         H.armed = false;
         pthread_cond_broadcast(&H.cv); /* "first stored": start the second */
@@ -885,6 +900,35 @@ START_TEST(test_resizes_apply_in_stored_order)
     PQfinish(db);
     ck_assert_int_eq(registry_pool_stats(reg, "org_012", &st), POOLD_OK);
     ck_assert_uint_eq(st.max_size, 7);
+    registry_destroy(reg);
+}
+END_TEST
+
+/* A pause and a resume of one org, the resume wholly between the pause's
+ * store and its return: the flag served must be the one stored last (the
+ * resume's). A stale flag would stay: the refresh reads only what changed,
+ * and both changes were read already. */
+START_TEST(test_pause_then_resume_serves_the_stored_flag)
+{
+    struct registry_config cfg = base_config();
+    struct registry *reg = start(&cfg);
+    char err[256];
+    bool paused = true;
+
+    H.pause_armed = true;
+    H.resume_rc = -1;
+    ck_assert_int_eq(
+        registry_set_paused(reg, "org_014", true, NULL, err, sizeof err),
+        POOLD_OK);
+    ck_assert(!H.pause_armed);
+    ck_assert_int_eq(H.resume_rc, POOLD_OK);
+    PGconn *db = admin();
+    ck_assert_int_eq(sql_int(db, "SELECT paused::int FROM orgs "
+                                 "WHERE org_id = 'org_014'"),
+                     0);
+    PQfinish(db);
+    ck_assert_int_eq(registry_is_paused(reg, "org_014", &paused), POOLD_OK);
+    ck_assert(!paused);
     registry_destroy(reg);
 }
 END_TEST
@@ -1025,6 +1069,7 @@ int main(void)
     tcase_add_test(tc, test_unknown_org_flood);
     tcase_add_test(tc, test_resize_persists);
     tcase_add_test(tc, test_resizes_apply_in_stored_order);
+    tcase_add_test(tc, test_pause_then_resume_serves_the_stored_flag);
     tcase_add_test(tc, test_prewarm_list);
     tcase_add_test(tc, test_mode_none_closes_everything);
     tcase_add_test(tc, test_mode_none_keeps_the_cap);
