@@ -815,12 +815,10 @@ static struct {
     bool second_waits; /* the second resize waits for the connection */
     bool pause_armed;  /* the next PAUSE_STORED point resumes org_014 */
     int resume_rc;
-} H = {PTHREAD_MUTEX_INITIALIZER,
-       PTHREAD_COND_INITIALIZER,
-       false,
-       false,
-       false,
-       -1};
+    bool get_armed; /* the next RESIZE_STORED point reads a message */
+    int get_rc;
+    char *get_json;
+} H = {.mu = PTHREAD_MUTEX_INITIALIZER, .cv = PTHREAD_COND_INITIALIZER};
 static _Thread_local bool tl_second_resize; /* not housekeeping's wait */
 
 void registry_test_hook(struct registry *reg, enum registry_test_point where)
@@ -837,6 +835,14 @@ void registry_test_hook(struct registry *reg, enum registry_test_point where)
         pthread_mutex_unlock(&H.mu);
         H.resume_rc =
             registry_set_paused(reg, "org_014", false, NULL, err, sizeof err);
+        return;
+    } else if (where == REGISTRY_TEST_RESIZE_STORED && H.get_armed) {
+        /* A client reads a message while an operator call is under way. */
+        char err[256];
+        H.get_armed = false;
+        pthread_mutex_unlock(&H.mu);
+        H.get_rc = registry_message_get(reg, "org_013", "treg_get1", 0,
+                                        &H.get_json, err, sizeof err);
         return;
     } else if (where == REGISTRY_TEST_RESIZE_STORED && H.armed) {
         H.armed = false;
@@ -929,6 +935,34 @@ START_TEST(test_pause_then_resume_serves_the_stored_flag)
     PQfinish(db);
     ck_assert_int_eq(registry_is_paused(reg, "org_014", &paused), POOLD_OK);
     ck_assert(!paused);
+    registry_destroy(reg);
+}
+END_TEST
+
+/* A client's message look-up does not wait for an operator call (the
+ * admin token is one for every org): it is read here while a resize holds
+ * the token. */
+START_TEST(test_message_get_does_not_wait_for_admin_calls)
+{
+    struct registry_config cfg = base_config();
+    cfg.acquire_timeout_ns = 500 * NS_PER_MS;
+    struct registry *reg = start(&cfg);
+    struct service_result res;
+    struct pool_stats st;
+    char err[256];
+
+    ck_assert_int_eq(process(reg, "org_013", "treg_get1", "00", &res),
+                     POOLD_OK);
+    H.get_armed = true;
+    H.get_rc = -1;
+    ck_assert_int_eq(registry_resize(reg, "org_013", 3, &st, err, sizeof err),
+                     POOLD_OK);
+    ck_assert(!H.get_armed);
+    ck_assert_msg(H.get_rc == POOLD_OK, "message get: %s",
+                  poold_status_str(H.get_rc));
+    ck_assert_ptr_nonnull(strstr(H.get_json, "treg_get1"));
+    free(H.get_json);
+    H.get_json = NULL;
     registry_destroy(reg);
 }
 END_TEST
@@ -1070,6 +1104,7 @@ int main(void)
     tcase_add_test(tc, test_resize_persists);
     tcase_add_test(tc, test_resizes_apply_in_stored_order);
     tcase_add_test(tc, test_pause_then_resume_serves_the_stored_flag);
+    tcase_add_test(tc, test_message_get_does_not_wait_for_admin_calls);
     tcase_add_test(tc, test_prewarm_list);
     tcase_add_test(tc, test_mode_none_closes_everything);
     tcase_add_test(tc, test_mode_none_keeps_the_cap);
