@@ -212,8 +212,9 @@ void registry_conn_stats(struct registry *reg, struct pool_stats *out);
  * The stored result of (org_id, message_id), not older than retention_s
  * (0: any age), as the JSON text GET /orgs/{org_id}/messages/{message_id}
  * answers (*json malloc'd, the caller's). POOLD_ERR_NOT_FOUND when there is
- * none; POOLD_ERR_DB / POOLD_ERR_DB_BUSY (err says why). Read on an admin
- * connection (registry_admin_begin), within the same time bound. message_id
+ * none; POOLD_ERR_DB / POOLD_ERR_DB_BUSY (err says why). Read on a pooled
+ * connection within an admin call's time bound, but without the admin token:
+ * it waits for no operator call and no other read. message_id
  * is NUL-terminated UTF-8. Thread-safe.
  */
 POOLD_MUSTCHECK int registry_message_get(struct registry *reg,
@@ -267,6 +268,9 @@ enum registry_test_point {
     /* About to wait for the admin token (housekeeping's lock held, as in
      * pthread_cond_wait). */
     REGISTRY_TEST_HK_CONN_BUSY,
+    /* registry_set_paused() stored the flag and gave the admin token back:
+     * another admin call may run from here. */
+    REGISTRY_TEST_PAUSE_STORED,
 };
 __attribute__((weak)) void registry_test_hook(struct registry *reg,
                                               enum registry_test_point where);

@@ -127,23 +127,30 @@ void registry_conn_stats(struct registry *reg, struct pool_stats *out)
     out->max_size = reg->cfg.db_max_conns;
 }
 
-/* A connection for the admin call that has the token: one of the pool's
- * (pooled mode; idle services are asked for theirs first, as a request's
- * build does), or one of its own under a permit (mode none). By acquire_ns
- * at most. */
-static int admin_conn_get(struct registry *reg, uint64_t acquire_ns,
-                          struct db_conn **conn, char *err, size_t errlen)
+/* A database connection for an operator call (or a read like a message
+ * look-up): one of the pool's (pooled mode; idle services are asked for
+ * theirs first, as a request's build does), or one of its own under a
+ * permit (mode none, *own). By acquire_ns at most. */
+struct reg_conn {
+    struct pool_item *item; /* a pooled connection, or a permit */
+    struct db_conn *own;    /* mode none: its own connection */
+};
+
+static int reg_conn_get(struct registry *reg, uint64_t acquire_ns,
+                        struct reg_conn *rc_out, struct db_conn **conn,
+                        char *err, size_t errlen)
 {
     uint64_t now = clock_now_ns();
     uint64_t wait = acquire_ns > now ? acquire_ns - now : 0;
-    int rc = pool_try_acquire(reg->conns, 0, &reg->admin_item);
+    int rc = pool_try_acquire(reg->conns, 0, &rc_out->item);
 
+    rc_out->own = NULL;
     if (rc == POOLD_ERR_TIMEOUT && reg->cfg.pooled && registry_reclaim(reg, ""))
-        rc = pool_try_acquire(reg->conns, 0, &reg->admin_item);
+        rc = pool_try_acquire(reg->conns, 0, &rc_out->item);
     if (rc == POOLD_ERR_TIMEOUT)
-        rc = pool_acquire(reg->conns, wait, &reg->admin_item);
+        rc = pool_acquire(reg->conns, wait, &rc_out->item);
     if (rc != POOLD_OK) {
-        reg->admin_item = NULL;
+        rc_out->item = NULL;
         snprintf(err, errlen,
                  "no database connection became free in time (%s); nothing "
                  "was stored",
@@ -151,19 +158,44 @@ static int admin_conn_get(struct registry *reg, uint64_t acquire_ns,
         return POOLD_ERR_DB_BUSY;
     }
     if (reg->cfg.pooled) {
-        *conn = pool_item_object(reg->admin_item);
+        *conn = pool_item_object(rc_out->item);
         return POOLD_OK;
     }
-    reg->admin_own = NULL;
-    rc = db_conn_open(&reg->cfg.db, clock_now_ns(), &reg->admin_own, err,
-                      errlen);
+    rc = db_conn_open(&reg->cfg.db, clock_now_ns(), &rc_out->own, err, errlen);
     if (rc != POOLD_OK) {
-        pool_release(reg->conns, reg->admin_item);
-        reg->admin_item = NULL;
+        pool_release(reg->conns, rc_out->item);
+        rc_out->item = NULL;
         return POOLD_ERR_DB;
     }
-    *conn = reg->admin_own;
+    *conn = rc_out->own;
     return POOLD_OK;
+}
+
+/* Give back what reg_conn_get() took; clean: conn is fit for reuse. */
+static void reg_conn_put(struct registry *reg, struct reg_conn *c, bool clean)
+{
+    if (!reg->cfg.pooled) {
+        db_conn_close(c->own);
+        c->own = NULL;
+        pool_release(reg->conns, c->item);
+    } else if (clean) {
+        pool_release(reg->conns, c->item);
+    } else {
+        pool_release_broken(reg->conns, c->item);
+    }
+    c->item = NULL;
+}
+
+/* The acquire and statement deadlines of an operator call from now. */
+static uint64_t reg_call_deadlines(const struct registry *reg,
+                                   uint64_t *acquire_ns)
+{
+    uint64_t stmt_ns = reg->cfg.db.statement_timeout_ms
+                           ? reg->cfg.db.statement_timeout_ms * NS_PER_MS
+                           : reg->cfg.acquire_timeout_ns;
+
+    *acquire_ns = clock_now_ns() + reg->cfg.acquire_timeout_ns;
+    return *acquire_ns + stmt_ns;
 }
 
 int registry_admin_begin(struct registry *reg, struct db_conn **conn, char *err,
@@ -172,11 +204,9 @@ int registry_admin_begin(struct registry *reg, struct db_conn **conn, char *err,
     /* The whole call is bounded: the token and a connection within the
      * acquire timeout, every statement (and the refresh after a write)
      * within the statement timeout after it (DESIGN.md). */
-    uint64_t now = clock_now_ns();
-    uint64_t acquire_ns = now + reg->cfg.acquire_timeout_ns;
-    uint64_t stmt_ns = reg->cfg.db.statement_timeout_ms
-                           ? reg->cfg.db.statement_timeout_ms * NS_PER_MS
-                           : reg->cfg.acquire_timeout_ns;
+    uint64_t acquire_ns;
+    uint64_t stmt_end = reg_call_deadlines(reg, &acquire_ns);
+    struct reg_conn c;
     int rc;
 
     if (!housekeeping_admin_take(reg->hk, acquire_ns)) {
@@ -185,19 +215,23 @@ int registry_admin_begin(struct registry *reg, struct db_conn **conn, char *err,
                  "call still waits for it; nothing was stored");
         return POOLD_ERR_DB_BUSY;
     }
-    db_thread_deadline(acquire_ns + stmt_ns);
-    rc = admin_conn_get(reg, acquire_ns, conn, err, errlen);
+    db_thread_deadline(stmt_end);
+    rc = reg_conn_get(reg, acquire_ns, &c, conn, err, errlen);
     if (rc != POOLD_OK) {
         db_thread_deadline(0);
         housekeeping_admin_give(reg->hk);
+        return rc;
     }
-    return rc;
+    reg->admin_item = c.item;
+    reg->admin_own = c.own;
+    return POOLD_OK;
 }
 
 void registry_admin_end(struct registry *reg, struct db_conn *conn, bool wrote)
 {
     char err[REG_ERR_MAX];
     bool clean = db_conn_is_clean(conn);
+    struct reg_conn c = {reg->admin_item, reg->admin_own};
 
     if (clean) {
         /* It answered: readiness need not wait for a poll. */
@@ -210,32 +244,36 @@ void registry_admin_end(struct registry *reg, struct db_conn *conn, bool wrote)
                       err, (const char *)NULL);
         clean = db_conn_is_clean(conn);
     }
-    if (!reg->cfg.pooled) {
-        db_conn_close(reg->admin_own);
-        reg->admin_own = NULL;
-        pool_release(reg->conns, reg->admin_item);
-    } else if (clean) {
-        pool_release(reg->conns, reg->admin_item);
-    } else {
-        pool_release_broken(reg->conns, reg->admin_item);
-    }
     reg->admin_item = NULL;
+    reg->admin_own = NULL;
+    reg_conn_put(reg, &c, clean);
     db_thread_deadline(0);
     housekeeping_admin_give(reg->hk);
 }
 
+/* A read for a client: on a connection of its own, without the admin
+ * token (one at a time for every org), so that clients settling their
+ * 504s neither queue behind each other nor make operator calls wait. */
 int registry_message_get(struct registry *reg, const char *org_id,
                          const char *message_id, long long retention_s,
                          char **json, char *err, size_t errlen)
 {
+    uint64_t acquire_ns;
+    uint64_t stmt_end = reg_call_deadlines(reg, &acquire_ns);
+    struct reg_conn c;
     struct db_conn *conn;
-    int rc = registry_admin_begin(reg, &conn, err, errlen);
+    int rc;
 
-    if (rc != POOLD_OK)
-        return rc;
-    rc = catalog_message_get(conn, org_id, message_id, retention_s, json, err,
-                             errlen);
-    registry_admin_end(reg, conn, false);
+    db_thread_deadline(stmt_end);
+    rc = reg_conn_get(reg, acquire_ns, &c, &conn, err, errlen);
+    if (rc == POOLD_OK) {
+        rc = catalog_message_get(conn, org_id, message_id, retention_s, json,
+                                 err, errlen);
+        if (db_conn_is_clean(conn))
+            registry_mark_db_ok(reg, clock_now_ns());
+        reg_conn_put(reg, &c, db_conn_is_clean(conn));
+    }
+    db_thread_deadline(0);
     return rc;
 }
 
@@ -258,10 +296,16 @@ int registry_set_paused(struct registry *reg, const char *org_id, bool paused,
     if (rc != POOLD_OK)
         return rc;
     rc = catalog_store_paused_by(conn, org_id, paused, actor, err, errlen);
+    /* Set while this call has the admin token, as resize does: after it,
+     * another pause or resume may store and set its flag first, and a late
+     * store here would stay (the refresh reads only orgs that change). */
+    if (rc == POOLD_OK)
+        atomic_store(&e->paused, paused);
     registry_admin_end(reg, conn, rc == POOLD_OK);
     if (rc != POOLD_OK)
         return rc;
-    atomic_store(&e->paused, paused);
+    if (registry_test_hook != NULL)
+        registry_test_hook(reg, REGISTRY_TEST_PAUSE_STORED);
     log_event(LOG_INFO, paused ? "org paused" : "org resumed", "org", org_id,
               (const char *)NULL);
     return POOLD_OK;

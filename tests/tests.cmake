@@ -23,6 +23,7 @@ set(POOLD_TEST_ENV
     "POOLD_TEST_ADMIN_URL=postgresql://postgres@127.0.0.1:${POOLD_TEST_PG_PORT}/pools"
     "POOLD_BIN=$<TARGET_FILE:poold>"
     "POOLD_SOURCE_DIR=${CMAKE_SOURCE_DIR}"
+    "POOLD_TEST_SANITIZE=${POOLD_SANITIZE}"
     "CK_DEFAULT_TIMEOUT=60")
 
 # The same environment for a test run by hand (CONTRIBUTING.md): after

@@ -813,16 +813,37 @@ static struct {
     pthread_cond_t cv;
     bool armed;        /* the next RESIZE_STORED point holds */
     bool second_waits; /* the second resize waits for the connection */
-} H = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, false, false};
+    bool pause_armed;  /* the next PAUSE_STORED point resumes org_014 */
+    int resume_rc;
+    bool get_armed; /* the next RESIZE_STORED point reads a message */
+    int get_rc;
+    char *get_json;
+} H = {.mu = PTHREAD_MUTEX_INITIALIZER, .cv = PTHREAD_COND_INITIALIZER};
 static _Thread_local bool tl_second_resize; /* not housekeeping's wait */
 
 void registry_test_hook(struct registry *reg, enum registry_test_point where)
 {
-    (void)reg;
     pthread_mutex_lock(&H.mu);
     if (where == REGISTRY_TEST_HK_CONN_BUSY && tl_second_resize) {
         H.second_waits = true;
         pthread_cond_broadcast(&H.cv);
+    } else if (where == REGISTRY_TEST_PAUSE_STORED && H.pause_armed) {
+        /* Another operator resumes the org between this pause's store and
+         * its return. */
+        char err[256];
+        H.pause_armed = false;
+        pthread_mutex_unlock(&H.mu);
+        H.resume_rc =
+            registry_set_paused(reg, "org_014", false, NULL, err, sizeof err);
+        return;
+    } else if (where == REGISTRY_TEST_RESIZE_STORED && H.get_armed) {
+        /* A client reads a message while an operator call is under way. */
+        char err[256];
+        H.get_armed = false;
+        pthread_mutex_unlock(&H.mu);
+        H.get_rc = registry_message_get(reg, "org_013", "treg_get1", 0,
+                                        &H.get_json, err, sizeof err);
+        return;
     } else if (where == REGISTRY_TEST_RESIZE_STORED && H.armed) {
         H.armed = false;
         pthread_cond_broadcast(&H.cv); /* "first stored": start the second */
@@ -885,6 +906,63 @@ START_TEST(test_resizes_apply_in_stored_order)
     PQfinish(db);
     ck_assert_int_eq(registry_pool_stats(reg, "org_012", &st), POOLD_OK);
     ck_assert_uint_eq(st.max_size, 7);
+    registry_destroy(reg);
+}
+END_TEST
+
+/* A pause and a resume of one org, the resume wholly between the pause's
+ * store and its return: the flag served must be the one stored last (the
+ * resume's). A stale flag would stay: the refresh reads only what changed,
+ * and both changes were read already. */
+START_TEST(test_pause_then_resume_serves_the_stored_flag)
+{
+    struct registry_config cfg = base_config();
+    struct registry *reg = start(&cfg);
+    char err[256];
+    bool paused = true;
+
+    H.pause_armed = true;
+    H.resume_rc = -1;
+    ck_assert_int_eq(
+        registry_set_paused(reg, "org_014", true, NULL, err, sizeof err),
+        POOLD_OK);
+    ck_assert(!H.pause_armed);
+    ck_assert_int_eq(H.resume_rc, POOLD_OK);
+    PGconn *db = admin();
+    ck_assert_int_eq(sql_int(db, "SELECT paused::int FROM orgs "
+                                 "WHERE org_id = 'org_014'"),
+                     0);
+    PQfinish(db);
+    ck_assert_int_eq(registry_is_paused(reg, "org_014", &paused), POOLD_OK);
+    ck_assert(!paused);
+    registry_destroy(reg);
+}
+END_TEST
+
+/* A client's message look-up does not wait for an operator call (the
+ * admin token is one for every org): it is read here while a resize holds
+ * the token. */
+START_TEST(test_message_get_does_not_wait_for_admin_calls)
+{
+    struct registry_config cfg = base_config();
+    cfg.acquire_timeout_ns = 500 * NS_PER_MS;
+    struct registry *reg = start(&cfg);
+    struct service_result res;
+    struct pool_stats st;
+    char err[256];
+
+    ck_assert_int_eq(process(reg, "org_013", "treg_get1", "00", &res),
+                     POOLD_OK);
+    H.get_armed = true;
+    H.get_rc = -1;
+    ck_assert_int_eq(registry_resize(reg, "org_013", 3, &st, err, sizeof err),
+                     POOLD_OK);
+    ck_assert(!H.get_armed);
+    ck_assert_msg(H.get_rc == POOLD_OK, "message get: %s",
+                  poold_status_str(H.get_rc));
+    ck_assert_ptr_nonnull(strstr(H.get_json, "treg_get1"));
+    free(H.get_json);
+    H.get_json = NULL;
     registry_destroy(reg);
 }
 END_TEST
@@ -1025,6 +1103,8 @@ int main(void)
     tcase_add_test(tc, test_unknown_org_flood);
     tcase_add_test(tc, test_resize_persists);
     tcase_add_test(tc, test_resizes_apply_in_stored_order);
+    tcase_add_test(tc, test_pause_then_resume_serves_the_stored_flag);
+    tcase_add_test(tc, test_message_get_does_not_wait_for_admin_calls);
     tcase_add_test(tc, test_prewarm_list);
     tcase_add_test(tc, test_mode_none_closes_everything);
     tcase_add_test(tc, test_mode_none_keeps_the_cap);

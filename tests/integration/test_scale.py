@@ -147,7 +147,10 @@ class AMillionOrgsIn100k(unittest.TestCase):
                   f" {statistics.mean(large)*1e3:.2f} ms")
             self.assertLessEqual(ratio, 2.0, "poold's CPU per request to an"
                                  " org without a pool: 100k orgs vs 1k")
-            self.assertLessEqual(per_org, 256, "idle RSS per org")
+            # A sanitizer's shadow memory is several times what it shadows:
+            # the bound is for the real binary (measured and printed always).
+            if not os.environ.get("POOLD_TEST_SANITIZE"):
+                self.assertLessEqual(per_org, 256, "idle RSS per org")
             self.assertLessEqual(ready, 5.0, "ready after start")
             self.change_is_seen(srv)
         finally:
