@@ -78,7 +78,11 @@ void intake_request_begun(struct intake *in, struct intake_conn *c);
 /* The request is fully read (the handler's final call, or answered early):
  * no read deadline until the next request begins. */
 void intake_request_read(struct intake *in, struct intake_conn *c);
-/* The request is over; the connection may idle until the next one. */
-void intake_request_done(struct intake *in, struct intake_conn *c);
+/* The request is over; the connection may idle until the next one.
+ * wire_bytes: the bytes of the connection this request took (request line,
+ * headers and body as sent), if exact; not exact (a chunked body, a body
+ * not read) leaves the connection without the count for good. */
+void intake_request_done(struct intake *in, struct intake_conn *c,
+                         uint64_t wire_bytes, bool exact);
 
 #endif

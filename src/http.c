@@ -68,6 +68,8 @@ struct request_ctx {
     size_t body_len, body_cap;
     size_t max_body;    /* the route's body limit (handlers_body_limit) */
     uint64_t discarded; /* bytes of an oversized body thrown away */
+    uint64_t body_wire; /* body bytes read, kept or not */
+    bool chunked;       /* a Transfer-Encoding: body_wire is not as sent */
     bool too_large;
     bool responded;
     unsigned status;             /* 0 until a response is queued */
@@ -302,6 +304,8 @@ static struct request_ctx *ctx_create(struct http_server *srv,
     }
     request_id_set(ctx, conn);
     ctx->iconn = conn_record(conn);
+    ctx->chunked = MHD_lookup_connection_value(conn, MHD_HEADER_KIND,
+                                               "Transfer-Encoding") != NULL;
     intake_request_begun(srv->intake, ctx->iconn);
     pthread_mutex_lock(&srv->lock);
     srv->inflight++;
@@ -479,6 +483,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn,
     if (*upload_data_size > 0) { /* a body chunk: always consume it all */
         size_t n = *upload_data_size;
         *upload_data_size = 0;
+        ctx->body_wire += n;
         if (ctx->responded)
             return MHD_YES;
         return body_append(ctx, upload_data, n) ? MHD_YES : MHD_NO;
@@ -513,13 +518,21 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
 {
     struct http_server *srv = cls;
     struct request_ctx *ctx = *con_cls;
+    const union MHD_ConnectionInfo *hs;
     uint64_t dur;
 
-    (void)conn;
     if (ctx == NULL)
         return;
     *con_cls = NULL;
-    intake_request_done(srv->intake, ctx->iconn);
+    /* What this request took of the connection's bytes: its request line
+     * and headers (libmicrohttpd's count, up to the blank line's end)
+     * and its body, when sent as is. The intake tells a next request
+     * already begun by it (intake_request_done). */
+    hs = MHD_get_connection_info(conn, MHD_CONNECTION_INFO_REQUEST_HEADER_SIZE);
+    intake_request_done(srv->intake, ctx->iconn,
+                        (hs != NULL ? hs->header_size : 0) + ctx->body_wire,
+                        hs != NULL && !ctx->chunked && !ctx->too_large &&
+                            toe == MHD_REQUEST_TERMINATED_COMPLETED_OK);
     dur = clock_now_ns() - ctx->start_ns;
     log_request(ctx, toe, dur);
     if (ctx->status != 0)

@@ -48,6 +48,8 @@ struct intake_conn {
     uint64_t began_ns;   /* accepted, or the current request's first byte */
     uint64_t idle_bytes; /* CONN_IDLE: tcpi_bytes_received at the first
                             check after the previous request */
+    uint64_t taken;      /* bytes its answered requests took, if !untaken */
+    bool untaken;        /* taken is unknown (TLS, chunked, a body not read) */
     struct sockaddr_storage addr;
     socklen_t addrlen;
 };
@@ -732,7 +734,8 @@ void intake_request_read(struct intake *in, struct intake_conn *c)
     pthread_mutex_unlock(&in->lock);
 }
 
-void intake_request_done(struct intake *in, struct intake_conn *c)
+void intake_request_done(struct intake *in, struct intake_conn *c,
+                         uint64_t wire_bytes, bool exact)
 {
     uint64_t bytes = 0;
     bool counted;
@@ -744,7 +747,20 @@ void intake_request_done(struct intake *in, struct intake_conn *c)
      * them in the count the idle deadline compares with. */
     counted = bytes_received(c->fd, &bytes);
     pthread_mutex_lock(&in->lock);
-    if (c->state != CONN_CUT) {
+    c->taken += wire_bytes;
+    c->untaken = c->untaken || !exact || in->cfg.tls;
+    if (c->state == CONN_CUT) {
+        /* the server closes it */
+    } else if (counted && !c->untaken && bytes > c->taken) {
+        /* More came than the requests answered took: the next request's
+         * first bytes are in (sent with this one, or since), perhaps
+         * without a whole request line, so no callback will say so. Its
+         * deadline starts at this answer. Under TLS the count holds
+         * record overhead, and a chunked body's framing is not told us:
+         * those wait for the next byte or the request line, as below. */
+        c->state = CONN_READING;
+        c->began_ns = clock_now_ns();
+    } else {
         c->state = counted ? CONN_IDLE : CONN_IDLE_NEW;
         c->idle_bytes = bytes;
     }
