@@ -152,6 +152,14 @@ catalog_lifecycle_maintain(struct db_conn *conn,
                            const struct catalog_lifecycle *lc, int *created,
                            int *dropped, char *err, size_t errlen);
 
+/* The range partitions of processed_messages that end after now(), the
+ * first max of them in order: [lo_us[i], hi_us[i]) in Unix microseconds (a
+ * partition from the beginning of time starts at 0, the epoch). */
+POOLD_MUSTCHECK int catalog_lifecycle_partitions(struct db_conn *conn,
+                                                 int64_t *lo_us, int64_t *hi_us,
+                                                 size_t max, size_t *n,
+                                                 char *err, size_t errlen);
+
 /* The stored result of (org_id, message_id) not older than retention_s
  * (0: any age), newest first, as the JSON text of GET
  * /orgs/{org_id}/messages/{message_id} (*json malloc'd, the caller's).

@@ -13,6 +13,8 @@
 #include "message.h"
 #include "status.h"
 
+struct service_scope; /* service.h */
+
 /*
  * Threads and ownership. The registry owns every org pool, every service
  * (an org's rules + one pooled connection) and the connection pool; no
@@ -64,6 +66,9 @@ struct registry_config {
     int (*lifecycle)(void *arg, struct db_conn *conn, char *err, size_t errlen);
     void *lifecycle_arg;
     uint64_t lifecycle_interval_ns;
+    /* Optional, borrowed: the partitions the lifecycle step last read, for
+     * the commit's dedupe check (service_env.scope). */
+    struct service_scope *scope;
 };
 
 /*

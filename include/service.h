@@ -2,6 +2,7 @@
 #ifndef POOLD_SERVICE_H
 #define POOLD_SERVICE_H
 
+#include <pthread.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -13,6 +14,40 @@
 #include "status.h"
 
 struct service; /* opaque */
+
+/*
+ * processed_messages' range partitions as housekeeping last read them, and
+ * the dedupe window (docs/data-lifecycle.md): the commit passes the bounds
+ * of the partition "now" falls in as statement parameters, and the
+ * statement picks its dedupe path by comparing them with the server's now().
+ * Written by the lifecycle step, read by every commit, under lock.
+ */
+#define SERVICE_SCOPE_PARTS 8
+#define SERVICE_SCOPE_TS                                                       \
+    80 /* "YYYY-MM-DD HH:MM:SS.uuuuuu+00", room for any int */
+struct service_scope_part {
+    int64_t lo_us, hi_us;             /* Unix microseconds, [lo, hi) */
+    int64_t calm_to_us, fast_from_us; /* as calm_to, fast_from below */
+    /* The statement's parameters, as timestamptz text: lo; calm_from,
+     * calm_to (the partition minus the zone at both ends); fast_from (the
+     * window no longer reaches before lo, and calm). */
+    char lo[SERVICE_SCOPE_TS], calm_from[SERVICE_SCOPE_TS],
+        calm_to[SERVICE_SCOPE_TS], fast_from[SERVICE_SCOPE_TS];
+};
+struct service_scope {
+    pthread_mutex_t lock;
+    char window[32]; /* interval text, "" until set: no window known */
+    size_t n;
+    struct service_scope_part parts[SERVICE_SCOPE_PARTS];
+};
+
+void service_scope_init(struct service_scope *sc);
+void service_scope_destroy(struct service_scope *sc);
+/* Replace the partitions (n bounds, [lo_us[i], hi_us[i]), ascending; at most
+ * SERVICE_SCOPE_PARTS are kept) and the window and zone they were made for. */
+void service_scope_set(struct service_scope *sc, long long window_s,
+                       double zone_s, const int64_t *lo_us,
+                       const int64_t *hi_us, size_t n);
 
 /*
  * What every service of the process shares; owned by the caller (the
@@ -33,6 +68,10 @@ struct service_env {
      * true if one was freed. Optional. */
     bool (*reclaim)(void *arg, const char *org_id);
     void *reclaim_arg;
+    /* The partitions the commit's dedupe check uses, or NULL (or none known
+     * yet): every commit then takes the careful path (locks, the whole
+     * window). */
+    struct service_scope *scope;
 };
 
 /*

@@ -118,7 +118,8 @@ $$;
 -- The careful path: lock the ids' hash buckets (64 of them, in order: no
 -- deadlock, and a bounded number of locks however large the group), then
 -- answer the ids that are free: no row in the window, seen with a snapshot
--- taken after the locks, whatever partition holds it.
+-- taken after the locks, whatever partition holds it. p_since NULL (the
+-- caller does not know the window): the window lifecycle_settings records.
 CREATE OR REPLACE FUNCTION poold_claim(p_org text, p_ids text[],
                                        p_since timestamptz)
 RETURNS text[]
@@ -126,6 +127,9 @@ LANGUAGE plpgsql VOLATILE AS $$
 DECLARE
     free text[];
 BEGIN
+    IF p_since IS NULL THEN
+        SELECT s.since INTO p_since FROM poold_dedupe_scope() s;
+    END IF;
     PERFORM pg_advisory_xact_lock(21021, b)
        FROM (SELECT DISTINCT abs(hashtext(p_org || '/' || i) % 64) AS b
              FROM unnest(p_ids) AS i ORDER BY 1) AS buckets;

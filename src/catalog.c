@@ -471,6 +471,29 @@ int catalog_lifecycle_maintain(struct db_conn *conn,
     return POOLD_OK;
 }
 
+int catalog_lifecycle_partitions(struct db_conn *conn, int64_t *lo_us,
+                                 int64_t *hi_us, size_t max, size_t *n,
+                                 char *err, size_t errlen)
+{
+    PGresult *res;
+
+    *n = 0;
+    res = db_exec(conn, "message partitions",
+                  "SELECT floor(extract(epoch FROM greatest(lo, 'epoch'))"
+                  " * 1e6)::bigint, floor(extract(epoch FROM hi) * 1e6)::bigint"
+                  " FROM message_partitions WHERE hi > now() ORDER BY lo",
+                  0, NULL, NULL, err, errlen);
+    if (res == NULL)
+        return POOLD_ERR_DB;
+    for (int row = 0; row < PQntuples(res) && *n < max; row++) {
+        lo_us[*n] = strtoll(PQgetvalue(res, row, 0), NULL, 10);
+        hi_us[*n] = strtoll(PQgetvalue(res, row, 1), NULL, 10);
+        (*n)++;
+    }
+    PQclear(res);
+    return POOLD_OK;
+}
+
 int catalog_message_get(struct db_conn *conn, const char *org_id,
                         const char *message_id, long long retention_s,
                         char **json, char *err, size_t errlen)

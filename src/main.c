@@ -23,6 +23,7 @@
 #include "log.h"
 #include "metrics.h"
 #include "registry.h"
+#include "service.h"
 #include "tenants.h"
 
 #define EXIT_CONFIG 2
@@ -172,6 +173,7 @@ struct app {
     struct tenants *tenants; /* keys, rate limits: watched by the registry */
     const char *route_names[METRICS_MAX_ROUTES]; /* borrowed by metrics */
     struct catalog_lifecycle lifecycle; /* read by the housekeeping thread */
+    struct service_scope scope; /* the partitions, for the commit's dedupe */
 };
 
 /* ---- the data lifecycle (docs/data-lifecycle.md) ------------------------ */
@@ -179,10 +181,11 @@ struct app {
 #define LIFECYCLE_ZONE_MAX_S 60.0
 #define LIFECYCLE_INTERVAL_MAX_NS (3600 * NS_PER_S)
 
-/* A partition lasts a day or the dedupe window if longer (so the window
- * reaches back one partition at most); the zone around a boundary is a
- * minute, or a quarter of a (compressed) partition; the maintenance runs
- * hourly, or four times a partition when they are shorter. */
+/* A partition lasts a day or twice the dedupe window if longer (so the
+ * window reaches back one partition at most, and in the second half of a
+ * partition not at all: the commit's fast path); the zone around a boundary
+ * is a minute, or a quarter of a (compressed) partition; the maintenance
+ * runs hourly, or four times a partition when they are shorter. */
 static uint64_t lifecycle_from(const struct poold_config *cfg,
                                struct catalog_lifecycle *lc)
 {
@@ -190,7 +193,7 @@ static uint64_t lifecycle_from(const struct poold_config *cfg,
     uint64_t interval;
 
     lc->window_s = cfg->dedupe_window_s;
-    lc->period_s = lc->window_s > day ? lc->window_s : day;
+    lc->period_s = 2 * lc->window_s > day ? 2 * lc->window_s : day;
     lc->retention_s = (long long)cfg->retention_days * day;
     lc->zone_s = (double)lc->period_s / 4.0;
     if (lc->zone_s > LIFECYCLE_ZONE_MAX_S)
@@ -201,15 +204,24 @@ static uint64_t lifecycle_from(const struct poold_config *cfg,
 }
 
 /* registry_config.lifecycle: one maintenance round, logged when it changed
- * something. */
+ * something; then the partitions, for the commit's dedupe check. */
 static int lifecycle_run(void *arg, struct db_conn *conn, char *err,
                          size_t errlen)
 {
-    const struct catalog_lifecycle *lc = arg;
+    struct app *a = arg;
+    const struct catalog_lifecycle *lc = &a->lifecycle;
+    int64_t lo[SERVICE_SCOPE_PARTS], hi[SERVICE_SCOPE_PARTS];
+    size_t n = 0;
     int created = 0, dropped = 0;
     char c[16], d[16];
     int rc =
         catalog_lifecycle_maintain(conn, lc, &created, &dropped, err, errlen);
+
+    if (rc == POOLD_OK)
+        rc = catalog_lifecycle_partitions(conn, lo, hi, SERVICE_SCOPE_PARTS, &n,
+                                          err, errlen);
+    if (rc == POOLD_OK)
+        service_scope_set(&a->scope, lc->window_s, lc->zone_s, lo, hi, n);
 
     if (rc == POOLD_OK && (created > 0 || dropped > 0)) {
         snprintf(c, sizeof c, "%d", created);
@@ -344,7 +356,8 @@ static int app_start(const struct poold_config *cfg, struct app *a)
     rc.watch_arg = a->tenants;
     rc.lifecycle_interval_ns = lifecycle_from(cfg, &a->lifecycle);
     rc.lifecycle = lifecycle_run;
-    rc.lifecycle_arg = &a->lifecycle;
+    rc.lifecycle_arg = a;
+    rc.scope = &a->scope;
     if (registry_create(&rc, &a->reg) != POOLD_OK ||
         app_start_cluster(cfg, a) != POOLD_OK ||
         registry_start(a->reg) != POOLD_OK) {
@@ -372,6 +385,7 @@ static void app_stop(struct app *a)
     handlers_destroy(a->handlers);
     metrics_destroy(a->metrics);
     tenants_destroy(a->tenants);
+    service_scope_destroy(&a->scope);
 }
 
 static int run(const struct poold_config *cfg)
@@ -381,6 +395,7 @@ static int run(const struct poold_config *cfg)
     int sig = 0;
 
     block_signals(&set);
+    service_scope_init(&a.scope);
     if (app_start(cfg, &a) != POOLD_OK) {
         app_stop(&a);
         return 1;

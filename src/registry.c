@@ -720,6 +720,7 @@ int registry_create(const struct registry_config *cfg, struct registry **out)
         .process_cost_ms = cfg->process_cost_ms,
         .reclaim = registry_reclaim,
         .reclaim_arg = reg,
+        .scope = cfg->scope,
     };
     reg->env_none = reg->env;
     reg->env_none.reclaim = NULL;

@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "catalog.h"
 #include "clock.h"
@@ -43,7 +44,13 @@ struct service {
 
 /* The commit: named statements, prepared once per connection (db.h); 1 is
  * the org load's (CATALOG_STMT_ORG). */
-enum { SVC_STMT_COMMIT = 2, SVC_STMT_COMMIT_ONE = 3, SVC_STMT_LOOKUP = 4 };
+enum {
+    SVC_STMT_COMMIT = 2,
+    SVC_STMT_COMMIT_ONE = 3,
+    SVC_STMT_LOOKUP = 4,
+    SVC_STMT_COMMIT_FAST = 5,
+    SVC_STMT_COMMIT_ONE_FAST = 6
+};
 
 /* ------------------------------------------------------- the connection */
 
@@ -336,50 +343,89 @@ static void arr_elem(struct svc_arr *a, const void *p, size_t n)
  *
  * processed_messages is partitioned by time, each partition with its own
  * primary key (sql/006_lifecycle.sql): ON CONFLICT covers the partition the
- * row goes to, and the row also looks for its id in the partitions before,
- * back to the dedupe window (s.since up to s.lo). Near a partition boundary
- * (s.in_zone) that look-up could miss a row another statement has not
- * committed, so there poold_claim() locks the ids' hash buckets and answers
- * the free ids with a snapshot taken after the locks. The rest of the time
- * the look-up is one index probe per row ("< now()" is implied by "< s.lo";
- * it lets the executor leave out the partitions made ahead before it
- * starts).
+ * row goes to, and within the dedupe window the row's id must also be
+ * absent from the partitions before it. poold passes the bounds of the
+ * partition "now" falls in (service_scope, read by housekeeping) as
+ * parameters, and the statement picks its path with a few comparisons of
+ * them against the server's now() (which also sets processed_at):
+ *
+ *   fast     ($10 <= now() < $9) the window starts inside this partition
+ *            and no boundary is near: ON CONFLICT alone decides;
+ *   probe    ($8 <= now() < $9) the window reaches into the partition
+ *            before: one index probe there, pruned by constants
+ *            (now() - $7 .. $11) before the statement starts;
+ *   careful  otherwise (near a boundary, or bounds unknown or stale):
+ *            poold_claim() locks the ids' hash buckets and answers the
+ *            free ids with a snapshot taken after the locks, over the
+ *            whole window.
+ *
+ * $7 the window (interval), $8 / $9 the partition minus the zone at both
+ * ends, $10 its start plus the window (or the zone, if longer), $11 its
+ * start; all NULL when unknown (poold_claim() then uses the window the
+ * database records). Nothing in these statements reads another table: a
+ * table in the plan, even in a branch never taken, costs its locks and
+ * set-up on every execution.
  */
-#define SVC_DEDUPE_SCOPE                                                       \
-    "WITH s AS (SELECT * FROM poold_dedupe_scope()),"                          \
-    " c AS (SELECT poold_claim($1, " SVC_IDS ", s.since) AS free"              \
-    "  FROM s WHERE s.in_zone) "
+#define SVC_SINCE "now() - $7::interval"
+#define SVC_CALM "now() >= $8::timestamptz AND now() < $9::timestamptz"
+#define SVC_DEDUPE_CLAIM                                                       \
+    "WITH c AS (SELECT poold_claim($1, " SVC_IDS ", " SVC_SINCE ") AS free"    \
+    "  WHERE NOT coalesce(" SVC_CALM ", false)) "
 #define SVC_DEDUPE_WHERE(id)                                                   \
-    " WHERE CASE WHEN s.in_zone THEN " id                                      \
-    " = ANY ((SELECT free FROM c)::text[])"                                    \
-    " ELSE NOT EXISTS (SELECT 1 FROM processed_messages p"                     \
-    "  WHERE p.org_id = $1 AND p.message_id = " id                             \
-    "  AND p.processed_at >= s.since AND p.processed_at < s.lo"                \
-    "  AND p.processed_at < now()) END"                                        \
+    " WHERE CASE WHEN now() >= $10::timestamptz AND now() < $9::timestamptz"   \
+    " THEN true WHEN " SVC_CALM " THEN NOT EXISTS (SELECT 1"                   \
+    "  FROM processed_messages p WHERE p.org_id = $1 AND p.message_id = " id   \
+    "  AND p.processed_at >= now() - $7::interval"                             \
+    "  AND p.processed_at < $11::timestamptz)"                                 \
+    " ELSE " id " = ANY ((SELECT free FROM c)::text[]) END"                    \
     " ON CONFLICT DO NOTHING"
 
+/* The fast form, for when poold's clock says the fast path: no probe in the
+ * plan (a probe into the partitioned table, even one pruned to nothing,
+ * costs about as much as the insert's own routing). If the server's now()
+ * disagrees, it takes the careful path. */
+#define SVC_FAST "now() >= $10::timestamptz AND now() < $9::timestamptz"
+#define SVC_FAST_CLAIM                                                         \
+    "WITH c AS (SELECT poold_claim($1, " SVC_IDS ", " SVC_SINCE ") AS free"    \
+    "  WHERE NOT coalesce(" SVC_FAST ", false)) "
+#define SVC_FAST_WHERE(id)                                                     \
+    " WHERE CASE WHEN " SVC_FAST " THEN true"                                  \
+    " ELSE " id " = ANY ((SELECT free FROM c)::text[]) END"                    \
+    " ON CONFLICT DO NOTHING"
+
+#define SVC_INSERT_MANY                                                        \
+    "INSERT INTO processed_messages (org_id, message_id, passed, checks,"      \
+    " failed_rules, payload_sha256)"                                           \
+    " SELECT $1, i.message_id, i.passed, i.checks, i.failed::text[],"          \
+    "  sha256(i.payload)"                                                      \
+    " FROM unnest($2::text[], $3::boolean[], $4::integer[], $5::text[],"       \
+    "  $6::bytea[]) AS i(message_id, passed, checks, failed, payload)"
+#define SVC_INSERT_ONE                                                         \
+    "INSERT INTO processed_messages (org_id, message_id, passed, checks,"      \
+    " failed_rules, payload_sha256)"                                           \
+    " SELECT $1, $2, $3::boolean, $4::integer, $5::text[], sha256($6)"
+
 #define SVC_IDS "$2::text[]"
-static const char svc_insert_many_sql[] = SVC_DEDUPE_SCOPE
-    "INSERT INTO processed_messages (org_id, message_id, passed, checks,"
-    " failed_rules, payload_sha256)"
-    " SELECT $1, i.message_id, i.passed, i.checks, i.failed::text[],"
-    "  sha256(i.payload)"
-    " FROM s, unnest($2::text[], $3::boolean[], $4::integer[], $5::text[],"
-    "  $6::bytea[]) AS i(message_id, passed, checks, failed, "
-    "payload)" SVC_DEDUPE_WHERE("i.message_id") " RETURNING message_id";
+static const char svc_insert_many_sql[] =
+    SVC_DEDUPE_CLAIM SVC_INSERT_MANY SVC_DEDUPE_WHERE(
+        "i.message_id") " RETURNING message_id";
+static const char svc_insert_many_fast_sql[] =
+    SVC_FAST_CLAIM SVC_INSERT_MANY SVC_FAST_WHERE(
+        "i.message_id") " RETURNING message_id";
 #undef SVC_IDS
 
 #define SVC_IDS "ARRAY[$2::text]"
-static const char svc_insert_one_sql[] = SVC_DEDUPE_SCOPE
-    "INSERT INTO processed_messages (org_id, message_id, passed, checks,"
-    " failed_rules, payload_sha256)"
-    " SELECT $1, $2, $3::boolean, $4::integer, $5::text[], sha256($6)"
-    " FROM s" SVC_DEDUPE_WHERE("$2::text");
+static const char svc_insert_one_sql[] =
+    SVC_DEDUPE_CLAIM SVC_INSERT_ONE SVC_DEDUPE_WHERE("$2::text");
+static const char svc_insert_one_fast_sql[] =
+    SVC_FAST_CLAIM SVC_INSERT_ONE SVC_FAST_WHERE("$2::text");
 #undef SVC_IDS
 
 /* The stored rows of messages not inserted: ordinal, same payload, result;
- * within the window, the newest last (an id may be stored again once its
- * window has passed). */
+ * within the window ($4, as $7 above) or the partition now falls in (whose
+ * primary key holds an id for the whole partition, which may be longer than
+ * the window), the newest last (an id may be stored again once its window
+ * has passed and its partition is no longer the current one). */
 static const char svc_lookup_sql[] =
     "SELECT i.ord, p.payload_sha256 = sha256(i.payload), p.passed,"
     " p.checks, p.failed_rules::text"
@@ -387,8 +433,116 @@ static const char svc_lookup_sql[] =
     "  AS i(message_id, payload, ord)"
     " JOIN processed_messages p"
     "  ON p.org_id = $1 AND p.message_id = i.message_id"
-    "  AND p.processed_at >= (SELECT since FROM poold_dedupe_scope())"
+    "  AND p.processed_at >= least(coalesce(now() - $4::interval,"
+    "   (SELECT since FROM poold_dedupe_scope())),"
+    "   (SELECT max(mp.lo) FROM message_partitions mp WHERE mp.lo <= now()))"
     " ORDER BY i.ord, p.processed_at";
+
+#define TIMESTAMPTZOID 1184
+#define INTERVALOID 1186
+#define SVC_SCOPE_PARAMS 5 /* $7 .. $11 of the inserts */
+
+/* The scope parameters of a commit, copied out of the shared scope. */
+struct svc_scope_args {
+    char window[32];
+    char ts[SVC_SCOPE_PARAMS - 1][SERVICE_SCOPE_TS];
+    const char *values[SVC_SCOPE_PARAMS]; /* NULL: unknown */
+    bool fast; /* poold's clock says the fast path: the fast form */
+};
+
+/* How far inside the fast path poold's clock must be to use the fast form
+ * (a guess either way is safe, see above; this avoids the careful path). */
+#define SVC_FAST_MARGIN_US 1000000
+
+static void svc_scope_ts(char *buf, int64_t us)
+{
+    time_t secs = (time_t)(us / 1000000);
+    struct tm tm;
+
+    gmtime_r(&secs, &tm);
+    snprintf(buf, SERVICE_SCOPE_TS, "%04d-%02d-%02d %02d:%02d:%02d.%06ld+00",
+             tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour,
+             tm.tm_min, tm.tm_sec, (long)(us % 1000000));
+}
+
+void service_scope_init(struct service_scope *sc)
+{
+    memset(sc, 0, sizeof *sc);
+    pthread_mutex_init(&sc->lock, NULL);
+}
+
+void service_scope_destroy(struct service_scope *sc)
+{
+    pthread_mutex_destroy(&sc->lock);
+}
+
+void service_scope_set(struct service_scope *sc, long long window_s,
+                       double zone_s, const int64_t *lo_us,
+                       const int64_t *hi_us, size_t n)
+{
+    struct service_scope_part parts[SERVICE_SCOPE_PARTS];
+    int64_t zone = (int64_t)(zone_s * 1e6), window = window_s * 1000000;
+    int64_t fast = window > zone ? window : zone;
+
+    if (n > SERVICE_SCOPE_PARTS)
+        n = SERVICE_SCOPE_PARTS;
+    for (size_t i = 0; i < n; i++) {
+        struct service_scope_part *p = &parts[i];
+        int64_t lo = lo_us[i] < 0 ? 0 : lo_us[i];
+
+        p->lo_us = lo;
+        p->hi_us = hi_us[i];
+        svc_scope_ts(p->lo, lo);
+        svc_scope_ts(p->calm_from, lo + zone);
+        p->calm_to_us = hi_us[i] - zone;
+        p->fast_from_us = lo + fast;
+        svc_scope_ts(p->calm_to, p->calm_to_us);
+        svc_scope_ts(p->fast_from, p->fast_from_us);
+    }
+    pthread_mutex_lock(&sc->lock);
+    snprintf(sc->window, sizeof sc->window, "%lld seconds", window_s);
+    memcpy(sc->parts, parts, n * sizeof *parts);
+    sc->n = n;
+    pthread_mutex_unlock(&sc->lock);
+}
+
+/* The window, and the bounds of the partition poold's clock says now falls
+ * in. The statement checks them against the server's now(): a wrong guess
+ * (clock skew, a partition housekeeping has not read yet) only sends the
+ * commit down the careful path. */
+static void svc_scope_args(const struct service *svc, struct svc_scope_args *a)
+{
+    struct service_scope *sc = svc->env->scope;
+    struct timespec ts;
+    int64_t now_us;
+
+    memset(a->values, 0, sizeof a->values);
+    a->fast = false;
+    if (sc == NULL)
+        return;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    now_us = (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+    pthread_mutex_lock(&sc->lock);
+    if (sc->window[0] != '\0') {
+        memcpy(a->window, sc->window, sizeof a->window);
+        a->values[0] = a->window;
+    }
+    for (size_t i = 0; a->values[0] != NULL && i < sc->n; i++) {
+        const struct service_scope_part *p = &sc->parts[i];
+        if (p->lo_us > now_us || p->hi_us <= now_us)
+            continue;
+        memcpy(a->ts[0], p->calm_from, SERVICE_SCOPE_TS);
+        memcpy(a->ts[1], p->calm_to, SERVICE_SCOPE_TS);
+        memcpy(a->ts[2], p->fast_from, SERVICE_SCOPE_TS);
+        memcpy(a->ts[3], p->lo, SERVICE_SCOPE_TS);
+        for (int k = 0; k < SVC_SCOPE_PARAMS - 1; k++)
+            a->values[k + 1] = a->ts[k];
+        a->fast = now_us >= p->fast_from_us + SVC_FAST_MARGIN_US &&
+                  now_us < p->calm_to_us - SVC_FAST_MARGIN_US;
+        break;
+    }
+    pthread_mutex_unlock(&sc->lock);
+}
 
 #define BOOLOID 16
 #define INT4OID 23
@@ -422,6 +576,22 @@ static bool svc_same_payload(const struct message *a, const struct message *b)
 {
     return a->payload_len == b->payload_len &&
            memcmp(a->payload, b->payload, a->payload_len) == 0;
+}
+
+/* An insert's scope parameters ($7 .. $11, into values[6..10], which point
+ * into *scope) and its form: the fast one (fast_stmt, fast_sql) when poold's
+ * clock says the fast path. */
+static void svc_scope_bind(const struct service *svc,
+                           struct svc_scope_args *scope, const char **values,
+                           struct db_query *q, unsigned fast_stmt,
+                           const char *fast_sql)
+{
+    svc_scope_args(svc, scope);
+    memcpy(&values[6], scope->values, sizeof scope->values);
+    if (scope->fast) {
+        q->stmt = fast_stmt;
+        q->sql = fast_sql;
+    }
 }
 
 /* Fill the five insert arrays from the first occurrences among keys. */
@@ -472,19 +642,22 @@ static int svc_insert_many(struct service *svc, struct service_job *jobs,
                            bool *inserted, uint64_t deadline_ns, char *err,
                            size_t errlen)
 {
-    const Oid types[6] = {TEXTOID,      TEXTARRAYOID, BOOLARRAYOID,
-                          INT4ARRAYOID, TEXTARRAYOID, BYTEAARRAYOID};
-    const char *values[6] = {svc->org_id};
-    int lengths[6] = {0};
-    const int formats[6] = {0, 1, 1, 1, 1, 1};
-    const struct db_query q = {.stmt = SVC_STMT_COMMIT,
-                               .sql = svc_insert_many_sql,
-                               .nparams = 6,
-                               .types = types,
-                               .values = values,
-                               .lengths = lengths,
-                               .formats = formats,
-                               .writes = true};
+    const Oid types[11] = {TEXTOID,        TEXTARRAYOID,   BOOLARRAYOID,
+                           INT4ARRAYOID,   TEXTARRAYOID,   BYTEAARRAYOID,
+                           INTERVALOID,    TIMESTAMPTZOID, TIMESTAMPTZOID,
+                           TIMESTAMPTZOID, TIMESTAMPTZOID};
+    const char *values[11] = {svc->org_id};
+    int lengths[11] = {0};
+    const int formats[11] = {0, 1, 1, 1, 1, 1};
+    struct db_query q = {.stmt = SVC_STMT_COMMIT,
+                         .sql = svc_insert_many_sql,
+                         .nparams = 11,
+                         .types = types,
+                         .values = values,
+                         .lengths = lengths,
+                         .formats = formats,
+                         .writes = true};
+    struct svc_scope_args scope;
     size_t nfirst = 0;
     PGresult *res;
     int rc;
@@ -501,6 +674,8 @@ static int svc_insert_many(struct service *svc, struct service_job *jobs,
         values[i + 1] = svc->arrs[i].buf;
         lengths[i + 1] = (int)svc->arrs[i].len;
     }
+    svc_scope_bind(svc, &scope, values, &q, SVC_STMT_COMMIT_FAST,
+                   svc_insert_many_fast_sql);
     rc = db_run(svc->conn, &q, deadline_ns, &res, err, errlen);
     if (rc != POOLD_OK)
         return rc;
@@ -554,18 +729,19 @@ static int svc_lookup(struct service *svc, struct service_job *jobs,
                       size_t *idx, size_t *n, bool *found, uint64_t deadline_ns,
                       char *err, size_t errlen)
 {
-    const Oid types[3] = {TEXTOID, TEXTARRAYOID, BYTEAARRAYOID};
-    const char *values[3] = {svc->org_id};
-    int lengths[3] = {0};
-    const int formats[3] = {0, 1, 1};
+    const Oid types[4] = {TEXTOID, TEXTARRAYOID, BYTEAARRAYOID, INTERVALOID};
+    const char *values[4] = {svc->org_id};
+    int lengths[4] = {0};
+    const int formats[4] = {0, 1, 1, 0};
     const struct db_query q = {.stmt = SVC_STMT_LOOKUP,
                                .sql = svc_lookup_sql,
-                               .nparams = 3,
+                               .nparams = 4,
                                .types = types,
                                .values = values,
                                .lengths = lengths,
                                .formats = formats};
     struct svc_arr *a = svc->arrs;
+    struct svc_scope_args scope;
     PGresult *res;
     size_t again = 0;
     int rc;
@@ -583,6 +759,8 @@ static int svc_lookup(struct service *svc, struct service_job *jobs,
     lengths[1] = (int)a[0].len;
     values[2] = a[4].buf;
     lengths[2] = (int)a[4].len;
+    svc_scope_args(svc, &scope);
+    values[3] = scope.values[0];
     rc = db_run(svc->conn, &q, deadline_ns, &res, err, errlen);
     if (rc != POOLD_OK)
         return rc;
@@ -615,26 +793,39 @@ static int svc_insert_one(struct service *svc, struct service_job *j,
 {
     char failed[RULES_MAX * 24 + 3], checks[16];
     const struct message *m = j->msg;
+    struct svc_scope_args scope;
     /* id and payload in binary format, by length: neither needs a
      * terminating NUL, and the payload is hashed as its exact bytes. */
-    const char *values[6] = {svc->org_id, m->id,  j->result.passed ? "t" : "f",
-                             checks,      failed, m->payload};
-    const Oid types[6] = {TEXTOID, TEXTOID, 0, 0, 0, BYTEAOID};
-    const int lengths[6] = {0, (int)m->id_len, 0, 0, 0, (int)m->payload_len};
-    const int formats[6] = {0, 1, 0, 0, 0, 1};
-    const struct db_query q = {.stmt = SVC_STMT_COMMIT_ONE,
-                               .sql = svc_insert_one_sql,
-                               .nparams = 6,
-                               .types = types,
-                               .values = values,
-                               .lengths = lengths,
-                               .formats = formats,
-                               .writes = true};
+    const char *values[11] = {svc->org_id, m->id,  j->result.passed ? "t" : "f",
+                              checks,      failed, m->payload};
+    const Oid types[11] = {TEXTOID,
+                           TEXTOID,
+                           0,
+                           0,
+                           0,
+                           BYTEAOID,
+                           INTERVALOID,
+                           TIMESTAMPTZOID,
+                           TIMESTAMPTZOID,
+                           TIMESTAMPTZOID,
+                           TIMESTAMPTZOID};
+    const int lengths[11] = {0, (int)m->id_len, 0, 0, 0, (int)m->payload_len};
+    const int formats[11] = {0, 1, 0, 0, 0, 1};
+    struct db_query q = {.stmt = SVC_STMT_COMMIT_ONE,
+                         .sql = svc_insert_one_sql,
+                         .nparams = 11,
+                         .types = types,
+                         .values = values,
+                         .lengths = lengths,
+                         .formats = formats,
+                         .writes = true};
     PGresult *res;
     int rc;
 
     snprintf(checks, sizeof checks, "%u", j->result.verdict.checks);
     svc_failed_literal(&j->result.verdict, failed, sizeof failed);
+    svc_scope_bind(svc, &scope, values, &q, SVC_STMT_COMMIT_ONE_FAST,
+                   svc_insert_one_fast_sql);
     rc = db_run(svc->conn, &q, deadline_ns, &res, err, errlen);
     if (rc != POOLD_OK)
         return rc;

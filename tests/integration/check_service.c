@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include <libpq-fe.h>
 
@@ -955,6 +956,77 @@ START_TEST(lookup_failure_after_insert_keeps_what_was_written)
 }
 END_TEST
 
+/* With the bounds of the partition now falls in, later in it than the
+ * window (the fast path), a commit names no other partition: one that a DDL
+ * holds (ACCESS EXCLUSIVE) does not stop it, cached plan or not. A
+ * statement that probes through the partitioned table waits for it. */
+START_TEST(scope_fast_path_touches_no_other_partition)
+{
+    struct service_scope sc;
+    struct timespec ts;
+    int64_t now_us, lo, hi;
+    struct message m[2];
+    struct service_job j[2];
+    struct service *svc;
+    struct service_result r;
+    PGconn *holder;
+    PGresult *res;
+    char id[16];
+
+    clock_gettime(CLOCK_REALTIME, &ts);
+    now_us = (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+    lo = now_us - 7200 * 1000000LL;
+    hi = now_us + 7200 * 1000000LL;
+    service_scope_init(&sc);
+    service_scope_set(&sc, 3600, 60.0, &lo, &hi, 1);
+    env.scope = &sc;
+    settings.prepared = true;
+    settings.statement_timeout_ms = 2000;
+    admin_exec("CREATE TABLE tsvc_far PARTITION OF processed_messages"
+               " FOR VALUES FROM ('2100-01-01') TO ('2100-01-02')");
+    org_add("tsvc_fast", "{}", true);
+    svc = create_ok("tsvc_fast");
+    holder = PQconnectdb(admin_url);
+    ck_assert(PQstatus(holder) == CONNECTION_OK);
+    res = PQexec(holder, "BEGIN; LOCK TABLE tsvc_far IN ACCESS EXCLUSIVE MODE");
+    ck_assert_int_eq(PQresultStatus(res), PGRES_COMMAND_OK);
+    PQclear(res);
+    /* More than the 5 custom plans: the cached plan too. */
+    for (int k = 0; k < 8; k++) {
+        snprintf(id, sizeof id, "f%d", k);
+        ck_assert_msg(process(svc, id, "p", &r) == POOLD_OK, "%s: %s", id, err);
+        ck_assert(!r.duplicate);
+    }
+    for (int k = 0; k < 8; k++) {
+        snprintf(id, sizeof id, "fb%d", k);
+        job_init(&j[0], &m[0], id, "p");
+        job_init(&j[1], &m[1], id + 1, "p");
+        ck_assert_msg(service_process_many(svc, j, 2, 0, err, sizeof err) ==
+                          POOLD_OK,
+                      "%s: %s", id, err);
+        ck_assert(j[0].status == POOLD_OK && !j[0].result.duplicate);
+        ck_assert(j[1].status == POOLD_OK && !j[1].result.duplicate);
+    }
+    res = PQexec(holder, "ROLLBACK");
+    PQclear(res);
+    PQfinish(holder);
+    /* Stored ones are found (the lookup reads every partition). */
+    ck_assert_int_eq(process(svc, "f1", "p", &r), POOLD_OK);
+    ck_assert(r.duplicate);
+    ck_assert_int_eq(process(svc, "f1", "q", &r), POOLD_ERR_CONFLICT);
+    job_init(&j[0], &m[0], "fb3", "p");
+    job_init(&j[1], &m[1], "fnew", "p");
+    ck_assert_int_eq(service_process_many(svc, j, 2, 0, err, sizeof err),
+                     POOLD_OK);
+    ck_assert(j[0].status == POOLD_OK && j[0].result.duplicate);
+    ck_assert(j[1].status == POOLD_OK && !j[1].result.duplicate);
+    service_close(svc);
+    admin_exec("DROP TABLE tsvc_far");
+    env.scope = NULL;
+    service_scope_destroy(&sc);
+}
+END_TEST
+
 int main(void)
 {
     const struct pgfix_case cases[] = {
@@ -976,7 +1048,8 @@ int main(void)
          {group_duplicate_and_conflict_in_one_commit,
           db_prepared_once_per_connection, db_deadline_ends_a_blocked_commit,
           db_abort_ends_a_blocked_commit,
-          lookup_failure_after_insert_keeps_what_was_written}},
+          lookup_failure_after_insert_keeps_what_was_written,
+          scope_fast_path_touches_no_other_partition}},
     };
 
     return pgfix_run("service", cases, sizeof cases / sizeof cases[0]);

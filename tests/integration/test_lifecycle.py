@@ -110,9 +110,9 @@ class Base(unittest.TestCase):
 
 
 class Boundary(Base):
-    """Partitions of a minute, the zone (careful path) 15 s either side of a
-    boundary; statements bounded well inside it."""
-    ENV = {"POOLD_LIFECYCLE_DAY_S": 60, "POOLD_DEDUPE_WINDOW_S": 60,
+    """Partitions of a minute (twice the window), the zone (careful path)
+    15 s either side of a boundary; statements bounded well inside it."""
+    ENV = {"POOLD_LIFECYCLE_DAY_S": 60, "POOLD_DEDUPE_WINDOW_S": 30,
            "POOLD_RETENTION_DAYS": 10, "POOLD_POOL_SIZE": 16,
            "POOLD_DB_MAX_CONNS": 40, "POOLD_STATEMENT_TIMEOUT_MS": 10000,
            "POOLD_ACQUIRE_TIMEOUT_MS": 10000}
@@ -238,10 +238,115 @@ class Boundary(Base):
         self.assertEqual(got.status, 200, got.body)
 
 
-class Retention(Base):
-    """Compressed time: a 'day' of 10 s, 2 days of retention, a 10 s
-    window: partitions of 10 s, maintained every 2.5 s."""
+class Paths(Base):
+    """The commit's three dedupe paths, by where now falls in its partition:
+    a 10 s window, partitions twice as long (20 s), a zone of 5 s. Seconds
+    from the partition's start: 0-5 careful (locks), 5-10 probe (the
+    window reaches into the partition before), 10-15 fast (no probe: the
+    window starts inside this partition), 15-20 careful."""
     ENV = {"POOLD_LIFECYCLE_DAY_S": 10, "POOLD_DEDUPE_WINDOW_S": 10,
+           "POOLD_RETENTION_DAYS": 3}
+
+    def wait_into_partition(self, db, lo, hi):
+        """Until now is lo..hi seconds into its partition; returns the
+        partition's start (SQL text). Waiting for the clock (20 s at most),
+        not for another thread."""
+        def ready():
+            row = db.sql("SELECT extract(epoch FROM now() - lo), lo FROM"
+                         " message_partitions WHERE lo <= now() AND"
+                         " hi > now()")
+            if not row:
+                return None
+            secs, start = row.split("|")
+            return start if lo <= float(secs) <= hi else None
+        return th.wait_for(ready, 30, "a point in the partition",
+                           interval=0.05)
+
+    def store(self, db, mid, at, payload="p"):
+        """A row as an earlier statement (or a restore) would have written
+        it, processed at the SQL expression at."""
+        db.sql("INSERT INTO processed_messages (org_id, message_id, passed,"
+               " checks, payload_sha256, processed_at) VALUES ('%s', '%s',"
+               " true, 0, sha256('%s'), %s)" % (self.ORG, mid, payload, at))
+
+    def rows(self, db, mid):
+        return db.sql("SELECT count(*) FROM processed_messages WHERE org_id ="
+                      " '%s' AND message_id = '%s'" % (self.ORG, mid))
+
+    def test_partitions_are_twice_the_window(self):
+        db = self.make_db()
+        self.add_org(db)
+        self.poold(db, **self.ENV)
+        self.assertEqual(db.sql(
+            "SELECT string_agg(DISTINCT extract(epoch FROM hi - lo)::int::text,"
+            " ',') FROM message_partitions"), "20")
+
+    def test_probe_path_sees_the_partition_before(self):
+        db = self.make_db()
+        self.add_org(db)
+        s = self.poold(db, **self.ENV)
+        tag = uuid.uuid4().hex[:6]
+        lo = self.wait_into_partition(db, 6.0, 8.0)
+        # Half a second before this partition: within the window.
+        self.store(db, "prev-" + tag, "'%s'::timestamptz - interval"
+                   " '0.5 seconds'" % lo)
+        r = self.post(s, "prev-" + tag)
+        self.assertEqual(r.status, 200, r.body)
+        self.assertTrue(r.json()["duplicate"], r.body)
+        r = self.post(s, "prev-" + tag, payload="other")
+        self.assertEqual((r.status, r.code), (409, "id_conflict"), r.body)
+        r = s.request("POST", "/process/batch", body={
+            "org_id": self.ORG, "messages": [
+                {"id": "prev-" + tag, "payload": "p"},
+                {"id": "new-" + tag, "payload": "p"}]})
+        self.assertEqual(r.status, 200, r.body)
+        self.assertEqual([m["duplicate"] for m in r.json()["results"]],
+                         [True, False], r.body)
+        self.assertEqual(self.rows(db, "prev-" + tag), "1")
+
+    def test_fast_path_and_an_id_past_the_window_in_its_partition(self):
+        db = self.make_db()
+        self.add_org(db)
+        s = self.poold(db, **self.ENV)
+        tag = uuid.uuid4().hex[:6]
+        lo = self.wait_into_partition(db, 11.5, 12.5)
+        # Within the window, in this partition: its key answers.
+        self.store(db, "near-" + tag, "now() - interval '9 seconds'")
+        # Past the window, in the partition before: processed again.
+        self.store(db, "prev-" + tag, "'%s'::timestamptz - interval"
+                   " '0.5 seconds'" % lo)
+        # Past the window but in this partition, whose key holds it: answered
+        # as the stored result (before the partition ends).
+        self.store(db, "early-" + tag, "'%s'::timestamptz + interval"
+                   " '0.5 seconds'" % lo)
+        r = self.post(s, "near-" + tag)
+        self.assertTrue(r.json()["duplicate"], r.body)
+        r = self.post(s, "near-" + tag, payload="other")
+        self.assertEqual((r.status, r.code), (409, "id_conflict"), r.body)
+        r = self.post(s, "prev-" + tag)
+        self.assertEqual(r.status, 200, r.body)
+        self.assertFalse(r.json()["duplicate"], r.body)
+        r = self.post(s, "early-" + tag)
+        self.assertEqual(r.status, 200, r.body)
+        self.assertTrue(r.json()["duplicate"], r.body)
+        r = s.request("POST", "/process/batch", body={
+            "org_id": self.ORG, "messages": [
+                {"id": "early-" + tag, "payload": "p"},
+                {"id": "near-" + tag, "payload": "p"},
+                {"id": "new-" + tag, "payload": "p"},
+                {"id": "new-" + tag, "payload": "p"}]})
+        self.assertEqual(r.status, 200, r.body)
+        self.assertEqual([m["duplicate"] for m in r.json()["results"]],
+                         [True, True, False, True], r.body)
+        self.assertEqual(self.rows(db, "prev-" + tag), "2")
+        self.assertEqual(self.rows(db, "early-" + tag), "1")
+        self.assertEqual(self.rows(db, "new-" + tag), "1")
+
+
+class Retention(Base):
+    """Compressed time: a 'day' of 10 s, 2 days of retention, a 5 s
+    window: partitions of 10 s, maintained every 2.5 s."""
+    ENV = {"POOLD_LIFECYCLE_DAY_S": 10, "POOLD_DEDUPE_WINDOW_S": 5,
            "POOLD_RETENTION_DAYS": 2}
     RETENTION_S, PERIOD_S, AHEAD = 20, 10, 2
 
