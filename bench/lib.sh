@@ -20,6 +20,16 @@ fi
 PG_BIN=${PGBIN:-/usr/lib/postgresql/15/bin}
 DB_URL="postgresql://poold@127.0.0.1:$PG_PORT/pools"
 SUPER_URL="postgresql://postgres@127.0.0.1:$PG_PORT/pools"
+# goref writes `INSERT … ON CONFLICT (org_id, message_id)`, which needs the
+# unpartitioned table it was written for: it runs against a database of
+# the schema before sql/006_lifecycle.sql (tests/integration/schema_v0/,
+# plus the demo orgs) in the same cluster. poold and pgbench use the
+# partitioned one, so goref's figures do not pay partition routing.
+GOREF_DB_URL="postgresql://poold@127.0.0.1:$PG_PORT/pools_v0"
+GOREF_SUPER_URL="postgresql://postgres@127.0.0.1:$PG_PORT/pools_v0"
+# The database whose processed_messages the current measurement writes
+# (count_rows, truncate_messages): goref's while goref runs.
+MSG_SUPER_URL=$SUPER_URL
 TOKEN=bench-admin-token
 CFLAGS_BENCH=(-std=c11 -O2 -g -Wall -Wextra -Wshadow -Wformat=2 -Werror)
 POOLD_PID=
@@ -62,7 +72,23 @@ psql_super() {
 
 # Every measurement starts from an empty table: every request is a new row.
 truncate_messages() {
-    psql_super -c "TRUNCATE processed_messages" >/dev/null
+    psql_messages -c "TRUNCATE processed_messages" >/dev/null
+}
+
+psql_messages() {
+    "$PG_BIN/psql" -X -q -At -v ON_ERROR_STOP=1 -d "$MSG_SUPER_URL" "$@"
+}
+
+# goref's database (GOREF_DB_URL): made once, from the previous schema.
+goref_db_make() {
+    local f
+    if [ -z "$(psql_super -c "SELECT 1 FROM pg_database WHERE datname = 'pools_v0'")" ]; then
+        psql_super -c "CREATE DATABASE pools_v0 OWNER poold"
+        for f in "$ROOT"/tests/integration/schema_v0/*.sql "$ROOT"/sql/100_demo_orgs.sql; do
+            PGOPTIONS=--client-min-messages=warning "$PG_BIN/psql" -X -q \
+                -v ON_ERROR_STOP=1 -d "$GOREF_DB_URL" -f "$f" >/dev/null
+        done
+    fi
 }
 
 # poold_start NAME [VAR=VALUE ...]: start poold with the bench's defaults
@@ -134,7 +160,7 @@ goref_start() {
     local name=$1
     shift
     GOREF_LOG="$OUT/logs/goref-$name.log"
-    env GOREF_DSN="$DB_URL" GOREF_ADDR="127.0.0.1:$GOREF_PORT" GOREF_AUTH=none \
+    env GOREF_DSN="$GOREF_DB_URL" GOREF_ADDR="127.0.0.1:$GOREF_PORT" GOREF_AUTH=none \
         "$@" "$OUT/bin/goref" >"$GOREF_LOG" 2>&1 &
     GOREF_PID=$!
     wait_ready "goref ($name)" "$GOREF_PID" "$GOREF_LOG" \
@@ -279,7 +305,7 @@ record() {
 
 # Rows in processed_messages (truncated before each measurement).
 count_rows() {
-    psql_super -c "SELECT count(*) FROM processed_messages"
+    psql_messages -c "SELECT count(*) FROM processed_messages"
 }
 
 # rows_check OK SLACK: every 200 has its row. Prints {rows, ok, slack,

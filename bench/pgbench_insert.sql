@@ -13,7 +13,7 @@ WITH ins AS (
  VALUES ('org_00' || :org, 'msg_pgb_' || :id, true::boolean, 2::integer,
   '{}'::text[],
   sha256('9f3a1c27e5b04d6f8a2b9c3d4e5f60718293a4b5c6d7e8f90a1b2c3d4e5f60719f3a1c27e5b04d6f8a2b9c3d4e5f60718293a4b5c6d7e8f90a1b2c3d4e5f6071'::bytea))
- ON CONFLICT (org_id, message_id) DO NOTHING RETURNING 1)
+ ON CONFLICT DO NOTHING RETURNING 1)
 SELECT true, NULL::boolean, NULL::integer, NULL::text, NULL::boolean
 FROM ins
 UNION ALL

@@ -11,4 +11,4 @@ INSERT INTO processed_messages (org_id, message_id, passed, checks,
  failed_rules, payload_sha256)
 VALUES ('org_00' || :org, 'msg_pgb_' || :id, true, 2, '{}'::text[],
  sha256('9f3a1c27e5b04d6f8a2b9c3d4e5f60718293a4b5c6d7e8f90a1b2c3d4e5f60719f3a1c27e5b04d6f8a2b9c3d4e5f60718293a4b5c6d7e8f90a1b2c3d4e5f6071'::bytea))
-ON CONFLICT (org_id, message_id) DO NOTHING;
+ON CONFLICT DO NOTHING;

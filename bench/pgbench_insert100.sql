@@ -9,4 +9,4 @@ INSERT INTO processed_messages (org_id, message_id, passed, checks,
 SELECT 'org_00' || :org, 'msg_pgb_' || :id || '_' || g, true, 2, '{}'::text[],
  sha256(('9f3a1c27e5b04d6f8a2b9c3d4e5f60718293a4b5c6d7e8f90a1b2c3d4e5f60719f3a1c27e5b04d6f8a2b9c3d4e5f60718293a4b5c6d7e8f90a1b2c3d4e5f6071' || g)::bytea)
 FROM generate_series(1, 100) AS g
-ON CONFLICT (org_id, message_id) DO NOTHING;
+ON CONFLICT DO NOTHING;

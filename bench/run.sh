@@ -373,6 +373,8 @@ server_load() {
     local pg0 pg1 u0 s0 u1 s1 hz code ok errs lost pid port stats='{}'
     shift 7
     hz=$(getconf CLK_TCK)
+    MSG_SUPER_URL=$SUPER_URL
+    [ "$who" = goref ] && MSG_SUPER_URL=$GOREF_SUPER_URL
     truncate_messages
     if [ "$who" = goref ]; then
         goref_start "$name-$run" "$@"
@@ -426,6 +428,7 @@ server_load() {
               server_s: (($u + $s) / $hz), postgres_s: ($g / $hz)}')"
     if [ "$who" = goref ]; then goref_stop; else poold_stop; fi
     log "  $who $name run $run: $(jq -r '"\(.rps) req/s, non-200 \(.non200)"' <<<"$out"), rows $(count_rows), load $(cut -d' ' -f1 /proc/loadavg)"
+    MSG_SUPER_URL=$SUPER_URL
 }
 
 # The servers' settings per case (goref's README, "How to compare"): 1 org,
@@ -673,6 +676,7 @@ main() {
     fi
     pg_start
     pg_scram_role
+    [ "${HAVE_GOREF:-0}" = 1 ] && goref_db_make
     record machine "$(machine_json)"
     want org1 && phase_org1
     want orgs64 && phase_orgs64
