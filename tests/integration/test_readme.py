@@ -18,18 +18,19 @@ README = os.path.join(SOURCE_DIR, "README.md")
 README_MAX_LINES = 300
 
 
-def sh_block(title):
-    """The first sh block of the README section with this title."""
+def sh_block(title, index=0):
+    """The sh block (the first, or the index-th) of the README section with
+    this title."""
     with open(README, encoding="utf-8") as f:
         text = f.read()
     section = text.split("## " + title, 1)[1].split("\n## ", 1)[0]
-    return section.split("```sh", 1)[1].split("```", 1)[0]
+    return section.split("```sh")[1 + index].split("```", 1)[0]
 
 
-def curl_commands(title="Using it"):
+def curl_commands(title="Using it", index=0):
     """The curl commands of a README section's sh block, each joined into
     one line."""
-    joined = re.sub(r"\\\n\s*|\n(?=\s+\S)", " ", sh_block(title))
+    joined = re.sub(r"\\\n\s*|\n(?=\s+\S)", " ", sh_block(title, index))
     return [line.strip() for line in joined.splitlines()
             if line.strip().startswith("curl ")]
 
@@ -127,6 +128,16 @@ class ReadmeExamples(unittest.TestCase):
         self.assertTrue(re.search(r"^poold_\w+", metrics, re.M), metrics)
         self.assertIn('"status":"ok"', health)
         self.assertIn('"status"', ready)
+
+    def test_lookup_example_settles_a_message(self):
+        """The README's answer to a 504: ask for the message."""
+        self.run_curl(curl_commands()[0])  # the message, processed
+        cmds = curl_commands("Using it", 1)
+        self.assertEqual(len(cmds), 1, cmds)
+        out = self.run_curl(cmds[0])
+        self.assertIn('"message_id":"msg_000123"', out)
+        self.assertIn('"failed":["min_payload_bytes"]', out)
+        self.assertIn('"processed_at"', out)
 
     def test_batch_example_answers_as_documented(self):
         psql("DELETE FROM processed_messages WHERE org_id = 'org_001' "
