@@ -321,17 +321,3 @@ rows_check() {
         '{rows: $rows, ok: $ok, slack: $slack,
           rows_ok: ($rows >= $ok and $rows <= $ok + $slack)}'
 }
-
-# CPU ticks (1/CLK_TCK s) used by our PostgreSQL cluster: the postmaster,
-# its reaped children (cutime/cstime) and its live children.
-pg_cpu_ticks() {
-    local pm t=0 p
-    pm=$(head -1 "$PG_DIR/postmaster.pid")
-    t=$(awk '{ print $14 + $15 + $16 + $17 }' "/proc/$pm/stat")
-    for p in $(pgrep -P "$pm"); do
-        [ -r "/proc/$p/stat" ] &&
-            t=$((t + $(awk '{ print $14 + $15 }' "/proc/$p/stat" 2>/dev/null || echo 0)))
-    done
-    echo "$t"
-}
-proc_cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
