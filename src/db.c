@@ -154,7 +154,12 @@ static bool db_base_options(const char *url, char *buf, size_t len)
 /* The session's startup options: the url's, then ours (which win). Bounded
  * queries: a row lock held by another session, or a slow statement, must
  * not hold a request (and a shutdown) forever; and a backend whose client
- * left checks for it while it works. PgBouncer needs these in
+ * left checks for it while it works. And generic plans for our prepared
+ * statements: against the partitioned processed_messages PostgreSQL kept
+ * choosing custom plans, so every execution of a commit was planned again
+ * (0.2 ms of the server's CPU per statement, measured with EXPLAIN ANALYZE
+ * on a group INSERT; 0.02 ms with the generic plan, whose partitions are
+ * pruned at executor start-up). PgBouncer needs these in
  * ignore_startup_parameters. With POOLD_STATEMENT_TIMEOUT_MS=0 none are
  * sent (an empty value leaves the url's options alone). */
 static bool db_options(const struct db_settings *s, char *buf, size_t len)
@@ -173,7 +178,8 @@ static bool db_options(const struct db_settings *s, char *buf, size_t len)
     n = snprintf(buf, len,
                  "%s-c statement_timeout=%u -c lock_timeout=%u "
                  "-c idle_in_transaction_session_timeout=%u "
-                 "-c client_connection_check_interval=%u",
+                 "-c client_connection_check_interval=%u "
+                 "-c plan_cache_mode=force_generic_plan",
                  base, st, st, st < 1000 ? 1000 : st, DB_CLIENT_CHECK_MS);
     return n >= 0 && (size_t)n < len;
 }
