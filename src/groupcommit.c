@@ -307,7 +307,10 @@ static int gc_follow(struct registry *reg, struct batcher *b,
         gc_kick(b, now);
         if (own->state != GC_QUEUED)
             continue;
-        if (own == b->head && b->inflight > 0 &&
+        /* Only while the stall rule can allow one more: past the stall,
+         * with two in flight already, the head sleeps until a commit ends
+         * (or its own deadline); a wake-up time in the past would spin. */
+        if (own == b->head && b->inflight == GC_INFLIGHT_BASE &&
             b->last_start_ns + gc_stall_ns(b) < wake)
             wake = b->last_start_ns + gc_stall_ns(b);
         clock_timespec_at(&ts, wake);

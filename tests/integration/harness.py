@@ -84,6 +84,13 @@ def wait_for(pred, timeout, what, interval=0.02):
         time.sleep(interval)
 
 
+def cpu_seconds(pid):
+    """User + system time of the whole process so far."""
+    with open(f"/proc/{pid}/stat", encoding="ascii") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def free_port():
     """A free port below Linux's ephemeral range (32768-60999), so that no
     outgoing connection takes it before our server binds it."""

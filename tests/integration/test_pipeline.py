@@ -19,6 +19,7 @@ import uuid
 
 import test_http as th
 from test_http import ADMIN_URL, Poold, psql, wait_for
+from harness import cpu_seconds
 
 TOKEN = th.TOKEN
 P = "tp" + uuid.uuid4().hex[:8] + "_"
@@ -217,6 +218,15 @@ class Groups(unittest.TestCase):
                 c.start()
             wait_for(lambda: p.pool(ORG_G)["waiting"] == len(followers), 20,
                      "the followers to queue")
+            self.assertEqual(lock_waiters(), 2)
+            # Both commits in flight stalled, the queue at its cap: the
+            # queue sleeps (before: its head woke at once, again and again,
+            # a CPU spent until a commit ended). A measuring window, not a
+            # synchronisation: poold must stay near idle during it.
+            cpu0 = cpu_seconds(p.proc.pid)
+            time.sleep(1.5)
+            spent = cpu_seconds(p.proc.pid) - cpu0
+            self.assertLess(spent, 0.5, "poold spun while its commits waited")
             self.assertEqual(lock_waiters(), 2)
             holder.release()
             r_first, r_second = first.result(), second.result()

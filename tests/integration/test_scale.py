@@ -21,7 +21,7 @@ import time
 import unittest
 import uuid
 
-from harness import Poold, psql, require_env, wait_for
+from harness import Poold, cpu_seconds, psql, require_env, wait_for
 
 P = "sc" + uuid.uuid4().hex[:8] + "_"
 SMALL, LARGE = 1000, 100000
@@ -37,13 +37,6 @@ def add_orgs(first, last):
     psql(f"INSERT INTO orgs (org_id, config) SELECT '{P}' || lpad(i::text,"
          f" 6, '0'), '{{\"rules\": []}}' FROM generate_series({first},"
          f" {last}) i")
-
-
-def cpu_seconds(pid):
-    """User + system time of the whole process so far."""
-    with open(f"/proc/{pid}/stat", encoding="ascii") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def rss_bytes(pid):
