@@ -394,12 +394,15 @@ class ClosedBackendsBudget(unittest.TestCase):
             for t in loaders:
                 t.join(30)
         self.addCleanup(stop_load)
-        wait_for(lambda: len((psql(self.POOLED) or "").split()) == budget,
-                 20, "every pooled connection open")
+
+        def pooled():
+            return (psql(self.POOLED) or "").split()
+        wait_for(lambda: len(pooled()) == budget, 20,
+                 "every pooled connection open")
         # Every pooled backend stops answering (as in a frozen database,
         # but the postmaster still accepts new connections, so a
         # replacement would be visible at once).
-        stopped = [int(x) for x in psql(self.POOLED).split()]
+        stopped = [int(x) for x in pooled()]
         sampler = Sampler()
         sampler.start()
         self.addCleanup(sampler.stop)
@@ -421,29 +424,30 @@ class ClosedBackendsBudget(unittest.TestCase):
         def over():
             return [s for s in sampler.samples if s[1] - s[2] > budget]
         # The load gives each a statement, whose deadline (acquire +
-        # statement + slack) passes: poold gives up on all three. Before
+        # statement + slack) passes: poold gives up on every one. Before
         # the fix it then opened others beside them (over the budget).
-        wait_for(lambda: over() or closing() == budget, 20,
+        wait_for(lambda: over() or closing() == len(stopped), 20,
                  "poold to give up on the stopped backends")
         time.sleep(2)  # two ticks' checks of samples (not a sync)
-        self.assertEqual(over(), [], "pooled backends over the budget "
-                         "while the closed ones were still there")
-        self.assertEqual(sorted(int(x) for x in psql(self.POOLED).split()),
-                         sorted(stopped), "no replacement beside them")
+        self.assertGreater(len(sampler.samples), 20)
+        self.assertEqual(over(), [], "backends over the budget while the "
+                         "closed ones were still there")
+        self.assertEqual(sorted(map(int, pooled())), sorted(stopped),
+                         "no replacement beside them")
         m = p.get("/metrics", token=TOKEN).body.decode()
-        self.assertIn("\npoold_db_connections_closing %d\n" % budget, m)
+        self.assertIn("\npoold_db_connections_closing %d\n" % len(stopped),
+                      m)
         cont()
         # Once they are gone the places come back, within a tick or two.
-        wait_for(lambda: closing() == 0 and not set(
-            (psql(self.POOLED) or "").split()) & set(map(str, stopped))
-            and len((psql(self.POOLED) or "").split()) == budget, 20,
-            "new connections in the places given back", interval=0.1)
+        wait_for(lambda: closing() == 0 and not set(pooled())
+                 & set(map(str, stopped)), 20, "the stopped backends gone",
+                 interval=0.1)
+        wait_for(lambda: len(pooled()) == budget, 20,
+                 "connections in the places given back", interval=0.1)
         sampler.stop()
-        self.assertGreater(len(sampler.samples), 20)
-        self.assertEqual(over(), [], "pooled backends over the budget")
+        self.assertEqual(over(), [], "backends over the budget")
         for t, total, hk, _ in sampler.samples:
             self.assertLessEqual(total, budget + 1, (t, total, hk))
-
 
 if __name__ == "__main__":
     unittest.main()
