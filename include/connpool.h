@@ -63,6 +63,33 @@ unsigned connpool_set_cap(struct connpool *cp, unsigned cap);
 unsigned connpool_cap(struct connpool *cp);
 
 /*
+ * The budget as PostgreSQL counts it: a backend lives until it has read our
+ * goodbye, and one given a statement that we stopped waiting for (its
+ * deadline passed while the database was frozen or slow) reads it only
+ * once that statement is done. A pooled connection closed so
+ * (db_conn_lingers) keeps its place in the pool (pool_hold), counted in
+ * pool_total() and the stats' "held", until connpool_check_lingering()
+ * sees its backend gone from pg_stat_activity.
+ *
+ * connpool_close_outside(): close a connection of the process outside the
+ * pool (the housekeeping one) the same way: if it lingers it takes a place
+ * of the pool until seen gone. Accepts NULL. Thread-safe.
+ */
+void connpool_close_outside(struct connpool *cp, struct db_conn *conn);
+
+/* Closed connections whose backend was not seen gone yet. Thread-safe. */
+unsigned connpool_lingering(struct connpool *cp);
+
+/* On conn (a connection outside the budget), one statement asks
+ * pg_stat_activity which of those backends are still there (by pid, and
+ * client_port over TCP, so a reused pid is not taken for ours); the places
+ * of the others are given back. POOLD_OK (some may remain), or POOLD_ERR_DB
+ * / POOLD_ERR_NOMEM with err: nothing is given back. Thread-safe. */
+POOLD_MUSTCHECK int connpool_check_lingering(struct connpool *cp,
+                                             struct db_conn *conn, char *err,
+                                             size_t errlen);
+
+/*
  * The bare connection ops, without breaker or cap: objects are struct
  * db_conn *, ctx is a struct service_env (its db and conn_check_idle_ns are
  * read). For tests that build a connection pool of their own.

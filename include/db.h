@@ -49,6 +49,17 @@ POOLD_MUSTCHECK int db_conn_open(const struct db_settings *settings,
 void db_conn_close(struct db_conn *conn);
 
 /*
+ * Would closing conn now leave its backend at work? True when a statement
+ * was sent and its answer was not read to the end (its deadline passed,
+ * or db_abort_all()) while the server had not closed the connection: the
+ * backend reads our goodbye only once that statement is done, and until
+ * then PostgreSQL still counts it. *pid gets the backend's process id and
+ * *port our end's TCP port (pg_stat_activity.client_port; -1 on a Unix
+ * socket), which identify it in pg_stat_activity.
+ */
+bool db_conn_lingers(const struct db_conn *conn, int *pid, int *port);
+
+/*
  * Run one statement and wait for its whole answer (every result, up to
  * ReadyForQuery, so an autocommit write is known committed) until
  * deadline_ns (CLOCK_MONOTONIC; 0: now + the settings' query_wait_ns),

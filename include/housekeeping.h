@@ -27,6 +27,9 @@ struct housekeeping; /* opaque; owned by the registry */
  *   sync_sizes      a pool whose size is not the stored one is resized
  *   health          readiness, or "database unreachable" and a backoff
  *   breakers        the database answers again: every breaker closed
+ *   closed_backends connections closed with a statement in flight give
+ *                   their places back once pg_stat_activity shows their
+ *                   backends gone (connpool_check_lingering)
  *   replica_hook    the cluster's hook (registry_set_hk_hook)
  *   lifecycle       registry_config.lifecycle (processed_messages'
  *                   partitions), at start-up, then every

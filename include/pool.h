@@ -81,6 +81,8 @@ struct pool_stats {
     uint64_t total_timeouts;   /* acquires that timed out waiting */
     uint64_t waiters_rejected; /* acquires refused: waiter bound reached */
     uint64_t peak_active;
+    uint64_t held; /* places held by pool_hold(): objects destroyed whose
+                      resource is not known released yet */
     uint64_t created;
     uint64_t create_failures;
     uint64_t destroyed; /* sum of destroyed_by[] */
@@ -193,8 +195,21 @@ enum pool_test_point {
 };
 __attribute__((weak)) void pool_test_hook(struct pool *pool,
                                           enum pool_test_point where);
-/* Objects that exist now, those being built or destroyed included (never
- * more than max_size once a shrink has drained). Cheap: one atomic load. */
+/* Objects that exist now, those being built or destroyed included, and the
+ * places held (never more than max_size once a shrink has drained). Cheap:
+ * one atomic load. */
 unsigned pool_total(struct pool *pool);
+
+/*
+ * Hold a place of max_size that no object fills: for an object whose
+ * resource outlives its destroy() (a closed connection whose server process
+ * is still at work). Called from destroy(), it keeps the destroyed object's
+ * place taken (nobody builds into it); called elsewhere it takes one more,
+ * possibly beyond max_size (released objects then close until total fits).
+ * pool_unhold() gives it back once the resource is known gone, and wakes a
+ * waiter to build. Thread-safe.
+ */
+void pool_hold(struct pool *pool);
+void pool_unhold(struct pool *pool);
 
 #endif

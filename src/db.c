@@ -9,7 +9,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <netinet/in.h>
 #include <sys/eventfd.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include "clock.h"
@@ -34,6 +36,10 @@ struct db_conn {
     bool use_prepared;      /* POOLD_PREPARED_STATEMENTS */
     bool doomed;            /* FATAL seen, deadline missed, or lost: never
                                reuse */
+    bool pending;           /* a statement was sent and its whole answer
+                               not read: the backend may still be at work */
+    int local_port;         /* our end's TCP port (pg_stat_activity's
+                               client_port); -1 on a Unix socket */
     char sqlstate[6];       /* of the last statement's error, "" if none */
 };
 
@@ -211,6 +217,22 @@ static int db_connect_poll(PGconn *pg, uint64_t deadline_ns, char *err,
     return POOLD_OK;
 }
 
+/* The local TCP port of fd (what the server shows as client_port), or -1
+ * (a Unix socket, or unknown). */
+static int db_local_port(int fd)
+{
+    struct sockaddr_storage ss;
+    socklen_t len = sizeof ss;
+
+    if (fd < 0 || getsockname(fd, (struct sockaddr *)&ss, &len) != 0)
+        return -1;
+    if (ss.ss_family == AF_INET)
+        return ntohs(((const struct sockaddr_in *)&ss)->sin_port);
+    if (ss.ss_family == AF_INET6)
+        return ntohs(((const struct sockaddr_in6 *)&ss)->sin6_port);
+    return -1;
+}
+
 int db_conn_open(const struct db_settings *settings, uint64_t now_ns,
                  struct db_conn **out, char *err, size_t errlen)
 {
@@ -268,6 +290,7 @@ int db_conn_open(const struct db_settings *settings, uint64_t now_ns,
         return rc;
     }
     PQsetNoticeReceiver(conn->pg, db_notice, conn);
+    conn->local_port = db_local_port(PQsocket(conn->pg));
     conn->opened_ns = now_ns;
     conn->last_used_ns = now_ns;
     conn->query_wait_ns = settings->query_wait_ns ? settings->query_wait_ns
@@ -357,8 +380,14 @@ static int db_finish(struct db_conn *conn, bool writes, uint64_t deadline_ns,
     enum db_wait_end end = db_flush(pg, deadline_ns);
     PGresult *res = NULL;
 
+    conn->pending = true;
     if (end == DB_WAIT_DONE)
         end = db_collect(pg, deadline_ns, &res);
+    /* Answered up to ReadyForQuery (or the server closed: a FATAL or EOF
+     * read): the backend is idle or gone. Otherwise it may still work. */
+    if (end == DB_WAIT_DONE || end == DB_WAIT_LOST ||
+        PQstatus(pg) != CONNECTION_OK)
+        conn->pending = false;
     if (end == DB_WAIT_DONE && res != NULL && db_result_ok(res) &&
         PQstatus(pg) == CONNECTION_OK) {
         *out = res;
@@ -514,6 +543,16 @@ void db_conn_touch(struct db_conn *conn, uint64_t now_ns)
 {
     if (now_ns > conn->last_used_ns)
         conn->last_used_ns = now_ns;
+}
+
+bool db_conn_lingers(const struct db_conn *conn, int *pid, int *port)
+{
+    if (conn == NULL || !conn->pending || PQstatus(conn->pg) != CONNECTION_OK ||
+        PQbackendPID(conn->pg) <= 0)
+        return false;
+    *pid = PQbackendPID(conn->pg);
+    *port = conn->local_port;
+    return true;
 }
 
 int db_conn_backend_pid(const struct db_conn *conn)

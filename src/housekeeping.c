@@ -11,6 +11,7 @@
 #include <time.h>
 
 #include "clock.h"
+#include "connpool.h"
 #include "holders.h"
 #include "housekeeping_test.h"
 #include "log.h"
@@ -19,6 +20,10 @@
 #define HK_HELD_LOG_MAX 16 /* held-too-long holds logged per org per tick */
 #define HK_WARM_ROUND_NS (2 * NS_PER_S)    /* one round of warm connections */
 #define HK_PRUNE_EVERY_NS (600 * NS_PER_S) /* org_changes pruned */
+/* At the end: how long to wait for the backends of connections closed with
+ * a statement in flight to go before leaving the cluster. */
+#define HK_LINGER_WAIT_NS (2 * NS_PER_S)
+#define HK_LINGER_POLL_MS 100.0
 
 struct housekeeping {
     struct registry *reg;     /* borrowed; owns this */
@@ -144,7 +149,8 @@ int housekeeping_conn_ready(struct housekeeping *hk, struct db_conn **conn,
     if (*conn != NULL &&
         db_conn_is_alive(*conn, clock_now_ns(), cfg->conn_check_idle_ns))
         return POOLD_OK;
-    db_conn_close(*conn);
+    /* A backend still at work counts against the pool until it is gone. */
+    connpool_close_outside(hk->reg->cp, *conn);
     *conn = NULL;
     s.application_name = "poold-housekeeping";
     return db_conn_open(&s, clock_now_ns(), conn, err, errlen);
@@ -314,7 +320,7 @@ static enum hk_outcome step_health(struct housekeeping *hk, struct hk_tick *t)
         log_event(LOG_WARN, "database unreachable", "error", t->err,
                   (const char *)NULL);
     hk->was_down = true;
-    db_conn_close(t->conn);
+    connpool_close_outside(hk->reg->cp, t->conn);
     t->conn = NULL;
     hk->backoff_ns = breaker_next_backoff(hk->backoff_ns, &hk->seed);
     return HK_FAILED;
@@ -337,6 +343,25 @@ static enum hk_outcome step_breakers(struct housekeeping *hk, struct hk_tick *t)
     breaker_success(&hk->reg->db_breaker);
     hk->was_down = false;
     log_event(LOG_INFO, "database reachable again", (const char *)NULL);
+    return HK_RAN;
+}
+
+/* Connections closed while their backend was at work hold their places
+ * until pg_stat_activity shows the backends gone (connpool.h); before the
+ * heartbeat, which reports them as open. Not answered: they stay held. */
+static enum hk_outcome step_closed_backends(struct housekeeping *hk,
+                                            struct hk_tick *t)
+{
+    char err[REG_ERR_MAX];
+
+    if (connpool_lingering(hk->reg->cp) == 0)
+        return HK_SKIPPED;
+    if (connpool_check_lingering(hk->reg->cp, t->conn, err, sizeof err) !=
+        POOLD_OK) {
+        log_event(LOG_WARN, "closed connections' backends not checked", "error",
+                  err, (const char *)NULL);
+        return HK_FAILED;
+    }
     return HK_RAN;
 }
 
@@ -519,6 +544,7 @@ enum {
     HK_STEP_SYNC_SIZES,
     HK_STEP_HEALTH,
     HK_STEP_BREAKERS,
+    HK_STEP_CLOSED_BACKENDS,
     HK_STEP_REPLICA_HOOK,
     HK_STEP_LIFECYCLE,
     HK_STEP_MAINTAIN_POOLS,
@@ -547,6 +573,8 @@ static const struct hk_step hk_steps[HK_STEP__COUNT] = {
     [HK_STEP_SYNC_SIZES] = {"sync_sizes", HK_CONN, step_sync_sizes},
     [HK_STEP_HEALTH] = {"health", HK_CONN, step_health},
     [HK_STEP_BREAKERS] = {"breakers", HK_CONN | HK_DB, step_breakers},
+    [HK_STEP_CLOSED_BACKENDS] = {"closed_backends", HK_CONN | HK_DB,
+                                 step_closed_backends},
     [HK_STEP_REPLICA_HOOK] = {"replica_hook", HK_CONN, step_replica_hook},
     [HK_STEP_LIFECYCLE] = {"lifecycle", HK_CONN | HK_DB, step_lifecycle},
     [HK_STEP_MAINTAIN_POOLS] = {"maintain_pools", 0, step_maintain_pools},
@@ -799,6 +827,26 @@ void housekeeping_stop(struct housekeeping *hk)
     hk->started = hk->warm_started = hk->prewarm_started = false;
 }
 
+/* At the end, on the housekeeping connection: wait (bounded) until the
+ * backends of connections closed with a statement in flight are gone.
+ * False if some may remain (not seen gone, or the database did not
+ * answer). */
+static bool hk_closed_backends_gone(struct housekeeping *hk)
+{
+    struct connpool *cp = hk->reg->cp;
+    uint64_t until = clock_now_ns() + HK_LINGER_WAIT_NS;
+    char err[REG_ERR_MAX];
+
+    db_thread_deadline(until);
+    while (connpool_lingering(cp) > 0 && clock_now_ns() < until &&
+           connpool_check_lingering(cp, hk->conn, err, sizeof err) ==
+               POOLD_OK &&
+           connpool_lingering(cp) > 0)
+        clock_sleep_ms(HK_LINGER_POLL_MS);
+    db_thread_deadline(0);
+    return connpool_lingering(cp) == 0;
+}
+
 void housekeeping_destroy(struct housekeeping *hk)
 {
     struct registry *reg;
@@ -806,8 +854,15 @@ void housekeeping_destroy(struct housekeeping *hk)
     if (hk == NULL)
         return;
     reg = hk->reg;
-    /* Every pooled connection is closed: a replica gives its share back. */
-    if (reg->hk_fn && hk->conn)
+    /* Every pooled connection is closed: a replica gives its share back,
+     * unless a backend of one may still be at work; then its lease
+     * expires instead (bounded, and the others wait for it). */
+    if (reg->hk_fn && hk->conn && !hk_closed_backends_gone(hk))
+        log_event(LOG_WARN,
+                  "backends of closed connections may still be at work: "
+                  "the replica's share is left to expire with its lease",
+                  (const char *)NULL);
+    else if (reg->hk_fn && hk->conn)
         reg->hk_fn(reg->hk_arg, hk->conn, true);
     db_conn_close(hk->conn);
     catalog_cursor_deinit(&hk->cursor);

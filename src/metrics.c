@@ -314,6 +314,11 @@ static void render_conn_pool(struct strbuf *b, const struct pool_stats *s)
         strbuf_printf(b, "%s %llu\n", name,
                       (unsigned long long)stat_value(s, stat_series[k].offset));
     }
+    sb_family(b, "poold_db_connections_closing", "gauge",
+              "Connections closed with a statement in flight whose backend "
+              "PostgreSQL may still show: they count against the budget.");
+    strbuf_printf(b, "poold_db_connections_closing %llu\n",
+                  (unsigned long long)s->held);
     sb_family(b, "poold_db_connections_destroyed_total", "counter",
               "PostgreSQL connections closed, by reason.");
     for (int r = 0; r < POOL_DESTROY__COUNT; r++)

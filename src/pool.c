@@ -91,7 +91,9 @@ struct pool {
     _Atomic unsigned max_size;
 
     /* Written when objects are built or destroyed. */
-    _Alignas(POOL_LINE) _Atomic unsigned total; /* slots not FREE + reserved */
+    _Alignas(POOL_LINE) _Atomic unsigned total; /* slots not FREE + reserved
+                                                   + held */
+    _Atomic unsigned held;                      /* places held by pool_hold() */
     _Atomic unsigned hwm; /* slots >= hwm were never used */
     _Atomic uint64_t peak_active;
     _Atomic uint64_t created;
@@ -937,6 +939,7 @@ void pool_get_stats(struct pool *pool, struct pool_stats *out)
     if (out->peak_active < out->active)
         out->peak_active = out->active;
     out->max_size = atomic_load(&pool->max_size);
+    out->held = atomic_load(&pool->held);
     out->waiting = pool->nwait;
     out->total_timeouts = pool->timeouts;
     out->waiters_rejected = pool->rejected;
@@ -954,6 +957,23 @@ unsigned pool_max_size(struct pool *pool)
 unsigned pool_total(struct pool *pool)
 {
     return atomic_load(&pool->total);
+}
+
+/* A held place is a reservation that builds nothing: it needs no slot, so
+ * "a reservation always finds a slot" still holds (builders reserve only
+ * while total < max_size <= capacity). */
+void pool_hold(struct pool *pool)
+{
+    atomic_fetch_add_explicit(&pool->held, 1, memory_order_relaxed);
+    atomic_fetch_add_explicit(&pool->total, 1, memory_order_seq_cst);
+}
+
+void pool_unhold(struct pool *pool)
+{
+    atomic_fetch_sub_explicit(&pool->held, 1, memory_order_relaxed);
+    atomic_fetch_sub_explicit(&pool->total, 1, memory_order_seq_cst);
+    if (pool_waiters(pool) > 0)
+        pool_dispatch(pool); /* room to build: the first waiter does */
 }
 
 /* ---- life of the pool --------------------------------------------------- */

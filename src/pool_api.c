@@ -85,6 +85,17 @@ static json_t *stats_with_limits(struct handlers *h, const struct pool_stats *s,
     return o;
 }
 
+/* The connection pool's stats, with the connections closed while their
+ * backend was at work, which still count against the budget (connpool.h). */
+static json_t *conn_stats_json(struct handlers *h, const struct pool_stats *s)
+{
+    json_t *o = stats_with_limits(h, s, "");
+
+    if (o != NULL)
+        json_object_set_new(o, "closing", json_integer((json_int_t)s->held));
+    return o;
+}
+
 /* An org pool's stats and whether the org is paused (operators). */
 static json_t *org_stats_json(struct handlers *h, const struct pool_stats *st,
                               const char *org_id)
@@ -133,8 +144,7 @@ void pool_api_stats(struct handlers *h, const struct http_request *req,
     handlers_render_json(resp, 200,
                          json_pack("{s:o?,s:o?,s:o?}", "pools", pools, "totals",
                                    stats_with_limits(h, &totals, NULL),
-                                   "connections",
-                                   stats_with_limits(h, &conn, "")));
+                                   "connections", conn_stats_json(h, &conn)));
 }
 
 void pool_api_get(struct handlers *h, const struct http_request *req,

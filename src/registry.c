@@ -776,9 +776,12 @@ void registry_destroy(struct registry *reg)
     }
     arena_free(reg->arena);
     free(reg->pending);
-    connpool_destroy(reg->cp);
-    /* After every pooled connection is closed (the replica hook). */
+    /* Every pooled connection closed, the pool's records of closed ones
+     * kept: the replica hook runs after, and may look at them. */
+    if (reg->conns)
+        pool_shutdown(reg->conns);
     housekeeping_destroy(reg->hk);
+    connpool_destroy(reg->cp);
     breaker_deinit(&reg->db_breaker);
     pthread_rwlock_destroy(&reg->lock);
     pthread_mutex_destroy(&reg->live_lock);

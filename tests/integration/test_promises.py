@@ -8,7 +8,9 @@ Two poold on one database, as test_replicas.py does; the harness is
 harness.py's.
 """
 import json
+import os
 import shutil
+import signal
 import socket
 import ssl
 import subprocess
@@ -358,6 +360,94 @@ class ReplicaBudget(unittest.TestCase):
         over = [s for s in sampler.samples if s[1] - s[2] > budget]
         self.assertEqual(over, [], "pooled connections over the budget")
 
+
+class ClosedBackendsBudget(unittest.TestCase):
+    """The budget as PostgreSQL counts it (docs/reliability.md): a
+    connection poold gives up on while its backend does not answer (the
+    statement's deadline passed) keeps its place until pg_stat_activity
+    shows that backend gone. Before, poold opened a replacement at once
+    and PostgreSQL counted both: the soak's 16 against 15."""
+
+    POOLED = ("SELECT string_agg(pid::text, ' ') FROM pg_stat_activity"
+              " WHERE application_name = 'poold'")
+
+    def test_backends_that_do_not_answer_keep_their_places(self):
+        budget = 3
+        p = start(self, POOLD_DB_MAX_CONNS=budget, POOLD_DB_MIN_IDLE=budget,
+                  POOLD_STATEMENT_TIMEOUT_MS=1000,
+                  POOLD_ACQUIRE_TIMEOUT_MS=1000)
+        wait_for(p.ready, 20, "ready", interval=0.05)
+        stop = threading.Event()
+
+        def load():
+            while not stop.is_set():
+                try:
+                    p.process(msg(), timeout=10)
+                except (OSError, AssertionError):
+                    pass
+        loaders = [threading.Thread(target=load) for _ in range(6)]
+        for t in loaders:
+            t.start()
+
+        def stop_load():
+            stop.set()
+            for t in loaders:
+                t.join(30)
+        self.addCleanup(stop_load)
+
+        def pooled():
+            return (psql(self.POOLED) or "").split()
+        wait_for(lambda: len(pooled()) == budget, 20,
+                 "every pooled connection open")
+        # Every pooled backend stops answering (as in a frozen database,
+        # but the postmaster still accepts new connections, so a
+        # replacement would be visible at once).
+        stopped = [int(x) for x in pooled()]
+        sampler = Sampler()
+        sampler.start()
+        self.addCleanup(sampler.stop)
+
+        def cont():
+            for pid in stopped:
+                try:
+                    os.kill(pid, signal.SIGCONT)
+                except ProcessLookupError:
+                    pass
+        self.addCleanup(cont)
+        for pid in stopped:
+            os.kill(pid, signal.SIGSTOP)
+
+        def closing():
+            r = p.get("/stats", token=TOKEN, route="/stats")
+            return r.json()["connections"].get("closing", 0)
+
+        def over():
+            return [s for s in sampler.samples if s[1] - s[2] > budget]
+        # The load gives each a statement, whose deadline (acquire +
+        # statement + slack) passes: poold gives up on every one. Before
+        # the fix it then opened others beside them (over the budget).
+        wait_for(lambda: over() or closing() == len(stopped), 20,
+                 "poold to give up on the stopped backends")
+        time.sleep(2)  # two ticks' checks of samples (not a sync)
+        self.assertGreater(len(sampler.samples), 20)
+        self.assertEqual(over(), [], "backends over the budget while the "
+                         "closed ones were still there")
+        self.assertEqual(sorted(map(int, pooled())), sorted(stopped),
+                         "no replacement beside them")
+        m = p.get("/metrics", token=TOKEN).body.decode()
+        self.assertIn("\npoold_db_connections_closing %d\n" % len(stopped),
+                      m)
+        cont()
+        # Once they are gone the places come back, within a tick or two.
+        wait_for(lambda: closing() == 0 and not set(pooled())
+                 & set(map(str, stopped)), 20, "the stopped backends gone",
+                 interval=0.1)
+        wait_for(lambda: len(pooled()) == budget, 20,
+                 "connections in the places given back", interval=0.1)
+        sampler.stop()
+        self.assertEqual(over(), [], "backends over the budget")
+        for t, total, hk, _ in sampler.samples:
+            self.assertLessEqual(total, budget + 1, (t, total, hk))
 
 if __name__ == "__main__":
     unittest.main()

@@ -473,6 +473,52 @@ START_TEST(test_release_broken_destroys)
 }
 END_TEST
 
+/* A held place (a closed connection whose backend is still at work) is
+ * built into by nobody until given back; then the waiter builds. */
+START_TEST(test_hold_keeps_the_place_until_unhold)
+{
+    struct pool_config cfg = base_cfg(1);
+    struct pool *pool = make_pool(&cfg, &fake_ops);
+    struct pool_item *it = take(pool);
+    struct borrower b;
+
+    pool_hold(pool); /* as its destroy() does */
+    pool_release_broken(pool, it);
+    ck_assert_uint_eq(pool_total(pool), 1);
+    ck_assert_uint_eq(stats(pool).held, 1);
+    borrowers_reset();
+    borrower_start(&b, pool, LONG_WAIT, false, 0);
+    wait_waiting(pool, 1);
+    ck_assert_int_eq(atomic_load(&F.created), 1);
+    pool_unhold(pool);
+    pthread_join(b.tid, NULL);
+    ck_assert_int_eq(b.rc, POOLD_OK);
+    ck_assert_int_eq(atomic_load(&F.created), 2);
+    ck_assert_uint_eq(stats(pool).held, 0);
+    ck_assert_uint_eq(pool_total(pool), 1);
+}
+END_TEST
+
+/* Held from outside with the pool full: over max_size, so the next
+ * object released goes (shrink) until the total fits. */
+START_TEST(test_hold_beyond_size_closes_a_released_object)
+{
+    struct pool_config cfg = base_cfg(1);
+    struct pool *pool = make_pool(&cfg, &fake_ops);
+    struct pool_item *it = take(pool);
+
+    pool_hold(pool);
+    ck_assert_uint_eq(pool_total(pool), 2);
+    pool_release(pool, it);
+    ck_assert_int_eq(atomic_load(&F.destroyed_by[POOL_DESTROY_SHRINK]), 1);
+    ck_assert_uint_eq(pool_total(pool), 1);
+    ck_assert_int_eq(pool_try_acquire(pool, 0, &it), POOLD_ERR_TIMEOUT);
+    pool_unhold(pool);
+    it = take(pool);
+    pool_release(pool, it);
+}
+END_TEST
+
 /* ---- resize -------------------------------------------------------------- */
 
 START_TEST(test_resize_bounds)
@@ -1200,6 +1246,8 @@ static Suite *pool_suite(void)
     tcase_add_test(tc, test_peak_active);
     tcase_add_test(tc, test_release_hands_object_to_waiter);
     tcase_add_test(tc, test_release_broken_destroys);
+    tcase_add_test(tc, test_hold_keeps_the_place_until_unhold);
+    tcase_add_test(tc, test_hold_beyond_size_closes_a_released_object);
     tcase_add_test(tc, test_resize_bounds);
     tcase_add_test(tc, test_resize_grow_then_shrink_under_load);
     tcase_add_test(tc, test_shrink_destroys_idle_now);
