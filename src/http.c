@@ -47,9 +47,13 @@ struct http_server {
     struct handlers *handlers;
     struct metrics *metrics;
     size_t max_body;
-    pthread_mutex_t lock; /* guards inflight */
-    pthread_cond_t idle;  /* signalled when inflight drops to 0 */
-    unsigned inflight;
+    /* Requests begun and not completed. Counted without the lock (two
+     * lock round trips per request); the one that brings it to 0 takes
+     * the lock to broadcast idle, so a waiter that saw it above 0 under
+     * the lock is always woken. */
+    atomic_uint inflight;
+    pthread_mutex_t lock; /* for idle */
+    pthread_cond_t idle;  /* broadcast when inflight drops to 0 */
     unsigned id_prefix;
     atomic_uint_fast64_t next_id;
 };
@@ -372,9 +376,7 @@ static struct request_ctx *ctx_create(struct http_server *srv,
     ctx->chunked = MHD_lookup_connection_value(conn, MHD_HEADER_KIND,
                                                "Transfer-Encoding") != NULL;
     intake_request_begun(srv->intake, ctx->iconn);
-    pthread_mutex_lock(&srv->lock);
-    srv->inflight++;
-    pthread_mutex_unlock(&srv->lock);
+    atomic_fetch_add(&srv->inflight, 1);
     return ctx;
 }
 
@@ -617,10 +619,11 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
     free(ctx->param);
     free(ctx->param2);
     free(ctx);
-    pthread_mutex_lock(&srv->lock);
-    if (--srv->inflight == 0)
+    if (atomic_fetch_sub(&srv->inflight, 1) == 1) {
+        pthread_mutex_lock(&srv->lock);
         pthread_cond_broadcast(&srv->idle);
-    pthread_mutex_unlock(&srv->lock);
+        pthread_mutex_unlock(&srv->lock);
+    }
 }
 
 static void on_connection(void *cls, struct MHD_Connection *conn,
@@ -709,6 +712,7 @@ static int server_init(struct http_server *srv)
     }
     srv->id_prefix = (unsigned)(clock_now_ns() ^ ((uint64_t)getpid() << 16));
     atomic_init(&srv->next_id, 1);
+    atomic_init(&srv->inflight, 0);
     return POOLD_OK;
 }
 
@@ -838,12 +842,7 @@ void http_server_quiesce(struct http_server *srv)
 
 unsigned http_server_inflight(struct http_server *srv)
 {
-    unsigned n;
-
-    pthread_mutex_lock(&srv->lock);
-    n = srv->inflight;
-    pthread_mutex_unlock(&srv->lock);
-    return n;
+    return atomic_load(&srv->inflight);
 }
 
 bool http_server_wait_idle(struct http_server *srv, uint64_t timeout_ns)
@@ -853,11 +852,11 @@ bool http_server_wait_idle(struct http_server *srv, uint64_t timeout_ns)
 
     clock_timespec_at(&deadline, clock_now_ns() + timeout_ns);
     pthread_mutex_lock(&srv->lock);
-    while (srv->inflight > 0)
+    while (atomic_load(&srv->inflight) > 0)
         if (pthread_cond_timedwait(&srv->idle, &srv->lock, &deadline) ==
             ETIMEDOUT)
             break;
-    idle = srv->inflight == 0;
+    idle = atomic_load(&srv->inflight) == 0;
     pthread_mutex_unlock(&srv->lock);
     return idle;
 }
