@@ -57,7 +57,9 @@ struct http_request {
      * NULL; at most 65 bytes are kept, like param. */
     const char *param2;
     size_t param2_len;
-    const char *client_address; /* the peer's IP address, "" if unknown */
+    const char *client_address; /* the peer's IP address for a ROUTE_ADMIN
+                                   route (audited), "" if unknown and for
+                                   the other routes */
     /* A query-string argument by name, NULL when absent (borrowed for the
      * call). */
     const char *(*query)(void *query_arg, const char *name);
