@@ -170,7 +170,7 @@ void handlers_errorf(struct http_response *resp, unsigned status,
         len = strlen(message);
     }
     /* {"error":{"code":..,"message":..}}, written as json_dumpb would. */
-    strbuf_reserve(&b, 32 + 6 * (code_len + len));
+    strbuf_reserve(&b, 48 + 6 * (code_len + len));
     jsonfast_put_lit(&b, "{\"error\":{\"code\":");
     jsonfast_put_string(&b, code, code_len);
     jsonfast_put_lit(&b, ",\"message\":");

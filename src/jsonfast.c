@@ -2,7 +2,6 @@
  * without a tree (jsonfast.h). */
 #include "jsonfast.h"
 
-#include <stdint.h>
 #include <string.h>
 
 #include "utf8.h"
@@ -131,16 +130,36 @@ bool jsonfast_read_flat(char *buf, size_t len, struct jsonfast_member *out,
     return true;
 }
 
+/* Bytes c takes in a JSON string as jsonfast_put_string writes it. */
+static size_t escaped_len(unsigned char c)
+{
+    if (c == '"' || c == '\\')
+        return 2;
+    if (c >= 0x20)
+        return 1;
+    switch (c) {
+    case '\b':
+    case '\f':
+    case '\n':
+    case '\r':
+    case '\t':
+        return 2;
+    default:
+        return 6; /* \u00XX */
+    }
+}
+
 void jsonfast_put_string(struct strbuf *b, const char *s, size_t len)
 {
     static const char hex[] = "0123456789ABCDEF";
     char *o, *start;
+    size_t need = 2;
 
-    if (len > (SIZE_MAX - 2) / 6) {
-        b->oom = true;
-        return;
-    }
-    o = start = strbuf_room(b, 6 * len + 2);
+    /* The exact length first: the buffer was reserved for the common
+     * text, and room for the worst case (6 bytes a byte) would grow it. */
+    for (size_t i = 0; i < len; i++)
+        need += escaped_len((unsigned char)s[i]);
+    o = start = strbuf_room(b, need);
     if (o == NULL)
         return;
     *o++ = '"';

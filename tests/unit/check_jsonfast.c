@@ -239,6 +239,21 @@ START_TEST(reserve_then_grow)
 }
 END_TEST
 
+/* A string takes the room its escaped text needs, not the worst case: a
+ * buffer reserved for the answer is not grown (and copied) by it. */
+START_TEST(strings_take_their_exact_room)
+{
+    struct strbuf b = {0};
+
+    strbuf_reserve(&b, 10);
+    jsonfast_put_string(&b, "a\"b\n", 4); /* "a\"b\n": 8 bytes */
+    ck_assert_uint_eq(b.cap, 11);
+    jsonfast_put_lit(&b, "xy");
+    ck_assert_uint_eq(b.cap, 11);
+    assert_text(&b, "\"a\\\"b\\n\"xy");
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("jsonfast");
@@ -252,6 +267,7 @@ int main(void)
     tcase_add_test(tc, strings_are_written_as_jansson_writes_them);
     tcase_add_test(tc, numbers_and_literals);
     tcase_add_test(tc, reserve_then_grow);
+    tcase_add_test(tc, strings_take_their_exact_room);
     tcase_set_timeout(tc, 60);
     suite_add_tcase(s, tc);
     sr = srunner_create(s);
