@@ -51,6 +51,13 @@ bench_build() {
     cmake --build "$BUILD" --target poold pool_bench -j "$(nproc)" \
         >>"$OUT/logs/cmake.log" 2>&1 ||
         { tail -30 "$OUT/logs/cmake.log" >&2; die "cmake build failed"; }
+    bench_build_tools
+}
+
+# The bench's own C programs only (loadgen, malloc_count.so, pgconn_size):
+# what a run with another poold (BENCH_POOLD) still needs.
+bench_build_tools() {
+    mkdir -p "$OUT/bin" "$OUT/logs"
     cc "${CFLAGS_BENCH[@]}" -pthread -o "$OUT/bin/loadgen" \
         "$BENCH_DIR/loadgen.c" -lm
     cc "${CFLAGS_BENCH[@]}" -fPIC -shared -o "$OUT/bin/malloc_count.so" \

@@ -314,7 +314,7 @@ summary_md() {
 main() {
     local c
     mkdir -p "$PROF" "$OUT/logs"
-    [ -n "${BENCH_POOLD:-}" ] || bench_build
+    if [ -n "${BENCH_POOLD:-}" ]; then bench_build_tools; else bench_build; fi
     if [ "${BENCH_PROFILE_PERF:-1}" = 1 ] &&
         perf stat -e task-clock -o /dev/null -- true 2>/dev/null &&
         perf stat -e raw_syscalls:sys_enter -o /dev/null -- true 2>/dev/null; then

@@ -14,7 +14,7 @@ set(POOLD_HTTP_CALLEE_HEADERS registry.h tenants.h cluster.h audit.h
 # And the modules with no database that the HTTP layer may use.
 set(POOLD_LEAF_HEADERS orgid.h pool.h clock.h status.h rules.h keys.h
                        ratelimit.h log.h breaker.h holders.h config.h
-                       strbuf.h)
+                       strbuf.h jsonfast.h utf8.h)
 set(_hc_dir ${CMAKE_BINARY_DIR}/header_check)
 set(_hc_sources)
 foreach(h ${POOLD_HTTP_HEADERS} ${POOLD_HTTP_CALLEE_HEADERS}

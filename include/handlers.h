@@ -13,6 +13,7 @@
 
 #include "orgid.h"
 #include "status.h"
+#include "strbuf.h"
 
 /* No header here may reach libpq-fe.h (cmake/header_check.cmake checks):
  * the modules the handlers use are only named. */
@@ -56,7 +57,9 @@ struct http_request {
      * NULL; at most 65 bytes are kept, like param. */
     const char *param2;
     size_t param2_len;
-    const char *client_address; /* the peer's IP address, "" if unknown */
+    const char *client_address; /* the peer's IP address for a ROUTE_ADMIN
+                                   route (audited), "" if unknown and for
+                                   the other routes */
     /* A query-string argument by name, NULL when absent (borrowed for the
      * call). */
     const char *(*query)(void *query_arg, const char *name);
@@ -167,10 +170,19 @@ const struct handlers_config *handlers_get_config(struct handlers *h);
 /* Serialise root (reference taken) into resp with status. */
 void handlers_render_json(struct http_response *resp, unsigned status,
                           json_t *root);
+/* b's text (built with jsonfast's writers) and a newline into resp with
+ * status; b is empty after. On an allocation failure a bare 500. */
+void handlers_render_buf(struct http_response *resp, unsigned status,
+                         struct strbuf *b);
 /* Content-Type check (415) and a strict JSON object body (400); on true
- * *out is the caller's reference. */
+ * *out is the caller's reference. The two steps are also apart:
+ * handlers_body_is_json (415) and handlers_load_object (400). */
 bool handlers_parse_body(const struct http_request *req,
                          struct http_response *resp, json_t **out);
+bool handlers_body_is_json(const struct http_request *req,
+                           struct http_response *resp);
+bool handlers_load_object(const struct http_request *req,
+                          struct http_response *resp, json_t **out);
 /* resp from a poold status (the status-to-HTTP table). */
 void handlers_error_status(struct handlers *h, struct http_response *resp,
                            int status);

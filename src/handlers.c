@@ -16,6 +16,7 @@
 #include "admin_api.h"
 #include "clock.h"
 #include "handlers_test.h"
+#include "jsonfast.h"
 #include "keys.h"
 #include "messages_api.h"
 #include "ratelimit.h"
@@ -23,6 +24,7 @@
 #include "process_api.h"
 #include "registry.h"
 #include "tenants.h"
+#include "utf8.h"
 
 #define HANDLERS_MAX_BATCH_DEFAULT 1000 /* POOLD_MAX_BATCH's default */
 #define RETRY_AFTER_MAX_S ((uint64_t)86400)
@@ -127,26 +129,55 @@ void handlers_render_json(struct http_response *resp, unsigned status,
     json_decref(root);
 }
 
+/* Take b's text, a newline added, as resp's body; on failure a bare 500. */
+void handlers_render_buf(struct http_response *resp, unsigned status,
+                         struct strbuf *b)
+{
+    char *text;
+    size_t n;
+
+    strbuf_append(b, "\n", 1);
+    free(resp->body);
+    resp->body = NULL;
+    resp->body_len = 0;
+    if (strbuf_take(b, &text, &n) == POOLD_OK) {
+        resp->body = text;
+        resp->body_len = n;
+        resp->status = status;
+    } else {
+        resp->status = 500;
+        resp->error_code = "internal_error";
+    }
+    resp->content_type = json_content_type;
+}
+
 void handlers_errorf(struct http_response *resp, unsigned status,
                      const char *code, const char *fmt, ...)
 {
     char message[HANDLERS_MESSAGE_MAX];
+    struct strbuf b = {0};
+    size_t code_len = strlen(code), len;
     va_list ap;
-    json_t *body;
 
     va_start(ap, fmt);
     vsnprintf(message, sizeof message, fmt, ap);
     va_end(ap);
-    body =
-        json_pack("{s:{s:s,s:s}}", "error", "code", code, "message", message);
-
+    len = strlen(message);
     /* A message quoting client bytes (jansson's "near '...'") may not be
      * valid UTF-8: fall back to a fixed text rather than fail. */
-    if (body == NULL)
-        body = json_pack("{s:{s:s,s:s}}", "error", "code", code, "message",
-                         "the request was rejected");
+    if (!utf8_valid(message, len)) {
+        snprintf(message, sizeof message, "the request was rejected");
+        len = strlen(message);
+    }
+    /* {"error":{"code":..,"message":..}}, written as json_dumpb would. */
+    strbuf_reserve(&b, 48 + 6 * (code_len + len));
+    jsonfast_put_lit(&b, "{\"error\":{\"code\":");
+    jsonfast_put_string(&b, code, code_len);
+    jsonfast_put_lit(&b, ",\"message\":");
+    jsonfast_put_string(&b, message, len);
+    jsonfast_put_lit(&b, "}}");
     resp->error_code = code;
-    handlers_render_json(resp, status, body);
+    handlers_render_buf(resp, status, &b);
 }
 
 void handlers_error_status(struct handlers *h, struct http_response *resp,
@@ -180,18 +211,23 @@ static bool content_type_is_json(const char *ct)
     return *ct == '\0' || *ct == ';';
 }
 
-/* Parse the body strictly into an object; false after filling resp. */
-bool handlers_parse_body(const struct http_request *req,
-                         struct http_response *resp, json_t **out)
+bool handlers_body_is_json(const struct http_request *req,
+                           struct http_response *resp)
 {
-    json_error_t jerr;
-    json_t *root;
-
     if (req->content_type != NULL && !content_type_is_json(req->content_type)) {
         handlers_errorf(resp, 415, "unsupported_media_type",
                         "Content-Type must be application/json");
         return false;
     }
+    return true;
+}
+
+bool handlers_load_object(const struct http_request *req,
+                          struct http_response *resp, json_t **out)
+{
+    json_error_t jerr;
+    json_t *root;
+
     root = json_loadb(req->body ? req->body : "", req->body_len,
                       JSON_REJECT_DUPLICATES | JSON_DECODE_ANY, &jerr);
     if (root == NULL) {
@@ -208,6 +244,14 @@ bool handlers_parse_body(const struct http_request *req,
     }
     *out = root;
     return true;
+}
+
+/* Parse the body strictly into an object; false after filling resp. */
+bool handlers_parse_body(const struct http_request *req,
+                         struct http_response *resp, json_t **out)
+{
+    return handlers_body_is_json(req, resp) &&
+           handlers_load_object(req, resp, out);
 }
 
 bool handlers_org_param(const struct http_request *req,

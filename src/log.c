@@ -3,6 +3,7 @@
 #include "log.h"
 #include "clock.h"
 #include "status.h"
+#include "utf8.h"
 
 #include <errno.h>
 #include <pthread.h>
@@ -28,39 +29,6 @@ void log_init(enum log_format format, enum log_level min_level)
 {
     g_format = format;
     g_min = min_level;
-}
-
-/* Length of the valid UTF-8 sequence at s (1..4), or 0 if invalid
- * (overlong, surrogate, above U+10FFFF, truncated). */
-static size_t utf8_seq_len(const unsigned char *s, size_t len)
-{
-    unsigned char c = s[0];
-    size_t n;
-    unsigned cp;
-
-    if (c >= 0xc2 && c <= 0xdf) {
-        n = 2;
-        cp = c & 0x1f;
-    } else if (c >= 0xe0 && c <= 0xef) {
-        n = 3;
-        cp = c & 0x0f;
-    } else if (c >= 0xf0 && c <= 0xf4) {
-        n = 4;
-        cp = c & 0x07;
-    } else {
-        return 0;
-    }
-    if (n > len)
-        return 0;
-    for (size_t i = 1; i < n; i++) {
-        if ((s[i] & 0xc0) != 0x80)
-            return 0;
-        cp = (cp << 6) | (s[i] & 0x3f);
-    }
-    if ((n == 3 && cp < 0x800) || (n == 4 && cp < 0x10000) ||
-        (cp >= 0xd800 && cp <= 0xdfff) || cp > 0x10ffff)
-        return 0;
-    return n;
 }
 
 size_t log_escape(char *dst, size_t dstlen, const char *src, size_t len)

@@ -38,7 +38,9 @@
 /* Timeouts at least this long wait without a deadline (about 146 years). */
 #define POOL_FOREVER_NS (UINT64_C(1) << 62)
 /* Yields before joining the queue (see pool_take). */
+#ifndef POOL_YIELDS /* -DPOOL_YIELDS=n builds another, for bench/ */
 #define POOL_YIELDS 4
+#endif
 #define POOL_KEEP (-1) /* verdict: keep the object, no destroy reason */
 
 enum pool_slot_state { SLOT_FREE, SLOT_BUSY, SLOT_IDLE, SLOT_LENT };

@@ -10,6 +10,7 @@
 #include <jansson.h>
 
 #include "handlers_test.h"
+#include "jsonfast.h"
 #include "registry.h"
 #include "rules.h"
 
@@ -36,9 +37,56 @@ static bool has_control_chars(const char *s, size_t len)
 }
 
 struct process_request {
-    const char *id, *org_id, *payload; /* borrowed from root */
+    const char *id, *org_id, *payload; /* borrowed from the body */
     size_t id_len, org_id_len, payload_len;
 };
+
+/* A member of a body object as validation sees it: absent, a string (s
+ * NUL-terminated after len bytes, which may hold NULs), or of another
+ * type. Read from a jansson tree or from jsonfast's flat members alike,
+ * so both give the same answers. */
+struct member {
+    enum { MEMBER_ABSENT, MEMBER_STRING, MEMBER_OTHER } kind;
+    const char *s;
+    size_t len;
+};
+
+/* The members of a message that validation reads. */
+struct message_members {
+    struct member id, org_id, payload;
+};
+
+static struct member member_of_json(json_t *obj, const char *name)
+{
+    json_t *v = json_object_get(obj, name);
+
+    if (v == NULL)
+        return (struct member){.kind = MEMBER_ABSENT};
+    if (!json_is_string(v))
+        return (struct member){.kind = MEMBER_OTHER};
+    return (struct member){.kind = MEMBER_STRING,
+                           .s = json_string_value(v),
+                           .len = json_string_length(v)};
+}
+
+static void members_of_json(json_t *obj, struct message_members *mm)
+{
+    mm->id = member_of_json(obj, "id");
+    mm->org_id = member_of_json(obj, "org_id");
+    mm->payload = member_of_json(obj, "payload");
+}
+
+static struct member member_of_flat(const struct jsonfast_member *m, size_t n,
+                                    const char *name)
+{
+    size_t len = strlen(name);
+
+    for (size_t i = 0; i < n; i++)
+        if (m[i].key_len == len && memcmp(m[i].key, name, len) == 0)
+            return (struct member){
+                .kind = MEMBER_STRING, .s = m[i].val, .len = m[i].val_len};
+    return (struct member){.kind = MEMBER_ABSENT};
+}
 
 /* The member path of a field for messages: "id", or "messages[3].id". */
 static void member_name(char *buf, size_t len, long index, const char *field)
@@ -50,24 +98,24 @@ static void member_name(char *buf, size_t len, long index, const char *field)
 }
 
 /* A message's id member (index -1: a single message's). */
-static bool validate_id(json_t *obj, long index, struct process_request *p,
-                        struct http_response *resp)
+static bool validate_id(const struct member *id, long index,
+                        struct process_request *p, struct http_response *resp)
 {
-    json_t *id = json_object_get(obj, "id");
     char name[48];
 
-    member_name(name, sizeof name, index, "id");
-    if (!json_is_string(id)) {
+    if (id->kind != MEMBER_STRING) {
+        member_name(name, sizeof name, index, "id");
         handlers_errorf(resp, 400, "invalid_message",
                         "field '%s' is required and must be a "
                         "string",
                         name);
         return false;
     }
-    p->id = json_string_value(id);
-    p->id_len = json_string_length(id);
+    p->id = id->s;
+    p->id_len = id->len;
     if (p->id_len < 1 || p->id_len > MESSAGE_ID_MAX ||
         has_control_chars(p->id, p->id_len)) {
+        member_name(name, sizeof name, index, "id");
         handlers_errorf(resp, 400, "invalid_message",
                         "field '%s' must be 1-128 bytes without "
                         "control characters",
@@ -77,13 +125,13 @@ static bool validate_id(json_t *obj, long index, struct process_request *p,
     return true;
 }
 
-static bool validate_payload(json_t *obj, long index, struct process_request *p,
+static bool validate_payload(const struct member *payload, long index,
+                             struct process_request *p,
                              struct http_response *resp)
 {
-    json_t *payload = json_object_get(obj, "payload");
     char name[48];
 
-    if (!json_is_string(payload)) {
+    if (payload->kind != MEMBER_STRING) {
         member_name(name, sizeof name, index, "payload");
         handlers_errorf(resp, 400, "invalid_message",
                         "field '%s' is required and must be a "
@@ -91,67 +139,107 @@ static bool validate_payload(json_t *obj, long index, struct process_request *p,
                         name);
         return false;
     }
-    p->payload = json_string_value(payload);
-    p->payload_len = json_string_length(payload);
+    p->payload = payload->s;
+    p->payload_len = payload->len;
     return true;
 }
 
 /* The org_id member of a body: a valid org id, kept in p and resp. */
-static bool validate_org(json_t *root, struct process_request *p,
+static bool validate_org(const struct member *org, struct process_request *p,
                          struct http_response *resp)
 {
-    json_t *org = json_object_get(root, "org_id");
-
-    if (!json_is_string(org) ||
-        !orgid_is_valid(json_string_value(org), json_string_length(org))) {
+    if (org->kind != MEMBER_STRING || !orgid_is_valid(org->s, org->len)) {
         handlers_errorf(resp, 400, "invalid_org_id",
                         "field 'org_id' must be a string matching "
                         "^[A-Za-z0-9_-]{1,64}$");
         return false;
     }
-    p->org_id = json_string_value(org);
-    p->org_id_len = json_string_length(org);
-    snprintf(resp->org, sizeof resp->org, "%s", p->org_id);
+    p->org_id = org->s;
+    p->org_id_len = org->len;
+    memcpy(resp->org, org->s, org->len + 1); /* valid: at most ORG_ID_MAX */
     return true;
 }
 
-static bool validate_message(json_t *root, struct process_request *p,
+static bool validate_message(const struct message_members *mm,
+                             struct process_request *p,
                              struct http_response *resp)
 {
-    return validate_id(root, -1, p, resp) && validate_org(root, p, resp) &&
-           validate_payload(root, -1, p, resp);
+    return validate_id(&mm->id, -1, p, resp) &&
+           validate_org(&mm->org_id, p, resp) &&
+           validate_payload(&mm->payload, -1, p, resp);
 }
 
 /* ---- POST /process ------------------------------------------------------ */
 
-static json_t *result_json(const struct process_request *p,
-                           const struct service_result *r)
+/* A result as json_dumpb printed the tree it replaced: {"org_id", "message_id",
+ * "passed", "details": {"checks", "failed": [rule types]}, "duplicate"}. */
+static void put_result(struct strbuf *b, const struct process_request *p,
+                       const struct service_result *r)
 {
-    json_t *failed = json_array();
-
-    for (unsigned i = 0; failed && i < r->verdict.nfailed && i < RULES_MAX; i++)
-        json_array_append_new(failed,
-                              json_string(rule_type_str(r->verdict.failed[i])));
-    return json_pack("{s:s%,s:s%,s:b,s:{s:I,s:o?},s:b}", "org_id", p->org_id,
-                     p->org_id_len, "message_id", p->id, p->id_len, "passed",
-                     (int)r->passed, "details", "checks",
-                     (json_int_t)r->verdict.checks, "failed", failed,
-                     "duplicate", (int)r->duplicate);
+    jsonfast_put_lit(b, "{\"org_id\":");
+    jsonfast_put_string(b, p->org_id, p->org_id_len);
+    jsonfast_put_lit(b, ",\"message_id\":");
+    jsonfast_put_string(b, p->id, p->id_len);
+    if (r->passed)
+        jsonfast_put_lit(b, ",\"passed\":true,\"details\":{\"checks\":");
+    else
+        jsonfast_put_lit(b, ",\"passed\":false,\"details\":{\"checks\":");
+    jsonfast_put_uint(b, r->verdict.checks);
+    jsonfast_put_lit(b, ",\"failed\":[");
+    for (unsigned i = 0; i < r->verdict.nfailed && i < RULES_MAX; i++) {
+        const char *type = rule_type_str(r->verdict.failed[i]);
+        if (i > 0)
+            jsonfast_put_lit(b, ",");
+        jsonfast_put_string(b, type, strlen(type));
+    }
+    if (r->duplicate)
+        jsonfast_put_lit(b, "]},\"duplicate\":true}");
+    else
+        jsonfast_put_lit(b, "]},\"duplicate\":false}");
 }
+
+/* Bodies up to this size are read on the stack (a message of the bench's
+ * shape is ~150 bytes; the connection thread's stack is 512 KiB). */
+#define PROCESS_BODY_INLINE 4096
+/* A /process body read without jansson has at most this many members. */
+#define PROCESS_FLAT_MAX 8
 
 void process_api_process(struct handlers *h, const struct http_request *req,
                          struct http_response *resp)
 {
+    char inline_body[PROCESS_BODY_INLINE];
+    char *copy = NULL, *buf = inline_body;
+    struct jsonfast_member flat[PROCESS_FLAT_MAX];
+    size_t nflat;
+    struct message_members mm;
     json_t *root = NULL;
     struct process_request p = {0};
     struct service_result result;
     struct message msg;
     struct org_entry *org = NULL;
+    struct strbuf b = {0};
     int rc;
 
-    if (!handlers_parse_body(req, resp, &root))
+    if (!handlers_body_is_json(req, resp))
         return;
-    if (!validate_message(root, &p, resp) ||
+    /* The common body, an object of string members, is read in place from
+     * a copy; anything else goes to jansson, which judges it. */
+    if (req->body_len >= sizeof inline_body)
+        buf = copy = malloc(req->body_len);
+    if (buf != NULL && req->body_len > 0)
+        memcpy(buf, req->body, req->body_len);
+    if (buf != NULL && req->body_len > 0 &&
+        jsonfast_read_flat(buf, req->body_len, flat, PROCESS_FLAT_MAX,
+                           &nflat)) {
+        mm.id = member_of_flat(flat, nflat, "id");
+        mm.org_id = member_of_flat(flat, nflat, "org_id");
+        mm.payload = member_of_flat(flat, nflat, "payload");
+    } else if (handlers_load_object(req, resp, &root)) {
+        members_of_json(root, &mm);
+    } else {
+        goto out;
+    }
+    if (!validate_message(&mm, &p, resp) ||
         !handlers_client_admit(h, req, p.org_id, 1, &org, resp))
         goto out;
     msg.id = p.id;
@@ -163,11 +251,16 @@ void process_api_process(struct handlers *h, const struct http_request *req,
     memset(&result, 0, sizeof result);
     rc = registry_process(cfg_of(h)->reg, org, &msg, &result, resp->detail,
                           sizeof resp->detail);
-    if (rc != POOLD_OK)
+    if (rc != POOLD_OK) {
         handlers_error_status(h, resp, rc);
-    else
-        handlers_render_json(resp, 200, result_json(&p, &result));
+        goto out;
+    }
+    strbuf_reserve(&b, 128 + 2 * (p.org_id_len + p.id_len) +
+                           24 * (size_t)result.verdict.nfailed);
+    put_result(&b, &p, &result);
+    handlers_render_buf(resp, 200, &b);
 out:
+    free(copy);
     json_decref(root);
 }
 
@@ -193,18 +286,21 @@ static bool validate_entry(json_t *m, long i, const struct process_request *top,
                            struct process_request *p,
                            struct http_response *resp)
 {
-    json_t *org = json_object_get(m, "org_id");
+    struct member id, org, payload;
 
     if (!json_is_object(m)) {
         handlers_errorf(resp, 400, "invalid_message",
                         "field 'messages[%ld]' must be an object", i);
         return false;
     }
-    if (!validate_id(m, i, p, resp))
+    id = member_of_json(m, "id");
+    org = member_of_json(m, "org_id");
+    payload = member_of_json(m, "payload");
+    if (!validate_id(&id, i, p, resp))
         return false;
-    if (org != NULL &&
-        (!json_is_string(org) || json_string_length(org) != top->org_id_len ||
-         memcmp(json_string_value(org), top->org_id, top->org_id_len) != 0)) {
+    if (org.kind != MEMBER_ABSENT &&
+        (org.kind != MEMBER_STRING || org.len != top->org_id_len ||
+         memcmp(org.s, top->org_id, top->org_id_len) != 0)) {
         handlers_errorf(resp, 400, "invalid_org_id",
                         "field 'messages[%ld].org_id' must equal "
                         "the batch's org_id",
@@ -213,7 +309,7 @@ static bool validate_entry(json_t *m, long i, const struct process_request *top,
     }
     p->org_id = top->org_id;
     p->org_id_len = top->org_id_len;
-    return validate_payload(m, i, p, resp);
+    return validate_payload(&payload, i, p, resp);
 }
 
 /* Every message carries the batch request's id and route (its holder). */
@@ -223,8 +319,9 @@ static bool validate_batch(struct handlers *h, const struct http_request *req,
                            struct http_response *resp)
 {
     json_t *list = json_object_get(root, "messages");
+    struct member org = member_of_json(root, "org_id");
 
-    if (!validate_org(root, top, resp))
+    if (!validate_org(&org, top, resp))
         return false;
     if (!json_is_array(list) || json_array_size(list) < 1 ||
         json_array_size(list) > cfg_of(h)->max_batch) {
@@ -257,28 +354,35 @@ static bool validate_batch(struct handlers *h, const struct http_request *req,
     return true;
 }
 
-static json_t *batch_entry_json(struct handlers *h,
-                                const struct process_request *p,
-                                const struct service_job *j)
+/* One entry of a batch's results: the result, or the message's error. */
+static void put_batch_entry(struct strbuf *b, const struct process_request *p,
+                            const struct service_job *j)
 {
     unsigned http;
     const char *code, *message;
 
-    if (j->status == POOLD_OK)
-        return result_json(p, &j->result);
-    (void)h;
+    if (j->status == POOLD_OK) {
+        put_result(b, p, &j->result);
+        return;
+    }
     handlers_status_http(j->status, &http, &code, &message);
-    return json_pack("{s:s%,s:{s:s,s:s}}", "message_id", p->id, p->id_len,
-                     "error", "code", code, "message", message);
+    jsonfast_put_lit(b, "{\"message_id\":");
+    jsonfast_put_string(b, p->id, p->id_len);
+    jsonfast_put_lit(b, ",\"error\":{\"code\":");
+    jsonfast_put_string(b, code, strlen(code));
+    jsonfast_put_lit(b, ",\"message\":");
+    jsonfast_put_string(b, message, strlen(message));
+    jsonfast_put_lit(b, "}}");
 }
 
 void process_api_batch(struct handlers *h, const struct http_request *req,
                        struct http_response *resp)
 {
-    json_t *root = NULL, *results;
+    json_t *root = NULL;
     struct process_request top = {0};
     struct batch b = {0};
     struct org_entry *org = NULL;
+    struct strbuf out = {0};
     int rc;
 
     if (!handlers_parse_body(req, resp, &root))
@@ -292,14 +396,18 @@ void process_api_batch(struct handlers *h, const struct http_request *req,
         handlers_error_status(h, resp, rc);
         goto out;
     }
-    results = json_array();
-    for (size_t i = 0; results && i < b.n; i++)
-        if (json_array_append_new(results,
-                                  batch_entry_json(h, &b.req[i], &b.jobs[i])))
-            break; /* out of memory: render_json answers 500 */
-    handlers_render_json(resp, 200,
-                         json_pack("{s:s%,s:o?}", "org_id", top.org_id,
-                                   top.org_id_len, "results", results));
+    /* {"org_id":..,"results":[..]}, as json_dumpb printed its tree. */
+    strbuf_reserve(&out, 64 + b.n * 256);
+    jsonfast_put_lit(&out, "{\"org_id\":");
+    jsonfast_put_string(&out, top.org_id, top.org_id_len);
+    jsonfast_put_lit(&out, ",\"results\":[");
+    for (size_t i = 0; i < b.n; i++) {
+        if (i > 0)
+            jsonfast_put_lit(&out, ",");
+        put_batch_entry(&out, &b.req[i], &b.jobs[i]);
+    }
+    jsonfast_put_lit(&out, "]}");
+    handlers_render_buf(resp, 200, &out);
 out:
     batch_free(&b);
     json_decref(root);
@@ -311,8 +419,10 @@ bool handlers_validate_message(json_t *root, struct handlers_message *out,
                                struct http_response *resp)
 {
     struct process_request p = {0};
+    struct message_members mm;
 
-    if (!validate_message(root, &p, resp))
+    members_of_json(root, &mm);
+    if (!validate_message(&mm, &p, resp))
         return false;
     *out = (struct handlers_message){.id = p.id,
                                      .org_id = p.org_id,

@@ -8,6 +8,29 @@
 
 #define STRBUF_FIRST_CAP 4096
 
+/* Room for n more bytes and a NUL; false (and oom) when it cannot be had. */
+static bool grow(struct strbuf *b, size_t n)
+{
+    size_t cap;
+    char *p;
+
+    if (b->oom)
+        return false;
+    if (b->cap - b->len > n)
+        return true;
+    cap = b->cap ? b->cap : STRBUF_FIRST_CAP;
+    while (cap - b->len <= n)
+        cap *= 2;
+    p = realloc(b->p, cap);
+    if (p == NULL) {
+        b->oom = true;
+        return false;
+    }
+    b->p = p;
+    b->cap = cap;
+    return true;
+}
+
 void strbuf_printf(struct strbuf *b, const char *fmt, ...)
 {
     va_list ap;
@@ -28,17 +51,50 @@ void strbuf_printf(struct strbuf *b, const char *fmt, ...)
             b->len += (size_t)n;
             return;
         }
-        size_t cap = b->cap ? b->cap : STRBUF_FIRST_CAP;
-        while (cap - b->len <= (size_t)n)
-            cap *= 2;
-        char *p = realloc(b->p, cap);
-        if (p == NULL) {
-            b->oom = true;
+        if (!grow(b, (size_t)n))
             return;
-        }
-        b->p = p;
-        b->cap = cap;
     }
+}
+
+void strbuf_reserve(struct strbuf *b, size_t n)
+{
+    char *p;
+
+    if (b->oom || b->cap - b->len > n)
+        return;
+    if (b->p != NULL) {
+        grow(b, n);
+        return;
+    }
+    p = malloc(n + 1);
+    if (p == NULL) {
+        b->oom = true;
+        return;
+    }
+    b->p = p;
+    b->p[0] = '\0';
+    b->cap = n + 1;
+}
+
+char *strbuf_room(struct strbuf *b, size_t n)
+{
+    return grow(b, n) ? b->p + b->len : NULL;
+}
+
+void strbuf_commit(struct strbuf *b, size_t n)
+{
+    b->len += n;
+    b->p[b->len] = '\0';
+}
+
+void strbuf_append(struct strbuf *b, const char *s, size_t n)
+{
+    char *dst = strbuf_room(b, n);
+
+    if (dst == NULL)
+        return;
+    memcpy(dst, s, n);
+    strbuf_commit(b, n);
 }
 
 int strbuf_take(struct strbuf *b, char **out, size_t *len)

@@ -76,6 +76,7 @@ poold_check_test(breaker unit tests/unit/check_breaker.c)
 poold_check_test(holders unit tests/unit/check_holders.c)
 poold_check_test(cluster unit tests/unit/check_cluster.c)
 poold_check_test(handlers unit tests/unit/check_handlers.c)
+poold_check_test(jsonfast unit tests/unit/check_jsonfast.c)
 # Housekeeping ticks driven by hand with a fake clock; a white-box test:
 # it sees the registry's private header.
 poold_check_test(housekeeping unit tests/unit/check_housekeeping.c)

@@ -16,7 +16,7 @@ endfunction()
 
 poold_fuzz(fuzz_rules src/rules.c)
 poold_fuzz(fuzz_request src/handlers.c src/process_api.c src/pool_api.c
-           src/admin_api.c src/messages_api.c src/metrics.c src/strbuf.c src/orgid.c src/log.c
+           src/admin_api.c src/messages_api.c src/metrics.c src/strbuf.c src/jsonfast.c src/utf8.c src/orgid.c src/log.c
            src/rules.c src/pool.c src/status.c src/clock.c
            src/keys.c src/ratelimit.c src/dashboard.c
            ${CMAKE_BINARY_DIR}/dashboard_assets.c)

@@ -1,0 +1,43 @@
+/* jsonfast.h — the request path's JSON without a tree: a flat object of
+ * string members read in place, and JSON strings and numbers written
+ * straight into a text buffer. jansson stays the judge of everything else:
+ * the reader only accepts what json_loadb would accept, with the same
+ * member values, and declines the rest, so the caller then asks jansson
+ * (which says what is wrong). A leaf of the HTTP layer, thread-safe. */
+#ifndef POOLD_JSONFAST_H
+#define POOLD_JSONFAST_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "strbuf.h"
+
+/* One member of a flat object: key and value point into the buffer read,
+ * NUL-terminated there (the lengths exclude the NUL). */
+struct jsonfast_member {
+    const char *key, *val;
+    size_t key_len, val_len;
+};
+
+/* Read buf (len bytes, modified in place) as one JSON object whose members
+ * are all strings: at most cap members, keys unique, strings of valid UTF-8
+ * without control characters, escapes only of the two-character kinds
+ * (\" \\ \/ \b \f \n \r \t; a \u escape declines), blanks as JSON has them
+ * around tokens, nothing after the object. True with *n members in out, in
+ * the body's order; false when the body is anything else (then buf holds
+ * garbage: read the original). */
+bool jsonfast_read_flat(char *buf, size_t len, struct jsonfast_member *out,
+                        size_t cap, size_t *n);
+
+/* Append s (len bytes of valid UTF-8) as a JSON string, quotes included,
+ * escaped as jansson's json_dumpb escapes it: '"', '\\' and the control
+ * characters; the rest as is. */
+void jsonfast_put_string(struct strbuf *b, const char *s, size_t len);
+
+/* Append v in decimal. */
+void jsonfast_put_uint(struct strbuf *b, unsigned long long v);
+
+/* Append a string literal. */
+#define jsonfast_put_lit(b, lit) strbuf_append((b), (lit), sizeof(lit) - 1)
+
+#endif

@@ -1,0 +1,278 @@
+/* check_jsonfast.c — jsonfast.c: the flat reader accepts only what jansson
+ * accepts, with the same members (hand-picked bodies and a seeded random
+ * walk over mutations), and the writers print what json_dumpb prints. */
+#include <check.h>
+#include <jansson.h>
+#include <limits.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "jsonfast.h"
+
+#define CAP 8
+
+/* jansson's verdict on body, as handlers_load_object asks for it. */
+static json_t *jansson_object(const char *body, size_t len)
+{
+    json_t *root =
+        json_loadb(body, len, JSON_REJECT_DUPLICATES | JSON_DECODE_ANY, NULL);
+
+    if (root != NULL && !json_is_object(root)) {
+        json_decref(root);
+        return NULL;
+    }
+    return root;
+}
+
+/* Read body with jsonfast; when it accepts, jansson must accept it too,
+ * with the same members, values byte for byte. Returns the verdict. */
+static bool read_agrees(const char *body, size_t len)
+{
+    char *buf = malloc(len ? len : 1);
+    struct jsonfast_member m[CAP];
+    size_t n = 0;
+    bool ok;
+
+    ck_assert_ptr_nonnull(buf);
+    memcpy(buf, body, len);
+    ok = jsonfast_read_flat(buf, len, m, CAP, &n);
+    if (ok) {
+        json_t *root = jansson_object(body, len);
+        ck_assert_msg(root != NULL,
+                      "jsonfast accepted what jansson refuses: "
+                      "%.*s",
+                      (int)len, body);
+        ck_assert_uint_eq(json_object_size(root), n);
+        for (size_t i = 0; i < n; i++) {
+            json_t *v;
+            ck_assert_uint_eq(strlen(m[i].key), m[i].key_len);
+            v = json_object_get(root, m[i].key);
+            ck_assert_msg(json_is_string(v), "member %s", m[i].key);
+            ck_assert_uint_eq(json_string_length(v), m[i].val_len);
+            ck_assert(memcmp(json_string_value(v), m[i].val, m[i].val_len) ==
+                      0);
+            ck_assert_int_eq(m[i].val[m[i].val_len], '\0');
+        }
+        json_decref(root);
+    }
+    free(buf);
+    return ok;
+}
+
+static bool reads(const char *body)
+{
+    return read_agrees(body, strlen(body));
+}
+
+START_TEST(reads_the_common_bodies)
+{
+    ck_assert(reads("{\"id\":\"m1\",\"org_id\":\"acme\",\"payload\":\"ab\"}"));
+    ck_assert(reads(" \t\r\n{ \"id\" : \"m1\" ,\n\"payload\":\"\" } \n"));
+    ck_assert(reads("{}"));
+    ck_assert(reads("{\"a\":\"x\\\"y\\\\z\\/\\b\\f\\n\\r\\t\"}"));
+    ck_assert(reads("{\"caf\xc3\xa9\":\"\xf0\x9f\x98\x80\x7f\"}"));
+}
+END_TEST
+
+START_TEST(declines_the_rest)
+{
+    static const char *const no[] = {
+        "",
+        " ",
+        "[]",
+        "\"s\"",
+        "{",
+        "{\"a\"",
+        "{\"a\":",
+        "{\"a\":\"b\"",
+        "{\"a\":\"b\",}",
+        "{,\"a\":\"b\"}",
+        "{\"a\":\"b\"}x",
+        "{\"a\":\"b\"}{}",
+        "{\"a\":1}",
+        "{\"a\":null}",
+        "{\"a\":true}",
+        "{\"a\":{}}",
+        "{\"a\":[]}",
+        "{\"a\":\"b\",\"a\":\"c\"}",    /* a duplicate: jansson says which */
+        "{\"a\":\"\\u0041\"}",          /* \u: left to jansson */
+        "{\"a\":\"\\x\"}",              /* not an escape */
+        "{\"a\":\"\\",                  /* truncated escape */
+        "{\"a\":\"b\nc\"}",             /* raw control character */
+        "{\"a\":\"\xc3\"}",             /* truncated UTF-8 */
+        "{\"a\":\"\xed\xa0\x80\"}",     /* a surrogate */
+        "{\"a\":\"\xc0\xaf\"}",         /* overlong */
+        "{\"a\":\"\xf4\x90\x80\x80\"}", /* above U+10FFFF */
+        "\xef\xbb\xbf{}",               /* a byte order mark */
+        "\f{}",                         /* not a JSON blank */
+        "{'a':'b'}",
+        /* more members than cap */
+        ("{\"1\":\"\",\"2\":\"\",\"3\":\"\",\"4\":\"\",\"5\":\"\",\"6\":\"\","
+         "\"7\":\"\",\"8\":\"\",\"9\":\"\"}"),
+    };
+
+    for (size_t i = 0; i < sizeof no / sizeof no[0]; i++)
+        ck_assert_msg(!reads(no[i]), "accepted: %s", no[i]);
+    /* An embedded NUL, inside a string and outside. */
+    ck_assert(!read_agrees("{\"a\":\"b\0c\"}", 11));
+    ck_assert(!read_agrees("{\"a\":\"b\"}\0", 10));
+}
+END_TEST
+
+/* Random edits of valid bodies: whatever jsonfast accepts, jansson must
+ * accept with the same members (read_agrees asserts it). Seeded, so a
+ * failure repeats. */
+START_TEST(random_edits_agree_with_jansson)
+{
+    static const char seed[] =
+        "{\"id\":\"m\\n1\",\"org_id\":\"acme\",\"payload\":\"caf\xc3\xa9\"}";
+    static const char alphabet[] = "{}[]\":,\\/ \t\r\nubfnrtx0aA\x01\x1f\x7f"
+                                   "\xc3\xa9\xed\xa0\x80\xf0\x9f\xff";
+    uint64_t state = 0x9e3779b97f4a7c15u;
+    char body[sizeof seed + 8];
+    unsigned accepted = 0;
+
+    for (int round = 0; round < 200000; round++) {
+        size_t len = sizeof seed - 1;
+        memcpy(body, seed, len);
+        for (int e = 0; e < 1 + round % 3; e++) {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            size_t at = (size_t)(state >> 8) % len;
+            char c = alphabet[(state >> 40) % (sizeof alphabet - 1)];
+            switch ((state >> 56) % 3) {
+            case 0: /* replace */
+                body[at] = c;
+                break;
+            case 1: /* delete */
+                memmove(body + at, body + at + 1, len - at - 1);
+                len--;
+                break;
+            default: /* insert */
+                if (len + 1 < sizeof body) {
+                    memmove(body + at + 1, body + at, len - at);
+                    body[at] = c;
+                    len++;
+                }
+            }
+        }
+        accepted += read_agrees(body, len);
+    }
+    ck_assert_uint_gt(accepted, 1000); /* the walk did reach accepted bodies */
+}
+END_TEST
+
+/* put_string's text must be json_dumpb's, byte for byte. */
+static void assert_dumps_like_jansson(const char *s, size_t len)
+{
+    struct strbuf b = {0};
+    json_t *str = json_stringn(s, len);
+    char want[1024], *got;
+    size_t want_len, got_len;
+
+    ck_assert_ptr_nonnull(str);
+    want_len =
+        json_dumpb(str, want, sizeof want, JSON_ENCODE_ANY | JSON_COMPACT);
+    json_decref(str);
+    jsonfast_put_string(&b, s, len);
+    ck_assert_int_eq(strbuf_take(&b, &got, &got_len), 0);
+    ck_assert_uint_eq(got_len, want_len);
+    ck_assert_msg(memcmp(got, want, want_len) == 0, "%s vs %.*s", got,
+                  (int)want_len, want);
+    free(got);
+}
+
+START_TEST(strings_are_written_as_jansson_writes_them)
+{
+    char one[1];
+
+    for (int c = 0; c < 0x80; c++) {
+        one[0] = (char)c;
+        assert_dumps_like_jansson(one, 1);
+    }
+    assert_dumps_like_jansson("", 0);
+    assert_dumps_like_jansson("a\"b\\c/d\xc3\xa9\xf0\x9f\x98\x80", 14);
+}
+END_TEST
+
+/* b's text must be want; b is empty after. */
+static void assert_text(struct strbuf *b, const char *want)
+{
+    char *got;
+    size_t len;
+
+    ck_assert_int_eq(strbuf_take(b, &got, &len), 0);
+    ck_assert_str_eq(got, want);
+    ck_assert_uint_eq(len, strlen(want));
+    free(got);
+}
+
+START_TEST(numbers_and_literals)
+{
+    struct strbuf b = {0};
+
+    jsonfast_put_uint(&b, 0);
+    jsonfast_put_lit(&b, ",");
+    jsonfast_put_uint(&b, 42);
+    jsonfast_put_lit(&b, ",");
+    jsonfast_put_uint(&b, ULLONG_MAX);
+    assert_text(&b, "0,42,18446744073709551615");
+}
+END_TEST
+
+/* strbuf_reserve: the first allocation is the size asked for, and appends
+ * past it still grow the buffer. */
+START_TEST(reserve_then_grow)
+{
+    struct strbuf b = {0};
+
+    strbuf_reserve(&b, 4);
+    ck_assert_uint_eq(b.cap, 5);
+    strbuf_append(&b, "abcd", 4);
+    ck_assert_uint_eq(b.cap, 5);
+    strbuf_append(&b, "efgh", 4);
+    strbuf_printf(&b, "%d", 12);
+    assert_text(&b, "abcdefgh12");
+}
+END_TEST
+
+/* A string takes the room its escaped text needs, not the worst case: a
+ * buffer reserved for the answer is not grown (and copied) by it. */
+START_TEST(strings_take_their_exact_room)
+{
+    struct strbuf b = {0};
+
+    strbuf_reserve(&b, 10);
+    jsonfast_put_string(&b, "a\"b\n", 4); /* "a\"b\n": 8 bytes */
+    ck_assert_uint_eq(b.cap, 11);
+    jsonfast_put_lit(&b, "xy");
+    ck_assert_uint_eq(b.cap, 11);
+    assert_text(&b, "\"a\\\"b\\n\"xy");
+}
+END_TEST
+
+int main(void)
+{
+    Suite *s = suite_create("jsonfast");
+    TCase *tc = tcase_create("core");
+    SRunner *sr;
+    int failed;
+
+    tcase_add_test(tc, reads_the_common_bodies);
+    tcase_add_test(tc, declines_the_rest);
+    tcase_add_test(tc, random_edits_agree_with_jansson);
+    tcase_add_test(tc, strings_are_written_as_jansson_writes_them);
+    tcase_add_test(tc, numbers_and_literals);
+    tcase_add_test(tc, reserve_then_grow);
+    tcase_add_test(tc, strings_take_their_exact_room);
+    tcase_set_timeout(tc, 60);
+    suite_add_tcase(s, tc);
+    sr = srunner_create(s);
+    srunner_run_all(sr, CK_NORMAL);
+    failed = srunner_ntests_failed(sr);
+    srunner_free(sr);
+    return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+}
