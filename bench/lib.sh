@@ -77,9 +77,13 @@ psql_super() {
     "$PG_BIN/psql" -X -q -At -v ON_ERROR_STOP=1 -d "$SUPER_URL" "$@"
 }
 
-# Every measurement starts from an empty table: every request is a new row.
+# Every measurement starts from an empty table (every request is a new
+# row) and a fresh checkpoint: the previous run's WAL (a batch run writes
+# millions of rows) must not be flushed during the next one, where a
+# checkpoint's fsyncs stalled every commit for 70-400 ms and made one
+# side's p99 at a fixed rate 30-130 times the other's, at random.
 truncate_messages() {
-    psql_messages -c "TRUNCATE processed_messages" >/dev/null
+    psql_messages -c "TRUNCATE processed_messages" -c "CHECKPOINT" >/dev/null
 }
 
 psql_messages() {
