@@ -69,8 +69,19 @@ bench_build_tools() {
 }
 
 pg_start() {
+    local left
     log "PostgreSQL in $PG_DIR on port $PG_PORT"
     "$ROOT/scripts/pg.sh" start "$PG_DIR" "$PG_PORT"
+    # The bench's cluster runs with scripts/pg.sh's settings only. A setting
+    # an experiment left behind with ALTER SYSTEM is undone, loudly: one
+    # (log_min_duration_statement = 0) once logged every statement with its
+    # parameters, 15 GB, and inflated every PostgreSQL figure.
+    left=$(psql_super -c "SELECT string_agg(name || ' = ' || setting, ', ')
+        FROM pg_file_settings WHERE sourcefile LIKE '%postgresql.auto.conf'")
+    if [ -n "$left" ]; then
+        log "resetting settings left by ALTER SYSTEM: $left"
+        psql_super -c "ALTER SYSTEM RESET ALL" -c "SELECT pg_reload_conf()" >/dev/null
+    fi
 }
 
 psql_super() {
