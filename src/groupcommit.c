@@ -34,15 +34,21 @@
 #define GC_GROUP_MAX 64   /* messages per statement */
 #define GC_INFLIGHT_MAX 4 /* commits of one org in flight at most */
 #ifndef GC_INFLIGHT_BASE
-/* Commits in flight with no stall. Other values only for the measurement
+/* Commits in flight before the stagger. Other values only for the measurement
  * in docs/commit-pipeline.md (-DGC_INFLIGHT_BASE=2). */
 #define GC_INFLIGHT_BASE 1
 #endif
-/* A second commit may start while one is in flight when that one has run
- * GC_STALL_K times the mean commit latency, and at least GC_STALL_MIN_NS
- * (a lock wait, not scheduling noise). */
-#define GC_STALL_K 4
-#define GC_STALL_MIN_NS (5 * NS_PER_MS)
+/* A second commit may start while one is in flight once that one has run
+ * 1/GC_STAGGER_DIV of the mean commit latency: a write offered later waits
+ * less than that for it and joins the next group; one offered earlier would
+ * wait more than half a commit, and starts its own. (One in flight only,
+ * measured with 1 org and 8 connections on 2 cores: commits back to back,
+ * each the latency of an fdatasync plus the statement, with the CPU half
+ * idle.) A stalled commit (a lock wait) lets the queue go the same way. */
+#define GC_STAGGER_DIV 2
+/* Gaps between writes are counted at most this many mean commit latencies
+ * long, so an idle spell does not outweigh the next burst. */
+#define GC_GAP_CAP_K 4
 /* A queued follower leaves to commit alone this long before its commit
  * deadline: GC_RESERVE_K mean commit latencies, at least GC_RESERVE_MIN_NS. */
 #define GC_RESERVE_K 2
@@ -114,11 +120,11 @@ static uint64_t gc_max(uint64_t a, uint64_t b)
     return a > b ? a : b;
 }
 
-/* Under b->lock: how long the youngest commit in flight may run before
+/* Under b->lock: how long the youngest commit in flight runs before
  * another may start beside it. */
-static uint64_t gc_stall_ns(const struct batcher *b)
+static uint64_t gc_stagger_ns(const struct batcher *b)
 {
-    return gc_max(GC_STALL_K * b->ewma_ns, GC_STALL_MIN_NS);
+    return b->ewma_ns / GC_STAGGER_DIV;
 }
 
 /* Under b->lock: when a queued job leaves to commit alone. */
@@ -129,10 +135,11 @@ static uint64_t gc_leave_at(const struct batcher *b, const struct gc_job *j)
 }
 
 /* Under b->lock: how many commits may be in flight now. One; one more
- * while a full group waits (up to GC_INFLIGHT_MAX); two while the one in
- * flight is stalled, or for a write with no siblings. Not more for a
- * stall: when the companion stalls too, the stall is shared (a table
- * lock, a slow disk) and more commits would only cut the groups smaller. */
+ * while a full group waits (up to GC_INFLIGHT_MAX); two once the one in
+ * flight has run half a mean commit (stalled or not), or for a write with
+ * no siblings. Not more for a stall: when the companion stalls too, the
+ * stall is shared (a table lock, a slow disk) and more commits would only
+ * cut the groups smaller. */
 static unsigned gc_allowed(const struct batcher *b, uint64_t now)
 {
     /* No siblings: the queue is empty and few writes are expected during
@@ -143,7 +150,7 @@ static unsigned gc_allowed(const struct batcher *b, uint64_t now)
         return b->inflight < GC_INFLIGHT_MAX ? b->inflight + 1
                                              : GC_INFLIGHT_MAX;
     if (b->inflight == GC_INFLIGHT_BASE &&
-        (alone || now - b->last_start_ns >= gc_stall_ns(b)))
+        (alone || now - b->last_start_ns >= gc_stagger_ns(b)))
         return GC_INFLIGHT_BASE + 1;
     return GC_INFLIGHT_BASE;
 }
@@ -275,7 +282,8 @@ static int gc_lead(struct batcher *b, struct service *svc, struct gc_job *own)
 /* Under b->lock: own is QUEUED; sleep until it is committed (DONE), or is
  * to commit (LEAD, ALONE), or the server shuts down (then it leaves the
  * queue: POOLD_ERR_SHUTDOWN). The head of the queue also wakes when the
- * commit in flight stalls, to start another beside it. */
+ * commit in flight has run half a mean commit, to start another beside
+ * it. */
 static int gc_follow(struct registry *reg, struct batcher *b,
                      struct gc_job *own)
 {
@@ -307,12 +315,12 @@ static int gc_follow(struct registry *reg, struct batcher *b,
         gc_kick(b, now);
         if (own->state != GC_QUEUED)
             continue;
-        /* Only while the stall rule can allow one more: past the stall,
-         * with two in flight already, the head sleeps until a commit ends
-         * (or its own deadline); a wake-up time in the past would spin. */
+        /* Only while the stagger can allow one more: past it, with two in
+         * flight already, the head sleeps until a commit ends (or its own
+         * deadline); a wake-up time in the past would spin. */
         if (own == b->head && b->inflight == GC_INFLIGHT_BASE &&
-            b->last_start_ns + gc_stall_ns(b) < wake)
-            wake = b->last_start_ns + gc_stall_ns(b);
+            b->last_start_ns + gc_stagger_ns(b) < wake)
+            wake = b->last_start_ns + gc_stagger_ns(b);
         clock_timespec_at(&ts, wake);
         pthread_cond_timedwait(&own->cond, &b->lock, &ts);
     }
@@ -332,7 +340,7 @@ static int gc_offer(struct registry *reg, struct org_entry *e,
         /* A gap longer than a few commits says "alone" as well as any:
          * capped, so an idle spell does not outweigh the next burst. */
         uint64_t gap = now > b->last_offer_ns ? now - b->last_offer_ns : 0;
-        uint64_t cap = GC_STALL_K * b->ewma_ns;
+        uint64_t cap = GC_GAP_CAP_K * b->ewma_ns;
 
         if (gap > cap)
             gap = cap;
