@@ -52,6 +52,30 @@ def start(testcase, **env):
     return p
 
 
+def background_load(test, servers, per_server, ignored):
+    """Threads posting new messages to each server until the test ends
+    (stopped and joined by a cleanup); errors of the kinds ignored are
+    the faults the test throws."""
+    stop = threading.Event()
+
+    def load(p):
+        while not stop.is_set():
+            try:
+                p.process(msg(), timeout=10)
+            except ignored:
+                pass
+    loaders = [threading.Thread(target=load, args=(p,))
+               for p in servers for _ in range(per_server)]
+    for t in loaders:
+        t.start()
+
+    def stop_load():
+        stop.set()
+        for t in loaders:
+            t.join(30)
+    test.addCleanup(stop_load)
+
+
 class RowLock:
     """A psql session that holds a row of orgs locked (FOR UPDATE) until
     release(): admin writes to that org wait on it."""
@@ -307,24 +331,7 @@ class ReplicaBudget(unittest.TestCase):
                     sorted(r["granted"] for r in view) == [2, 2] and
                     psql(self.POOLED) == str(budget))
         wait_for(halves, 20, "two grants of 2, all open", interval=0.1)
-        stop = threading.Event()
-
-        def load(p):
-            while not stop.is_set():
-                try:
-                    p.process(msg(), timeout=10)
-                except OSError:
-                    pass
-        loaders = [threading.Thread(target=load, args=(p,))
-                   for p in (a, b) for _ in range(4)]
-        for t in loaders:
-            t.start()
-
-        def stop_load():
-            stop.set()
-            for t in loaders:
-                t.join(30)
-        self.addCleanup(stop_load)
+        background_load(self, [a, b], 4, OSError)
         # Every heartbeat waits on this lock for longer than the lease.
         lock = subprocess.Popen(
             ["psql", "-X", "-q", "-At", "-d", ADMIN_URL],
@@ -377,23 +384,7 @@ class ClosedBackendsBudget(unittest.TestCase):
                   POOLD_STATEMENT_TIMEOUT_MS=1000,
                   POOLD_ACQUIRE_TIMEOUT_MS=1000)
         wait_for(p.ready, 20, "ready", interval=0.05)
-        stop = threading.Event()
-
-        def load():
-            while not stop.is_set():
-                try:
-                    p.process(msg(), timeout=10)
-                except (OSError, AssertionError):
-                    pass
-        loaders = [threading.Thread(target=load) for _ in range(6)]
-        for t in loaders:
-            t.start()
-
-        def stop_load():
-            stop.set()
-            for t in loaders:
-                t.join(30)
-        self.addCleanup(stop_load)
+        background_load(self, [p], 6, (OSError, AssertionError))
 
         def pooled():
             return (psql(self.POOLED) or "").split()
