@@ -14,7 +14,8 @@
 # BENCH_PORT, BENCH_PG_DIR, BENCH_CEIL_S (seconds per measurement, 8),
 # BENCH_OUT (where pipeline.jsonl goes), BENCH_OLD_SETTINGS (VAR=VALUE
 # words added to the old binary's settings, e.g. POOLD_POOL_SIZE=1),
-# BENCH_CASES ("org1 orgs64").
+# BENCH_CASES ("org1 orgs64"), BENCH_ORGS64_POOLD (the orgs64 settings:
+# "POOLD_DB_MAX_CONNS=40 POOLD_POOL_SIZE=4").
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
 
@@ -87,7 +88,8 @@ for run in $(seq 1 "$RUNS"); do
             set -- 1 8 POOLD_DB_MAX_CONNS=8 POOLD_POOL_SIZE=8
         else
             anchor 64
-            set -- 10 64 POOLD_DB_MAX_CONNS=40 POOLD_POOL_SIZE=4
+            # shellcheck disable=SC2086 # words
+            set -- 10 64 ${BENCH_ORGS64_POOLD:-POOLD_DB_MAX_CONNS=40 POOLD_POOL_SIZE=4}
         fi
         # Alternate which goes first.
         if [ $((run % 2)) = 1 ]; then order="old new"; else order="new old"; fi

@@ -125,8 +125,9 @@ POOLD_MUSTCHECK int registry_admit(struct registry *reg, const char *org_id,
  * POOLD_ERR_COMMIT_UNKNOWN (sent, answer lost), POOLD_ERR_SHUTDOWN. err
  * gets a message for a person. Returns within the acquire timeout + the
  * statement timeout + 0.5 s whatever the database does. While it holds a
- * service (its own, also while its write waits for or leads a group),
- * msg->request_id and msg->route are listed by registry_holders().
+ * service (processing, leading a group, or queued at the head of its
+ * org's commit queue), msg->request_id and msg->route are listed by
+ * registry_holders().
  * Thread-safe: this is the request path (one call per request thread); the
  * service is borrowed and given back within the call. msg and out are the
  * caller's.

@@ -18,18 +18,27 @@
  *
  * Every request borrows a service from its org's pool (the acquire timeout
  * and the waiter bound apply as for any request), processes its message on
- * it, then offers the write to the org's commit queue, still holding its
- * service. If fewer commits are in flight than allowed (gc_allowed: one,
- * more only when latency says so), it is the leader: it takes the queue
- * (its own message first, up to GC_GROUP_MAX), commits the group in one
- * statement on its own service's connection, hands every follower its
- * result (a signal to each, no broadcast), promotes the oldest follower
- * still queued to lead the next group, and answers its own request at once.
- * Otherwise it queues and sleeps on its own condition until its result is
- * there, it is promoted, or its commit deadline approaches: then it leaves
- * the queue and commits alone on the service it holds. A group therefore
- * forms from what finished processing while the previous commit was in
- * flight, as in MySQL's binary-log group commit and PostgreSQL's WAL flush.
+ * it, then offers the write to the org's commit queue. If fewer commits are
+ * in flight than allowed (gc_allowed: one, more only when latency says so),
+ * it is the leader: it takes the queue (its own message first, up to
+ * GC_GROUP_MAX), commits the group in one statement on its own service's
+ * connection, hands every follower its result (a signal to each, no
+ * broadcast), promotes the oldest follower still queued to lead the next
+ * group, and answers its own request at once. Otherwise it queues and
+ * sleeps on its own condition until its result is there, it is promoted,
+ * or its commit deadline approaches: then it leaves the queue and commits
+ * alone. A group therefore forms from what finished processing while the
+ * previous commit was in flight, as in MySQL's binary-log group commit and
+ * PostgreSQL's WAL flush.
+ *
+ * Only a committer needs a service. A queued write gives its service back
+ * (the pool size bounds processing, not the queue), but the head of the
+ * queue keeps its own: it is the one promoted next. So do writes queued
+ * beyond one full group (GC_GROUP_MAX): the queue is bounded by a group
+ * plus the pool size, and requests beyond wait for a service as before
+ * (POOLD_MAX_WAITING). A job that is to commit without a service (a
+ * follower leaving the queue at its deadline, or promoted after the head
+ * left) borrows one from the pool first.
  */
 #define GC_GROUP_MAX 64   /* messages per statement */
 #define GC_INFLIGHT_MAX 4 /* commits of one org in flight at most */
@@ -72,7 +81,13 @@ enum gc_state {
 
 /* One request's message; lives on the requesting thread's stack. */
 struct gc_job {
-    struct gc_job *next;    /* queue link while QUEUED */
+    struct gc_job *next; /* queue link while QUEUED */
+    /* The service it holds, or NULL. While it is QUEUED with one, a job
+     * about to commit without one may take it (gc_take_queued), with its
+     * hold: so both are under b->lock while QUEUED. */
+    struct pool_item *item;
+    bool held; /* hold registered (reg_hold_begin) */
+    struct holder hold;
     struct service_job job; /* message in, result and status out */
     uint64_t commit_ns;     /* its request's commit deadline */
     enum gc_state state;    /* under the batcher's lock */
@@ -215,11 +230,13 @@ static void gc_kick(struct batcher *b, uint64_t now)
 }
 
 /* Under b->lock, which it drops for the statement: commit own (LEAD:
- * with the queue, up to GC_GROUP_MAX; ALONE: by itself) on svc. Every
- * follower in the group gets its result and is woken; own's result is in
- * own->job. Returns the statement's status (for own's service). */
-static int gc_lead(struct batcher *b, struct service *svc, struct gc_job *own)
+ * with the queue, up to GC_GROUP_MAX; ALONE: by itself) on the service it
+ * holds. Every follower in the group gets its result and is woken; own's
+ * result is in own->job. Returns the statement's status (for own's
+ * service). */
+static int gc_lead(struct batcher *b, struct gc_job *own)
 {
+    struct service *svc = pool_item_object(own->item);
     struct gc_job *group[GC_GROUP_MAX];
     struct service_job jobs[GC_GROUP_MAX];
     uint64_t deadline = own->commit_ns, t0, t1;
@@ -326,10 +343,93 @@ static int gc_follow(struct registry *reg, struct batcher *b,
     }
 }
 
-/* Offer own (processed on svc) to e's queue and see it committed, by a
- * leader or as one. *used: a statement ran on svc's connection. */
+/* A service for own: the hold that lists it (GET /pools/{org}/holders). */
+static void gc_hold(struct org_entry *e, struct gc_job *own)
+{
+    if (own->item != NULL && !own->held) {
+        reg_hold_begin(e, &own->hold, own->job.msg);
+        own->held = true;
+    }
+}
+
+/* Under b->lock, which it drops meanwhile: give own's service back. */
+static void gc_drop(struct registry *reg, struct org_entry *e,
+                    struct batcher *b, struct gc_job *own)
+{
+    struct pool_item *item = own->item;
+
+    own->item = NULL;
+    pthread_mutex_unlock(&b->lock);
+    if (own->held) {
+        reg_hold_end(e, &own->hold);
+        own->held = false;
+    }
+    reg_release(reg, e, item, POOLD_OK);
+    pthread_mutex_lock(&b->lock);
+}
+
+/* Under b->lock: the service of the youngest queued write that holds one
+ * (beyond a full group, or the head), which then has none; NULL if none
+ * does. Its hold ends with it (holders' lock nests inside the batcher's). */
+static struct pool_item *gc_take_queued(struct org_entry *e, struct batcher *b)
+{
+    struct gc_job *last = NULL;
+    struct pool_item *item;
+
+    for (struct gc_job *j = b->head; j != NULL; j = j->next)
+        if (j->item != NULL)
+            last = j;
+    if (last == NULL)
+        return NULL;
+    item = last->item;
+    last->item = NULL;
+    if (last->held) {
+        reg_hold_end(e, &last->hold);
+        last->held = false;
+    }
+    return item;
+}
+
+/* Under b->lock, which it drops meanwhile: own is to commit (LEAD, ALONE)
+ * and has no service. It takes one from a younger queued write (which is
+ * then committed by a leader like any other queued write; a borrower
+ * waiting for the pool while those hold the last services would wait for
+ * nothing), else borrows one from the pool, waiting at most until half
+ * the reserve a queued write leaves for its commit (gc_leave_at) is left.
+ * On failure it gives up its place in flight. */
+static int gc_borrow(struct registry *reg, struct org_entry *e,
+                     struct batcher *b, struct gc_job *own)
+{
+    struct pool_item *item = gc_take_queued(e, b);
+    uint64_t half = gc_max(GC_RESERVE_K * b->ewma_ns, GC_RESERVE_MIN_NS) / 2;
+    uint64_t now = clock_now_ns();
+    uint64_t until = own->commit_ns > half ? own->commit_ns - half : 0;
+    uint64_t wait = until > now ? until - now : 0;
+    int rc;
+
+    if (item != NULL) {
+        own->item = item;
+        return POOLD_OK;
+    }
+    pthread_mutex_unlock(&b->lock);
+    db_thread_deadline(own->commit_ns);
+    rc = pool_acquire(e->act->pool, reg->cfg.max_waiters ? wait : 0, &item);
+    db_thread_deadline(0);
+    pthread_mutex_lock(&b->lock);
+    if (rc == POOLD_OK) {
+        own->item = item;
+        return POOLD_OK;
+    }
+    b->inflight--;
+    gc_kick(b, clock_now_ns());
+    return rc;
+}
+
+/* Offer own (processed on the service it holds) to e's queue and see it
+ * committed, by a leader or as one. *used: a statement ran on the
+ * connection of the service own holds at the end. */
 static int gc_offer(struct registry *reg, struct org_entry *e,
-                    struct service *svc, struct gc_job *own, bool *used)
+                    struct gc_job *own, bool *used)
 {
     struct batcher *b = e->act->batcher;
     uint64_t now = clock_now_ns();
@@ -353,13 +453,24 @@ static int gc_offer(struct registry *reg, struct org_entry *e,
         own->state = GC_LEAD;
         gc_start(b, now);
     } else {
+        bool head = b->head == NULL; /* keeps its service: leads next */
+
         gc_push(b, own);
         gc_kick(b, now);
+        if (own->state == GC_QUEUED && !head && b->queued <= GC_GROUP_MAX)
+            gc_drop(reg, e, b, own);
         rc = gc_follow(reg, b, own);
     }
     if (rc == POOLD_OK && (own->state == GC_LEAD || own->state == GC_ALONE)) {
-        *used = true;
-        rc = gc_lead(b, svc, own);
+        if (own->item == NULL)
+            rc = gc_borrow(reg, e, b, own);
+        if (rc == POOLD_OK) {
+            pthread_mutex_unlock(&b->lock);
+            gc_hold(e, own);
+            pthread_mutex_lock(&b->lock);
+            *used = true;
+            rc = gc_lead(b, own);
+        }
     }
     pthread_mutex_unlock(&b->lock);
     return rc;
@@ -372,32 +483,32 @@ int groupcommit_process(struct registry *reg, struct org_entry *e,
 {
     struct batcher *b = e->act->batcher;
     struct gc_job own = {.job = {.msg = msg}, .commit_ns = dl->commit_ns};
-    struct pool_item *item;
-    struct service *svc;
-    struct holder hold;
     uint64_t now = clock_now_ns();
     uint64_t timeout = dl->acquire_ns > now ? dl->acquire_ns - now : 0;
     bool used = false;
     int rc, src = POOLD_OK;
 
     db_thread_deadline(dl->acquire_ns);
-    rc = pool_acquire(e->act->pool, reg->cfg.max_waiters ? timeout : 0, &item);
+    rc = pool_acquire(e->act->pool, reg->cfg.max_waiters ? timeout : 0,
+                      &own.item);
     db_thread_deadline(0);
     if (rc != POOLD_OK)
         return rc;
-    svc = pool_item_object(item);
-    reg_hold_begin(e, &hold, msg);
+    gc_hold(e, &own);
     pthread_cond_init(&own.cond, &b->cattr);
-    rc = service_evaluate(svc, &own.job, 1, err, errlen);
-    if (rc == POOLD_OK)
-        src = gc_offer(reg, e, svc, &own, &used);
-    if (rc == POOLD_OK && own.state == GC_DONE)
-        rc = own.job.status;
-    else if (rc == POOLD_OK)
-        rc = POOLD_ERR_SHUTDOWN;
+    rc = service_evaluate(pool_item_object(own.item), &own.job, 1, err, errlen);
+    if (rc == POOLD_OK) {
+        src = gc_offer(reg, e, &own, &used);
+        if (own.state == GC_DONE)
+            rc = own.job.status;
+        else /* left the queue (shutdown) or found no service to lead */
+            rc = src != POOLD_OK ? src : POOLD_ERR_SHUTDOWN;
+    }
     pthread_cond_destroy(&own.cond);
-    reg_hold_end(e, &hold);
-    reg_release(reg, e, item, used ? src : POOLD_OK);
+    if (own.held)
+        reg_hold_end(e, &own.hold);
+    if (own.item != NULL)
+        reg_release(reg, e, own.item, used ? src : POOLD_OK);
     *out = own.job.result;
     if (rc != POOLD_OK && rc != POOLD_ERR_CONFLICT && own.err[0] != '\0')
         snprintf(err, errlen, "%s", own.err);

@@ -27,11 +27,13 @@
  *   a pool's lock      each service pool, the connection pool (pool.c)
  *
  * (a is e->act, the active part of an org's entry.) They nest in that
- * order only, and in practice never do: under reg->lock only lock-free
+ * order only, and in practice barely do: under reg->lock only lock-free
  * pool calls run (pool_create), under reg->live_lock only
- * pool_oldest_idle (lock-free), and each of
- * the others is a leaf — nothing else is taken while it is held, but the
- * log's own mutex (log_event), which is innermost everywhere. No lock is
+ * pool_oldest_idle (lock-free), under a->batcher->lock only
+ * a->holders.lock (a committer taking a queued write's service ends
+ * that write's hold), and each of the others is a leaf — nothing else
+ * is taken while it is held, but the log's own mutex (log_event), which
+ * is innermost everywhere. No lock is
  * held across libpq or network I/O but one: hk->refresh_lock, outermost,
  * held by whoever runs the refresh steps (the tick on its own connection,
  * or an admin call after a write on its pooled one; each statement

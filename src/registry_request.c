@@ -46,9 +46,10 @@ static struct reg_deadlines reg_deadlines_from(const struct registry *reg,
 }
 
 /* The request (msg's request_id and route) holds one of e's services from
- * now until reg_hold_end(): GET /pools/{org_id}/holders lists it. Every
- * request holds its own service, also while its write waits for a group;
- * a batch's request holds the batch's. */
+ * now until reg_hold_end(): GET /pools/{org_id}/holders lists it. A
+ * request holds a service while it processes and while it commits; a
+ * queued write gives its own back, but for the head of the queue
+ * (groupcommit.c); a batch's request holds the batch's. */
 void reg_hold_begin(struct org_entry *e, struct holder *hold,
                     const struct message *msg)
 {

@@ -27,6 +27,9 @@ ORG_X = P + "x"          # exhaustion with a processing cost
 ORG_PAR = P + "par"      # parallel processing
 ORG_G = P + "g"          # groups behind a lock
 ORG_L = P + "lead"       # a leader answers at once
+ORG_Q = P + "q"          # queued writes give their services back
+ORG_F = P + "full"       # more than a full group queued
+ORG_B = P + "borrow"     # a write leaving the queue borrows a service
 # Three rules: a message fails hex_payload and id_prefix unless it is hex
 # with a "msg_" id, and min_payload_bytes under 4 bytes.
 RULES = json.dumps({"rules": [{"type": "hex_payload"},
@@ -39,7 +42,8 @@ def setUpModule():
         if not os.environ.get(name):
             raise unittest.SkipTest(name + " is not set")
     psql("INSERT INTO orgs (org_id, config) VALUES " + ",".join(
-        f"('{o}', '{RULES}')" for o in (ORG_X, ORG_PAR, ORG_G, ORG_L)))
+        f"('{o}', '{RULES}')"
+        for o in (ORG_X, ORG_PAR, ORG_G, ORG_L, ORG_Q, ORG_F, ORG_B)))
 
 
 def tearDownModule():
@@ -262,6 +266,130 @@ class Groups(unittest.TestCase):
             if holder:
                 holder.release()
             self.assertEqual(p.stop(), 0)
+
+
+class QueuedWrites(unittest.TestCase):
+    """Only a committer needs a service: a queued write gives its own back
+    (the head of the queue keeps one to lead the next group), so the pool
+    size bounds the org's processing, not how many writes a group can
+    take."""
+
+    def stalled(self, org, followers, pool_size=4):
+        """Two commits stalled behind a table lock, then followers: the
+        server, the lock, the two leaders and the followers' calls."""
+        p = Poold(env={"POOLD_POOL_SIZE": str(pool_size),
+                       "POOLD_ACQUIRE_TIMEOUT_MS": "10000",
+                       "POOLD_STATEMENT_TIMEOUT_MS": "20000",
+                       "POOLD_MAX_WAITING": "200"})
+        self.addCleanup(lambda: self.assertEqual(p.stop(), 0))
+        self.assertEqual(p.process({"org_id": org, "id": mid(),
+                                    "payload": "abcd"}).status, 200)
+        holder = LockHolder("LOCK TABLE processed_messages IN SHARE ROW "
+                            "EXCLUSIVE MODE", "table")
+        self.addCleanup(holder.release)
+        leaders = [Call(p, org, mid("l1"))]
+        leaders[0].start()
+        wait_for(lambda: lock_waiters() == 1, 20, "the first commit")
+        leaders.append(Call(p, org, mid("l2")))
+        leaders[1].start()
+        wait_for(lambda: lock_waiters() == 2, 20, "a second commit")
+        calls = [Call(p, org, mid("f%d" % i)) for i in range(followers)]
+        for c in calls:
+            c.start()
+        return p, holder, leaders, calls
+
+    def release(self, p, org, holder, calls, before):
+        """Release the lock: every call answers 200. The org's statements
+        and messages committed since before."""
+        holder.release()
+        answers = [c.result() for c in calls]
+        self.assertEqual([r.status for r in answers], [200] * len(calls),
+                         [r.body for r in answers if r.status != 200])
+        after = p.pool(org)
+        self.assertLessEqual(after["peak_active"], 4)
+        return (after["group_commits"] - before["group_commits"],
+                after["group_messages"] - before["group_messages"])
+
+    def test_queued_writes_give_their_services_back(self):
+        """Pool 4, two commits stalled, 8 writes more: all 8 are processed
+        and queued while 3 services are lent (the two leaders' and the
+        head's); released, they commit as one group (before: 2 queued
+        holding the last 2 services, 6 waited for a service, and the 8
+        took more statements)."""
+        p, holder, leaders, calls = self.stalled(ORG_Q, 8)
+        before = p.pool(ORG_Q)
+        wait_for(lambda: p.pool(ORG_Q)["waiting"] == 8, 20,
+                 "the writes to queue")
+        self.assertEqual(p.pool(ORG_Q)["active"], 3)
+        holders = p.get(f"/pools/{ORG_Q}/holders", token=TOKEN,
+                        route="/pools/{org_id}/holders").json()["holders"]
+        self.assertEqual(len(holders), 3, holders)
+        # The two stalled ones, then the eight as one group.
+        self.assertEqual(self.release(p, ORG_Q, holder, leaders + calls,
+                                      before), (3, 10))
+
+    def test_more_than_a_full_group(self):
+        """Pool 4, two commits stalled, 70 writes more: the writes queue
+        without their services until 64 are queued, then a third commit
+        takes them (and stalls too). Released, every write commits, in a
+        few statements (before: 2 writes queued, holding the last
+        services, the others waited for a service, and no third commit
+        ever started)."""
+        p, holder, leaders, calls = self.stalled(ORG_F, 70)
+        before = p.pool(ORG_F)
+        wait_for(lambda: lock_waiters() >= 3, 30, "a third commit")
+        self.assertLessEqual(p.pool(ORG_F)["active"], 4)
+        commits, messages = self.release(p, ORG_F, holder, leaders + calls,
+                                         before)
+        self.assertEqual(messages, 72)
+        self.assertLessEqual(commits, 10)
+        ids = [c.msg["id"] for c in leaders + calls]
+        stored = psql("SELECT count(*) FROM processed_messages WHERE "
+                      f"org_id = '{ORG_F}' AND message_id IN (" +
+                      ",".join(f"'{i}'" for i in ids) + ")")
+        self.assertEqual(stored, str(len(ids)))
+
+    def test_a_write_leaving_the_queue_borrows_a_service(self):
+        """A queued write that gave its service back and reaches its
+        deadline in the queue commits alone on a service it borrows. Pool
+        4, acquire timeout 1 s, statement timeout 5 s: the org's first
+        commit is held 2 s by a lock, so a queued write leaves 4 s (2 mean
+        commits) before its deadline, 2.5 s after it queued, while the
+        commits in flight still wait for the lock (they give up at 5 s)."""
+        p = Poold(env={"POOLD_POOL_SIZE": "4",
+                       "POOLD_ACQUIRE_TIMEOUT_MS": "1000",
+                       "POOLD_STATEMENT_TIMEOUT_MS": "5000"})
+        self.addCleanup(lambda: self.assertEqual(p.stop(), 0))
+        org = ORG_B
+        holder = LockHolder("LOCK TABLE processed_messages IN SHARE ROW "
+                            "EXCLUSIVE MODE", "slow")
+        self.addCleanup(holder.release)
+        slow = Call(p, org, mid("slow"))
+        slow.start()
+        wait_for(lambda: lock_waiters() == 1, 20, "the first commit")
+        # Not a synchronisation: how long the commit takes is what this
+        # sets (the mean commit latency starts at it).
+        time.sleep(2.0)
+        holder.release()
+        self.assertEqual(slow.result().status, 200)
+        holder = LockHolder("LOCK TABLE processed_messages IN SHARE ROW "
+                            "EXCLUSIVE MODE", "table")
+        self.addCleanup(holder.release)
+        before = p.pool(org)
+        calls = []
+        for waiters, waiting in ((1, 0), (2, 0), (2, 1), (2, 2)):
+            calls.append(Call(p, org, mid("w%d" % len(calls))))
+            calls[-1].start()
+            wait_for(lambda: lock_waiters() == waiters and
+                     p.pool(org)["waiting"] == waiting, 20,
+                     "%d commits, %d queued" % (waiters, waiting))
+        # Two leaders and the head hold services; the second queued write
+        # gave its own back.
+        self.assertEqual(p.pool(org)["active"], 3)
+        # Both queued writes leave at their deadlines and commit alone.
+        wait_for(lambda: lock_waiters() == 4, 10, "four commits")
+        self.assertEqual(self.release(p, org, holder, calls, before), (4, 4))
+        self.assertEqual(row_of(org, calls[3].msg["id"]), "t|3|")
 
 
 class Leader(unittest.TestCase):
