@@ -29,6 +29,30 @@ struct jsonfast_member {
 bool jsonfast_read_flat(char *buf, size_t len, struct jsonfast_member *out,
                         size_t cap, size_t *n);
 
+/* An array of flat objects read by jsonfast_read_list: the members of its
+ * objects one object after another in items, object i's being
+ * items[i > 0 ? ends[i - 1] : 0 .. ends[i]). The reader grows the arrays;
+ * jsonfast_list_free() frees them. Zero it before the read. */
+struct jsonfast_list {
+    const char *key; /* the array member's key; NULL: the body had none */
+    size_t key_len;
+    size_t n; /* objects */
+    struct jsonfast_member *items;
+    size_t *ends;
+    size_t nitems, items_cap, ends_cap;
+};
+
+/* Read buf as jsonfast_read_flat does, but one member (at most) may be an
+ * array of flat objects of strings, each read as jsonfast_read_flat reads
+ * a body with at most obj_cap members: the string members go to top (at
+ * most cap, *n of them), the array to *list. False, as for
+ * jsonfast_read_flat, on anything else or when memory ran out; free list
+ * either way. */
+bool jsonfast_read_list(char *buf, size_t len, struct jsonfast_member *top,
+                        size_t cap, size_t *n, size_t obj_cap,
+                        struct jsonfast_list *list);
+void jsonfast_list_free(struct jsonfast_list *list);
+
 /* Append s (len bytes of valid UTF-8) as a JSON string, quotes included,
  * escaped as jansson's json_dumpb escapes it: '"', '\\' and the control
  * characters; the rest as is. */

@@ -2,6 +2,7 @@
  * without a tree (jsonfast.h). */
 #include "jsonfast.h"
 
+#include <stdlib.h>
 #include <string.h>
 
 #include "utf8.h"
@@ -86,11 +87,71 @@ static bool keys_unique(const struct jsonfast_member *m, size_t n)
     return true;
 }
 
-bool jsonfast_read_flat(char *buf, size_t len, struct jsonfast_member *out,
-                        size_t cap, size_t *n)
+/* Room for one more object of at most obj_cap members in list. */
+static bool list_room(struct jsonfast_list *list, size_t obj_cap)
 {
-    const char *end = buf + len;
-    char *p = skip_blanks(buf, end);
+    if (list->nitems + obj_cap > list->items_cap) {
+        size_t cap = 2 * list->items_cap + obj_cap + 16 * obj_cap;
+        void *p = realloc(list->items, cap * sizeof *list->items);
+        if (p == NULL)
+            return false;
+        list->items = p;
+        list->items_cap = cap;
+    }
+    if (list->n == list->ends_cap) {
+        size_t cap = 2 * list->ends_cap + 16;
+        void *p = realloc(list->ends, cap * sizeof *list->ends);
+        if (p == NULL)
+            return false;
+        list->ends = p;
+        list->ends_cap = cap;
+    }
+    return true;
+}
+
+static bool read_object(char **pp, const char *end, struct jsonfast_member *out,
+                        size_t cap, size_t *n, size_t obj_cap,
+                        struct jsonfast_list *list);
+
+/* The array whose '[' is at *pp, of flat objects, into list. */
+static bool read_array(char **pp, const char *end, size_t obj_cap,
+                       struct jsonfast_list *list)
+{
+    char *p = skip_blanks(*pp + 1, end);
+
+    if (p < end && *p == ']') {
+        *pp = p + 1;
+        return true;
+    }
+    for (;;) {
+        size_t k;
+        if (!list_room(list, obj_cap) ||
+            !read_object(&p, end, list->items + list->nitems, obj_cap, &k, 0,
+                         NULL))
+            return false;
+        list->nitems += k;
+        list->ends[list->n++] = list->nitems;
+        p = skip_blanks(p, end);
+        if (p < end && *p == ',') {
+            p = skip_blanks(p + 1, end);
+            continue;
+        }
+        if (p < end && *p == ']') {
+            *pp = p + 1;
+            return true;
+        }
+        return false;
+    }
+}
+
+/* The object whose '{' is at *pp: string members into out (at most cap),
+ * and, if list is not NULL, at most one array of flat objects (of at most
+ * obj_cap members) into list. *pp is left after the '}'. */
+static bool read_object(char **pp, const char *end, struct jsonfast_member *out,
+                        size_t cap, size_t *n, size_t obj_cap,
+                        struct jsonfast_list *list)
+{
+    char *p = *pp;
     size_t k = 0;
 
     if (p == end || *p != '{')
@@ -101,17 +162,27 @@ bool jsonfast_read_flat(char *buf, size_t len, struct jsonfast_member *out,
     } else {
         for (;;) {
             struct jsonfast_member *m = &out[k];
-            if (k == cap || p == end || *p != '"' ||
-                !read_string(&p, end, &m->key, &m->key_len))
+            const char *key;
+            size_t key_len;
+            if (p == end || *p != '"' || !read_string(&p, end, &key, &key_len))
                 return false;
             p = skip_blanks(p, end);
             if (p == end || *p != ':')
                 return false;
             p = skip_blanks(p + 1, end);
-            if (p == end || *p != '"' ||
-                !read_string(&p, end, &m->val, &m->val_len))
-                return false;
-            k++;
+            if (p < end && *p == '[' && list != NULL && list->key == NULL) {
+                list->key = key;
+                list->key_len = key_len;
+                if (!read_array(&p, end, obj_cap, list))
+                    return false;
+            } else {
+                if (k == cap || p == end || *p != '"' ||
+                    !read_string(&p, end, &m->val, &m->val_len))
+                    return false;
+                m->key = key;
+                m->key_len = key_len;
+                k++;
+            }
             p = skip_blanks(p, end);
             if (p < end && *p == ',') {
                 p = skip_blanks(p + 1, end);
@@ -124,10 +195,44 @@ bool jsonfast_read_flat(char *buf, size_t len, struct jsonfast_member *out,
             return false;
         }
     }
-    if (skip_blanks(p, end) != end || !keys_unique(out, k))
+    if (!keys_unique(out, k))
         return false;
+    if (list != NULL && list->key != NULL)
+        for (size_t i = 0; i < k; i++)
+            if (out[i].key_len == list->key_len &&
+                memcmp(out[i].key, list->key, list->key_len) == 0)
+                return false;
+    *pp = p;
     *n = k;
     return true;
+}
+
+bool jsonfast_read_flat(char *buf, size_t len, struct jsonfast_member *out,
+                        size_t cap, size_t *n)
+{
+    const char *end = buf + len;
+    char *p = skip_blanks(buf, end);
+
+    return read_object(&p, end, out, cap, n, 0, NULL) &&
+           skip_blanks(p, end) == end;
+}
+
+bool jsonfast_read_list(char *buf, size_t len, struct jsonfast_member *top,
+                        size_t cap, size_t *n, size_t obj_cap,
+                        struct jsonfast_list *list)
+{
+    const char *end = buf + len;
+    char *p = skip_blanks(buf, end);
+
+    return obj_cap > 0 && read_object(&p, end, top, cap, n, obj_cap, list) &&
+           skip_blanks(p, end) == end;
+}
+
+void jsonfast_list_free(struct jsonfast_list *list)
+{
+    free(list->items);
+    free(list->ends);
+    *list = (struct jsonfast_list){0};
 }
 
 /* Bytes c takes in a JSON string as jsonfast_put_string writes it. */

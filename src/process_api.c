@@ -280,27 +280,58 @@ static void batch_free(struct batch *b)
     free(b->jobs);
 }
 
+/* A batch body as validation reads it: from jsonfast's members (the common
+ * body: strings, and one array of flat objects of strings) or from a
+ * jansson tree, so both give the same answers. */
+struct batch_body {
+    struct member org;                /* the top object's org_id */
+    bool is_array;                    /* its messages member is an array */
+    size_t n;                         /* of n entries */
+    json_t *list;                     /* that array, from jansson; or */
+    const struct jsonfast_list *flat; /* that array, from jsonfast */
+};
+
+/* Entry i's members; false if it is not an object. */
+static bool entry_members(const struct batch_body *bb, size_t i,
+                          struct message_members *mm)
+{
+    if (bb->flat != NULL) {
+        size_t from = i > 0 ? bb->flat->ends[i - 1] : 0;
+        const struct jsonfast_member *m = bb->flat->items + from;
+        size_t k = bb->flat->ends[i] - from;
+
+        mm->id = member_of_flat(m, k, "id");
+        mm->org_id = member_of_flat(m, k, "org_id");
+        mm->payload = member_of_flat(m, k, "payload");
+        return true;
+    }
+    json_t *m = json_array_get(bb->list, i);
+    if (!json_is_object(m))
+        return false;
+    members_of_json(m, mm);
+    return true;
+}
+
 /* messages[i]: an object with a valid id and payload, and, if it names an
  * org, the batch's. */
-static bool validate_entry(json_t *m, long i, const struct process_request *top,
+static bool validate_entry(const struct batch_body *bb, long i,
+                           const struct process_request *top,
                            struct process_request *p,
                            struct http_response *resp)
 {
-    struct member id, org, payload;
+    struct message_members mm;
+    const struct member *org = &mm.org_id;
 
-    if (!json_is_object(m)) {
+    if (!entry_members(bb, (size_t)i, &mm)) {
         handlers_errorf(resp, 400, "invalid_message",
                         "field 'messages[%ld]' must be an object", i);
         return false;
     }
-    id = member_of_json(m, "id");
-    org = member_of_json(m, "org_id");
-    payload = member_of_json(m, "payload");
-    if (!validate_id(&id, i, p, resp))
+    if (!validate_id(&mm.id, i, p, resp))
         return false;
-    if (org.kind != MEMBER_ABSENT &&
-        (org.kind != MEMBER_STRING || org.len != top->org_id_len ||
-         memcmp(org.s, top->org_id, top->org_id_len) != 0)) {
+    if (org->kind != MEMBER_ABSENT &&
+        (org->kind != MEMBER_STRING || org->len != top->org_id_len ||
+         memcmp(org->s, top->org_id, top->org_id_len) != 0)) {
         handlers_errorf(resp, 400, "invalid_org_id",
                         "field 'messages[%ld].org_id' must equal "
                         "the batch's org_id",
@@ -309,29 +340,25 @@ static bool validate_entry(json_t *m, long i, const struct process_request *top,
     }
     p->org_id = top->org_id;
     p->org_id_len = top->org_id_len;
-    return validate_payload(&payload, i, p, resp);
+    return validate_payload(&mm.payload, i, p, resp);
 }
 
 /* Every message carries the batch request's id and route (its holder). */
 static bool validate_batch(struct handlers *h, const struct http_request *req,
-                           json_t *root, struct batch *b,
+                           const struct batch_body *bb, struct batch *b,
                            struct process_request *top,
                            struct http_response *resp)
 {
-    json_t *list = json_object_get(root, "messages");
-    struct member org = member_of_json(root, "org_id");
-
-    if (!validate_org(&org, top, resp))
+    if (!validate_org(&bb->org, top, resp))
         return false;
-    if (!json_is_array(list) || json_array_size(list) < 1 ||
-        json_array_size(list) > cfg_of(h)->max_batch) {
+    if (!bb->is_array || bb->n < 1 || bb->n > cfg_of(h)->max_batch) {
         handlers_errorf(resp, 400, "invalid_message",
                         "field 'messages' must be an array of 1 "
                         "to %u messages",
                         cfg_of(h)->max_batch);
         return false;
     }
-    b->n = json_array_size(list);
+    b->n = bb->n;
     b->req = calloc(b->n, sizeof *b->req);
     b->msgs = calloc(b->n, sizeof *b->msgs);
     b->jobs = calloc(b->n, sizeof *b->jobs);
@@ -341,7 +368,7 @@ static bool validate_batch(struct handlers *h, const struct http_request *req,
     }
     for (size_t i = 0; i < b->n; i++) {
         struct process_request *p = &b->req[i];
-        if (!validate_entry(json_array_get(list, i), (long)i, top, p, resp))
+        if (!validate_entry(bb, (long)i, top, p, resp))
             return false;
         b->msgs[i] = (struct message){.id = p->id,
                                       .id_len = p->id_len,
@@ -375,19 +402,65 @@ static void put_batch_entry(struct strbuf *b, const struct process_request *p,
     jsonfast_put_lit(b, "}}");
 }
 
+static struct batch_body batch_of_json(json_t *root)
+{
+    json_t *list = json_object_get(root, "messages");
+
+    return (struct batch_body){.org = member_of_json(root, "org_id"),
+                               .is_array = json_is_array(list),
+                               .n = json_array_size(list),
+                               .list = list};
+}
+
+/* A batch body's top object without jansson: its string members. */
+#define BATCH_TOP_MAX 8
+
+static bool batch_of_flat(char *buf, size_t len, struct jsonfast_list *list,
+                          struct batch_body *bb)
+{
+    struct jsonfast_member top[BATCH_TOP_MAX];
+    size_t ntop;
+    bool messages;
+
+    if (buf == NULL || len == 0 ||
+        !jsonfast_read_list(buf, len, top, BATCH_TOP_MAX, &ntop,
+                            PROCESS_FLAT_MAX, list))
+        return false;
+    messages = list->key != NULL && list->key_len == 8 &&
+               memcmp(list->key, "messages", 8) == 0;
+    *bb = (struct batch_body){.org = member_of_flat(top, ntop, "org_id"),
+                              .is_array = messages,
+                              .n = messages ? list->n : 0,
+                              .flat = list};
+    return true;
+}
+
 void process_api_batch(struct handlers *h, const struct http_request *req,
                        struct http_response *resp)
 {
     json_t *root = NULL;
+    char *copy = NULL;
+    struct jsonfast_list list = {0};
+    struct batch_body bb;
     struct process_request top = {0};
     struct batch b = {0};
     struct org_entry *org = NULL;
     struct strbuf out = {0};
     int rc;
 
-    if (!handlers_parse_body(req, resp, &root))
+    if (!handlers_body_is_json(req, resp))
         return;
-    if (!validate_batch(h, req, root, &b, &top, resp) ||
+    /* The common body is read in place from a copy (as for POST
+     * /process); anything else goes to jansson, which judges it. */
+    if (req->body_len > 0 && (copy = malloc(req->body_len)) != NULL)
+        memcpy(copy, req->body, req->body_len);
+    if (!batch_of_flat(copy, req->body_len, &list, &bb)) {
+        jsonfast_list_free(&list);
+        if (!handlers_load_object(req, resp, &root))
+            goto out;
+        bb = batch_of_json(root);
+    }
+    if (!validate_batch(h, req, &bb, &b, &top, resp) ||
         !handlers_client_admit(h, req, top.org_id, (unsigned)b.n, &org, resp))
         goto out;
     rc = registry_process_batch(cfg_of(h)->reg, org, b.jobs, b.n, resp->detail,
@@ -410,6 +483,8 @@ void process_api_batch(struct handlers *h, const struct http_request *req,
     handlers_render_buf(resp, 200, &out);
 out:
     batch_free(&b);
+    jsonfast_list_free(&list);
+    free(copy);
     json_decref(root);
 }
 
@@ -439,7 +514,8 @@ bool handlers_validate_batch(struct handlers *h, const struct http_request *req,
 {
     struct process_request top = {0};
     struct batch b = {0};
-    bool ok = validate_batch(h, req, root, &b, &top, resp);
+    struct batch_body bb = batch_of_json(root);
+    bool ok = validate_batch(h, req, &bb, &b, &top, resp);
 
     *n = ok ? b.n : 0;
     for (size_t i = 0; ok && i < b.n && i < out_cap; i++)

@@ -795,11 +795,24 @@ class BatchAndGroupCommit(unittest.TestCase):
              "messages"),
             ({"org_id": "bad id", "messages": [{"id": first, "payload": "a"}]},
              "invalid_org_id", "org_id"),
+            ({"messages": [{"id": first, "payload": "a"}]},
+             "invalid_org_id", "org_id"),
+            ({"org_id": ORG_OK, "messages": "x"}, "invalid_message",
+             "messages"),
+            ({"org_id": ORG_OK}, "invalid_message", "messages"),
+            ({"org_id": ORG_OK, "messages": [{"id": first, "payload": "a"},
+                                             "x"]},
+             "invalid_message", "messages[1]"),
         ]
         for body, code, member in cases:
             r = self.batch(body)
             self.assertEqual((r.status, r.code), (400, code), r.body)
             self.assertIn(member, r.json()["error"]["message"])
+            # With a member only jansson reads (a number), the body takes
+            # the other reader (process_api.c): the same answer.
+            other = self.batch(dict(body, x=1))
+            self.assertEqual((other.status, other.json()),
+                             (r.status, r.json()), body)
         self.assertEqual(row(ORG_OK, first), "")
         r = self.batch({"org_id": P + "nope", "messages": [
             {"id": first, "payload": "a"}]})

@@ -121,28 +121,28 @@ START_TEST(declines_the_rest)
 }
 END_TEST
 
-/* Random edits of valid bodies: whatever jsonfast accepts, jansson must
- * accept with the same members (read_agrees asserts it). Seeded, so a
- * failure repeats. */
-START_TEST(random_edits_agree_with_jansson)
+/* Random edits of seed, rounds of 1 to 3 edits each (replace, delete or
+ * insert a byte of alphabet): whatever jsonfast accepts, jansson must
+ * accept with the same members (agrees asserts it). Seeded, so a failure
+ * repeats. Returns how many edited bodies were accepted. */
+static unsigned random_walk(const char *seed, const char *alphabet, int rounds,
+                            bool (*agrees)(const char *, size_t))
 {
-    static const char seed[] =
-        "{\"id\":\"m\\n1\",\"org_id\":\"acme\",\"payload\":\"caf\xc3\xa9\"}";
-    static const char alphabet[] = "{}[]\":,\\/ \t\r\nubfnrtx0aA\x01\x1f\x7f"
-                                   "\xc3\xa9\xed\xa0\x80\xf0\x9f\xff";
+    size_t seed_len = strlen(seed), nalpha = strlen(alphabet);
     uint64_t state = 0x9e3779b97f4a7c15u;
-    char body[sizeof seed + 8];
+    char *body = malloc(seed_len + 8);
     unsigned accepted = 0;
 
-    for (int round = 0; round < 200000; round++) {
-        size_t len = sizeof seed - 1;
+    ck_assert_ptr_nonnull(body);
+    for (int round = 0; round < rounds; round++) {
+        size_t len = seed_len;
         memcpy(body, seed, len);
         for (int e = 0; e < 1 + round % 3; e++) {
             state ^= state << 13;
             state ^= state >> 7;
             state ^= state << 17;
             size_t at = (size_t)(state >> 8) % len;
-            char c = alphabet[(state >> 40) % (sizeof alphabet - 1)];
+            char c = alphabet[(state >> 40) % nalpha];
             switch ((state >> 56) % 3) {
             case 0: /* replace */
                 body[at] = c;
@@ -152,16 +152,156 @@ START_TEST(random_edits_agree_with_jansson)
                 len--;
                 break;
             default: /* insert */
-                if (len + 1 < sizeof body) {
+                if (len < seed_len + 8) {
                     memmove(body + at + 1, body + at, len - at);
                     body[at] = c;
                     len++;
                 }
             }
         }
-        accepted += read_agrees(body, len);
+        accepted += agrees(body, len);
     }
+    free(body);
+    return accepted;
+}
+
+START_TEST(random_edits_agree_with_jansson)
+{
+    /* The alphabet's NUL-free: strlen measures it. */
+    unsigned accepted = random_walk(
+        "{\"id\":\"m\\n1\",\"org_id\":\"acme\",\"payload\":\"caf\xc3\xa9\"}",
+        "{}[]\":,\\/ \t\r\nubfnrtx0aA\x01\x1f\x7f"
+        "\xc3\xa9\xed\xa0\x80\xf0\x9f\xff",
+        200000, read_agrees);
+
     ck_assert_uint_gt(accepted, 1000); /* the walk did reach accepted bodies */
+}
+END_TEST
+
+/* jansson's string member of obj named key: value and length as read. */
+static void assert_member(json_t *obj, const struct jsonfast_member *m)
+{
+    json_t *v = json_object_get(obj, m->key);
+
+    ck_assert_uint_eq(strlen(m->key), m->key_len);
+    ck_assert_msg(json_is_string(v), "member %s", m->key);
+    ck_assert_uint_eq(json_string_length(v), m->val_len);
+    ck_assert(memcmp(json_string_value(v), m->val, m->val_len) == 0);
+    ck_assert_int_eq(m->val[m->val_len], '\0');
+}
+
+/* Read body with jsonfast_read_list; when it accepts, jansson must accept
+ * it too, with the same members, and the array's objects in order with
+ * theirs. Returns the verdict. */
+static bool list_agrees(const char *body, size_t len)
+{
+    char *buf = malloc(len ? len : 1);
+    struct jsonfast_member top[CAP];
+    struct jsonfast_list list = {0};
+    size_t n = 0;
+    bool ok;
+
+    ck_assert_ptr_nonnull(buf);
+    memcpy(buf, body, len);
+    ok = jsonfast_read_list(buf, len, top, CAP, &n, CAP, &list);
+    if (ok) {
+        json_t *root = jansson_object(body, len), *arr;
+        ck_assert_msg(root != NULL,
+                      "jsonfast accepted what jansson refuses: "
+                      "%.*s",
+                      (int)len, body);
+        ck_assert_uint_eq(json_object_size(root),
+                          n + (list.key != NULL ? 1 : 0));
+        for (size_t i = 0; i < n; i++)
+            assert_member(root, &top[i]);
+        if (list.key != NULL) {
+            ck_assert_uint_eq(strlen(list.key), list.key_len);
+            arr = json_object_get(root, list.key);
+            ck_assert(json_is_array(arr));
+            ck_assert_uint_eq(json_array_size(arr), list.n);
+            for (size_t i = 0; i < list.n; i++) {
+                size_t from = i > 0 ? list.ends[i - 1] : 0;
+                json_t *obj = json_array_get(arr, i);
+                ck_assert(json_is_object(obj));
+                ck_assert_uint_eq(json_object_size(obj), list.ends[i] - from);
+                for (size_t k = from; k < list.ends[i]; k++)
+                    assert_member(obj, &list.items[k]);
+            }
+        }
+        json_decref(root);
+    }
+    jsonfast_list_free(&list);
+    free(buf);
+    return ok;
+}
+
+static bool lists(const char *body)
+{
+    return list_agrees(body, strlen(body));
+}
+
+START_TEST(reads_the_common_batches)
+{
+    char big[64 * 40 + 64];
+    size_t len;
+
+    ck_assert(lists("{\"org_id\":\"acme\",\"messages\":[{\"id\":\"m1\","
+                    "\"payload\":\"ab\"},{\"id\":\"m2\",\"payload\":\"\","
+                    "\"org_id\":\"acme\"}]}"));
+    ck_assert(lists(" { \"messages\" : [ { } , {\"a\":\"\\n\"} ] ,"
+                    " \"org_id\" : \"x\" } "));
+    ck_assert(lists("{\"messages\":[]}"));
+    ck_assert(lists("{\"org_id\":\"acme\"}")); /* no array: flat */
+    ck_assert(lists("{}"));
+    /* Enough objects to grow the arrays several times. */
+    len = (size_t)snprintf(big, sizeof big, "{\"messages\":[");
+    for (int i = 0; i < 64; i++)
+        len += (size_t)snprintf(big + len, sizeof big - len,
+                                "%s{\"id\":\"m%02d\",\"p\":\"x\"}",
+                                i ? "," : "", i);
+    len += (size_t)snprintf(big + len, sizeof big - len, "]}");
+    ck_assert(list_agrees(big, len));
+}
+END_TEST
+
+START_TEST(declines_the_other_batches)
+{
+    static const char *const no[] = {
+        "[]",
+        "{\"m\":[\"x\"]}", /* not objects */
+        "{\"m\":[1]}",
+        "{\"m\":[[]]}",
+        "{\"m\":[{\"a\":[]}]}", /* an array in an object */
+        "{\"m\":[{\"a\":1}]}",
+        "{\"m\":[{}],\"n\":[{}]}",  /* two arrays */
+        "{\"m\":[{}],\"m\":\"x\"}", /* the array's key twice */
+        "{\"m\":\"x\",\"m\":[{}]}",
+        "{\"m\":[{}],\"m\":[{}]}",
+        "{\"m\":[{\"a\":\"b\",\"a\":\"c\"}]}", /* a duplicate inside */
+        "{\"m\":[{},]}",
+        "{\"m\":[,{}]}",
+        "{\"m\":[{}}",
+        "{\"m\":[{}]",
+        "{\"m\":[{}]}]",
+        "{\"m\":[{}]}x",
+        "{\"m\":[{\"a\":\"\\u0041\"}]}",
+        ("{\"m\":[{\"1\":\"\",\"2\":\"\",\"3\":\"\",\"4\":\"\",\"5\":\"\","
+         "\"6\":\"\",\"7\":\"\",\"8\":\"\",\"9\":\"\"}]}"),
+    };
+
+    for (size_t i = 0; i < sizeof no / sizeof no[0]; i++)
+        ck_assert_msg(!lists(no[i]), "accepted: %s", no[i]);
+}
+END_TEST
+
+START_TEST(random_batch_edits_agree_with_jansson)
+{
+    unsigned accepted = random_walk(
+        "{\"org_id\":\"acme\",\"messages\":[{\"id\":\"m\\n1\","
+        "\"payload\":\"ab\"},{\"id\":\"m2\",\"payload\":\"caf\xc3\xa9\"}]}",
+        "{}[]\":,\\ \tumx0\x01\xc3\xa9\xff", 100000, list_agrees);
+
+    ck_assert_uint_gt(accepted, 1000);
 }
 END_TEST
 
@@ -264,6 +404,9 @@ int main(void)
     tcase_add_test(tc, reads_the_common_bodies);
     tcase_add_test(tc, declines_the_rest);
     tcase_add_test(tc, random_edits_agree_with_jansson);
+    tcase_add_test(tc, reads_the_common_batches);
+    tcase_add_test(tc, declines_the_other_batches);
+    tcase_add_test(tc, random_batch_edits_agree_with_jansson);
     tcase_add_test(tc, strings_are_written_as_jansson_writes_them);
     tcase_add_test(tc, numbers_and_literals);
     tcase_add_test(tc, reserve_then_grow);
