@@ -343,12 +343,22 @@ static int gc_follow(struct registry *reg, struct batcher *b,
     }
 }
 
-/* A service for own: the hold that lists it (GET /pools/{org}/holders). */
-static void gc_hold(struct org_entry *e, struct gc_job *own)
+/* A service for j: the hold that lists it (GET /pools/{org}/holders). */
+static void gc_hold(struct org_entry *e, struct gc_job *j)
 {
-    if (own->item != NULL && !own->held) {
-        reg_hold_begin(e, &own->hold, own->job.msg);
-        own->held = true;
+    if (j->item != NULL && !j->held) {
+        reg_hold_begin(e, &j->hold, j->job.msg);
+        j->held = true;
+    }
+}
+
+/* j's service is gone (given back, or taken by a committer): its hold
+ * ends. */
+static void gc_unhold(struct org_entry *e, struct gc_job *j)
+{
+    if (j->held) {
+        reg_hold_end(e, &j->hold);
+        j->held = false;
     }
 }
 
@@ -360,10 +370,7 @@ static void gc_drop(struct registry *reg, struct org_entry *e,
 
     own->item = NULL;
     pthread_mutex_unlock(&b->lock);
-    if (own->held) {
-        reg_hold_end(e, &own->hold);
-        own->held = false;
-    }
+    gc_unhold(e, own);
     reg_release(reg, e, item, POOLD_OK);
     pthread_mutex_lock(&b->lock);
 }
@@ -383,10 +390,7 @@ static struct pool_item *gc_take_queued(struct org_entry *e, struct batcher *b)
         return NULL;
     item = last->item;
     last->item = NULL;
-    if (last->held) {
-        reg_hold_end(e, &last->hold);
-        last->held = false;
-    }
+    gc_unhold(e, last);
     return item;
 }
 
@@ -400,17 +404,16 @@ static struct pool_item *gc_take_queued(struct org_entry *e, struct batcher *b)
 static int gc_borrow(struct registry *reg, struct org_entry *e,
                      struct batcher *b, struct gc_job *own)
 {
-    struct pool_item *item = gc_take_queued(e, b);
-    uint64_t half = gc_max(GC_RESERVE_K * b->ewma_ns, GC_RESERVE_MIN_NS) / 2;
-    uint64_t now = clock_now_ns();
-    uint64_t until = own->commit_ns > half ? own->commit_ns - half : 0;
-    uint64_t wait = until > now ? until - now : 0;
+    uint64_t half, now, until, wait;
+    struct pool_item *item;
     int rc;
 
-    if (item != NULL) {
-        own->item = item;
+    if ((own->item = gc_take_queued(e, b)) != NULL)
         return POOLD_OK;
-    }
+    half = gc_max(GC_RESERVE_K * b->ewma_ns, GC_RESERVE_MIN_NS) / 2;
+    now = clock_now_ns();
+    until = own->commit_ns > half ? own->commit_ns - half : 0;
+    wait = until > now ? until - now : 0;
     pthread_mutex_unlock(&b->lock);
     db_thread_deadline(own->commit_ns);
     rc = pool_acquire(e->act->pool, reg->cfg.max_waiters ? wait : 0, &item);
@@ -465,9 +468,7 @@ static int gc_offer(struct registry *reg, struct org_entry *e,
         if (own->item == NULL)
             rc = gc_borrow(reg, e, b, own);
         if (rc == POOLD_OK) {
-            pthread_mutex_unlock(&b->lock);
-            gc_hold(e, own);
-            pthread_mutex_lock(&b->lock);
+            gc_hold(e, own); /* holders' lock nests inside the batcher's */
             *used = true;
             rc = gc_lead(b, own);
         }
@@ -505,8 +506,7 @@ int groupcommit_process(struct registry *reg, struct org_entry *e,
             rc = src != POOLD_OK ? src : POOLD_ERR_SHUTDOWN;
     }
     pthread_cond_destroy(&own.cond);
-    if (own.held)
-        reg_hold_end(e, &own.hold);
+    gc_unhold(e, &own);
     if (own.item != NULL)
         reg_release(reg, e, own.item, used ? src : POOLD_OK);
     *out = own.job.result;

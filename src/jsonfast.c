@@ -91,7 +91,7 @@ static bool keys_unique(const struct jsonfast_member *m, size_t n)
 static bool list_room(struct jsonfast_list *list, size_t obj_cap)
 {
     if (list->nitems + obj_cap > list->items_cap) {
-        size_t cap = 2 * list->items_cap + obj_cap + 16 * obj_cap;
+        size_t cap = 2 * list->items_cap + 16 * obj_cap;
         void *p = realloc(list->items, cap * sizeof *list->items);
         if (p == NULL)
             return false;

@@ -88,6 +88,14 @@ static struct member member_of_flat(const struct jsonfast_member *m, size_t n,
     return (struct member){.kind = MEMBER_ABSENT};
 }
 
+static void members_of_flat(const struct jsonfast_member *m, size_t n,
+                            struct message_members *mm)
+{
+    mm->id = member_of_flat(m, n, "id");
+    mm->org_id = member_of_flat(m, n, "org_id");
+    mm->payload = member_of_flat(m, n, "payload");
+}
+
 /* The member path of a field for messages: "id", or "messages[3].id". */
 static void member_name(char *buf, size_t len, long index, const char *field)
 {
@@ -231,9 +239,7 @@ void process_api_process(struct handlers *h, const struct http_request *req,
     if (buf != NULL && req->body_len > 0 &&
         jsonfast_read_flat(buf, req->body_len, flat, PROCESS_FLAT_MAX,
                            &nflat)) {
-        mm.id = member_of_flat(flat, nflat, "id");
-        mm.org_id = member_of_flat(flat, nflat, "org_id");
-        mm.payload = member_of_flat(flat, nflat, "payload");
+        members_of_flat(flat, nflat, &mm);
     } else if (handlers_load_object(req, resp, &root)) {
         members_of_json(root, &mm);
     } else {
@@ -297,12 +303,8 @@ static bool entry_members(const struct batch_body *bb, size_t i,
 {
     if (bb->flat != NULL) {
         size_t from = i > 0 ? bb->flat->ends[i - 1] : 0;
-        const struct jsonfast_member *m = bb->flat->items + from;
-        size_t k = bb->flat->ends[i] - from;
 
-        mm->id = member_of_flat(m, k, "id");
-        mm->org_id = member_of_flat(m, k, "org_id");
-        mm->payload = member_of_flat(m, k, "payload");
+        members_of_flat(bb->flat->items + from, bb->flat->ends[i] - from, mm);
         return true;
     }
     json_t *m = json_array_get(bb->list, i);

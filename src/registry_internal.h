@@ -30,17 +30,16 @@
  * order only, and in practice barely do: under reg->lock only lock-free
  * pool calls run (pool_create), under reg->live_lock only
  * pool_oldest_idle (lock-free), under a->batcher->lock only
- * a->holders.lock (a committer taking a queued write's service ends
- * that write's hold), and each of the others is a leaf — nothing else
- * is taken while it is held, but the log's own mutex (log_event), which
- * is innermost everywhere. No lock is
- * held across libpq or network I/O but one: hk->refresh_lock, outermost,
- * held by whoever runs the refresh steps (the tick on its own connection,
- * or an admin call after a write on its pooled one; each statement
- * bounded). The tick only tries it and skips those steps when it is taken;
- * an admin call waits for it within its deadline. The housekeeping
- * connection and the admin token are handed over as tokens, waited for on
- * hk->lock's condition but never used under it.
+ * a->holders.lock (a committer's hold begins, or a queued write's ends
+ * when a committer takes its service), and each of the others is a leaf —
+ * nothing else is taken while it is held, but the log's own mutex (log_event),
+ * which is innermost everywhere. No lock is held across libpq or network I/O
+ * but one: hk->refresh_lock, outermost, held by whoever runs the refresh steps
+ * (the tick on its own connection, or an admin call after a write on its pooled
+ * one; each statement bounded). The tick only tries it and skips those steps
+ * when it is taken; an admin call waits for it within its deadline. The
+ * housekeeping connection and the admin token are handed over as tokens, waited
+ * for on hk->lock's condition but never used under it.
  */
 #ifndef POOLD_REGISTRY_INTERNAL_H
 #define POOLD_REGISTRY_INTERNAL_H
