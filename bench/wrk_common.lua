@@ -42,8 +42,13 @@ function M.response(status, body, count_errors)
     end
     ok = ok + 1
     if count_errors then
-        local _, e = string.gsub(body, '"error"', "")
-        msg_errors = msg_errors + e
+        -- a plain find (memchr and memcmp in C): gsub's pattern matcher
+        -- over a 100-result answer cost wrk more than poold's CPU
+        local at = string.find(body, '"error"', 1, true)
+        while at do
+            msg_errors = msg_errors + 1
+            at = string.find(body, '"error"', at + 7, true)
+        end
     end
 end
 
