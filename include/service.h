@@ -26,8 +26,8 @@ struct service; /* opaque */
 #define SERVICE_SCOPE_TS                                                       \
     80 /* "YYYY-MM-DD HH:MM:SS.uuuuuu+00", room for any int */
 struct service_scope_part {
-    int64_t lo_us, hi_us;             /* Unix microseconds, [lo, hi) */
-    int64_t calm_to_us, fast_from_us; /* as calm_to, fast_from below */
+    int64_t lo_us, hi_us; /* Unix microseconds, [lo, hi) */
+    int64_t calm_from_us, calm_to_us, fast_from_us; /* as the texts below */
     /* The statement's parameters, as timestamptz text: lo; calm_from,
      * calm_to (the partition minus the zone at both ends); fast_from (the
      * window no longer reaches before lo, and calm). */
@@ -37,6 +37,9 @@ struct service_scope_part {
 struct service_scope {
     pthread_mutex_t lock;
     char window[32]; /* interval text, "" until set: no window known */
+    /* Added to poold's clock when a commit picks its statement: 0, but a
+     * test sets a clock ahead of the server's to make them disagree. */
+    int64_t skew_us;
     size_t n;
     struct service_scope_part parts[SERVICE_SCOPE_PARTS];
 };

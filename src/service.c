@@ -49,7 +49,9 @@ enum {
     SVC_STMT_COMMIT_ONE = 3,
     SVC_STMT_LOOKUP = 4,
     SVC_STMT_COMMIT_FAST = 5,
-    SVC_STMT_COMMIT_ONE_FAST = 6
+    SVC_STMT_COMMIT_ONE_FAST = 6,
+    SVC_STMT_COMMIT_PROBE = 7,
+    SVC_STMT_COMMIT_ONE_PROBE = 8
 };
 
 /* ------------------------------------------------------- the connection */
@@ -371,27 +373,33 @@ static void arr_elem(struct svc_arr *a, const void *p, size_t n)
 #define SVC_DEDUPE_CLAIM                                                       \
     "WITH c AS (SELECT poold_claim($1, " SVC_IDS ", " SVC_SINCE ") AS free"    \
     "  WHERE NOT coalesce(" SVC_CALM ", false)) "
-#define SVC_DEDUPE_WHERE(id)                                                   \
-    " WHERE CASE WHEN now() >= $10::timestamptz AND now() < $9::timestamptz"   \
-    " THEN true WHEN " SVC_CALM " THEN NOT EXISTS (SELECT 1"                   \
-    "  FROM processed_messages p WHERE p.org_id = $1 AND p.message_id = " id   \
-    "  AND p.processed_at >= now() - $7::interval"                             \
-    "  AND p.processed_at < $11::timestamptz)"                                 \
-    " ELSE " id " = ANY ((SELECT free FROM c)::text[]) END"                    \
-    " ON CONFLICT DO NOTHING"
-
-/* The fast form, for when poold's clock says the fast path: no probe in the
- * plan (a probe into the partitioned table, even one pruned to nothing,
- * costs about as much as the insert's own routing). If the server's now()
- * disagrees, it takes the careful path. */
 #define SVC_FAST "now() >= $10::timestamptz AND now() < $9::timestamptz"
-#define SVC_FAST_CLAIM                                                         \
-    "WITH c AS (SELECT poold_claim($1, " SVC_IDS ", " SVC_SINCE ") AS free"    \
-    "  WHERE NOT coalesce(" SVC_FAST ", false)) "
-#define SVC_FAST_WHERE(id)                                                     \
+#define SVC_PROBE(id)                                                          \
+    "NOT EXISTS (SELECT 1 FROM processed_messages p"                           \
+    "  WHERE p.org_id = $1 AND p.message_id = " id                             \
+    "  AND p.processed_at >= now() - $7::interval"                             \
+    "  AND p.processed_at < $11::timestamptz)"
+#define SVC_CLAIMED(id) id " = ANY ((SELECT free FROM c)::text[])"
+/* clang-format off */
+#define SVC_DEDUPE_WHERE(id)                                                   \
     " WHERE CASE WHEN " SVC_FAST " THEN true"                                  \
-    " ELSE " id " = ANY ((SELECT free FROM c)::text[]) END"                    \
-    " ON CONFLICT DO NOTHING"
+    " WHEN " SVC_CALM " THEN " SVC_PROBE(id)                                   \
+    " ELSE " SVC_CLAIMED(id) " END ON CONFLICT DO NOTHING"
+/* clang-format on */
+
+/* The guarded forms, for when poold's clock says the fast or the probe path
+ * (a second or more from either end of it): that path alone, under a guard
+ * of the same comparisons, and no claim. A row whose guard fails (the
+ * server's clock disagrees) is not inserted and the lookup does not find
+ * it, so it goes again, and a second try always takes the statement above.
+ * The claim's CTE costs PostgreSQL about 10 us per commit even when it
+ * never runs (pgbench -M prepared, one row: 81-86 us against 91-97), and
+ * the fast form has no probe in its plan (a probe into the partitioned
+ * table, even one pruned to nothing, costs about as much as the insert's
+ * own routing). */
+#define SVC_FAST_WHERE " WHERE " SVC_FAST " ON CONFLICT DO NOTHING"
+#define SVC_PROBE_WHERE(id)                                                    \
+    " WHERE " SVC_CALM " AND " SVC_PROBE(id) " ON CONFLICT DO NOTHING"
 
 #define SVC_INSERT_MANY                                                        \
     "INSERT INTO processed_messages (org_id, message_id, passed, checks,"      \
@@ -410,15 +418,17 @@ static const char svc_insert_many_sql[] =
     SVC_DEDUPE_CLAIM SVC_INSERT_MANY SVC_DEDUPE_WHERE(
         "i.message_id") " RETURNING message_id";
 static const char svc_insert_many_fast_sql[] =
-    SVC_FAST_CLAIM SVC_INSERT_MANY SVC_FAST_WHERE(
-        "i.message_id") " RETURNING message_id";
+    SVC_INSERT_MANY SVC_FAST_WHERE " RETURNING message_id";
+static const char svc_insert_many_probe_sql[] =
+    SVC_INSERT_MANY SVC_PROBE_WHERE("i.message_id") " RETURNING message_id";
 #undef SVC_IDS
 
 #define SVC_IDS "ARRAY[$2::text]"
 static const char svc_insert_one_sql[] =
     SVC_DEDUPE_CLAIM SVC_INSERT_ONE SVC_DEDUPE_WHERE("$2::text");
-static const char svc_insert_one_fast_sql[] =
-    SVC_FAST_CLAIM SVC_INSERT_ONE SVC_FAST_WHERE("$2::text");
+static const char svc_insert_one_fast_sql[] = SVC_INSERT_ONE SVC_FAST_WHERE;
+static const char svc_insert_one_probe_sql[] =
+    SVC_INSERT_ONE SVC_PROBE_WHERE("$2::text");
 #undef SVC_IDS
 
 /* The stored rows of messages not inserted: ordinal, same payload, result;
@@ -447,12 +457,12 @@ struct svc_scope_args {
     char window[32];
     char ts[SVC_SCOPE_PARAMS - 1][SERVICE_SCOPE_TS];
     const char *values[SVC_SCOPE_PARAMS]; /* NULL: unknown */
-    bool fast; /* poold's clock says the fast path: the fast form */
+    enum svc_form { SVC_FORM_FULL, SVC_FORM_PROBE, SVC_FORM_FAST } form;
 };
 
-/* How far inside the fast path poold's clock must be to use the fast form
- * (a guess either way is safe, see above; this avoids the careful path). */
-#define SVC_FAST_MARGIN_US 1000000
+/* How far inside a path poold's clock must be to use its guarded form (a
+ * wrong guess is safe, see above, but costs a lookup and a second try). */
+#define SVC_FORM_MARGIN_US 1000000
 
 static void svc_scope_ts(char *buf, int64_t us)
 {
@@ -493,7 +503,8 @@ void service_scope_set(struct service_scope *sc, long long window_s,
         p->lo_us = lo;
         p->hi_us = hi_us[i];
         svc_scope_ts(p->lo, lo);
-        svc_scope_ts(p->calm_from, lo + zone);
+        p->calm_from_us = lo + zone;
+        svc_scope_ts(p->calm_from, p->calm_from_us);
         p->calm_to_us = hi_us[i] - zone;
         p->fast_from_us = lo + fast;
         svc_scope_ts(p->calm_to, p->calm_to_us);
@@ -517,12 +528,12 @@ static void svc_scope_args(const struct service *svc, struct svc_scope_args *a)
     int64_t now_us;
 
     memset(a->values, 0, sizeof a->values);
-    a->fast = false;
+    a->form = SVC_FORM_FULL;
     if (sc == NULL)
         return;
     clock_gettime(CLOCK_REALTIME, &ts);
-    now_us = (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
     pthread_mutex_lock(&sc->lock);
+    now_us = (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000 + sc->skew_us;
     if (sc->window[0] != '\0') {
         memcpy(a->window, sc->window, sizeof a->window);
         a->values[0] = a->window;
@@ -537,8 +548,13 @@ static void svc_scope_args(const struct service *svc, struct svc_scope_args *a)
         memcpy(a->ts[3], p->lo, SERVICE_SCOPE_TS);
         for (int k = 0; k < SVC_SCOPE_PARAMS - 1; k++)
             a->values[k + 1] = a->ts[k];
-        a->fast = now_us >= p->fast_from_us + SVC_FAST_MARGIN_US &&
-                  now_us < p->calm_to_us - SVC_FAST_MARGIN_US;
+        if (now_us >= p->calm_to_us - SVC_FORM_MARGIN_US)
+            break;
+        if (now_us >= p->fast_from_us + SVC_FORM_MARGIN_US)
+            a->form = SVC_FORM_FAST;
+        else if (now_us >= p->calm_from_us + SVC_FORM_MARGIN_US &&
+                 now_us < p->fast_from_us - SVC_FORM_MARGIN_US)
+            a->form = SVC_FORM_PROBE;
         break;
     }
     pthread_mutex_unlock(&sc->lock);
@@ -578,20 +594,33 @@ static bool svc_same_payload(const struct message *a, const struct message *b)
            memcmp(a->payload, b->payload, a->payload_len) == 0;
 }
 
+/* The statements of an insert: the full one and the guarded forms. */
+struct svc_insert_forms {
+    unsigned stmt[3]; /* by enum svc_form */
+    const char *sql[3];
+};
+
+static const struct svc_insert_forms svc_insert_many_forms = {
+    {SVC_STMT_COMMIT, SVC_STMT_COMMIT_PROBE, SVC_STMT_COMMIT_FAST},
+    {svc_insert_many_sql, svc_insert_many_probe_sql, svc_insert_many_fast_sql}};
+static const struct svc_insert_forms svc_insert_one_forms = {
+    {SVC_STMT_COMMIT_ONE, SVC_STMT_COMMIT_ONE_PROBE, SVC_STMT_COMMIT_ONE_FAST},
+    {svc_insert_one_sql, svc_insert_one_probe_sql, svc_insert_one_fast_sql}};
+
 /* An insert's scope parameters ($7 .. $11, into values[6..10], which point
- * into *scope) and its form: the fast one (fast_stmt, fast_sql) when poold's
- * clock says the fast path. */
+ * into *scope) and its statement: the guarded form of the path poold's
+ * clock says, or the full one (no path sure, or a second try). */
 static void svc_scope_bind(const struct service *svc,
                            struct svc_scope_args *scope, const char **values,
-                           struct db_query *q, unsigned fast_stmt,
-                           const char *fast_sql)
+                           struct db_query *q,
+                           const struct svc_insert_forms *forms, bool full)
 {
     svc_scope_args(svc, scope);
     memcpy(&values[6], scope->values, sizeof scope->values);
-    if (scope->fast) {
-        q->stmt = fast_stmt;
-        q->sql = fast_sql;
-    }
+    if (full)
+        scope->form = SVC_FORM_FULL;
+    q->stmt = forms->stmt[scope->form];
+    q->sql = forms->sql[scope->form];
 }
 
 /* Fill the five insert arrays from the first occurrences among keys. */
@@ -635,12 +664,12 @@ static int svc_arr_fail(char *err, size_t errlen)
     return POOLD_ERR_NOMEM;
 }
 
-/* Insert the group's first occurrences; inserted[k] for each idx[k] whose
- * id went in (repeats included). */
+/* Insert the group's first occurrences (the full statement when full);
+ * inserted[k] for each idx[k] whose id went in (repeats included). */
 static int svc_insert_many(struct service *svc, struct service_job *jobs,
                            const size_t *idx, struct svc_key *keys, size_t n,
-                           bool *inserted, uint64_t deadline_ns, char *err,
-                           size_t errlen)
+                           bool full, bool *inserted, uint64_t deadline_ns,
+                           char *err, size_t errlen)
 {
     const Oid types[11] = {TEXTOID,        TEXTARRAYOID,   BOOLARRAYOID,
                            INT4ARRAYOID,   TEXTARRAYOID,   BYTEAARRAYOID,
@@ -674,8 +703,7 @@ static int svc_insert_many(struct service *svc, struct service_job *jobs,
         values[i + 1] = svc->arrs[i].buf;
         lengths[i + 1] = (int)svc->arrs[i].len;
     }
-    svc_scope_bind(svc, &scope, values, &q, SVC_STMT_COMMIT_FAST,
-                   svc_insert_many_fast_sql);
+    svc_scope_bind(svc, &scope, values, &q, &svc_insert_many_forms, full);
     rc = db_run(svc->conn, &q, deadline_ns, &res, err, errlen);
     if (rc != POOLD_OK)
         return rc;
@@ -786,8 +814,9 @@ static int svc_lookup(struct service *svc, struct service_job *jobs,
     return POOLD_OK;
 }
 
-/* The one-message INSERT: *inserted from the command tag. */
-static int svc_insert_one(struct service *svc, struct service_job *j,
+/* The one-message INSERT (the full statement when full): *inserted from the
+ * command tag. */
+static int svc_insert_one(struct service *svc, struct service_job *j, bool full,
                           bool *inserted, uint64_t deadline_ns, char *err,
                           size_t errlen)
 {
@@ -824,8 +853,7 @@ static int svc_insert_one(struct service *svc, struct service_job *j,
 
     snprintf(checks, sizeof checks, "%u", j->result.verdict.checks);
     svc_failed_literal(&j->result.verdict, failed, sizeof failed);
-    svc_scope_bind(svc, &scope, values, &q, SVC_STMT_COMMIT_ONE_FAST,
-                   svc_insert_one_fast_sql);
+    svc_scope_bind(svc, &scope, values, &q, &svc_insert_one_forms, full);
     rc = db_run(svc->conn, &q, deadline_ns, &res, err, errlen);
     if (rc != POOLD_OK)
         return rc;
@@ -835,30 +863,31 @@ static int svc_insert_one(struct service *svc, struct service_job *j,
 }
 
 /*
- * One round for the jobs listed in idx[0..*n): insert, then look up what
- * was not inserted. On return idx[0..*n) lists the jobs to go again.
- * POOLD_OK, or a statement's error (every listed job is left for the
- * caller to fail). keys and inserted have room for *n entries.
+ * One round for the jobs listed in idx[0..*n): insert (with the full
+ * statement when full: a second try), then look up what was not inserted.
+ * On return idx[0..*n) lists the jobs to go again. POOLD_OK, or a
+ * statement's error (every listed job is left for the caller to fail). keys
+ * and inserted have room for *n entries.
  */
 static int svc_commit_once(struct service *svc, struct service_job *jobs,
-                           size_t *idx, size_t *n, struct svc_key *keys,
-                           bool *inserted, bool *wrote, uint64_t deadline_ns,
-                           char *err, size_t errlen)
+                           size_t *idx, size_t *n, bool full,
+                           struct svc_key *keys, bool *inserted, bool *wrote,
+                           uint64_t deadline_ns, char *err, size_t errlen)
 {
     size_t rest = 0;
     int rc;
 
     memset(inserted, 0, *n * sizeof *inserted);
     if (*n == 1) {
-        rc = svc_insert_one(svc, &jobs[idx[0]], &inserted[0], deadline_ns, err,
-                            errlen);
+        rc = svc_insert_one(svc, &jobs[idx[0]], full, &inserted[0], deadline_ns,
+                            err, errlen);
     } else {
         for (size_t k = 0; k < *n; k++)
             keys[k] = (struct svc_key){jobs[idx[k]].msg->id,
                                        jobs[idx[k]].msg->id_len, k, k};
         qsort(keys, *n, sizeof *keys, svc_key_cmp);
-        rc = svc_insert_many(svc, jobs, idx, keys, *n, inserted, deadline_ns,
-                             err, errlen);
+        rc = svc_insert_many(svc, jobs, idx, keys, *n, full, inserted,
+                             deadline_ns, err, errlen);
     }
     if (rc != POOLD_OK)
         return rc;
@@ -913,7 +942,7 @@ static int svc_commit(struct service *svc, struct service_job *jobs, size_t n,
     for (size_t k = 0; rc == POOLD_OK && k < n; k++)
         idx[k] = k;
     for (int t = 0; rc == POOLD_OK && left > 0 && t < SVC_COMMIT_TRIES; t++)
-        rc = svc_commit_once(svc, jobs, idx, &left, keys, ins, &wrote,
+        rc = svc_commit_once(svc, jobs, idx, &left, t > 0, keys, ins, &wrote,
                              deadline_ns, err, errlen);
     if (rc == POOLD_OK && left > 0) {
         snprintf(err, errlen,

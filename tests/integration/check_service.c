@@ -1027,6 +1027,87 @@ START_TEST(scope_fast_path_touches_no_other_partition)
 }
 END_TEST
 
+/* A UTC timestamptz literal of Unix second t. */
+static void utc_text(char *buf, size_t len, long long t)
+{
+    time_t secs = (time_t)t;
+    struct tm tm;
+
+    gmtime_r(&secs, &tm);
+    strftime(buf, len, "%Y-%m-%d %H:%M:%S+00", &tm);
+}
+
+/* Process id with payload "p" on clock skew_s, and expect a duplicate or a
+ * fresh insert. */
+static void expect_skewed(struct service *svc, struct service_scope *sc,
+                          long long skew_s, const char *id, bool duplicate)
+{
+    struct service_result r;
+
+    pthread_mutex_lock(&sc->lock);
+    sc->skew_us = skew_s * 1000000;
+    pthread_mutex_unlock(&sc->lock);
+    ck_assert_msg(process(svc, id, "p", &r) == POOLD_OK, "%s: %s", id, err);
+    ck_assert_msg(r.duplicate == duplicate, "%s: duplicate %d", id,
+                  r.duplicate);
+}
+
+/* poold picks the guarded form of the path its clock says; where the
+ * server's clock says otherwise, the guard inserts nothing and the second
+ * try takes the full statement. The bounds here are what poold believes:
+ * the partition began 300 s ago, the window is an hour, so the server is on
+ * the probe path, and an id stored 2950 s ago (in a partition of its own,
+ * which ON CONFLICT on today's rows does not see) is a duplicate. A fast
+ * form without its guard would store it again. */
+START_TEST(scope_guarded_form_yields_to_the_server_clock)
+{
+    struct service_scope sc;
+    struct service *svc;
+    char sql[512], a[40], b[40];
+    long long now_s = (long long)time(NULL);
+    int64_t lo = (now_s - 300) * 1000000LL, hi = (now_s + 4 * 3600) * 1000000LL;
+
+    utc_text(a, sizeof a, now_s - 3000);
+    utc_text(b, sizeof b, now_s - 2900);
+    snprintf(sql, sizeof sql,
+             "CREATE TABLE tsvc_past PARTITION OF processed_messages"
+             " FOR VALUES FROM ('%s') TO ('%s')",
+             a, b);
+    admin_exec(sql);
+    utc_text(a, sizeof a, now_s - 2950);
+    snprintf(sql, sizeof sql,
+             "INSERT INTO processed_messages (org_id, message_id, passed,"
+             " checks, failed_rules, payload_sha256, processed_at)"
+             " SELECT 'tsvc_skew', id, true, 0, '{}', sha256('p'), '%s'"
+             " FROM unnest(ARRAY['old_fast', 'old_probe', 'old_full']) id",
+             a);
+    admin_exec(sql);
+    service_scope_init(&sc);
+    service_scope_set(&sc, 3600, 60.0, &lo, &hi, 1);
+    env.scope = &sc;
+    org_add("tsvc_skew", "{}", true);
+    svc = create_ok("tsvc_skew");
+    /* poold says fast (2 h on), the server probe. */
+    expect_skewed(svc, &sc, 7200, "old_fast", true);
+    expect_skewed(svc, &sc, 7200, "new_fast", false);
+    /* Both say probe. */
+    expect_skewed(svc, &sc, 0, "old_probe", true);
+    expect_skewed(svc, &sc, 0, "new_probe", false);
+    /* poold says careful (near the start): the full statement. */
+    expect_skewed(svc, &sc, -280, "old_full", true);
+    expect_skewed(svc, &sc, -280, "new_full", false);
+    /* Each stored once, in today's rows or the old partition. */
+    ck_assert_int_eq(admin_ll("SELECT count(*) FROM processed_messages"
+                              " WHERE org_id = $1",
+                              "tsvc_skew"),
+                     6);
+    service_close(svc);
+    admin_exec("DROP TABLE tsvc_past");
+    env.scope = NULL;
+    service_scope_destroy(&sc);
+}
+END_TEST
+
 int main(void)
 {
     const struct pgfix_case cases[] = {
@@ -1049,7 +1130,8 @@ int main(void)
           db_prepared_once_per_connection, db_deadline_ends_a_blocked_commit,
           db_abort_ends_a_blocked_commit,
           lookup_failure_after_insert_keeps_what_was_written,
-          scope_fast_path_touches_no_other_partition}},
+          scope_fast_path_touches_no_other_partition,
+          scope_guarded_form_yields_to_the_server_clock}},
     };
 
     return pgfix_run("service", cases, sizeof cases / sizeof cases[0]);
