@@ -700,14 +700,11 @@ static int pool_take(struct pool *pool, struct pool_deadline *dl,
             if ((permit = pool_reserve(pool)))
                 break;
         }
-        if (spin == POOL_YIELDS || dl->try_only)
+        if (spin == POOL_YIELDS)
             break;
         /* Holders may be preempted (more threads than cores): let them run
          * rather than sleep in the queue, where FIFO handoff would make
-         * every later acquire a context switch (a convoy). A try does not
-         * wait at all: its caller has a cheaper way to make room (another
-         * org's idle service gives back its connection) and yields, if it
-         * must wait, in the acquire that follows. */
+         * every later acquire a context switch (a convoy). */
         sched_yield();
         gate = atomic_load_explicit(&pool->gate, memory_order_acquire);
         if (gate & POOL_GATE_SHUTDOWN)
