@@ -40,6 +40,9 @@ struct service_scope {
     /* Added to poold's clock when a commit picks its statement: 0, but a
      * test sets a clock ahead of the server's to make them disagree. */
     int64_t skew_us;
+    /* Until then (poold's clock, Unix microseconds) commits send the full
+     * statement: a guarded one missed (service.c). */
+    int64_t guard_pause_until_us;
     size_t n;
     struct service_scope_part parts[SERVICE_SCOPE_PARTS];
 };

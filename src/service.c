@@ -39,6 +39,7 @@ struct service {
     long long config_version;      /* of the orgs row rules came from */
     struct ruleset rules;
     struct svc_arr arrs[SVC_ARRS];
+    bool guarded; /* the last insert sent a guarded form */
     char org_id[ORG_ID_MAX + 1];
 };
 
@@ -390,8 +391,9 @@ static void arr_elem(struct svc_arr *a, const void *p, size_t n)
 /* The guarded forms, for when poold's clock says the fast or the probe path
  * (a second or more from either end of it): that path alone, under a guard
  * of the same comparisons, and no claim. A row whose guard fails (the
- * server's clock disagrees) is not inserted and the lookup does not find
- * it, so it goes again, and a second try always takes the statement above.
+ * server's clock disagrees) is not inserted; the lookup answers it if it
+ * was stored before, else it goes again, and a second try always takes the
+ * statement above (and so do commits for the next SVC_GUARD_PAUSE_US).
  * The claim's CTE costs PostgreSQL about 10 us per commit even when it
  * never runs (pgbench -M prepared, one row: 81-86 us against 91-97), and
  * the fast form has no probe in its plan (a probe into the partitioned
@@ -463,6 +465,10 @@ struct svc_scope_args {
 /* How far inside a path poold's clock must be to use its guarded form (a
  * wrong guess is safe, see above, but costs a lookup and a second try). */
 #define SVC_FORM_MARGIN_US 1000000
+/* After a guard failed with a message left undecided, how long commits send
+ * the full statement: a clock that disagrees for long costs one statement
+ * a commit, not three, and is logged once a pause. */
+#define SVC_GUARD_PAUSE_US 10000000
 
 static void svc_scope_ts(char *buf, int64_t us)
 {
@@ -518,22 +524,30 @@ void service_scope_set(struct service_scope *sc, long long window_s,
 }
 
 /* The window, and the bounds of the partition poold's clock says now falls
- * in. The statement checks them against the server's now(): a wrong guess
- * (clock skew, a partition housekeeping has not read yet) only sends the
- * commit down the careful path. */
+ * in, and the form that clock says. The statement checks the bounds against
+ * the server's now(): a wrong guess (clock skew, a partition housekeeping
+ * has not read yet) inserts nothing with a guarded form, and sends the full
+ * statement down the careful path. */
+/* poold's clock in Unix microseconds, as commits read it; under sc->lock. */
+static int64_t svc_scope_now(const struct service_scope *sc)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000 + sc->skew_us;
+}
+
 static void svc_scope_args(const struct service *svc, struct svc_scope_args *a)
 {
     struct service_scope *sc = svc->env->scope;
-    struct timespec ts;
     int64_t now_us;
 
     memset(a->values, 0, sizeof a->values);
     a->form = SVC_FORM_FULL;
     if (sc == NULL)
         return;
-    clock_gettime(CLOCK_REALTIME, &ts);
     pthread_mutex_lock(&sc->lock);
-    now_us = (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000 + sc->skew_us;
+    now_us = svc_scope_now(sc);
     if (sc->window[0] != '\0') {
         memcpy(a->window, sc->window, sizeof a->window);
         a->values[0] = a->window;
@@ -548,7 +562,8 @@ static void svc_scope_args(const struct service *svc, struct svc_scope_args *a)
         memcpy(a->ts[3], p->lo, SERVICE_SCOPE_TS);
         for (int k = 0; k < SVC_SCOPE_PARAMS - 1; k++)
             a->values[k + 1] = a->ts[k];
-        if (now_us >= p->calm_to_us - SVC_FORM_MARGIN_US)
+        if (now_us >= p->calm_to_us - SVC_FORM_MARGIN_US ||
+            now_us < sc->guard_pause_until_us)
             break;
         if (now_us >= p->fast_from_us + SVC_FORM_MARGIN_US)
             a->form = SVC_FORM_FAST;
@@ -610,9 +625,8 @@ static const struct svc_insert_forms svc_insert_one_forms = {
 /* An insert's scope parameters ($7 .. $11, into values[6..10], which point
  * into *scope) and its statement: the guarded form of the path poold's
  * clock says, or the full one (no path sure, or a second try). */
-static void svc_scope_bind(const struct service *svc,
-                           struct svc_scope_args *scope, const char **values,
-                           struct db_query *q,
+static void svc_scope_bind(struct service *svc, struct svc_scope_args *scope,
+                           const char **values, struct db_query *q,
                            const struct svc_insert_forms *forms, bool full)
 {
     svc_scope_args(svc, scope);
@@ -621,6 +635,29 @@ static void svc_scope_bind(const struct service *svc,
         scope->form = SVC_FORM_FULL;
     q->stmt = forms->stmt[scope->form];
     q->sql = forms->sql[scope->form];
+    svc->guarded = scope->form != SVC_FORM_FULL;
+}
+
+/* A guarded form left a message neither inserted nor stored: the clocks
+ * disagree (or, rarely, a concurrent insert was not visible yet). */
+static void svc_guard_missed(const struct service *svc)
+{
+    struct service_scope *sc = svc->env->scope;
+    int64_t now_us;
+    bool pause;
+
+    pthread_mutex_lock(&sc->lock);
+    now_us = svc_scope_now(sc);
+    pause = now_us >= sc->guard_pause_until_us;
+    if (pause)
+        sc->guard_pause_until_us = now_us + SVC_GUARD_PAUSE_US;
+    pthread_mutex_unlock(&sc->lock);
+    if (pause)
+        log_event(LOG_WARN,
+                  "commit sent for the wrong dedupe path: poold's clock and "
+                  "the database's disagree, or poold's partition bounds are "
+                  "stale; commits send the full statement for 10 s",
+                  "org_id", svc->org_id, (const char *)NULL);
 }
 
 /* Fill the five insert arrays from the first occurrences among keys. */
@@ -941,9 +978,18 @@ static int svc_commit(struct service *svc, struct service_job *jobs, size_t n,
     }
     for (size_t k = 0; rc == POOLD_OK && k < n; k++)
         idx[k] = k;
-    for (int t = 0; rc == POOLD_OK && left > 0 && t < SVC_COMMIT_TRIES; t++)
+    /* Full statements: SVC_COMMIT_TRIES at most. A guarded first try that
+     * left messages undecided is not one of them. */
+    for (int t = 0, tries = SVC_COMMIT_TRIES;
+         rc == POOLD_OK && left > 0 && t < tries; t++) {
+        svc->guarded = false;
         rc = svc_commit_once(svc, jobs, idx, &left, t > 0, keys, ins, &wrote,
                              deadline_ns, err, errlen);
+        if (svc->guarded && rc == POOLD_OK && left > 0) {
+            svc_guard_missed(svc);
+            tries++;
+        }
+    }
     if (rc == POOLD_OK && left > 0) {
         snprintf(err, errlen,
                  "storing result: row neither inserted nor "

@@ -1027,80 +1027,127 @@ START_TEST(scope_fast_path_touches_no_other_partition)
 }
 END_TEST
 
-/* A UTC timestamptz literal of Unix second t. */
-static void utc_text(char *buf, size_t len, long long t)
-{
-    time_t secs = (time_t)t;
-    struct tm tm;
+/* Rows stored "long ago" for the guarded-form test: a partition of their
+ * own (ON CONFLICT on today's rows does not see them), far from any
+ * partition poold's housekeeping makes around now. */
+#define OLD_DAY "1990-01-01"
+#define OLD_AT "'1990-01-01 12:00:00+00'"
+#define OLD_AT_S 631195200LL /* OLD_AT */
 
-    gmtime_r(&secs, &tm);
-    strftime(buf, len, "%Y-%m-%d %H:%M:%S+00", &tm);
+/* poold's clock skew_s off the server's and bounds [lo_s, hi_s) for the
+ * partition now falls in, with a window reaching back to OLD_AT. */
+static void scope_skewed(struct service_scope *sc, long long now_s,
+                         long long lo_s, long long hi_s, long long skew_s)
+{
+    int64_t lo = lo_s * 1000000, hi = hi_s * 1000000;
+
+    service_scope_set(sc, now_s - (OLD_AT_S) + 3600, 60.0, &lo, &hi, 1);
+    pthread_mutex_lock(&sc->lock);
+    sc->skew_us = skew_s * 1000000;
+    sc->guard_pause_until_us = 0;
+    pthread_mutex_unlock(&sc->lock);
 }
 
-/* Process id with payload "p" on clock skew_s, and expect a duplicate or a
- * fresh insert. */
-static void expect_skewed(struct service *svc, struct service_scope *sc,
-                          long long skew_s, const char *id, bool duplicate)
+static void expect_dup(struct service *svc, const char *id, bool duplicate)
 {
     struct service_result r;
 
-    pthread_mutex_lock(&sc->lock);
-    sc->skew_us = skew_s * 1000000;
-    pthread_mutex_unlock(&sc->lock);
     ck_assert_msg(process(svc, id, "p", &r) == POOLD_OK, "%s: %s", id, err);
     ck_assert_msg(r.duplicate == duplicate, "%s: duplicate %d", id,
                   r.duplicate);
 }
 
-/* poold picks the guarded form of the path its clock says; where the
- * server's clock says otherwise, the guard inserts nothing and the second
- * try takes the full statement. The bounds here are what poold believes:
- * the partition began 300 s ago, the window is an hour, so the server is on
- * the probe path, and an id stored 2950 s ago (in a partition of its own,
- * which ON CONFLICT on today's rows does not see) is a duplicate. A fast
- * form without its guard would store it again. */
+/* id claimed and stored at OLD_AT by a transaction that has not committed
+ * (a writer on the other side of a boundary): a commit in the zone must
+ * wait for it and answer a duplicate. */
+static void expect_dup_after_claim(struct service *svc, long long window_s,
+                                   const char *id)
+{
+    char sql[512];
+    struct message m = {
+        .id = id, .id_len = strlen(id), .payload = "p", .payload_len = 1};
+    struct race_arg a = {.svc = svc};
+    PGconn *holder = PQconnectdb(admin_url);
+    pthread_t th;
+    PGresult *res;
+
+    ck_assert(PQstatus(holder) == CONNECTION_OK);
+    snprintf(sql, sizeof sql,
+             "BEGIN; SELECT poold_claim('tsvc_skew', ARRAY['%s'],"
+             " now() - interval '%lld seconds');"
+             " INSERT INTO processed_messages (org_id, message_id, passed,"
+             " checks, failed_rules, payload_sha256, processed_at)"
+             " VALUES ('tsvc_skew', '%s', true, 0, '{}', sha256('p'), " OLD_AT
+             ")",
+             id, window_s, id);
+    res = PQexec(holder, sql);
+    ck_assert_msg(PQresultStatus(res) == PGRES_COMMAND_OK, "%s",
+                  PQresultErrorMessage(res));
+    PQclear(res);
+    service_hydrate(svc, &m);
+    ck_assert_int_eq(pthread_create(&th, NULL, race_process, &a), 0);
+    wait_backend_blocked(db_conn_backend_pid(service_conn(svc)));
+    res = PQexec(holder, "COMMIT");
+    ck_assert_int_eq(PQresultStatus(res), PGRES_COMMAND_OK);
+    PQclear(res);
+    pthread_join(th, NULL);
+    ck_assert(service_reset(svc));
+    ck_assert_msg(a.rc == POOLD_OK, "%s: %s", id, a.err);
+    ck_assert_msg(a.r.duplicate, "%s stored twice", id);
+    PQfinish(holder);
+}
+
+/* poold sends the guarded form of the path its clock says; where the
+ * server's clock says otherwise, each half of the guard inserts nothing and
+ * the second try takes the full statement. A guard missing either half
+ * would store an id twice: one stored in an earlier partition, or one a
+ * writer in the zone holds. */
 START_TEST(scope_guarded_form_yields_to_the_server_clock)
 {
     struct service_scope sc;
     struct service *svc;
-    char sql[512], a[40], b[40];
     long long now_s = (long long)time(NULL);
-    int64_t lo = (now_s - 300) * 1000000LL, hi = (now_s + 4 * 3600) * 1000000LL;
+    long long w = now_s - (OLD_AT_S) + 3600; /* the window */
 
-    utc_text(a, sizeof a, now_s - 3000);
-    utc_text(b, sizeof b, now_s - 2900);
-    snprintf(sql, sizeof sql,
-             "CREATE TABLE tsvc_past PARTITION OF processed_messages"
-             " FOR VALUES FROM ('%s') TO ('%s')",
-             a, b);
-    admin_exec(sql);
-    utc_text(a, sizeof a, now_s - 2950);
-    snprintf(sql, sizeof sql,
-             "INSERT INTO processed_messages (org_id, message_id, passed,"
-             " checks, failed_rules, payload_sha256, processed_at)"
-             " SELECT 'tsvc_skew', id, true, 0, '{}', sha256('p'), '%s'"
-             " FROM unnest(ARRAY['old_fast', 'old_probe', 'old_full']) id",
-             a);
-    admin_exec(sql);
+    admin_exec("DROP TABLE IF EXISTS tsvc_past");
+    admin_exec("CREATE TABLE tsvc_past PARTITION OF processed_messages"
+               " FOR VALUES FROM ('" OLD_DAY "') TO ('1990-01-02')");
+    admin_exec("INSERT INTO processed_messages (org_id, message_id, passed,"
+               " checks, failed_rules, payload_sha256, processed_at)"
+               " SELECT 'tsvc_skew', id, true, 0, '{}', sha256('p'), " OLD_AT
+               " FROM unnest(ARRAY['old_fast', 'old_probe', 'old_full']) id");
     service_scope_init(&sc);
-    service_scope_set(&sc, 3600, 60.0, &lo, &hi, 1);
     env.scope = &sc;
     org_add("tsvc_skew", "{}", true);
     svc = create_ok("tsvc_skew");
-    /* poold says fast (2 h on), the server probe. */
-    expect_skewed(svc, &sc, 7200, "old_fast", true);
-    expect_skewed(svc, &sc, 7200, "new_fast", false);
+    /* The partition began 300 s ago: the server is on the probe path. */
+    /* poold says fast (the fast guard's lower half). */
+    scope_skewed(&sc, now_s, now_s - 300, now_s + 2 * w, w + 3600);
+    expect_dup(svc, "old_fast", true);
+    ck_assert(sc.guard_pause_until_us == 0); /* the lookup answered it */
+    expect_dup(svc, "new_fast", false);
+    ck_assert(sc.guard_pause_until_us > 0); /* a miss: full statements */
     /* Both say probe. */
-    expect_skewed(svc, &sc, 0, "old_probe", true);
-    expect_skewed(svc, &sc, 0, "new_probe", false);
+    scope_skewed(&sc, now_s, now_s - 300, now_s + 2 * w, 0);
+    expect_dup(svc, "old_probe", true);
+    expect_dup(svc, "new_probe", false);
     /* poold says careful (near the start): the full statement. */
-    expect_skewed(svc, &sc, -280, "old_full", true);
-    expect_skewed(svc, &sc, -280, "new_full", false);
-    /* Each stored once, in today's rows or the old partition. */
+    scope_skewed(&sc, now_s, now_s - 300, now_s + 2 * w, -280);
+    expect_dup(svc, "old_full", true);
+    expect_dup(svc, "new_full", false);
+    /* The server in the zone after the partition's start, poold says probe
+     * (the probe guard's calm half). */
+    scope_skewed(&sc, now_s, now_s - 30, now_s + 2 * w, 1000);
+    expect_dup_after_claim(svc, w, "held_probe");
+    /* The server in the zone before the partition's end, poold says fast
+     * (the fast guard's upper half). */
+    scope_skewed(&sc, now_s, now_s - w - 3600, now_s + 30, -1000);
+    expect_dup_after_claim(svc, w, "held_fast");
+    /* Each stored once: three today, five in the old partition. */
     ck_assert_int_eq(admin_ll("SELECT count(*) FROM processed_messages"
                               " WHERE org_id = $1",
                               "tsvc_skew"),
-                     6);
+                     8);
     service_close(svc);
     admin_exec("DROP TABLE tsvc_past");
     env.scope = NULL;
