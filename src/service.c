@@ -388,17 +388,12 @@ static void arr_elem(struct svc_arr *a, const void *p, size_t n)
     " ELSE " SVC_CLAIMED(id) " END ON CONFLICT DO NOTHING"
 /* clang-format on */
 
-/* The guarded forms, for when poold's clock says the fast or the probe path
- * (a second or more from either end of it): that path alone, under a guard
- * of the same comparisons, and no claim. A row whose guard fails (the
- * server's clock disagrees) is not inserted; the lookup answers it if it
- * was stored before, else it goes again, and a second try always takes the
- * statement above (and so do commits for the next SVC_GUARD_PAUSE_US).
- * The claim's CTE costs PostgreSQL about 10 us per commit even when it
- * never runs (pgbench -M prepared, one row: 81-86 us against 91-97), and
- * the fast form has no probe in its plan (a probe into the partitioned
- * table, even one pruned to nothing, costs about as much as the insert's
- * own routing). */
+/* The guarded forms, for when poold's clock says the fast or the probe path:
+ * that path alone under a guard of the same comparisons, without the claim
+ * (its CTE costs about 10 us a commit even unrun) and, fast, without the
+ * probe (pruned to nothing, it still costs about the insert's routing). A
+ * row whose guard fails is not inserted: the lookup answers it if stored
+ * before, else it goes again with the statement above. */
 #define SVC_FAST_WHERE " WHERE " SVC_FAST " ON CONFLICT DO NOTHING"
 #define SVC_PROBE_WHERE(id)                                                    \
     " WHERE " SVC_CALM " AND " SVC_PROBE(id) " ON CONFLICT DO NOTHING"
@@ -465,9 +460,8 @@ struct svc_scope_args {
 /* How far inside a path poold's clock must be to use its guarded form (a
  * wrong guess is safe, see above, but costs a lookup and a second try). */
 #define SVC_FORM_MARGIN_US 1000000
-/* After a guard failed with a message left undecided, how long commits send
- * the full statement: a clock that disagrees for long costs one statement
- * a commit, not three, and is logged once a pause. */
+/* After a guard left a message undecided, commits send the full statement
+ * this long: a clock off for long costs one statement a commit, not three. */
 #define SVC_GUARD_PAUSE_US 10000000
 
 static void svc_scope_ts(char *buf, int64_t us)
@@ -523,11 +517,6 @@ void service_scope_set(struct service_scope *sc, long long window_s,
     pthread_mutex_unlock(&sc->lock);
 }
 
-/* The window, and the bounds of the partition poold's clock says now falls
- * in, and the form that clock says. The statement checks the bounds against
- * the server's now(): a wrong guess (clock skew, a partition housekeeping
- * has not read yet) inserts nothing with a guarded form, and sends the full
- * statement down the careful path. */
 /* poold's clock in Unix microseconds, as commits read it; under sc->lock. */
 static int64_t svc_scope_now(const struct service_scope *sc)
 {
@@ -537,6 +526,11 @@ static int64_t svc_scope_now(const struct service_scope *sc)
     return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000 + sc->skew_us;
 }
 
+/* The window, the bounds of the partition poold's clock says now falls in,
+ * and the form that clock says. The statement checks the bounds against the
+ * server's now(): a wrong guess (clock skew, bounds housekeeping has not
+ * read yet) inserts nothing with a guarded form, and sends the full
+ * statement down the careful path. */
 static void svc_scope_args(const struct service *svc, struct svc_scope_args *a)
 {
     struct service_scope *sc = svc->env->scope;
@@ -701,8 +695,8 @@ static int svc_arr_fail(char *err, size_t errlen)
     return POOLD_ERR_NOMEM;
 }
 
-/* Insert the group's first occurrences (the full statement when full);
- * inserted[k] for each idx[k] whose id went in (repeats included). */
+/* Insert the group's first occurrences; inserted[k] for each idx[k] whose
+ * id went in (repeats included). */
 static int svc_insert_many(struct service *svc, struct service_job *jobs,
                            const size_t *idx, struct svc_key *keys, size_t n,
                            bool full, bool *inserted, uint64_t deadline_ns,
@@ -851,8 +845,7 @@ static int svc_lookup(struct service *svc, struct service_job *jobs,
     return POOLD_OK;
 }
 
-/* The one-message INSERT (the full statement when full): *inserted from the
- * command tag. */
+/* The one-message INSERT: *inserted from the command tag. */
 static int svc_insert_one(struct service *svc, struct service_job *j, bool full,
                           bool *inserted, uint64_t deadline_ns, char *err,
                           size_t errlen)
@@ -900,11 +893,11 @@ static int svc_insert_one(struct service *svc, struct service_job *j, bool full,
 }
 
 /*
- * One round for the jobs listed in idx[0..*n): insert (with the full
- * statement when full: a second try), then look up what was not inserted.
- * On return idx[0..*n) lists the jobs to go again. POOLD_OK, or a
- * statement's error (every listed job is left for the caller to fail). keys
- * and inserted have room for *n entries.
+ * One round for the jobs listed in idx[0..*n): insert (full: the full
+ * statement, svc_scope_bind), then look up what was not inserted. On return
+ * idx[0..*n) lists the jobs to go again. POOLD_OK, or a statement's error
+ * (every listed job is left for the caller to fail). keys and inserted have
+ * room for *n entries.
  */
 static int svc_commit_once(struct service *svc, struct service_job *jobs,
                            size_t *idx, size_t *n, bool full,
@@ -978,8 +971,7 @@ static int svc_commit(struct service *svc, struct service_job *jobs, size_t n,
     }
     for (size_t k = 0; rc == POOLD_OK && k < n; k++)
         idx[k] = k;
-    /* Full statements: SVC_COMMIT_TRIES at most. A guarded first try that
-     * left messages undecided is not one of them. */
+    /* SVC_COMMIT_TRIES full statements; a guarded try is not counted. */
     for (int t = 0, tries = SVC_COMMIT_TRIES;
          rc == POOLD_OK && left > 0 && t < tries; t++) {
         svc->guarded = false;
