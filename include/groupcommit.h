@@ -1,15 +1,24 @@
-/* groupcommit.h — an org's commit queue: the writes of concurrent requests
- * joined into one statement. Part of the registry (src/registry_internal.h
- * has the lock order); no caller outside the registry's files. */
+/* groupcommit.h — the commit queue: the writes of concurrent requests, of
+ * any org, joined into one statement. Part of the registry
+ * (src/registry_internal.h has the lock order); no caller outside the
+ * registry's files. */
 #ifndef POOLD_GROUPCOMMIT_H
 #define POOLD_GROUPCOMMIT_H
 
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
 
 #include "status.h"
 
-struct batcher; /* opaque: one per org pool */
+struct batcher; /* opaque: one per registry, every org's writes */
+
+/* An org's share of the queue, kept in its active part (GET /stats). */
+struct gc_counts {
+    atomic_uint_fast64_t commits;  /* statements with its messages */
+    atomic_uint_fast64_t messages; /* its messages those committed */
+    atomic_uint queued;            /* its writes in the queue now */
+};
 struct message;
 struct org_entry;
 struct pool_stats;
@@ -26,9 +35,10 @@ void groupcommit_destroy(struct batcher *b);
  * Process msg (of org e, which has a pool) and commit it, within dl: the
  * request borrows a service from e's pool (503 pool_exhausted when none is
  * free by dl->acquire_ns), evaluates the rules on it, and then either
- * commits a group (its own message first) on that service's connection or
- * waits, holding it, for a leader to commit its message in a group. *out
- * gets its result. Returns as registry_process() does. Thread-safe.
+ * commits a group (its own message first, with other orgs' writes) on a
+ * service's connection or waits for a leader to commit its message in a
+ * group. *out gets its result. Returns as registry_process() does.
+ * Thread-safe.
  */
 POOLD_MUSTCHECK int
 groupcommit_process(struct registry *reg, struct org_entry *e,
@@ -38,8 +48,8 @@ groupcommit_process(struct registry *reg, struct org_entry *e,
 /* Wake every request queued on b (shutdown: they see it and leave). */
 void groupcommit_wake(struct batcher *b);
 
-/* Add b's figures to a pool's stats: its queued requests to waiting, its
- * statements and their messages. */
-void groupcommit_add_stats(struct batcher *b, struct pool_stats *out);
+/* Add an org's figures to its pool's stats: its queued requests to
+ * waiting, the statements with its messages and those messages. */
+void groupcommit_add_stats(struct gc_counts *c, struct pool_stats *out);
 
 #endif

@@ -28,6 +28,8 @@ struct service_result {
 /* One message of a commit and what became of it. */
 struct service_job {
     const struct message *msg;    /* borrowed for the call */
+    const char *org_id;           /* its org (borrowed); NULL: the org of
+                                     the service that commits it */
     struct service_result result; /* valid when status is POOLD_OK */
     int status;                   /* POOLD_OK (committed: inserted, or the
                                      stored duplicate), POOLD_ERR_CONFLICT,

@@ -1,6 +1,7 @@
-/* groupcommit.c — an org's commit pipeline: each request processes its
- * message on a service of its own, in parallel with the org's others;
- * their writes join one statement (leader/follower group commit). */
+/* groupcommit.c — the commit pipeline: each request processes its message
+ * on a service of its org, in parallel with the org's others; the writes of
+ * every org join one queue, and a group of them one statement
+ * (leader/follower group commit). */
 #include "groupcommit.h"
 
 #include <pthread.h>
@@ -18,8 +19,11 @@
  *
  * Every request borrows a service from its org's pool (the acquire timeout
  * and the waiter bound apply as for any request), processes its message on
- * it, then offers the write to the org's commit queue. If fewer commits are
- * in flight than allowed (gc_allowed: one, more only when latency says so),
+ * it, then offers the write to the commit queue, which every org shares: a
+ * statement stores rows of any org (the connection only stores them; each
+ * was processed on a service of its own org, with its current rules), so
+ * orgs that each have few writes in flight still make groups. If fewer commits
+ * are in flight than allowed (gc_allowed: one, more only when latency says so),
  * it is the leader: it takes the queue (its own message first, up to
  * GC_GROUP_MAX), commits the group in one statement on its own service's
  * connection, hands every follower its result (a signal to each, no
@@ -32,16 +36,17 @@
  * PostgreSQL's WAL flush.
  *
  * Only a committer needs a service. A queued write gives its service back
- * (the pool size bounds processing, not the queue), but the head of the
- * queue keeps its own: it is the one promoted next. So do writes queued
- * beyond one full group (GC_GROUP_MAX): the queue is bounded by a group
- * plus the pool size, and requests beyond wait for a service as before
+ * to its org's pool (the pool size bounds processing, not the queue), but
+ * the head of the queue keeps its own: it is the one promoted next. So do
+ * writes queued beyond one full group (GC_GROUP_MAX): the queue is bounded by a
+ * group plus the pool size, and requests beyond wait for a service as before
  * (POOLD_MAX_WAITING). A job that is to commit without a service (a
  * follower leaving the queue at its deadline, or promoted after the head
- * left) borrows one from the pool first.
+ * left) borrows one from its org's pool first. A service taken from a queued
+ * write may be another org's: it goes back to that org's pool (item_e).
  */
 #define GC_GROUP_MAX 64   /* messages per statement */
-#define GC_INFLIGHT_MAX 4 /* commits of one org in flight at most */
+#define GC_INFLIGHT_MAX 4 /* commits in flight at most */
 #ifndef GC_INFLIGHT_BASE
 /* Commits in flight before the stagger. Other values only for the measurement
  * in docs/commit-pipeline.md (-DGC_INFLIGHT_BASE=2). */
@@ -81,7 +86,9 @@ enum gc_state {
 
 /* One request's message; lives on the requesting thread's stack. */
 struct gc_job {
-    struct gc_job *next; /* queue link while QUEUED */
+    struct gc_job *next;      /* queue link while QUEUED */
+    struct org_entry *e;      /* the request's org */
+    struct org_entry *item_e; /* the org whose pool item is from */
     /* The service it holds, or NULL. While it is QUEUED with one, a job
      * about to commit without one may take it (gc_take_queued), with its
      * hold: so both are under b->lock while QUEUED. */
@@ -105,8 +112,6 @@ struct batcher {
     uint64_t ewma_ns;       /* mean commit latency (0: none measured) */
     uint64_t last_offer_ns; /* when the last write was offered */
     uint64_t gap_ns;        /* mean gap between offers (same weight) */
-    /* Counted here and added to the pool's stats. */
-    atomic_uint_fast64_t commits, messages;
 };
 
 struct batcher *groupcommit_create(void)
@@ -180,7 +185,15 @@ static void gc_push(struct batcher *b, struct gc_job *j)
         b->head = j;
     b->tail = j;
     b->queued++;
+    atomic_fetch_add(&j->e->act->gc.queued, 1);
     j->state = GC_QUEUED;
+}
+
+/* Under b->lock: j (the head, or unlinked) left the queue. */
+static void gc_left(struct batcher *b, struct gc_job *j)
+{
+    b->queued--;
+    atomic_fetch_sub(&j->e->act->gc.queued, 1);
 }
 
 /* Under b->lock: unlink a QUEUED job. A new head of the queue is woken to
@@ -198,7 +211,7 @@ static void gc_unlink(struct batcher *b, struct gc_job *j)
     *pp = j->next;
     if (b->tail == j)
         b->tail = prev;
-    b->queued--;
+    gc_left(b, j);
     if (prev == NULL && b->head != NULL)
         pthread_cond_signal(&b->head->cond);
 }
@@ -222,10 +235,25 @@ static void gc_kick(struct batcher *b, uint64_t now)
         b->head = j->next;
         if (b->head == NULL)
             b->tail = NULL;
-        b->queued--;
+        gc_left(b, j);
         j->state = GC_LEAD;
         gc_start(b, now);
         pthread_cond_signal(&j->cond);
+    }
+}
+
+/* Count a statement for each org with messages in group[0..n). */
+static void gc_count(struct gc_job *const *group, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        struct gc_counts *c = &group[i]->e->act->gc;
+        size_t k = 0;
+
+        while (k < i && group[k]->e != group[i]->e)
+            k++;
+        if (k == i) /* the org's first message in the group */
+            atomic_fetch_add(&c->commits, 1);
+        atomic_fetch_add(&c->messages, 1);
     }
 }
 
@@ -250,7 +278,7 @@ static int gc_lead(struct batcher *b, struct gc_job *own)
             struct gc_job *j = b->head;
 
             b->head = j->next;
-            b->queued--;
+            gc_left(b, j);
             j->state = GC_TAKEN;
             group[n++] = j;
         }
@@ -270,8 +298,7 @@ static int gc_lead(struct batcher *b, struct gc_job *own)
     t0 = clock_now_ns();
     rc = service_commit_many(svc, jobs, n, deadline, err, sizeof err);
     t1 = clock_now_ns();
-    atomic_fetch_add(&b->commits, 1);
-    atomic_fetch_add(&b->messages, n);
+    gc_count(group, n);
 
     pthread_mutex_lock(&b->lock);
     if (rc == POOLD_OK) {
@@ -343,55 +370,56 @@ static int gc_follow(struct registry *reg, struct batcher *b,
     }
 }
 
-/* A service for j: the hold that lists it (GET /pools/{org}/holders). */
-static void gc_hold(struct org_entry *e, struct gc_job *j)
+/* A service for j: the hold that lists it (GET /pools/{org}/holders, of
+ * the org the service is of). */
+static void gc_hold(struct gc_job *j)
 {
     if (j->item != NULL && !j->held) {
-        reg_hold_begin(e, &j->hold, j->job.msg);
+        reg_hold_begin(j->item_e, &j->hold, j->job.msg);
         j->held = true;
     }
 }
 
 /* j's service is gone (given back, or taken by a committer): its hold
  * ends. */
-static void gc_unhold(struct org_entry *e, struct gc_job *j)
+static void gc_unhold(struct gc_job *j)
 {
     if (j->held) {
-        reg_hold_end(e, &j->hold);
+        reg_hold_end(j->item_e, &j->hold);
         j->held = false;
     }
 }
 
 /* Under b->lock, which it drops meanwhile: give own's service back. */
-static void gc_drop(struct registry *reg, struct org_entry *e,
-                    struct batcher *b, struct gc_job *own)
+static void gc_drop(struct registry *reg, struct batcher *b, struct gc_job *own)
 {
     struct pool_item *item = own->item;
 
     own->item = NULL;
     pthread_mutex_unlock(&b->lock);
-    gc_unhold(e, own);
-    reg_release(reg, e, item, POOLD_OK);
+    gc_unhold(own);
+    reg_release(reg, own->item_e, item, POOLD_OK);
     pthread_mutex_lock(&b->lock);
 }
 
-/* Under b->lock: the service of the youngest queued write that holds one
- * (beyond a full group, or the head), which then has none; NULL if none
- * does. Its hold ends with it (holders' lock nests inside the batcher's). */
-static struct pool_item *gc_take_queued(struct org_entry *e, struct batcher *b)
+/* Under b->lock: own takes the service of the youngest queued write that
+ * holds one (beyond a full group, or the head), which then has none; false
+ * if none does. Its hold ends with it (holders' lock nests inside the
+ * batcher's). */
+static bool gc_take_queued(struct batcher *b, struct gc_job *own)
 {
     struct gc_job *last = NULL;
-    struct pool_item *item;
 
     for (struct gc_job *j = b->head; j != NULL; j = j->next)
         if (j->item != NULL)
             last = j;
     if (last == NULL)
-        return NULL;
-    item = last->item;
+        return false;
+    own->item = last->item;
+    own->item_e = last->item_e;
     last->item = NULL;
-    gc_unhold(e, last);
-    return item;
+    gc_unhold(last);
+    return true;
 }
 
 /* Under b->lock, which it drops meanwhile: own is to commit (LEAD, ALONE)
@@ -401,14 +429,14 @@ static struct pool_item *gc_take_queued(struct org_entry *e, struct batcher *b)
  * nothing), else borrows one from the pool, waiting at most until half
  * the reserve a queued write leaves for its commit (gc_leave_at) is left.
  * On failure it gives up its place in flight. */
-static int gc_borrow(struct registry *reg, struct org_entry *e,
-                     struct batcher *b, struct gc_job *own)
+static int gc_borrow(struct registry *reg, struct batcher *b,
+                     struct gc_job *own)
 {
     uint64_t half, now, until, wait;
     struct pool_item *item;
     int rc;
 
-    if ((own->item = gc_take_queued(e, b)) != NULL)
+    if (gc_take_queued(b, own))
         return POOLD_OK;
     half = gc_max(GC_RESERVE_K * b->ewma_ns, GC_RESERVE_MIN_NS) / 2;
     now = clock_now_ns();
@@ -416,11 +444,13 @@ static int gc_borrow(struct registry *reg, struct org_entry *e,
     wait = until > now ? until - now : 0;
     pthread_mutex_unlock(&b->lock);
     db_thread_deadline(own->commit_ns);
-    rc = pool_acquire(e->act->pool, reg->cfg.max_waiters ? wait : 0, &item);
+    rc =
+        pool_acquire(own->e->act->pool, reg->cfg.max_waiters ? wait : 0, &item);
     db_thread_deadline(0);
     pthread_mutex_lock(&b->lock);
     if (rc == POOLD_OK) {
         own->item = item;
+        own->item_e = own->e;
         return POOLD_OK;
     }
     b->inflight--;
@@ -428,13 +458,12 @@ static int gc_borrow(struct registry *reg, struct org_entry *e,
     return rc;
 }
 
-/* Offer own (processed on the service it holds) to e's queue and see it
+/* Offer own (processed on the service it holds) to the queue and see it
  * committed, by a leader or as one. *used: a statement ran on the
  * connection of the service own holds at the end. */
-static int gc_offer(struct registry *reg, struct org_entry *e,
-                    struct gc_job *own, bool *used)
+static int gc_offer(struct registry *reg, struct gc_job *own, bool *used)
 {
-    struct batcher *b = e->act->batcher;
+    struct batcher *b = reg->batcher;
     uint64_t now = clock_now_ns();
     int rc = POOLD_OK;
 
@@ -461,14 +490,14 @@ static int gc_offer(struct registry *reg, struct org_entry *e,
         gc_push(b, own);
         gc_kick(b, now);
         if (own->state == GC_QUEUED && !head && b->queued <= GC_GROUP_MAX)
-            gc_drop(reg, e, b, own);
+            gc_drop(reg, b, own);
         rc = gc_follow(reg, b, own);
     }
     if (rc == POOLD_OK && (own->state == GC_LEAD || own->state == GC_ALONE)) {
         if (own->item == NULL)
-            rc = gc_borrow(reg, e, b, own);
+            rc = gc_borrow(reg, b, own);
         if (rc == POOLD_OK) {
-            gc_hold(e, own); /* holders' lock nests inside the batcher's */
+            gc_hold(own); /* holders' lock nests inside the batcher's */
             *used = true;
             rc = gc_lead(b, own);
         }
@@ -482,8 +511,11 @@ int groupcommit_process(struct registry *reg, struct org_entry *e,
                         const struct reg_deadlines *dl, char *err,
                         size_t errlen)
 {
-    struct batcher *b = e->act->batcher;
-    struct gc_job own = {.job = {.msg = msg}, .commit_ns = dl->commit_ns};
+    struct batcher *b = reg->batcher;
+    struct gc_job own = {.e = e,
+                         .item_e = e,
+                         .job = {.msg = msg, .org_id = e->org_id},
+                         .commit_ns = dl->commit_ns};
     uint64_t now = clock_now_ns();
     uint64_t timeout = dl->acquire_ns > now ? dl->acquire_ns - now : 0;
     bool used = false;
@@ -495,20 +527,20 @@ int groupcommit_process(struct registry *reg, struct org_entry *e,
     db_thread_deadline(0);
     if (rc != POOLD_OK)
         return rc;
-    gc_hold(e, &own);
+    gc_hold(&own);
     pthread_cond_init(&own.cond, &b->cattr);
     rc = service_evaluate(pool_item_object(own.item), &own.job, 1, err, errlen);
     if (rc == POOLD_OK) {
-        src = gc_offer(reg, e, &own, &used);
+        src = gc_offer(reg, &own, &used);
         if (own.state == GC_DONE)
             rc = own.job.status;
         else /* left the queue (shutdown) or found no service to lead */
             rc = src != POOLD_OK ? src : POOLD_ERR_SHUTDOWN;
     }
     pthread_cond_destroy(&own.cond);
-    gc_unhold(e, &own);
+    gc_unhold(&own);
     if (own.item != NULL)
-        reg_release(reg, e, own.item, used ? src : POOLD_OK);
+        reg_release(reg, own.item_e, own.item, used ? src : POOLD_OK);
     *out = own.job.result;
     if (rc != POOLD_OK && rc != POOLD_ERR_CONFLICT && own.err[0] != '\0')
         snprintf(err, errlen, "%s", own.err);
@@ -528,11 +560,9 @@ void groupcommit_wake(struct batcher *b)
     pthread_mutex_unlock(&b->lock);
 }
 
-void groupcommit_add_stats(struct batcher *b, struct pool_stats *out)
+void groupcommit_add_stats(struct gc_counts *c, struct pool_stats *out)
 {
-    pthread_mutex_lock(&b->lock);
-    out->waiting += b->queued;
-    pthread_mutex_unlock(&b->lock);
-    out->group_commits = atomic_load(&b->commits);
-    out->group_messages = atomic_load(&b->messages);
+    out->waiting += atomic_load(&c->queued);
+    out->group_commits = atomic_load(&c->commits);
+    out->group_messages = atomic_load(&c->messages);
 }

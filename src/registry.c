@@ -330,7 +330,6 @@ static void active_destroy(struct org_active *a)
     if (a == NULL)
         return;
     pool_destroy(a->pool);
-    groupcommit_destroy(a->batcher);
     rules_clear(&a->cached_rules);
     pthread_mutex_destroy(&a->cache_lock);
     holders_deinit(&a->holders);
@@ -365,8 +364,7 @@ static int entry_make_active(struct registry *reg, struct org_entry *e)
     breaker_init(&a->build_breaker,
                  (unsigned)clock_now_ns() ^ (unsigned)(uintptr_t)a);
     if (reg->cfg.pooled &&
-        ((a->batcher = groupcommit_create()) == NULL ||
-         pool_create(&org_service_ops, a, &pc, &a->pool) != POOLD_OK)) {
+        pool_create(&org_service_ops, a, &pc, &a->pool) != POOLD_OK) {
         active_destroy(a);
         return POOLD_ERR_NOMEM;
     }
@@ -725,6 +723,7 @@ int registry_create(const struct registry_config *cfg, struct registry **out)
     reg->env_none = reg->env;
     reg->env_none.reclaim = NULL;
     if (reg->prewarm == NULL || reg->buckets == NULL ||
+        (cfg->pooled && (reg->batcher = groupcommit_create()) == NULL) ||
         reg_make_conns(reg) != POOLD_OK ||
         housekeeping_create(reg, &reg->hk) != POOLD_OK) {
         registry_destroy(reg);
@@ -749,11 +748,11 @@ void registry_shutdown(struct registry *reg)
     if (atomic_exchange(&reg->shutting_down, true))
         return;
     list = map_snapshot(reg, REG_POOLED, &n);
-    for (size_t i = 0; i < n; i++) {
+    for (size_t i = 0; i < n; i++)
         pool_shutdown(list[i]->act->pool);
-        groupcommit_wake(list[i]->act->batcher);
-    }
     free(list);
+    if (reg->batcher)
+        groupcommit_wake(reg->batcher);
     /* Mode none waits on permits: wake those waiters too. (In pooled mode
      * the connection pool goes last, after the services gave theirs back.) */
     if (!reg->cfg.pooled && reg->conns)
@@ -781,6 +780,7 @@ void registry_destroy(struct registry *reg)
     if (reg->conns)
         pool_shutdown(reg->conns);
     housekeeping_destroy(reg->hk);
+    groupcommit_destroy(reg->batcher);
     connpool_destroy(reg->cp);
     breaker_deinit(&reg->db_breaker);
     pthread_rwlock_destroy(&reg->lock);

@@ -4,8 +4,8 @@
  * each org's active part and service pool, routing, the connection-cap
  * policy, the directory, lifecycle), registry_request.c (a request's path:
  * admission, processing, the commit, the unknown-outcome retry, batches),
- * groupcommit.c (an org's commit queue: requests' writes joined into one
- * statement), registry_ops.c (the operator API: stats, resize, pause,
+ * groupcommit.c (the commit queue: requests' writes, of any org, joined into
+ * one statement), registry_ops.c (the operator API: stats, resize, pause,
  * drain, holders, the admin connection, the replica cap) and
  * housekeeping.c (its thread and the tick's steps).
  *
@@ -17,7 +17,7 @@
  *   reg->live_lock     the live list and every active's nservices (taken
  *                      by a service's create/destroy callbacks)
  *   a->cache_lock      one org's rules and misconfiguration caches
- *   a->batcher->lock   one org's commit queue (groupcommit.c); its jobs'
+ *   reg->batcher->lock the commit queue (groupcommit.c); its jobs'
  *                      conditions wait on it
  *   a->holders.lock    one org's holds (holders.c)
  *   a->build_breaker.lock, reg->db_breaker.lock   (breaker.c)
@@ -29,7 +29,7 @@
  * (a is e->act, the active part of an org's entry.) They nest in that
  * order only, and in practice barely do: under reg->lock only lock-free
  * pool calls run (pool_create), under reg->live_lock only
- * pool_oldest_idle (lock-free), under a->batcher->lock only
+ * pool_oldest_idle (lock-free), under reg->batcher->lock only
  * a->holders.lock (a committer's hold begins, or a queued write's ends
  * when a committer takes its service), and each of the others is a leaf —
  * nothing else is taken while it is held, but the log's own mutex (log_event),
@@ -54,6 +54,7 @@
 #include "catalog.h"
 #include "clock.h"
 #include "connpool.h"
+#include "groupcommit.h"
 #include "holders.h"
 #include "housekeeping.h"
 #include "orgid.h"
@@ -64,8 +65,6 @@
 #define REG_ERR_MAX 256
 /* A client's wait beyond the server's statement timeout. */
 #define REG_DB_SLACK_NS (500 * NS_PER_MS)
-
-struct batcher;
 
 /*
  * What an org has once a request was routed to it (issue 19: an idle org
@@ -84,9 +83,8 @@ struct org_active {
     struct org_active *live_prev, *live_next;
     unsigned nservices; /* services built and not destroyed (live_lock) */
     struct pool *pool;  /* the org's services; NULL in mode none */
-    /* Group commit in front of the pool (groupcommit.c): made with the
-     * pool; NULL in mode none. */
-    struct batcher *batcher;
+    /* Its share of the commit queue all orgs share (groupcommit.c). */
+    struct gc_counts gc;
     struct holders holders; /* who holds this org's services now */
     /* Guards the two caches below (never held across I/O). */
     pthread_mutex_t cache_lock;
@@ -159,6 +157,9 @@ struct registry {
                                     mode none, permits (one per connection
                                     a request opens) */
     struct breaker db_breaker;   /* every connection attempt, all orgs */
+    /* The commit queue every org's writes join (groupcommit.c); NULL in
+     * mode none. */
+    struct batcher *batcher;
 
     pthread_rwlock_t lock; /* the map, active and pending */
     struct org_entry **buckets;

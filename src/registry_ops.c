@@ -20,7 +20,7 @@ void registry_entry_stats(struct registry *reg, struct org_entry *e,
 
     if (a != NULL && a->pool != NULL) {
         pool_get_stats(a->pool, out);
-        groupcommit_add_stats(a->batcher, out);
+        groupcommit_add_stats(&a->gc, out);
     } else {
         memset(out, 0, sizeof *out);
         out->max_size = org_entry_size(reg, e);

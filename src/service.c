@@ -26,7 +26,7 @@ struct svc_arr {
     size_t len, cap;
     bool oom;
 };
-#define SVC_ARRS 5 /* ids, passed, checks, failed rules, payloads */
+#define SVC_ARRS 6 /* ids, passed, checks, failed rules, payloads, orgs */
 
 /* Small on purpose: an idle pooled service is this, its ruleset, its commit
  * buffers and the pooled connection it holds. */
@@ -52,7 +52,9 @@ enum {
     SVC_STMT_COMMIT_FAST = 5,
     SVC_STMT_COMMIT_ONE_FAST = 6,
     SVC_STMT_COMMIT_PROBE = 7,
-    SVC_STMT_COMMIT_ONE_PROBE = 8
+    SVC_STMT_COMMIT_ONE_PROBE = 8,
+    SVC_STMT_COMMIT_ORGS_PROBE = 9,
+    SVC_STMT_COMMIT_ORGS_FAST = 10
 };
 
 /* ------------------------------------------------------- the connection */
@@ -420,6 +422,27 @@ static const char svc_insert_many_probe_sql[] =
     SVC_INSERT_MANY SVC_PROBE_WHERE("i.message_id") " RETURNING message_id";
 #undef SVC_IDS
 
+/* A group of several orgs' writes ($1 their orgs, one per row): the guarded
+ * forms only. When neither applies, each org's part goes alone. */
+#define SVC_INSERT_ORGS                                                        \
+    "INSERT INTO processed_messages (org_id, message_id, passed, checks,"      \
+    " failed_rules, payload_sha256)"                                           \
+    " SELECT i.org_id, i.message_id, i.passed, i.checks, i.failed::text[],"    \
+    "  sha256(i.payload)"                                                      \
+    " FROM unnest($1::text[], $2::text[], $3::boolean[], $4::integer[],"       \
+    "  $5::text[], $6::bytea[])"                                               \
+    "  AS i(org_id, message_id, passed, checks, failed, payload)"
+#define SVC_PROBE_ORGS                                                         \
+    "NOT EXISTS (SELECT 1 FROM processed_messages p"                           \
+    "  WHERE p.org_id = i.org_id AND p.message_id = i.message_id"              \
+    "  AND p.processed_at >= now() - $7::interval"                             \
+    "  AND p.processed_at < $11::timestamptz)"
+static const char svc_insert_orgs_fast_sql[] =
+    SVC_INSERT_ORGS SVC_FAST_WHERE " RETURNING org_id, message_id";
+static const char svc_insert_orgs_probe_sql[] =
+    SVC_INSERT_ORGS " WHERE " SVC_CALM " AND " SVC_PROBE_ORGS
+                    " ON CONFLICT DO NOTHING RETURNING org_id, message_id";
+
 #define SVC_IDS "ARRAY[$2::text]"
 static const char svc_insert_one_sql[] =
     SVC_DEDUPE_CLAIM SVC_INSERT_ONE SVC_DEDUPE_WHERE("$2::text");
@@ -576,25 +599,42 @@ static void svc_scope_args(const struct service *svc, struct svc_scope_args *a)
 #define INT4ARRAYOID 1007
 #define TEXTARRAYOID 1009
 
-/* A job of the round, by id: the group's repeats sort next to each other. */
+/* A job of the round, by org and id: the group's repeats sort next to each
+ * other. */
 struct svc_key {
+    const char *org;
     const char *id;
     size_t len;
     size_t k;     /* position in the round's idx[] */
     size_t first; /* position in idx[] of the id's first occurrence */
 };
 
+static int svc_key_cmp_id(const struct svc_key *x, const struct svc_key *y)
+{
+    size_t n = x->len < y->len ? x->len : y->len;
+    int c = x->org == y->org ? 0 : strcmp(x->org, y->org);
+
+    if (c == 0)
+        c = memcmp(x->id, y->id, n);
+    if (c != 0 || x->len == y->len)
+        return c;
+    return x->len < y->len ? -1 : 1;
+}
+
 static int svc_key_cmp(const void *a, const void *b)
 {
     const struct svc_key *x = a, *y = b;
-    size_t n = x->len < y->len ? x->len : y->len;
-    int c = memcmp(x->id, y->id, n);
+    int c = svc_key_cmp_id(x, y);
 
     if (c != 0)
         return c;
-    if (x->len != y->len)
-        return x->len < y->len ? -1 : 1;
     return x->k < y->k ? -1 : x->k > y->k;
+}
+
+static const char *svc_job_org(const struct service *svc,
+                               const struct service_job *j)
+{
+    return j->org_id != NULL ? j->org_id : svc->org_id;
 }
 
 static bool svc_same_payload(const struct message *a, const struct message *b)
@@ -612,6 +652,9 @@ struct svc_insert_forms {
 static const struct svc_insert_forms svc_insert_many_forms = {
     {SVC_STMT_COMMIT, SVC_STMT_COMMIT_PROBE, SVC_STMT_COMMIT_FAST},
     {svc_insert_many_sql, svc_insert_many_probe_sql, svc_insert_many_fast_sql}};
+static const struct svc_insert_forms svc_insert_orgs_forms = {
+    {0, SVC_STMT_COMMIT_ORGS_PROBE, SVC_STMT_COMMIT_ORGS_FAST},
+    {NULL, svc_insert_orgs_probe_sql, svc_insert_orgs_fast_sql}};
 static const struct svc_insert_forms svc_insert_one_forms = {
     {SVC_STMT_COMMIT_ONE, SVC_STMT_COMMIT_ONE_PROBE, SVC_STMT_COMMIT_ONE_FAST},
     {svc_insert_one_sql, svc_insert_one_probe_sql, svc_insert_one_fast_sql}};
@@ -654,19 +697,23 @@ static void svc_guard_missed(const struct service *svc)
                   "org_id", svc->org_id, (const char *)NULL);
 }
 
-/* Fill the five insert arrays from the first occurrences among keys. */
+/* Fill the five insert arrays (six with the orgs') from the first
+ * occurrences among keys. */
 static bool svc_insert_arrays(struct service *svc, struct service_job *jobs,
                               const size_t *idx, const struct svc_key *keys,
-                              size_t n, size_t nfirst)
+                              size_t n, size_t nfirst, bool orgs)
 {
     struct svc_arr *a = svc->arrs;
     char failed[RULES_MAX * 24 + 3];
+    int narrs = orgs ? SVC_ARRS : SVC_ARRS - 1;
 
     arr_begin(&a[0], TEXTOID, nfirst);
     arr_begin(&a[1], BOOLOID, nfirst);
     arr_begin(&a[2], INT4OID, nfirst);
     arr_begin(&a[3], TEXTOID, nfirst);
     arr_begin(&a[4], BYTEAOID, nfirst);
+    if (orgs)
+        arr_begin(&a[5], TEXTOID, nfirst);
     for (size_t s = 0; s < n; s++) {
         const struct service_job *j = &jobs[idx[keys[s].k]];
         const struct service_result *r = &j->result;
@@ -682,8 +729,10 @@ static bool svc_insert_arrays(struct service *svc, struct service_job *jobs,
         arr_elem(&a[2], &checks, sizeof checks);
         arr_elem(&a[3], failed, flen);
         arr_elem(&a[4], j->msg->payload, j->msg->payload_len);
+        if (orgs)
+            arr_elem(&a[5], keys[s].org, strlen(keys[s].org));
     }
-    for (int i = 0; i < SVC_ARRS; i++)
+    for (int i = 0; i < narrs; i++)
         if (a[i].oom || a[i].len > INT32_MAX)
             return false;
     return true;
@@ -695,20 +744,32 @@ static int svc_arr_fail(char *err, size_t errlen)
     return POOLD_ERR_NOMEM;
 }
 
+/* svc_insert_many() with jobs of several orgs and no guarded form to send:
+ * nothing was sent, each org's part goes alone. */
+#define SVC_SPLIT 1
+
 /* Insert the group's first occurrences; inserted[k] for each idx[k] whose
- * id went in (repeats included). */
+ * id went in (repeats included). orgs: the jobs are of several orgs (a
+ * guarded form only, else SVC_SPLIT). */
 static int svc_insert_many(struct service *svc, struct service_job *jobs,
                            const size_t *idx, struct svc_key *keys, size_t n,
-                           bool full, bool *inserted, uint64_t deadline_ns,
-                           char *err, size_t errlen)
+                           bool full, bool orgs, bool *inserted,
+                           uint64_t deadline_ns, char *err, size_t errlen)
 {
-    const Oid types[11] = {TEXTOID,        TEXTARRAYOID,   BOOLARRAYOID,
-                           INT4ARRAYOID,   TEXTARRAYOID,   BYTEAARRAYOID,
-                           INTERVALOID,    TIMESTAMPTZOID, TIMESTAMPTZOID,
-                           TIMESTAMPTZOID, TIMESTAMPTZOID};
-    const char *values[11] = {svc->org_id};
+    const Oid types[11] = {orgs ? TEXTARRAYOID : TEXTOID,
+                           TEXTARRAYOID,
+                           BOOLARRAYOID,
+                           INT4ARRAYOID,
+                           TEXTARRAYOID,
+                           BYTEAARRAYOID,
+                           INTERVALOID,
+                           TIMESTAMPTZOID,
+                           TIMESTAMPTZOID,
+                           TIMESTAMPTZOID,
+                           TIMESTAMPTZOID};
+    const char *values[11] = {keys[0].org};
     int lengths[11] = {0};
-    const int formats[11] = {0, 1, 1, 1, 1, 1};
+    const int formats[11] = {orgs, 1, 1, 1, 1, 1};
     struct db_query q = {.stmt = SVC_STMT_COMMIT,
                          .sql = svc_insert_many_sql,
                          .nparams = 11,
@@ -723,24 +784,33 @@ static int svc_insert_many(struct service *svc, struct service_job *jobs,
     int rc;
 
     for (size_t s = 0; s < n; s++) {
-        bool repeat = s > 0 && keys[s].len == keys[s - 1].len &&
-                      memcmp(keys[s].id, keys[s - 1].id, keys[s].len) == 0;
+        bool repeat = s > 0 && svc_key_cmp_id(&keys[s], &keys[s - 1]) == 0;
         keys[s].first = repeat ? keys[s - 1].first : keys[s].k;
         nfirst += !repeat;
     }
-    if (!svc_insert_arrays(svc, jobs, idx, keys, n, nfirst))
+    if (!svc_insert_arrays(svc, jobs, idx, keys, n, nfirst, orgs))
         return svc_arr_fail(err, errlen);
-    for (int i = 0; i < SVC_ARRS; i++) {
+    for (int i = 0; i < SVC_ARRS - 1; i++) {
         values[i + 1] = svc->arrs[i].buf;
         lengths[i + 1] = (int)svc->arrs[i].len;
     }
-    svc_scope_bind(svc, &scope, values, &q, &svc_insert_many_forms, full);
+    if (orgs) {
+        values[0] = svc->arrs[SVC_ARRS - 1].buf;
+        lengths[0] = (int)svc->arrs[SVC_ARRS - 1].len;
+    }
+    svc_scope_bind(svc, &scope, values, &q,
+                   orgs ? &svc_insert_orgs_forms : &svc_insert_many_forms,
+                   full);
+    if (q.sql == NULL)
+        return SVC_SPLIT;
     rc = db_run(svc->conn, &q, deadline_ns, &res, err, errlen);
     if (rc != POOLD_OK)
         return rc;
     for (int row = 0; row < PQntuples(res); row++) {
-        struct svc_key want = {PQgetvalue(res, row, 0),
-                               (size_t)PQgetlength(res, row, 0), 0, 0};
+        int col = orgs; /* the orgs' form returns (org_id, message_id) */
+        struct svc_key want = {orgs ? PQgetvalue(res, row, 0) : keys[0].org,
+                               PQgetvalue(res, row, col),
+                               (size_t)PQgetlength(res, row, col), 0, 0};
         /* The first occurrence sorts first among its id's keys. */
         size_t lo = 0, hi = n;
         while (lo < hi) {
@@ -750,9 +820,7 @@ static int svc_insert_many(struct service *svc, struct service_job *jobs,
             else
                 hi = mid;
         }
-        for (size_t s = lo; s < n && keys[s].len == want.len &&
-                            memcmp(keys[s].id, want.id, want.len) == 0;
-             s++)
+        for (size_t s = lo; s < n && svc_key_cmp_id(&keys[s], &want) == 0; s++)
             inserted[keys[s].k] = true;
     }
     PQclear(res);
@@ -789,7 +857,7 @@ static int svc_lookup(struct service *svc, struct service_job *jobs,
                       char *err, size_t errlen)
 {
     const Oid types[4] = {TEXTOID, TEXTARRAYOID, BYTEAARRAYOID, INTERVALOID};
-    const char *values[4] = {svc->org_id};
+    const char *values[4] = {svc_job_org(svc, &jobs[idx[0]])};
     int lengths[4] = {0};
     const int formats[4] = {0, 1, 1, 0};
     const struct db_query q = {.stmt = SVC_STMT_LOOKUP,
@@ -855,8 +923,12 @@ static int svc_insert_one(struct service *svc, struct service_job *j, bool full,
     struct svc_scope_args scope;
     /* id and payload in binary format, by length: neither needs a
      * terminating NUL, and the payload is hashed as its exact bytes. */
-    const char *values[11] = {svc->org_id, m->id,  j->result.passed ? "t" : "f",
-                              checks,      failed, m->payload};
+    const char *values[11] = {svc_job_org(svc, j),
+                              m->id,
+                              j->result.passed ? "t" : "f",
+                              checks,
+                              failed,
+                              m->payload};
     const Oid types[11] = {TEXTOID,
                            TEXTOID,
                            0,
@@ -897,10 +969,11 @@ static int svc_insert_one(struct service *svc, struct service_job *j, bool full,
  * statement, svc_scope_bind), then look up what was not inserted. On return
  * idx[0..*n) lists the jobs to go again. POOLD_OK, or a statement's error
  * (every listed job is left for the caller to fail). keys and inserted have
- * room for *n entries.
+ * room for *n entries. orgs: jobs of several orgs, inserted with no lookup
+ * (what is left goes again org by org; SVC_SPLIT: nothing was sent).
  */
 static int svc_commit_once(struct service *svc, struct service_job *jobs,
-                           size_t *idx, size_t *n, bool full,
+                           size_t *idx, size_t *n, bool full, bool orgs,
                            struct svc_key *keys, bool *inserted, bool *wrote,
                            uint64_t deadline_ns, char *err, size_t errlen)
 {
@@ -912,11 +985,13 @@ static int svc_commit_once(struct service *svc, struct service_job *jobs,
         rc = svc_insert_one(svc, &jobs[idx[0]], full, &inserted[0], deadline_ns,
                             err, errlen);
     } else {
-        for (size_t k = 0; k < *n; k++)
-            keys[k] = (struct svc_key){jobs[idx[k]].msg->id,
-                                       jobs[idx[k]].msg->id_len, k, k};
+        for (size_t k = 0; k < *n; k++) {
+            const struct service_job *j = &jobs[idx[k]];
+            keys[k] = (struct svc_key){svc_job_org(svc, j), j->msg->id,
+                                       j->msg->id_len, k, k};
+        }
         qsort(keys, *n, sizeof *keys, svc_key_cmp);
-        rc = svc_insert_many(svc, jobs, idx, keys, *n, full, inserted,
+        rc = svc_insert_many(svc, jobs, idx, keys, *n, full, orgs, inserted,
                              deadline_ns, err, errlen);
     }
     if (rc != POOLD_OK)
@@ -941,42 +1016,83 @@ static int svc_commit_once(struct service *svc, struct service_job *jobs,
             idx[rest++] = idx[k];
     }
     *n = rest;
-    if (rest == 0)
+    if (rest == 0 || orgs)
         return POOLD_OK;
     return svc_lookup(svc, jobs, idx, n, inserted, deadline_ns, err, errlen);
 }
 
-/* Commit jobs[0..n): every job gets its own status. */
-static int svc_commit(struct service *svc, struct service_job *jobs, size_t n,
-                      uint64_t deadline_ns, char *err, size_t errlen)
-{
-    enum { SVC_STACK_JOBS = 16 };
+/* A round's working arrays, on the stack for a small group. */
+enum { SVC_STACK_JOBS = 16 };
+struct svc_round {
+    size_t *idx;
+    struct svc_key *keys;
+    bool *ins;
     size_t stack_idx[SVC_STACK_JOBS];
     struct svc_key stack_keys[SVC_STACK_JOBS];
     bool stack_ins[SVC_STACK_JOBS];
-    bool heap = n > SVC_STACK_JOBS;
-    size_t *idx = heap ? malloc(n * sizeof *idx) : stack_idx;
-    struct svc_key *keys = heap ? malloc(n * sizeof *keys) : stack_keys;
-    bool *ins = heap ? malloc(n * sizeof *ins) : stack_ins;
+};
+
+/* r's arrays for n jobs; false (and none) when out of memory. */
+static bool svc_round_init(struct svc_round *r, size_t n)
+{
+    if (n <= SVC_STACK_JOBS) {
+        r->idx = r->stack_idx;
+        r->keys = r->stack_keys;
+        r->ins = r->stack_ins;
+        return true;
+    }
+    r->idx = malloc(n * sizeof *r->idx);
+    r->keys = malloc(n * sizeof *r->keys);
+    r->ins = malloc(n * sizeof *r->ins);
+    if (r->idx != NULL && r->keys != NULL && r->ins != NULL)
+        return true;
+    free(r->idx);
+    free(r->keys);
+    free(r->ins);
+    return false;
+}
+
+static void svc_round_free(struct svc_round *r)
+{
+    if (r->idx != r->stack_idx) {
+        free(r->idx);
+        free(r->keys);
+        free(r->ins);
+    }
+}
+
+/* Every job listed gets status rc: nothing of them was sent. */
+static int svc_fail_all(struct service_job *jobs, const size_t *sel, size_t n,
+                        int rc)
+{
+    for (size_t k = 0; k < n; k++)
+        jobs[sel ? sel[k] : k].status = rc;
+    return rc;
+}
+
+/* Commit the jobs of one org, jobs[sel[0..n)] (sel NULL: jobs[0..n)):
+ * every job gets its own status. */
+static int svc_commit(struct service *svc, struct service_job *jobs,
+                      const size_t *sel, size_t n, uint64_t deadline_ns,
+                      char *err, size_t errlen)
+{
+    struct svc_round r;
     size_t left = n;
     bool wrote = false;
     int rc = POOLD_OK;
 
-    if (idx == NULL || keys == NULL || ins == NULL) {
+    if (!svc_round_init(&r, n)) {
         snprintf(err, errlen, "out of memory");
-        for (size_t k = 0; k < n; k++)
-            jobs[k].status = POOLD_ERR_NOMEM; /* nothing was sent */
-        rc = POOLD_ERR_NOMEM;
-        left = 0;
+        return svc_fail_all(jobs, sel, n, POOLD_ERR_NOMEM);
     }
-    for (size_t k = 0; rc == POOLD_OK && k < n; k++)
-        idx[k] = k;
+    for (size_t k = 0; k < n; k++)
+        r.idx[k] = sel ? sel[k] : k;
     /* SVC_COMMIT_TRIES full statements; a guarded try is not counted. */
     for (int t = 0, tries = SVC_COMMIT_TRIES;
          rc == POOLD_OK && left > 0 && t < tries; t++) {
         svc->guarded = false;
-        rc = svc_commit_once(svc, jobs, idx, &left, t > 0, keys, ins, &wrote,
-                             deadline_ns, err, errlen);
+        rc = svc_commit_once(svc, jobs, r.idx, &left, t > 0, false, r.keys,
+                             r.ins, &wrote, deadline_ns, err, errlen);
         if (svc->guarded && rc == POOLD_OK && left > 0) {
             svc_guard_missed(svc);
             tries++;
@@ -989,18 +1105,66 @@ static int svc_commit(struct service *svc, struct service_job *jobs, size_t n,
                  SVC_COMMIT_TRIES);
         rc = POOLD_ERR_DB;
     }
-    for (size_t k = 0; k < left; k++)
-        jobs[idx[k]].status = rc;
-    if (heap) {
-        free(idx);
-        free(keys);
-        free(ins);
-    }
+    svc_fail_all(jobs, r.idx, left, rc);
+    svc_round_free(&r);
     /* Rows this call inserted are committed, whatever failed after them:
      * a definite failure then belongs to the jobs it left undecided (none
      * of them was written), not to the whole call, which must not read as
      * "nothing written". An unknown outcome stays the call's. */
     return rc == POOLD_ERR_DB && wrote ? POOLD_OK : rc;
+}
+
+/*
+ * Jobs of several orgs (a group of the shared commit queue): one guarded
+ * statement for all of them. What it leaves goes again org by org with
+ * svc_commit() (a duplicate, to be looked up; a guard that missed), and so
+ * does every job when no guarded form applies or the statement fails with
+ * an error (nothing written: one org's bad row must not fail the others'
+ * messages). An unknown outcome is every job's.
+ */
+static int svc_commit_orgs(struct service *svc, struct service_job *jobs,
+                           size_t n, uint64_t deadline_ns, char *err,
+                           size_t errlen)
+{
+    struct svc_round r;
+    size_t left = n;
+    bool wrote = false;
+    int rc, worst = POOLD_OK;
+
+    if (!svc_round_init(&r, n)) {
+        snprintf(err, errlen, "out of memory");
+        return svc_fail_all(jobs, NULL, n, POOLD_ERR_NOMEM);
+    }
+    for (size_t k = 0; k < n; k++)
+        r.idx[k] = k;
+    svc->guarded = false;
+    rc = svc_commit_once(svc, jobs, r.idx, &left, false, true, r.keys, r.ins,
+                         &wrote, deadline_ns, err, errlen);
+    if (rc != POOLD_OK && rc != SVC_SPLIT && rc != POOLD_ERR_DB) {
+        svc_round_free(&r);
+        return svc_fail_all(jobs, NULL, n, rc);
+    }
+    /* Group what is left by org (svc_commit_once kept idx in order). */
+    for (size_t a = 0, b; a < left; a = b) {
+        const char *org = svc_job_org(svc, &jobs[r.idx[a]]);
+        size_t run = a;
+
+        for (b = a; b < left; b++)
+            if (strcmp(svc_job_org(svc, &jobs[r.idx[b]]), org) == 0) {
+                size_t t = r.idx[b];
+                memmove(&r.idx[run + 1], &r.idx[run],
+                        (b - run) * sizeof *r.idx);
+                r.idx[run++] = t;
+            }
+        b = run;
+        rc = svc_commit(svc, jobs, &r.idx[a], b - a, deadline_ns, err, errlen);
+        if (rc == POOLD_OK)
+            wrote = true;
+        else if (worst == POOLD_OK || worst == POOLD_ERR_DB)
+            worst = rc;
+    }
+    svc_round_free(&r);
+    return worst == POOLD_ERR_DB && wrote ? POOLD_OK : worst;
 }
 
 int service_evaluate(struct service *svc, struct service_job *jobs, size_t n,
@@ -1031,9 +1195,15 @@ int service_commit_many(struct service *svc, struct service_job *jobs, size_t n,
 {
     int rc;
 
+    bool orgs = false;
+
     if (n == 0)
         return POOLD_OK;
-    rc = svc_commit(svc, jobs, n, deadline_ns, err, errlen);
+    for (size_t k = 1; k < n && !orgs; k++)
+        orgs = jobs[k].org_id != jobs[0].org_id &&
+               strcmp(svc_job_org(svc, &jobs[k]), svc_job_org(svc, jobs)) != 0;
+    rc = orgs ? svc_commit_orgs(svc, jobs, n, deadline_ns, err, errlen)
+              : svc_commit(svc, jobs, NULL, n, deadline_ns, err, errlen);
     for (size_t k = 0; k < n && rc == POOLD_OK; k++)
         if (jobs[k].status == POOLD_ERR_CONFLICT) {
             const struct message *m = jobs[k].msg;
