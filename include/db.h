@@ -108,6 +108,9 @@ bool db_conn_is_alive(struct db_conn *conn, uint64_t now_ns,
  * PQTRANS_IDLE. */
 bool db_conn_is_clean(const struct db_conn *conn);
 
+/* The SQLSTATE of the last db_run()'s error ("" if none, or no error). */
+const char *db_conn_sqlstate(const struct db_conn *conn);
+
 /* Record a use (after a successful query), for the idle check above. */
 void db_conn_touch(struct db_conn *conn, uint64_t now_ns);
 

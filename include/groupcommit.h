@@ -8,6 +8,7 @@
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #include "status.h"
 
@@ -44,6 +45,9 @@ POOLD_MUSTCHECK int
 groupcommit_process(struct registry *reg, struct org_entry *e,
                     const struct message *msg, struct service_result *out,
                     const struct reg_deadlines *dl, char *err, size_t errlen);
+
+/* Statements b sent, each counted once. */
+uint64_t groupcommit_statements(struct batcher *b);
 
 /* Wake every request queued on b (shutdown: they see it and leave). */
 void groupcommit_wake(struct batcher *b);

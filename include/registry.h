@@ -214,6 +214,11 @@ void registry_foreach_pool(struct registry *reg,
 /* Stats of the connection pool (max_size is the cap now). Thread-safe. */
 void registry_conn_stats(struct registry *reg, struct pool_stats *out);
 
+/* Statements the commit queue sent (every org's groups; 0 in mode none):
+ * an org's group_commits counts a statement with several orgs' messages
+ * for each of them, this once (GET /stats totals). */
+uint64_t registry_group_statements(struct registry *reg);
+
 /*
  * The stored result of (org_id, message_id), not older than retention_s
  * (0: any age), as the JSON text GET /orgs/{org_id}/messages/{message_id}

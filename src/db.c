@@ -532,6 +532,11 @@ bool db_conn_is_alive(struct db_conn *conn, uint64_t now_ns,
     return ok && PQstatus(conn->pg) == CONNECTION_OK;
 }
 
+const char *db_conn_sqlstate(const struct db_conn *conn)
+{
+    return conn->sqlstate;
+}
+
 bool db_conn_is_clean(const struct db_conn *conn)
 {
     return conn != NULL && !conn->doomed &&

@@ -112,6 +112,7 @@ struct batcher {
     uint64_t ewma_ns;       /* mean commit latency (0: none measured) */
     uint64_t last_offer_ns; /* when the last write was offered */
     uint64_t gap_ns;        /* mean gap between offers (same weight) */
+    atomic_uint_fast64_t statements; /* sent, each once (GET /stats) */
 };
 
 struct batcher *groupcommit_create(void)
@@ -299,6 +300,7 @@ static int gc_lead(struct batcher *b, struct gc_job *own)
     rc = service_commit_many(svc, jobs, n, deadline, err, sizeof err);
     t1 = clock_now_ns();
     gc_count(group, n);
+    atomic_fetch_add(&b->statements, 1);
 
     pthread_mutex_lock(&b->lock);
     if (rc == POOLD_OK) {
@@ -550,6 +552,11 @@ int groupcommit_process(struct registry *reg, struct org_entry *e,
                  "payload",
                  (int)(msg->id_len > 128 ? 128 : msg->id_len), msg->id);
     return rc;
+}
+
+uint64_t groupcommit_statements(struct batcher *b)
+{
+    return atomic_load(&b->statements);
 }
 
 void groupcommit_wake(struct batcher *b)

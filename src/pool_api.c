@@ -140,6 +140,8 @@ void pool_api_stats(struct handlers *h, const struct http_request *req,
         metrics_stats_add(&totals, &snap.v[i].stats);
     }
     metrics_snapshot_free(&snap);
+    /* A statement of several orgs counts once in the totals. */
+    totals.group_commits = registry_group_statements(cfg_of(h)->reg);
     registry_conn_stats(cfg_of(h)->reg, &conn);
     handlers_render_json(resp, 200,
                          json_pack("{s:o?,s:o?,s:o?}", "pools", pools, "totals",

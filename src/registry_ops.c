@@ -117,6 +117,11 @@ void registry_foreach_pool(struct registry *reg,
     registry_foreach_org(reg, REG_POOLED, foreach_pool_one, &a);
 }
 
+uint64_t registry_group_statements(struct registry *reg)
+{
+    return reg->batcher ? groupcommit_statements(reg->batcher) : 0;
+}
+
 void registry_conn_stats(struct registry *reg, struct pool_stats *out)
 {
     if (reg->conns) {

@@ -1114,13 +1114,23 @@ static int svc_commit(struct service *svc, struct service_job *jobs,
     return rc == POOLD_ERR_DB && wrote ? POOLD_OK : rc;
 }
 
+/* An error a row causes (data, a constraint, a trigger's RAISE): SQLSTATE
+ * classes 22 and 23, P0001. Not a timeout, a lock wait, a deadlock or a
+ * lost connection: those are the statement's, whatever its rows. */
+static bool svc_row_error(const char *sqlstate)
+{
+    return strncmp(sqlstate, "22", 2) == 0 || strncmp(sqlstate, "23", 2) == 0 ||
+           strcmp(sqlstate, "P0001") == 0;
+}
+
 /*
  * Jobs of several orgs (a group of the shared commit queue): one guarded
  * statement for all of them. What it leaves goes again org by org with
  * svc_commit() (a duplicate, to be looked up; a guard that missed), and so
- * does every job when no guarded form applies or the statement fails with
- * an error (nothing written: one org's bad row must not fail the others'
- * messages). An unknown outcome is every job's.
+ * does every job when no guarded form applies, or when a row's error failed
+ * the statement (nothing written: one org's bad row must not fail the
+ * others' messages). Any other failure is every job's, as for a group of
+ * one org.
  */
 static int svc_commit_orgs(struct service *svc, struct service_job *jobs,
                            size_t n, uint64_t deadline_ns, char *err,
@@ -1140,7 +1150,8 @@ static int svc_commit_orgs(struct service *svc, struct service_job *jobs,
     svc->guarded = false;
     rc = svc_commit_once(svc, jobs, r.idx, &left, false, true, r.keys, r.ins,
                          &wrote, deadline_ns, err, errlen);
-    if (rc != POOLD_OK && rc != SVC_SPLIT && rc != POOLD_ERR_DB) {
+    if (rc != POOLD_OK && rc != SVC_SPLIT &&
+        !(rc == POOLD_ERR_DB && svc_row_error(db_conn_sqlstate(svc->conn)))) {
         svc_round_free(&r);
         return svc_fail_all(jobs, NULL, n, rc);
     }

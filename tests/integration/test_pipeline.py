@@ -295,6 +295,11 @@ class SeveralOrgs(unittest.TestCase):
                              (ORG_G, ORG_G2, ORG_BAD)) == len(calls), 20,
                  "the writes to queue")
 
+    def totals(self, p):
+        r = p.get("/stats", token=TOKEN, route="/stats")
+        self.assertEqual(r.status, 200, r.body)
+        return r.json()["totals"]
+
     def poold(self):
         return Poold(env={"POOLD_POOL_SIZE": "8",
                           "POOLD_ACQUIRE_TIMEOUT_MS": "10000",
@@ -308,6 +313,7 @@ class SeveralOrgs(unittest.TestCase):
             self.assertEqual(p.process({"org_id": ORG_G2, "id": stored,
                                         "payload": "abcd"}).status, 200)
             before = {o: p.pool(o) for o in (ORG_G, ORG_G2)}
+            totals0 = self.totals(p)
             holder, stalled = self.stall(p)
             calls = [Call(p, ORG_G2, same),            # the same id in
                      Call(p, ORG_G, same),             # two orgs: two rows
@@ -336,6 +342,12 @@ class SeveralOrgs(unittest.TestCase):
             # ORG_G: the two stalled commits and the group; ORG_G2: only
             # the group, with its three writes.
             self.assertEqual(delta, {ORG_G: (3, 4), ORG_G2: (1, 3)})
+            # The totals count the shared statement once: 3 statements.
+            totals1 = self.totals(p)
+            self.assertEqual((totals1["group_commits"] -
+                              totals0["group_commits"],
+                              totals1["group_messages"] -
+                              totals0["group_messages"]), (3, 7))
             # One statement for both orgs' new rows: one transaction. (Near
             # a partition's bounds the statement that takes any dedupe path
             # goes org by org: not asserted there.)
@@ -380,6 +392,46 @@ class SeveralOrgs(unittest.TestCase):
                 holder.release()
             psql("ALTER TABLE processed_messages DROP CONSTRAINT IF EXISTS "
                  f"{P}refuse")
+            self.assertEqual(p.stop(), 0)
+
+
+    def test_a_statement_timeout_fails_the_whole_group_at_once(self):
+        """One org's row waits for a lock held elsewhere past the statement
+        timeout: the group's statement fails for no row's fault, so every
+        message of the group gets 503 database_unavailable at once (none is
+        sent again org by org: each part would wait out the lock again,
+        and the last would find its connection closed)."""
+        p = Poold(env={"POOLD_POOL_SIZE": "8",
+                       "POOLD_ACQUIRE_TIMEOUT_MS": "2000",
+                       "POOLD_STATEMENT_TIMEOUT_MS": "2000"})
+        x, y, w = mid("x"), mid("y"), mid("w")
+        hold = lambda m: LockHolder(
+            "INSERT INTO processed_messages (org_id, message_id, passed, "
+            "checks, payload_sha256) VALUES ('%s', '%s', true, 0, '\\x00')"
+            % (ORG_G, m), "row")
+        holders = [hold(m) for m in (x, y, w)]
+        try:
+            # Two commits in flight, each waiting for a row lock.
+            first = Call(p, ORG_G, x)
+            first.start()
+            wait_for(lambda: lock_waiters() == 1, 20, "the first commit")
+            second = Call(p, ORG_G, y)
+            second.start()
+            wait_for(lambda: lock_waiters() == 2, 20, "a second commit")
+            calls = [Call(p, ORG_G2, mid("n2")), Call(p, ORG_G, w),
+                     Call(p, ORG_BAD, mid("nb"))]
+            self.queue(p, calls)
+            holders[0].release()  # the first commits; the group goes next
+            started = time.monotonic()
+            self.assertEqual(first.result().status, 200)
+            for r in [c.result() for c in calls]:
+                self.assertEqual(r.status, 503, r.body)
+                self.assertEqual(r.code, "database_unavailable", r.body)
+            # One statement timeout (2 s) and its slack, not one per org.
+            self.assertLess(time.monotonic() - started, 3.5)
+        finally:
+            for h in holders:
+                h.release()
             self.assertEqual(p.stop(), 0)
 
 
