@@ -114,6 +114,25 @@ class LockHolder:
             self.proc.wait(20)
 
 
+def stall_two_commits(p, org, tag):
+    """A table lock that holds every INSERT, and two commits of org waiting
+    for it: the first, and a second in flight beside it (the first
+    stalled). What org offers next queues. Returns the lock's holder and
+    the two calls; the holder is released if the commits never wait."""
+    holder = LockHolder("LOCK TABLE processed_messages IN SHARE ROW "
+                        "EXCLUSIVE MODE", tag)
+    leaders = []
+    try:
+        for n, what in ((1, "the first commit"), (2, "a second commit")):
+            leaders.append(Call(p, org, mid("l%d" % n)))
+            leaders[-1].start()
+            wait_for(lambda: lock_waiters() == n, 20, what)
+    except BaseException:
+        holder.release()
+        raise
+    return holder, leaders
+
+
 def lock_waiters():
     """poold's backends waiting for a lock."""
     return int(psql("SELECT count(*) FROM pg_stat_activity WHERE "
@@ -204,14 +223,7 @@ class Groups(unittest.TestCase):
             self.assertEqual(p.process({"org_id": ORG_G, "id": stored,
                                         "payload": "abcd"}).status, 200)
             before = p.pool(ORG_G)
-            holder = LockHolder("LOCK TABLE processed_messages IN SHARE ROW "
-                                "EXCLUSIVE MODE", "table")
-            first = Call(p, ORG_G, mid("a"))
-            first.start()
-            wait_for(lambda: lock_waiters() == 1, 20, "the first commit")
-            second = Call(p, ORG_G, mid("b"))
-            second.start()
-            wait_for(lambda: lock_waiters() == 2, 20, "a second commit")
+            holder, (first, second) = stall_two_commits(p, ORG_G, "table")
             rep = mid("rep")
             followers = [
                 Call(p, ORG_G, stored, "abcd"),           # duplicate
@@ -275,19 +287,6 @@ class SeveralOrgs(unittest.TestCase):
     """The queue is every org's: writes of several orgs queued behind a
     commit in flight go in one statement, each settled as its org's."""
 
-    def stall(self, p):
-        """Two commits of ORG_G stalled by a table lock (the first, and a
-        second beside it): what is offered next queues."""
-        holder = LockHolder("LOCK TABLE processed_messages IN SHARE ROW "
-                            "EXCLUSIVE MODE", "orgs")
-        first = Call(p, ORG_G, mid("a"))
-        first.start()
-        wait_for(lambda: lock_waiters() == 1, 20, "the first commit")
-        second = Call(p, ORG_G, mid("b"))
-        second.start()
-        wait_for(lambda: lock_waiters() == 2, 20, "a second commit")
-        return holder, [first, second]
-
     def queue(self, p, calls):
         for c in calls:
             c.start()
@@ -314,7 +313,7 @@ class SeveralOrgs(unittest.TestCase):
                                         "payload": "abcd"}).status, 200)
             before = {o: p.pool(o) for o in (ORG_G, ORG_G2)}
             totals0 = self.totals(p)
-            holder, stalled = self.stall(p)
+            holder, stalled = stall_two_commits(p, ORG_G, "orgs")
             calls = [Call(p, ORG_G2, same),            # the same id in
                      Call(p, ORG_G, same),             # two orgs: two rows
                      Call(p, ORG_G2, stored, "abcd"),  # duplicate
@@ -373,7 +372,7 @@ class SeveralOrgs(unittest.TestCase):
              f"{P}refuse CHECK (org_id <> '{ORG_BAD}')")
         holder = None
         try:
-            holder, stalled = self.stall(p)
+            holder, stalled = stall_two_commits(p, ORG_G, "orgs")
             ids = [mid("bad"), mid("g2"), mid("g")]
             calls = [Call(p, o, i)
                      for o, i in zip((ORG_BAD, ORG_G2, ORG_G), ids)]
@@ -451,15 +450,8 @@ class QueuedWrites(unittest.TestCase):
         self.addCleanup(lambda: self.assertEqual(p.stop(), 0))
         self.assertEqual(p.process({"org_id": org, "id": mid(),
                                     "payload": "abcd"}).status, 200)
-        holder = LockHolder("LOCK TABLE processed_messages IN SHARE ROW "
-                            "EXCLUSIVE MODE", "table")
+        holder, leaders = stall_two_commits(p, org, "table")
         self.addCleanup(holder.release)
-        leaders = [Call(p, org, mid("l1"))]
-        leaders[0].start()
-        wait_for(lambda: lock_waiters() == 1, 20, "the first commit")
-        leaders.append(Call(p, org, mid("l2")))
-        leaders[1].start()
-        wait_for(lambda: lock_waiters() == 2, 20, "a second commit")
         calls = [Call(p, org, mid("f%d" % i)) for i in range(followers)]
         for c in calls:
             c.start()
