@@ -23,6 +23,7 @@ struct service_result {
     bool passed;
     bool duplicate;
     struct rules_verdict verdict;
+    unsigned char digest[32]; /* SHA-256 of the payload, stored with the row */
 };
 
 /* One message of a commit and what became of it. */

@@ -3,6 +3,7 @@
 #include "service_test.h"
 
 #include <arpa/inet.h>
+#include <assert.h>
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -11,6 +12,7 @@
 
 #include "catalog.h"
 #include "clock.h"
+#include "keys.h"
 #include "log.h"
 
 /* A concurrent insert of the same key can make one statement see nothing
@@ -342,9 +344,12 @@ static void arr_elem(struct svc_arr *a, const void *p, size_t n)
  * occurrence goes to the database) and RETURNING names the inserted ids.
  * An id not inserted was stored before; the lookup compares its payload
  * digest: the same payload is a duplicate (the stored result answers), another
- * payload an id_conflict. Under READ COMMITTED a concurrent insert of the
- * same key that commits after the INSERT's snapshot makes ON CONFLICT skip
- * while the lookup may not see the row yet: such a message goes again.
+ * payload an id_conflict. The digest (SHA-256) is computed here while the
+ * message is processed, in parallel on its service's thread, and sent in
+ * place of the payload: 32 bytes a row, and no hashing in the statement. Under
+ * READ COMMITTED a concurrent insert of the same key that commits after the
+ * INSERT's snapshot makes ON CONFLICT skip while the lookup may not see the row
+ * yet: such a message goes again.
  *
  * processed_messages is partitioned by time, each partition with its own
  * primary key (sql/006_lifecycle.sql): ON CONFLICT covers the partition the
@@ -403,14 +408,13 @@ static void arr_elem(struct svc_arr *a, const void *p, size_t n)
 #define SVC_INSERT_MANY                                                        \
     "INSERT INTO processed_messages (org_id, message_id, passed, checks,"      \
     " failed_rules, payload_sha256)"                                           \
-    " SELECT $1, i.message_id, i.passed, i.checks, i.failed::text[],"          \
-    "  sha256(i.payload)"                                                      \
+    " SELECT $1, i.message_id, i.passed, i.checks, i.failed::text[], i.digest" \
     " FROM unnest($2::text[], $3::boolean[], $4::integer[], $5::text[],"       \
-    "  $6::bytea[]) AS i(message_id, passed, checks, failed, payload)"
+    "  $6::bytea[]) AS i(message_id, passed, checks, failed, digest)"
 #define SVC_INSERT_ONE                                                         \
     "INSERT INTO processed_messages (org_id, message_id, passed, checks,"      \
     " failed_rules, payload_sha256)"                                           \
-    " SELECT $1, $2, $3::boolean, $4::integer, $5::text[], sha256($6)"
+    " SELECT $1, $2, $3::boolean, $4::integer, $5::text[], $6::bytea"
 
 #define SVC_IDS "$2::text[]"
 static const char svc_insert_many_sql[] =
@@ -428,10 +432,10 @@ static const char svc_insert_many_probe_sql[] =
     "INSERT INTO processed_messages (org_id, message_id, passed, checks,"      \
     " failed_rules, payload_sha256)"                                           \
     " SELECT i.org_id, i.message_id, i.passed, i.checks, i.failed::text[],"    \
-    "  sha256(i.payload)"                                                      \
+    "  i.digest"                                                               \
     " FROM unnest($1::text[], $2::text[], $3::boolean[], $4::integer[],"       \
     "  $5::text[], $6::bytea[])"                                               \
-    "  AS i(org_id, message_id, passed, checks, failed, payload)"
+    "  AS i(org_id, message_id, passed, checks, failed, digest)"
 #define SVC_PROBE_ORGS                                                         \
     "NOT EXISTS (SELECT 1 FROM processed_messages p"                           \
     "  WHERE p.org_id = i.org_id AND p.message_id = i.message_id"              \
@@ -457,10 +461,10 @@ static const char svc_insert_one_probe_sql[] =
  * the window), the newest last (an id may be stored again once its window
  * has passed and its partition is no longer the current one). */
 static const char svc_lookup_sql[] =
-    "SELECT i.ord, p.payload_sha256 = sha256(i.payload), p.passed,"
+    "SELECT i.ord, p.payload_sha256 = i.digest, p.passed,"
     " p.checks, p.failed_rules::text"
     " FROM unnest($2::text[], $3::bytea[]) WITH ORDINALITY"
-    "  AS i(message_id, payload, ord)"
+    "  AS i(message_id, digest, ord)"
     " JOIN processed_messages p"
     "  ON p.org_id = $1 AND p.message_id = i.message_id"
     "  AND p.processed_at >= least(coalesce(now() - $4::interval,"
@@ -728,7 +732,7 @@ static bool svc_insert_arrays(struct service *svc, struct service_job *jobs,
         arr_elem(&a[1], &passed, 1);
         arr_elem(&a[2], &checks, sizeof checks);
         arr_elem(&a[3], failed, flen);
-        arr_elem(&a[4], j->msg->payload, j->msg->payload_len);
+        arr_elem(&a[4], r->digest, sizeof r->digest);
         if (orgs)
             arr_elem(&a[5], keys[s].org, strlen(keys[s].org));
     }
@@ -876,9 +880,9 @@ static int svc_lookup(struct service *svc, struct service_job *jobs,
     arr_begin(&a[0], TEXTOID, *n);
     arr_begin(&a[4], BYTEAOID, *n);
     for (size_t k = 0; k < *n; k++) {
-        const struct message *m = jobs[idx[k]].msg;
-        arr_elem(&a[0], m->id, m->id_len);
-        arr_elem(&a[4], m->payload, m->payload_len);
+        const struct service_job *j = &jobs[idx[k]];
+        arr_elem(&a[0], j->msg->id, j->msg->id_len);
+        arr_elem(&a[4], j->result.digest, sizeof j->result.digest);
     }
     if (a[0].oom || a[4].oom || a[0].len > INT32_MAX || a[4].len > INT32_MAX)
         return svc_arr_fail(err, errlen);
@@ -921,14 +925,14 @@ static int svc_insert_one(struct service *svc, struct service_job *j, bool full,
     char failed[RULES_MAX * 24 + 3], checks[16];
     const struct message *m = j->msg;
     struct svc_scope_args scope;
-    /* id and payload in binary format, by length: neither needs a
-     * terminating NUL, and the payload is hashed as its exact bytes. */
+    /* id and digest in binary format, by length: neither needs a
+     * terminating NUL. */
     const char *values[11] = {svc_job_org(svc, j),
                               m->id,
                               j->result.passed ? "t" : "f",
                               checks,
                               failed,
-                              m->payload};
+                              (const char *)j->result.digest};
     const Oid types[11] = {TEXTOID,
                            TEXTOID,
                            0,
@@ -940,7 +944,8 @@ static int svc_insert_one(struct service *svc, struct service_job *j, bool full,
                            TIMESTAMPTZOID,
                            TIMESTAMPTZOID,
                            TIMESTAMPTZOID};
-    const int lengths[11] = {0, (int)m->id_len, 0, 0, 0, (int)m->payload_len};
+    const int lengths[11] = {
+        0, (int)m->id_len, 0, 0, 0, (int)sizeof j->result.digest};
     const int formats[11] = {0, 1, 0, 0, 0, 1};
     struct db_query q = {.stmt = SVC_STMT_COMMIT_ONE,
                          .sql = svc_insert_one_sql,
@@ -1195,6 +1200,8 @@ int service_evaluate(struct service *svc, struct service_job *jobs, size_t n,
                    &r->verdict);
         r->passed = r->verdict.nfailed == 0;
         r->duplicate = false;
+        static_assert(sizeof r->digest == KEYS_DIGEST_LEN, "SHA-256");
+        keys_digest(m->payload, m->payload_len, r->digest);
     }
     if (n > 0)
         clock_sleep_ms(svc->env->process_cost_ms * (double)n);
