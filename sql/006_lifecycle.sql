@@ -141,6 +141,32 @@ BEGIN
     RETURN free;
 END $$;
 
+-- poold_claim() for a group of several orgs' writes, the pairs
+-- (p_orgs[k], p_ids[k]): the same buckets as poold_claim() (an org's id
+-- hashes alike in both), all of them locked in one ascending pass, so that
+-- two claims never wait for each other in opposite orders. Returns the
+-- ordinals (from 1) of the pairs with no row since p_since.
+CREATE OR REPLACE FUNCTION poold_claim_orgs(p_orgs text[], p_ids text[],
+                                            p_since timestamptz)
+RETURNS bigint[]
+LANGUAGE plpgsql VOLATILE AS $$
+DECLARE
+    free bigint[];
+BEGIN
+    IF p_since IS NULL THEN
+        SELECT s.since INTO p_since FROM poold_dedupe_scope() s;
+    END IF;
+    PERFORM pg_advisory_xact_lock(21021, b)
+       FROM (SELECT DISTINCT abs(hashtext(t.o || '/' || t.i) % 64) AS b
+             FROM unnest(p_orgs, p_ids) AS t(o, i) ORDER BY 1) AS buckets;
+    SELECT coalesce(array_agg(t.ord), '{}') INTO free
+      FROM unnest(p_orgs, p_ids) WITH ORDINALITY AS t(o, i, ord)
+     WHERE NOT EXISTS (SELECT 1 FROM processed_messages m
+                       WHERE m.org_id = t.o AND m.message_id = t.i
+                       AND m.processed_at >= p_since);
+    RETURN free;
+END $$;
+
 -- The period maintenance: poold's housekeeping calls it at start-up and at
 -- least hourly (a pg_cron job could instead). Records the window, makes the
 -- range partitions from the one now() falls in to `ahead` periods ahead,

@@ -39,7 +39,9 @@ int catalog_check_schema(struct db_conn *conn, char *err, size_t errlen)
         " to_regclass('orgs') AND attname = 'paused'"
         " AND NOT attisdropped),"
         " to_regclass('org_changes') IS NOT NULL,"
-        " to_regclass('message_partitions') IS NOT NULL";
+        " to_regclass('message_partitions') IS NOT NULL,"
+        " to_regprocedure('poold_claim_orgs(text[],text[],timestamptz)')"
+        " IS NOT NULL";
     static const char *const names[] = {"table orgs",
                                         "table processed_messages",
                                         "column orgs.config_version",
@@ -48,7 +50,8 @@ int catalog_check_schema(struct db_conn *conn, char *err, size_t errlen)
                                         "column orgs.rate_limit_rps",
                                         "column orgs.paused",
                                         "table org_changes",
-                                        "table message_partitions"};
+                                        "table message_partitions",
+                                        "function poold_claim_orgs"};
     PGresult *res =
         db_exec(conn, "schema check", sql, 0, NULL, NULL, err, errlen);
 

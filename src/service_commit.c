@@ -31,7 +31,8 @@ enum {
     SVC_STMT_COMMIT_PROBE = 7,
     SVC_STMT_COMMIT_ONE_PROBE = 8,
     SVC_STMT_COMMIT_ORGS_PROBE = 9,
-    SVC_STMT_COMMIT_ORGS_FAST = 10
+    SVC_STMT_COMMIT_ORGS_FAST = 10,
+    SVC_STMT_COMMIT_ORGS = 11
 };
 
 /* The failed rules as a text[] literal: {a,b}. Names need no quoting. */
@@ -220,21 +221,35 @@ static const char svc_insert_many_probe_sql[] =
     SVC_INSERT_MANY SVC_PROBE_WHERE("i.message_id") " RETURNING message_id";
 #undef SVC_IDS
 
-/* A group of several orgs' writes ($1 their orgs, one per row): the guarded
- * forms only. When neither applies, each org's part goes alone. */
-#define SVC_INSERT_ORGS                                                        \
+/* A group of several orgs' writes ($1 their orgs, one per row), in the same
+ * three forms. The full one claims every (org, id) pair in one call
+ * (poold_claim_orgs(), one ascending pass over the buckets: claims made
+ * org by org on one connection could wait for each other crosswise) and
+ * inserts the pairs it answers free, by ordinal. */
+#define SVC_INSERT_ORGS_FROM                                                   \
     "INSERT INTO processed_messages (org_id, message_id, passed, checks,"      \
     " failed_rules, payload_sha256)"                                           \
     " SELECT i.org_id, i.message_id, i.passed, i.checks, i.failed::text[],"    \
     "  i.digest"                                                               \
     " FROM unnest($1::text[], $2::text[], $3::boolean[], $4::integer[],"       \
-    "  $5::text[], $6::bytea[])"                                               \
-    "  AS i(org_id, message_id, passed, checks, failed, digest)"
+    "  $5::text[], $6::bytea[])"
+#define SVC_ORGS_AS "  AS i(org_id, message_id, passed, checks, failed, digest"
+#define SVC_INSERT_ORGS SVC_INSERT_ORGS_FROM SVC_ORGS_AS ")"
 #define SVC_PROBE_ORGS                                                         \
     "NOT EXISTS (SELECT 1 FROM processed_messages p"                           \
     "  WHERE p.org_id = i.org_id AND p.message_id = i.message_id"              \
     "  AND p.processed_at >= now() - $7::interval"                             \
     "  AND p.processed_at < $11::timestamptz)"
+/* clang-format off */
+static const char svc_insert_orgs_sql[] =
+    "WITH c AS (SELECT poold_claim_orgs($1::text[], $2::text[], " SVC_SINCE
+    ") AS free WHERE NOT coalesce(" SVC_CALM ", false)) "
+    SVC_INSERT_ORGS_FROM " WITH ORDINALITY" SVC_ORGS_AS ", ord)"
+    " WHERE CASE WHEN " SVC_FAST " THEN true"
+    " WHEN " SVC_CALM " THEN " SVC_PROBE_ORGS
+    " ELSE i.ord = ANY ((SELECT free FROM c)::bigint[]) END"
+    " ON CONFLICT DO NOTHING RETURNING org_id, message_id";
+/* clang-format on */
 static const char svc_insert_orgs_fast_sql[] =
     SVC_INSERT_ORGS SVC_FAST_WHERE " RETURNING org_id, message_id";
 static const char svc_insert_orgs_probe_sql[] =
@@ -451,8 +466,9 @@ static const struct svc_insert_forms svc_insert_many_forms = {
     {SVC_STMT_COMMIT, SVC_STMT_COMMIT_PROBE, SVC_STMT_COMMIT_FAST},
     {svc_insert_many_sql, svc_insert_many_probe_sql, svc_insert_many_fast_sql}};
 static const struct svc_insert_forms svc_insert_orgs_forms = {
-    {0, SVC_STMT_COMMIT_ORGS_PROBE, SVC_STMT_COMMIT_ORGS_FAST},
-    {NULL, svc_insert_orgs_probe_sql, svc_insert_orgs_fast_sql}};
+    {SVC_STMT_COMMIT_ORGS, SVC_STMT_COMMIT_ORGS_PROBE,
+     SVC_STMT_COMMIT_ORGS_FAST},
+    {svc_insert_orgs_sql, svc_insert_orgs_probe_sql, svc_insert_orgs_fast_sql}};
 static const struct svc_insert_forms svc_insert_one_forms = {
     {SVC_STMT_COMMIT_ONE, SVC_STMT_COMMIT_ONE_PROBE, SVC_STMT_COMMIT_ONE_FAST},
     {svc_insert_one_sql, svc_insert_one_probe_sql, svc_insert_one_fast_sql}};
@@ -542,13 +558,8 @@ static int svc_arr_fail(char *err, size_t errlen)
     return POOLD_ERR_NOMEM;
 }
 
-/* svc_insert_many() with jobs of several orgs and no guarded form to send:
- * nothing was sent, each org's part goes alone. */
-#define SVC_SPLIT 1
-
 /* Insert the group's first occurrences; inserted[k] for each idx[k] whose
- * id went in (repeats included). orgs: the jobs are of several orgs (a
- * guarded form only, else SVC_SPLIT). */
+ * id went in (repeats included). orgs: the jobs are of several orgs. */
 static int svc_insert_many(struct service *svc, struct service_job *jobs,
                            const size_t *idx, struct svc_key *keys, size_t n,
                            bool full, bool orgs, bool *inserted,
@@ -599,8 +610,6 @@ static int svc_insert_many(struct service *svc, struct service_job *jobs,
     svc_scope_bind(svc, &scope, values, &q,
                    orgs ? &svc_insert_orgs_forms : &svc_insert_many_forms,
                    full);
-    if (q.sql == NULL)
-        return SVC_SPLIT;
     rc = db_run(svc->conn, &q, deadline_ns, &res, err, errlen);
     if (rc != POOLD_OK)
         return rc;
@@ -769,7 +778,7 @@ static int svc_insert_one(struct service *svc, struct service_job *j, bool full,
  * idx[0..*n) lists the jobs to go again. POOLD_OK, or a statement's error
  * (every listed job is left for the caller to fail). keys and inserted have
  * room for *n entries. orgs: jobs of several orgs, inserted with no lookup
- * (what is left goes again org by org; SVC_SPLIT: nothing was sent).
+ * (what is left goes again org by org).
  */
 static int svc_commit_once(struct service *svc, struct service_job *jobs,
                            size_t *idx, size_t *n, bool full, bool orgs,
@@ -949,7 +958,7 @@ static int svc_commit_orgs(struct service *svc, struct service_job *jobs,
     svc->guarded = false;
     rc = svc_commit_once(svc, jobs, r.idx, &left, false, true, r.keys, r.ins,
                          &wrote, deadline_ns, err, errlen);
-    if (rc != POOLD_OK && rc != SVC_SPLIT &&
+    if (rc != POOLD_OK &&
         !(rc == POOLD_ERR_DB && svc_row_error(db_conn_sqlstate(svc->conn)))) {
         svc_round_free(&r);
         return svc_fail_all(jobs, NULL, n, rc);

@@ -1155,6 +1155,117 @@ START_TEST(scope_guarded_form_yields_to_the_server_clock)
 }
 END_TEST
 
+struct many_arg {
+    struct service *svc;
+    struct service_job *jobs;
+    size_t n;
+    int rc;
+    char err[256];
+};
+
+static void *many_process(void *p)
+{
+    struct many_arg *a = p;
+    a->rc =
+        service_process_many(a->svc, a->jobs, a->n, 0, a->err, sizeof a->err);
+    return NULL;
+}
+
+/* Near a partition's start (both clocks in the zone) a group of several
+ * orgs goes as one full statement: poold_claim_orgs() claims every pair in
+ * one pass, with poold_claim()'s buckets. Its commit waits for a writer
+ * that claimed one org's id and stored it in an earlier partition, then
+ * answers that id and one stored long ago as duplicates, and stores the
+ * rest, of both orgs, in one transaction. Org by org, the rows would have
+ * two transactions; with other buckets, it would not wait and would store
+ * the writer's id twice. */
+START_TEST(scope_careful_path_claims_several_orgs_in_one_statement)
+{
+    static const char *const orgs[] = {"tsvc_ca", "tsvc_ca", "tsvc_cb",
+                                       "tsvc_cb", "tsvc_cb"};
+    static const char *const ids[] = {"old_a", "c1", "c1", "held", "c2"};
+    struct service_scope sc;
+    struct message m[5];
+    struct service_job j[5];
+    struct many_arg a = {.jobs = j, .n = 5};
+    long long now_s = (long long)time(NULL);
+    long long w = now_s - (OLD_AT_S) + 3600; /* the window */
+    PGconn *holder = PQconnectdb(admin_url);
+    PGresult *res;
+    pthread_t th;
+    char sql[512];
+
+    ck_assert(PQstatus(holder) == CONNECTION_OK);
+    admin_exec("DROP TABLE IF EXISTS tsvc_past");
+    admin_exec("CREATE TABLE tsvc_past PARTITION OF processed_messages"
+               " FOR VALUES FROM ('" OLD_DAY "') TO ('1990-01-02')");
+    org_add("tsvc_ca", "{}", true);
+    org_add("tsvc_cb", "{}", true);
+    admin_exec("INSERT INTO processed_messages (org_id, message_id, passed,"
+               " checks, failed_rules, payload_sha256, processed_at)"
+               " VALUES ('tsvc_ca', $1, true, 0, '{}', sha256('p'), " OLD_AT
+               ")",
+               "old_a");
+    service_scope_init(&sc);
+    env.scope = &sc;
+    settings.prepared = true;
+    a.svc = create_ok("tsvc_ca");
+    scope_skewed(&sc, now_s, now_s - 30, now_s + 2 * w, 0);
+    snprintf(sql, sizeof sql,
+             "BEGIN; SELECT poold_claim('tsvc_cb', ARRAY['held'],"
+             " now() - interval '%lld seconds');"
+             " INSERT INTO processed_messages (org_id, message_id, passed,"
+             " checks, failed_rules, payload_sha256, processed_at)"
+             " VALUES ('tsvc_cb', 'held', true, 0, '{}', sha256('p'), " OLD_AT
+             ")",
+             w);
+    res = PQexec(holder, sql);
+    ck_assert_msg(PQresultStatus(res) == PGRES_COMMAND_OK, "%s",
+                  PQresultErrorMessage(res));
+    PQclear(res);
+    for (int k = 0; k < 5; k++) {
+        job_init(&j[k], &m[k], ids[k], "p");
+        j[k].org_id = orgs[k];
+    }
+    ck_assert_int_eq(pthread_create(&th, NULL, many_process, &a), 0);
+    wait_backend_blocked(db_conn_backend_pid(service_conn(a.svc)));
+    res = PQexec(holder, "COMMIT");
+    ck_assert_int_eq(PQresultStatus(res), PGRES_COMMAND_OK);
+    PQclear(res);
+    pthread_join(th, NULL);
+    ck_assert_msg(a.rc == POOLD_OK, "%s", a.err);
+    for (int k = 0; k < 5; k++) {
+        bool stored_before = k == 0 || k == 3;
+        ck_assert_msg(j[k].status == POOLD_OK, "%s/%s: %d", orgs[k], ids[k],
+                      j[k].status);
+        ck_assert_msg(j[k].result.duplicate == stored_before,
+                      "%s/%s: duplicate %d", orgs[k], ids[k],
+                      j[k].result.duplicate);
+    }
+    ck_assert_int_eq(admin_ll("SELECT count(*) FROM processed_messages"
+                              " WHERE org_id = 'tsvc_cb' AND message_id = $1",
+                              "held"),
+                     1);
+    ck_assert_int_eq(admin_ll("SELECT count(DISTINCT xmin::text) FROM"
+                              " processed_messages WHERE org_id IN"
+                              " ('tsvc_ca', 'tsvc_cb') AND message_id <> $1"
+                              " AND processed_at > now() - interval '1 hour'",
+                              "held"),
+                     1);
+    ck_assert_int_eq(admin_ll("SELECT count(*) FROM processed_messages"
+                              " WHERE org_id IN ('tsvc_ca', 'tsvc_cb')"
+                              " AND processed_at > now() - interval '1 hour'"
+                              " AND message_id <> $1",
+                              "held"),
+                     3);
+    PQfinish(holder);
+    service_close(a.svc);
+    admin_exec("DROP TABLE tsvc_past");
+    env.scope = NULL;
+    service_scope_destroy(&sc);
+}
+END_TEST
+
 int main(void)
 {
     const struct pgfix_case cases[] = {
@@ -1178,7 +1289,8 @@ int main(void)
           db_abort_ends_a_blocked_commit,
           lookup_failure_after_insert_keeps_what_was_written,
           scope_fast_path_touches_no_other_partition,
-          scope_guarded_form_yields_to_the_server_clock}},
+          scope_guarded_form_yields_to_the_server_clock,
+          scope_careful_path_claims_several_orgs_in_one_statement}},
     };
 
     return pgfix_run("service", cases, sizeof cases / sizeof cases[0]);
