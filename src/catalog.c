@@ -60,9 +60,9 @@ int catalog_check_schema(struct db_conn *conn, char *err, size_t errlen)
     for (int i = 0; i < (int)(sizeof names / sizeof names[0]); i++) {
         if (strcmp(PQgetvalue(res, 0, i), "t") != 0) {
             snprintf(err, errlen,
-                     "%s not found: apply sql/ (scripts/pg.sh, or for f "
-                     "in sql/*.sql; do psql \"$DATABASE_URL\" -v "
-                     "ON_ERROR_STOP=1 -f \"$f\"; done)",
+                     "%s not found: apply the schema, sql/0*.sql, again "
+                     "(safe to repeat: for f in sql/0*.sql; do psql "
+                     "\"$DATABASE_URL\" -v ON_ERROR_STOP=1 -f \"$f\"; done)",
                      names[i]);
             PQclear(res);
             return POOLD_ERR_DB;

@@ -932,13 +932,12 @@ static bool svc_row_error(const char *sqlstate)
 }
 
 /*
- * Jobs of several orgs (a group of the shared commit queue): one guarded
- * statement for all of them. What it leaves goes again org by org with
- * svc_commit() (a duplicate, to be looked up; a guard that missed), and so
- * does every job when no guarded form applies, or when a row's error failed
- * the statement (nothing written: one org's bad row must not fail the
- * others' messages). Any other failure is every job's, as for a group of
- * one org.
+ * Jobs of several orgs (a group of the shared commit queue): one statement
+ * for all of them, in the form poold's clock says. What it leaves goes
+ * again org by org with svc_commit() (a duplicate, to be looked up; a guard
+ * that missed), and so does every job when a row's error failed the
+ * statement (nothing written: one org's bad row must not fail the others'
+ * messages). Any other failure is every job's, as for a group of one org.
  */
 static int svc_commit_orgs(struct service *svc, struct service_job *jobs,
                            size_t n, uint64_t deadline_ns, char *err,

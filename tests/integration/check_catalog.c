@@ -202,8 +202,21 @@ START_TEST(catalog_schema_missing_is_explained)
     ck_assert_int_eq(db_conn_open(&s, clock_now_ns(), &conn, err, sizeof err),
                      POOLD_OK);
     ck_assert_int_eq(catalog_check_schema(conn, err, sizeof err), POOLD_ERR_DB);
-    ck_assert_msg(strstr(err, "table orgs not found: apply sql/") != NULL, "%s",
-                  err);
+    ck_assert_msg(strstr(err, "table orgs not found: apply the schema, "
+                              "sql/0*.sql, again") != NULL,
+                  "%s", err);
+    db_conn_close(conn);
+    /* A schema older than poold (an upgrade without applying sql/): the
+     * function the careful dedupe path needs, dropped in a transaction
+     * that is rolled back. */
+    conn = open_conn();
+    pg_ok(conn, "BEGIN");
+    pg_ok(conn, "DROP FUNCTION poold_claim_orgs(text[], text[], timestamptz)");
+    ck_assert_int_eq(catalog_check_schema(conn, err, sizeof err), POOLD_ERR_DB);
+    ck_assert_msg(strstr(err, "function poold_claim_orgs not found") != NULL,
+                  "%s", err);
+    pg_ok(conn, "ROLLBACK");
+    ck_assert_int_eq(catalog_check_schema(conn, err, sizeof err), POOLD_OK);
     db_conn_close(conn);
 }
 END_TEST
