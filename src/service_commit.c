@@ -290,6 +290,9 @@ static const char svc_lookup_sql[] =
 #define TIMESTAMPTZOID 1184
 #define INTERVALOID 1186
 #define SVC_SCOPE_PARAMS 5 /* $7 .. $11 of the inserts */
+/* Their types: the window, then four bounds (struct svc_scope_args). */
+#define SVC_SCOPE_TYPES                                                        \
+    INTERVALOID, TIMESTAMPTZOID, TIMESTAMPTZOID, TIMESTAMPTZOID, TIMESTAMPTZOID
 
 /* The scope parameters of a commit, copied out of the shared scope. */
 struct svc_scope_args {
@@ -577,11 +580,7 @@ static int svc_insert_many(struct service *svc, struct service_job *jobs,
                            INT4ARRAYOID,
                            TEXTARRAYOID,
                            BYTEAARRAYOID,
-                           INTERVALOID,
-                           TIMESTAMPTZOID,
-                           TIMESTAMPTZOID,
-                           TIMESTAMPTZOID,
-                           TIMESTAMPTZOID};
+                           SVC_SCOPE_TYPES};
     const char *values[11] = {keys[0].org};
     int lengths[11] = {0};
     const int formats[11] = {orgs, 1, 1, 1, 1, 1};
@@ -742,17 +741,8 @@ static int svc_insert_one(struct service *svc, struct service_job *j, bool full,
                               checks,
                               failed,
                               (const char *)j->result.digest};
-    const Oid types[11] = {TEXTOID,
-                           TEXTOID,
-                           0,
-                           0,
-                           0,
-                           BYTEAOID,
-                           INTERVALOID,
-                           TIMESTAMPTZOID,
-                           TIMESTAMPTZOID,
-                           TIMESTAMPTZOID,
-                           TIMESTAMPTZOID};
+    const Oid types[11] = {TEXTOID,  TEXTOID,        0, 0, 0,
+                           BYTEAOID, SVC_SCOPE_TYPES};
     const int lengths[11] = {
         0, (int)m->id_len, 0, 0, 0, (int)sizeof j->result.digest};
     const int formats[11] = {0, 1, 0, 0, 0, 1};
