@@ -115,37 +115,13 @@ LANGUAGE sql STABLE AS $$
            ON p.hi > now()
 $$;
 
--- The careful path: lock the ids' hash buckets (64 of them, in order: no
--- deadlock, and a bounded number of locks however large the group), then
--- answer the ids that are free: no row in the window, seen with a snapshot
--- taken after the locks, whatever partition holds it. p_since NULL (the
--- caller does not know the window): the window lifecycle_settings records.
-CREATE OR REPLACE FUNCTION poold_claim(p_org text, p_ids text[],
-                                       p_since timestamptz)
-RETURNS text[]
-LANGUAGE plpgsql VOLATILE AS $$
-DECLARE
-    free text[];
-BEGIN
-    IF p_since IS NULL THEN
-        SELECT s.since INTO p_since FROM poold_dedupe_scope() s;
-    END IF;
-    PERFORM pg_advisory_xact_lock(21021, b)
-       FROM (SELECT DISTINCT abs(hashtext(p_org || '/' || i) % 64) AS b
-             FROM unnest(p_ids) AS i ORDER BY 1) AS buckets;
-    SELECT coalesce(array_agg(i), '{}') INTO free
-      FROM unnest(p_ids) AS i
-     WHERE NOT EXISTS (SELECT 1 FROM processed_messages m
-                       WHERE m.org_id = p_org AND m.message_id = i
-                       AND m.processed_at >= p_since);
-    RETURN free;
-END $$;
-
--- poold_claim() for a group of several orgs' writes, the pairs
--- (p_orgs[k], p_ids[k]): the same buckets as poold_claim() (an org's id
--- hashes alike in both), all of them locked in one ascending pass, so that
--- two claims never wait for each other in opposite orders. Returns the
--- ordinals (from 1) of the pairs with no row since p_since.
+-- The careful path: lock the hash buckets of the (org, id) pairs
+-- (p_orgs[k], p_ids[k]) (64 buckets for every org together, locked in one
+-- ascending pass: no deadlock, and a bounded number of locks however large
+-- the group), then answer the pairs that are free: no row in the window,
+-- seen with a snapshot taken after the locks, whatever partition holds
+-- it. Returns their ordinals (from 1). p_since NULL (the caller does not
+-- know the window): the window lifecycle_settings records.
 CREATE OR REPLACE FUNCTION poold_claim_orgs(p_orgs text[], p_ids text[],
                                             p_since timestamptz)
 RETURNS bigint[]
@@ -165,6 +141,23 @@ BEGIN
                        WHERE m.org_id = t.o AND m.message_id = t.i
                        AND m.processed_at >= p_since);
     RETURN free;
+END $$;
+
+-- The same for one org's ids: answers the free ids themselves. The claim
+-- is poold_claim_orgs()'s, so both take the same buckets for an org's id.
+CREATE OR REPLACE FUNCTION poold_claim(p_org text, p_ids text[],
+                                       p_since timestamptz)
+RETURNS text[]
+LANGUAGE plpgsql VOLATILE AS $$
+DECLARE
+    free bigint[];
+BEGIN
+    free := poold_claim_orgs(
+        array_fill(p_org, ARRAY[coalesce(cardinality(p_ids), 0)]), p_ids,
+        p_since);
+    RETURN (SELECT coalesce(array_agg(t.i ORDER BY t.ord), '{}')
+              FROM unnest(p_ids) WITH ORDINALITY AS t(i, ord)
+             WHERE t.ord = ANY (free));
 END $$;
 
 -- The period maintenance: poold's housekeeping calls it at start-up and at
