@@ -132,6 +132,10 @@ START_TEST(hex_payload)
     expect_one("m", "0x12", false, RULE_HEX_PAYLOAD); /* no prefix */
     expect_one("m", "12 34", false, RULE_HEX_PAYLOAD);
     expect_one("m", "\xc3\xa9", false, RULE_HEX_PAYLOAD);
+    /* The bytes just outside each range, anywhere in the payload. */
+    const char *near[] = {"/0", "0:", "@0", "0G", "`0", "0g", "00\xb0\xb0"};
+    for (size_t i = 0; i < sizeof near / sizeof near[0]; i++)
+        expect_one("m", near[i], false, RULE_HEX_PAYLOAD);
     rules_clear(&rs);
     parse_ok("{\"rules\":[{\"type\":\"hex_payload\",\"value\":null}]}");
     ck_assert_uint_eq(rs.n, 1);
