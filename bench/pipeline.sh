@@ -8,7 +8,10 @@
 # Cases: org1 (1 org, 8 connections, pool 8, 8 connections at most) and
 # orgs64 (10 orgs, 64 connections, pool 4 each, 40 connections at most),
 # as bench/run.sh runs them. Per run: req/s, mean group (group_messages /
-# group_commits from /stats, counted over the measured run only), poold CPU
+# group_commits from /stats, counted over the measured run only), the mean
+# commit latency (commit_us: group_commit_ns_sum / group_commits) and the
+# share of commits started beside another (overlapped; both null for a
+# binary without those totals), poold CPU
 # µs per request and PostgreSQL CPU µs per message (utime + stime from
 # /proc before and after), load average. Settings: BENCH_PG_PORT,
 # BENCH_PORT, BENCH_PG_DIR, BENCH_CEIL_S (seconds per measurement, 8),
@@ -31,7 +34,12 @@ cleanup() {
 }
 trap cleanup EXIT
 
-groups() { admin_get /stats | jq -r '"\(.totals.group_commits) \(.totals.group_messages)"'; }
+# Statements, messages, what the statements took (ns) and how many started
+# beside another: 0 for the last two from a binary without them.
+groups() {
+    admin_get /stats | jq -r '.totals | [.group_commits, .group_messages,
+        .group_commit_ns_sum // 0, .group_commits_overlapped // 0] | @tsv'
+}
 
 anchor() { # CLIENTS
     local pg0 pg1 out tps
@@ -57,7 +65,7 @@ load() { # LABEL BIN ORGS CONNS VAR=VALUE...
         -s "$BENCH_DIR/post.lua" "http://127.0.0.1:$PORT" >/dev/null
     sleep 1 # the warm-up's stragglers (wrk closes mid-request)
     truncate_messages
-    read -r c0 m0 < <(groups)
+    read -r c0 m0 n0 o0 < <(groups)
     pg0=$(pg_cpu_ticks)
     u0=$(proc_cpu_ticks "$POOLD_PID")
     out=$(BENCH_TAG="c$label$RANDOM" BENCH_ORGS=$orgs wrk -t2 -c"$conns" \
@@ -65,7 +73,7 @@ load() { # LABEL BIN ORGS CONNS VAR=VALUE...
         "http://127.0.0.1:$PORT" | sed -n 's/^WRKJSON //p')
     u1=$(proc_cpu_ticks "$POOLD_PID")
     pg1=$(pg_cpu_ticks)
-    read -r c1 m1 < <(groups)
+    read -r c1 m1 n1 o1 < <(groups)
     ok=$(jq .ok <<<"$out")
     poold_stop
     jq -nc --arg name "$label" --argjson out "$out" --argjson ok "$ok" \
@@ -74,8 +82,13 @@ load() { # LABEL BIN ORGS CONNS VAR=VALUE...
         --argjson group "$(jq -n "($m1 - $m0) / ([($c1 - $c0), 1] | max)")" \
         --argjson poold_us "$(jq -n "($u1 - $u0) / $HZ * 1e6 / ([$ok, 1] | max)")" \
         --argjson pg_us "$(jq -n "($pg1 - $pg0) / $HZ * 1e6 / ([($m1 - $m0), 1] | max)")" \
+        --argjson commit_us "$(jq -n "if $n1 == $n0 then null else
+            ($n1 - $n0) / 1e3 / ([($c1 - $c0), 1] | max) end")" \
+        --argjson overlapped "$(jq -n "if $n1 == $n0 then null else
+            ($o1 - $o0) / ([($c1 - $c0), 1] | max) end")" \
         '{kind: "poold", name: $name, rps: $out.rps, ok: $ok,
           non200: $out.non200, rows: $rows, mean_group: $group,
+          commit_us: $commit_us, overlapped: $overlapped,
           poold_us_per_req: $poold_us, pg_us_per_msg: $pg_us, load: $load}'
 }
 

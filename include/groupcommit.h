@@ -23,6 +23,7 @@ struct gc_counts {
 struct message;
 struct org_entry;
 struct pool_stats;
+struct reg_commit_totals;
 struct reg_deadlines;
 struct registry;
 struct service_result;
@@ -46,8 +47,8 @@ groupcommit_process(struct registry *reg, struct org_entry *e,
                     const struct message *msg, struct service_result *out,
                     const struct reg_deadlines *dl, char *err, size_t errlen);
 
-/* Statements b sent, each counted once. */
-uint64_t groupcommit_statements(struct batcher *b);
+/* The statements b sent so far, each counted once. */
+void groupcommit_totals(struct batcher *b, struct reg_commit_totals *out);
 
 /* Wake every request queued on b (shutdown: they see it and leave). */
 void groupcommit_wake(struct batcher *b);

@@ -10,6 +10,7 @@
 
 #include "orgid.h"
 #include "pool.h"
+#include "registry.h"
 #include "status.h"
 
 /* Routes of every branch together, with room: the table is fixed-size. */
@@ -91,10 +92,11 @@ void metrics_counts_free(struct metrics_org_counts *c);
 
 /* What a scrape shows besides the HTTP counters, gathered by the caller. */
 struct metrics_view {
-    struct pool_snapshot *pools; /* sorted (metrics_snapshot_sort); the
-                                    render bounds it to the top orgs */
-    struct pool_stats conn;      /* the connection pool's stats */
-    bool ready;                  /* poold_ready: directory loaded, db up */
+    struct pool_snapshot *pools;      /* sorted (metrics_snapshot_sort); the
+                                         render bounds it to the top orgs */
+    struct pool_stats conn;           /* the connection pool's stats */
+    struct reg_commit_totals commits; /* the commit queue's statements */
+    bool ready;                       /* poold_ready: directory loaded, db up */
     /* poold_rate_limited_total per org, or NULL: no such series (no rate
      * limits). The render bounds it to the top orgs by count, the rest
      * summed under METRICS_OTHER_ORG, and sorts it by org_id. */

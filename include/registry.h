@@ -214,10 +214,17 @@ void registry_foreach_pool(struct registry *reg,
 /* Stats of the connection pool (max_size is the cap now). Thread-safe. */
 void registry_conn_stats(struct registry *reg, struct pool_stats *out);
 
-/* Statements the commit queue sent (every org's groups; 0 in mode none):
- * an org's group_commits counts a statement with several orgs' messages
- * for each of them, this once (GET /stats totals). */
-uint64_t registry_group_statements(struct registry *reg);
+/* The commit queue's statements (every org's groups; none in mode none
+ * or for a batch): an org's group_commits counts a statement with several
+ * orgs' messages for each of them, these once (GET /stats totals,
+ * GET /metrics). */
+struct reg_commit_totals {
+    uint64_t statements; /* sent */
+    uint64_t ns_sum;     /* what they took, sent to answered, summed */
+    uint64_t overlapped; /* started while another was in flight */
+};
+void registry_commit_totals(struct registry *reg,
+                            struct reg_commit_totals *out);
 
 /*
  * The stored result of (org_id, message_id), not older than retention_s

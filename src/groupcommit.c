@@ -112,7 +112,10 @@ struct batcher {
     uint64_t ewma_ns;       /* mean commit latency (0: none measured) */
     uint64_t last_offer_ns; /* when the last write was offered */
     uint64_t gap_ns;        /* mean gap between offers (same weight) */
-    atomic_uint_fast64_t statements; /* sent, each once (GET /stats) */
+    /* GET /stats, /metrics (struct reg_commit_totals) */
+    atomic_uint_fast64_t statements; /* sent, each once */
+    atomic_uint_fast64_t ns_sum;     /* what they took */
+    atomic_uint_fast64_t overlapped; /* started beside another */
 };
 
 struct batcher *groupcommit_create(void)
@@ -269,6 +272,7 @@ static int gc_lead(struct batcher *b, struct gc_job *own)
     struct gc_job *group[GC_GROUP_MAX];
     struct service_job jobs[GC_GROUP_MAX];
     uint64_t deadline = own->commit_ns, t0, t1;
+    bool overlapped;
     char err[REG_ERR_MAX] = "";
     size_t n = 1;
     int rc;
@@ -294,6 +298,7 @@ static int gc_lead(struct batcher *b, struct gc_job *own)
         if (group[i]->commit_ns < deadline)
             deadline = group[i]->commit_ns;
     }
+    overlapped = b->inflight > 1; /* counts this one */
     pthread_mutex_unlock(&b->lock);
 
     t0 = clock_now_ns();
@@ -301,6 +306,9 @@ static int gc_lead(struct batcher *b, struct gc_job *own)
     t1 = clock_now_ns();
     gc_count(group, n);
     atomic_fetch_add(&b->statements, 1);
+    atomic_fetch_add(&b->ns_sum, t1 - t0);
+    if (overlapped)
+        atomic_fetch_add(&b->overlapped, 1);
 
     pthread_mutex_lock(&b->lock);
     if (rc == POOLD_OK) {
@@ -554,9 +562,11 @@ int groupcommit_process(struct registry *reg, struct org_entry *e,
     return rc;
 }
 
-uint64_t groupcommit_statements(struct batcher *b)
+void groupcommit_totals(struct batcher *b, struct reg_commit_totals *out)
 {
-    return atomic_load(&b->statements);
+    out->statements = atomic_load(&b->statements);
+    out->ns_sum = atomic_load(&b->ns_sum);
+    out->overlapped = atomic_load(&b->overlapped);
 }
 
 void groupcommit_wake(struct batcher *b)

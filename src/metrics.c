@@ -333,6 +333,24 @@ static void render_conn_pool(struct strbuf *b, const struct pool_stats *s)
                           s);
 }
 
+/* The commit queue's statements, every org's (an org's series count a
+ * statement with several orgs' messages for each of them). */
+static void render_commits(struct strbuf *b, const struct reg_commit_totals *c)
+{
+    sb_family(b, "poold_group_commit_seconds", "summary",
+              "What the commit queue's statements took, sent to answered "
+              "(the mean: _sum / _count).");
+    strbuf_printf(b, "poold_group_commit_seconds_sum %.9f\n",
+                  (double)c->ns_sum / 1e9);
+    strbuf_printf(b, "poold_group_commit_seconds_count %llu\n",
+                  (unsigned long long)c->statements);
+    sb_family(b, "poold_group_commits_overlapped_total", "counter",
+              "Commit queue statements started while another was in "
+              "flight.");
+    strbuf_printf(b, "poold_group_commits_overlapped_total %llu\n",
+                  (unsigned long long)c->overlapped);
+}
+
 static uint64_t load(_Atomic uint64_t *v)
 {
     return atomic_load_explicit(v, memory_order_relaxed);
@@ -527,6 +545,7 @@ int metrics_render(struct metrics *m, struct metrics_view *view, char **out,
     strbuf_printf(&b, "poold_ready %d\n", view->ready ? 1 : 0);
     render_org_pools(&b, snap);
     render_conn_pool(&b, &view->conn);
+    render_commits(&b, &view->commits);
     render_http(&b, m);
     if (view->rate_limited != NULL)
         render_rate_limited(&b, view->rate_limited, atomic_load(&m->top_orgs));

@@ -123,7 +123,8 @@ void pool_api_stats(struct handlers *h, const struct http_request *req,
 {
     struct pool_snapshot snap;
     struct pool_stats totals, conn;
-    json_t *pools = json_object();
+    struct reg_commit_totals commits;
+    json_t *pools = json_object(), *sums;
 
     (void)req;
     memset(&totals, 0, sizeof totals);
@@ -140,13 +141,23 @@ void pool_api_stats(struct handlers *h, const struct http_request *req,
         metrics_stats_add(&totals, &snap.v[i].stats);
     }
     metrics_snapshot_free(&snap);
-    /* A statement of several orgs counts once in the totals. */
-    totals.group_commits = registry_group_statements(cfg_of(h)->reg);
+    /* A statement of several orgs counts once in the totals, and only
+     * there what the statements took (mean: group_commit_ns_sum /
+     * group_commits). */
+    registry_commit_totals(cfg_of(h)->reg, &commits);
+    totals.group_commits = commits.statements;
+    sums = stats_with_limits(h, &totals, NULL);
+    if (sums != NULL) {
+        json_object_set_new(sums, "group_commit_ns_sum",
+                            json_integer((json_int_t)commits.ns_sum));
+        json_object_set_new(sums, "group_commits_overlapped",
+                            json_integer((json_int_t)commits.overlapped));
+    }
     registry_conn_stats(cfg_of(h)->reg, &conn);
     handlers_render_json(resp, 200,
                          json_pack("{s:o?,s:o?,s:o?}", "pools", pools, "totals",
-                                   stats_with_limits(h, &totals, NULL),
-                                   "connections", conn_stats_json(h, &conn)));
+                                   sums, "connections",
+                                   conn_stats_json(h, &conn)));
 }
 
 void pool_api_get(struct handlers *h, const struct http_request *req,
@@ -227,6 +238,7 @@ void pool_api_metrics(struct handlers *h, const struct http_request *req,
 
     (void)req;
     registry_conn_stats(cfg_of(h)->reg, &view.conn);
+    registry_commit_totals(cfg_of(h)->reg, &view.commits);
     view.ready = registry_is_ready(cfg_of(h)->reg);
     if (cfg_of(h)->tenants != NULL) {
         struct ratelimit_table *t = tenants_limits(cfg_of(h)->tenants);

@@ -117,9 +117,11 @@ void registry_foreach_pool(struct registry *reg,
     registry_foreach_org(reg, REG_POOLED, foreach_pool_one, &a);
 }
 
-uint64_t registry_group_statements(struct registry *reg)
+void registry_commit_totals(struct registry *reg, struct reg_commit_totals *out)
 {
-    return reg->batcher ? groupcommit_statements(reg->batcher) : 0;
+    memset(out, 0, sizeof *out);
+    if (reg->batcher)
+        groupcommit_totals(reg->batcher, out);
 }
 
 void registry_conn_stats(struct registry *reg, struct pool_stats *out)

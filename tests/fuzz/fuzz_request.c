@@ -132,10 +132,10 @@ void registry_conn_stats(struct registry *reg, struct pool_stats *out)
     out->max_size = 32;
 }
 
-uint64_t registry_group_statements(struct registry *reg)
+void registry_commit_totals(struct registry *reg, struct reg_commit_totals *out)
 {
     (void)reg;
-    return 0;
+    memset(out, 0, sizeof *out);
 }
 
 bool registry_is_ready(struct registry *reg)

@@ -521,7 +521,7 @@ def parse_metrics(text):
         if line.startswith("# TYPE "):
             _, _, name, typ = line.split(" ", 3)
             assert name not in types, "family %s twice" % name
-            assert typ in ("counter", "gauge", "histogram"), line
+            assert typ in ("counter", "gauge", "histogram", "summary"), line
             types[name] = typ
             seen.add(name)
             continue
@@ -553,6 +553,11 @@ class StatsAndMetrics(unittest.TestCase):
             self.assertEqual(s["totals"][k],
                              sum(p[k] for p in s["pools"].values()), k)
         self.assertEqual(s["connections"]["max_size"], 32)
+        # Only the totals say what the statements took.
+        self.assertGreater(s["totals"]["group_commit_ns_sum"], 0)
+        self.assertLessEqual(s["totals"]["group_commits_overlapped"],
+                             s["totals"]["group_commits"])
+        self.assertNotIn("group_commit_ns_sum", s["pools"][ORG_OK])
         self.assertGreaterEqual(s["connections"]["created"], 1)
 
     def test_metrics_format_and_series(self):
@@ -601,6 +606,15 @@ class StatsAndMetrics(unittest.TestCase):
         self.assertTrue(any(l["route"] == "/pools/{org_id}" for l, _ in reqs))
         self.assertFalse(any(P in l["route"] for l, _ in reqs))
         self.assertIn("poold_http_request_duration_seconds_count", byname)
+        # What the commit queue's statements took: one series each, every
+        # request above committed (a statement each, or fewer in groups).
+        self.assertEqual(types["poold_group_commit_seconds"], "summary")
+        [(_, statements)] = byname["poold_group_commit_seconds_count"]
+        [(_, took)] = byname["poold_group_commit_seconds_sum"]
+        [(_, overlapped)] = byname["poold_group_commits_overlapped_total"]
+        self.assertGreaterEqual(statements, 1)
+        self.assertGreater(took, 0)
+        self.assertLessEqual(overlapped, statements)
 
 
 # ---- backpressure and isolation -----------------------------------------------------

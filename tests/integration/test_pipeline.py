@@ -314,12 +314,14 @@ class SeveralOrgs(unittest.TestCase):
             before = {o: p.pool(o) for o in (ORG_G, ORG_G2)}
             totals0 = self.totals(p)
             holder, stalled = stall_two_commits(p, ORG_G, "orgs")
+            both_waiting = time.monotonic()
             calls = [Call(p, ORG_G2, same),            # the same id in
                      Call(p, ORG_G, same),             # two orgs: two rows
                      Call(p, ORG_G2, stored, "abcd"),  # duplicate
                      Call(p, ORG_G2, stored, "ab12"),  # id_conflict
                      Call(p, ORG_G, own)]
             self.queue(p, calls)
+            stalled_s = time.monotonic() - both_waiting
             holder.release()
             for c in stalled:
                 self.assertEqual(c.result().status, 200)
@@ -347,6 +349,15 @@ class SeveralOrgs(unittest.TestCase):
                               totals0["group_commits"],
                               totals1["group_messages"] -
                               totals0["group_messages"]), (3, 7))
+            # What they took: each stalled commit waited at least as long
+            # as both were seen waiting; the second started beside the
+            # first.
+            took = (totals1["group_commit_ns_sum"] -
+                    totals0["group_commit_ns_sum"])
+            self.assertGreaterEqual(took, 2 * stalled_s * 1e9, totals1)
+            overlapped = (totals1["group_commits_overlapped"] -
+                          totals0["group_commits_overlapped"])
+            self.assertIn(overlapped, (1, 2, 3), totals1)
             # One statement for both orgs' new rows: one transaction, on
             # every dedupe path (near a partition's bounds too).
             self.assertEqual(psql(

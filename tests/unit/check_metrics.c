@@ -68,8 +68,16 @@ START_TEST(test_render_shows_the_view)
     add(&s, "org_a", 4, 2);
     ck_assert_int_eq(metrics_snapshot_sort(&s), POOLD_OK);
     view.conn.max_size = 32;
+    view.commits = (struct reg_commit_totals){
+        .statements = 4, .ns_sum = 2500000001, .overlapped = 3};
     text = render(m, &view);
     ck_assert_ptr_nonnull(strstr(text, "\npoold_pool_orgs 1\n"));
+    ck_assert_ptr_nonnull(
+        strstr(text, "\npoold_group_commit_seconds_sum 2.500000001\n"));
+    ck_assert_ptr_nonnull(
+        strstr(text, "\npoold_group_commit_seconds_count 4\n"));
+    ck_assert_ptr_nonnull(
+        strstr(text, "\npoold_group_commits_overlapped_total 3\n"));
     ck_assert_ptr_nonnull(strstr(text, "\npoold_ready 1\n"));
     ck_assert_ptr_nonnull(
         strstr(text, "\npoold_pool_max_size{org=\"org_a\"} 4\n"));
