@@ -220,8 +220,10 @@ void registry_conn_stats(struct registry *reg, struct pool_stats *out);
  * GET /metrics). */
 struct reg_commit_totals {
     uint64_t statements; /* sent */
-    uint64_t ns_sum;     /* what they took, sent to answered, summed */
-    uint64_t overlapped; /* started while another was in flight */
+    uint64_t ns_sum;     /* what they took, sent to answered, summed: every
+                            statement, failed ones and the org-by-org
+                            retries of a several-org group included */
+    uint64_t overlapped; /* sent while another statement was */
 };
 void registry_commit_totals(struct registry *reg,
                             struct reg_commit_totals *out);

@@ -108,6 +108,7 @@ struct batcher {
     struct gc_job *head, *tail; /* QUEUED jobs, oldest first */
     unsigned queued;
     unsigned inflight;      /* commits started and not finished */
+    unsigned sending;       /* of those, statements sent (gc_lead) */
     uint64_t last_start_ns; /* when the youngest of them started */
     uint64_t ewma_ns;       /* mean commit latency (0: none measured) */
     uint64_t last_offer_ns; /* when the last write was offered */
@@ -298,7 +299,9 @@ static int gc_lead(struct batcher *b, struct gc_job *own)
         if (group[i]->commit_ns < deadline)
             deadline = group[i]->commit_ns;
     }
-    overlapped = b->inflight > 1; /* counts this one */
+    /* Beside a statement on the wire: inflight also counts a commit that
+     * is promoted and not yet awake, or still borrowing a service. */
+    overlapped = b->sending++ > 0;
     pthread_mutex_unlock(&b->lock);
 
     t0 = clock_now_ns();
@@ -311,6 +314,7 @@ static int gc_lead(struct batcher *b, struct gc_job *own)
         atomic_fetch_add(&b->overlapped, 1);
 
     pthread_mutex_lock(&b->lock);
+    b->sending--;
     if (rc == POOLD_OK) {
         uint64_t took = t1 - t0;
         b->ewma_ns = b->ewma_ns == 0

@@ -338,15 +338,15 @@ static void render_conn_pool(struct strbuf *b, const struct pool_stats *s)
 static void render_commits(struct strbuf *b, const struct reg_commit_totals *c)
 {
     sb_family(b, "poold_group_commit_seconds", "summary",
-              "What the commit queue's statements took, sent to answered "
-              "(the mean: _sum / _count).");
+              "What the commit queue's statements took, sent to answered, "
+              "failed ones included (the mean: _sum / _count).");
     strbuf_printf(b, "poold_group_commit_seconds_sum %.9f\n",
                   (double)c->ns_sum / 1e9);
     strbuf_printf(b, "poold_group_commit_seconds_count %llu\n",
                   (unsigned long long)c->statements);
     sb_family(b, "poold_group_commits_overlapped_total", "counter",
-              "Commit queue statements started while another was in "
-              "flight.");
+              "Commit queue statements sent while another was sent and "
+              "not yet answered.");
     strbuf_printf(b, "poold_group_commits_overlapped_total %llu\n",
                   (unsigned long long)c->overlapped);
 }

@@ -357,7 +357,8 @@ class SeveralOrgs(unittest.TestCase):
             self.assertGreaterEqual(took, 2 * stalled_s * 1e9, totals1)
             overlapped = (totals1["group_commits_overlapped"] -
                           totals0["group_commits_overlapped"])
-            self.assertIn(overlapped, (1, 2, 3), totals1)
+            # The first led alone; the group may start beside the second.
+            self.assertIn(overlapped, (1, 2), totals1)
             # One statement for both orgs' new rows: one transaction, on
             # every dedupe path (near a partition's bounds too).
             self.assertEqual(psql(

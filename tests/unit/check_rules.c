@@ -136,6 +136,10 @@ START_TEST(hex_payload)
     const char *near[] = {"/0", "0:", "@0", "0G", "`0", "0g", "00\xb0\xb0"};
     for (size_t i = 0; i < sizeof near / sizeof near[0]; i++)
         expect_one("m", near[i], false, RULE_HEX_PAYLOAD);
+    /* A NUL inside (by length: a C string would end there). */
+    struct rules_verdict v;
+    rules_eval(&rs, "m", 1, "0\0", 2, &v);
+    ck_assert_uint_eq(v.nfailed, 1);
     rules_clear(&rs);
     parse_ok("{\"rules\":[{\"type\":\"hex_payload\",\"value\":null}]}");
     ck_assert_uint_eq(rs.n, 1);
