@@ -10,7 +10,7 @@
 # as bench/run.sh runs them. Per run: req/s, mean group (group_messages /
 # group_commits from /stats, counted over the measured run only), the mean
 # commit latency (commit_us: group_commit_ns_sum / group_commits) and the
-# share of commits started beside another (overlapped; both null for a
+# share sent while another was on the wire (overlapped; both null for a
 # binary without those totals), poold CPU
 # µs per request and PostgreSQL CPU µs per message (utime + stime from
 # /proc before and after), load average. Settings: BENCH_PG_PORT,
@@ -34,8 +34,9 @@ cleanup() {
 }
 trap cleanup EXIT
 
-# Statements, messages, what the statements took (ns) and how many started
-# beside another: 0 for the last two from a binary without them.
+# Statements, messages, what the statements took (ns) and how many were
+# sent while another was on the wire: 0 for the last two from a binary
+# without them.
 groups() {
     admin_get /stats | jq -r '.totals | [.group_commits, .group_messages,
         .group_commit_ns_sum // 0, .group_commits_overlapped // 0] | @tsv'

@@ -116,7 +116,7 @@ struct batcher {
     /* GET /stats, /metrics (struct reg_commit_totals) */
     atomic_uint_fast64_t statements; /* sent, each once */
     atomic_uint_fast64_t ns_sum;     /* what they took */
-    atomic_uint_fast64_t overlapped; /* started beside another */
+    atomic_uint_fast64_t overlapped; /* sent while another was */
 };
 
 struct batcher *groupcommit_create(void)
@@ -272,7 +272,7 @@ static int gc_lead(struct batcher *b, struct gc_job *own)
     struct service *svc = pool_item_object(own->item);
     struct gc_job *group[GC_GROUP_MAX];
     struct service_job jobs[GC_GROUP_MAX];
-    uint64_t deadline = own->commit_ns, t0, t1;
+    uint64_t deadline = own->commit_ns, t0, t1, took;
     bool overlapped;
     char err[REG_ERR_MAX] = "";
     size_t n = 1;
@@ -307,21 +307,20 @@ static int gc_lead(struct batcher *b, struct gc_job *own)
     t0 = clock_now_ns();
     rc = service_commit_many(svc, jobs, n, deadline, err, sizeof err);
     t1 = clock_now_ns();
+    took = t1 - t0;
     gc_count(group, n);
     atomic_fetch_add(&b->statements, 1);
-    atomic_fetch_add(&b->ns_sum, t1 - t0);
+    atomic_fetch_add(&b->ns_sum, took);
     if (overlapped)
         atomic_fetch_add(&b->overlapped, 1);
 
     pthread_mutex_lock(&b->lock);
     b->sending--;
-    if (rc == POOLD_OK) {
-        uint64_t took = t1 - t0;
+    if (rc == POOLD_OK)
         b->ewma_ns = b->ewma_ns == 0
                          ? took
                          : b->ewma_ns - (b->ewma_ns >> GC_EWMA_SHIFT) +
                                (took >> GC_EWMA_SHIFT);
-    }
     for (size_t i = 0; i < n; i++) {
         struct gc_job *j = group[i];
 
