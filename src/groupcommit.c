@@ -4,10 +4,13 @@
  * (leader/follower group commit). */
 #include "groupcommit.h"
 
+#include <linux/futex.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 
 #include "clock.h"
 #include "db.h"
@@ -26,10 +29,10 @@
  * are in flight than allowed (gc_allowed: one, more only when latency says so),
  * it is the leader: it takes the queue (its own message first, up to
  * GC_GROUP_MAX), commits the group in one statement on its own service's
- * connection, hands every follower its result (a signal to each, no
+ * connection, hands every follower its result (a wake-up to each, no
  * broadcast), promotes the oldest follower still queued to lead the next
  * group, and answers its own request at once. Otherwise it queues and
- * sleeps on its own condition until its result is there, it is promoted,
+ * sleeps on its own futex word until its result is there, it is promoted,
  * or its commit deadline approaches: then it leaves the queue and commits
  * alone. A group therefore forms from what finished processing while the
  * previous commit was in flight, as in MySQL's binary-log group commit and
@@ -98,13 +101,15 @@ struct gc_job {
     struct service_job job; /* message in, result and status out */
     uint64_t commit_ns;     /* its request's commit deadline */
     enum gc_state state;    /* under the batcher's lock */
-    pthread_cond_t cond;    /* its owner sleeps here; only it is woken */
-    char err[REG_ERR_MAX];  /* the reason of a failed commit */
+    /* Its owner sleeps on this word (a futex), and only it is woken
+     * (gc_wake, gc_done): the low bits count wake-ups, GC_EV_DONE says
+     * its result is in (the last write any other thread makes to job). */
+    atomic_uint ev;
+    char err[REG_ERR_MAX]; /* the reason of a failed commit */
 };
 
 struct batcher {
-    pthread_mutex_t lock; /* never held across I/O */
-    pthread_condattr_t cattr;
+    pthread_mutex_t lock;       /* never held across I/O */
     struct gc_job *head, *tail; /* QUEUED jobs, oldest first */
     unsigned queued;
     unsigned inflight;      /* commits started and not finished */
@@ -126,8 +131,6 @@ struct batcher *groupcommit_create(void)
     if (b == NULL)
         return NULL;
     pthread_mutex_init(&b->lock, NULL);
-    pthread_condattr_init(&b->cattr);
-    pthread_condattr_setclock(&b->cattr, CLOCK_MONOTONIC);
     return b;
 }
 
@@ -135,7 +138,6 @@ void groupcommit_destroy(struct batcher *b)
 {
     if (b == NULL)
         return;
-    pthread_condattr_destroy(&b->cattr);
     pthread_mutex_destroy(&b->lock);
     free(b);
 }
@@ -143,6 +145,63 @@ void groupcommit_destroy(struct batcher *b)
 static uint64_t gc_max(uint64_t a, uint64_t b)
 {
     return a > b ? a : b;
+}
+
+/*
+ * A job's owner sleeps on its own futex word, not on a condition variable
+ * of the batcher's lock: a follower woken by a condition variable must
+ * take the lock back before it returns, and the leader that woke it still
+ * holds it (it hands out the whole group's results under it), so the
+ * follower would sleep a second time, on the lock, and the leader pay a
+ * second wake-up for it when it unlocks. A follower whose result is in
+ * (GC_EV_DONE) returns without the lock.
+ */
+#define GC_EV_DONE 0x80000000u
+_Static_assert(sizeof(atomic_uint) == sizeof(uint32_t), "a futex word");
+
+static void gc_futex_wake(atomic_uint *w)
+{
+    syscall(SYS_futex, (uint32_t *)w, FUTEX_WAKE_PRIVATE, 1, NULL, NULL, 0);
+}
+
+/* Under b->lock: wake j (queued, or just promoted) to look at its state
+ * again, which it does under the lock: so j (on its owner's stack) stays
+ * until the lock is released. */
+static void gc_wake(struct gc_job *j)
+{
+    atomic_fetch_add_explicit(&j->ev, 1, memory_order_relaxed);
+    gc_futex_wake(&j->ev);
+}
+
+/* j's result (job, err, state GC_DONE) is written: hand it over. j may
+ * return, and its frame go, as soon as the bit is set; the futex wake
+ * only names the address (at worst a spurious wake-up of whatever sleeps
+ * there later, which every futex sleeper tolerates). */
+static void gc_done(struct gc_job *j)
+{
+    atomic_fetch_or_explicit(&j->ev, GC_EV_DONE, memory_order_release);
+    gc_futex_wake(&j->ev);
+}
+
+/* Under b->lock, which it releases: sleep until woken or until at_ns. True
+ * if own's result is in (the lock is not taken back), else false with the
+ * lock held again. */
+static bool gc_sleep(struct batcher *b, struct gc_job *own, uint64_t at_ns)
+{
+    unsigned seen = atomic_load_explicit(&own->ev, memory_order_relaxed);
+    struct timespec ts;
+
+    pthread_mutex_unlock(&b->lock);
+    if (!(seen & GC_EV_DONE)) {
+        clock_timespec_at(&ts, at_ns);
+        /* Absolute, on CLOCK_MONOTONIC; returns at once if ev moved. */
+        syscall(SYS_futex, (uint32_t *)&own->ev, FUTEX_WAIT_BITSET_PRIVATE,
+                seen, &ts, NULL, FUTEX_BITSET_MATCH_ANY);
+    }
+    if (atomic_load_explicit(&own->ev, memory_order_acquire) & GC_EV_DONE)
+        return true;
+    pthread_mutex_lock(&b->lock);
+    return false;
 }
 
 /* Under b->lock: how long the youngest commit in flight runs before
@@ -218,7 +277,7 @@ static void gc_unlink(struct batcher *b, struct gc_job *j)
         b->tail = prev;
     gc_left(b, j);
     if (prev == NULL && b->head != NULL)
-        pthread_cond_signal(&b->head->cond);
+        gc_wake(b->head);
 }
 
 /* Under b->lock: count a commit starting now. */
@@ -243,7 +302,7 @@ static void gc_kick(struct batcher *b, uint64_t now)
         gc_left(b, j);
         j->state = GC_LEAD;
         gc_start(b, now);
-        pthread_cond_signal(&j->cond);
+        gc_wake(j);
     }
 }
 
@@ -291,7 +350,7 @@ static int gc_lead(struct batcher *b, struct gc_job *own)
         if (b->head == NULL)
             b->tail = NULL;
         else
-            pthread_cond_signal(&b->head->cond); /* the new head */
+            gc_wake(b->head); /* the new head */
     }
     own->state = GC_TAKEN;
     for (size_t i = 0; i < n; i++) {
@@ -329,33 +388,35 @@ static int gc_lead(struct batcher *b, struct gc_job *own)
             snprintf(j->err, sizeof j->err, "%s", err);
         j->state = GC_DONE;
         if (j != own)
-            pthread_cond_signal(&j->cond);
+            gc_done(j); /* its last use here */
     }
     b->inflight--;
     gc_kick(b, t1); /* the oldest follower leads the next group */
     return rc;
 }
 
-/* Under b->lock: own is QUEUED; sleep until it is committed (DONE), or is
- * to commit (LEAD, ALONE), or the server shuts down (then it leaves the
- * queue: POOLD_ERR_SHUTDOWN). The head of the queue also wakes when the
- * commit in flight has run half a mean commit, to start another beside
- * it. */
+/* Under b->lock: own is QUEUED; sleep until it is committed (DONE: then
+ * the lock is released), or is to commit (LEAD, ALONE), or the server
+ * shuts down (then it leaves the queue: POOLD_ERR_SHUTDOWN). The head of
+ * the queue also wakes when the commit in flight has run half a mean
+ * commit, to start another beside it. */
 static int gc_follow(struct registry *reg, struct batcher *b,
                      struct gc_job *own)
 {
-    struct timespec ts;
-
     for (;;) {
         uint64_t now = clock_now_ns(), wake;
 
-        if (own->state == GC_DONE || own->state == GC_LEAD)
+        if (own->state == GC_DONE) {
+            pthread_mutex_unlock(&b->lock);
+            return POOLD_OK;
+        }
+        if (own->state == GC_LEAD)
             return POOLD_OK;
         if (own->state == GC_TAKEN) {
             /* Bounded by the group's deadline; the extra second only
              * guards against a lost wake-up. */
-            clock_timespec_at(&ts, own->commit_ns + NS_PER_S);
-            pthread_cond_timedwait(&own->cond, &b->lock, &ts);
+            if (gc_sleep(b, own, own->commit_ns + NS_PER_S))
+                return POOLD_OK;
             continue;
         }
         if (atomic_load(&reg->shutting_down)) {
@@ -378,8 +439,8 @@ static int gc_follow(struct registry *reg, struct batcher *b,
         if (own == b->head && b->inflight == GC_INFLIGHT_BASE &&
             b->last_start_ns + gc_stagger_ns(b) < wake)
             wake = b->last_start_ns + gc_stagger_ns(b);
-        clock_timespec_at(&ts, wake);
-        pthread_cond_timedwait(&own->cond, &b->lock, &ts);
+        if (gc_sleep(b, own, wake))
+            return POOLD_OK;
     }
 }
 
@@ -505,6 +566,8 @@ static int gc_offer(struct registry *reg, struct gc_job *own, bool *used)
         if (own->state == GC_QUEUED && !head && b->queued <= GC_GROUP_MAX)
             gc_drop(reg, b, own);
         rc = gc_follow(reg, b, own);
+        if (own->state == GC_DONE) /* gc_follow released the lock */
+            return rc;
     }
     if (rc == POOLD_OK && (own->state == GC_LEAD || own->state == GC_ALONE)) {
         if (own->item == NULL)
@@ -524,7 +587,6 @@ int groupcommit_process(struct registry *reg, struct org_entry *e,
                         const struct reg_deadlines *dl, char *err,
                         size_t errlen)
 {
-    struct batcher *b = reg->batcher;
     struct gc_job own = {.e = e,
                          .item_e = e,
                          .job = {.msg = msg, .org_id = e->org_id},
@@ -541,7 +603,7 @@ int groupcommit_process(struct registry *reg, struct org_entry *e,
     if (rc != POOLD_OK)
         return rc;
     gc_hold(&own);
-    pthread_cond_init(&own.cond, &b->cattr);
+    atomic_init(&own.ev, 0);
     rc = service_evaluate(pool_item_object(own.item), &own.job, 1, err, errlen);
     if (rc == POOLD_OK) {
         src = gc_offer(reg, &own, &used);
@@ -550,7 +612,6 @@ int groupcommit_process(struct registry *reg, struct org_entry *e,
         else /* left the queue (shutdown) or found no service to lead */
             rc = src != POOLD_OK ? src : POOLD_ERR_SHUTDOWN;
     }
-    pthread_cond_destroy(&own.cond);
     gc_unhold(&own);
     if (own.item != NULL)
         reg_release(reg, own.item_e, own.item, used ? src : POOLD_OK);
@@ -576,7 +637,7 @@ void groupcommit_wake(struct batcher *b)
 {
     pthread_mutex_lock(&b->lock);
     for (struct gc_job *j = b->head; j != NULL; j = j->next)
-        pthread_cond_signal(&j->cond);
+        gc_wake(j);
     pthread_mutex_unlock(&b->lock);
 }
 
