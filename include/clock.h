@@ -21,7 +21,8 @@ static inline uint64_t clock_now_ns(void)
 
 /* The CLOCK_MONOTONIC time at_ns (a deadline) as a timespec, for
  * pthread_cond_timedwait() on a condition variable whose clock is
- * CLOCK_MONOTONIC (pthread_condattr_setclock). The one conversion poold
+ * CLOCK_MONOTONIC (pthread_condattr_setclock), or an absolute
+ * FUTEX_WAIT_BITSET (groupcommit.c). The one conversion poold
  * has: a deadline d from now is clock_timespec_at(&ts, clock_now_ns() + d).
  * Pure. */
 void clock_timespec_at(struct timespec *ts, uint64_t at_ns);

@@ -153,8 +153,8 @@ static uint64_t gc_max(uint64_t a, uint64_t b)
  * take the lock back before it returns, and the leader that woke it still
  * holds it (it hands out the whole group's results under it), so the
  * follower would sleep a second time, on the lock, and the leader pay a
- * second wake-up for it when it unlocks. A follower whose result is in
- * (GC_EV_DONE) returns without the lock.
+ * second wake-up for it when it unlocks. A follower that wakes to find its
+ * result in (GC_EV_DONE) returns without the lock.
  */
 #define GC_EV_DONE 0x80000000u
 _Static_assert(sizeof(atomic_uint) == sizeof(uint32_t), "a futex word");
@@ -169,7 +169,12 @@ static void gc_futex_wake(atomic_uint *w)
  * until the lock is released. */
 static void gc_wake(struct gc_job *j)
 {
-    atomic_fetch_add_explicit(&j->ev, 1, memory_order_relaxed);
+    unsigned ev = atomic_load_explicit(&j->ev, memory_order_relaxed);
+
+    /* Every writer of ev holds b->lock. The count wraps below the done
+     * bit; only gc_done sets that. */
+    atomic_store_explicit(&j->ev, (ev & GC_EV_DONE) | ((ev + 1) & ~GC_EV_DONE),
+                          memory_order_relaxed);
     gc_futex_wake(&j->ev);
 }
 
@@ -414,8 +419,12 @@ static int gc_follow(struct registry *reg, struct batcher *b,
             return POOLD_OK;
         if (own->state == GC_TAKEN) {
             /* Bounded by the group's deadline; the extra second only
-             * guards against a lost wake-up. */
-            if (gc_sleep(b, own, own->commit_ns + NS_PER_S))
+             * guards against a lost wake-up (and a leader stuck past it
+             * is waited for a second at a time, not spun on). */
+            wake = own->commit_ns + NS_PER_S;
+            if (wake <= now)
+                wake = now + NS_PER_S;
+            if (gc_sleep(b, own, wake))
                 return POOLD_OK;
             continue;
         }
