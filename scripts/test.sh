@@ -4,9 +4,12 @@
 #   1. install missing Debian packages
 #   2. plain build: unit + integration tests (real PostgreSQL, real binary)
 #   2a. the fault soak, 90 s, on the plain build's poold (bench/soak.sh)
-#   2b. Release build with gcc and a clang build, warnings as errors
-#   3. ASan+UBSan build: unit + integration tests, leaks included
-#   4. TSan build: unit and integration tests (the server under TSan too)
+#   2b. the data lifecycle suite (5 minutes of waiting for partition
+#       boundaries in compressed time), in the background while the next
+#       builds compile at a lower priority: a Release build with gcc and a
+#       clang build, warnings as errors, and the ASan and TSan builds
+#   3. ASan+UBSan: unit + integration tests, leaks included
+#   4. TSan: unit and integration tests (the server under TSan too)
 #   5. valgrind memcheck on the unit tests
 #   6. libFuzzer targets, a short bounded run each
 #   7. clang-format check, OpenAPI lint, docker-compose validation
@@ -32,7 +35,7 @@ root=$(pwd)
 jobs=$(nproc)
 FUZZ_SECONDS=${FUZZ_SECONDS:-20}
 
-step() { printf '\n=== %s\n' "$*"; }
+step() { printf '\n=== %s (%s)\n' "$*" "$(date +%T)"; }
 
 build() {
     local dir=$1
@@ -64,9 +67,9 @@ if [ "$quick" = 1 ]; then
     exit 0
 fi
 
-step "plain build: unit and integration tests"
+step "plain build: unit and integration tests (the lifecycle suite: below)"
 build build-test
-ctest --test-dir build-test --output-on-failure
+ctest --test-dir build-test --output-on-failure -E '^integration\.lifecycle$'
 
 step "fault soak: ${SOAK_SECONDS:-90} s, three replicas behind HAProxy (docs/reliability.md)"
 # Real PostgreSQL restarts, SIGSTOP, replica SIGKILLs, key revocations,
@@ -79,22 +82,40 @@ else
         --out build-test/soak --docs build-test/soak
 fi
 
-step "warnings: Release (-O3) with gcc, and clang, warnings as errors"
-# Each compiler and optimisation level finds its own warnings; a later -D
-# wins over build()'s RelWithDebInfo. Tests off: this stage only compiles.
-CC=gcc build build-release -DCMAKE_BUILD_TYPE=Release -DPOOLD_TESTS=OFF
-echo "gcc Release: no warnings"
-CC=clang build build-clang -DPOOLD_TESTS=OFF
-echo "clang: no warnings"
+step "data lifecycle suite in the background; the other builds beside it"
+# It mostly sleeps until a partition boundary comes (integration.lifecycle,
+# 5 minutes), so the builds below use that time. They run niced: the suite's
+# poold and PostgreSQL keep the CPU they need to be on time.
+ctest --test-dir build-test --output-on-failure -R '^integration\.lifecycle$' \
+    >build-test/lifecycle.log 2>&1 &
+lifecycle=$!
+trap 'kill "$lifecycle" 2>/dev/null || true' EXIT
+(
+    renice -n 10 -p "$BASHPID" >/dev/null
+    # Each compiler and optimisation level finds its own warnings; a later
+    # -D wins over build()'s RelWithDebInfo. Tests off: these only compile.
+    CC=gcc build build-release -DCMAKE_BUILD_TYPE=Release -DPOOLD_TESTS=OFF
+    echo "gcc Release: no warnings"
+    CC=clang build build-clang -DPOOLD_TESTS=OFF
+    echo "clang: no warnings"
+    build build-asan -DPOOLD_SANITIZE=address
+    echo "ASan+UBSan build: done"
+    build build-tsan -DPOOLD_SANITIZE=thread
+    echo "TSan build: done"
+)
+if ! wait "$lifecycle"; then
+    cat build-test/lifecycle.log
+    exit 1
+fi
+trap - EXIT
+grep -E 'tests passed|Test +#' build-test/lifecycle.log
 
-step "ASan+UBSan build: unit and integration tests"
-build build-asan -DPOOLD_SANITIZE=address
+step "ASan+UBSan: unit and integration tests"
 ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 UBSAN_OPTIONS=print_stacktrace=1 \
     CK_TIMEOUT_MULTIPLIER=3 ctest --test-dir build-asan --output-on-failure \
     -LE wallclock
 
-step "TSan build: unit and integration tests"
-build build-tsan -DPOOLD_SANITIZE=thread
+step "TSan: unit and integration tests"
 TSAN_OPTIONS="halt_on_error=1 second_deadlock_stack=1" CK_TIMEOUT_MULTIPLIER=5 \
     tsan_run ctest --test-dir build-tsan --output-on-failure -LE wallclock
 
