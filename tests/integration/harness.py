@@ -400,6 +400,8 @@ class ReplicaLoad:
         self.targets = []
         self.lock = threading.Lock()
         self.results = []  # (org, id, status or "conn")
+        # each "conn": (time.time(), client port, id, the client's error)
+        self.cut = []
         self.stop_event = threading.Event()
         self.threads = [threading.Thread(target=self.run, daemon=True)
                         for _ in range(threads)]
@@ -427,14 +429,21 @@ class ReplicaLoad:
                     break
                 time.sleep(0.05)
 
-    @staticmethod
-    def send(p, org, mid):
+    def send(self, p, org, mid):
+        c = http.client.HTTPConnection("127.0.0.1", p.port, timeout=15)
+        port = None
         try:
+            c.connect()
+            port = c.sock.getsockname()[1]  # names it in a proxy's log
             # No schema check: through a proxy, 503/504 may be its own.
-            return p.request("POST", "/process", timeout=15, body={
+            return p.request("POST", "/process", conn=c, body={
                 "id": mid, "org_id": org, "payload": "ab"}).status
-        except OSError:
+        except OSError as e:
+            with self.lock:
+                self.cut.append((time.time(), port, mid, repr(e)))
             return "conn"  # the replica died under it
+        finally:
+            c.close()
 
     def start(self):
         for t in self.threads:
