@@ -4,16 +4,15 @@
 #   1. install missing Debian packages
 #   2. plain build: unit + integration tests (real PostgreSQL, real binary)
 #   2a. the fault soak, 90 s, on the plain build's poold (bench/soak.sh)
-#   2b. the data lifecycle suite (5 minutes of waiting for partition
-#       boundaries in compressed time), in the background while the next
-#       builds compile at a lower priority: a Release build with gcc and a
-#       clang build, warnings as errors, and the ASan and TSan builds
-#   3. ASan+UBSan: unit + integration tests, leaks included
-#   4. TSan: unit and integration tests (the server under TSan too)
-#   5. valgrind memcheck on the unit tests
-#   6. libFuzzer targets, a short bounded run each
-#   7. clang-format check, OpenAPI lint, docker-compose validation
-#   8. the compose stack run for real (scripts/docker-smoke.sh)
+#   3. in the background: the data lifecycle suite (5 minutes of waiting
+#      for partition boundaries in compressed time) and the compose stack
+#      run for real (scripts/docker-smoke.sh); beside them, niced:
+#      a Release build with gcc and a clang build, warnings as errors, the
+#      ASan and TSan builds, valgrind memcheck on the unit tests, a short
+#      bounded run of each libFuzzer target, the clang-format check, the
+#      OpenAPI lint and the docker-compose validation
+#   4. ASan+UBSan: unit + integration tests, leaks included
+#   5. TSan: unit and integration tests (the server under TSan too)
 # Exits non-zero on the first failure.
 #
 # scripts/test.sh --quick: steps 1 and 2 only, with the unit tests and the
@@ -82,16 +81,33 @@ else
         --out build-test/soak --docs build-test/soak
 fi
 
-step "data lifecycle suite in the background; the other builds beside it"
-# It mostly sleeps until a partition boundary comes (integration.lifecycle,
-# 5 minutes), so the builds below use that time. They run niced: the suite's
-# poold and PostgreSQL keep the CPU they need to be on time.
+step "in the background: the data lifecycle suite and the compose stack"
+# The lifecycle suite mostly sleeps until a partition boundary comes
+# (integration.lifecycle, 5 minutes); the compose stack (a private dockerd,
+# images built without a registry, the unchanged compose file up, the
+# README's requests through the published port, all torn down) mostly waits
+# on downloads and containers. The builds and checks that need neither run
+# beside them. All but the suite run niced: its poold and PostgreSQL keep
+# the CPU they need to be on time.
 ctest --test-dir build-test --output-on-failure -R '^integration\.lifecycle$' \
     >build-test/lifecycle.log 2>&1 &
 lifecycle=$!
-trap 'kill "$lifecycle" 2>/dev/null || true' EXIT
+smoke=
+# POOLD_SKIP_DOCKER=1 skips the compose stack (a developer's machine
+# without root).
+if [ "${POOLD_SKIP_DOCKER:-0}" = 1 ]; then
+    echo "POOLD_SKIP_DOCKER=1: the compose stack is skipped"
+else
+    nice -n 10 bash scripts/docker-smoke.sh >build-test/docker-smoke.log 2>&1 &
+    smoke=$!
+fi
+# On a failure below, stop both (docker-smoke.sh tears its stack down on
+# SIGTERM).
+trap 'kill $lifecycle $smoke 2>/dev/null || true; wait' EXIT
 (
     renice -n 10 -p "$BASHPID" >/dev/null
+
+    step "builds: gcc Release, clang, ASan+UBSan, TSan"
     # Each compiler and optimisation level finds its own warnings; a later
     # -D wins over build()'s RelWithDebInfo. Tests off: these only compile.
     CC=gcc build build-release -DCMAKE_BUILD_TYPE=Release -DPOOLD_TESTS=OFF
@@ -102,13 +118,65 @@ trap 'kill "$lifecycle" 2>/dev/null || true' EXIT
     echo "ASan+UBSan build: done"
     build build-tsan -DPOOLD_SANITIZE=thread
     echo "TSan build: done"
+
+    step "valgrind memcheck: unit tests"
+    for t in build-test/check_pool build-test/check_rules build-test/check_log \
+             build-test/check_config build-test/check_keys \
+             build-test/check_ratelimit build-test/check_breaker \
+             build-test/check_holders build-test/check_handlers; do
+        CK_FORK=no CK_TIMEOUT_MULTIPLIER=20 POOLD_TEST_QUICK=1 valgrind -q \
+            --suppressions=tests/unit/valgrind.supp \
+            --error-exitcode=1 --leak-check=full --errors-for-leak-kinds=definite,indirect \
+            "$t" >/dev/null
+        echo "valgrind clean: $t"
+    done
+
+    if [ -f tests/fuzz/fuzz.cmake ]; then
+        step "libFuzzer: ${FUZZ_SECONDS}s per target"
+        CC=clang build build-fuzz -DPOOLD_FUZZ=ON -DPOOLD_TESTS=OFF
+        for f in tests/fuzz/fuzz_*.c; do
+            name=$(basename "$f" .c)
+            corpus=$(mktemp -d)
+            cp tests/fuzz/corpus/"${name#fuzz_}"/* "$corpus"/ 2>/dev/null || true
+            build-fuzz/"$name" -max_total_time="$FUZZ_SECONDS" -rss_limit_mb=1024 \
+                -print_final_stats=0 "$corpus" 2>"$corpus.log" ||
+                { tail -50 "$corpus.log"; exit 1; }
+            echo "fuzzed clean: $name, $(grep -o 'Done [0-9]* runs' "$corpus.log")"
+            rm -rf "$corpus" "$corpus.log"
+        done
+    fi
+
+    step "format: the C tree against .clang-format"
+    bash scripts/check-format.sh
+
+    step "OpenAPI lint"
+    bash scripts/lint-openapi.sh
+
+    step "docker-compose validation"
+    if command -v docker-compose >/dev/null 2>&1; then
+        docker-compose -f docker-compose.yml config -q && echo "docker-compose.yml valid"
+        docker-compose -f docker-compose.yml --profile replicas config -q &&
+            echo "docker-compose.yml valid with profile replicas"
+    else
+        echo "docker-compose not installed: skipped"
+    fi
 )
+
+step "the data lifecycle suite (started in the background)"
 if ! wait "$lifecycle"; then
     cat build-test/lifecycle.log
     exit 1
 fi
-trap - EXIT
 grep -E 'tests passed|Test +#' build-test/lifecycle.log
+
+if [ -n "$smoke" ]; then
+    step "docker: the compose stack end to end (started in the background)"
+    rc=0
+    wait "$smoke" || rc=$?
+    cat build-test/docker-smoke.log
+    [ "$rc" = 0 ] || exit 1
+fi
+trap - EXIT
 
 step "ASan+UBSan: unit and integration tests"
 ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 UBSAN_OPTIONS=print_stacktrace=1 \
@@ -118,57 +186,5 @@ ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 UBSAN_OPTIONS=print_stacktrace=1 \
 step "TSan: unit and integration tests"
 TSAN_OPTIONS="halt_on_error=1 second_deadlock_stack=1" CK_TIMEOUT_MULTIPLIER=5 \
     tsan_run ctest --test-dir build-tsan --output-on-failure -LE wallclock
-
-step "valgrind memcheck: unit tests"
-for t in build-test/check_pool build-test/check_rules build-test/check_log \
-         build-test/check_config build-test/check_keys \
-         build-test/check_ratelimit build-test/check_breaker \
-         build-test/check_holders build-test/check_handlers; do
-    CK_FORK=no CK_TIMEOUT_MULTIPLIER=20 POOLD_TEST_QUICK=1 valgrind -q \
-        --suppressions=tests/unit/valgrind.supp \
-        --error-exitcode=1 --leak-check=full --errors-for-leak-kinds=definite,indirect \
-        "$t" >/dev/null
-    echo "valgrind clean: $t"
-done
-
-if [ -f tests/fuzz/fuzz.cmake ]; then
-    step "libFuzzer: ${FUZZ_SECONDS}s per target"
-    CC=clang build build-fuzz -DPOOLD_FUZZ=ON -DPOOLD_TESTS=OFF
-    for f in tests/fuzz/fuzz_*.c; do
-        name=$(basename "$f" .c)
-        corpus=$(mktemp -d)
-        cp tests/fuzz/corpus/"${name#fuzz_}"/* "$corpus"/ 2>/dev/null || true
-        build-fuzz/"$name" -max_total_time="$FUZZ_SECONDS" -rss_limit_mb=1024 \
-            -print_final_stats=0 "$corpus" 2>"$corpus.log" ||
-            { tail -50 "$corpus.log"; exit 1; }
-        echo "fuzzed clean: $name, $(grep -o 'Done [0-9]* runs' "$corpus.log")"
-        rm -rf "$corpus" "$corpus.log"
-    done
-fi
-
-step "format: the C tree against .clang-format"
-bash scripts/check-format.sh
-
-step "OpenAPI lint"
-bash scripts/lint-openapi.sh
-
-step "docker-compose validation"
-if command -v docker-compose >/dev/null 2>&1; then
-    docker-compose -f docker-compose.yml config -q && echo "docker-compose.yml valid"
-    docker-compose -f docker-compose.yml --profile replicas config -q &&
-        echo "docker-compose.yml valid with profile replicas"
-else
-    echo "docker-compose not installed: skipped"
-fi
-
-step "docker: compose stack end to end"
-# A private dockerd, images built without a registry, the unchanged compose
-# file up, the README's requests through the published port, all torn down.
-# POOLD_SKIP_DOCKER=1 skips it (a developer's machine without root).
-if [ "${POOLD_SKIP_DOCKER:-0}" = 1 ]; then
-    echo "POOLD_SKIP_DOCKER=1: skipped"
-else
-    bash scripts/docker-smoke.sh
-fi
 
 step "all test stages passed"
