@@ -400,7 +400,8 @@ class ReplicaLoad:
         self.targets = []
         self.lock = threading.Lock()
         self.results = []  # (org, id, status or "conn")
-        # each "conn": (time.time(), client port, id, the client's error)
+        # each "conn": (time.time() at connect, at the error, client port,
+        # id, the client's error)
         self.cut = []
         self.stop_event = threading.Event()
         self.threads = [threading.Thread(target=self.run, daemon=True)
@@ -431,16 +432,17 @@ class ReplicaLoad:
 
     def send(self, p, org, mid):
         c = http.client.HTTPConnection("127.0.0.1", p.port, timeout=15)
-        port = None
+        port, began = None, time.time()
         try:
             c.connect()
             port = c.sock.getsockname()[1]  # names it in a proxy's log
             # No schema check: through a proxy, 503/504 may be its own.
             return p.request("POST", "/process", conn=c, body={
                 "id": mid, "org_id": org, "payload": "ab"}).status
-        except OSError as e:
+        except (OSError, http.client.HTTPException) as e:
+            # HTTPException: cut after the status line (IncompleteRead)
             with self.lock:
-                self.cut.append((time.time(), port, mid, repr(e)))
+                self.cut.append((began, time.time(), port, mid, repr(e)))
             return "conn"  # the replica died under it
         finally:
             c.close()

@@ -16,6 +16,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 import unittest
 import uuid
 
@@ -114,6 +115,7 @@ class BehindHaproxy(unittest.TestCase):
         sampler = Sampler()
         sampler.start()
         procs, proxy, proxy_log, sessions = [], None, "", {}
+        killed_at = None
         load = ReplicaLoad(ORGS, threads=8, retry=30)
         try:
             for _ in range(3):
@@ -131,6 +133,8 @@ class BehindHaproxy(unittest.TestCase):
             wait_for(lambda: len(load.results) > 200, 30, "load to run")
 
             # SIGKILL one replica mid-load
+            self.assertIsNone(procs[0].proc.poll(), "poold-1 died on its own")
+            killed_at = time.time()
             procs[0].kill()
             n = len(load.results)
             wait_for(lambda: len(load.results) > n + 300, 30,
@@ -168,15 +172,22 @@ class BehindHaproxy(unittest.TestCase):
         # retry the same id and payload (the retries are checked below).
         # A cut anywhere else (the draining replica, a live one, the proxy
         # on its own) is a client cut off: a failure.
-        for t, port, mid, err in load.cut:
-            mine = [x for x in sessions.get(port, []) if x[0] <= t + 1]
+        for began, t, port, mid, err in load.cut:
+            # this connection's line: accepted between its connect and its
+            # error (a second of slack each side; a port may be reused)
+            mine = [x for x in sessions.get(port, [])
+                    if began - 1 <= x[0] <= t + 1]
             last = max(mine, default=None)
             print("cut off: %s (%s) on client port %s; haproxy: %s"
                   % (mid, err, port, last), file=sys.stderr)
-            self.assertTrue(last is not None and last[1] == "poold-1"
-                            and last[2] == -1 and last[3].startswith("S"),
-                            "%s: %s, not by the killed replica (haproxy: %s)"
-                            % (mid, err, last))
+            # in flight at the kill: accepted before it, cut after it
+            self.assertTrue(killed_at is not None and t >= killed_at and
+                            last is not None and last[0] <= killed_at + 0.5
+                            and last[1] == "poold-1" and last[2] == -1
+                            and last[3].startswith("S"),
+                            "%s: %s, not by the killed replica in flight at "
+                            "its kill (killed at %s; haproxy: %s)"
+                            % (mid, err, killed_at, last))
         # every message was answered 200 in the end, by retrying
         self.assertEqual({m: s for m, s in load.final.items() if s != 200},
                          {})
