@@ -13,7 +13,8 @@
 #      OpenAPI lint and the docker-compose validation
 #   4. ASan+UBSan: unit + integration tests, leaks included
 #   5. TSan: unit and integration tests (the server under TSan too)
-# Exits non-zero on the first failure.
+# Exits non-zero on the first failure (a background job's when it is
+# waited for, at the end of step 3).
 #
 # scripts/test.sh --quick: steps 1 and 2 only, with the unit tests and the
 # fastest integration suite (integration.http, the HTTP contract against
@@ -89,8 +90,12 @@ step "in the background: the data lifecycle suite and the compose stack"
 # on downloads and containers. The builds and checks that need neither run
 # beside them. All but the suite run niced: its poold and PostgreSQL keep
 # the CPU they need to be on time.
-ctest --test-dir build-test --output-on-failure -R '^integration\.lifecycle$' \
-    >build-test/lifecycle.log 2>&1 &
+# Each in a process group of its own (setsid), so that a failure below
+# stops the whole of it: ctest leaves its test running on SIGTERM, and
+# docker-smoke.sh's trap waits for the command it is in (docker build,
+# debootstrap) before it tears its stack down.
+setsid -w ctest --test-dir build-test --output-on-failure \
+    -R '^integration\.lifecycle$' >build-test/lifecycle.log 2>&1 &
 lifecycle=$!
 smoke=
 # POOLD_SKIP_DOCKER=1 skips the compose stack (a developer's machine
@@ -98,12 +103,20 @@ smoke=
 if [ "${POOLD_SKIP_DOCKER:-0}" = 1 ]; then
     echo "POOLD_SKIP_DOCKER=1: the compose stack is skipped"
 else
-    nice -n 10 bash scripts/docker-smoke.sh >build-test/docker-smoke.log 2>&1 &
+    setsid -w nice -n 10 bash scripts/docker-smoke.sh \
+        >build-test/docker-smoke.log 2>&1 &
     smoke=$!
 fi
 # On a failure below, stop both (docker-smoke.sh tears its stack down on
-# SIGTERM).
-trap 'kill $lifecycle $smoke 2>/dev/null || true; wait' EXIT
+# SIGTERM); each is cleared once waited for.
+stop_background() {
+    local g
+    for g in $lifecycle $smoke; do
+        kill -TERM -- "-$g" 2>/dev/null || true
+    done
+    wait
+}
+trap stop_background EXIT
 (
     renice -n 10 -p "$BASHPID" >/dev/null
 
@@ -154,16 +167,20 @@ trap 'kill $lifecycle $smoke 2>/dev/null || true; wait' EXIT
 
     step "docker-compose validation"
     if command -v docker-compose >/dev/null 2>&1; then
-        docker-compose -f docker-compose.yml config -q && echo "docker-compose.yml valid"
-        docker-compose -f docker-compose.yml --profile replicas config -q &&
-            echo "docker-compose.yml valid with profile replicas"
+        docker-compose -f docker-compose.yml config -q
+        echo "docker-compose.yml valid"
+        docker-compose -f docker-compose.yml --profile replicas config -q
+        echo "docker-compose.yml valid with profile replicas"
     else
         echo "docker-compose not installed: skipped"
     fi
 )
 
 step "the data lifecycle suite (started in the background)"
-if ! wait "$lifecycle"; then
+rc=0
+wait "$lifecycle" || rc=$?
+lifecycle=
+if [ "$rc" != 0 ]; then
     cat build-test/lifecycle.log
     exit 1
 fi
@@ -173,6 +190,7 @@ if [ -n "$smoke" ]; then
     step "docker: the compose stack end to end (started in the background)"
     rc=0
     wait "$smoke" || rc=$?
+    smoke=
     cat build-test/docker-smoke.log
     [ "$rc" = 0 ] || exit 1
 fi
