@@ -61,10 +61,12 @@ class Haproxy:
     LOG_LINE = re.compile(r"127\.0\.0\.1:(\d+) \[([^\]]+)\] \S+ \S+/(\S+) "
                           r"\S+ (-?\d+) \d+ \S+ \S+ (\S{4}) ")
 
-    def sessions(self):
-        """{client port: [(accept time.time(), server, status, state)]}"""
+    @classmethod
+    def sessions(cls, log):
+        """Of log (logtext()): {client port: [(accept time.time(), server,
+        status, state)]}"""
         out = {}
-        for m in self.LOG_LINE.finditer(self.logtext()):
+        for m in cls.LOG_LINE.finditer(log):
             t = datetime.datetime.strptime(m.group(2),
                                            "%d/%b/%Y:%H:%M:%S.%f").timestamp()
             out.setdefault(int(m.group(1)), []).append(
@@ -156,7 +158,7 @@ class BehindHaproxy(unittest.TestCase):
             sampler.stop()
             if proxy is not None:
                 proxy_log = proxy.logtext()
-                sessions = proxy.sessions()
+                sessions = Haproxy.sessions(proxy_log)
         sampler.check(self)
         statuses = {}
         for _, _, s in load.results:
