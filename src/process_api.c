@@ -105,20 +105,28 @@ static void member_name(char *buf, size_t len, long index, const char *field)
         snprintf(buf, len, "messages[%ld].%s", index, field);
 }
 
+/* A member that must be there as a string: else 400 invalid_message. */
+static bool required_string(const struct member *m, long index,
+                            const char *field, struct http_response *resp)
+{
+    char name[48];
+
+    if (m->kind == MEMBER_STRING)
+        return true;
+    member_name(name, sizeof name, index, field);
+    handlers_errorf(resp, 400, "invalid_message",
+                    "field '%s' is required and must be a string", name);
+    return false;
+}
+
 /* A message's id member (index -1: a single message's). */
 static bool validate_id(const struct member *id, long index,
                         struct process_request *p, struct http_response *resp)
 {
     char name[48];
 
-    if (id->kind != MEMBER_STRING) {
-        member_name(name, sizeof name, index, "id");
-        handlers_errorf(resp, 400, "invalid_message",
-                        "field '%s' is required and must be a "
-                        "string",
-                        name);
+    if (!required_string(id, index, "id", resp))
         return false;
-    }
     p->id = id->s;
     p->id_len = id->len;
     if (p->id_len < 1 || p->id_len > MESSAGE_ID_MAX ||
@@ -137,16 +145,8 @@ static bool validate_payload(const struct member *payload, long index,
                              struct process_request *p,
                              struct http_response *resp)
 {
-    char name[48];
-
-    if (payload->kind != MEMBER_STRING) {
-        member_name(name, sizeof name, index, "payload");
-        handlers_errorf(resp, 400, "invalid_message",
-                        "field '%s' is required and must be a "
-                        "string",
-                        name);
+    if (!required_string(payload, index, "payload", resp))
         return false;
-    }
     p->payload = payload->s;
     p->payload_len = payload->len;
     return true;
