@@ -136,7 +136,9 @@ trap stop_background EXIT
     for t in build-test/check_pool build-test/check_rules build-test/check_log \
              build-test/check_config build-test/check_keys \
              build-test/check_ratelimit build-test/check_breaker \
-             build-test/check_holders build-test/check_handlers; do
+             build-test/check_holders build-test/check_handlers \
+             build-test/check_cluster build-test/check_jsonfast \
+             build-test/check_housekeeping build-test/check_metrics; do
         CK_FORK=no CK_TIMEOUT_MULTIPLIER=20 POOLD_TEST_QUICK=1 valgrind -q \
             --suppressions=tests/unit/valgrind.supp \
             --error-exitcode=1 --leak-check=full --errors-for-leak-kinds=definite,indirect \
