@@ -6,7 +6,7 @@
 # libpq's type names poisoned, so not one token of libpq reaches them. Part
 # of every build.
 set(POOLD_HTTP_HEADERS http.h handlers.h metrics.h admin_api.h process_api.h
-                       pool_api.h dashboard.h intake.h)
+                       pool_api.h messages_api.h dashboard.h intake.h)
 # The modules below the HTTP layer that it calls: their headers name the
 # database's types only as incomplete structs.
 set(POOLD_HTTP_CALLEE_HEADERS registry.h tenants.h cluster.h audit.h
