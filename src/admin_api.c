@@ -47,16 +47,6 @@ static void fail(struct handlers *h, struct http_response *resp, int rc,
         handlers_error_status(h, resp, rc);
 }
 
-/* Answer status with JSON text made by the database (taken and freed). */
-static void render_text(struct http_response *resp, unsigned status, char *text)
-{
-    json_error_t jerr;
-    json_t *root = json_loads(text, 0, &jerr);
-
-    free(text);
-    handlers_render_json(resp, status, root); /* NULL gives a 500 */
-}
-
 static void no_content(struct http_response *resp)
 {
     free(resp->body);
@@ -148,7 +138,7 @@ static void read_json(struct handlers *h, struct http_response *resp,
     if (rc != POOLD_OK)
         fail(h, resp, rc, false);
     else
-        render_text(resp, 200, json);
+        handlers_render_text(resp, 200, json);
 }
 
 static void read_page(struct handlers *h, const struct http_request *req,
@@ -183,6 +173,47 @@ void admin_api_org_get(struct handlers *h, const struct http_request *req,
     read_org(h, req, resp, tenants_org_get);
 }
 
+/* Levels of arrays and objects a config may nest: rules need three or four;
+ * jansson writes a tree back recursively, on a thread's stack. */
+#define CONFIG_DEPTH_MAX 32
+/* A real number at least this large becomes, in jsonb, an integer jansson
+ * cannot read back (64 bits): the org would not load. */
+#define CONFIG_REAL_MAX 9223372036854775808.0 /* 2^63 */
+
+/* Whether v nests at most CONFIG_DEPTH_MAX - depth more levels and holds
+ * no number poold could not read back; else why, in err. */
+static bool config_storable(json_t *v, unsigned depth, char *err, size_t len)
+{
+    const char *key;
+    json_t *m;
+    size_t i;
+
+    if (json_is_real(v) && fabs(json_real_value(v)) >= CONFIG_REAL_MAX) {
+        snprintf(err, len,
+                 "the number %g is out of range (at most %.3g "
+                 "either way)",
+                 json_real_value(v), CONFIG_REAL_MAX);
+        return false;
+    }
+    if (!json_is_array(v) && !json_is_object(v))
+        return true;
+    if (depth > CONFIG_DEPTH_MAX) {
+        snprintf(err, len, "nested deeper than %d levels", CONFIG_DEPTH_MAX);
+        return false;
+    }
+    json_array_foreach(v, i, m)
+    {
+        if (!config_storable(m, depth + 1, err, len))
+            return false;
+    }
+    json_object_foreach(v, key, m)
+    {
+        if (!config_storable(m, depth + 1, err, len))
+            return false;
+    }
+    return true;
+}
+
 /* "config": an object whose rules the service's own parser accepts. */
 static bool put_config(json_t *root, char **config, struct http_response *resp)
 {
@@ -194,6 +225,10 @@ static bool put_config(json_t *root, char **config, struct http_response *resp)
         handlers_errorf(resp, 400, "invalid_config",
                         "field 'config' is required and must be an object "
                         "like {\"rules\":[...]}");
+        return false;
+    }
+    if (!config_storable(c, 1, err, sizeof err)) {
+        handlers_errorf(resp, 400, "invalid_config", "field 'config': %s", err);
         return false;
     }
     *config = json_dumps(c, JSON_COMPACT);
@@ -300,7 +335,7 @@ void admin_api_org_put(struct handlers *h, const struct http_request *req,
     if (rc != POOLD_OK)
         fail(h, resp, rc, true);
     else
-        render_text(resp, created ? 201 : 200, json);
+        handlers_render_text(resp, created ? 201 : 200, json);
 out:
     free(config);
     json_decref(root);

@@ -130,6 +130,33 @@ void handlers_render_json(struct http_response *resp, unsigned status,
 }
 
 /* Take b's text, a newline added, as resp's body; on failure a bare 500. */
+/* Sent as it is, not read into a tree and written again: the database's
+ * JSON text is valid at any depth and with any number, where jansson's
+ * reader refuses an integer past 64 bits and its writer recurses once per
+ * level (a thread's stack). */
+void handlers_render_text(struct http_response *resp, unsigned status,
+                          char *text)
+{
+    size_t n = strlen(text);
+    char *body = realloc(text, n + 2);
+
+    free(resp->body);
+    resp->body = NULL;
+    resp->body_len = 0;
+    if (body != NULL) {
+        body[n] = '\n';
+        body[n + 1] = '\0';
+        resp->body = body;
+        resp->body_len = n + 1;
+        resp->status = status;
+    } else {
+        free(text);
+        resp->status = 500;
+        resp->error_code = "internal_error";
+    }
+    resp->content_type = json_content_type;
+}
+
 void handlers_render_buf(struct http_response *resp, unsigned status,
                          struct strbuf *b)
 {

@@ -3,6 +3,7 @@
 rate limits and the audit log. Every answer is checked against openapi.yaml;
 every org this file makes carries a random prefix and is deleted at the end.
 """
+import json
 import subprocess
 import threading
 import time
@@ -377,6 +378,76 @@ class Orgs(unittest.TestCase):
         r = SERVER.get("/orgs/" + P + "nope", token=TOKEN,
                        route="/orgs/{org_id}")
         self.assertEqual((r.status, r.code), (404, "unknown_org"))
+
+    def test_configs_poold_could_not_read_back_are_refused(self):
+        """Nesting past 32 levels (jansson writes a tree back recursively,
+        on a 512 KiB thread stack: about 1 700 levels crashed poold) and
+        numbers past 64 bits (jsonb stores 1e20 as an integer that jansson
+        cannot read back): 400, nothing stored, no audit entry."""
+        o = org("n")
+
+        def put_raw(body):
+            return SERVER.request(
+                "PUT", "/orgs/" + o, body=body, token=TOKEN,
+                headers={"Content-Type": "application/json"},
+                route="/orgs/{org_id}")
+
+        def nested(levels):
+            return (b'{"config":{"rules":[],"x":' + b"[" * levels +
+                    b"]" * levels + b"}}")
+
+        r = put_raw(nested(31))  # the config object is the 32nd level
+        self.assertEqual(r.status, 201, r.body)
+        audit_before = psql(f"SELECT count(*) FROM audit_log"
+                            f" WHERE org_id = '{o}'")
+        for body, why in ((nested(32), "nested deeper than 32 levels"),
+                          (nested(2000), "nested deeper than 32 levels"),
+                          (b'{"config":{"rules":[],"n":1e20}}',
+                           "out of range"),
+                          (b'{"config":{"rules":[],"n":-9.3e18}}',
+                           "out of range")):
+            r = put_raw(body)
+            self.assertEqual((r.status, r.code), (400, "invalid_config"),
+                             body[:60])
+            self.assertIn(why, r.json()["error"]["message"])
+        stored = SERVER.get("/orgs/" + o, token=TOKEN,
+                            route="/orgs/{org_id}").json()["config"]
+        self.assertEqual(json.dumps(stored["x"]), "[" * 31 + "]" * 31)
+        self.assertEqual(psql(f"SELECT count(*) FROM audit_log"
+                              f" WHERE org_id = '{o}'"), audit_before)
+        r = put_raw(b'{"config":{"rules":[],"n":9.2e18,"m":-1.5}}')
+        self.assertEqual(r.status, 200, r.body)
+
+    def test_what_sql_stored_is_read_back_as_it_is(self):
+        """A config written with SQL that jansson cannot read (an integer
+        past 64 bits), 1 200 levels deep: GET /orgs, the org's page and
+        GET /audit answer 200 with the database's text as it is (no tree
+        read and written again), and poold lives on (its requests get 503
+        org_misconfigured)."""
+        o = org("q")
+        put_org(o)
+        key = new_key(o)["key"]
+        deep = "[" * 1200 + "]" * 1200
+        config = '{"rules": [], "n": 100000000000000000000, "d": %s}' % deep
+        psql(f"UPDATE orgs SET config = '{config}' WHERE org_id = '{o}';"
+             f"INSERT INTO audit_log (actor, action, org_id, before, after)"
+             f" VALUES ('{{}}', 'org.put', '{o}', NULL, '{config}')")
+        try:
+            for path in ("/orgs/" + o, "/orgs?limit=1000",
+                         "/audit?org_id=" + o):
+                r = SERVER.get(path, token=TOKEN)
+                self.assertEqual(r.status, 200, path)
+                self.assertIn(b'"n": 100000000000000000000', r.body, path)
+                self.assertIn(deep.encode(), r.body, path)
+            wait_for(lambda: send(o, key).status == 503, 10,
+                     "the SQL config to be loaded")
+            self.assertEqual(send(o, key).code, "org_misconfigured")
+            self.assertEqual(SERVER.get("/healthz").status, 200)
+        finally:  # other tests read every org and the audit with Python's
+            # json, which stops at 1 000 levels
+            psql(f"DELETE FROM org_keys WHERE org_id = '{o}';"
+                 f"DELETE FROM orgs WHERE org_id = '{o}';"
+                 f"DELETE FROM audit_log WHERE org_id = '{o}'")
 
     def test_list_pages_in_org_id_order(self):
         base = P + "list_"
