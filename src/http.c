@@ -158,7 +158,9 @@ static const char *segment_end(const char *s)
 
 /* Match path against a pattern of "/"-separated segments; "{...}" matches
  * one non-empty segment, returned in *param / *param_len; "{...*}" all that
- * is left of the path, slashes included (a last segment only). */
+ * is left of the path, slashes included, when that is not empty (a last
+ * segment only): empty segments inside it are its own ("/x" or "a//b" as
+ * a message id), so it may begin with '/'. */
 static bool pattern_match(const char *pattern, const char *path,
                           const char **param, size_t *param_len,
                           const char **param2, size_t *param2_len)
@@ -175,10 +177,10 @@ static bool pattern_match(const char *pattern, const char *path,
         pe = segment_end(pattern);
         se = segment_end(path);
         if (*pattern == '{') {
-            if (se == path)
-                return false;
             if (pe - pattern >= 3 && pe[-2] == '*') /* "{name*}": the rest */
                 se = path + strlen(path);
+            if (se == path)
+                return false;
             if (p == NULL) {
                 p = path;
                 plen = (size_t)(se - path);

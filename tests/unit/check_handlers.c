@@ -284,6 +284,22 @@ START_TEST(route_pattern_matching)
     ck_assert(
         !match("/orgs/{org_id}/messages/{message_id*}", "/orgs/o1/messages")
              .ok);
+    /* Empty segments belong to the rest: ids "/x", "a//b", "/". */
+    ck_assert_str_eq(
+        match("/orgs/{org_id}/messages/{message_id*}", "/orgs/o1/messages//x")
+            .param2,
+        "/x");
+    ck_assert_str_eq(
+        match("/orgs/{org_id}/messages/{message_id*}", "/orgs/o1/messages/a//b")
+            .param2,
+        "a//b");
+    ck_assert_str_eq(
+        match("/orgs/{org_id}/messages/{message_id*}", "/orgs/o1/messages//")
+            .param2,
+        "/");
+    ck_assert(
+        !match("/orgs/{org_id}/messages/{message_id*}", "/orgs//messages/x")
+             .ok);
 }
 END_TEST
 
