@@ -452,7 +452,8 @@ void handlers_run(struct handlers *h, const struct route *route,
                                "<admin token>");
             return;
         }
-        if (strcmp(r.scope, "read") == 0 && strcmp(req->method, "GET") != 0) {
+        if (strcmp(r.scope, "read") == 0 && strcmp(req->method, "GET") != 0 &&
+            strcmp(req->method, "HEAD") != 0) {
             handlers_errorf(resp, 403, "forbidden",
                             "the read-only token cannot change anything; "
                             "use the admin token");

@@ -211,6 +211,15 @@ bool http_route_match(const char *pattern, const char *path, const char **param,
     return pattern_match(pattern, path, param, param_len, param2, param2_len);
 }
 
+/* Whether a request of method runs a row of row_method: its own, and HEAD
+ * the GET row (RFC 9110 9.3.2; libmicrohttpd sends the headers of the
+ * answer without its body). */
+static bool method_runs(const char *method, const char *row_method)
+{
+    return strcmp(row_method, method) == 0 ||
+           (strcmp(method, "HEAD") == 0 && strcmp(row_method, "GET") == 0);
+}
+
 /* The route for (method, path); NULL with ctx->allow filled when the path
  * exists under other methods (405), NULL with it empty for 404. */
 static const struct route *route_find(struct request_ctx *ctx,
@@ -225,12 +234,13 @@ static const struct route *route_find(struct request_ctx *ctx,
         if (!pattern_match(r->pattern, ctx->path, param, param_len, param2,
                            param2_len))
             continue;
-        if (strcmp(r->method, ctx->method) == 0) {
+        if (method_runs(ctx->method, r->method)) {
             ctx->route = i;
             return r;
         }
-        int n = snprintf(ctx->allow + o, sizeof ctx->allow - o, "%s%s",
-                         o ? ", " : "", r->method);
+        int n = snprintf(ctx->allow + o, sizeof ctx->allow - o, "%s%s%s",
+                         o ? ", " : "", r->method,
+                         strcmp(r->method, "GET") == 0 ? ", HEAD" : "");
         if (n > 0 && (size_t)n < sizeof ctx->allow - o)
             o += (size_t)n;
         ctx->route = i; /* a 405 counts under the path's route */

@@ -182,11 +182,11 @@ class Basics(unittest.TestCase):
                 self.assertEqual((r.status, r.code), (404, "not_found"))
 
     def test_405_with_allow(self):
-        cases = [("DELETE", "/stats", "/stats", "GET"),
+        cases = [("DELETE", "/stats", "/stats", "GET, HEAD"),
                  ("GET", "/process", "/process", "POST"),
                  ("POST", "/pools/org_1/size", "/pools/{org_id}/size", "PUT"),
-                 ("PUT", "/pools/org_1", "/pools/{org_id}", "GET"),
-                 ("POST", "/healthz", "/healthz", "GET")]
+                 ("PUT", "/pools/org_1", "/pools/{org_id}", "GET, HEAD"),
+                 ("POST", "/healthz", "/healthz", "GET, HEAD")]
         for method, path, route, allow in cases:
             with self.subTest(method=method, path=path):
                 r = SERVER.request(method, path, token=TOKEN)
