@@ -679,6 +679,47 @@ static void *on_request_line(void *cls, const char *uri,
     return NULL; /* the request's context is made by on_request */
 }
 
+/* The value of hex digit c, or -1. */
+static int hex_digit(char c)
+{
+    if (c >= '0' && c <= '9')
+        return c - '0';
+    if (c >= 'a' && c <= 'f')
+        return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F')
+        return c - 'A' + 10;
+    return -1;
+}
+
+/* libmicrohttpd's own unescaping of the path and of each query name and
+ * value (MHD_http_unescape: "%HH" decoded, any other '%' kept; '+' in a
+ * query is already a space when this runs), except that "%00" is left as
+ * the three characters it is. The path reaches us as a C string, and a
+ * query value is read as one: a decoded NUL would cut it, and poold would
+ * act on what comes before ("/pools/org_1%00x" as org_1). Left as is, it
+ * makes the value invalid (400) or names nothing (404). */
+static size_t unescape_without_nul(void *cls, struct MHD_Connection *conn,
+                                   char *s)
+{
+    const char *r = s;
+    char *w = s;
+
+    (void)cls;
+    (void)conn;
+    while (*r != '\0') {
+        int hi = r[0] == '%' ? hex_digit(r[1]) : -1;
+        int lo = hi >= 0 ? hex_digit(r[2]) : -1;
+        if (lo >= 0 && (hi | lo) != 0) {
+            *w++ = (char)(hi * 16 + lo);
+            r += 3;
+        } else {
+            *w++ = *r++;
+        }
+    }
+    *w = '\0';
+    return (size_t)(w - s);
+}
+
 /* The intake's hand-over: the daemon owns fd from here, success or not. */
 static bool hand_over(void *arg, int fd, const struct sockaddr *addr,
                       socklen_t addrlen)
@@ -783,6 +824,7 @@ static int daemon_start(struct http_server *srv,
         MHD_OPTION_NOTIFY_COMPLETED, on_completed, (void *)srv,
         MHD_OPTION_NOTIFY_CONNECTION, on_connection, (void *)srv,
         MHD_OPTION_URI_LOG_CALLBACK, on_request_line, (void *)srv,
+        MHD_OPTION_UNESCAPE_CALLBACK, unescape_without_nul, (void *)NULL,
         MHD_OPTION_ARRAY, tls, MHD_OPTION_END);
     if (srv->daemon == NULL) {
         int e = errno;
