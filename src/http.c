@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -79,6 +80,7 @@ struct request_ctx {
     uint64_t discarded; /* bytes of an oversized body thrown away */
     uint64_t body_wire; /* body bytes read, kept or not */
     bool chunked;       /* a Transfer-Encoding: body_wire is not as sent */
+    bool refused;       /* answered at its headers, Connection: close */
     bool too_large;
     bool responded;
     unsigned status;             /* 0 until a response is queued */
@@ -287,7 +289,7 @@ static enum MHD_Result queue(struct MHD_Connection *conn,
         MHD_add_response_header(r, MHD_HTTP_HEADER_RETRY_AFTER,
                                 format_uint(retry, resp->retry_after_s));
     }
-    if (handlers_is_draining(ctx->srv->handlers))
+    if (ctx->refused || handlers_is_draining(ctx->srv->handlers))
         MHD_add_response_header(r, MHD_HTTP_HEADER_CONNECTION, "close");
     ok = MHD_queue_response(conn, resp->status, r);
     MHD_destroy_response(r);
@@ -454,6 +456,69 @@ static bool body_append(struct request_ctx *ctx, const char *data, size_t n)
     return true;
 }
 
+/* The headers that say where a request's body ends. */
+struct framing {
+    const char *length; /* the first Content-Length */
+    bool lengths_differ;
+    unsigned encodings; /* Transfer-Encoding headers */
+    bool unchunked;     /* one of them is not "chunked" alone */
+};
+
+static enum MHD_Result framing_add(void *cls, enum MHD_ValueKind kind,
+                                   const char *key, const char *value)
+{
+    struct framing *f = cls;
+
+    (void)kind;
+    if (value == NULL)
+        value = "";
+    if (strcasecmp(key, MHD_HTTP_HEADER_CONTENT_LENGTH) == 0) {
+        if (f->length == NULL)
+            f->length = value;
+        else if (strcmp(f->length, value) != 0)
+            f->lengths_differ = true;
+    } else if (strcasecmp(key, MHD_HTTP_HEADER_TRANSFER_ENCODING) == 0) {
+        f->encodings++;
+        if (strcasecmp(value, "chunked") != 0)
+            f->unchunked = true;
+    }
+    return MHD_YES;
+}
+
+/* Refuse a request whose body's end is ambiguous (RFC 9112 6.3): a front
+ * proxy may take the other reading, and what poold would read as the
+ * next request is smuggled past it. libmicrohttpd 0.9.75 takes the first
+ * of several Content-Lengths, and the Transfer-Encoding over a
+ * Content-Length; with a coding other than chunked it waits for a body
+ * it cannot delimit until the read deadline. True after queuing the
+ * answer, which closes the connection. */
+static bool framing_refused(struct MHD_Connection *conn,
+                            struct request_ctx *ctx, enum MHD_Result *ret)
+{
+    struct framing f = {NULL, false, 0, false};
+    unsigned status = 400;
+    const char *message;
+
+    MHD_get_connection_values(conn, MHD_HEADER_KIND, framing_add, &f);
+    if (f.encodings > 0 && (f.encodings > 1 || f.unchunked)) {
+        status = MHD_HTTP_NOT_IMPLEMENTED;
+        message = "Transfer-Encoding other than chunked is not supported";
+    } else if (f.encodings > 0 && f.length != NULL) {
+        message = "a request cannot carry both Transfer-Encoding and "
+                  "Content-Length";
+    } else if (f.lengths_differ) {
+        message = "the request carries Content-Length headers that differ";
+    } else {
+        return false;
+    }
+    ctx->refused = true;
+    intake_request_read(ctx->srv->intake, ctx->iconn); /* not read on */
+    *ret =
+        queue_error(conn, ctx, status,
+                    status == 400 ? "bad_request" : "not_implemented", message);
+    return true;
+}
+
 /* A copy of a path segment into *out, at most ORG_ID_MAX + 1 bytes (NULL
  * stays NULL); false when out of memory. */
 static bool segment_copy(const char *seg, size_t *len, char **out)
@@ -559,6 +624,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn,
 {
     struct http_server *srv = cls;
     struct request_ctx *ctx = *con_cls;
+    enum MHD_Result ret;
 
     (void)version;
     if (ctx == NULL) { /* headers received: first call */
@@ -568,6 +634,8 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn,
         *con_cls = ctx;
         if (!route_request(ctx))
             return MHD_NO;
+        if (framing_refused(conn, ctx, &ret))
+            return ret;
         if (announced_too_large(conn, ctx->max_body)) {
             ctx->too_large = true;
             intake_request_read(srv->intake, ctx->iconn); /* not read on */
@@ -627,6 +695,7 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
     intake_request_done(srv->intake, ctx->iconn,
                         (hs != NULL ? hs->header_size : 0) + ctx->body_wire,
                         hs != NULL && !ctx->chunked && !ctx->too_large &&
+                            !ctx->refused &&
                             toe == MHD_REQUEST_TERMINATED_COMPLETED_OK);
     dur = clock_now_ns() - ctx->start_ns;
     log_request(ctx, toe, dur);

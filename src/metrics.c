@@ -12,8 +12,9 @@ static const char *const method_names[] = {"GET",  "POST",  "PUT",     "DELETE",
                                            "HEAD", "PATCH", "OPTIONS", "OTHER"};
 #define NMETHODS (sizeof method_names / sizeof method_names[0])
 
-static const unsigned status_values[] = {200, 201, 204, 400, 401, 403, 404, 405,
-                                         409, 413, 415, 429, 500, 503, 504, 0};
+static const unsigned status_values[] = {200, 201, 204, 400, 401, 403,
+                                         404, 405, 409, 413, 415, 429,
+                                         500, 501, 503, 504, 0};
 #define NSTATUSES (sizeof status_values / sizeof status_values[0])
 
 /* Request duration buckets, seconds; +Inf is implicit. */

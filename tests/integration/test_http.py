@@ -16,6 +16,7 @@ import subprocess
 import threading
 import time
 import unittest
+import urllib.parse
 import uuid
 
 # The shared harness; these names stay importable from here for suites
@@ -218,6 +219,165 @@ class Basics(unittest.TestCase):
 
     def test_public_endpoints_need_no_token(self):
         self.assertEqual(SERVER.get("/healthz", token="wrong").status, 200)
+
+
+# ---- what the HTTP layer refuses to half-read ---------------------------------
+
+def raw_exchange(data, port=None, timeout=5):
+    """Send raw bytes; return all the server answers until it closes the
+    connection (or the timeout: then socket.timeout)."""
+    s = socket.create_connection(("127.0.0.1", port or SERVER.port),
+                                 timeout=timeout)
+    try:
+        s.sendall(data)
+        out = b""
+        while True:
+            try:
+                chunk = s.recv(65536)
+            except ConnectionResetError:
+                break
+            if not chunk:
+                break
+            out += chunk
+        return out
+    finally:
+        s.close()
+
+
+class Hardening(unittest.TestCase):
+    def test_percent_encoded_nul_never_cuts_a_value(self):
+        # libmicrohttpd decodes %00 and hands C strings over: the value
+        # would end at the NUL. poold leaves "%00" as it is.
+        r = SERVER.get("/pools/%s%%00zzz" % ORG_OK, token=TOKEN,
+                       route="/pools/{org_id}")
+        self.assertEqual((r.status, r.code), (400, "invalid_org_id"))
+        m = mid("nul")
+        self.assertEqual(SERVER.process({"id": m, "org_id": ORG_OK,
+                                         "payload": "ab"}).status, 200)
+        r = SERVER.get("/orgs/%s/messages/%s%%00zzz" % (ORG_OK, m))
+        self.assertEqual((r.status, r.code), (404, "not_found"))
+        r = SERVER.get("/orgs?limit=5%00x", token=TOKEN)
+        self.assertEqual((r.status, r.code), (400, "invalid_message"), r.body)
+        victim = P + "nulvictim"
+        psql(f"INSERT INTO orgs (org_id, config) VALUES ('{victim}',"
+             " '{\"rules\": []}')")
+        r = SERVER.request("DELETE", "/orgs/%s%%00x" % victim, token=TOKEN)
+        self.assertEqual((r.status, r.code), (400, "invalid_org_id"))
+        self.assertEqual(psql("SELECT enabled FROM orgs WHERE org_id = "
+                              f"'{victim}'"), "t")
+        # Other escapes are decoded as before, '+' in a query is a space.
+        enc = "".join("%%%02X" % ord(c) for c in ORG_OK)
+        r = SERVER.get("/pools/" + enc, token=TOKEN, route="/pools/{org_id}")
+        self.assertEqual(r.status, 200, r.body)
+        self.assertEqual(SERVER.get("/orgs?limit=%35", token=TOKEN).status,
+                         200)
+        self.assertEqual(SERVER.get("/orgs?limit=+5", token=TOKEN).status,
+                         400)
+        self.assertEqual(SERVER.get("/orgs?limit=5%", token=TOKEN).status,
+                         400)
+
+    def test_message_ids_with_empty_segments_read_back(self):
+        ids = ["/" + mid("es"), mid("es") + "//b", "/", mid("es") + "/"]
+        self.addCleanup(psql, "DELETE FROM processed_messages WHERE org_id ="
+                        " '%s' AND message_id IN (%s)" % (ORG_OK, ", ".join(
+                            "'%s'" % m for m in ids)))
+        for m in ids:
+            with self.subTest(id=m):
+                r = SERVER.process({"id": m, "org_id": ORG_OK,
+                                    "payload": "ab"})
+                self.assertEqual(r.status, 200, r.body)
+                path = "/orgs/%s/messages/%s" % (
+                    ORG_OK, urllib.parse.quote(m, safe=""))
+                r = SERVER.get(path,
+                               route="/orgs/{org_id}/messages/{message_id}")
+                self.assertEqual(r.status, 200, r.body)
+                self.assertEqual(r.json()["message_id"], m)
+        r = SERVER.get("/orgs/%s/messages/" % ORG_OK)
+        self.assertEqual((r.status, r.code), (404, "not_found"))
+
+    def test_head_wherever_get(self):
+        for path, token in (("/healthz", None), ("/stats", TOKEN),
+                            ("/pools/" + ORG_OK, TOKEN)):
+            with self.subTest(path=path):
+                get = SERVER.get(path, token=token)
+                r = SERVER.request("HEAD", path, token=token)
+                self.assertEqual(r.status, 200)
+                self.assertEqual(r.body, b"")
+                self.assertEqual(r.headers["content-type"],
+                                 get.headers["content-type"])
+        r = SERVER.request("HEAD", "/stats")
+        self.assertEqual(r.status, 401)
+        self.assertEqual(r.body, b"")
+        r = SERVER.request("HEAD", "/process")
+        self.assertEqual((r.status, r.headers["allow"]), (405, "POST"))
+        r = SERVER.request("POST", "/healthz")
+        self.assertEqual(r.headers["allow"], "GET, HEAD")
+        r = SERVER.request("POST", "/orgs/" + ORG_OK, token=TOKEN)
+        self.assertEqual(r.headers["allow"], "GET, HEAD, PUT, DELETE")
+        head = re.compile(r'poold_http_requests_total\{route="/healthz",'
+                          r'method="HEAD",status="200"\} [1-9]')
+        wait_for(lambda: head.search(
+            SERVER.get("/metrics", token=TOKEN).body.decode()), 5,
+            "HEAD /healthz counted under its route")
+
+    def test_head_with_the_read_token(self):
+        read = "read-" + uuid.uuid4().hex
+        p = Poold(env={"POOLD_READ_TOKEN": read})
+        try:
+            self.assertEqual(p.request("HEAD", "/stats", token=read).status,
+                             200)
+            r = p.request("PUT", "/pools/%s/size" % ORG_OK, token=read,
+                          body={"max_size": 4})
+            self.assertEqual((r.status, r.code), (403, "forbidden"))
+        finally:
+            self.assertEqual(p.stop(), 0)
+
+    def answers(self, out):
+        return re.findall(rb"^HTTP/1\.1 (\d{3})", out, re.M)
+
+    def test_conflicting_content_lengths_are_refused_and_closed(self):
+        smuggled = b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"
+        for first, second in ((0, len(smuggled)), (len(smuggled), 0)):
+            with self.subTest(first=first, second=second):
+                out = raw_exchange(
+                    b"GET /healthz HTTP/1.1\r\nHost: x\r\n"
+                    b"Content-Length: %d\r\nContent-Length: %d\r\n\r\n"
+                    % (first, second) + smuggled)
+                self.assertEqual(self.answers(out), [b"400"], out)
+                self.assertIn(b'"code":"bad_request"', out)
+                self.assertRegex(out, rb"(?i)\r\nconnection: close\r\n")
+        # Both framings at once: refused too (RFC 9112 6.1).
+        out = raw_exchange(b"POST /process HTTP/1.1\r\nHost: x\r\n"
+                           b"Content-Length: 5\r\n"
+                           b"Transfer-Encoding: chunked\r\n\r\n"
+                           b"0\r\n\r\n")
+        self.assertEqual(self.answers(out), [b"400"], out)
+        # Equal ones are one length.
+        msg = json.dumps({"id": mid("cl"), "org_id": ORG_OK,
+                          "payload": "ab"}).encode()
+        out = raw_exchange(b"POST /process HTTP/1.1\r\nHost: x\r\n"
+                           b"Content-Type: application/json\r\n"
+                           b"Content-Length: %d\r\nContent-Length: %d\r\n"
+                           b"Connection: close\r\n\r\n"
+                           % (len(msg), len(msg)) + msg)
+        self.assertEqual(self.answers(out), [b"200"], out)
+
+    def test_unknown_transfer_coding_is_answered_at_once(self):
+        for te in (b"gzip", b"gzip, chunked", b"chunked, gzip"):
+            with self.subTest(te=te):
+                t0 = time.monotonic()
+                out = raw_exchange(b"POST /process HTTP/1.1\r\nHost: x\r\n"
+                                   b"Content-Type: application/json\r\n"
+                                   b"Transfer-Encoding: " + te +
+                                   b"\r\n\r\nabc")
+                self.assertEqual(self.answers(out), [b"501"], out)
+                self.assertIn(b'"code":"not_implemented"', out)
+                self.assertRegex(out, rb"(?i)\r\nconnection: close\r\n")
+                self.assertLess(time.monotonic() - t0, 3)
+        out = raw_exchange(b"POST /process HTTP/1.1\r\nHost: x\r\n"
+                           b"Transfer-Encoding: chunked\r\n"
+                           b"Transfer-Encoding: gzip\r\n\r\n0\r\n\r\n")
+        self.assertEqual(self.answers(out), [b"501"], out)
 
 
 # ---- bodies ---------------------------------------------------------------------
