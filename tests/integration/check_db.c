@@ -122,6 +122,7 @@ END_TEST
 
 struct write_arg {
     struct db_conn *conn;
+    const char *message_id;
     bool writes;
     uint64_t deadline_ns;
     int rc;
@@ -132,7 +133,7 @@ struct write_arg {
 static void *blocked_write(void *p)
 {
     struct write_arg *a = p;
-    static const char *const params[2] = {"tsvc_dbw", "w1"};
+    const char *params[2] = {"tsvc_dbw", a->message_id};
     const struct db_query q = {
         .sql = "INSERT INTO processed_messages (org_id, message_id, passed,"
                " checks, failed_rules, payload_sha256) VALUES ($1, $2, true,"
@@ -147,12 +148,15 @@ static void *blocked_write(void *p)
     return NULL;
 }
 
-/* Run the blocked insert on a new connection until its deadline (or, with
- * abort_it, until db_abort_all()); returns db_run's status. The connection
- * is doomed afterwards either way. */
-static int run_blocked_write(bool writes, bool abort_it)
+/* Run the blocked insert of message_id on a new connection until its
+ * deadline (or, with abort_it, until db_abort_all()); returns db_run's
+ * status. The connection is doomed afterwards either way, but its backend
+ * still waits for the row, and inserts it once the lock is gone: so each
+ * test blocks on an id of its own. */
+static int run_blocked_write(const char *message_id, bool writes, bool abort_it)
 {
-    struct write_arg a = {.writes = writes, .conn = open_conn()};
+    struct write_arg a = {
+        .writes = writes, .message_id = message_id, .conn = open_conn()};
     int pid = db_conn_backend_pid(a.conn);
     uint64_t t0 = clock_now_ns();
     pthread_t th;
@@ -187,8 +191,9 @@ START_TEST(db_run_deadline_ends_a_blocked_write)
 
     org_add("tsvc_dbw", "{}", true);
     holder = row_lock_hold("tsvc_dbw", "w1");
-    ck_assert_int_eq(run_blocked_write(true, false), POOLD_ERR_COMMIT_UNKNOWN);
-    ck_assert_int_eq(run_blocked_write(false, false), POOLD_ERR_DB);
+    ck_assert_int_eq(run_blocked_write("w1", true, false),
+                     POOLD_ERR_COMMIT_UNKNOWN);
+    ck_assert_int_eq(run_blocked_write("w1", false, false), POOLD_ERR_DB);
     row_lock_release(holder);
 }
 END_TEST
@@ -199,8 +204,9 @@ START_TEST(db_run_abort_ends_a_blocked_write)
     struct db_conn *conn = (struct db_conn *)&conn;
 
     org_add("tsvc_dbw", "{}", true);
-    holder = row_lock_hold("tsvc_dbw", "w1");
-    ck_assert_int_eq(run_blocked_write(true, true), POOLD_ERR_COMMIT_UNKNOWN);
+    holder = row_lock_hold("tsvc_dbw", "w2");
+    ck_assert_int_eq(run_blocked_write("w2", true, true),
+                     POOLD_ERR_COMMIT_UNKNOWN);
     row_lock_release(holder);
     /* And every later wait ends at once: no connection opens. */
     ck_assert_int_eq(
