@@ -170,8 +170,8 @@ const struct handlers_config *handlers_get_config(struct handlers *h);
 /* Serialise root (reference taken) into resp with status. */
 void handlers_render_json(struct http_response *resp, unsigned status,
                           json_t *root);
-/* JSON text (malloc'd, taken) and a newline into resp with status, as it
- * is. On an allocation failure a bare 500. */
+/* JSON text (malloc'd, taken), compacted, and a newline into resp with
+ * status. On an allocation failure a bare 500. */
 void handlers_render_text(struct http_response *resp, unsigned status,
                           char *text);
 /* b's text (built with jsonfast's writers) and a newline into resp with

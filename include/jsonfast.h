@@ -61,6 +61,12 @@ void jsonfast_put_string(struct strbuf *b, const char *s, size_t len);
 /* Append v in decimal. */
 void jsonfast_put_uint(struct strbuf *b, unsigned long long v);
 
+/* Drop the blanks between the tokens of text (valid JSON, NUL-terminated,
+ * modified in place), as a compact json_dumpb writes it; strings stay as
+ * they are. Returns the new length. No tree, no recursion: for JSON that
+ * PostgreSQL wrote ("a": 1, [1, 2]). */
+size_t jsonfast_compact(char *text);
+
 /* Append a string literal. */
 #define jsonfast_put_lit(b, lit) strbuf_append((b), (lit), sizeof(lit) - 1)
 

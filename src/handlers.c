@@ -130,14 +130,14 @@ void handlers_render_json(struct http_response *resp, unsigned status,
 }
 
 /* Take b's text, a newline added, as resp's body; on failure a bare 500. */
-/* Sent as it is, not read into a tree and written again: the database's
- * JSON text is valid at any depth and with any number, where jansson's
- * reader refuses an integer past 64 bits and its writer recurses once per
- * level (a thread's stack). */
+/* Compacted, not read into a tree and written again: the database's JSON
+ * text is valid at any depth and with any number, where jansson's reader
+ * refuses an integer past 64 bits and its writer recurses once per level
+ * (a thread's stack). */
 void handlers_render_text(struct http_response *resp, unsigned status,
                           char *text)
 {
-    size_t n = strlen(text);
+    size_t n = jsonfast_compact(text);
     char *body = realloc(text, n + 2);
 
     free(resp->body);

@@ -316,3 +316,29 @@ void jsonfast_put_uint(struct strbuf *b, unsigned long long v)
     } while (v != 0);
     strbuf_append(b, digits + i, sizeof digits - i);
 }
+
+size_t jsonfast_compact(char *text)
+{
+    bool in_string = false, escaped = false;
+    char *w = text;
+
+    for (const char *r = text; *r != '\0'; r++) {
+        char c = *r;
+
+        if (in_string) {
+            if (escaped)
+                escaped = false;
+            else if (c == '\\')
+                escaped = true;
+            else if (c == '"')
+                in_string = false;
+        } else if (c == ' ' || c == '\t' || c == '\n' || c == '\r') {
+            continue;
+        } else if (c == '"') {
+            in_string = true;
+        }
+        *w++ = c;
+    }
+    *w = '\0';
+    return (size_t)(w - text);
+}

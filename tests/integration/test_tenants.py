@@ -421,7 +421,7 @@ class Orgs(unittest.TestCase):
     def test_what_sql_stored_is_read_back_as_it_is(self):
         """A config written with SQL that jansson cannot read (an integer
         past 64 bits), 1 200 levels deep: GET /orgs, the org's page and
-        GET /audit answer 200 with the database's text as it is (no tree
+        GET /audit answer 200 with the database's text, compacted (no tree
         read and written again), and poold lives on (its requests get 503
         org_misconfigured)."""
         o = org("q")
@@ -437,7 +437,7 @@ class Orgs(unittest.TestCase):
                          "/audit?org_id=" + o):
                 r = SERVER.get(path, token=TOKEN)
                 self.assertEqual(r.status, 200, path)
-                self.assertIn(b'"n": 100000000000000000000', r.body, path)
+                self.assertIn(b'"n":100000000000000000000', r.body, path)
                 self.assertIn(deep.encode(), r.body, path)
             wait_for(lambda: send(o, key).status == 503, 10,
                      "the SQL config to be loaded")

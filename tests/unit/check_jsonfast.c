@@ -406,6 +406,37 @@ START_TEST(strings_take_their_exact_room)
 }
 END_TEST
 
+/* PostgreSQL's jsonb text, compacted, is what jansson's compact writer
+ * makes of the same value; blanks inside strings stay. */
+START_TEST(compact_drops_only_the_blanks_between_tokens)
+{
+    static const char *const texts[] = {
+        "{\"a\": 1, \"b\": [1, 2, {\"c\": null}], \"d\": true}",
+        "{\"s\": \"two  words, \\\"quoted\\\" : [x]\", \"t\": \"\\\\\"}",
+        "{\"k\": \"tab\\there\", \"e\": {}, \"f\": []}",
+        " [ \"caf\xc3\xa9\" ,\n\t\"\\\\ \\\" \" ] \r\n",
+        "\"a string alone\"",
+        "[[[[]]]]",
+    };
+
+    for (size_t i = 0; i < sizeof texts / sizeof texts[0]; i++) {
+        char buf[256], want[256];
+        json_t *v = json_loads(texts[i], JSON_DECODE_ANY, NULL);
+        size_t n, wn;
+
+        ck_assert_msg(v != NULL, "%s", texts[i]);
+        wn = json_dumpb(v, want, sizeof want, JSON_COMPACT | JSON_ENCODE_ANY);
+        json_decref(v);
+        snprintf(buf, sizeof buf, "%s", texts[i]);
+        n = jsonfast_compact(buf);
+        ck_assert_uint_eq(n, strlen(buf));
+        ck_assert_msg(n == wn && memcmp(buf, want, n) == 0,
+                      "%s: got %s, jansson writes %.*s", texts[i], buf, (int)wn,
+                      want);
+    }
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("jsonfast");
@@ -423,6 +454,7 @@ int main(void)
     tcase_add_test(tc, numbers_and_literals);
     tcase_add_test(tc, reserve_then_grow);
     tcase_add_test(tc, strings_take_their_exact_room);
+    tcase_add_test(tc, compact_drops_only_the_blanks_between_tokens);
     tcase_set_timeout(tc, 60);
     suite_add_tcase(s, tc);
     sr = srunner_create(s);
