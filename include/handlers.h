@@ -187,6 +187,14 @@ bool handlers_body_is_json(const struct http_request *req,
                            struct http_response *resp);
 bool handlers_load_object(const struct http_request *req,
                           struct http_response *resp, json_t **out);
+/* The same, refusing (400 invalid_json) before any tree is built a body of
+ * more than max_values JSON values (jsonfast_count_values): what the body
+ * limit alone bounds is bytes, and a tree takes up to 80 times as many.
+ * handlers_load_object allows HANDLERS_VALUES_MAX. */
+#define HANDLERS_VALUES_MAX 4096
+bool handlers_load_object_within(const struct http_request *req,
+                                 struct http_response *resp, size_t max_values,
+                                 json_t **out);
 /* resp from a poold status (the status-to-HTTP table). */
 void handlers_error_status(struct handlers *h, struct http_response *resp,
                            int status);

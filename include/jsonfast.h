@@ -61,6 +61,12 @@ void jsonfast_put_string(struct strbuf *b, const char *s, size_t len);
 /* Append v in decimal. */
 void jsonfast_put_uint(struct strbuf *b, unsigned long long v);
 
+/* How many values len bytes of JSON hold at most: the containers opened
+ * and the commas between values, outside strings, plus one. One pass, no
+ * tree: a bound to check before a parser builds one (jansson takes about
+ * 200 bytes for an empty object, so 4 MiB of "{}," make 300 MB). */
+size_t jsonfast_count_values(const char *buf, size_t len);
+
 /* Drop the blanks between the tokens of text (valid JSON, NUL-terminated,
  * modified in place), as a compact json_dumpb writes it; strings stay as
  * they are. Returns the new length. No tree, no recursion: for JSON that

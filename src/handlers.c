@@ -252,9 +252,22 @@ bool handlers_body_is_json(const struct http_request *req,
 bool handlers_load_object(const struct http_request *req,
                           struct http_response *resp, json_t **out)
 {
+    return handlers_load_object_within(req, resp, HANDLERS_VALUES_MAX, out);
+}
+
+bool handlers_load_object_within(const struct http_request *req,
+                                 struct http_response *resp, size_t max_values,
+                                 json_t **out)
+{
     json_error_t jerr;
     json_t *root;
 
+    if (req->body != NULL &&
+        jsonfast_count_values(req->body, req->body_len) > max_values) {
+        handlers_errorf(resp, 400, "invalid_json",
+                        "the body holds more than %zu JSON values", max_values);
+        return false;
+    }
     root = json_loadb(req->body ? req->body : "", req->body_len,
                       JSON_REJECT_DUPLICATES | JSON_DECODE_ANY, &jerr);
     if (root == NULL) {

@@ -342,3 +342,27 @@ size_t jsonfast_compact(char *text)
     *w = '\0';
     return (size_t)(w - text);
 }
+
+size_t jsonfast_count_values(const char *buf, size_t len)
+{
+    bool in_string = false, escaped = false;
+    size_t n = 1;
+
+    for (size_t i = 0; i < len; i++) {
+        char c = buf[i];
+
+        if (in_string) {
+            if (escaped)
+                escaped = false;
+            else if (c == '\\')
+                escaped = true;
+            else if (c == '"')
+                in_string = false;
+        } else if (c == '"') {
+            in_string = true;
+        } else if (c == '{' || c == '[' || c == ',') {
+            n++;
+        }
+    }
+    return n;
+}

@@ -211,6 +211,12 @@ static void put_result(struct strbuf *b, const struct process_request *p,
 #define PROCESS_BODY_INLINE 4096
 /* A /process body read without jansson has at most this many members. */
 #define PROCESS_FLAT_MAX 8
+/* JSON values a body may hold before jansson reads it: a message has
+ * three, and a client's extra members are ignored, not refused; beyond
+ * this the body is refused unread (400). */
+#define PROCESS_VALUES_MAX 256
+/* The same for a batch, per message allowed. */
+#define BATCH_VALUES_PER_MESSAGE 8
 
 void process_api_process(struct handlers *h, const struct http_request *req,
                          struct http_response *resp)
@@ -240,7 +246,8 @@ void process_api_process(struct handlers *h, const struct http_request *req,
         jsonfast_read_flat(buf, req->body_len, flat, PROCESS_FLAT_MAX,
                            &nflat)) {
         members_of_flat(flat, nflat, &mm);
-    } else if (handlers_load_object(req, resp, &root)) {
+    } else if (handlers_load_object_within(req, resp, PROCESS_VALUES_MAX,
+                                           &root)) {
         members_of_json(root, &mm);
     } else {
         goto out;
@@ -458,7 +465,10 @@ void process_api_batch(struct handlers *h, const struct http_request *req,
         memcpy(copy, req->body, req->body_len);
     if (!batch_of_flat(copy, req->body_len, &list, &bb)) {
         jsonfast_list_free(&list);
-        if (!handlers_load_object(req, resp, &root))
+        if (!handlers_load_object_within(
+                req, resp,
+                BATCH_VALUES_PER_MESSAGE * (size_t)cfg_of(h)->max_batch + 64,
+                &root))
             goto out;
         bb = batch_of_json(root);
     }

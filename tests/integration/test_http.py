@@ -1003,6 +1003,46 @@ class BatchAndGroupCommit(unittest.TestCase):
         self.assertEqual(r.status, 200, r.body)
         self.assertTrue(row(ORG_OK, one))
 
+    def test_a_body_of_many_values_is_refused_before_a_tree(self):
+        """4 MiB of "{}," once made jansson build a 330 MB tree before the
+        400 (any key holder, each request): a body is refused unread past
+        8 values per message allowed (+64), a message past 256; poold's
+        peak memory stays put. Extra members within that still pass."""
+        p = Poold(env={"POOLD_CLIENT_AUTH": "none"})  # 1 000, 4 MiB
+
+        def peak_kib():
+            with open("/proc/%d/status" % p.proc.pid) as f:
+                return int(re.search(r"VmHWM:\s+(\d+)", f.read()).group(1))
+
+        try:
+            before = peak_kib()
+            n = (4 * 1024 * 1024 - 64) // 3
+            body = (b'{"org_id":"' + ORG_OK.encode() +
+                    b'","messages":1,"x":[' + b"{}," * n + b"{}]}")
+            r = p.request("POST", "/process/batch", body=body,
+                          headers={"Content-Type": "application/json"},
+                          route="/process/batch")
+            self.assertEqual((r.status, r.code), (400, "invalid_json"))
+            self.assertIn("more than 8064 JSON values",
+                          r.json()["error"]["message"])
+            body = (b'{"id":"a","org_id":"' + ORG_OK.encode() +
+                    b'","payload":"ab","x":[' + b"0," * 30000 + b"0]}")
+            r = p.request("POST", "/process", body=body,
+                          headers={"Content-Type": "application/json"},
+                          route="/process")
+            self.assertEqual((r.status, r.code), (400, "invalid_json"))
+            self.assertIn("more than 256", r.json()["error"]["message"])
+            self.assertLess(peak_kib() - before, 64 * 1024)
+            ids = [mid("bx") for _ in range(100)]
+            r = p.request("POST", "/process/batch", body={
+                "org_id": ORG_OK, "messages": [
+                    {"id": i, "payload": "ab", "n": 1, "tags": ["a", "b"]}
+                    for i in ids]}, route="/process/batch")
+            self.assertEqual(r.status, 200, r.body[:300])
+            self.assertTrue(row(ORG_OK, ids[-1]))
+        finally:
+            self.assertEqual(p.stop(), 0)
+
     def test_group_commit_under_concurrency(self):
         """Pool size 4, many concurrent requests of one org: every one is
         committed, at most 4 processed at once, and writes that queued
