@@ -317,27 +317,38 @@ void jsonfast_put_uint(struct strbuf *b, unsigned long long v)
     strbuf_append(b, digits + i, sizeof digits - i);
 }
 
+/* A scan of JSON text that steps over strings. */
+struct string_scan {
+    bool in_string, escaped;
+};
+
+/* Whether byte c (the next of the text) belongs to a string, its quotes
+ * included. */
+static bool string_byte(struct string_scan *st, char c)
+{
+    if (st->in_string) {
+        if (st->escaped)
+            st->escaped = false;
+        else if (c == '\\')
+            st->escaped = true;
+        else if (c == '"')
+            st->in_string = false;
+        return true;
+    }
+    st->in_string = c == '"';
+    return st->in_string;
+}
+
 size_t jsonfast_compact(char *text)
 {
-    bool in_string = false, escaped = false;
+    struct string_scan st = {false, false};
     char *w = text;
 
     for (const char *r = text; *r != '\0'; r++) {
-        char c = *r;
-
-        if (in_string) {
-            if (escaped)
-                escaped = false;
-            else if (c == '\\')
-                escaped = true;
-            else if (c == '"')
-                in_string = false;
-        } else if (c == ' ' || c == '\t' || c == '\n' || c == '\r') {
+        if (!string_byte(&st, *r) &&
+            (*r == ' ' || *r == '\t' || *r == '\n' || *r == '\r'))
             continue;
-        } else if (c == '"') {
-            in_string = true;
-        }
-        *w++ = c;
+        *w++ = *r;
     }
     *w = '\0';
     return (size_t)(w - text);
@@ -345,24 +356,12 @@ size_t jsonfast_compact(char *text)
 
 size_t jsonfast_count_values(const char *buf, size_t len)
 {
-    bool in_string = false, escaped = false;
+    struct string_scan st = {false, false};
     size_t n = 1;
 
-    for (size_t i = 0; i < len; i++) {
-        char c = buf[i];
-
-        if (in_string) {
-            if (escaped)
-                escaped = false;
-            else if (c == '\\')
-                escaped = true;
-            else if (c == '"')
-                in_string = false;
-        } else if (c == '"') {
-            in_string = true;
-        } else if (c == '{' || c == '[' || c == ',') {
+    for (size_t i = 0; i < len; i++)
+        if (!string_byte(&st, buf[i]) &&
+            (buf[i] == '{' || buf[i] == '[' || buf[i] == ','))
             n++;
-        }
-    }
     return n;
 }
