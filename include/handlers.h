@@ -134,6 +134,14 @@ bool handlers_is_draining(struct handlers *h);
 size_t handlers_body_limit(const struct handlers *h, const struct route *route,
                            size_t default_limit);
 
+/* The route's credentials, from req's method and authorization alone (no
+ * body): false after filling resp with the 401, 403 or 503 handlers_run
+ * would answer. http.c asks before it reads a large body, so a client
+ * without them never makes poold hold one. */
+bool handlers_authorize(struct handlers *h, const struct route *route,
+                        const struct http_request *req,
+                        struct http_response *resp);
+
 /* Run a route: admin check (401), then its handler. */
 void handlers_run(struct handlers *h, const struct route *route,
                   const struct http_request *req, struct http_response *resp);

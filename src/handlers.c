@@ -450,33 +450,52 @@ size_t handlers_body_limit(const struct handlers *h, const struct route *route,
     return default_limit;
 }
 
-void handlers_run(struct handlers *h, const struct route *route,
-                  const struct http_request *req, struct http_response *resp)
+/* The route's credentials: false after filling resp (401, 403, 503);
+ * else *scope (admin routes) and key_org (a client key's org) set. */
+static bool authorize(struct handlers *h, const struct route *route,
+                      const struct http_request *req, const char **scope,
+                      char *key_org, struct http_response *resp)
 {
-    struct http_request r = *req;
-    char key_org[ORG_ID_MAX + 1] = "";
-
-    r.key_org = key_org;
-    r.scope = NULL;
+    *scope = NULL;
+    key_org[0] = '\0';
     if (route->flags & ROUTE_ADMIN) {
-        r.scope = admin_scope(h, req->authorization);
-        if (r.scope == NULL) {
+        *scope = admin_scope(h, req->authorization);
+        if (*scope == NULL) {
             unauthorized(resp, "this endpoint needs Authorization: Bearer "
                                "<admin token>");
-            return;
+            return false;
         }
-        if (strcmp(r.scope, "read") == 0 && strcmp(req->method, "GET") != 0 &&
+        if (strcmp(*scope, "read") == 0 && strcmp(req->method, "GET") != 0 &&
             strcmp(req->method, "HEAD") != 0) {
             handlers_errorf(resp, 403, "forbidden",
                             "the read-only token cannot change anything; "
                             "use the admin token");
-            return;
+            return false;
         }
     }
-    if ((route->flags & ROUTE_CLIENT_KEY) && h->cfg.client_keys &&
-        !client_key_check(h, req, key_org, resp))
-        return;
-    route->fn(h, &r, resp);
+    return !(route->flags & ROUTE_CLIENT_KEY) || !h->cfg.client_keys ||
+           client_key_check(h, req, key_org, resp);
+}
+
+bool handlers_authorize(struct handlers *h, const struct route *route,
+                        const struct http_request *req,
+                        struct http_response *resp)
+{
+    const char *scope;
+    char key_org[ORG_ID_MAX + 1];
+
+    return authorize(h, route, req, &scope, key_org, resp);
+}
+
+void handlers_run(struct handlers *h, const struct route *route,
+                  const struct http_request *req, struct http_response *resp)
+{
+    struct http_request r = *req;
+    char key_org[ORG_ID_MAX + 1];
+
+    r.key_org = key_org;
+    if (authorize(h, route, req, &r.scope, key_org, resp))
+        route->fn(h, &r, resp);
 }
 
 /* The org's rate limit for n messages; false after filling resp with 429. */

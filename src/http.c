@@ -423,6 +423,43 @@ static bool announced_too_large(struct MHD_Connection *conn, size_t max)
     return n > max;
 }
 
+/* A body larger than this (or chunked) is read only after the route's
+ * credentials are checked at the headers: a client without them could
+ * otherwise make poold hold POOLD_MAX_CLIENTS bodies of the batch limit
+ * (4 GiB at the defaults) before its 401. Smaller ones are checked once,
+ * with the body, as before. */
+#define HTTP_EARLY_AUTH_BYTES ((size_t)16384)
+
+/* The route needs credentials and the request's body is large (or of
+ * unknown length), and the credentials in its headers are missing or
+ * wrong: true after queuing the answer handlers_run would give (401, 403
+ * or 503), which closes the connection with the body unread. */
+static bool credentials_refused(struct MHD_Connection *conn,
+                                struct request_ctx *ctx, enum MHD_Result *ret)
+{
+    const char *te = MHD_lookup_connection_value(
+        conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_TRANSFER_ENCODING);
+    struct http_request req;
+    struct http_response resp;
+
+    if (ctx->matched == NULL ||
+        !(ctx->matched->flags & (ROUTE_ADMIN | ROUTE_CLIENT_KEY)) ||
+        (te == NULL && !announced_too_large(conn, HTTP_EARLY_AUTH_BYTES)))
+        return false;
+    memset(&req, 0, sizeof req);
+    req.method = ctx->method;
+    req.authorization = MHD_lookup_connection_value(
+        conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_AUTHORIZATION);
+    req.request_id = ctx->request_id;
+    memset(&resp, 0, sizeof resp);
+    if (handlers_authorize(ctx->srv->handlers, ctx->matched, &req, &resp))
+        return false;
+    ctx->refused = true;
+    intake_request_read(ctx->srv->intake, ctx->iconn); /* not read on */
+    *ret = queue(conn, ctx, &resp);
+    return true;
+}
+
 /* Keep a body chunk, or count it as discarded once over the limit. */
 static bool body_append(struct request_ctx *ctx, const char *data, size_t n)
 {
@@ -641,6 +678,8 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn,
             intake_request_read(srv->intake, ctx->iconn); /* not read on */
             return queue_too_large(conn, ctx);
         }
+        if (credentials_refused(conn, ctx, &ret))
+            return ret;
         return MHD_YES;
     }
     if (*upload_data_size > 0) { /* a body chunk: always consume it all */

@@ -4,6 +4,7 @@ rate limits and the audit log. Every answer is checked against openapi.yaml;
 every org this file makes carries a random prefix and is deleted at the end.
 """
 import json
+import socket
 import subprocess
 import threading
 import time
@@ -175,6 +176,47 @@ class Keys(unittest.TestCase):
         self.assertEqual(psql("SELECT count(*) FROM org_keys"), before)
         # 128 bytes exactly is fine (multi-byte UTF-8 counts bytes).
         self.assertEqual(new_key(self.org, "é" * 64)["label"], "é" * 64)
+
+    def test_a_large_body_without_credentials_is_refused_unread(self):
+        """Without a live key (or the admin token) a large or chunked body
+        is answered at its headers, not buffered first: 1 100 clients
+        without a key once made poold hold 4 GiB of batch bodies."""
+        key = new_key(self.org)["key"]
+        cases = [
+            ("POST", "/process/batch", "", "Content-Length: 4194304"),
+            ("POST", "/process/batch", "Bearer pk_nope",
+             "Content-Length: 4194304"),
+            ("POST", "/process", "", "Transfer-Encoding: chunked"),
+            ("PUT", "/orgs/" + self.org, "Bearer " + key,  # a key, not admin
+             "Content-Length: 20000"),
+            ("PUT", "/orgs/" + self.org, "Bearer " + READ,  # read-only: 403
+             "Content-Length: 20000"),
+        ]
+        for method, path, auth, length in cases:
+            with self.subTest(method=method, path=path, auth=auth):
+                head = ("%s %s HTTP/1.1\r\nHost: x\r\n"
+                        "Content-Type: application/json\r\n%s\r\n%s"
+                        "\r\n" % (method, path, length,
+                                    "Authorization: %s\r\n" % auth
+                                    if auth else ""))
+                started = time.monotonic()
+                with socket.create_connection(("127.0.0.1", SERVER.port),
+                                              timeout=5) as c:
+                    c.sendall(head.encode())
+                    out = b""
+                    while chunk := c.recv(65536):  # until poold closes
+                        out += chunk
+                self.assertLess(time.monotonic() - started, 3)
+                status = 403 if auth.endswith(READ) else 401
+                self.assertTrue(out.startswith(b"HTTP/1.1 %d" % status),
+                                out[:200])
+        # With the key, a body past that size is read and served.
+        msgs = [{"id": mid(), "payload": "ab" * 100} for _ in range(100)]
+        r = SERVER.request("POST", "/process/batch",
+                           body={"org_id": self.org, "messages": msgs},
+                           token=key, route="/process/batch")
+        self.assertEqual(r.status, 200, r.body[:200])
+        self.assertEqual(rows(self.org), 100)
 
     def test_no_query_per_request(self):
         """With org_keys locked by another session, keys are still checked
