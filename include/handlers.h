@@ -170,6 +170,10 @@ void handlers_status_http(int status, unsigned *http, const char **code,
 bool handlers_client_admit(struct handlers *h, const struct http_request *req,
                            const char *org_id, unsigned n,
                            struct org_entry **org, struct http_response *resp);
+/* The org's rate limit alone, for n: false after filling resp (429, as
+ * above). GET /orgs/{org_id}/messages/{id} takes one per lookup by key. */
+bool handlers_rate_admit(struct handlers *h, const char *org_id, unsigned n,
+                         struct http_response *resp);
 
 /* ---- for the handler modules (*_api.c). All thread-safe: they read
  * the config (fixed after handlers_create) and fill the caller's resp. */

@@ -234,9 +234,13 @@ void registry_commit_totals(struct registry *reg,
  * answers (*json malloc'd, the caller's). POOLD_ERR_NOT_FOUND when there is
  * none; POOLD_ERR_DB / POOLD_ERR_DB_BUSY (err says why). Read on a pooled
  * connection within an admin call's time bound, but without the admin token:
- * it waits for no operator call and no other read. message_id
- * is NUL-terminated UTF-8. Thread-safe.
+ * it waits for no operator call and no other read. At most
+ * registry_lookups_max() run at once; one more is POOLD_ERR_WAITERS_FULL
+ * at once (err says so). message_id is NUL-terminated UTF-8. Thread-safe.
  */
+/* A quarter of POOLD_DB_MAX_CONNS, at least 1. */
+#define REG_LOOKUPS_DIV 4
+unsigned registry_lookups_max(const struct registry *reg);
 POOLD_MUSTCHECK int registry_message_get(struct registry *reg,
                                          const char *org_id,
                                          const char *message_id,

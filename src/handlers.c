@@ -499,8 +499,8 @@ void handlers_run(struct handlers *h, const struct route *route,
 }
 
 /* The org's rate limit for n messages; false after filling resp with 429. */
-static bool rate_limit_admit(struct handlers *h, const char *org_id, unsigned n,
-                             struct http_response *resp)
+bool handlers_rate_admit(struct handlers *h, const char *org_id, unsigned n,
+                         struct http_response *resp)
 {
     enum ratelimit_verdict v;
     uint64_t retry_ns;
@@ -551,7 +551,7 @@ bool handlers_client_admit(struct handlers *h, const struct http_request *req,
         handlers_error_status(h, resp, rc);
         return false;
     }
-    return rate_limit_admit(h, org_id, n, resp);
+    return handlers_rate_admit(h, org_id, n, resp);
 }
 
 int handlers_create(const struct handlers_config *cfg, struct handlers **out)

@@ -73,13 +73,21 @@ void messages_api_get(struct handlers *h, const struct http_request *req,
                         "this key belongs to another org");
         return;
     }
+    /* A key's lookups count against its org's rate limit, as messages do;
+     * the admin token's do not. */
+    if (key_org[0] != '\0' && !handlers_rate_admit(h, resp->org, 1, resp))
+        return;
     rc = registry_message_get(cfg->reg, resp->org, id, cfg->message_retention_s,
                               &json, resp->detail, sizeof resp->detail);
     if (rc == POOLD_ERR_NOT_FOUND)
         handlers_errorf(resp, 404, "not_found", "%s",
                         "no such message for this org (never processed, or "
                         "past the retention)");
-    else if (rc == POOLD_ERR_DB)
+    else if (rc == POOLD_ERR_WAITERS_FULL) {
+        handlers_errorf(resp, 503, "pool_exhausted", "%s; retry later",
+                        resp->detail);
+        resp->retry_after_s = 1;
+    } else if (rc == POOLD_ERR_DB)
         handlers_errorf(resp, 503, "database_unavailable", "%s",
                         "the database is unavailable");
     else if (rc != POOLD_OK)

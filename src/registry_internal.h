@@ -177,6 +177,7 @@ struct registry {
 
     atomic_bool loaded; /* the directory was loaded once */
     atomic_bool shutting_down;
+    atomic_uint lookups; /* registry_message_get calls in flight */
     atomic_uint_fast64_t last_ok_ns; /* last successful db contact */
 
     struct housekeeping *hk; /* its thread, connection and steps */

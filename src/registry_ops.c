@@ -261,16 +261,34 @@ void registry_admin_end(struct registry *reg, struct db_conn *conn, bool wrote)
 /* A read for a client: on a connection of its own, without the admin
  * token (one at a time for every org), so that clients settling their
  * 504s neither queue behind each other nor make operator calls wait. */
+unsigned registry_lookups_max(const struct registry *reg)
+{
+    unsigned n = reg->cfg.db_max_conns / REG_LOOKUPS_DIV;
+
+    return n > 0 ? n : 1;
+}
+
 int registry_message_get(struct registry *reg, const char *org_id,
                          const char *message_id, long long retention_s,
                          char **json, char *err, size_t errlen)
 {
     uint64_t acquire_ns;
-    uint64_t stmt_end = reg_call_deadlines(reg, &acquire_ns);
+    uint64_t stmt_end;
     struct reg_conn c;
     struct db_conn *conn;
     int rc;
 
+    /* A connection each, from the cap the orgs' services share: a flood
+     * of lookups must not take every one (and evict the services). */
+    if (atomic_fetch_add(&reg->lookups, 1) >= registry_lookups_max(reg)) {
+        atomic_fetch_sub(&reg->lookups, 1);
+        snprintf(err, errlen,
+                 "%u lookups are in flight, as many as poold "
+                 "runs at once",
+                 registry_lookups_max(reg));
+        return POOLD_ERR_WAITERS_FULL;
+    }
+    stmt_end = reg_call_deadlines(reg, &acquire_ns);
     db_thread_deadline(stmt_end);
     rc = reg_conn_get(reg, acquire_ns, &c, &conn, err, errlen);
     if (rc == POOLD_OK) {
@@ -281,6 +299,7 @@ int registry_message_get(struct registry *reg, const char *org_id,
         reg_conn_put(reg, &c, db_conn_is_clean(conn));
     }
     db_thread_deadline(0);
+    atomic_fetch_sub(&reg->lookups, 1);
     return rc;
 }
 

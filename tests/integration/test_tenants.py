@@ -573,6 +573,67 @@ class RateLimits(unittest.TestCase):
         wait_for(lambda: send(lim, kl).status == 429, 5, "the new limit")
 
 
+    def test_lookups_by_key_take_from_the_rate_limit(self):
+        """A flood of GET /orgs/{org}/messages/{id} took every shared
+        connection past a rate limit of 1/s: a key's lookup now takes a
+        token, as a message does; the admin token's do not."""
+        lim = org("g")
+        put_org(lim, {"config": RULES, "rate_limit": {"rps": 0.01,
+                                                      "burst": 2}})
+        kl = new_key(lim)["key"]
+        path = "/orgs/%s/messages/%s" % (lim, mid())
+        route = "/orgs/{org_id}/messages/{message_id}"
+        statuses = [SERVER.get(path, token=kl, route=route).status
+                    for _ in range(4)]
+        self.assertEqual(statuses, [404, 404, 429, 429])
+        for _ in range(4):
+            self.assertEqual(SERVER.get(path, token=TOKEN).status, 404)
+
+    def test_lookups_in_flight_are_capped(self):
+        """POOLD_DB_MAX_CONNS=4: one lookup at a time. With the first held
+        by a table lock, a second is 503 pool_exhausted at once, with
+        Retry-After; once it ends, lookups run again."""
+        p = Poold(env={"POOLD_DB_MAX_CONNS": "4", "POOLD_DB_MIN_IDLE": "0",
+                       "POOLD_STATEMENT_TIMEOUT_MS": "5000"})
+        o = org("c")
+        self.assertEqual(put_org(o, server=p).status, 201)
+        holder = subprocess.Popen(
+            ["psql", "-X", "-q", "-d", ADMIN_URL, "-c", "BEGIN", "-c",
+             "LOCK TABLE processed_messages IN ACCESS EXCLUSIVE MODE",
+             "-c", "SELECT pg_sleep(30)"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        first = {}
+        try:
+            wait_for(lambda: psql(
+                "SELECT count(*) FROM pg_stat_activity WHERE query LIKE "
+                "'SELECT pg_sleep(30)%'") == "1", 10, "the lock holder")
+            path = "/orgs/%s/messages/%s" % (o, mid())
+            t = threading.Thread(target=lambda: first.update(
+                r=p.get(path, token=TOKEN)))
+            t.start()
+            wait_for(lambda: psql(
+                "SELECT count(*) FROM pg_stat_activity WHERE application_name"
+                " LIKE 'poold%' AND wait_event_type = 'Lock'") != "0", 10,
+                "the first lookup to wait for the lock")
+            started = time.monotonic()
+            r = p.get(path, token=TOKEN,
+                      route="/orgs/{org_id}/messages/{message_id}")
+            self.assertLess(time.monotonic() - started, 1)
+            self.assertEqual((r.status, r.code), (503, "pool_exhausted"))
+            self.assertIn("1 lookups are in flight",
+                          r.json()["error"]["message"])
+            self.assertGreaterEqual(int(r.headers["retry-after"]), 1)
+        finally:
+            holder.kill()
+            holder.wait()
+            psql("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                 "WHERE query LIKE 'SELECT pg_sleep(30)%'")
+        t.join(30)
+        self.assertEqual(first["r"].status, 404)
+        self.assertEqual(p.get(path, token=TOKEN).status, 404)
+        self.assertEqual(p.stop(), 0)
+
+
 class Audit(unittest.TestCase):
     def test_every_admin_write_is_recorded(self):
         o = org("a")
