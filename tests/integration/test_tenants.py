@@ -595,6 +595,7 @@ class RateLimits(unittest.TestCase):
         Retry-After; once it ends, lookups run again."""
         p = Poold(env={"POOLD_DB_MAX_CONNS": "4", "POOLD_DB_MIN_IDLE": "0",
                        "POOLD_STATEMENT_TIMEOUT_MS": "5000"})
+        self.addCleanup(p.stop)  # on a failure too (again: the same code)
         o = org("c")
         self.assertEqual(put_org(o, server=p).status, 201)
         holder = subprocess.Popen(
