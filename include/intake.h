@@ -14,6 +14,7 @@
 
 struct intake;      /* opaque */
 struct intake_conn; /* one connection the HTTP server holds; opaque */
+struct metrics;
 
 /*
  * Hands an accepted, non-blocking socket to the HTTP server, which owns it
@@ -35,6 +36,9 @@ struct intake_config {
     size_t peek_max;          /* bytes looked at to judge readiness */
     intake_hand_over_fn hand_over;
     void *arg; /* passed to hand_over */
+    /* Counts the idle keep-alive connections closed to give their slots
+     * to waiting ones; borrowed until intake_stop(), may be NULL. */
+    struct metrics *metrics;
 };
 
 /*

@@ -39,6 +39,10 @@ void metrics_observe_request(struct metrics *m, size_t route,
 /* Open HTTP connections gauge (+1 / -1). Thread-safe. */
 void metrics_connection_add(struct metrics *m, int delta);
 
+/* Count n idle keep-alive connections closed to give their slots to
+ * connections waiting for one. Accepts NULL. Thread-safe. */
+void metrics_idle_closed_add(struct metrics *m, unsigned n);
+
 /* A copy of every org pool's stats, sorted by org_id. */
 struct pool_snapshot_entry {
     char org_id[ORG_ID_MAX + 1];

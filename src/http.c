@@ -965,6 +965,7 @@ static int intake_open_for(struct http_server *srv,
     ic.peek_max = peek_max(cfg->max_body_bytes);
     ic.hand_over = hand_over;
     ic.arg = srv;
+    ic.metrics = srv->metrics;
     return intake_start(&ic, &srv->intake, err, errlen);
 }
 

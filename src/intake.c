@@ -1,5 +1,6 @@
 /* intake.c — accepts client connections, keeps them in a waiting room while
- * every slot is taken (whole requests first), and cuts connections whose
+ * every slot is taken (whole requests first), closes idle keep-alive
+ * connections to make room for waiting ones, and cuts connections whose
  * request is not read within the deadline. */
 #define _GNU_SOURCE /* accept4, memmem */
 #include "intake.h"
@@ -20,12 +21,19 @@
 
 #include "clock.h"
 #include "log.h"
+#include "metrics.h"
 
 /* How often deadlines are checked: a cut comes at most this late. */
 #define INTAKE_TICK_NS (200 * NS_PER_MS)
 /* A waiting connection whose request has not arrived may give its place in
  * a full room to a newer one once it waited this long. */
 #define INTAKE_EVICT_AGE_NS (500 * NS_PER_MS)
+/* A keep-alive connection idle this long since its answer may be closed to
+ * give its slot to a waiting connection. A client that sends its next
+ * request within a second (a round trip and its own work) keeps its
+ * connection; an attacker who wants to hold every slot this way has to
+ * send a request per slot every second, not one per client timeout. */
+#define INTAKE_IDLE_GRACE_NS (1 * NS_PER_S)
 #define INTAKE_ACCEPT_BATCH 64
 #define INTAKE_EVENTS 64
 
@@ -48,6 +56,7 @@ struct intake_conn {
     uint64_t began_ns;   /* accepted, or the current request's first byte */
     uint64_t idle_bytes; /* CONN_IDLE: tcpi_bytes_received at the first
                             check after the previous request */
+    uint64_t idle_ns;    /* CONN_IDLE(_NEW): when the last answer went */
     uint64_t taken;      /* bytes its answered requests took, if !untaken */
     bool untaken;        /* taken is unknown (TLS, chunked, a body not read) */
     struct sockaddr_storage addr;
@@ -75,6 +84,7 @@ struct intake {
     pthread_mutex_t lock;        /* guards what follows */
     struct conn_list handed, active;
     bool quiesced, stopping;
+    struct intake_conn **idle; /* cfg.max_clients: idle_close()'s scratch */
 };
 
 /* Time since t; 0 when t is later than now (stamped by another thread
@@ -432,21 +442,78 @@ static unsigned active_expire(struct intake *in, uint64_t now)
     return n;
 }
 
+/* Longest idle first. */
+static int idle_cmp(const void *a, const void *b)
+{
+    const struct intake_conn *x = *(struct intake_conn *const *)a;
+    const struct intake_conn *y = *(struct intake_conn *const *)b;
+
+    return (x->idle_ns > y->idle_ns) - (x->idle_ns < y->idle_ns);
+}
+
+/* Under the lock, as active_expire(). A slot for each of the room's
+ * `waiting` connections that no free slot or closing connection will
+ * serve: idle keep-alive connections give theirs, the longest idle first,
+ * those idle INTAKE_IDLE_GRACE_NS at least, none with a byte of a next
+ * request in. A server may close an idle connection at any time (RFC 9112
+ * 9.3.1); its client retries on a new one. */
+static unsigned idle_close(struct intake *in, unsigned waiting, uint64_t now)
+{
+    unsigned held = in->handed.n + in->active.n, covered = 0, k = 0, n = 0;
+
+    if (held < in->cfg.max_clients)
+        covered = in->cfg.max_clients - held;
+    for (struct intake_conn *c = in->active.head; c != NULL; c = c->next) {
+        if (c->state == CONN_CUT)
+            covered++; /* its slot frees as the server closes it */
+        else if (c->state == CONN_IDLE && k < in->cfg.max_clients &&
+                 age(now, c->idle_ns) >= INTAKE_IDLE_GRACE_NS)
+            in->idle[k++] = c;
+    }
+    if (waiting <= covered || k == 0)
+        return 0;
+    qsort(in->idle, k, sizeof *in->idle, idle_cmp);
+    for (unsigned i = 0; i < k && n < waiting - covered; i++) {
+        struct intake_conn *c = in->idle[i];
+        uint64_t bytes;
+        if (!bytes_received(c->fd, &bytes) || bytes != c->idle_bytes)
+            continue; /* its next request began: its deadline runs */
+        shutdown(c->fd, SHUT_RDWR);
+        c->state = CONN_CUT;
+        n++;
+    }
+    return n;
+}
+
+static void log_count(enum log_level level, const char *msg, const char *k1,
+                      unsigned v1, const char *k2, unsigned v2)
+{
+    char a[16], b[16];
+
+    snprintf(a, sizeof a, "%u", v1);
+    snprintf(b, sizeof b, "%u", v2);
+    log_event(level, msg, k1, a, k2, b, (const char *)NULL);
+}
+
 static void deadlines(struct intake *in, uint64_t now)
 {
     unsigned waiting =
         room_expire(in, &in->ready, now) + room_expire(in, &in->waiting, now);
-    unsigned reading;
+    unsigned room = in->ready.n + in->waiting.n, reading, idle = 0;
 
     pthread_mutex_lock(&in->lock);
     reading = active_expire(in, now);
+    if (room > 0)
+        idle = idle_close(in, room, now);
     pthread_mutex_unlock(&in->lock);
-    if (reading + waiting > 0) {
-        char r[16], w[16];
-        snprintf(r, sizeof r, "%u", reading);
-        snprintf(w, sizeof w, "%u", waiting);
-        log_event(LOG_WARN, "request read timeout: connections closed",
-                  "reading", r, "waiting", w, (const char *)NULL);
+    if (reading + waiting > 0)
+        log_count(LOG_WARN, "request read timeout: connections closed",
+                  "reading", reading, "waiting", waiting);
+    if (idle > 0) {
+        metrics_idle_closed_add(in->cfg.metrics, idle);
+        /* Routine when keep-alive clients hold every slot: info. */
+        log_count(LOG_INFO, "idle connections closed for waiting ones",
+                  "closed", idle, "waiting", room);
     }
 }
 
@@ -572,7 +639,9 @@ static int intake_open(struct intake *in, char *err, size_t errlen)
     in->epoll_fd = epoll_create1(EPOLL_CLOEXEC);
     in->wake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
     in->peek = malloc(in->cfg.peek_max);
+    in->idle = calloc(in->cfg.max_clients + 1, sizeof *in->idle);
     if (in->epoll_fd < 0 || in->wake_fd < 0 || in->peek == NULL ||
+        in->idle == NULL ||
         epoll_ctl(in->epoll_fd, EPOLL_CTL_ADD, in->wake_fd, &ev) != 0) {
         snprintf(err, errlen, "cannot start the intake: %s", strerror(errno));
         return POOLD_ERR_NOMEM;
@@ -664,6 +733,7 @@ void intake_destroy(struct intake *in)
     if (in->wake_fd >= 0)
         close(in->wake_fd);
     free(in->peek);
+    free(in->idle);
     pthread_mutex_destroy(&in->lock);
     free(in);
 }
@@ -737,7 +807,7 @@ void intake_request_read(struct intake *in, struct intake_conn *c)
 void intake_request_done(struct intake *in, struct intake_conn *c,
                          uint64_t wire_bytes, bool exact)
 {
-    uint64_t bytes = 0;
+    uint64_t bytes = 0, now;
     bool counted;
 
     if (c == NULL)
@@ -746,6 +816,7 @@ void intake_request_done(struct intake *in, struct intake_conn *c,
      * lines of its next request at once and goes silent must not have
      * them in the count the idle deadline compares with. */
     counted = bytes_received(c->fd, &bytes);
+    now = clock_now_ns();
     pthread_mutex_lock(&in->lock);
     c->taken += wire_bytes;
     c->untaken = c->untaken || !exact || in->cfg.tls;
@@ -759,10 +830,11 @@ void intake_request_done(struct intake *in, struct intake_conn *c,
          * record overhead, and a chunked body's framing is not told us:
          * those wait for the next byte or the request line, as below. */
         c->state = CONN_READING;
-        c->began_ns = clock_now_ns();
+        c->began_ns = now;
     } else {
         c->state = counted ? CONN_IDLE : CONN_IDLE_NEW;
         c->idle_bytes = bytes;
+        c->idle_ns = now;
     }
     pthread_mutex_unlock(&in->lock);
 }

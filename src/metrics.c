@@ -34,7 +34,8 @@ struct metrics {
     size_t nroutes; /* + 1 for "unmatched" */
     struct route_metrics route[METRICS_MAX_ROUTES];
     _Atomic int64_t connections_open;
-    _Atomic unsigned top_orgs; /* per-org series at most; 0: every org */
+    _Atomic uint64_t idle_closed; /* idle keep-alive connections closed */
+    _Atomic unsigned top_orgs;    /* per-org series at most; 0: every org */
 };
 
 void metrics_set_top_orgs(struct metrics *m, unsigned n)
@@ -108,6 +109,12 @@ void metrics_connection_add(struct metrics *m, int delta)
     if (m != NULL)
         atomic_fetch_add_explicit(&m->connections_open, delta,
                                   memory_order_relaxed);
+}
+
+void metrics_idle_closed_add(struct metrics *m, unsigned n)
+{
+    if (m != NULL)
+        atomic_fetch_add_explicit(&m->idle_closed, n, memory_order_relaxed);
 }
 
 /* ---- pool snapshots ------------------------------------------------------ */
@@ -414,6 +421,11 @@ static void render_http(struct strbuf *b, struct metrics *m)
               "HTTP connections open now.");
     strbuf_printf(b, "poold_http_connections_open %lld\n",
                   (long long)atomic_load(&m->connections_open));
+    sb_family(b, "poold_http_idle_connections_closed_total", "counter",
+              "Idle keep-alive connections closed to give their slot to a "
+              "waiting connection.");
+    strbuf_printf(b, "poold_http_idle_connections_closed_total %llu\n",
+                  (unsigned long long)load(&m->idle_closed));
 }
 
 /* Busiest first: most acquires ever (monotonic, so the set is stable),

@@ -8,6 +8,7 @@ without a restart, and every 200 has its committed row.
 import http.client
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -16,8 +17,8 @@ import time
 import unittest
 import uuid
 
-from harness import (ADMIN_URL, PG_DIR, Poold, pg, psql, require_env,
-                     wait_for)
+from harness import (ADMIN_URL, PG_DIR, TOKEN, Poold, pg, psql,
+                     require_env, wait_for)
 
 
 def setUpModule():
@@ -523,6 +524,75 @@ class FaultTest(unittest.TestCase):
             for s in idle:
                 s.close()
             self.assertEqual(server.stop(), 0)
+
+    @staticmethod
+    def answered(port, first=b""):
+        """A keep-alive connection that sent first and a GET /healthz and
+        read the whole answer."""
+        s = socket.create_connection(("127.0.0.1", port), timeout=10)
+        s.sendall(first + b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        got = b""
+        while b'"ok"}' not in got:
+            chunk = s.recv(4096)
+            if not chunk:
+                raise AssertionError("closed before the answer")
+            got += chunk
+        return s
+
+    @staticmethod
+    def is_open(s):
+        s.setblocking(False)
+        try:
+            return bool(s.recv(1))  # nothing may come: only an EOF would
+        except BlockingIOError:
+            return True
+        except ConnectionResetError:
+            return False
+        finally:
+            s.settimeout(10)
+
+    def test_idle_keep_alive_clients_give_way(self):
+        # Every slot is held by a keep-alive connection that was answered
+        # and sends nothing, below the client timeout: an attacker can
+        # keep that up with a request per connection now and then. The
+        # waiting client must not wait for a timeout.
+        server = Poold(env=dict(POOLD_MAX_CLIENTS=8,
+                                POOLD_CLIENT_TIMEOUT_S=60,
+                                POOLD_REQUEST_READ_TIMEOUT_S=10))
+        held = []
+        try:
+            # The first answered, so the longest idle: but it has begun
+            # its next request (bytes in, no request line yet).
+            busy = self.answered(server.port)
+            held.append(busy)
+            busy.sendall(b"GET /hea")
+            idle = [self.answered(server.port) for _ in range(7)]
+            held += idle
+            started = time.monotonic()
+            status = send(server, "org_044", "tflt_idle0", timeout=8)[0]
+            self.assertEqual(status, 200)
+            self.assertLess(time.monotonic() - started, 5.0)
+            # The longest idle gave its slot; the one mid-request did not.
+            wait_for(lambda: not self.is_open(idle[0]), 5,
+                     "the longest-idle connection to be closed")
+            self.assertTrue(self.is_open(idle[-1]))
+            self.assertTrue(self.is_open(busy))
+            busy.sendall(b"lthz HTTP/1.1\r\nHost: x\r\n\r\n")
+            got = b""
+            while b'"ok"}' not in got:
+                chunk = busy.recv(4096)
+                self.assertTrue(chunk, "the busy connection was closed")
+                got += chunk
+            metrics = server.get("/metrics", token=TOKEN).body.decode()
+            m = re.search(r"^poold_http_idle_connections_closed_total (\d+)$",
+                          metrics, re.M)
+            self.assertIsNotNone(m, "no idle-closed counter in /metrics")
+            self.assertGreaterEqual(int(m.group(1)), 1)
+        finally:
+            for s in held:
+                s.close()
+            self.assertEqual(server.stop(), 0)
+        self.assertIn("idle connections closed", server.output)
 
     def test_more_connections_than_the_limit(self):
         server = Poold(env=dict(POOLD_MAX_CLIENTS=8,

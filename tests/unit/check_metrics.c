@@ -82,10 +82,16 @@ START_TEST(test_render_shows_the_view)
     ck_assert_ptr_nonnull(
         strstr(text, "\npoold_pool_max_size{org=\"org_a\"} 4\n"));
     ck_assert_ptr_nonnull(strstr(text, "\npoold_db_connections_max_size 32\n"));
+    ck_assert_ptr_nonnull(
+        strstr(text, "\npoold_http_idle_connections_closed_total 0\n"));
     free(text);
     view.ready = false;
+    metrics_idle_closed_add(m, 2);
+    metrics_idle_closed_add(m, 1);
     text = render(m, &view);
     ck_assert_ptr_nonnull(strstr(text, "\npoold_ready 0\n"));
+    ck_assert_ptr_nonnull(
+        strstr(text, "\npoold_http_idle_connections_closed_total 3\n"));
     free(text);
     metrics_snapshot_free(&s);
     metrics_destroy(m);
