@@ -42,6 +42,9 @@ void keys_hex(const unsigned char *in, size_t n, char *out);
 
 /* Parse 2 * n hex digits; false if s is not exactly that. */
 bool keys_unhex(const char *s, size_t len, unsigned char *out, size_t n);
+/* The value of hex digit c (either case), or -1; http.c's percent-decoding
+ * uses it too. */
+int keys_hex_digit(char c);
 
 struct keys_set; /* opaque; thread-safe (a read-write lock) */
 

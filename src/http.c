@@ -21,6 +21,7 @@
 #include "handlers.h"
 #include "handlers_test.h"
 #include "intake.h"
+#include "keys.h"
 #include "log.h"
 #include "metrics.h"
 
@@ -787,18 +788,6 @@ static void *on_request_line(void *cls, const char *uri,
     return NULL; /* the request's context is made by on_request */
 }
 
-/* The value of hex digit c, or -1. */
-static int hex_digit(char c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
-
 /* libmicrohttpd's own unescaping of the path and of each query name and
  * value (MHD_http_unescape: "%HH" decoded, any other '%' kept; '+' in a
  * query is already a space when this runs), except that "%00" is left as
@@ -815,8 +804,8 @@ static size_t unescape_without_nul(void *cls, struct MHD_Connection *conn,
     (void)cls;
     (void)conn;
     while (*r != '\0') {
-        int hi = r[0] == '%' ? hex_digit(r[1]) : -1;
-        int lo = hi >= 0 ? hex_digit(r[2]) : -1;
+        int hi = r[0] == '%' ? keys_hex_digit(r[1]) : -1;
+        int lo = hi >= 0 ? keys_hex_digit(r[2]) : -1;
         if (lo >= 0 && (hi | lo) != 0) {
             *w++ = (char)(hi * 16 + lo);
             r += 3;

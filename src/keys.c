@@ -48,7 +48,7 @@ void keys_hex(const unsigned char *in, size_t n, char *out)
     out[2 * n] = '\0';
 }
 
-static int hex_value(char c)
+int keys_hex_digit(char c)
 {
     if (c >= '0' && c <= '9')
         return c - '0';
@@ -64,7 +64,7 @@ bool keys_unhex(const char *s, size_t len, unsigned char *out, size_t n)
     if (len != 2 * n)
         return false;
     for (size_t i = 0; i < n; i++) {
-        int hi = hex_value(s[2 * i]), lo = hex_value(s[2 * i + 1]);
+        int hi = keys_hex_digit(s[2 * i]), lo = keys_hex_digit(s[2 * i + 1]);
         if (hi < 0 || lo < 0)
             return false;
         out[i] = (unsigned char)(hi << 4 | lo);

@@ -223,9 +223,10 @@ class Basics(unittest.TestCase):
 
 # ---- what the HTTP layer refuses to half-read ---------------------------------
 
-def raw_exchange(data, port=None, timeout=5):
+def raw_exchange(data, port=None, timeout=5, first_answer=False):
     """Send raw bytes; return all the server answers until it closes the
-    connection (or the timeout: then socket.timeout)."""
+    connection (or the timeout: then socket.timeout), or with first_answer
+    once the first answer (headers and Content-Length body) is in."""
     s = socket.create_connection(("127.0.0.1", port or SERVER.port),
                                  timeout=timeout)
     try:
@@ -239,6 +240,11 @@ def raw_exchange(data, port=None, timeout=5):
             if not chunk:
                 break
             out += chunk
+            if first_answer and b"\r\n\r\n" in out:
+                head, _, rest = out.partition(b"\r\n\r\n")
+                m = re.search(rb"content-length: *(\d+)", head, re.I)
+                if m and len(rest) >= int(m.group(1)):
+                    break
         return out
     finally:
         s.close()
@@ -384,27 +390,7 @@ class Hardening(unittest.TestCase):
 
 class Bodies(unittest.TestCase):
     def raw(self, data, timeout=10):
-        s = socket.create_connection(("127.0.0.1", SERVER.port),
-                                     timeout=timeout)
-        try:
-            s.sendall(data)
-            out = b""
-            while True:
-                try:
-                    chunk = s.recv(65536)
-                except ConnectionResetError:
-                    break
-                if not chunk:
-                    break
-                out += chunk
-                if b"\r\n\r\n" in out:
-                    head, _, rest = out.partition(b"\r\n\r\n")
-                    m = re.search(rb"content-length: *(\d+)", head, re.I)
-                    if m and len(rest) >= int(m.group(1)):
-                        break
-            return out
-        finally:
-            s.close()
+        return raw_exchange(data, timeout=timeout, first_answer=True)
 
     def test_413_by_content_length_is_answered_before_the_body(self):
         out = self.raw(b"POST /process HTTP/1.1\r\nHost: x\r\n"
