@@ -238,7 +238,8 @@ void registry_commit_totals(struct registry *reg,
  * registry_lookups_max() run at once; one more is POOLD_ERR_WAITERS_FULL
  * at once (err says so). message_id is NUL-terminated UTF-8. Thread-safe.
  */
-/* A quarter of POOLD_DB_MAX_CONNS, at least 1. */
+/* A quarter of the connection cap (POOLD_DB_MAX_CONNS, or a replica's
+ * grant when lower), at least 1. */
 #define REG_LOOKUPS_DIV 4
 unsigned registry_lookups_max(const struct registry *reg);
 POOLD_MUSTCHECK int registry_message_get(struct registry *reg,

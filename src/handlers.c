@@ -129,7 +129,6 @@ void handlers_render_json(struct http_response *resp, unsigned status,
     json_decref(root);
 }
 
-/* Take b's text, a newline added, as resp's body; on failure a bare 500. */
 /* Compacted, not read into a tree and written again: the database's JSON
  * text is valid at any depth and with any number, where jansson's reader
  * refuses an integer past 64 bits and its writer recurses once per level
@@ -137,8 +136,8 @@ void handlers_render_json(struct http_response *resp, unsigned status,
 void handlers_render_text(struct http_response *resp, unsigned status,
                           char *text)
 {
-    size_t n = jsonfast_compact(text);
-    char *body = realloc(text, n + 2);
+    size_t n = text != NULL ? jsonfast_compact(text) : 0;
+    char *body = text != NULL ? realloc(text, n + 2) : NULL;
 
     free(resp->body);
     resp->body = NULL;
@@ -157,6 +156,7 @@ void handlers_render_text(struct http_response *resp, unsigned status,
     resp->content_type = json_content_type;
 }
 
+/* Take b's text, a newline added, as resp's body; on failure a bare 500. */
 void handlers_render_buf(struct http_response *resp, unsigned status,
                          struct strbuf *b)
 {

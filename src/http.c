@@ -82,6 +82,8 @@ struct request_ctx {
     uint64_t body_wire; /* body bytes read, kept or not */
     bool chunked;       /* a Transfer-Encoding: body_wire is not as sent */
     bool refused;       /* answered at its headers, Connection: close */
+    bool unauthorized;  /* credentials refused at the headers: its body is
+                           read and thrown away, then answered 401/403 */
     bool too_large;
     bool responded;
     unsigned status;             /* 0 until a response is queued */
@@ -433,11 +435,17 @@ static bool announced_too_large(struct MHD_Connection *conn, size_t max)
 
 /* The route needs credentials and the request's body is large (or of
  * unknown length), and the credentials in its headers are missing or
- * wrong: true after queuing the answer handlers_run would give (401, 403
- * or 503), which closes the connection with the body unread. */
+ * wrong. A client that sent Expect: 100-continue has sent no body yet:
+ * true after queuing the answer handlers_run would give (401, 403 or 503),
+ * which closes the connection. Any other is writing its body, and a close
+ * with it unread would reach it as a reset, not as the 401 it should stop
+ * on: the body is read and thrown away (ctx->unauthorized), and the final
+ * call answers as usual. Either way no byte of it is kept. */
 static bool credentials_refused(struct MHD_Connection *conn,
                                 struct request_ctx *ctx, enum MHD_Result *ret)
 {
+    const char *expect = MHD_lookup_connection_value(conn, MHD_HEADER_KIND,
+                                                     MHD_HTTP_HEADER_EXPECT);
     const char *te = MHD_lookup_connection_value(
         conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_TRANSFER_ENCODING);
     struct http_request req;
@@ -455,6 +463,11 @@ static bool credentials_refused(struct MHD_Connection *conn,
     memset(&resp, 0, sizeof resp);
     if (handlers_authorize(ctx->srv->handlers, ctx->matched, &req, &resp))
         return false;
+    if (expect == NULL || strcasecmp(expect, "100-continue") != 0) {
+        free(resp.body);
+        ctx->unauthorized = true;
+        return false;
+    }
     ctx->refused = true;
     intake_request_read(ctx->srv->intake, ctx->iconn); /* not read on */
     *ret = queue(conn, ctx, &resp);
@@ -466,6 +479,10 @@ static bool body_append(struct request_ctx *ctx, const char *data, size_t n)
 {
     size_t max = ctx->max_body;
 
+    if (ctx->unauthorized) { /* at most the limit, announced or not */
+        ctx->discarded += n;
+        return ctx->discarded <= max;
+    }
     if (!ctx->too_large && n > max - ctx->body_len) {
         ctx->too_large = true;
         body_release(ctx);

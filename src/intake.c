@@ -499,7 +499,9 @@ static void deadlines(struct intake *in, uint64_t now)
 {
     unsigned waiting =
         room_expire(in, &in->ready, now) + room_expire(in, &in->waiting, now);
-    unsigned room = in->ready.n + in->waiting.n, reading, idle = 0;
+    /* Only whole requests ask for an idle connection's slot: a silent
+     * connection in the room must not turn idle slots into its own. */
+    unsigned room = in->ready.n, reading, idle = 0;
 
     pthread_mutex_lock(&in->lock);
     reading = active_expire(in, now);

@@ -10,21 +10,23 @@
 #include "registry.h"
 
 #define MESSAGE_ID_MAX 128 /* bytes, as POST /process takes it */
+#define ORGS_SEGMENT "/orgs/"
 #define MESSAGES_SEGMENT "/messages/"
 
 /* The {message_id*} rest of the path, whole (the route's second parameter keeps
  * 65 bytes only): what follows "/orgs/{org_id}/messages/" in the path, which
- * the server has already percent-decoded. */
+ * the server has already percent-decoded. Found after the org id, not by
+ * searching: an org may be called "messages". */
 static const char *message_id_of(const struct http_request *req, size_t *len)
 {
-    const char *p =
-        req->path != NULL ? strstr(req->path, MESSAGES_SEGMENT) : NULL;
+    size_t at = strlen(ORGS_SEGMENT) + req->param_len;
+    const char *p = req->path;
 
-    if (p == NULL) {
-        *len = 0;
+    *len = 0;
+    if (p == NULL || req->param_len > ORG_ID_MAX || strlen(p) < at ||
+        strncmp(p + at, MESSAGES_SEGMENT, strlen(MESSAGES_SEGMENT)) != 0)
         return "";
-    }
-    p += strlen(MESSAGES_SEGMENT);
+    p += at + strlen(MESSAGES_SEGMENT);
     *len = strlen(p);
     return p;
 }

@@ -258,16 +258,19 @@ void registry_admin_end(struct registry *reg, struct db_conn *conn, bool wrote)
     housekeeping_admin_give(reg->hk);
 }
 
-/* A read for a client: on a connection of its own, without the admin
- * token (one at a time for every org), so that clients settling their
- * 504s neither queue behind each other nor make operator calls wait. */
 unsigned registry_lookups_max(const struct registry *reg)
 {
-    unsigned n = reg->cfg.db_max_conns / REG_LOOKUPS_DIV;
+    /* The cap now: a replica's grant may be below POOLD_DB_MAX_CONNS. */
+    unsigned n =
+        (reg->cp != NULL ? connpool_cap(reg->cp) : reg->cfg.db_max_conns) /
+        REG_LOOKUPS_DIV;
 
     return n > 0 ? n : 1;
 }
 
+/* A read for a client: on a connection of its own, without the admin
+ * token (one at a time for every org), so that clients settling their
+ * 504s neither queue behind each other nor make operator calls wait. */
 int registry_message_get(struct registry *reg, const char *org_id,
                          const char *message_id, long long retention_s,
                          char **json, char *err, size_t errlen)

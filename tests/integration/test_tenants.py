@@ -4,6 +4,7 @@ rate limits and the audit log. Every answer is checked against openapi.yaml;
 every org this file makes carries a random prefix and is deleted at the end.
 """
 import json
+import re
 import socket
 import subprocess
 import threading
@@ -179,15 +180,18 @@ class Keys(unittest.TestCase):
 
     def test_a_large_body_without_credentials_is_refused_unread(self):
         """Without a live key (or the admin token) a large or chunked body
-        is answered at its headers, not buffered first: 1 100 clients
-        without a key once made poold hold 4 GiB of batch bodies."""
+        is not buffered: 1 100 clients without a key once made poold hold
+        4 GiB of batch bodies. With Expect: 100-continue the answer comes
+        at the headers (no body sent); without, the body is read and
+        thrown away, and the 401 arrives whole (a close with the body
+        unread would reach the client as a reset)."""
         key = new_key(self.org)["key"]
         cases = [
             ("POST", "/process/batch", "", "Content-Length: 4194304"),
             ("POST", "/process/batch", "Bearer pk_nope",
              "Content-Length: 4194304"),
             ("POST", "/process", "", "Transfer-Encoding: chunked"),
-            ("PUT", "/orgs/" + self.org, "Bearer " + key,  # a key, not admin
+            ("PUT", "/orgs/" + self.org, "Bearer " + key,  # not admin
              "Content-Length: 20000"),
             ("PUT", "/orgs/" + self.org, "Bearer " + READ,  # read-only: 403
              "Content-Length: 20000"),
@@ -195,7 +199,8 @@ class Keys(unittest.TestCase):
         for method, path, auth, length in cases:
             with self.subTest(method=method, path=path, auth=auth):
                 head = ("%s %s HTTP/1.1\r\nHost: x\r\n"
-                        "Content-Type: application/json\r\n%s\r\n%s"
+                        "Content-Type: application/json\r\n"
+                        "Expect: 100-continue\r\n%s\r\n%s"
                         "\r\n" % (method, path, length,
                                     "Authorization: %s\r\n" % auth
                                     if auth else ""))
@@ -210,6 +215,35 @@ class Keys(unittest.TestCase):
                 status = 403 if auth.endswith(READ) else 401
                 self.assertTrue(out.startswith(b"HTTP/1.1 %d" % status),
                                 out[:200])
+        # Without Expect: 8 bodies of 4 MiB at once, each answered with
+        # its 401, and poold's peak memory grows by far less than them
+        # (0.3 MB measured; 19 MB when they were buffered).
+        p = Poold(env=KEYS)
+        self.addCleanup(p.stop)
+
+        def peak_kib():
+            with open("/proc/%d/status" % p.proc.pid) as f:
+                return int(re.search(r"VmHWM:\s+(\d+)", f.read()).group(1))
+
+        body = b'{"org_id":"%s","messages":[{"id":"a","payload":"%s"}]}' % (
+            self.org.encode(), b"ab" * (2 * 1024 * 1024 - 64))
+        answers = []
+
+        def unauthenticated():
+            r = p.request("POST", "/process/batch", body=body,
+                          headers={"Content-Type": "application/json"},
+                          route="/process/batch")
+            answers.append((r.status, r.code))
+
+        before = peak_kib()
+        threads = [threading.Thread(target=unauthenticated)
+                   for _ in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+        self.assertEqual(answers, [(401, "unauthorized")] * 8)
+        self.assertLess(peak_kib() - before, 4 * 1024)
         # With the key, a body past that size is read and served.
         msgs = [{"id": mid(), "payload": "ab" * 100} for _ in range(100)]
         r = SERVER.request("POST", "/process/batch",
@@ -589,6 +623,25 @@ class RateLimits(unittest.TestCase):
         for _ in range(4):
             self.assertEqual(SERVER.get(path, token=TOKEN).status, 404)
 
+    def test_an_org_called_messages_reads_its_messages(self):
+        """The id is what follows the org's own segment: for an org
+        called "messages", /orgs/messages/messages/x is message x."""
+        self.addCleanup(psql, "DELETE FROM processed_messages WHERE org_id ="
+                        " 'messages'; DELETE FROM org_keys WHERE org_id ="
+                        " 'messages'; DELETE FROM orgs WHERE org_id ="
+                        " 'messages'; DELETE FROM audit_log WHERE org_id ="
+                        " 'messages'")
+        self.assertIn(put_org("messages").status, (200, 201))
+        key = new_key("messages")["key"]
+        m = mid()
+        wait_for(lambda: send("messages", key, m).status == 200, 10,
+                 "the new org to serve")
+        route = "/orgs/{org_id}/messages/{message_id}"
+        r = SERVER.get("/orgs/messages/messages/" + m, token=key,
+                       route=route)
+        self.assertEqual(r.status, 200, r.body)
+        self.assertEqual(r.json()["message_id"], m)
+
     def test_lookups_in_flight_are_capped(self):
         """POOLD_DB_MAX_CONNS=4: one lookup at a time. With the first held
         by a table lock, a second is 503 pool_exhausted at once, with
@@ -613,8 +666,9 @@ class RateLimits(unittest.TestCase):
                 r=p.get(path, token=TOKEN)))
             t.start()
             wait_for(lambda: psql(
-                "SELECT count(*) FROM pg_stat_activity WHERE application_name"
-                " LIKE 'poold%' AND wait_event_type = 'Lock'") != "0", 10,
+                "SELECT count(*) FROM pg_stat_activity WHERE query LIKE "
+                "'SELECT json_build_object(''org_id''%' AND "
+                "wait_event_type = 'Lock'") != "0", 10,
                 "the first lookup to wait for the lock")
             started = time.monotonic()
             r = p.get(path, token=TOKEN,
