@@ -200,10 +200,12 @@ bool handlers_body_is_json(const struct http_request *req,
 bool handlers_load_object(const struct http_request *req,
                           struct http_response *resp, json_t **out);
 /* The same, refusing (400 invalid_json) before any tree is built a body of
- * more than max_values JSON values (jsonfast_count_values): what the body
- * limit alone bounds is bytes, and a tree takes up to 80 times as many.
- * handlers_load_object allows HANDLERS_VALUES_MAX. */
+ * more than max_values JSON values or nested deeper than
+ * HANDLERS_DEPTH_MAX (jsonfast_measure): what the body limit alone bounds
+ * is bytes, and a tree takes up to 80 times as many, and a thread's stack
+ * per level. handlers_load_object allows HANDLERS_VALUES_MAX. */
 #define HANDLERS_VALUES_MAX 4096
+#define HANDLERS_DEPTH_MAX 64
 bool handlers_load_object_within(const struct http_request *req,
                                  struct http_response *resp, size_t max_values,
                                  json_t **out);

@@ -61,11 +61,15 @@ void jsonfast_put_string(struct strbuf *b, const char *s, size_t len);
 /* Append v in decimal. */
 void jsonfast_put_uint(struct strbuf *b, unsigned long long v);
 
-/* How many values len bytes of JSON hold at most: the containers opened
- * and the commas between values, outside strings, plus one. One pass, no
- * tree: a bound to check before a parser builds one (jansson takes about
- * 200 bytes for an empty object, so 4 MiB of "{}," make 300 MB). */
-size_t jsonfast_count_values(const char *buf, size_t len);
+/* What a parser would build of len bytes of JSON, measured in one pass
+ * with no tree, to check before it builds one: *values, how many values
+ * at most (the containers opened and the commas between values, outside
+ * strings, plus one: jansson takes about 200 bytes for an empty object,
+ * so 4 MiB of "{}," make 300 MB), and *depth, the deepest nesting of
+ * arrays and objects (jansson reads up to 2 048 levels by recursion, more
+ * than a 512 KiB thread stack holds under a sanitizer). */
+void jsonfast_measure(const char *buf, size_t len, size_t *values,
+                      size_t *depth);
 
 /* Drop the blanks between the tokens of text (valid JSON, NUL-terminated,
  * modified in place), as a compact json_dumpb writes it; strings stay as

@@ -261,9 +261,17 @@ bool handlers_load_object_within(const struct http_request *req,
 {
     json_error_t jerr;
     json_t *root;
+    size_t values = 0, depth = 0;
 
-    if (req->body != NULL &&
-        jsonfast_count_values(req->body, req->body_len) > max_values) {
+    if (req->body != NULL)
+        jsonfast_measure(req->body, req->body_len, &values, &depth);
+    if (depth > HANDLERS_DEPTH_MAX) {
+        handlers_errorf(resp, 400, "invalid_json",
+                        "the body is nested deeper than %d levels",
+                        HANDLERS_DEPTH_MAX);
+        return false;
+    }
+    if (values > max_values) {
         handlers_errorf(resp, 400, "invalid_json",
                         "the body holds more than %zu JSON values", max_values);
         return false;

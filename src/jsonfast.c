@@ -354,14 +354,25 @@ size_t jsonfast_compact(char *text)
     return (size_t)(w - text);
 }
 
-size_t jsonfast_count_values(const char *buf, size_t len)
+void jsonfast_measure(const char *buf, size_t len, size_t *values,
+                      size_t *depth)
 {
     struct string_scan st = {false, false};
-    size_t n = 1;
+    size_t open = 0;
 
-    for (size_t i = 0; i < len; i++)
-        if (!string_byte(&st, buf[i]) &&
-            (buf[i] == '{' || buf[i] == '[' || buf[i] == ','))
-            n++;
-    return n;
+    *values = 1;
+    *depth = 0;
+    for (size_t i = 0; i < len; i++) {
+        if (string_byte(&st, buf[i]))
+            continue;
+        if (buf[i] == '{' || buf[i] == '[') {
+            (*values)++;
+            if (++open > *depth)
+                *depth = open;
+        } else if (buf[i] == ',') {
+            (*values)++;
+        } else if ((buf[i] == '}' || buf[i] == ']') && open > 0) {
+            open--;
+        }
+    }
 }

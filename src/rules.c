@@ -8,6 +8,12 @@
 
 #include <jansson.h>
 
+#include "jsonfast.h"
+
+/* Levels of arrays and objects a config may nest before it is read (the
+ * admin API takes 32 in its config; this bounds what SQL stored). */
+#define RULES_DEPTH_MAX 64
+
 /* What a rule's "value" must be. */
 enum rule_value_kind { VALUE_NONE, VALUE_COUNT, VALUE_STRING };
 
@@ -169,8 +175,18 @@ int rules_parse(const char *json, size_t len, struct ruleset *rs, char *err,
     json_t *root;
     int rc;
 
+    size_t values, depth;
+
     rs->n = 0;
     rs->rule = NULL;
+    /* jansson reads by recursion: a config stored by SQL may nest deeper
+     * than a request thread's stack holds. */
+    jsonfast_measure(json, len, &values, &depth);
+    if (depth > RULES_DEPTH_MAX) {
+        snprintf(err, errlen, "config is nested deeper than %d levels",
+                 RULES_DEPTH_MAX);
+        return POOLD_ERR_MISCONFIGURED;
+    }
     root = json_loadb(json, len, JSON_REJECT_DUPLICATES, &jerr);
     if (root == NULL) {
         snprintf(err, errlen,

@@ -14,7 +14,7 @@ function(poold_fuzz name)
   target_include_directories(${name} PRIVATE ${CMAKE_SOURCE_DIR}/include)
 endfunction()
 
-poold_fuzz(fuzz_rules src/rules.c)
+poold_fuzz(fuzz_rules src/rules.c src/jsonfast.c src/strbuf.c src/utf8.c)
 poold_fuzz(fuzz_request src/handlers.c src/process_api.c src/pool_api.c
            src/admin_api.c src/messages_api.c src/metrics.c src/strbuf.c src/jsonfast.c src/utf8.c src/orgid.c src/log.c
            src/rules.c src/pool.c src/status.c src/clock.c

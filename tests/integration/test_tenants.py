@@ -4,6 +4,7 @@ rate limits and the audit log. Every answer is checked against openapi.yaml;
 every org this file makes carries a random prefix and is deleted at the end.
 """
 import json
+import os
 import re
 import socket
 import subprocess
@@ -243,7 +244,8 @@ class Keys(unittest.TestCase):
         for t in threads:
             t.join(60)
         self.assertEqual(answers, [(401, "unauthorized")] * 8)
-        self.assertLess(peak_kib() - before, 4 * 1024)
+        if not os.environ.get("POOLD_TEST_SANITIZE"):  # shadow memory
+            self.assertLess(peak_kib() - before, 4 * 1024)
         # With the key, a body past that size is read and served.
         msgs = [{"id": mid(), "payload": "ab" * 100} for _ in range(100)]
         r = SERVER.request("POST", "/process/batch",
@@ -476,15 +478,16 @@ class Orgs(unittest.TestCase):
         self.assertEqual(r.status, 201, r.body)
         audit_before = psql(f"SELECT count(*) FROM audit_log"
                             f" WHERE org_id = '{o}'")
-        for body, why in ((nested(32), "nested deeper than 32 levels"),
-                          (nested(2000), "nested deeper than 32 levels"),
-                          (b'{"config":{"rules":[],"n":1e20}}',
-                           "out of range"),
-                          (b'{"config":{"rules":[],"n":-9.3e18}}',
-                           "out of range")):
+        for body, code, why in (
+                (nested(32), "invalid_config", "nested deeper than 32 levels"),
+                # Refused before jansson reads it (its reader recurses too).
+                (nested(2000), "invalid_json", "nested deeper than 64 levels"),
+                (b'{"config":{"rules":[],"n":1e20}}', "invalid_config",
+                 "out of range"),
+                (b'{"config":{"rules":[],"n":-9.3e18}}', "invalid_config",
+                 "out of range")):
             r = put_raw(body)
-            self.assertEqual((r.status, r.code), (400, "invalid_config"),
-                             body[:60])
+            self.assertEqual((r.status, r.code), (400, code), body[:60])
             self.assertIn(why, r.json()["error"]["message"])
         stored = SERVER.get("/orgs/" + o, token=TOKEN,
                             route="/orgs/{org_id}").json()["config"]
@@ -498,8 +501,9 @@ class Orgs(unittest.TestCase):
         """A config written with SQL that jansson cannot read (an integer
         past 64 bits), 1 200 levels deep: GET /orgs, the org's page and
         GET /audit answer 200 with the database's text, compacted (no tree
-        read and written again), and poold lives on (its requests get 503
-        org_misconfigured)."""
+        read and written again), and poold lives on: its requests get 503
+        org_misconfigured, the rules refused before jansson would recurse
+        1 200 levels on a request thread's stack."""
         o = org("q")
         put_org(o)
         key = new_key(o)["key"]

@@ -438,24 +438,30 @@ START_TEST(compact_drops_only_the_blanks_between_tokens)
 END_TEST
 
 /* Containers and commas outside strings, plus one: an upper bound of the
- * values a parser would make. */
-START_TEST(count_values_skips_strings)
+ * values a parser would make; and the deepest nesting, strings skipped. */
+START_TEST(measure_skips_strings)
 {
     static const struct {
         const char *text;
-        size_t n;
+        size_t values, depth;
     } cases[] = {
-        {"{}", 2},
-        {"{\"a\":1,\"b\":[1,2]}", 5},
-        {"{\"s\":\"{[,,]}\",\"t\":\"\\\",[\"}", 3},
-        {"\"\\\\\",[", 3}, /* the string ends after the escaped \\ */
-        {"[{},{},{}]", 7},
+        {"{}", 2, 1},
+        {"{\"a\":1,\"b\":[1,2]}", 5, 2},
+        {"{\"s\":\"{[,,]}\",\"t\":\"\\\",[\"}", 3, 1},
+        {"\"\\\\\",[", 3, 1}, /* the string ends after the escaped \\ */
+        {"[{},{},{}]", 7, 2},
+        {"[[[]],[[[[]]]]]", 9, 5},
+        {"\"[[[[\"", 1, 0},
     };
 
-    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
-        ck_assert_msg(jsonfast_count_values(
-                          cases[i].text, strlen(cases[i].text)) == cases[i].n,
-                      "%s", cases[i].text);
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        size_t values, depth;
+
+        jsonfast_measure(cases[i].text, strlen(cases[i].text), &values, &depth);
+        ck_assert_msg(values == cases[i].values && depth == cases[i].depth,
+                      "%s: %zu values, depth %zu", cases[i].text, values,
+                      depth);
+    }
 }
 END_TEST
 
@@ -477,7 +483,7 @@ int main(void)
     tcase_add_test(tc, reserve_then_grow);
     tcase_add_test(tc, strings_take_their_exact_room);
     tcase_add_test(tc, compact_drops_only_the_blanks_between_tokens);
-    tcase_add_test(tc, count_values_skips_strings);
+    tcase_add_test(tc, measure_skips_strings);
     tcase_set_timeout(tc, 60);
     suite_add_tcase(s, tc);
     sr = srunner_create(s);
