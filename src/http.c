@@ -444,16 +444,13 @@ static bool announced_too_large(struct MHD_Connection *conn, size_t max)
 static bool credentials_refused(struct MHD_Connection *conn,
                                 struct request_ctx *ctx, enum MHD_Result *ret)
 {
-    const char *expect = MHD_lookup_connection_value(conn, MHD_HEADER_KIND,
-                                                     MHD_HTTP_HEADER_EXPECT);
-    const char *te = MHD_lookup_connection_value(
-        conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_TRANSFER_ENCODING);
+    const char *expect;
     struct http_request req;
     struct http_response resp;
 
     if (ctx->matched == NULL ||
         !(ctx->matched->flags & (ROUTE_ADMIN | ROUTE_CLIENT_KEY)) ||
-        (te == NULL && !announced_too_large(conn, HTTP_EARLY_AUTH_BYTES)))
+        (!ctx->chunked && !announced_too_large(conn, HTTP_EARLY_AUTH_BYTES)))
         return false;
     memset(&req, 0, sizeof req);
     req.method = ctx->method;
@@ -463,6 +460,8 @@ static bool credentials_refused(struct MHD_Connection *conn,
     memset(&resp, 0, sizeof resp);
     if (handlers_authorize(ctx->srv->handlers, ctx->matched, &req, &resp))
         return false;
+    expect = MHD_lookup_connection_value(conn, MHD_HEADER_KIND,
+                                         MHD_HTTP_HEADER_EXPECT);
     if (expect == NULL || strcasecmp(expect, "100-continue") != 0) {
         free(resp.body);
         ctx->unauthorized = true;
