@@ -142,6 +142,7 @@ struct catalog_lifecycle {
     long long retention_s; /* partitions ended this long ago go; 0: none */
     long long window_s;    /* POOLD_DEDUPE_WINDOW_S */
     double zone_s;         /* either side of a boundary: the careful path */
+    long long audit_retention_s; /* audit entries older go; 0: none */
 };
 
 /* One maintenance round (poold_lifecycle_maintain): the window recorded,
@@ -151,6 +152,18 @@ POOLD_MUSTCHECK int
 catalog_lifecycle_maintain(struct db_conn *conn,
                            const struct catalog_lifecycle *lc, int *created,
                            int *dropped, char *err, size_t errlen);
+
+/* Deletes the audit entries older than lc->audit_retention_s (nothing when
+ * it is 0), oldest first, in statements of at most CATALOG_AUDIT_BATCH rows
+ * and at most CATALOG_AUDIT_ROUND rows a call (the rest goes at the next
+ * round: a first run on years of entries never holds the connection for
+ * long). *deleted counts them. */
+#define CATALOG_AUDIT_BATCH 5000
+#define CATALOG_AUDIT_ROUND 100000
+POOLD_MUSTCHECK int catalog_audit_prune(struct db_conn *conn,
+                                        const struct catalog_lifecycle *lc,
+                                        long long *deleted, char *err,
+                                        size_t errlen);
 
 /* The range partitions of processed_messages that end after now(), the
  * first max of them in order: [lo_us[i], hi_us[i]) in Unix microseconds (a

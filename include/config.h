@@ -57,10 +57,11 @@ struct poold_config {
     char *tls_key_pem;
     enum config_client_auth client_auth; /* POOLD_CLIENT_AUTH */
     char *read_token;                    /* POOLD_READ_TOKEN, NULL: none */
-    unsigned cluster_max_conns; /* POOLD_CLUSTER_MAX_CONNS, 0: standalone */
-    unsigned retention_days;    /* POOLD_RETENTION_DAYS, 0: forever */
-    unsigned dedupe_window_s;   /* POOLD_DEDUPE_WINDOW_S, <= the retention */
-    unsigned lifecycle_day_s;   /* POOLD_LIFECYCLE_DAY_S (tests: 86400) */
+    unsigned cluster_max_conns;    /* POOLD_CLUSTER_MAX_CONNS, 0: standalone */
+    unsigned retention_days;       /* POOLD_RETENTION_DAYS, 0: forever */
+    unsigned dedupe_window_s;      /* POOLD_DEDUPE_WINDOW_S, <= the retention */
+    unsigned audit_retention_days; /* POOLD_AUDIT_RETENTION_DAYS, 0: forever */
+    unsigned lifecycle_day_s;      /* POOLD_LIFECYCLE_DAY_S (tests: 86400) */
 };
 
 enum config_result {

@@ -474,6 +474,37 @@ int catalog_lifecycle_maintain(struct db_conn *conn,
     return POOLD_OK;
 }
 
+int catalog_audit_prune(struct db_conn *conn,
+                        const struct catalog_lifecycle *lc, long long *deleted,
+                        char *err, size_t errlen)
+{
+    char retention[24], batch[16];
+    const char *params[2] = {retention, batch};
+    PGresult *res;
+    long long n;
+
+    *deleted = 0;
+    if (lc->audit_retention_s <= 0)
+        return POOLD_OK;
+    snprintf(retention, sizeof retention, "%lld", lc->audit_retention_s);
+    snprintf(batch, sizeof batch, "%d", CATALOG_AUDIT_BATCH);
+    do {
+        /* audit_log_at_idx (sql/007_audit_retention.sql) finds them. */
+        res = db_exec(conn, "audit retention",
+                      "DELETE FROM audit_log WHERE entry_id IN"
+                      " (SELECT entry_id FROM audit_log WHERE at < now() -"
+                      " make_interval(secs => $1::bigint) ORDER BY at"
+                      " LIMIT $2::integer)",
+                      2, params, NULL, err, errlen);
+        if (res == NULL)
+            return POOLD_ERR_DB;
+        n = strtoll(PQcmdTuples(res), NULL, 10);
+        PQclear(res);
+        *deleted += n;
+    } while (n == CATALOG_AUDIT_BATCH && *deleted < CATALOG_AUDIT_ROUND);
+    return POOLD_OK;
+}
+
 int catalog_lifecycle_partitions(struct db_conn *conn, int64_t *lo_us,
                                  int64_t *hi_us, size_t max, size_t *n,
                                  char *err, size_t errlen)

@@ -144,6 +144,10 @@ static const struct config_key config_keys[] = {
      FIELD(dedupe_window_s), 1, 3153600000U,
      "a message id seen this recently is always a duplicate or an "
      "id_conflict (at most the retention)"},
+    {"POOLD_AUDIT_RETENTION_DAYS", "audit-retention-days", "365",
+     parse_unsigned, FIELD(audit_retention_days), 0, 36500,
+     "audit entries older than this are deleted, at start-up and hourly "
+     "(0: kept forever)"},
     {"POOLD_LIFECYCLE_DAY_S", "lifecycle-day-s", "86400", parse_unsigned,
      FIELD(lifecycle_day_s), 10, 86400,
      "test setting (compressed time): the seconds of one retention day, "

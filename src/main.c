@@ -195,6 +195,7 @@ static uint64_t lifecycle_from(const struct poold_config *cfg,
     lc->window_s = cfg->dedupe_window_s;
     lc->period_s = 2 * lc->window_s > day ? 2 * lc->window_s : day;
     lc->retention_s = (long long)cfg->retention_days * day;
+    lc->audit_retention_s = (long long)cfg->audit_retention_days * day;
     lc->zone_s = (double)lc->period_s / 4.0;
     if (lc->zone_s > LIFECYCLE_ZONE_MAX_S)
         lc->zone_s = LIFECYCLE_ZONE_MAX_S;
@@ -213,7 +214,8 @@ static int lifecycle_run(void *arg, struct db_conn *conn, char *err,
     int64_t lo[SERVICE_SCOPE_PARTS], hi[SERVICE_SCOPE_PARTS];
     size_t n = 0;
     int created = 0, dropped = 0;
-    char c[16], d[16];
+    long long pruned = 0;
+    char c[16], d[16], p[24];
     int rc =
         catalog_lifecycle_maintain(conn, lc, &created, &dropped, err, errlen);
 
@@ -228,6 +230,13 @@ static int lifecycle_run(void *arg, struct db_conn *conn, char *err,
         snprintf(d, sizeof d, "%d", dropped);
         log_event(LOG_INFO, "message partitions maintained", "created", c,
                   "dropped", d, (const char *)NULL);
+    }
+    if (rc == POOLD_OK)
+        rc = catalog_audit_prune(conn, lc, &pruned, err, errlen);
+    if (rc == POOLD_OK && pruned > 0) {
+        snprintf(p, sizeof p, "%lld", pruned);
+        log_event(LOG_INFO, "audit entries past their retention deleted",
+                  "deleted", p, (const char *)NULL);
     }
     return rc;
 }

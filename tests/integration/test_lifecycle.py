@@ -405,6 +405,58 @@ class Retention(Base):
         self.assertRegex(s.logtext(), r'dropped="[1-9]')
 
 
+class AuditRetention(Base):
+    """POOLD_AUDIT_RETENTION_DAYS: the audit log is pruned, oldest first,
+    at start-up and with every lifecycle round; 0 keeps it all. A 'day'
+    of 10 s, 2 days: entries older than 20 s go."""
+    N_OLD = 2 * 5000 + 7  # three statements of CATALOG_AUDIT_BATCH
+    ENV = {"POOLD_LIFECYCLE_DAY_S": 10, "POOLD_DEDUPE_WINDOW_S": 5,
+           "POOLD_RETENTION_DAYS": 2}
+
+    def seed_audit(self, db):
+        db.sql("INSERT INTO audit_log (at, actor, action, org_id) SELECT"
+               " now() - interval '1 hour' - i * interval '1 second',"
+               " '{\"scope\": \"admin\"}', 'org.put', 'old' FROM"
+               " generate_series(1, %d) i" % self.N_OLD)
+        db.sql("INSERT INTO audit_log (at, actor, action, org_id) VALUES"
+               " (now() - interval '5 seconds', '{}', 'org.put', 'recent')")
+
+    def count(self, db, org):
+        return int(db.sql("SELECT count(*) FROM audit_log WHERE org_id = '%s'"
+                          % org))
+
+    def test_old_entries_go_recent_ones_stay(self):
+        db = self.make_db()
+        self.add_org(db)
+        self.seed_audit(db)
+        s = self.poold(db, **self.ENV, POOLD_AUDIT_RETENTION_DAYS=2)
+        th.wait_for(lambda: self.count(db, "old") == 0, 15,
+                    "the old audit entries to be deleted")
+        self.assertEqual(self.count(db, "recent"), 1)
+        self.assertIn('audit entries past their retention deleted '
+                      'deleted="%d"' % self.N_OLD, s.logtext())
+        # An admin write still leaves its entry, readable through /audit.
+        r = s.request("PUT", "/pools/%s/size" % self.ORG, body={"max_size": 3},
+                      token=th.TOKEN)
+        self.assertEqual(r.status, 200, r.body)
+        r = s.get("/audit?org_id=%s" % self.ORG, token=th.TOKEN)
+        self.assertEqual(r.status, 200, r.body)
+        self.assertEqual([e["action"] for e in r.json()["entries"]],
+                         ["pool.resize"])
+
+    def test_zero_keeps_every_entry(self):
+        db = self.make_db()
+        self.add_org(db)
+        self.seed_audit(db)
+        s = self.poold(db, **self.ENV, POOLD_AUDIT_RETENTION_DAYS=0)
+        # A round logs its partitions before it prunes: the second such
+        # line (a partition made every 10 s) follows a whole round.
+        th.wait_for(lambda: s.logtext().count("message partitions maintained")
+                    >= 2, 30, "two lifecycle rounds")
+        self.assertEqual(self.count(db, "old"), self.N_OLD)
+        self.assertNotIn("audit entries past", s.logtext())
+
+
 class ReadEndpoint(Base):
     """GET /orgs/{org_id}/messages/{message_id}: who may read, what is
     answered."""
