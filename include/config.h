@@ -43,6 +43,7 @@ struct poold_config {
     double build_cost_ms;            /* POOLD_BUILD_COST_MS */
     double process_cost_ms;          /* POOLD_PROCESS_COST_MS */
     enum log_format log_format;      /* POOLD_LOG_FORMAT */
+    enum log_level log_level;        /* POOLD_LOG_LEVEL */
     unsigned hold_warn_ms;           /* POOLD_HOLD_WARN_MS, 0: off */
     unsigned metrics_top_orgs;       /* POOLD_METRICS_TOP_ORGS, 0: all */
     bool prepared_statements;        /* POOLD_PREPARED_STATEMENTS */

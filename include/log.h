@@ -12,6 +12,10 @@ enum log_format { LOG_FORMAT_TEXT, LOG_FORMAT_JSON };
 /* Set the format and the lowest level written (default: text, info). */
 void log_init(enum log_format format, enum log_level min_level);
 
+/* Whether a line of this level is written: lets a caller skip the work of
+ * preparing its fields. */
+bool log_enabled(enum log_level level);
+
 /*
  * Write one event: a message and key/value fields (NULL-terminated list of
  * const char * pairs). Control characters, quotes and backslashes in every

@@ -98,6 +98,10 @@ static const struct config_key config_keys[] = {
      "extra simulated cost of processing a message (fractions allowed)"},
     {"POOLD_LOG_FORMAT", "log-format", "text", parse_choice, FIELD(log_format),
      0, 0, "json or text"},
+    {"POOLD_LOG_LEVEL", "log-level", "info", parse_choice, FIELD(log_level), 0,
+     0,
+     "debug, info, warn or error: the lowest level logged (warn: no line "
+     "for a request answered below 500)"},
     {"POOLD_HOLD_WARN_MS", "hold-warn-ms", "10000", parse_unsigned,
      FIELD(hold_warn_ms), 0, 86400000,
      "log and count a service lent longer than this, once (0: off)"},
@@ -341,17 +345,21 @@ static bool parse_prewarm(const struct config_key *key, const char *val,
     return parse_string(key, val, cfg, err, errlen);
 }
 
-/* The settings that are one of two words, and the value each word gives
+/* The settings that are one of a few words, and the value each word gives
  * its field (of the type parse_choice's switch names). */
+#define CHOICES_MAX 4
 static const struct config_choice {
-    size_t offset; /* FIELD() */
-    const char *word[2];
-    int value[2];
+    size_t offset;                 /* FIELD() */
+    const char *word[CHOICES_MAX]; /* NULL after the last */
+    int value[CHOICES_MAX];
 } config_choices[] = {
     {FIELD(pool_mode),
      {"pooled", "none"},
      {CONFIG_POOL_MODE_POOLED, CONFIG_POOL_MODE_NONE}},
     {FIELD(log_format), {"json", "text"}, {LOG_FORMAT_JSON, LOG_FORMAT_TEXT}},
+    {FIELD(log_level),
+     {"debug", "info", "warn", "error"},
+     {LOG_DEBUG, LOG_INFO, LOG_WARN, LOG_ERROR}},
     {FIELD(prepared_statements), {"on", "off"}, {true, false}},
     {FIELD(client_auth),
      {"keys", "none"},
@@ -362,23 +370,34 @@ static bool parse_choice(const struct config_key *key, const char *val,
                          struct poold_config *cfg, char *err, size_t errlen)
 {
     const struct config_choice *c = config_choices;
-    char why[64];
+    char why[96];
+    size_t i, n, o;
     int v;
 
     while (c->offset != key->offset)
         if (++c == config_choices + sizeof config_choices / sizeof *c)
             abort(); /* a key table row without its choice row */
-    if (strcmp(val, c->word[0]) != 0 && strcmp(val, c->word[1]) != 0) {
-        snprintf(why, sizeof why, "expected %s or %s", c->word[0], c->word[1]);
+    for (n = 0; n < CHOICES_MAX && c->word[n] != NULL; n++)
+        ;
+    for (i = 0; i < n && strcmp(val, c->word[i]) != 0; i++)
+        ;
+    if (i == n) { /* "expected a, b or c" */
+        o = (size_t)snprintf(why, sizeof why, "expected %s", c->word[0]);
+        for (size_t k = 1; k < n && o < sizeof why; k++)
+            o += (size_t)snprintf(why + o, sizeof why - o, "%s%s",
+                                  k + 1 < n ? ", " : " or ", c->word[k]);
         return fail(key, val, err, errlen, why);
     }
-    v = c->value[strcmp(val, c->word[1]) == 0];
+    v = c->value[i];
     switch (key->offset) {
     case FIELD(pool_mode):
         cfg->pool_mode = (enum config_pool_mode)v;
         break;
     case FIELD(log_format):
         cfg->log_format = (enum log_format)v;
+        break;
+    case FIELD(log_level):
+        cfg->log_level = (enum log_level)v;
         break;
     case FIELD(client_auth):
         cfg->client_auth = (enum config_client_auth)v;

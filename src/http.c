@@ -716,15 +716,17 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn,
 static void log_request(const struct request_ctx *ctx,
                         enum MHD_RequestTerminationCode toe, uint64_t dur_ns)
 {
+    enum log_level level = ctx->status >= 500 ? LOG_WARN : LOG_INFO;
     char status[24], ms[32];
 
+    if (!log_enabled(level))
+        return;
     format_uint(status, ctx->status);
     format_ms(ms, dur_ns);
-    log_event(ctx->status >= 500 ? LOG_WARN : LOG_INFO, "request", "id",
-              ctx->request_id, "method", ctx->method, "path", ctx->path,
-              "status", status, "duration_ms", ms, "org", ctx->org, "error",
-              ctx->error_code ? ctx->error_code : "", "detail", ctx->detail,
-              "end",
+    log_event(level, "request", "id", ctx->request_id, "method", ctx->method,
+              "path", ctx->path, "status", status, "duration_ms", ms, "org",
+              ctx->org, "error", ctx->error_code ? ctx->error_code : "",
+              "detail", ctx->detail, "end",
               toe == MHD_REQUEST_TERMINATED_COMPLETED_OK ? "ok"
               : ctx->status                              ? "closed"
                                                          : "aborted",

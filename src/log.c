@@ -31,6 +31,11 @@ void log_init(enum log_format format, enum log_level min_level)
     g_min = min_level;
 }
 
+bool log_enabled(enum log_level level)
+{
+    return level >= g_min;
+}
+
 size_t log_escape(char *dst, size_t dstlen, const char *src, size_t len)
 {
     static const char hex[] = "0123456789abcdef";

@@ -456,7 +456,7 @@ int main(int argc, char **argv)
         break;
     }
     malloc_bound_arenas();
-    log_init(cfg.log_format, LOG_INFO);
+    log_init(cfg.log_format, cfg.log_level);
     if (log_start(NULL) != POOLD_OK)
         log_event(LOG_WARN, "log writer thread not started; logging directly",
                   (const char *)NULL);

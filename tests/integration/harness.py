@@ -190,6 +190,10 @@ class Poold:
                   # covers them).
                   "POOLD_CLIENT_AUTH": "none"})
         e.update({k: str(v) for k, v in (env or {}).items()})
+        # A fixed port is known without the "listening" line (which a
+        # POOLD_LOG_LEVEL above info does not write).
+        m = re.fullmatch(r".*:([1-9][0-9]*)", e["POOLD_LISTEN"])
+        self.fixed_port = m and m.group(1)
         self.proc = subprocess.Popen([BIN, *args], env=e,
                                      stdout=subprocess.DEVNULL,
                                      stderr=self.log, preexec_fn=preexec_fn)
@@ -212,6 +216,8 @@ class Poold:
     def _port(self):
         if self.proc.poll() is not None:
             raise AssertionError("poold exited early:\n" + self.logtext())
+        if self.fixed_port:
+            return self.fixed_port
         m = re.search(r'listening .*port="(\d+)"', self.logtext())
         return m and m.group(1)
 

@@ -144,6 +144,25 @@ class CommandLine(unittest.TestCase):
         finally:
             self.assertEqual(p.stop(), 0)
 
+    def test_log_level_warn_writes_no_line_per_request(self):
+        p = Poold(env={"POOLD_LOG_LEVEL": "warn", "POOLD_ADMIN_TOKEN": "",
+                       "POOLD_LISTEN": "127.0.0.1:%d" % free_port()})
+        try:
+            r = p.process({"id": "lvl-" + uuid.uuid4().hex, "org_id": ORG_B,
+                           "payload": "p"})
+            self.assertEqual(r.status, 200, r.body)
+            rid = r.headers["x-request-id"]
+            self.assertEqual(p.get("/nope").status, 404)
+            self.assertEqual(p.stop(), 0)  # the log is whole once it exits
+            log = p.output
+            # A warning still is (the generated token), no info line is.
+            self.assertIn("POOLD_ADMIN_TOKEN is not set", log)
+            self.assertNotIn(rid, log)
+            self.assertNotIn('path="/nope"', log)
+            self.assertNotRegex(log, r"(?m)^\S+ info ")
+        finally:
+            p.stop()
+
     def test_cannot_bind_exits_non_zero(self):
         s = socket.socket()
         s.bind(("127.0.0.1", 0))

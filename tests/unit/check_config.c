@@ -55,6 +55,8 @@ START_TEST(defaults_match_the_design)
     ck_assert_int_eq(c.pool_mode, CONFIG_POOL_MODE_POOLED);
     ck_assert(c.build_cost_ms == 0 && c.process_cost_ms == 0);
     ck_assert_int_eq(c.log_format, LOG_FORMAT_TEXT);
+    ck_assert_int_eq(c.log_level, LOG_INFO);
+    ck_assert_uint_eq(c.audit_retention_days, 365);
     ck_assert_uint_eq(c.request_read_timeout_s, 10);
     ck_assert_ptr_null(c.tls_cert);
     ck_assert_ptr_null(c.tls_key_pem);
@@ -78,9 +80,11 @@ START_TEST(env_then_flags_win)
                           "--listen",
                           "[::1]:0",
                           "--prewarm",
-                          "org_001,org-2"};
+                          "org_001,org-2",
+                          "--log-level=warn"};
 
-    ck_assert_int_eq(load(&c, env, 9, argv, err), CONFIG_OK);
+    ck_assert_int_eq(load(&c, env, 10, argv, err), CONFIG_OK);
+    ck_assert_int_eq(c.log_level, LOG_WARN);
     ck_assert_uint_eq(c.pool_size, 9);
     ck_assert_str_eq(c.admin_token, "flag");
     ck_assert(!c.admin_token_generated);
@@ -118,6 +122,8 @@ static const struct bad {
     {NULL, "--listen=:80", "POOLD_LISTEN"},
     {NULL, "--pool-mode=sometimes", "POOLD_POOL_MODE"},
     {NULL, "--log-format=xml", "POOLD_LOG_FORMAT"},
+    {NULL, "--log-level=verbose", "expected debug, info, warn or error"},
+    {"POOLD_AUDIT_RETENTION_DAYS=36501", NULL, "POOLD_AUDIT_RETENTION_DAYS"},
     {NULL, "--build-cost-ms=nan", "POOLD_BUILD_COST_MS"},
     {NULL, "--process-cost-ms=-1", "POOLD_PROCESS_COST_MS"},
     {NULL, "--prewarm=org_1,,org_2", "POOLD_PREWARM"},
