@@ -468,8 +468,8 @@ int catalog_lifecycle_maintain(struct db_conn *conn,
                   4, params, NULL, err, errlen);
     if (res == NULL)
         return POOLD_ERR_DB;
-    *created = atoi(PQgetvalue(res, 0, 0));
-    *dropped = atoi(PQgetvalue(res, 0, 1));
+    *created = (int)strtol(PQgetvalue(res, 0, 0), NULL, 10);
+    *dropped = (int)strtol(PQgetvalue(res, 0, 1), NULL, 10);
     PQclear(res);
     return POOLD_OK;
 }
