@@ -83,7 +83,9 @@ struct request_ctx {
     bool chunked;       /* a Transfer-Encoding: body_wire is not as sent */
     bool refused;       /* answered at its headers, Connection: close */
     bool unauthorized;  /* credentials refused at the headers: its body is
-                           read and thrown away, then answered 401/403 */
+                           read and thrown away, then answered refusal */
+    struct http_response *refusal; /* that answer (malloc'd), kept as it
+                                      was: never a handler on no body */
     bool too_large;
     bool responded;
     unsigned status;             /* 0 until a response is queued */
@@ -265,15 +267,16 @@ static enum MHD_Result queue(struct MHD_Connection *conn,
     struct MHD_Response *r;
     enum MHD_Result ok;
     char retry[24];
+    char *body = resp->body;
 
-    r = MHD_create_response_from_buffer(resp->body_len, resp->body,
-                                        resp->body ? MHD_RESPMEM_MUST_FREE
-                                                   : MHD_RESPMEM_PERSISTENT);
+    r = MHD_create_response_from_buffer(resp->body_len, body,
+                                        body ? MHD_RESPMEM_MUST_FREE
+                                             : MHD_RESPMEM_PERSISTENT);
+    resp->body = NULL; /* MHD frees it with the response, or here */
     if (r == NULL) {
-        free(resp->body);
+        free(body);
         return MHD_NO;
     }
-    resp->body = NULL; /* MHD frees it with the response */
     if (resp->content_type)
         MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE,
                                 resp->content_type);
@@ -440,17 +443,22 @@ static bool announced_too_large(struct MHD_Connection *conn, size_t max)
  * which closes the connection. Any other is writing its body, and a close
  * with it unread would reach it as a reset, not as the 401 it should stop
  * on: the body is read and thrown away (ctx->unauthorized), and the final
- * call answers as usual. Either way no byte of it is kept. */
+ * call sends the refusal made here (checked again then, credentials that
+ * pass by now, a key loaded meanwhile, would run the handler on no body).
+ * A body announced over the limit is answered at once, with the 401 before
+ * the 413. Either way no byte of it is kept. */
 static bool credentials_refused(struct MHD_Connection *conn,
                                 struct request_ctx *ctx, enum MHD_Result *ret)
 {
+    size_t early = HTTP_EARLY_AUTH_BYTES < ctx->max_body ? HTTP_EARLY_AUTH_BYTES
+                                                         : ctx->max_body;
     const char *expect;
     struct http_request req;
     struct http_response resp;
 
     if (ctx->matched == NULL ||
         !(ctx->matched->flags & (ROUTE_ADMIN | ROUTE_CLIENT_KEY)) ||
-        (!ctx->chunked && !announced_too_large(conn, HTTP_EARLY_AUTH_BYTES)))
+        (!ctx->chunked && !announced_too_large(conn, early)))
         return false;
     memset(&req, 0, sizeof req);
     req.method = ctx->method;
@@ -462,8 +470,17 @@ static bool credentials_refused(struct MHD_Connection *conn,
         return false;
     expect = MHD_lookup_connection_value(conn, MHD_HEADER_KIND,
                                          MHD_HTTP_HEADER_EXPECT);
-    if (expect == NULL || strcasecmp(expect, "100-continue") != 0) {
-        free(resp.body);
+    /* A body announced over the limit is answered at once, as a 413 would
+     * be (DESIGN.md: the key before any body check). */
+    if ((expect == NULL || strcasecmp(expect, "100-continue") != 0) &&
+        !announced_too_large(conn, ctx->max_body)) {
+        ctx->refusal = malloc(sizeof *ctx->refusal);
+        if (ctx->refusal == NULL) {
+            free(resp.body);
+            *ret = MHD_NO;
+            return true;
+        }
+        *ctx->refusal = resp;
         ctx->unauthorized = true;
         return false;
     }
@@ -478,9 +495,9 @@ static bool body_append(struct request_ctx *ctx, const char *data, size_t n)
 {
     size_t max = ctx->max_body;
 
-    if (ctx->unauthorized) { /* at most the limit, announced or not */
+    if (ctx->unauthorized) { /* as much as a body too large, then closed */
         ctx->discarded += n;
-        return ctx->discarded <= max;
+        return ctx->discarded <= max + HTTP_DISCARD_MAX;
     }
     if (!ctx->too_large && n > max - ctx->body_len) {
         ctx->too_large = true;
@@ -634,6 +651,8 @@ static enum MHD_Result dispatch(struct MHD_Connection *conn,
     const struct route *route = ctx->matched;
     char address[INET6_ADDRSTRLEN] = "";
 
+    if (ctx->unauthorized) /* whatever the credentials say by now */
+        return queue(conn, ctx, ctx->refusal);
     if (ctx->too_large)
         return queue_too_large(conn, ctx);
     if (route == NULL && ctx->allow[0] != '\0') {
@@ -690,13 +709,13 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn,
             return MHD_NO;
         if (framing_refused(conn, ctx, &ret))
             return ret;
+        if (credentials_refused(conn, ctx, &ret))
+            return ret;
         if (announced_too_large(conn, ctx->max_body)) {
             ctx->too_large = true;
             intake_request_read(srv->intake, ctx->iconn); /* not read on */
             return queue_too_large(conn, ctx);
         }
-        if (credentials_refused(conn, ctx, &ret))
-            return ret;
         return MHD_YES;
     }
     if (*upload_data_size > 0) { /* a body chunk: always consume it all */
@@ -761,6 +780,9 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
         metrics_observe_request(srv->metrics, ctx->route, ctx->method,
                                 ctx->status, dur);
     body_release(ctx);
+    if (ctx->refusal != NULL) /* NULL body once queued */
+        free(ctx->refusal->body);
+    free(ctx->refusal);
     free(ctx->param);
     free(ctx->param2);
     free(ctx);
