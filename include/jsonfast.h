@@ -32,8 +32,9 @@ bool jsonfast_read_flat(char *buf, size_t len, struct jsonfast_member *out,
 /* An array of flat objects read by jsonfast_read_list: the members of its
  * objects one object after another in items, object i's being
  * items[i > 0 ? ends[i - 1] : 0 .. ends[i]). The reader grows the arrays;
- * jsonfast_list_free() frees them. Zero it before the read. */
+ * jsonfast_list_free() frees them. Zero it before the read, then set max. */
 struct jsonfast_list {
+    size_t max;      /* more objects than this: declined (0: no bound) */
     const char *key; /* the array member's key; NULL: the body had none */
     size_t key_len;
     size_t n; /* objects */
@@ -46,8 +47,9 @@ struct jsonfast_list {
  * array of flat objects of strings, each read as jsonfast_read_flat reads
  * a body with at most obj_cap members: the string members go to top (at
  * most cap, *n of them), the array to *list. False, as for
- * jsonfast_read_flat, on anything else or when memory ran out; free list
- * either way. */
+ * jsonfast_read_flat, on anything else, on more than list->max objects
+ * (the reader never holds more) or when memory ran out; free list either
+ * way. */
 bool jsonfast_read_list(char *buf, size_t len, struct jsonfast_member *top,
                         size_t cap, size_t *n, size_t obj_cap,
                         struct jsonfast_list *list);

@@ -463,6 +463,9 @@ void process_api_batch(struct handlers *h, const struct http_request *req,
      * /process); anything else goes to jansson, which judges it. */
     if (req->body_len > 0 && (copy = malloc(req->body_len)) != NULL)
         memcpy(copy, req->body, req->body_len);
+    /* One more than allowed, so that validate_batch names the count; a
+     * longer list goes to jansson, bounded by its values. */
+    list.max = (size_t)cfg_of(h)->max_batch + 1;
     if (!batch_of_flat(copy, req->body_len, &list, &bb)) {
         jsonfast_list_free(&list);
         if (!handlers_load_object_within(

@@ -1048,6 +1048,41 @@ class BatchAndGroupCommit(unittest.TestCase):
         finally:
             self.assertEqual(p.stop(), 0)
 
+    def test_a_long_list_of_flat_messages_is_not_held(self):
+        """The in-place reader of batches once read a whole 4 MiB list of
+        {"a":"b"} (420 000 objects, 27 MB) before counting it: it stops
+        past POOLD_MAX_BATCH objects, and the body goes to the bounded
+        path. Four at once leave poold's peak memory near their bodies."""
+        p = Poold(env={"POOLD_CLIENT_AUTH": "none"})  # 1 000, 4 MiB
+        n = (4 * 1024 * 1024 - 64) // 10
+        body = (b'{"org_id":"' + ORG_OK.encode() + b'","messages":[' +
+                b'{"a":"b"},' * n + b'{"a":"b"}]}')
+        answers = []
+
+        def post():
+            r = p.request("POST", "/process/batch", body=body,
+                          headers={"Content-Type": "application/json"},
+                          route="/process/batch")
+            answers.append((r.status, r.code))
+
+        try:
+            with open("/proc/%d/status" % p.proc.pid) as f:
+                before = int(re.search(r"VmHWM:\s+(\d+)", f.read()).group(1))
+            threads = [threading.Thread(target=post) for _ in range(4)]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join(60)
+            self.assertEqual(answers, [(400, "invalid_json")] * 4)
+            with open("/proc/%d/status" % p.proc.pid) as f:
+                peak = int(re.search(r"VmHWM:\s+(\d+)", f.read()).group(1))
+            if not os.environ.get("POOLD_TEST_SANITIZE"):  # shadow memory
+                # Each holds its body and a copy (8 MiB): 32 MiB, and 108
+                # more when the lists were read whole.
+                self.assertLess(peak - before, 56 * 1024)
+        finally:
+            self.assertEqual(p.stop(), 0)
+
     def test_group_commit_under_concurrency(self):
         """Pool size 4, many concurrent requests of one org: every one is
         committed, at most 4 processed at once, and writes that queued

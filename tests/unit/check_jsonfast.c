@@ -305,6 +305,40 @@ START_TEST(declines_the_other_batches)
 }
 END_TEST
 
+/* A list longer than its max is declined, and never held: the reader
+ * stops at the object past the max (a 4 MiB body of {"a":"b"} once made
+ * it hold 420 000 objects before the count was checked). */
+START_TEST(a_list_over_its_max_is_declined_early)
+{
+    enum { N = 5000 };
+    size_t cap = 16 + N * 10, len, n;
+    char *body = malloc(cap), *buf = malloc(cap);
+    struct jsonfast_member top[CAP];
+    struct jsonfast_list list = {0};
+
+    ck_assert(body != NULL && buf != NULL);
+    len = (size_t)snprintf(body, cap, "{\"m\":[");
+    for (int i = 0; i < N; i++)
+        len += (size_t)snprintf(body + len, cap - len, "%s{\"a\":\"b\"}",
+                                i ? "," : "");
+    len += (size_t)snprintf(body + len, cap - len, "]}");
+    for (size_t max = N - 1; max <= N + 1; max++) {
+        memcpy(buf, body, len);
+        memset(&list, 0, sizeof list);
+        list.max = max;
+        ck_assert_int_eq(jsonfast_read_list(buf, len, top, CAP, &n, CAP, &list),
+                         max >= N);
+        if (max < N) /* stopped at the object past the max */
+            ck_assert_uint_le(list.n, max);
+        else
+            ck_assert_uint_eq(list.n, N);
+        jsonfast_list_free(&list);
+    }
+    free(body);
+    free(buf);
+}
+END_TEST
+
 START_TEST(random_batch_edits_agree_with_jansson)
 {
     int rounds = walk_rounds(100000);
@@ -477,6 +511,7 @@ int main(void)
     tcase_add_test(tc, random_edits_agree_with_jansson);
     tcase_add_test(tc, reads_the_common_batches);
     tcase_add_test(tc, declines_the_other_batches);
+    tcase_add_test(tc, a_list_over_its_max_is_declined_early);
     tcase_add_test(tc, random_batch_edits_agree_with_jansson);
     tcase_add_test(tc, strings_are_written_as_jansson_writes_them);
     tcase_add_test(tc, numbers_and_literals);
