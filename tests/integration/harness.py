@@ -91,12 +91,20 @@ def cpu_seconds(pid):
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+# POOLD_TEST_PORTS=lo-hi (optional): the ports every poold and helper a
+# suite starts listen on, for a machine shared with other test runs (a
+# poold then gets one of them rather than the kernel's choice).
+PORTS = os.environ.get("POOLD_TEST_PORTS", "")
+
+
 def free_port():
     """A free port below Linux's ephemeral range (32768-60999), so that no
-    outgoing connection takes it before our server binds it."""
+    outgoing connection takes it before our server binds it (or in
+    POOLD_TEST_PORTS)."""
     rnd = random.Random()
+    lo, hi = (map(int, PORTS.split("-")) if PORTS else (20000, 31999))
     while True:
-        port = rnd.randrange(20000, 32000)
+        port = rnd.randrange(lo, hi + 1)
         s = socket.socket()
         try:
             s.bind(("127.0.0.1", port))
@@ -194,6 +202,10 @@ class Poold:
         # POOLD_LOG_LEVEL above info does not write).
         m = re.fullmatch(r".*:([1-9][0-9]*)", e["POOLD_LISTEN"])
         self.fixed_port = m and m.group(1)
+        # One of POOLD_TEST_PORTS rather than the kernel's choice; still
+        # known from the "listening" line, which says poold listens.
+        if PORTS and e["POOLD_LISTEN"] == "127.0.0.1:0":
+            e["POOLD_LISTEN"] = "127.0.0.1:%d" % free_port()
         self.proc = subprocess.Popen([BIN, *args], env=e,
                                      stdout=subprocess.DEVNULL,
                                      stderr=self.log, preexec_fn=preexec_fn)
