@@ -18,7 +18,7 @@
 /* No header here may reach libpq-fe.h (cmake/header_check.cmake checks):
  * the modules the handlers use are only named. */
 struct cluster;
-struct org_entry;
+struct registry_admission;
 struct metrics;
 struct registry;
 struct tenants;
@@ -163,13 +163,15 @@ void handlers_status_http(int status, unsigned *http, const char **code,
  * validated: a key of another org (403 forbidden), an org unknown or
  * disabled (404), misconfigured (503), over its rate limit for n messages
  * (429 rate_limited with Retry-After; "can never pass" when n exceeds the
- * burst). Returns true with *org (registry_admit()'s) when the request may
- * go on; false after filling resp. POST /process and POST /process/batch
- * both call it.
+ * burst). Returns true with *adm filled (registry_admit()) when the request
+ * may go on; false after filling resp. Either way the caller ends *adm
+ * (zeroed before) with registry_admission_release(). POST /process and POST
+ * /process/batch both call it.
  */
 bool handlers_client_admit(struct handlers *h, const struct http_request *req,
                            const char *org_id, unsigned n,
-                           struct org_entry **org, struct http_response *resp);
+                           struct registry_admission *adm,
+                           struct http_response *resp);
 /* The org's rate limit alone, for n: false after filling resp (429, as
  * above). GET /orgs/{org_id}/messages/{id} takes one per lookup by key. */
 bool handlers_rate_admit(struct handlers *h, const char *org_id, unsigned n,

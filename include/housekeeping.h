@@ -39,6 +39,8 @@ struct housekeeping; /* opaque; owned by the registry */
  *   maintain_conns  the connection pool (min idle), unless the warm thread
  *                   does it
  *   reclaim         builds waiting for a connection get an idle one
+ *   free_gone       the pools of orgs deleted from the table are freed
+ *                   once nothing uses them (registry_internal.h)
  *   prewarm         POOLD_PREWARM, once the directory is loaded (a thread)
  *
  * Steps up to lifecycle run with the housekeeping connection taken; a

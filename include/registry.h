@@ -29,10 +29,20 @@ struct service_scope; /* service.h */
  * too, and are bounded. Housekeeping (the watch, the replica heartbeat)
  * never waits for an admin call.
  */
-struct db_conn;   /* db.h */
-struct registry;  /* opaque */
-struct org_entry; /* an org admitted by registry_admit(): opaque, valid for
-                     the registry's life */
+struct db_conn;    /* db.h */
+struct registry;   /* opaque */
+struct org_entry;  /* an org of the directory: opaque, valid for the
+                      registry's life */
+struct org_active; /* what an org has once routed (its pool): opaque */
+
+/* One request's admission of an org (registry_admit): the org, and a
+ * reference to its active part once it has one, which keeps that from being
+ * freed (a deleted org's is, once nobody uses it). The caller's storage,
+ * zeroed before registry_admit(); ended by registry_admission_release(). */
+struct registry_admission {
+    struct org_entry *org;
+    struct org_active *act; /* referenced, or NULL */
+};
 
 struct registry_config {
     struct db_settings db; /* borrowed strings must outlive the registry */
@@ -106,19 +116,25 @@ bool registry_awaits_grant(struct registry *reg);
 
 /*
  * Admission, the one check of a message for org_id before any work: no
- * query, no pool created. POOLD_OK and *org (valid for the registry's
- * life), or the status to answer: POOLD_ERR_SHUTDOWN, POOLD_ERR_NOT_READY,
+ * query, no pool created. POOLD_OK and *adm filled, or the status to
+ * answer (*adm left empty): POOLD_ERR_SHUTDOWN, POOLD_ERR_NOT_READY,
  * POOLD_ERR_UNKNOWN_ORG, POOLD_ERR_PAUSED, POOLD_ERR_MISCONFIGURED (err
- * says why). Thread-safe.
+ * says why). Whatever it returns, the caller ends *adm with
+ * registry_admission_release() once done with the org. Thread-safe.
  */
 POOLD_MUSTCHECK int registry_admit(struct registry *reg, const char *org_id,
-                                   struct org_entry **org, char *err,
+                                   struct registry_admission *adm, char *err,
                                    size_t errlen);
 
+/* End an admission: its reference is dropped (an atomic decrement, no
+ * lock) and *adm emptied. Accepts an empty one. Thread-safe. */
+void registry_admission_release(struct registry_admission *adm);
+
 /*
- * Process one message for an admitted org: create its pool on first use
- * (once, even under concurrent first requests), borrow a service, process,
- * commit and release it. Returns POOLD_OK (row committed), or
+ * Process one message for an admitted org (adm: registry_admit()'s, which
+ * then also holds the reference to the pool this made): create its pool on
+ * first use (once, even under concurrent first requests), borrow a service,
+ * process, commit and release it. Returns POOLD_OK (row committed), or
  * POOLD_ERR_UNKNOWN_ORG (deleted since admitted), POOLD_ERR_MISCONFIGURED,
  * POOLD_ERR_TIMEOUT or POOLD_ERR_WAITERS_FULL (pool exhausted),
  * POOLD_ERR_CONFLICT, POOLD_ERR_DB (nothing written),
@@ -133,7 +149,7 @@ POOLD_MUSTCHECK int registry_admit(struct registry *reg, const char *org_id,
  * caller's.
  */
 POOLD_MUSTCHECK int registry_process(struct registry *reg,
-                                     struct org_entry *org,
+                                     struct registry_admission *adm,
                                      const struct message *msg,
                                      struct service_result *out, char *err,
                                      size_t errlen);
@@ -150,7 +166,7 @@ POOLD_MUSTCHECK int registry_process(struct registry *reg,
  * Thread-safe, as registry_process().
  */
 POOLD_MUSTCHECK int registry_process_batch(struct registry *reg,
-                                           struct org_entry *org,
+                                           struct registry_admission *adm,
                                            struct service_job *jobs, size_t n,
                                            char *err, size_t errlen);
 
@@ -210,6 +226,11 @@ void registry_foreach_pool(struct registry *reg,
                            void (*fn)(void *arg, const char *org_id,
                                       const struct pool_stats *stats),
                            void *arg);
+
+/* Pools freed so far: those of orgs deleted from the table, once nobody
+ * used them any more (an org's pool is not freed otherwise). GET /stats
+ * totals. Thread-safe, lock-free. */
+uint64_t registry_pools_freed(struct registry *reg);
 
 /* Stats of the connection pool (max_size is the cap now). Thread-safe. */
 void registry_conn_stats(struct registry *reg, struct pool_stats *out);

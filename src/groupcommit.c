@@ -96,6 +96,11 @@ struct gc_job {
      * about to commit without one may take it (gc_take_queued), with its
      * hold: so both are under b->lock while QUEUED. */
     struct pool_item *item;
+    /* A reference to item_e's active part when the service was taken from
+     * another request's queued write (gc_take_queued), which may end
+     * before this one gives the service back; NULL for its own (its
+     * request's admission holds that one). */
+    struct org_active *item_ref;
     bool held; /* hold registered (reg_hold_begin) */
     struct holder hold;
     struct service_job job; /* message in, result and status out */
@@ -500,6 +505,13 @@ static bool gc_take_queued(struct batcher *b, struct gc_job *own)
         return false;
     own->item = last->item;
     own->item_e = last->item_e;
+    /* last holds a reference to its service's org (its admission's, or
+     * one it took here) while it is QUEUED: copied under b->lock. */
+    own->item_ref =
+        last->item_ref != NULL
+            ? last->item_ref
+            : registry_active_share(atomic_load(&last->item_e->act));
+    last->item_ref = NULL;
     last->item = NULL;
     gc_unhold(last);
     return true;
@@ -624,6 +636,7 @@ int groupcommit_process(struct registry *reg, struct org_entry *e,
     gc_unhold(&own);
     if (own.item != NULL)
         reg_release(reg, own.item_e, own.item, used ? src : POOLD_OK);
+    registry_active_release(own.item_ref); /* after its last use */
     *out = own.job.result;
     if (rc != POOLD_OK && rc != POOLD_ERR_CONFLICT && own.err[0] != '\0')
         snprintf(err, errlen, "%s", own.err);

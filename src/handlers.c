@@ -543,7 +543,8 @@ bool handlers_rate_admit(struct handlers *h, const char *org_id, unsigned n,
 
 bool handlers_client_admit(struct handlers *h, const struct http_request *req,
                            const char *org_id, unsigned n,
-                           struct org_entry **org, struct http_response *resp)
+                           struct registry_admission *adm,
+                           struct http_response *resp)
 {
     int rc;
 
@@ -553,7 +554,7 @@ bool handlers_client_admit(struct handlers *h, const struct http_request *req,
                         "this API key belongs to another org");
         return false;
     }
-    rc = registry_admit(h->cfg.reg, org_id, org, resp->detail,
+    rc = registry_admit(h->cfg.reg, org_id, adm, resp->detail,
                         sizeof resp->detail);
     if (rc != POOLD_OK) {
         handlers_error_status(h, resp, rc);

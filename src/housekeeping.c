@@ -472,18 +472,27 @@ static enum hk_outcome step_reclaim(struct housekeeping *hk, struct hk_tick *t)
     return HK_RAN;
 }
 
+/* The active parts (pools) of orgs deleted from the table, once nothing
+ * uses them: after apply_pending retired their services, and once every
+ * request that had one ended. */
+static enum hk_outcome step_free_gone(struct housekeeping *hk,
+                                      struct hk_tick *t)
+{
+    (void)t;
+    return registry_free_gone(hk->reg) > 0 ? HK_RAN : HK_SKIPPED;
+}
+
 /* Build one service for org_id and leave it idle in its pool. */
 static void prewarm_one(struct registry *reg, const char *org_id)
 {
-    struct org_entry *e;
+    struct org_active *a;
     struct pool_item *item;
-    struct pool *pool;
 
-    if (registry_route(reg, org_id, &e) != POOLD_OK)
+    if (registry_route(reg, org_id, &a) != POOLD_OK)
         return;
-    pool = org_entry_pool(e);
-    if (pool_acquire(pool, reg->cfg.acquire_timeout_ns, &item) == POOLD_OK)
-        pool_release(pool, item);
+    if (pool_acquire(a->pool, reg->cfg.acquire_timeout_ns, &item) == POOLD_OK)
+        pool_release(a->pool, item);
+    registry_active_release(a);
 }
 
 static void prewarm_entry(void *arg, struct org_entry *e)
@@ -551,6 +560,7 @@ enum {
     HK_STEP_CHECK_HOLDS,
     HK_STEP_MAINTAIN_CONNS,
     HK_STEP_RECLAIM,
+    HK_STEP_FREE_GONE,
     HK_STEP_PREWARM,
     HK_STEP__COUNT
 };
@@ -581,6 +591,7 @@ static const struct hk_step hk_steps[HK_STEP__COUNT] = {
     [HK_STEP_CHECK_HOLDS] = {"check_holds", 0, step_check_holds},
     [HK_STEP_MAINTAIN_CONNS] = {"maintain_conns", 0, step_maintain_conns},
     [HK_STEP_RECLAIM] = {"reclaim", 0, step_reclaim},
+    [HK_STEP_FREE_GONE] = {"free_gone", 0, step_free_gone},
     [HK_STEP_PREWARM] = {"prewarm", HK_LOADED, step_prewarm},
 };
 

@@ -152,6 +152,9 @@ void pool_api_stats(struct handlers *h, const struct http_request *req,
                             json_integer((json_int_t)commits.ns_sum));
         json_object_set_new(sums, "group_commits_overlapped",
                             json_integer((json_int_t)commits.overlapped));
+        json_object_set_new(
+            sums, "pools_freed",
+            json_integer((json_int_t)registry_pools_freed(cfg_of(h)->reg)));
     }
     registry_conn_stats(cfg_of(h)->reg, &conn);
     handlers_render_json(resp, 200,

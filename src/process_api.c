@@ -230,7 +230,7 @@ void process_api_process(struct handlers *h, const struct http_request *req,
     struct process_request p = {0};
     struct service_result result;
     struct message msg;
-    struct org_entry *org = NULL;
+    struct registry_admission adm = {0};
     struct strbuf b = {0};
     int rc;
 
@@ -253,7 +253,7 @@ void process_api_process(struct handlers *h, const struct http_request *req,
         goto out;
     }
     if (!validate_message(&mm, &p, resp) ||
-        !handlers_client_admit(h, req, p.org_id, 1, &org, resp))
+        !handlers_client_admit(h, req, p.org_id, 1, &adm, resp))
         goto out;
     msg.id = p.id;
     msg.id_len = p.id_len;
@@ -262,7 +262,7 @@ void process_api_process(struct handlers *h, const struct http_request *req,
     msg.request_id = req->request_id;
     msg.route = ROUTE_PROCESS;
     memset(&result, 0, sizeof result);
-    rc = registry_process(cfg_of(h)->reg, org, &msg, &result, resp->detail,
+    rc = registry_process(cfg_of(h)->reg, &adm, &msg, &result, resp->detail,
                           sizeof resp->detail);
     if (rc != POOLD_OK) {
         handlers_error_status(h, resp, rc);
@@ -273,6 +273,7 @@ void process_api_process(struct handlers *h, const struct http_request *req,
     put_result(&b, &p, &result);
     handlers_render_buf(resp, 200, &b);
 out:
+    registry_admission_release(&adm);
     free(copy);
     json_decref(root);
 }
@@ -453,7 +454,7 @@ void process_api_batch(struct handlers *h, const struct http_request *req,
     struct batch_body bb;
     struct process_request top = {0};
     struct batch b = {0};
-    struct org_entry *org = NULL;
+    struct registry_admission adm = {0};
     struct strbuf out = {0};
     int rc;
 
@@ -476,9 +477,9 @@ void process_api_batch(struct handlers *h, const struct http_request *req,
         bb = batch_of_json(root);
     }
     if (!validate_batch(h, req, &bb, &b, &top, resp) ||
-        !handlers_client_admit(h, req, top.org_id, (unsigned)b.n, &org, resp))
+        !handlers_client_admit(h, req, top.org_id, (unsigned)b.n, &adm, resp))
         goto out;
-    rc = registry_process_batch(cfg_of(h)->reg, org, b.jobs, b.n, resp->detail,
+    rc = registry_process_batch(cfg_of(h)->reg, &adm, b.jobs, b.n, resp->detail,
                                 sizeof resp->detail);
     if (rc != POOLD_OK) {
         handlers_error_status(h, resp, rc);
@@ -497,6 +498,7 @@ void process_api_batch(struct handlers *h, const struct http_request *req,
     jsonfast_put_lit(&out, "]}");
     handlers_render_buf(resp, 200, &out);
 out:
+    registry_admission_release(&adm);
     batch_free(&b);
     jsonfast_list_free(&list);
     free(copy);

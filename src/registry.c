@@ -124,36 +124,64 @@ static struct org_entry *map_add(struct registry *reg, const char *org_id)
     return e;
 }
 
-/* A snapshot of the orgs which says, so that work which may do I/O (pool
- * maintenance, destroy callbacks) runs with no registry lock held.
- * Entries are never freed before registry_destroy(). Returns a malloc'd
- * array (caller frees) or NULL with *n = 0. */
-static struct org_entry **map_snapshot(struct registry *reg,
-                                       enum reg_orgs which, size_t *n)
+/* Under reg->lock or reg->live_lock, where a is found: a reference. */
+static struct org_active *active_ref(struct org_active *a)
 {
-    struct org_entry **list = NULL;
+    atomic_fetch_add(&a->refs, 1);
+    return a;
+}
+
+struct org_active *registry_active_share(struct org_active *a)
+{
+    return active_ref(a);
+}
+
+void registry_active_release(struct org_active *a)
+{
+    if (a != NULL)
+        atomic_fetch_sub(&a->refs, 1);
+}
+
+/* A snapshot of the actives which says (not REG_EVERY), each referenced,
+ * so that work which may do I/O (pool maintenance, destroy callbacks)
+ * runs with no registry lock held and none of them is freed meanwhile.
+ * Returns a malloc'd array (caller releases each and frees it) or NULL
+ * with *n = 0. */
+static struct org_active **active_snapshot(struct registry *reg,
+                                           enum reg_orgs which, size_t *n)
+{
+    struct org_active **list = NULL;
 
     *n = 0;
     if (which == REG_LIVE) {
         pthread_mutex_lock(&reg->live_lock);
         list = malloc((reg->nlive + 1) * sizeof *list);
         for (struct org_active *a = reg->live; list && a; a = a->live_next)
-            list[(*n)++] = a->entry;
+            list[(*n)++] = active_ref(a);
         pthread_mutex_unlock(&reg->live_lock);
         return list;
     }
     pthread_rwlock_rdlock(&reg->lock);
-    if (which == REG_EVERY) {
-        list = malloc((reg->nentries + 1) * sizeof *list);
-        for (size_t i = 0; list && i < reg->nbuckets; i++)
-            for (struct org_entry *e = reg->buckets[i]; e; e = e->next)
-                list[(*n)++] = e;
-    } else {
-        list = malloc((reg->nactive + 1) * sizeof *list);
-        for (struct org_active *a = reg->active; list && a; a = a->next)
-            if (which == REG_ACTIVE || a->pool != NULL)
-                list[(*n)++] = a->entry;
-    }
+    list = malloc((reg->nactive + 1) * sizeof *list);
+    for (struct org_active *a = reg->active; list && a; a = a->next)
+        if (which == REG_ACTIVE || a->pool != NULL)
+            list[(*n)++] = active_ref(a);
+    pthread_rwlock_unlock(&reg->lock);
+    return list;
+}
+
+/* Every entry of the directory (REG_EVERY), which are never freed before
+ * registry_destroy(); malloc'd, or NULL with *n = 0. */
+static struct org_entry **entry_snapshot(struct registry *reg, size_t *n)
+{
+    struct org_entry **list;
+
+    *n = 0;
+    pthread_rwlock_rdlock(&reg->lock);
+    list = malloc((reg->nentries + 1) * sizeof *list);
+    for (size_t i = 0; list && i < reg->nbuckets; i++)
+        for (struct org_entry *e = reg->buckets[i]; e; e = e->next)
+            list[(*n)++] = e;
     pthread_rwlock_unlock(&reg->lock);
     return list;
 }
@@ -337,8 +365,10 @@ static void active_destroy(struct org_active *a)
     free(a);
 }
 
-/* Under reg->lock (write): e's active part, with its pool and batcher in
- * pooled mode. Only allocates: no I/O. */
+/* Under reg->lock (write): e's active part, with its pool in pooled mode,
+ * and the caller's reference to it; none for an org gone from the table
+ * (what it had was freed or is to be: a request admitted before the delete
+ * must not make it anew). Only allocates: no I/O. */
 static int entry_make_active(struct registry *reg, struct org_entry *e)
 {
     struct pool_config pc = {
@@ -352,9 +382,11 @@ static int entry_make_active(struct registry *reg, struct org_entry *e)
         .lifetime_jitter_ns = reg->cfg.conn_ttl_ns / 10,
         .validate_idle_ns = 0,
     };
-    struct org_active *a = calloc(1, sizeof *a);
+    struct org_active *a;
 
-    if (a == NULL)
+    if (!atomic_load(&e->present))
+        return POOLD_ERR_UNKNOWN_ORG;
+    if ((a = calloc(1, sizeof *a)) == NULL)
         return POOLD_ERR_NOMEM;
     a->entry = e;
     a->reg = reg;
@@ -368,56 +400,109 @@ static int entry_make_active(struct registry *reg, struct org_entry *e)
         active_destroy(a);
         return POOLD_ERR_NOMEM;
     }
+    atomic_init(&a->refs, 1); /* the caller's */
+    a->prev = NULL;
     a->next = reg->active;
+    if (reg->active)
+        reg->active->prev = a;
     reg->active = a;
     reg->nactive++;
     atomic_store(&e->act, a); /* published whole */
     return POOLD_OK;
 }
 
-int registry_entry_activate(struct registry *reg, struct org_entry *e)
+struct org_active *registry_active_find(struct registry *reg,
+                                        struct org_entry *e)
 {
-    int rc = POOLD_OK;
+    struct org_active *a;
 
-    if (atomic_load(&e->act) != NULL)
-        return POOLD_OK;
-    pthread_rwlock_wrlock(&reg->lock);
-    if (e->act == NULL)
-        rc = entry_make_active(reg, e);
+    pthread_rwlock_rdlock(&reg->lock);
+    a = atomic_load(&e->act);
+    if (a != NULL)
+        active_ref(a);
     pthread_rwlock_unlock(&reg->lock);
-    if (rc == POOLD_OK && reg->cfg.pooled)
+    return a;
+}
+
+int registry_active_acquire(struct registry *reg, struct org_entry *e,
+                            struct org_active **out)
+{
+    struct org_active *a = registry_active_find(reg, e);
+    int rc = POOLD_OK;
+    bool made = false;
+
+    if (a == NULL) {
+        pthread_rwlock_wrlock(&reg->lock);
+        if ((a = atomic_load(&e->act)) != NULL) {
+            active_ref(a);
+        } else if ((rc = entry_make_active(reg, e)) == POOLD_OK) {
+            a = atomic_load(&e->act);
+            made = true;
+        }
+        pthread_rwlock_unlock(&reg->lock);
+    }
+    if (made && reg->cfg.pooled)
         log_event(LOG_INFO, "pool created", "org", e->org_id,
                   (const char *)NULL);
+    *out = a;
     return rc;
 }
 
-int registry_find_entry(struct registry *reg, const char *org_id,
-                        struct org_entry **out)
+/* Under reg->lock: the org, known, present and enabled. */
+static int find_locked(struct registry *reg, const char *org_id,
+                       struct org_entry **out)
 {
-    struct org_entry *e;
+    struct org_entry *e = map_find(reg, org_id);
 
-    if (!atomic_load(&reg->loaded))
-        return POOLD_ERR_NOT_READY;
-    pthread_rwlock_rdlock(&reg->lock);
-    e = map_find(reg, org_id);
-    pthread_rwlock_unlock(&reg->lock);
     if (e == NULL || !atomic_load(&e->present) || !atomic_load(&e->enabled))
         return POOLD_ERR_UNKNOWN_ORG;
     *out = e;
     return POOLD_OK;
 }
 
-/* Find the org and its pool, creating the pool once on first use. */
+int registry_find_entry(struct registry *reg, const char *org_id,
+                        struct org_entry **out)
+{
+    int rc;
+
+    if (!atomic_load(&reg->loaded))
+        return POOLD_ERR_NOT_READY;
+    pthread_rwlock_rdlock(&reg->lock);
+    rc = find_locked(reg, org_id, out);
+    pthread_rwlock_unlock(&reg->lock);
+    return rc;
+}
+
+/* The request path's one lock of the map: admission finds the org and takes
+ * its reference under the same read lock. */
+int registry_find_active(struct registry *reg, const char *org_id,
+                         struct org_entry **out, struct org_active **act)
+{
+    struct org_active *a = NULL;
+    int rc;
+
+    *act = NULL;
+    if (!atomic_load(&reg->loaded))
+        return POOLD_ERR_NOT_READY;
+    pthread_rwlock_rdlock(&reg->lock);
+    rc = find_locked(reg, org_id, out);
+    if (rc == POOLD_OK && (a = atomic_load(&(*out)->act)) != NULL)
+        *act = active_ref(a);
+    pthread_rwlock_unlock(&reg->lock);
+    return rc;
+}
+
+/* Find the org and a reference to its active part, creating it once on
+ * first use. */
 int registry_route(struct registry *reg, const char *org_id,
-                   struct org_entry **out)
+                   struct org_active **out)
 {
     struct org_entry *e;
     int rc = registry_find_entry(reg, org_id, &e);
 
+    *out = NULL;
     if (rc == POOLD_OK)
-        rc = registry_entry_activate(reg, e);
-    if (rc == POOLD_OK)
-        *out = e;
+        rc = registry_active_acquire(reg, e, out);
     return rc;
 }
 
@@ -463,8 +548,9 @@ void registry_fill_error(int rc, const char *org_id, char *err, size_t errlen)
 bool registry_reclaim(void *arg, const char *org_id)
 {
     struct registry *reg = arg;
-    struct pool *victim = NULL;
+    struct org_active *victim = NULL;
     uint64_t best = UINT64_MAX;
+    bool evicted;
 
     pthread_mutex_lock(&reg->live_lock);
     for (struct org_active *a = reg->live; a; a = a->live_next) {
@@ -473,12 +559,16 @@ bool registry_reclaim(void *arg, const char *org_id)
             continue;
         if (pool_oldest_idle(a->pool, &since) && since < best) {
             best = since;
-            victim = a->pool;
+            victim = a;
         }
     }
+    /* Referenced where found: its pool is used with no lock held. */
+    if (victim != NULL)
+        active_ref(victim);
     pthread_mutex_unlock(&reg->live_lock);
-    /* Pools live until registry_destroy(): safe to use unlocked. */
-    return victim != NULL && pool_evict_idle(victim);
+    evicted = victim != NULL && pool_evict_idle(victim->pool);
+    registry_active_release(victim);
+    return evicted;
 }
 
 void registry_reclaim_for_waiters(struct registry *reg)
@@ -542,14 +632,23 @@ static void apply_org(struct registry *reg, const struct org_info *o,
     mark_pending(reg, e, changed, resized);
 }
 
-/* Under reg->lock (write): the org is gone from the table. */
+/* Under reg->lock (write): the org is gone from the table. Its active
+ * part, if any, is retired (apply_pending) and listed for freeing once
+ * nobody uses it (registry_free_gone). */
 static void apply_gone(struct registry *reg, struct org_entry *e)
 {
+    struct org_active *a = e->act;
+
     if (!atomic_load(&e->present))
         return;
     atomic_store(&e->present, false);
     atomic_store(&e->version, -1);
     mark_pending(reg, e, true, false);
+    if (a != NULL && !a->gone) {
+        a->gone = true;
+        a->gone_next = reg->gone;
+        reg->gone = a;
+    }
 }
 
 void registry_apply_directory(struct registry *reg, const struct org_info *list,
@@ -585,6 +684,99 @@ void registry_apply_changes(struct registry *reg, const struct org_info *list,
     pthread_rwlock_unlock(&reg->lock);
 }
 
+/* Under reg->lock (write): a (of an org still gone) is used by nobody. Of
+ * the checks, refs and nservices decide (under live_lock, where REG_LIVE
+ * and registry_reclaim() take theirs); a pending mark keeps it for
+ * apply_pending; the rest follow from refs 0 and cost an atomic load.
+ * *idle: false, but only because services are left, which nobody uses. */
+static bool active_unused(struct registry *reg, struct org_active *a,
+                          bool *idle)
+{
+    bool unused;
+    unsigned refs;
+
+    *idle = false;
+    if (a->pending_retire || a->pending_resize)
+        return false;
+    pthread_mutex_lock(&reg->live_lock);
+    refs = atomic_load(&a->refs);
+    unused = a->nservices == 0 && refs == 0;
+    *idle = a->nservices > 0 && refs == 0;
+    pthread_mutex_unlock(&reg->live_lock);
+    return unused && atomic_load(&a->gc.queued) == 0 &&
+           atomic_load(&a->building) == 0 &&
+           (a->pool == NULL ||
+            (pool_total(a->pool) == 0 && pool_waiting(a->pool) == 0));
+}
+
+/* Under reg->lock (write): a leaves reg->active and its entry, which a
+ * later first request gives a new one. */
+static void active_unlink(struct registry *reg, struct org_active *a)
+{
+    if (a->prev)
+        a->prev->next = a->next;
+    else
+        reg->active = a->next;
+    if (a->next)
+        a->next->prev = a->prev;
+    reg->nactive--;
+    atomic_store(&a->entry->act, NULL);
+}
+
+/* At most this many gone orgs' idle services are retired per call. */
+#define REG_GONE_RETIRE_MAX 16
+
+size_t registry_free_gone(struct registry *reg)
+{
+    struct org_active *dead = NULL, *retire[REG_GONE_RETIRE_MAX];
+    struct org_active **pp;
+    size_t n = 0, nretire = 0;
+
+    pthread_rwlock_wrlock(&reg->lock);
+    for (pp = &reg->gone; *pp != NULL;) {
+        struct org_active *a = *pp;
+        bool idle = false;
+
+        if (atomic_load(&a->entry->present) || active_unused(reg, a, &idle)) {
+            *pp = a->gone_next; /* created again (kept), or to free */
+            a->gone = false;
+            if (!atomic_load(&a->entry->present)) {
+                active_unlink(reg, a);
+                a->gone_next = dead;
+                dead = a;
+            }
+            continue;
+        }
+        /* Services left idle with nobody else using it (its retire was
+         * missed): retired below, freed on a later call. */
+        if (idle && nretire < REG_GONE_RETIRE_MAX)
+            retire[nretire++] = active_ref(a);
+        pp = &a->gone_next;
+    }
+    pthread_rwlock_unlock(&reg->lock);
+    for (size_t i = 0; i < nretire; i++) {
+        pool_retire_all(retire[i]->pool);
+        registry_active_release(retire[i]);
+    }
+    while (dead != NULL) {
+        struct org_active *next = dead->gone_next;
+
+        if (reg->cfg.pooled)
+            log_event(LOG_INFO, "pool freed: org gone", "org",
+                      dead->entry->org_id, (const char *)NULL);
+        active_destroy(dead);
+        dead = next;
+        n++;
+    }
+    atomic_fetch_add(&reg->freed, n);
+    return n;
+}
+
+uint64_t registry_pools_freed(struct registry *reg)
+{
+    return atomic_load(&reg->freed);
+}
+
 void registry_mark_loaded(struct registry *reg)
 {
     if (!atomic_exchange(&reg->loaded, true))
@@ -612,12 +804,15 @@ size_t registry_foreach_pending(struct registry *reg,
         marks[2 * i] = list[i]->pending_retire;
         marks[2 * i + 1] = list[i]->pending_resize;
         list[i]->pending_retire = list[i]->pending_resize = false;
+        active_ref(list[i]); /* off pending: freeable but for this */
     }
     reg->pending = NULL;
     reg->npending = reg->cap_pending = 0;
     pthread_rwlock_unlock(&reg->lock);
-    for (size_t i = 0; i < n; i++)
+    for (size_t i = 0; i < n; i++) {
         fn(arg, list[i]->entry, marks[2 * i], marks[2 * i + 1]);
+        registry_active_release(list[i]);
+    }
     free(marks);
     free(list);
     return n;
@@ -629,10 +824,21 @@ void registry_foreach_org(struct registry *reg, enum reg_orgs which,
                           void (*fn)(void *arg, struct org_entry *e), void *arg)
 {
     size_t n;
-    struct org_entry **list = map_snapshot(reg, which, &n);
 
-    for (size_t i = 0; i < n; i++)
-        fn(arg, list[i]);
+    if (which == REG_EVERY) {
+        struct org_entry **list = entry_snapshot(reg, &n);
+
+        for (size_t i = 0; i < n; i++)
+            fn(arg, list[i]);
+        free(list);
+        return;
+    }
+    struct org_active **list = active_snapshot(reg, which, &n);
+
+    for (size_t i = 0; i < n; i++) {
+        fn(arg, list[i]->entry);
+        registry_active_release(list[i]);
+    }
     free(list);
 }
 
@@ -743,13 +949,15 @@ int registry_start(struct registry *reg)
 void registry_shutdown(struct registry *reg)
 {
     size_t n;
-    struct org_entry **list;
+    struct org_active **list;
 
     if (atomic_exchange(&reg->shutting_down, true))
         return;
-    list = map_snapshot(reg, REG_POOLED, &n);
-    for (size_t i = 0; i < n; i++)
-        pool_shutdown(list[i]->act->pool);
+    list = active_snapshot(reg, REG_POOLED, &n);
+    for (size_t i = 0; i < n; i++) {
+        pool_shutdown(list[i]->pool);
+        registry_active_release(list[i]);
+    }
     free(list);
     if (reg->batcher)
         groupcommit_wake(reg->batcher);

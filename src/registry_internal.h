@@ -12,8 +12,9 @@
  * Lock order. Every mutex of the registry and its split modules:
  *
  *   reg->lock          rwlock: the org map (buckets, the arena, entries'
- *                      facts), the active list, pending marks, an entry's
- *                      act pointer being set
+ *                      facts), the active and gone lists, pending marks,
+ *                      an entry's act pointer being set or cleared (the
+ *                      references to actives: struct org_active)
  *   reg->live_lock     the live list and every active's nservices (taken
  *                      by a service's create/destroy callbacks)
  *   a->cache_lock      one org's rules and misconfiguration caches
@@ -28,7 +29,8 @@
  *
  * (a is e->act, the active part of an org's entry.) They nest in that
  * order only, and in practice barely do: under reg->lock only lock-free
- * pool calls run (pool_create), under reg->live_lock only
+ * pool calls run (pool_create, pool_total) and, in registry_free_gone(),
+ * reg->live_lock is taken; under reg->live_lock only
  * pool_oldest_idle (lock-free), under reg->batcher->lock only
  * a->holders.lock (a committer's hold begins, or a queued write's ends
  * when a committer takes its service), and each of the others is a leaf —
@@ -70,18 +72,49 @@
  * What an org has once a request was routed to it (issue 19: an idle org
  * pays for none of it): its pool, its group commit, its holders, its
  * build breaker and caches. Made on the org's first request (pooled mode:
- * with its pool), published in org_entry.act, then fixed and freed only by
- * registry_destroy(): a pointer to one stays valid with no lock held.
+ * with its pool) and published in org_entry.act; freed by housekeeping once
+ * the org is gone from the orgs table and nobody holds a reference
+ * (registry_free_gone), or by registry_destroy().
+ *
+ * Lifetime. Whoever uses an active part outside reg->lock holds a reference
+ * (refs) from where it got the pointer until it is done with it:
+ *
+ *   - A reference is taken only where the pointer is found and the free
+ *     cannot run: under reg->lock (read or write) from e->act, reg->active,
+ *     reg->pending (registry_find_active, registry_active_acquire, the
+ *     snapshots, registry_foreach_pending); under reg->live_lock from
+ *     reg->live, which lists only actives with services (REG_LIVE,
+ *     registry_reclaim); or as a copy of a reference its taker knows held
+ *     while it copies (registry_active_share: a committer taking a queued
+ *     write's service, groupcommit.c).
+ *   - It is dropped with registry_active_release(), an atomic decrement:
+ *     no lock, and the dropper never frees.
+ *   - The free is decided under reg->lock (write) with reg->live_lock
+ *     held, for an active whose org is still gone (present false: an org
+ *     created again keeps its active part), with refs 0, no services
+ *     (nservices 0: so not on reg->live), no pending mark, nothing in its
+ *     pool and none of its writes queued. It is unlinked from e->act,
+ *     reg->active and reg->gone there, then freed with no lock held: no
+ *     new reference can be taken to what none of those lists names.
+ *   - While a reference is held, e->act stays the referenced active (only
+ *     the free clears it, and only at refs 0): a holder may read it
+ *     through the entry (org_entry_pool() and the like).
+ *
+ * Every service, waiter, lent item, queued write and hold of an org is a
+ * request's or a housekeeping call's that holds a reference, so refs 0
+ * implies the rest; they are checked anyway, as cheap atomic loads.
  */
 struct org_active {
     struct org_entry *entry; /* its org */
     struct registry *reg;
-    struct org_active *next; /* reg->active, newest first (under reg->lock) */
+    /* reg->active, newest first (under reg->lock) */
+    struct org_active *next, *prev;
     /* reg->live (under reg->live_lock): the actives that have services.
      * Every service holds a connection, so there are at most as many as
      * connections: eviction, maintenance and holds walk only these. */
     struct org_active *live_prev, *live_next;
     unsigned nservices; /* services built and not destroyed (live_lock) */
+    atomic_uint refs;   /* references held (see above) */
     struct pool *pool;  /* the org's services; NULL in mode none */
     /* Its share of the commit queue all orgs share (groupcommit.c). */
     struct gc_counts gc;
@@ -107,18 +140,24 @@ struct org_active {
      * active with a mark is on reg->pending once. */
     bool pending_retire;
     bool pending_resize;
+    /* On reg->gone (under reg->lock): its org went from the table since. */
+    bool gone;
+    struct org_active *gone_next;
 };
 
 /*
  * One org of the directory (orgs table): only what routing and admission
  * decide with, about 48 bytes with its id (stored once, here). Entries are
  * created by the housekeeping thread when it loads the directory, carved
- * from reg->arena, and never freed before registry_destroy(), so a pointer
- * to one stays valid without holding the registry lock.
+ * from reg->arena, and never freed before registry_destroy() (an org created
+ * again finds its entry), so a pointer to one stays valid without holding
+ * the registry lock. Its active part does not: see struct org_active.
  */
 struct org_entry {
     struct org_entry *next;           /* hash chain */
-    _Atomic(struct org_active *) act; /* NULL until the first request */
+    /* NULL until the first request, and again once freed (gone). Set and
+     * cleared under reg->lock (write). */
+    _Atomic(struct org_active *) act;
     /* Directory facts, written by housekeeping under reg->lock (write),
      * read lock-free by the validate callback: atomics. */
     atomic_llong version; /* orgs.config_version */
@@ -171,6 +210,8 @@ struct registry {
     size_t nactive;
     struct org_active **pending; /* actives with a pending mark */
     size_t npending, cap_pending;
+    struct org_active *gone; /* actives of orgs gone from the table */
+    atomic_uint_fast64_t freed; /* actives freed so far */
     pthread_mutex_t live_lock; /* live and every nservices; a leaf */
     struct org_active *live;   /* actives with services (org_active) */
     size_t nlive;
@@ -192,29 +233,35 @@ struct registry {
 /* ---- the org map (registry.c); every call is thread-safe ---------------- */
 
 /* Call fn(arg, e) for the orgs which says, of a snapshot taken under the
- * lock, with no registry lock held: fn may do I/O. REG_LIVE costs what the
- * connection cap is, REG_POOLED and REG_ACTIVE what the orgs that had
- * requests are; only REG_EVERY grows with the directory. */
+ * lock, with no registry lock held: fn may do I/O. But for REG_EVERY, the
+ * snapshot holds a reference to each org's active part while fn runs.
+ * REG_LIVE costs what the connection cap is, REG_POOLED and REG_ACTIVE what
+ * the orgs that had requests are; only REG_EVERY grows with the directory. */
 void registry_foreach_org(struct registry *reg, enum reg_orgs which,
                           void (*fn)(void *arg, struct org_entry *e),
                           void *arg);
 
 /* Call fn(arg, e, retire, resize) for each org a directory change marked
- * for retiring or resizing since the last call, taking the marks; returns
- * how many. */
+ * for retiring or resizing since the last call, taking the marks (and a
+ * reference to its active part while fn runs); returns how many. */
 size_t registry_foreach_pending(struct registry *reg,
                                 void (*fn)(void *arg, struct org_entry *e,
                                            bool retire, bool resize),
                                 void *arg);
 
-/* The org (known, present and enabled) and its pool, created on first use
- * (pooled mode). POOLD_ERR_NOT_READY, POOLD_ERR_UNKNOWN_ORG, NOMEM. */
+/* The org (known, present and enabled) and a reference to its active part,
+ * with its pool, created on first use (pooled mode); the caller ends it with
+ * registry_active_release(). POOLD_ERR_NOT_READY, POOLD_ERR_UNKNOWN_ORG,
+ * NOMEM. */
 POOLD_MUSTCHECK int registry_route(struct registry *reg, const char *org_id,
-                                   struct org_entry **out);
+                                   struct org_active **out);
 
-/* An entry's parts; borrowed for the registry's life. The pool is NULL until
- * the org's first request, then fixed. */
+/* An entry's id; borrowed for the registry's life. */
 const char *org_entry_id(const struct org_entry *e);
+
+/* An entry's active parts: only for a caller that holds a reference to it
+ * (a registry_foreach_org() or registry_foreach_pending() callback does),
+ * which they are borrowed for. NULL for an org never routed. */
 struct pool *org_entry_pool(struct org_entry *e);
 struct holders *org_entry_holders(struct org_entry *e);
 struct breaker *org_entry_breaker(struct org_entry *e);
@@ -259,14 +306,46 @@ POOLD_MUSTCHECK int registry_find_entry(struct registry *reg,
                                         const char *org_id,
                                         struct org_entry **out);
 
-/* e's active part and pool, made once on its first request (concurrent
- * first requests make exactly one). POOLD_OK or POOLD_ERR_NOMEM. */
-POOLD_MUSTCHECK int registry_entry_activate(struct registry *reg,
-                                            struct org_entry *e);
+/* The org as registry_find_entry() finds it, and in *act a reference to
+ * its active part, or NULL if it has none (never routed, or freed): under
+ * the one read lock of the map. The caller ends a reference with
+ * registry_active_release(). No I/O. */
+POOLD_MUSTCHECK int registry_find_active(struct registry *reg,
+                                         const char *org_id,
+                                         struct org_entry **out,
+                                         struct org_active **act);
+
+/* A reference to e's active part, or NULL if it has none. No I/O. */
+struct org_active *registry_active_find(struct registry *reg,
+                                        struct org_entry *e);
+
+/* A reference to e's active part and pool, made if it has none (concurrent
+ * first requests make exactly one). POOLD_OK, POOLD_ERR_UNKNOWN_ORG (gone
+ * from the table: no active part is made for it) or POOLD_ERR_NOMEM. */
+POOLD_MUSTCHECK int registry_active_acquire(struct registry *reg,
+                                            struct org_entry *e,
+                                            struct org_active **out);
+
+/* One more reference to a, for a caller that knows a reference to a is
+ * held by someone while it calls this (and a not NULL); returns a. */
+struct org_active *registry_active_share(struct org_active *a);
+
+/* End a reference (an atomic decrement; the last one frees nothing: see
+ * registry_free_gone). Accepts NULL. */
+void registry_active_release(struct org_active *a);
+
+/* Free the active parts of the orgs gone from the table that nobody uses
+ * any more (struct org_active); those that still have idle services are
+ * retired, for a later call. Returns how many were freed. For housekeeping
+ * (the free_gone step): may close services (I/O), with no registry lock
+ * held meanwhile. */
+size_t registry_free_gone(struct registry *reg);
 
 /* err gets the message for a person that goes with rc for org_id, unless
  * err already holds one. */
 void registry_fill_error(int rc, const char *org_id, char *err, size_t errlen);
+
+/* The three below: the caller holds a reference to e's active part. */
 
 /* The request (msg's request_id and route) holds one of e's services from
  * reg_hold_begin() to reg_hold_end(): GET /pools/{org_id}/holders lists
@@ -281,8 +360,9 @@ void reg_hold_end(struct org_entry *e, struct holder *hold);
 void reg_release(struct registry *reg, struct org_entry *e,
                  struct pool_item *item, int rc);
 
-/* One org's pool stats: the pool's, its commit queue's and its holders'. */
+/* One org's pool stats: the pool's, its commit queue's and its holders'; a
+ * is e's active part, referenced by the caller, or NULL (zeros). */
 void registry_entry_stats(struct registry *reg, struct org_entry *e,
-                          struct pool_stats *out);
+                          struct org_active *a, struct pool_stats *out);
 
 #endif

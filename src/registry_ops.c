@@ -14,10 +14,8 @@
 #include "registry_internal.h"
 
 void registry_entry_stats(struct registry *reg, struct org_entry *e,
-                          struct pool_stats *out)
+                          struct org_active *a, struct pool_stats *out)
 {
-    struct org_active *a = atomic_load(&e->act);
-
     if (a != NULL && a->pool != NULL) {
         pool_get_stats(a->pool, out);
         groupcommit_add_stats(&a->gc, out);
@@ -32,9 +30,12 @@ int registry_pool_stats(struct registry *reg, const char *org_id,
                         struct pool_stats *out)
 {
     struct org_entry *e;
-    int rc = registry_find_entry(reg, org_id, &e);
+    struct org_active *a;
+    int rc = registry_find_active(reg, org_id, &e, &a);
+
     if (rc == POOLD_OK)
-        registry_entry_stats(reg, e, out);
+        registry_entry_stats(reg, e, a, out);
+    registry_active_release(a);
     return rc;
 }
 
@@ -73,21 +74,21 @@ int registry_resize_by(struct registry *reg, const char *org_id, unsigned size,
     rc = actor ? catalog_store_pool_size_by(conn, org_id, size, actor, err,
                                             errlen)
                : catalog_store_pool_size(conn, org_id, size, err, errlen);
+    struct org_active *a = NULL;
     if (rc == POOLD_OK) {
         if (registry_test_hook != NULL)
             registry_test_hook(reg, REGISTRY_TEST_RESIZE_STORED);
         atomic_store(&e->size, (int)size);
-        pthread_rwlock_rdlock(&reg->lock);
-        struct pool *pool = org_entry_pool(e);
-        pthread_rwlock_unlock(&reg->lock);
-        if (pool && pool_resize(pool, size) != POOLD_OK)
+        a = registry_active_find(reg, e);
+        if (a && a->pool && pool_resize(a->pool, size) != POOLD_OK)
             rc = POOLD_ERR_INVALID;
     }
     registry_admin_end(reg, conn, false);
-    if (rc != POOLD_OK && rc != POOLD_ERR_INVALID)
-        return rc;
-    log_event(LOG_INFO, "pool resized", "org", org_id, (const char *)NULL);
-    registry_entry_stats(reg, e, out);
+    if (rc == POOLD_OK || rc == POOLD_ERR_INVALID) {
+        log_event(LOG_INFO, "pool resized", "org", org_id, (const char *)NULL);
+        registry_entry_stats(reg, e, a, out);
+    }
+    registry_active_release(a);
     return rc;
 }
 
@@ -102,7 +103,8 @@ static void foreach_pool_one(void *arg, struct org_entry *e)
     struct foreach_pool_arg *a = arg;
     struct pool_stats st;
 
-    registry_entry_stats(a->reg, e, &st);
+    /* Referenced by the snapshot while this runs. */
+    registry_entry_stats(a->reg, e, atomic_load(&e->act), &st);
     a->fn(a->arg, e->org_id, &st);
 }
 
@@ -113,7 +115,8 @@ void registry_foreach_pool(struct registry *reg,
 {
     struct foreach_pool_arg a = {reg, fn, arg};
 
-    /* Entries and pools outlive this call: no lock held while fn runs. */
+    /* The snapshot's references keep the pools: no lock held while fn
+     * runs. */
     registry_foreach_org(reg, REG_POOLED, foreach_pool_one, &a);
 }
 
@@ -384,18 +387,18 @@ int registry_drain(struct registry *reg, const char *org_id,
                    char *err, size_t errlen)
 {
     struct org_entry *e;
+    struct org_active *a;
     struct pool_stats before;
     int rc;
 
     err[0] = '\0';
-    if ((rc = registry_find_entry(reg, org_id, &e)) != POOLD_OK) {
+    if ((rc = registry_find_active(reg, org_id, &e, &a)) != POOLD_OK) {
         registry_fill_error(rc, org_id, err, errlen);
         return rc;
     }
-    registry_entry_stats(reg, e, &before);
+    registry_entry_stats(reg, e, a, &before);
     /* The next build reads the org's row again rather than the cache. An
      * org never routed has neither cache nor pool. */
-    struct org_active *a = atomic_load(&e->act);
     if (a != NULL) {
         pthread_mutex_lock(&a->cache_lock);
         a->cached = false;
@@ -404,7 +407,8 @@ int registry_drain(struct registry *reg, const char *org_id,
             pool_retire_all(a->pool);
     }
     log_event(LOG_INFO, "pool drained", "org", org_id, (const char *)NULL);
-    registry_entry_stats(reg, e, out);
+    registry_entry_stats(reg, e, a, out);
+    registry_active_release(a);
     if (actor != NULL)
         drain_audit(reg, org_id, actor, &before, out);
     return POOLD_OK;
@@ -414,25 +418,28 @@ int registry_holders(struct registry *reg, const char *org_id,
                      struct holder_info **out, size_t *n)
 {
     struct org_entry *e;
+    struct org_active *a;
     struct holder_info *v = NULL;
-    struct holders *hs;
     size_t cap = 0, have;
-    int rc = registry_find_entry(reg, org_id, &e);
+    int rc = registry_find_active(reg, org_id, &e, &a);
 
     *out = NULL;
     *n = 0;
-    if (rc != POOLD_OK || (hs = org_entry_holders(e)) == NULL)
-        return rc; /* never routed: no holder */
+    if (rc != POOLD_OK || a == NULL)
+        return rc; /* never routed (or freed): no holder */
     /* The list may grow between sizing and copying: retry with room. */
     for (;;) {
-        have = holders_list(hs, v, cap, clock_now_ns());
+        have = holders_list(&a->holders, v, cap, clock_now_ns());
         if (have <= cap)
             break;
         free(v);
         cap = have + 8;
-        if ((v = malloc(cap * sizeof *v)) == NULL)
+        if ((v = malloc(cap * sizeof *v)) == NULL) {
+            registry_active_release(a);
             return POOLD_ERR_NOMEM;
+        }
     }
+    registry_active_release(a);
     *out = v;
     *n = have;
     return POOLD_OK;

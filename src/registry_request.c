@@ -17,10 +17,11 @@
 /* An unknown-outcome write is retried only with this much time left. */
 #define REG_RETRY_MIN_NS (100 * NS_PER_MS)
 
-/* A misconfiguration seen for the org's current version, without a query. */
-static bool entry_misconfigured(struct org_entry *e, char *err, size_t errlen)
+/* A misconfiguration seen for the org's current version, without a query
+ * (a: e's active part, referenced, or NULL). */
+static bool entry_misconfigured(struct org_entry *e, struct org_active *a,
+                                char *err, size_t errlen)
 {
-    struct org_active *a = atomic_load(&e->act);
     bool hit;
 
     if (a == NULL)
@@ -214,36 +215,64 @@ static int process_batch_pooled(struct registry *reg, struct org_entry *e,
                          first_err, err, errlen);
 }
 
+/* The org is found and its active part referenced under the one read lock
+ * admission takes anyway: the request path pays an atomic increment here
+ * and a decrement in registry_admission_release() for the reference. */
 int registry_admit(struct registry *reg, const char *org_id,
-                   struct org_entry **out, char *err, size_t errlen)
+                   struct registry_admission *adm, char *err, size_t errlen)
 {
     struct org_entry *e = NULL;
+    struct org_active *a = NULL;
     int rc;
 
     err[0] = '\0';
+    adm->org = NULL;
+    adm->act = NULL;
     if (atomic_load(&reg->shutting_down))
         rc = POOLD_ERR_SHUTDOWN;
     else
-        rc = registry_find_entry(reg, org_id, &e);
+        rc = registry_find_active(reg, org_id, &e, &a);
     if (rc == POOLD_OK && atomic_load(&e->paused))
         rc = POOLD_ERR_PAUSED;
-    if (rc == POOLD_OK && entry_misconfigured(e, err, errlen))
+    if (rc == POOLD_OK && entry_misconfigured(e, a, err, errlen))
         rc = POOLD_ERR_MISCONFIGURED;
-    if (rc != POOLD_OK)
+    if (rc != POOLD_OK) {
+        registry_active_release(a);
         registry_fill_error(rc, org_id, err, errlen);
-    else
-        *out = e;
-    return rc;
+        return rc;
+    }
+    adm->org = e;
+    adm->act = a;
+    return POOLD_OK;
 }
 
-int registry_process(struct registry *reg, struct org_entry *e,
+void registry_admission_release(struct registry_admission *adm)
+{
+    registry_active_release(adm->act);
+    adm->org = NULL;
+    adm->act = NULL;
+}
+
+/* The admitted org's active part, made on its first request: referenced
+ * by adm from then on, so e->act is it until the request ends. */
+static int admission_activate(struct registry *reg,
+                              struct registry_admission *adm)
+{
+    if (atomic_load(&reg->shutting_down))
+        return POOLD_ERR_SHUTDOWN;
+    if (adm->act != NULL)
+        return POOLD_OK;
+    return registry_active_acquire(reg, adm->org, &adm->act);
+}
+
+int registry_process(struct registry *reg, struct registry_admission *adm,
                      const struct message *msg, struct service_result *out,
                      char *err, size_t errlen)
 {
     struct reg_deadlines dl = reg_deadlines_from(reg, clock_now_ns());
     struct service_job job = {.msg = msg};
-    int rc = atomic_load(&reg->shutting_down) ? POOLD_ERR_SHUTDOWN
-                                              : registry_entry_activate(reg, e);
+    struct org_entry *e = adm->org;
+    int rc = admission_activate(reg, adm);
 
     err[0] = '\0';
     if (rc == POOLD_OK && reg->cfg.pooled) {
@@ -259,13 +288,13 @@ int registry_process(struct registry *reg, struct org_entry *e,
     return rc;
 }
 
-int registry_process_batch(struct registry *reg, struct org_entry *e,
+int registry_process_batch(struct registry *reg, struct registry_admission *adm,
                            struct service_job *jobs, size_t n, char *err,
                            size_t errlen)
 {
     struct reg_deadlines dl = reg_deadlines_from(reg, clock_now_ns());
-    int rc = atomic_load(&reg->shutting_down) ? POOLD_ERR_SHUTDOWN
-                                              : registry_entry_activate(reg, e);
+    struct org_entry *e = adm->org;
+    int rc = admission_activate(reg, adm);
 
     err[0] = '\0';
     if (rc == POOLD_OK && reg->cfg.pooled)

@@ -23,12 +23,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 /* ------------------------------------------------ the registry, stubbed */
 
-int registry_process(struct registry *reg, struct org_entry *org,
+int registry_process(struct registry *reg, struct registry_admission *adm,
                      const struct message *msg, struct service_result *out,
                      char *err, size_t errlen)
 {
     (void)reg;
-    (void)org;
+    (void)adm;
     memset(out, 0, sizeof *out);
     if (msg->id_len == 0 || msg->id == NULL)
         __builtin_trap(); /* validation must have refused it */
@@ -41,14 +41,14 @@ int registry_process(struct registry *reg, struct org_entry *org,
     return msg->payload_len % 7 == 3 ? POOLD_ERR_CONFLICT : POOLD_OK;
 }
 
-int registry_process_batch(struct registry *reg, struct org_entry *org,
+int registry_process_batch(struct registry *reg, struct registry_admission *adm,
                            struct service_job *jobs, size_t n, char *err,
                            size_t errlen)
 {
     if (n == 0)
         __builtin_trap(); /* validation must have refused it */
     for (size_t i = 0; i < n; i++) {
-        jobs[i].status = registry_process(reg, org, jobs[i].msg,
+        jobs[i].status = registry_process(reg, adm, jobs[i].msg,
                                           &jobs[i].result, err, errlen);
         if (jobs[i].status == POOLD_ERR_CONFLICT && i % 2 == 1)
             return POOLD_ERR_COMMIT_UNKNOWN; /* a batch-wide failure too */
@@ -88,13 +88,21 @@ int registry_resize_by(struct registry *reg, const char *org_id, unsigned size,
 }
 
 int registry_admit(struct registry *reg, const char *org_id,
-                   struct org_entry **org, char *err, size_t errlen)
+                   struct registry_admission *adm, char *err, size_t errlen)
 {
     (void)reg;
     err[0] = '\0';
     (void)errlen;
-    *org = NULL; /* the stubbed registry_process() needs none */
+    /* The stubbed registry_process() needs none. */
+    adm->org = NULL;
+    adm->act = NULL;
     return org_id[0] == 'x' ? POOLD_ERR_UNKNOWN_ORG : POOLD_OK;
+}
+
+void registry_admission_release(struct registry_admission *adm)
+{
+    adm->org = NULL;
+    adm->act = NULL;
 }
 
 /* No database: admin routes that need one answer 503. */

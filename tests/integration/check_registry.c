@@ -96,11 +96,13 @@ static int process(struct registry *reg, const char *org, const char *id,
                         .id_len = strlen(id),
                         .payload = payload,
                         .payload_len = strlen(payload)};
-    struct org_entry *e;
-    int rc = registry_admit(reg, org, &e, err, sizeof err);
+    struct registry_admission adm = {0};
+    int rc = registry_admit(reg, org, &adm, err, sizeof err);
 
-    return rc != POOLD_OK ? rc
-                          : registry_process(reg, e, &m, res, err, sizeof err);
+    if (rc == POOLD_OK)
+        rc = registry_process(reg, &adm, &m, res, err, sizeof err);
+    registry_admission_release(&adm);
+    return rc;
 }
 
 /* Rules per demo org (sql/100_demo_orgs.sql): org i has this many. */

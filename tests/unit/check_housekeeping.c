@@ -19,7 +19,8 @@ static const char *const steps[] = {
     "connect",         "refresh",        "apply_pending", "preload_rules",
     "watch",           "sync_sizes",     "health",        "breakers",
     "closed_backends", "replica_hook",   "lifecycle",     "maintain_pools",
-    "check_holds",     "maintain_conns", "reclaim",       "prewarm",
+    "check_holds",     "maintain_conns", "reclaim",       "free_gone",
+    "prewarm",
 };
 #define NSTEPS (sizeof steps / sizeof steps[0])
 
@@ -163,7 +164,7 @@ END_TEST
 
 START_TEST(a_hold_is_flagged_once_past_the_warning)
 {
-    struct org_entry *e;
+    struct org_active *a;
     struct holder h;
     struct pool_stats st;
     struct registry_config cfg = reg->cfg;
@@ -176,8 +177,8 @@ START_TEST(a_hold_is_flagged_once_past_the_warning)
     cfg.prewarm = "hk_nosuch";
     ck_assert_int_eq(registry_create(&cfg, &reg), POOLD_OK);
     load("hk_a", 0);
-    ck_assert_int_eq(registry_route(reg, "hk_a", &e), POOLD_OK);
-    holders_add(org_entry_holders(e), &h, "req-1", "POST /process", T0);
+    ck_assert_int_eq(registry_route(reg, "hk_a", &a), POOLD_OK);
+    holders_add(org_entry_holders(a->entry), &h, "req-1", "POST /process", T0);
 
     tick(T0 + WARN_NS - 1, NULL, 0);
     ck_assert_int_eq(registry_pool_stats(reg, "hk_a", &st), POOLD_OK);
@@ -189,25 +190,112 @@ START_TEST(a_hold_is_flagged_once_past_the_warning)
     ck_assert_int_eq(registry_pool_stats(reg, "hk_a", &st), POOLD_OK);
     ck_assert_uint_eq(st.held_too_long, 1);
     /* Flagged by housekeeping: its end is not counted again. */
-    ck_assert(
-        !holders_remove(org_entry_holders(e), &h, T0 + 11 * WARN_NS, WARN_NS));
-    ck_assert_uint_eq(holders_held_too_long(org_entry_holders(e)), 1);
+    ck_assert(!holders_remove(org_entry_holders(a->entry), &h,
+                              T0 + 11 * WARN_NS, WARN_NS));
+    ck_assert_uint_eq(holders_held_too_long(org_entry_holders(a->entry)), 1);
+    registry_active_release(a);
 }
 END_TEST
 
 START_TEST(sync_sizes_follows_the_stored_size_without_database)
 {
-    struct org_entry *e;
+    struct org_active *a;
     struct pool_stats st;
 
     load("hk_a", 3);
-    ck_assert_int_eq(registry_route(reg, "hk_a", &e), POOLD_OK);
-    ck_assert_uint_eq(pool_max_size(org_entry_pool(e)), 3);
+    ck_assert_int_eq(registry_route(reg, "hk_a", &a), POOLD_OK);
+    ck_assert_uint_eq(pool_max_size(a->pool), 3);
     load("hk_a", 5); /* a reload whose apply step did not run */
-    ck_assert_uint_eq(pool_max_size(org_entry_pool(e)), 3);
+    ck_assert_uint_eq(pool_max_size(a->pool), 3);
+    registry_active_release(a);
     tick(T0, NULL, 0);
     ck_assert_int_eq(registry_pool_stats(reg, "hk_a", &st), POOLD_OK);
     ck_assert_uint_eq(st.max_size, 5);
+}
+END_TEST
+
+/* ---------------------------------------------- a deleted org's pool */
+
+static void count_pool(void *arg, const char *org_id,
+                       const struct pool_stats *st)
+{
+    (void)org_id;
+    (void)st;
+    (*(unsigned *)arg)++;
+}
+
+static unsigned pools(void)
+{
+    unsigned n = 0;
+
+    registry_foreach_pool(reg, count_pool, &n);
+    return n;
+}
+
+/* The changes feed's row of a deleted org. */
+static void gone(const char *org_id)
+{
+    struct org_info o = {.present = false};
+
+    snprintf(o.org_id, sizeof o.org_id, "%s", org_id);
+    registry_apply_changes(reg, &o, 1);
+}
+
+/* Freed by the tick after its last reference went, not before; an id
+ * created again gets a fresh one; a request admitted before the delete
+ * makes none. */
+START_TEST(a_deleted_orgs_pool_is_freed_once_nobody_holds_it)
+{
+    struct registry_admission adm = {0};
+    struct org_active *a, *again;
+    struct hk_step_report r[NSTEPS];
+    struct service_result res;
+    struct message m = {.id = "m1", .id_len = 2, .payload = "ab"};
+    char err[256];
+
+    load("hk_a", 0);
+    ck_assert_int_eq(registry_route(reg, "hk_a", &a), POOLD_OK);
+    ck_assert_int_eq(registry_admit(reg, "hk_a", &adm, err, sizeof err),
+                     POOLD_OK);
+    ck_assert_ptr_eq(adm.act, a);
+    gone("hk_a");
+    tick(T0, r, NSTEPS);
+    ck_assert_int_eq(outcome(r, "free_gone"), HK_SKIPPED);
+    ck_assert_uint_eq(pools(), 1);
+    registry_active_release(a);
+    tick(T0 + NS_PER_S, r, NSTEPS); /* the admission still holds it */
+    ck_assert_int_eq(outcome(r, "free_gone"), HK_SKIPPED);
+    ck_assert_ptr_eq(atomic_load(&adm.org->act), a);
+    registry_admission_release(&adm);
+    tick(T0 + 2 * NS_PER_S, r, NSTEPS);
+    ck_assert_int_eq(outcome(r, "free_gone"), HK_RAN);
+    ck_assert_uint_eq(pools(), 0);
+    ck_assert_uint_eq(registry_pools_freed(reg), 1);
+
+    load("hk_a", 0); /* created again */
+    ck_assert_int_eq(registry_route(reg, "hk_a", &again), POOLD_OK);
+    ck_assert_ptr_nonnull(again->pool);
+    ck_assert_uint_eq(pools(), 1);
+    registry_active_release(again);
+
+    /* Admitted, never routed, deleted before it is processed: no pool is
+     * made for it. */
+    ck_assert_int_eq(registry_admit(reg, "hk_a", &adm, err, sizeof err),
+                     POOLD_OK);
+    ck_assert_ptr_nonnull(adm.act);
+    registry_admission_release(&adm);
+    load("hk_b", 0); /* a whole load: hk_a is gone */
+    tick(T0 + 3 * NS_PER_S, r, NSTEPS);
+    ck_assert_uint_eq(pools(), 0);
+    ck_assert_uint_eq(registry_pools_freed(reg), 2);
+    ck_assert_int_eq(registry_admit(reg, "hk_b", &adm, err, sizeof err),
+                     POOLD_OK);
+    ck_assert_ptr_null(adm.act);
+    gone("hk_b");
+    ck_assert_int_eq(registry_process(reg, &adm, &m, &res, err, sizeof err),
+                     POOLD_ERR_UNKNOWN_ORG);
+    registry_admission_release(&adm);
+    ck_assert_uint_eq(pools(), 0);
 }
 END_TEST
 
@@ -245,6 +333,7 @@ static Suite *housekeeping_suite(void)
     tcase_add_test(tc, a_hold_is_flagged_once_past_the_warning);
     tcase_add_test(tc, sync_sizes_follows_the_stored_size_without_database);
     tcase_add_test(tc, a_tick_never_waits_for_an_admin_call);
+    tcase_add_test(tc, a_deleted_orgs_pool_is_freed_once_nobody_holds_it);
     suite_add_tcase(s, tc);
     return s;
 }
