@@ -164,6 +164,9 @@ poold_python_test(pgbouncer 300)
 # behind a request, the budget across a lapsed lease, keep-alive read
 # deadline, a joining replica, per-org series at 0.
 poold_python_test(promises 300)
+# Org churn: a deleted org's pool freed once nothing uses it (/stats, the
+# memory), an id created again, requests racing the delete and re-creation.
+poold_python_test(churn 300)
 # A million orgs (issue 19) at 100,000: a request for an org without a
 # pool costs at most twice what it does at 1,000, an idle org at most 256
 # bytes, a change is seen within 5 s. bench/orgs.sh goes to 1,000,000.

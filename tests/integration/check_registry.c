@@ -711,6 +711,101 @@ START_TEST(test_org_deleted_while_requests_wait)
 }
 END_TEST
 
+/* Requests for an org while it is deleted and created again, over and
+ * over: each answer is a commit or unknown_org, the pool is freed once the
+ * last request that held it ends, and the next request after its creation
+ * gets a new one (under ASan and TSan: no use after free, no race). */
+struct churn {
+    struct registry *reg;
+    atomic_bool stop;
+    atomic_uint ok, unknown, other;
+    atomic_int other_rc;
+};
+
+static void *churn_requests(void *arg)
+{
+    struct churn *c = arg;
+    struct service_result res;
+    char id[64];
+
+    for (unsigned n = 0; !atomic_load(&c->stop); n++) {
+        snprintf(id, sizeof id, "treg_churn_%p_%u", (void *)&res, n);
+        int rc = process(c->reg, "treg_churn", id, "ab", &res);
+        if (rc == POOLD_OK)
+            atomic_fetch_add(&c->ok, 1);
+        else if (rc == POOLD_ERR_UNKNOWN_ORG)
+            atomic_fetch_add(&c->unknown, 1);
+        else {
+            atomic_store(&c->other_rc, rc);
+            atomic_fetch_add(&c->other, 1);
+        }
+    }
+    return NULL;
+}
+
+struct churn_wait {
+    struct churn *c;
+    uint64_t freed, ok;
+};
+
+static bool churn_freed(void *arg)
+{
+    struct churn_wait *w = arg;
+    return registry_pools_freed(w->c->reg) > w->freed;
+}
+
+static bool churn_served(void *arg)
+{
+    struct churn_wait *w = arg;
+    return atomic_load(&w->c->ok) > w->ok;
+}
+
+START_TEST(test_requests_race_their_orgs_delete_and_creation)
+{
+    PGconn *db = admin();
+    struct registry_config cfg = base_config();
+    const char *create = "INSERT INTO orgs (org_id, config) VALUES "
+                         "('treg_churn', '{\"rules\":[]}')";
+    pthread_t t[4];
+    struct churn c = {0};
+
+    cfg.refresh_interval_ns = 20 * NS_PER_MS;
+    sql(db, create);
+    c.reg = start(&cfg);
+    for (size_t i = 0; i < 4; i++)
+        ck_assert_int_eq(pthread_create(&t[i], NULL, churn_requests, &c), 0);
+    for (int round = 0; round < 8; round++) {
+        struct churn_wait w = {&c, registry_pools_freed(c.reg), 0};
+
+        w.ok = atomic_load(&c.ok);
+        wait_until(churn_served, &w, 30000, "a request served");
+        sql(db, "DELETE FROM orgs WHERE org_id = 'treg_churn'");
+        /* Freed while requests keep coming (they are refused now). */
+        wait_until(churn_freed, &w, 30000, "the deleted org's pool freed");
+        if (round % 2 == 1) {
+            /* Created again at once, deleted again before any tick may
+             * have freed what a request made meanwhile. */
+            sql(db, create);
+            sql(db, "DELETE FROM orgs WHERE org_id = 'treg_churn'");
+        }
+        sql(db, create);
+    }
+    struct churn_wait last = {&c, 0, atomic_load(&c.ok)};
+    wait_until(churn_served, &last, 30000, "a request served");
+    atomic_store(&c.stop, true);
+    for (size_t i = 0; i < 4; i++)
+        pthread_join(t[i], NULL);
+    ck_assert_msg(atomic_load(&c.other) == 0, "%u answers %s",
+                  atomic_load(&c.other),
+                  poold_status_str(atomic_load(&c.other_rc)));
+    ck_assert_uint_gt(atomic_load(&c.unknown), 0);
+    ck_assert_uint_ge(registry_pools_freed(c.reg), 8);
+    ck_assert_int_eq(pools_in(c.reg), 1); /* the one made after the last */
+    registry_destroy(c.reg);
+    PQfinish(db);
+}
+END_TEST
+
 START_TEST(test_misconfigured_then_fixed)
 {
     PGconn *db = admin();
@@ -1101,6 +1196,7 @@ int main(void)
     tcase_add_test(tc, test_config_change_retires_active_on_release);
     tcase_add_test(tc, test_config_change_committed_out_of_order);
     tcase_add_test(tc, test_org_deleted_while_requests_wait);
+    tcase_add_test(tc, test_requests_race_their_orgs_delete_and_creation);
     tcase_add_test(tc, test_misconfigured_then_fixed);
     tcase_add_test(tc, test_unknown_org_flood);
     tcase_add_test(tc, test_resize_persists);
