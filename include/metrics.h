@@ -74,7 +74,6 @@ void metrics_snapshot_free(struct pool_snapshot *s);
 void metrics_set_top_orgs(struct metrics *m, unsigned n);
 
 /* Sum b into a (every counter and gauge, histogram buckets included). */
-void metrics_stats_add(struct pool_stats *a, const struct pool_stats *b);
 
 /* One counter per org, in any order: the rate-limit refusals. */
 struct metrics_org_count {

@@ -100,6 +100,9 @@ struct pool_stats {
     uint64_t group_messages;
 };
 
+/* Add b's counts to a, field by field (held excepted: a pool's own). */
+void pool_stats_add(struct pool_stats *a, const struct pool_stats *b);
+
 /* Create a pool. ops and ctx are borrowed and must outlive the pool. No
  * object is built until the first acquire (or pool_maintain with min_idle). */
 POOLD_MUSTCHECK int pool_create(const struct pool_ops *ops, void *ctx,

@@ -232,6 +232,11 @@ void registry_foreach_pool(struct registry *reg,
  * totals. Thread-safe, lock-free. */
 uint64_t registry_pools_freed(struct registry *reg);
 
+/* What the freed pools had counted (acquires, timeouts, services created
+ * and destroyed, group commits ...; the gauges 0): GET /stats totals add
+ * it, so that a total does not go down when a pool is freed. */
+void registry_freed_stats(struct registry *reg, struct pool_stats *out);
+
 /* Stats of the connection pool (max_size is the cap now). Thread-safe. */
 void registry_conn_stats(struct registry *reg, struct pool_stats *out);
 

@@ -173,30 +173,6 @@ void metrics_snapshot_free(struct pool_snapshot *s)
     memset(s, 0, sizeof *s);
 }
 
-void metrics_stats_add(struct pool_stats *a, const struct pool_stats *b)
-{
-    a->max_size += b->max_size;
-    a->idle += b->idle;
-    a->active += b->active;
-    a->waiting += b->waiting;
-    a->total_timeouts += b->total_timeouts;
-    a->waiters_rejected += b->waiters_rejected;
-    a->peak_active += b->peak_active;
-    a->created += b->created;
-    a->create_failures += b->create_failures;
-    a->destroyed += b->destroyed;
-    for (size_t i = 0; i < POOL_DESTROY__COUNT; i++)
-        a->destroyed_by[i] += b->destroyed_by[i];
-    a->acquired += b->acquired;
-    a->wait_count += b->wait_count;
-    a->wait_ns_sum += b->wait_ns_sum;
-    for (size_t i = 0; i < POOL_WAIT_BUCKETS; i++)
-        a->wait_hist[i] += b->wait_hist[i];
-    a->held_too_long += b->held_too_long;
-    a->group_commits += b->group_commits;
-    a->group_messages += b->group_messages;
-}
-
 /* ---- text output ----------------------------------------------------------
  */
 
@@ -456,7 +432,7 @@ static void snapshot_bound(struct pool_snapshot *snap, unsigned top)
     memset(&other, 0, sizeof other);
     snprintf(other.org_id, sizeof other.org_id, "%s", METRICS_OTHER_ORG);
     for (size_t i = top; i < snap->n; i++)
-        metrics_stats_add(&other.stats, &snap->v[i].stats);
+        pool_stats_add(&other.stats, &snap->v[i].stats);
     snap->n = top;
     qsort(snap->v, snap->n, sizeof snap->v[0], entry_cmp);
     snap->v[snap->n++] = other; /* the array held more than top: room */

@@ -1055,3 +1055,27 @@ void pool_destroy(struct pool *pool)
     free(pool->slots);
     free(pool);
 }
+
+void pool_stats_add(struct pool_stats *a, const struct pool_stats *b)
+{
+    a->max_size += b->max_size;
+    a->idle += b->idle;
+    a->active += b->active;
+    a->waiting += b->waiting;
+    a->total_timeouts += b->total_timeouts;
+    a->waiters_rejected += b->waiters_rejected;
+    a->peak_active += b->peak_active;
+    a->created += b->created;
+    a->create_failures += b->create_failures;
+    a->destroyed += b->destroyed;
+    for (size_t i = 0; i < POOL_DESTROY__COUNT; i++)
+        a->destroyed_by[i] += b->destroyed_by[i];
+    a->acquired += b->acquired;
+    a->wait_count += b->wait_count;
+    a->wait_ns_sum += b->wait_ns_sum;
+    for (size_t i = 0; i < POOL_WAIT_BUCKETS; i++)
+        a->wait_hist[i] += b->wait_hist[i];
+    a->held_too_long += b->held_too_long;
+    a->group_commits += b->group_commits;
+    a->group_messages += b->group_messages;
+}

@@ -138,9 +138,11 @@ void pool_api_stats(struct handlers *h, const struct http_request *req,
         json_object_set_new(
             pools, snap.v[i].org_id,
             org_stats_json(h, &snap.v[i].stats, snap.v[i].org_id));
-        metrics_stats_add(&totals, &snap.v[i].stats);
+        pool_stats_add(&totals, &snap.v[i].stats);
     }
     metrics_snapshot_free(&snap);
+    registry_freed_stats(cfg_of(h)->reg, &conn); /* conn: reused below */
+    pool_stats_add(&totals, &conn);
     /* A statement of several orgs counts once in the totals, and only
      * there what the statements took (mean: group_commit_ns_sum /
      * group_commits). */

@@ -760,6 +760,13 @@ size_t registry_free_gone(struct registry *reg)
     }
     while (dead != NULL) {
         struct org_active *next = dead->gone_next;
+        struct pool_stats st;
+
+        registry_entry_stats(reg, dead->entry, dead, &st);
+        st.max_size = st.idle = st.active = st.waiting = st.peak_active = 0;
+        pthread_mutex_lock(&reg->live_lock);
+        pool_stats_add(&reg->freed_stats, &st);
+        pthread_mutex_unlock(&reg->live_lock);
 
         if (reg->cfg.pooled)
             log_event(LOG_INFO, "pool freed: org gone", "org",
@@ -775,6 +782,13 @@ size_t registry_free_gone(struct registry *reg)
 uint64_t registry_pools_freed(struct registry *reg)
 {
     return atomic_load(&reg->freed);
+}
+
+void registry_freed_stats(struct registry *reg, struct pool_stats *out)
+{
+    pthread_mutex_lock(&reg->live_lock);
+    *out = reg->freed_stats;
+    pthread_mutex_unlock(&reg->live_lock);
 }
 
 void registry_mark_loaded(struct registry *reg)

@@ -154,7 +154,7 @@ struct org_active {
  * the registry lock. Its active part does not: see struct org_active.
  */
 struct org_entry {
-    struct org_entry *next;           /* hash chain */
+    struct org_entry *next; /* hash chain */
     /* NULL until the first request, and again once freed (gone). Set and
      * cleared under reg->lock (write). */
     _Atomic(struct org_active *) act;
@@ -210,15 +210,18 @@ struct registry {
     size_t nactive;
     struct org_active **pending; /* actives with a pending mark */
     size_t npending, cap_pending;
-    struct org_active *gone; /* actives of orgs gone from the table */
+    struct org_active *gone;    /* actives of orgs gone from the table */
     atomic_uint_fast64_t freed; /* actives freed so far */
+    /* Their pools' counters at the free (gauges zeroed): /stats totals
+     * add them, so that a total never goes down (under live_lock). */
+    struct pool_stats freed_stats;
     pthread_mutex_t live_lock; /* live and every nservices; a leaf */
     struct org_active *live;   /* actives with services (org_active) */
     size_t nlive;
 
     atomic_bool loaded; /* the directory was loaded once */
     atomic_bool shutting_down;
-    atomic_uint lookups; /* registry_message_get calls in flight */
+    atomic_uint lookups;             /* registry_message_get calls in flight */
     atomic_uint_fast64_t last_ok_ns; /* last successful db contact */
 
     struct housekeeping *hk; /* its thread, connection and steps */

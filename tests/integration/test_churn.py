@@ -101,6 +101,7 @@ class Churn(unittest.TestCase):
     def test_deleted_orgs_pools_are_freed_and_memory_does_not_grow(self):
         sanitized = os.environ.get("POOLD_TEST_SANITIZE", "") != ""
         npools = len(self.stats()["pools"])
+        acquired = self.stats()["totals"]["acquired"]
         self.round(0)  # the allocator's pages for one round, from now on
         rss = [rss_bytes(self.srv.proc.pid)]
         for r in range(1, ROUNDS):
@@ -109,6 +110,9 @@ class Churn(unittest.TestCase):
         after = self.stats()
         self.assertEqual(len(after["pools"]), npools)
         self.assertEqual(after["totals"]["pools_freed"], ROUNDS * PER_ROUND)
+        # What the freed pools counted stays in the totals.
+        self.assertGreaterEqual(after["totals"]["acquired"],
+                                acquired + ROUNDS * PER_ROUND)
         # /metrics lists them no more either.
         m = self.srv.get("/metrics", token=TOKEN).body.decode()
         self.assertNotIn(P + "r", m)
