@@ -382,10 +382,13 @@ static bool parse_choice(const struct config_key *key, const char *val,
     for (i = 0; i < n && strcmp(val, c->word[i]) != 0; i++)
         ;
     if (i == n) { /* "expected a, b or c" */
-        o = (size_t)snprintf(why, sizeof why, "expected %s", c->word[0]);
-        for (size_t k = 1; k < n && o < sizeof why; k++)
+        o = 0;
+        for (size_t k = 0; k < n && o < sizeof why; k++)
             o += (size_t)snprintf(why + o, sizeof why - o, "%s%s",
-                                  k + 1 < n ? ", " : " or ", c->word[k]);
+                                  k == 0      ? "expected "
+                                  : k + 1 < n ? ", "
+                                              : " or ",
+                                  c->word[k]);
         return fail(key, val, err, errlen, why);
     }
     v = c->value[i];
