@@ -310,6 +310,16 @@ def end_process(proc, timeout, sig=signal.SIGTERM):
         proc.wait()
 
 
+def wait_for_quietly(pred, timeout):
+    """True once pred() is, False after timeout seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if pred():
+            return True
+        time.sleep(0.2)
+    return False
+
+
 def wait_for(pred, timeout, what):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -498,10 +508,10 @@ class Soak:
         for c in clients:
             c.join(60)
 
-    def admin_retry(self, method, path, body=None, until=30):
+    def admin_retry(self, method, path, body=None, until=30, replica=None):
         deadline = now() + until
         while True:
-            st, obj = self.admin(method, path, body)
+            st, obj = self.admin(method, path, body, replica)
             if (isinstance(st, int) and st < 500) or now() > deadline \
                     or self.sh.stop.is_set():
                 return st, obj
@@ -781,6 +791,73 @@ class Soak:
             self.sh.fault("resume")
             self.admin_retry("POST", "/pools/%s/resume" % org, until=60)
 
+    def churner(self):
+        """An org made on one replica, sent messages there by three
+        clients until it is deleted (answers: 200 with its row, or a
+        refusal without one), then its pool must leave that replica's
+        /stats: a deleted org's pool is freed once nothing uses it."""
+        seq = 0
+        rules = {"rules": [{"type": "max_payload_bytes", "value": 1024}]}
+        while not self.sleep(self.rnd.uniform(3.0, 6.0), self.sh.calm):
+            seq += 1
+            org = "%s_c%d" % (self.run_id, seq)
+            r = self.any_replica()
+            st, _ = self.admin_retry("PUT", "/orgs/" + org, {"config": rules},
+                                     replica=r)
+            if st not in (200, 201):
+                continue  # the replica died: nothing was made there
+            self.sh.fault("org_churn")
+            st, obj = self.admin("POST", "/orgs/%s/keys" % org, {}, r)
+            key = obj["key"] if st == 201 and obj else None
+            t_begin = now()
+            senders = [threading.Thread(target=self.churn_send,
+                                        args=(r, org, key, n), daemon=True)
+                       for n in range(3)]
+            for t in senders:
+                t.start()
+            self.sleep(self.rnd.uniform(0.0, 0.3))
+            st, _ = self.admin_retry("DELETE", "/orgs/" + org, until=60,
+                                     replica=r)
+            if st != 204:  # r died: any replica deletes it
+                self.admin_retry("DELETE", "/orgs/" + org, until=60)
+            for t in senders:
+                t.join(BOUND_S * 10 + 10)
+
+            def freed():
+                st, _, obj, _, _, _ = call(r.port, "GET", "/stats")
+                return st == 200 and org not in (obj or {}).get("pools", {})
+            if not wait_for_quietly(freed, 20):
+                with self.sh.lock:
+                    killed = self.sh.killed_between(t_begin, now())
+                if killed or self.sh.db_troubled(t_begin, now()):
+                    self.sh.note("deleted org's pool kept across a fault")
+                else:
+                    self.sh.violation("pool_not_freed", "%s on poold-%d: "
+                                      "still in /stats 20 s after its "
+                                      "delete" % (org, r.i))
+
+    def churn_send(self, r, org, key, n):
+        """Messages to a churned org on its replica, one at a time, until
+        its delete refuses one (at most 300): the delete meets requests."""
+        for i in range(300):
+            mid = "%s-c%d-%d" % (org, n, i)
+            st, code, _, t0, t1, t2 = call(
+                r.port, "POST", "/process",
+                {"id": mid, "org_id": org, "payload": "%04x" % i},
+                token=key or "none")
+            self.sh.status(str(st) + (" " + code if code else ""))
+            self.sh.record(org, mid, st, code)
+            if not isinstance(st, int):
+                continue  # the replica died under it: the ledger decides
+            self.sh.latency(t0, t1, t2, "POST /process (churned org)", False)
+            # Deleted: unknown (404), or its keys revoked first (401).
+            if st in (401, 404):
+                return
+            if st in (200, 504) or (st == 503 and code in LOAD_OK_503):
+                continue
+            self.sh.violation("unexpected_status", "churned %s %s: %s %s"
+                              % (org, mid, st, code))
+
     def resizer(self):
         while not self.sleep(self.rnd.uniform(2.0, 4.0), self.sh.calm):
             org = self.rnd.choice(self.orgs)
@@ -996,7 +1073,7 @@ class Soak:
                        "load%d" % n)
         self.spawn(self.batcher, "batch")
         for fn in (self.faulter, self.rotator, self.pauser, self.resizer,
-                   self.locker, self.slowpoke):
+                   self.locker, self.slowpoke, self.churner):
             self.spawn(fn, fn.__name__)
         last = 0
         while now() < a.seconds and not self.sh.stop.is_set():
