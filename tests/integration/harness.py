@@ -374,17 +374,30 @@ class Sampler(threading.Thread):
         self.stop_event = threading.Event()
         self.samples = []  # (t, total, housekeeping, replicas running)
         self.running = 0   # replica processes alive, kept by the test
-        self.psql = subprocess.Popen(
+        self.psql = self._session()
+
+    @staticmethod
+    def _session():
+        return subprocess.Popen(
             ["psql", "-X", "-q", "-At", "-F", " ", "-d", ADMIN_URL],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
-            bufsize=1)
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL, text=True, bufsize=1)
 
     def run(self):
         while not self.stop_event.is_set():
             running_before = self.running
-            self.psql.stdin.write(self.SQL)
-            self.psql.stdin.flush()
-            total, hk = map(int, self.psql.stdout.readline().split())
+            try:
+                self.psql.stdin.write(self.SQL)
+                self.psql.stdin.flush()
+                total, hk = map(int, self.psql.stdout.readline().split())
+            except (OSError, ValueError):
+                # The session failed (a busy cluster refused it, say):
+                # a new one, rather than a thread that dies unseen.
+                self.psql.kill()
+                self.psql.wait(10)
+                self.psql = self._session()
+                self.stop_event.wait(0.05)
+                continue
             self.samples.append((time.monotonic(), total, hk,
                                  max(running_before, self.running)))
             self.stop_event.wait(0.05)
@@ -392,7 +405,10 @@ class Sampler(threading.Thread):
     def stop(self):
         self.stop_event.set()
         self.join(10)
-        self.psql.stdin.close()
+        try:
+            self.psql.stdin.close()
+        except OSError:
+            pass
         self.psql.wait(10)
 
     def check(self, tc):
