@@ -330,12 +330,17 @@ POOLD_MUSTCHECK int registry_active_acquire(struct registry *reg,
                                             struct org_active **out);
 
 /* One more reference to a, for a caller that knows a reference to a is
- * held by someone while it calls this (and a not NULL); returns a. */
+ * held by someone while it calls this, or that holds reg->lock where it
+ * found a (a not NULL); returns a. */
 struct org_active *registry_active_share(struct org_active *a);
 
 /* End a reference (an atomic decrement; the last one frees nothing: see
  * registry_free_gone). Accepts NULL. */
 void registry_active_release(struct org_active *a);
+
+/* Free a (its pool, caches, holders, breaker): for an active nobody can
+ * reach any more (registry_free_gone, registry_destroy). Accepts NULL. */
+void registry_active_destroy(struct org_active *a);
 
 /* Free the active parts of the orgs gone from the table that nobody uses
  * any more (struct org_active); those that still have idle services are
