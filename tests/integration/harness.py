@@ -91,6 +91,16 @@ def cpu_seconds(pid):
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def memory_bytes(pid, field="VmRSS"):
+    """A process's memory figure from /proc/<pid>/status: VmRSS (now) or
+    VmHWM (its peak so far), in bytes."""
+    with open(f"/proc/{pid}/status", encoding="ascii") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) * 1024
+    raise AssertionError("no %s in /proc/%d/status" % (field, pid))
+
+
 # POOLD_TEST_PORTS=lo-hi (optional): the ports every poold and helper a
 # suite starts listen on, for a machine shared with other test runs (a
 # poold then gets one of them rather than the kernel's choice).

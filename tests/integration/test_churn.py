@@ -16,7 +16,7 @@ import time
 import unittest
 import uuid
 
-from harness import TOKEN, Poold, psql, require_env, wait_for
+from harness import TOKEN, Poold, memory_bytes, psql, require_env, wait_for
 
 P = "ch" + uuid.uuid4().hex[:8] + "_"
 NONE = {"POOLD_CLIENT_AUTH": "none"}
@@ -52,14 +52,6 @@ def delete(*orgs):
 
 def msg(org):
     return {"id": P + uuid.uuid4().hex[:12], "org_id": org, "payload": "ab"}
-
-
-def rss_bytes(pid):
-    with open(f"/proc/{pid}/status", encoding="ascii") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-    raise AssertionError("no VmRSS")
 
 
 class Churn(unittest.TestCase):
@@ -103,10 +95,10 @@ class Churn(unittest.TestCase):
         npools = len(self.stats()["pools"])
         acquired = self.stats()["totals"]["acquired"]
         self.round(0)  # the allocator's pages for one round, from now on
-        rss = [rss_bytes(self.srv.proc.pid)]
+        rss = [memory_bytes(self.srv.proc.pid)]
         for r in range(1, ROUNDS):
             self.round(r)
-            rss.append(rss_bytes(self.srv.proc.pid))
+            rss.append(memory_bytes(self.srv.proc.pid))
         after = self.stats()
         self.assertEqual(len(after["pools"]), npools)
         self.assertEqual(after["totals"]["pools_freed"], ROUNDS * PER_ROUND)

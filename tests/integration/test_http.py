@@ -23,8 +23,8 @@ import uuid
 # written against test_http (new suites import harness directly).
 from harness import (  # noqa: F401  (re-exported)
     ADMIN_URL, BIN, DATABASE_URL, PG_DIR, PG_PORT, SOURCE_DIR, SPEC, TOKEN,
-    Poold, Response, check_against_spec, free_port, pg, psql, require_env,
-    resolve, stop_if_running, wait_for)
+    Poold, Response, check_against_spec, free_port, memory_bytes, pg, psql,
+    require_env, resolve, stop_if_running, wait_for)
 
 P = "th" + uuid.uuid4().hex[:8] + "_"  # org / message id prefix
 
@@ -1016,8 +1016,7 @@ class BatchAndGroupCommit(unittest.TestCase):
         p = Poold(env={"POOLD_CLIENT_AUTH": "none"})  # 1 000, 4 MiB
 
         def peak_kib():
-            with open("/proc/%d/status" % p.proc.pid) as f:
-                return int(re.search(r"VmHWM:\s+(\d+)", f.read()).group(1))
+            return memory_bytes(p.proc.pid, "VmHWM") // 1024
 
         try:
             before = peak_kib()
@@ -1066,16 +1065,14 @@ class BatchAndGroupCommit(unittest.TestCase):
             answers.append((r.status, r.code))
 
         try:
-            with open("/proc/%d/status" % p.proc.pid) as f:
-                before = int(re.search(r"VmHWM:\s+(\d+)", f.read()).group(1))
+            before = memory_bytes(p.proc.pid, "VmHWM") // 1024
             threads = [threading.Thread(target=post) for _ in range(4)]
             for t in threads:
                 t.start()
             for t in threads:
                 t.join(60)
             self.assertEqual(answers, [(400, "invalid_json")] * 4)
-            with open("/proc/%d/status" % p.proc.pid) as f:
-                peak = int(re.search(r"VmHWM:\s+(\d+)", f.read()).group(1))
+            peak = memory_bytes(p.proc.pid, "VmHWM") // 1024
             if not os.environ.get("POOLD_TEST_SANITIZE"):  # shadow memory
                 # Each holds its body and a copy (8 MiB): 32 MiB, and 108
                 # more when the lists were read whole.

@@ -21,7 +21,8 @@ import time
 import unittest
 import uuid
 
-from harness import Poold, cpu_seconds, psql, require_env, wait_for
+from harness import (Poold, cpu_seconds, memory_bytes, psql, require_env,
+                     wait_for)
 
 P = "sc" + uuid.uuid4().hex[:8] + "_"
 SMALL, LARGE = 1000, 100000
@@ -37,14 +38,6 @@ def add_orgs(first, last):
     psql(f"INSERT INTO orgs (org_id, config) SELECT '{P}' || lpad(i::text,"
          f" 6, '0'), '{{\"rules\": []}}' FROM generate_series({first},"
          f" {last}) i")
-
-
-def rss_bytes(pid):
-    with open(f"/proc/{pid}/status", encoding="ascii") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-    raise AssertionError("no VmRSS")
 
 
 class Client:
@@ -79,11 +72,11 @@ class Client:
 
 def settled_rss(srv):
     """RSS once two readings a second apart agree within 1 %."""
-    last = rss_bytes(srv.proc.pid)
+    last = memory_bytes(srv.proc.pid)
 
     def steady():
         nonlocal last
-        now = rss_bytes(srv.proc.pid)
+        now = memory_bytes(srv.proc.pid)
         ok = abs(now - last) <= last // 100
         last = now
         return ok

@@ -5,7 +5,6 @@ every org this file makes carries a random prefix and is deleted at the end.
 """
 import json
 import os
-import re
 import socket
 import subprocess
 import threading
@@ -13,7 +12,8 @@ import time
 import unittest
 import uuid
 
-from harness import ADMIN_URL, TOKEN, Poold, psql, require_env, wait_for
+from harness import (ADMIN_URL, TOKEN, Poold, memory_bytes, psql, require_env,
+                     wait_for)
 
 READ = "read-" + uuid.uuid4().hex
 P = "tt" + uuid.uuid4().hex[:8] + "_"
@@ -223,8 +223,7 @@ class Keys(unittest.TestCase):
         self.addCleanup(p.stop)
 
         def peak_kib():
-            with open("/proc/%d/status" % p.proc.pid) as f:
-                return int(re.search(r"VmHWM:\s+(\d+)", f.read()).group(1))
+            return memory_bytes(p.proc.pid, "VmHWM") // 1024
 
         body = b'{"org_id":"%s","messages":[{"id":"a","payload":"%s"}]}' % (
             self.org.encode(), b"ab" * (2 * 1024 * 1024 - 64))
