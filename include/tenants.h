@@ -80,8 +80,13 @@ POOLD_MUSTCHECK int tenants_org_delete(struct db_conn *conn, const char *org_id,
                                        const struct audit_actor *actor,
                                        char *err, size_t errlen);
 
+/* Live (unrevoked) keys an org may hold at once: enough for rotation and
+ * one per client, and a bound on what every poold keeps of them. */
+#define TENANTS_LIVE_KEYS_MAX 100
+
 /* Store a new key's digest. label may be NULL. *json is {"key_id",
- * "label","created_at"} (the caller adds the key itself). */
+ * "label","created_at"} (the caller adds the key itself).
+ * POOLD_ERR_CONFLICT: the org holds TENANTS_LIVE_KEYS_MAX live keys. */
 POOLD_MUSTCHECK int tenants_key_create(struct db_conn *conn, const char *org_id,
                                        const char *key_id,
                                        const unsigned char *digest,
@@ -89,8 +94,13 @@ POOLD_MUSTCHECK int tenants_key_create(struct db_conn *conn, const char *org_id,
                                        const struct audit_actor *actor,
                                        char **json, char *err, size_t errlen);
 
-/* {"keys":[{"key_id","label","created_at","revoked_at"},...]}. */
+/* {"keys":[{"key_id","label","created_at","revoked_at"},...],"next"}:
+ * the org's keys, revoked ones too, oldest first, at most limit of them,
+ * those after the key after_id (NULL: from the first); "next" is the last
+ * one's key_id when more follow, else null. POOLD_ERR_INVALID (err says
+ * why): after_id is not one of the org's keys. */
 POOLD_MUSTCHECK int tenants_key_list(struct db_conn *conn, const char *org_id,
+                                     const char *after_id, unsigned limit,
                                      char **json, char *err, size_t errlen);
 
 /* Revoke; a key already revoked is POOLD_OK (nothing recorded). */

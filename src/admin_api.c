@@ -43,6 +43,9 @@ static void fail(struct handlers *h, struct http_response *resp, int rc,
         handlers_errorf(resp, 404, "not_found", "no such key for this org");
     else if (rc == POOLD_ERR_UNKNOWN_ORG)
         handlers_errorf(resp, 404, "unknown_org", "no such org");
+    else if (rc == POOLD_ERR_INVALID) /* only a key page's cursor */
+        handlers_errorf(resp, 400, "invalid_message",
+                        "query 'after' is not a key of this org");
     else
         handlers_error_status(h, resp, rc);
 }
@@ -64,15 +67,15 @@ static struct audit_actor actor_of(const struct http_request *req)
     return a;
 }
 
-/* ?limit=: absent gives the default; else 1..PAGE_MAX or 400. */
-static bool query_limit(const struct http_request *req, unsigned *out,
-                        struct http_response *resp)
+/* ?limit=: absent gives def; else 1..PAGE_MAX or 400. */
+static bool query_limit(const struct http_request *req, unsigned def,
+                        unsigned *out, struct http_response *resp)
 {
     const char *s = req->query ? req->query(req->query_arg, "limit") : NULL;
     char *end;
     long n;
 
-    *out = PAGE_DEFAULT;
+    *out = def;
     if (s == NULL)
         return true;
     errno = 0;
@@ -105,17 +108,18 @@ static bool query_org(const struct http_request *req, const char *name,
 /* ---- orgs ------------------------------------------------------------- */
 
 /* The reads: one page (?limit= and an optional org id: the org list, the
- * audit trail) or one org's object (the org, its keys). */
+ * audit trail), one org's object, or a page of one org's keys. */
 typedef int (*page_fn)(struct db_conn *conn, const char *org_id, unsigned limit,
                        char **json, char *err, size_t errlen);
 typedef int (*org_read_fn)(struct db_conn *conn, const char *org_id,
                            char **json, char *err, size_t errlen);
 
 struct admin_read {
-    page_fn page;       /* or NULL: org */
-    org_read_fn org;    /* when page is NULL */
+    page_fn page;       /* or NULL: org, or keys */
+    org_read_fn org;    /* or NULL: keys */
     const char *org_id; /* borrowed; NULL for a page of every org */
-    unsigned limit;     /* for page */
+    const char *after;  /* keys: the key_id to start after, or NULL */
+    unsigned limit;     /* for page and keys */
 };
 
 /* Run a read on the admin connection, answer 200 with the database's
@@ -129,10 +133,15 @@ static void read_json(struct handlers *h, struct http_response *resp,
                                   sizeof resp->detail);
 
     if (rc == POOLD_OK) {
-        rc = r->page ? r->page(conn, r->org_id, r->limit, &json, resp->detail,
-                               sizeof resp->detail)
-                     : r->org(conn, r->org_id, &json, resp->detail,
-                              sizeof resp->detail);
+        if (r->page)
+            rc = r->page(conn, r->org_id, r->limit, &json, resp->detail,
+                         sizeof resp->detail);
+        else if (r->org)
+            rc = r->org(conn, r->org_id, &json, resp->detail,
+                        sizeof resp->detail);
+        else
+            rc = tenants_key_list(conn, r->org_id, r->after, r->limit, &json,
+                                  resp->detail, sizeof resp->detail);
         registry_admin_end(reg_of(h), conn, false);
     }
     if (rc != POOLD_OK)
@@ -147,7 +156,7 @@ static void read_page(struct handlers *h, const struct http_request *req,
 {
     struct admin_read r = {.page = fn};
 
-    if (query_limit(req, &r.limit, resp) &&
+    if (query_limit(req, PAGE_DEFAULT, &r.limit, resp) &&
         query_org(req, org_param, &r.org_id, resp))
         read_json(h, resp, &r);
 }
@@ -438,7 +447,11 @@ void admin_api_key_create(struct handlers *h, const struct http_request *req,
          * the key works here from the next request. */
         registry_admin_end(reg_of(h), conn, rc == POOLD_OK);
     }
-    if (rc != POOLD_OK)
+    if (rc == POOLD_ERR_CONFLICT)
+        handlers_errorf(resp, 409, "too_many_keys",
+                        "the org already has %d live keys: revoke one first",
+                        TENANTS_LIVE_KEYS_MAX);
+    else if (rc != POOLD_OK)
         fail(h, resp, rc, true);
     else
         render_new_key(resp, json, key);
@@ -447,10 +460,24 @@ out:
     json_decref(root);
 }
 
+/* A page of the org's keys: ?after=<key_id>&limit= (1..PAGE_MAX, default
+ * PAGE_MAX, so a client that does not page sees up to 1 000 keys). */
 void admin_api_key_list(struct handlers *h, const struct http_request *req,
                         struct http_response *resp)
 {
-    read_org(h, req, resp, tenants_key_list);
+    struct admin_read r = {.org_id = resp->org};
+
+    if (!handlers_org_param(req, resp) ||
+        !query_limit(req, PAGE_MAX, &r.limit, resp))
+        return;
+    r.after = req->query ? req->query(req->query_arg, "after") : NULL;
+    if (r.after != NULL && !keys_id_is_valid(r.after, strlen(r.after))) {
+        handlers_errorf(resp, 400, "invalid_message",
+                        "query 'after' must be a key_id (key_ and 16 hex "
+                        "digits)");
+        return;
+    }
+    read_json(h, resp, &r);
 }
 
 void admin_api_key_revoke(struct handlers *h, const struct http_request *req,

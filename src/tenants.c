@@ -425,14 +425,18 @@ int tenants_org_delete(struct db_conn *conn, const char *org_id,
 
 /* ---- keys ------------------------------------------------------------- */
 
-/* Lock the org's row against a concurrent delete; UNKNOWN_ORG if none. */
-static int org_share(struct db_conn *conn, const char *org_id, char *err,
-                     size_t errlen)
+/* Lock the org's row against a concurrent delete; UNKNOWN_ORG if none.
+ * exclusive also serialises the org's key creations (FOR NO KEY UPDATE,
+ * which message inserts and revocations do not wait for). */
+static int org_share(struct db_conn *conn, const char *org_id, bool exclusive,
+                     char *err, size_t errlen)
 {
     const char *params[1] = {org_id};
-    PGresult *res = db_exec(conn, "org check",
-                            "SELECT 1 FROM orgs WHERE org_id = $1 FOR SHARE", 1,
-                            params, NULL, err, errlen);
+    PGresult *res = db_exec(
+        conn, exclusive ? "org lock" : "org check",
+        exclusive ? "SELECT 1 FROM orgs WHERE org_id = $1 FOR NO KEY UPDATE"
+                  : "SELECT 1 FROM orgs WHERE org_id = $1 FOR SHARE",
+        1, params, NULL, err, errlen);
     int rc;
 
     if (res == NULL)
@@ -447,8 +451,8 @@ int tenants_key_create(struct db_conn *conn, const char *org_id,
                        const char *label, const struct audit_actor *actor,
                        char **json, char *err, size_t errlen)
 {
-    char hex[2 * KEYS_DIGEST_LEN + 1];
-    const char *params[4] = {key_id, org_id, label, hex};
+    char hex[2 * KEYS_DIGEST_LEN + 1], max[16];
+    const char *params[5] = {key_id, org_id, label, hex, max};
     struct audit_entry a = {actor, "key.create", org_id, NULL, NULL};
     int rc;
 
@@ -456,14 +460,22 @@ int tenants_key_create(struct db_conn *conn, const char *org_id,
     keys_hex(digest, KEYS_DIGEST_LEN, hex);
     if ((rc = db_begin(conn, err, errlen)) != POOLD_OK)
         return rc;
-    if ((rc = org_share(conn, org_id, err, errlen)) != POOLD_OK)
+    if ((rc = org_share(conn, org_id, true, err, errlen)) != POOLD_OK)
         return tx_fail(conn, rc);
+    snprintf(max, sizeof max, "%d", TENANTS_LIVE_KEYS_MAX);
     rc = query_text(conn, "key create",
                     "INSERT INTO org_keys (key_id, org_id, label, digest)"
-                    " VALUES ($1, $2, $3, decode($4, 'hex')) RETURNING "
+                    " SELECT $1, $2, $3, decode($4, 'hex') WHERE (SELECT"
+                    " count(*) FROM org_keys WHERE org_id = $2 AND revoked_at"
+                    " IS NULL) < $5::integer RETURNING "
                     "jsonb_build_object('key_id', key_id, 'label', label,"
                     " 'created_at', " RFC3339("created_at") ")::text",
-                    4, params, json, err, errlen);
+                    5, params, json, err, errlen);
+    if (rc == POOLD_OK && *json == NULL) {
+        snprintf(err, errlen, "the org already has %d live keys",
+                 TENANTS_LIVE_KEYS_MAX);
+        return tx_fail(conn, POOLD_ERR_CONFLICT);
+    }
     a.after = *json;
     rc = tx_finish(conn, rc, &a, err, errlen);
     if (rc != POOLD_OK) {
@@ -473,20 +485,39 @@ int tenants_key_create(struct db_conn *conn, const char *org_id,
     return rc;
 }
 
-int tenants_key_list(struct db_conn *conn, const char *org_id, char **json,
+int tenants_key_list(struct db_conn *conn, const char *org_id,
+                     const char *after_id, unsigned limit, char **json,
                      char *err, size_t errlen)
 {
-    const char *params[1] = {org_id};
-    int rc = query_text(
-        conn, "key list",
-        "SELECT CASE WHEN EXISTS (SELECT 1 FROM orgs WHERE org_id = $1) THEN"
-        " jsonb_build_object('keys', coalesce((SELECT jsonb_agg(" KEY_JSON
-        " ORDER BY created_at, key_id) FROM org_keys WHERE org_id = $1),"
-        " '[]'))::text END",
-        1, params, json, err, errlen);
+    char lim[16];
+    const char *params[3] = {org_id, after_id, lim};
+    int rc;
 
+    snprintf(lim, sizeof lim, "%u", limit);
+    /* NULL: no such org; '': no such key to start after. */
+    rc = query_text(
+        conn, "key list",
+        "WITH cur AS (SELECT created_at, key_id FROM org_keys WHERE org_id ="
+        " $1 AND key_id = $2), page AS (SELECT key_id, " KEY_JSON " AS j,"
+        " row_number() OVER (ORDER BY created_at, key_id) AS n FROM org_keys"
+        " WHERE org_id = $1 AND ($2::text IS NULL OR (created_at, key_id) >"
+        " (SELECT created_at, key_id FROM cur)) ORDER BY created_at, key_id"
+        " LIMIT $3::integer + 1)"
+        " SELECT CASE WHEN NOT EXISTS (SELECT 1 FROM orgs WHERE org_id = $1)"
+        " THEN NULL WHEN $2::text IS NOT NULL AND NOT EXISTS (SELECT 1 FROM"
+        " cur) THEN '' ELSE jsonb_build_object('keys', coalesce((SELECT"
+        " jsonb_agg(j ORDER BY n) FROM page WHERE n <= $3::integer), '[]'),"
+        " 'next', (SELECT key_id FROM page WHERE n = $3::integer AND EXISTS"
+        " (SELECT 1 FROM page WHERE n > $3::integer)))::text END",
+        3, params, json, err, errlen);
     if (rc == POOLD_OK && *json == NULL)
         rc = POOLD_ERR_UNKNOWN_ORG;
+    if (rc == POOLD_OK && **json == '\0') {
+        free(*json);
+        *json = NULL;
+        snprintf(err, errlen, "query 'after': no such key for this org");
+        rc = POOLD_ERR_INVALID;
+    }
     return rc;
 }
 
@@ -501,7 +532,7 @@ int tenants_key_revoke(struct db_conn *conn, const char *org_id,
 
     if ((rc = db_begin(conn, err, errlen)) != POOLD_OK)
         return rc;
-    if ((rc = org_share(conn, org_id, err, errlen)) != POOLD_OK)
+    if ((rc = org_share(conn, org_id, false, err, errlen)) != POOLD_OK)
         return tx_fail(conn, rc);
     rc = query_text(conn, "key find",
                     "SELECT " KEY_JSON "::text FROM org_keys WHERE org_id = $1"

@@ -277,10 +277,12 @@ int tenants_org_get(struct db_conn *conn, const char *org_id, char **json,
     __builtin_trap();
 }
 
-int tenants_key_list(struct db_conn *conn, const char *org_id, char **json,
+int tenants_key_list(struct db_conn *conn, const char *org_id,
+                     const char *after_id, unsigned limit, char **json,
                      char *err, size_t errlen)
 {
-    (void)conn, (void)org_id, (void)json, (void)err, (void)errlen;
+    (void)conn, (void)org_id, (void)after_id, (void)limit, (void)json;
+    (void)err, (void)errlen;
     __builtin_trap();
 }
 

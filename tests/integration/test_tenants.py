@@ -179,6 +179,66 @@ class Keys(unittest.TestCase):
         # 128 bytes exactly is fine (multi-byte UTF-8 counts bytes).
         self.assertEqual(new_key(self.org, "é" * 64)["label"], "é" * 64)
 
+    def test_key_list_pages_oldest_first(self):
+        made = [new_key(self.org, "k%d" % i)["key_id"] for i in range(5)]
+        path, route = "/orgs/%s/keys" % self.org, "/orgs/{org_id}/keys"
+        seen, query = [], "?limit=2"
+        while True:
+            r = SERVER.get(path + query, token=READ, route=route)
+            self.assertEqual(r.status, 200, r.body)
+            page = r.json()
+            got = [k["key_id"] for k in page["keys"]]
+            self.assertLessEqual(len(got), 2)
+            seen += got
+            if page["next"] is None:
+                break
+            self.assertEqual(page["next"], got[-1])
+            query = "?limit=2&after=" + page["next"]
+        self.assertEqual(seen, made)
+        # Without ?limit=, up to 1 000: a client that does not page sees
+        # them all; the last page says there is nothing after it.
+        r = SERVER.get(path, token=READ, route=route)
+        self.assertEqual([k["key_id"] for k in r.json()["keys"]], made)
+        self.assertIsNone(r.json()["next"])
+        for q in ("limit=0", "limit=1001", "limit=x", "after=nope",
+                  "after=key_" + "g" * 16,
+                  "after=key_0000000000000000"):  # well formed, not its key
+            r = SERVER.get(path + "?" + q, token=READ, route=route)
+            self.assertEqual((r.status, r.code), (400, "invalid_message"), q)
+        other = org("o")
+        self.assertEqual(put_org(other).status, 201)
+        r = SERVER.get("/orgs/%s/keys?after=%s" % (other, made[0]),
+                       token=READ, route=route)
+        self.assertEqual((r.status, r.code), (400, "invalid_message"))
+        r = SERVER.get("/orgs/%s/keys?after=%s" % (P + "nosuch", made[0]),
+                       token=READ, route=route)
+        self.assertEqual((r.status, r.code), (404, "unknown_org"))
+
+    def test_live_keys_are_capped(self):
+        """An org holds at most 100 live keys (every poold keeps them in
+        memory): the 101st is a 409 that stores nothing, and revoking one
+        makes room. Revoked keys do not count."""
+        psql("INSERT INTO org_keys (key_id, org_id, digest) SELECT 'key_%s'"
+             " || lpad(to_hex(i), 8, '0'), '%s', sha256(('%s' || i)::bytea)"
+             " FROM generate_series(1, 99) i"
+             % (uuid.uuid4().hex[:8], self.org, self.org))
+        last = new_key(self.org, "the 100th")
+        route = "/orgs/{org_id}/keys"
+        r = SERVER.request("POST", "/orgs/%s/keys" % self.org, body={},
+                           token=TOKEN, route=route)
+        self.assertEqual((r.status, r.code), (409, "too_many_keys"), r.body)
+        live = ("SELECT count(*) FROM org_keys WHERE org_id = '%s' AND"
+                " revoked_at IS NULL" % self.org)
+        self.assertEqual(psql(live), "100")
+        self.assertEqual(send(self.org, last["key"]).status, 200)
+        r = SERVER.request("DELETE", "/orgs/%s/keys/%s" % (
+            self.org, last["key_id"]), token=TOKEN,
+            route="/orgs/{org_id}/keys/{key_id}")
+        self.assertEqual(r.status, 204)
+        fresh = new_key(self.org, "after a revocation")
+        self.assertEqual(send(self.org, fresh["key"]).status, 200)
+        self.assertEqual(psql(live), "100")
+
     def test_a_large_body_without_credentials_is_refused_unread(self):
         """Without a live key (or the admin token) a large or chunked body
         is not buffered: 1 100 clients without a key once made poold hold
