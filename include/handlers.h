@@ -205,12 +205,14 @@ bool handlers_load_object(const struct http_request *req,
  * more than max_values JSON values or nested deeper than
  * HANDLERS_DEPTH_MAX (jsonfast_measure): what the body limit alone bounds
  * is bytes, and a tree takes up to 80 times as many, and a thread's stack
- * per level. handlers_load_object allows HANDLERS_VALUES_MAX. */
+ * per level. handlers_load_object allows HANDLERS_VALUES_MAX. too_many, if
+ * not NULL, is the message of a 400 invalid_message answered instead for
+ * too many values (the field a caller knows they must be in). */
 #define HANDLERS_VALUES_MAX 4096
 #define HANDLERS_DEPTH_MAX 64
 bool handlers_load_object_within(const struct http_request *req,
                                  struct http_response *resp, size_t max_values,
-                                 json_t **out);
+                                 const char *too_many, json_t **out);
 /* resp from a poold status (the status-to-HTTP table). */
 void handlers_error_status(struct handlers *h, struct http_response *resp,
                            int status);

@@ -35,6 +35,7 @@ bool jsonfast_read_flat(char *buf, size_t len, struct jsonfast_member *out,
  * jsonfast_list_free() frees them. Zero it before the read, then set max. */
 struct jsonfast_list {
     size_t max;      /* more objects than this: declined (0: no bound) */
+    bool over;       /* declined because there were more than max */
     const char *key; /* the array member's key; NULL: the body had none */
     size_t key_len;
     size_t n; /* objects */

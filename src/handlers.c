@@ -252,12 +252,13 @@ bool handlers_body_is_json(const struct http_request *req,
 bool handlers_load_object(const struct http_request *req,
                           struct http_response *resp, json_t **out)
 {
-    return handlers_load_object_within(req, resp, HANDLERS_VALUES_MAX, out);
+    return handlers_load_object_within(req, resp, HANDLERS_VALUES_MAX, NULL,
+                                       out);
 }
 
 bool handlers_load_object_within(const struct http_request *req,
                                  struct http_response *resp, size_t max_values,
-                                 json_t **out)
+                                 const char *too_many, json_t **out)
 {
     json_error_t jerr;
     json_t *root;
@@ -272,8 +273,14 @@ bool handlers_load_object_within(const struct http_request *req,
         return false;
     }
     if (values > max_values) {
-        handlers_errorf(resp, 400, "invalid_json",
-                        "the body holds more than %zu JSON values", max_values);
+        if (too_many != NULL)
+            handlers_errorf(resp, 400, "invalid_message",
+                            "%s (the body holds more than %zu JSON values)",
+                            too_many, max_values);
+        else
+            handlers_errorf(resp, 400, "invalid_json",
+                            "the body holds more than %zu JSON values",
+                            max_values);
         return false;
     }
     root = json_loadb(req->body ? req->body : "", req->body_len,

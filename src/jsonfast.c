@@ -125,8 +125,11 @@ static bool read_array(char **pp, const char *end, size_t obj_cap,
     }
     for (;;) {
         size_t k;
-        if ((list->max > 0 && list->n == list->max) ||
-            !list_room(list, obj_cap) ||
+        if (list->max > 0 && list->n == list->max) {
+            list->over = true;
+            return false;
+        }
+        if (!list_room(list, obj_cap) ||
             !read_object(&p, end, list->items + list->nitems, obj_cap, &k, 0,
                          NULL))
             return false;

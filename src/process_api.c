@@ -246,7 +246,7 @@ void process_api_process(struct handlers *h, const struct http_request *req,
         jsonfast_read_flat(buf, req->body_len, flat, PROCESS_FLAT_MAX,
                            &nflat)) {
         members_of_flat(flat, nflat, &mm);
-    } else if (handlers_load_object_within(req, resp, PROCESS_VALUES_MAX,
+    } else if (handlers_load_object_within(req, resp, PROCESS_VALUES_MAX, NULL,
                                            &root)) {
         members_of_json(root, &mm);
     } else {
@@ -353,6 +353,15 @@ static bool validate_entry(const struct batch_body *bb, long i,
     return validate_payload(&mm.payload, i, p, resp);
 }
 
+#define MESSAGES_RULE "field 'messages' must be an array of 1 to %u messages"
+
+/* 400 for a batch whose messages are not 1 to POOLD_MAX_BATCH objects. */
+static void messages_invalid(struct handlers *h, struct http_response *resp)
+{
+    handlers_errorf(resp, 400, "invalid_message", MESSAGES_RULE,
+                    cfg_of(h)->max_batch);
+}
+
 /* Every message carries the batch request's id and route (its holder). */
 static bool validate_batch(struct handlers *h, const struct http_request *req,
                            const struct batch_body *bb, struct batch *b,
@@ -362,10 +371,7 @@ static bool validate_batch(struct handlers *h, const struct http_request *req,
     if (!validate_org(&bb->org, top, resp))
         return false;
     if (!bb->is_array || bb->n < 1 || bb->n > cfg_of(h)->max_batch) {
-        handlers_errorf(resp, 400, "invalid_message",
-                        "field 'messages' must be an array of 1 "
-                        "to %u messages",
-                        cfg_of(h)->max_batch);
+        messages_invalid(h, resp);
         return false;
     }
     b->n = bb->n;
@@ -464,15 +470,26 @@ void process_api_batch(struct handlers *h, const struct http_request *req,
      * /process); anything else goes to jansson, which judges it. */
     if (req->body_len > 0 && (copy = malloc(req->body_len)) != NULL)
         memcpy(copy, req->body, req->body_len);
-    /* One more than allowed, so that validate_batch names the count; a
-     * longer list goes to jansson, bounded by its values. */
+    /* One more than allowed, so that validate_batch names the count; the
+     * reader stops at a longer list, which is refused as too long. Any
+     * other body goes to jansson, bounded by its values: past them, the
+     * messages are too many (or too large), and the answer says so. */
     list.max = (size_t)cfg_of(h)->max_batch + 1;
     if (!batch_of_flat(copy, req->body_len, &list, &bb)) {
+        char too_many[sizeof MESSAGES_RULE + 64];
+
+        if (list.over) {
+            messages_invalid(h, resp);
+            goto out;
+        }
         jsonfast_list_free(&list);
+        snprintf(too_many, sizeof too_many,
+                 MESSAGES_RULE " of %d JSON values each on average at most",
+                 cfg_of(h)->max_batch, BATCH_VALUES_PER_MESSAGE);
         if (!handlers_load_object_within(
                 req, resp,
                 BATCH_VALUES_PER_MESSAGE * (size_t)cfg_of(h)->max_batch + 64,
-                &root))
+                too_many, &root))
             goto out;
         bb = batch_of_json(root);
     }

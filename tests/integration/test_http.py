@@ -1026,8 +1026,18 @@ class BatchAndGroupCommit(unittest.TestCase):
             r = p.request("POST", "/process/batch", body=body,
                           headers={"Content-Type": "application/json"},
                           route="/process/batch")
-            self.assertEqual((r.status, r.code), (400, "invalid_json"))
+            # A batch past its values has too many (or too large)
+            # messages: 400 invalid_message naming them (DESIGN.md).
+            self.assertEqual((r.status, r.code), (400, "invalid_message"))
             self.assertIn("more than 8064 JSON values",
+                          r.json()["error"]["message"])
+            self.assertIn("'messages'", r.json()["error"]["message"])
+            r = p.request("POST", "/process/batch", body={
+                "org_id": ORG_OK, "messages": [
+                    {"id": mid("bn"), "payload": "ab", "n": 1}
+                    for _ in range(2100)]}, route="/process/batch")
+            self.assertEqual((r.status, r.code), (400, "invalid_message"))
+            self.assertIn("array of 1 to 1000 messages",
                           r.json()["error"]["message"])
             body = (b'{"id":"a","org_id":"' + ORG_OK.encode() +
                     b'","payload":"ab","x":[' + b"0," * 30000 + b"0]}")
@@ -1050,8 +1060,10 @@ class BatchAndGroupCommit(unittest.TestCase):
     def test_a_long_list_of_flat_messages_is_not_held(self):
         """The in-place reader of batches once read a whole 4 MiB list of
         {"a":"b"} (420 000 objects, 27 MB) before counting it: it stops
-        past POOLD_MAX_BATCH objects, and the body goes to the bounded
-        path. Four at once leave poold's peak memory near their bodies."""
+        past POOLD_MAX_BATCH objects, and the batch is refused as too long
+        (400 invalid_message naming messages, as DESIGN.md says; it was
+        invalid_json from the bounded parser). Four at once leave poold's
+        peak memory near their bodies."""
         p = Poold(env={"POOLD_CLIENT_AUTH": "none"})  # 1 000, 4 MiB
         n = (4 * 1024 * 1024 - 64) // 10
         body = (b'{"org_id":"' + ORG_OK.encode() + b'","messages":[' +
@@ -1071,7 +1083,7 @@ class BatchAndGroupCommit(unittest.TestCase):
                 t.start()
             for t in threads:
                 t.join(60)
-            self.assertEqual(answers, [(400, "invalid_json")] * 4)
+            self.assertEqual(answers, [(400, "invalid_message")] * 4)
             peak = memory_bytes(p.proc.pid, "VmHWM") // 1024
             if not os.environ.get("POOLD_TEST_SANITIZE"):  # shadow memory
                 # Each holds its body and a copy (8 MiB): 32 MiB, and 108

@@ -332,6 +332,7 @@ START_TEST(a_list_over_its_max_is_declined_early)
             ck_assert_uint_le(list.n, max);
         else
             ck_assert_uint_eq(list.n, N);
+        ck_assert(list.over == (max < N)); /* what the caller answers */
         jsonfast_list_free(&list);
     }
     free(body);
