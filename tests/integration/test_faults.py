@@ -572,10 +572,13 @@ class FaultTest(unittest.TestCase):
             status = send(server, "org_044", "tflt_idle0", timeout=8)[0]
             self.assertEqual(status, 200)
             self.assertLess(time.monotonic() - started, 5.0)
-            # The longest idle gave its slot; the one mid-request did not.
-            wait_for(lambda: not self.is_open(idle[0]), 5,
-                     "the longest-idle connection to be closed")
-            self.assertTrue(self.is_open(idle[-1]))
+            # An idle one gave its slot (the longest idle by the server's
+            # clock, which takes an answer's time when its completion runs:
+            # on a loaded machine idle[1] may complete before idle[0]);
+            # one only, and not the one mid-request.
+            wait_for(lambda: not all(self.is_open(s) for s in idle), 5,
+                     "an idle connection to be closed")
+            self.assertEqual(sum(not self.is_open(s) for s in idle), 1)
             self.assertTrue(self.is_open(busy))
             busy.sendall(b"lthz HTTP/1.1\r\nHost: x\r\n\r\n")
             got = b""
