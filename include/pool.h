@@ -36,7 +36,10 @@ const char *pool_destroy_reason_str(enum pool_destroy_reason why);
  */
 struct pool_ops {
     /* Build one object into *obj. Returns POOLD_OK or a negative status,
-     * which pool_acquire() hands to its caller unchanged. Required. */
+     * which pool_acquire() hands to its caller unchanged. POOLD_ERR_TIMEOUT
+     * (what the object needs did not come in time, e.g. a connection from
+     * a shared cap) counts as the acquire's timeout (total_timeouts), not
+     * as a create failure. Required. */
     int (*create)(void *ctx, void **obj);
     /* Free an object. Cannot fail. Required. */
     void (*destroy)(void *ctx, void *obj, enum pool_destroy_reason why);

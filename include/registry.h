@@ -202,9 +202,11 @@ POOLD_MUSTCHECK int registry_resize_by(struct registry *reg, const char *org_id,
  * within POOLD_ACQUIRE_TIMEOUT_MS; the calling thread's database deadline
  * is then set to that + POOLD_STATEMENT_TIMEOUT_MS, so the whole call is
  * bounded (DESIGN.md). POOLD_OK with *conn (the caller's alone until
- * registry_admin_end(), on the same thread), or POOLD_ERR_DB_BUSY (no turn
- * or no connection in time: nothing was sent) or POOLD_ERR_DB (a connection
- * of its own could not be opened) with err set and nothing held. Housekeeping
+ * registry_admin_end(), on the same thread), or POOLD_ERR_CONNS_BUSY (no
+ * connection in time while the database answers: all in use, or no grant
+ * yet), POOLD_ERR_DB_BUSY (no turn, or no connection with the database not
+ * answering lately: nothing was sent) or POOLD_ERR_DB (a connection of its
+ * own could not be opened) with err set and nothing held. Housekeeping
  * never waits for it. Thread-safe; calling it twice without
  * registry_admin_end() between fails after the acquire timeout.
  */
@@ -258,7 +260,8 @@ void registry_commit_totals(struct registry *reg,
  * The stored result of (org_id, message_id), not older than retention_s
  * (0: any age), as the JSON text GET /orgs/{org_id}/messages/{message_id}
  * answers (*json malloc'd, the caller's). POOLD_ERR_NOT_FOUND when there is
- * none; POOLD_ERR_DB / POOLD_ERR_DB_BUSY (err says why). Read on a pooled
+ * none; POOLD_ERR_DB / POOLD_ERR_DB_BUSY / POOLD_ERR_CONNS_BUSY (as for
+ * registry_admin_begin(); err says why). Read on a pooled
  * connection within an admin call's time bound, but without the admin token:
  * it waits for no operator call and no other read. At most
  * registry_lookups_max() run at once; one more is POOLD_ERR_WAITERS_FULL

@@ -26,8 +26,10 @@ enum poold_status {
     POOLD_ERR_COMMIT_UNKNOWN = -13, /* a write was sent and its answer did not
                                      come: it may or may not be committed */
     POOLD_ERR_PAUSED = -14,         /* the org is paused by an operator */
-    POOLD_ERR_DB_BUSY = -15, /* no connection (or admin turn) in time: the
-                                database did not answer, nothing was sent */
+    POOLD_ERR_DB_BUSY = -15,    /* no connection (or admin turn) in time: the
+                                   database did not answer, nothing was sent */
+    POOLD_ERR_CONNS_BUSY = -16, /* no connection in time while the database
+                                   answers: every one in use, nothing sent */
 };
 
 /* A static, human-readable name for a status ("timeout", ...). Never NULL. */

@@ -56,6 +56,10 @@ static const struct status_http {
      "the database is unavailable; nothing was written", false},
     {POOLD_ERR_DB_BUSY, 503, "database_unavailable",
      "the database did not answer in time; nothing was stored", false},
+    {POOLD_ERR_CONNS_BUSY, 503, "pool_exhausted",
+     "no database connection became free in time (every one is in use); "
+     "nothing was sent to the database; retry later",
+     true},
     {POOLD_ERR_NOT_READY, 503, "database_unavailable",
      "the org directory is not loaded yet: the database is unavailable", false},
     {POOLD_ERR_CREATE, 503, "database_unavailable",

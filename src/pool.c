@@ -437,9 +437,11 @@ static int pool_item_build(struct pool *pool, struct pool_item **out)
     void *obj = NULL;
     int rc = pool->ops->create(pool->ctx, &obj);
     if (rc != POOLD_OK) {
-        /* A pure counter, related to no other field: relaxed. */
-        atomic_fetch_add_explicit(&pool->create_failures, 1,
-                                  memory_order_relaxed);
+        /* A pure counter, related to no other field: relaxed. A timeout
+         * is the acquire's (pool_take counts it). */
+        if (rc != POOLD_ERR_TIMEOUT)
+            atomic_fetch_add_explicit(&pool->create_failures, 1,
+                                      memory_order_relaxed);
         pool_slot_free(pool, it);
         return rc < 0 ? rc : POOLD_ERR_CREATE;
     }
@@ -718,7 +720,15 @@ static int pool_take(struct pool *pool, struct pool_deadline *dl,
             return rc;
     }
     *fresh = true;
-    return pool_item_build(pool, it);
+    int rc = pool_item_build(pool, it);
+    if (rc == POOLD_ERR_TIMEOUT && !dl->quiet) {
+        /* No service in time, for want of what it needs: a timeout as a
+         * wait's (the seed's contract: pool_exhausted, total_timeouts). */
+        pthread_mutex_lock(&pool->lock);
+        pool->timeouts++;
+        pthread_mutex_unlock(&pool->lock);
+    }
+    return rc;
 }
 
 static int pool_acquire_dl(struct pool *pool, struct pool_deadline *dl,

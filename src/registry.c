@@ -302,6 +302,9 @@ static int org_service_create(void *ctx, void **obj)
         breaker_success(&a->build_breaker);
     if (rc == POOLD_ERR_MISCONFIGURED)
         org_note_misconf(a, version, err);
+    else if (rc == POOLD_ERR_TIMEOUT) /* every connection in use: counted */
+        log_event(LOG_DEBUG, "service build waited in vain", "org", e->org_id,
+                  "error", err, (const char *)NULL);
     else if (rc != POOLD_OK && rc != POOLD_ERR_UNKNOWN_ORG)
         log_event(LOG_WARN, "service build failed", "org", e->org_id, "error",
                   err, (const char *)NULL);

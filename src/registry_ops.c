@@ -165,6 +165,12 @@ static int reg_conn_get(struct registry *reg, uint64_t acquire_ns,
                  "no database connection became free in time (%s); nothing "
                  "was stored",
                  poold_status_str(rc));
+        /* Every connection in use (or no grant yet) while the database
+         * answers is the pool's limit, not the database's (DESIGN.md:
+         * pool_exhausted); with no answer lately, the database's. */
+        if (rc == POOLD_ERR_TIMEOUT &&
+            (registry_is_ready(reg) || registry_awaits_grant(reg)))
+            return POOLD_ERR_CONNS_BUSY;
         return POOLD_ERR_DB_BUSY;
     }
     if (reg->cfg.pooled) {
@@ -196,13 +202,15 @@ static void reg_conn_put(struct registry *reg, struct reg_conn *c, bool clean)
     c->item = NULL;
 }
 
-/* The acquire and statement deadlines of an operator call from now. */
+/* The acquire and statement deadlines of an operator call from now: as a
+ * request's commit, within acquire + statement timeout + 1 s (DESIGN.md),
+ * also when the statement timeout is 0 (then 500 ms after the acquire). */
 static uint64_t reg_call_deadlines(const struct registry *reg,
                                    uint64_t *acquire_ns)
 {
     uint64_t stmt_ns = reg->cfg.db.statement_timeout_ms
                            ? reg->cfg.db.statement_timeout_ms * NS_PER_MS
-                           : reg->cfg.acquire_timeout_ns;
+                           : REG_DB_SLACK_NS;
 
     *acquire_ns = clock_now_ns() + reg->cfg.acquire_timeout_ns;
     return *acquire_ns + stmt_ns;

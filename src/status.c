@@ -36,6 +36,8 @@ const char *poold_status_str(int status)
         return "org paused";
     case POOLD_ERR_DB_BUSY:
         return "database busy";
+    case POOLD_ERR_CONNS_BUSY:
+        return "connections busy";
     }
     return "unknown status";
 }

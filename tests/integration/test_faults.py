@@ -384,6 +384,47 @@ class FaultTest(unittest.TestCase):
             release_row_lock(holder)
             server.stop()
 
+    def test_admin_call_without_statement_timeout_is_bounded(self):
+        """POOLD_STATEMENT_TIMEOUT_MS=0: an admin call that waited for a
+        connection and then waits on a locked row is answered within
+        acquire + 1 s (DESIGN.md), as a request's commit is. Its
+        statements once had the acquire timeout again after the acquire's
+        deadline (6 s here)."""
+        holder = subprocess.Popen(
+            ["psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", ADMIN_URL,
+             "-c", "BEGIN", "-c",
+             "SELECT 1 FROM orgs WHERE org_id = 'org_048' FOR UPDATE",
+             "-c", "SELECT pg_sleep(31)", "-c", "ROLLBACK"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        # One connection, held for 1.5 s by a request's service.
+        server = Poold(env=dict(POOLD_STATEMENT_TIMEOUT_MS=0,
+                                POOLD_ACQUIRE_TIMEOUT_MS=3000,
+                                POOLD_DB_MAX_CONNS=1, POOLD_DB_MIN_IDLE=0,
+                                POOLD_PROCESS_COST_MS=1500))
+        busy = {}
+        t = threading.Thread(target=lambda: busy.update(
+            r=send(server, "org_049", "tflt_busy_" + uuid.uuid4().hex[:8])))
+        try:
+            wait_for(lambda: psql(
+                "SELECT count(*) FROM pg_stat_activity WHERE query LIKE "
+                "'SELECT pg_sleep(31)%'") == "1", 10, "the lock holder")
+            t.start()
+            wait_for(lambda: server.pool("org_049")["active"] == 1, 10,
+                     "the request to hold the connection")
+            started = time.monotonic()
+            r = server.request("PUT", "/pools/org_048/size",
+                               body={"max_size": 3}, token=TOKEN,
+                               route="/pools/{org_id}/size")
+            took = time.monotonic() - started
+            self.assertEqual((r.status, r.code),
+                             (503, "database_unavailable"), r.body)
+            self.assertLess(took, 3.0 + 1.0, "answered after %.2f s" % took)
+            t.join(10)
+            self.assertEqual(busy["r"][0], 200, busy)
+        finally:
+            release_row_lock(holder, seconds=31)
+            server.stop()
+
     def test_broken_connection_after_insert_is_retried(self):
         """The connection breaks after poold's INSERT went out (its backend
         is terminated while the INSERT waits for a row lock): the outcome

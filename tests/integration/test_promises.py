@@ -242,6 +242,18 @@ class JoiningReplica(unittest.TestCase):
         self.assertEqual((r.status, r.code), (503, "pool_exhausted"))
         self.assertGreater(took, 0.8, "answered without waiting")
         self.assertLess(took, 1000 / 1000 + 2)
+        # Counted as the org's timeout (the seed's contract), not as a
+        # failed build, and not logged as one.
+        st = b.pool(ORG)
+        self.assertGreaterEqual(st["total_timeouts"], 1)
+        self.assertEqual(st["create_failures"], 0)
+        self.assertNotIn("service build failed", b.logtext())
+        # A message lookup waits for a connection too: pool_exhausted
+        # with Retry-After, not database_unavailable (the database is up).
+        r = b.get("/orgs/%s/messages/%s" % (ORG, P + "nosuch"), token=TOKEN,
+                  route="/orgs/{org_id}/messages/{message_id}")
+        self.assertEqual((r.status, r.code), (503, "pool_exhausted"), r.body)
+        self.assertGreaterEqual(int(r.headers["retry-after"]), 1)
         # A request waiting on B is served once A leaves (a grant comes).
         out = {}
         slow = dict(env, POOLD_ACQUIRE_TIMEOUT_MS=8000)

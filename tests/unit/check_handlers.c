@@ -86,6 +86,7 @@ static const struct {
     {POOLD_ERR_COMMIT_UNKNOWN, 504, "commit_unknown", 0},
     {POOLD_ERR_PAUSED, 503, "org_paused", 11},
     {POOLD_ERR_DB_BUSY, 503, "database_unavailable", 0},
+    {POOLD_ERR_CONNS_BUSY, 503, "pool_exhausted", 7},
 };
 #define NEXPECTED (sizeof expected_status / sizeof expected_status[0])
 
