@@ -25,6 +25,12 @@ bool log_enabled(enum log_level level);
 void log_event(enum log_level level, const char *msg, ...)
     __attribute__((sentinel));
 
+/* log_event whatever the level set by log_init: for the rare line an
+ * operator must see at any level (the generated admin token, which
+ * DESIGN.md says is logged once). level only labels the line. */
+void log_always(enum log_level level, const char *msg, ...)
+    __attribute__((sentinel));
+
 /*
  * Buffered output. Until log_start, every line is written at once (one
  * fputs, as the tests of the format expect). After it, a line is copied

@@ -229,6 +229,15 @@ void log_event(enum log_level level, const char *msg, ...)
     va_end(ap);
 }
 
+void log_always(enum log_level level, const char *msg, ...)
+{
+    va_list ap;
+
+    va_start(ap, msg);
+    emit(level, msg, ap);
+    va_end(ap);
+}
+
 /* ---- the buffered writer ---------------------------------------------------
  *
  * Two buffers: callers append whole lines to `fill` under `mu` (the critical

@@ -461,9 +461,10 @@ int main(int argc, char **argv)
         log_event(LOG_WARN, "log writer thread not started; logging directly",
                   (const char *)NULL);
     json_object_seed(0);
+    /* Whatever POOLD_LOG_LEVEL: without this line nobody has the token. */
     if (cfg.admin_token_generated)
-        log_event(LOG_WARN, "POOLD_ADMIN_TOKEN is not set; generated one",
-                  "admin_token", cfg.admin_token, (const char *)NULL);
+        log_always(LOG_WARN, "POOLD_ADMIN_TOKEN is not set; generated one",
+                   "admin_token", cfg.admin_token, (const char *)NULL);
     rc = run(&cfg);
     config_deinit(&cfg);
     log_stop(); /* every buffered line is out before the exit status */

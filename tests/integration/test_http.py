@@ -163,6 +163,23 @@ class CommandLine(unittest.TestCase):
         finally:
             p.stop()
 
+    def test_log_level_error_still_logs_the_generated_token(self):
+        # DESIGN.md: a generated token is logged once; no level hides it,
+        # or nobody could use the admin endpoints.
+        p = Poold(env={"POOLD_LOG_LEVEL": "error", "POOLD_ADMIN_TOKEN": "",
+                       "POOLD_LISTEN": "127.0.0.1:%d" % free_port()})
+        try:
+            found = wait_for(
+                lambda: re.findall(r'admin_token="([0-9a-f]{64})"',
+                                   p.logtext()), 5, "the token's line")
+            self.assertEqual(len(found), 1)
+            self.assertEqual(p.get("/stats", token=found[0]).status, 200)
+            self.assertEqual(p.stop(), 0)
+            # The level still holds for every other line.
+            self.assertEqual(p.output.count("\n"), 1, p.output)
+        finally:
+            p.stop()
+
     def test_cannot_bind_exits_non_zero(self):
         s = socket.socket()
         s.bind(("127.0.0.1", 0))

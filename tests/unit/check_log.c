@@ -170,6 +170,8 @@ static void emit_below_level(const void *arg)
     log_event(LOG_INFO, "hidden", (const char *)NULL);
     log_event(LOG_DEBUG, "hidden 1", (const char *)NULL);
     log_event(LOG_ERROR, "shown x\n", (const char *)NULL);
+    log_init(LOG_FORMAT_TEXT, LOG_ERROR);
+    log_always(LOG_WARN, "always", (const char *)NULL);
 }
 
 START_TEST(levels_filter_and_msg_escapes)
@@ -179,7 +181,8 @@ START_TEST(levels_filter_and_msg_escapes)
     capture(emit_below_level, NULL, buf, sizeof buf);
     ck_assert_ptr_null(strstr(buf, "hidden"));
     ck_assert_ptr_nonnull(strstr(buf, "error shown x\\u000a"));
-    ck_assert_uint_eq(count_char(buf, '\n'), 1);
+    ck_assert_ptr_nonnull(strstr(buf, " warn always\n"));
+    ck_assert_uint_eq(count_char(buf, '\n'), 2);
 }
 END_TEST
 
