@@ -14,8 +14,18 @@
  * admin API takes 32 in its config; this bounds what SQL stored). */
 #define RULES_DEPTH_MAX 64
 
-/* What a rule's "value" must be. */
-enum rule_value_kind { VALUE_NONE, VALUE_COUNT, VALUE_STRING };
+/* What a rule's "value" must be (VALUE_NONEMPTY: a string but ""). */
+enum rule_value_kind { VALUE_NONE, VALUE_COUNT, VALUE_STRING, VALUE_NONEMPTY };
+
+/* The end of the error naming a rule whose value is not of its kind. */
+static const char *const value_wanted[] = {
+    [VALUE_NONE] = "takes no \"value\"",
+    [VALUE_COUNT] = "\"value\" must be a non-negative integer",
+    [VALUE_STRING] = "\"value\" must be a string",
+    /* Every payload contains "": as a forbidden substring it would mean
+     * "fail everything", which nobody writes on purpose. */
+    [VALUE_NONEMPTY] = "\"value\" must be a non-empty string",
+};
 
 static const struct {
     const char *name;
@@ -25,7 +35,7 @@ static const struct {
     [RULE_MIN_PAYLOAD_BYTES] = {"min_payload_bytes", VALUE_COUNT},
     [RULE_HEX_PAYLOAD] = {"hex_payload", VALUE_NONE},
     [RULE_ID_PREFIX] = {"id_prefix", VALUE_STRING},
-    [RULE_FORBIDDEN_SUBSTRING] = {"forbidden_substring", VALUE_STRING},
+    [RULE_FORBIDDEN_SUBSTRING] = {"forbidden_substring", VALUE_NONEMPTY},
 };
 
 const char *rule_type_str(enum rule_type type)
@@ -86,8 +96,9 @@ static int rule_set_value(struct rule *r, const json_t *v, size_t idx,
                           char *err, size_t errlen)
 {
     const char *name = rule_table[r->type].name;
+    enum rule_value_kind kind = rule_table[r->type].kind;
 
-    switch (rule_table[r->type].kind) {
+    switch (kind) {
     case VALUE_NONE:
         if (v != NULL && !json_is_null(v))
             goto wrong;
@@ -99,7 +110,9 @@ static int rule_set_value(struct rule *r, const json_t *v, size_t idx,
         r->num = json_integer_value(v);
         return POOLD_OK;
     case VALUE_STRING:
-        if (!json_is_string(v))
+    case VALUE_NONEMPTY:
+        if (!json_is_string(v) ||
+            (kind == VALUE_NONEMPTY && json_string_length(v) == 0))
             goto wrong;
         r->str_len = json_string_length(v);
         r->str = malloc(r->str_len + 1);
@@ -111,10 +124,7 @@ static int rule_set_value(struct rule *r, const json_t *v, size_t idx,
     }
 wrong:
     snprintf(err, errlen, "rules[%zu] (type \"%s\"): %s", idx, name,
-             rule_table[r->type].kind == VALUE_NONE ? "takes no \"value\""
-             : rule_table[r->type].kind == VALUE_COUNT
-                 ? "\"value\" must be a non-negative integer"
-                 : "\"value\" must be a string");
+             value_wanted[kind]);
     return POOLD_ERR_MISCONFIGURED;
 }
 
@@ -252,10 +262,8 @@ static bool rule_fails(const struct rule *r, const char *id, size_t id_len,
         return !is_hex(payload, payload_len);
     case RULE_ID_PREFIX:
         return id_len < r->str_len || memcmp(id, r->str, r->str_len) != 0;
-    case RULE_FORBIDDEN_SUBSTRING:
-        /* An empty value is found everywhere; it cannot mean "fail all". */
-        return r->str_len > 0 &&
-               memmem(payload, payload_len, r->str, r->str_len) != NULL;
+    case RULE_FORBIDDEN_SUBSTRING: /* str_len > 0: rules_parse says so */
+        return memmem(payload, payload_len, r->str, r->str_len) != NULL;
     case RULE__COUNT:
         break;
     }
