@@ -1,6 +1,6 @@
 /* messages_api.c — GET /orgs/{org_id}/messages/{message_id}: parse /
- * authorise / read through catalog on the registry's admin connection /
- * render. */
+ * authorise / read through catalog on a pooled connection of its own
+ * (registry_message_get: not the admin connection) / render. */
 #include "messages_api.h"
 
 #include <stdio.h>
