@@ -165,7 +165,12 @@ END $$;
 -- range partitions from the one now() falls in to `ahead` periods ahead,
 -- drops whole partitions that ended more than the retention ago (0: none)
 -- and deletes the default partition's rows older than it (restored rows
--- only). One caller at a time; lock_timeout bounds its waits for writers.
+-- only). One caller at a time; lock_timeout bounds its waits for writers,
+-- short because writers queue behind a DROP or ATTACH that waits (it wants
+-- the parent exclusively): under a long reader (pg_dump) a round gives up
+-- after 200 ms, writers stall that long at most, and the round is tried
+-- again within a minute. The caller's housekeeping thread also keeps the
+-- replica's lease: it must not wait seconds here.
 CREATE OR REPLACE FUNCTION poold_lifecycle_maintain(
     p_period_s bigint, p_retention_s bigint, p_window_s bigint,
     p_zone_s double precision, p_ahead integer DEFAULT 2,
@@ -186,7 +191,7 @@ BEGIN
     IF p_period_s < 1 OR p_window_s < 1 OR p_zone_s <= 0 OR p_ahead < 1 THEN
         RAISE EXCEPTION 'poold_lifecycle_maintain: bad arguments';
     END IF;
-    SET LOCAL lock_timeout = '5s';
+    SET LOCAL lock_timeout = '200ms';
     PERFORM pg_advisory_xact_lock(21021, -1);
     INSERT INTO lifecycle_settings AS s (window_s, zone_s)
         VALUES (p_window_s, p_zone_s)

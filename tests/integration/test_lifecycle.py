@@ -12,6 +12,7 @@ the shortest partition, a few seconds long.
 import glob
 import json
 import os
+import re
 import subprocess
 import threading
 import time
@@ -403,6 +404,46 @@ class Retention(Base):
             " 'restored-%'") == "0", 10, "the restored rows to expire")
         self.assertIn('message partitions maintained', s.logtext())
         self.assertRegex(s.logtext(), r'dropped="[1-9]')
+
+
+    def test_a_long_reader_stalls_writers_briefly(self):
+        """A long reader of the table (a pg_dump) keeps an expired
+        partition from being dropped: each round gives up after its 200 ms
+        lock_timeout, and the writers queued behind it wait that long at
+        most (5 s each round once). Once the reader is done, it goes."""
+        db = self.make_db()
+        self.add_org(db)
+        s = self.poold(db, **self.ENV)
+        self.assertEqual(self.post(s, "before-reader").status, 200)
+        reader = subprocess.Popen(
+            ["psql", "-X", "-q", "-d", db.admin, "-c", "BEGIN", "-c",
+             "SELECT count(*) FROM processed_messages", "-c",
+             "SELECT pg_sleep(120)"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            th.wait_for(lambda: db.sql(
+                "SELECT count(*) FROM pg_stat_activity WHERE query LIKE"
+                " 'SELECT pg_sleep(120)%'") == "1", 10, "the reader")
+            took, n = [], 0
+            start = time.monotonic()
+            # Past the retention and a period: the first partition is due.
+            while time.monotonic() - start < (self.RETENTION_S +
+                                              2 * self.PERIOD_S + 5):
+                t0 = time.monotonic()
+                self.assertEqual(self.post(s, "w-%d" % n).status, 200)
+                took.append(time.monotonic() - t0)
+                n += 1
+                time.sleep(0.1)  # the writer's pace, not a synchronisation
+            self.assertIn("data lifecycle step failed, will retry",
+                          s.logtext())
+            self.assertLess(max(took), 1.5, sorted(took)[-5:])
+        finally:
+            reader.kill()
+            reader.wait()
+            db.sql("SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                   " WHERE query LIKE 'SELECT pg_sleep(120)%'")
+        th.wait_for(lambda: re.search(r'dropped="[1-9]', s.logtext()), 30,
+                    "the expired partition to go once the reader is done")
 
 
 class AuditRetention(Base):
