@@ -56,9 +56,10 @@ bool holders_remove(struct holders *hs, struct holder *h, uint64_t now_ns,
 size_t holders_list(struct holders *hs, struct holder_info *out, size_t max,
                     uint64_t now_ns);
 
-/* Flag every hold older than warn_ns (0: none) that was not flagged yet:
- * each is counted once and copied into out (up to max) for the caller to
- * log. Returns how many were flagged. Thread-safe. */
+/* Flag up to max holds older than warn_ns (0: none) not flagged yet: each
+ * is counted once and copied into out for the caller to log. Those past
+ * max stay unflagged for the next call, so every one is logged. Returns
+ * how many were flagged (at most max). Thread-safe. */
 size_t holders_check(struct holders *hs, uint64_t now_ns, uint64_t warn_ns,
                      struct holder_info *out, size_t max);
 

@@ -429,7 +429,7 @@ static void check_holds_one(void *arg, struct org_entry *e)
     size_t k = holders_check(org_entry_holders(e), a->now, a->warn_ns, held,
                              HK_HELD_LOG_MAX);
 
-    for (size_t j = 0; j < k && j < HK_HELD_LOG_MAX; j++) {
+    for (size_t j = 0; j < k; j++) {
         snprintf(ms, sizeof ms, "%llu",
                  (unsigned long long)(held[j].held_ns / NS_PER_MS));
         log_event(LOG_WARN, "service held too long", "org", org_entry_id(e),
