@@ -231,13 +231,17 @@ void registry_foreach_pool(struct registry *reg,
 
 /* Pools freed so far: those of orgs deleted from the table, once nobody
  * used them any more (an org's pool is not freed otherwise). GET /stats
- * totals. Thread-safe, lock-free. */
+ * totals. Thread-safe. */
 uint64_t registry_pools_freed(struct registry *reg);
 
 /* What the freed pools had counted (acquires, timeouts, services created
- * and destroyed, group commits ...; the gauges 0): GET /stats totals add
- * it, so that a total does not go down when a pool is freed. */
-void registry_freed_stats(struct registry *reg, struct pool_stats *out);
+ * and destroyed, group commits ...; the gauges 0) into *out (NULL: not
+ * wanted), and how many pools were freed, read together: GET /stats
+ * totals add it, so that a total does not go down when a pool is freed.
+ * A pool leaves registry_foreach_pool()'s list and enters these in one
+ * step: a reader that calls this before and after its walk, and walks
+ * again when the count moved, counts each pool once. Thread-safe. */
+uint64_t registry_freed_stats(struct registry *reg, struct pool_stats *out);
 
 /* Stats of the connection pool (max_size is the cap now). Thread-safe. */
 void registry_conn_stats(struct registry *reg, struct pool_stats *out);

@@ -109,6 +109,9 @@ static json_t *org_stats_json(struct handlers *h, const struct pool_stats *st,
     return o;
 }
 
+/* Walks of the pools GET /stats makes at most for totals that add up. */
+#define STATS_TRIES_MAX 4
+
 /* Every org pool's stats, sorted by org_id (freed by the caller in any
  * case). */
 static int snapshot_pools(struct handlers *h, struct pool_snapshot *snap)
@@ -125,15 +128,31 @@ void pool_api_stats(struct handlers *h, const struct http_request *req,
     struct pool_stats totals, conn;
     struct reg_commit_totals commits;
     json_t *pools = json_object(), *sums;
+    uint64_t freed;
 
     (void)req;
     memset(&totals, 0, sizeof totals);
-    if (snapshot_pools(h, &snap) != POOLD_OK) {
+    /* The freed pools' counts, then the pools: a pool freed in between
+     * would be in neither (the totals would dip), so walk again then; a
+     * few frees in a row are rare enough for a bounded retry. */
+    for (int tries = 0;; tries++) {
+        int rc;
+
+        freed = registry_freed_stats(cfg_of(h)->reg, &conn);
+        rc = snapshot_pools(h, &snap);
+
+        if (rc != POOLD_OK) {
+            metrics_snapshot_free(&snap);
+            json_decref(pools);
+            handlers_error_status(h, resp, POOLD_ERR_NOMEM);
+            return;
+        }
+        if (tries == STATS_TRIES_MAX - 1 ||
+            registry_pools_freed(cfg_of(h)->reg) == freed)
+            break;
         metrics_snapshot_free(&snap);
-        json_decref(pools);
-        handlers_error_status(h, resp, POOLD_ERR_NOMEM);
-        return;
     }
+    pool_stats_add(&totals, &conn); /* conn: reused below */
     for (size_t i = 0; pools && i < snap.n; i++) {
         json_object_set_new(
             pools, snap.v[i].org_id,
@@ -141,8 +160,6 @@ void pool_api_stats(struct handlers *h, const struct http_request *req,
         pool_stats_add(&totals, &snap.v[i].stats);
     }
     metrics_snapshot_free(&snap);
-    registry_freed_stats(cfg_of(h)->reg, &conn); /* conn: reused below */
-    pool_stats_add(&totals, &conn);
     /* A statement of several orgs counts once in the totals, and only
      * there what the statements took (mean: group_commit_ns_sum /
      * group_commits). */
@@ -154,9 +171,8 @@ void pool_api_stats(struct handlers *h, const struct http_request *req,
                             json_integer((json_int_t)commits.ns_sum));
         json_object_set_new(sums, "group_commits_overlapped",
                             json_integer((json_int_t)commits.overlapped));
-        json_object_set_new(
-            sums, "pools_freed",
-            json_integer((json_int_t)registry_pools_freed(cfg_of(h)->reg)));
+        json_object_set_new(sums, "pools_freed",
+                            json_integer((json_int_t)freed));
     }
     registry_conn_stats(cfg_of(h)->reg, &conn);
     handlers_render_json(resp, 200,

@@ -6,6 +6,7 @@
 
 #include <pthread.h>
 #include <stdatomic.h>
+#include <stddef.h>
 
 #include "log.h"
 #include "registry_internal.h"
@@ -49,6 +50,22 @@ static void active_unlink(struct registry *reg, struct org_active *a)
     atomic_store(&a->entry->act, NULL);
 }
 
+/* Under reg->lock (write), as a leaves reg->active: what it counted goes
+ * to the freed totals in the same step, so that a reader of both (under
+ * the read lock, or by registry_freed_stats()'s count, as GET /stats)
+ * counts it once, and the totals never go down. Unused: frozen. */
+static void freed_add(struct registry *reg, struct org_active *a)
+{
+    struct pool_stats st;
+
+    registry_entry_stats(reg, a->entry, a, &st);
+    st.max_size = st.idle = st.active = st.waiting = st.peak_active = 0;
+    pthread_mutex_lock(&reg->live_lock);
+    pool_stats_add(&reg->freed_stats, &st);
+    reg->freed++;
+    pthread_mutex_unlock(&reg->live_lock);
+}
+
 /* At most this many gone orgs' idle services are retired per call. */
 #define REG_GONE_RETIRE_MAX 16
 
@@ -67,6 +84,7 @@ size_t registry_free_gone(struct registry *reg)
             *pp = a->gone_next; /* created again (kept), or to free */
             a->gone = false;
             if (!atomic_load(&a->entry->present)) {
+                freed_add(reg, a);
                 active_unlink(reg, a);
                 a->gone_next = dead;
                 dead = a;
@@ -86,13 +104,6 @@ size_t registry_free_gone(struct registry *reg)
     }
     while (dead != NULL) {
         struct org_active *next = dead->gone_next;
-        struct pool_stats st;
-
-        registry_entry_stats(reg, dead->entry, dead, &st);
-        st.max_size = st.idle = st.active = st.waiting = st.peak_active = 0;
-        pthread_mutex_lock(&reg->live_lock);
-        pool_stats_add(&reg->freed_stats, &st);
-        pthread_mutex_unlock(&reg->live_lock);
 
         if (reg->cfg.pooled)
             log_event(LOG_INFO, "pool freed: org gone", "org",
@@ -101,18 +112,22 @@ size_t registry_free_gone(struct registry *reg)
         dead = next;
         n++;
     }
-    atomic_fetch_add(&reg->freed, n);
     return n;
 }
 
 uint64_t registry_pools_freed(struct registry *reg)
 {
-    return atomic_load(&reg->freed);
+    return registry_freed_stats(reg, NULL);
 }
 
-void registry_freed_stats(struct registry *reg, struct pool_stats *out)
+uint64_t registry_freed_stats(struct registry *reg, struct pool_stats *out)
 {
+    uint64_t n;
+
     pthread_mutex_lock(&reg->live_lock);
-    *out = reg->freed_stats;
+    if (out != NULL)
+        *out = reg->freed_stats;
+    n = reg->freed;
     pthread_mutex_unlock(&reg->live_lock);
+    return n;
 }

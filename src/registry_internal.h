@@ -211,9 +211,10 @@ struct registry {
     struct org_active **pending; /* actives with a pending mark */
     size_t npending, cap_pending;
     struct org_active *gone;    /* actives of orgs gone from the table */
-    atomic_uint_fast64_t freed; /* actives freed so far */
-    /* Their pools' counters at the free (gauges zeroed): /stats totals
-     * add them, so that a total never goes down (under live_lock). */
+    /* Actives freed so far, and their pools' counters at the free (gauges
+     * zeroed): /stats totals add them, so that a total never goes down.
+     * Both under live_lock, added as the active leaves reg->active. */
+    uint64_t freed;
     struct pool_stats freed_stats;
     pthread_mutex_t live_lock; /* live and every nservices; a leaf */
     struct org_active *live;   /* actives with services (org_active) */

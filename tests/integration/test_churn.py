@@ -57,6 +57,7 @@ def msg(org):
 class Churn(unittest.TestCase):
     def setUp(self):
         self.srv = Poold(env=NONE)
+        self.last = {}
 
     def tearDown(self):
         code = self.srv.stop()
@@ -65,6 +66,13 @@ class Churn(unittest.TestCase):
     def stats(self):
         r = self.srv.get("/stats", token=TOKEN, route="/stats")
         self.assertEqual(r.status, 200, r.body)
+        # The totals never go down, pools freed or not (a pool freed
+        # between the walk of the pools and the read of the freed ones'
+        # counts was once in neither).
+        totals = r.json()["totals"]
+        for k in ("acquired", "created", "destroyed", "pools_freed"):
+            self.assertGreaterEqual(totals[k], self.last.get(k, 0), k)
+            self.last[k] = totals[k]
         return r.json()
 
     def send(self, org, expect=200):
