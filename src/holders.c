@@ -92,8 +92,7 @@ size_t holders_check(struct holders *hs, uint64_t now_ns, uint64_t warn_ns,
     if (warn_ns == 0)
         return 0;
     pthread_mutex_lock(&hs->lock);
-    for (struct holder *h = hs->head; h != NULL && flagged < max;
-         h = h->next) {
+    for (struct holder *h = hs->head; h != NULL && flagged < max; h = h->next) {
         if (h->warned || !holder_over(h, now_ns, warn_ns))
             continue;
         h->warned = true;
