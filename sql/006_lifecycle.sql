@@ -165,7 +165,8 @@ END $$;
 -- range partitions from the one now() falls in to `ahead` periods ahead,
 -- drops whole partitions that ended more than the retention ago (0: none)
 -- and deletes the default partition's rows older than it (restored rows
--- only). One caller at a time; lock_timeout bounds its waits for writers,
+-- only). One caller at a time (another returns at once, having done
+-- nothing: the first does the work); lock_timeout bounds its waits for writers,
 -- short because writers queue behind a DROP or ATTACH that waits (it wants
 -- the parent exclusively): under a long reader (pg_dump) a round gives up
 -- after 200 ms, writers stall that long at most, and the round is tried
@@ -191,8 +192,11 @@ BEGIN
     IF p_period_s < 1 OR p_window_s < 1 OR p_zone_s <= 0 OR p_ahead < 1 THEN
         RAISE EXCEPTION 'poold_lifecycle_maintain: bad arguments';
     END IF;
+    -- Another replica's round runs: it does this work; this one's is done.
+    IF NOT pg_try_advisory_xact_lock(21021, -1) THEN
+        RETURN;
+    END IF;
     SET LOCAL lock_timeout = '200ms';
-    PERFORM pg_advisory_xact_lock(21021, -1);
     INSERT INTO lifecycle_settings AS s (window_s, zone_s)
         VALUES (p_window_s, p_zone_s)
         ON CONFLICT (only_row) DO UPDATE

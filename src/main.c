@@ -216,14 +216,20 @@ static int lifecycle_run(void *arg, struct db_conn *conn, char *err,
     int created = 0, dropped = 0;
     long long pruned = 0;
     char c[16], d[16], p[24];
+    char perr[256];
     int rc =
         catalog_lifecycle_maintain(conn, lc, &created, &dropped, err, errlen);
+    /* The bounds are read also after a failed round (a lock it gave up
+     * on): those made earlier still spare the INSERTs the careful path. */
+    int prc = catalog_lifecycle_partitions(conn, lo, hi, SERVICE_SCOPE_PARTS,
+                                           &n, perr, sizeof perr);
 
-    if (rc == POOLD_OK)
-        rc = catalog_lifecycle_partitions(conn, lo, hi, SERVICE_SCOPE_PARTS, &n,
-                                          err, errlen);
-    if (rc == POOLD_OK)
+    if (prc == POOLD_OK)
         service_scope_set(&a->scope, lc->window_s, lc->zone_s, lo, hi, n);
+    else if (rc == POOLD_OK) {
+        snprintf(err, errlen, "%s", perr);
+        rc = prc;
+    }
 
     if (rc == POOLD_OK && (created > 0 || dropped > 0)) {
         snprintf(c, sizeof c, "%d", created);
