@@ -236,12 +236,17 @@ uint64_t registry_pools_freed(struct registry *reg);
 
 /* What the freed pools had counted (acquires, timeouts, services created
  * and destroyed, group commits ...; the gauges 0) into *out (NULL: not
- * wanted), and how many pools were freed, read together: GET /stats
- * totals add it, so that a total does not go down when a pool is freed.
- * A pool leaves registry_foreach_pool()'s list and enters these in one
- * step: a reader that calls this before and after its walk, and walks
- * again when the count moved, counts each pool once. Thread-safe. */
+ * wanted), and how many pools were freed, read together. Thread-safe. */
 uint64_t registry_freed_stats(struct registry *reg, struct pool_stats *out);
+
+/* registry_foreach_pool(), and registry_freed_stats() into *freed read at
+ * the instant the list of pools is: a pool freed meanwhile is in exactly
+ * one of them, so totals added up from both never go down (GET /stats).
+ * Returns how many pools were freed. Thread-safe. */
+uint64_t registry_foreach_pool_freed(struct registry *reg,
+                                     void (*fn)(void *arg, const char *org_id,
+                                                const struct pool_stats *stats),
+                                     void *arg, struct pool_stats *freed);
 
 /* Stats of the connection pool (max_size is the cap now). Thread-safe. */
 void registry_conn_stats(struct registry *reg, struct pool_stats *out);

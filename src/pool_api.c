@@ -109,15 +109,18 @@ static json_t *org_stats_json(struct handlers *h, const struct pool_stats *st,
     return o;
 }
 
-/* Walks of the pools GET /stats makes at most for totals that add up. */
-#define STATS_TRIES_MAX 4
-
 /* Every org pool's stats, sorted by org_id (freed by the caller in any
- * case). */
-static int snapshot_pools(struct handlers *h, struct pool_snapshot *snap)
+ * case); with freed, the freed pools' counts of the same instant, and
+ * *nfreed how many. */
+static int snapshot_pools(struct handlers *h, struct pool_snapshot *snap,
+                          struct pool_stats *freed, uint64_t *nfreed)
 {
     memset(snap, 0, sizeof *snap);
-    registry_foreach_pool(cfg_of(h)->reg, metrics_snapshot_add, snap);
+    if (freed != NULL)
+        *nfreed = registry_foreach_pool_freed(
+            cfg_of(h)->reg, metrics_snapshot_add, snap, freed);
+    else
+        registry_foreach_pool(cfg_of(h)->reg, metrics_snapshot_add, snap);
     return metrics_snapshot_sort(snap);
 }
 
@@ -132,25 +135,13 @@ void pool_api_stats(struct handlers *h, const struct http_request *req,
 
     (void)req;
     memset(&totals, 0, sizeof totals);
-    /* The freed pools' counts, then the pools: a pool freed in between
-     * would be in neither (the totals would dip), so walk again then; a
-     * few frees in a row are rare enough for a bounded retry. */
-    for (int tries = 0;; tries++) {
-        int rc;
-
-        freed = registry_freed_stats(cfg_of(h)->reg, &conn);
-        rc = snapshot_pools(h, &snap);
-
-        if (rc != POOLD_OK) {
-            metrics_snapshot_free(&snap);
-            json_decref(pools);
-            handlers_error_status(h, resp, POOLD_ERR_NOMEM);
-            return;
-        }
-        if (tries == STATS_TRIES_MAX - 1 ||
-            registry_pools_freed(cfg_of(h)->reg) == freed)
-            break;
+    /* The pools and the freed pools' counts of one instant: each pool in
+     * one of them, so the totals never go down. */
+    if (snapshot_pools(h, &snap, &conn, &freed) != POOLD_OK) {
         metrics_snapshot_free(&snap);
+        json_decref(pools);
+        handlers_error_status(h, resp, POOLD_ERR_NOMEM);
+        return;
     }
     pool_stats_add(&totals, &conn); /* conn: reused below */
     for (size_t i = 0; pools && i < snap.n; i++) {
@@ -255,7 +246,7 @@ void pool_api_metrics(struct handlers *h, const struct http_request *req,
     struct metrics_view view = {.pools = &snap};
     char *text = NULL;
     size_t len = 0;
-    int rc = snapshot_pools(h, &snap);
+    int rc = snapshot_pools(h, &snap, NULL, NULL);
 
     (void)req;
     registry_conn_stats(cfg_of(h)->reg, &view.conn);

@@ -149,7 +149,9 @@ void registry_active_release(struct org_active *a)
  * Returns a malloc'd array (caller releases each and frees it) or NULL
  * with *n = 0. */
 static struct org_active **active_snapshot(struct registry *reg,
-                                           enum reg_orgs which, size_t *n)
+                                           enum reg_orgs which, size_t *n,
+                                           struct pool_stats *freed,
+                                           uint64_t *nfreed)
 {
     struct org_active **list = NULL;
 
@@ -167,6 +169,8 @@ static struct org_active **active_snapshot(struct registry *reg,
     for (struct org_active *a = reg->active; list && a; a = a->next)
         if (which == REG_ACTIVE || a->pool != NULL)
             list[(*n)++] = active_ref(a);
+    if (freed != NULL) /* an active leaves the list and enters these at once */
+        *nfreed = registry_freed_stats(reg, freed);
     pthread_rwlock_unlock(&reg->lock);
     return list;
 }
@@ -744,13 +748,23 @@ void registry_foreach_org(struct registry *reg, enum reg_orgs which,
         free(list);
         return;
     }
-    struct org_active **list = active_snapshot(reg, which, &n);
+    registry_foreach_active(reg, which, fn, arg, NULL);
+}
+
+uint64_t registry_foreach_active(struct registry *reg, enum reg_orgs which,
+                                 void (*fn)(void *arg, struct org_entry *e),
+                                 void *arg, struct pool_stats *freed)
+{
+    uint64_t nfreed = 0;
+    size_t n;
+    struct org_active **list = active_snapshot(reg, which, &n, freed, &nfreed);
 
     for (size_t i = 0; i < n; i++) {
         fn(arg, list[i]->entry);
         registry_active_release(list[i]);
     }
     free(list);
+    return nfreed;
 }
 
 const char *org_entry_id(const struct org_entry *e)
@@ -864,7 +878,7 @@ void registry_shutdown(struct registry *reg)
 
     if (atomic_exchange(&reg->shutting_down, true))
         return;
-    list = active_snapshot(reg, REG_POOLED, &n);
+    list = active_snapshot(reg, REG_POOLED, &n, NULL, NULL);
     for (size_t i = 0; i < n; i++) {
         pool_shutdown(list[i]->pool);
         registry_active_release(list[i]);

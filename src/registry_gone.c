@@ -51,9 +51,11 @@ static void active_unlink(struct registry *reg, struct org_active *a)
 }
 
 /* Under reg->lock (write), as a leaves reg->active: what it counted goes
- * to the freed totals in the same step, so that a reader of both (under
- * the read lock, or by registry_freed_stats()'s count, as GET /stats)
- * counts it once, and the totals never go down. Unused: frozen. */
+ * to the freed totals in the same step, so that a reader of both under
+ * the read lock (registry_foreach_active(), for GET /stats) counts it
+ * once, and the totals never go down. Unused: its counts are frozen.
+ * pool_get_stats() takes the pool's lock, after the registry's (the
+ * order everywhere; the pool calls out with no lock of its own held). */
 static void freed_add(struct registry *reg, struct org_active *a)
 {
     struct pool_stats st;

@@ -30,7 +30,8 @@
  * (a is e->act, the active part of an org's entry.) They nest in that
  * order only, and in practice barely do: under reg->lock only lock-free
  * pool calls run (pool_create, pool_total) and, in registry_free_gone(),
- * reg->live_lock is taken; under reg->live_lock only
+ * reg->live_lock and a freed pool's lock (its last stats) are taken;
+ * under reg->live_lock only
  * pool_oldest_idle (lock-free), under reg->batcher->lock only
  * a->holders.lock (a committer's hold begins, or a queued write's ends
  * when a committer takes its service), and each of the others is a leaf —
@@ -244,6 +245,14 @@ struct registry {
 void registry_foreach_org(struct registry *reg, enum reg_orgs which,
                           void (*fn)(void *arg, struct org_entry *e),
                           void *arg);
+/* The same for REG_POOLED or REG_ACTIVE, and the freed pools' counts
+ * (registry_freed_stats()) into *freed (not NULL), read under the lock the
+ * snapshot is taken under, where registry_free_gone() moves a pool from
+ * one to the other: each pool is in exactly one. Returns how many pools
+ * were freed. */
+uint64_t registry_foreach_active(struct registry *reg, enum reg_orgs which,
+                                 void (*fn)(void *arg, struct org_entry *e),
+                                 void *arg, struct pool_stats *freed);
 
 /* Call fn(arg, e, retire, resize) for each org a directory change marked
  * for retiring or resizing since the last call, taking the marks (and a

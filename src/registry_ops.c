@@ -120,6 +120,17 @@ void registry_foreach_pool(struct registry *reg,
     registry_foreach_org(reg, REG_POOLED, foreach_pool_one, &a);
 }
 
+uint64_t registry_foreach_pool_freed(struct registry *reg,
+                                     void (*fn)(void *arg, const char *org_id,
+                                                const struct pool_stats *stats),
+                                     void *arg, struct pool_stats *freed)
+{
+    struct foreach_pool_arg a = {reg, fn, arg};
+
+    return registry_foreach_active(reg, REG_POOLED, foreach_pool_one, &a,
+                                   freed);
+}
+
 void registry_commit_totals(struct registry *reg, struct reg_commit_totals *out)
 {
     memset(out, 0, sizeof *out);
@@ -168,7 +179,7 @@ static int reg_conn_get(struct registry *reg, uint64_t acquire_ns,
         /* Every connection in use (or no grant yet) while the database
          * answers is the pool's limit, not the database's (DESIGN.md:
          * pool_exhausted); with no answer lately, the database's. */
-        if (rc == POOLD_ERR_TIMEOUT &&
+        if ((rc == POOLD_ERR_TIMEOUT || rc == POOLD_ERR_WAITERS_FULL) &&
             (registry_is_ready(reg) || registry_awaits_grant(reg)))
             return POOLD_ERR_CONNS_BUSY;
         return POOLD_ERR_DB_BUSY;

@@ -133,6 +133,16 @@ void registry_foreach_pool(struct registry *reg,
     fn(arg, "org_000", &st);
 }
 
+uint64_t registry_foreach_pool_freed(struct registry *reg,
+                                     void (*fn)(void *arg, const char *org_id,
+                                                const struct pool_stats *stats),
+                                     void *arg, struct pool_stats *freed)
+{
+    memset(freed, 0, sizeof *freed);
+    registry_foreach_pool(reg, fn, arg);
+    return 0;
+}
+
 void registry_conn_stats(struct registry *reg, struct pool_stats *out)
 {
     (void)reg;
