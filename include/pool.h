@@ -128,9 +128,9 @@ POOLD_MUSTCHECK int pool_acquire(struct pool *pool, uint64_t timeout_ns,
                                  struct pool_item **out);
 
 /* pool_acquire() for a caller that has other ways to make room (the
- * registry evicting another org's idle service): waits at most wait_ns (0:
- * not at all, never queued) and a timeout is not counted in total_timeouts,
- * since the caller tries again. */
+ * registry evicting another org's idle service), or that no client waits
+ * on (a prewarm): waits at most wait_ns (0: not at all, never queued) and
+ * a timeout is not counted in total_timeouts. */
 POOLD_MUSTCHECK int pool_try_acquire(struct pool *pool, uint64_t wait_ns,
                                      struct pool_item **out);
 

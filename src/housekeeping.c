@@ -490,7 +490,9 @@ static void prewarm_one(struct registry *reg, const char *org_id)
 
     if (registry_route(reg, org_id, &a) != POOLD_OK)
         return;
-    if (pool_acquire(a->pool, reg->cfg.acquire_timeout_ns, &item) == POOLD_OK)
+    /* Quiet: a prewarm that waits in vain is no client's timeout. */
+    if (pool_try_acquire(a->pool, reg->cfg.acquire_timeout_ns, &item) ==
+        POOLD_OK)
         pool_release(a->pool, item);
     registry_active_release(a);
 }
