@@ -427,7 +427,7 @@ int tenants_org_delete(struct db_conn *conn, const char *org_id,
 
 /* Lock the org's row against a concurrent delete; UNKNOWN_ORG if none.
  * exclusive also serialises the org's key creations (FOR NO KEY UPDATE,
- * which message inserts and revocations do not wait for). */
+ * which message inserts do not wait for; its key writes, FOR SHARE, do). */
 static int org_share(struct db_conn *conn, const char *org_id, bool exclusive,
                      char *err, size_t errlen)
 {
