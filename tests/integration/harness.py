@@ -19,6 +19,7 @@ import json
 import os
 import random
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -128,9 +129,19 @@ def free_port():
 def private_tempdir(prefix):
     """A directory of this suite's own for the logs of the processes it
     starts (other test runs clean up /tmp/poold-test-* by name); every
-    later tempfile goes there. The suite removes it in tearDownModule."""
+    later tempfile goes there. The suite removes it in tearDownModule,
+    with remove_private_tempdir()."""
     tempfile.tempdir = tempfile.mkdtemp(prefix=prefix)
     return tempfile.tempdir
+
+
+def remove_private_tempdir(path):
+    """Remove private_tempdir()'s directory, and send later tempfiles to
+    the default place again: suites run in one process (python3 -m
+    unittest a b) once failed when the next one's files went there."""
+    shutil.rmtree(path, ignore_errors=True)
+    if tempfile.tempdir == path:
+        tempfile.tempdir = None
 
 
 # ---- the OpenAPI contract ---------------------------------------------------

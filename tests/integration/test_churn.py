@@ -9,14 +9,13 @@ Every org this file creates carries a random prefix and is deleted at the
 end.
 """
 import os
-import shutil
-import tempfile
 import threading
 import time
 import unittest
 import uuid
 
-from harness import TOKEN, Poold, memory_bytes, psql, require_env, wait_for
+from harness import (TOKEN, Poold, memory_bytes, private_tempdir, psql,
+                     remove_private_tempdir, require_env, wait_for)
 
 P = "ch" + uuid.uuid4().hex[:8] + "_"
 NONE = {"POOLD_CLIENT_AUTH": "none"}
@@ -26,8 +25,7 @@ PER_ROUND = 50
 # ceiling): the memory test's scale.
 POOL_BYTES = 17 * 1024
 
-LOGDIR = tempfile.mkdtemp(prefix="churntest-")
-tempfile.tempdir = LOGDIR
+LOGDIR = private_tempdir("churntest-")
 
 
 def setUpModule():
@@ -37,7 +35,7 @@ def setUpModule():
 def tearDownModule():
     psql(f"DELETE FROM processed_messages WHERE org_id LIKE '{P}%';"
          f"DELETE FROM orgs WHERE org_id LIKE '{P}%'")
-    shutil.rmtree(LOGDIR, ignore_errors=True)
+    remove_private_tempdir(LOGDIR)
 
 
 def create(*orgs):

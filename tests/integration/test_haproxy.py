@@ -21,8 +21,9 @@ import unittest
 import uuid
 
 from harness import (SOURCE_DIR, Poold, ReplicaLoad, Sampler, free_port,
-                     private_tempdir, psql, require_env, settled,
-                     start_replica, stop_if_running, wait_for)
+                     private_tempdir, psql, remove_private_tempdir,
+                     require_env, settled, start_replica, stop_if_running,
+                     wait_for)
 
 LOG_DIR = private_tempdir("poold-haproxy-")
 
@@ -107,7 +108,7 @@ def setUpModule():
 
 
 def tearDownModule():
-    shutil.rmtree(LOG_DIR, ignore_errors=True)
+    remove_private_tempdir(LOG_DIR)
     psql(f"DELETE FROM processed_messages WHERE org_id LIKE '{P}%';"
             f"DELETE FROM orgs WHERE org_id LIKE '{P}%'")
 

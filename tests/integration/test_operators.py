@@ -9,15 +9,14 @@ org this file creates carries a random prefix and is deleted at the end.
 import json
 import os
 import re
-import shutil
 import subprocess
-import tempfile
 import threading
 import time
 import unittest
 import uuid
 
-from harness import SOURCE_DIR, TOKEN, Poold, psql, require_env, wait_for
+from harness import (SOURCE_DIR, TOKEN, Poold, private_tempdir, psql,
+                     remove_private_tempdir, require_env, wait_for)
 
 P = "op" + uuid.uuid4().hex[:8] + "_"
 ORG_P = P + "pause"   # paused and resumed
@@ -30,8 +29,7 @@ NONE = {"POOLD_CLIENT_AUTH": "none"}
 SERVER = None
 # poold logs in a directory of this module's own: other test runs on the
 # same machine clean /tmp/poold-test-* files.
-LOGDIR = tempfile.mkdtemp(prefix="opstest-")
-tempfile.tempdir = LOGDIR
+LOGDIR = private_tempdir("opstest-")
 
 
 def setUpModule():
@@ -46,7 +44,7 @@ def tearDownModule():
     code = SERVER.stop() if SERVER is not None else 0
     psql(f"DELETE FROM processed_messages WHERE org_id LIKE '{P}%';"
          f"DELETE FROM orgs WHERE org_id LIKE '{P}%'")
-    shutil.rmtree(LOGDIR, ignore_errors=True)
+    remove_private_tempdir(LOGDIR)
     if code != 0:
         raise AssertionError("the shared poold exited with %s" % code)
 

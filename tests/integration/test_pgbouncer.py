@@ -18,7 +18,8 @@ import unittest
 import uuid
 
 from harness import (TOKEN, Poold, free_port, private_tempdir, psql,
-                     require_env, stop_if_running, wait_for)
+                     remove_private_tempdir, require_env, stop_if_running,
+                     wait_for)
 
 LOG_DIR = private_tempdir("poold-pgbouncer-")
 
@@ -100,7 +101,7 @@ def setUpModule():
 
 
 def tearDownModule():
-    shutil.rmtree(LOG_DIR, ignore_errors=True)
+    remove_private_tempdir(LOG_DIR)
     psql(f"DELETE FROM processed_messages WHERE org_id LIKE '{P}%';"
             f"DELETE FROM orgs WHERE org_id LIKE '{P}%'")
 

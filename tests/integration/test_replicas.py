@@ -5,15 +5,15 @@ Real processes on loopback; pg_stat_activity is sampled every 50 ms by one
 psql session while load runs and replicas join, die (SIGKILL) and stop.
 """
 import json
-import shutil
 import sys
 import time
 import unittest
 import uuid
 
 from harness import (BUDGET, TOKEN, Poold, ReplicaLoad, Sampler, cluster,
-                     private_tempdir, psql, require_env, settled,
-                     start_replica, stop_if_running, wait_for)
+                     private_tempdir, psql, remove_private_tempdir,
+                     require_env, settled, start_replica, stop_if_running,
+                     wait_for)
 
 # Logs of the many processes these tests start go to a directory of their
 # own.
@@ -36,7 +36,7 @@ def setUpModule():
 
 
 def tearDownModule():
-    shutil.rmtree(LOG_DIR, ignore_errors=True)
+    remove_private_tempdir(LOG_DIR)
     psql(f"DELETE FROM processed_messages WHERE org_id LIKE '{P}%';"
             f"DELETE FROM orgs WHERE org_id LIKE '{P}%'")
 
