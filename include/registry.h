@@ -239,10 +239,11 @@ uint64_t registry_pools_freed(struct registry *reg);
  * wanted), and how many pools were freed, read together. Thread-safe. */
 uint64_t registry_freed_stats(struct registry *reg, struct pool_stats *out);
 
-/* registry_foreach_pool(), and registry_freed_stats() into *freed read at
- * the instant the list of pools is: a pool freed meanwhile is in exactly
- * one of them, so totals added up from both never go down (GET /stats).
- * Returns how many pools were freed. Thread-safe. */
+/* registry_foreach_pool(), and registry_freed_stats() into *freed (NULL:
+ * not wanted, and 0 returned) read at the instant the list of pools is: a
+ * pool freed meanwhile is in exactly one of them, so totals added up from
+ * both never go down (GET /stats). Returns how many pools were freed.
+ * Thread-safe. */
 uint64_t registry_foreach_pool_freed(struct registry *reg,
                                      void (*fn)(void *arg, const char *org_id,
                                                 const struct pool_stats *stats),

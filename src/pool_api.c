@@ -110,17 +110,18 @@ static json_t *org_stats_json(struct handlers *h, const struct pool_stats *st,
 }
 
 /* Every org pool's stats, sorted by org_id (freed by the caller in any
- * case); with freed, the freed pools' counts of the same instant, and
- * *nfreed how many. */
+ * case); with freed (or NULL), the freed pools' counts of the same
+ * instant, and how many in *nfreed. */
 static int snapshot_pools(struct handlers *h, struct pool_snapshot *snap,
                           struct pool_stats *freed, uint64_t *nfreed)
 {
+    uint64_t n;
+
     memset(snap, 0, sizeof *snap);
-    if (freed != NULL)
-        *nfreed = registry_foreach_pool_freed(
-            cfg_of(h)->reg, metrics_snapshot_add, snap, freed);
-    else
-        registry_foreach_pool(cfg_of(h)->reg, metrics_snapshot_add, snap);
+    n = registry_foreach_pool_freed(cfg_of(h)->reg, metrics_snapshot_add, snap,
+                                    freed);
+    if (nfreed != NULL)
+        *nfreed = n;
     return metrics_snapshot_sort(snap);
 }
 

@@ -113,11 +113,7 @@ void registry_foreach_pool(struct registry *reg,
                                       const struct pool_stats *stats),
                            void *arg)
 {
-    struct foreach_pool_arg a = {reg, fn, arg};
-
-    /* The snapshot's references keep the pools: no lock held while fn
-     * runs. */
-    registry_foreach_org(reg, REG_POOLED, foreach_pool_one, &a);
+    (void)registry_foreach_pool_freed(reg, fn, arg, NULL);
 }
 
 uint64_t registry_foreach_pool_freed(struct registry *reg,
@@ -127,6 +123,8 @@ uint64_t registry_foreach_pool_freed(struct registry *reg,
 {
     struct foreach_pool_arg a = {reg, fn, arg};
 
+    /* The snapshot's references keep the pools: no lock held while fn
+     * runs. */
     return registry_foreach_active(reg, REG_POOLED, foreach_pool_one, &a,
                                    freed);
 }

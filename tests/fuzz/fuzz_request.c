@@ -138,7 +138,8 @@ uint64_t registry_foreach_pool_freed(struct registry *reg,
                                                 const struct pool_stats *stats),
                                      void *arg, struct pool_stats *freed)
 {
-    memset(freed, 0, sizeof *freed);
+    if (freed != NULL)
+        memset(freed, 0, sizeof *freed);
     registry_foreach_pool(reg, fn, arg);
     return 0;
 }
