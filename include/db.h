@@ -64,13 +64,13 @@ bool db_conn_lingers(const struct db_conn *conn, int *pid, int *port);
  * ReadyForQuery, so an autocommit write is known committed) until
  * deadline_ns (CLOCK_MONOTONIC; 0: now + the settings' query_wait_ns),
  * never later than the thread's deadline when one is set, and never past
- * db_abort_all(). Returns:
+ * db_abort_all() or, on a fenceable connection, db_fence(). Returns:
  * - POOLD_OK and *out, a result of status TUPLES_OK, COMMAND_OK or
  *   EMPTY_QUERY that the caller PQclear()s;
  * - POOLD_ERR_DB: the server answered an error (the statement did not
  *   commit; err has its message), or nothing that could commit was sent;
  * - POOLD_ERR_COMMIT_UNKNOWN: q->writes, the statement was sent, and the
- *   answer did not come (deadline, abort, connection lost, FATAL): it may or
+ *   answer did not come (deadline, abort, fence, lost, FATAL): it may or
  *   may not have committed.
  * After a missed deadline or a lost connection the connection is doomed:
  * db_conn_is_clean() and db_conn_is_alive() say false, so it is destroyed.
@@ -94,6 +94,18 @@ uint64_t db_thread_deadline_get(void);
  * missed deadline). For the end of a shutdown. Thread-safe, async-signal
  * unsafe. Irreversible. */
 void db_abort_all(void);
+
+/*
+ * The cluster's fence (a replica whose lease lapsed holds no connections):
+ * while it is up, every wait on a fenceable connection (db_settings) ends
+ * at once, as a missed deadline (a write's answer is "unknown"), unless its
+ * answer is already there, and no statement is sent on one (POOLD_ERR_DB,
+ * nothing sent). Such a connection is doomed: closed when given back, its
+ * backend gone once it notices (client_connection_check_interval).
+ * Lowered when the lease is renewed. Thread-safe.
+ */
+void db_fence(bool up);
+bool db_is_fenced(void);
 
 /*
  * The liveness ladder: local status, then a zero-round-trip look at the

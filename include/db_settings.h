@@ -18,6 +18,9 @@ struct db_settings {
     bool prepared;                 /* POOLD_PREPARED_STATEMENTS: named
                                       statements, prepared once per
                                       connection; false: unnamed only */
+    bool fenceable;                /* counts against the cluster's budget:
+                                      db_fence() ends its statements (all
+                                      but housekeeping's own connections) */
 };
 
 #endif

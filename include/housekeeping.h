@@ -31,9 +31,6 @@ struct housekeeping; /* opaque; owned by the registry */
  *                   their places back once pg_stat_activity shows their
  *                   backends gone (connpool_check_lingering)
  *   replica_hook    the cluster's hook (registry_set_hk_hook)
- *   lifecycle       registry_config.lifecycle (processed_messages'
- *                   partitions), at start-up, then every
- *                   lifecycle_interval_ns
  *   maintain_pools  each org pool's lifetimes and idle timeouts
  *   check_holds     holds older than POOLD_HOLD_WARN_MS counted and logged
  *   maintain_conns  the connection pool (min idle), unless the warm thread
@@ -43,9 +40,15 @@ struct housekeeping; /* opaque; owned by the registry */
  *                   once nothing uses them (registry_internal.h)
  *   prewarm         POOLD_PREWARM, once the directory is loaded (a thread)
  *
- * Steps up to lifecycle run with the housekeeping connection taken; a
+ * Steps up to replica_hook run with the housekeeping connection taken; a
  * step that needs the database is skipped once one before it failed, and
  * prewarm is skipped until the directory is loaded.
+ *
+ * registry_config.lifecycle (processed_messages' partitions, the audit
+ * log's retention) is no step: it runs at start-up on the housekeeping
+ * connection, then every lifecycle_interval_ns on a thread and a
+ * connection ("poold-lifecycle") of its own, so that its lock waits and
+ * deletes never hold up the lease's renewal.
  */
 enum hk_outcome {
     HK_RAN,     /* did its work */
@@ -69,7 +72,8 @@ POOLD_MUSTCHECK int housekeeping_create(struct registry *reg,
  * Start-up, on the caller's thread: connect, check the schema (a reachable
  * database without it: POOLD_ERR_DB, logged; an unreachable one is not an
  * error, it is retried), load the directory, call the replica hook; then
- * start the housekeeping thread, and the warm thread (POOLD_DB_MIN_IDLE).
+ * start the housekeeping thread, the warm thread (POOLD_DB_MIN_IDLE) and
+ * the lifecycle thread (registry_config.lifecycle).
  * Once.
  */
 POOLD_MUSTCHECK int housekeeping_start(struct housekeeping *hk);

@@ -180,6 +180,8 @@ static void cluster_fence_check(struct cluster *c, uint64_t now)
                   "cluster lease not renewed: holding no "
                   "connections until it is",
                   "replica", c->id, (const char *)NULL);
+        /* Statements in flight end now, not with their requests. */
+        db_fence(true);
         cap_apply_locked(c, 0);
     }
     pthread_mutex_unlock(&c->cap_lock);
@@ -189,6 +191,8 @@ static void cluster_fence_check(struct cluster *c, uint64_t now)
 static void cluster_renewed_locked(struct cluster *c, uint64_t sent)
 {
     atomic_store(&c->renewed_ns, sent);
+    if (c->fenced)
+        db_fence(false);
     c->fenced = false;
 }
 

@@ -34,6 +34,8 @@ struct db_conn {
     uint64_t query_wait_ns; /* default bound of one statement */
     unsigned prepared_set;  /* bit n: statement n is prepared here */
     bool use_prepared;      /* POOLD_PREPARED_STATEMENTS */
+    bool fenceable;         /* counts against the cluster's budget: the
+                               fence (db_fence) ends its statements */
     bool doomed;            /* FATAL seen, deadline missed, or lost: never
                                reuse */
     bool pending;           /* a statement was sent and its whole answer
@@ -51,10 +53,38 @@ static _Thread_local uint64_t db_thread_cap_ns;
 static pthread_once_t db_abort_once = PTHREAD_ONCE_INIT;
 static int db_abort_fd = -1;
 static atomic_bool db_aborted;
+/* db_fence(): the same for fenceable connections, while it is up: written
+ * after db_fenced is set, drained before it is cleared, so a wait that
+ * sees it readable and db_fenced clear goes round once more at most. */
+static int db_fence_fd = -1;
+static atomic_bool db_fenced;
 
 static void db_abort_init(void)
 {
     db_abort_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    db_fence_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+}
+
+void db_fence(bool up)
+{
+    uint64_t v = 1;
+
+    pthread_once(&db_abort_once, db_abort_init);
+    if (up) {
+        atomic_store(&db_fenced, true);
+        if (db_fence_fd >= 0 && write(db_fence_fd, &v, sizeof v) < 0)
+            log_event(LOG_WARN, "fence signal not written", (const char *)NULL);
+        return;
+    }
+    if (db_fence_fd >= 0 && read(db_fence_fd, &v, sizeof v) < 0 &&
+        errno != EAGAIN)
+        log_event(LOG_WARN, "fence signal not read", (const char *)NULL);
+    atomic_store(&db_fenced, false);
+}
+
+bool db_is_fenced(void)
+{
+    return atomic_load(&db_fenced);
 }
 
 void db_abort_all(void)
@@ -83,30 +113,49 @@ static uint64_t db_cap(uint64_t deadline_ns)
     return cap != 0 && cap < deadline_ns ? cap : deadline_ns;
 }
 
-/* Wait for events on fd until deadline_ns or an abort: 1 ready, 0 deadline
- * passed or aborted, -1 poll failed. */
-static int db_poll(int fd, short events, uint64_t deadline_ns)
+/* Is a wait on a connection (fenceable or not) to end now? */
+static bool db_cut(bool fenceable)
+{
+    return atomic_load(&db_aborted) || (fenceable && atomic_load(&db_fenced));
+}
+
+/* Wait for events on fd until deadline_ns, an abort or (fenceable) the
+ * fence: 1 ready, 0 deadline passed, aborted or fenced, -1 poll failed. */
+static int db_poll(int fd, short events, uint64_t deadline_ns, bool fenceable)
 {
     pthread_once(&db_abort_once, db_abort_init);
     for (;;) {
-        struct pollfd pfd[2] = {{.fd = fd, .events = events},
-                                {.fd = db_abort_fd, .events = POLLIN}};
+        struct pollfd pfd[3] = {
+            {.fd = fd, .events = events},
+            {.fd = db_abort_fd, .events = POLLIN},
+            {.fd = fenceable ? db_fence_fd : -1, .events = POLLIN}};
         uint64_t now = clock_now_ns();
         int ms, n;
 
-        if (atomic_load(&db_aborted) || now >= deadline_ns)
+        if (db_cut(fenceable) || now >= deadline_ns)
             return 0;
         ms = (int)((deadline_ns - now + NS_PER_MS - 1) / NS_PER_MS);
-        n = poll(pfd, db_abort_fd >= 0 ? 2 : 1, ms);
+        n = poll(pfd, 3, ms); /* a negative fd is ignored */
         if (n < 0 && errno == EINTR)
             continue;
         if (n < 0)
             return -1;
-        if (n > 0 && pfd[1].revents != 0)
+        if (atomic_load(&db_aborted))
             return 0;
-        if (n > 0)
-            return 1;
+        if (n > 0 && pfd[0].revents != 0)
+            return 1; /* an answer ready is read, fence or not */
+        /* Otherwise the fence: checked at the top. */
     }
+}
+
+/* Why a wait ended early, for the error message. */
+static const char *db_cut_why(bool fenceable)
+{
+    if (atomic_load(&db_aborted))
+        return " (aborted)";
+    if (fenceable && atomic_load(&db_fenced))
+        return " (fenced: the replica's lease lapsed)";
+    return "";
 }
 
 /* Copy libpq's message without its trailing newline. */
@@ -191,8 +240,8 @@ static bool db_options(const struct db_settings *s, char *buf, size_t len)
 }
 
 /* Drive PQconnectPoll until the connection is made or the deadline. */
-static int db_connect_poll(PGconn *pg, uint64_t deadline_ns, char *err,
-                           size_t errlen)
+static int db_connect_poll(PGconn *pg, uint64_t deadline_ns, bool fenceable,
+                           char *err, size_t errlen)
 {
     PostgresPollingStatusType st = PGRES_POLLING_WRITING;
 
@@ -205,7 +254,7 @@ static int db_connect_poll(PGconn *pg, uint64_t deadline_ns, char *err,
         }
         ready = db_poll(PQsocket(pg),
                         st == PGRES_POLLING_READING ? POLLIN : POLLOUT,
-                        deadline_ns);
+                        deadline_ns, fenceable);
         if (ready <= 0) {
             snprintf(err, errlen, "connect: %s",
                      ready == 0 ? "no answer before the deadline"
@@ -280,7 +329,8 @@ int db_conn_open(const struct db_settings *settings, uint64_t now_ns,
         db_conn_close(conn);
         return POOLD_ERR_DB;
     }
-    rc = db_connect_poll(conn->pg, deadline, err, errlen);
+    conn->fenceable = settings->fenceable;
+    rc = db_connect_poll(conn->pg, deadline, conn->fenceable, err, errlen);
     if (rc == POOLD_OK && PQsetnonblocking(conn->pg, 1) != 0) {
         db_copy_error(err, errlen, "connect: ", PQerrorMessage(conn->pg));
         rc = POOLD_ERR_DB;
@@ -314,12 +364,13 @@ void db_conn_close(struct db_conn *conn)
 enum db_wait_end { DB_WAIT_DONE, DB_WAIT_EXPIRED, DB_WAIT_LOST };
 
 /* Send what libpq has queued. */
-static enum db_wait_end db_flush(PGconn *pg, uint64_t deadline_ns)
+static enum db_wait_end db_flush(PGconn *pg, uint64_t deadline_ns,
+                                 bool fenceable)
 {
     int f;
 
     while ((f = PQflush(pg)) == 1) {
-        int r = db_poll(PQsocket(pg), POLLOUT | POLLIN, deadline_ns);
+        int r = db_poll(PQsocket(pg), POLLOUT | POLLIN, deadline_ns, fenceable);
         if (r == 0)
             return DB_WAIT_EXPIRED;
         if (r < 0 || PQconsumeInput(pg) == 0)
@@ -331,14 +382,14 @@ static enum db_wait_end db_flush(PGconn *pg, uint64_t deadline_ns)
 /* Read every result until libpq has none left (ReadyForQuery). Keeps the
  * first error result, else the first result, in *out. */
 static enum db_wait_end db_collect(PGconn *pg, uint64_t deadline_ns,
-                                   PGresult **out)
+                                   bool fenceable, PGresult **out)
 {
     PGresult *res;
 
     *out = NULL;
     for (;;) {
         while (PQisBusy(pg)) {
-            int r = db_poll(PQsocket(pg), POLLIN, deadline_ns);
+            int r = db_poll(PQsocket(pg), POLLIN, deadline_ns, fenceable);
             if (r == 0)
                 return DB_WAIT_EXPIRED;
             if (r < 0 || PQconsumeInput(pg) == 0)
@@ -377,12 +428,12 @@ static int db_finish(struct db_conn *conn, bool writes, uint64_t deadline_ns,
                      PGresult **out, char *err, size_t errlen)
 {
     PGconn *pg = conn->pg;
-    enum db_wait_end end = db_flush(pg, deadline_ns);
+    enum db_wait_end end = db_flush(pg, deadline_ns, conn->fenceable);
     PGresult *res = NULL;
 
     conn->pending = true;
     if (end == DB_WAIT_DONE)
-        end = db_collect(pg, deadline_ns, &res);
+        end = db_collect(pg, deadline_ns, conn->fenceable, &res);
     /* Answered up to ReadyForQuery (or the server closed: a FATAL or EOF
      * read): the backend is idle or gone. Otherwise it may still work. */
     if (end == DB_WAIT_DONE || end == DB_WAIT_LOST ||
@@ -400,7 +451,7 @@ static int db_finish(struct db_conn *conn, bool writes, uint64_t deadline_ns,
             snprintf(err, errlen,
                      "no answer from the database before the "
                      "deadline%s",
-                     atomic_load(&db_aborted) ? " (aborted)" : "");
+                     db_cut_why(conn->fenceable));
         else
             db_copy_error(err, errlen, "connection lost: ",
                           res ? PQresultErrorMessage(res) : PQerrorMessage(pg));
@@ -459,6 +510,11 @@ int db_run(struct db_conn *conn, const struct db_query *q, uint64_t deadline_ns,
     deadline_ns = db_cap(deadline_ns);
     if (conn->doomed || PQstatus(conn->pg) != CONNECTION_OK) {
         snprintf(err, errlen, "the connection is closed");
+        return POOLD_ERR_DB;
+    }
+    if (conn->fenceable && atomic_load(&db_fenced)) {
+        conn->doomed = true; /* closed when given back */
+        snprintf(err, errlen, "not sent: the replica's lease lapsed (fenced)");
         return POOLD_ERR_DB;
     }
     if (named) {

@@ -49,12 +49,12 @@ struct housekeeping {
     uint64_t backoff_ns; /* 0: tick again after the refresh interval */
     unsigned seed;
     bool prewarmed;
-    bool lifecycle_ran;     /* once: lifecycle_due is set */
-    uint64_t lifecycle_due; /* the next lifecycle step, on the tick clock */
+    /* The lifecycle thread's (and start-up's, before it runs). */
+    uint64_t lifecycle_due; /* the next round (0: at once) */
     /* Written before the threads start or by the hk thread; read after
      * joining it. */
-    pthread_t thread, warm_thread, prewarm_thread;
-    bool started, warm_started, prewarm_started;
+    pthread_t thread, warm_thread, prewarm_thread, lifecycle_thread;
+    bool started, warm_started, prewarm_started, lifecycle_started;
 };
 
 /* One tick, handed from step to step. */
@@ -153,6 +153,7 @@ int housekeeping_conn_ready(struct housekeeping *hk, struct db_conn **conn,
     connpool_close_outside(hk->reg->cp, *conn);
     *conn = NULL;
     s.application_name = "poold-housekeeping";
+    s.fenceable = false; /* it renews the lease */
     return db_conn_open(&s, clock_now_ns(), conn, err, errlen);
 }
 
@@ -376,33 +377,6 @@ static enum hk_outcome step_replica_hook(struct housekeeping *hk,
     return HK_RAN;
 }
 
-/* processed_messages' partitions: at the first tick with the database (and
- * at start-up), then every lifecycle_interval_ns; a failure is tried again
- * a minute later at most. */
-static enum hk_outcome step_lifecycle(struct housekeeping *hk,
-                                      struct hk_tick *t)
-{
-    const struct registry_config *cfg = &hk->reg->cfg;
-    uint64_t retry = 60 * NS_PER_S;
-    char err[REG_ERR_MAX];
-
-    if (cfg->lifecycle == NULL ||
-        (hk->lifecycle_ran && t->now < hk->lifecycle_due))
-        return HK_SKIPPED;
-    hk->lifecycle_ran = true;
-    if (cfg->lifecycle(cfg->lifecycle_arg, t->conn, err, sizeof err) !=
-        POOLD_OK) {
-        log_event(LOG_WARN, "data lifecycle step failed, will retry", "error",
-                  err, (const char *)NULL);
-        hk->lifecycle_due = t->now + (cfg->lifecycle_interval_ns < retry
-                                          ? cfg->lifecycle_interval_ns
-                                          : retry);
-        return HK_FAILED;
-    }
-    hk->lifecycle_due = t->now + cfg->lifecycle_interval_ns;
-    return HK_RAN;
-}
-
 /* --------------------------------------------- steps without connection */
 
 static void maintain_one(void *arg, struct org_entry *e)
@@ -557,7 +531,6 @@ enum {
     HK_STEP_BREAKERS,
     HK_STEP_CLOSED_BACKENDS,
     HK_STEP_REPLICA_HOOK,
-    HK_STEP_LIFECYCLE,
     HK_STEP_MAINTAIN_POOLS,
     HK_STEP_CHECK_HOLDS,
     HK_STEP_MAINTAIN_CONNS,
@@ -588,7 +561,6 @@ static const struct hk_step hk_steps[HK_STEP__COUNT] = {
     [HK_STEP_CLOSED_BACKENDS] = {"closed_backends", HK_CONN | HK_DB,
                                  step_closed_backends},
     [HK_STEP_REPLICA_HOOK] = {"replica_hook", HK_CONN, step_replica_hook},
-    [HK_STEP_LIFECYCLE] = {"lifecycle", HK_CONN | HK_DB, step_lifecycle},
     [HK_STEP_MAINTAIN_POOLS] = {"maintain_pools", 0, step_maintain_pools},
     [HK_STEP_CHECK_HOLDS] = {"check_holds", 0, step_check_holds},
     [HK_STEP_MAINTAIN_CONNS] = {"maintain_conns", 0, step_maintain_conns},
@@ -748,6 +720,71 @@ static void *warm_main(void *arg)
     return NULL;
 }
 
+/* A round failed: logged, and tried again a minute later at most. */
+static void lifecycle_failed(struct housekeeping *hk, const char *err)
+{
+    uint64_t interval = hk->reg->cfg.lifecycle_interval_ns;
+    uint64_t retry = 60 * NS_PER_S;
+
+    log_event(LOG_WARN, "data lifecycle step failed, will retry", "error", err,
+              (const char *)NULL);
+    hk->lifecycle_due = clock_now_ns() + (interval < retry ? interval : retry);
+}
+
+/* processed_messages' partitions and the audit log's retention
+ * (registry_config.lifecycle), on conn: at start-up, then every
+ * lifecycle_interval_ns. */
+static void lifecycle_round(struct housekeeping *hk, struct db_conn *conn)
+{
+    const struct registry_config *cfg = &hk->reg->cfg;
+    char err[REG_ERR_MAX];
+
+    if (cfg->lifecycle(cfg->lifecycle_arg, conn, err, sizeof err) == POOLD_OK)
+        hk->lifecycle_due = clock_now_ns() + cfg->lifecycle_interval_ns;
+    else
+        lifecycle_failed(hk, err);
+}
+
+/* The lifecycle on a thread and a connection of its own: a round waits for
+ * table locks and deletes rows, and must not hold up the tick, which renews
+ * the replica's lease (DESIGN.md, "Background work never waits behind a
+ * request"). The connection is opened for a round (hourly at most) and
+ * closed after it; it counts against no budget, like housekeeping's. While
+ * the database does not answer the tick, no round is tried. */
+static void *lifecycle_main(void *arg)
+{
+    struct housekeeping *hk = arg;
+    struct registry *reg = hk->reg;
+    struct db_settings s = reg->cfg.db;
+    struct db_conn *conn;
+    char err[REG_ERR_MAX];
+    uint64_t now;
+
+    s.application_name = "poold-lifecycle";
+    s.fenceable = false;
+    pthread_mutex_lock(&hk->lock);
+    while (!hk->stop) {
+        now = clock_now_ns();
+        if (now < hk->lifecycle_due || !registry_db_answers(reg)) {
+            hk_wait(hk, now < hk->lifecycle_due ? hk->lifecycle_due - now
+                                                : reg->cfg.refresh_interval_ns);
+            continue;
+        }
+        pthread_mutex_unlock(&hk->lock);
+        conn = NULL;
+        if (db_conn_open(&s, clock_now_ns(), &conn, err, sizeof err) ==
+            POOLD_OK)
+            lifecycle_round(hk, conn);
+        else
+            lifecycle_failed(hk, err);
+        /* A backend left at work counts until it is gone. */
+        connpool_close_outside(reg->cp, conn);
+        pthread_mutex_lock(&hk->lock);
+    }
+    pthread_mutex_unlock(&hk->lock);
+    return NULL;
+}
+
 /* Connect and check the schema: POOLD_ERR_DB only for a reachable
  * database without it. */
 static int hk_start_connect(struct housekeeping *hk, struct hk_tick *t)
@@ -780,7 +817,8 @@ int housekeeping_start(struct housekeeping *hk)
         if (t.rc == POOLD_OK)
             registry_mark_db_ok(reg, clock_now_ns());
         /* Partitions exist before the first request. */
-        hk_run(hk, &t, HK_STEP_LIFECYCLE, HK_STEP_LIFECYCLE, NULL, 0);
+        if (reg->cfg.lifecycle != NULL)
+            lifecycle_round(hk, t.conn);
     }
     if (rc == POOLD_OK)
         hk_run(hk, &t, HK_STEP_REPLICA_HOOK, HK_STEP_REPLICA_HOOK, NULL, 0);
@@ -797,6 +835,12 @@ int housekeeping_start(struct housekeeping *hk)
     if (pthread_create(&hk->thread, NULL, hk_main, hk) != 0)
         return POOLD_ERR_NOMEM;
     hk->started = true;
+    if (reg->cfg.lifecycle != NULL) {
+        hk->lifecycle_started = pthread_create(&hk->lifecycle_thread, NULL,
+                                               lifecycle_main, hk) == 0;
+        if (!hk->lifecycle_started)
+            return POOLD_ERR_NOMEM;
+    }
     return POOLD_OK;
 }
 
@@ -834,10 +878,13 @@ void housekeeping_stop(struct housekeeping *hk)
         pthread_join(hk->thread, NULL);
     if (hk->warm_started)
         pthread_join(hk->warm_thread, NULL);
+    if (hk->lifecycle_started)
+        pthread_join(hk->lifecycle_thread, NULL);
     /* After the pools were shut down: its acquires fail at once. */
     if (hk->prewarm_started)
         pthread_join(hk->prewarm_thread, NULL);
     hk->started = hk->warm_started = hk->prewarm_started = false;
+    hk->lifecycle_started = false;
 }
 
 /* At the end, on the housekeeping connection: wait (bounded) until the

@@ -822,6 +822,9 @@ int registry_create(const struct registry_config *cfg, struct registry **out)
     if (reg == NULL)
         return POOLD_ERR_NOMEM;
     reg->cfg = *cfg;
+    /* Every connection of the registry counts against the cluster's budget
+     * (housekeeping's own, opened from a copy, does not). */
+    reg->cfg.db.fenceable = true;
     /* One statement's client-side wait: the server-side timeout plus a
      * slack, so the server normally answers first with a real error; with
      * no server-side timeout, the acquire timeout bounds it instead. */
@@ -929,13 +932,18 @@ void registry_abort(struct registry *reg)
     db_abort_all();
 }
 
-/* Loaded, not stopping, and the database answered lately. */
-static bool registry_serving(struct registry *reg)
+bool registry_db_answers(struct registry *reg)
 {
     uint64_t last = atomic_load(&reg->last_ok_ns);
     uint64_t grace = reg->cfg.refresh_interval_ns + REG_READY_GRACE_NS;
+    return last != 0 && clock_now_ns() - last < grace;
+}
+
+/* Loaded, not stopping, and the database answered lately. */
+static bool registry_serving(struct registry *reg)
+{
     return atomic_load(&reg->loaded) && !atomic_load(&reg->shutting_down) &&
-           last != 0 && clock_now_ns() - last < grace;
+           registry_db_answers(reg);
 }
 
 bool registry_is_ready(struct registry *reg)

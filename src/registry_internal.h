@@ -302,6 +302,10 @@ void registry_mark_loaded(struct registry *reg);
 /* The database answered at now_ns (readiness). */
 void registry_mark_db_ok(struct registry *reg, uint64_t now_ns);
 
+/* The database answered the tick lately (within a refresh interval and
+ * the readiness grace). */
+bool registry_db_answers(struct registry *reg);
+
 /* The cap policy: while builds wait for a connection, the longest-idle
  * services of the orgs give theirs back. */
 void registry_reclaim_for_waiters(struct registry *reg);

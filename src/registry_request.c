@@ -96,13 +96,15 @@ void reg_release(struct registry *reg, struct org_entry *e,
  * commit deadline leaves time: the retry inserts the row, or finds it with
  * the same payload (200, duplicate) if the first attempt had committed.
  * The retry may wait for a service until the commit deadline. Whatever
- * else it meets, the first attempt's outcome stays unknown (504).
+ * else it meets, the first attempt's outcome stays unknown (504). Not on a
+ * fenced replica (db_fence): it would only wait for the lease, and the
+ * client's own retry may go to a replica that holds one.
  */
 static bool retry_worth(struct registry *reg, int rc,
                         const struct reg_deadlines *dl)
 {
     return rc == POOLD_ERR_COMMIT_UNKNOWN &&
-           !atomic_load(&reg->shutting_down) &&
+           !atomic_load(&reg->shutting_down) && !db_is_fenced() &&
            clock_now_ns() + REG_RETRY_MIN_NS < dl->commit_ns;
 }
 

@@ -216,6 +216,48 @@ START_TEST(db_run_abort_ends_a_blocked_write)
 }
 END_TEST
 
+/* The cluster's fence ends the waits of fenceable connections only, and
+ * sends nothing on them while it is up; lowered, new ones work. */
+START_TEST(db_fence_ends_fenceable_waits_only)
+{
+    PGconn *holder;
+    struct write_arg a = {.writes = true, .message_id = "w3"};
+    struct db_conn *plain = open_conn();
+    struct db_conn *again;
+    uint64_t t0;
+    pthread_t th;
+
+    org_add("tsvc_dbw", "{}", true);
+    holder = row_lock_hold("tsvc_dbw", "w3");
+    settings.fenceable = true;
+    a.conn = open_conn();
+    t0 = clock_now_ns();
+    a.deadline_ns = t0 + 30 * NS_PER_S;
+    ck_assert_int_eq(pthread_create(&th, NULL, blocked_write, &a), 0);
+    wait_backend_blocked(db_conn_backend_pid(a.conn));
+    db_fence(true);
+    pthread_join(th, NULL);
+    ck_assert_int_eq(a.rc, POOLD_ERR_COMMIT_UNKNOWN);
+    ck_assert_uint_lt(clock_now_ns() - t0, 10 * NS_PER_S);
+    ck_assert_msg(strstr(a.err, "fenced") != NULL, "%s", a.err);
+    ck_assert(!db_conn_is_alive(a.conn, clock_now_ns(), 0));
+    /* No fenceable connection opens; housekeeping's kind works on. */
+    again = (struct db_conn *)&again;
+    ck_assert_int_eq(
+        db_conn_open(&settings, clock_now_ns(), &again, err, sizeof err),
+        POOLD_ERR_DB);
+    ck_assert_ptr_null(again);
+    ck_assert(db_conn_is_alive(plain, clock_now_ns(), 0));
+    db_fence(false);
+    again = open_conn();
+    ck_assert(db_conn_is_alive(again, clock_now_ns(), 0));
+    db_conn_close(again);
+    db_conn_close(a.conn);
+    db_conn_close(plain);
+    row_lock_release(holder);
+}
+END_TEST
+
 int main(void)
 {
     const struct pgfix_case cases[] = {
@@ -224,7 +266,8 @@ int main(void)
           db_open_keeps_url_options_and_adds_timeouts,
           db_dirty_connection_is_not_clean,
           db_terminated_backend_found_without_round_trip,
-          db_idle_session_timeout_found_without_round_trip}},
+          db_idle_session_timeout_found_without_round_trip,
+          db_fence_ends_fenceable_waits_only}},
         /* db_abort_all() is irreversible: the abort test comes last. */
         {"deadline",
          {db_run_deadline_ends_a_blocked_write,

@@ -85,6 +85,36 @@ def wait_for(pred, timeout, what, interval=0.02):
         time.sleep(interval)
 
 
+class OpenTx:
+    """A psql session (superuser, url's database) holding a transaction
+    open: BEGIN, then sql, whose last line of output is returned by
+    begin(); end() commits or rolls back. Idempotent; a test registers
+    end() as a cleanup."""
+
+    def __init__(self, url=None):
+        self.proc = subprocess.Popen(
+            ["psql", "-X", "-q", "-At", "-d", url or ADMIN_URL],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+            bufsize=1)
+
+    def begin(self, sql):
+        self.proc.stdin.write("BEGIN; %s\n" % sql)
+        self.proc.stdin.flush()
+        return self.proc.stdout.readline().strip()
+
+    def end(self, how="ROLLBACK"):
+        if self.proc.poll() is not None:
+            return
+        try:
+            self.proc.stdin.write(how + ";\n")
+            self.proc.stdin.close()
+            self.proc.wait(10)
+        except (OSError, subprocess.TimeoutExpired):
+            self.proc.kill()
+            self.proc.wait(10)
+
+
+
 def cpu_seconds(pid):
     """User + system time of the whole process so far."""
     with open(f"/proc/{pid}/stat", encoding="ascii") as f:
@@ -384,10 +414,12 @@ def settled(p, n):
 class Sampler(threading.Thread):
     """pg_stat_activity every 50 ms through one psql session: the number of
     poold connections (application_name starting with poold), split into
-    housekeeping and the rest."""
+    those outside the budget (housekeeping's, and lifecycle's during a
+    round) and the rest."""
 
     SQL = ("SELECT count(*) FILTER (WHERE application_name LIKE 'poold%'),"
-           " count(*) FILTER (WHERE application_name = 'poold-housekeeping')"
+           " count(*) FILTER (WHERE application_name IN"
+           " ('poold-housekeeping', 'poold-lifecycle'))"
            " FROM pg_stat_activity;\n")
 
     def __init__(self):

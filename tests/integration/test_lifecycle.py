@@ -21,6 +21,7 @@ import urllib.parse
 import uuid
 
 import test_http as th
+from harness import OpenTx
 
 SQL_DIR = os.path.join(th.SOURCE_DIR, "sql")
 V0_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "schema_v0")
@@ -488,6 +489,46 @@ class AuditRetention(Base):
         self.assertEqual(r.status, 200, r.body)
         self.assertEqual([e["action"] for e in r.json()["entries"]],
                          ["pool.resize"])
+
+    def test_a_round_held_by_a_lock_does_not_hold_up_the_lease(self):
+        """The round runs on a thread and a connection of its own: its
+        delete waiting on a lock another session holds (up to the 30 s
+        statement timeout here) does not keep the tick from renewing the
+        replica's lease. Before, the tick ran the round and the replica
+        fenced itself 3.5 s later: no connections, requests refused."""
+        db = self.make_db()
+        self.add_org(db)
+        s = self.poold(db, **self.ENV, POOLD_AUDIT_RETENTION_DAYS=2,
+                       POOLD_CLUSTER_MAX_CONNS=4,
+                       POOLD_STATEMENT_TIMEOUT_MS=30000)
+        th.wait_for(lambda: s.get("/readyz").status == 200, 20, "ready")
+        # Old entries, and the table locked against the round's delete
+        # until they are committed.
+        holder = OpenTx(db.admin)
+        self.addCleanup(holder.end)
+        self.assertEqual(holder.begin(
+            "LOCK TABLE audit_log IN SHARE MODE; INSERT INTO audit_log"
+            " (at, actor, action, org_id) SELECT now() - interval '1 hour',"
+            " '{}', 'org.put', 'old' FROM generate_series(1, 10);"
+            " SELECT 'held';"), "held")
+        th.wait_for(lambda: db.sql(
+            "SELECT count(*) FROM pg_stat_activity WHERE application_name"
+            " LIKE 'poold%' AND wait_event_type = 'Lock' AND query LIKE"
+            " 'DELETE FROM audit_log%'") == "1", 15,
+            "the round to wait on the held rows")
+        start, n = time.monotonic(), 0
+        try:
+            # Past half the lease (3.5 s), when the tick would have fenced.
+            while time.monotonic() - start < 6:
+                self.assertEqual(self.post(s, "held-%d" % n).status, 200)
+                n += 1
+                time.sleep(0.2)  # the writer's pace, not a synchronisation
+            self.assertEqual(s.get("/readyz").status, 200)
+            self.assertNotIn("cluster lease not renewed", s.logtext())
+        finally:
+            holder.end("COMMIT")
+        th.wait_for(lambda: self.count(db, "old") == 0, 15,
+                    "the old audit entries to go once the table is free")
 
     def test_zero_keeps_every_entry(self):
         db = self.make_db()

@@ -9,6 +9,7 @@ harness.py's.
 """
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -20,8 +21,8 @@ import time
 import unittest
 import uuid
 
-from harness import (ADMIN_URL, TOKEN, Poold, Sampler, cluster, psql,
-                     require_env, stop_if_running, wait_for)
+from harness import (ADMIN_URL, TOKEN, OpenTx, Poold, Sampler, cluster,
+                     psql, require_env, stop_if_running, wait_for)
 from test_clients import make_cert
 
 P = "tp" + uuid.uuid4().hex[:8] + "_"
@@ -322,7 +323,17 @@ class ReplicaBudget(unittest.TestCase):
     with its old grant."""
 
     POOLED = ("SELECT count(*) FROM pg_stat_activity WHERE application_name"
-              " LIKE 'poold%' AND application_name <> 'poold-housekeeping'")
+              " LIKE 'poold%' AND application_name NOT IN"
+              " ('poold-housekeeping', 'poold-lifecycle')")
+
+    def lock_heartbeats(self):
+        """Every heartbeat waits on this lock until its end()."""
+        lock = OpenTx()
+        self.addCleanup(lock.end)
+        self.assertEqual(lock.begin("LOCK TABLE cluster_replicas IN ACCESS "
+                                    "EXCLUSIVE MODE; SELECT 'locked';"),
+                         "locked")
+        return lock
 
     def test_lapsed_lease_fences_on_time_and_renews_within_the_budget(self):
         budget = 4
@@ -345,15 +356,7 @@ class ReplicaBudget(unittest.TestCase):
         wait_for(halves, 20, "two grants of 2, all open", interval=0.1)
         background_load(self, [a, b], 4, OSError)
         # Every heartbeat waits on this lock for longer than the lease.
-        lock = subprocess.Popen(
-            ["psql", "-X", "-q", "-At", "-d", ADMIN_URL],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
-            bufsize=1)
-        self.addCleanup(lambda: lock.poll() is not None or lock.kill())
-        lock.stdin.write("BEGIN; LOCK TABLE cluster_replicas IN ACCESS "
-                         "EXCLUSIVE MODE; SELECT 'locked';\n")
-        lock.stdin.flush()
-        self.assertEqual(lock.stdout.readline().strip(), "locked")
+        lock = self.lock_heartbeats()
         t0 = time.monotonic()
         try:
             wait_for(lambda: psql(self.POOLED) == "0", 10,
@@ -368,9 +371,7 @@ class ReplicaBudget(unittest.TestCase):
             sampler.start()
             self.addCleanup(sampler.stop)
         finally:
-            lock.stdin.write("ROLLBACK;\n")
-            lock.stdin.close()
-            lock.wait(10)
+            lock.end()
         wait_for(lambda: sorted(r["granted"] for r in cluster(b))
                     == [2, 2], 20, "two grants of 2 again", interval=0.1)
         time.sleep(1)  # a second of samples once settled (not a sync)
@@ -378,6 +379,67 @@ class ReplicaBudget(unittest.TestCase):
         self.assertGreater(len(sampler.samples), 10)
         over = [s for s in sampler.samples if s[1] - s[2] > budget]
         self.assertEqual(over, [], "pooled connections over the budget")
+
+
+    def test_the_fence_ends_statements_in_flight(self):
+        """A statement that waits (here on another session's row) does not
+        keep its connection past the fence: it ends at the fence, its
+        request answers 504 commit_unknown (the write was sent), and its
+        backend is gone soon after. Before, it stayed until its statement
+        timeout (30 s here), past the lease."""
+        env = dict(POOLD_CLUSTER_MAX_CONNS=4, POOLD_DB_MAX_CONNS=4,
+                   POOLD_STATEMENT_TIMEOUT_MS=30000,
+                   POOLD_ACQUIRE_TIMEOUT_MS=30000)
+        a = start(self, **env)
+        wait_for(lambda: a.get("/readyz").status == 200, 20, "A ready")
+        m = msg()
+        holder = OpenTx()
+        self.addCleanup(holder.end)
+        self.assertEqual(holder.begin(
+            "INSERT INTO processed_messages (org_id, message_id, passed,"
+            " checks, payload_sha256) VALUES ('%s', '%s', true, 0,"
+            " sha256('x')); SELECT 'held';" % (m["org_id"], m["id"])), "held")
+        answer = {}
+
+        def post():
+            try:
+                answer["r"] = a.process(m, timeout=60)
+            except OSError as e:
+                answer["e"] = e
+        poster = threading.Thread(target=post)
+        poster.start()
+        self.addCleanup(poster.join, 60)
+        waiting = ("SELECT count(*) FROM pg_stat_activity WHERE"
+                   " application_name = 'poold' AND wait_event_type = 'Lock'")
+        wait_for(lambda: psql(waiting) == "1", 10, "the write to wait")
+        lock = self.lock_heartbeats()
+        t0 = time.monotonic()
+        try:
+            poster.join(20)
+            took = time.monotonic() - t0
+            self.assertFalse(poster.is_alive(), "the write still waits:\n"
+                             + a.logtext()[-3000:])
+            # The fence comes at most half the 7 s lease after the last
+            # renewal (one tick, 1 s, before the lock at most).
+            self.assertLess(took, 7 / 2 + 1.5)
+            r = answer.get("r")
+            self.assertIsNotNone(r, answer)
+            self.assertEqual((r.status, r.code), (504, "commit_unknown"),
+                             r.body)
+            wait_for(lambda: re.search(r'status="504".*fenced',
+                                       a.logtext()), 5,
+                     "the 504's log line to say why")
+            # Its backend notices its client left within a second.
+            wait_for(lambda: psql(self.POOLED) == "0", 5,
+                     "the fenced backends to be gone", interval=0.1)
+            self.assertLess(time.monotonic() - t0, 7)
+        finally:
+            lock.end()
+            holder.end()
+        # Renewed, it serves again.
+        wait_for(lambda: a.get("/readyz").status == 200, 20, "A ready again")
+        self.assertEqual(a.process(msg()).status, 200)
+        self.assertIn("cluster lease not renewed", a.logtext())
 
 
 class ClosedBackendsBudget(unittest.TestCase):

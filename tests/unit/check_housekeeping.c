@@ -16,11 +16,10 @@
 #define T0 (1000 * NS_PER_S)     /* the fake clock's start */
 
 static const char *const steps[] = {
-    "connect",         "refresh",        "apply_pending", "preload_rules",
-    "watch",           "sync_sizes",     "health",        "breakers",
-    "closed_backends", "replica_hook",   "lifecycle",     "maintain_pools",
-    "check_holds",     "maintain_conns", "reclaim",       "free_gone",
-    "prewarm",
+    "connect",         "refresh",      "apply_pending",  "preload_rules",
+    "watch",           "sync_sizes",   "health",         "breakers",
+    "closed_backends", "replica_hook", "maintain_pools", "check_holds",
+    "maintain_conns",  "reclaim",      "free_gone",      "prewarm",
 };
 #define NSTEPS (sizeof steps / sizeof steps[0])
 
