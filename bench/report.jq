@@ -37,7 +37,7 @@ def loads: if . == null then "" else map(select(. != null) | split(" ")[0]) | jo
    | ($r.load[$k] // null) | if . == null or .missing or .cpu_us_per_message == null then empty else
      "| poold's own CPU per request, \($c) connections, saturated | ≤ 40 µs | \(.cpu_us_per_message.server_s) µs (user \(.cpu_us_per_message.server_user_s) + kernel \(.cpu_us_per_message.server_sys_s)) | \(goal(.cpu_us_per_message.server_s <= 40)) | \(.loadavg | loads) |" end),
   (.rate // null | if . == null then empty else
-    "| fixed rate \(.target_rps | fmt(0)) req/s (half of poold's 1-org max): poold p99 ÷ pgbench -R p99 | ≤ 1.0 | \(.ratio_p99) (\(.poold.latency.p99_ms | ms) ÷ \(.pgbench.p99_ms | ms)) | \(goal(.ratio_p99 <= 1.0)) | \([.poold.loadavg] | loads) |" end),
+    "| fixed rate \(.target_rps | fmt(0)) req/s (half of poold's 1-org max): poold p99 ÷ pgbench -R p99, each side's median run | ≤ 1.0 | \(.ratio_p99) (\(.poold.latency.p99_ms | ms) ÷ \(.pgbench.p99_ms | ms); runs: poold \(.poold_p99_all // [] | map(ms) | join(", ")), pgbench \(.pgbench_p99_all // [] | map(ms) | join(", "))) | \(goal(.ratio_p99 <= 1.0)) | \([.poold.loadavg] | loads) |" end),
   (.exhaust // null | if . == null then empty else
     "| pool 1, POOLD_PROCESS_COST_MS=300, \(.requests) at once: 503s are `pool_exhausted` within the acquire timeout (\(.acquire_timeout_ms) ms) + 0.5 s | all | \(.in_time) of \(.s503) 503s (\(.ok) × 200, \(.other) other; slowest 503 \(.max_503_s // 0 | fmt(2)) s; answers \(.errors | tojson)) | \(goal(.met)) | \([.loadavg] | loads) |" end),
   (.seed_batch[] | select(.cost == "scram" and .phase == "cold") |

@@ -27,7 +27,8 @@
 # BENCH_SEED_COSTS ("scram"; add "real" and "seed" for trust and simulated
 # costs), BENCH_SINGLE_N (500 pooled requests; none gets
 # BENCH_SINGLE_N_NONE, 200), BENCH_EXHAUST_ACQUIRE_MS (1500),
-# BENCH_EXHAUST_N (40), BENCH_PG_DIR, BENCH_PG_PORT, BENCH_PORT,
+# BENCH_EXHAUST_N (40), BENCH_RATE_RUNS (3 pairs at the fixed rate; --quick
+# 1), BENCH_PG_DIR, BENCH_PG_PORT, BENCH_PORT,
 # BENCH_GOREF_PORT, BENCH_GOREF_SRC, BENCH_OUT, BENCH_KEEP_PG=1 (leave
 # PostgreSQL running), BENCH_ONLY (a space-separated subset of: org1
 # orgs64 goref batch rate exhaust seed, default all of them; --quick: all
@@ -55,11 +56,13 @@ if [ "$QUICK" = 1 ]; then
     RUNS=${BENCH_RUNS:-1}
     CEIL_S=${BENCH_CEIL_S:-3}
     CEIL_RUNS=${BENCH_CEIL_RUNS:-1}
+    RATE_RUNS=${BENCH_RATE_RUNS:-1}
     ONLY=${BENCH_ONLY:-org1 orgs64 goref batch rate exhaust}
 else
     RUNS=${BENCH_RUNS:-3}
     CEIL_S=${BENCH_CEIL_S:-8}
     CEIL_RUNS=${BENCH_CEIL_RUNS:-3}
+    RATE_RUNS=${BENCH_RATE_RUNS:-3}
     ONLY=${BENCH_ONLY:-org1 orgs64 goref batch rate exhaust seed}
 fi
 SINGLE_N=${BENCH_SINGLE_N:-500}
@@ -564,17 +567,21 @@ rate_pgbench() {
 }
 
 # Fixed rate at half of poold's 1-org maximum (phase org1; BENCH_RATE
-# without it): poold's p99 / pgbench's p99 at the same rate.
+# without it): poold's p99 / pgbench's p99 at the same rate, in
+# BENCH_RATE_RUNS (3) alternating pairs; the report takes each side's
+# median p99 (one stalled WAL flush in a run moves a p99 tenfold).
 phase_rate() {
-    local rate
+    local rate runs=$RATE_RUNS i
     rate=$(jq -s '[.[] | select(.kind == "poold" and .case == "org1") | .rps]
         | sort | if length == 0 then null else .[length / 2 | floor] / 2 | floor end' \
         "$OUT/raw.jsonl")
     [ "$rate" = null ] && rate=${BENCH_RATE:-}
     [ -n "$rate" ] || die "phase rate needs phase org1 (or BENCH_RATE)"
-    log "fixed rate $rate req/s (half of poold's 1-org maximum), $CEIL_S s"
-    rate_poold org1 1 "$rate"
-    rate_pgbench "$rate"
+    log "fixed rate $rate req/s (half of poold's 1-org maximum), $runs × $CEIL_S s"
+    for ((i = 1; i <= runs; i++)); do
+        rate_poold org1 1 "$rate"
+        rate_pgbench "$rate"
+    done
 }
 
 # ---- pool exhausted: 503 pool_exhausted within the acquire timeout --------

@@ -181,11 +181,16 @@ def nonok(w; c; ph): $seed | map(select(.workload == w and .cost == c
          loadavg: ($gs | map(.loadavg)),
          cpu_us_per_message: ($gs | medcpu)} end;
     {org1: one("org1"), orgs64: one("orgs64")}),
+  # Each side's run with the median p99 (the lower one of an even count).
   rate: (($all | of("rate")) as $rt
-    | ($rt | map(select(.who == "poold")) | first) as $p
-    | ($rt | map(select(.who == "pgbench")) | first) as $g
+    | ($rt | map(select(.who == "poold"))) as $ps
+    | ($rt | map(select(.who == "pgbench"))) as $gs
+    | ($ps | sort_by(.latency.p99_ms) | .[(length - 1) / 2 | floor]) as $p
+    | ($gs | sort_by(.p99_ms) | .[(length - 1) / 2 | floor]) as $g
     | if $p == null or $g == null then null else
       {target_rps: $p.target_rps, poold: $p, pgbench: $g,
+       poold_p99_all: ($ps | map(.latency.p99_ms)),
+       pgbench_p99_all: ($gs | map(.p99_ms)),
        ratio_p99: ($p.latency.p99_ms / $g.p99_ms | r(3)),
        poold_cpu_us_per_req: (if $p.cpu == null or $p.ok == 0 then null else
            ($p.cpu | map_values(. / $p.requests * 1e6 | r(1))) end),
