@@ -202,8 +202,7 @@ def report(a, samples, freezes, stats):
         for t, rows in samples:
             if t < t0 - 0.5 or t > t1 + a.gap:
                 continue
-            pooled = [r for r in rows
-                      if r[4] not in ("poold-housekeeping", "poold-lifecycle")]
+            pooled = [r for r in rows if r[4] != "poold-housekeeping"]
             hk = len(rows) - len(pooled)
             worst = max(worst, len(pooled))
             # The promise: pooled <= budget, and with the housekeeping

@@ -986,12 +986,9 @@ class Soak:
         q = None
         over_run = False
         out = open(os.path.join(self.args.out, "conns.dat"), "w")
-        # Outside the budget: each replica's housekeeping connection, and
-        # its lifecycle one during a round.
         sql = ("SELECT count(*) FILTER (WHERE application_name LIKE "
-               "'poold%'), count(*) FILTER (WHERE application_name IN "
-               "('poold-housekeeping', 'poold-lifecycle')) FROM "
-               "pg_stat_activity;")
+               "'poold%'), count(*) FILTER (WHERE application_name = "
+               "'poold-housekeeping') FROM pg_stat_activity;")
         while not self.sh.stop.is_set():
             if q is None:
                 q = Psql(self.args.super_url)
@@ -1006,7 +1003,7 @@ class Soak:
                 continue
             total, hk = int(parts[0]), int(parts[1])
             present = sum(1 for r in self.replicas if r.present(t0, t1))
-            limit = BUDGET + max(present, hk)
+            limit = BUDGET + present
             out.write("%.2f %d %d %d\n" % (t1, total, hk, limit))
             self.conn_samples += 1
             self.conn_max = max(self.conn_max, total)

@@ -97,15 +97,23 @@ void db_abort_all(void);
 
 /*
  * The cluster's fence (a replica whose lease lapsed holds no connections):
- * while it is up, every wait on a fenceable connection (db_settings) ends
- * at once, as a missed deadline (a write's answer is "unknown"), unless its
- * answer is already there, and no statement is sent on one (POOLD_ERR_DB,
- * nothing sent). Such a connection is doomed: closed when given back, its
- * backend gone once it notices (client_connection_check_interval).
- * Lowered when the lease is renewed. Thread-safe.
+ * raised, every wait on a fenceable connection (db_settings) opened before
+ * ends at once, as a missed deadline (a write's answer is "unknown"),
+ * unless its answer is already there; no statement is sent on one
+ * (POOLD_ERR_DB, nothing sent); none opens while it is up. Such a
+ * connection is past the fence for good, lowered or not: neither alive
+ * nor clean, so it is closed when given back, its backend gone once it
+ * notices (client_connection_check_interval). Lowered when the lease is
+ * renewed. Thread-safe.
  */
 void db_fence(bool up);
 bool db_is_fenced(void);
+
+/* The number of fences raised so far; and whether one is up or was raised
+ * since gen (a failure then is the fence's, not the database's: breakers
+ * do not count it). */
+uint64_t db_fence_generation(void);
+bool db_fence_since(uint64_t gen);
 
 /*
  * The liveness ladder: local status, then a zero-round-trip look at the

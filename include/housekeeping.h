@@ -46,9 +46,9 @@ struct housekeeping; /* opaque; owned by the registry */
  *
  * registry_config.lifecycle (processed_messages' partitions, the audit
  * log's retention) is no step: it runs at start-up on the housekeeping
- * connection, then every lifecycle_interval_ns on a thread and a
- * connection ("poold-lifecycle") of its own, so that its lock waits and
- * deletes never hold up the lease's renewal.
+ * connection, then every lifecycle_interval_ns on a thread of its own with
+ * a connection of the pool (registry_with_conn), so that its lock waits
+ * and deletes never hold up the lease's renewal.
  */
 enum hk_outcome {
     HK_RAN,     /* did its work */

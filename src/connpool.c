@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "clock.h"
+#include "db.h"
 #include "log.h"
 #include "service.h"
 
@@ -253,6 +254,7 @@ const struct pool_ops connpool_conn_ops = {
 static int cp_conn_create(void *ctx, void **obj)
 {
     struct connpool *cp = ctx;
+    uint64_t gen;
     int rc;
 
     *obj = NULL;
@@ -260,10 +262,11 @@ static int cp_conn_create(void *ctx, void **obj)
         return POOLD_ERR_DB;
     if (cp->breaker != NULL && !breaker_allow(cp->breaker, clock_now_ns()))
         return POOLD_ERR_DB;
+    gen = db_fence_generation();
     rc = conn_open(cp->db, obj);
     if (cp->breaker != NULL && rc == POOLD_OK)
         breaker_success(cp->breaker);
-    else if (cp->breaker != NULL)
+    else if (cp->breaker != NULL && !db_fence_since(gen))
         breaker_failure(cp->breaker, clock_now_ns());
     return rc;
 }

@@ -26,6 +26,9 @@
 /* An idle connection has at most a FATAL and an EOF to read; more reads
  * than this without either means the peer talks when it should not. */
 #define DB_IDLE_READS_MAX 4
+/* A fenceable connection's wait looks at the fence generation this often
+ * at least (db_fence). */
+#define DB_FENCE_RECHECK_MS 250
 
 struct db_conn {
     PGconn *pg;
@@ -36,6 +39,7 @@ struct db_conn {
     bool use_prepared;      /* POOLD_PREPARED_STATEMENTS */
     bool fenceable;         /* counts against the cluster's budget: the
                                fence (db_fence) ends its statements */
+    uint64_t fence_gen;     /* db_fence_gen when it was opened */
     bool doomed;            /* FATAL seen, deadline missed, or lost: never
                                reuse */
     bool pending;           /* a statement was sent and its whole answer
@@ -54,10 +58,13 @@ static pthread_once_t db_abort_once = PTHREAD_ONCE_INIT;
 static int db_abort_fd = -1;
 static atomic_bool db_aborted;
 /* db_fence(): the same for fenceable connections, while it is up: written
- * after db_fenced is set, drained before it is cleared, so a wait that
- * sees it readable and db_fenced clear goes round once more at most. */
+ * after db_fenced is set, drained before it is cleared. A fence raised and
+ * lowered at once may be drained before a waiter ran: the generation,
+ * counted at each raise, still says its connection predates a fence, and
+ * a fenceable wait looks at it every DB_FENCE_RECHECK_MS at least. */
 static int db_fence_fd = -1;
 static atomic_bool db_fenced;
+static atomic_uint_fast64_t db_fence_gen;
 
 static void db_abort_init(void)
 {
@@ -71,6 +78,7 @@ void db_fence(bool up)
 
     pthread_once(&db_abort_once, db_abort_init);
     if (up) {
+        atomic_fetch_add(&db_fence_gen, 1);
         atomic_store(&db_fenced, true);
         if (db_fence_fd >= 0 && write(db_fence_fd, &v, sizeof v) < 0)
             log_event(LOG_WARN, "fence signal not written", (const char *)NULL);
@@ -85,6 +93,16 @@ void db_fence(bool up)
 bool db_is_fenced(void)
 {
     return atomic_load(&db_fenced);
+}
+
+uint64_t db_fence_generation(void)
+{
+    return atomic_load(&db_fence_gen);
+}
+
+bool db_fence_since(uint64_t gen)
+{
+    return atomic_load(&db_fenced) || atomic_load(&db_fence_gen) != gen;
 }
 
 void db_abort_all(void)
@@ -113,28 +131,44 @@ static uint64_t db_cap(uint64_t deadline_ns)
     return cap != 0 && cap < deadline_ns ? cap : deadline_ns;
 }
 
-/* Is a wait on a connection (fenceable or not) to end now? */
-static bool db_cut(bool fenceable)
+/* Is conn past a fence: one is up, or one was raised since it opened? */
+static bool db_conn_fenced(const struct db_conn *conn)
 {
-    return atomic_load(&db_aborted) || (fenceable && atomic_load(&db_fenced));
+    return conn->fenceable && (atomic_load(&db_fenced) ||
+                               atomic_load(&db_fence_gen) != conn->fence_gen);
 }
 
-/* Wait for events on fd until deadline_ns, an abort or (fenceable) the
- * fence: 1 ready, 0 deadline passed, aborted or fenced, -1 poll failed. */
-static int db_poll(int fd, short events, uint64_t deadline_ns, bool fenceable)
+/* Is there something to read on fd right now? */
+static bool db_readable_now(int fd)
 {
+    struct pollfd pfd = {.fd = fd, .events = POLLIN};
+    return poll(&pfd, 1, 0) > 0 && pfd.revents != 0;
+}
+
+/* Wait for events on conn's socket until deadline_ns, an abort or (if conn
+ * is fenceable) a fence: 1 ready, 0 deadline passed, aborted or fenced, -1
+ * poll failed. Past a fence, an answer already there is still read. */
+static int db_poll(const struct db_conn *conn, short events,
+                   uint64_t deadline_ns)
+{
+    int fd = PQsocket(conn->pg);
+
     pthread_once(&db_abort_once, db_abort_init);
     for (;;) {
         struct pollfd pfd[3] = {
             {.fd = fd, .events = events},
             {.fd = db_abort_fd, .events = POLLIN},
-            {.fd = fenceable ? db_fence_fd : -1, .events = POLLIN}};
+            {.fd = conn->fenceable ? db_fence_fd : -1, .events = POLLIN}};
         uint64_t now = clock_now_ns();
         int ms, n;
 
-        if (db_cut(fenceable) || now >= deadline_ns)
+        if (atomic_load(&db_aborted) || now >= deadline_ns)
             return 0;
+        if (db_conn_fenced(conn))
+            return db_readable_now(fd) ? 1 : 0;
         ms = (int)((deadline_ns - now + NS_PER_MS - 1) / NS_PER_MS);
+        if (conn->fenceable && ms > DB_FENCE_RECHECK_MS)
+            ms = DB_FENCE_RECHECK_MS;
         n = poll(pfd, 3, ms); /* a negative fd is ignored */
         if (n < 0 && errno == EINTR)
             continue;
@@ -143,17 +177,17 @@ static int db_poll(int fd, short events, uint64_t deadline_ns, bool fenceable)
         if (atomic_load(&db_aborted))
             return 0;
         if (n > 0 && pfd[0].revents != 0)
-            return 1; /* an answer ready is read, fence or not */
-        /* Otherwise the fence: checked at the top. */
+            return 1;
+        /* Otherwise the fence, or the recheck: seen at the top. */
     }
 }
 
 /* Why a wait ended early, for the error message. */
-static const char *db_cut_why(bool fenceable)
+static const char *db_cut_why(const struct db_conn *conn)
 {
     if (atomic_load(&db_aborted))
         return " (aborted)";
-    if (fenceable && atomic_load(&db_fenced))
+    if (db_conn_fenced(conn))
         return " (fenced: the replica's lease lapsed)";
     return "";
 }
@@ -240,9 +274,10 @@ static bool db_options(const struct db_settings *s, char *buf, size_t len)
 }
 
 /* Drive PQconnectPoll until the connection is made or the deadline. */
-static int db_connect_poll(PGconn *pg, uint64_t deadline_ns, bool fenceable,
+static int db_connect_poll(const struct db_conn *conn, uint64_t deadline_ns,
                            char *err, size_t errlen)
 {
+    PGconn *pg = conn->pg;
     PostgresPollingStatusType st = PGRES_POLLING_WRITING;
 
     while (st != PGRES_POLLING_OK) {
@@ -252,9 +287,8 @@ static int db_connect_poll(PGconn *pg, uint64_t deadline_ns, bool fenceable,
             db_copy_error(err, errlen, "connect: ", PQerrorMessage(pg));
             return POOLD_ERR_DB;
         }
-        ready = db_poll(PQsocket(pg),
-                        st == PGRES_POLLING_READING ? POLLIN : POLLOUT,
-                        deadline_ns, fenceable);
+        ready = db_poll(conn, st == PGRES_POLLING_READING ? POLLIN : POLLOUT,
+                        deadline_ns);
         if (ready <= 0) {
             snprintf(err, errlen, "connect: %s",
                      ready == 0 ? "no answer before the deadline"
@@ -322,6 +356,8 @@ int db_conn_open(const struct db_settings *settings, uint64_t now_ns,
         snprintf(err, errlen, "out of memory");
         return POOLD_ERR_NOMEM;
     }
+    conn->fenceable = settings->fenceable;
+    conn->fence_gen = atomic_load(&db_fence_gen);
     conn->pg = PQconnectStartParams(keys, vals, 1);
     if (conn->pg == NULL || PQstatus(conn->pg) == CONNECTION_BAD) {
         db_copy_error(err, errlen, "connect: ",
@@ -329,8 +365,7 @@ int db_conn_open(const struct db_settings *settings, uint64_t now_ns,
         db_conn_close(conn);
         return POOLD_ERR_DB;
     }
-    conn->fenceable = settings->fenceable;
-    rc = db_connect_poll(conn->pg, deadline, conn->fenceable, err, errlen);
+    rc = db_connect_poll(conn, deadline, err, errlen);
     if (rc == POOLD_OK && PQsetnonblocking(conn->pg, 1) != 0) {
         db_copy_error(err, errlen, "connect: ", PQerrorMessage(conn->pg));
         rc = POOLD_ERR_DB;
@@ -364,13 +399,14 @@ void db_conn_close(struct db_conn *conn)
 enum db_wait_end { DB_WAIT_DONE, DB_WAIT_EXPIRED, DB_WAIT_LOST };
 
 /* Send what libpq has queued. */
-static enum db_wait_end db_flush(PGconn *pg, uint64_t deadline_ns,
-                                 bool fenceable)
+static enum db_wait_end db_flush(const struct db_conn *conn,
+                                 uint64_t deadline_ns)
 {
+    PGconn *pg = conn->pg;
     int f;
 
     while ((f = PQflush(pg)) == 1) {
-        int r = db_poll(PQsocket(pg), POLLOUT | POLLIN, deadline_ns, fenceable);
+        int r = db_poll(conn, POLLOUT | POLLIN, deadline_ns);
         if (r == 0)
             return DB_WAIT_EXPIRED;
         if (r < 0 || PQconsumeInput(pg) == 0)
@@ -381,15 +417,16 @@ static enum db_wait_end db_flush(PGconn *pg, uint64_t deadline_ns,
 
 /* Read every result until libpq has none left (ReadyForQuery). Keeps the
  * first error result, else the first result, in *out. */
-static enum db_wait_end db_collect(PGconn *pg, uint64_t deadline_ns,
-                                   bool fenceable, PGresult **out)
+static enum db_wait_end db_collect(const struct db_conn *conn,
+                                   uint64_t deadline_ns, PGresult **out)
 {
+    PGconn *pg = conn->pg;
     PGresult *res;
 
     *out = NULL;
     for (;;) {
         while (PQisBusy(pg)) {
-            int r = db_poll(PQsocket(pg), POLLIN, deadline_ns, fenceable);
+            int r = db_poll(conn, POLLIN, deadline_ns);
             if (r == 0)
                 return DB_WAIT_EXPIRED;
             if (r < 0 || PQconsumeInput(pg) == 0)
@@ -428,12 +465,12 @@ static int db_finish(struct db_conn *conn, bool writes, uint64_t deadline_ns,
                      PGresult **out, char *err, size_t errlen)
 {
     PGconn *pg = conn->pg;
-    enum db_wait_end end = db_flush(pg, deadline_ns, conn->fenceable);
+    enum db_wait_end end = db_flush(conn, deadline_ns);
     PGresult *res = NULL;
 
     conn->pending = true;
     if (end == DB_WAIT_DONE)
-        end = db_collect(pg, deadline_ns, conn->fenceable, &res);
+        end = db_collect(conn, deadline_ns, &res);
     /* Answered up to ReadyForQuery (or the server closed: a FATAL or EOF
      * read): the backend is idle or gone. Otherwise it may still work. */
     if (end == DB_WAIT_DONE || end == DB_WAIT_LOST ||
@@ -451,7 +488,7 @@ static int db_finish(struct db_conn *conn, bool writes, uint64_t deadline_ns,
             snprintf(err, errlen,
                      "no answer from the database before the "
                      "deadline%s",
-                     db_cut_why(conn->fenceable));
+                     db_cut_why(conn));
         else
             db_copy_error(err, errlen, "connection lost: ",
                           res ? PQresultErrorMessage(res) : PQerrorMessage(pg));
@@ -512,7 +549,7 @@ int db_run(struct db_conn *conn, const struct db_query *q, uint64_t deadline_ns,
         snprintf(err, errlen, "the connection is closed");
         return POOLD_ERR_DB;
     }
-    if (conn->fenceable && atomic_load(&db_fenced)) {
+    if (db_conn_fenced(conn)) {
         conn->doomed = true; /* closed when given back */
         snprintf(err, errlen, "not sent: the replica's lease lapsed (fenced)");
         return POOLD_ERR_DB;
@@ -571,7 +608,8 @@ bool db_conn_is_alive(struct db_conn *conn, uint64_t now_ns,
     char err[256];
     bool ok;
 
-    if (conn == NULL || PQstatus(conn->pg) != CONNECTION_OK || conn->doomed)
+    if (conn == NULL || PQstatus(conn->pg) != CONNECTION_OK || conn->doomed ||
+        db_conn_fenced(conn))
         return false;
     if (!db_idle_socket_ok(conn->pg) || conn->doomed)
         return false;
@@ -595,7 +633,7 @@ const char *db_conn_sqlstate(const struct db_conn *conn)
 
 bool db_conn_is_clean(const struct db_conn *conn)
 {
-    return conn != NULL && !conn->doomed &&
+    return conn != NULL && !conn->doomed && !db_conn_fenced(conn) &&
            PQstatus(conn->pg) == CONNECTION_OK &&
            PQtransactionStatus(conn->pg) == PQTRANS_IDLE;
 }

@@ -745,23 +745,20 @@ static void lifecycle_round(struct housekeeping *hk, struct db_conn *conn)
         lifecycle_failed(hk, err);
 }
 
-/* The lifecycle on a thread and a connection of its own: a round waits for
- * table locks and deletes rows, and must not hold up the tick, which renews
- * the replica's lease (DESIGN.md, "Background work never waits behind a
- * request"). The connection is opened for a round (hourly at most) and
- * closed after it; it counts against no budget, like housekeeping's. While
- * the database does not answer the tick, no round is tried. */
+/* The lifecycle on a thread of its own: a round waits for table locks and
+ * deletes rows, and must not hold up the tick, which renews the replica's
+ * lease (DESIGN.md, "Background work never waits behind a request"). It
+ * borrows a connection of the cap for a round (hourly at most), as an
+ * operator call does: the one connection outside the cap is the tick's.
+ * While the database does not answer the tick, no round is tried. */
 static void *lifecycle_main(void *arg)
 {
     struct housekeeping *hk = arg;
     struct registry *reg = hk->reg;
-    struct db_settings s = reg->cfg.db;
-    struct db_conn *conn;
+    const struct registry_config *cfg = &reg->cfg;
     char err[REG_ERR_MAX];
     uint64_t now;
 
-    s.application_name = "poold-lifecycle";
-    s.fenceable = false;
     pthread_mutex_lock(&hk->lock);
     while (!hk->stop) {
         now = clock_now_ns();
@@ -771,14 +768,11 @@ static void *lifecycle_main(void *arg)
             continue;
         }
         pthread_mutex_unlock(&hk->lock);
-        conn = NULL;
-        if (db_conn_open(&s, clock_now_ns(), &conn, err, sizeof err) ==
-            POOLD_OK)
-            lifecycle_round(hk, conn);
+        if (registry_with_conn(reg, cfg->lifecycle, cfg->lifecycle_arg, err,
+                               sizeof err) == POOLD_OK)
+            hk->lifecycle_due = clock_now_ns() + cfg->lifecycle_interval_ns;
         else
             lifecycle_failed(hk, err);
-        /* A backend left at work counts until it is gone. */
-        connpool_close_outside(reg->cp, conn);
         pthread_mutex_lock(&hk->lock);
     }
     pthread_mutex_unlock(&hk->lock);
@@ -816,8 +810,9 @@ int housekeeping_start(struct housekeeping *hk)
         hk_run(hk, &t, HK_STEP_REFRESH, HK_STEP_PRELOAD_RULES, NULL, 0);
         if (t.rc == POOLD_OK)
             registry_mark_db_ok(reg, clock_now_ns());
-        /* Partitions exist before the first request. */
-        if (reg->cfg.lifecycle != NULL)
+        /* Partitions exist before the first request (when the database
+         * answers at start-up; else the lifecycle thread's first round). */
+        if (t.rc == POOLD_OK && reg->cfg.lifecycle != NULL)
             lifecycle_round(hk, t.conn);
     }
     if (rc == POOLD_OK)

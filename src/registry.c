@@ -18,6 +18,7 @@
 #include "breaker.h"
 #include "catalog.h"
 #include "clock.h"
+#include "db.h"
 #include "groupcommit.h"
 #include "holders.h"
 #include "log.h"
@@ -293,6 +294,7 @@ static int org_service_create(void *ctx, void **obj)
     if (!breaker_allow(&a->build_breaker, clock_now_ns()))
         return POOLD_ERR_DB;
     atomic_fetch_add(&a->building, 1);
+    uint64_t gen = db_fence_generation();
     int rc = org_build_cached(a, version, &svc, err, sizeof err);
     if (rc == POOLD_ERR_NOT_FOUND) {
         rc = service_create(&a->reg->env, e->org_id, &svc, err, sizeof err);
@@ -300,7 +302,7 @@ static int org_service_create(void *ctx, void **obj)
             org_cache_rules(a, svc);
     }
     atomic_fetch_sub(&a->building, 1);
-    if (rc == POOLD_ERR_DB)
+    if (rc == POOLD_ERR_DB && !db_fence_since(gen))
         breaker_failure(&a->build_breaker, clock_now_ns());
     else if (rc == POOLD_OK)
         breaker_success(&a->build_breaker);

@@ -211,7 +211,7 @@ struct registry {
     size_t nactive;
     struct org_active **pending; /* actives with a pending mark */
     size_t npending, cap_pending;
-    struct org_active *gone;    /* actives of orgs gone from the table */
+    struct org_active *gone; /* actives of orgs gone from the table */
     /* Actives freed so far, and their pools' counters at the free (gauges
      * zeroed): /stats totals add them, so that a total never goes down.
      * Both under live_lock, added as the active leaves reg->active. */
@@ -305,6 +305,16 @@ void registry_mark_db_ok(struct registry *reg, uint64_t now_ns);
 /* The database answered the tick lately (within a refresh interval and
  * the readiness grace). */
 bool registry_db_answers(struct registry *reg);
+
+/* Run fn on a connection of the cap, bounded as an operator call is (a
+ * connection within the acquire timeout, everything within the statement
+ * timeout after it; the database marked answering if it did): for reads
+ * and background work that count against the cap (a message lookup, the
+ * data lifecycle). fn's status, or why no connection came, in err. */
+typedef int (*registry_conn_fn)(void *arg, struct db_conn *conn, char *err,
+                                size_t errlen);
+int registry_with_conn(struct registry *reg, registry_conn_fn fn, void *arg,
+                       char *err, size_t errlen);
 
 /* The cap policy: while builds wait for a connection, the longest-idle
  * services of the orgs give theirs back. */

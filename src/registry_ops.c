@@ -225,6 +225,27 @@ static uint64_t reg_call_deadlines(const struct registry *reg,
     return *acquire_ns + stmt_ns;
 }
 
+int registry_with_conn(struct registry *reg, registry_conn_fn fn, void *arg,
+                       char *err, size_t errlen)
+{
+    uint64_t acquire_ns;
+    uint64_t stmt_end = reg_call_deadlines(reg, &acquire_ns);
+    struct reg_conn c;
+    struct db_conn *conn;
+    int rc;
+
+    db_thread_deadline(stmt_end);
+    rc = reg_conn_get(reg, acquire_ns, &c, &conn, err, errlen);
+    if (rc == POOLD_OK) {
+        rc = fn(arg, conn, err, errlen);
+        if (db_conn_is_clean(conn))
+            registry_mark_db_ok(reg, clock_now_ns());
+        reg_conn_put(reg, &c, db_conn_is_clean(conn));
+    }
+    db_thread_deadline(0);
+    return rc;
+}
+
 int registry_admin_begin(struct registry *reg, struct db_conn **conn, char *err,
                          size_t errlen)
 {
@@ -288,6 +309,20 @@ unsigned registry_lookups_max(const struct registry *reg)
     return n > 0 ? n : 1;
 }
 
+struct message_get {
+    const char *org_id, *message_id;
+    long long retention_s;
+    char **json;
+};
+
+static int message_get_on(void *arg, struct db_conn *conn, char *err,
+                          size_t errlen)
+{
+    struct message_get *g = arg;
+    return catalog_message_get(conn, g->org_id, g->message_id, g->retention_s,
+                               g->json, err, errlen);
+}
+
 /* A read for a client: on a connection of its own, without the admin
  * token (one at a time for every org), so that clients settling their
  * 504s neither queue behind each other nor make operator calls wait. */
@@ -295,10 +330,7 @@ int registry_message_get(struct registry *reg, const char *org_id,
                          const char *message_id, long long retention_s,
                          char **json, char *err, size_t errlen)
 {
-    uint64_t acquire_ns;
-    uint64_t stmt_end;
-    struct reg_conn c;
-    struct db_conn *conn;
+    struct message_get g = {org_id, message_id, retention_s, json};
     int rc;
 
     /* A connection each, from the cap the orgs' services share: a flood
@@ -311,17 +343,7 @@ int registry_message_get(struct registry *reg, const char *org_id,
                  registry_lookups_max(reg));
         return POOLD_ERR_WAITERS_FULL;
     }
-    stmt_end = reg_call_deadlines(reg, &acquire_ns);
-    db_thread_deadline(stmt_end);
-    rc = reg_conn_get(reg, acquire_ns, &c, &conn, err, errlen);
-    if (rc == POOLD_OK) {
-        rc = catalog_message_get(conn, org_id, message_id, retention_s, json,
-                                 err, errlen);
-        if (db_conn_is_clean(conn))
-            registry_mark_db_ok(reg, clock_now_ns());
-        reg_conn_put(reg, &c, db_conn_is_clean(conn));
-    }
-    db_thread_deadline(0);
+    rc = registry_with_conn(reg, message_get_on, &g, err, errlen);
     atomic_fetch_sub(&reg->lookups, 1);
     return rc;
 }

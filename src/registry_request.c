@@ -10,6 +10,7 @@
 
 #include "breaker.h"
 #include "clock.h"
+#include "db.h"
 #include "groupcommit.h"
 #include "log.h"
 #include "registry_internal.h"
@@ -149,6 +150,7 @@ static int process_unpooled(struct registry *reg, struct org_entry *e,
     struct service *svc;
     struct pool_item *permit;
     uint64_t timeout = reg->cfg.max_waiters ? reg->cfg.acquire_timeout_ns : 0;
+    uint64_t gen;
     int rc = pool_acquire(reg->conns, timeout, &permit);
     if (rc != POOLD_OK)
         return rc;
@@ -157,9 +159,10 @@ static int process_unpooled(struct registry *reg, struct org_entry *e,
         return POOLD_ERR_DB;
     }
     db_thread_deadline(dl->acquire_ns);
+    gen = db_fence_generation();
     rc = service_create(&reg->env_none, e->org_id, &svc, err, errlen);
     db_thread_deadline(0);
-    if (rc == POOLD_ERR_DB)
+    if (rc == POOLD_ERR_DB && !db_fence_since(gen))
         breaker_failure(&reg->db_breaker, clock_now_ns());
     else if (rc == POOLD_OK)
         breaker_success(&reg->db_breaker);

@@ -216,6 +216,18 @@ START_TEST(db_run_abort_ends_a_blocked_write)
 }
 END_TEST
 
+/* SELECT 1 on conn through db_run: its status. */
+static int select_one(struct db_conn *conn)
+{
+    static const struct db_query q = {.sql = "SELECT 1"};
+    PGresult *res = NULL;
+    char why[256];
+    int rc = db_run(conn, &q, 0, &res, why, sizeof why);
+
+    PQclear(res);
+    return rc;
+}
+
 /* The cluster's fence ends the waits of fenceable connections only, and
  * sends nothing on them while it is up; lowered, new ones work. */
 START_TEST(db_fence_ends_fenceable_waits_only)
@@ -223,7 +235,7 @@ START_TEST(db_fence_ends_fenceable_waits_only)
     PGconn *holder;
     struct write_arg a = {.writes = true, .message_id = "w3"};
     struct db_conn *plain = open_conn();
-    struct db_conn *again;
+    struct db_conn *idle, *again;
     uint64_t t0;
     pthread_t th;
 
@@ -231,6 +243,8 @@ START_TEST(db_fence_ends_fenceable_waits_only)
     holder = row_lock_hold("tsvc_dbw", "w3");
     settings.fenceable = true;
     a.conn = open_conn();
+    idle = open_conn();
+    ck_assert(db_conn_is_clean(idle));
     t0 = clock_now_ns();
     a.deadline_ns = t0 + 30 * NS_PER_S;
     ck_assert_int_eq(pthread_create(&th, NULL, blocked_write, &a), 0);
@@ -240,7 +254,10 @@ START_TEST(db_fence_ends_fenceable_waits_only)
     ck_assert_int_eq(a.rc, POOLD_ERR_COMMIT_UNKNOWN);
     ck_assert_uint_lt(clock_now_ns() - t0, 10 * NS_PER_S);
     ck_assert_msg(strstr(a.err, "fenced") != NULL, "%s", a.err);
-    ck_assert(!db_conn_is_alive(a.conn, clock_now_ns(), 0));
+    /* An open fenceable connection sends nothing, and is not clean. */
+    ck_assert(!db_conn_is_clean(idle));
+    ck_assert_int_eq(select_one(idle), POOLD_ERR_DB);
+    db_conn_close(idle);
     /* No fenceable connection opens; housekeeping's kind works on. */
     again = (struct db_conn *)&again;
     ck_assert_int_eq(
@@ -258,6 +275,34 @@ START_TEST(db_fence_ends_fenceable_waits_only)
 }
 END_TEST
 
+/* A fence raised and lowered at once (a heartbeat that commits just past
+ * half the lease) still ends with every connection open before it: none
+ * is used again, whether it waited or not while it was up. */
+START_TEST(db_fence_raised_and_lowered_still_counts)
+{
+    struct db_conn *before, *after;
+    uint64_t gen;
+
+    settings.fenceable = true;
+    before = open_conn();
+    ck_assert_int_eq(select_one(before), POOLD_OK);
+    gen = db_fence_generation();
+    ck_assert(!db_fence_since(gen));
+    db_fence(true);
+    db_fence(false);
+    ck_assert(!db_is_fenced());
+    ck_assert(db_fence_since(gen));
+    ck_assert(!db_conn_is_clean(before));
+    ck_assert(!db_conn_is_alive(before, clock_now_ns(), 0));
+    ck_assert_int_eq(select_one(before), POOLD_ERR_DB);
+    after = open_conn();
+    ck_assert_int_eq(select_one(after), POOLD_OK);
+    ck_assert(db_conn_is_clean(after));
+    db_conn_close(after);
+    db_conn_close(before);
+}
+END_TEST
+
 int main(void)
 {
     const struct pgfix_case cases[] = {
@@ -267,7 +312,8 @@ int main(void)
           db_dirty_connection_is_not_clean,
           db_terminated_backend_found_without_round_trip,
           db_idle_session_timeout_found_without_round_trip,
-          db_fence_ends_fenceable_waits_only}},
+          db_fence_ends_fenceable_waits_only,
+          db_fence_raised_and_lowered_still_counts}},
         /* db_abort_all() is irreversible: the abort test comes last. */
         {"deadline",
          {db_run_deadline_ends_a_blocked_write,

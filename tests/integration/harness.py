@@ -414,12 +414,10 @@ def settled(p, n):
 class Sampler(threading.Thread):
     """pg_stat_activity every 50 ms through one psql session: the number of
     poold connections (application_name starting with poold), split into
-    those outside the budget (housekeeping's, and lifecycle's during a
-    round) and the rest."""
+    housekeeping and the rest."""
 
     SQL = ("SELECT count(*) FILTER (WHERE application_name LIKE 'poold%'),"
-           " count(*) FILTER (WHERE application_name IN"
-           " ('poold-housekeeping', 'poold-lifecycle'))"
+           " count(*) FILTER (WHERE application_name = 'poold-housekeeping')"
            " FROM pg_stat_activity;\n")
 
     def __init__(self):

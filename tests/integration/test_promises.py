@@ -323,8 +323,7 @@ class ReplicaBudget(unittest.TestCase):
     with its old grant."""
 
     POOLED = ("SELECT count(*) FROM pg_stat_activity WHERE application_name"
-              " LIKE 'poold%' AND application_name NOT IN"
-              " ('poold-housekeeping', 'poold-lifecycle')")
+              " LIKE 'poold%' AND application_name <> 'poold-housekeeping'")
 
     def lock_heartbeats(self):
         """Every heartbeat waits on this lock until its end()."""
