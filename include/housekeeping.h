@@ -71,7 +71,8 @@ POOLD_MUSTCHECK int housekeeping_create(struct registry *reg,
 /*
  * Start-up, on the caller's thread: connect, check the schema (a reachable
  * database without it: POOLD_ERR_DB, logged; an unreachable one is not an
- * error, it is retried), load the directory, call the replica hook; then
+ * error, it is retried), load the directory, run the lifecycle once if
+ * that worked, call the replica hook; then
  * start the housekeeping thread, the warm thread (POOLD_DB_MIN_IDLE) and
  * the lifecycle thread (registry_config.lifecycle).
  * Once.

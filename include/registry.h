@@ -70,9 +70,10 @@ struct registry_config {
     int (*watch)(void *arg, struct db_conn *conn, char *err, size_t errlen);
     void *watch_arg;
     /* Optional: the data lifecycle (processed_messages' partitions made
-     * ahead, old ones dropped), run by housekeeping at start-up and then
-     * every lifecycle_interval_ns, on the housekeeping connection. A
-     * failure is logged and tried again on a later tick. */
+     * ahead, old ones dropped, the audit log pruned), run by housekeeping
+     * at start-up on its connection, then every lifecycle_interval_ns on a
+     * thread of its own with a connection of the pool. A failure is logged
+     * and tried again within a minute. */
     int (*lifecycle)(void *arg, struct db_conn *conn, char *err, size_t errlen);
     void *lifecycle_arg;
     uint64_t lifecycle_interval_ns;

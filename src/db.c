@@ -290,9 +290,10 @@ static int db_connect_poll(const struct db_conn *conn, uint64_t deadline_ns,
         ready = db_poll(conn, st == PGRES_POLLING_READING ? POLLIN : POLLOUT,
                         deadline_ns);
         if (ready <= 0) {
-            snprintf(err, errlen, "connect: %s",
+            snprintf(err, errlen, "connect: %s%s",
                      ready == 0 ? "no answer before the deadline"
-                                : "poll failed");
+                                : "poll failed",
+                     ready == 0 ? db_cut_why(conn) : "");
             return POOLD_ERR_DB;
         }
         st = PQconnectPoll(pg);

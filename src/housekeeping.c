@@ -762,14 +762,16 @@ static void *lifecycle_main(void *arg)
     pthread_mutex_lock(&hk->lock);
     while (!hk->stop) {
         now = clock_now_ns();
+        if (atomic_load(&reg->shutting_down))
+            break;
         if (now < hk->lifecycle_due || !registry_db_answers(reg)) {
             hk_wait(hk, now < hk->lifecycle_due ? hk->lifecycle_due - now
                                                 : reg->cfg.refresh_interval_ns);
             continue;
         }
         pthread_mutex_unlock(&hk->lock);
-        if (registry_with_conn(reg, cfg->lifecycle, cfg->lifecycle_arg, err,
-                               sizeof err) == POOLD_OK)
+        if (registry_with_conn(reg, true, cfg->lifecycle, cfg->lifecycle_arg,
+                               err, sizeof err) == POOLD_OK)
             hk->lifecycle_due = clock_now_ns() + cfg->lifecycle_interval_ns;
         else
             lifecycle_failed(hk, err);

@@ -49,6 +49,9 @@ static void registry_config_from(const struct poold_config *cfg,
     rc->db.connect_timeout_s = DB_CONNECT_TIMEOUT_S;
     rc->db.statement_timeout_ms = cfg->statement_timeout_ms;
     rc->db.prepared = cfg->prepared_statements;
+    /* Replicas: the cluster's fence ends statements on every connection of
+     * the registry (housekeeping's own is opened from a copy, unfenced). */
+    rc->db.fenceable = cfg->cluster_max_conns > 0;
     rc->pooled = cfg->pool_mode == CONFIG_POOL_MODE_POOLED;
     rc->default_size = cfg->pool_size;
     rc->ceiling = cfg->pool_ceiling;

@@ -824,9 +824,6 @@ int registry_create(const struct registry_config *cfg, struct registry **out)
     if (reg == NULL)
         return POOLD_ERR_NOMEM;
     reg->cfg = *cfg;
-    /* Every connection of the registry counts against the cluster's budget
-     * (housekeeping's own, opened from a copy, does not). */
-    reg->cfg.db.fenceable = true;
     /* One statement's client-side wait: the server-side timeout plus a
      * slack, so the server normally answers first with a real error; with
      * no server-side timeout, the acquire timeout bounds it instead. */

@@ -306,15 +306,18 @@ void registry_mark_db_ok(struct registry *reg, uint64_t now_ns);
  * the readiness grace). */
 bool registry_db_answers(struct registry *reg);
 
-/* Run fn on a connection of the cap, bounded as an operator call is (a
- * connection within the acquire timeout, everything within the statement
- * timeout after it; the database marked answering if it did): for reads
- * and background work that count against the cap (a message lookup, the
- * data lifecycle). fn's status, or why no connection came, in err. */
+/* Run fn on a connection of the cap, got within the acquire timeout, as an
+ * operator call gets one: for reads and background work that count
+ * against the cap (a message lookup, the data lifecycle). fn runs within
+ * the statement timeout after the acquire deadline, or (per_statement: a
+ * round of many statements) with each statement bounded on its own. The
+ * database is marked answering if it did. fn's status, or why no
+ * connection came, in err. */
 typedef int (*registry_conn_fn)(void *arg, struct db_conn *conn, char *err,
                                 size_t errlen);
-int registry_with_conn(struct registry *reg, registry_conn_fn fn, void *arg,
-                       char *err, size_t errlen);
+int registry_with_conn(struct registry *reg, bool per_statement,
+                       registry_conn_fn fn, void *arg, char *err,
+                       size_t errlen);
 
 /* The cap policy: while builds wait for a connection, the longest-idle
  * services of the orgs give theirs back. */

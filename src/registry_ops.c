@@ -225,11 +225,12 @@ static uint64_t reg_call_deadlines(const struct registry *reg,
     return *acquire_ns + stmt_ns;
 }
 
-int registry_with_conn(struct registry *reg, registry_conn_fn fn, void *arg,
-                       char *err, size_t errlen)
+int registry_with_conn(struct registry *reg, bool per_statement,
+                       registry_conn_fn fn, void *arg, char *err, size_t errlen)
 {
     uint64_t acquire_ns;
     uint64_t stmt_end = reg_call_deadlines(reg, &acquire_ns);
+    uint64_t outer = db_thread_deadline_get();
     struct reg_conn c;
     struct db_conn *conn;
     int rc;
@@ -237,12 +238,14 @@ int registry_with_conn(struct registry *reg, registry_conn_fn fn, void *arg,
     db_thread_deadline(stmt_end);
     rc = reg_conn_get(reg, acquire_ns, &c, &conn, err, errlen);
     if (rc == POOLD_OK) {
+        if (per_statement)
+            db_thread_deadline(outer);
         rc = fn(arg, conn, err, errlen);
         if (db_conn_is_clean(conn))
             registry_mark_db_ok(reg, clock_now_ns());
         reg_conn_put(reg, &c, db_conn_is_clean(conn));
     }
-    db_thread_deadline(0);
+    db_thread_deadline(outer);
     return rc;
 }
 
@@ -343,7 +346,7 @@ int registry_message_get(struct registry *reg, const char *org_id,
                  registry_lookups_max(reg));
         return POOLD_ERR_WAITERS_FULL;
     }
-    rc = registry_with_conn(reg, message_get_on, &g, err, errlen);
+    rc = registry_with_conn(reg, false, message_get_on, &g, err, errlen);
     atomic_fetch_sub(&reg->lookups, 1);
     return rc;
 }
