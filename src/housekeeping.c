@@ -720,29 +720,22 @@ static void *warm_main(void *arg)
     return NULL;
 }
 
-/* A round failed: logged, and tried again a minute later at most. */
-static void lifecycle_failed(struct housekeeping *hk, const char *err)
+/* After a round of processed_messages' partitions and the audit log's
+ * retention (registry_config.lifecycle) that ended with rc: the next one
+ * every lifecycle_interval_ns; a failure logged and tried again a minute
+ * later at most. */
+static void lifecycle_after(struct housekeeping *hk, int rc, const char *err)
 {
     uint64_t interval = hk->reg->cfg.lifecycle_interval_ns;
     uint64_t retry = 60 * NS_PER_S;
 
+    if (rc == POOLD_OK) {
+        hk->lifecycle_due = clock_now_ns() + interval;
+        return;
+    }
     log_event(LOG_WARN, "data lifecycle step failed, will retry", "error", err,
               (const char *)NULL);
     hk->lifecycle_due = clock_now_ns() + (interval < retry ? interval : retry);
-}
-
-/* processed_messages' partitions and the audit log's retention
- * (registry_config.lifecycle), on conn: at start-up, then every
- * lifecycle_interval_ns. */
-static void lifecycle_round(struct housekeeping *hk, struct db_conn *conn)
-{
-    const struct registry_config *cfg = &hk->reg->cfg;
-    char err[REG_ERR_MAX];
-
-    if (cfg->lifecycle(cfg->lifecycle_arg, conn, err, sizeof err) == POOLD_OK)
-        hk->lifecycle_due = clock_now_ns() + cfg->lifecycle_interval_ns;
-    else
-        lifecycle_failed(hk, err);
 }
 
 /* The lifecycle on a thread of its own: a round waits for table locks and
@@ -770,11 +763,10 @@ static void *lifecycle_main(void *arg)
             continue;
         }
         pthread_mutex_unlock(&hk->lock);
-        if (registry_with_conn(reg, true, cfg->lifecycle, cfg->lifecycle_arg,
-                               err, sizeof err) == POOLD_OK)
-            hk->lifecycle_due = clock_now_ns() + cfg->lifecycle_interval_ns;
-        else
-            lifecycle_failed(hk, err);
+        lifecycle_after(hk,
+                        registry_with_conn(reg, true, cfg->lifecycle,
+                                           cfg->lifecycle_arg, err, sizeof err),
+                        err);
         pthread_mutex_lock(&hk->lock);
     }
     pthread_mutex_unlock(&hk->lock);
@@ -815,7 +807,10 @@ int housekeeping_start(struct housekeeping *hk)
         /* Partitions exist before the first request (when the database
          * answers at start-up; else the lifecycle thread's first round). */
         if (t.rc == POOLD_OK && reg->cfg.lifecycle != NULL)
-            lifecycle_round(hk, t.conn);
+            lifecycle_after(hk,
+                            reg->cfg.lifecycle(reg->cfg.lifecycle_arg, t.conn,
+                                               t.err, sizeof t.err),
+                            t.err);
     }
     if (rc == POOLD_OK)
         hk_run(hk, &t, HK_STEP_REPLICA_HOOK, HK_STEP_REPLICA_HOOK, NULL, 0);
