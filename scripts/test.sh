@@ -11,8 +11,8 @@
 #      ASan and TSan builds, valgrind memcheck on the unit tests, a short
 #      bounded run of each libFuzzer target, the clang-format check, the
 #      OpenAPI lint and the docker-compose validation
-#   4. ASan+UBSan: unit + integration tests, leaks included
-#   5. TSan: unit and integration tests (the server under TSan too)
+#   4. side by side: ASan+UBSan (unit + integration tests, leaks
+#      included) and TSan (the same, the server under TSan too)
 # Exits non-zero on the first failure (a background job's when it is
 # waited for, at the end of step 3).
 #
@@ -48,13 +48,10 @@ build() {
 }
 
 # TSan needs the older mmap layout on kernels with high ASLR entropy.
-tsan_run() {
-    if setarch "$(uname -m)" -R true 2>/dev/null; then
-        setarch "$(uname -m)" -R "$@"
-    else
-        "$@"
-    fi
-}
+tsan_prefix=()
+if setarch "$(uname -m)" -R true 2>/dev/null; then
+    tsan_prefix=(setarch "$(uname -m)" -R)
+fi
 
 step "dependencies"
 bash scripts/install-deps.sh
@@ -108,10 +105,12 @@ else
     smoke=$!
 fi
 # On a failure below, stop both (docker-smoke.sh tears its stack down on
-# SIGTERM); each is cleared once waited for.
+# SIGTERM); each is cleared once waited for. The sanitizer suites at the
+# end run the same way.
+asan="" tsan=""
 stop_background() {
     local g
-    for g in $lifecycle $smoke; do
+    for g in $lifecycle $smoke $asan $tsan; do
         kill -TERM -- "-$g" 2>/dev/null || true
     done
     wait
@@ -198,13 +197,33 @@ if [ -n "$smoke" ]; then
 fi
 trap - EXIT
 
-step "ASan+UBSan: unit and integration tests"
-ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 UBSAN_OPTIONS=print_stacktrace=1 \
-    CK_TIMEOUT_MULTIPLIER=3 ctest --test-dir build-asan --output-on-failure \
-    -LE wallclock
-
-step "TSan: unit and integration tests"
-TSAN_OPTIONS="halt_on_error=1 second_deadlock_stack=1" CK_TIMEOUT_MULTIPLIER=5 \
-    tsan_run ctest --test-dir build-tsan --output-on-failure -LE wallclock
+step "ASan+UBSan and TSan: unit and integration tests, side by side"
+# Each build tree has its own PostgreSQL cluster, directory and port
+# (tests/tests.cmake), so the two suites cannot see each other; they
+# mostly wait (timeouts, deadlines, restarts), so two at once take little
+# longer than the slower alone. Each writes its own log, shown when done.
+setsid -w env ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 \
+    UBSAN_OPTIONS=print_stacktrace=1 CK_TIMEOUT_MULTIPLIER=3 \
+    ctest --test-dir build-asan --output-on-failure -LE wallclock \
+    >build-asan/ctest.log 2>&1 &
+asan=$!
+setsid -w env TSAN_OPTIONS="halt_on_error=1 second_deadlock_stack=1" \
+    CK_TIMEOUT_MULTIPLIER=5 "${tsan_prefix[@]}" \
+    ctest --test-dir build-tsan --output-on-failure -LE wallclock \
+    >build-tsan/ctest.log 2>&1 &
+tsan=$!
+trap stop_background EXIT
+rc=0
+wait "$asan" || rc=$?
+asan=
+step "ASan+UBSan: unit and integration tests (leaks included)"
+cat build-asan/ctest.log
+[ "$rc" = 0 ] || exit 1
+wait "$tsan" || rc=$?
+tsan=
+step "TSan: unit and integration tests (the server binary included)"
+cat build-tsan/ctest.log
+[ "$rc" = 0 ] || exit 1
+trap - EXIT
 
 step "all test stages passed"
