@@ -8,7 +8,8 @@
 #
 #   --seconds/--minutes  length of the run (default 90 s; at least 35 s)
 #   --rate               POST /process per second through HAProxy (200),
-#                        plus a batch of 5-40 messages about every second
+#                        plus a batch of 5-40 or 65-120 messages about every
+#                        second
 #   --build DIR          a configured CMake build tree: its poold target is
 #                        built and used (default: build-bench, configured
 #                        here as bench/run.sh does)
@@ -39,7 +40,7 @@ SOAK_OUT=$OUT/soak
 DOCS=$ROOT/docs
 SEED=
 
-usage() { sed -n '2,25p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,26p' "$0" | sed 's/^# \{0,1\}//'; }
 
 while [ $# -gt 0 ]; do
     case "$1" in

@@ -81,6 +81,18 @@ POOLD_MUSTCHECK int db_run(struct db_conn *conn, const struct db_query *q,
                            size_t errlen);
 
 /*
+ * COPY … FROM STDIN, bounded and answered as db_run(): sql the COPY
+ * statement (simple protocol, never prepared), data[0..len) the whole of
+ * its input. *out is the COPY's result (PQcmdTuples: the rows stored). A
+ * failure before the end of the data was sent is POOLD_ERR_DB (nothing
+ * can have been stored); after it, as db_run() with q->writes.
+ */
+POOLD_MUSTCHECK int db_copy_in(struct db_conn *conn, const char *sql,
+                               const char *data, size_t len,
+                               uint64_t deadline_ns, PGresult **out, char *err,
+                               size_t errlen);
+
+/*
  * A cap on every deadline of the calling thread's database calls (opening,
  * liveness checks, statements); 0 removes it. The registry sets it to the
  * request's acquire deadline while a service is being found or built.

@@ -416,24 +416,33 @@ static enum db_wait_end db_flush(const struct db_conn *conn,
     return f == 0 ? DB_WAIT_DONE : DB_WAIT_LOST;
 }
 
+/* Wait for libpq's next result (NULL: none left, ReadyForQuery read). */
+static enum db_wait_end db_next(const struct db_conn *conn,
+                                uint64_t deadline_ns, PGresult **res)
+{
+    PGconn *pg = conn->pg;
+
+    while (PQisBusy(pg)) {
+        int r = db_poll(conn, POLLIN, deadline_ns);
+        if (r == 0)
+            return DB_WAIT_EXPIRED;
+        if (r < 0 || PQconsumeInput(pg) == 0)
+            return DB_WAIT_LOST;
+    }
+    *res = PQgetResult(pg);
+    return DB_WAIT_DONE;
+}
+
 /* Read every result until libpq has none left (ReadyForQuery). Keeps the
  * first error result, else the first result, in *out. */
 static enum db_wait_end db_collect(const struct db_conn *conn,
                                    uint64_t deadline_ns, PGresult **out)
 {
-    PGconn *pg = conn->pg;
     PGresult *res;
+    enum db_wait_end end;
 
     *out = NULL;
-    for (;;) {
-        while (PQisBusy(pg)) {
-            int r = db_poll(conn, POLLIN, deadline_ns);
-            if (r == 0)
-                return DB_WAIT_EXPIRED;
-            if (r < 0 || PQconsumeInput(pg) == 0)
-                return DB_WAIT_LOST;
-        }
-        res = PQgetResult(pg);
+    while ((end = db_next(conn, deadline_ns, &res)) == DB_WAIT_DONE) {
         if (res == NULL)
             return DB_WAIT_DONE;
         if (*out == NULL || (PQresultStatus(res) == PGRES_FATAL_ERROR &&
@@ -444,6 +453,7 @@ static enum db_wait_end db_collect(const struct db_conn *conn,
             PQclear(res);
         }
     }
+    return end;
 }
 
 static bool db_result_ok(const PGresult *res)
@@ -461,17 +471,13 @@ static bool db_result_fatal(const PGresult *res)
            (strcmp(sev, "FATAL") == 0 || strcmp(sev, "PANIC") == 0);
 }
 
-/* One round trip already sent: wait for its answer and classify it. */
-static int db_finish(struct db_conn *conn, bool writes, uint64_t deadline_ns,
-                     PGresult **out, char *err, size_t errlen)
+/* Classify how a round trip ended: end, and res (owned here) its first
+ * error or first result. */
+static int db_judge(struct db_conn *conn, enum db_wait_end end, PGresult *res,
+                    bool writes, PGresult **out, char *err, size_t errlen)
 {
     PGconn *pg = conn->pg;
-    enum db_wait_end end = db_flush(conn, deadline_ns);
-    PGresult *res = NULL;
 
-    conn->pending = true;
-    if (end == DB_WAIT_DONE)
-        end = db_collect(conn, deadline_ns, &res);
     /* Answered up to ReadyForQuery (or the server closed: a FATAL or EOF
      * read): the backend is idle or gone. Otherwise it may still work. */
     if (end == DB_WAIT_DONE || end == DB_WAIT_LOST ||
@@ -504,6 +510,19 @@ static int db_finish(struct db_conn *conn, bool writes, uint64_t deadline_ns,
     return POOLD_ERR_DB; /* an ERROR: the autocommit statement rolled back */
 }
 
+/* One round trip already sent: wait for its answer and classify it. */
+static int db_finish(struct db_conn *conn, bool writes, uint64_t deadline_ns,
+                     PGresult **out, char *err, size_t errlen)
+{
+    enum db_wait_end end = db_flush(conn, deadline_ns);
+    PGresult *res = NULL;
+
+    conn->pending = true;
+    if (end == DB_WAIT_DONE)
+        end = db_collect(conn, deadline_ns, &res);
+    return db_judge(conn, end, res, writes, out, err, errlen);
+}
+
 static void db_stmt_name(unsigned stmt, char *buf, size_t len)
 {
     snprintf(buf, len, "poold_%u", stmt);
@@ -534,18 +553,16 @@ static int db_prepare(struct db_conn *conn, const struct db_query *q,
     return rc;
 }
 
-int db_run(struct db_conn *conn, const struct db_query *q, uint64_t deadline_ns,
-           PGresult **out, char *err, size_t errlen)
+/* Before a statement is sent: its deadline (0: the connection's default
+ * wait; capped as db_thread_deadline says), and whether it may be sent. */
+static int db_may_send(struct db_conn *conn, uint64_t *deadline_ns,
+                       PGresult **out, char *err, size_t errlen)
 {
-    bool named = q->stmt != 0 && q->stmt <= DB_STMT_MAX && conn->use_prepared;
-    char name[32];
-    int sent, rc;
-
     *out = NULL;
     conn->sqlstate[0] = '\0';
-    if (deadline_ns == 0)
-        deadline_ns = clock_now_ns() + conn->query_wait_ns;
-    deadline_ns = db_cap(deadline_ns);
+    if (*deadline_ns == 0)
+        *deadline_ns = clock_now_ns() + conn->query_wait_ns;
+    *deadline_ns = db_cap(*deadline_ns);
     if (conn->doomed || PQstatus(conn->pg) != CONNECTION_OK) {
         snprintf(err, errlen, "the connection is closed");
         return POOLD_ERR_DB;
@@ -555,6 +572,19 @@ int db_run(struct db_conn *conn, const struct db_query *q, uint64_t deadline_ns,
         snprintf(err, errlen, "not sent: the replica's lease lapsed (fenced)");
         return POOLD_ERR_DB;
     }
+    return POOLD_OK;
+}
+
+int db_run(struct db_conn *conn, const struct db_query *q, uint64_t deadline_ns,
+           PGresult **out, char *err, size_t errlen)
+{
+    bool named = q->stmt != 0 && q->stmt <= DB_STMT_MAX && conn->use_prepared;
+    char name[32];
+    int sent, rc;
+
+    rc = db_may_send(conn, &deadline_ns, out, err, errlen);
+    if (rc != POOLD_OK)
+        return rc;
     if (named) {
         rc = db_prepare(conn, q, deadline_ns, err, errlen);
         if (rc != POOLD_OK)
@@ -575,6 +605,80 @@ int db_run(struct db_conn *conn, const struct db_query *q, uint64_t deadline_ns,
     if (rc == POOLD_OK)
         db_conn_touch(conn, clock_now_ns());
     return rc;
+}
+
+/* The server waits for COPY's data: send it and its end, unless the fence,
+ * the abort or the deadline came meanwhile (then the COPY is ended with an
+ * error: nothing stored). Until the end is wholly handed to the kernel
+ * nothing can commit; from then on a lost answer is "unknown". */
+static int db_copy_data(struct db_conn *conn, const char *data, size_t len,
+                        uint64_t deadline_ns, PGresult **out, char *err,
+                        size_t errlen)
+{
+    PGconn *pg = conn->pg;
+    bool late = clock_now_ns() >= deadline_ns;
+    bool held = late || db_conn_fenced(conn) || atomic_load(&db_aborted);
+    bool stop = held;
+    enum db_wait_end end;
+    PGresult *res = NULL;
+    int rc;
+
+    /* 0 (nonblocking, nothing queued) happens only when out of memory. */
+    if ((!stop && PQputCopyData(pg, data, (int)len) != 1) ||
+        PQputCopyEnd(pg, stop ? "poold: not sent" : NULL) != 1) {
+        conn->doomed = true; /* closed mid-COPY: the server aborts it */
+        db_copy_error(err, errlen, "COPY: ", PQerrorMessage(pg));
+        return POOLD_ERR_DB;
+    }
+    end = db_flush(conn, deadline_ns);
+    if (end == DB_WAIT_DONE)
+        end = db_collect(conn, deadline_ns, &res);
+    else
+        stop = true; /* the end may not have left: nothing can commit */
+    rc = db_judge(conn, end, res, !stop, out, err, errlen);
+    if (held && rc != POOLD_OK)
+        snprintf(err, errlen, "COPY ended before its data was sent%s",
+                 late ? " (deadline)" : db_cut_why(conn));
+    return rc;
+}
+
+int db_copy_in(struct db_conn *conn, const char *sql, const char *data,
+               size_t len, uint64_t deadline_ns, PGresult **out, char *err,
+               size_t errlen)
+{
+    enum db_wait_end end;
+    PGresult *res = NULL, *rest = NULL;
+    int rc = db_may_send(conn, &deadline_ns, out, err, errlen);
+
+    if (rc != POOLD_OK)
+        return rc;
+    if (len > INT32_MAX || !PQsendQuery(conn->pg, sql)) {
+        conn->doomed = true;
+        db_copy_error(err, errlen, "send: ",
+                      len > INT32_MAX ? "COPY data too long"
+                                      : PQerrorMessage(conn->pg));
+        return POOLD_ERR_DB;
+    }
+    /* Until the end of the data is sent nothing can commit: a failure
+     * before it is a definite "not written". */
+    conn->pending = true;
+    end = db_flush(conn, deadline_ns);
+    if (end == DB_WAIT_DONE)
+        end = db_next(conn, deadline_ns, &res);
+    if (end == DB_WAIT_DONE && PQresultStatus(res) == PGRES_COPY_IN) {
+        PQclear(res);
+        rc = db_copy_data(conn, data, len, deadline_ns, out, err, errlen);
+        if (rc == POOLD_OK)
+            db_conn_touch(conn, clock_now_ns());
+        return rc;
+    }
+    /* Refused before the data (an error), or no answer: drain what is
+     * left up to ReadyForQuery, keeping the first error. */
+    if (end == DB_WAIT_DONE && res != NULL) {
+        end = db_collect(conn, deadline_ns, &rest);
+        PQclear(rest);
+    }
+    return db_judge(conn, end, res, false, out, err, errlen);
 }
 
 /* ------------------------------------------------------------ liveness */

@@ -32,7 +32,8 @@ enum {
     SVC_STMT_COMMIT_ONE_PROBE = 8,
     SVC_STMT_COMMIT_ORGS_PROBE = 9,
     SVC_STMT_COMMIT_ORGS_FAST = 10,
-    SVC_STMT_COMMIT_ORGS = 11
+    SVC_STMT_COMMIT_ORGS = 11,
+    SVC_STMT_COPY_PROBE = 12
 };
 
 /* The failed rules as a text[] literal: {a,b}. Names need no quoting. */
@@ -107,16 +108,29 @@ static void arr_put32(struct svc_arr *a, uint32_t v)
     arr_put(a, &v, sizeof v);
 }
 
-/* The header of a one-dimensional array without NULLs (array_recv). */
-static void arr_begin(struct svc_arr *a, Oid elem, size_t n)
+static void arr_put16(struct svc_arr *a, uint16_t v)
 {
-    a->len = 0;
-    a->oom = false;
+    v = htons(v);
+    arr_put(a, &v, sizeof v);
+}
+
+/* The header of a one-dimensional array without NULLs (array_recv), at the
+ * end of a. */
+static void arr_begin_at(struct svc_arr *a, Oid elem, size_t n)
+{
     arr_put32(a, 1);           /* dimensions */
     arr_put32(a, 0);           /* has NULLs */
     arr_put32(a, elem);        /* element type */
     arr_put32(a, (uint32_t)n); /* length */
     arr_put32(a, 1);           /* lower bound */
+}
+
+/* a holds one such array from now on. */
+static void arr_begin(struct svc_arr *a, Oid elem, size_t n)
+{
+    a->len = 0;
+    a->oom = false;
+    arr_begin_at(a, elem, n);
 }
 
 static void arr_elem(struct svc_arr *a, const void *p, size_t n)
@@ -567,6 +581,195 @@ static int svc_arr_fail(char *err, size_t errlen)
     return POOLD_ERR_NOMEM;
 }
 
+/*
+ * A batch of more than 64 messages goes by COPY when poold's clock says a
+ * guarded path: PostgreSQL stores COPY's rows in multi-row steps, about a third
+ * less of its CPU a row than the INSERT above (docs/benchmarks.md). COPY
+ * has no ON CONFLICT, so it is all or nothing and only for new ids: an id
+ * stored already in this partition fails it on the primary key (23505,
+ * nothing stored) and the group goes again as the INSERT. Its WHERE is the
+ * guarded form's, on the server's now(): a wrong guess stores nothing. On
+ * the probe path the partition before is looked at first, by a read-only
+ * statement under the same guard: no writer puts a row there while the
+ * guard holds (as for the probe form, the zone covers a statement's life).
+ */
+/* COPY takes two round trips (its start, then the data) where the INSERT
+ * takes one: for batches only, larger than any group of the commit queue
+ * (GC_GROUP_MAX, 64), whose chain waits on every round trip. */
+#define SVC_COPY_MIN 65
+#define SVC_COPY_SQL                                                           \
+    "COPY processed_messages (org_id, message_id, passed, checks,"             \
+    " failed_rules, payload_sha256) FROM STDIN (FORMAT binary)"                \
+    " WHERE now() >= '%s' AND now() < '%s' AND now() >= '%s'"
+/* One index probe per id (LIMIT keeps the lateral a nested loop: a join
+ * may be planned as a hash over the whole partition before). */
+static const char svc_copy_probe_sql[] =
+    "SELECT now(), coalesce(now() >= $3::timestamptz"
+    " AND now() < $4::timestamptz, false) AND NOT EXISTS (SELECT 1"
+    " FROM unnest($1::text[], $2::text[]) AS i(org_id, message_id),"
+    " LATERAL (SELECT 1 FROM processed_messages p"
+    "  WHERE p.org_id = i.org_id AND p.message_id = i.message_id"
+    "  AND p.processed_at >= now() - $5::interval"
+    "  AND p.processed_at < $6::timestamptz LIMIT 1) AS seen)";
+
+/* The binary COPY stream of the first occurrences among keys, in a. */
+static bool svc_copy_stream(struct svc_arr *a, struct service_job *jobs,
+                            const size_t *idx, const struct svc_key *keys,
+                            size_t n)
+{
+    static const char sig[11] = "PGCOPY\n\377\r\n"; /* and its NUL */
+
+    a->len = 0;
+    a->oom = false;
+    arr_put(a, sig, sizeof sig);
+    arr_put32(a, 0); /* flags */
+    arr_put32(a, 0); /* header extension */
+    for (size_t s = 0; s < n; s++) {
+        const struct service_job *j = &jobs[idx[keys[s].k]];
+        const struct rules_verdict *v = &j->result.verdict;
+        unsigned char passed = j->result.passed;
+
+        if (keys[s].first != keys[s].k)
+            continue;
+        arr_put16(a, 6);
+        arr_elem(a, keys[s].org, strlen(keys[s].org));
+        arr_elem(a, j->msg->id, j->msg->id_len);
+        arr_elem(a, &passed, 1);
+        arr_put32(a, 4);
+        arr_put32(a, v->checks);
+        /* failed_rules: a text[] as array_recv reads it */
+        if (v->nfailed == 0) {
+            arr_put32(a, 12);
+            arr_put32(a, 0); /* no dimensions: '{}' */
+            arr_put32(a, 0);
+            arr_put32(a, TEXTOID);
+        } else {
+            size_t len = 20;
+            for (unsigned i = 0; i < v->nfailed; i++)
+                len += 4 + strlen(rule_type_str(v->failed[i]));
+            arr_put32(a, (uint32_t)len);
+            arr_begin_at(a, TEXTOID, v->nfailed);
+            for (unsigned i = 0; i < v->nfailed; i++) {
+                const char *name = rule_type_str(v->failed[i]);
+                arr_elem(a, name, strlen(name));
+            }
+        }
+        arr_elem(a, j->result.digest, sizeof j->result.digest);
+    }
+    arr_put16(a, 0xffff); /* the trailer: -1 */
+    return !a->oom && a->len <= INT32_MAX;
+}
+
+/* On the probe path: true in *free when the guard holds and no id of the
+ * group is in the partition before, within the window; at[] the server's
+ * now() it looked at, as the session prints it (the COPY must not run
+ * earlier: a clock stepped back would reach back further than the look). */
+static int svc_copy_probe(struct service *svc, struct service_job *jobs,
+                          const size_t *idx, const struct svc_key *keys,
+                          size_t n, size_t nfirst,
+                          const struct svc_scope_args *scope, bool *free_,
+                          char *at, size_t atlen, uint64_t deadline_ns,
+                          char *err, size_t errlen)
+{
+    const Oid types[6] = {TEXTARRAYOID,   TEXTARRAYOID, TIMESTAMPTZOID,
+                          TIMESTAMPTZOID, INTERVALOID,  TIMESTAMPTZOID};
+    const char *values[6] = {NULL,
+                             NULL,
+                             scope->values[1],
+                             scope->values[2],
+                             scope->values[0],
+                             scope->values[4]};
+    int lengths[6] = {0};
+    const int formats[6] = {1, 1, 0, 0, 0, 0};
+    const struct db_query q = {.stmt = SVC_STMT_COPY_PROBE,
+                               .sql = svc_copy_probe_sql,
+                               .nparams = 6,
+                               .types = types,
+                               .values = values,
+                               .lengths = lengths,
+                               .formats = formats};
+    struct svc_arr *orgs = &svc->arrs[5], *ids = &svc->arrs[1];
+    PGresult *res;
+    int rc;
+
+    arr_begin(orgs, TEXTOID, nfirst);
+    arr_begin(ids, TEXTOID, nfirst);
+    for (size_t s = 0; s < n; s++) {
+        const struct service_job *j = &jobs[idx[keys[s].k]];
+        if (keys[s].first != keys[s].k)
+            continue;
+        arr_elem(orgs, keys[s].org, strlen(keys[s].org));
+        arr_elem(ids, j->msg->id, j->msg->id_len);
+    }
+    if (orgs->oom || ids->oom || orgs->len > INT32_MAX || ids->len > INT32_MAX)
+        return svc_arr_fail(err, errlen);
+    values[0] = orgs->buf;
+    lengths[0] = (int)orgs->len;
+    values[1] = ids->buf;
+    lengths[1] = (int)ids->len;
+    rc = db_run(svc->conn, &q, deadline_ns, &res, err, errlen);
+    if (rc != POOLD_OK)
+        return rc;
+    *free_ = PQntuples(res) == 1 && strcmp(PQgetvalue(res, 0, 1), "t") == 0;
+    /* Quoted into the COPY's text: a timestamp's characters only. */
+    if (*free_ && (PQgetlength(res, 0, 0) >= (int)atlen ||
+                   strspn(PQgetvalue(res, 0, 0), "0123456789-:. +") !=
+                       (size_t)PQgetlength(res, 0, 0)))
+        *free_ = false;
+    if (*free_)
+        snprintf(at, atlen, "%s", PQgetvalue(res, 0, 0));
+    PQclear(res);
+    return POOLD_OK;
+}
+
+/* The group by COPY, when its form allows: *copied when every first
+ * occurrence was stored by it; else nothing was, and the INSERT goes. */
+static int svc_copy_many(struct service *svc, struct service_job *jobs,
+                         const size_t *idx, const struct svc_key *keys,
+                         size_t n, size_t nfirst, bool *copied,
+                         uint64_t deadline_ns, char *err, size_t errlen)
+{
+    struct svc_scope_args scope;
+    char sql[sizeof SVC_COPY_SQL + 3 * SERVICE_SCOPE_TS], at[SERVICE_SCOPE_TS];
+    const char *from;
+    bool free_ = true;
+    unsigned long long rows;
+    PGresult *res;
+    int rc;
+
+    *copied = false;
+    svc_scope_args(svc, &scope);
+    if (scope.form == SVC_FORM_FULL)
+        return POOLD_OK;
+    from = scope.form == SVC_FORM_FAST ? scope.ts[2] : scope.ts[0];
+    snprintf(at, sizeof at, "%s", from);
+    if (scope.form == SVC_FORM_PROBE) {
+        rc = svc_copy_probe(svc, jobs, idx, keys, n, nfirst, &scope, &free_, at,
+                            sizeof at, deadline_ns, err, errlen);
+        if (rc != POOLD_OK || !free_)
+            return rc;
+    }
+    if (!svc_copy_stream(&svc->arrs[0], jobs, idx, keys, n))
+        return svc_arr_fail(err, errlen);
+    snprintf(sql, sizeof sql, SVC_COPY_SQL, from, scope.ts[1], at);
+    rc = db_copy_in(svc->conn, sql, svc->arrs[0].buf, svc->arrs[0].len,
+                    deadline_ns, &res, err, errlen);
+    if (rc == POOLD_ERR_DB && strcmp(db_conn_sqlstate(svc->conn), "23505") == 0)
+        return POOLD_OK; /* an id stored already: nothing was */
+    if (rc != POOLD_OK)
+        return rc;
+    /* All or none: the guard is the same for every row (now() is the
+     * statement's). Rows stored otherwise would be answered from the
+     * lookup, as stored before: never happens, but say so. */
+    rows = strtoull(PQcmdTuples(res), NULL, 10);
+    PQclear(res);
+    *copied = rows == nfirst;
+    if (rows != 0 && rows != nfirst)
+        log_event(LOG_ERROR, "COPY stored part of a batch", "org_id",
+                  svc->org_id, (const char *)NULL);
+    return POOLD_OK;
+}
+
 /* Insert the group's first occurrences; inserted[k] for each idx[k] whose
  * id went in (repeats included). orgs: the jobs are of several orgs. */
 static int svc_insert_many(struct service *svc, struct service_job *jobs,
@@ -601,6 +804,18 @@ static int svc_insert_many(struct service *svc, struct service_job *jobs,
         bool repeat = s > 0 && svc_key_cmp_id(&keys[s], &keys[s - 1]) == 0;
         keys[s].first = repeat ? keys[s - 1].first : keys[s].k;
         nfirst += !repeat;
+    }
+    if (!full && nfirst >= SVC_COPY_MIN) {
+        bool copied;
+        rc = svc_copy_many(svc, jobs, idx, keys, n, nfirst, &copied,
+                           deadline_ns, err, errlen);
+        if (rc != POOLD_OK)
+            return rc;
+        if (copied) {
+            for (size_t s = 0; s < n; s++)
+                inserted[keys[s].k] = true;
+            return POOLD_OK;
+        }
     }
     if (!svc_insert_arrays(svc, jobs, idx, keys, n, nfirst, orgs))
         return svc_arr_fail(err, errlen);

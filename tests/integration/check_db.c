@@ -1,6 +1,6 @@
 /* check_db.c — one PostgreSQL connection (db): opening with its timeouts
  * and parameters, liveness and cleanliness, db_run's deadlines and abort,
- * against a real PostgreSQL. */
+ * db_copy_in, against a real PostgreSQL. */
 #include <check.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -228,6 +228,86 @@ static int select_one(struct db_conn *conn)
     return rc;
 }
 
+#define COPY_SQL                                                               \
+    "COPY processed_messages (org_id, message_id, passed, checks,"             \
+    " payload_sha256) FROM STDIN"
+
+/* db_copy_in of one row (text format) for message_id; its status, and
+ * the rows stored in *rows (-1: no result). */
+static int copy_one(struct db_conn *conn, const char *sql,
+                    const char *message_id, uint64_t deadline_ns, long *rows)
+{
+    char data[128], why[256];
+    PGresult *res = NULL;
+    int n = snprintf(data, sizeof data, "tsvc_dbc\t%s\tt\t0\t\\\\x00\n",
+                     message_id);
+    int rc = db_copy_in(conn, sql, data, (size_t)n, deadline_ns, &res, why,
+                        sizeof why);
+
+    *rows = res != NULL ? strtol(PQcmdTuples(res), NULL, 10) : -1;
+    ck_assert_msg(rc == POOLD_OK || strlen(why) > 0, "no reason given");
+    PQclear(res);
+    return rc;
+}
+
+/* A COPY of message_id on a new connection, held up until its deadline
+ * (half a second): its status is want, and the connection is not clean. */
+static void copy_blocked(const char *message_id, int want)
+{
+    struct db_conn *conn = open_conn();
+    long rows;
+
+    ck_assert_int_eq(copy_one(conn, COPY_SQL, message_id,
+                              clock_now_ns() + NS_PER_S / 2, &rows),
+                     want);
+    ck_assert(!db_conn_is_clean(conn));
+    db_conn_close(conn);
+}
+
+/* COPY … FROM STDIN: stores, is refused whole by a stored key or an
+ * unknown table (the connection fit for the next statement), stores
+ * nothing when its WHERE says no; one held up before its data by the
+ * deadline wrote nothing, and one whose data went out but whose answer
+ * did not come by the deadline may have committed. */
+START_TEST(db_copy_in_stores_refuses_and_is_bounded)
+{
+    struct db_conn *conn = open_conn();
+    PGconn *holder;
+    long rows;
+
+    ck_assert_int_eq(copy_one(conn, COPY_SQL, "c1", 0, &rows), POOLD_OK);
+    ck_assert_int_eq(rows, 1);
+    ck_assert_int_eq(copy_one(conn, COPY_SQL, "c1", 0, &rows), POOLD_ERR_DB);
+    ck_assert_str_eq(db_conn_sqlstate(conn), "23505");
+    ck_assert(db_conn_is_clean(conn));
+    ck_assert_int_eq(select_one(conn), POOLD_OK);
+    ck_assert_int_eq(
+        copy_one(conn, "COPY no_such_table (a) FROM STDIN", "c2", 0, &rows),
+        POOLD_ERR_DB);
+    ck_assert_str_eq(db_conn_sqlstate(conn), "42P01");
+    ck_assert(db_conn_is_clean(conn));
+    ck_assert_int_eq(copy_one(conn, COPY_SQL " WHERE false", "c3", 0, &rows),
+                     POOLD_OK);
+    ck_assert_int_eq(rows, 0);
+    ck_assert_int_eq(select_one(conn), POOLD_OK);
+    db_conn_close(conn);
+
+    /* Blocked at its start by a lock on the table until the deadline:
+     * its data never went out, so nothing can have been stored. */
+    holder = PQconnectdb(admin_url);
+    ck_assert(PQstatus(holder) == CONNECTION_OK);
+    PQclear(PQexec(holder, "BEGIN; LOCK TABLE processed_messages"));
+    copy_blocked("c5", POOLD_ERR_DB);
+    PQclear(PQexec(holder, "COMMIT"));
+    PQfinish(holder);
+
+    /* Blocked on another session's uncommitted row of the same key. */
+    holder = row_lock_hold("tsvc_dbc", "c4");
+    copy_blocked("c4", POOLD_ERR_COMMIT_UNKNOWN);
+    row_lock_release(holder);
+}
+END_TEST
+
 /* The cluster's fence ends the waits of fenceable connections only, and
  * sends nothing on them while it is up; lowered, new ones work. */
 START_TEST(db_fence_ends_fenceable_waits_only)
@@ -313,7 +393,8 @@ int main(void)
           db_terminated_backend_found_without_round_trip,
           db_idle_session_timeout_found_without_round_trip,
           db_fence_ends_fenceable_waits_only,
-          db_fence_raised_and_lowered_still_counts}},
+          db_fence_raised_and_lowered_still_counts,
+          db_copy_in_stores_refuses_and_is_bounded}},
         /* db_abort_all() is irreversible: the abort test comes last. */
         {"deadline",
          {db_run_deadline_ends_a_blocked_write,

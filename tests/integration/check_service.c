@@ -1057,6 +1057,31 @@ static void expect_dup(struct service *svc, const char *id, bool duplicate)
                   r.duplicate);
 }
 
+/* A batch of 70 (by COPY, service_commit.c) whose 36th id, old, was stored
+ * at OLD_AT: answered as a duplicate (never stored twice), the rest new. */
+static void expect_batch_dup(struct service *svc, const char *prefix,
+                             const char *old)
+{
+    enum { N = 70, OLD = 35 };
+    static char ids[N][32];
+    static struct message m[N];
+    static struct service_job j[N];
+
+    for (int k = 0; k < N; k++) {
+        snprintf(ids[k], sizeof ids[k], "%s_%d", prefix, k);
+        job_init(&j[k], &m[k], k == OLD ? old : ids[k], "p");
+    }
+    ck_assert_msg(service_process_many(svc, j, N, 0, err, sizeof err) ==
+                      POOLD_OK,
+                  "%s: %s", prefix, err);
+    for (int k = 0; k < N; k++) {
+        ck_assert_msg(j[k].status == POOLD_OK, "%s/%d: %d", prefix, k,
+                      j[k].status);
+        ck_assert_msg(j[k].result.duplicate == (k == OLD), "%s/%d: dup %d",
+                      prefix, k, j[k].result.duplicate);
+    }
+}
+
 /* id claimed and stored at OLD_AT by a transaction that has not committed
  * (a writer on the other side of a boundary): a commit in the zone must
  * wait for it and answer a duplicate. */
@@ -1115,7 +1140,8 @@ START_TEST(scope_guarded_form_yields_to_the_server_clock)
     admin_exec("INSERT INTO processed_messages (org_id, message_id, passed,"
                " checks, failed_rules, payload_sha256, processed_at)"
                " SELECT 'tsvc_skew', id, true, 0, '{}', sha256('p'), " OLD_AT
-               " FROM unnest(ARRAY['old_fast', 'old_probe', 'old_full']) id");
+               " FROM unnest(ARRAY['old_fast', 'old_probe', 'old_full',"
+               " 'old_fast_b', 'old_probe_b']) id");
     service_scope_init(&sc);
     env.scope = &sc;
     org_add("tsvc_skew", "{}", true);
@@ -1127,10 +1153,15 @@ START_TEST(scope_guarded_form_yields_to_the_server_clock)
     ck_assert(sc.guard_pause_until_us == 0); /* the lookup answered it */
     expect_dup(svc, "new_fast", false);
     ck_assert(sc.guard_pause_until_us > 0); /* a miss: full statements */
+    /* The same for a batch: COPY's guard stores nothing. */
+    scope_skewed(&sc, now_s, now_s - 300, now_s + 2 * w, w + 3600);
+    expect_batch_dup(svc, "bf", "old_fast_b");
+    ck_assert(sc.guard_pause_until_us > 0);
     /* Both say probe. */
     scope_skewed(&sc, now_s, now_s - 300, now_s + 2 * w, 0);
     expect_dup(svc, "old_probe", true);
     expect_dup(svc, "new_probe", false);
+    expect_batch_dup(svc, "bp", "old_probe_b"); /* the look before COPY */
     /* poold says careful (near the start): the full statement. */
     scope_skewed(&sc, now_s, now_s - 300, now_s + 2 * w, -280);
     expect_dup(svc, "old_full", true);
@@ -1143,11 +1174,12 @@ START_TEST(scope_guarded_form_yields_to_the_server_clock)
      * (the fast guard's upper half). */
     scope_skewed(&sc, now_s, now_s - w - 3600, now_s + 30, -1000);
     expect_dup_after_claim(svc, w, "held_fast");
-    /* Each stored once: three today, five in the old partition. */
+    /* Each stored once: three today, five in the old partition; and two
+     * batches of 69 new ones. */
     ck_assert_int_eq(admin_ll("SELECT count(*) FROM processed_messages"
                               " WHERE org_id = $1",
                               "tsvc_skew"),
-                     8);
+                     10 + 2 * 69);
     service_close(svc);
     admin_exec("DROP TABLE tsvc_past");
     env.scope = NULL;

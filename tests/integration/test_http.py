@@ -1147,6 +1147,97 @@ class BatchAndGroupCommit(unittest.TestCase):
             self.assertEqual(p.stop(), 0)
 
 
+class BatchByCopy(unittest.TestCase):
+    """A batch of more than 64 messages is stored by COPY (service_commit.c),
+    which has no ON CONFLICT: the same answers and rows as the INSERT,
+    whatever is stored already."""
+
+    def batch(self, messages):
+        return SERVER.request("POST", "/process/batch", route="/process/batch",
+                              body={"org_id": ORG_RULES, "messages": messages})
+
+    def copies_since(self, t0):
+        """Backends whose last statement, started at t0 or later, was a
+        COPY into processed_messages."""
+        return int(psql("SELECT count(*) FROM pg_stat_activity WHERE query"
+                        " LIKE 'COPY processed_messages%%' AND query_start"
+                        " >= '%s'" % t0))
+
+    def calm(self):
+        """Whether now is a minute or more from a partition boundary (near
+        one, commits take the full statement, never COPY)."""
+        return psql("SELECT coalesce(bool_or(now() >= lo + interval '70 s'"
+                    " AND now() < hi - interval '70 s'), false) FROM"
+                    " message_partitions WHERE lo <= now() AND now() < hi"
+                    ) == "t"
+
+    def test_new_messages_rows_as_the_single_route_stores_them(self):
+        payloads = ["cafe", "xyz", "abcdef0123", "zz"]
+        msgs = [{"id": "msg_" + mid("c") if i % 3 else mid("c"),
+                 "payload": payloads[i % len(payloads)]} for i in range(100)]
+        t0 = psql("SELECT now()")
+        r = self.batch(msgs)
+        self.assertEqual(r.status, 200, r.body)
+        res = r.json()["results"]
+        self.assertEqual([e["message_id"] for e in res],
+                         [m["id"] for m in msgs])
+        self.assertEqual({e["duplicate"] for e in res}, {False})
+        if self.calm():
+            self.assertGreaterEqual(self.copies_since(t0), 1)
+        for i, m in enumerate(msgs[:8]):
+            # The same message through POST /process, under another id:
+            # the same result and the same row but for the id.
+            one = dict(m, id=m["id"] + "s", org_id=ORG_RULES)
+            r1 = SERVER.process(one)
+            self.assertEqual(r1.status, 200, r1.body)
+            self.assertEqual(r1.json()["passed"], res[i]["passed"])
+            self.assertEqual(r1.json()["details"], res[i]["details"])
+            self.assertEqual(row(ORG_RULES, m["id"]),
+                             row(ORG_RULES, one["id"]))
+            self.assertEqual(row(ORG_RULES, m["id"]).split("|")[3],
+                             hashlib.sha256(m["payload"].encode()).hexdigest())
+        self.assertEqual(psql(
+            "SELECT count(*) FROM processed_messages WHERE org_id = '%s'"
+            " AND message_id IN (%s)" % (ORG_RULES, ",".join(
+                "'%s'" % m["id"] for m in msgs))), "100")
+
+    def test_stored_ids_repeats_and_conflicts_answer_as_without_copy(self):
+        before = [{"id": mid("s"), "payload": "ab%02d" % i} for i in range(10)]
+        r = self.batch(before[:5] + [{"id": before[i]["id"],
+                                      "payload": before[i]["payload"]}
+                                     for i in range(5, 10)])
+        self.assertEqual(r.status, 200, r.body)
+        new = [{"id": mid("n"), "payload": "cd%02d" % i} for i in range(70)]
+        # Stored: 5 the same (duplicates), 5 another payload (conflicts);
+        # in the batch: a repeat of a new id, and one with another payload.
+        msgs = (new[:35] + before[:5] +
+                [dict(m, payload="other") for m in before[5:]] + new[35:] +
+                [new[0], dict(new[1], payload="other")])
+        r = self.batch(msgs)
+        self.assertEqual(r.status, 200, r.body)
+        res = r.json()["results"]
+        self.assertEqual(len(res), 82)
+        self.assertEqual([e.get("duplicate") for e in res[:40]],
+                         [False] * 35 + [True] * 5)
+        self.assertEqual([e["error"]["code"] for e in res[40:45]],
+                         ["id_conflict"] * 5)
+        self.assertEqual([e.get("duplicate") for e in res[45:81]],
+                         [False] * 35 + [True])
+        self.assertEqual(res[81]["error"]["code"], "id_conflict")
+        self.assertEqual(psql(
+            "SELECT count(*) FROM processed_messages WHERE org_id = '%s'"
+            " AND message_id IN (%s)" % (ORG_RULES, ",".join(
+                "'%s'" % m["id"] for m in new + before))), "80")
+        for m in before[5:]:
+            self.assertEqual(row(ORG_RULES, m["id"]).split("|")[3],
+                             hashlib.sha256(m["payload"].encode()).hexdigest())
+        # Every id stored now: the same batch again is all answered from
+        # the stored rows.
+        r = self.batch(new)
+        self.assertEqual(r.status, 200, r.body)
+        self.assertEqual({e["duplicate"] for e in r.json()["results"]}, {True})
+
+
 class WarmConnections(unittest.TestCase):
     def stats(self, p):
         r = p.get("/stats", token=TOKEN, route="/stats")

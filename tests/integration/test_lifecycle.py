@@ -275,6 +275,22 @@ class Paths(Base):
         return db.sql("SELECT count(*) FROM processed_messages WHERE org_id ="
                       " '%s' AND message_id = '%s'" % (self.ORG, mid))
 
+    def assert_copied(self, db, s, prefix):
+        """A batch of 70 new ids: stored, and by a COPY."""
+        t0 = db.sql("SELECT now()")
+        r = s.request("POST", "/process/batch", body={
+            "org_id": self.ORG, "messages": [
+                {"id": "%s-%d" % (prefix, i), "payload": "p"}
+                for i in range(70)]})
+        self.assertEqual(r.status, 200, r.body)
+        self.assertEqual({m["duplicate"] for m in r.json()["results"]},
+                         {False}, r.body)
+        self.assertEqual(self.rows(db, prefix + "-69"), "1")
+        self.assertNotEqual(db.sql(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname ="
+            " current_database() AND query LIKE 'COPY processed_messages%%'"
+            " AND query_start >= '%s'" % t0), "0")
+
     def test_partitions_are_twice_the_window(self):
         db = self.make_db()
         self.add_org(db)
@@ -288,7 +304,8 @@ class Paths(Base):
         self.add_org(db)
         s = self.poold(db, **self.ENV)
         tag = uuid.uuid4().hex[:6]
-        lo = self.wait_into_partition(db, 6.0, 8.0)
+        # Early in the probe path (6-9 s): eight requests follow.
+        lo = self.wait_into_partition(db, 6.0, 6.6)
         # Half a second before this partition: within the window.
         self.store(db, "prev-" + tag, "'%s'::timestamptz - interval"
                    " '0.5 seconds'" % lo)
@@ -305,13 +322,29 @@ class Paths(Base):
         self.assertEqual([m["duplicate"] for m in r.json()["results"]],
                          [True, False], r.body)
         self.assertEqual(self.rows(db, "prev-" + tag), "1")
+        # A batch of more than 64 goes by COPY after a look at the partition
+        # before: it finds the stored id there, and the INSERT answers.
+        many = [{"id": "many%d-%s" % (i, tag), "payload": "p"}
+                for i in range(69)]
+        r = s.request("POST", "/process/batch", body={
+            "org_id": self.ORG,
+            "messages": many[:20] + [{"id": "prev-" + tag, "payload": "p"}] +
+            many[20:]})
+        self.assertEqual(r.status, 200, r.body)
+        self.assertEqual([m["duplicate"] for m in r.json()["results"]],
+                         [False] * 20 + [True] + [False] * 49, r.body)
+        self.assertEqual(self.rows(db, "prev-" + tag), "1")
+        self.assertEqual(self.rows(db, "many68-" + tag), "1")
+        # Nothing there: stored by the COPY itself.
+        self.assert_copied(db, s, "probe-" + tag)
 
     def test_fast_path_and_an_id_past_the_window_in_its_partition(self):
         db = self.make_db()
         self.add_org(db)
         s = self.poold(db, **self.ENV)
         tag = uuid.uuid4().hex[:6]
-        lo = self.wait_into_partition(db, 11.5, 12.5)
+        # Early in the fast path (11-14 s): eleven requests follow.
+        lo = self.wait_into_partition(db, 11.2, 11.8)
         # Within the window, in this partition: its key answers.
         self.store(db, "near-" + tag, "now() - interval '9 seconds'")
         # Past the window, in the partition before: processed again.
@@ -343,6 +376,23 @@ class Paths(Base):
         self.assertEqual(self.rows(db, "prev-" + tag), "2")
         self.assertEqual(self.rows(db, "early-" + tag), "1")
         self.assertEqual(self.rows(db, "new-" + tag), "1")
+        # A batch of more than 64 goes by COPY: the stored id in this
+        # partition fails it whole, and the INSERT answers every message.
+        self.store(db, "old-" + tag, "'%s'::timestamptz - interval"
+                   " '0.5 seconds'" % lo)
+        many = [{"id": "many%d-%s" % (i, tag), "payload": "p"}
+                for i in range(68)]
+        r = s.request("POST", "/process/batch", body={
+            "org_id": self.ORG,
+            "messages": [{"id": "near-" + tag, "payload": "p"}] + many +
+            [{"id": "old-" + tag, "payload": "p"}]})
+        self.assertEqual(r.status, 200, r.body)
+        self.assertEqual([m["duplicate"] for m in r.json()["results"]],
+                         [True] + [False] * 69, r.body)
+        self.assertEqual(self.rows(db, "near-" + tag), "1")
+        self.assertEqual(self.rows(db, "old-" + tag), "2")
+        self.assertEqual(self.rows(db, "many67-" + tag), "1")
+        self.assert_copied(db, s, "fast-" + tag)
 
 
 class Retention(Base):
