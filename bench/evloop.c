@@ -38,7 +38,7 @@
     "INSERT INTO processed_messages (org_id, message_id, passed, checks,"      \
     " failed_rules, payload_sha256)"                                           \
     " VALUES ($1, $2, true, 0, '{}'::text[], sha256($3::bytea))"               \
-    " ON CONFLICT DO NOTHING" /* processed_at is in the key (partitions) */
+    " ON CONFLICT DO NOTHING" /* partitions: no key on the parent to name */
 
 struct req {
     struct MHD_Connection *conn;

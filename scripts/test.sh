@@ -14,7 +14,7 @@
 #   4. side by side: ASan+UBSan (unit + integration tests, leaks
 #      included) and TSan (the same, the server under TSan too)
 # Exits non-zero on the first failure (a background job's when it is
-# waited for, at the end of step 3).
+# waited for: at the end of step 3, and in step 4).
 #
 # scripts/test.sh --quick: steps 1 and 2 only, with the unit tests and the
 # fastest integration suite (integration.http, the HTTP contract against
@@ -199,16 +199,19 @@ trap - EXIT
 
 step "ASan+UBSan and TSan: unit and integration tests, side by side"
 # Each build tree has its own PostgreSQL cluster, directory and port
-# (tests/tests.cmake), so the two suites cannot see each other; they
-# mostly wait (timeouts, deadlines, restarts), so two at once take little
-# longer than the slower alone. Each writes its own log, shown when done.
+# (tests/tests.cmake, 20000-31999), and each suite's servers and helpers
+# take ports from a range of its own (POOLD_TEST_PORTS), so the two suites
+# cannot meet; they mostly wait (timeouts, deadlines, restarts), so two at
+# once take little longer than the slower alone. Each writes its own log,
+# shown when done.
 setsid -w env ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 \
     UBSAN_OPTIONS=print_stacktrace=1 CK_TIMEOUT_MULTIPLIER=3 \
+    POOLD_TEST_PORTS=10000-14999 \
     ctest --test-dir build-asan --output-on-failure -LE wallclock \
     >build-asan/ctest.log 2>&1 &
 asan=$!
 setsid -w env TSAN_OPTIONS="halt_on_error=1 second_deadlock_stack=1" \
-    CK_TIMEOUT_MULTIPLIER=5 "${tsan_prefix[@]}" \
+    CK_TIMEOUT_MULTIPLIER=5 POOLD_TEST_PORTS=15000-19999 "${tsan_prefix[@]}" \
     ctest --test-dir build-tsan --output-on-failure -LE wallclock \
     >build-tsan/ctest.log 2>&1 &
 tsan=$!

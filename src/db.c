@@ -390,6 +390,12 @@ void db_conn_close(struct db_conn *conn)
 {
     if (conn == NULL)
         return;
+    /* PQfinish() flushes what libpq still holds to send before its goodbye:
+     * on a doomed connection that may be the tail of a statement or of a
+     * COPY's data that a deadline or the fence stopped, reported as not
+     * sent. Nothing more leaves it. */
+    if (conn->doomed && conn->pg != NULL && PQsocket(conn->pg) >= 0)
+        shutdown(PQsocket(conn->pg), SHUT_RDWR);
     PQfinish(conn->pg); /* accepts NULL */
     free(conn);
 }
