@@ -35,4 +35,22 @@ struct service {
     char org_id[ORG_ID_MAX + 1];
 };
 
+#define SVC_SCOPE_PARAMS 5 /* $7 .. $11 of the inserts */
+
+/* The scope parameters of a commit, copied out of the shared scope. */
+struct svc_scope_args {
+    char window[32];
+    char ts[SVC_SCOPE_PARAMS - 1][SERVICE_SCOPE_TS];
+    const char *values[SVC_SCOPE_PARAMS]; /* NULL: unknown */
+    enum svc_form { SVC_FORM_FULL, SVC_FORM_PROBE, SVC_FORM_FAST } form;
+};
+
+/* The window, the bounds of the partition poold's clock says now falls in,
+ * and the form that clock says (service_scope.c). */
+void svc_scope_args(const struct service *svc, struct svc_scope_args *a);
+
+/* A guarded form left a message undecided: commits send the full
+ * statement for a while, and poold says so once (service_scope.c). */
+void svc_guard_missed(const struct service *svc);
+
 #endif
