@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 
 #include <libpq-fe.h>
 
@@ -310,6 +311,118 @@ START_TEST(db_copy_in_stores_refuses_and_is_bounded)
 }
 END_TEST
 
+/* ---- between COPY's start and its data
+ *
+ * check_db links with -Wl,--wrap=PQresultStatus,--wrap=PQflush
+ * (tests/tests.cmake): db.c's calls to those two libpq functions come here
+ * first. Armed, the first, seeing the server's CopyInResponse, does what
+ * copy_between says before db_copy_in reads it; the second turns a flush
+ * that leaves data unsent into a failure, as a socket that breaks then
+ * would. Unarmed, both only pass through. */
+ExecStatusType __real_PQresultStatus(const PGresult *res);
+int __real_PQflush(PGconn *pg);
+
+enum copy_between { COPY_PASS, COPY_FENCE, COPY_LATE, COPY_FLUSH_FAILS };
+static enum copy_between copy_between;
+static uint64_t copy_deadline_ns;
+static bool copy_started, copy_flush_cut;
+
+ExecStatusType __wrap_PQresultStatus(const PGresult *res)
+{
+    ExecStatusType st = __real_PQresultStatus(res);
+
+    if (st != PGRES_COPY_IN || copy_started)
+        return st;
+    copy_started = true;
+    if (copy_between == COPY_FENCE)
+        db_fence(true);
+    while (copy_between == COPY_LATE && clock_now_ns() < copy_deadline_ns)
+        clock_sleep_ms(1); /* until the deadline has passed, by the clock */
+    return st;
+}
+
+int __wrap_PQflush(PGconn *pg)
+{
+    int f = __real_PQflush(pg);
+
+    if (f != 1 || copy_between != COPY_FLUSH_FAILS || !copy_started)
+        return f;
+    copy_flush_cut = true;
+    return -1; /* libpq still holds the rest, the end among it */
+}
+
+/* A COPY of `rows` rows whose ids begin with tag, on a new fenceable
+ * connection with `between` armed: its status (its error in err), and the
+ * rows stored once the connection is closed; the connection was not
+ * clean unless the COPY succeeded. */
+static int copy_cut(enum copy_between between, const char *tag, int rows,
+                    long long *stored)
+{
+    struct db_settings s = settings;
+    struct db_conn *conn = NULL;
+    size_t cap = (size_t)rows * 64, len = 0;
+    char *data = malloc(cap), like[64];
+    PGresult *res = NULL;
+    int rc;
+
+    ck_assert_ptr_nonnull(data);
+    for (int i = 0; i < rows; i++)
+        len += (size_t)snprintf(data + len, cap - len,
+                                "tsvc_dbc\t%s-%d\tt\t0\t\\\\x00\n", tag, i);
+    s.fenceable = true;
+    ck_assert_int_eq(db_conn_open(&s, clock_now_ns(), &conn, err, sizeof err),
+                     POOLD_OK);
+    /* A small send buffer: the data waits in libpq, not in the kernel. */
+    ck_assert_int_eq(setsockopt(PQsocket(db_conn_pg(conn)), SOL_SOCKET,
+                                SO_SNDBUF, &(int){4096}, sizeof(int)),
+                     0);
+    copy_deadline_ns = clock_now_ns() + (between == COPY_LATE ? 3 * NS_PER_S / 2
+                                                              : 60 * NS_PER_S);
+    copy_started = copy_flush_cut = false;
+    copy_between = between;
+    rc = db_copy_in(conn, COPY_SQL, data, len, copy_deadline_ns, &res, err,
+                    sizeof err);
+    copy_between = COPY_PASS;
+    ck_assert(copy_started);
+    ck_assert(rc == POOLD_OK || !db_conn_is_clean(conn));
+    PQclear(res);
+    db_conn_close(conn); /* must not send what was held back */
+    db_fence(false);
+    free(data);
+    snprintf(like, sizeof like, "%s-%%", tag);
+    *stored = admin_ll("SELECT count(*) FROM processed_messages"
+                       " WHERE org_id = 'tsvc_dbc' AND message_id LIKE $1",
+                       like);
+    return rc;
+}
+
+/* The fence or the deadline that comes when the server is ready for
+ * COPY's data, before it is sent, ends the COPY: nothing stored, a
+ * definite failure. So does a flush that cannot hand COPY's end to the
+ * kernel, and closing that connection does not send the rest. */
+START_TEST(db_copy_in_cut_between_start_and_data)
+{
+    long long stored;
+
+    ck_assert_int_eq(copy_cut(COPY_FENCE, "cut1", 1, &stored), POOLD_ERR_DB);
+    ck_assert_msg(strstr(err, "before its data was sent (fenced") != NULL, "%s",
+                  err);
+    ck_assert_int_eq(stored, 0);
+    ck_assert_int_eq(copy_cut(COPY_LATE, "cut2", 1, &stored), POOLD_ERR_DB);
+    ck_assert_msg(strstr(err, "before its data was sent (deadline)") != NULL,
+                  "%s", err);
+    ck_assert_int_eq(stored, 0);
+    /* 400 000 rows (13 MB): more than the socket takes at once. */
+    ck_assert_int_eq(copy_cut(COPY_FLUSH_FAILS, "cut3", 400000, &stored),
+                     POOLD_ERR_DB);
+    ck_assert_msg(copy_flush_cut, "the data all left before the flush");
+    ck_assert_int_eq(stored, 0);
+    /* Unarmed, the same COPY stores its row. */
+    ck_assert_int_eq(copy_cut(COPY_PASS, "cut4", 1, &stored), POOLD_OK);
+    ck_assert_int_eq(stored, 1);
+}
+END_TEST
+
 /* The cluster's fence ends the waits of fenceable connections only, and
  * sends nothing on them while it is up; lowered, new ones work. */
 START_TEST(db_fence_ends_fenceable_waits_only)
@@ -396,7 +509,8 @@ int main(void)
           db_idle_session_timeout_found_without_round_trip,
           db_fence_ends_fenceable_waits_only,
           db_fence_raised_and_lowered_still_counts,
-          db_copy_in_stores_refuses_and_is_bounded}},
+          db_copy_in_stores_refuses_and_is_bounded,
+          db_copy_in_cut_between_start_and_data}},
         /* db_abort_all() is irreversible: the abort test comes last. */
         {"deadline",
          {db_run_deadline_ends_a_blocked_write,
