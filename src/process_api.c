@@ -431,6 +431,13 @@ static struct batch_body batch_of_json(json_t *root)
 /* A batch body's top object without jansson: its string members. */
 #define BATCH_TOP_MAX 8
 
+/* Is the array the reader took that of the member "messages"? */
+static bool list_is_messages(const struct jsonfast_list *list)
+{
+    return list->key != NULL && list->key_len == 8 &&
+           memcmp(list->key, "messages", 8) == 0;
+}
+
 static bool batch_of_flat(char *buf, size_t len, struct jsonfast_list *list,
                           struct batch_body *bb)
 {
@@ -442,8 +449,7 @@ static bool batch_of_flat(char *buf, size_t len, struct jsonfast_list *list,
         !jsonfast_read_list(buf, len, top, BATCH_TOP_MAX, &ntop,
                             PROCESS_FLAT_MAX, list))
         return false;
-    messages = list->key != NULL && list->key_len == 8 &&
-               memcmp(list->key, "messages", 8) == 0;
+    messages = list_is_messages(list);
     *bb = (struct batch_body){.org = member_of_flat(top, ntop, "org_id"),
                               .is_array = messages,
                               .n = messages ? list->n : 0,
@@ -471,14 +477,16 @@ void process_api_batch(struct handlers *h, const struct http_request *req,
     if (req->body_len > 0 && (copy = malloc(req->body_len)) != NULL)
         memcpy(copy, req->body, req->body_len);
     /* One more than allowed, so that validate_batch names the count; the
-     * reader stops at a longer list, which is refused as too long. Any
-     * other body goes to jansson, bounded by its values: past them, the
-     * messages are too many (or too large), and the answer says so. */
+     * reader stops at a longer list, which is refused as too long if it
+     * is the messages (the first array of another member, ignored, is
+     * not). Any other body goes to jansson, bounded by its values: past
+     * them, the messages are too many (or too large), and the answer says
+     * so. */
     list.max = (size_t)cfg_of(h)->max_batch + 1;
     if (!batch_of_flat(copy, req->body_len, &list, &bb)) {
         char too_many[sizeof MESSAGES_RULE + 64];
 
-        if (list.over) {
+        if (list.over && list_is_messages(&list)) {
             messages_invalid(h, resp);
             goto out;
         }

@@ -973,6 +973,17 @@ class BatchAndGroupCommit(unittest.TestCase):
         r = self.server.process({"id": c, "org_id": ORG_OK, "payload": "cc"})
         self.assertEqual((r.status, r.json()["duplicate"]), (200, True))
 
+    def test_a_long_ignored_array_is_not_the_messages(self):
+        """Another member's array, longer than POOLD_MAX_BATCH (5) and
+        before "messages", is ignored as DESIGN.md says: the in-place
+        reader once took it for the list and refused the batch."""
+        i = mid("bi")
+        r = self.batch({"org_id": ORG_OK, "extra": [{}] * 7,
+                        "messages": [{"id": i, "payload": "a"}]})
+        self.assertEqual(r.status, 200, r.body)
+        self.assertEqual(r.json()["results"][0]["message_id"], i)
+        self.assertTrue(row(ORG_OK, i))
+
     def test_validation_names_the_member_and_writes_nothing(self):
         first = mid("bv")
         cases = [
