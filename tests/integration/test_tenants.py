@@ -469,7 +469,13 @@ class Scopes(unittest.TestCase):
                   ("DELETE", "/orgs/" + o, None, "/orgs/{org_id}"),
                   ("POST", "/orgs/%s/keys" % o, {}, "/orgs/{org_id}/keys"),
                   ("DELETE", "/orgs/%s/keys/key_0000000000000000" % o, None,
-                   "/orgs/{org_id}/keys/{key_id}"))
+                   "/orgs/{org_id}/keys/{key_id}"),
+                  ("POST", "/pools/%s/drain" % o, None,
+                   "/pools/{org_id}/drain"),
+                  ("POST", "/pools/%s/pause" % o, None,
+                   "/pools/{org_id}/pause"),
+                  ("POST", "/pools/%s/resume" % o, None,
+                   "/pools/{org_id}/resume"))
         for method, path, body, route in writes:
             r = SERVER.request(method, path, body=body, token=READ,
                                route=route)
