@@ -538,7 +538,11 @@ static int gc_borrow(struct registry *reg, struct batcher *b,
     until = own->commit_ns > half ? own->commit_ns - half : 0;
     wait = until > now ? until - now : 0;
     pthread_mutex_unlock(&b->lock);
-    db_thread_deadline(own->commit_ns);
+    /* A service built for it (a connection waited for at the cap, opened,
+     * checked) ends by then too: a leader that came back at its commit
+     * deadline would send its whole group, other writes with time left
+     * among them, already too late. 0 would mean no bound. */
+    db_thread_deadline(until > 0 ? until : 1);
     rc =
         pool_acquire(own->e->act->pool, reg->cfg.max_waiters ? wait : 0, &item);
     db_thread_deadline(0);
