@@ -59,6 +59,18 @@ struct rules_verdict {
     enum rule_type failed[RULES_MAX]; /* failing rules' types, config order */
 };
 
+/* The failed rules as a PostgreSQL text[] literal, {a,b} (the names need
+ * no quoting), into buf of len >= RULES_FAILED_LITERAL_MAX; its length. */
+#define RULES_FAILED_LITERAL_MAX (RULES_MAX * 24 + 3)
+size_t rules_failed_literal(const struct rules_verdict *v, char *buf,
+                            size_t len);
+
+/* Parse such a literal (as stored) back into v's failed rules. A name
+ * this poold does not know (a newer or older one's) is skipped: returns
+ * how many were, the first of them in unknown. */
+unsigned rules_failed_parse(const char *s, struct rules_verdict *v,
+                            char *unknown, size_t unknown_len);
+
 /* Evaluate every rule on a message. Pure. */
 void rules_eval(const struct ruleset *rs, const char *id, size_t id_len,
                 const char *payload, size_t payload_len,

@@ -56,6 +56,49 @@ bool rule_type_parse(const char *name, enum rule_type *out)
     return false;
 }
 
+size_t rules_failed_literal(const struct rules_verdict *v, char *buf,
+                            size_t len)
+{
+    size_t o = 0;
+
+    buf[o++] = '{';
+    for (unsigned i = 0; i < v->nfailed; i++) {
+        int n = snprintf(buf + o, len - o, "%s%s", i ? "," : "",
+                         rule_type_str(v->failed[i]));
+        if (n < 0 || (size_t)n >= len - o - 1)
+            abort(); /* the buffer is sized for RULES_MAX longest names */
+        o += (size_t)n;
+    }
+    buf[o++] = '}';
+    buf[o] = '\0';
+    return o;
+}
+
+unsigned rules_failed_parse(const char *s, struct rules_verdict *v,
+                            char *unknown, size_t unknown_len)
+{
+    unsigned skipped = 0;
+    char name[64];
+
+    v->nfailed = 0;
+    if (*s == '{')
+        s++;
+    while (*s != '\0' && *s != '}') {
+        size_t n = strcspn(s, ",}");
+        enum rule_type t;
+
+        snprintf(name, sizeof name, "%.*s", (int)n, s);
+        if (rule_type_parse(name, &t) && v->nfailed < RULES_MAX)
+            v->failed[v->nfailed++] = t;
+        else if (skipped++ == 0 && unknown_len > 0)
+            snprintf(unknown, unknown_len, "%s", name);
+        s += n;
+        if (*s == ',')
+            s++;
+    }
+    return skipped;
+}
+
 void rules_clear(struct ruleset *rs)
 {
     for (size_t i = 0; i < rs->n; i++)

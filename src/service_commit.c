@@ -35,49 +35,6 @@ enum {
     SVC_STMT_COPY_PROBE = 12
 };
 
-/* The failed rules as a text[] literal: {a,b}. Names need no quoting. */
-static size_t svc_failed_literal(const struct rules_verdict *v, char *buf,
-                                 size_t len)
-{
-    size_t o = 0;
-
-    buf[o++] = '{';
-    for (unsigned i = 0; i < v->nfailed; i++) {
-        int n = snprintf(buf + o, len - o, "%s%s", i ? "," : "",
-                         rule_type_str(v->failed[i]));
-        if (n < 0 || (size_t)n >= len - o - 1)
-            abort(); /* the buffer is sized for RULES_MAX longest names */
-        o += (size_t)n;
-    }
-    buf[o++] = '}';
-    buf[o] = '\0';
-    return o;
-}
-
-/* Parse a stored failed_rules (text[] output, {a,b}) back into v. */
-static void svc_failed_parse(const char *s, struct rules_verdict *v)
-{
-    char name[64];
-
-    v->nfailed = 0;
-    if (*s == '{')
-        s++;
-    while (*s != '\0' && *s != '}') {
-        size_t n = strcspn(s, ",}");
-        enum rule_type t;
-
-        snprintf(name, sizeof name, "%.*s", (int)n, s);
-        if (rule_type_parse(name, &t) && v->nfailed < RULES_MAX)
-            v->failed[v->nfailed++] = t;
-        else /* a name from a newer or older poold: keep the rest */
-            log_event(LOG_WARN, "stored failed rule not understood", "rule",
-                      name, (const char *)NULL);
-        s += n;
-        if (*s == ',')
-            s++;
-    }
-}
-
 /* ------------------------------------------ binary arrays for the commit */
 
 /* Append n bytes; remembers an allocation failure. */
@@ -397,7 +354,7 @@ static bool svc_insert_arrays(struct service *svc, struct service_job *jobs,
                               size_t n, size_t nfirst, bool orgs)
 {
     struct svc_arr *a = svc->arrs;
-    char failed[RULES_MAX * 24 + 3];
+    char failed[RULES_FAILED_LITERAL_MAX];
     int narrs = orgs ? SVC_ARRS : SVC_ARRS - 1;
 
     arr_begin(&a[0], TEXTOID, nfirst);
@@ -416,7 +373,7 @@ static bool svc_insert_arrays(struct service *svc, struct service_job *jobs,
 
         if (keys[s].first != keys[s].k)
             continue;
-        flen = svc_failed_literal(&r->verdict, failed, sizeof failed);
+        flen = rules_failed_literal(&r->verdict, failed, sizeof failed);
         arr_elem(&a[0], j->msg->id, j->msg->id_len);
         arr_elem(&a[1], &passed, 1);
         arr_elem(&a[2], &checks, sizeof checks);
@@ -714,7 +671,7 @@ static int svc_insert_many(struct service *svc, struct service_job *jobs,
 static void svc_lookup_row(struct service_job *j, const PGresult *res, int row)
 {
     long checks;
-    char *end;
+    char *end, unknown[64];
 
     if (strcmp(PQgetvalue(res, row, 1), "t") != 0) {
         j->status = POOLD_ERR_CONFLICT;
@@ -729,7 +686,10 @@ static void svc_lookup_row(struct service_job *j, const PGresult *res, int row)
     j->result.duplicate = true;
     j->result.passed = strcmp(PQgetvalue(res, row, 2), "t") == 0;
     j->result.verdict.checks = (unsigned)checks;
-    svc_failed_parse(PQgetvalue(res, row, 4), &j->result.verdict);
+    if (rules_failed_parse(PQgetvalue(res, row, 4), &j->result.verdict, unknown,
+                           sizeof unknown) > 0)
+        log_event(LOG_WARN, "stored failed rule not understood", "rule",
+                  unknown, (const char *)NULL);
     j->status = POOLD_OK;
 }
 
@@ -801,7 +761,7 @@ static int svc_insert_one(struct service *svc, struct service_job *j, bool full,
                           bool *inserted, uint64_t deadline_ns, char *err,
                           size_t errlen)
 {
-    char failed[RULES_MAX * 24 + 3], checks[16];
+    char failed[RULES_FAILED_LITERAL_MAX], checks[16];
     const struct message *m = j->msg;
     struct svc_scope_args scope;
     /* id and digest in binary format, by length: neither needs a
@@ -829,7 +789,7 @@ static int svc_insert_one(struct service *svc, struct service_job *j, bool full,
     int rc;
 
     snprintf(checks, sizeof checks, "%u", j->result.verdict.checks);
-    svc_failed_literal(&j->result.verdict, failed, sizeof failed);
+    rules_failed_literal(&j->result.verdict, failed, sizeof failed);
     svc_scope_bind(svc, &scope, values, &q, &svc_insert_one_forms, full);
     rc = db_run(svc->conn, &q, deadline_ns, &res, err, errlen);
     if (rc != POOLD_OK)

@@ -242,6 +242,46 @@ START_TEST(type_names_round_trip)
 }
 END_TEST
 
+/* The failed rules as stored (a text[] literal) and read back: every
+ * name, RULES_MAX of the longest, none; a name another poold wrote is
+ * skipped and reported, the others kept. */
+START_TEST(failed_literal_round_trip)
+{
+    struct rules_verdict v = {.nfailed = 0}, back;
+    char buf[RULES_FAILED_LITERAL_MAX], unknown[64] = "";
+
+    ck_assert_uint_eq(rules_failed_literal(&v, buf, sizeof buf), 2);
+    ck_assert_str_eq(buf, "{}");
+    ck_assert_uint_eq(rules_failed_parse(buf, &back, unknown, sizeof unknown),
+                      0);
+    ck_assert_uint_eq(back.nfailed, 0);
+    for (int t = 0; t < RULE__COUNT; t++)
+        v.failed[v.nfailed++] = (enum rule_type)t;
+    rules_failed_literal(&v, buf, sizeof buf);
+    ck_assert_str_eq(buf, "{max_payload_bytes,min_payload_bytes,hex_payload,"
+                          "id_prefix,forbidden_substring}");
+    ck_assert_uint_eq(rules_failed_parse(buf, &back, unknown, sizeof unknown),
+                      0);
+    ck_assert_uint_eq(back.nfailed, v.nfailed);
+    ck_assert_mem_eq(back.failed, v.failed, v.nfailed * sizeof v.failed[0]);
+    v.nfailed = RULES_MAX;
+    for (int i = 0; i < RULES_MAX; i++)
+        v.failed[i] = RULE_FORBIDDEN_SUBSTRING;
+    ck_assert_uint_lt(rules_failed_literal(&v, buf, sizeof buf), sizeof buf);
+    ck_assert_uint_eq(rules_failed_parse(buf, &back, unknown, sizeof unknown),
+                      0);
+    ck_assert_uint_eq(back.nfailed, RULES_MAX);
+    ck_assert_uint_eq(
+        rules_failed_parse("{hex_payload,from_a_newer_poold,id_prefix,x}",
+                           &back, unknown, sizeof unknown),
+        2);
+    ck_assert_str_eq(unknown, "from_a_newer_poold");
+    ck_assert_uint_eq(back.nfailed, 2);
+    ck_assert_int_eq(back.failed[0], RULE_HEX_PAYLOAD);
+    ck_assert_int_eq(back.failed[1], RULE_ID_PREFIX);
+}
+END_TEST
+
 START_TEST(misconfigurations)
 {
     parse_bad("{\"rules\":[{\"type\":\"max_payload_bytes\",\"value\":1},"
@@ -371,6 +411,7 @@ static Suite *rules_suite(void)
     tcase_add_test(tc, combined_failures_in_config_order);
     tcase_add_test(tc, same_type_twice);
     tcase_add_test(tc, type_names_round_trip);
+    tcase_add_test(tc, failed_literal_round_trip);
     suite_add_tcase(s, tc);
 
     tc = tcase_create("parse");
