@@ -958,6 +958,36 @@ static bool svc_row_error(const char *sqlstate)
            strcmp(sqlstate, "P0001") == 0;
 }
 
+/* The first org whose jobs failed in a group of several orgs. */
+struct svc_org_error {
+    const char *org;
+    char err[512];
+};
+
+/* The error text the failed jobs of a group get (every failed job gets
+ * the same): one org's own, or, once a second org fails, none that names
+ * another org's row; each org's own error is logged then. */
+static void svc_org_failed(const char *org, const char *why, size_t before,
+                           struct svc_org_error *first, char *err,
+                           size_t errlen)
+{
+    if (before == 0) {
+        first->org = org;
+        snprintf(first->err, sizeof first->err, "%s", why);
+        snprintf(err, errlen, "%s", why);
+        return;
+    }
+    if (before == 1)
+        log_event(LOG_WARN, "commit refused an org's rows", "org", first->org,
+                  "error", first->err, (const char *)NULL);
+    log_event(LOG_WARN, "commit refused an org's rows", "org", org, "error",
+              why, (const char *)NULL);
+    snprintf(err, errlen,
+             "the database refused the rows of %zu orgs of one commit "
+             "(each org's error is logged)",
+             before + 1);
+}
+
 /*
  * Jobs of several orgs (a group of the shared commit queue): one statement
  * for all of them, in the form poold's clock says. What it leaves goes
@@ -971,7 +1001,9 @@ static int svc_commit_orgs(struct service *svc, struct service_job *jobs,
                            size_t errlen)
 {
     struct svc_round r;
-    size_t left = n;
+    struct svc_org_error first;
+    char one[sizeof first.err];
+    size_t left = n, failed = 0;
     bool wrote = false;
     int rc, worst = POOLD_OK;
 
@@ -1002,11 +1034,15 @@ static int svc_commit_orgs(struct service *svc, struct service_job *jobs,
                 r.idx[run++] = t;
             }
         b = run;
-        rc = svc_commit(svc, jobs, &r.idx[a], b - a, deadline_ns, err, errlen);
-        if (rc == POOLD_OK)
+        rc = svc_commit(svc, jobs, &r.idx[a], b - a, deadline_ns, one,
+                        sizeof one);
+        if (rc == POOLD_OK) {
             wrote = true;
-        else if (worst == POOLD_OK || worst == POOLD_ERR_DB)
+            continue;
+        }
+        if (worst == POOLD_OK || worst == POOLD_ERR_DB)
             worst = rc;
+        svc_org_failed(org, one, failed++, &first, err, errlen);
     }
     svc_round_free(&r);
     return worst == POOLD_ERR_DB && wrote ? POOLD_OK : worst;

@@ -28,6 +28,7 @@ ORG_PAR = P + "par"      # parallel processing
 ORG_G = P + "g"          # groups behind a lock
 ORG_G2 = P + "g2"        # another org in the same groups
 ORG_BAD = P + "bad"      # an org whose rows the table refuses
+ORG_BAD2 = P + "bad2"    # and a second one
 ORG_L = P + "lead"       # a leader answers at once
 ORG_Q = P + "q"          # queued writes give their services back
 ORG_F = P + "full"       # more than a full group queued
@@ -45,8 +46,8 @@ def setUpModule():
             raise unittest.SkipTest(name + " is not set")
     psql("INSERT INTO orgs (org_id, config) VALUES " + ",".join(
         f"('{o}', '{RULES}')"
-        for o in (ORG_X, ORG_PAR, ORG_G, ORG_G2, ORG_BAD, ORG_L, ORG_Q,
-                  ORG_F, ORG_B)))
+        for o in (ORG_X, ORG_PAR, ORG_G, ORG_G2, ORG_BAD, ORG_BAD2, ORG_L,
+                  ORG_Q, ORG_F, ORG_B)))
 
 
 def tearDownModule():
@@ -291,7 +292,8 @@ class SeveralOrgs(unittest.TestCase):
         for c in calls:
             c.start()
         wait_for(lambda: sum(p.pool(o)["waiting"] for o in
-                             (ORG_G, ORG_G2, ORG_BAD)) == len(calls), 20,
+                             (ORG_G, ORG_G2, ORG_BAD, ORG_BAD2)) ==
+                 len(calls), 20,
                  "the writes to queue")
 
     def totals(self, p):
@@ -370,36 +372,63 @@ class SeveralOrgs(unittest.TestCase):
                 holder.release()
             self.assertEqual(p.stop(), 0)
 
-    def test_one_orgs_refused_row_fails_only_its_messages(self):
-        """A table constraint refuses ORG_BAD's rows: the group's statement
-        fails, and each org's part goes again alone; only ORG_BAD's
-        message fails."""
+    def refused_group(self, orgs, refused):
+        """One group of a message of each of orgs (queued behind two
+        stalled commits of ORG_G), the table refusing the rows of the
+        orgs in refused: the answers, the ids and poold's log (once every
+        503 is in it)."""
         p = self.poold()
-        psql("ALTER TABLE processed_messages ADD CONSTRAINT "
-             f"{P}refuse CHECK (org_id <> '{ORG_BAD}')")
+        name = P + "refuse"
+        psql(f"ALTER TABLE processed_messages ADD CONSTRAINT {name} CHECK "
+             "(org_id NOT IN (%s))" % ",".join(f"'{o}'" for o in refused))
         holder = None
         try:
             holder, stalled = stall_two_commits(p, ORG_G, "orgs")
-            ids = [mid("bad"), mid("g2"), mid("g")]
-            calls = [Call(p, o, i)
-                     for o, i in zip((ORG_BAD, ORG_G2, ORG_G), ids)]
+            ids = [mid(o[len(P):]) for o in orgs]
+            calls = [Call(p, o, i) for o, i in zip(orgs, ids)]
             self.queue(p, calls)
             holder.release()
             for c in stalled:
                 self.assertEqual(c.result().status, 200)
-            bad, g2, g = [c.result() for c in calls]
-            self.assertEqual(bad.status, 503, bad.body)
-            self.assertEqual(row_of(ORG_BAD, ids[0]), "")
-            for org, i, r in ((ORG_G2, ids[1], g2), (ORG_G, ids[2], g)):
-                self.assertEqual(r.status, 200, r.body)
-                self.assertEqual(row_of(org, i), "t|3|")
+            answers = [c.result() for c in calls]
+            wait_for(lambda: p.logtext().count('status="503"') >=
+                     len(refused), 10, "the 503s in the access log")
+            return answers, ids, p.logtext().splitlines()
         finally:
             if holder:
                 holder.release()
             psql("ALTER TABLE processed_messages DROP CONSTRAINT IF EXISTS "
-                 f"{P}refuse")
+                 + name)
             self.assertEqual(p.stop(), 0)
 
+    def test_one_orgs_refused_row_fails_only_its_messages(self):
+        """A table constraint refuses ORG_BAD's rows: the group's statement
+        fails, and each org's part goes again alone; only ORG_BAD's
+        message fails."""
+        (bad, g2, g), ids, _ = self.refused_group((ORG_BAD, ORG_G2, ORG_G),
+                                                  (ORG_BAD,))
+        self.assertEqual(bad.status, 503, bad.body)
+        self.assertEqual(row_of(ORG_BAD, ids[0]), "")
+        for org, i, r in ((ORG_G2, ids[1], g2), (ORG_G, ids[2], g)):
+            self.assertEqual(r.status, 200, r.body)
+            self.assertEqual(row_of(org, i), "t|3|")
+
+    def test_two_orgs_refused_rows_are_logged_each_under_its_org(self):
+        """Two orgs' rows refused in one group: each fails alone, and the
+        answer's logged detail names neither org's row (it named the last
+        failing org's row under every failed org); each org's error is
+        logged under that org."""
+        answers, _, log = self.refused_group((ORG_BAD, ORG_BAD2, ORG_G),
+                                             (ORG_BAD, ORG_BAD2))
+        self.assertEqual([r.status for r in answers], [503, 503, 200])
+        for org, other in ((ORG_BAD, ORG_BAD2), (ORG_BAD2, ORG_BAD)):
+            [line] = [ln for ln in log if " request " in ln and
+                      'org="%s"' % org in ln and 'status="503"' in ln]
+            self.assertNotIn("(%s," % other, line)  # "Failing row contains"
+            refused = [ln for ln in log if "commit refused an org" in ln and
+                       'org="%s"' % org in ln]
+            self.assertEqual(len(refused), 1, refused)
+            self.assertIn(org, refused[0].split('error=', 1)[1])
 
     def test_a_statement_timeout_fails_the_whole_group_at_once(self):
         """One org's row waits for a lock held elsewhere past the statement
