@@ -501,6 +501,51 @@ class Retention(Base):
                     "the expired partition to go once the reader is done")
 
 
+class RoundAgainstWriters(Base):
+    def test_a_row_written_to_the_default_during_a_round_moves_in(self):
+        """With no partition for now (a first round that failed, a replica
+        whose round found another's running), writes go to the default
+        partition, and the round that makes the partition moves them in.
+        A row committed while the round waited for the default's writers
+        moves too: ATTACH found it left behind and failed the round (and
+        every retry under steady writes, leaving rows in the default and
+        retention undone). A try that gives up on its 200 ms lock_timeout
+        is tried again, as poold does."""
+        db = self.make_db()
+        self.assertEqual(db.sql("SELECT count(*) FROM message_partitions"),
+                         "0")
+        for attempt in range(5):
+            mid = "m%d" % attempt
+            writer = OpenTx(db.admin)
+            self.addCleanup(writer.end)
+            writer.begin("INSERT INTO processed_messages (org_id, message_id,"
+                         " passed, checks, payload_sha256) VALUES ('lc_w',"
+                         " '%s', true, 0, '\\x00'); SELECT 1;" % mid)
+            round_ = subprocess.Popen(
+                ["psql", "-X", "-q", "-At", "-v", "ON_ERROR_STOP=1", "-d",
+                 db.admin, "-c", "SELECT created FROM"
+                 " poold_lifecycle_maintain(86400, 0, 3600, 60, 1)"],
+                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            th.wait_for(lambda: round_.poll() is not None or db.sql(
+                "SELECT count(*) FROM pg_stat_activity WHERE pid <>"
+                " pg_backend_pid() AND wait_event_type = 'Lock' AND query"
+                " LIKE '%poold_lifecycle_maintain%'") == "1", 20,
+                "the round to wait for the writer")
+            writer.end("COMMIT")
+            out, err = round_.communicate(timeout=30)
+            self.assertNotIn("would be violated", err)
+            if round_.returncode == 0:
+                break
+            self.assertIn("lock timeout", err)  # too slow a COMMIT: again
+        self.assertEqual(round_.returncode, 0, err)
+        self.assertGreaterEqual(int(out), 1)  # today's (and tomorrow's)
+        self.assertEqual(db.sql(
+            "SELECT count(*) FROM processed_messages_default"), "0")
+        self.assertEqual(db.sql(
+            "SELECT count(*) FROM processed_messages WHERE org_id = 'lc_w'"),
+            str(attempt + 1))
+
+
 class AuditRetention(Base):
     """POOLD_AUDIT_RETENTION_DAYS: the audit log is pruned, oldest first,
     at start-up and with every lifecycle round; 0 keeps it all. A 'day'
