@@ -75,6 +75,13 @@ bool cluster_fenced(uint64_t renewed_ns, uint64_t now_ns, unsigned lease_s)
 
 /* ---- SQL: every statement the cluster runs ------------------------------ */
 
+/* Every replica's heartbeat takes the table's lock: one whose process
+ * stops (a pause, a lost network) between its LOCK and its COMMIT must
+ * not hold the others' heartbeats past their fence (half the lease). The
+ * server ends such a session after 1 s; a live one is idle in its
+ * transaction for at most the 250 ms of a shrink. */
+static const char sql_idle[] =
+    "SET LOCAL idle_in_transaction_session_timeout = 1000";
 static const char sql_lock[] =
     "LOCK TABLE cluster_replicas IN SHARE ROW EXCLUSIVE MODE";
 /* $1 id, $2 granted, $3 open, $4 waiting, $5 budget */
@@ -328,7 +335,8 @@ static bool cluster_txn(struct cluster *c, struct db_conn *conn,
     fmt_uint(w, sizeof w, c->cfg.local.waiting(c->cfg.local.arg));
     fmt_uint(b, sizeof b, c->cfg.budget);
     fmt_uint(forget, sizeof forget, CLUSTER_FORGET_S);
-    if (!cluster_run(conn, "BEGIN", 0, NULL, err, errlen))
+    if (!cluster_run(conn, "BEGIN", 0, NULL, err, errlen) ||
+        !cluster_run(conn, sql_idle, 0, NULL, err, errlen))
         return false;
     if (!cluster_run(conn, sql_lock, 0, NULL, err, errlen))
         return false;
