@@ -74,8 +74,11 @@ void catalog_cursor_deinit(struct catalog_cursor *cur);
 char *catalog_ids_array(const struct catalog_changes *ch);
 
 /* Remove org_changes rows older than a day (a cursor that old reloads
- * everything). */
-POOLD_MUSTCHECK int catalog_prune_changes(struct db_conn *conn, char *err,
+ * everything), the oldest CATALOG_CHANGES_BATCH at most: one short
+ * statement (a bulk import leaves a row per org), *deleted of them. */
+#define CATALOG_CHANGES_BATCH 5000
+POOLD_MUSTCHECK int catalog_prune_changes(struct db_conn *conn,
+                                          long long *deleted, char *err,
                                           size_t errlen);
 
 /* Load every org. *out is malloc'd (caller frees), *n its length. */

@@ -179,15 +179,24 @@ char *catalog_ids_array(const struct catalog_changes *ch)
     return s;
 }
 
-int catalog_prune_changes(struct db_conn *conn, char *err, size_t errlen)
+int catalog_prune_changes(struct db_conn *conn, long long *deleted, char *err,
+                          size_t errlen)
 {
-    PGresult *res =
-        db_exec(conn, "orgs changes prune",
-                "DELETE FROM org_changes WHERE at < now() - interval '1 day'",
-                0, NULL, NULL, err, errlen);
+    char batch[16];
+    const char *params[1] = {batch};
+    PGresult *res;
 
+    *deleted = 0;
+    snprintf(batch, sizeof batch, "%d", CATALOG_CHANGES_BATCH);
+    /* org_changes_at_idx finds them; the table has no key: by ctid. */
+    res = db_exec(conn, "orgs changes prune",
+                  "DELETE FROM org_changes WHERE ctid = ANY (ARRAY("
+                  "SELECT ctid FROM org_changes WHERE at < now() -"
+                  " interval '1 day' ORDER BY at LIMIT $1::integer))",
+                  1, params, NULL, err, errlen);
     if (res == NULL)
         return POOLD_ERR_DB;
+    *deleted = strtoll(PQcmdTuples(res), NULL, 10);
     PQclear(res);
     return POOLD_OK;
 }

@@ -44,6 +44,7 @@ struct housekeeping {
     /* refresh_lock's holder's only (so loads apply in the order read). */
     struct catalog_cursor cursor; /* where the last read of org_changes was */
     uint64_t pruned_ns;           /* org_changes last pruned (0: not yet) */
+    bool prune_backlog;           /* the last prune was a full batch */
     /* The ticking thread's only (ticks never run twice at once). */
     bool was_down;
     uint64_t backoff_ns; /* 0: tick again after the refresh interval */
@@ -166,20 +167,26 @@ static enum hk_outcome step_connect(struct housekeeping *hk, struct hk_tick *t)
 }
 
 /* Old org_changes rows go about every ten minutes (any replica may), the
- * first time ten minutes after start: never in the way of readiness. */
+ * first time ten minutes after start: never in the way of readiness. A
+ * batch at a time, one a tick while a backlog lasts: the tick's heartbeat
+ * comes after this, and must not wait behind a day's bulk import. */
 static void hk_prune(struct housekeeping *hk, struct hk_tick *t)
 {
     char err[REG_ERR_MAX];
     uint64_t now = clock_now_ns();
+    long long deleted;
 
     if (hk->pruned_ns == 0)
         hk->pruned_ns = now;
-    if (now - hk->pruned_ns < HK_PRUNE_EVERY_NS)
+    if (!hk->prune_backlog && now - hk->pruned_ns < HK_PRUNE_EVERY_NS)
         return;
     hk->pruned_ns = now;
-    if (catalog_prune_changes(t->conn, err, sizeof err) != POOLD_OK)
+    hk->prune_backlog = false;
+    if (catalog_prune_changes(t->conn, &deleted, err, sizeof err) != POOLD_OK)
         log_event(LOG_WARN, "org_changes not pruned", "error", err,
                   (const char *)NULL);
+    else
+        hk->prune_backlog = deleted == CATALOG_CHANGES_BATCH;
 }
 
 /* Apply what changed: the whole directory, or the changed orgs' rows. */

@@ -166,14 +166,31 @@ START_TEST(catalog_changes_committed_out_of_order)
 END_TEST
 
 /* Rows older than a day go; newer ones stay. */
+/* Rows older than a day go, a batch at a time, the oldest first. */
 START_TEST(catalog_prune_changes_keeps_a_day)
 {
     struct db_conn *conn = open_conn();
+    long long deleted;
 
+    admin_exec("DELETE FROM org_changes WHERE at < now() - interval '1 day'");
     admin_exec("INSERT INTO org_changes (org_id, at) VALUES"
                " ('tcat_prune_old', now() - interval '25 hours'),"
                " ('tcat_prune_new', now() - interval '23 hours')");
-    ck_assert_int_eq(catalog_prune_changes(conn, err, sizeof err), POOLD_OK);
+    admin_exec("INSERT INTO org_changes (org_id, at) SELECT 'tcat_bulk',"
+               " now() - interval '26 hours' FROM generate_series(1, 5004)");
+    ck_assert_int_eq(catalog_prune_changes(conn, &deleted, err, sizeof err),
+                     POOLD_OK);
+    ck_assert_int_eq(deleted, CATALOG_CHANGES_BATCH);
+    ck_assert_int_eq(admin_ll("SELECT count(*) FROM org_changes WHERE"
+                              " org_id = $1",
+                              "tcat_prune_old"),
+                     1); /* the bulk's rows were older */
+    ck_assert_int_eq(catalog_prune_changes(conn, &deleted, err, sizeof err),
+                     POOLD_OK);
+    ck_assert_int_eq(deleted, 5);
+    ck_assert_int_eq(catalog_prune_changes(conn, &deleted, err, sizeof err),
+                     POOLD_OK);
+    ck_assert_int_eq(deleted, 0);
     ck_assert_int_eq(admin_ll("SELECT count(*) FROM org_changes WHERE"
                               " org_id = $1",
                               "tcat_prune_old"),
