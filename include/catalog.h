@@ -81,9 +81,21 @@ POOLD_MUSTCHECK int catalog_prune_changes(struct db_conn *conn,
                                           long long *deleted, char *err,
                                           size_t errlen);
 
-/* Load every org. *out is malloc'd (caller frees), *n its length. */
-POOLD_MUSTCHECK int catalog_load(struct db_conn *conn, struct org_info **out,
-                                 size_t *n, char *err, size_t errlen);
+/* Called between the statements of a long load (a heartbeat that must
+ * not wait for the whole of it). */
+struct catalog_pace {
+    void (*fn)(void *arg);
+    void *arg;
+};
+
+/* Load every org, in org_id order, page rows a statement (keyset: each
+ * statement short, whatever the number of orgs), pace->fn (when set)
+ * between two. *out is malloc'd (caller frees), *n its length. */
+#define CATALOG_LOAD_PAGE 50000
+POOLD_MUSTCHECK int catalog_load(struct db_conn *conn, size_t page,
+                                 const struct catalog_pace *pace,
+                                 struct org_info **out, size_t *n, char *err,
+                                 size_t errlen);
 
 /* Load the orgs ch names, one entry per id in its order: present false
  * for an id without a row. *out is malloc'd (caller frees). */

@@ -221,36 +221,88 @@ static bool catalog_row(const PGresult *res, int row, struct org_info *org)
     return true;
 }
 
-int catalog_load(struct db_conn *conn, struct org_info **out, size_t *n,
-                 char *err, size_t errlen)
+/* One page of the whole load, after the org_id in after ("": from the
+ * first), appended to *orgs (cap *cap, *kept used); after becomes the
+ * page's last id. Two statements, not one with "$1 IS NULL OR": under
+ * generic plans only this one uses the key's index. Returns the rows the
+ * page had, or a status (err set). */
+static long catalog_load_page(struct db_conn *conn, char *after, size_t page,
+                              struct org_info **orgs, size_t *cap, size_t *kept,
+                              char *err, size_t errlen)
 {
-    PGresult *res = db_exec(
-        conn, "orgs load",
-        "SELECT org_id, enabled, coalesce(pool_max_size, 0), config_version,"
-        " paused FROM orgs",
-        0, NULL, NULL, err, errlen);
-    struct org_info *orgs;
-    size_t rows, kept = 0;
+    char lim[24];
+    const char *params[2] = {lim, after};
+    PGresult *res;
+    size_t rows;
 
-    *out = NULL;
-    *n = 0;
+    snprintf(lim, sizeof lim, "%zu", page);
+    res = db_exec(conn, "orgs load",
+                  after[0] == '\0' ? "SELECT org_id, enabled,"
+                                     " coalesce(pool_max_size, 0),"
+                                     " config_version, paused FROM orgs"
+                                     " ORDER BY org_id LIMIT $1::integer"
+                                   : "SELECT org_id, enabled,"
+                                     " coalesce(pool_max_size, 0),"
+                                     " config_version, paused FROM orgs"
+                                     " WHERE org_id > $2 ORDER BY org_id"
+                                     " LIMIT $1::integer",
+                  after[0] == '\0' ? 1 : 2, params, NULL, err, errlen);
     if (res == NULL)
         return POOLD_ERR_DB;
     rows = (size_t)PQntuples(res);
-    orgs = calloc(rows > 0 ? rows : 1, sizeof *orgs);
-    if (orgs == NULL) {
-        PQclear(res);
-        snprintf(err, errlen, "orgs load: out of memory");
-        return POOLD_ERR_NOMEM;
+    if (*kept + rows > *cap) {
+        size_t want = *cap ? *cap : rows;
+        struct org_info *v;
+        while (want < *kept + rows)
+            want *= 2;
+        if ((v = realloc(*orgs, want * sizeof *v)) == NULL) {
+            PQclear(res);
+            snprintf(err, errlen, "orgs load: out of memory");
+            return POOLD_ERR_NOMEM;
+        }
+        *orgs = v;
+        *cap = want;
     }
     for (size_t i = 0; i < rows; i++) {
-        if (catalog_row(res, (int)i, &orgs[kept]))
-            kept++;
+        if (catalog_row(res, (int)i, &(*orgs)[*kept]))
+            (*kept)++;
         else /* the table's CHECK makes this impossible; skip, say so */
             log_event(LOG_WARN, "orgs row skipped: malformed", "org_id",
                       PQgetvalue(res, (int)i, 0), (const char *)NULL);
     }
+    if (rows > 0)
+        snprintf(after, ORG_ID_MAX + 1, "%s",
+                 PQgetvalue(res, (int)rows - 1, 0));
     PQclear(res);
+    return (long)rows;
+}
+
+int catalog_load(struct db_conn *conn, size_t page,
+                 const struct catalog_pace *pace, struct org_info **out,
+                 size_t *n, char *err, size_t errlen)
+{
+    struct org_info *orgs = NULL;
+    size_t cap = 0, kept = 0;
+    char after[ORG_ID_MAX + 1] = "";
+    long rows;
+
+    *out = NULL;
+    *n = 0;
+    if (page == 0)
+        page = CATALOG_LOAD_PAGE;
+    while ((rows = catalog_load_page(conn, after, page, &orgs, &cap, &kept, err,
+                                     errlen)) == (long)page) {
+        if (pace != NULL && pace->fn != NULL)
+            pace->fn(pace->arg);
+    }
+    if (rows < 0) {
+        free(orgs);
+        return (int)rows;
+    }
+    if (orgs == NULL && (orgs = calloc(1, sizeof *orgs)) == NULL) {
+        snprintf(err, errlen, "orgs load: out of memory");
+        return POOLD_ERR_NOMEM;
+    }
     *out = orgs;
     *n = kept;
     return POOLD_OK;

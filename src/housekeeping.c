@@ -20,6 +20,7 @@
 #define HK_HELD_LOG_MAX 16 /* held-too-long holds logged per org per tick */
 #define HK_WARM_ROUND_NS (2 * NS_PER_S)    /* one round of warm connections */
 #define HK_PRUNE_EVERY_NS (600 * NS_PER_S) /* org_changes pruned */
+#define HK_BEAT_DUE_NS NS_PER_S            /* a heartbeat within a long tick */
 /* At the end: how long to wait for the backends of connections closed with
  * a statement in flight to go before leaving the cluster. */
 #define HK_LINGER_WAIT_NS (2 * NS_PER_S)
@@ -45,6 +46,7 @@ struct housekeeping {
     struct catalog_cursor cursor; /* where the last read of org_changes was */
     uint64_t pruned_ns;           /* org_changes last pruned (0: not yet) */
     bool prune_backlog;           /* the last prune was a full batch */
+    uint64_t beat_ns;             /* the replica hook last ran (0: not yet) */
     /* The ticking thread's only (ticks never run twice at once). */
     bool was_down;
     uint64_t backoff_ns; /* 0: tick again after the refresh interval */
@@ -67,6 +69,8 @@ struct hk_tick {
     int rc;               /* POOLD_OK until a database step fails */
     bool reloaded;        /* the directory was reloaded this tick */
     bool refreshing;      /* refresh_lock held for the HK_REFRESH steps */
+    bool beats;           /* the tick's own (not an admin call's refresh):
+                             it keeps the replica's lease between steps */
     char err[REG_ERR_MAX];
 };
 
@@ -189,20 +193,57 @@ static void hk_prune(struct housekeeping *hk, struct hk_tick *t)
         hk->prune_backlog = deleted == CATALOG_CHANGES_BATCH;
 }
 
+static enum hk_outcome step_replica_hook(struct housekeeping *hk,
+                                         struct hk_tick *t);
+
+/* In the tick, between its steps and within a long one: the replica's
+ * heartbeat, when the last is HK_BEAT_DUE_NS old. The fence trips half a
+ * lease (3.5 s) after the last renewal, whatever the tick is doing: a
+ * whole directory load at a million orgs, or a bulk change's keys, must
+ * not hold the renewal past it. */
+static void hk_beat_if_due(struct housekeeping *hk, struct hk_tick *t)
+{
+    uint64_t now;
+
+    if (!t->beats || hk->reg->hk_fn == NULL || t->conn == NULL ||
+        t->rc != POOLD_OK || hk->beat_ns == 0)
+        return;
+    now = t->clock ? t->clock(t->clock_ctx) : clock_now_ns();
+    if (now < hk->beat_ns + HK_BEAT_DUE_NS)
+        return;
+    t->now = now;
+    step_replica_hook(hk, t);
+}
+
+struct hk_pace {
+    struct housekeeping *hk;
+    struct hk_tick *t;
+};
+
+static void hk_pace(void *arg)
+{
+    struct hk_pace *p = arg;
+    hk_beat_if_due(p->hk, p->t);
+}
+
 /* Apply what changed: the whole directory, or the changed orgs' rows. */
 static int hk_apply_changes(struct housekeeping *hk, struct hk_tick *t,
                             const struct catalog_changes *ch)
 {
     struct org_info *list = NULL;
+    struct hk_pace arg = {hk, t};
+    const struct catalog_pace pace = {hk_pace, &arg};
     size_t n = ch->n;
     int rc;
 
     if (ch->all)
-        rc = catalog_load(t->conn, &list, &n, t->err, sizeof t->err);
+        rc = catalog_load(t->conn, CATALOG_LOAD_PAGE, &pace, &list, &n, t->err,
+                          sizeof t->err);
     else
         rc = catalog_load_some(t->conn, ch, &list, t->err, sizeof t->err);
     if (rc != POOLD_OK)
         return rc;
+    hk_beat_if_due(hk, t); /* the apply takes a second at a million */
     if (ch->all)
         registry_apply_directory(hk->reg, list, n);
     else
@@ -381,6 +422,7 @@ static enum hk_outcome step_replica_hook(struct housekeeping *hk,
     if (reg->hk_fn == NULL)
         return HK_SKIPPED;
     reg->hk_fn(reg->hk_arg, t->conn, false); /* NULL: database down */
+    hk->beat_ns = t->now ? t->now : 1;
     return HK_RAN;
 }
 
@@ -590,6 +632,9 @@ static void hk_run(struct housekeeping *hk, struct hk_tick *t, size_t first,
         const struct hk_step *s = &hk_steps[i];
         enum hk_outcome o = HK_SKIPPED;
 
+        if ((s->flags & HK_CONN) && i != HK_STEP_CONNECT &&
+            i != HK_STEP_REPLICA_HOOK)
+            hk_beat_if_due(hk, t);
         t->now = t->clock ? t->clock(t->clock_ctx) : clock_now_ns();
         if (!((s->flags & HK_DB) && t->rc != POOLD_OK) &&
             !((s->flags & HK_LOADED) && !atomic_load(&hk->reg->loaded)) &&
@@ -611,7 +656,7 @@ size_t housekeeping_tick(struct housekeeping *hk, clock_fn clock,
                          void *clock_ctx, struct hk_step_report *out,
                          size_t max)
 {
-    struct hk_tick t = {.clock = clock, .clock_ctx = clock_ctx};
+    struct hk_tick t = {.clock = clock, .clock_ctx = clock_ctx, .beats = true};
     bool taken = false;
 
     /* The connection is taken for the HK_CONN steps only (they come

@@ -91,7 +91,8 @@ START_TEST(catalog_schema_changes_load_store)
         catalog_store_pool_size(conn, "tsvc_cat", 0, err, sizeof err),
         POOLD_ERR_INVALID);
 
-    ck_assert_int_eq(catalog_load(conn, &orgs, &n, err, sizeof err), POOLD_OK);
+    ck_assert_int_eq(catalog_load(conn, 0, NULL, &orgs, &n, err, sizeof err),
+                     POOLD_OK);
     ck_assert_uint_ge(n, 1);
     for (size_t i = 0; i < n; i++) {
         if (strcmp(orgs[i].org_id, "tsvc_cat") != 0)
@@ -166,6 +167,39 @@ START_TEST(catalog_changes_committed_out_of_order)
 END_TEST
 
 /* Rows older than a day go; newer ones stay. */
+static void count_pace(void *arg)
+{
+    (*(int *)arg)++;
+}
+
+/* The whole load goes a page at a time, in org_id order, every org once,
+ * the pace called between two pages. */
+START_TEST(catalog_load_pages_through_every_org)
+{
+    struct db_conn *conn = open_conn();
+    struct org_info *orgs = NULL;
+    int paced = 0;
+    const struct catalog_pace pace = {count_pace, &paced};
+    long long all;
+    size_t n;
+
+    for (int i = 0; i < 7; i++) {
+        char id[32];
+        snprintf(id, sizeof id, "tcat_page%d", i);
+        org_add(id, "{}", true);
+    }
+    all = admin_ll("SELECT count(*) FROM orgs WHERE $1::text IS NOT NULL", "x");
+    ck_assert_int_eq(catalog_load(conn, 3, &pace, &orgs, &n, err, sizeof err),
+                     POOLD_OK);
+    ck_assert_int_eq((long long)n, all);
+    ck_assert_int_eq(paced, all / 3);
+    for (size_t i = 1; i < n; i++)
+        ck_assert_int_lt(strcmp(orgs[i - 1].org_id, orgs[i].org_id), 0);
+    free(orgs);
+    db_conn_close(conn);
+}
+END_TEST
+
 /* Rows older than a day go, a batch at a time, the oldest first. */
 START_TEST(catalog_prune_changes_keeps_a_day)
 {
@@ -245,6 +279,7 @@ int main(void)
          {org_id_validator, catalog_schema_changes_load_store,
           catalog_changes_committed_out_of_order,
           catalog_prune_changes_keeps_a_day,
+          catalog_load_pages_through_every_org,
           catalog_schema_missing_is_explained}},
     };
 
