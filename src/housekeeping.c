@@ -20,7 +20,9 @@
 #define HK_HELD_LOG_MAX 16 /* held-too-long holds logged per org per tick */
 #define HK_WARM_ROUND_NS (2 * NS_PER_S)    /* one round of warm connections */
 #define HK_PRUNE_EVERY_NS (600 * NS_PER_S) /* org_changes pruned */
-#define HK_BEAT_DUE_NS NS_PER_S            /* a heartbeat within a long tick */
+/* A heartbeat within a long tick: later than the next tick's would come
+ * after a quick one (1 s), well before the fence (3.5 s). */
+#define HK_BEAT_DUE_NS (3 * NS_PER_S / 2)
 /* At the end: how long to wait for the backends of connections closed with
  * a statement in flight to go before leaving the cluster. */
 #define HK_LINGER_WAIT_NS (2 * NS_PER_S)
@@ -197,7 +199,7 @@ static enum hk_outcome step_replica_hook(struct housekeeping *hk,
                                          struct hk_tick *t);
 
 /* In the tick, between its steps and within a long one: the replica's
- * heartbeat, when the last is HK_BEAT_DUE_NS old. The fence trips half a
+ * heartbeat, once the last is HK_BEAT_DUE_NS old. The fence trips half a
  * lease (3.5 s) after the last renewal, whatever the tick is doing: a
  * whole directory load at a million orgs, or a bulk change's keys, must
  * not hold the renewal past it. */
