@@ -49,6 +49,10 @@ struct pool_ops {
     /* On release: bring the object back to its freshly built state; false
      * if that is impossible (the object is destroyed). Optional. */
     bool (*reset)(void *ctx, void *obj);
+    /* Once built: the object's own end of life on the pool's clock (what
+     * it holds may end sooner than max_lifetime from now); the earlier
+     * of the two is the item's. Optional (NULL: max_lifetime alone). */
+    uint64_t (*expiry)(void *ctx, const void *obj);
 };
 
 struct pool_config {
@@ -151,6 +155,10 @@ void pool_release_broken(struct pool *pool, struct pool_item *item);
  * registry, at the connection cap): it is destroyed (EVICTED), and its slot
  * goes to the next waiter, who builds anew. */
 void pool_release_evict(struct pool *pool, struct pool_item *item);
+
+/* The item's end of life: max_lifetime (jittered) or the object's own
+ * expiry, the earlier (UINT64_MAX: none). */
+uint64_t pool_item_expiry(const struct pool_item *item);
 
 /* True if the item is past its jittered lifetime at now_ns. */
 bool pool_item_is_expired(const struct pool *pool, const struct pool_item *item,

@@ -159,6 +159,10 @@ bool service_reset(struct service *svc);
  * and not past its TTL. */
 bool service_is_valid(struct service *svc, uint64_t now_ns);
 
+/* When the service's pooled connection reaches its TTL (UINT64_MAX: it
+ * has none of the pool's). */
+uint64_t service_conn_expiry(const struct service *svc);
+
 /* orgs.config_version of the row the service was built from. */
 long long service_config_version(const struct service *svc);
 

@@ -451,8 +451,12 @@ static int pool_item_build(struct pool *pool, struct pool_item **out)
      * makes it idle releases these fields, and created is ordered for the
      * stats by that same store (see pool_lend). */
     atomic_store_explicit(&it->generation, gen, memory_order_relaxed);
-    atomic_store_explicit(&it->expire_ns, pool_expiry(pool, now),
-                          memory_order_relaxed);
+    uint64_t expire = pool_expiry(pool, now);
+    if (pool->ops->expiry != NULL) {
+        uint64_t own = pool->ops->expiry(pool->ctx, obj);
+        expire = own < expire ? own : expire;
+    }
+    atomic_store_explicit(&it->expire_ns, expire, memory_order_relaxed);
     atomic_store_explicit(&it->idle_since_ns, now, memory_order_relaxed);
     atomic_fetch_add_explicit(&pool->created, 1, memory_order_relaxed);
     *out = it;
@@ -818,6 +822,11 @@ void pool_release_evict(struct pool *pool, struct pool_item *item)
 {
     if (item != NULL)
         pool_item_destroy(pool, item, POOL_DESTROY_EVICTED);
+}
+
+uint64_t pool_item_expiry(const struct pool_item *item)
+{
+    return atomic_load_explicit(&item->expire_ns, memory_order_relaxed);
 }
 
 bool pool_item_is_expired(const struct pool *pool, const struct pool_item *item,

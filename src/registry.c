@@ -347,11 +347,21 @@ static bool org_service_reset(void *ctx, void *obj)
     return service_reset(obj);
 }
 
+/* A service ends with its connection's TTL: the pool's housekeeping then
+ * closes an idle one in time, not only a lend (an idle service of a quiet
+ * org held its connection up to twice the TTL). */
+static uint64_t org_service_expiry(void *ctx, const void *obj)
+{
+    (void)ctx;
+    return service_conn_expiry(obj);
+}
+
 static const struct pool_ops org_service_ops = {
     .create = org_service_create,
     .destroy = org_service_destroy,
     .validate = org_service_validate,
     .reset = org_service_reset,
+    .expiry = org_service_expiry,
 };
 
 static unsigned effective_size(const struct registry *reg,
@@ -386,8 +396,9 @@ static int entry_make_active(struct registry *reg, struct org_entry *e)
         .max_size = effective_size(reg, e),
         .capacity = reg->cfg.ceiling,
         .max_waiters = reg->cfg.max_waiters, /* 0 handled at acquire */
-        /* A service is rebuilt at least once per connection TTL, so an idle
-         * one never pins an old connection past it. */
+        /* A service is rebuilt at least once per connection TTL, and ends
+         * with its connection's (org_service_expiry): an idle one never
+         * pins an old connection past it. */
         .max_lifetime_ns = reg->cfg.conn_ttl_ns,
         .lifetime_jitter_ns = reg->cfg.conn_ttl_ns / 10,
         .validate_idle_ns = 0,

@@ -254,6 +254,11 @@ bool service_is_valid(struct service *svc, uint64_t now_ns)
            !pool_item_is_expired(svc->env->conns, svc->item, now_ns);
 }
 
+uint64_t service_conn_expiry(const struct service *svc)
+{
+    return svc->item != NULL ? pool_item_expiry(svc->item) : UINT64_MAX;
+}
+
 const char *service_org(const struct service *svc)
 {
     return svc->org_id;

@@ -234,6 +234,38 @@ class FaultTest(unittest.TestCase):
         finally:
             self.assertEqual(server.stop(), 0)
 
+    def test_an_idle_service_ends_with_its_connections_ttl(self):
+        """A service built on a connection opened earlier (the warm one)
+        goes when that connection reaches its TTL, idle or not: its own
+        lifetime ran from the build, so it held the connection up to a
+        TTL longer (until 0.9 TTL after the build at the earliest)."""
+        ttl = 6
+        server = Poold(env=dict(POOLD_POOL_SIZE=1, POOLD_DB_MIN_IDLE=1,
+                                POOLD_CONN_TTL_S=ttl))
+        try:
+            wait_for(lambda: psql(
+                "SELECT count(*) FROM pg_stat_activity WHERE"
+                " application_name = 'poold'") == "1", 30, "the warm one")
+            pid, start = psql(
+                "SELECT pid, backend_start FROM pg_stat_activity WHERE"
+                " application_name = 'poold'").split("|")
+            age = ("SELECT extract(epoch FROM now() - '%s'::timestamptz)"
+                   % start)
+            # Not a synchronisation: the connection's age at the build is
+            # what this sets.
+            wait_for(lambda: float(psql(age)) >= ttl / 2, 30, "half a TTL")
+            status, _, body = send(server, "org_042", "tflt_ttl")
+            self.assertEqual(status, 200, body)
+            wait_for(lambda: psql("SELECT count(*) FROM pg_stat_activity"
+                                  " WHERE pid = %s" % pid) == "0", 3 * ttl,
+                     "the warm connection to close")
+            # Its TTL (jittered down) and a tick of upkeep; 8.4 s before.
+            self.assertLess(float(psql(age)), ttl + 1.5)
+            self.assertGreaterEqual(
+                server.pool("org_042")["destroyed_by"]["expired"], 1)
+        finally:
+            self.assertEqual(server.stop(), 0)
+
     def test_database_down_at_start_then_up(self):
         pg("stop")
         server = Poold(wait_ready=False)

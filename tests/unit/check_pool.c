@@ -762,6 +762,41 @@ START_TEST(test_lifetime_enforced_on_acquire_and_release)
 }
 END_TEST
 
+static uint64_t fake_expiry(void *ctx, const void *obj)
+{
+    (void)ctx;
+    /* Object 1 holds something that ends at 30 s; the others nothing. */
+    return ((const struct fake_obj *)obj)->id == 1 ? 30 * S : UINT64_MAX;
+}
+
+static const struct pool_ops expiry_ops = {
+    .create = fake_create,
+    .destroy = fake_destroy,
+    .expiry = fake_expiry,
+};
+
+/* An object's own end of life comes before the pool's lifetime: it is
+ * the item's, and the upkeep reaps the idle object then. */
+START_TEST(test_object_expiry_before_lifetime)
+{
+    struct pool_config cfg = base_cfg(4);
+    cfg.max_lifetime_ns = 100 * S;
+    struct pool *pool = make_pool(&cfg, &expiry_ops);
+    struct pool_item *a = take(pool), *b = take(pool);
+
+    ck_assert_uint_eq(pool_item_expiry(a), 30 * S);
+    ck_assert_uint_eq(pool_item_expiry(b), 100 * S);
+    pool_release(pool, a);
+    pool_release(pool, b);
+    pool_maintain(pool, 29 * S);
+    ck_assert_int_eq(atomic_load(&F.destroyed), 0);
+    pool_maintain(pool, 30 * S);
+    ck_assert_int_eq(atomic_load(&F.destroyed_by[POOL_DESTROY_EXPIRED]), 1);
+    ck_assert_int_eq(atomic_load(&F.last_destroyed_id), 1);
+    ck_assert_uint_eq(stats(pool).idle, 1);
+}
+END_TEST
+
 START_TEST(test_idle_timeout_via_maintain)
 {
     struct pool_config cfg = base_cfg(4);
@@ -1258,6 +1293,7 @@ static Suite *pool_suite(void)
     tcase_add_test(tc, test_create_runs_without_lock);
     tcase_add_test(tc, test_lifetime_jitter_spreads_expiry);
     tcase_add_test(tc, test_lifetime_enforced_on_acquire_and_release);
+    tcase_add_test(tc, test_object_expiry_before_lifetime);
     tcase_add_test(tc, test_idle_timeout_via_maintain);
     tcase_add_test(tc, test_idle_timeout_keeps_min_idle);
     tcase_add_test(tc, test_min_idle_prewarm_via_maintain);
