@@ -279,7 +279,7 @@ static void org_note_misconf(struct org_active *a, long long version,
               err, (const char *)NULL);
 }
 
-static int org_service_create(void *ctx, void **obj)
+static int org_service_build(void *ctx, void **obj)
 {
     struct org_active *a = ctx;
     struct org_entry *e = a->entry;
@@ -326,6 +326,30 @@ static void org_service_destroy(void *ctx, void *obj,
     (void)why;
     service_close(obj);
     live_remove(ctx);
+}
+
+/* A fresh service is lent without validate(): one whose org's row changed
+ * (or went) while it was built, before the retire step ran, is built
+ * again here, so stale configuration is not served from a build either. */
+#define ORG_BUILD_TRIES 3
+static int org_service_create(void *ctx, void **obj)
+{
+    struct org_active *a = ctx;
+    struct org_entry *e = a->entry;
+
+    for (int i = 0; i < ORG_BUILD_TRIES; i++) {
+        int rc = org_service_build(ctx, obj);
+
+        if (rc != POOLD_OK ||
+            (atomic_load(&e->present) &&
+             service_config_version(*obj) >= atomic_load(&e->version)))
+            return rc;
+        org_service_destroy(ctx, *obj, POOL_DESTROY_RETIRED);
+        *obj = NULL;
+    }
+    log_event(LOG_WARN, "org changed during every service build", "org",
+              e->org_id, (const char *)NULL);
+    return POOLD_ERR_DB;
 }
 
 /* A service may be lent only while it was built from the org's current row
