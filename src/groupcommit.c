@@ -538,11 +538,7 @@ static int gc_borrow(struct registry *reg, struct batcher *b,
     until = own->commit_ns > half ? own->commit_ns - half : 0;
     wait = until > now ? until - now : 0;
     pthread_mutex_unlock(&b->lock);
-    /* A service built for it (a connection waited for at the cap, opened,
-     * checked) ends by then too: a leader that came back at its commit
-     * deadline would send its whole group, other writes with time left
-     * among them, already too late. 0 would mean no bound. */
-    db_thread_deadline(until > 0 ? until : 1);
+    db_thread_deadline(own->commit_ns);
     rc =
         pool_acquire(own->e->act->pool, reg->cfg.max_waiters ? wait : 0, &item);
     db_thread_deadline(0);
@@ -550,6 +546,16 @@ static int gc_borrow(struct registry *reg, struct batcher *b,
     if (rc == POOLD_OK) {
         own->item = item;
         own->item_e = own->e;
+        /* A service built for it (a connection waited for at the cap,
+         * opened, checked) may take it to its commit deadline: a leader
+         * that late commits alone, not the group, whose writes have more
+         * time than its deadline leaves them (the next leads it). */
+        now = clock_now_ns();
+        if (own->state == GC_LEAD &&
+            (own->commit_ns < half || now > own->commit_ns - half)) {
+            own->state = GC_ALONE;
+            gc_kick(b, now);
+        }
         return POOLD_OK;
     }
     b->inflight--;
