@@ -79,7 +79,8 @@ bool cluster_fenced(uint64_t renewed_ns, uint64_t now_ns, unsigned lease_s)
  * stops (a pause, a lost network) between its LOCK and its COMMIT must
  * not hold the others' heartbeats past their fence (half the lease). The
  * server ends such a session after 1 s; a live one is idle in its
- * transaction for at most the 250 ms of a shrink. */
+ * transaction only between its statements (the shrink's wait comes after
+ * COMMIT). */
 static const char sql_idle[] =
     "SET LOCAL idle_in_transaction_session_timeout = 1000";
 static const char sql_lock[] =

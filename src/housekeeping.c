@@ -73,6 +73,7 @@ struct hk_tick {
     bool refreshing;      /* refresh_lock held for the HK_REFRESH steps */
     bool beats;           /* the tick's own (not an admin call's refresh):
                              it keeps the replica's lease between steps */
+    bool beaten;          /* a heartbeat ran between this tick's steps */
     char err[REG_ERR_MAX];
 };
 
@@ -215,6 +216,7 @@ static void hk_beat_if_due(struct housekeeping *hk, struct hk_tick *t)
         return;
     t->now = now;
     step_replica_hook(hk, t);
+    t->beaten = true; /* the tick's own heartbeat step is done with */
 }
 
 struct hk_pace {
@@ -424,8 +426,17 @@ static enum hk_outcome step_replica_hook(struct housekeeping *hk,
     if (reg->hk_fn == NULL)
         return HK_SKIPPED;
     reg->hk_fn(reg->hk_arg, t->conn, false); /* NULL: database down */
-    hk->beat_ns = t->now ? t->now : 1;
+    /* When it ended: one held up (a locked cluster_replicas) makes the
+     * next tick's steps no more due than a quick one. */
+    hk->beat_ns = t->clock ? t->clock(t->clock_ctx) : clock_now_ns();
     return HK_RAN;
+}
+
+/* The tick's heartbeat step, unless one ran between its steps. */
+static enum hk_outcome step_tick_beat(struct housekeeping *hk,
+                                      struct hk_tick *t)
+{
+    return t->beaten ? HK_SKIPPED : step_replica_hook(hk, t);
 }
 
 /* --------------------------------------------- steps without connection */
@@ -611,7 +622,7 @@ static const struct hk_step hk_steps[HK_STEP__COUNT] = {
     [HK_STEP_BREAKERS] = {"breakers", HK_CONN | HK_DB, step_breakers},
     [HK_STEP_CLOSED_BACKENDS] = {"closed_backends", HK_CONN | HK_DB,
                                  step_closed_backends},
-    [HK_STEP_REPLICA_HOOK] = {"replica_hook", HK_CONN, step_replica_hook},
+    [HK_STEP_REPLICA_HOOK] = {"replica_hook", HK_CONN, step_tick_beat},
     [HK_STEP_MAINTAIN_POOLS] = {"maintain_pools", 0, step_maintain_pools},
     [HK_STEP_CHECK_HOLDS] = {"check_holds", 0, step_check_holds},
     [HK_STEP_MAINTAIN_CONNS] = {"maintain_conns", 0, step_maintain_conns},
