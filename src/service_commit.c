@@ -964,6 +964,18 @@ struct svc_org_error {
     char err[512];
 };
 
+/* Did a job of sel[0..n) fail (a stored duplicate of another payload is
+ * an answer, not a failure)? */
+static bool svc_some_failed(const struct service_job *jobs, const size_t *sel,
+                            size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if (jobs[sel[i]].status != POOLD_OK &&
+            jobs[sel[i]].status != POOLD_ERR_CONFLICT)
+            return true;
+    return false;
+}
+
 /* The error text the failed jobs of a group get (every failed job gets
  * the same): one org's own, or, once a second org fails, none that names
  * another org's row; each org's own error is logged then. */
@@ -1021,7 +1033,9 @@ static int svc_commit_orgs(struct service *svc, struct service_job *jobs,
         svc_round_free(&r);
         return svc_fail_all(jobs, NULL, n, rc);
     }
-    /* Group what is left by org (svc_commit_once kept idx in order). */
+    /* Group what is left by org (svc_commit_once kept idx in order). The
+     * statement's error may quote one org's row: no failed job gets it. */
+    err[0] = '\0';
     for (size_t a = 0, b; a < left; a = b) {
         const char *org = svc_job_org(svc, &jobs[r.idx[a]]);
         size_t run = a;
@@ -1036,13 +1050,12 @@ static int svc_commit_orgs(struct service *svc, struct service_job *jobs,
         b = run;
         rc = svc_commit(svc, jobs, &r.idx[a], b - a, deadline_ns, one,
                         sizeof one);
-        if (rc == POOLD_OK) {
+        if (rc == POOLD_OK)
             wrote = true;
-            continue;
-        }
-        if (worst == POOLD_OK || worst == POOLD_ERR_DB)
+        else if (worst == POOLD_OK || worst == POOLD_ERR_DB)
             worst = rc;
-        svc_org_failed(org, one, failed++, &first, err, errlen);
+        if (svc_some_failed(jobs, &r.idx[a], b - a))
+            svc_org_failed(org, one, failed++, &first, err, errlen);
     }
     svc_round_free(&r);
     return worst == POOLD_ERR_DB && wrote ? POOLD_OK : worst;
