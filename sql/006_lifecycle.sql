@@ -223,19 +223,24 @@ BEGIN
                 || to_char(v_lo AT TIME ZONE 'UTC', 'YYYYMMDD"T"HH24MISS');
         -- Made apart and attached, with the default partition's rows of its
         -- range moved in (so rows that went to the default meanwhile never
-        -- block it); the CHECK spares ATTACH a scan. The default is locked
-        -- first (ATTACH takes this lock anyway): a row committed there
-        -- after the move, before ATTACH, would fail the round, and every
-        -- retry while writes go on.
+        -- block it); the CHECK spares ATTACH a scan. The rows move while
+        -- writers go on, then again under the lock ATTACH takes anyway:
+        -- a row committed there after the first move would fail the
+        -- round (and every retry while writes go on), and writers wait
+        -- only for the second, short move.
         EXECUTE format('CREATE TABLE %I (LIKE processed_messages'
                        ' INCLUDING DEFAULTS, PRIMARY KEY (org_id, message_id),'
                        ' CONSTRAINT %I CHECK (processed_at >= %L AND'
                        ' processed_at < %L))', part, part || '_range', v_lo, v_hi);
-        LOCK TABLE processed_messages_default IN ACCESS EXCLUSIVE MODE;
-        EXECUTE format('WITH moved AS (DELETE FROM processed_messages_default'
-                       ' WHERE processed_at >= %L AND processed_at < %L'
-                       ' RETURNING *) INSERT INTO %I SELECT * FROM moved',
-                       v_lo, v_hi, part);
+        FOR pass IN 1..2 LOOP
+            IF pass = 2 THEN
+                LOCK TABLE processed_messages_default IN ACCESS EXCLUSIVE MODE;
+            END IF;
+            EXECUTE format('WITH moved AS (DELETE FROM processed_messages_default'
+                           ' WHERE processed_at >= %L AND processed_at < %L'
+                           ' RETURNING *) INSERT INTO %I SELECT * FROM moved',
+                           v_lo, v_hi, part);
+        END LOOP;
         EXECUTE format('ALTER TABLE processed_messages ATTACH PARTITION %I'
                        ' FOR VALUES FROM (%L) TO (%L)', part, v_lo, v_hi);
         INSERT INTO message_partitions (relname, lo, hi)
