@@ -964,15 +964,16 @@ struct svc_org_error {
     char err[512];
 };
 
-/* Did a job of sel[0..n) fail (a stored duplicate of another payload is
- * an answer, not a failure)? */
+/* Did a job of sel[0..n) (NULL: jobs[0..n)) fail? A stored duplicate of
+ * another payload is an answer, not a failure. */
 static bool svc_some_failed(const struct service_job *jobs, const size_t *sel,
                             size_t n)
 {
-    for (size_t i = 0; i < n; i++)
-        if (jobs[sel[i]].status != POOLD_OK &&
-            jobs[sel[i]].status != POOLD_ERR_CONFLICT)
+    for (size_t i = 0; i < n; i++) {
+        int st = jobs[sel != NULL ? sel[i] : i].status;
+        if (st != POOLD_OK && st != POOLD_ERR_CONFLICT)
             return true;
+    }
     return false;
 }
 
@@ -1048,6 +1049,7 @@ static int svc_commit_orgs(struct service *svc, struct service_job *jobs,
                 r.idx[run++] = t;
             }
         b = run;
+        snprintf(one, sizeof one, "a stored row could not be read back");
         rc = svc_commit(svc, jobs, &r.idx[a], b - a, deadline_ns, one,
                         sizeof one);
         if (rc == POOLD_OK)
@@ -1075,7 +1077,11 @@ int service_commit_many(struct service *svc, struct service_job *jobs, size_t n,
                strcmp(svc_job_org(svc, &jobs[k]), svc_job_org(svc, jobs)) != 0;
     rc = orgs ? svc_commit_orgs(svc, jobs, n, deadline_ns, err, errlen)
               : svc_commit(svc, jobs, NULL, n, deadline_ns, err, errlen);
-    for (size_t k = 0; k < n && rc == POOLD_OK; k++)
+    /* Every failed job gets err: a conflict's text (one message's id,
+     * maybe another org's) only when none failed. */
+    if (rc != POOLD_OK || svc_some_failed(jobs, NULL, n))
+        return rc;
+    for (size_t k = 0; k < n; k++)
         if (jobs[k].status == POOLD_ERR_CONFLICT) {
             const struct message *m = jobs[k].msg;
             snprintf(err, errlen,
