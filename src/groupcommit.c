@@ -555,6 +555,8 @@ static int gc_borrow(struct registry *reg, struct batcher *b,
             (own->commit_ns < half || now > own->commit_ns - half)) {
             own->state = GC_ALONE;
             gc_kick(b, now);
+            if (b->head != NULL) /* it was left for this leader to take */
+                gc_wake(b->head);
         }
         return POOLD_OK;
     }
