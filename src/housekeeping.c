@@ -23,6 +23,7 @@
 /* A heartbeat within a long tick: later than the next tick's would come
  * after a quick one (1 s), well before the fence (3.5 s). */
 #define HK_BEAT_DUE_NS (3 * NS_PER_S / 2)
+#define HK_BEAT_RECENT_NS (NS_PER_S / 2) /* the tick's own is not needed */
 /* At the end: how long to wait for the backends of connections closed with
  * a statement in flight to go before leaving the cluster. */
 #define HK_LINGER_WAIT_NS (2 * NS_PER_S)
@@ -432,11 +433,14 @@ static enum hk_outcome step_replica_hook(struct housekeeping *hk,
     return HK_RAN;
 }
 
-/* The tick's heartbeat step, unless one ran between its steps. */
+/* The tick's heartbeat step, unless one between its steps has just
+ * ended (then the next tick's is soon enough). */
 static enum hk_outcome step_tick_beat(struct housekeeping *hk,
                                       struct hk_tick *t)
 {
-    return t->beaten ? HK_SKIPPED : step_replica_hook(hk, t);
+    if (t->beaten && t->now < hk->beat_ns + HK_BEAT_RECENT_NS)
+        return HK_SKIPPED;
+    return step_replica_hook(hk, t);
 }
 
 /* --------------------------------------------- steps without connection */
