@@ -226,8 +226,11 @@ BEGIN
         -- block it); the CHECK spares ATTACH a scan. The rows move while
         -- writers go on, then again under the lock ATTACH takes anyway:
         -- a row committed there after the first move would fail the
-        -- round (and every retry while writes go on), and writers wait
-        -- only for the second, short move.
+        -- round (and every retry while writes go on). Writers wait for
+        -- the second pass and ATTACH's check (each a scan of the
+        -- default), not for the bulk of the move. A writer of one of
+        -- the moved ids (a resend) may hold the lock up: the round then
+        -- gives up at its lock_timeout and is tried again.
         EXECUTE format('CREATE TABLE %I (LIKE processed_messages'
                        ' INCLUDING DEFAULTS, PRIMARY KEY (org_id, message_id),'
                        ' CONSTRAINT %I CHECK (processed_at >= %L AND'
