@@ -445,15 +445,18 @@ class Soak:
             self.sh.violation("soak_error", repr(e))
             self.sh.stop.set()
 
-    def admin(self, method, path, body=None, replica=None, what=None):
-        """An admin call to one replica, checked against the bound."""
+    def admin(self, method, path, body=None, replica=None, what=None,
+              gone_ok=False):
+        """An admin call to one replica, checked against the bound
+        (gone_ok: a 404 is an answer too)."""
         r = replica or self.any_replica()
         st, code, obj, t0, t1, t2 = call(r.port, method, path, body)
         if isinstance(st, int):
             self.sh.latency(t0, t1, t2, what or "%s %s" % (method, path),
                             False)
             self.sh.status("admin %d%s" % (st, " " + code if code else ""))
-            if st >= 300 and not (st == 503 and code in LOAD_OK_503):
+            if st >= 300 and not (st == 503 and code in LOAD_OK_503) and \
+                    not (gone_ok and st == 404):
                 self.sh.violation("unexpected_status", "%s %s on poold-%d: "
                                   "%d %s" % (method, path, r.i, st, code))
         elif st == "timeout":
@@ -508,13 +511,20 @@ class Soak:
         for c in clients:
             c.join(60)
 
-    def admin_retry(self, method, path, body=None, until=30, replica=None):
+    def admin_retry(self, method, path, body=None, until=30, replica=None,
+                    maybe_done=False):
+        """Until an answer below 500. A DELETE whose earlier try may have
+        committed (a 503 that says the change may or may not be stored,
+        its COMMIT's answer lost to a terminated backend; no answer at
+        all) may find the thing gone: a 404 is then its answer."""
         deadline = now() + until
         while True:
-            st, obj = self.admin(method, path, body, replica)
+            st, obj = self.admin(method, path, body, replica,
+                                 gone_ok=maybe_done and method == "DELETE")
             if (isinstance(st, int) and st < 500) or now() > deadline \
                     or self.sh.stop.is_set():
                 return st, obj
+            maybe_done = True
             self.sleep(0.5)
 
     # -- load: single messages through HAProxy
@@ -738,7 +748,7 @@ class Soak:
             self.sleep(BOUND_S + 1.0)
             path = "/orgs/%s/keys/%s" % (org, old[1])
             st, _ = self.admin_retry("DELETE", path)
-            if st != 204:
+            if st not in (204, 404):  # 404: an earlier try had revoked it
                 continue
             self.sh.fault("key_revocation")
             self.probe_revoked(org, old[0], now())
@@ -821,8 +831,9 @@ class Soak:
             self.sleep(self.rnd.uniform(0.0, 0.3))
             st, _ = self.admin_retry("DELETE", "/orgs/" + org, until=60,
                                      replica=r)
-            if st != 204:  # r died: any replica deletes it
-                self.admin_retry("DELETE", "/orgs/" + org, until=60)
+            if st != 204:  # r died: any replica deletes it (if not done)
+                self.admin_retry("DELETE", "/orgs/" + org, until=60,
+                                 maybe_done=True)
             for t in senders:
                 t.join(BOUND_S * 10 + 10)
 
