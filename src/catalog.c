@@ -201,6 +201,11 @@ int catalog_prune_changes(struct db_conn *conn, long long *deleted, char *err,
     return POOLD_OK;
 }
 
+/* The columns catalog_row() reads, of the orgs a load selects. */
+#define CATALOG_ORGS_SELECT                                                    \
+    "SELECT org_id, enabled, coalesce(pool_max_size, 0), config_version,"      \
+    " paused FROM orgs"
+
 /* One row of the load query into *org; false if a value is malformed. */
 static bool catalog_row(const PGresult *res, int row, struct org_info *org)
 {
@@ -237,15 +242,10 @@ static long catalog_load_page(struct db_conn *conn, char *after, size_t page,
 
     snprintf(lim, sizeof lim, "%zu", page);
     res = db_exec(conn, "orgs load",
-                  after[0] == '\0' ? "SELECT org_id, enabled,"
-                                     " coalesce(pool_max_size, 0),"
-                                     " config_version, paused FROM orgs"
-                                     " ORDER BY org_id LIMIT $1::integer"
-                                   : "SELECT org_id, enabled,"
-                                     " coalesce(pool_max_size, 0),"
-                                     " config_version, paused FROM orgs"
-                                     " WHERE org_id > $2 ORDER BY org_id"
-                                     " LIMIT $1::integer",
+                  after[0] == '\0' ? CATALOG_ORGS_SELECT
+                      " ORDER BY org_id LIMIT $1::integer"
+                                   : CATALOG_ORGS_SELECT
+                      " WHERE org_id > $2 ORDER BY org_id LIMIT $1::integer",
                   after[0] == '\0' ? 1 : 2, params, NULL, err, errlen);
     if (res == NULL)
         return POOLD_ERR_DB;
@@ -319,10 +319,8 @@ int catalog_load_some(struct db_conn *conn, const struct catalog_changes *ch,
     *out = NULL;
     if (ids != NULL && orgs != NULL)
         res = db_exec(conn, "orgs load some",
-                      "SELECT org_id, enabled, coalesce(pool_max_size, 0),"
-                      " config_version, paused FROM orgs"
-                      " WHERE org_id = ANY ($1::text[])",
-                      1, params, NULL, err, errlen);
+                      CATALOG_ORGS_SELECT " WHERE org_id = ANY ($1::text[])", 1,
+                      params, NULL, err, errlen);
     else
         snprintf(err, errlen, "orgs load: out of memory");
     free(ids);
